@@ -1,0 +1,136 @@
+/**
+ * One config object for the whole model. The defaults are the paper's numbers
+ * (Sabour, Frosst & Hinton 2017, section 4); the input shape and class count come from the data.
+ */
+export interface CapsNetConfig {
+  inputHeight: number;
+  inputWidth: number;
+  inputChannels: number;
+  numClasses: number;
+  /** Conv1: filters, square kernel size, stride 1, ReLU. */
+  conv1Filters: number;
+  conv1Kernel: number;
+  /** PrimaryCaps: `primaryMaps` convolutional maps of `primaryDim`-D capsules. */
+  primaryMaps: number;
+  primaryDim: number;
+  primaryKernel: number;
+  primaryStride: number;
+  /** DigitCaps: one `digitDim`-D capsule per class. */
+  digitDim: number;
+  routingIterations: number;
+  /** Decoder hidden layer widths; the output layer has H*W*C sigmoid units. */
+  decoderHidden: number[];
+  /** Margin loss, eq. 4. */
+  mPlus: number;
+  mMinus: number;
+  lambda: number;
+  /** Weight of the summed squared reconstruction error. */
+  reconstructionWeight: number;
+  /** Epsilon inside the square root of squash, so zero-length vectors have finite value and gradient. */
+  squashEpsilon: number;
+  learningRate: number;
+  /** Exponential decay: lr * decayRate^(step / decaySteps). */
+  decayRate: number;
+  decaySteps: number;
+  /** Random translation of up to this many pixels, zero padded. */
+  maxShift: number;
+}
+
+export type PresetName = 'paper' | 'small';
+
+export interface DataShape {
+  inputHeight: number;
+  inputWidth: number;
+  inputChannels: number;
+  numClasses: number;
+}
+
+const PAPER: Omit<CapsNetConfig, keyof DataShape> = {
+  conv1Filters: 256,
+  conv1Kernel: 9,
+  primaryMaps: 32,
+  primaryDim: 8,
+  primaryKernel: 9,
+  primaryStride: 2,
+  digitDim: 16,
+  routingIterations: 3,
+  decoderHidden: [512, 1024],
+  mPlus: 0.9,
+  mMinus: 0.1,
+  lambda: 0.5,
+  reconstructionWeight: 0.0005,
+  squashEpsilon: 1e-7,
+  learningRate: 1e-3,
+  decayRate: 0.96,
+  decaySteps: 2000,
+  maxShift: 2,
+};
+
+/** A narrower network that trains to >97% on the embedded digits in minutes on two CPU cores. */
+const SMALL: Omit<CapsNetConfig, keyof DataShape> = {
+  ...PAPER,
+  conv1Filters: 64,
+  primaryMaps: 8,
+  decoderHidden: [256, 512],
+  decaySteps: 500,
+};
+
+export const MNIST_SHAPE: DataShape = { inputHeight: 28, inputWidth: 28, inputChannels: 1, numClasses: 10 };
+
+export function presetConfig(preset: PresetName, shape: DataShape = MNIST_SHAPE, overrides: Partial<CapsNetConfig> = {}): CapsNetConfig {
+  const base = preset === 'paper' ? PAPER : preset === 'small' ? SMALL : undefined;
+  if (!base) throw new Error(`unknown preset "${preset}": use "paper" or "small"`);
+  const config = { ...base, ...shape, ...overrides, decoderHidden: [...(overrides.decoderHidden ?? base.decoderHidden)] };
+  validateConfig(config);
+  return config;
+}
+
+export function paperConfig(overrides: Partial<CapsNetConfig> = {}): CapsNetConfig {
+  return presetConfig('paper', MNIST_SHAPE, overrides);
+}
+
+/** Spatial size after a valid convolution. */
+export function convOutputSize(size: number, kernel: number, stride: number): number {
+  return Math.floor((size - kernel) / stride) + 1;
+}
+
+/** The sizes every layer derives from the config. */
+export function derivedSizes(config: CapsNetConfig) {
+  const conv1H = convOutputSize(config.inputHeight, config.conv1Kernel, 1);
+  const conv1W = convOutputSize(config.inputWidth, config.conv1Kernel, 1);
+  const primaryH = convOutputSize(conv1H, config.primaryKernel, config.primaryStride);
+  const primaryW = convOutputSize(conv1W, config.primaryKernel, config.primaryStride);
+  return {
+    conv1H,
+    conv1W,
+    primaryH,
+    primaryW,
+    /** Number of primary capsules: 32 * 6 * 6 = 1152 for the paper on 28x28. */
+    numPrimaryCaps: primaryH * primaryW * config.primaryMaps,
+    pixels: config.inputHeight * config.inputWidth * config.inputChannels,
+  };
+}
+
+export function validateConfig(config: CapsNetConfig): void {
+  const positiveInts: (keyof CapsNetConfig)[] = [
+    'inputHeight', 'inputWidth', 'inputChannels', 'numClasses', 'conv1Filters', 'conv1Kernel', 'primaryMaps',
+    'primaryDim', 'primaryKernel', 'primaryStride', 'digitDim', 'routingIterations', 'decaySteps',
+  ];
+  for (const key of positiveInts) {
+    const value = config[key];
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+      throw new Error(`config.${key} must be a positive integer, got ${JSON.stringify(value)}`);
+    }
+  }
+  if (config.numClasses < 2) throw new Error(`config.numClasses must be at least 2, got ${config.numClasses}`);
+  if (!config.decoderHidden.every((w) => Number.isInteger(w) && w > 0)) {
+    throw new Error(`config.decoderHidden must be positive integers, got ${JSON.stringify(config.decoderHidden)}`);
+  }
+  const { primaryH, primaryW } = derivedSizes(config);
+  if (primaryH < 1 || primaryW < 1) {
+    throw new Error(
+      `input ${config.inputHeight}x${config.inputWidth} is too small for conv1 ${config.conv1Kernel}x${config.conv1Kernel} ` +
+        `then primary capsules ${config.primaryKernel}x${config.primaryKernel} stride ${config.primaryStride}`,
+    );
+  }
+}
