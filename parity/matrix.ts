@@ -1,0 +1,126 @@
+/** Compares each backend's outputs with the reference and prints the parity matrix. */
+import type { MeasureResult } from './measure.ts';
+import type { Reference } from './reference.ts';
+
+export const TOLERANCES = { lengths: 1e-5, capsules: 1e-4, reconstruction: 1e-4, tieGap: 1e-5 } as const;
+
+export interface BackendRow {
+  backend: string;
+  /** What really ran it (device report, adapter). */
+  ranOn: string;
+  status: 'pass' | 'fail' | 'skipped' | 'error' | 'reference';
+  /** Skip or error reason, or which tolerances failed. */
+  reason?: string;
+  count?: number;
+  maxAbs?: { lengths: number; capsules: number; reconstruction: number; decoder: number };
+  /** mismatches: argmax differs where the reference's top two are clear apart (a failure); flippedTies: differs at a near-tie (allowed, reported). */
+  argmax?: { agree: number; compared: number; mismatches: number[]; flippedTies: Array<{ image: number; gap: number }> };
+  medianMs?: number;
+  latenciesMs?: number[];
+  loadMs?: number;
+}
+
+export function median(values: number[]): number {
+  if (!values.length) return Number.NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Largest |a-b| over the elements of the images in `images`; NaN anywhere gives NaN. */
+function maxAbsDiff(a: Float32Array, b: Float32Array, per: number, images: number[]): number {
+  let worst = 0;
+  for (const n of images) {
+    for (let i = n * per; i < (n + 1) * per; i++) {
+      const d = Math.abs(a[i]! - b[i]!);
+      if (Number.isNaN(d)) return Number.NaN;
+      if (d > worst) worst = d;
+    }
+  }
+  return worst;
+}
+
+export function compare(backend: string, ranOn: string, result: MeasureResult, ref: Reference): BackendRow {
+  const { numClasses: k, digitDim: d } = ref.config;
+  const pixels = ref.reconstruction.length / ref.labels.length;
+  const n = result.count;
+  const all = Array.from({ length: n }, (_, i) => i);
+  const mismatches: number[] = [];
+  const flippedTies: Array<{ image: number; gap: number }> = [];
+  for (const i of all) {
+    if (result.labels[i] === ref.labels[i]) continue;
+    if (ref.topGap[i]! < TOLERANCES.tieGap) flippedTies.push({ image: i, gap: ref.topGap[i]! });
+    else mismatches.push(i);
+  }
+  // The reconstruction is masked by the longest capsule: where a near-tie flipped it, it cannot match.
+  const sameMask = all.filter((i) => result.labels[i] === ref.labels[i]);
+  const maxAbs = {
+    lengths: maxAbsDiff(result.lengths, ref.lengths, k, all),
+    capsules: maxAbsDiff(result.capsules, ref.capsules, k * d, all),
+    reconstruction: maxAbsDiff(result.reconstruction, ref.reconstruction, pixels, sameMask),
+    decoder: maxAbsDiff(result.decoded, ref.reconstruction, pixels, all),
+  };
+  const failed: string[] = [];
+  if (!(maxAbs.lengths <= TOLERANCES.lengths)) failed.push(`lengths ${fmt(maxAbs.lengths)} > ${TOLERANCES.lengths}`);
+  if (!(maxAbs.capsules <= TOLERANCES.capsules)) failed.push(`capsules ${fmt(maxAbs.capsules)} > ${TOLERANCES.capsules}`);
+  if (!(maxAbs.reconstruction <= TOLERANCES.reconstruction)) failed.push(`reconstruction ${fmt(maxAbs.reconstruction)} > ${TOLERANCES.reconstruction}`);
+  if (!(maxAbs.decoder <= TOLERANCES.reconstruction)) failed.push(`decoder ${fmt(maxAbs.decoder)} > ${TOLERANCES.reconstruction}`);
+  if (mismatches.length) failed.push(`argmax differs on image(s) ${mismatches.join(', ')}`);
+  return {
+    backend,
+    ranOn,
+    status: failed.length ? 'fail' : 'pass',
+    ...(failed.length ? { reason: failed.join('; ') } : {}),
+    count: n,
+    maxAbs,
+    argmax: { agree: all.filter((i) => result.labels[i] === ref.labels[i]).length, compared: n, mismatches, flippedTies },
+    medianMs: median(result.latenciesMs),
+    latenciesMs: result.latenciesMs,
+    loadMs: result.loadMs,
+  };
+}
+
+export function fmt(x: number | undefined): string {
+  if (x === undefined) return '-';
+  if (Number.isNaN(x)) return 'NaN';
+  if (x === 0) return '0';
+  return x.toExponential(1);
+}
+
+function ms(x: number | undefined): string {
+  if (x === undefined || Number.isNaN(x)) return '-';
+  return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
+}
+
+/** Images whose two longest reference capsules are within the tie tolerance. */
+export function nearTies(ref: Reference): Array<{ image: number; gap: number }> {
+  return ref.topGap.flatMap((gap, image) => (gap < TOLERANCES.tieGap ? [{ image, gap }] : []));
+}
+
+/** A plain-text table: one row per backend, then the near-ties (reference) and where a backend's argmax flipped on one. */
+export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; gap: number }> = []): string {
+  const header = ['backend', 'n', 'lengths', 'capsules', 'recon', 'decoder', 'argmax', 'median ms', 'status', 'ran on / reason'];
+  const body = rows.map((r) => [
+    r.backend,
+    r.count === undefined ? '-' : String(r.count),
+    fmt(r.maxAbs?.lengths),
+    fmt(r.maxAbs?.capsules),
+    fmt(r.maxAbs?.reconstruction),
+    fmt(r.maxAbs?.decoder),
+    r.argmax ? `${r.argmax.agree}/${r.argmax.compared}` : '-',
+    ms(r.medianMs),
+    r.status,
+    r.status === 'pass' || r.status === 'reference' ? r.ranOn : `${r.reason ?? ''}`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.filter(() => i < header.length - 1).map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  const out = [line(header), line(widths.map((w, i) => (i === widths.length - 1 ? '-'.repeat(15) : '-'.repeat(w)))), ...body.map(line)];
+  if (ties.length) {
+    const shown = ties.slice(0, 12).map((t) => `${t.image} (gap ${fmt(t.gap)})`).join(', ');
+    out.push('', `near-ties in the reference (top two lengths within ${TOLERANCES.tieGap}; argmax may differ there): ${ties.length} image(s): ${shown}${ties.length > 12 ? ', ...' : ''}`);
+    for (const r of rows) {
+      if (r.argmax?.flippedTies.length) out.push(`  ${r.backend} picked another class at near-tie image(s) ${r.argmax.flippedTies.map((t) => t.image).join(', ')}`);
+    }
+  }
+  return out.join('\n');
+}

@@ -1,0 +1,50 @@
+/**
+ * What every provider file exports: one device, one execution provider, and the reasons it may not run here.
+ * The registry (runtime/registry.ts) picks one; the classifier (runtime/classifier.ts) runs whichever it got.
+ */
+import type { InferenceSession } from 'onnxruntime-common';
+import type { DeviceName, LoadOptions } from '../contract.ts';
+
+export interface Provider {
+  readonly device: DeviceName;
+  /** The ONNX Runtime package behind it: `onnxruntime-node` or `onnxruntime-web`. */
+  readonly runtime: 'onnxruntime-node' | 'onnxruntime-web';
+  /** Why this provider cannot run here and how to get it; null when it can be tried. */
+  unavailable(): Promise<string | null>;
+  /** For `auto` only: a reason to pass over a provider that works but should not be picked unasked. */
+  autoSkip?(): Promise<string | null>;
+  /** Session options naming this provider's single execution provider, so nothing else can stand in for it. */
+  sessionOptions(options: LoadOptions): InferenceSession.SessionOptions;
+  /** A session-creation failure, explained with the fix. */
+  explainFailure(error: unknown): string;
+}
+
+export function errorMessage(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  // ORT's native messages start with a source path, a line number and a C++ signature; keep what a user can act on.
+  const flat = message.replace(/\s+/g, ' ').trim();
+  const check = flat.match(/^\/onnxruntime_src\/.* was false\. (.*)$/);
+  return check ? check[1]! : flat.replace(/^\/onnxruntime_src\/\S+ /, '');
+}
+
+export function threadCount(threads: number | undefined): number | undefined {
+  if (threads === undefined) return undefined;
+  if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`);
+  return threads;
+}
+
+/** Session options for a GPU provider's one execution provider, strict about CPU fallback when asked. */
+export function gpuSessionOptions(ep: InferenceSession.ExecutionProviderConfig, options: LoadOptions): InferenceSession.SessionOptions {
+  return {
+    executionProviders: [ep],
+    graphOptimizationLevel: 'all',
+    ...(options.noCpuFallback ? { extra: { session: { disable_cpu_ep_fallback: '1' } } } : {}),
+  };
+}
+
+/** The message ORT gives when noCpuFallback refused a partial placement, explained. */
+export function explainCpuFallback(message: string): string | null {
+  return /fallback to CPU EP has been explicitly disabled/i.test(message)
+    ? `${message} (noCpuFallback: some nodes of this model are not supported by this provider and would run on the CPU; load without noCpuFallback to allow that)`
+    : null;
+}
