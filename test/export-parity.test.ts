@@ -18,6 +18,7 @@ import { type CapsNetConfig, derivedSizes, presetConfig } from '../train/config.
 import { loadCheckpoint } from '../train/checkpoint.ts';
 import { loadMnistSample } from '../train/data.ts';
 import { type CapsNetParams, forward, initParams } from '../train/model.ts';
+import { paramsFromWeights } from '../train/trainer.ts';
 import { buildCapsNetModels, exportCheckpoint } from '../export/exporter.ts';
 import { encodeModel } from '../export/onnx-schema.ts';
 import { ROOT, trainedSmallRun } from './fixtures.ts';
@@ -33,13 +34,6 @@ interface Comparison {
   correct: number;
   /** Smallest gap between the two longest capsules (tfjs), to show the argmax check is not decided by noise. */
   minTop2Gap: number;
-}
-
-/** tfjs variables holding checkpoint weights (what train/trainer.ts paramsFromWeights does, without loading the trainer). */
-function paramsFromWeights(config: CapsNetConfig, weights: Record<string, Float32Array>): CapsNetParams {
-  const params = initParams(config, 0);
-  for (const [name, variable] of Object.entries(params)) variable.assign(tf.tensor(weights[name]!, variable.shape));
-  return params;
 }
 
 /** train/model.ts forward, keeping only the four outputs the ONNX model has. */

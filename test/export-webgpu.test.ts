@@ -9,30 +9,16 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type CapsNetConfig, derivedSizes, presetConfig } from '../train/config.ts';
-import { paramShapes } from '../train/model.ts';
+import { derivedSizes, presetConfig } from '../train/config.ts';
 import { buildCapsNetModels } from '../export/exporter.ts';
 import { DataType, encodeModel } from '../export/onnx-schema.ts';
 import { GraphBuilder, buildModel } from '../export/graph-builder.ts';
 import { SWIFTSHADER_ICD, cpuComputeNodes, probePlacement, webgpuEnv } from '../export/placement.ts';
+import { syntheticWeights } from './tiny-model.ts';
 
 const tiny = presetConfig('small', { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 }, {
   conv1Filters: 8, conv1Kernel: 5, primaryMaps: 2, primaryDim: 4, primaryKernel: 5, digitDim: 6, decoderHidden: [16, 24],
 });
-
-function syntheticWeights(config: CapsNetConfig, seed: number): Record<string, Float32Array> {
-  let state = seed >>> 0;
-  const weights: Record<string, Float32Array> = {};
-  for (const [name, shape] of Object.entries(paramShapes(config))) {
-    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-    for (let i = 0; i < data.length; i++) {
-      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-      data[i] = (state / 2 ** 32 - 0.5) * (name === 'digit/W' ? 0.6 : 0.2);
-    }
-    weights[name] = data;
-  }
-  return weights;
-}
 
 /** Why WebGPU cannot run here, if it cannot (a missing adapter is an environment problem, not a failure). */
 function unavailable(probe: { ok: boolean; error?: string; log: string }): string | null {
@@ -50,7 +36,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('WebGPU execution provider', () => {
   test('no compute node of the exported model is placed on the CPU', { timeout: 300_000 }, async (t) => {
-    const { model } = buildCapsNetModels(tiny, syntheticWeights(tiny, 3), {
+    const { model } = buildCapsNetModels(tiny, syntheticWeights(tiny, 3, (name) => (name === 'digit/W' ? 0.3 : 0.1)), {
       classLabels: ['a', 'b', 'c', 'd'], dataset: 'synthetic', testAccuracy: null, checkpointSha256: '',
     });
     const file = join(dir, 'tiny.onnx');

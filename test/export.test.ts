@@ -22,6 +22,7 @@ import { DataType, type ModelProto, type NodeProto, decodeModel, encodeModel } f
 import { inspectFile } from '../export/inspect.ts';
 import { cpuComputeNodes, parseNodePlacements } from '../export/placement.ts';
 import { CLI, ROOT } from './fixtures.ts';
+import { syntheticWeights } from './tiny-model.ts';
 
 const PYTHON = '/usr/bin/python3';
 const CHECKER = join(ROOT, 'scripts', 'check_onnx.py');
@@ -38,21 +39,6 @@ function tinyParams(config: CapsNetConfig, seed: number, wScale = 30) {
   const weights: Record<string, Float32Array> = {};
   for (const [name, v] of Object.entries(params)) weights[name] = v.dataSync() as Float32Array;
   return { params, weights };
-}
-
-/** Deterministic pseudo-random weights without tfjs (fast for the 8M-parameter paper model). */
-function syntheticWeights(config: CapsNetConfig, seed: number): Record<string, Float32Array> {
-  let state = seed >>> 0;
-  const weights: Record<string, Float32Array> = {};
-  for (const [name, shape] of Object.entries(paramShapes(config))) {
-    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-    for (let i = 0; i < data.length; i++) {
-      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-      data[i] = (state / 2 ** 32 - 0.5) * 0.1;
-    }
-    weights[name] = data;
-  }
-  return weights;
 }
 
 function randomImages(n: number, config: CapsNetConfig, seed: number): Float32Array {
@@ -317,7 +303,7 @@ describe('capsnet export / inspect', () => {
     mkdirSync(run(), { recursive: true });
     saveCheckpoint(run(), {
       config: tiny, epoch: 1, step: 5, seed: 1, run: { batchSize: 32 }, dataset: 'mnist-sample', classLabels: LABELS, backend: 'cpu',
-      metrics: [{ epoch: 1, step: 5, test_accuracy: 0.875 } as never], weights: syntheticWeights(tiny, 5), optimizer: { m: {}, v: {} },
+      metrics: [{ epoch: 1, step: 5, test_accuracy: 0.875 } as never], weights: syntheticWeights(tiny, 5, () => 0.05), optimizer: { m: {}, v: {} },
     });
   });
 
@@ -403,7 +389,7 @@ describe('capsnet export / inspect', () => {
 describe('paper-size model', () => {
   test('exports quickly and the file is within 1% of 4 bytes x parameters', (t) => {
     const config = paperConfig();
-    const weights = syntheticWeights(config, 7);
+    const weights = syntheticWeights(config, 7, () => 0.05);
     const parameters = Object.values(weights).reduce((n, w) => n + w.length, 0);
     const started = performance.now();
     const { model } = buildCapsNetModels(config, weights, provenance);

@@ -1,6 +1,6 @@
 /**
- * The browser runtime (dist/web bundle of runtime/web.ts + onnxruntime-web) in headless Chromium on the stand-in
- * model: `auto` and a named `webgpu`, outputs checked against the stand-in's math. About 15 s.
+ * The browser runtime (dist/web bundle of runtime/web.ts + onnxruntime-web) in headless Chromium on a tiny real
+ * CapsNet (test/tiny-model.ts): `auto` and a named `webgpu`, lengths checked against the tfjs forward pass. About 15 s.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,22 +8,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { CHROMIUM, runInChromium } from '../parity/browser.ts';
-import { FAKE_SHAPE, fakeModel, fakeReference } from '../parity/fake-model.ts';
+import { TINY_CONFIG, tinyModel, tinyReference } from './tiny-model.ts';
 
-const fake = fakeModel();
-const PIXELS = FAKE_SHAPE.inputHeight * FAKE_SHAPE.inputWidth * FAKE_SHAPE.inputChannels;
+const tiny = tinyModel();
+const { inputHeight, inputWidth, inputChannels, numClasses, digitDim } = TINY_CONFIG;
+const PIXELS = inputHeight * inputWidth * inputChannels;
 let dir: string;
 
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'capsnet-browser-'));
-  writeFileSync(join(dir, 'model.onnx'), fake.model);
-  writeFileSync(join(dir, 'model.decoder.onnx'), fake.decoder);
+  writeFileSync(join(dir, 'model.onnx'), tiny.model);
+  writeFileSync(join(dir, 'model.decoder.onnx'), tiny.decoder);
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('in Chromium, auto passes over a software WebGPU adapter for wasm, and a named webgpu runs on WebGPU', { skip: !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}` }, async () => {
   const images = Float32Array.from({ length: 2 * PIXELS }, (_, i) => (i % 13) / 12);
-  const masked = new Float32Array(2 * FAKE_SHAPE.numClasses * FAKE_SHAPE.digitDim);
+  const masked = new Float32Array(2 * numClasses * digitDim);
   const logs: string[] = [];
   const [auto, webgpu] = await runInChromium(join(dir, 'model.onnx'), join(dir, 'model.decoder.onnx'), images, masked, [
     { device: 'auto', count: 2, latencyRuns: 1 },
@@ -36,12 +37,12 @@ test('in Chromium, auto passes over a software WebGPU adapter for wasm, and a na
     assert.match(auto.ok.deviceReport, /auto chose wasm .*passed over webgpu/);
   } else assert.match(auto.ok.deviceReport, /^auto chose (webgpu|wasm)/);
   assert.ok(webgpu && ('ok' in webgpu || 'skipped' in webgpu), JSON.stringify(webgpu));
+  const ref = await (await tinyReference(tiny)).classify(images);
   for (const reply of [auto, webgpu]) {
     if (!('ok' in reply)) continue;
     for (let n = 0; n < 2; n++) {
-      const ref = fakeReference(fake, images.subarray(n * PIXELS, (n + 1) * PIXELS));
-      const got = reply.ok.lengths.subarray(n * FAKE_SHAPE.numClasses, (n + 1) * FAKE_SHAPE.numClasses);
-      got.forEach((v, k) => assert.ok(Math.abs(v - ref.lengths[k]!) < 1e-5, `${reply.ok.device} image ${n} class ${k}`));
+      const got = reply.ok.lengths.subarray(n * numClasses, (n + 1) * numClasses);
+      got.forEach((v, k) => assert.ok(Math.abs(v - ref.lengths[n * numClasses + k]!) < 1e-5, `${reply.ok.device} image ${n} class ${k}`));
     }
   }
   if ('ok' in webgpu) assert.equal(webgpu.ok.device, 'webgpu');

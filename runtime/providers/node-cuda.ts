@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import type { Provider } from './provider.ts';
-import { errorMessage, explainCpuFallback, gpuSessionOptions } from './provider.ts';
+import { explainGpuFailure, gpuSessionOptions } from './provider.ts';
 
 const INSTALL_HINT = 'on a machine with an NVIDIA GPU (driver, CUDA 12, cuDNN 9) run `npm run install:cuda`';
 
@@ -48,11 +48,8 @@ export const nodeCuda: Provider = {
     return gpuSessionOptions({ name: 'cuda', deviceId: 0 }, options);
   },
   explainFailure(error) {
-    const fallback = explainCpuFallback(errorMessage(error));
-    if (fallback) return fallback;
-    return (
-      `${errorMessage(error)}. The CUDA provider needs the NVIDIA driver, the CUDA 12 runtime (libcudart.so.12, libcublas.so.12) ` +
-      'and cuDNN 9 (libcudnn.so.9) on the library path (LD_LIBRARY_PATH); check `nvidia-smi`, install them, or use device "cpu"'
-    );
+    return explainGpuFailure(error, (message) =>
+      `${message}. The CUDA provider needs the NVIDIA driver, the CUDA 12 runtime (libcudart.so.12, libcublas.so.12) ` +
+      'and cuDNN 9 (libcudnn.so.9) on the library path (LD_LIBRARY_PATH); check `nvidia-smi`, install them, or use device "cpu"');
   },
 };

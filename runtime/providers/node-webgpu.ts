@@ -5,7 +5,7 @@
  */
 import { listSupportedBackends } from 'onnxruntime-node';
 import type { Provider } from './provider.ts';
-import { errorMessage, explainCpuFallback, gpuSessionOptions } from './provider.ts';
+import { explainGpuFailure, webGpuSessionOptions } from './provider.ts';
 import { swiftShaderEnv } from './swiftshader.ts';
 
 export const nodeWebGpu: Provider = {
@@ -17,19 +17,16 @@ export const nodeWebGpu: Provider = {
     }
     return null;
   },
-  sessionOptions(options) {
-    return gpuSessionOptions({ name: 'webgpu' }, options);
-  },
+  sessionOptions: webGpuSessionOptions,
   explainFailure(error) {
-    const fallback = explainCpuFallback(errorMessage(error));
-    if (fallback) return fallback;
-    const message = errorMessage(error);
-    if (!/adapter/i.test(message) || process.platform !== 'linux') return message;
-    const sw = swiftShaderEnv();
-    return (
-      `${message}. onnxruntime-node's WebGPU runs on Dawn over Vulkan: install the Vulkan loader (libvulkan1) and your GPU's ` +
-      'Vulkan driver (the NVIDIA driver with its Vulkan ICD, or mesa-vulkan-drivers)' +
-      (sw ? `; without a GPU, Chromium's software SwiftShader works: ${Object.entries(sw).map(([k, v]) => `${k}=${v}`).join(' ')}` : '')
-    );
+    return explainGpuFailure(error, (message) => {
+      if (!/adapter/i.test(message) || process.platform !== 'linux') return message;
+      const sw = swiftShaderEnv();
+      return (
+        `${message}. onnxruntime-node's WebGPU runs on Dawn over Vulkan: install the Vulkan loader (libvulkan1) and your GPU's ` +
+        'Vulkan driver (the NVIDIA driver with its Vulkan ICD, or mesa-vulkan-drivers)' +
+        (sw ? `; without a GPU, Chromium's software SwiftShader works: ${Object.entries(sw).map(([k, v]) => `${k}=${v}`).join(' ')}` : '')
+      );
+    });
   },
 };

@@ -43,8 +43,19 @@ export function gpuSessionOptions(ep: InferenceSession.ExecutionProviderConfig, 
 }
 
 /** The message ORT gives when noCpuFallback refused a partial placement, explained. */
-export function explainCpuFallback(message: string): string | null {
+function explainCpuFallback(message: string): string | null {
   return /fallback to CPU EP has been explicitly disabled/i.test(message)
     ? `${message} (noCpuFallback: some nodes of this model are not supported by this provider and would run on the CPU; load without noCpuFallback to allow that)`
     : null;
+}
+
+/** A GPU provider's session-creation failure: a noCpuFallback refusal explained, any other message passed to `explain`. */
+export function explainGpuFailure(error: unknown, explain: (message: string) => string = (message) => message): string {
+  const message = errorMessage(error);
+  return explainCpuFallback(message) ?? explain(message);
+}
+
+/** The WebGPU execution provider's session options, the same for onnxruntime-node and onnxruntime-web. */
+export function webGpuSessionOptions(options: LoadOptions): InferenceSession.SessionOptions {
+  return gpuSessionOptions({ name: 'webgpu' }, options);
 }

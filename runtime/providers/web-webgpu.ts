@@ -3,7 +3,7 @@
  * WebGPU is onnxruntime-node's, see node-webgpu.ts).
  */
 import type { Provider } from './provider.ts';
-import { errorMessage, explainCpuFallback, gpuSessionOptions } from './provider.ts';
+import { explainGpuFailure, webGpuSessionOptions } from './provider.ts';
 
 interface AdapterInfo {
   vendor?: string;
@@ -63,12 +63,6 @@ export const webWebGpu: Provider = {
     }
     return null;
   },
-  sessionOptions(options) {
-    return gpuSessionOptions({ name: 'webgpu' }, options);
-  },
-  explainFailure(error) {
-    const fallback = explainCpuFallback(errorMessage(error));
-    if (fallback) return fallback;
-    return errorMessage(error);
-  },
+  sessionOptions: webGpuSessionOptions,
+  explainFailure: (error) => explainGpuFailure(error),
 };
