@@ -1,0 +1,115 @@
+// train/backend.ts: each backend it can start here, and the errors for the ones it cannot.
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { after, describe, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { BackendUnavailableError, type InitializedBackend, initBackend, nvidiaGpuVisible, releaseWebgpu } from '../train/backend.ts';
+import { wasmConvKernelsRegistered } from '../train/wasm-kernels.ts';
+
+const require = createRequire(import.meta.url);
+
+function installed(pkg: string): boolean {
+  try {
+    require.resolve(`${pkg}/package.json`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const nativeInstalled = installed('@tensorflow/tfjs-node') || installed('@tensorflow/tfjs-node-gpu');
+
+/** A 3x3 matmul whose exact answer is known, read back asynchronously (webgpu cannot dataSync). */
+async function checkArithmetic(t: InitializedBackend['tf']): Promise<void> {
+  const a = t.tensor2d([[1, 2, 3], [4, 5, 6], [7, 8, 10]]);
+  const p = t.matMul(a, a);
+  assert.deepEqual(Array.from(await p.data()), [30, 36, 45, 66, 81, 102, 109, 134, 169]);
+  t.dispose([a, p]);
+}
+
+describe('initBackend', () => {
+  test('cpu', async () => {
+    const b = await initBackend('cpu');
+    assert.equal(b.name, 'cpu');
+    assert.equal(b.tf.getBackend(), 'cpu');
+    await checkArithmetic(b.tf);
+  });
+
+  test('wasm, with the conv gradient kernels registered', async () => {
+    const b = await initBackend('wasm');
+    assert.equal(b.name, 'wasm');
+    assert.equal(b.tf.getBackend(), 'wasm');
+    assert.match(b.detail, /XNNPACK SIMD, \d+ threads?/);
+    assert.ok(wasmConvKernelsRegistered());
+    await checkArithmetic(b.tf);
+    // A conv gradient runs (the stock wasm backend has no Conv2DBackpropFilter at all).
+    const x = tf.ones([1, 5, 5, 1]), dy = tf.ones([1, 3, 3, 2]);
+    const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy },
+      { strides: 1, pad: 'valid', dataFormat: 'NHWC', filterShape: [3, 3, 1, 2] }) as tf.Tensor;
+    assert.deepEqual(Array.from(await dw.data()), new Array(18).fill(9));
+    tf.dispose([x, dy, dw]);
+  });
+
+  test('wasm again in the same process switches back without re-initializing', async () => {
+    await initBackend('cpu');
+    const b = await initBackend('wasm');
+    assert.equal(b.tf.getBackend(), 'wasm');
+  });
+
+  test('tensorflow without tfjs-node throws an error that names the fix', async (t) => {
+    if (nativeInstalled) {
+      t.skip('@tensorflow/tfjs-node(-gpu) is installed here, so the missing-package error cannot be provoked');
+      return;
+    }
+    const logs: string[] = [];
+    await assert.rejects(initBackend('tensorflow', (m) => logs.push(m)), (e: unknown) => {
+      assert.ok(e instanceof BackendUnavailableError);
+      assert.match(e.message, /tfjs-node not installed/);
+      assert.match(e.message, /npm install @tensorflow\/tfjs-node/);
+      assert.match(e.message, /libtensorflow/);
+      assert.ok(!e.message.includes('\n'), 'one-line message');
+      return true;
+    });
+    assert.ok(logs.some((l) => l.includes('@tensorflow/tfjs-node')));
+  });
+
+  test('auto picks wasm here and logs why it skipped the native packages', async (t) => {
+    if (nativeInstalled) {
+      t.skip('@tensorflow/tfjs-node(-gpu) is installed here, so auto would rightly pick tensorflow');
+      return;
+    }
+    const logs: string[] = [];
+    const b = await initBackend('auto', (m) => logs.push(m));
+    assert.equal(b.name, 'wasm');
+    assert.equal(tf.getBackend(), 'wasm');
+    const text = logs.join('\n');
+    assert.match(text, nvidiaGpuVisible() ? /tfjs-node-gpu not installed/ : /tfjs-node-gpu skipped: no NVIDIA GPU visible/);
+    assert.match(text, /@tensorflow\/tfjs-node not installed: .*libtensorflow from the internet/);
+    assert.match(text, /chose wasm/);
+  });
+
+  test('webgpu either runs or explains what is missing', async () => {
+    try {
+      const b = await initBackend('webgpu');
+      assert.equal(b.name, 'webgpu');
+      assert.equal(tf.getBackend(), 'webgpu');
+      await checkArithmetic(b.tf);
+    } catch (e) {
+      // No adapter here (no Vulkan loader / GPU): the error must say so and how to get one.
+      assert.ok(e instanceof BackendUnavailableError, `unexpected error: ${String(e)}`);
+      assert.match(e.message, /webgpu/);
+      if (process.platform === 'linux') assert.match(e.message, /libvulkan|VK_ICD_FILENAMES|adapter/);
+      console.log(`# webgpu unavailable here (expected without a Vulkan driver): ${e.message}`);
+    } finally {
+      releaseWebgpu();
+    }
+  });
+
+  test('rejects an unknown name', async () => {
+    await assert.rejects(initBackend('nope' as 'cpu'), /unknown backend 'nope'/);
+  });
+});
+
+after(async () => {
+  if (tf.findBackend('cpu') != null) await tf.setBackend('cpu');
+});

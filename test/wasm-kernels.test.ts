@@ -1,0 +1,253 @@
+// The wasm conv gradient kernels (train/wasm-kernels.ts) against tfjs's cpu backend.
+// Each case runs the same kernels tfjs's Conv2D gradient calls (Conv2DBackpropFilter, Conv2DBackpropInput)
+// on both backends with identical seeded inputs and requires max|wasm - cpu| / max|cpu| < 1e-5.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { initBackend } from '../train/backend.ts';
+import { setIm2colBudget, transpose2d, wasmConvKernelsRegistered } from '../train/wasm-kernels.ts';
+
+type Pad = 'valid' | 'same' | [[number, number], [number, number], [number, number], [number, number]];
+interface Case {
+  x: [number, number, number, number];
+  filter: [number, number, number, number];
+  strides: number | [number, number];
+  pad: Pad;
+}
+
+/** mulberry32: small seeded generator, so every run draws the same shapes and values. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function values(n: number, seed: number): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => r() * 2 - 1);
+}
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let diff = 0, scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
+  assert.ok(scale > 0, 'reference gradient is all zeros: the case tests nothing');
+  return diff / scale;
+}
+
+function outSize(inSize: number, k: number, s: number, pad: Pad, padBefore: number, padAfter: number): number {
+  if (pad === 'same') return Math.ceil(inSize / s);
+  if (pad === 'valid') return Math.floor((inSize - k) / s) + 1;
+  return Math.floor((inSize + padBefore + padAfter - k) / s) + 1;
+}
+
+async function gradients(backend: 'cpu' | 'wasm', c: Case, seed: number): Promise<{ dw: Float32Array; dx: Float32Array }> {
+  await tf.setBackend(backend);
+  const [n, h, w] = c.x;
+  const [kh, kw, , co] = c.filter;
+  const [sh, sw] = typeof c.strides === 'number' ? [c.strides, c.strides] : c.strides;
+  const p = Array.isArray(c.pad) ? c.pad : null;
+  const oh = outSize(h, kh, sh, c.pad, p?.[1][0] ?? 0, p?.[1][1] ?? 0);
+  const ow = outSize(w, kw, sw, c.pad, p?.[2][0] ?? 0, p?.[2][1] ?? 0);
+  const x = tf.tensor4d(values(c.x.reduce((a, b) => a * b), seed), c.x);
+  const f = tf.tensor4d(values(c.filter.reduce((a, b) => a * b), seed + 1), c.filter);
+  const dy = tf.tensor4d(values(n * oh * ow * co, seed + 2), [n, oh, ow, co]);
+  const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC' };
+  const dwT = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: c.filter }) as tf.Tensor;
+  const dxT = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: f }, { ...attrs, inputShape: c.x }) as tf.Tensor;
+  assert.deepEqual(dwT.shape, c.filter);
+  assert.deepEqual(dxT.shape, c.x);
+  const dw = (await dwT.data()) as Float32Array;
+  const dx = (await dxT.data()) as Float32Array;
+  tf.dispose([x, f, dy, dwT, dxT]);
+  return { dw, dx };
+}
+
+async function check(c: Case, seed: number): Promise<void> {
+  const ref = await gradients('cpu', c, seed);
+  const got = await gradients('wasm', c, seed);
+  const ew = relErr(got.dw, ref.dw), ex = relErr(got.dx, ref.dx);
+  const label = `x ${c.x} filter ${c.filter} strides ${c.strides} pad ${JSON.stringify(c.pad)}`;
+  assert.ok(ew < 1e-5, `filter gradient rel err ${ew.toExponential(2)} for ${label}`);
+  assert.ok(ex < 1e-5, `input gradient rel err ${ex.toExponential(2)} for ${label}`);
+}
+
+/**
+ * Float64 direct-loop reference for NHWC 'valid' convolutions, used where tfjs's cpu kernels are too slow
+ * (they need minutes for the full 256-channel primary-capsule layer).
+ */
+function directGradients(c: Case, x: Float32Array, w: Float32Array, dy: Float32Array): { dw: Float32Array; dx: Float32Array } {
+  const [N, H, W, C] = c.x;
+  const [KH, KW, , CO] = c.filter;
+  const s = c.strides as number;
+  const OH = Math.floor((H - KH) / s) + 1, OW = Math.floor((W - KW) / s) + 1;
+  const dw = new Float64Array(KH * KW * C * CO), dx = new Float64Array(N * H * W * C);
+  for (let n = 0; n < N; n++) {
+    for (let oh = 0; oh < OH; oh++) {
+      for (let ow = 0; ow < OW; ow++) {
+        const g = ((n * OH + oh) * OW + ow) * CO;
+        for (let kh = 0; kh < KH; kh++) {
+          for (let kw = 0; kw < KW; kw++) {
+            const xi = ((n * H + oh * s + kh) * W + ow * s + kw) * C;
+            for (let ci = 0; ci < C; ci++) {
+              const xv = x[xi + ci]!;
+              const wi = ((kh * KW + kw) * C + ci) * CO;
+              let acc = 0;
+              for (let co = 0; co < CO; co++) {
+                dw[wi + co] += xv * dy[g + co]!;
+                acc += w[wi + co]! * dy[g + co]!;
+              }
+              dx[xi + ci] += acc;
+            }
+          }
+        }
+      }
+    }
+  }
+  return { dw: Float32Array.from(dw), dx: Float32Array.from(dx) };
+}
+
+/** Random small conv problems: every stride in {1, 2} x padding in {valid, same} gets several shapes. */
+function randomCases(seed: number, perCombo: number): Case[] {
+  const r = rng(seed);
+  const int = (lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
+  const cases: Case[] = [];
+  for (const strides of [1, 2]) {
+    for (const pad of ['valid', 'same'] as const) {
+      for (let i = 0; i < perCombo; i++) {
+        const k = int(1, 5), k2 = int(1, 5);
+        const h = int(Math.max(k, 3), 13), w = int(Math.max(k2, 3), 13);
+        cases.push({ x: [int(1, 3), h, w, int(1, 6)], filter: [k, k2, 0, int(1, 7)], strides, pad });
+      }
+    }
+  }
+  for (const c of cases) c.filter[2] = c.x[3];
+  return cases;
+}
+
+before(async () => {
+  await initBackend('wasm');
+});
+
+describe('wasm conv gradient kernels', () => {
+  test('are the ones registered for the wasm backend', () => {
+    assert.ok(wasmConvKernelsRegistered());
+  });
+
+  test('match cpu on seeded random shapes (strides 1 and 2, valid and same)', async () => {
+    const cases = randomCases(20240611, 3);
+    assert.equal(cases.length, 12);
+    for (const [i, c] of cases.entries()) await check(c, 100 + i);
+  });
+
+  test('match cpu with unequal strides and explicit padding', async () => {
+    await check({ x: [2, 9, 7, 3], filter: [3, 2, 3, 4], strides: [2, 1], pad: 'same' }, 7);
+    await check({ x: [1, 8, 9, 2], filter: [3, 3, 2, 3], strides: [1, 2], pad: [[0, 0], [1, 2], [0, 1], [0, 0]] }, 8);
+    await check({ x: [2, 5, 5, 2], filter: [5, 5, 2, 3], strides: 3, pad: 'valid' }, 9); // 1x1 output
+  });
+
+  test('match cpu at the conv1 and primary-capsule geometries (batch 2, fewer channels)', async () => {
+    // tfjs's cpu Conv2DBackpropFilter is a plain JS loop: ~10 s for conv1 at 256 filters, so fewer channels here
+    // and the full channel counts against a float64 direct loop below.
+    await check({ x: [2, 28, 28, 1], filter: [9, 9, 1, 16], strides: 1, pad: 'valid' }, 11);
+    await check({ x: [2, 20, 20, 16], filter: [9, 9, 16, 16], strides: 2, pad: 'valid' }, 12);
+  });
+
+  for (const [name, c] of [
+    ['conv1 (batch 2, 1 -> 256 channels)', { x: [2, 28, 28, 1], filter: [9, 9, 1, 256], strides: 1, pad: 'valid' }],
+    ['primary capsules (batch 1, 256 -> 256 channels)', { x: [1, 20, 20, 256], filter: [9, 9, 256, 256], strides: 2, pad: 'valid' }],
+  ] as [string, Case][]) {
+    test(`match a float64 direct loop at the full ${name} shape`, async () => {
+      const s = c.strides as number;
+      const oh = Math.floor((c.x[1] - c.filter[0]) / s) + 1, ow = Math.floor((c.x[2] - c.filter[1]) / s) + 1;
+      const dyShape: [number, number, number, number] = [c.x[0], oh, ow, c.filter[3]];
+      const size = (shape: number[]) => shape.reduce((a, b) => a * b);
+      const xv = values(size(c.x), 21), wv = values(size(c.filter), 22), dyv = values(size(dyShape), 23);
+      const ref = directGradients(c, xv, wv, dyv);
+      await tf.setBackend('wasm');
+      const x = tf.tensor4d(xv, c.x), f = tf.tensor4d(wv, c.filter), dy = tf.tensor4d(dyv, dyShape);
+      const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC' };
+      const dwT = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: c.filter }) as tf.Tensor;
+      const dxT = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: f }, { ...attrs, inputShape: c.x }) as tf.Tensor;
+      const ew = relErr((await dwT.data()) as Float32Array, ref.dw);
+      const ex = relErr((await dxT.data()) as Float32Array, ref.dx);
+      tf.dispose([x, f, dy, dwT, dxT]);
+      assert.ok(ew < 1e-5, `filter gradient rel err ${ew.toExponential(2)}`);
+      assert.ok(ex < 1e-5, `input gradient rel err ${ex.toExponential(2)}`);
+    });
+  }
+
+  test('match cpu when the batch is split into im2col groups', async () => {
+    const previous = setIm2colBudget(1); // one image per group
+    try {
+      await check({ x: [3, 9, 8, 4], filter: [3, 3, 4, 5], strides: 2, pad: 'same' }, 13);
+      await check({ x: [4, 10, 10, 3], filter: [4, 4, 3, 2], strides: 1, pad: 'valid' }, 14);
+    } finally {
+      setIm2colBudget(previous);
+    }
+  });
+
+  test('free every temporary buffer (engine tensors and wasm heap entries)', async () => {
+    await tf.setBackend('wasm');
+    const backend = tf.backend() as unknown as { numDataIds(): number };
+    const x = tf.tensor4d(values(2 * 12 * 12 * 8, 1), [2, 12, 12, 8]);
+    const f = tf.tensor4d(values(3 * 3 * 8 * 6, 2), [3, 3, 8, 6]);
+    const dy = tf.tensor4d(values(2 * 5 * 5 * 6, 3), [2, 5, 5, 6]);
+    const attrs = { strides: 2, pad: 'valid', dataFormat: 'NHWC' };
+    const run = (): void => {
+      const a = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: [3, 3, 8, 6] }) as tf.Tensor;
+      const b = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: f }, { ...attrs, inputShape: [2, 12, 12, 8] }) as tf.Tensor;
+      tf.dispose([a, b]);
+    };
+    run(); // the first call may cache XNNPACK operators keyed on dy; measure from the second
+    const before = { ...tf.memory(), ids: backend.numDataIds() };
+    const previous = setIm2colBudget(1);
+    try {
+      for (let i = 0; i < 3; i++) run();
+    } finally {
+      setIm2colBudget(previous);
+    }
+    for (let i = 0; i < 3; i++) run();
+    const afterRuns = { ...tf.memory(), ids: backend.numDataIds() };
+    assert.equal(afterRuns.numTensors, before.numTensors);
+    assert.equal(afterRuns.numBytes, before.numBytes);
+    assert.equal(afterRuns.ids, before.ids, 'wasm backend data ids leaked');
+    tf.dispose([x, f, dy]);
+  });
+
+  test('reject NCHW with a clear message', async () => {
+    await tf.setBackend('wasm');
+    const x = tf.zeros([1, 2, 5, 5]), dy = tf.zeros([1, 2, 3, 3]);
+    assert.throws(
+      () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy },
+        { strides: 1, pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 2, 2] }),
+      /NHWC/);
+    tf.dispose([x, dy]);
+  });
+});
+
+describe('transpose2d', () => {
+  test('transposes a non-square, non-tile-multiple matrix at an offset', () => {
+    const rows = 37, cols = 45, off = 5;
+    const src = Float32Array.from({ length: off + rows * cols }, (_, i) => i);
+    const dst = new Float32Array(rows * cols + 3).fill(-1);
+    transpose2d(src, off, rows, cols, dst, 3);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) assert.equal(dst[3 + c * rows + r], src[off + r * cols + c]);
+    }
+    assert.deepEqual([...dst.subarray(0, 3)], [-1, -1, -1]);
+  });
+});
+
+after(async () => {
+  await tf.setBackend('cpu');
+});
