@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 
 const out = process.argv[2] ?? 'runs/demo';
-const epochs = process.env.DEMO_EPOCHS ?? '5';
+const epochs = process.env.DEMO_EPOCHS ?? '3';
 const cli = join(import.meta.dirname, 'capsnet.mjs');
 
 async function step(title: string, args: string[]): Promise<void> {
