@@ -1,6 +1,8 @@
 // train/backend.ts: each backend it can start here, and the errors for the ones it cannot.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { BackendUnavailableError, type InitializedBackend, initBackend, nvidiaGpuVisible, releaseWebgpu } from '../train/backend.ts';
@@ -54,6 +56,23 @@ describe('initBackend', () => {
     await initBackend('cpu');
     const b = await initBackend('wasm');
     assert.equal(b.tf.getBackend(), 'wasm');
+  });
+
+  test('wasm falls back to the single-threaded build when the threaded one does not start', () => {
+    // In a child process (a backend is initialized once per process): a start timeout nothing can meet.
+    const backendTs = fileURLToPath(new URL('../train/backend.ts', import.meta.url));
+    const script = `const { initBackend } = await import(${JSON.stringify(backendTs)});
+      const logs = []; const b = await initBackend('wasm', (m) => logs.push(m));
+      const tf = b.tf; const s = tf.sum(tf.tensor1d([1, 2, 3]));
+      console.log(JSON.stringify({ detail: b.detail, logs, sum: (await s.data())[0] }));`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      env: { ...process.env, CAPSNET_WASM_THREADS: '2', CAPSNET_WASM_START_TIMEOUT_S: '0.001' },
+      encoding: 'utf8', timeout: 60_000,
+    });
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { detail: string; logs: string[]; sum: number };
+    assert.match(r.detail, /XNNPACK SIMD, 1 thread,/);
+    assert.match(r.logs.join('\n'), /2-thread build did not start \(starting the threaded wasm module did not finish/);
+    assert.equal(r.sum, 6);
   });
 
   test('tensorflow without tfjs-node throws an error that names the fix', async (t) => {

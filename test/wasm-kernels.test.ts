@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../train/backend.ts';
-import { setIm2colBudget, transpose2d, wasmConvKernelsRegistered } from '../train/wasm-kernels.ts';
+import { setConvGradMethod, setIm2colBudget, transpose2d, wasmConvKernelsRegistered } from '../train/wasm-kernels.ts';
 
 type Pad = 'valid' | 'same' | [[number, number], [number, number], [number, number], [number, number]];
 interface Case {
@@ -72,13 +72,23 @@ async function gradients(backend: 'cpu' | 'wasm', c: Case, seed: number): Promis
   return { dw, dx };
 }
 
+/** Both algorithms of each kernel (train/wasm-kernels.ts picks one by shape; force each in turn). */
+const METHODS = [{ filter: 'im2col', input: 'rows' }, { filter: 'conv', input: 'columns' }] as const;
+
 async function check(c: Case, seed: number): Promise<void> {
   const ref = await gradients('cpu', c, seed);
-  const got = await gradients('wasm', c, seed);
-  const ew = relErr(got.dw, ref.dw), ex = relErr(got.dx, ref.dx);
-  const label = `x ${c.x} filter ${c.filter} strides ${c.strides} pad ${JSON.stringify(c.pad)}`;
-  assert.ok(ew < 1e-5, `filter gradient rel err ${ew.toExponential(2)} for ${label}`);
-  assert.ok(ex < 1e-5, `input gradient rel err ${ex.toExponential(2)} for ${label}`);
+  for (const m of [...METHODS, { filter: 'auto', input: 'auto' } as const]) {
+    const previous = setConvGradMethod(m);
+    try {
+      const got = await gradients('wasm', c, seed);
+      const ew = relErr(got.dw, ref.dw), ex = relErr(got.dx, ref.dx);
+      const label = `x ${c.x} filter ${c.filter} strides ${c.strides} pad ${JSON.stringify(c.pad)} methods ${JSON.stringify(m)}`;
+      assert.ok(ew < 1e-5, `filter gradient rel err ${ew.toExponential(2)} for ${label}`);
+      assert.ok(ex < 1e-5, `input gradient rel err ${ex.toExponential(2)} for ${label}`);
+    } finally {
+      setConvGradMethod(previous);
+    }
+  }
 }
 
 /**
@@ -176,13 +186,21 @@ describe('wasm conv gradient kernels', () => {
       await tf.setBackend('wasm');
       const x = tf.tensor4d(xv, c.x), f = tf.tensor4d(wv, c.filter), dy = tf.tensor4d(dyv, dyShape);
       const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC' };
-      const dwT = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: c.filter }) as tf.Tensor;
-      const dxT = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: f }, { ...attrs, inputShape: c.x }) as tf.Tensor;
-      const ew = relErr((await dwT.data()) as Float32Array, ref.dw);
-      const ex = relErr((await dxT.data()) as Float32Array, ref.dx);
-      tf.dispose([x, f, dy, dwT, dxT]);
-      assert.ok(ew < 1e-5, `filter gradient rel err ${ew.toExponential(2)}`);
-      assert.ok(ex < 1e-5, `input gradient rel err ${ex.toExponential(2)}`);
+      for (const m of METHODS) {
+        const previous = setConvGradMethod(m);
+        try {
+          const dwT = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: c.filter }) as tf.Tensor;
+          const dxT = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: f }, { ...attrs, inputShape: c.x }) as tf.Tensor;
+          const ew = relErr((await dwT.data()) as Float32Array, ref.dw);
+          const ex = relErr((await dxT.data()) as Float32Array, ref.dx);
+          tf.dispose([dwT, dxT]);
+          assert.ok(ew < 1e-5, `filter gradient (${m.filter}) rel err ${ew.toExponential(2)}`);
+          assert.ok(ex < 1e-5, `input gradient (${m.input}) rel err ${ex.toExponential(2)}`);
+        } finally {
+          setConvGradMethod(previous);
+        }
+      }
+      tf.dispose([x, f, dy]);
     });
   }
 
@@ -204,9 +222,16 @@ describe('wasm conv gradient kernels', () => {
     const dy = tf.tensor4d(values(2 * 5 * 5 * 6, 3), [2, 5, 5, 6]);
     const attrs = { strides: 2, pad: 'valid', dataFormat: 'NHWC' };
     const run = (): void => {
-      const a = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: [3, 3, 8, 6] }) as tf.Tensor;
-      const b = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: f }, { ...attrs, inputShape: [2, 12, 12, 8] }) as tf.Tensor;
-      tf.dispose([a, b]);
+      for (const m of METHODS) {
+        const previous = setConvGradMethod(m);
+        try {
+          const a = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: [3, 3, 8, 6] }) as tf.Tensor;
+          const b = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: f }, { ...attrs, inputShape: [2, 12, 12, 8] }) as tf.Tensor;
+          tf.dispose([a, b]);
+        } finally {
+          setConvGradMethod(previous);
+        }
+      }
     };
     run(); // the first call may cache XNNPACK operators keyed on dy; measure from the second
     const before = { ...tf.memory(), ids: backend.numDataIds() };
@@ -232,6 +257,46 @@ describe('wasm conv gradient kernels', () => {
         { strides: 1, pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 2, 2] }),
       /NHWC/);
     tf.dispose([x, dy]);
+  });
+});
+
+describe('wasm BatchMatMul with transposed operands', () => {
+  const cases: [number[], number[], boolean, boolean][] = [
+    [[32, 300], [32, 260], true, false], // dW = x^T . dy of a dense layer
+    [[32, 260], [300, 260], false, true], // dx = dy . W^T
+    [[1, 70, 90], [1, 80, 70], true, true], // rank 3, batch 1
+    [[64, 48], [48, 40], false, false], // untransposed: passed through
+    [[3, 40, 30], [3, 40, 20], true, false], // batched: passed through to the stock kernel
+    [[5, 4], [6, 4], false, true], // tiny: passed through
+  ];
+  test('matches cpu for every transpose combination, rank and size', async () => {
+    for (const [i, [sa, sb, ta, tb]] of cases.entries()) {
+      const run = async (backend: 'cpu' | 'wasm') => {
+        await tf.setBackend(backend);
+        const a = tf.tensor(values(sa.reduce((x, y) => x * y), 40 + i), sa);
+        const b = tf.tensor(values(sb.reduce((x, y) => x * y), 60 + i), sb);
+        const c = tf.matMul(a, b, ta, tb);
+        const out = { shape: c.shape, data: (await c.data()) as Float32Array };
+        tf.dispose([a, b, c]);
+        return out;
+      };
+      const ref = await run('cpu');
+      const got = await run('wasm');
+      assert.deepEqual(got.shape, ref.shape, `shape for case ${i}`);
+      const e = relErr(got.data, ref.data);
+      assert.ok(e < 1e-5, `case ${i} (${sa} x ${sb}, transposeA ${ta}, transposeB ${tb}): rel err ${e.toExponential(2)}`);
+    }
+  });
+
+  test('frees its transposed copies', async () => {
+    await tf.setBackend('wasm');
+    const backend = tf.backend() as unknown as { numDataIds(): number };
+    const a = tf.tensor(values(32 * 300, 1), [32, 300]), b = tf.tensor(values(32 * 260, 2), [32, 260]);
+    tf.dispose(tf.matMul(a, b, true, false));
+    const before = backend.numDataIds();
+    for (let i = 0; i < 3; i++) tf.dispose([tf.matMul(a, b, true, false), tf.matMul(b, a, true, false)]);
+    assert.equal(backend.numDataIds(), before);
+    tf.dispose([a, b]);
   });
 });
 

@@ -107,7 +107,10 @@ async function initTensorflow(log: Log): Promise<InitializedBackend> {
 
 // ---------------------------------------------------------------------------------------------- wasm
 
-/** Threads for wasm: CAPSNET_WASM_THREADS if set, else the available cores (XNNPACK caps it at 8). */
+/**
+ * Threads for wasm: CAPSNET_WASM_THREADS if set, else the available cores (XNNPACK caps it at 8). More than 1
+ * loads tfjs's threaded SIMD binary through train/wasm-threads.ts; 1 loads the stock single-threaded SIMD one.
+ */
 export function wasmThreadsWanted(): number {
   const env = process.env.CAPSNET_WASM_THREADS;
   if (env != null && env !== '') {
@@ -141,6 +144,8 @@ async function withoutEmscriptenProcessHooks<T>(f: () => Promise<T>): Promise<T>
 }
 
 let wasmThreadsUsed: number | null = null;
+/** Set when the threaded build failed to start once in this process, so later calls go straight to 1 thread. */
+let threadedWasmFailed = false;
 
 async function initWasm(log: Log): Promise<InitializedBackend> {
   await import('@tensorflow/tfjs-backend-wasm');
@@ -152,21 +157,27 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
     // Not initialized yet in this process: choose single- or multi-threaded binary now.
     const want = wasmThreadsWanted();
     let restore: (() => void) | null = null;
-    if (want > 1) restore = threads.useThreadedWasm(want);
+    // CAPSNET_WASM_START_TIMEOUT_S bounds the threaded start (workers + compile); past it, 1 thread is used.
+    const startTimeoutS = Number(process.env.CAPSNET_WASM_START_TIMEOUT_S ?? 60);
+    if (want > 1 && !threadedWasmFailed) restore = threads.useThreadedWasm(want, startTimeoutS * 1000);
     let ok = false;
     let failure = '';
     await withoutEmscriptenProcessHooks(async () => {
+      const held: string[] = [];
       try {
-        ok = await quietly(() => tf.setBackend('wasm'));
+        ok = await quietly(() => tf.setBackend('wasm'), held);
       } catch (e) {
         failure = errorText(e);
       }
+      // tfjs reports a failed backend factory as console.warn('Initialization of backend wasm failed'), then the error.
+      if (!ok && !failure) failure = held.filter((l) => !/^Initialization of backend/.test(l)).map((l) => l.split('\n')[0]!.replace(/^Error: /, '')).join(' ');
     });
     if (!ok && restore != null) {
       log(`backend wasm: the ${want}-thread build did not start (${failure || 'setBackend failed'}); ` +
         'using the single-threaded SIMD build');
       restore();
       restore = null;
+      threadedWasmFailed = true;
       await withoutEmscriptenProcessHooks(async () => {
         ok = await tf.setBackend('wasm');
       });
@@ -187,16 +198,20 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
   };
 }
 
-/** Runs f with tfjs-core's "Initialization of backend ... failed" console.warn lines held back. */
-async function quietly<T>(f: () => Promise<T>): Promise<T> {
+/**
+ * Runs f with console.warn held back (tfjs-core reports a failed backend factory there, stack and all, before
+ * setBackend returns false); the held lines go to `held`, and are printed too when CAPSNET_DEBUG_BACKEND is set.
+ */
+async function quietly<T>(f: () => Promise<T>, held: string[] = []): Promise<T> {
   const warn = console.warn;
-  const held: unknown[][] = [];
-  console.warn = (...args: unknown[]) => { held.push(args); };
+  console.warn = (...args: unknown[]) => {
+    held.push(args.map((a) => (a instanceof Error ? a.message : String(a))).join(' '));
+    if (process.env.CAPSNET_DEBUG_BACKEND) warn(...args);
+  };
   try {
     return await f();
   } finally {
     console.warn = warn;
-    if (process.env.CAPSNET_DEBUG_BACKEND) for (const a of held) warn(...a);
   }
 }
 

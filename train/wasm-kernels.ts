@@ -1,22 +1,25 @@
 // Convolution gradients for the tfjs wasm backend.
 //
 // tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter kernel at all (so a conv net cannot be trained on it),
-// and its Conv2DBackpropInput is a direct 7-deep loop that dominates a training step. Both are replaced here by
-// the same recipe: lay the data out on the wasm heap in JS (im2col / col2im), then hand the one big matrix
-// product to the wasm backend's own BatchMatMul kernel, which runs it through XNNPACK's SIMD GEMM (on the
-// backend's thread pool when the threaded binary is loaded, see train/wasm-threads.ts).
+// and its Conv2DBackpropInput is a direct scalar loop nest (~9 s for PrimaryCaps at batch 32, 12x the forward
+// conv). Both are replaced here. The arithmetic always runs in the wasm backend's own XNNPACK kernels (SIMD, and
+// on its thread pool when the threaded binary is loaded, see train/wasm-threads.ts); JS only rearranges data on
+// the wasm heap around them:
 //
-//   filter gradient:  dW[(kh,kw,ci), co] = colT[(kh,kw,ci), m] . dy[m, co]           (m = n,oh,ow)
-//   input gradient:   colT[(kh,kw,ci), m] = W[(kh,kw,ci), co] . dyT[co, m]; dx = col2im(colT)
+//   filter gradient, many filter rows (PrimaryCaps): a dilated convolution, see filterGradViaConv
+//       dW[kh,kw,ci,co] = sum_{oh,ow,n} xp[ci, oh*sh+kh, ow*sw+kw, n] . dy[oh, ow, n, co]
+//   filter gradient, few filter rows (conv1): im2col + one GEMM
+//       dW[(kh,kw,ci), co] = colT[(kh,kw,ci), m] . dy[m, co]                         (m = n,oh,ow)
+//   input gradient: one GEMM + col2im, in whichever orientation keeps XNNPACK's packed operand in cache
+//       col[m, (kh,kw,ci)] = dy[m, co] . W^T[co, (kh,kw,ci)]     or     colT = W . dy^T
 //
-// Both products are laid out so that neither operand is transposed and the "batch" is 1: that is the only
-// case the wasm BatchMatMul sends to XNNPACK (everything else takes a slow scalar loop). The row-major
-// [KH, KW, CI, CO] filter is already the [(kh,kw,ci), co] matrix, so dW needs no reshuffle and W is used in
-// place. The image side is handled in a channel-major copy ([CI][N][H][W]) so that every inner loop walks
-// along a row of the image.
+// Every GEMM is laid out so that neither operand is transposed and the batch is 1: the only case the wasm
+// BatchMatMul sends to XNNPACK (anything else takes a scalar loop). The row-major [KH, KW, CI, CO] filter is
+// already the [(kh,kw,ci), co] matrix, so W is used in place.
 //
 // Supported: NHWC, any strides, dilation 1, padding 'valid', 'same', a number or explicit NHWC pairs, and
-// dimRoundingMode. NCHW throws (the wasm backend's forward conv does not support it either).
+// dimRoundingMode. NCHW throws (the wasm backend's forward conv does not support it either). Temporaries are
+// allocated on the wasm heap with the backend's makeOutput and released with disposeData before returning.
 
 import * as tf from '@tensorflow/tfjs-core';
 import { backend_util } from '@tensorflow/tfjs-core';
@@ -51,19 +54,27 @@ function heapF32(backend: WasmBackendLike, info: TensorInfo, size: number): Floa
   return new Float32Array(backend.wasm.HEAPU8.buffer, entry.memoryOffset, size);
 }
 
-let batchMatMulFunc: KernelFunc | null = null;
+function wasmKernel(name: string): KernelFunc {
+  const k = tf.getKernel(name, 'wasm');
+  if (k == null) throw new Error(`wasm-kernels: the wasm backend has no ${name} kernel`);
+  return k.kernelFunc;
+}
 
 /** The wasm backend's own BatchMatMul: c[rows, cols] = a[rows, inner] . b[inner, cols], via XNNPACK. */
 function gemm(backend: WasmBackendLike, a: TensorInfo, b: TensorInfo): TensorInfo {
-  if (batchMatMulFunc == null) {
-    const k = tf.getKernel('BatchMatMul', 'wasm');
-    if (k == null) throw new Error('wasm-kernels: the wasm backend has no BatchMatMul kernel');
-    batchMatMulFunc = k.kernelFunc;
-  }
-  return batchMatMulFunc({
+  return wasmKernel('BatchMatMul')({
     inputs: { a, b },
     backend: backend as unknown as tf.KernelBackend,
     attrs: { transposeA: false, transposeB: false },
+  }) as TensorInfo;
+}
+
+/** The wasm backend's own (XNNPACK) Conv2D, NHWC, stride 1, 'valid', with dilation. */
+function convDilated(backend: WasmBackendLike, x: TensorInfo, filter: TensorInfo, dilations: [number, number]): TensorInfo {
+  return wasmKernel('Conv2D')({
+    inputs: { x, filter },
+    backend: backend as unknown as tf.KernelBackend,
+    attrs: { strides: 1, pad: 'valid', dataFormat: 'NHWC', dilations },
   }) as TensorInfo;
 }
 
@@ -190,22 +201,74 @@ function checkNHWC(dataFormat: string, kernel: string): void {
 type PadAttr = 'valid' | 'same' | number | backend_util.ExplicitPadding;
 type RoundingAttr = 'floor' | 'round' | 'ceil' | undefined;
 
-function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap }): TensorInfo {
-  const backend = args.backend as WasmBackendLike;
-  const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
-  const attrs = args.attrs as unknown as {
-    strides: [number, number] | number; pad: PadAttr; dataFormat: 'NHWC' | 'NCHW';
-    dimRoundingMode?: RoundingAttr; filterShape: [number, number, number, number];
-  };
-  checkNHWC(attrs.dataFormat, 'Conv2DBackpropFilter');
-  const ci = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad,
-    attrs.dimRoundingMode, false, 'channelsLast');
+/**
+ * dW as a convolution: for each input channel ci (the "batch"), correlate the image plane (channels = the N
+ * images) with dy (filter [OH, OW, N, CO], dilated by the stride):
+ *   dW[kh, kw, ci, co] = sum_{oh, ow, n} xp[ci, oh*sh + kh, ow*sw + kw, n] . dy[oh, ow, n, co]
+ * where xp is x zero-padded by the conv's top/left padding, cropped to (OH-1)*s + K, laid out [CI, Hc, Wc, N].
+ * XNNPACK reads the taps in place (no im2col copy) and runs on its thread pool.
+ */
+function filterGradViaConv(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInfo, dy: TensorInfo): TensorInfo {
+  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
+  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
+  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const Hc = (OH - 1) * sh + KH, Wc = (OW - 1) * sw + KW;
+  const xp = backend.makeOutput([C, Hc, Wc, N], 'float32');
+  const dyp = backend.makeOutput([OH, OW, N, CO], 'float32');
+  {
+    const src = heapF32(backend, x, N * H * W * C);
+    const dst = heapF32(backend, xp, C * Hc * Wc * N);
+    dst.fill(0);
+    // (n, h, w, c) -> (c, h + pt, w + pl, n), one [N, C] -> [C, N] tile transpose per pixel.
+    const hwN = Hc * Wc * N;
+    for (let h = 0; h < H; h++) {
+      const hc = h + pt;
+      if (hc < 0 || hc >= Hc) continue;
+      for (let w = 0; w < W; w++) {
+        const wc = w + pl;
+        if (wc < 0 || wc >= Wc) continue;
+        const dBase = (hc * Wc + wc) * N;
+        for (let n = 0; n < N; n++) {
+          let s = ((n * H + h) * W + w) * C;
+          let d = dBase + n;
+          for (let c = 0; c < C; c++, d += hwN) dst[d] = src[s++]!;
+        }
+      }
+    }
+    const g = heapF32(backend, dy, N * OH * OW * CO);
+    const gp = heapF32(backend, dyp, OH * OW * N * CO);
+    // (n, oh, ow, co) -> (oh, ow, n, co): whole CO rows move.
+    for (let n = 0; n < N; n++) {
+      for (let p = 0; p < OH * OW; p++) {
+        const s = (n * OH * OW + p) * CO;
+        gp.set(g.subarray(s, s + CO), (p * N + n) * CO);
+      }
+    }
+  }
+  const out = convDilated(backend, xp, dyp, [sh, sw]); // [C, KH, KW, CO]
+  backend.disposeData(xp.dataId);
+  backend.disposeData(dyp.dataId);
+  const dw = backend.makeOutput([KH, KW, C, CO], 'float32');
+  const o = heapF32(backend, out, C * KH * KW * CO), d = heapF32(backend, dw, KH * KW * C * CO);
+  // (c, kh, kw, co) -> (kh, kw, c, co): whole CO rows move.
+  for (let c = 0; c < C; c++) {
+    for (let k = 0; k < KH * KW; k++) {
+      const s = (c * KH * KW + k) * CO;
+      d.set(o.subarray(s, s + CO), (k * C + c) * CO);
+    }
+  }
+  backend.disposeData(out.dataId);
+  return dw;
+}
+
+/**
+ * dW as one GEMM over an im2col buffer: dW[(kh,kw,ci), co] = colT[(kh,kw,ci), m] . dy[m, co]. Best when the
+ * filter has few rows (conv1: KH*KW*CI = 81), where the convolution form below has too few output pixels.
+ */
+function filterGradIm2col(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInfo, dy: TensorInfo): TensorInfo {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
   const K = ci.filterHeight * ci.filterWidth * C;
   const outSize = K * CO;
-  if (x.dtype !== 'float32' || dy.dtype !== 'float32') throw new Error('Conv2DBackpropFilter: float32 only');
-
   // Channel-major copy of x: xT[c][n][h][w].
   const P = N * H * W;
   const xT = scratch(P * C);
@@ -217,14 +280,7 @@ function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unkno
     const nb = Math.min(group, N - n0);
     const Mc = nb * OH * OW;
     const colT = backend.makeOutput([K, Mc], 'float32');
-    let dyPart: TensorInfo;
-    if (nb === N) {
-      dyPart = { dataId: dy.dataId, shape: [Mc, CO], dtype: 'float32' };
-    } else {
-      dyPart = backend.makeOutput([Mc, CO], 'float32');
-      const all = heapF32(backend, dy, N * OH * OW * CO);
-      heapF32(backend, dyPart, Mc * CO).set(all.subarray(n0 * OH * OW * CO, (n0 + nb) * OH * OW * CO));
-    }
+    const dyPart = dyRows(backend, dy, ci, n0, nb);
     im2colT(ci, xT, n0, nb, heapF32(backend, colT, K * Mc));
     const part = gemm(backend, colT, dyPart);
     backend.disposeData(colT.dataId);
@@ -233,7 +289,7 @@ function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unkno
       acc = part;
     } else {
       const a = heapF32(backend, acc, outSize), p = heapF32(backend, part, outSize);
-      for (let i = 0; i < outSize; i++) a[i] += p[i];
+      for (let i = 0; i < outSize; i++) a[i]! += p[i]!;
       backend.disposeData(part.dataId);
     }
   }
@@ -242,24 +298,120 @@ function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unkno
     acc = backend.makeOutput([K, CO], 'float32');
     heapF32(backend, acc, outSize).fill(0);
   }
-  return { dataId: acc.dataId, shape: [...attrs.filterShape], dtype: 'float32' };
+  return acc;
 }
 
-function conv2dBackpropInput(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap }): TensorInfo {
+/** dy's rows m = (n, oh, ow) for images n0 <= n < n0+nb as an [rows, CO] matrix (a view when it is all of dy). */
+function dyRows(backend: WasmBackendLike, dy: TensorInfo, ci: Conv2DInfo, n0: number, nb: number): TensorInfo {
+  const { batchSize: N, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
+  const rows = nb * OH * OW;
+  if (nb === N) return { dataId: dy.dataId, shape: [rows, CO], dtype: 'float32' };
+  const part = backend.makeOutput([rows, CO], 'float32');
+  heapF32(backend, part, rows * CO).set(
+    heapF32(backend, dy, N * OH * OW * CO).subarray(n0 * OH * OW * CO, (n0 + nb) * OH * OW * CO));
+  return part;
+}
+
+export type FilterGradMethod = 'auto' | 'im2col' | 'conv';
+export type InputGradMethod = 'auto' | 'rows' | 'columns';
+const method: { filter: FilterGradMethod; input: InputGradMethod } = { filter: 'auto', input: 'auto' };
+
+/**
+ * Forces an algorithm (tests cover both of each); 'auto' picks by shape. Returns the previous setting.
+ *   filter: 'conv' = XNNPACK dilated convolution (filterGradViaConv), 'im2col' = JS im2col + GEMM.
+ *   input:  'rows' = dy . W^T then row-wise col2im, 'columns' = W . dy^T then column-wise col2im.
+ */
+export function setConvGradMethod(next: { filter?: FilterGradMethod; input?: InputGradMethod }):
+{ filter: FilterGradMethod; input: InputGradMethod } {
+  const previous = { ...method };
+  if (next.filter) method.filter = next.filter;
+  if (next.input) method.input = next.input;
+  return previous;
+}
+
+function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap }): TensorInfo {
   const backend = args.backend as WasmBackendLike;
-  const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
+  const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
   const attrs = args.attrs as unknown as {
     strides: [number, number] | number; pad: PadAttr; dataFormat: 'NHWC' | 'NCHW';
-    dimRoundingMode?: RoundingAttr; inputShape: [number, number, number, number];
+    dimRoundingMode?: RoundingAttr; filterShape: [number, number, number, number];
   };
-  checkNHWC(attrs.dataFormat, 'Conv2DBackpropInput');
+  checkNHWC(attrs.dataFormat, 'Conv2DBackpropFilter');
+  if (x.dtype !== 'float32' || dy.dtype !== 'float32') throw new Error('Conv2DBackpropFilter: float32 only');
   const ci = backend_util.computeConv2DInfo(
-    attrs.inputShape, filter.shape as [number, number, number, number], attrs.strides, 1, attrs.pad,
+    x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad,
     attrs.dimRoundingMode, false, 'channelsLast');
+  // The convolution form's output pixels are the filter's KH*KW*CI rows: with few of them (conv1: 81) XNNPACK
+  // has little to tile over, and the im2col GEMM wins (measured 39 vs 124 ms at batch 32); with many (PrimaryCaps:
+  // 20,736) the convolution form wins (721 vs 773 ms single-threaded) and leaves less serial JS work.
+  const rows = ci.filterHeight * ci.filterWidth * ci.inChannels;
+  const useConv = ci.batchSize > 0 && (method.filter === 'conv' || (method.filter === 'auto' && rows >= 1024));
+  const dw = useConv ? filterGradViaConv(backend, ci, x, dy) : filterGradIm2col(backend, ci, x, dy);
+  return { dataId: dw.dataId, shape: [...attrs.filterShape], dtype: 'float32' };
+}
+
+/**
+ * dx via col[m, (kh,kw,ci)] = dy[m, co] . W^T[co, (kh,kw,ci)], then col2im in NHWC: for a fixed output pixel m and
+ * filter row kh, the KW*CI block of col lands on KW*CI consecutive floats of dx (when the whole row is inside
+ * the image), so the scatter-add is a straight vector add.
+ */
+function inputGradRows(backend: WasmBackendLike, ci: Conv2DInfo, dy: TensorInfo, filter: TensorInfo): TensorInfo {
+  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
+  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
+  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const K = KH * KW * C;
+  const wT = backend.makeOutput([CO, K], 'float32');
+  transpose2d(heapF32(backend, filter, K * CO), 0, K, CO, heapF32(backend, wT, CO * K), 0);
+  const dx = backend.makeOutput([N, H, W, C], 'float32');
+  heapF32(backend, dx, N * H * W * C).fill(0);
+  const group = imagesPerGroup(ci);
+  const { lo, hi } = validColumns(ci);
+  const rowLen = KW * C;
+  for (let n0 = 0; n0 < N; n0 += group) {
+    const nb = Math.min(group, N - n0);
+    const Mc = nb * OH * OW;
+    const dyPart = dyRows(backend, dy, ci, n0, nb);
+    const col = gemm(backend, dyPart, wT);
+    if (dyPart.dataId !== dy.dataId) backend.disposeData(dyPart.dataId);
+    const cv = heapF32(backend, col, Mc * K), d = heapF32(backend, dx, N * H * W * C);
+    for (let nl = 0; nl < nb; nl++) {
+      const n = n0 + nl;
+      for (let oh = 0; oh < OH; oh++) {
+        for (let ow = 0; ow < OW; ow++) {
+          const m = (nl * OH + oh) * OW + ow;
+          const iw0 = ow * sw - pl;
+          for (let kh = 0; kh < KH; kh++) {
+            const ih = oh * sh + kh - pt;
+            if (ih < 0 || ih >= H) continue;
+            const src = m * K + kh * rowLen;
+            const dst = ((n * H + ih) * W + iw0) * C;
+            if (iw0 >= 0 && iw0 + KW <= W) {
+              for (let i = 0; i < rowLen; i++) d[dst + i] += cv[src + i]!;
+            } else {
+              for (let kw = 0; kw < KW; kw++) {
+                if (ow < lo[kw]! || ow >= hi[kw]!) continue;
+                const s2 = src + kw * C, d2 = dst + kw * C;
+                for (let c = 0; c < C; c++) d[d2 + c] += cv[s2 + c]!;
+              }
+            }
+          }
+        }
+      }
+    }
+    backend.disposeData(col.dataId);
+  }
+  backend.disposeData(wT.dataId);
+  return dx;
+}
+
+/**
+ * dx via colT[(kh,kw,ci), m] = W[(kh,kw,ci), co] . dyT[co, m], then column-wise col2im into a channel-major
+ * dxT[ci][n][h][w] and one transpose to NHWC. XNNPACK packs the small dyT as the GEMM's "weights", so this is the
+ * faster GEMM when W is large (PrimaryCaps: 5.3M floats would not stay in cache as packed weights).
+ */
+function inputGradColumns(backend: WasmBackendLike, ci: Conv2DInfo, dy: TensorInfo, filter: TensorInfo): TensorInfo {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
   const K = ci.filterHeight * ci.filterWidth * C;
-  if (dy.dtype !== 'float32' || filter.dtype !== 'float32') throw new Error('Conv2DBackpropInput: float32 only');
-
   const P = N * H * W;
   const dxT = scratch(P * C);
   dxT.fill(0);
@@ -280,6 +432,84 @@ function conv2dBackpropInput(args: { inputs: NamedTensorInfoMap; backend: unknow
   transpose2d(dxT, 0, C, P, heapF32(backend, dx, P * C), 0);
   return dx;
 }
+
+/** Packed GEMM weights up to this many floats (4 MiB) stay cache-resident enough for the row form to win. */
+const ROWS_MAX_WEIGHTS = 1 << 20;
+
+function conv2dBackpropInput(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap }): TensorInfo {
+  const backend = args.backend as WasmBackendLike;
+  const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
+  const attrs = args.attrs as unknown as {
+    strides: [number, number] | number; pad: PadAttr; dataFormat: 'NHWC' | 'NCHW';
+    dimRoundingMode?: RoundingAttr; inputShape: [number, number, number, number];
+  };
+  checkNHWC(attrs.dataFormat, 'Conv2DBackpropInput');
+  if (dy.dtype !== 'float32' || filter.dtype !== 'float32') throw new Error('Conv2DBackpropInput: float32 only');
+  const ci = backend_util.computeConv2DInfo(
+    attrs.inputShape, filter.shape as [number, number, number, number], attrs.strides, 1, attrs.pad,
+    attrs.dimRoundingMode, false, 'channelsLast');
+  // The row form streams W^T (K*CO floats) as XNNPACK's packed weights once per block of output rows, so it wins
+  // while that fits in cache (small preset: 331K floats, 65 vs 86 ms; conv1: 44 vs 86 ms) and loses beyond
+  // (PrimaryCaps: 5.3M floats, 1000 vs 807 ms).
+  const weights = ci.filterHeight * ci.filterWidth * ci.inChannels * ci.outChannels;
+  const useRows = method.input === 'rows' || (method.input === 'auto' && weights <= ROWS_MAX_WEIGHTS);
+  return useRows ? inputGradRows(backend, ci, dy, filter) : inputGradColumns(backend, ci, dy, filter);
+}
+
+// ------------------------------------------------------------------------------------- BatchMatMul
+
+let stockBatchMatMul: KernelFunc | null = null;
+
+/** Below this many multiply-adds the transposing copies are not worth it; the stock kernel runs as is. */
+const MATMUL_MIN_WORK = 1 << 16;
+
+/**
+ * The wasm BatchMatMul sends a product to XNNPACK only when neither operand is transposed; with transposeA or
+ * transposeB it falls back to a scalar loop (~0.3 GFLOP/s), which is what every dense layer's gradient asks for
+ * (dW = x^T . dy, dx = dy . W^T: ~0.2 s a step in the paper's decoder). For unbatched products this wrapper
+ * transposes the operand in JS and calls the stock kernel untransposed. Everything else goes straight through.
+ */
+function batchMatMul(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap }): TensorInfo {
+  const stock = stockBatchMatMul! as unknown as (a: typeof args) => TensorInfo | TensorInfo[];
+  const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+  const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+  const batchA = a.shape.slice(0, -2).reduce((x, y) => x * y, 1), batchB = b.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+  if ((!transposeA && !transposeB) || a.dtype !== 'float32' || b.dtype !== 'float32' || batchA !== 1 || batchB !== 1 ||
+    a.shape.length < 2 || b.shape.length < 2) {
+    return stock(args) as TensorInfo;
+  }
+  const [ar, ac] = a.shape.slice(-2) as [number, number];
+  const [br, bc] = b.shape.slice(-2) as [number, number];
+  const [m, k] = transposeA ? [ac, ar] : [ar, ac];
+  const n = transposeB ? br : bc;
+  if ((transposeB ? bc : br) !== k || m * k * n < MATMUL_MIN_WORK) return stock(args) as TensorInfo;
+  const backend = args.backend as WasmBackendLike;
+  let a2: TensorInfo = { dataId: a.dataId, shape: [m, k], dtype: 'float32' };
+  let b2: TensorInfo = { dataId: b.dataId, shape: [k, n], dtype: 'float32' };
+  if (transposeA) {
+    a2 = backend.makeOutput([m, k], 'float32');
+    transpose2d(heapF32(backend, a, ar * ac), 0, ar, ac, heapF32(backend, a2, m * k), 0);
+  }
+  if (transposeB) {
+    b2 = backend.makeOutput([k, n], 'float32');
+    transpose2d(heapF32(backend, b, br * bc), 0, br, bc, heapF32(backend, b2, k * n), 0);
+  }
+  const out = stock({ inputs: { a: a2, b: b2 }, backend: args.backend,
+    attrs: { transposeA: false, transposeB: false } }) as TensorInfo;
+  if (a2.dataId !== a.dataId) backend.disposeData(a2.dataId);
+  if (b2.dataId !== b.dataId) backend.disposeData(b2.dataId);
+  // Same output rank as the stock kernel: the broadcast batch dims (all 1 here), then [m, n].
+  const batchDims = a.shape.length >= b.shape.length ? a.shape.slice(0, -2) : b.shape.slice(0, -2);
+  return { dataId: out.dataId, shape: [...batchDims.map(() => 1), m, n], dtype: 'float32' };
+}
+
+export const batchMatMulConfig: KernelConfig = {
+  kernelName: 'BatchMatMul',
+  backendName: 'wasm',
+  kernelFunc: batchMatMul as unknown as KernelFunc,
+};
+
+// ----------------------------------------------------------------------------------- registration
 
 export const conv2dBackpropFilterConfig: KernelConfig = {
   kernelName: 'Conv2DBackpropFilter',
@@ -305,11 +535,19 @@ export function registerWasmConvKernels(): void {
     if (tf.getKernel(cfg.kernelName, 'wasm') != null) tf.unregisterKernel(cfg.kernelName, 'wasm');
     tf.registerKernel(cfg);
   }
+  // BatchMatMul: keep the stock kernel (with its setupFunc, which binds the wasm function when the backend
+  // starts) and put the transposing wrapper in front of it.
+  const stock = tf.getKernel('BatchMatMul', 'wasm');
+  if (stock == null) throw new Error('wasm-kernels: tfjs-backend-wasm registered no BatchMatMul kernel');
+  stockBatchMatMul = stock.kernelFunc;
+  tf.unregisterKernel('BatchMatMul', 'wasm');
+  tf.registerKernel({ ...batchMatMulConfig, setupFunc: stock.setupFunc, disposeFunc: stock.disposeFunc });
   registered = true;
 }
 
 /** True when our kernels (not the package's) are the ones registered for 'wasm'. */
 export function wasmConvKernelsRegistered(): boolean {
   return tf.getKernel('Conv2DBackpropFilter', 'wasm')?.kernelFunc === conv2dBackpropFilterConfig.kernelFunc &&
-    tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc === conv2dBackpropInputConfig.kernelFunc;
+    tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc === conv2dBackpropInputConfig.kernelFunc &&
+    tf.getKernel('BatchMatMul', 'wasm')?.kernelFunc === batchMatMulConfig.kernelFunc;
 }
