@@ -6,10 +6,9 @@
 // on its thread pool when the threaded binary is loaded, see train/wasm-threads.ts); JS only rearranges data on
 // the wasm heap around them:
 //
-//   filter gradient, many filter rows (PrimaryCaps): a dilated convolution, see filterGradViaConv
+//   filter gradient: a dilated convolution over the batch, see filterGradViaConv
 //       dW[kh,kw,ci,co] = sum_{oh,ow,n} xp[ci, oh*sh+kh, ow*sw+kw, n] . dy[oh, ow, n, co]
-//   filter gradient, few filter rows (conv1): im2col + one GEMM
-//       dW[(kh,kw,ci), co] = colT[(kh,kw,ci), m] . dy[m, co]                         (m = n,oh,ow)
+//     (or, selectable, im2col + one GEMM: dW[(kh,kw,ci), co] = colT[(kh,kw,ci), m] . dy[m, co], m = n,oh,ow)
 //   input gradient: one GEMM + col2im, in whichever orientation keeps XNNPACK's packed operand in cache
 //       col[m, (kh,kw,ci)] = dy[m, co] . W^T[co, (kh,kw,ci)]     or     colT = W . dy^T
 //
@@ -261,10 +260,7 @@ function filterGradViaConv(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorIn
   return dw;
 }
 
-/**
- * dW as one GEMM over an im2col buffer: dW[(kh,kw,ci), co] = colT[(kh,kw,ci), m] . dy[m, co]. Best when the
- * filter has few rows (conv1: KH*KW*CI = 81), where the convolution form below has too few output pixels.
- */
+/** dW as one GEMM over an im2col buffer: dW[(kh,kw,ci), co] = colT[(kh,kw,ci), m] . dy[m, co]. */
 function filterGradIm2col(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInfo, dy: TensorInfo): TensorInfo {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
   const K = ci.filterHeight * ci.filterWidth * C;
@@ -341,11 +337,11 @@ function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unkno
   const ci = backend_util.computeConv2DInfo(
     x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad,
     attrs.dimRoundingMode, false, 'channelsLast');
-  // The convolution form's output pixels are the filter's KH*KW*CI rows: with few of them (conv1: 81) XNNPACK
-  // has little to tile over, and the im2col GEMM wins (measured 39 vs 124 ms at batch 32); with many (PrimaryCaps:
-  // 20,736) the convolution form wins (721 vs 773 ms single-threaded) and leaves less serial JS work.
-  const rows = ci.filterHeight * ci.filterWidth * ci.inChannels;
-  const useConv = ci.batchSize > 0 && (method.filter === 'conv' || (method.filter === 'auto' && rows >= 1024));
+  // The convolution form wins at both of the paper's layers once the operands are fresh tensors, as they are
+  // in training (XNNPACK caches packed GEMM weights per tensor id, so re-running on the same dy flatters
+  // im2col): batch 32, 2 threads, conv1 63 vs 89 ms, PrimaryCaps 396 vs 463 ms. im2col stays as the option
+  // that needs no dilated convolution.
+  const useConv = ci.batchSize > 0 && method.filter !== 'im2col';
   const dw = useConv ? filterGradViaConv(backend, ci, x, dy) : filterGradIm2col(backend, ci, x, dy);
   return { dataId: dw.dataId, shape: [...attrs.filterShape], dtype: 'float32' };
 }
@@ -449,8 +445,8 @@ function conv2dBackpropInput(args: { inputs: NamedTensorInfoMap; backend: unknow
     attrs.inputShape, filter.shape as [number, number, number, number], attrs.strides, 1, attrs.pad,
     attrs.dimRoundingMode, false, 'channelsLast');
   // The row form streams W^T (K*CO floats) as XNNPACK's packed weights once per block of output rows, so it wins
-  // while that fits in cache (small preset: 331K floats, 65 vs 86 ms; conv1: 44 vs 86 ms) and loses beyond
-  // (PrimaryCaps: 5.3M floats, 1000 vs 807 ms).
+  // while that fits in cache (batch 32, 2 threads: conv1, 21K floats, 31 vs 80 ms; small preset's PrimaryCaps,
+  // 331K floats, 65 vs 86 ms single-threaded) and loses beyond (PrimaryCaps, 5.3M floats: 697 vs 561 ms).
   const weights = ci.filterHeight * ci.filterWidth * ci.inChannels * ci.outChannels;
   const useRows = method.input === 'rows' || (method.input === 'auto' && weights <= ROWS_MAX_WEIGHTS);
   return useRows ? inputGradRows(backend, ci, dy, filter) : inputGradColumns(backend, ci, dy, filter);
