@@ -2,8 +2,8 @@
  * The demo page end to end in headless Chromium (Debian's /usr/bin/chromium, never a downloaded browser):
  * the model runs in the page on onnxruntime-web's WASM provider. A real test digit is drawn on the canvas with
  * mouse strokes along its pixels, the predicted label is checked, a capsule slider is moved and the
- * reconstruction must change. Screenshot: test-artifacts/serve-page.png. With CAPSNET_TEST_WEBGPU=1 the page
- * then switches to WebGPU (a SwiftShader adapter without a GPU: about 15 s more, so it is opt-in).
+ * reconstruction must change. Screenshot: test-artifacts/serve-page.png. The page then switches to WebGPU
+ * (a SwiftShader adapter without a GPU, about 15 s); CAPSNET_SKIP_WEBGPU=1 leaves that out, saying so.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -17,7 +17,7 @@ import { loadMnistSample } from '../train/data.ts';
 import { ARTIFACTS } from './fixtures.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const WEBGPU = Boolean(process.env.CAPSNET_TEST_WEBGPU);
+const WEBGPU = !process.env.CAPSNET_SKIP_WEBGPU;
 const PIXELS = 784;
 
 describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)` }, () => {
@@ -152,7 +152,7 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
     assert.deepEqual(consoleLines.filter((l) => /^(error|pageerror)/.test(l)), []);
   });
 
-  test('switching to WebGPU reloads the model there and gives the same lengths', { skip: WEBGPU ? false : 'set CAPSNET_TEST_WEBGPU=1 (SwiftShader: slow)' }, async () => {
+  test('switching to WebGPU reloads the model there and gives the same lengths', { skip: WEBGPU ? false : 'CAPSNET_SKIP_WEBGPU is set' }, async () => {
     const wasmLengths: number[] = await page.evaluate(() => Array.from((window as any).capsnet.result.lengths));
     const before = await page.evaluate(() => (window as any).capsnet.classifyCount);
     await page.locator('#provider label', { hasText: 'WebGPU' }).click();
