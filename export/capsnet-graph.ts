@@ -72,6 +72,25 @@ function imageShapeText(config: CapsNetConfig): string {
   return `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}`;
 }
 
+/**
+ * Masks every capsule but the longest: lengths [N, J], capsules [N, J, D] -> masked capsules [N, J, D] (the
+ * decoder's input at inference, paper section 4.1).
+ *
+ * One-hot of the longest capsule from float ops only (no ArgMax/OneHot/int64 Equal), so that no node leaves a GPU
+ * provider. Every class whose length equals the row maximum gets isMax = 1; a MatMul with a strictly
+ * upper-triangular ones matrix counts the maxima before each class, and only a maximum with none before it
+ * survives. So ties give exactly one 1, at the first maximum, as tf.argMax does. (A NaN length gives an all-zero
+ * mask.) Call inside a scope.
+ */
+export function maskLongestCapsule(g: GraphBuilder, lengths: string, capsules: string, J: number): string {
+  const rowMax = g.reduceMax(lengths, [1], true);
+  const isMax = g.cast(g.greaterOrEqual(lengths, rowMax), DataType.FLOAT);
+  const before = Array.from({ length: J * J }, (_, k) => (Math.floor(k / J) < k % J ? 1 : 0));
+  const maximaBefore = g.matMul(isMax, g.constFloat(before, [J, J], 'mask/strictly_upper_ones'));
+  const oneHot = g.mul(isMax, g.relu(g.sub(g.constFloat(1), maximaBefore)), { name: 'OneHot' });
+  return g.mul(capsules, g.unsqueeze(oneHot, [-1]), { name: 'MaskedCapsules' });
+}
+
 /** The full model: images -> lengths, capsules, reconstruction (masked by the longest capsule), coupling. */
 export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): GraphProto {
   checkWeights(config, weights);
@@ -144,18 +163,7 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
   const lengths = g.scope('lengths', () =>
     g.sqrt(g.add(g.reduceSum(g.mul(capsules, capsules), [-1], false), g.constFloat(eps)), { output: IO_NAMES.lengths }));
 
-  // One-hot of the longest capsule from float ops only (no ArgMax/OneHot/int64 Equal). Every class whose length
-  // equals the row maximum gets isMax = 1; a MatMul with a strictly upper-triangular ones matrix counts the
-  // maxima before each class, and only a maximum with none before it survives. So ties give exactly one 1, at
-  // the first maximum, as tf.argMax does. (A NaN length gives an all-zero mask.)
-  const masked = g.scope('mask', () => {
-    const rowMax = g.reduceMax(lengths, [1], true);
-    const isMax = g.cast(g.greaterOrEqual(lengths, rowMax), DataType.FLOAT);
-    const before = Array.from({ length: J * J }, (_, k) => (Math.floor(k / J) < k % J ? 1 : 0));
-    const maximaBefore = g.matMul(isMax, g.constFloat(before, [J, J], 'mask/strictly_upper_ones'));
-    const oneHot = g.mul(isMax, g.relu(g.sub(g.constFloat(1), maximaBefore)), { name: 'OneHot' });
-    return g.mul(capsules, g.unsqueeze(oneHot, [-1]), { name: 'MaskedCapsules' });
-  });
+  const masked = g.scope('mask', () => maskLongestCapsule(g, lengths, capsules, J));
   decoder(g, config, weights, masked, IO_NAMES.reconstruction);
 
   g.output(IO_NAMES.lengths, [N, J], `float32 [${N}, ${J}]: digit capsule lengths |v_j|, the class scores (argmax = prediction).`);

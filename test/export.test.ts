@@ -19,6 +19,8 @@ import { type CapsNetParams, forward, initParams, paramShapes } from '../train/m
 import { METADATA_KEYS } from '../runtime/contract.ts';
 import { buildCapsNetModels, decoderPathFor, exportCheckpoint } from '../export/exporter.ts';
 import { DataType, type ModelProto, type NodeProto, decodeModel, encodeModel } from '../export/onnx-schema.ts';
+import { GraphBuilder, buildModel } from '../export/graph-builder.ts';
+import { maskLongestCapsule } from '../export/capsnet-graph.ts';
 import { inspectFile } from '../export/inspect.ts';
 import { cpuComputeNodes, parseNodePlacements } from '../export/placement.ts';
 import { CLI, ROOT } from './fixtures.ts';
@@ -247,31 +249,37 @@ describe('ONNX Runtime', () => {
   });
 
   test('ties in the capsule lengths mask exactly one capsule, the first, like tf.argMax', async () => {
-    // Every class gets the same transformation matrices, so every digit capsule, and its length, is identical.
-    const { params: tieParams, weights: tieWeights } = tinyParams(tiny, 3);
-    const [I, P, JD] = paramShapes(tiny)['digit/W']!;
-    const W = tieWeights['digit/W']!;
-    const D = tiny.digitDim;
-    for (let k = 0; k < I! * P!; k++) for (let c = D; c < JD!; c++) W[k * JD! + c] = W[k * JD! + (c % D)]!;
-    tieParams['digit/W']!.assign(tf.tensor(W, [I!, P!, JD!]));
-    const { model: tieModel, decoder: tieDecoder } = buildCapsNetModels(tiny, tieWeights, provenance);
-    const session = await ort.InferenceSession.create(encodeModel(tieModel));
-    const decoderSession = await ort.InferenceSession.create(encodeModel(tieDecoder));
-    const n = 2;
-    const images = randomImages(n, tiny, 99);
-    const out = await session.run({ images: new ort.Tensor('float32', images, [n, 20, 20, 1]) });
-    const lengths = out.lengths!.data as Float32Array;
-    for (let r = 0; r < n; r++) for (let j = 1; j < 4; j++) assert.equal(lengths[r * 4 + j], lengths[r * 4], 'lengths tie exactly');
-    const caps = out.capsules!.data as Float32Array;
-    const firstOnly = new Float32Array(caps.length);
-    for (let r = 0; r < n; r++) for (let d = 0; d < D; d++) firstOnly[r * 4 * D + d] = caps[r * 4 * D + d]!;
-    const rec = await decoderSession.run({ masked_capsules: new ort.Tensor('float32', firstOnly, [n, 4, D]) });
-    assert.ok(maxAbsDiff(out.reconstruction!.data as Float32Array, rec.reconstruction!.data as Float32Array) <= 1e-6, 'masked to the first capsule only');
-    const ref = tfForward(tieParams, images, n).reconstruction;
-    assert.ok(maxAbsDiff(out.reconstruction!.data as Float32Array, ref.dataSync()) <= 1e-4, 'same reconstruction as tfjs');
-    ref.dispose();
+    // The mask subgraph on its own, fed lengths that tie by construction: a tie computed by MatMul kernels is not
+    // exact on every CPU (AVX2 and AVX-512 sum in different orders), so the exact rule is tested on chosen values.
+    const J = 4, D = 3;
+    const g = new GraphBuilder('mask_only');
+    const lengthsIn = g.input('lengths', ['N', J], 'chosen capsule lengths');
+    const capsulesIn = g.input('capsules', ['N', J, D], 'capsules');
+    g.output(g.scope('mask', () => maskLongestCapsule(g, lengthsIn, capsulesIn, J)), ['N', J, D], 'masked');
+    const session = await ort.InferenceSession.create(encodeModel(buildModel(g.graph(), { producerName: 'test', producerVersion: '0', metadata: {} })));
+    const rows = [
+      [0.5, 0.5, 0.2, 0.5], // three-way tie: the first wins
+      [0.1, 0.3, 0.3, 0.2], // tie in the middle
+      [0.9, 0.1, 0.1, 0.1], // no tie
+      [0.2, 0.2, 0.2, 0.7], // the last
+      [0.25, 0.25, 0.25, 0.25], // all equal
+    ];
+    const expected = [0, 1, 0, 3, 0];
+    const n = rows.length;
+    const caps = Float32Array.from({ length: n * J * D }, (_, k) => k + 1);
+    const out = await session.run({
+      lengths: new ort.Tensor('float32', Float32Array.from(rows.flat()), [n, J]),
+      capsules: new ort.Tensor('float32', caps, [n, J, D]),
+    });
+    const masked = out[Object.keys(out)[0]!]!.data as Float32Array;
+    for (let r = 0; r < n; r++) {
+      for (let j = 0; j < J; j++) for (let d = 0; d < D; d++) {
+        const k = (r * J + j) * D + d;
+        assert.equal(masked[k], j === expected[r] ? caps[k] : 0, `row ${r} class ${j}`);
+      }
+      assert.equal(tf.argMax(tf.tensor1d(rows[r]!), 0).dataSync()[0], expected[r], 'tf.argMax picks the same class');
+    }
     await session.release();
-    await decoderSession.release();
   });
 });
 
