@@ -2,10 +2,12 @@
  * `capsnet export`: checkpoint -> model.onnx (images -> lengths, capsules, reconstruction, coupling) and
  * model.decoder.onnx (masked capsules -> reconstruction), both written atomically.
  */
-import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type CapsNetConfig, validateConfig } from '../train/config.ts';
 import { loadCheckpoint } from '../train/checkpoint.ts';
+import { sweepTempFiles, writeFilesAtomic } from '../train/atomic.ts';
 import { METADATA_KEYS } from '../runtime/contract.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
@@ -47,6 +49,15 @@ export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenan
   };
 }
 
+/**
+ * Record the decoder's SHA-256 in the model's metadata (METADATA_KEYS.decoderSha256), so that every loader can
+ * refuse a model beside a decoder from another export. Call after the decoder's metadata is final.
+ */
+export function recordDecoderHash(model: ModelProto, decoderBytes: Uint8Array): void {
+  const value = createHash('sha256').update(decoderBytes).digest('hex');
+  model.metadata_props = [...(model.metadata_props ?? []).filter((p) => p.key !== METADATA_KEYS.decoderSha256), { key: METADATA_KEYS.decoderSha256, value }];
+}
+
 export interface CapsNetModels {
   model: ModelProto;
   decoder: ModelProto;
@@ -57,7 +68,7 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
   validateConfig(config);
   const metadata = exportMetadata(config, provenance);
   const common = { producerName: PRODUCER_NAME, producerVersion: producerVersion(), metadata };
-  return {
+  const built = {
     model: buildModel(buildCapsNetGraph(config, weights), {
       ...common,
       doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)).`,
@@ -67,6 +78,8 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
       doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}.`,
     }),
   };
+  recordDecoderHash(built.model, encodeModel(built.decoder));
+  return built;
 }
 
 /** model.onnx -> model.decoder.onnx (any other name gets .decoder.onnx appended). */
@@ -82,22 +95,6 @@ export function checkOutputPath(path: string): void {
   }
   if (!existsSync(dir)) throw new Error(`output directory ${dir} does not exist: create it first or choose another -o path`);
   if (!statSync(dir).isDirectory()) throw new Error(`output directory ${dir} is not a directory`);
-}
-
-/**
- * Write several files so that each appears whole or not at all: all go to temp files in their own directories
- * first, then each is renamed into place. On failure no temp file is left behind.
- */
-export function writeFilesAtomic(files: { path: string; bytes: Uint8Array }[]): void {
-  const temps = files.map((f) => join(dirname(f.path), `.tmp-${process.pid}-${Date.now()}-${basename(f.path)}`));
-  try {
-    files.forEach((f, k) => writeFileSync(temps[k]!, f.bytes));
-    files.forEach((f, k) => renameSync(temps[k]!, f.path));
-  } catch (e) {
-    for (const t of temps) rmSync(t, { force: true });
-    const error = e as NodeJS.ErrnoException;
-    throw new Error(`cannot write ${error.path ?? files.map((f) => f.path).join(', ')}: ${error.code ?? error.message}`);
-  }
 }
 
 export interface ExportOptions {
@@ -139,6 +136,9 @@ export function exportCheckpoint(runDir: string, options: ExportOptions): Export
   const modelBytes = encodeModel(model);
   const decoderBytes = encodeModel(decoder);
   const decoderPath = decoderPathFor(options.out);
+  // Temp files of an export that was killed are swept first. The decoder lands before the model; a kill between
+  // the two renames leaves a pair whose hashes disagree, which every loader refuses (see recordDecoderHash).
+  sweepTempFiles(dirname(resolve(options.out)), [basename(options.out), basename(decoderPath)]);
   writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
   return {
     modelPath: options.out,

@@ -53,6 +53,7 @@ function checkDims(tensor: Tensor | undefined, expected: number[], name: string)
 export class OrtClassifier implements Classifier {
   #queue: Promise<unknown> = Promise.resolve();
   #decoder: InferenceSession | null;
+  #disposed: Promise<void> | undefined;
   readonly #maxBatch: number;
 
   constructor(
@@ -117,11 +118,44 @@ export class OrtClassifier implements Classifier {
     return results;
   }
 
+  /** Release the sessions; calling it again does nothing. */
   async dispose(): Promise<void> {
-    await this.#queue;
-    await this.session.release();
-    await this.#decoder?.release();
-    this.#decoder = null;
+    if (this.#disposed) return this.#disposed;
+    this.#disposed = (async () => {
+      await this.#queue;
+      await this.session.release();
+      await this.#decoder?.release();
+      this.#decoder = null;
+    })();
+    return this.#disposed;
+  }
+}
+
+async function sha256Hex(bytes: Uint8Array): Promise<string | undefined> {
+  // WebCrypto: in Node and in browsers' secure contexts (https, localhost); elsewhere the pair cannot be checked.
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) return undefined;
+  const digest = new Uint8Array(await subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * A model and a decoder from different exports (an export killed between its two renames, or files copied
+ * separately) would reconstruct from the wrong weights without a word: the model records its decoder's SHA-256.
+ */
+async function checkDecoderPair(metadata: ModelMetadata, decoder: Uint8Array, modelName: string, log: (line: string) => void): Promise<void> {
+  if (!metadata.decoderSha256) return;
+  const actual = await sha256Hex(decoder);
+  if (actual === undefined) {
+    log(`cannot check that the decoder belongs to ${modelName}: this context has no WebCrypto (serve the page over https or localhost)`);
+    return;
+  }
+  if (actual !== metadata.decoderSha256) {
+    throw new ModelFormatError(
+      `the decoder does not belong to ${modelName}: the model was exported with a decoder of SHA-256 ${metadata.decoderSha256.slice(0, 12)}..., ` +
+        `this one is ${actual.slice(0, 12)}... (an interrupted export, or files copied separately): run \`capsnet export\` again to write both, ` +
+        'or pass the decoder exported with this model',
+    );
   }
 }
 
@@ -143,6 +177,7 @@ export async function loadClassifier(
   const maxBatch = checkMaxBatch(options.maxBatch);
   const decoderBytes = typeof decoder === 'function' ? await decoder() : decoder;
   const log = options.log ?? (() => {});
+  if (decoderBytes instanceof Uint8Array) await checkDecoderPair(metadata, decoderBytes, modelName, log);
   const { value, provider, report } = await selectProvider(
     options.device ?? 'auto',
     providers,

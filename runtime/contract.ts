@@ -15,6 +15,8 @@ export interface ModelMetadata {
   dataset: string;
   testAccuracy: number | null;
   checkpointSha256: string;
+  /** SHA-256 (hex) of the decoder file exported with this model; '' for older exports. Loaders refuse another decoder. */
+  decoderSha256: string;
   exportedAt: string;
   producer: string;
   producerVersion: string;
@@ -30,6 +32,7 @@ export const METADATA_KEYS = {
   dataset: 'capsnet.dataset',
   testAccuracy: 'capsnet.test_accuracy',
   checkpointSha256: 'capsnet.checkpoint_sha256',
+  decoderSha256: 'capsnet.decoder_sha256',
   exportedAt: 'capsnet.exported_at',
 } as const;
 

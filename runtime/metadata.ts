@@ -144,6 +144,7 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
     dataset: props[METADATA_KEYS.dataset] ?? '',
     testAccuracy: Number.isFinite(accuracyValue) ? accuracyValue : null,
     checkpointSha256: props[METADATA_KEYS.checkpointSha256] ?? '',
+    decoderSha256: props[METADATA_KEYS.decoderSha256] ?? '',
     exportedAt: props[METADATA_KEYS.exportedAt] ?? '',
     producer: header.producerName,
     producerVersion: header.producerVersion,

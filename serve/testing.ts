@@ -12,6 +12,7 @@ export const FAKE_METADATA: ModelMetadata = {
   dataset: 'mnist-sample',
   testAccuracy: null,
   checkpointSha256: 'fake',
+  decoderSha256: '',
   exportedAt: '2024-01-01T00:00:00Z',
   producer: 'test',
   producerVersion: '0',
