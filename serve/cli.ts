@@ -51,6 +51,9 @@ export function registerServeCommands(program: Command): void {
     .option('--body-limit <size>', 'largest request body', parseBytes, 4 * 1024 * 1024)
     .option('--shutdown-timeout <s>', 'on SIGTERM, seconds to finish in-flight requests before exiting anyway', nonNegative('--shutdown-timeout'), 10)
     .option('--log-requests', 'log one line per request', false)
+    .option('--allowed-host <name>', 'also accept requests whose Host header names NAME (repeatable; loopback names and --host are always accepted)',
+      (value: string, previous: string[] = []) => [...previous, value])
+    .option('--cors <origin>', 'let pages from ORIGIN (e.g. https://app.example) call the API; without it cross-origin requests are refused')
     .action(async (model: string, opts) => {
       const { serve } = await import('./main.ts');
       await serve({ model, ...opts });

@@ -27,6 +27,9 @@ function numericTensor(value: unknown, what: string, maxValues: number): Tensor 
   const dims: number[] = [];
   let probe: unknown = value;
   while (Array.isArray(probe)) {
+    // Images are at most [rows][cols][channels]: refuse deeper nesting before walking it (100,000 levels would
+    // overflow the stack).
+    if (dims.length === 4) throw badRequest('WRONG_DIMENSIONS', `${what} is nested more than 4 arrays deep: send [rows][cols] or [rows][cols][channels]`);
     dims.push(probe.length);
     if (probe.length === 0) throw badRequest('WRONG_DIMENSIONS', `${what} has an empty array`);
     probe = probe[0];

@@ -19,6 +19,8 @@ export interface ServeCommandOptions {
   bodyLimit: number;
   shutdownTimeout: number;
   logRequests: boolean;
+  allowedHost?: string[];
+  cors?: string;
 }
 
 /** The page needs the runtime's browser bundle (dist/web/capsnet.js): build it when it is missing and esbuild is installed. */
@@ -61,6 +63,8 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     classifier = await CapsNet.load(modelPath, { ...loadOptions, decoder: decoderPath });
   }
   const server = await createServer({
+    allowedHosts: opts.allowedHost,
+    cors: opts.cors,
     classifier,
     modelPath,
     decoderPath,
@@ -70,6 +74,9 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     bodyLimit: opts.bodyLimit,
     logRequests: opts.logRequests,
     log,
+  }).catch(async (e: Error) => {
+    await classifier.dispose();
+    throw new Error(`${opts.model}: ${e.message}`);
   });
   let url: string;
   try {
