@@ -1,5 +1,8 @@
 /** Registers `capsnet classify`. Light on purpose: the runtime (and ONNX Runtime) load only when it runs. */
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { InputError } from './errors.ts';
 
 const positive = (name: string) => (value: string) => {
   const n = Number(value);
@@ -7,12 +10,25 @@ const positive = (name: string) => (value: string) => {
   return n;
 };
 
+/** `-` becomes the file names on stdin (one a line); a directory becomes its PNG and IDX image files, sorted. */
+export function expandImageArguments(args: string[]): string[] {
+  return args.flatMap((arg) => {
+    if (arg === '-') return readFileSync(0, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+    if (existsSync(arg) && statSync(arg).isDirectory()) {
+      const found = readdirSync(arg).filter((f) => /\.png$|idx3-ubyte(\.gz)?$/i.test(f)).sort().map((f) => join(arg, f));
+      if (!found.length) throw new InputError(`directory ${arg} holds no .png or IDX image file: pass image files or another directory`);
+      return found;
+    }
+    return [arg];
+  });
+}
+
 export function registerRuntimeCommands(program: Command): void {
   program
     .command('classify')
     .description('classify PNG images or an IDX image file with an exported model; prints each label and its capsule lengths (scores)')
     .argument('<model>', 'model.onnx from `capsnet export`')
-    .argument('<images...>', 'PNG files (resized to the model if needed) and/or IDX image files (e.g. t10k-images-idx3-ubyte[.gz])')
+    .argument('<images...>', 'PNG files (resized to the model if needed), IDX image files (e.g. t10k-images-idx3-ubyte[.gz]), directories of them, or - to read file names from stdin, one a line')
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cpu', 'cuda', 'webgpu']).default('auto'))
     .option('--json', 'print JSON instead of text', false)
     .option('--top <k>', 'scores to show per image (text output)', positive('--top'), 3)
@@ -28,7 +44,7 @@ export function registerRuntimeCommands(program: Command): void {
       const model = await CapsNet.load(modelPath, { device: opts.device, maxBatch: opts.maxBatch, threads: opts.threads, log });
       try {
         const m = model.metadata;
-        const input = readImageFiles(files, m, { invert: opts.invert, limit: opts.limit });
+        const input = readImageFiles(expandImageArguments(files), m, { invert: opts.invert, limit: opts.limit });
         for (const note of input.notes) log(note);
         const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
         const results: Result[] = [];
