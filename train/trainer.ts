@@ -112,7 +112,8 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   const seed = resumed?.seed ?? options.seed;
   const run = resumed?.run ?? { batchSize: options.batchSize, trainLimit: options.trainLimit, testLimit: options.testLimit, preset: options.preset };
   const train = run.trainLimit ? limitSplit(dataset.train, run.trainLimit, config) : dataset.train;
-  const suspicious = resumed || options.allowSuspiciousData ? undefined : suspiciousLabels(train, config.numClasses);
+  // The data set's own labels are checked, not a --train-limit slice of them (a quick run may miss a class).
+  const suspicious = resumed || options.allowSuspiciousData ? undefined : suspiciousLabels(dataset.train, config.numClasses);
   if (suspicious) throw new DataError(`${dataset.name}: ${suspicious}`);
   const backend = await initBackend(options.backend, log);
   log(`backend: ${backend.name} (${backend.detail})`);
