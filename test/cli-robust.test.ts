@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { encodePng } from '../serve/images.ts';
-import { systemErrorLine, writeFileAtomic } from '../train/atomic.ts';
-import { encodeCheckpoint } from '../train/checkpoint.ts';
-import { CapsNet } from '../runtime/node.ts';
-import { CLI, ROOT } from './fixtures.ts';
-import { TINY_CONFIG, tinyModel } from './tiny-model.ts';
+import { encodePng } from '../packages/capsnet/src/serve/images.ts';
+import { systemErrorLine, writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
+import { encodeCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
+import { CapsNet } from '@capsnet-onnx/runtime/node';
+import { CLI, ROOT } from './support/fixtures.ts';
+import { TINY_CONFIG, tinyModel } from './support/tiny-model.ts';
 
 describe('capsnet classify with very long file lists', () => {
   let dir: string;

@@ -12,11 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { loadCheckpoint } from '../train/checkpoint.ts';
-import { Rng } from '../train/rng.ts';
-import { CapsNet } from '../runtime/node.ts';
-import { ROOT } from './fixtures.ts';
-import { tinyModel } from './tiny-model.ts';
+import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
+import { Rng } from '@capsnet-onnx/core';
+import { CapsNet } from '@capsnet-onnx/runtime/node';
+import { ROOT } from './support/fixtures.ts';
+import { tinyModel } from './support/tiny-model.ts';
 
 const CHILD = join(ROOT, 'test', 'fault-child.ts');
 const SEED = Number(process.env.CAPSNET_FAULT_SEED ?? Date.now() % 1_000_000);

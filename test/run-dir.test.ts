@@ -10,10 +10,10 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { type TrainOptions, train } from '../train/trainer.ts';
-import { LOCK_FILE } from '../train/run-dir.ts';
-import { FAULT_CONFIG } from './fault-child.ts';
-import { CLI, ROOT } from './fixtures.ts';
+import { type TrainOptions, train } from '../packages/capsnet/src/train/trainer.ts';
+import { LOCK_FILE } from '../packages/capsnet/src/train/run-dir.ts';
+import { FAULT_CONFIG } from './support/fault-child.ts';
+import { CLI, ROOT } from './support/fixtures.ts';
 
 const options = (out: string, extra: Partial<TrainOptions> = {}): TrainOptions => ({
   preset: 'small', data: 'mnist-sample', epochs: 1, batchSize: 16, backend: 'wasm', seed: 7, out, resume: false, checkpointEvery: 0,

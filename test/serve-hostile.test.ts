@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import { encodePng } from '../serve/images.ts';
-import { createServer, type CapsNetServer } from '../serve/server.ts';
-import { FAKE_METADATA, FakeClassifier, getJson } from '../serve/testing.ts';
-import type { ModelMetadata } from '../runtime/contract.ts';
-import { CapsNet } from '../runtime/node.ts';
-import { tinyModel } from './tiny-model.ts';
+import { encodePng } from '../packages/capsnet/src/serve/images.ts';
+import { createServer, type CapsNetServer } from '../packages/capsnet/src/serve/server.ts';
+import { FAKE_METADATA, FakeClassifier, getJson } from './support/serve.ts';
+import type { ModelMetadata } from '@capsnet-onnx/core';
+import { CapsNet } from '@capsnet-onnx/runtime/node';
+import { tinyModel } from './support/tiny-model.ts';
 
 const flat = (value: number) => new Array(784).fill(value);
 

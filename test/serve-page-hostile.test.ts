@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
-import { startServeProcess } from '../serve/testing.ts';
-import { tinyModel } from './tiny-model.ts';
+import { startServeProcess } from './support/serve.ts';
+import { tinyModel } from './support/tiny-model.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const HOSTILE = '<img src=x onerror="window.__pwned=1">';
@@ -28,7 +28,7 @@ describe('the page with hostile metadata', { skip: existsSync(CHROMIUM) ? false 
     const tiny = tinyModel({ 'capsnet.class_labels': JSON.stringify(labels), 'capsnet.dataset': `idx:/nowhere/${HOSTILE}` });
     writeFileSync(join(dir, 'model.onnx'), tiny.model);
     writeFileSync(join(dir, 'model.decoder.onnx'), tiny.decoder);
-    const { buildWeb } = await import('../scripts/build-web.ts');
+    const { buildWeb } = await import('../packages/capsnet/src/web/build.ts');
     await buildWeb();
     server = await startServeProcess(join(dir, 'model.onnx'), ['--device', 'cpu']);
     const { chromium } = await import('playwright-core');

@@ -1,0 +1,67 @@
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
+
+export function positiveInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
+    return n;
+  };
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
+}
+
+/** The run flags typed on the command line (not defaulted): what --resume compares with the checkpoint. */
+function givenRunFlags(opts: Record<string, unknown>, command: Command): RunFlags {
+  const keys: (keyof RunFlags)[] = ['preset', 'data', 'batchSize', 'routing', 'seed', 'trainLimit', 'testLimit'];
+  return Object.fromEntries(keys.filter((k) => command.getOptionValueSource(k) === 'cli').map((k) => [k, opts[k]])) as RunFlags;
+}
+
+export function registerTrainCommands(program: Command): void {
+  program
+    .command('train')
+    .description('train a CapsNet; writes DIR/checkpoint.bin and appends one JSON line per epoch to DIR/metrics.jsonl')
+    .addOption(new Option('--preset <name>', 'model size').choices(['paper', 'small']).default('paper'))
+    .option('--data <spec>', 'mnist-sample | fashion-mnist | idx:DIR', 'mnist-sample')
+    .option('--epochs <n>', 'epochs to train (in total, counting resumed ones)', positiveInt('--epochs'), 10)
+    .option('--batch-size <n>', 'images per step', positiveInt('--batch-size'), 128)
+    .option('--routing <n>', 'routing iterations (default: 3, the paper\'s)', positiveInt('--routing'))
+    .addOption(new Option('--backend <name>', 'training backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'))
+    .option('--seed <n>', 'seed for initialisation, shuffling and shifts', (v) => Number.parseInt(v, 10), 42)
+    .option('--out <dir>', 'run directory (default: runs/<timestamp>)')
+    .option('--resume', `continue the run in --out from its checkpoint; only ${RESUME_SAFE_FLAGS.join(', ')} may differ from the run's`, false)
+    .option('--overwrite', 'replace the run already in --out (without it, an existing run is reused only with --resume)', false)
+    .option('--allow-suspicious-data', 'train even when the labels skip classes, hold one class, or leave a class without examples', false)
+    .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)', (v) => Number.parseInt(v, 10), 50)
+    .option('--train-limit <n>', 'train on only the first N training images', positiveInt('--train-limit'))
+    .option('--test-limit <n>', 'evaluate on only the first N test images', positiveInt('--test-limit'))
+    .option('--no-progress', 'no progress bar')
+    .action(async (opts, command: Command) => {
+      if (opts.resume && !opts.out) throw new Error('--resume needs --out DIR: the run directory to continue');
+      const { train } = await import('../train/trainer.ts');
+      const out = opts.out ?? `runs/${timestamp()}`;
+      const result = await train({
+        preset: opts.preset,
+        data: opts.data,
+        epochs: opts.epochs,
+        batchSize: opts.batchSize,
+        routing: opts.routing,
+        backend: opts.backend,
+        seed: opts.seed,
+        out,
+        resume: opts.resume,
+        checkpointEvery: opts.checkpointEvery,
+        trainLimit: opts.trainLimit,
+        testLimit: opts.testLimit,
+        log: (line) => console.log(line),
+        progressBar: opts.progress && Boolean(process.stderr.isTTY),
+        overwrite: opts.overwrite,
+        allowSuspiciousData: opts.allowSuspiciousData,
+        givenFlags: givenRunFlags(opts, command),
+      });
+      const last = result.metrics.at(-1);
+      console.log(`done: ${out}${last ? ` (test accuracy ${(100 * last.test_accuracy).toFixed(2)}%)` : ''}`);
+    });
+}

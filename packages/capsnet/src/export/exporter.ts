@@ -1,0 +1,148 @@
+/**
+ * `capsnet export`: checkpoint -> model.onnx (images -> lengths, capsules, reconstruction, coupling) and
+ * model.decoder.onnx (masked capsules -> reconstruction), both written atomically.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { type CapsNetConfig, METADATA_KEYS, decoderPathFor, validateConfig } from '@capsnet-onnx/core';
+import { loadCheckpoint } from '../files/checkpoint.ts';
+import { sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
+import { type ModelProto, encodeModel } from './onnx-schema.ts';
+import { buildModel, countParameters } from './graph-builder.ts';
+import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
+
+export const PRODUCER_NAME = 'capsnet-onnx';
+
+let producerVersionCache: string | undefined;
+export function producerVersion(): string {
+  if (producerVersionCache === undefined) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+      producerVersionCache = pkg.version ?? '0.0.0';
+    } catch {
+      producerVersionCache = '0.0.0';
+    }
+  }
+  return producerVersionCache;
+}
+
+/** Facts about the checkpoint that go into metadata_props. */
+export interface ExportProvenance {
+  classLabels: string[];
+  dataset: string;
+  testAccuracy: number | null;
+  checkpointSha256: string;
+  exportedAt?: Date;
+}
+
+export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenance): Record<string, string> {
+  return {
+    [METADATA_KEYS.config]: JSON.stringify(config),
+    [METADATA_KEYS.routingIterations]: String(config.routingIterations),
+    [METADATA_KEYS.classLabels]: JSON.stringify(provenance.classLabels),
+    [METADATA_KEYS.dataset]: provenance.dataset,
+    [METADATA_KEYS.testAccuracy]: JSON.stringify(provenance.testAccuracy),
+    [METADATA_KEYS.checkpointSha256]: provenance.checkpointSha256,
+    [METADATA_KEYS.exportedAt]: (provenance.exportedAt ?? new Date()).toISOString(),
+  };
+}
+
+/**
+ * Record the decoder's SHA-256 in the model's metadata (METADATA_KEYS.decoderSha256), so that every loader can
+ * refuse a model beside a decoder from another export. Call after the decoder's metadata is final.
+ */
+export function recordDecoderHash(model: ModelProto, decoderBytes: Uint8Array): void {
+  const value = createHash('sha256').update(decoderBytes).digest('hex');
+  model.metadata_props = [...(model.metadata_props ?? []).filter((p) => p.key !== METADATA_KEYS.decoderSha256), { key: METADATA_KEYS.decoderSha256, value }];
+}
+
+export interface CapsNetModels {
+  model: ModelProto;
+  decoder: ModelProto;
+}
+
+/** Build both ONNX models in memory (no files). */
+export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, provenance: ExportProvenance): CapsNetModels {
+  validateConfig(config);
+  const metadata = exportMetadata(config, provenance);
+  const common = { producerName: PRODUCER_NAME, producerVersion: producerVersion(), metadata };
+  const built = {
+    model: buildModel(buildCapsNetGraph(config, weights), {
+      ...common,
+      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)).`,
+    }),
+    decoder: buildModel(buildDecoderGraph(config, weights), {
+      ...common,
+      doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}.`,
+    }),
+  };
+  recordDecoderHash(built.model, encodeModel(built.decoder));
+  return built;
+}
+
+/** Fail early, with the fix, on an output path that cannot be written. */
+export function checkOutputPath(path: string): void {
+  const dir = dirname(resolve(path));
+  if (path.endsWith('/') || (existsSync(path) && statSync(path).isDirectory())) {
+    throw new Error(`output ${path} is a directory: give a file name, e.g. -o ${join(path, 'model.onnx')}`);
+  }
+  if (!existsSync(dir)) throw new Error(`output directory ${dir} does not exist: create it first or choose another -o path`);
+  if (!statSync(dir).isDirectory()) throw new Error(`output directory ${dir} is not a directory`);
+}
+
+export interface ExportOptions {
+  /** Path of the model file; the decoder goes beside it (see decoderPathFor). */
+  out: string;
+  /** Override the checkpoint's routing iterations (the weights do not depend on it). */
+  routingIterations?: number;
+  exportedAt?: Date;
+}
+
+export interface ExportResult {
+  modelPath: string;
+  decoderPath: string;
+  modelBytes: number;
+  decoderBytes: number;
+  parameters: number;
+  routingIterations: number;
+  seconds: number;
+  model: ModelProto;
+  decoder: ModelProto;
+}
+
+/** Load the checkpoint in `runDir`, build both graphs and write them. Throws one-line errors; writes nothing on failure. */
+export function exportCheckpoint(runDir: string, options: ExportOptions): ExportResult {
+  const started = performance.now();
+  const checkpoint = loadCheckpoint(runDir);
+  checkOutputPath(options.out);
+  const config: CapsNetConfig = {
+    ...checkpoint.config,
+    ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
+  };
+  const { model, decoder } = buildCapsNetModels(config, checkpoint.weights, {
+    classLabels: checkpoint.classLabels,
+    dataset: checkpoint.dataset,
+    testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
+    checkpointSha256: checkpoint.sha256,
+    exportedAt: options.exportedAt,
+  });
+  const modelBytes = encodeModel(model);
+  const decoderBytes = encodeModel(decoder);
+  const decoderPath = decoderPathFor(options.out);
+  // Temp files of an export that was killed are swept first. The decoder lands before the model; a kill between
+  // the two renames leaves a pair whose hashes disagree, which every loader refuses (see recordDecoderHash).
+  sweepTempFiles(dirname(resolve(options.out)), [basename(options.out), basename(decoderPath)]);
+  writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+  return {
+    modelPath: options.out,
+    decoderPath,
+    modelBytes: modelBytes.length,
+    decoderBytes: decoderBytes.length,
+    parameters: countParameters(model.graph),
+    routingIterations: config.routingIterations,
+    seconds: (performance.now() - started) / 1000,
+    model,
+    decoder,
+  };
+}
