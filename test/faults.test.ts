@@ -18,7 +18,7 @@ import { CapsNet } from '@capsnet-onnx/runtime/node';
 import { ROOT } from './support/fixtures.ts';
 import { tinyModel } from './support/tiny-model.ts';
 
-const CHILD = join(ROOT, 'test', 'fault-child.ts');
+const CHILD = join(ROOT, 'test', 'support', 'fault-child.ts');
 const SEED = Number(process.env.CAPSNET_FAULT_SEED ?? Date.now() % 1_000_000);
 const rng = new Rng(SEED);
 const EPOCHS = '2';

@@ -60,6 +60,8 @@ export function recordDecoderHash(model: ModelProto, decoderBytes: Uint8Array): 
 export interface CapsNetModels {
   model: ModelProto;
   decoder: ModelProto;
+  /** The decoder's encoded bytes, whose SHA-256 the model records. */
+  decoderBytes: Uint8Array;
 }
 
 /** Build both ONNX models in memory (no files). */
@@ -77,8 +79,9 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
       doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}.`,
     }),
   };
-  recordDecoderHash(built.model, encodeModel(built.decoder));
-  return built;
+  const decoderBytes = encodeModel(built.decoder);
+  recordDecoderHash(built.model, decoderBytes);
+  return { ...built, decoderBytes };
 }
 
 /** Fail early, with the fix, on an output path that cannot be written. */
@@ -120,7 +123,7 @@ export function exportCheckpoint(runDir: string, options: ExportOptions): Export
     ...checkpoint.config,
     ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
   };
-  const { model, decoder } = buildCapsNetModels(config, checkpoint.weights, {
+  const { model, decoder, decoderBytes } = buildCapsNetModels(config, checkpoint.weights, {
     classLabels: checkpoint.classLabels,
     dataset: checkpoint.dataset,
     testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
@@ -128,7 +131,6 @@ export function exportCheckpoint(runDir: string, options: ExportOptions): Export
     exportedAt: options.exportedAt,
   });
   const modelBytes = encodeModel(model);
-  const decoderBytes = encodeModel(decoder);
   const decoderPath = decoderPathFor(options.out);
   // Temp files of an export that was killed are swept first. The decoder lands before the model; a kill between
   // the two renames leaves a pair whose hashes disagree, which every loader refuses (see recordDecoderHash).
