@@ -16,7 +16,7 @@ export interface ImagePoolOptions {
   threads?: number;
   /** Most pixels (width x height, as the PNG headers declare) in one request. Default 4 x 2048 x 2048. */
   maxRequestPixels?: number;
-  /** Longest one request's images may take to decode, in ms. Default 5000. */
+  /** Longest one request's images may take to decode, in ms. Default 10000. */
   timeoutMs?: number;
 }
 
@@ -44,7 +44,12 @@ export class ImagePool {
     const filename = existsSync(compiled) ? compiled : new URL('./image-worker.mjs', import.meta.url);
     this.#pool = new Piscina({ filename: filename.href, minThreads: 1, maxThreads: threads, idleTimeout: 30_000 });
     this.maxRequestPixels = options.maxRequestPixels ?? 4 * MAX_PNG_PIXELS;
-    this.timeoutMs = options.timeoutMs ?? 5000;
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+  }
+
+  /** Start a worker and load its code, so that the first request's time limit is not spent on it. */
+  async warmUp(): Promise<void> {
+    await this.#pool.run({ bytes: new Uint8Array(0), shape: { height: 1, width: 1, channels: 1 }, invert: 'false', what: 'warm-up' } satisfies DecodeTask);
   }
 
   /** Decode one request's PNGs to model inputs, in order; the first bad file's ServeError is thrown. */

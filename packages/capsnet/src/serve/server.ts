@@ -238,6 +238,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     return health.check;
   };
   const images = new ImagePool(options.images);
+  await images.warmUp();
   let allowedHosts = allowedHostNames('127.0.0.1', options.allowedHosts ?? []);
 
   const classifyBatcher = new Batcher<Float32Array, Classification>((images) => classifier.classify(images), policy);
