@@ -13,7 +13,7 @@ import { AffnistError, affnistFromMat, encodeAffnistMat, loadAffnist, parseMat }
 import { barChart, imageGrid, linePlot, niceTicks } from '../experiments/charts.ts';
 import { EXPERIMENTS, type ExperimentResult } from '../experiments/common.ts';
 import { Canvas, distinctColors, readPng } from '../experiments/draw.ts';
-import { conv2dFilterGradient } from '../experiments/fastconv.ts';
+import { conv2dFilterGradient } from '../train/cpu-kernels.ts';
 import {
   AFFNIST_STYLE, MULTIMNIST, affineSet, inkBox, multiMnist, placeOnCanvas, randomlyPlaced, warpAffine,
 } from '../experiments/generators.ts';
