@@ -11,23 +11,22 @@ import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { AUTHORS_CODE_CHOICES, MNIST_SHAPE, presetConfig } from '../train/config.ts';
-import { Adam } from '../train/adam.ts';
-import { loadCheckpoint } from '../train/checkpoint.ts';
-import { forward, initParams, marginLoss } from '../train/model.ts';
-import { readWeights } from '../train/loop.ts';
 import {
-  type BaselineCnnConfig, PAPER_BASELINE_PARAMETERS, baselineConfig, baselineForward, baselineParameterCount, initBaseline, matchedBaseline,
-} from '../train/models/baseline-cnn.ts';
-import { capsnetParameterCount } from '../train/models/family.ts';
-import { train } from '../train/trainer.ts';
-import { buildBaselineCnnModel, buildCapsNetModels, exportRun } from '../export/exporter.ts';
-import { encodeModel } from '../export/onnx-schema.ts';
-import { baselineParity } from '../parity/baseline.ts';
-import { checkPaperData, loadData } from '../experiments/common.ts';
-import { meanStd } from '../experiments/mnist-table.ts';
-import { routingTrace } from '../experiments/routing.ts';
-import { Rng } from '../train/rng.ts';
+  AUTHORS_CODE_CHOICES, type BaselineCnnConfig, MNIST_SHAPE, PAPER_BASELINE_PARAMETERS, Rng, baselineConfig, baselineParameterCount,
+  capsnetParameterCount, matchedBaseline, presetConfig,
+} from '@capsnet-onnx/core';
+import { Adam } from '../packages/capsnet/src/train/adam.ts';
+import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
+import { forward, initParams, marginLoss } from '../packages/capsnet/src/train/model.ts';
+import { readWeights } from '../packages/capsnet/src/train/loop.ts';
+import { baselineForward, initBaseline } from '../packages/capsnet/src/train/models/baseline-cnn.ts';
+import { train } from '../packages/capsnet/src/train/trainer.ts';
+import { buildBaselineCnnModel, buildCapsNetModels, exportRun } from '../packages/capsnet/src/export/exporter.ts';
+import { encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
+import { baselineParity } from '../packages/capsnet/src/parity/baseline.ts';
+import { checkPaperData, loadData } from '../packages/capsnet/src/experiments/common.ts';
+import { meanStd } from '../packages/capsnet/src/experiments/mnist-table.ts';
+import { routingTrace } from '../packages/capsnet/src/experiments/routing.ts';
 
 let scratch: string;
 before(async () => {
@@ -82,7 +81,7 @@ describe('parameter counts against the paper', () => {
 describe('baseline CNN export', () => {
   const cases: Array<[string, Partial<BaselineCnnConfig>]> = [
     ['same, pooled on odd sizes, softmax', { convChannels: [4, 6], poolAfter: [0, 1], fc: [8], output: 'softmax' }],
-    ['valid, no pooling, sigmoid', { convChannels: [3, 5, 4], padding: 'valid', poolAfter: [], fc: [7, 6], output: 'sigmoid' }],
+    ['valid 3x3, no pooling, sigmoid', { convChannels: [3, 5, 4], kernel: 3, padding: 'valid', poolAfter: [], fc: [7, 6], output: 'sigmoid' }],
   ];
   for (const [name, overrides] of cases) {
     test(`ONNX Runtime matches tfjs: ${name}`, async () => {
@@ -101,7 +100,7 @@ describe('baseline CNN export', () => {
       } else {
         assert.ok(Math.abs(probs[0]! - 1 / (1 + Math.exp(-logits[0]!))) < 1e-6);
       }
-      assert.equal(model.metadata_props!.find((p) => p.key === 'capsnet.model')!.value, 'baseline-cnn');
+      assert.equal(model.metadata_props!.find((p: { key: string; value: string }) => p.key === 'capsnet.model')!.value, 'baseline-cnn');
       tf.dispose([expected, ...Object.values(params)]);
     });
   }
