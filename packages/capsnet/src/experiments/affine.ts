@@ -19,7 +19,7 @@ import { type BaselineCnnConfig, PAPER_BASELINES, baselineParameterCount, matche
 import { type ModelFamily, baselineFamily, capsnetFamily, familyScores } from '../train/models/family.ts';
 import { capsnetParameterCount } from '@capsnet-onnx/core';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, commandLine, loadData, pct, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, pct, runInfo, timer, writeResult,
 } from './common.ts';
 import { AFFNIST_STYLE, affineSet, randomlyPlaced } from './generators.ts';
 import { toTensors } from './training.ts';
@@ -213,13 +213,7 @@ export async function runAffine(options: AffineOptions): Promise<ExperimentResul
     experiment: 'affine',
     title: 'Robustness to affine transformations (section 5.2)',
     paper: 'Section 5.2: trained on MNIST placed at random on 40x40 until 99.23% (CapsNet) and 99.22% (a CNN with a similar number of parameters) on the expanded MNIST test set; on the affNIST test set CapsNet 79%, the CNN 66%.',
-    scale: options.scale,
-    seed: options.seed,
-    backend,
-    data: dataset.name,
-    command: options.command ?? commandLine(),
-    startedAt,
-    seconds: elapsed(),
+    ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
     settings: {
       canvas: CANVAS, trainImages: train.count, testImages: test.count, maxEpochs, targetAccuracy: target, batchSize, generatedAffine: options.affnistGenerated ? AFFNIST_STYLE : null,

@@ -132,6 +132,11 @@ export function timer(): () => number {
   return () => (performance.now() - started) / 1000;
 }
 
+/** The fields every result file shares: how, where and when it was run. */
+export function runInfo(options: ExperimentOptions, backend: string, data: string, startedAt: string, seconds: number) {
+  return { scale: options.scale, seed: options.seed, backend, data, command: options.command ?? commandLine(), startedAt, seconds };
+}
+
 export function commandLine(): string {
   const args = process.argv.slice(2).map((a) => (/^[\w./:=,-]+$/.test(a) ? a : JSON.stringify(a)));
   return ['capsnet', ...args].join(' ');

@@ -14,7 +14,7 @@ import { type ModelFamily, baselineFamily, capsnetFamily } from '../train/models
 import { setupBackend } from './backend.ts';
 import { barChart } from './charts.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, commandLine, loadData, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, runInfo, timer, writeResult,
 } from './common.ts';
 import { trainShifted } from './training.ts';
 
@@ -140,13 +140,7 @@ export async function runMnistTable(options: MnistTableOptions): Promise<Experim
     paper: 'Table 1: baseline 0.39% (35.4M parameters); CapsNet routing 1 without reconstruction 0.34 +- 0.032%, with 0.29 +- 0.011%; ' +
       'routing 3 without 0.35 +- 0.036%, with 0.25 +- 0.005% (8.2M parameters, 6.8M without the reconstruction subnetwork). ' +
       'MultiMNIST column: baseline 8.1%, routing 1 with reconstruction 7.5%, routing 3 with reconstruction 5.2%.',
-    scale: options.scale,
-    seed: options.seed,
-    backend,
-    data: dataset.name,
-    command: options.command ?? commandLine(),
-    startedAt,
-    seconds: elapsed(),
+    ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
     settings: {
       seeds, epochs, batchSize, trainImages: train.count, testImages: test.count, maxShift: capsBase.maxShift,

@@ -17,7 +17,7 @@ import { setupBackend } from './backend.ts';
 import { type GridCell, imageGrid } from './charts.ts';
 import { COLORS } from './draw.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, commandLine, loadData, pct, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, pct, runInfo, timer, writeResult,
 } from './common.ts';
 import { MULTIMNIST, type MultiMnistSet, type Overlay, multiMnist } from './generators.ts';
 import { fit, scoresInBatches } from '../train/loop.ts';
@@ -216,13 +216,7 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
     experiment: 'multimnist',
     title: 'MultiMNIST: recognising and segmenting overlapping digits (section 6)',
     paper: 'Table 1 / section 6: CapsNet 5.2% error on MultiMNIST (3 routing iterations, with reconstruction; 7.5% with 1 iteration), 11.36M parameters, trained on 60M generated pairs and tested on 10M; the baseline CNN 8.1% error, 24.56M parameters.',
-    scale: options.scale,
-    seed: options.seed,
-    backend,
-    data: dataset.name,
-    command: options.command ?? commandLine(),
-    startedAt,
-    seconds: elapsed(),
+    ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics: {
       both_labels_accuracy: acc.both, digit_accuracy: acc.digits, train_seconds: Number(fitResult.seconds.toFixed(1)),
       cnn_both_labels_accuracy: cnnAcc.both, cnn_digit_accuracy: cnnAcc.digits, capsnet_parameters: capsParameters, cnn_parameters: cnnParameters,

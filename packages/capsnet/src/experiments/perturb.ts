@@ -18,7 +18,7 @@ import { capsuleLengths, decode as tfDecode, encode } from '../train/model.ts';
 import { setupBackend } from './backend.ts';
 import { imageGrid } from './charts.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, commandLine, loadData, pct, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, pct, runInfo, timer, writeResult,
 } from './common.ts';
 import { epochBatches, readWeights, stepsFor } from '../train/loop.ts';
 import { capsNetAccuracy, maskedCapsulesOf, paramsFrom, refineDecoder, trainCapsNet } from './training.ts';
@@ -319,13 +319,7 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
     experiment: 'perturb',
     title: 'Dimension perturbations of the winning digit capsule (paper figure 4)',
     paper: 'Figure 4: single dimensions of the 16-D digit capsule capture scale and thickness, localized parts, stroke thickness, skew, width and translation.',
-    scale: options.scale,
-    seed: options.seed,
-    backend,
-    data: dataset.name,
-    command: options.command ?? commandLine(),
-    startedAt,
-    seconds: elapsed(),
+    ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
     settings,
     tables: [{

@@ -21,7 +21,7 @@ import { capsnetFamily } from '../train/models/family.ts';
 import { setupBackend } from './backend.ts';
 import { linePlot } from './charts.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, commandLine, loadData, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, runInfo, timer, writeResult,
 } from './common.ts';
 import { meanStd } from './mnist-table.ts';
 import { trainShifted } from './training.ts';
@@ -156,13 +156,7 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
     title: 'Routing iterations: convergence of routing during training (appendix A) and 1 vs 3 iterations (Table 1)',
     paper: 'Appendix A: after 500 epochs on MNIST the average change of the routing logits per iteration has stabilised, and it decreases almost linearly in log scale with more routing iterations; 3 iterations recommended. ' +
       'Table 1 (with reconstruction): routing 1 gives 0.29 +- 0.011% error, routing 3 gives 0.25 +- 0.005% (without reconstruction: 0.34 +- 0.032% vs 0.35 +- 0.036%).',
-    scale: options.scale,
-    seed: options.seed,
-    backend,
-    data: dataset.name,
-    command: options.command ?? commandLine(),
-    startedAt,
-    seconds: elapsed(),
+    ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
     settings: { iterations: iterationsList, seeds, probeImages: probeCount, probeEvery, trainImages: train.count, testImages: test.count, epochs, batchSize, steps: stepsPerRun,
       config: { conv1Filters: base.conv1Filters, primaryMaps: base.primaryMaps, decoderHidden: base.decoderHidden } },

@@ -21,6 +21,15 @@ function truncatedNormal(rng: Rng, stddev: number): number {
   }
 }
 
+/** Fill `values` with Glorot-uniform draws for a dense [in, out] or conv [kh, kw, in, out] kernel of `shape`. */
+export function glorotUniform(values: Float32Array, shape: number[], rng: Rng): void {
+  const receptive = shape.length === 4 ? shape[0]! * shape[1]! : 1;
+  const fanIn = receptive * shape[shape.length - 2]!;
+  const fanOut = receptive * shape[shape.length - 1]!;
+  const limit = Math.sqrt(6 / (fanIn + fanOut));
+  for (let i = 0; i < values.length; i++) values[i] = (2 * rng.next() - 1) * limit;
+}
+
 /**
  * Seeded initialisation. config.init 'glorot' (default): Glorot-uniform kernels, N(0, 0.01^2) capsule transforms;
  * 'truncated-normal': the authors' code's truncated normals. Biases start at 0, except primary/bias at
@@ -42,11 +51,7 @@ export function initParams(config: CapsNetConfig, seed: number): CapsNetParams {
     } else if (name === 'digit/W') {
       for (let i = 0; i < size; i++) values[i] = 0.01 * rng.normal();
     } else if (name.endsWith('/kernel')) {
-      const receptive = shape.length === 4 ? shape[0]! * shape[1]! : 1;
-      const fanIn = receptive * shape[shape.length - 2]!;
-      const fanOut = receptive * shape[shape.length - 1]!;
-      const limit = Math.sqrt(6 / (fanIn + fanOut));
-      for (let i = 0; i < size; i++) values[i] = (2 * rng.next() - 1) * limit;
+      glorotUniform(values, shape, rng);
     }
     params[name] = tf.variable(tf.tensor(values, shape), true);
   }

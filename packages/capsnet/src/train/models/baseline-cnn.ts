@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type BaselineCnnConfig, Rng, baselineParamShapes } from '@capsnet-onnx/core';
+import { glorotUniform } from '../model.ts';
 
 export type BaselineParams = Record<string, tf.Variable>;
 
@@ -16,13 +17,8 @@ export function initBaseline(config: BaselineCnnConfig, seed: number): BaselineP
   const rng = new Rng(seed);
   const params: BaselineParams = {};
   for (const [name, shape] of Object.entries(baselineParamShapes(config))) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const values = new Float32Array(size);
-    if (name.endsWith('/kernel')) {
-      const receptive = shape.length === 4 ? shape[0]! * shape[1]! : 1;
-      const limit = Math.sqrt(6 / (receptive * shape[shape.length - 2]! + receptive * shape[shape.length - 1]!));
-      for (let i = 0; i < size; i++) values[i] = (2 * rng.next() - 1) * limit;
-    }
+    const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    if (name.endsWith('/kernel')) glorotUniform(values, shape, rng);
     params[name] = tf.variable(tf.tensor(values, shape), true);
   }
   return params;
