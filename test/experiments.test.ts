@@ -292,7 +292,7 @@ describe('end to end (ci scale, cut down)', () => {
     const tiny = ['--scale', 'ci', '--train-limit', '96', '--test-limit', '64', '--batch-size', '32', '--out', out];
     const env = { CAPSNET_WASM_THREADS: '1' };
     // routing first: every command must create --out itself
-    const extra: Record<string, string[]> = { routing: ['--iterations', '1,3', '--seeds', '2'], 'mnist-table': ['--seeds', '2', '--train-limit', '32', '--test-limit', '32'] };
+    const extra: Record<string, string[]> = { routing: ['--iterations', '1,3', '--seeds', '2'], affine: ['--epochs', '1'], 'mnist-table': ['--seeds', '2', '--train-limit', '32', '--test-limit', '32'] };
     for (const name of ['routing', 'perturb', 'affine', 'multimnist', 'mnist-table']) {
       const run = await execa('node', [CLI, 'experiment', name, ...tiny, ...(extra[name] ?? [])], { cwd: ROOT, env, reject: false });
       assert.equal(run.exitCode, 0, `experiment ${name} failed:\n${run.stderr}`);
