@@ -287,7 +287,7 @@ describe('report', () => {
 });
 
 describe('end to end (ci scale, cut down)', () => {
-  test('each experiment command runs at a tiny ci scale and `experiment report` assembles them', { timeout: 480_000 }, async () => {
+  test('each experiment command runs at a tiny ci scale and `experiment report` assembles them', { timeout: 900_000 }, async () => {
     const out = join(scratch, 'e2e', 'nested');
     const tiny = ['--scale', 'ci', '--train-limit', '96', '--test-limit', '64', '--batch-size', '32', '--out', out];
     const env = { CAPSNET_WASM_THREADS: '1' };
