@@ -10,6 +10,8 @@ import { METADATA_KEYS } from '../runtime/contract.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
+import type { Precision } from './precision.ts';
+import { type TritonFiles, type TritonOptions, checkTritonOptions, writeTritonRepository } from './triton.ts';
 
 export const PRODUCER_NAME = 'capsnet-onnx';
 
@@ -33,6 +35,8 @@ export interface ExportProvenance {
   testAccuracy: number | null;
   checkpointSha256: string;
   exportedAt?: Date;
+  /** Storage precision of the weights (export/precision.ts); default fp32. */
+  precision?: Precision;
 }
 
 export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenance): Record<string, string> {
@@ -44,6 +48,7 @@ export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenan
     [METADATA_KEYS.testAccuracy]: JSON.stringify(provenance.testAccuracy),
     [METADATA_KEYS.checkpointSha256]: provenance.checkpointSha256,
     [METADATA_KEYS.exportedAt]: (provenance.exportedAt ?? new Date()).toISOString(),
+    [METADATA_KEYS.precision]: provenance.precision ?? 'fp32',
   };
 }
 
@@ -57,14 +62,16 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
   validateConfig(config);
   const metadata = exportMetadata(config, provenance);
   const common = { producerName: PRODUCER_NAME, producerVersion: producerVersion(), metadata };
+  const precision = provenance.precision ?? 'fp32';
+  const stored = precision === 'fp32' ? '' : `, ${precision} weights`;
   return {
-    model: buildModel(buildCapsNetGraph(config, weights), {
+    model: buildModel(buildCapsNetGraph(config, weights, precision), {
       ...common,
-      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)).`,
+      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)${stored}).`,
     }),
-    decoder: buildModel(buildDecoderGraph(config, weights), {
+    decoder: buildModel(buildDecoderGraph(config, weights, precision), {
       ...common,
-      doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}.`,
+      doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}${stored ? ` (${stored.slice(2)})` : ''}.`,
     }),
   };
 }
@@ -101,20 +108,27 @@ export function writeFilesAtomic(files: { path: string; bytes: Uint8Array }[]): 
 }
 
 export interface ExportOptions {
-  /** Path of the model file; the decoder goes beside it (see decoderPathFor). */
-  out: string;
+  /** Path of the model file; the decoder goes beside it (see decoderPathFor). Optional with `triton`. */
+  out?: string;
+  /** Also (or, without `out`, only) write a Triton model repository (export/triton.ts). */
+  triton?: TritonOptions;
   /** Override the checkpoint's routing iterations (the weights do not depend on it). */
   routingIterations?: number;
   exportedAt?: Date;
+  /** Weight storage precision (export/precision.ts); default fp32. */
+  precision?: Precision;
 }
 
 export interface ExportResult {
+  /** Empty when only a Triton repository was written. */
   modelPath: string;
   decoderPath: string;
+  triton?: TritonFiles;
   modelBytes: number;
   decoderBytes: number;
   parameters: number;
   routingIterations: number;
+  precision: Precision;
   seconds: number;
   model: ModelProto;
   decoder: ModelProto;
@@ -124,7 +138,9 @@ export interface ExportResult {
 export function exportCheckpoint(runDir: string, options: ExportOptions): ExportResult {
   const started = performance.now();
   const checkpoint = loadCheckpoint(runDir);
-  checkOutputPath(options.out);
+  if (options.out === undefined && !options.triton) throw new Error('nothing to write: give -o FILE or --triton DIR');
+  if (options.out !== undefined) checkOutputPath(options.out);
+  if (options.triton) checkTritonOptions(options.triton);
   const config: CapsNetConfig = {
     ...checkpoint.config,
     ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
@@ -135,18 +151,26 @@ export function exportCheckpoint(runDir: string, options: ExportOptions): Export
     testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
     checkpointSha256: checkpoint.sha256,
     exportedAt: options.exportedAt,
+    precision: options.precision,
   });
   const modelBytes = encodeModel(model);
   const decoderBytes = encodeModel(decoder);
-  const decoderPath = decoderPathFor(options.out);
-  writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+  const decoderPath = options.out === undefined ? '' : decoderPathFor(options.out);
+  if (options.out !== undefined) writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+  const triton = options.triton
+    ? writeTritonRepository(options.triton, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
+      `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
+        `(${options.precision ?? 'fp32'} weights, routing unrolled x${config.routingIterations}).`)
+    : undefined;
   return {
-    modelPath: options.out,
+    modelPath: options.out ?? '',
     decoderPath,
+    ...(triton ? { triton } : {}),
     modelBytes: modelBytes.length,
     decoderBytes: decoderBytes.length,
     parameters: countParameters(model.graph),
     routingIterations: config.routingIterations,
+    precision: options.precision ?? 'fp32',
     seconds: (performance.now() - started) / 1000,
     model,
     decoder,
