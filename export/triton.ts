@@ -12,7 +12,7 @@
  * dims without the batch), dynamic batching on, and one instance group. Each model folder appears whole or not at
  * all (built under a temp name, then renamed), and an existing folder is never replaced.
  */
-import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
@@ -30,8 +30,21 @@ const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 let configType: protobuf.Type | undefined;
 /** The ModelConfig message type (reflection over export/triton-model-config.proto). */
 export function modelConfigType(): protobuf.Type {
-  configType ??= protobuf.loadSync(TRITON_PROTO).lookupType('inference.ModelConfig');
+  // keepCase: text format names fields as the .proto does (max_batch_size), not in protobufjs's camelCase.
+  configType ??= protobuf.parse(readFileSync(TRITON_PROTO, 'utf8'), { keepCase: true }).root.lookupType('inference.ModelConfig');
+  configType.root.resolveAll();
   return configType;
+}
+
+/** protobufjs's fromObject drops unknown keys silently: refuse them instead, so nothing meant is left out. */
+function checkFields(type: protobuf.Type, object: Record<string, unknown>, path: string): void {
+  for (const [key, value] of Object.entries(object)) {
+    const field = type.fields[key];
+    if (!field) throw new Error(`Triton model config: ${type.name} has no field ${path}${key}`);
+    if (field.resolvedType instanceof protobuf.Type) {
+      for (const item of Array.isArray(value) ? value : [value]) checkFields(field.resolvedType, item as Record<string, unknown>, `${path}${key}.`);
+    }
+  }
 }
 
 export interface TritonOptions {
@@ -82,8 +95,7 @@ export function tritonModelConfig(config: CapsNetConfig, model: 'classifier' | '
 /** config.pbtxt text for a ModelConfig object; fails on any field the schema does not have. */
 export function configText(object: Record<string, unknown>, header: string): string {
   const type = modelConfigType();
-  const error = type.verify(object);
-  if (error) throw new Error(`Triton model config: ${error}`);
+  checkFields(type, object, '');
   const body = textformat.toText(type, type.fromObject(object));
   return `${header.split('\n').map((l) => `# ${l}`.trimEnd()).join('\n')}\n${body.endsWith('\n') ? body : `${body}\n`}`;
 }
