@@ -9,14 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { buildCapsNetModels } from '../export/exporter.ts';
-import { summarizeModel } from '../export/inspect.ts';
-import { DataType, encodeModel } from '../export/onnx-schema.ts';
-import { float16BitsToNumber, float32ToFloat16Bits, quantizeInt8PerChannel } from '../export/precision.ts';
-import { parseConfigText, writeTritonRepository } from '../export/triton.ts';
-import { readModelMetadata } from '../runtime/metadata.ts';
-import { derivedSizes } from '../train/config.ts';
-import { TINY_CONFIG, TINY_PROVENANCE, syntheticWeights } from './tiny-model.ts';
+import { derivedSizes, readModelMetadata } from '@capsnet-onnx/core';
+import { buildCapsNetModels } from '../packages/capsnet/src/export/exporter.ts';
+import { summarizeModel } from '../packages/capsnet/src/export/inspect.ts';
+import { DataType, encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
+import { float16BitsToNumber, float32ToFloat16Bits, quantizeInt8PerChannel } from '../packages/capsnet/src/export/precision.ts';
+import { parseConfigText, writeTritonRepository } from '../packages/capsnet/src/export/triton.ts';
+import { TINY_CONFIG, TINY_PROVENANCE, syntheticWeights } from './support/tiny-model.ts';
 
 describe('fp16 conversion', () => {
   test('exact values stay exact; halfway cases round to even; range ends', () => {
@@ -99,7 +98,7 @@ describe('fp16 and int8 exports', () => {
   test('file sizes: fp16 about half, int8 about a quarter of fp32', () => {
     const size = (p: 'fp32' | 'fp16' | 'int8') => encodeModel(build(p).model).length;
     // The tiny model's fixed overhead (graph, metadata) is large next to its weights, so the bounds are loose;
-    // the real ratios are in the precision benchmark (scripts/bench-precision.ts).
+    // the real ratios are in the precision benchmark (bench/precision.ts).
     assert.ok(size('fp16') < 0.8 * size('fp32'), `${size('fp16')} vs ${size('fp32')}`);
     assert.ok(size('int8') < size('fp16'), `${size('int8')} vs ${size('fp16')}`);
   });

@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { createServer, type CapsNetServer } from '../serve/server.ts';
-import { FakeClassifier, getJson, postJson } from '../serve/testing.ts';
+import { createServer, type CapsNetServer } from '../packages/capsnet/src/serve/server.ts';
+import { FakeClassifier, getJson, postJson } from './support/serve.ts';
 
 const image = (value: number) => new Array(784).fill(value);
 

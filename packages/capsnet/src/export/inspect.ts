@@ -1,0 +1,129 @@
+/** `capsnet inspect`: what an ONNX file holds, read with the project's own schema (no ONNX Runtime needed). */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { DATA_TYPE_NAMES, type ModelProto, type ValueInfoProto, decodeModel } from './onnx-schema.ts';
+import { countParameters } from './graph-builder.ts';
+import { METADATA_KEYS } from '@capsnet-onnx/core';
+
+export interface TensorInfo {
+  name: string;
+  type: string;
+  /** Fixed sizes as numbers, symbolic ones (the batch dim) as names, unknown as '?'. */
+  shape: (number | string)[];
+  doc?: string;
+}
+
+export interface ModelSummary {
+  path?: string;
+  fileSize: number;
+  irVersion: number;
+  opset: { domain: string; version: number }[];
+  producerName: string;
+  producerVersion: string;
+  graphName: string;
+  doc?: string;
+  inputs: TensorInfo[];
+  outputs: TensorInfo[];
+  metadata: Record<string, string>;
+  /** Node count per op type, most frequent first. */
+  ops: Record<string, number>;
+  nodes: number;
+  initializers: number;
+  /** Elements of all initializers. */
+  parameters: number;
+  /** Weight storage precision from the metadata (fp32 when absent). */
+  precision: string;
+  /** Initializer bytes per element type, e.g. { int8: 8123456, float: 40960 }. */
+  initializerBytes: Record<string, number>;
+}
+
+function tensorInfo(v: ValueInfoProto): TensorInfo {
+  const t = v.type?.tensor_type;
+  return {
+    name: v.name,
+    type: t ? (DATA_TYPE_NAMES[t.elem_type] ?? `type${t.elem_type}`) : 'non-tensor',
+    shape: (t?.shape?.dim ?? []).map((d) => d.dim_value ?? d.dim_param ?? '?'),
+    ...(v.doc_string ? { doc: v.doc_string } : {}),
+  };
+}
+
+export function summarizeModel(model: ModelProto, fileSize: number, path?: string): ModelSummary {
+  const graph = model.graph;
+  const counts: Record<string, number> = {};
+  for (const node of graph.node) {
+    const op = node.domain ? `${node.domain}.${node.op_type}` : node.op_type;
+    counts[op] = (counts[op] ?? 0) + 1;
+  }
+  const ops = Object.fromEntries(Object.entries(counts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])));
+  const metadata = Object.fromEntries((model.metadata_props ?? []).map((e) => [e.key, e.value]));
+  const initializerBytes: Record<string, number> = {};
+  for (const t of graph.initializer ?? []) {
+    const type = DATA_TYPE_NAMES[t.data_type] ?? `type${t.data_type}`;
+    initializerBytes[type] = (initializerBytes[type] ?? 0) + (t.raw_data?.length ?? 0);
+  }
+  return {
+    ...(path ? { path } : {}),
+    fileSize,
+    irVersion: model.ir_version,
+    opset: model.opset_import.map((o) => ({ domain: o.domain || 'ai.onnx', version: o.version })),
+    producerName: model.producer_name ?? '',
+    producerVersion: model.producer_version ?? '',
+    graphName: graph.name ?? '',
+    ...(graph.doc_string ? { doc: graph.doc_string } : {}),
+    inputs: graph.input.map(tensorInfo),
+    outputs: graph.output.map(tensorInfo),
+    metadata,
+    ops,
+    nodes: graph.node.length,
+    initializers: graph.initializer?.length ?? 0,
+    parameters: countParameters(graph),
+    precision: metadata[METADATA_KEYS.precision] || 'fp32',
+    initializerBytes,
+  };
+}
+
+export function decodeModelChecked(bytes: Uint8Array, source: string): ModelProto {
+  let model: ModelProto;
+  try {
+    model = decodeModel(bytes);
+  } catch (e) {
+    throw new Error(`${source} is not an ONNX model (${(e as Error).message})`);
+  }
+  if (!model.graph || !model.ir_version) throw new Error(`${source} is not an ONNX model (no graph or IR version)`);
+  return model;
+}
+
+export function inspectFile(path: string): ModelSummary {
+  if (!existsSync(path)) throw new Error(`no file at ${path}`);
+  if (statSync(path).isDirectory()) throw new Error(`${path} is a directory: pass the .onnx file`);
+  const bytes = readFileSync(path);
+  return summarizeModel(decodeModelChecked(bytes, path), bytes.length, path);
+}
+
+function formatBytes(n: number): string {
+  if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(2)} MiB`;
+  if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${n} B`;
+}
+
+function formatTensor(t: TensorInfo): string {
+  return `  ${t.name}: ${t.type} [${t.shape.join(', ')}]${t.doc ? `\n      ${t.doc}` : ''}`;
+}
+
+export function formatSummary(s: ModelSummary): string {
+  const lines: string[] = [];
+  if (s.path) lines.push(`file: ${s.path}`);
+  lines.push(`size: ${s.fileSize} bytes (${formatBytes(s.fileSize)})`);
+  lines.push(`producer: ${s.producerName} ${s.producerVersion}`.trimEnd());
+  lines.push(`ir_version: ${s.irVersion}; opset: ${s.opset.map((o) => `${o.domain} ${o.version}`).join(', ')}`);
+  lines.push(`graph: ${s.graphName}${s.doc ? ` (${s.doc})` : ''}`);
+  lines.push('inputs:', ...s.inputs.map(formatTensor));
+  lines.push('outputs:', ...s.outputs.map(formatTensor));
+  lines.push(`parameters: ${s.parameters.toLocaleString('en-US')} in ${s.initializers} initializers ` +
+    `(4 bytes each: ${formatBytes(4 * s.parameters)}; file is ${((100 * s.fileSize) / Math.max(1, 4 * s.parameters)).toFixed(2)}% of that)`);
+  lines.push(`precision: ${s.precision} weights (${Object.entries(s.initializerBytes).map(([type, bytes]) => `${type} ${formatBytes(bytes)}`).join(', ')}); ` +
+    'inputs, outputs and compute float32');
+  lines.push(`nodes: ${s.nodes}; ops: ${Object.entries(s.ops).map(([op, n]) => `${op} x${n}`).join(', ')}`);
+  lines.push('metadata:');
+  for (const [key, value] of Object.entries(s.metadata)) lines.push(`  ${key}: ${value}`);
+  return lines.join('\n');
+}
