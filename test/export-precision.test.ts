@@ -4,17 +4,20 @@
  * provider against the fp32 export, and config.pbtxt parsed back with protobufjs's text-format parser.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
+import { execa } from 'execa';
 import { derivedSizes, readModelMetadata } from '@capsnet-onnx/core';
 import { buildCapsNetModels } from '../packages/capsnet/src/export/exporter.ts';
 import { summarizeModel } from '../packages/capsnet/src/export/inspect.ts';
 import { DataType, encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
 import { float16BitsToNumber, float32ToFloat16Bits, quantizeInt8PerChannel } from '../packages/capsnet/src/export/precision.ts';
 import { parseConfigText, writeTritonRepository } from '../packages/capsnet/src/export/triton.ts';
+import { saveCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
+import { CLI, ROOT } from './support/fixtures.ts';
 import { TINY_CONFIG, TINY_PROVENANCE, syntheticWeights } from './support/tiny-model.ts';
 
 describe('fp16 conversion', () => {
@@ -167,5 +170,37 @@ describe('Triton model repository', () => {
     assert.throws(() => writeTritonRepository({ dir: join(dir, 'r'), name: '../up' }, TINY_CONFIG, [], bytes, ''), /must be letters, digits/);
     assert.ok(!existsSync(join(dir, 'r')));
     assert.deepEqual(readdirSync(repo).filter((f) => f.startsWith('.tmp')), []);
+  });
+});
+
+describe('capsnet export --precision / --triton (CLI)', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'capsnet-precision-cli-'));
+    mkdirSync(join(dir, 'run'));
+    saveCheckpoint(join(dir, 'run'), {
+      config: TINY_CONFIG, epoch: 1, step: 1, seed: 1, run: { batchSize: 8 }, dataset: 'mnist-sample', classLabels: TINY_PROVENANCE.classLabels,
+      backend: 'cpu', metrics: [], weights: syntheticWeights(TINY_CONFIG, 4, () => 0.2), optimizer: { m: {}, v: {} },
+    });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const cli = (...args: string[]) => execa('node', [CLI, ...args], { cwd: ROOT, reject: false });
+
+  test('int8 to a Triton repository only; inspect reads the precision; a second export refuses to overwrite', async () => {
+    const repo = join(dir, 'models');
+    const first = await cli('export', join(dir, 'run'), '--precision', 'int8', '--triton', repo, '--instance-kind', 'cpu', '--json');
+    assert.equal(first.exitCode, 0, first.stderr);
+    const summary = JSON.parse(first.stdout);
+    assert.equal(summary.precision, 'int8');
+    assert.equal(summary.model, undefined, 'no -o: only the repository is written');
+    assert.ok(!existsSync(join(dir, 'run', 'model.onnx')));
+    assert.deepEqual(parseConfigText(readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8')).instance_group, [{ count: 1, kind: 'KIND_CPU' }]);
+    const inspect = await cli('inspect', join(repo, 'capsnet', '1', 'model.onnx'));
+    assert.equal(inspect.exitCode, 0, inspect.stderr);
+    assert.match(inspect.stdout, /precision: int8 weights \(int8 [\d.]+ KiB, float/);
+    const again = await cli('export', join(dir, 'run'), '--triton', repo);
+    assert.equal(again.exitCode, 1);
+    assert.match(again.stderr, /^capsnet: .*capsnet already exists: remove it/m);
+    assert.doesNotMatch(again.stderr, /\n\s+at /, 'one line, no stack');
   });
 });

@@ -18,7 +18,7 @@ let producerVersionCache: string | undefined;
 export function producerVersion(): string {
   if (producerVersionCache === undefined) {
     try {
-      const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+      const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
       producerVersionCache = pkg.version ?? '0.0.0';
     } catch {
       producerVersionCache = '0.0.0';
