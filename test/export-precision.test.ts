@@ -18,6 +18,7 @@ import { float16BitsToNumber, float32ToFloat16Bits, quantizeInt8PerChannel } fro
 import { parseConfigText, writeTritonRepository } from '../packages/capsnet/src/export/triton.ts';
 import { saveCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { CLI, ROOT } from './support/fixtures.ts';
+import { pythonOnnxAvailable, runChecker } from './support/onnx-checker.ts';
 import { TINY_CONFIG, TINY_PROVENANCE, syntheticWeights } from './support/tiny-model.ts';
 
 describe('fp16 conversion', () => {
@@ -96,6 +97,30 @@ describe('fp16 and int8 exports', () => {
     assert.ok(maxAbs(int8.lengths, fp32.lengths) < 5e-2 * scale, `int8 lengths differ by ${maxAbs(int8.lengths, fp32.lengths)}`);
     assert.ok(maxAbs(fp16.lengths, fp32.lengths) > 0, 'fp16 rounding changes the result a little (the weights really are fp16)');
     assert.ok(maxAbs(int8.lengths, fp32.lengths) > maxAbs(fp16.lengths, fp32.lengths), 'int8 is coarser than fp16');
+  });
+
+  test('onnx.checker (full check, strict shape inference) accepts the fp16 and int8 models and decoders', (t) => {
+    const missing = pythonOnnxAvailable();
+    if (missing) {
+      console.warn(`SKIP: ${missing}`);
+      t.skip(missing);
+      return;
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'capsnet-precision-check-'));
+    try {
+      const files = (['fp16', 'int8'] as const).flatMap((p) => {
+        const built = build(p);
+        const pair = [join(dir, `${p}.onnx`), join(dir, `${p}.decoder.onnx`)];
+        writeFileSync(pair[0]!, encodeModel(built.model));
+        writeFileSync(pair[1]!, encodeModel(built.decoder));
+        return pair;
+      });
+      const results = runChecker(...files);
+      assert.equal(results.length, 4);
+      for (const r of results) assert.ok(r.ok, JSON.stringify(r));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('file sizes: fp16 about half, int8 about a quarter of fp32', () => {
