@@ -11,6 +11,8 @@ import { buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
 import type { Precision } from './precision.ts';
 import { type TritonFiles, type TritonOptions, checkTritonOptions, writeTritonRepository } from './triton.ts';
+import { BASELINE_METADATA_KEYS, buildBaselineCnnGraph } from './baseline-cnn-graph.ts';
+import { type BaselineCnnConfig, baselineParameterCount } from '@capsnet-onnx/core';
 
 export const PRODUCER_NAME = 'capsnet-onnx';
 
@@ -114,6 +116,7 @@ export interface ExportOptions {
 }
 
 export interface ExportResult {
+  family: 'capsnet';
   /** Empty when only a Triton repository was written. */
   modelPath: string;
   decoderPath: string;
@@ -128,25 +131,74 @@ export interface ExportResult {
   decoder: ModelProto;
 }
 
-/** Load the checkpoint in `runDir`, build both graphs and write them. Throws one-line errors; writes nothing on failure. */
+/** A baseline CNN run's export: one file, no decoder, no routing. */
+export interface BaselineExportResult {
+  family: 'baseline-cnn';
+  modelPath: string;
+  modelBytes: number;
+  parameters: number;
+  seconds: number;
+  model: ModelProto;
+}
+
+/** The baseline CNN as one ONNX model (images -> logits, probabilities) with its provenance in metadata. */
+export function buildBaselineCnnModel(config: BaselineCnnConfig, weights: Weights, provenance: ExportProvenance): ModelProto {
+  const { [METADATA_KEYS.config]: _c, [METADATA_KEYS.routingIterations]: _r, ...common } = exportMetadata({} as CapsNetConfig, provenance);
+  return buildModel(buildBaselineCnnGraph(config, weights), {
+    producerName: PRODUCER_NAME,
+    producerVersion: producerVersion(),
+    metadata: { ...common, [BASELINE_METADATA_KEYS.model]: 'baseline-cnn', [BASELINE_METADATA_KEYS.config]: JSON.stringify(config) },
+    doc: `Baseline CNN exported by ${PRODUCER_NAME} ${producerVersion()}.`,
+  });
+}
+
+/** `capsnet export`: a CapsNet run (model + decoder) or a baseline CNN run (one model), whichever `runDir` holds. */
+export function exportRun(runDir: string, options: ExportOptions): ExportResult | BaselineExportResult {
+  return exportAny(runDir, options);
+}
+
+/** Load the CapsNet checkpoint in `runDir`, build both graphs and write them. Throws one-line errors; writes nothing on failure. */
 export function exportCheckpoint(runDir: string, options: ExportOptions): ExportResult {
+  const result = exportAny(runDir, options, 'capsnet');
+  return result as ExportResult;
+}
+
+function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): ExportResult | BaselineExportResult {
   const started = performance.now();
   const checkpoint = loadCheckpoint(runDir);
+  if (only && checkpoint.model?.family === 'baseline-cnn') {
+    throw new Error(`${runDir} holds a baseline CNN run, not a CapsNet: export it with exportRun (the \`capsnet export\` command)`);
+  }
   if (options.out === undefined && !options.triton) throw new Error('nothing to write: give -o FILE or --triton DIR');
   if (options.out !== undefined) checkOutputPath(options.out);
   if (options.triton) checkTritonOptions(options.triton);
-  const config: CapsNetConfig = {
-    ...checkpoint.config,
-    ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
-  };
-  const { model, decoder } = buildCapsNetModels(config, checkpoint.weights, {
+  const provenance = {
     classLabels: checkpoint.classLabels,
     dataset: checkpoint.dataset,
     testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
     checkpointSha256: checkpoint.sha256,
     exportedAt: options.exportedAt,
     precision: options.precision,
-  });
+  };
+  if (checkpoint.model?.family === 'baseline-cnn') {
+    if (options.routingIterations !== undefined) throw new Error('--routing applies to CapsNet runs; this run is a baseline CNN (no routing)');
+    if (options.triton || (options.precision ?? 'fp32') !== 'fp32' || options.out === undefined) {
+      throw new Error('--precision and --triton apply to CapsNet runs; this run is a baseline CNN: export it with -o FILE only');
+    }
+    const model = buildBaselineCnnModel(checkpoint.model.config, checkpoint.weights, provenance);
+    const modelBytes = encodeModel(model);
+    writeFilesAtomic([{ path: options.out, bytes: modelBytes }]);
+    return {
+      // the network's weights, as `capsnet train` prints them (countParameters would add the flatten's shape constant)
+      family: 'baseline-cnn', modelPath: options.out, modelBytes: modelBytes.length, parameters: baselineParameterCount(checkpoint.model.config),
+      seconds: (performance.now() - started) / 1000, model,
+    };
+  }
+  const config: CapsNetConfig = {
+    ...checkpoint.config,
+    ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
+  };
+  const { model, decoder } = buildCapsNetModels(config, checkpoint.weights, provenance);
   const modelBytes = encodeModel(model);
   const decoderBytes = encodeModel(decoder);
   const decoderPath = options.out === undefined ? '' : decoderPathFor(options.out);
@@ -157,6 +209,7 @@ export function exportCheckpoint(runDir: string, options: ExportOptions): Export
         `(${options.precision ?? 'fp32'} weights, routing unrolled x${config.routingIterations}).`)
     : undefined;
   return {
+    family: 'capsnet',
     modelPath: options.out ?? '',
     decoderPath,
     ...(triton ? { triton } : {}),
