@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; the umbrella package's bundle registers them all.
 import '@tensorflow/tfjs';
 import { type CapsNetConfig, derivedSizes } from './config.ts';
+import { FUSED_KERNELS, fusedKernelAvailable } from './fused.ts';
 import { Rng } from './rng.ts';
 
 /** Weight shapes, by name. The checkpoint and the ONNX exporter use the same names. */
@@ -81,6 +82,11 @@ export interface RoutingResult {
  * uHat: [N, inputCaps, classes, digitDim].
  */
 export function dynamicRouting(uHat: tf.Tensor4D, iterations: number, epsilon: number, keepLogits = false): RoutingResult {
+  // The same procedure in one kernel where the backend has it (train/wasm-capsule-kernels.ts); it keeps no logits.
+  if (!keepLogits && fusedKernelAvailable(FUSED_KERNELS.dynamicRouting)) {
+    const [capsules, coupling] = tf.engine().runKernel(FUSED_KERNELS.dynamicRouting, { uHat }, { iterations, epsilon }) as [tf.Tensor3D, tf.Tensor3D];
+    return { capsules, coupling, logitHistory: [] };
+  }
   const [batch, inputCaps, classes] = uHat.shape;
   let logits: tf.Tensor3D = tf.zeros([batch, inputCaps, classes]);
   const logitHistory: tf.Tensor3D[] = [];
@@ -126,11 +132,21 @@ export function encode(params: CapsNetParams, images: tf.Tensor4D, config: CapsN
   );
   // NHWC channel c = map * primaryDim + d, so capsule i = (y * w + x) * maps + map.
   const u = squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon);
-  // u_hat_j|i = W_ij u_i (eq. 2), as one batched matmul over i: [i, N, 8] x [i, 8, classes*16].
-  // The weights are shared by all examples, never tiled per example.
-  const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, params['digit/W'] as tf.Tensor3D);
-  const uHat = tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, numPrimaryCaps, config.numClasses, config.digitDim]) as tf.Tensor4D;
+  const uHat = predictionVectors(u as tf.Tensor3D, params['digit/W'] as tf.Tensor3D, config);
   return dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits);
+}
+
+/** u_hat_j|i = W_ij u_i (eq. 2): u [N, inputCaps, 8], W [inputCaps, 8, classes*16] -> [N, inputCaps, classes, 16]. */
+export function predictionVectors(u: tf.Tensor3D, W: tf.Tensor3D, config: CapsNetConfig): tf.Tensor4D {
+  const [batch, inputCaps] = u.shape;
+  const shape: [number, number, number, number] = [batch, inputCaps, config.numClasses, config.digitDim];
+  if (fusedKernelAvailable(FUSED_KERNELS.predictionVectors)) {
+    return tf.reshape(tf.engine().runKernel(FUSED_KERNELS.predictionVectors, { u, W }) as tf.Tensor, shape);
+  }
+  // One batched matmul over i: [i, N, 8] x [i, 8, classes*16]. The weights are shared by all examples, never
+  // tiled per example.
+  const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, W);
+  return tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), shape);
 }
 
 /** One-hot mask of the longest capsule per example: the inference-time mask of section 4.1. */
