@@ -6,7 +6,8 @@ CONFIG_JSON is the project's CapsNetConfig (train/config.ts) as JSON. The model 
 (conv1 + ReLU, PrimaryCaps conv + squash, u_hat = W_ij u_i with W shared by all examples, `routingIterations`
 of routing by agreement, the decoder masked by the label, margin loss + 0.0005 x summed squared error, Adam with
 the same hyper-parameters), in PyTorch's own NCHW layout. Inputs are random images and cycling labels, as in the
-TypeScript bench. Prints one JSON line: {"torch": version, "threads": n, "step_s": [...], "forward_s": [...],
+TypeScript bench. Prints one JSON line: {"torch": version, "threads": n, "step_s": [...], "step_cpu_s": [...] (user + system
+seconds of all threads), "forward_s": [...],
 "loss": float, "peak_rss_mb": float}. The timings exclude one untimed warm-up of each.
 """
 
@@ -103,14 +104,16 @@ def main():
         forward()
         forward_s.append(time.perf_counter() - t0)
     loss = step()
-    step_s = []
+    step_s, step_cpu_s = [], []
     for _ in range(steps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         loss = step()
         step_s.append(time.perf_counter() - t0)
+        step_cpu_s.append(time.process_time() - c0)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "step_s": step_s,
-                      "forward_s": forward_s, "loss": loss, "peak_rss_mb": peak_mb}))
+                      "step_cpu_s": step_cpu_s, "forward_s": forward_s, "loss": loss, "peak_rss_mb": peak_mb}))
 
 
 if __name__ == "__main__":

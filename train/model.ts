@@ -123,17 +123,22 @@ export interface ForwardOutput {
 export function encode(params: CapsNetParams, images: tf.Tensor4D, config: CapsNetConfig, keepLogits = false): RoutingResult {
   const batch = images.shape[0];
   const { numPrimaryCaps } = derivedSizes(config);
-  // Conv1: 256 9x9 kernels, stride 1, ReLU.
-  const conv1 = tf.relu(tf.add(tf.conv2d(images, params['conv1/kernel'] as tf.Tensor4D, 1, 'valid'), params['conv1/bias']!));
-  // PrimaryCaps: a 9x9 stride-2 convolution whose channels group into 8-D capsules, squashed (no ReLU).
-  const primaryConv = tf.add(
-    tf.conv2d(conv1 as tf.Tensor4D, params['primary/kernel'] as tf.Tensor4D, config.primaryStride, 'valid'),
-    params['primary/bias']!,
-  );
+  const primaryConv = convolutions(params, images, config);
   // NHWC channel c = map * primaryDim + d, so capsule i = (y * w + x) * maps + map.
   const u = squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon);
   const uHat = predictionVectors(u as tf.Tensor3D, params['digit/W'] as tf.Tensor3D, config);
   return dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits);
+}
+
+/** Conv1 (ReLU) then the PrimaryCaps convolution, before squash: images [N, H, W, C] -> [N, h, w, maps * primaryDim]. */
+export function convolutions(params: CapsNetParams, images: tf.Tensor4D, config: CapsNetConfig): tf.Tensor4D {
+  // Conv1: 256 9x9 kernels, stride 1, ReLU.
+  const conv1 = tf.relu(tf.add(tf.conv2d(images, params['conv1/kernel'] as tf.Tensor4D, 1, 'valid'), params['conv1/bias']!));
+  // PrimaryCaps: a 9x9 stride-2 convolution whose channels group into 8-D capsules, squashed (no ReLU).
+  return tf.add(
+    tf.conv2d(conv1 as tf.Tensor4D, params['primary/kernel'] as tf.Tensor4D, config.primaryStride, 'valid'),
+    params['primary/bias']!,
+  );
 }
 
 /** u_hat_j|i = W_ij u_i (eq. 2): u [N, inputCaps, 8], W [inputCaps, 8, classes*16] -> [N, inputCaps, classes, 16]. */
