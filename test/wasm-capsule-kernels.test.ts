@@ -1,4 +1,4 @@
-// The fused capsule kernels (train/wasm-capsule-kernels.ts) against the composite tfjs ops on the cpu backend.
+// The fused routing and Adam kernels (train/wasm-capsule-kernels.ts) against the composite tfjs ops on the cpu backend.
 // Each case computes the same outputs and gradients on both backends from identical seeded inputs and requires
 // max|wasm - cpu| / max|cpu| < 1e-5.
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import { Adam } from '../train/adam.ts';
 import { initBackend } from '../train/backend.ts';
 import { presetConfig } from '../train/config.ts';
 import { FUSED_KERNELS, fusedKernelAvailable, setFusedKernels } from '../train/fused.ts';
-import { dynamicRouting, initParams, paramShapes, predictionVectors, trainingLosses } from '../train/model.ts';
+import { dynamicRouting, initParams, paramShapes, trainingLosses } from '../train/model.ts';
 import { relErr, rng, values } from './numeric.ts';
 
 const TOLERANCE = 1e-5;
@@ -31,12 +31,12 @@ function expectClose(got: Float32Array[], want: Float32Array[], names: string[],
   }
 }
 
-interface Shape { N: number; I: number; K: number; J: number; D: number; R: number }
+interface Shape { N: number; I: number; J: number; D: number; R: number }
 
 function randomShapes(seed: number, count: number): Shape[] {
   const r = rng(seed);
   const int = (lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
-  return Array.from({ length: count }, () => ({ N: int(1, 4), I: int(1, 40), K: int(1, 9), J: int(2, 7), D: int(1, 17), R: int(1, 4) }));
+  return Array.from({ length: count }, () => ({ N: int(1, 4), I: int(1, 40), J: int(2, 7), D: int(1, 17), R: int(1, 4) }));
 }
 
 before(async () => {
@@ -57,20 +57,12 @@ describe('fused capsule kernels on wasm', () => {
 
   for (const [index, s] of randomShapes(20261129, 8).entries()) {
     const label = JSON.stringify(s);
-    test(`u_hat and routing, forward and gradient, match cpu at ${label}`, async () => {
-      const config = { ...presetConfig('small'), numClasses: s.J, digitDim: s.D };
+    test(`routing, forward and gradient, matches cpu at ${label}`, async () => {
       const seed = 1000 + 10 * index;
-      const u = values(s.N * s.I * s.K, seed), W = values(s.I * s.K * s.J * s.D, seed + 1);
-      const uHatValues = values(s.N * s.I * s.J * s.D, seed + 2);
-      const dUHat = values(s.N * s.I * s.J * s.D, seed + 3);
-      const dV = values(s.N * s.J * s.D, seed + 4), dC = values(s.N * s.I * s.J, seed + 5);
+      const uHatValues = values(s.N * s.I * s.J * s.D, seed);
+      const dV = values(s.N * s.J * s.D, seed + 1), dC = values(s.N * s.I * s.J, seed + 2);
       const epsilon = 1e-7;
       const run = () => {
-        const uT = tf.tensor3d(u, [s.N, s.I, s.K]), wT = tf.tensor3d(W, [s.I, s.K, s.J * s.D]);
-        const g = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
-          tf.sum(tf.mul(predictionVectors(a as tf.Tensor3D, b as tf.Tensor3D, config), tf.tensor(dUHat, [s.N, s.I, s.J, s.D]))));
-        const uHatOut = predictionVectors(uT, wT, config);
-        const [du, dW] = g([uT, wT]);
         const uHat = tf.tensor4d(uHatValues, [s.N, s.I, s.J, s.D]);
         const routed = dynamicRouting(uHat, s.R, epsilon);
         // A loss that reaches both outputs, so the gradient through the last coupling is checked too.
@@ -79,11 +71,11 @@ describe('fused capsule kernels on wasm', () => {
           return tf.add(tf.sum(tf.mul(out.capsules, tf.tensor(dV, [s.N, s.J, s.D]))),
             tf.sum(tf.mul(out.coupling, tf.tensor(dC, [s.N, s.I, s.J]))));
         });
-        return [uHatOut, du!, dW!, routed.capsules, routed.coupling, routingGrad(uHat)];
+        return [routed.capsules, routed.coupling, routingGrad(uHat)];
       };
       const want = await on('cpu', run);
       const got = await on('wasm', run);
-      expectClose(got, want, ['u_hat', 'du', 'dW', 'v', 'c', 'd uHat'], label);
+      expectClose(got, want, ['v', 'c', 'd uHat'], label);
     });
   }
 

@@ -2,18 +2,14 @@
  * Names of the fused training kernels and the switch that model.ts and adam.ts consult before calling them.
  *
  * A fused kernel does in one pass what the paper's formulation does in many tfjs ops (each of which writes a full
- * tensor). They exist where a backend registers them (train/wasm-capsule-kernels.ts registers all three for
- * 'wasm' when that backend starts); everywhere else the composite ops in model.ts and adam.ts run, and they stay
+ * tensor). They exist where a backend registers them (train/wasm-capsule-kernels.ts registers them for 'wasm'
+ * when that backend starts); everywhere else the composite ops in model.ts and adam.ts run, and they stay
  * the reference the fused kernels are tested against. This module only looks kernels up, so importing it loads no
  * backend.
  */
 import * as tf from '@tensorflow/tfjs-core';
 
 export const FUSED_KERNELS = {
-  /** u_hat_j|i = W_ij u_i (eq. 2). Inputs u [N, I, K], W [I, K, J*D]; output [N, I, J*D]. */
-  predictionVectors: 'CapsNetPredictionVectors',
-  /** Gradient of predictionVectors. Inputs u, W, dy; attr wrt 'u' (output du [N, I, K]) or 'W' (dW [I, K, J*D]). */
-  predictionVectorsGrad: 'CapsNetPredictionVectorsGrad',
   /**
    * Procedure 1 (routing by agreement), all iterations. Input uHat [N, I, J, D]; attrs iterations, epsilon;
    * outputs v [N, J, D] and the last coupling c [N, I, J].

@@ -145,9 +145,6 @@ export function convolutions(params: CapsNetParams, images: tf.Tensor4D, config:
 export function predictionVectors(u: tf.Tensor3D, W: tf.Tensor3D, config: CapsNetConfig): tf.Tensor4D {
   const [batch, inputCaps] = u.shape;
   const shape: [number, number, number, number] = [batch, inputCaps, config.numClasses, config.digitDim];
-  if (fusedKernelAvailable(FUSED_KERNELS.predictionVectors)) {
-    return tf.reshape(tf.engine().runKernel(FUSED_KERNELS.predictionVectors, { u, W }) as tf.Tensor, shape);
-  }
   // One batched matmul over i: [i, N, 8] x [i, 8, classes*16]. The weights are shared by all examples, never
   // tiled per example.
   const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, W);

@@ -1,14 +1,17 @@
-// Fused capsule kernels for the tfjs wasm backend: u_hat (eq. 2), routing by agreement (procedure 1) and Adam,
-// each forward and backward in one pass over its data.
+// Fused kernels for the tfjs wasm backend: routing by agreement (procedure 1), forward and backward, and Adam,
+// each in one pass over its data.
 //
 // As tfjs ops, one routing iteration at batch 32 writes several [N, 1152, 10, 16] tensors (24 MB each: the
-// broadcast product c_ij u_hat, the agreement product u_hat v_j) and its gradient as many again; u_hat is a
-// batched matmul with 1152 batches, which the wasm backend runs as a scalar loop, wrapped in two transposes; Adam
-// is eight element-wise ops per weight. Here each is one loop nest over the wasm heap that keeps its working set
-// in cache: routing walks one example at a time (its u_hat, 0.7 MB, fits in L2) and merges each iteration's
-// agreement update with the next iteration's weighted sum, so R iterations read u_hat R times forward and R times
-// backward (after an R-pass recomputation of the forward, which keeps only the small per-iteration c_ij and s_j).
-// Sums are accumulated in doubles (JS numbers), so the results are at least as accurate as the float32 ops.
+// broadcast product c_ij u_hat, the agreement product u_hat v_j) and its gradient as many again; Adam is eight
+// element-wise ops per weight, each a temporary the size of the weight. Here each is one loop nest over the wasm
+// heap that keeps its working set in cache: routing walks one example at a time (its u_hat, 0.7 MB, fits in L2)
+// and merges each iteration's agreement update with the next iteration's weighted sum, so R iterations read u_hat
+// R times forward and R times backward (after an R-pass recomputation of the forward, which keeps only the small
+// per-iteration c_ij and s_j). Sums are accumulated in doubles (JS numbers), so the results are at least as
+// accurate as the float32 ops.
+//
+// u_hat (eq. 2) has no fused kernel: as a JS loop nest its forward and backward took 2x the CPU time of the wasm
+// backend's compiled batched matmul plus transposes (batch 32: ~300 vs ~150 ms), so model.ts keeps the tfjs ops.
 //
 // The kernels are registered under the names in train/fused.ts; model.ts and adam.ts call them when they are
 // registered for the active backend. test/wasm-capsule-kernels.test.ts checks every output and gradient against
@@ -21,60 +24,6 @@ import { FUSED_KERNELS } from './fused.ts';
 import { heapF32, type WasmBackendLike } from './wasm-kernels.ts';
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-
-// ------------------------------------------------------------------------------------------- u_hat (eq. 2)
-
-/** out[n, i, :] = sum_k u[n, i, k] W[i, k, :]. u [N, I, K], W [I, K, C], out [N, I, C]. */
-export function predictionVectorsForward(
-  u: Float32Array, W: Float32Array, out: Float32Array, N: number, I: number, K: number, C: number,
-): void {
-  for (let i = 0; i < I; i++) {
-    const w0 = i * K * C;
-    for (let n = 0; n < N; n++) {
-      const ub = (n * I + i) * K, ob = (n * I + i) * C;
-      for (let c = 0; c < C; c++) {
-        let acc = 0;
-        for (let k = 0, w = w0 + c; k < K; k++, w += C) acc += u[ub + k]! * W[w]!;
-        out[ob + c] = acc;
-      }
-    }
-  }
-}
-
-/** du[n, i, k] = g[n, i, :] . W[i, k, :]. */
-export function predictionVectorsGradU(
-  W: Float32Array, g: Float32Array, du: Float32Array, N: number, I: number, K: number, C: number,
-): void {
-  for (let i = 0; i < I; i++) {
-    const w0 = i * K * C;
-    for (let n = 0; n < N; n++) {
-      const ub = (n * I + i) * K, gb = (n * I + i) * C;
-      for (let k = 0; k < K; k++) {
-        const wk = w0 + k * C;
-        let dot = 0;
-        for (let c = 0; c < C; c++) dot += g[gb + c]! * W[wk + c]!;
-        du[ub + k] = dot;
-      }
-    }
-  }
-}
-
-/** dW[i, k, :] = sum_n u[n, i, k] g[n, i, :]. */
-export function predictionVectorsGradW(
-  u: Float32Array, g: Float32Array, dW: Float32Array, N: number, I: number, K: number, C: number,
-): void {
-  for (let i = 0; i < I; i++) {
-    const w0 = i * K * C;
-    dW.fill(0, w0, w0 + K * C);
-    for (let n = 0; n < N; n++) {
-      const ub = (n * I + i) * K, gb = (n * I + i) * C;
-      for (let k = 0; k < K; k++) {
-        const a = u[ub + k]!, wk = w0 + k * C;
-        for (let c = 0; c < C; c++) dW[wk + c] += a * g[gb + c]!;
-      }
-    }
-  }
-}
 
 // ----------------------------------------------------------------------------------- routing (procedure 1)
 
@@ -282,37 +231,6 @@ function requireFloat32(kernel: string, tensors: TensorInfo[]): void {
   }
 }
 
-function predictionVectorsKernel({ inputs, backend }: KernelArgs): TensorInfo {
-  const be = backend as WasmBackendLike;
-  const { u, W } = inputs as { u: TensorInfo; W: TensorInfo };
-  requireFloat32(FUSED_KERNELS.predictionVectors, [u, W]);
-  const [N, I, K] = u.shape as [number, number, number];
-  const C = W.shape[2]!;
-  if (W.shape[0] !== I || W.shape[1] !== K) {
-    throw new Error(`${FUSED_KERNELS.predictionVectors}: u [${u.shape}] and W [${W.shape}] disagree (want W [${I}, ${K}, C])`);
-  }
-  const out = be.makeOutput([N, I, C], 'float32');
-  predictionVectorsForward(heapF32(be, u, N * I * K), heapF32(be, W, I * K * C), heapF32(be, out, N * I * C), N, I, K, C);
-  return out;
-}
-
-/** attrs.wrt 'u': du [N, I, K]; 'W': dW [I, K, C] (tfjs asks for each input's gradient in its own scope). */
-function predictionVectorsGradKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
-  const be = backend as WasmBackendLike;
-  const { u, W, dy } = inputs as { u: TensorInfo; W: TensorInfo; dy: TensorInfo };
-  requireFloat32(FUSED_KERNELS.predictionVectorsGrad, [u, W, dy]);
-  const [N, I, K] = u.shape as [number, number, number];
-  const C = W.shape[2]!;
-  if ((attrs as { wrt?: string }).wrt === 'u') {
-    const du = be.makeOutput([N, I, K], 'float32');
-    predictionVectorsGradU(heapF32(be, W, I * K * C), heapF32(be, dy, N * I * C), heapF32(be, du, N * I * K), N, I, K, C);
-    return du;
-  }
-  const dW = be.makeOutput([I, K, C], 'float32');
-  predictionVectorsGradW(heapF32(be, u, N * I * K), heapF32(be, dy, N * I * C), heapF32(be, dW, I * K * C), N, I, K, C);
-  return dW;
-}
-
 interface RoutingAttrs { iterations: number; epsilon: number }
 
 function routingShape(kernel: string, uHat: TensorInfo, attrs: RoutingAttrs): [number, number, number, number, number] {
@@ -367,8 +285,6 @@ function adamKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
 }
 
 const kernelConfigs: KernelConfig[] = [
-  [FUSED_KERNELS.predictionVectors, predictionVectorsKernel],
-  [FUSED_KERNELS.predictionVectorsGrad, predictionVectorsGradKernel],
   [FUSED_KERNELS.dynamicRouting, dynamicRoutingKernel],
   [FUSED_KERNELS.dynamicRoutingGrad, dynamicRoutingGradKernel],
   [FUSED_KERNELS.adam, adamKernel],
@@ -376,23 +292,13 @@ const kernelConfigs: KernelConfig[] = [
 
 let registered = false;
 
-/** Registers the fused kernels for 'wasm' and the gradients of the two forward ones. Idempotent. */
+/** Registers the fused kernels for 'wasm' and the routing kernel's gradient. Idempotent. */
 export function registerWasmCapsuleKernels(): void {
   if (registered) return;
   for (const cfg of kernelConfigs) {
     if (tf.getKernel(cfg.kernelName, 'wasm') != null) tf.unregisterKernel(cfg.kernelName, 'wasm');
     tf.registerKernel(cfg);
   }
-  tf.registerGradient({
-    kernelName: FUSED_KERNELS.predictionVectors,
-    inputsToSave: ['u', 'W'],
-    gradFunc: (dy, saved) => {
-      const [u, W] = saved as [tf.Tensor, tf.Tensor];
-      const grad = (wrt: 'u' | 'W') => () =>
-        tf.engine().runKernel(FUSED_KERNELS.predictionVectorsGrad, { u, W, dy: dy as tf.Tensor }, { wrt }) as tf.Tensor;
-      return { u: grad('u'), W: grad('W') };
-    },
-  });
   tf.registerGradient({
     kernelName: FUSED_KERNELS.dynamicRouting,
     inputsToSave: ['uHat'],
