@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { gpuTable, readGpuCheck } from '../parity/gpu-table.ts';
+import { gpuTable, readGpuCheck } from '../packages/capsnet/src/parity/gpu-table.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const dirs: string[] = [];
@@ -88,7 +88,7 @@ describe('gpu-check summary table', () => {
   test('the command prints the table and writes summary.json', () => {
     const dir = tempDir();
     writeCanned(dir);
-    const out = execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'parity', 'gpu-table.ts'), dir, '--json', join(dir, 'summary.json')],
+    const out = execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'packages', 'capsnet', 'src', 'parity', 'gpu-table.ts'), dir, '--json', join(dir, 'summary.json')],
       { cwd: ROOT, encoding: 'utf8' });
     assert.match(out, /train epoch webgpu/);
     const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));

@@ -5,12 +5,12 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { Adam } from '../train/adam.ts';
-import { initBackend } from '../train/backend.ts';
-import { presetConfig } from '../train/config.ts';
-import { FUSED_KERNELS, fusedKernelAvailable, setFusedKernels } from '../train/fused.ts';
-import { dynamicRouting, initParams, paramShapes, trainingLosses } from '../train/model.ts';
-import { relErr, rng, values } from './numeric.ts';
+import { paramShapes, presetConfig } from '@capsnet-onnx/core';
+import { Adam } from '../packages/capsnet/src/train/adam.ts';
+import { initBackend } from '../packages/capsnet/src/train/backend.ts';
+import { FUSED_KERNELS, fusedKernelAvailable, setFusedKernels } from '../packages/capsnet/src/train/fused.ts';
+import { dynamicRouting, initParams, trainingLosses } from '../packages/capsnet/src/train/model.ts';
+import { relErr, rng, values } from './support/numeric.ts';
 
 const TOLERANCE = 1e-5;
 
