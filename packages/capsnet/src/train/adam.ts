@@ -40,12 +40,9 @@ export class Adam {
         const m = this.moment(this.m, name, param);
         const v = this.moment(this.v, name, param);
         if (fused) {
-          // The same update in one pass (train/wasm-capsule-kernels.ts).
-          const [p2, m2, v2] = tf.engine().runKernel(FUSED_KERNELS.adam, { param, grad, m, v },
-            { learningRate: lr, beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon }) as tf.Tensor[];
-          m.assign(m2!);
-          v.assign(v2!);
-          param.assign(p2!);
+          // The same update in one pass (train/wasm-capsule-kernels.ts); it updates m and v in place.
+          param.assign(tf.engine().runKernel(FUSED_KERNELS.adam, { param, grad, m, v },
+            { learningRate: lr, beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon }) as tf.Tensor);
           continue;
         }
         m.assign(tf.add(tf.mul(m, this.beta1), tf.mul(grad, 1 - this.beta1)));

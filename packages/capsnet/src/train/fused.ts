@@ -19,7 +19,7 @@ export const FUSED_KERNELS = {
   dynamicRoutingGrad: 'CapsNetDynamicRoutingGrad',
   /**
    * One Adam update of one weight. Inputs param, grad, m, v (same shape); attrs learningRate (bias-corrected),
-   * beta1, beta2, epsilon; outputs the new param, m and v.
+   * beta1, beta2, epsilon; output the new param. It updates m and v in place: pass only the optimizer's own moments.
    */
   adam: 'CapsNetAdam',
 } as const;

@@ -204,10 +204,12 @@ export function dynamicRoutingBackward(
 
 // -------------------------------------------------------------------------------------------------- Adam
 
-/** m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr m / (sqrt(v) + eps)  (train/adam.ts's update). */
+/**
+ * m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  pOut = p - lr m / (sqrt(v) + eps)  (train/adam.ts's update), with
+ * m and v updated in place.
+ */
 export function adamUpdate(
-  p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array,
-  pOut: Float32Array, mOut: Float32Array, vOut: Float32Array,
+  p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, pOut: Float32Array,
   lr: number, beta1: number, beta2: number, epsilon: number,
 ): void {
   const a1 = 1 - beta1, a2 = 1 - beta2;
@@ -215,8 +217,8 @@ export function adamUpdate(
     const gi = g[i]!;
     const mi = beta1 * m[i]! + a1 * gi;
     const vi = beta2 * v[i]! + a2 * gi * gi;
-    mOut[i] = mi;
-    vOut[i] = vi;
+    m[i] = mi;
+    v[i] = vi;
     pOut[i] = p[i]! - lr * mi / (Math.sqrt(vi) + epsilon);
   }
 }
@@ -269,7 +271,12 @@ function dynamicRoutingGradKernel({ inputs, backend, attrs }: KernelArgs): Tenso
 
 interface AdamAttrs { learningRate: number; beta1: number; beta2: number; epsilon: number }
 
-function adamKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+/**
+ * Writes the moments m and v in place (they are the optimizer's own variables, never shared: adam.ts creates them
+ * and hands them to nothing else) and returns the new weight as a fresh tensor (a weight may be shared, e.g. by
+ * a clone).
+ */
+function adamKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const be = backend as WasmBackendLike;
   const { param, grad, m, v } = inputs as { param: TensorInfo; grad: TensorInfo; m: TensorInfo; v: TensorInfo };
   requireFloat32(FUSED_KERNELS.adam, [param, grad, m, v]);
@@ -278,10 +285,10 @@ function adamKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
     if (size(t.shape) !== n) throw new Error(`${FUSED_KERNELS.adam}: shapes differ: [${param.shape}] vs [${t.shape}]`);
   }
   const a = attrs as unknown as AdamAttrs;
-  const outs = [param, m, v].map((t) => be.makeOutput([...t.shape], 'float32'));
-  adamUpdate(heapF32(be, param, n), heapF32(be, grad, n), heapF32(be, m, n), heapF32(be, v, n),
-    heapF32(be, outs[0]!, n), heapF32(be, outs[1]!, n), heapF32(be, outs[2]!, n), a.learningRate, a.beta1, a.beta2, a.epsilon);
-  return outs;
+  const out = be.makeOutput([...param.shape], 'float32');
+  adamUpdate(heapF32(be, param, n), heapF32(be, grad, n), heapF32(be, m, n), heapF32(be, v, n), heapF32(be, out, n),
+    a.learningRate, a.beta1, a.beta2, a.epsilon);
+  return out;
 }
 
 const kernelConfigs: KernelConfig[] = [
