@@ -14,6 +14,7 @@ export const FAKE_METADATA: ModelMetadata = {
   checkpointSha256: 'fake',
   decoderSha256: '',
   exportedAt: '2024-01-01T00:00:00Z',
+  precision: 'fp32',
   producer: 'test',
   producerVersion: '0',
   config: {},

@@ -146,6 +146,7 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
     checkpointSha256: props[METADATA_KEYS.checkpointSha256] ?? '',
     decoderSha256: props[METADATA_KEYS.decoderSha256] ?? '',
     exportedAt: props[METADATA_KEYS.exportedAt] ?? '',
+    precision: props[METADATA_KEYS.precision] || 'fp32',
     producer: header.producerName,
     producerVersion: header.producerVersion,
     config,

@@ -23,6 +23,8 @@ export interface ServeCommandOptions {
   logRequests: boolean;
   allowedHost?: string[];
   cors?: string;
+  /** Name on the KServe v2 routes. */
+  modelName?: string;
 }
 
 /** The page needs the runtime's browser bundle (dist/web/capsnet.js): build it when it is missing and esbuild is installed. */
@@ -72,6 +74,7 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     maxQueue: opts.maxQueue,
     bodyLimit: opts.bodyLimit,
     logRequests: opts.logRequests,
+    modelName: opts.modelName,
     log,
   }).catch(async (e: Error) => {
     await classifier.dispose();

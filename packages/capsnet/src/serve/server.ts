@@ -15,6 +15,7 @@
  *   GET  /v1/samples    a few real test images of the model's data set
  *   GET  /v1/stats      batching counters
  *   GET  /healthz       a probe inference: the model runs and its outputs match its metadata (else 503)
+ *   /v2/...             the KServe v2 / Open Inference Protocol (serve/kserve.ts)
  *   GET  /              the page; /model.onnx, /model.decoder.onnx, /ort/*, /web/* its assets
  */
 import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
@@ -34,6 +35,7 @@ import { ServeError, badRequest } from './errors.ts';
 import { capsulesFromJson, imageFromJson, type InputShape, type InvertMode } from './images.ts';
 import { ImagePool, type ImagePoolOptions, type PngUpload } from './image-pool.ts';
 import { loadSamples, type SampleSet } from './samples.ts';
+import { kserveRoutes } from './kserve.ts';
 import { WEB_DIST } from '../web/paths.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -56,6 +58,8 @@ export interface ServerOptions {
   samplesPerClass?: number;
   /** Folder holding the runtime's browser bundle, served at /web/. Default dist/web. */
   webDir?: string;
+  /** Model name on the KServe v2 routes (the decoder is NAME_decoder), as `capsnet export --triton-name`. Default capsnet. */
+  modelName?: string;
   /** Log one line per request. */
   logRequests?: boolean;
   /** Host names accepted besides the loopback names and the address the server listens on (DNS rebinding). */
@@ -348,6 +352,8 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     limits: { bodyLimitBytes: bodyLimit, maxImagesPerRequest: policy.maxBatch },
     files: { model: options.modelPath ? '/model.onnx' : null, decoder: options.decoderPath ? '/model.decoder.onnx' : null },
   }));
+
+  await app.register(kserveRoutes, { prefix: '/v2', classifier, classifyBatcher, decodeBatcher, maxBatch: policy.maxBatch, modelName: options.modelName ?? 'capsnet' });
 
   app.get('/v1/stats', async () => ({ classify: classifyBatcher.stats(), decode: decodeBatcher.stats() }));
 
