@@ -68,6 +68,23 @@ function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, maske
   return h;
 }
 
+/** Section 7's per-image standardisation, as train/model.ts's standardizePerImage. Call inside a scope. */
+function standardizePerImage(g: GraphBuilder, images: string, config: CapsNetConfig): string {
+  const mean = g.reduceMean(images, [1, 2, 3], true);
+  const centred = g.sub(images, mean);
+  const std = g.sqrt(g.reduceMean(g.mul(centred, centred), [1, 2, 3], true));
+  const floor = 1 / Math.sqrt(config.inputHeight * config.inputWidth * config.inputChannels);
+  return g.div(centred, g.max(std, g.constFloat(floor)));
+}
+
+/** What the caller must do to an image before feeding it, for the input's doc string. */
+function inputProtocolText(config: CapsNetConfig): string {
+  const parts: string[] = [];
+  if (config.crop) parts.push(` Trained on random crops of ${config.crop.sourceHeight}x${config.crop.sourceWidth} images: feed their centre ${config.inputHeight}x${config.inputWidth} crop.`);
+  if (config.standardize === 'per-image') parts.push(' The graph standardises each image itself (per-image mean and standard deviation).');
+  return parts.join('');
+}
+
 function imageShapeText(config: CapsNetConfig): string {
   return `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}`;
 }
@@ -94,7 +111,7 @@ export function maskLongestCapsule(g: GraphBuilder, lengths: string, capsules: s
 /** The full model: images -> lengths, capsules, reconstruction (masked by the longest capsule), coupling. */
 export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): GraphProto {
   checkWeights(config, weights);
-  const { numPrimaryCaps: I, pixels } = derivedSizes(config);
+  const { numPrimaryCaps: I, routedCaps: R, pixels } = derivedSizes(config);
   const { numClasses: J, digitDim: D, primaryDim, routingIterations, squashEpsilon: eps } = config;
   const shapes = paramShapes(config);
   const N = BATCH_DIM;
@@ -107,14 +124,15 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
 
   const images = g.input(IO_NAMES.images, [N, config.inputHeight, config.inputWidth, config.inputChannels],
     `float32 [${N}, H=${config.inputHeight}, W=${config.inputWidth}, C=${config.inputChannels}]: row-major NHWC pixels in [0, 1] ` +
-      `(the layout train/ uses); ${N} is the dynamic batch size.`);
+      `(the layout train/ uses); ${N} is the dynamic batch size.${inputProtocolText(config)}`);
+  const input = config.standardize === 'per-image' ? g.scope('standardize', () => standardizePerImage(g, images, config)) : images;
 
   // Conv1: valid, stride 1, bias, ReLU. The graph works in NCHW for Conv; the kernels were transposed once, here.
   const conv1 = g.scope('conv1', () => {
     const kernel = g.initializer('conv1/kernel', [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
       hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!));
     const bias = g.initializer('conv1/bias', shapes['conv1/bias']!, weights['conv1/bias']!);
-    const nchw = g.transpose(images, [0, 3, 1, 2]);
+    const nchw = g.transpose(input, [0, 3, 1, 2]);
     const k = config.conv1Kernel;
     return g.relu(g.conv(nchw, kernel, bias, { kernel_shape: [k, k], strides: [1, 1] }));
   });
@@ -136,12 +154,12 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
   const uHat = g.scope('digit', () => {
     const W = g.initializer('digit/W', shapes['digit/W']!, weights['digit/W']!);
     const byCapsule = g.matMul(g.transpose(u, [1, 0, 2]), W);
-    return g.reshape(g.transpose(byCapsule, [1, 0, 2]), [-1, I, J, D]);
+    return g.reshape(g.transpose(byCapsule, [1, 0, 2]), [-1, I, R, D]);
   });
 
   // Procedure 1, routing by agreement, unrolled. The logits b start at zero per example; a zero tensor of the
   // dynamic shape [N, I, J] is made with float ops only (0 * a per-capsule sum of u, broadcast over classes).
-  let logits = g.scope('routing', () => g.mul(g.reduceSum(u, [-1], true), g.constFloat(new Array<number>(J).fill(0), [J], 'routing/zeros'), { name: 'ZeroLogits' }));
+  let logits = g.scope('routing', () => g.mul(g.reduceSum(u, [-1], true), g.constFloat(new Array<number>(R).fill(0), [R], 'routing/zeros'), { name: 'ZeroLogits' }));
   let capsules = '';
   for (let r = 0; r < routingIterations; r++) {
     const last = r + 1 === routingIterations;
@@ -150,7 +168,8 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
       const coupling = g.softmax(logits, -1, { output: last ? IO_NAMES.coupling : undefined });
       // s_j = sum_i c_ij u_hat_j|i (eq. 2), v_j = squash(s_j) (eq. 1)
       const s = g.reduceSum(g.mul(g.unsqueeze(coupling, [-1]), uHat), [1], false);
-      capsules = squash(g, s, eps, last ? IO_NAMES.capsules : undefined);
+      // With "none-of-the-above" (R = J + 1) its capsule is routed like the others and dropped after the last iteration.
+      capsules = squash(g, s, eps, last && R === J ? IO_NAMES.capsules : undefined);
       if (!last) {
         // b_ij += u_hat_j|i . v_j
         const agreement = g.reduceSum(g.mul(uHat, g.unsqueeze(capsules, [1])), [-1], false);
@@ -158,6 +177,8 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
       }
     });
   }
+
+  if (R !== J) capsules = g.scope('none_of_the_above', () => g.slice(capsules, [0], [J], [1], { output: IO_NAMES.capsules }));
 
   // Class scores: |v_j| with the same epsilon under the root as squash.
   const lengths = g.scope('lengths', () =>
@@ -170,7 +191,8 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
   g.output(IO_NAMES.capsules, [N, J, D], `float32 [${N}, ${J}, ${D}]: the digit capsules v_j after the last routing iteration.`);
   g.output(IO_NAMES.reconstruction, [N, pixels],
     `float32 [${N}, ${pixels}]: decoder output, NHWC pixels in [0, 1], with the capsules masked to the longest one (first one on ties).`);
-  g.output(IO_NAMES.coupling, [N, I, J], `float32 [${N}, ${I}, ${J}]: coupling coefficients c_ij of the last routing iteration (softmax over classes).`);
+  g.output(IO_NAMES.coupling, [N, I, R], `float32 [${N}, ${I}, ${R}]: coupling coefficients c_ij of the last routing iteration (softmax over classes` +
+    `${R === J ? '' : ', the last column being "none-of-the-above"'}).`);
   return g.graph();
 }
 

@@ -11,15 +11,16 @@ import { Rng } from './rng.ts';
 
 /** Weight shapes, by name. The checkpoint and the ONNX exporter use the same names. */
 export function paramShapes(config: CapsNetConfig): Record<string, number[]> {
-  const { numPrimaryCaps, pixels } = derivedSizes(config);
+  const { numPrimaryCaps, routedCaps, pixels } = derivedSizes(config);
   const primaryChannels = config.primaryMaps * config.primaryDim;
   const shapes: Record<string, number[]> = {
     'conv1/kernel': [config.conv1Kernel, config.conv1Kernel, config.inputChannels, config.conv1Filters],
     'conv1/bias': [config.conv1Filters],
     'primary/kernel': [config.primaryKernel, config.primaryKernel, config.conv1Filters, primaryChannels],
     'primary/bias': [primaryChannels],
-    // W_ij of eq. 2, stored once for all examples: [input capsule i, its 8-D pose, (class j, 16-D pose)].
-    'digit/W': [numPrimaryCaps, config.primaryDim, config.numClasses * config.digitDim],
+    // W_ij of eq. 2, stored once for all examples: [input capsule i, its 8-D pose, (class j, 16-D pose)];
+    // j also runs over the "none-of-the-above" capsule when the config has one.
+    'digit/W': [numPrimaryCaps, config.primaryDim, routedCaps * config.digitDim],
   };
   const widths = [config.numClasses * config.digitDim, ...config.decoderHidden, pixels];
   for (let layer = 0; layer + 1 < widths.length; layer++) {
@@ -66,10 +67,24 @@ export function capsuleLengths(v: tf.Tensor, epsilon: number): tf.Tensor {
   return tf.sqrt(tf.add(tf.sum(tf.square(v), -1), epsilon));
 }
 
+/**
+ * Per-image standardisation (section 7's colour protocol): (x - mean) / max(std, 1/sqrt(H*W*C)) over each image's
+ * pixels, as tf.image.per_image_standardization. images: [N, H, W, C].
+ */
+export function standardizePerImage(images: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [, h, w, c] = images.shape;
+    const mean = tf.mean(images, [1, 2, 3], true);
+    const centred = tf.sub(images, mean);
+    const std = tf.sqrt(tf.mean(tf.square(centred), [1, 2, 3], true));
+    return tf.div(centred, tf.maximum(std, 1 / Math.sqrt(h * w * c))) as tf.Tensor4D;
+  });
+}
+
 export interface RoutingResult {
   /** v_j: [N, classes, digitDim] */
   capsules: tf.Tensor3D;
-  /** c_ij of the last iteration: [N, inputCaps, classes] */
+  /** c_ij of the last iteration: [N, inputCaps, classes (+1 for "none-of-the-above")] */
   coupling: tf.Tensor3D;
   /** b_ij after each agreement update (for the routing experiment): iterations - 1 tensors [N, inputCaps, classes]. */
   logitHistory: tf.Tensor3D[];
@@ -116,9 +131,10 @@ export interface ForwardOutput {
 /** Conv1 -> PrimaryCaps -> DigitCaps (with routing); returns the digit capsules and routing state. */
 export function encode(params: CapsNetParams, images: tf.Tensor4D, config: CapsNetConfig, keepLogits = false): RoutingResult {
   const batch = images.shape[0];
-  const { numPrimaryCaps } = derivedSizes(config);
+  const { numPrimaryCaps, routedCaps } = derivedSizes(config);
+  const input = config.standardize === 'per-image' ? standardizePerImage(images) : images;
   // Conv1: 256 9x9 kernels, stride 1, ReLU.
-  const conv1 = tf.relu(tf.add(tf.conv2d(images, params['conv1/kernel'] as tf.Tensor4D, 1, 'valid'), params['conv1/bias']!));
+  const conv1 = tf.relu(tf.add(tf.conv2d(input, params['conv1/kernel'] as tf.Tensor4D, 1, 'valid'), params['conv1/bias']!));
   // PrimaryCaps: a 9x9 stride-2 convolution whose channels group into 8-D capsules, squashed (no ReLU).
   const primaryConv = tf.add(
     tf.conv2d(conv1 as tf.Tensor4D, params['primary/kernel'] as tf.Tensor4D, config.primaryStride, 'valid'),
@@ -129,8 +145,11 @@ export function encode(params: CapsNetParams, images: tf.Tensor4D, config: CapsN
   // u_hat_j|i = W_ij u_i (eq. 2), as one batched matmul over i: [i, N, 8] x [i, 8, classes*16].
   // The weights are shared by all examples, never tiled per example.
   const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, params['digit/W'] as tf.Tensor3D);
-  const uHat = tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, numPrimaryCaps, config.numClasses, config.digitDim]) as tf.Tensor4D;
-  return dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits);
+  const uHat = tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, numPrimaryCaps, routedCaps, config.digitDim]) as tf.Tensor4D;
+  const routed = dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits);
+  if (routedCaps === config.numClasses) return routed;
+  // "None-of-the-above" took part in the routing softmax; it is no class, so it leaves here (coupling keeps it).
+  return { ...routed, capsules: tf.slice(routed.capsules, [0, 0, 0], [batch, config.numClasses, config.digitDim]) };
 }
 
 /** One-hot mask of the longest capsule per example: the inference-time mask of section 4.1. */

@@ -7,7 +7,8 @@ import { Adam } from './adam.ts';
 import { type BackendName, initBackend } from './backend.ts';
 import { type CapsNetConfig, type PresetName, presetConfig } from './config.ts';
 import { type CheckpointState, type EpochMetrics, type EpochProgress, checkpointPath, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
-import { type Dataset, type Split, loadDataset, shiftImages } from './data.ts';
+import { type Dataset, type Split, loadDataset, protocolOverrides } from './data.ts';
+import { augmentBatch, networkView, sourceShape } from './augment.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { type CapsNetParams, forward, initParams, marginLoss, reconstructionLoss, trainingLosses } from './model.ts';
 import { Rng } from './rng.ts';
@@ -103,14 +104,18 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   const config =
     resumed?.config ??
     presetConfig(options.preset, dataset.shape, {
+      ...protocolOverrides(options.data, dataset.shape, options.preset),
       ...options.configOverrides,
       ...(options.routing !== undefined ? { routingIterations: options.routing } : {}),
     });
   const seed = resumed?.seed ?? options.seed;
   const run = resumed?.run ?? { batchSize: options.batchSize, trainLimit: options.trainLimit, testLimit: options.testLimit };
-  const train = run.trainLimit ? limitSplit(dataset.train, run.trainLimit, config) : dataset.train;
+  const source = sourceShape(config);
+  // Training batches are cut from the data set's images (the source size); the test split is seen as the network sees it.
+  const pixels = source.height * source.width * source.channels;
+  const train = run.trainLimit ? limitSplit(dataset.train, run.trainLimit, pixels) : dataset.train;
+  const testSplit = networkView(run.testLimit ? limitSplit(dataset.test, run.testLimit, pixels) : dataset.test, config);
   const stepsPerEpoch = Math.ceil(train.count / run.batchSize);
-  const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
 
   const params = resumed ? paramsFromWeights(config, resumed.weights) : initParams(config, seed);
   const optimizer = new Adam({ learningRate: config.learningRate, decayRate: config.decayRate, decaySteps: config.decaySteps });
@@ -129,7 +134,10 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   };
 
   log(`data: ${dataset.name}, ${train.count} train / ${Math.min(run.testLimit ?? Infinity, dataset.test.count)} test images, ` +
-    `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}, ${config.numClasses} classes`);
+    `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}` +
+    `${config.crop ? ` crops of ${source.height}x${source.width}` : ''}, ${config.numClasses} classes` +
+    `${dataset.labelOffset ? ` (file labels ${dataset.labelOffset}-${dataset.labelOffset + config.numClasses - 1})` : ''}` +
+    `${dataset.source ? `; ${dataset.source}` : ''}`);
   for (let epoch = resumed?.epoch ?? 0; epoch < options.epochs; epoch++) {
     const progress: EpochProgress =
       resumed?.progress && epoch === resumed.epoch ? { ...resumed.progress } : { stepsDone: 0, images: 0, loss: 0, margin: 0, reconstruction: 0, seconds: 0 };
@@ -150,8 +158,8 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
         batch.set(train.images.subarray(source * pixels, (source + 1) * pixels), i * pixels);
         labels[i] = train.labels[source]!;
       });
-      const shifted = shiftImages(batch, indices.length, config, config.maxShift, new Rng(seed * 7919 + optimizer.step));
-      const x = imagesTensor(shifted, indices.length, config);
+      const augmented = augmentBatch(batch, indices.length, config, new Rng(seed * 7919 + optimizer.step));
+      const x = imagesTensor(augmented, indices.length, config);
       const y = oneHot(labels, config.numClasses);
       let parts: tf.Tensor[] = [];
       const { value, grads } = tf.variableGrads(() => {
@@ -175,7 +183,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       if (options.checkpointEvery > 0 && (s + 1) % options.checkpointEvery === 0 && s + 1 < stepsPerEpoch) await snapshot(epoch, progress);
     }
     bar?.stop();
-    const test = await evaluate(params, dataset.test, config, 100, run.testLimit);
+    const test = await evaluate(params, testSplit, config, 100);
     const record: EpochMetrics = {
       epoch: epoch + 1,
       step: optimizer.step,
@@ -203,8 +211,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   return { runDir: options.out, metrics, config };
 }
 
-function limitSplit(split: Split, limit: number, config: CapsNetConfig): Split {
+function limitSplit(split: Split, limit: number, pixels: number): Split {
   const count = Math.min(limit, split.count);
-  const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   return { images: split.images.subarray(0, count * pixels), labels: split.labels.subarray(0, count), count };
 }
