@@ -31,6 +31,8 @@ export const METADATA_KEYS = {
   testAccuracy: 'capsnet.test_accuracy',
   checkpointSha256: 'capsnet.checkpoint_sha256',
   exportedAt: 'capsnet.exported_at',
+  /** Present on `capsnet ensemble` files: JSON { members, combine, checkpoints, testAccuracies }. */
+  ensemble: 'capsnet.ensemble',
 } as const;
 
 /** Graph I/O names shared by the exporter and every runtime. */
