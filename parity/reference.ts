@@ -40,7 +40,8 @@ export async function loadReferenceModel(runDir: string): Promise<LoadedCheckpoi
   const state = loadCheckpoint(runDir);
   const params: CapsNetParams = {};
   for (const [name, shape] of Object.entries(paramShapes(state.config))) {
-    params[name] = tf.variable(tf.tensor(state.weights[name]!, shape), false, `ref/${name}`);
+    // Unnamed: tfjs names variables globally, and a process may load more than one reference (tests do).
+    params[name] = tf.variable(tf.tensor(state.weights[name]!, shape), false);
   }
   return { config: state.config, dataset: state.dataset, classLabels: state.classLabels, sha256: state.sha256, path: state.path, params };
 }
