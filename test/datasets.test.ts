@@ -7,15 +7,14 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
-import { presetConfig } from '../train/config.ts';
-import { DataError, loadDataset, protocolOverrides } from '../train/data.ts';
-import { readMatArrays } from '../train/data/matlab.ts';
-import { augmentBatch, networkView } from '../train/augment.ts';
-import { Rng } from '../train/rng.ts';
+import { Rng, presetConfig } from '@capsnet-onnx/core';
+import { DataError, loadDataset, protocolOverrides } from '../packages/capsnet/src/data/datasets.ts';
+import { readMatArrays } from '../packages/capsnet/src/data/matlab.ts';
+import { augmentBatch, networkView } from '../packages/capsnet/src/data/augment.ts';
 import {
   CIFAR_CLASSES, cifarRecords, copySvhnV5, cyclicLabels, idxFile, norbMatrix, patternByte, svhnFixturePixel, tempDir, writeCifar10,
   writeIdxSet, writeSmallNorb, writeSvhnV73,
-} from './dataset-files.ts';
+} from './support/dataset-files.ts';
 
 const near = (a: number, b: number) => Math.abs(a - b) < 1e-6;
 

@@ -4,10 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Batcher } from '../serve/batcher.ts';
-import { encodePng, imageFromJson, imageFromPng, resizeArea } from '../serve/images.ts';
-import { createServer, type CapsNetServer } from '../serve/server.ts';
-import { FakeClassifier, getJson, postJson } from '../serve/testing.ts';
+import { Batcher } from '../packages/capsnet/src/serve/batcher.ts';
+import { encodePng, imageFromJson, imageFromPng, resizeArea } from '../packages/capsnet/src/serve/images.ts';
+import { createServer, type CapsNetServer } from '../packages/capsnet/src/serve/server.ts';
+import { FakeClassifier, getJson, postJson } from './support/serve.ts';
 
 const SHAPE = { height: 28, width: 28, channels: 1 };
 const flat = (value: number) => new Array(784).fill(value);

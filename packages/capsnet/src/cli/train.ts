@@ -1,0 +1,79 @@
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import type { CapsNetConfig } from '@capsnet-onnx/core';
+import { DATA_SPECS } from '../data/datasets.ts';
+
+export function positiveInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
+    return n;
+  };
+}
+
+export function nonNegativeNumber(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0, got "${value}"`);
+    return n;
+  };
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
+}
+
+export function registerTrainCommands(program: Command): void {
+  program
+    .command('train')
+    .description('train a CapsNet; writes DIR/checkpoint.bin and appends one JSON line per epoch to DIR/metrics.jsonl')
+    .addOption(new Option('--preset <name>', 'model size').choices(['paper', 'small']).default('paper'))
+    .option('--data <spec>', `${DATA_SPECS}; each brings the paper's protocol for it (crops, jitter, standardisation...)`, 'mnist-sample')
+    .option('--epochs <n>', 'epochs to train (in total, counting resumed ones)', positiveInt('--epochs'), 10)
+    .option('--batch-size <n>', 'images per step', positiveInt('--batch-size'), 128)
+    .option('--routing <n>', 'routing iterations (default: 3, the paper\'s)', positiveInt('--routing'))
+    .addOption(new Option('--backend <name>', 'training backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'))
+    .option('--seed <n>', 'seed for initialisation, shuffling and shifts', (v) => Number.parseInt(v, 10), 42)
+    .option('--out <dir>', 'run directory (default: runs/<timestamp>)')
+    .option('--resume', 'continue from the checkpoint in --out', false)
+    .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)', (v) => Number.parseInt(v, 10), 50)
+    .option('--train-limit <n>', 'train on only the first N training images', positiveInt('--train-limit'))
+    .option('--test-limit <n>', 'evaluate on only the first N test images', positiveInt('--test-limit'))
+    .option('--primary-caps <n>', 'primary capsule types (the paper: 32; 64 on CIFAR-10, 16 on SVHN)', positiveInt('--primary-caps'))
+    .option('--none-of-the-above', 'add a "none-of-the-above" capsule to the routing softmax (default: on for cifar10)')
+    .option('--no-none-of-the-above', 'route over the classes only')
+    .option('--reconstruction-weight <w>', 'weight of the reconstruction loss (paper: 0.0005; 0 = none, the default for cifar10)', nonNegativeNumber('--reconstruction-weight'))
+    .option('--no-progress', 'no progress bar')
+    .action(async (opts) => {
+      if (opts.resume && !opts.out) throw new Error('--resume needs --out DIR: the run directory to continue');
+      const { train } = await import('../train/trainer.ts');
+      const out = opts.out ?? `runs/${timestamp()}`;
+      const result = await train({
+        preset: opts.preset,
+        data: opts.data,
+        epochs: opts.epochs,
+        batchSize: opts.batchSize,
+        routing: opts.routing,
+        backend: opts.backend,
+        seed: opts.seed,
+        out,
+        resume: opts.resume,
+        checkpointEvery: opts.checkpointEvery,
+        trainLimit: opts.trainLimit,
+        testLimit: opts.testLimit,
+        configOverrides: modelOverrides(opts),
+        log: (line) => console.log(line),
+        progressBar: opts.progress && Boolean(process.stderr.isTTY),
+      });
+      const last = result.metrics.at(-1);
+      console.log(`done: ${out}${last ? ` (test accuracy ${(100 * last.test_accuracy).toFixed(2)}%)` : ''}`);
+    });
+}
+
+/** The model flags that were given, as config overrides (absent flags leave the preset's and data set's values). */
+function modelOverrides(opts: { primaryCaps?: number; noneOfTheAbove?: boolean; reconstructionWeight?: number }): Partial<CapsNetConfig> {
+  return {
+    ...(opts.primaryCaps !== undefined ? { primaryMaps: opts.primaryCaps } : {}),
+    ...(opts.noneOfTheAbove !== undefined ? { noneOfTheAbove: opts.noneOfTheAbove } : {}),
+    ...(opts.reconstructionWeight !== undefined ? { reconstructionWeight: opts.reconstructionWeight } : {}),
+  };
+}
