@@ -10,15 +10,18 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import * as ort from 'onnxruntime-node';
-import { METADATA_KEYS, readModelMetadata, readOnnxHeader } from '@capsnet-onnx/core';
+import { METADATA_KEYS, paramShapes, presetConfig, readModelMetadata, readOnnxHeader } from '@capsnet-onnx/core';
 import { CapsNet } from '@capsnet-onnx/runtime/node';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { train } from '../packages/capsnet/src/train/trainer.ts';
+import { initBackend } from '../packages/capsnet/src/train/backend.ts';
+import { forward, initParams, standardizePerImage } from '../packages/capsnet/src/train/model.ts';
 import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import { exportEnsemble } from '../packages/capsnet/src/export/ensemble.ts';
 import { runParity } from '../packages/capsnet/src/parity/run.ts';
 import { loadDataset } from '../packages/capsnet/src/data/datasets.ts';
 import { networkView } from '../packages/capsnet/src/data/augment.ts';
+import { loadSamples } from '../packages/capsnet/src/serve/samples.ts';
 import { CLI, ROOT } from './support/fixtures.ts';
 import { copySvhnV5, cyclicLabels, tempDir, writeCifar10, writeIdxSet, writeSmallNorb } from './support/dataset-files.ts';
 
@@ -41,6 +44,35 @@ const CASES: Case[] = [
   { name: 'SVHN (.mat v5)', spec: () => `svhn:${copySvhnV5(tempDir('e2e-svhn'))}`, input: [32, 32, 3], classes: 10, routed: 10 },
   { name: 'smallNORB', spec: () => `smallnorb:${writeSmallNorb(tempDir('e2e-norb'), cyclicLabels(30, 5), cyclicLabels(10, 5))}`, input: [32, 32, 2], classes: 5, routed: 5 },
 ];
+
+describe('section 7 in the network', () => {
+  test('per-image standardisation: zero mean, unit deviation, and a flat image stays finite', async () => {
+    const { tf } = await initBackend('cpu');
+    const varied = Float32Array.from({ length: 2 * 3 * 2 }, (_, i) => (i * 7) % 5 / 4);
+    const images = tf.tensor4d([...varied, ...new Array(12).fill(0.6)], [2, 3, 2, 2]);
+    const out = (await standardizePerImage(images).data()) as Float32Array;
+    const first = out.subarray(0, 12);
+    const mean = first.reduce((a, b) => a + b, 0) / 12;
+    const std = Math.sqrt(first.reduce((a, b) => a + (b - mean) ** 2, 0) / 12);
+    assert.ok(Math.abs(mean) < 1e-6 && Math.abs(std - 1) < 1e-5, `mean ${mean}, std ${std}`);
+    assert.deepEqual(Array.from(out.subarray(12)), new Array(12).fill(0), 'the 1/sqrt(N) floor keeps a flat image at zero');
+  });
+
+  test('"none-of-the-above" takes part in the routing softmax but is no class', async () => {
+    const { tf } = await initBackend('cpu');
+    const config = presetConfig('small', { inputHeight: 12, inputWidth: 12, inputChannels: 3, numClasses: 4 }, {
+      conv1Filters: 4, conv1Kernel: 3, primaryMaps: 2, primaryDim: 4, primaryKernel: 3, digitDim: 6, decoderHidden: [8], noneOfTheAbove: true,
+    });
+    assert.deepEqual(paramShapes(config)['digit/W']!.slice(2), [5 * 6]);
+    const params = initParams(config, 3);
+    const out = forward(params, tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 1) as never, config);
+    assert.deepEqual(out.lengths.shape, [2, 4]);
+    assert.deepEqual(out.capsules.shape, [2, 4, 6]);
+    assert.equal(out.coupling.shape[2], 5);
+    const sums = (await tf.sum(out.coupling, -1).data()) as Float32Array;
+    assert.ok(sums.every((v) => Math.abs(v - 1) < 1e-5), 'each primary capsule distributes its vote over 4 classes and none-of-the-above');
+  });
+});
 
 describe('each format: load, train one short epoch, export, parity on node-cpu', () => {
   for (const c of CASES) {
@@ -113,6 +145,11 @@ describe('CIFAR-10 through the CLI, and capsnet ensemble', () => {
     const ca = a!.capsules!.data as Float32Array;
     const ce = ens!.capsules!.data as Float32Array;
     for (let i = 0; i < ce.length; i++) assert.ok(Math.abs(ce[i]! - ca[i]!) < 1e-5, `capsules[${i}] are member 1's`);
+
+    // The server's sample strip shows a crop-trained model the centre crops it is fed.
+    const samples = await loadSamples(readModelMetadata(readFileSync(join(runs[0]!, 'model.onnx'))), 1);
+    assert.equal(samples.samples.length, 10, samples.note);
+    assert.deepEqual(samples.samples.find((x) => x.index === 0)!.pixels, Array.from(view.images.subarray(0, 24 * 24 * 3), (v) => Math.round(v * 1000) / 1000));
 
     // The runtime loads the ensemble like any export.
     const classifier = await CapsNet.load(ensemblePath, { device: 'cpu' });
