@@ -1,6 +1,11 @@
 /** The CapsNet's weights by name and shape: one table for the trainer, the checkpoint and the ONNX exporter. */
 import { type CapsNetConfig, derivedSizes } from './config.ts';
 
+/** Whether the config asks for the authors' code's learned DigitCaps bias. */
+export function hasDigitBias(config: CapsNetConfig): boolean {
+  return config.digitCapsBias !== undefined && config.digitCapsBias !== null;
+}
+
 /** Weight shapes, by name. The checkpoint and the ONNX exporter use the same names. */
 export function paramShapes(config: CapsNetConfig): Record<string, number[]> {
   const { numPrimaryCaps, routedCaps, pixels } = derivedSizes(config);
@@ -14,10 +19,19 @@ export function paramShapes(config: CapsNetConfig): Record<string, number[]> {
     // j also runs over the "none-of-the-above" capsule when the config has one.
     'digit/W': [numPrimaryCaps, config.primaryDim, routedCaps * config.digitDim],
   };
+  // The authors' code's DigitCaps bias (config.digitCapsBias); the paper has none.
+  if (hasDigitBias(config)) shapes['digit/bias'] = [routedCaps, config.digitDim];
   const widths = [config.numClasses * config.digitDim, ...config.decoderHidden, pixels];
   for (let layer = 0; layer + 1 < widths.length; layer++) {
     shapes[`decoder/dense${layer}/kernel`] = [widths[layer]!, widths[layer + 1]!];
     shapes[`decoder/dense${layer}/bias`] = [widths[layer + 1]!];
   }
   return shapes;
+}
+
+/** CapsNet parameters; without the decoder when `withDecoder` is false (Table 1's 6.8M vs 8.2M). */
+export function capsnetParameterCount(config: CapsNetConfig, withDecoder = true): number {
+  return Object.entries(paramShapes(config))
+    .filter(([name]) => withDecoder || !name.startsWith('decoder/'))
+    .reduce((n, [, shape]) => n + shape.reduce((a, b) => a * b, 1), 0);
 }

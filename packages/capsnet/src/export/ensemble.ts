@@ -91,6 +91,7 @@ export function exportEnsemble(runDirs: string[], options: { out: string; export
   checkOutputPath(options.out);
   const members: EnsembleMember[] = runDirs.map((dir) => {
     const checkpoint = loadCheckpoint(dir);
+    if (checkpoint.model?.family === 'baseline-cnn') throw new Error(`${dir} holds a baseline CNN: an ensemble averages CapsNets' capsule lengths`);
     return {
       config: checkpoint.config, weights: checkpoint.weights, source: dir, checkpointSha256: checkpoint.sha256,
       testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null, classLabels: checkpoint.classLabels, dataset: checkpoint.dataset,
@@ -102,7 +103,7 @@ export function exportEnsemble(runDirs: string[], options: { out: string; export
   const decoderPath = decoderPathFor(options.out);
   writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
   return {
-    modelPath: options.out, decoderPath, modelBytes: modelBytes.length, decoderBytes: decoderBytes.length,
+    family: 'capsnet', modelPath: options.out, decoderPath, modelBytes: modelBytes.length, decoderBytes: decoderBytes.length,
     parameters: countParameters(model.graph), routingIterations: members[0]!.config.routingIterations,
     seconds: (performance.now() - started) / 1000, model, decoder: decoderModel,
   };

@@ -4,6 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { type CapsNetConfig, paramShapes } from '@capsnet-onnx/core';
+import { paramsFromWeights } from '../train/loop.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
 import { type CapsNetParams, forward } from '../train/model.ts';
 
@@ -38,11 +39,8 @@ export async function loadReferenceModel(runDir: string): Promise<LoadedCheckpoi
   await tf.setBackend('cpu');
   await tf.ready();
   const state = loadCheckpoint(runDir);
-  const params: CapsNetParams = {};
-  for (const [name, shape] of Object.entries(paramShapes(state.config))) {
-    // Unnamed: tfjs names variables globally, and a process may load more than one reference (tests do).
-    params[name] = tf.variable(tf.tensor(state.weights[name]!, shape), false);
-  }
+  // Unnamed variables: tfjs names them globally, and a process may load more than one reference (tests do).
+  const params: CapsNetParams = paramsFromWeights(paramShapes(state.config), state.weights, false);
   return { config: state.config, dataset: state.dataset, classLabels: state.classLabels, sha256: state.sha256, path: state.path, params };
 }
 
