@@ -1,12 +1,14 @@
 /**
  * The CapsNet of train/model.ts as ONNX graphs, op for op, with dynamic routing unrolled for a fixed number of
  * iterations (no Loop, no If). Reads top to bottom like `forward` in train/model.ts; every op is float32 except
- * the constant int64 shape/axes inputs of Reshape, Unsqueeze and ReduceSum, and the one bool GreaterOrEqual
- * that feeds a Cast in the argmax mask.
+ * the constant int64 shape/axes inputs of Reshape, Unsqueeze and ReduceSum, the one bool GreaterOrEqual
+ * that feeds a Cast in the argmax mask, and, in fp16 and int8 exports, the Cast or DequantizeLinear that widens
+ * each stored weight to float32 (export/precision.ts).
  */
 import { type CapsNetConfig, derivedSizes, paramShapes, IO_NAMES } from '@capsnet-onnx/core';
 import { DataType, type GraphProto } from './onnx-schema.ts';
 import { GraphBuilder } from './graph-builder.ts';
+import type { Precision } from './precision.ts';
 
 export type Weights = Record<string, Float32Array>;
 
@@ -51,13 +53,14 @@ function squash(g: GraphBuilder, s: string, epsilon: number, output?: string): s
 }
 
 /** Decoder: masked capsules [N, classes, digitDim] -> dense ReLU ... -> dense sigmoid [N, H*W*C]. */
-export function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, masked: string, output: string, weightPrefix = ''): string {
+export function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, precision: Precision, masked: string, output: string, weightPrefix = ''): string {
   const shapes = paramShapes(config);
   const layers = config.decoderHidden.length + 1;
   let h = g.scope('decoder', () => g.reshape(masked, [-1, config.numClasses * config.digitDim]));
   for (let layer = 0; layer < layers; layer++) {
     h = g.scope(`decoder/dense${layer}`, () => {
-      const kernel = g.initializer(`${weightPrefix}decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!);
+      // [in, out]: one quantisation scale per output unit.
+      const kernel = g.weight(`${weightPrefix}decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!, precision, 1);
       const bias = g.initializer(`${weightPrefix}decoder/dense${layer}/bias`, shapes[`decoder/dense${layer}/bias`]!, weights[`decoder/dense${layer}/bias`]!);
       const z = g.add(g.matMul(h, kernel), bias);
       return layer + 1 < layers ? g.relu(z) : g.sigmoid(z, { output });
@@ -124,7 +127,7 @@ export interface BodyOutputs {
  * One CapsNet from images to class scores inside `g`: conv1, primary capsules, digit capsules with routing
  * unrolled, capsule lengths. images: [N, H, W, C] in [0, 1].
  */
-export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Weights, images: string, naming: BodyNaming): BodyOutputs {
+export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Weights, images: string, naming: BodyNaming, precision: Precision = 'fp32'): BodyOutputs {
   checkWeights(config, weights);
   const { numPrimaryCaps: I, routedCaps: R } = derivedSizes(config);
   const { numClasses: J, digitDim: D, primaryDim, routingIterations, squashEpsilon: eps } = config;
@@ -135,8 +138,9 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
 
   // Conv1: valid, stride 1, bias, ReLU. The graph works in NCHW for Conv; the kernels were transposed once, here.
   const conv1 = g.scope('conv1', () => {
-    const kernel = g.initializer(name('conv1/kernel'), [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
-      hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!));
+    // OIHW: one quantisation scale per output channel.
+    const kernel = g.weight(name('conv1/kernel'), [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
+      hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!), precision, 0);
     const bias = g.initializer(name('conv1/bias'), shapes['conv1/bias']!, weights['conv1/bias']!);
     const nchw = g.transpose(input, [0, 3, 1, 2]);
     const k = config.conv1Kernel;
@@ -147,8 +151,8 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
   // c = map * primaryDim + d and capsule i = (y * w + x) * maps + map, exactly as tfjs reshapes; then squash.
   const u = g.scope('primary', () => {
     const channels = config.primaryMaps * primaryDim;
-    const kernel = g.initializer(name('primary/kernel'), [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
-      hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!));
+    const kernel = g.weight(name('primary/kernel'), [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
+      hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!), precision, 0);
     const bias = g.initializer(name('primary/bias'), shapes['primary/bias']!, weights['primary/bias']!);
     const k = config.primaryKernel;
     const conv = g.conv(conv1, kernel, bias, { kernel_shape: [k, k], strides: [config.primaryStride, config.primaryStride] });
@@ -160,7 +164,8 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
 
   // u_hat_j|i = W_ij u_i (eq. 2): one batched MatMul over i, [I, N, 8] x [I, 8, J*D], with W stored once.
   const uHat = g.scope('digit', () => {
-    const W = g.initializer(name('digit/W'), shapes['digit/W']!, weights['digit/W']!);
+    // [I, 8, R*D]: one quantisation scale per primary capsule i.
+    const W = g.weight(name('digit/W'), shapes['digit/W']!, weights['digit/W']!, precision, 0);
     const byCapsule = g.matMul(g.transpose(u, [1, 0, 2]), W);
     return g.reshape(g.transpose(byCapsule, [1, 0, 2]), [-1, I, R, D]);
   });
@@ -222,7 +227,7 @@ export function declareOutputs(g: GraphBuilder, config: CapsNetConfig, lengthsDo
 }
 
 /** The full model: images -> lengths, capsules, reconstruction (masked by the longest capsule), coupling. */
-export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): GraphProto {
+export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32'): GraphProto {
   checkWeights(config, weights);
   const g = new GraphBuilder(
     'capsnet',
@@ -231,15 +236,15 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
       `masked by the longest capsule. The routing runs per example, so the batch dimension ${BATCH_DIM} is free.`,
   );
   const images = imagesInput(g, config);
-  const { lengths, capsules } = capsNetBody(g, config, weights, images, { weightPrefix: '', io: true });
+  const { lengths, capsules } = capsNetBody(g, config, weights, images, { weightPrefix: '', io: true }, precision);
   const masked = g.scope('mask', () => maskLongestCapsule(g, lengths, capsules, config.numClasses));
-  decoder(g, config, weights, masked, IO_NAMES.reconstruction);
+  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction);
   declareOutputs(g, config, 'digit capsule lengths |v_j|, the class scores (argmax = prediction).');
   return g.graph();
 }
 
 /** The decoder on its own: masked capsules [N, classes, digitDim] -> reconstruction [N, H*W*C]. */
-export function buildDecoderGraph(config: CapsNetConfig, weights: Weights): GraphProto {
+export function buildDecoderGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32'): GraphProto {
   checkWeights(config, weights);
   const { pixels } = derivedSizes(config);
   const { numClasses: J, digitDim: D } = config;
@@ -249,7 +254,7 @@ export function buildDecoderGraph(config: CapsNetConfig, weights: Weights): Grap
       `${[...config.decoderHidden, pixels].join(' -> ')} (ReLU, ..., sigmoid).`);
   const masked = g.input(IO_NAMES.maskedCapsules, [N, J, D],
     `float32 [${N}, ${J}, ${D}]: digit capsules with every capsule but one (usually the longest) set to zero.`);
-  decoder(g, config, weights, masked, IO_NAMES.reconstruction);
+  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction);
   g.output(IO_NAMES.reconstruction, [N, pixels], `float32 [${N}, ${pixels}]: reconstructed NHWC pixels in [0, 1].`);
   return g.graph();
 }

@@ -64,7 +64,7 @@ export function buildEnsembleModels(members: EnsembleMember[], exportedAt?: Date
   g.identity(bodies[0]!.capsules, { output: IO_NAMES.capsules });
   g.identity(bodies[0]!.coupling, { output: IO_NAMES.coupling });
   const masked = g.scope('mask', () => maskLongestCapsule(g, lengths, bodies[0]!.capsules, J));
-  g.scope('member1', () => decoder(g, config, first.weights, masked, IO_NAMES.reconstruction, 'member1/'));
+  g.scope('member1', () => decoder(g, config, first.weights, 'fp32', masked, IO_NAMES.reconstruction, 'member1/'));
   declareOutputs(g, config, `the mean of ${members.length} members' capsule lengths, the ensemble's class scores (argmax = prediction).`);
 
   const metadata = {
@@ -103,7 +103,7 @@ export function exportEnsemble(runDirs: string[], options: { out: string; export
   const decoderPath = decoderPathFor(options.out);
   writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
   return {
-    family: 'capsnet', modelPath: options.out, decoderPath, modelBytes: modelBytes.length, decoderBytes: decoderBytes.length,
+    family: 'capsnet', precision: 'fp32', modelPath: options.out, decoderPath, modelBytes: modelBytes.length, decoderBytes: decoderBytes.length,
     parameters: countParameters(model.graph), routingIterations: members[0]!.config.routingIterations,
     seconds: (performance.now() - started) / 1000, model, decoder: decoderModel,
   };

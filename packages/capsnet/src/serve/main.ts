@@ -21,6 +21,8 @@ export interface ServeCommandOptions {
   bodyLimit: number;
   shutdownTimeout: number;
   logRequests: boolean;
+  /** Name on the KServe v2 routes. */
+  modelName?: string;
 }
 
 /** The page needs the runtime's browser bundle (dist/web/capsnet.js): build it when it is missing and esbuild is installed. */
@@ -68,6 +70,7 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     maxQueue: opts.maxQueue,
     bodyLimit: opts.bodyLimit,
     logRequests: opts.logRequests,
+    modelName: opts.modelName,
     log,
   });
   let url: string;
