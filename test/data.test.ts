@@ -57,14 +57,14 @@ describe('IDX directories', () => {
     }
   });
 
-  test('wrong magic number names the file and the problem', () => {
+  test('an image file where labels belong names the file and the problem', () => {
     const dir = writeIdxDir({ trainLabels: idx([3, 1, 1], [0, 1, 2]) });
-    assert.throws(() => loadIdxDirectory(dir), (e: Error) => e instanceof DataError && /train-labels-idx1-ubyte has magic number 0x00000803, expected 0x00000801/.test(e.message));
+    assert.throws(() => loadIdxDirectory(dir), (e: Error) => e instanceof DataError && /train-labels-idx1-ubyte holds a 3x1x1 array: a label file must be one dimension/.test(e.message));
   });
 
   test('truncated file', () => {
     const dir = writeIdxDir({ trainImages: idx([3, 2, 2], [1, 2, 3]) });
-    assert.throws(() => loadIdxDirectory(dir), /train-images-idx3-ubyte is truncated: header says 3x2x2/);
+    assert.throws(() => loadIdxDirectory(dir), /train-images-idx3-ubyte is truncated: its header says 3x2x2 unsigned byte \(28 bytes\) but it has 19 bytes/);
   });
 
   test('image and label counts that differ', () => {

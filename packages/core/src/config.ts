@@ -57,6 +57,29 @@ export interface CapsNetConfig {
   adamEpsilon?: number;
   /** The decayed learning rate never drops below this. Ours: 0; the authors' code: 1e-6. */
   learningRateFloor?: number;
+
+  // ---- Section 7 (CIFAR-10, smallNORB, SVHN). Absent on MNIST-style runs, and in checkpoints written before. ----
+  /**
+   * The data set holds sourceHeight x sourceWidth images and the network sees inputHeight x inputWidth crops of
+   * them: a random crop at training, the centre crop at test and in the exported model's expected input.
+   */
+  crop?: { sourceHeight: number; sourceWidth: number };
+  /**
+   * Training-time jitter, after the crop: a left-right flip with probability 1/2, a brightness delta uniform in
+   * [-brightness, brightness] (pixel units, [0, 1] scale) and a contrast factor uniform in
+   * [1 - contrast, 1 + contrast] about each channel's mean. Pixels are not clipped.
+   */
+  jitter?: { flip: boolean; brightness: number; contrast: number };
+  /**
+   * 'per-image': the network's first step maps each image to (x - mean) / max(std, 1/sqrt(H*W*C)) over all its
+   * pixels (as tf.image.per_image_standardization), inside the exported graph too, so callers still feed [0, 1].
+   */
+  standardize?: 'per-image';
+  /**
+   * An extra "none-of-the-above" capsule in the routing softmax (section 7, CIFAR-10): each primary capsule may
+   * send its vote there instead of to a class. It is no class: not in lengths, the loss or the decoder's mask.
+   */
+  noneOfTheAbove?: boolean;
 }
 
 /** Every field of the authors'-code block set as the authors' code has it (see CapsNetConfig). */
@@ -143,6 +166,8 @@ export function derivedSizes(config: CapsNetConfig) {
     primaryW,
     /** Number of primary capsules: 32 * 6 * 6 = 1152 for the paper on 28x28. */
     numPrimaryCaps: primaryH * primaryW * config.primaryMaps,
+    /** Capsules the routing softmax runs over: the classes, plus "none-of-the-above" when configured. */
+    routedCaps: config.numClasses + (config.noneOfTheAbove ? 1 : 0),
     pixels: config.inputHeight * config.inputWidth * config.inputChannels,
   };
 }
@@ -184,6 +209,9 @@ export function validateConfig(config: CapsNetConfig): void {
     if (value !== undefined && value !== null && (typeof value !== 'number' || !Number.isFinite(value))) {
       throw new Error(`config.${key} must be a number${key === 'digitCapsBias' ? ' or null' : ''}, got ${JSON.stringify(value)}`);
     }
+  }
+  if (config.crop && (config.crop.sourceHeight < config.inputHeight || config.crop.sourceWidth < config.inputWidth)) {
+    throw new Error(`config.crop: ${config.inputHeight}x${config.inputWidth} crops do not fit in ${config.crop.sourceHeight}x${config.crop.sourceWidth} images`);
   }
   const { primaryH, primaryW } = derivedSizes(config);
   if (primaryH < 1 || primaryW < 1) {

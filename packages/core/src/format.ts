@@ -38,6 +38,8 @@ export const METADATA_KEYS = {
   exportedAt: 'capsnet.exported_at',
   /** Weight storage precision: fp32, fp16 or int8 (absent in older files: fp32). */
   precision: 'capsnet.precision',
+  /** Present on `capsnet ensemble` files: JSON { members, combine, checkpoints, testAccuracies }. */
+  ensemble: 'capsnet.ensemble',
 } as const;
 
 /** Graph I/O names shared by the exporter and every runtime. */

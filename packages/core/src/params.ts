@@ -8,18 +8,19 @@ export function hasDigitBias(config: CapsNetConfig): boolean {
 
 /** Weight shapes, by name. The checkpoint and the ONNX exporter use the same names. */
 export function paramShapes(config: CapsNetConfig): Record<string, number[]> {
-  const { numPrimaryCaps, pixels } = derivedSizes(config);
+  const { numPrimaryCaps, routedCaps, pixels } = derivedSizes(config);
   const primaryChannels = config.primaryMaps * config.primaryDim;
   const shapes: Record<string, number[]> = {
     'conv1/kernel': [config.conv1Kernel, config.conv1Kernel, config.inputChannels, config.conv1Filters],
     'conv1/bias': [config.conv1Filters],
     'primary/kernel': [config.primaryKernel, config.primaryKernel, config.conv1Filters, primaryChannels],
     'primary/bias': [primaryChannels],
-    // W_ij of eq. 2, stored once for all examples: [input capsule i, its 8-D pose, (class j, 16-D pose)].
-    'digit/W': [numPrimaryCaps, config.primaryDim, config.numClasses * config.digitDim],
+    // W_ij of eq. 2, stored once for all examples: [input capsule i, its 8-D pose, (class j, 16-D pose)];
+    // j also runs over the "none-of-the-above" capsule when the config has one.
+    'digit/W': [numPrimaryCaps, config.primaryDim, routedCaps * config.digitDim],
   };
   // The authors' code's DigitCaps bias (config.digitCapsBias); the paper has none.
-  if (hasDigitBias(config)) shapes['digit/bias'] = [config.numClasses, config.digitDim];
+  if (hasDigitBias(config)) shapes['digit/bias'] = [routedCaps, config.digitDim];
   const widths = [config.numClasses * config.digitDim, ...config.decoderHidden, pixels];
   for (let layer = 0; layer + 1 < widths.length; layer++) {
     shapes[`decoder/dense${layer}/kernel`] = [widths[layer]!, widths[layer + 1]!];

@@ -67,6 +67,20 @@ export function registerExportCommands(program: Command): void {
     });
 
   program
+    .command('ensemble')
+    .description('export N trained runs as one ONNX graph whose class scores are the mean of their capsule lengths (section 7: CIFAR-10 used 7)')
+    .argument('<run-dirs...>', 'two or more run directories (or checkpoint.bin files) trained on the same data set')
+    .requiredOption('-o, --out <file>', 'model file to write (its decoder, member 1\'s, goes beside it as NAME.decoder.onnx)')
+    .option('--json', 'print the result as JSON', false)
+    .action(async (runDirs: string[], opts: { out: string; json: boolean }) => {
+      const { exportEnsemble } = await import('../export/ensemble.ts');
+      const result = exportEnsemble(runDirs, { out: opts.out });
+      const summary = { model: result.modelPath, decoder: result.decoderPath, members: runDirs.length, modelBytes: result.modelBytes, parameters: result.parameters };
+      if (opts.json) console.log(JSON.stringify(summary, null, 2));
+      else console.log(`wrote ${result.modelPath} (${runDirs.length} members, ${result.modelBytes} bytes, ${result.parameters.toLocaleString('en-US')} parameters) and ${result.decoderPath}`);
+    });
+
+  program
     .command('inspect')
     .description('show an ONNX file\'s inputs, outputs, opset, metadata, op histogram, parameter count and size')
     .argument('<model>', '.onnx file')

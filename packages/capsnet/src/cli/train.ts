@@ -1,10 +1,20 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
+import type { CapsNetConfig } from '@capsnet-onnx/core';
+import { DATA_SPECS } from '../data/datasets.ts';
 
 export function positiveInt(name: string) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
+    return n;
+  };
+}
+
+export function nonNegativeNumber(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0, got "${value}"`);
     return n;
   };
 }
@@ -15,7 +25,7 @@ function timestamp(): string {
 
 /** The run flags typed on the command line (not defaulted): what --resume compares with the checkpoint. */
 function givenRunFlags(opts: Record<string, unknown>, command: Command): RunFlags {
-  const keys: (keyof RunFlags)[] = ['preset', 'data', 'batchSize', 'routing', 'seed', 'trainLimit', 'testLimit'];
+  const keys: (keyof RunFlags)[] = ['preset', 'data', 'batchSize', 'routing', 'seed', 'trainLimit', 'testLimit', 'model', 'primaryCaps', 'noneOfTheAbove', 'reconstructionWeight'];
   return Object.fromEntries(keys.filter((k) => command.getOptionValueSource(k) === 'cli').map((k) => [k, opts[k]])) as RunFlags;
 }
 
@@ -25,7 +35,7 @@ export function registerTrainCommands(program: Command): void {
     .description('train a CapsNet (or the paper\'s baseline CNN); writes DIR/checkpoint.bin and appends one JSON line per epoch to DIR/metrics.jsonl')
     .addOption(new Option('--model <family>', 'network: capsnet, or baseline-cnn (Table 1\'s CNN: 35.4M parameters at --preset paper, 4x narrower at small)').choices(['capsnet', 'baseline-cnn']).default('capsnet'))
     .addOption(new Option('--preset <name>', 'model size').choices(['paper', 'small']).default('paper'))
-    .option('--data <spec>', 'mnist-sample | fashion-mnist | idx:DIR', 'mnist-sample')
+    .option('--data <spec>', `${DATA_SPECS}; each brings the paper's protocol for it (crops, jitter, standardisation...)`, 'mnist-sample')
     .option('--epochs <n>', 'epochs to train (in total, counting resumed ones)', positiveInt('--epochs'), 10)
     .option('--batch-size <n>', 'images per step', positiveInt('--batch-size'), 128)
     .option('--routing <n>', 'routing iterations (default: 3, the paper\'s)', positiveInt('--routing'))
@@ -38,6 +48,10 @@ export function registerTrainCommands(program: Command): void {
     .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)', (v) => Number.parseInt(v, 10), 50)
     .option('--train-limit <n>', 'train on only the first N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'evaluate on only the first N test images', positiveInt('--test-limit'))
+    .option('--primary-caps <n>', 'primary capsule types (the paper: 32; 64 on CIFAR-10, 16 on SVHN)', positiveInt('--primary-caps'))
+    .option('--none-of-the-above', 'add a "none-of-the-above" capsule to the routing softmax (default: on for cifar10)')
+    .option('--no-none-of-the-above', 'route over the classes only')
+    .option('--reconstruction-weight <w>', 'weight of the reconstruction loss (paper: 0.0005; 0 = none, the default for cifar10)', nonNegativeNumber('--reconstruction-weight'))
     .option('--no-progress', 'no progress bar')
     .action(async (opts, command: Command) => {
       if (opts.resume && !opts.out) throw new Error('--resume needs --out DIR: the run directory to continue');
@@ -58,6 +72,7 @@ export function registerTrainCommands(program: Command): void {
         checkpointEvery: opts.checkpointEvery,
         trainLimit: opts.trainLimit,
         testLimit: opts.testLimit,
+        configOverrides: modelOverrides(opts),
         log: (line) => console.log(line),
         progressBar: opts.progress && Boolean(process.stderr.isTTY),
         overwrite: opts.overwrite,
@@ -67,4 +82,13 @@ export function registerTrainCommands(program: Command): void {
       const last = result.metrics.at(-1);
       console.log(`done: ${out}${last ? ` (test accuracy ${(100 * last.test_accuracy).toFixed(2)}%, ${result.parameters.toLocaleString('en-US')} parameters)` : ''}`);
     });
+}
+
+/** The model flags that were given, as config overrides (absent flags leave the preset's and data set's values). */
+function modelOverrides(opts: { primaryCaps?: number; noneOfTheAbove?: boolean; reconstructionWeight?: number }): Partial<CapsNetConfig> {
+  return {
+    ...(opts.primaryCaps !== undefined ? { primaryMaps: opts.primaryCaps } : {}),
+    ...(opts.noneOfTheAbove !== undefined ? { noneOfTheAbove: opts.noneOfTheAbove } : {}),
+    ...(opts.reconstructionWeight !== undefined ? { reconstructionWeight: opts.reconstructionWeight } : {}),
+  };
 }

@@ -53,15 +53,15 @@ function squash(g: GraphBuilder, s: string, epsilon: number, output?: string): s
 }
 
 /** Decoder: masked capsules [N, classes, digitDim] -> dense ReLU ... -> dense sigmoid [N, H*W*C]. */
-function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, precision: Precision, masked: string, output: string): string {
+export function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, precision: Precision, masked: string, output: string, weightPrefix = ''): string {
   const shapes = paramShapes(config);
   const layers = config.decoderHidden.length + 1;
   let h = g.scope('decoder', () => g.reshape(masked, [-1, config.numClasses * config.digitDim]));
   for (let layer = 0; layer < layers; layer++) {
     h = g.scope(`decoder/dense${layer}`, () => {
       // [in, out]: one quantisation scale per output unit.
-      const kernel = g.weight(`decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!, precision, 1);
-      const bias = g.initializer(`decoder/dense${layer}/bias`, shapes[`decoder/dense${layer}/bias`]!, weights[`decoder/dense${layer}/bias`]!);
+      const kernel = g.weight(`${weightPrefix}decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!, precision, 1);
+      const bias = g.initializer(`${weightPrefix}decoder/dense${layer}/bias`, shapes[`decoder/dense${layer}/bias`]!, weights[`decoder/dense${layer}/bias`]!);
       const z = g.add(g.matMul(h, kernel), bias);
       return layer + 1 < layers ? g.relu(z) : g.sigmoid(z, { output });
     });
@@ -69,7 +69,24 @@ function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, preci
   return h;
 }
 
-function imageShapeText(config: CapsNetConfig): string {
+/** Section 7's per-image standardisation, as train/model.ts's standardizePerImage. Call inside a scope. */
+function standardizePerImage(g: GraphBuilder, images: string, config: CapsNetConfig): string {
+  const mean = g.reduceMean(images, [1, 2, 3], true);
+  const centred = g.sub(images, mean);
+  const std = g.sqrt(g.reduceMean(g.mul(centred, centred), [1, 2, 3], true));
+  const floor = 1 / Math.sqrt(config.inputHeight * config.inputWidth * config.inputChannels);
+  return g.div(centred, g.max(std, g.constFloat(floor)));
+}
+
+/** What the caller must do to an image before feeding it, for the input's doc string. */
+function inputProtocolText(config: CapsNetConfig): string {
+  const parts: string[] = [];
+  if (config.crop) parts.push(` Trained on random crops of ${config.crop.sourceHeight}x${config.crop.sourceWidth} images: feed their centre ${config.inputHeight}x${config.inputWidth} crop.`);
+  if (config.standardize === 'per-image') parts.push(' The graph standardises each image itself (per-image mean and standard deviation).');
+  return parts.join('');
+}
+
+export function imageShapeText(config: CapsNetConfig): string {
   return `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}`;
 }
 
@@ -92,31 +109,40 @@ export function maskLongestCapsule(g: GraphBuilder, lengths: string, capsules: s
   return g.mul(capsules, g.unsqueeze(oneHot, [-1]), { name: 'MaskedCapsules' });
 }
 
-/** The full model: images -> lengths, capsules, reconstruction (masked by the longest capsule), coupling. */
-export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32'): GraphProto {
+/** Where a network's pieces go in a graph: its weights' names, and whether its results are the graph's outputs. */
+export interface BodyNaming {
+  /** Prefix of its initializers' names ('' for a single model; 'member1/' ... in an ensemble). */
+  weightPrefix: string;
+  /** Name its capsules, coupling and lengths as the graph outputs (a single model), or leave them internal. */
+  io: boolean;
+}
+
+export interface BodyOutputs {
+  lengths: string;
+  capsules: string;
+  coupling: string;
+}
+
+/**
+ * One CapsNet from images to class scores inside `g`: conv1, primary capsules, digit capsules with routing
+ * unrolled, capsule lengths. images: [N, H, W, C] in [0, 1].
+ */
+export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Weights, images: string, naming: BodyNaming, precision: Precision = 'fp32'): BodyOutputs {
   checkWeights(config, weights);
-  const { numPrimaryCaps: I, pixels } = derivedSizes(config);
+  const { numPrimaryCaps: I, routedCaps: R } = derivedSizes(config);
   const { numClasses: J, digitDim: D, primaryDim, routingIterations, squashEpsilon: eps } = config;
   const shapes = paramShapes(config);
-  const N = BATCH_DIM;
-  const g = new GraphBuilder(
-    'capsnet',
-    `CapsNet (Sabour, Frosst & Hinton 2017) for ${imageShapeText(config)} images and ${J} classes: conv1, primary capsules, ` +
-      `digit capsules with ${routingIterations} routing-by-agreement iteration(s) unrolled, and the reconstruction decoder ` +
-      `masked by the longest capsule. The routing runs per example, so the batch dimension ${N} is free.`,
-  );
-
-  const images = g.input(IO_NAMES.images, [N, config.inputHeight, config.inputWidth, config.inputChannels],
-    `float32 [${N}, H=${config.inputHeight}, W=${config.inputWidth}, C=${config.inputChannels}]: row-major NHWC pixels in [0, 1] ` +
-      `(the layout train/ uses); ${N} is the dynamic batch size.`);
+  const name = (weight: string) => `${naming.weightPrefix}${weight}`;
+  const io = (output: string) => (naming.io ? output : undefined);
+  const input = config.standardize === 'per-image' ? g.scope('standardize', () => standardizePerImage(g, images, config)) : images;
 
   // Conv1: valid, stride 1, bias, ReLU. The graph works in NCHW for Conv; the kernels were transposed once, here.
   const conv1 = g.scope('conv1', () => {
     // OIHW: one quantisation scale per output channel.
-    const kernel = g.weight('conv1/kernel', [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
+    const kernel = g.weight(name('conv1/kernel'), [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
       hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!), precision, 0);
-    const bias = g.initializer('conv1/bias', shapes['conv1/bias']!, weights['conv1/bias']!);
-    const nchw = g.transpose(images, [0, 3, 1, 2]);
+    const bias = g.initializer(name('conv1/bias'), shapes['conv1/bias']!, weights['conv1/bias']!);
+    const nchw = g.transpose(input, [0, 3, 1, 2]);
     const k = config.conv1Kernel;
     return g.relu(g.conv(nchw, kernel, bias, { kernel_shape: [k, k], strides: [1, 1] }));
   });
@@ -125,9 +151,9 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, preci
   // c = map * primaryDim + d and capsule i = (y * w + x) * maps + map, exactly as tfjs reshapes; then squash.
   const u = g.scope('primary', () => {
     const channels = config.primaryMaps * primaryDim;
-    const kernel = g.weight('primary/kernel', [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
+    const kernel = g.weight(name('primary/kernel'), [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
       hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!), precision, 0);
-    const bias = g.initializer('primary/bias', shapes['primary/bias']!, weights['primary/bias']!);
+    const bias = g.initializer(name('primary/bias'), shapes['primary/bias']!, weights['primary/bias']!);
     const k = config.primaryKernel;
     const conv = g.conv(conv1, kernel, bias, { kernel_shape: [k, k], strides: [config.primaryStride, config.primaryStride] });
     let capsules = g.reshape(g.transpose(conv, [0, 2, 3, 1]), [-1, I, primaryDim]);
@@ -138,29 +164,31 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, preci
 
   // u_hat_j|i = W_ij u_i (eq. 2): one batched MatMul over i, [I, N, 8] x [I, 8, J*D], with W stored once.
   const uHat = g.scope('digit', () => {
-    // [I, 8, J*D]: one quantisation scale per primary capsule i.
-    const W = g.weight('digit/W', shapes['digit/W']!, weights['digit/W']!, precision, 0);
+    // [I, 8, R*D]: one quantisation scale per primary capsule i.
+    const W = g.weight(name('digit/W'), shapes['digit/W']!, weights['digit/W']!, precision, 0);
     const byCapsule = g.matMul(g.transpose(u, [1, 0, 2]), W);
-    return g.reshape(g.transpose(byCapsule, [1, 0, 2]), [-1, I, J, D]);
+    return g.reshape(g.transpose(byCapsule, [1, 0, 2]), [-1, I, R, D]);
   });
 
   // Procedure 1, routing by agreement, unrolled. The logits b start at zero per example; a zero tensor of the
-  // dynamic shape [N, I, J] is made with float ops only (0 * a per-capsule sum of u, broadcast over classes).
-  let logits = g.scope('routing', () => g.mul(g.reduceSum(u, [-1], true), g.constFloat(new Array<number>(J).fill(0), [J], 'routing/zeros'), { name: 'ZeroLogits' }));
+  // dynamic shape [N, I, R] is made with float ops only (0 * a per-capsule sum of u, broadcast over classes).
+  let logits = g.scope('routing', () => g.mul(g.reduceSum(u, [-1], true), g.constFloat(new Array<number>(R).fill(0), [R], 'routing/zeros'), { name: 'ZeroLogits' }));
   let capsules = '';
-  // The authors' code's DigitCaps bias [J, D] before squash (config.digitCapsBias); absent in the paper's network.
+  let coupling = '';
+  // The authors' code's DigitCaps bias [R, D] before squash (config.digitCapsBias); absent in the paper's network.
   const digitBias = weights['digit/bias'] && shapes['digit/bias']
-    ? g.scope('digit', () => g.initializer('digit/bias', shapes['digit/bias']!, weights['digit/bias']!))
+    ? g.scope('digit', () => g.initializer(name('digit/bias'), shapes['digit/bias']!, weights['digit/bias']!))
     : undefined;
   for (let r = 0; r < routingIterations; r++) {
     const last = r + 1 === routingIterations;
     g.scope(`routing/iter${r + 1}`, () => {
       // c_ij = softmax over the classes j (eq. 3)
-      const coupling = g.softmax(logits, -1, { output: last ? IO_NAMES.coupling : undefined });
+      coupling = g.softmax(logits, -1, { output: last ? io(IO_NAMES.coupling) : undefined });
       // s_j = sum_i c_ij u_hat_j|i (eq. 2), v_j = squash(s_j) (eq. 1)
       let s = g.reduceSum(g.mul(g.unsqueeze(coupling, [-1]), uHat), [1], false);
       if (digitBias) s = g.add(s, digitBias);
-      capsules = squash(g, s, eps, last ? IO_NAMES.capsules : undefined);
+      // With "none-of-the-above" (R = J + 1) its capsule is routed like the others and dropped after the last iteration.
+      capsules = squash(g, s, eps, last && R === J ? io(IO_NAMES.capsules) : undefined);
       if (!last) {
         // b_ij += u_hat_j|i . v_j
         const agreement = g.reduceSum(g.mul(uHat, g.unsqueeze(capsules, [1])), [-1], false);
@@ -169,18 +197,49 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, preci
     });
   }
 
+  if (R !== J) capsules = g.scope('none_of_the_above', () => g.slice(capsules, [0], [J], [1], { output: io(IO_NAMES.capsules) }));
+
   // Class scores: |v_j| with the same epsilon under the root as squash.
   const lengths = g.scope('lengths', () =>
-    g.sqrt(g.add(g.reduceSum(g.mul(capsules, capsules), [-1], false), g.constFloat(eps)), { output: IO_NAMES.lengths }));
+    g.sqrt(g.add(g.reduceSum(g.mul(capsules, capsules), [-1], false), g.constFloat(eps)), { output: io(IO_NAMES.lengths) }));
+  return { lengths, capsules, coupling };
+}
 
-  const masked = g.scope('mask', () => maskLongestCapsule(g, lengths, capsules, J));
-  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction);
+/** The graph's image input, documented with the shape and the protocol the model was trained with. */
+export function imagesInput(g: GraphBuilder, config: CapsNetConfig): string {
+  const N = BATCH_DIM;
+  return g.input(IO_NAMES.images, [N, config.inputHeight, config.inputWidth, config.inputChannels],
+    `float32 [${N}, H=${config.inputHeight}, W=${config.inputWidth}, C=${config.inputChannels}]: row-major NHWC pixels in [0, 1] ` +
+      `(the layout train/ uses); ${N} is the dynamic batch size.${inputProtocolText(config)}`);
+}
 
-  g.output(IO_NAMES.lengths, [N, J], `float32 [${N}, ${J}]: digit capsule lengths |v_j|, the class scores (argmax = prediction).`);
+/** The four graph outputs' shapes and documentation. */
+export function declareOutputs(g: GraphBuilder, config: CapsNetConfig, lengthsDoc: string): void {
+  const { numPrimaryCaps: I, routedCaps: R, pixels } = derivedSizes(config);
+  const { numClasses: J, digitDim: D } = config;
+  const N = BATCH_DIM;
+  g.output(IO_NAMES.lengths, [N, J], `float32 [${N}, ${J}]: ${lengthsDoc}`);
   g.output(IO_NAMES.capsules, [N, J, D], `float32 [${N}, ${J}, ${D}]: the digit capsules v_j after the last routing iteration.`);
   g.output(IO_NAMES.reconstruction, [N, pixels],
     `float32 [${N}, ${pixels}]: decoder output, NHWC pixels in [0, 1], with the capsules masked to the longest one (first one on ties).`);
-  g.output(IO_NAMES.coupling, [N, I, J], `float32 [${N}, ${I}, ${J}]: coupling coefficients c_ij of the last routing iteration (softmax over classes).`);
+  g.output(IO_NAMES.coupling, [N, I, R], `float32 [${N}, ${I}, ${R}]: coupling coefficients c_ij of the last routing iteration (softmax over classes` +
+    `${R === J ? '' : ', the last column being "none-of-the-above"'}).`);
+}
+
+/** The full model: images -> lengths, capsules, reconstruction (masked by the longest capsule), coupling. */
+export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32'): GraphProto {
+  checkWeights(config, weights);
+  const g = new GraphBuilder(
+    'capsnet',
+    `CapsNet (Sabour, Frosst & Hinton 2017) for ${imageShapeText(config)} images and ${config.numClasses} classes: conv1, primary capsules, ` +
+      `digit capsules with ${config.routingIterations} routing-by-agreement iteration(s) unrolled, and the reconstruction decoder ` +
+      `masked by the longest capsule. The routing runs per example, so the batch dimension ${BATCH_DIM} is free.`,
+  );
+  const images = imagesInput(g, config);
+  const { lengths, capsules } = capsNetBody(g, config, weights, images, { weightPrefix: '', io: true }, precision);
+  const masked = g.scope('mask', () => maskLongestCapsule(g, lengths, capsules, config.numClasses));
+  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction);
+  declareOutputs(g, config, 'digit capsule lengths |v_j|, the class scores (argmax = prediction).');
   return g.graph();
 }
 

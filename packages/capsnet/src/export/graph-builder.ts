@@ -230,6 +230,14 @@ export class GraphBuilder {
   reduceMax(x: string, axes: number[], keepdims: boolean, o?: OpOptions) {
     return this.op('ReduceMax', [x], { axes, keepdims: keepdims ? 1 : 0 }, o);
   }
+  reduceMean(x: string, axes: number[], keepdims: boolean, o?: OpOptions) {
+    return this.op('ReduceMean', [x], { axes, keepdims: keepdims ? 1 : 0 }, o);
+  }
+  max(a: string, b: string, o?: OpOptions) { return this.op('Max', [a, b], {}, o); }
+  /** x[starts:ends] along `axes`, with constant int64 starts/ends/axes inputs. */
+  slice(x: string, starts: number[], ends: number[], axes: number[], o?: OpOptions) {
+    return this.op('Slice', [x, this.constInt64(starts), this.constInt64(ends), this.constInt64(axes)], {}, o);
+  }
   softmax(x: string, axis: number, o?: OpOptions) { return this.op('Softmax', [x], { axis }, o); }
   greaterOrEqual(a: string, b: string, o?: OpOptions) { return this.op('GreaterOrEqual', [a, b], {}, o); }
   cast(x: string, to: number, o?: OpOptions) { return this.op('Cast', [x], { to }, o); }

@@ -4,6 +4,7 @@
  */
 import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
 import { loadDataset, loadMnistSample } from '../data/datasets.ts';
+import { networkView, sourceShape } from '../data/augment.ts';
 
 export interface ParityInputs {
   images: Float32Array;
@@ -28,12 +29,16 @@ function realTestImages(config: CapsNetConfig, dataset: string | undefined, want
     try {
       const data = spec === 'mnist-sample' ? loadMnistSample() : loadDataset(spec);
       const { shape } = data;
-      if (shape.inputHeight * shape.inputWidth * shape.inputChannels !== pixels || shape.inputHeight !== config.inputHeight) {
+      // A model trained on crops takes the centre crop of the data set's images.
+      const source = sourceShape(config);
+      if (shape.inputHeight !== source.height || shape.inputWidth !== source.width || shape.inputChannels !== source.channels) {
         problems.push(`${spec} images are ${shape.inputHeight}x${shape.inputWidth}x${shape.inputChannels}, the model takes ${config.inputHeight}x${config.inputWidth}x${config.inputChannels}`);
         continue;
       }
       const n = Math.min(wanted, data.test.count);
-      return { images: data.test.images.subarray(0, n * pixels), labels: data.test.labels.subarray(0, n), name: spec };
+      const sourcePixels = source.height * source.width * source.channels;
+      const view = networkView({ images: data.test.images.subarray(0, n * sourcePixels), labels: data.test.labels.subarray(0, n), count: n }, config);
+      return { images: view.images.subarray(0, n * pixels), labels: view.labels, name: spec };
     } catch (e) {
       problems.push(`${spec}: ${(e as Error).message}`);
     }

@@ -39,7 +39,8 @@ export async function loadReferenceModel(runDir: string): Promise<LoadedCheckpoi
   await tf.setBackend('cpu');
   await tf.ready();
   const state = loadCheckpoint(runDir);
-  const params: CapsNetParams = paramsFromWeights(paramShapes(state.config), state.weights, false, 'ref/');
+  // Unnamed variables: tfjs names them globally, and a process may load more than one reference (tests do).
+  const params: CapsNetParams = paramsFromWeights(paramShapes(state.config), state.weights, false);
   return { config: state.config, dataset: state.dataset, classLabels: state.classLabels, sha256: state.sha256, path: state.path, params };
 }
 

@@ -2,7 +2,7 @@
  * A few real test images for the page's "pick a digit" strip, from the data set the model was trained on
  * (its `capsnet.dataset` metadata; the embedded MNIST sample by default). Loaded once, on first request.
  */
-import type { ModelMetadata } from '@capsnet-onnx/core';
+import type { CapsNetConfig, ModelMetadata } from '@capsnet-onnx/core';
 
 export interface Sample {
   /** Index in the data set's test split. */
@@ -29,6 +29,12 @@ export async function loadSamples(metadata: ModelMetadata, perClass: number): Pr
   try {
     const { loadDataset } = await import('../data/datasets.ts');
     dataset = loadDataset(spec);
+    // A model trained on crops (section 7) is shown the centre crop of each test image, as it is fed.
+    const config = metadata.config as unknown as CapsNetConfig;
+    if (config.crop && dataset.shape.inputHeight === config.crop.sourceHeight && dataset.shape.inputWidth === config.crop.sourceWidth) {
+      const { networkView } = await import('../data/augment.ts');
+      dataset = { ...dataset, shape: { ...dataset.shape, inputHeight: config.inputHeight, inputWidth: config.inputWidth }, test: networkView(dataset.test, config) };
+    }
   } catch (e) {
     return { dataset: spec, shape, samples: [], note: `test images of "${spec}" are not available here: ${(e as Error).message}` };
   }

@@ -73,6 +73,20 @@ export function capsuleLengths(v: tf.Tensor, epsilon: number): tf.Tensor {
   return tf.sqrt(tf.add(tf.sum(tf.square(v), -1), epsilon));
 }
 
+/**
+ * Per-image standardisation (section 7's colour protocol): (x - mean) / max(std, 1/sqrt(H*W*C)) over each image's
+ * pixels, as tf.image.per_image_standardization. images: [N, H, W, C].
+ */
+export function standardizePerImage(images: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [, h, w, c] = images.shape;
+    const mean = tf.mean(images, [1, 2, 3], true);
+    const centred = tf.sub(images, mean);
+    const std = tf.sqrt(tf.mean(tf.square(centred), [1, 2, 3], true));
+    return tf.div(centred, tf.maximum(std, 1 / Math.sqrt(h * w * c))) as tf.Tensor4D;
+  });
+}
+
 export interface RoutingResult {
   /** v_j: [N, classes, digitDim] */
   capsules: tf.Tensor3D;
@@ -138,18 +152,22 @@ export interface ForwardOutput {
 /** Conv1 -> PrimaryCaps -> DigitCaps (with routing); returns the digit capsules and routing state. */
 export function encode(params: CapsNetParams, images: tf.Tensor4D, config: CapsNetConfig, keepLogits = false): RoutingResult {
   const batch = images.shape[0];
-  const { numPrimaryCaps } = derivedSizes(config);
+  const { numPrimaryCaps, routedCaps } = derivedSizes(config);
   const primaryConv = convolutions(params, images, config);
   // NHWC channel c = map * primaryDim + d, so capsule i = (y * w + x) * maps + map.
   const u = squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon);
   const uHat = predictionVectors(u as tf.Tensor3D, params['digit/W'] as tf.Tensor3D, config);
-  return dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits, hasDigitBias(config) ? params['digit/bias'] : undefined);
+  const routed = dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits, hasDigitBias(config) ? params['digit/bias'] : undefined);
+  if (routedCaps === config.numClasses) return routed;
+  // "None-of-the-above" took part in the routing softmax; it is no class, so it leaves here (coupling keeps it).
+  return { ...routed, capsules: tf.slice(routed.capsules, [0, 0, 0], [batch, config.numClasses, config.digitDim]) };
 }
 
 /** Conv1 (ReLU) then the PrimaryCaps convolution, before squash: images [N, H, W, C] -> [N, h, w, maps * primaryDim]. */
 export function convolutions(params: CapsNetParams, images: tf.Tensor4D, config: CapsNetConfig): tf.Tensor4D {
+  const input = config.standardize === 'per-image' ? standardizePerImage(images) : images;
   // Conv1: 256 9x9 kernels, stride 1, ReLU.
-  const conv1 = tf.relu(tf.add(tf.conv2d(images, params['conv1/kernel'] as tf.Tensor4D, 1, 'valid'), params['conv1/bias']!));
+  const conv1 = tf.relu(tf.add(tf.conv2d(input, params['conv1/kernel'] as tf.Tensor4D, 1, 'valid'), params['conv1/bias']!));
   // PrimaryCaps: a 9x9 stride-2 convolution whose channels group into 8-D capsules, squashed (no ReLU).
   const primaryConv = tf.add(
     tf.conv2d(conv1 as tf.Tensor4D, params['primary/kernel'] as tf.Tensor4D, config.primaryStride, 'valid'),
@@ -164,7 +182,8 @@ export function predictionVectors(u: tf.Tensor3D, W: tf.Tensor3D, config: CapsNe
   // One batched matmul over i: [i, N, 8] x [i, 8, classes*16]. The weights are shared by all examples, never
   // tiled per example.
   const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, W);
-  return tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, inputCaps, config.numClasses, config.digitDim]);
+  // The output capsules j include "none-of-the-above" when the config has one.
+  return tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, inputCaps, derivedSizes(config).routedCaps, config.digitDim]);
 }
 
 /** One-hot mask of the longest capsule per example: the inference-time mask of section 4.1. */

@@ -27,6 +27,10 @@ export interface RunFlags {
   seed?: number;
   trainLimit?: number;
   testLimit?: number;
+  model?: string;
+  primaryCaps?: number;
+  noneOfTheAbove?: boolean;
+  reconstructionWeight?: number;
 }
 
 const FLAG_NAMES: Record<keyof RunFlags, string> = {
@@ -37,6 +41,10 @@ const FLAG_NAMES: Record<keyof RunFlags, string> = {
   seed: '--seed',
   trainLimit: '--train-limit',
   testLimit: '--test-limit',
+  model: '--model',
+  primaryCaps: '--primary-caps',
+  noneOfTheAbove: '--[no-]none-of-the-above',
+  reconstructionWeight: '--reconstruction-weight',
 };
 
 /**

@@ -8,7 +8,8 @@ import { type BaselineCnnConfig, type CapsNetConfig, PAPER_BASELINES, type Prese
 import {
   type BaselineModelSpec, type CheckpointState, type EpochMetrics, type EpochProgress, checkpointPath, loadCheckpoint, saveCheckpoint,
 } from '../files/checkpoint.ts';
-import { DataError, type Dataset, type Split, loadDataset, shiftImages } from '../data/datasets.ts';
+import { DataError, type Dataset, type Split, loadDataset, protocolOverrides } from '../data/datasets.ts';
+import { augmentBatch, networkView, sourceShape } from '../data/augment.ts';
 import { suspiciousLabels } from './data-checks.ts';
 import { type RunFlags, checkResumeFlags, checkRunDir, openRunDir } from './run-dir.ts';
 import { writeFileAtomic } from '../files/atomic.ts';
@@ -78,6 +79,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   const config =
     resumed?.config ??
     presetConfig(options.preset, dataset.shape, {
+      ...protocolOverrides(options.data, dataset.shape, options.preset),
       ...options.configOverrides,
       ...(options.routing !== undefined ? { routingIterations: options.routing } : {}),
     });
@@ -87,7 +89,11 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     : options.model === 'baseline-cnn' ? { family: 'baseline-cnn', config: baselineForPreset(options.preset, dataset.shape, options.baselineOverrides) } : undefined;
   const family: ModelFamily = modelSpec ? baselineFamily(modelSpec.config, seed) : capsnetFamily(config);
   const run = resumed?.run ?? { batchSize: options.batchSize, trainLimit: options.trainLimit, testLimit: options.testLimit, preset: options.preset };
-  const train = run.trainLimit ? limitSplit(dataset.train, run.trainLimit, config) : dataset.train;
+  const source = sourceShape(config);
+  // Training batches are cut from the data set's images (the source size); the test split is seen as the network sees it.
+  const pixels = source.height * source.width * source.channels;
+  const train = run.trainLimit ? limitSplit(dataset.train, run.trainLimit, pixels) : dataset.train;
+  const testSplit = networkView(run.testLimit ? limitSplit(dataset.test, run.testLimit, pixels) : dataset.test, config);
   // The data set's own labels are checked, not a --train-limit slice of them (a quick run may miss a class).
   const suspicious = resumed || options.allowSuspiciousData ? undefined : suspiciousLabels(dataset.train, config.numClasses);
   if (suspicious) throw new DataError(`${dataset.name}: ${suspicious}`);
@@ -97,7 +103,6 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   if (runDir.swept.length) log(`removed ${runDir.swept.length} temp file(s) left by a killed run: ${runDir.swept.join(', ')}`);
   if (resumed) log(`resuming from ${checkpointPath(options.out)}: epoch ${resumed.epoch}, step ${resumed.step}`);
   const stepsPerEpoch = Math.ceil(train.count / run.batchSize);
-  const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
 
   const params = resumed ? variablesFromWeights(family.paramShapes, resumed.weights) : family.init(seed);
   const parameterCount = countShapes(family.paramShapes);
@@ -121,7 +126,10 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   };
 
   log(`data: ${dataset.name}, ${train.count} train / ${Math.min(run.testLimit ?? Infinity, dataset.test.count)} test images, ` +
-    `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}, ${config.numClasses} classes`);
+    `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}` +
+    `${config.crop ? ` crops of ${source.height}x${source.width}` : ''}, ${config.numClasses} classes` +
+    `${dataset.labelOffset ? ` (file labels ${dataset.labelOffset}-${dataset.labelOffset + config.numClasses - 1})` : ''}` +
+    `${dataset.source ? `; ${dataset.source}` : ''}`);
   for (let epoch = resumed?.epoch ?? 0; epoch < options.epochs; epoch++) {
     const saved = resumed?.progress && epoch === resumed.epoch ? resumed.progress : undefined;
     const progress: EpochProgress = saved
@@ -139,8 +147,8 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       const started = performance.now();
       const indices = order.subarray(s * run.batchSize, Math.min((s + 1) * run.batchSize, train.count));
       const batch = gather(train.images, train.labels, pixels, indices);
-      const shifted = shiftImages(batch.images, batch.count, config, config.maxShift, new Rng(seed * 7919 + optimizer.step));
-      const x = imagesTensor(shifted, batch.count, config);
+      const augmented = augmentBatch(batch.images, batch.count, config, new Rng(seed * 7919 + optimizer.step));
+      const x = imagesTensor(augmented, batch.count, config);
       const y = oneHot(batch.labels, config.numClasses);
       const step = optimizer.step;
       const losses = await trainStep(optimizer, params, () => family.losses(params, x, y, step));
@@ -155,7 +163,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       if (options.checkpointEvery > 0 && (s + 1) % options.checkpointEvery === 0 && s + 1 < stepsPerEpoch) await snapshot(epoch, progress);
     }
     bar?.stop();
-    const test = await evaluate(family, params, dataset.test, 100, run.testLimit);
+    const test = await evaluate(family, params, testSplit, 100);
     const record: EpochMetrics = {
       epoch: epoch + 1,
       step: optimizer.step,
@@ -184,13 +192,20 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
 function runFlagsOf(source: TrainOptions | CheckpointState): RunFlags {
   if ('weights' in source) {
     const { run } = source;
-    return { preset: run.preset, data: source.dataset, batchSize: run.batchSize, routing: source.config.routingIterations, seed: source.seed, trainLimit: run.trainLimit, testLimit: run.testLimit };
+    return {
+      preset: run.preset, data: source.dataset, batchSize: run.batchSize, routing: source.config.routingIterations, seed: source.seed, trainLimit: run.trainLimit, testLimit: run.testLimit,
+      model: source.model?.family ?? 'capsnet', primaryCaps: source.config.primaryMaps, noneOfTheAbove: source.config.noneOfTheAbove ?? false,
+      reconstructionWeight: source.config.reconstructionWeight,
+    };
   }
-  return { preset: source.preset, data: source.data, batchSize: source.batchSize, routing: source.routing, seed: source.seed, trainLimit: source.trainLimit, testLimit: source.testLimit };
+  const overrides = source.configOverrides ?? {};
+  return {
+    preset: source.preset, data: source.data, batchSize: source.batchSize, routing: source.routing, seed: source.seed, trainLimit: source.trainLimit, testLimit: source.testLimit,
+    model: source.model, primaryCaps: overrides.primaryMaps, noneOfTheAbove: overrides.noneOfTheAbove, reconstructionWeight: overrides.reconstructionWeight,
+  };
 }
 
-function limitSplit(split: Split, limit: number, config: CapsNetConfig): Split {
+function limitSplit(split: Split, limit: number, pixels: number): Split {
   const count = Math.min(limit, split.count);
-  const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   return { images: split.images.subarray(0, count * pixels), labels: split.labels.subarray(0, count), count };
 }
