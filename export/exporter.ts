@@ -7,6 +7,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { type CapsNetConfig, validateConfig } from '../train/config.ts';
 import { loadCheckpoint } from '../train/checkpoint.ts';
 import { METADATA_KEYS } from '../runtime/contract.ts';
+import { type Preprocessing, defaultPreprocessing } from '../core/image.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
@@ -33,6 +34,8 @@ export interface ExportProvenance {
   testAccuracy: number | null;
   checkpointSha256: string;
   exportedAt?: Date;
+  /** How images are to be prepared for the model; default core/image.ts's rule for the data set and input. */
+  preprocessing?: Preprocessing;
 }
 
 export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenance): Record<string, string> {
@@ -44,6 +47,13 @@ export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenan
     [METADATA_KEYS.testAccuracy]: JSON.stringify(provenance.testAccuracy),
     [METADATA_KEYS.checkpointSha256]: provenance.checkpointSha256,
     [METADATA_KEYS.exportedAt]: (provenance.exportedAt ?? new Date()).toISOString(),
+    [METADATA_KEYS.preprocessing]: JSON.stringify(
+      provenance.preprocessing ??
+        defaultPreprocessing(provenance.dataset, { height: config.inputHeight, width: config.inputWidth, channels: config.inputChannels }),
+    ),
+    // A class is present when its capsule is at least as long as the margin loss's m- (the length it was
+    // trained to stay under when absent).
+    [METADATA_KEYS.presenceThreshold]: String(config.mMinus),
   };
 }
 

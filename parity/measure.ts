@@ -60,7 +60,7 @@ export async function measure(model: Classifier, request: MeasureRequest, loadMs
     capsules: concat(results.map((r) => r.capsules)),
     reconstruction: concat(results.map((r) => r.reconstruction)),
     decoded: concat(decoded),
-    labels: results.map((r) => r.label),
+    labels: results.map((r) => r.longest), // the argmax, whether or not it passes the presence threshold
     latenciesMs,
     loadMs,
   };

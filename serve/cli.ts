@@ -51,6 +51,11 @@ export function registerServeCommands(program: Command): void {
     .option('--body-limit <size>', 'largest request body', parseBytes, 4 * 1024 * 1024)
     .option('--shutdown-timeout <s>', 'on SIGTERM, seconds to finish in-flight requests before exiting anyway', nonNegative('--shutdown-timeout'), 10)
     .option('--log-requests', 'log one line per request', false)
+    .option('--presence-threshold <length>', "capsule length below which no class is present (default: the model's, 0.1)", (value: string) => {
+      const n = Number(value);
+      if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError(`--presence-threshold must be a number in [0, 1), got "${value}"`);
+      return n;
+    })
     .action(async (model: string, opts) => {
       const { serve } = await import('./main.ts');
       await serve({ model, ...opts });

@@ -4,7 +4,9 @@
  * onnxruntime-web. Every response carries COOP/COEP headers so the page is cross-origin isolated and
  * onnxruntime-web can use wasm threads.
  *
- *   POST /v1/classify   JSON {image} | {images: [...]}, a raw image/png body, or multipart PNG files
+ *   POST /v1/classify   JSON {image} | {images: [...]}, a raw PNG or JPEG body, or multipart PNG/JPEG files;
+ *                       ?polarity=auto|light-on-dark|dark-on-light; a result's label is null (with a reason)
+ *                       when the image has no ink or no capsule reaches the model's presence threshold
  *   POST /v1/decode     JSON {capsules} | {batch: [...]}, masked capsules -> reconstructions
  *   GET  /v1/model      metadata, device, batching policy and limits
  *   GET  /v1/samples    a few real test images of the model's data set
@@ -22,7 +24,8 @@ import multipart from '@fastify/multipart';
 import type { Classification, Classifier } from '../runtime/contract.ts';
 import { Batcher, BatchTooLargeError, QueueFullError, type BatchPolicy, type BatchResult, type BatchStats } from './batcher.ts';
 import { ServeError, badRequest } from './errors.ts';
-import { capsulesFromJson, imageFromJson, imageFromPng, type InputShape, type InvertMode } from './images.ts';
+import { checkPolarity, PreprocessError, type Polarity } from '../core/image.ts';
+import { capsulesFromJson, decodeUpload, imageFromJson, type InputShape, type UploadTarget } from './images.ts';
 import { loadSamples, type SampleSet } from './samples.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -123,6 +126,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   const policy: BatchPolicy = { maxBatch, maxWaitMs: options.batchWaitMs ?? 2, maxQueue: options.maxQueue ?? 32 * maxBatch };
   const bodyLimit = options.bodyLimit ?? 4 * 1024 * 1024;
   const shape: InputShape = { height: metadata.inputHeight, width: metadata.inputWidth, channels: metadata.inputChannels };
+  const target: UploadTarget = { shape, preprocessing: metadata.preprocessing };
   const { numClasses, digitDim } = metadata;
   const pixels = shape.height * shape.width * shape.channels;
   const webDir = options.webDir ?? join(ROOT, 'dist', 'web');
@@ -165,7 +169,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
       if (fastifyCode === 'FST_ERR_CTP_BODY_TOO_LARGE' || fastifyCode === 'FST_REQ_FILE_TOO_LARGE') {
         message = `request body is larger than ${bodyLimit} bytes (the server's --body-limit)`;
       } else if (fastifyCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-        message = `${message}: send application/json, image/png or multipart/form-data`;
+        message = `${message}: send application/json, image/png, image/jpeg or multipart/form-data`;
       } else if (fastifyCode === 'FST_ERR_CTP_INVALID_JSON_BODY' || fastifyCode === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
         message = `${message}: the body must be one JSON object`;
       }
@@ -181,7 +185,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
 
   // JSON, a raw PNG body, or multipart uploads (@fastify/multipart); anything else is a 415.
   app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser(['image/png', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
+  app.addContentTypeParser(['image/png', 'image/jpeg', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
   await app.register(multipart, { limits: { fileSize: bodyLimit, files: policy.maxBatch, fields: 10, parts: policy.maxBatch + 10 } });
 
   // ---- API ------------------------------------------------------------------------------------------------
@@ -196,6 +200,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     deviceReport: classifier.deviceReport,
     metadata,
     input: { name: 'images', shape: [null, shape.height, shape.width, shape.channels], layout: 'NHWC', range: [0, 1] },
+    preprocessing: { ...metadata.preprocessing, recorded: metadata.preprocessingRecorded, presenceThreshold: metadata.presenceThreshold },
     batching: policy,
     limits: { bodyLimitBytes: bodyLimit, maxImagesPerRequest: policy.maxBatch },
     files: { model: options.modelPath ? '/model.onnx' : null, decoder: options.decoderPath ? '/model.decoder.onnx' : null },
@@ -211,9 +216,10 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   app.post('/v1/classify', async (request, reply) => {
     const query = request.query as Record<string, unknown>;
     const withReconstruction = flag(query.reconstruction, true);
-    const invert = parseInvert(query.invert);
-    const images = await readImages(request, invert);
-    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG body or PNG files');
+    if (query.invert !== undefined) throw badRequest('BAD_QUERY', 'the invert parameter is now polarity: use polarity=dark-on-light (or auto, light-on-dark)');
+    const polarity = parsePolarity(query.polarity);
+    const images = await readImages(request, polarity);
+    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG or JPEG body, or image files');
     if (images.length > policy.maxBatch) {
       throw new ServeError(413, 'TOO_MANY_IMAGES', `${images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
     }
@@ -225,6 +231,8 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
       results: result.outputs.map((c) => ({
         label: c.label,
         labelName: c.labelName,
+        ...(c.reason ? { reason: c.reason } : {}),
+        longest: c.longest,
         lengths: round6(c.lengths),
         capsules: rows(c.capsules, digitDim),
         ...(withReconstruction ? { reconstruction: round6(c.reconstruction) } : {}),
@@ -258,7 +266,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     return body as Record<string, unknown>;
   }
 
-  async function readImages(request: FastifyRequest, invert: InvertMode): Promise<Float32Array[]> {
+  async function readImages(request: FastifyRequest, polarity: Polarity): Promise<Float32Array[]> {
     if (request.isMultipart()) {
       const images: Float32Array[] = [];
       let part = 0;
@@ -268,19 +276,19 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
         const buffer = await file.toBuffer();
         bytes += buffer.length;
         if (bytes > bodyLimit) throw new ServeError(413, 'BODY_TOO_LARGE', `the uploaded files are larger than ${bodyLimit} bytes together (the server's --body-limit)`);
-        images.push(imageFromPng(buffer, shape, invert, `file ${part} (${file.filename || file.fieldname})`));
+        images.push(decodeUpload(buffer, target, { polarity, what: `file ${part} (${file.filename || file.fieldname})` }));
       }
       return images;
     }
-    if (Buffer.isBuffer(request.body)) return [imageFromPng(request.body, shape, invert)];
+    if (Buffer.isBuffer(request.body)) return [decodeUpload(request.body, target, { polarity, what: 'the request body' })];
     const body = jsonObject(request, '{"image": [...]} or {"images": [[...], ...]}');
     if (body.image !== undefined && body.images !== undefined) throw badRequest('BAD_INPUT', 'send either "image" or "images", not both');
-    if (body.image !== undefined) return [imageFromJson(body.image, shape, 'image')];
+    if (body.image !== undefined) return [imageFromJson(body.image, target, { polarity, what: 'image' })];
     if (Array.isArray(body.images)) {
       if (body.images.length > policy.maxBatch) {
         throw new ServeError(413, 'TOO_MANY_IMAGES', `${body.images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
       }
-      return body.images.map((image, i) => imageFromJson(image, shape, `images[${i}]`));
+      return body.images.map((image, i) => imageFromJson(image, target, { polarity, what: `images[${i}]` }));
     }
     throw badRequest('BAD_INPUT', `the body needs "image": ${pixels} numbers or [rows][cols] arrays (or "images": a list of those)`);
   }
@@ -346,11 +354,13 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   };
 }
 
-function parseInvert(value: unknown): InvertMode {
-  if (value === undefined || value === '' || value === 'auto') return 'auto';
-  if (value === 'true' || value === '1') return 'true';
-  if (value === 'false' || value === '0') return 'false';
-  throw badRequest('BAD_QUERY', `invert must be auto, true or false, got ${JSON.stringify(value)}`);
+function parsePolarity(value: unknown): Polarity {
+  try {
+    return checkPolarity(value, 'the polarity parameter');
+  } catch (e) {
+    if (e instanceof PreprocessError) throw badRequest('BAD_QUERY', e.message);
+    throw e;
+  }
 }
 
 /** Zero every capsule but the longest, as the decoder expects at inference time. */
