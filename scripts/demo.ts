@@ -8,7 +8,7 @@ import { execa } from 'execa';
 
 const out = process.argv[2] ?? 'runs/demo';
 const epochs = process.env.DEMO_EPOCHS ?? '3';
-const cli = join(import.meta.dirname, 'capsnet.mjs');
+const cli = join(import.meta.dirname, '..', 'packages', 'capsnet', 'bin', 'capsnet.js');
 
 async function step(title: string, args: string[]): Promise<void> {
   console.log(`\n$ capsnet ${args.join(' ')}    # ${title}`);

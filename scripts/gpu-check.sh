@@ -76,7 +76,7 @@ MODEL_ARGS=()
 if [ $# -ge 1 ]; then
   RUN=$1
   step "export $RUN"
-  node scripts/capsnet.mjs export "$RUN" -o "$OUT/model.onnx" || die "export failed"
+  npx capsnet export "$RUN" -o "$OUT/model.onnx" || die "export failed"
   MODEL="$OUT/model.onnx"
   MODEL_ARGS=(--model "$MODEL" --checkpoint "$RUN")
 fi
@@ -88,7 +88,7 @@ if [ $# -eq 0 ]; then RUN=bench-results/models/paper; MODEL=$RUN/model.onnx; fi
 
 step "parity"
 [ -f "$MODEL" ] || die "no model at $MODEL"
-timeout "$(left)" node scripts/capsnet.mjs parity "$MODEL" --checkpoint "$RUN" \
+timeout "$(left)" npx capsnet parity "$MODEL" --checkpoint "$RUN" \
   --backends node-cpu,node-cuda,node-webgpu,node-wasm --require node-cuda,node-webgpu \
   --digits 8 --random 4 --webgpu-count 14 --latency-runs 10 --webgpu-latency-runs 10 --timeout 90 --json "$OUT/parity.json"
 PARITY=$?

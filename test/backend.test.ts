@@ -5,8 +5,8 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import { BackendUnavailableError, type InitializedBackend, initBackend, nvidiaGpuVisible, releaseWebgpu } from '../train/backend.ts';
-import { wasmConvKernelsRegistered } from '../train/wasm-kernels.ts';
+import { BackendUnavailableError, type InitializedBackend, initBackend, nvidiaGpuVisible, releaseWebgpu } from '../packages/capsnet/src/train/backend.ts';
+import { wasmConvKernelsRegistered } from '../packages/capsnet/src/train/wasm-kernels.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -60,7 +60,7 @@ describe('initBackend', () => {
 
   test('wasm falls back to the single-threaded build when the threaded one does not start', () => {
     // In a child process (a backend is initialized once per process): a start timeout nothing can meet.
-    const backendTs = fileURLToPath(new URL('../train/backend.ts', import.meta.url));
+    const backendTs = fileURLToPath(new URL('../packages/capsnet/src/train/backend.ts', import.meta.url));
     const script = `const { initBackend } = await import(${JSON.stringify(backendTs)});
       const logs = []; const b = await initBackend('wasm', (m) => logs.push(m));
       const tf = b.tf; const s = tf.sum(tf.tensor1d([1, 2, 3]));

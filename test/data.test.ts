@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
-import { DataError, FASHION_MNIST_DIR, loadDataset, loadIdxDirectory, loadMnistSample, shiftImages } from '../train/data.ts';
-import { Rng } from '../train/rng.ts';
+import { DataError, FASHION_MNIST_DIR, loadDataset, loadIdxDirectory, loadMnistSample, shiftImages } from '../packages/capsnet/src/data/datasets.ts';
+import { Rng } from '@capsnet-onnx/core';
 import { existsSync } from 'node:fs';
 
 function idx(dims: number[], values: number[]): Buffer {

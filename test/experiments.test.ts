@@ -7,20 +7,20 @@ import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { loadMnistSample } from '../train/data.ts';
-import { Rng } from '../train/rng.ts';
-import { AffnistError, affnistFromMat, encodeAffnistMat, loadAffnist, parseMat } from '../experiments/affnist.ts';
-import { barChart, imageGrid, linePlot, niceTicks } from '../experiments/charts.ts';
-import { EXPERIMENTS, type ExperimentResult } from '../experiments/common.ts';
-import { Canvas, distinctColors, readPng } from '../experiments/draw.ts';
-import { conv2dFilterGradient } from '../experiments/fastconv.ts';
+import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
+import { Rng } from '@capsnet-onnx/core';
+import { AffnistError, affnistFromMat, encodeAffnistMat, loadAffnist, parseMat } from '../packages/capsnet/src/experiments/affnist.ts';
+import { barChart, imageGrid, linePlot, niceTicks } from '../packages/capsnet/src/experiments/charts.ts';
+import { EXPERIMENTS, type ExperimentResult } from '../packages/capsnet/src/experiments/common.ts';
+import { Canvas, distinctColors, readPng } from '../packages/capsnet/src/experiments/draw.ts';
+import { conv2dFilterGradient } from '../packages/capsnet/src/experiments/fastconv.ts';
 import {
   AFFNIST_STYLE, MULTIMNIST, affineSet, inkBox, multiMnist, placeOnCanvas, randomlyPlaced, warpAffine,
-} from '../experiments/generators.ts';
-import { pairAccuracy, topTwo } from '../experiments/multimnist.ts';
-import { PERTURB_STEPS, perturbedCapsules } from '../experiments/perturb.ts';
-import { writeReport } from '../experiments/report.ts';
-import { CLI, ROOT } from './fixtures.ts';
+} from '../packages/capsnet/src/experiments/generators.ts';
+import { pairAccuracy, topTwo } from '../packages/capsnet/src/experiments/multimnist.ts';
+import { PERTURB_STEPS, perturbedCapsules } from '../packages/capsnet/src/experiments/perturb.ts';
+import { writeReport } from '../packages/capsnet/src/experiments/report.ts';
+import { CLI, ROOT } from './support/fixtures.ts';
 
 const mnist = loadMnistSample();
 const sum = (a: ArrayLike<number>) => Array.from(a).reduce((s, v) => s + v, 0);

@@ -9,12 +9,12 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { derivedSizes, presetConfig } from '../train/config.ts';
-import { buildCapsNetModels } from '../export/exporter.ts';
-import { DataType, encodeModel } from '../export/onnx-schema.ts';
-import { GraphBuilder, buildModel } from '../export/graph-builder.ts';
-import { SWIFTSHADER_ICD, cpuComputeNodes, probePlacement, webgpuEnv } from '../export/placement.ts';
-import { syntheticWeights } from './tiny-model.ts';
+import { derivedSizes, presetConfig } from '@capsnet-onnx/core';
+import { buildCapsNetModels } from '../packages/capsnet/src/export/exporter.ts';
+import { DataType, encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
+import { GraphBuilder, buildModel } from '../packages/capsnet/src/export/graph-builder.ts';
+import { SWIFTSHADER_ICD, cpuComputeNodes, probePlacement, webgpuEnv } from '../packages/capsnet/src/export/placement.ts';
+import { syntheticWeights } from './support/tiny-model.ts';
 
 const tiny = presetConfig('small', { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 }, {
   conv1Filters: 8, conv1Kernel: 5, primaryMaps: 2, primaryDim: 4, primaryKernel: 5, digitDim: 6, decoderHidden: [16, 24],

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { derivedSizes, paperConfig, presetConfig } from '../train/config.ts';
-import { dynamicRouting, forward, initParams, marginLoss, paramShapes, reconstructionLoss, squash } from '../train/model.ts';
-import { Rng } from '../train/rng.ts';
+import { derivedSizes, paperConfig, presetConfig, paramShapes, Rng } from '@capsnet-onnx/core';
+import { dynamicRouting, forward, initParams, marginLoss, reconstructionLoss, squash } from '../packages/capsnet/src/train/model.ts';
 
 const tiny = presetConfig('small', { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 }, {
   conv1Filters: 8, conv1Kernel: 5, primaryMaps: 2, primaryDim: 4, primaryKernel: 5, digitDim: 6, decoderHidden: [16, 24],

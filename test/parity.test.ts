@@ -10,12 +10,12 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { decodeCheckpoint, encodeCheckpoint } from '../train/checkpoint.ts';
-import { compare, formatMatrix, TOLERANCES } from '../parity/matrix.ts';
-import type { MeasureResult } from '../parity/measure.ts';
-import type { Reference } from '../parity/reference.ts';
-import type { ParityReport } from '../parity/run.ts';
-import { ARTIFACTS, CLI, ROOT, trainedSmallRun } from './fixtures.ts';
+import { decodeCheckpoint, encodeCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
+import { compare, formatMatrix, TOLERANCES } from '../packages/capsnet/src/parity/matrix.ts';
+import type { MeasureResult } from '../packages/capsnet/src/parity/measure.ts';
+import type { Reference } from '../packages/capsnet/src/parity/reference.ts';
+import type { ParityReport } from '../packages/capsnet/src/parity/run.ts';
+import { ARTIFACTS, CLI, ROOT, trainedSmallRun } from './support/fixtures.ts';
 
 function syntheticReference(): Reference {
   const lengths = Float32Array.from([0.9, 0.1, 0.3, 0.5, 0.5 + 5e-6, 0.2]); // image 1: a near-tie between classes 0 and 1

@@ -1,5 +1,5 @@
 /**
- * The browser runtime (dist/web bundle of runtime/web.ts + onnxruntime-web) in headless Chromium on a tiny real
+ * The browser runtime (dist/web bundle of @capsnet-onnx/runtime/web + onnxruntime-web) in headless Chromium on a tiny real
  * CapsNet (test/tiny-model.ts): `auto` and a named `webgpu`, lengths checked against the tfjs forward pass. About 15 s.
  */
 import assert from 'node:assert/strict';
@@ -7,8 +7,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { CHROMIUM, runInChromium } from '../parity/browser.ts';
-import { TINY_CONFIG, tinyModel, tinyReference } from './tiny-model.ts';
+import { CHROMIUM, runInChromium } from '../packages/capsnet/src/parity/browser.ts';
+import { TINY_CONFIG, tinyModel, tinyReference } from './support/tiny-model.ts';
 
 const tiny = tinyModel();
 const { inputHeight, inputWidth, inputChannels, numClasses, digitDim } = TINY_CONFIG;

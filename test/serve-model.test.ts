@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import type { Classification, Classifier } from '../runtime/contract.ts';
-import { encodePng } from '../serve/images.ts';
-import { exportedSmallModel, getJson, postJson, startServeProcess } from '../serve/testing.ts';
-import { loadMnistSample } from '../train/data.ts';
+import type { Classification, Classifier } from '@capsnet-onnx/runtime/node';
+import { encodePng } from '../packages/capsnet/src/serve/images.ts';
+import { exportedSmallModel, getJson, postJson, startServeProcess } from './support/serve.ts';
+import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 
 const PIXELS = 784;
 const COUNT = 24;
@@ -24,7 +24,7 @@ describe('capsnet serve (real model)', () => {
   before(async () => {
     model = await exportedSmallModel();
     server = await startServeProcess(model, ['--device', 'cpu', '--max-batch', '16', '--batch-wait-ms', '20']);
-    const { CapsNet } = await import('../runtime/node.ts');
+    const { CapsNet } = await import('@capsnet-onnx/runtime/node');
     direct = await CapsNet.load(model, { device: 'cpu' });
     const { test: split } = loadMnistSample();
     images = Array.from({ length: COUNT }, (_, i) => split.images.slice(i * PIXELS, (i + 1) * PIXELS));

@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
-import type { Classifier } from '../runtime/contract.ts';
-import { exportedSmallModel, startServeProcess } from '../serve/testing.ts';
-import { loadMnistSample } from '../train/data.ts';
-import { ARTIFACTS } from './fixtures.ts';
+import type { Classifier } from '@capsnet-onnx/runtime/node';
+import { exportedSmallModel, startServeProcess } from './support/serve.ts';
+import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
+import { ARTIFACTS } from './support/fixtures.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const WEBGPU = !process.env.CAPSNET_SKIP_WEBGPU;
@@ -31,10 +31,10 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
 
   before(async () => {
     const model = await exportedSmallModel();
-    const { buildWeb } = await import('../scripts/build-web.ts');
+    const { buildWeb } = await import('../packages/capsnet/src/web/build.ts');
     await buildWeb();
     server = await startServeProcess(model, ['--device', 'cpu']);
-    const { CapsNet } = await import('../runtime/node.ts');
+    const { CapsNet } = await import('@capsnet-onnx/runtime/node');
     direct = await CapsNet.load(model, { device: 'cpu' });
     const { chromium } = await import('playwright-core');
     profile = mkdtempSync(join(tmpdir(), 'capsnet-chromium-'));

@@ -4,11 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Batcher } from '../serve/batcher.ts';
+import { Batcher } from '../packages/capsnet/src/serve/batcher.ts';
 import jpeg from 'jpeg-js';
-import { decodeUpload, encodePng, imageFromJson, type UploadTarget } from '../serve/images.ts';
-import { createServer, type CapsNetServer } from '../serve/server.ts';
-import { FakeClassifier, getJson, postJson } from '../serve/testing.ts';
+import { decodeUpload, encodePng, imageFromJson, type UploadTarget } from '../packages/capsnet/src/serve/images.ts';
+import { createServer, type CapsNetServer } from '../packages/capsnet/src/serve/server.ts';
+import { FakeClassifier, getJson, postJson } from './support/serve.ts';
 
 const SHAPE = { height: 28, width: 28, channels: 1 };
 /** The fake classifier's model: a digit model, so MNIST's normalisation. */

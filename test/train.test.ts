@@ -4,10 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
-import { presetConfig } from '../train/config.ts';
-import { CheckpointError, decodeCheckpoint, encodeCheckpoint, loadCheckpoint } from '../train/checkpoint.ts';
-import { paramShapes } from '../train/model.ts';
-import { CLI, ROOT, trainedSmallRun } from './fixtures.ts';
+import { presetConfig, paramShapes } from '@capsnet-onnx/core';
+import { CheckpointError, decodeCheckpoint, encodeCheckpoint, loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
+import { CLI, ROOT, trainedSmallRun } from './support/fixtures.ts';
 
 const tinyShape = { inputHeight: 28, inputWidth: 28, inputChannels: 1, numClasses: 10 };
 /** A run small enough to take seconds: 256 training images, 200 test images. */

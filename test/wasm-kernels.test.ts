@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { initBackend } from '../train/backend.ts';
-import { setConvGradMethod, setIm2colBudget, transpose2d, wasmConvKernelsRegistered } from '../train/wasm-kernels.ts';
+import { initBackend } from '../packages/capsnet/src/train/backend.ts';
+import { setConvGradMethod, setIm2colBudget, transpose2d, wasmConvKernelsRegistered } from '../packages/capsnet/src/train/wasm-kernels.ts';
 
 type Pad = 'valid' | 'same' | [[number, number], [number, number], [number, number], [number, number]];
 interface Case {

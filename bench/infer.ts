@@ -1,0 +1,280 @@
+/**
+ * `npm run bench:infer`: batch-1 latency and batch-64 throughput of the exported CapsNet per backend, with the
+ * tfjs forward pass for comparison. Prints a table and writes bench-results/infer.json (temp file + rename).
+ *
+ *   npm run bench:infer                                  # paper-size model (untrained weights: same cost), all backends
+ *   npm run bench:infer -- --model m.onnx --checkpoint RUN_DIR --backends ort-node-cpu-1t,tfjs
+ *
+ * Each backend runs in its own process (one ONNX Runtime or tfjs per process). WebGPU on a software adapter
+ * (SwiftShader, where there is no GPU) takes seconds per image, so it gets small counts there.
+ * FLOPs: multiply-adds count 2, from the config (conv1, primary caps, u_hat, routing sums, decoder); element-wise
+ * work (squash, softmax, biases) is left out.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readModelMetadata } from '@capsnet-onnx/core';
+import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
+import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
+import { median } from '../packages/capsnet/src/parity/matrix.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SELF = fileURLToPath(import.meta.url);
+
+export const BENCH_BACKENDS = ['ort-node-cpu-1t', 'ort-node-cpu-2t', 'ort-node-cuda', 'ort-node-webgpu', 'ort-web-wasm', 'tfjs'] as const;
+type BenchBackend = (typeof BENCH_BACKENDS)[number];
+
+/** FLOPs of one image's forward pass (classify: encoder, routing, masked decoder). */
+export function flopsPerImage(config: CapsNetConfig): number {
+  const { conv1H, conv1W, primaryH, primaryW, numPrimaryCaps, pixels } = derivedSizes(config);
+  const k = config.numClasses * config.digitDim;
+  const conv1 = 2 * config.conv1Kernel ** 2 * config.inputChannels * config.conv1Filters * conv1H * conv1W;
+  const primary = 2 * config.primaryKernel ** 2 * config.conv1Filters * config.primaryMaps * config.primaryDim * primaryH * primaryW;
+  const uHat = 2 * numPrimaryCaps * config.primaryDim * k;
+  // Each iteration: s_j = sum_i c_ij u_hat; all but the last: agreement u_hat . v_j.
+  const routing = 2 * numPrimaryCaps * k * (2 * config.routingIterations - 1);
+  const widths = [k, ...config.decoderHidden, pixels];
+  let decoder = 0;
+  for (let i = 0; i + 1 < widths.length; i++) decoder += 2 * widths[i]! * widths[i + 1]!;
+  return conv1 + primary + uHat + routing + decoder;
+}
+
+interface BenchRequest {
+  backend: BenchBackend;
+  modelPath: string;
+  checkpoint?: string;
+  config: CapsNetConfig;
+  batch: number;
+  latencyRuns: number;
+  throughputRuns: number;
+}
+
+interface BenchResult {
+  ranOn: string;
+  latenciesMs: number[];
+  batchMs: number[];
+}
+
+type Reply = { ok: BenchResult } | { skipped: string } | { error: string };
+
+function randomImages(count: number, pixels: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: count * pixels }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  });
+}
+
+async function timed(runs: number, fn: () => Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const start = performance.now();
+    await fn();
+    out.push(performance.now() - start);
+  }
+  return out;
+}
+
+/** Worker side: one backend, warm-up, then timed batch-1 and batch-N runs. */
+async function benchInWorker(req: BenchRequest): Promise<Reply> {
+  const pixels = req.config.inputHeight * req.config.inputWidth * req.config.inputChannels;
+  const one = randomImages(1, pixels, 1);
+  const batch = randomImages(req.batch, pixels, 2);
+  if (req.backend === 'tfjs') {
+    const { initBackend } = await import('../packages/capsnet/src/train/backend.ts');
+    const backend = await initBackend((process.env.CAPSNET_BENCH_TFJS_BACKEND ?? 'auto') as 'auto');
+    const tf = backend.tf;
+    const { forward, initParams } = await import('../packages/capsnet/src/train/model.ts');
+    const { paramShapes } = await import('@capsnet-onnx/core');
+    let params;
+    if (req.checkpoint) {
+      const { loadCheckpoint } = await import('../packages/capsnet/src/files/checkpoint.ts');
+      const state = loadCheckpoint(req.checkpoint);
+      params = Object.fromEntries(Object.entries(paramShapes(state.config)).map(([n, s]) => [n, tf.variable(tf.tensor(state.weights[n]!, s), false)]));
+    } else params = initParams(req.config, 0);
+    const c = req.config;
+    const run = async (images: Float32Array, n: number) => {
+      const [l, r] = tf.tidy(() => {
+        const out = forward(params, tf.tensor4d(images, [n, c.inputHeight, c.inputWidth, c.inputChannels]), c);
+        return [out.lengths, out.reconstruction];
+      });
+      await l!.data();
+      await r!.data();
+      tf.dispose([l!, r!]);
+    };
+    await run(one, 1);
+    const latenciesMs = await timed(req.latencyRuns, () => run(one, 1));
+    await run(batch, req.batch);
+    const batchMs = await timed(req.throughputRuns, () => run(batch, req.batch));
+    return { ok: { ranOn: `tfjs ${backend.name}: ${backend.detail}`, latenciesMs, batchMs } };
+  }
+  let model;
+  if (req.backend === 'ort-web-wasm') {
+    const { CapsNet } = await import('@capsnet-onnx/runtime/web');
+    model = await CapsNet.load(readFileSync(req.modelPath), { device: 'wasm', maxBatch: req.batch });
+  } else {
+    const { CapsNet } = await import('@capsnet-onnx/runtime/node');
+    const device = req.backend === 'ort-node-cuda' ? 'cuda' : req.backend === 'ort-node-webgpu' ? 'webgpu' : 'cpu';
+    const reason = (await CapsNet.probe())[device];
+    if (reason) return { skipped: reason };
+    const threads = req.backend === 'ort-node-cpu-1t' ? 1 : req.backend === 'ort-node-cpu-2t' ? 2 : undefined;
+    try {
+      model = await CapsNet.load(req.modelPath, { device, threads, maxBatch: req.batch });
+    } catch (e) {
+      if (device === 'webgpu' && /adapter/i.test((e as Error).message)) return { skipped: (e as Error).message };
+      throw e;
+    }
+  }
+  try {
+    await model.classify(one);
+    const latenciesMs = await timed(req.latencyRuns, () => model.classify(one));
+    await model.classify(batch);
+    const batchMs = await timed(req.throughputRuns, () => model.classify(batch));
+    return { ok: { ranOn: model.deviceReport, latenciesMs, batchMs } };
+  } finally {
+    await model.dispose();
+  }
+}
+
+interface Row {
+  backend: string;
+  ranOn: string;
+  status: 'ok' | 'skipped' | 'error';
+  reason?: string;
+  batch1Ms?: number;
+  batch1ImagesPerS?: number;
+  batch?: number;
+  batchMs?: number;
+  imagesPerS?: number;
+  gflops?: number;
+  latenciesMs?: number[];
+  batchRunsMs?: number[];
+}
+
+/** A paper- or small-size model with seeded untrained weights (inference cost does not depend on the values). */
+async function prepareModel(preset: PresetName, log: (l: string) => void): Promise<{ model: string; checkpoint: string }> {
+  const dir = join(ROOT, 'bench-results', 'models', preset);
+  const model = join(dir, 'model.onnx');
+  if (existsSync(model) && existsSync(join(dir, 'checkpoint.bin'))) return { model, checkpoint: dir };
+  log(`bench: writing an untrained ${preset} checkpoint and exporting it to ${model}`);
+  const tf = await import('@tensorflow/tfjs-core');
+  await import('@tensorflow/tfjs-backend-cpu');
+  await tf.setBackend('cpu');
+  const { initParams } = await import('../packages/capsnet/src/train/model.ts');
+  const { saveCheckpoint } = await import('../packages/capsnet/src/files/checkpoint.ts');
+  const config = presetConfig(preset);
+  const weights: Record<string, Float32Array> = {};
+  for (const [name, v] of Object.entries(initParams(config, 1))) weights[name] = (await v.data()) as Float32Array;
+  mkdirSync(dir, { recursive: true });
+  saveCheckpoint(dir, {
+    config, epoch: 0, step: 0, seed: 1, dataset: 'mnist-sample', classLabels: Array.from({ length: 10 }, (_, i) => String(i)),
+    backend: 'cpu', metrics: [], run: { batchSize: 1 }, weights, optimizer: { m: {}, v: {} }, producer: 'capsnet-onnx bench-infer',
+  });
+  const { execa } = await import('execa');
+  await execa('node', [join(ROOT, 'packages', 'capsnet', 'bin', 'capsnet.js'), 'export', dir, '-o', model], { cwd: ROOT, stdio: 'inherit' });
+  return { model, checkpoint: dir };
+}
+
+const num = (x: number | undefined, digits = 1) => (x === undefined || !Number.isFinite(x) ? '-' : x >= 1000 ? x.toFixed(0) : x.toFixed(digits));
+
+function table(rows: Row[]): string {
+  const header = ['backend', 'batch-1 ms', 'batch-1 img/s', 'batch', 'batch ms', 'img/s', 'GFLOP/s', 'ran on / reason'];
+  const body = rows.map((r) => [
+    r.backend, num(r.batch1Ms, 2), num(r.batch1ImagesPerS), r.batch ? String(r.batch) : '-', num(r.batchMs), num(r.imagesPerS), num(r.gflops, 2),
+    r.status === 'ok' ? r.ranOn : `${r.status}: ${r.reason}`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => (i === header.length - 1 ? 0 : row[i]!.length))));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  return [line(header), line(widths.map((w, i) => '-'.repeat(i === widths.length - 1 ? 15 : w))), ...body.map(line)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      model: { type: 'string' },
+      checkpoint: { type: 'string' },
+      preset: { type: 'string', default: 'paper' },
+      backends: { type: 'string' },
+      batch: { type: 'string', default: '64' },
+      'latency-runs': { type: 'string', default: '20' },
+      'throughput-runs': { type: 'string', default: '3' },
+      out: { type: 'string', default: join(ROOT, 'bench-results', 'infer.json') },
+      timeout: { type: 'string', default: '600' },
+    },
+  });
+  const log = (line: string) => console.log(line);
+  const prepared = values.model ? { model: resolve(values.model), checkpoint: values.checkpoint } : await prepareModel(values.preset as PresetName, log);
+  const metadata = readModelMetadata(readFileSync(prepared.model));
+  const config = { ...presetConfig('paper'), ...metadata.config } as CapsNetConfig;
+  const checkpoint = prepared.checkpoint ?? (existsSync(join(dirname(prepared.model), 'checkpoint.bin')) ? dirname(prepared.model) : undefined);
+  const flops = flopsPerImage(config);
+  const batch = Number(values.batch);
+  const latencyRuns = Number(values['latency-runs']);
+  const throughputRuns = Number(values['throughput-runs']);
+  const selected = values.backends ? values.backends.split(',').map((s) => s.trim()) : [...BENCH_BACKENDS];
+  const unknown = selected.filter((b) => !(BENCH_BACKENDS as readonly string[]).includes(b));
+  if (unknown.length) throw new Error(`unknown backend(s) ${unknown.join(', ')}: choose from ${BENCH_BACKENDS.join(', ')}`);
+  log(`bench:infer: ${prepared.model} (${metadata.inputHeight}x${metadata.inputWidth}x${metadata.inputChannels}, ` +
+    `${(flops / 1e6).toFixed(1)} MFLOP per image); batch-1 median of ${latencyRuns} runs, batch-${batch} median of ${throughputRuns}`);
+  const rows: Row[] = [];
+  for (const backend of selected as BenchBackend[]) {
+    const gpu = backend === 'ort-node-webgpu' ? webGpuWorkerEnv() : null;
+    if (gpu) {
+      const adapter = await describeWebGpuAdapter(gpu.env);
+      if (adapter) gpu.note = `Dawn adapter: ${adapter}; ${gpu.note}`;
+    }
+    // A software WebGPU adapter takes seconds per image: a few runs at a small batch.
+    const small = gpu?.software ?? false;
+    const req: BenchRequest = {
+      backend, modelPath: prepared.model, checkpoint, config,
+      batch: small ? Math.min(batch, 4) : batch,
+      latencyRuns: small ? Math.min(latencyRuns, 2) : latencyRuns,
+      throughputRuns: small ? 1 : throughputRuns,
+    };
+    log(`${backend}: running${gpu ? ` (${gpu.note})` : ''}...`);
+    const started = Date.now();
+    const reply = await forkWorker<Reply>(SELF, ['--worker'], req, gpu?.env ?? process.env, Number(values.timeout) * 1000);
+    if ('ok' in reply) {
+      const b1 = median(reply.ok.latenciesMs);
+      const bm = median(reply.ok.batchMs);
+      const ips = (req.batch * 1000) / bm;
+      rows.push({
+        backend, ranOn: [reply.ok.ranOn, gpu?.note].filter(Boolean).join('; '), status: 'ok', batch1Ms: b1, batch1ImagesPerS: 1000 / b1,
+        batch: req.batch, batchMs: bm, imagesPerS: ips, gflops: (ips * flops) / 1e9, latenciesMs: reply.ok.latenciesMs, batchRunsMs: reply.ok.batchMs,
+      });
+    } else if ('skipped' in reply) rows.push({ backend, ranOn: '', status: 'skipped', reason: reply.skipped });
+    else rows.push({ backend, ranOn: '', status: 'error', reason: reply.error });
+    log(`${backend}: ${rows.at(-1)!.status} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+  log('');
+  log(table(rows));
+  const report = {
+    model: prepared.model,
+    config: { inputHeight: config.inputHeight, inputWidth: config.inputWidth, inputChannels: config.inputChannels, conv1Filters: config.conv1Filters, primaryMaps: config.primaryMaps, routingIterations: config.routingIterations },
+    flopsPerImage: flops,
+    batch,
+    latencyRuns,
+    throughputRuns,
+    machine: { cpus: (await import('node:os')).cpus().length, platform: `${process.platform}/${process.arch}`, node: process.version },
+    date: new Date().toISOString(),
+    rows,
+  };
+  mkdirSync(dirname(values.out!), { recursive: true });
+  writeFileAtomic(values.out!, `${JSON.stringify(report, null, 2)}\n`);
+  log(`\nwrote ${values.out}`);
+}
+
+if (process.argv.includes('--worker')) {
+  process.once('message', async (message) => {
+    let reply: Reply;
+    try {
+      reply = await benchInWorker(message as BenchRequest);
+    } catch (e) {
+      reply = { error: (e as Error).message };
+    }
+    process.send!(reply, () => process.exit(0));
+  });
+} else if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await main();
+}

@@ -1,0 +1,114 @@
+/** What every experiment shares: options, scales, the result file each one writes, and data loading. */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type CapsNetConfig, type DataShape, presetConfig } from '@capsnet-onnx/core';
+import { type Dataset, type Split, loadDataset } from '../data/datasets.ts';
+import type { BackendRequest } from './backend.ts';
+
+export type Scale = 'ci' | 'paper';
+export const SCALES: readonly Scale[] = ['ci', 'paper'];
+export const EXPERIMENTS = ['perturb', 'affine', 'multimnist', 'routing'] as const;
+export type ExperimentName = (typeof EXPERIMENTS)[number];
+
+export interface ExperimentOptions {
+  scale: Scale;
+  out: string;
+  seed: number;
+  backend: BackendRequest;
+  /** mnist-sample | idx:DIR (the paper scale wants the full MNIST as idx:DIR). */
+  data: string;
+  /** Overrides of the scale's sizes (quick runs and tests). */
+  trainLimit?: number;
+  testLimit?: number;
+  epochs?: number;
+  batchSize?: number;
+  log: (line: string) => void;
+  /** The command line that produced the result, for the report. */
+  command?: string;
+}
+
+export interface ResultTable {
+  title: string;
+  columns: string[];
+  rows: Array<Array<string | number | null>>;
+}
+
+export interface ResultFigure {
+  file: string;
+  caption: string;
+  width: number;
+  height: number;
+}
+
+/** One experiment's JSON file, DIR/<experiment>.json. */
+export interface ExperimentResult {
+  experiment: ExperimentName;
+  title: string;
+  /** What the paper reports, to read our numbers against. */
+  paper: string;
+  scale: Scale;
+  seed: number;
+  backend: string;
+  data: string;
+  command: string;
+  startedAt: string;
+  seconds: number;
+  /** Headline numbers (accuracies as fractions). */
+  metrics: Record<string, number>;
+  settings: Record<string, unknown>;
+  tables: ResultTable[];
+  figures: ResultFigure[];
+  notes: string[];
+}
+
+export function resultPath(out: string, experiment: ExperimentName): string {
+  return join(out, `${experiment}.json`);
+}
+
+export function writeResult(out: string, result: ExperimentResult): string {
+  mkdirSync(out, { recursive: true });
+  const path = resultPath(out, result.experiment);
+  writeFileSync(path, JSON.stringify(result, null, 2) + '\n');
+  return path;
+}
+
+export function pct(v: number | undefined | null, digits = 2): string {
+  return v === undefined || v === null || !Number.isFinite(v) ? '-' : `${(100 * v).toFixed(digits)}%`;
+}
+
+/**
+ * The CapsNet each scale trains. `ci`: a narrow net (32 conv1 filters, 8 primary maps, decoder 128/256) that learns
+ * the sample digits to high-80s/90s in about a minute on one core; `paper`: the paper's sizes. Capsules stay 16-D.
+ */
+export function capsConfigFor(scale: Scale, shape: DataShape, overrides: Partial<CapsNetConfig> = {}): CapsNetConfig {
+  if (scale === 'paper') return presetConfig('paper', shape, overrides);
+  return presetConfig('small', shape, { conv1Filters: 32, primaryMaps: 8, decoderHidden: [128, 256], decaySteps: 200, ...overrides });
+}
+
+export interface LoadedData {
+  dataset: Dataset;
+  train: Split;
+  test: Split;
+}
+
+/** The data set, cut to `trainLimit` / `testLimit` images. */
+export function loadData(spec: string, trainLimit?: number, testLimit?: number): LoadedData {
+  const dataset = loadDataset(spec);
+  const pixels = dataset.shape.inputHeight * dataset.shape.inputWidth * dataset.shape.inputChannels;
+  const cut = (split: Split, limit?: number): Split => {
+    const count = Math.min(limit ?? split.count, split.count);
+    return { images: split.images.subarray(0, count * pixels), labels: split.labels.subarray(0, count), count };
+  };
+  return { dataset, train: cut(dataset.train, trainLimit), test: cut(dataset.test, testLimit) };
+}
+
+/** Wall-clock timer in seconds. */
+export function timer(): () => number {
+  const started = performance.now();
+  return () => (performance.now() - started) / 1000;
+}
+
+export function commandLine(): string {
+  const args = process.argv.slice(2).map((a) => (/^[\w./:=,-]+$/.test(a) ? a : JSON.stringify(a)));
+  return ['capsnet', ...args].join(' ');
+}

@@ -1,0 +1,189 @@
+/**
+ * The CapsNet of train/model.ts as ONNX graphs, op for op, with dynamic routing unrolled for a fixed number of
+ * iterations (no Loop, no If). Reads top to bottom like `forward` in train/model.ts; every op is float32 except
+ * the constant int64 shape/axes inputs of Reshape, Unsqueeze and ReduceSum, and the one bool GreaterOrEqual
+ * that feeds a Cast in the argmax mask.
+ */
+import { type CapsNetConfig, derivedSizes, paramShapes, IO_NAMES } from '@capsnet-onnx/core';
+import { DataType, type GraphProto } from './onnx-schema.ts';
+import { GraphBuilder } from './graph-builder.ts';
+
+export type Weights = Record<string, Float32Array>;
+
+/** The dynamic batch dimension's name in every graph input and output. */
+export const BATCH_DIM = 'N';
+
+/** tfjs conv kernels are HWIO [kh, kw, in, out]; ONNX Conv wants OIHW [out, in, kh, kw]. */
+export function hwioToOihw(kernel: Float32Array, [kh, kw, cin, cout]: number[]): Float32Array {
+  const out = new Float32Array(kernel.length);
+  const khw = kh! * kw!;
+  for (let y = 0; y < kh!; y++) {
+    for (let x = 0; x < kw!; x++) {
+      for (let i = 0; i < cin!; i++) {
+        const src = ((y * kw! + x) * cin! + i) * cout!;
+        const dst = i * khw + y * kw! + x;
+        for (let o = 0; o < cout!; o++) out[o * cin! * khw + dst] = kernel[src + o]!;
+      }
+    }
+  }
+  return out;
+}
+
+/** Every weight the config implies must be present with the right number of values. */
+export function checkWeights(config: CapsNetConfig, weights: Weights): void {
+  for (const [name, shape] of Object.entries(paramShapes(config))) {
+    const data = weights[name];
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (!data) throw new Error(`weight ${name} is missing: the weights do not match the config`);
+    if (data.length !== size) {
+      throw new Error(`weight ${name} has ${data.length} values but the config implies [${shape}] (${size}): the weights do not match the config`);
+    }
+  }
+}
+
+/** Eq. 1, as train/model.ts computes it: |s|^2/(1+|s|^2) / sqrt(|s|^2 + eps) * s, over the last axis. */
+function squash(g: GraphBuilder, s: string, epsilon: number, output?: string): string {
+  return g.scope('squash', () => {
+    const squaredNorm = g.reduceSum(g.mul(s, s), [-1], true);
+    const scale = g.div(squaredNorm, g.add(g.constFloat(1), squaredNorm));
+    return g.mul(g.div(scale, g.sqrt(g.add(squaredNorm, g.constFloat(epsilon)))), s, { output });
+  });
+}
+
+/** Decoder: masked capsules [N, classes, digitDim] -> dense ReLU ... -> dense sigmoid [N, H*W*C]. */
+function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, masked: string, output: string): string {
+  const shapes = paramShapes(config);
+  const layers = config.decoderHidden.length + 1;
+  let h = g.scope('decoder', () => g.reshape(masked, [-1, config.numClasses * config.digitDim]));
+  for (let layer = 0; layer < layers; layer++) {
+    h = g.scope(`decoder/dense${layer}`, () => {
+      const kernel = g.initializer(`decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!);
+      const bias = g.initializer(`decoder/dense${layer}/bias`, shapes[`decoder/dense${layer}/bias`]!, weights[`decoder/dense${layer}/bias`]!);
+      const z = g.add(g.matMul(h, kernel), bias);
+      return layer + 1 < layers ? g.relu(z) : g.sigmoid(z, { output });
+    });
+  }
+  return h;
+}
+
+function imageShapeText(config: CapsNetConfig): string {
+  return `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}`;
+}
+
+/**
+ * Masks every capsule but the longest: lengths [N, J], capsules [N, J, D] -> masked capsules [N, J, D] (the
+ * decoder's input at inference, paper section 4.1).
+ *
+ * One-hot of the longest capsule from float ops only (no ArgMax/OneHot/int64 Equal), so that no node leaves a GPU
+ * provider. Every class whose length equals the row maximum gets isMax = 1; a MatMul with a strictly
+ * upper-triangular ones matrix counts the maxima before each class, and only a maximum with none before it
+ * survives. So ties give exactly one 1, at the first maximum, as tf.argMax does. (A NaN length gives an all-zero
+ * mask.) Call inside a scope.
+ */
+export function maskLongestCapsule(g: GraphBuilder, lengths: string, capsules: string, J: number): string {
+  const rowMax = g.reduceMax(lengths, [1], true);
+  const isMax = g.cast(g.greaterOrEqual(lengths, rowMax), DataType.FLOAT);
+  const before = Array.from({ length: J * J }, (_, k) => (Math.floor(k / J) < k % J ? 1 : 0));
+  const maximaBefore = g.matMul(isMax, g.constFloat(before, [J, J], 'mask/strictly_upper_ones'));
+  const oneHot = g.mul(isMax, g.relu(g.sub(g.constFloat(1), maximaBefore)), { name: 'OneHot' });
+  return g.mul(capsules, g.unsqueeze(oneHot, [-1]), { name: 'MaskedCapsules' });
+}
+
+/** The full model: images -> lengths, capsules, reconstruction (masked by the longest capsule), coupling. */
+export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): GraphProto {
+  checkWeights(config, weights);
+  const { numPrimaryCaps: I, pixels } = derivedSizes(config);
+  const { numClasses: J, digitDim: D, primaryDim, routingIterations, squashEpsilon: eps } = config;
+  const shapes = paramShapes(config);
+  const N = BATCH_DIM;
+  const g = new GraphBuilder(
+    'capsnet',
+    `CapsNet (Sabour, Frosst & Hinton 2017) for ${imageShapeText(config)} images and ${J} classes: conv1, primary capsules, ` +
+      `digit capsules with ${routingIterations} routing-by-agreement iteration(s) unrolled, and the reconstruction decoder ` +
+      `masked by the longest capsule. The routing runs per example, so the batch dimension ${N} is free.`,
+  );
+
+  const images = g.input(IO_NAMES.images, [N, config.inputHeight, config.inputWidth, config.inputChannels],
+    `float32 [${N}, H=${config.inputHeight}, W=${config.inputWidth}, C=${config.inputChannels}]: row-major NHWC pixels in [0, 1] ` +
+      `(the layout train/ uses); ${N} is the dynamic batch size.`);
+
+  // Conv1: valid, stride 1, bias, ReLU. The graph works in NCHW for Conv; the kernels were transposed once, here.
+  const conv1 = g.scope('conv1', () => {
+    const kernel = g.initializer('conv1/kernel', [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
+      hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!));
+    const bias = g.initializer('conv1/bias', shapes['conv1/bias']!, weights['conv1/bias']!);
+    const nchw = g.transpose(images, [0, 3, 1, 2]);
+    const k = config.conv1Kernel;
+    return g.relu(g.conv(nchw, kernel, bias, { kernel_shape: [k, k], strides: [1, 1] }));
+  });
+
+  // PrimaryCaps: valid conv with stride primaryStride, bias, no ReLU; back to NHWC so that channel
+  // c = map * primaryDim + d and capsule i = (y * w + x) * maps + map, exactly as tfjs reshapes; then squash.
+  const u = g.scope('primary', () => {
+    const channels = config.primaryMaps * primaryDim;
+    const kernel = g.initializer('primary/kernel', [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
+      hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!));
+    const bias = g.initializer('primary/bias', shapes['primary/bias']!, weights['primary/bias']!);
+    const k = config.primaryKernel;
+    const conv = g.conv(conv1, kernel, bias, { kernel_shape: [k, k], strides: [config.primaryStride, config.primaryStride] });
+    const capsules = g.reshape(g.transpose(conv, [0, 2, 3, 1]), [-1, I, primaryDim]);
+    return squash(g, capsules, eps);
+  });
+
+  // u_hat_j|i = W_ij u_i (eq. 2): one batched MatMul over i, [I, N, 8] x [I, 8, J*D], with W stored once.
+  const uHat = g.scope('digit', () => {
+    const W = g.initializer('digit/W', shapes['digit/W']!, weights['digit/W']!);
+    const byCapsule = g.matMul(g.transpose(u, [1, 0, 2]), W);
+    return g.reshape(g.transpose(byCapsule, [1, 0, 2]), [-1, I, J, D]);
+  });
+
+  // Procedure 1, routing by agreement, unrolled. The logits b start at zero per example; a zero tensor of the
+  // dynamic shape [N, I, J] is made with float ops only (0 * a per-capsule sum of u, broadcast over classes).
+  let logits = g.scope('routing', () => g.mul(g.reduceSum(u, [-1], true), g.constFloat(new Array<number>(J).fill(0), [J], 'routing/zeros'), { name: 'ZeroLogits' }));
+  let capsules = '';
+  for (let r = 0; r < routingIterations; r++) {
+    const last = r + 1 === routingIterations;
+    g.scope(`routing/iter${r + 1}`, () => {
+      // c_ij = softmax over the classes j (eq. 3)
+      const coupling = g.softmax(logits, -1, { output: last ? IO_NAMES.coupling : undefined });
+      // s_j = sum_i c_ij u_hat_j|i (eq. 2), v_j = squash(s_j) (eq. 1)
+      const s = g.reduceSum(g.mul(g.unsqueeze(coupling, [-1]), uHat), [1], false);
+      capsules = squash(g, s, eps, last ? IO_NAMES.capsules : undefined);
+      if (!last) {
+        // b_ij += u_hat_j|i . v_j
+        const agreement = g.reduceSum(g.mul(uHat, g.unsqueeze(capsules, [1])), [-1], false);
+        logits = g.add(logits, agreement);
+      }
+    });
+  }
+
+  // Class scores: |v_j| with the same epsilon under the root as squash.
+  const lengths = g.scope('lengths', () =>
+    g.sqrt(g.add(g.reduceSum(g.mul(capsules, capsules), [-1], false), g.constFloat(eps)), { output: IO_NAMES.lengths }));
+
+  const masked = g.scope('mask', () => maskLongestCapsule(g, lengths, capsules, J));
+  decoder(g, config, weights, masked, IO_NAMES.reconstruction);
+
+  g.output(IO_NAMES.lengths, [N, J], `float32 [${N}, ${J}]: digit capsule lengths |v_j|, the class scores (argmax = prediction).`);
+  g.output(IO_NAMES.capsules, [N, J, D], `float32 [${N}, ${J}, ${D}]: the digit capsules v_j after the last routing iteration.`);
+  g.output(IO_NAMES.reconstruction, [N, pixels],
+    `float32 [${N}, ${pixels}]: decoder output, NHWC pixels in [0, 1], with the capsules masked to the longest one (first one on ties).`);
+  g.output(IO_NAMES.coupling, [N, I, J], `float32 [${N}, ${I}, ${J}]: coupling coefficients c_ij of the last routing iteration (softmax over classes).`);
+  return g.graph();
+}
+
+/** The decoder on its own: masked capsules [N, classes, digitDim] -> reconstruction [N, H*W*C]. */
+export function buildDecoderGraph(config: CapsNetConfig, weights: Weights): GraphProto {
+  checkWeights(config, weights);
+  const { pixels } = derivedSizes(config);
+  const { numClasses: J, digitDim: D } = config;
+  const N = BATCH_DIM;
+  const g = new GraphBuilder('capsnet_decoder',
+    `CapsNet reconstruction decoder for ${imageShapeText(config)} images: masked digit capsules -> ` +
+      `${[...config.decoderHidden, pixels].join(' -> ')} (ReLU, ..., sigmoid).`);
+  const masked = g.input(IO_NAMES.maskedCapsules, [N, J, D],
+    `float32 [${N}, ${J}, ${D}]: digit capsules with every capsule but one (usually the longest) set to zero.`);
+  decoder(g, config, weights, masked, IO_NAMES.reconstruction);
+  g.output(IO_NAMES.reconstruction, [N, pixels], `float32 [${N}, ${pixels}]: reconstructed NHWC pixels in [0, 1].`);
+  return g.graph();
+}

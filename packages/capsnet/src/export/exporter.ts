@@ -1,0 +1,157 @@
+/**
+ * `capsnet export`: checkpoint -> model.onnx (images -> lengths, capsules, reconstruction, coupling) and
+ * model.decoder.onnx (masked capsules -> reconstruction), both written atomically.
+ */
+import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, validateConfig } from '@capsnet-onnx/core';
+import { loadCheckpoint } from '../files/checkpoint.ts';
+import { type ModelProto, encodeModel } from './onnx-schema.ts';
+import { buildModel, countParameters } from './graph-builder.ts';
+import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
+
+export const PRODUCER_NAME = 'capsnet-onnx';
+
+let producerVersionCache: string | undefined;
+export function producerVersion(): string {
+  if (producerVersionCache === undefined) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+      producerVersionCache = pkg.version ?? '0.0.0';
+    } catch {
+      producerVersionCache = '0.0.0';
+    }
+  }
+  return producerVersionCache;
+}
+
+/** Facts about the checkpoint that go into metadata_props. */
+export interface ExportProvenance {
+  classLabels: string[];
+  dataset: string;
+  testAccuracy: number | null;
+  checkpointSha256: string;
+  exportedAt?: Date;
+  /** How images are to be prepared for the model; default core/image.ts's rule for the data set and input. */
+  preprocessing?: Preprocessing;
+}
+
+export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenance): Record<string, string> {
+  return {
+    [METADATA_KEYS.config]: JSON.stringify(config),
+    [METADATA_KEYS.routingIterations]: String(config.routingIterations),
+    [METADATA_KEYS.classLabels]: JSON.stringify(provenance.classLabels),
+    [METADATA_KEYS.dataset]: provenance.dataset,
+    [METADATA_KEYS.testAccuracy]: JSON.stringify(provenance.testAccuracy),
+    [METADATA_KEYS.checkpointSha256]: provenance.checkpointSha256,
+    [METADATA_KEYS.exportedAt]: (provenance.exportedAt ?? new Date()).toISOString(),
+    [METADATA_KEYS.preprocessing]: JSON.stringify(
+      provenance.preprocessing ??
+        defaultPreprocessing(provenance.dataset, { height: config.inputHeight, width: config.inputWidth, channels: config.inputChannels }),
+    ),
+    // A class is present when its capsule is at least as long as the margin loss's m- (the length it was
+    // trained to stay under when absent).
+    [METADATA_KEYS.presenceThreshold]: String(config.mMinus),
+  };
+}
+
+export interface CapsNetModels {
+  model: ModelProto;
+  decoder: ModelProto;
+}
+
+/** Build both ONNX models in memory (no files). */
+export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, provenance: ExportProvenance): CapsNetModels {
+  validateConfig(config);
+  const metadata = exportMetadata(config, provenance);
+  const common = { producerName: PRODUCER_NAME, producerVersion: producerVersion(), metadata };
+  return {
+    model: buildModel(buildCapsNetGraph(config, weights), {
+      ...common,
+      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)).`,
+    }),
+    decoder: buildModel(buildDecoderGraph(config, weights), {
+      ...common,
+      doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}.`,
+    }),
+  };
+}
+
+/** Fail early, with the fix, on an output path that cannot be written. */
+export function checkOutputPath(path: string): void {
+  const dir = dirname(resolve(path));
+  if (path.endsWith('/') || (existsSync(path) && statSync(path).isDirectory())) {
+    throw new Error(`output ${path} is a directory: give a file name, e.g. -o ${join(path, 'model.onnx')}`);
+  }
+  if (!existsSync(dir)) throw new Error(`output directory ${dir} does not exist: create it first or choose another -o path`);
+  if (!statSync(dir).isDirectory()) throw new Error(`output directory ${dir} is not a directory`);
+}
+
+/**
+ * Write several files so that each appears whole or not at all: all go to temp files in their own directories
+ * first, then each is renamed into place. On failure no temp file is left behind.
+ */
+export function writeFilesAtomic(files: { path: string; bytes: Uint8Array }[]): void {
+  const temps = files.map((f) => join(dirname(f.path), `.tmp-${process.pid}-${Date.now()}-${basename(f.path)}`));
+  try {
+    files.forEach((f, k) => writeFileSync(temps[k]!, f.bytes));
+    files.forEach((f, k) => renameSync(temps[k]!, f.path));
+  } catch (e) {
+    for (const t of temps) rmSync(t, { force: true });
+    const error = e as NodeJS.ErrnoException;
+    throw new Error(`cannot write ${error.path ?? files.map((f) => f.path).join(', ')}: ${error.code ?? error.message}`);
+  }
+}
+
+export interface ExportOptions {
+  /** Path of the model file; the decoder goes beside it (see decoderPathFor). */
+  out: string;
+  /** Override the checkpoint's routing iterations (the weights do not depend on it). */
+  routingIterations?: number;
+  exportedAt?: Date;
+}
+
+export interface ExportResult {
+  modelPath: string;
+  decoderPath: string;
+  modelBytes: number;
+  decoderBytes: number;
+  parameters: number;
+  routingIterations: number;
+  seconds: number;
+  model: ModelProto;
+  decoder: ModelProto;
+}
+
+/** Load the checkpoint in `runDir`, build both graphs and write them. Throws one-line errors; writes nothing on failure. */
+export function exportCheckpoint(runDir: string, options: ExportOptions): ExportResult {
+  const started = performance.now();
+  const checkpoint = loadCheckpoint(runDir);
+  checkOutputPath(options.out);
+  const config: CapsNetConfig = {
+    ...checkpoint.config,
+    ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
+  };
+  const { model, decoder } = buildCapsNetModels(config, checkpoint.weights, {
+    classLabels: checkpoint.classLabels,
+    dataset: checkpoint.dataset,
+    testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
+    checkpointSha256: checkpoint.sha256,
+    exportedAt: options.exportedAt,
+  });
+  const modelBytes = encodeModel(model);
+  const decoderBytes = encodeModel(decoder);
+  const decoderPath = decoderPathFor(options.out);
+  writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+  return {
+    modelPath: options.out,
+    decoderPath,
+    modelBytes: modelBytes.length,
+    decoderBytes: decoderBytes.length,
+    parameters: countParameters(model.graph),
+    routingIterations: config.routingIterations,
+    seconds: (performance.now() - started) / 1000,
+    model,
+    decoder,
+  };
+}

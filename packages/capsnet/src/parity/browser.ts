@@ -1,0 +1,104 @@
+/**
+ * The browser backends: headless Chromium (playwright-core, the system's /usr/bin/chromium, never a download)
+ * opens the parity page from a local server with COOP/COEP headers and runs onnxruntime-web's wasm and webgpu
+ * through the bundled runtime (dist/web, rebuilt by web/build.ts first).
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildWeb, ORT_WASM_FILES } from '../web/build.ts';
+import type { MeasureResult } from './measure.ts';
+import { serveFiles } from './serve.ts';
+
+export const CHROMIUM = process.env.CAPSNET_CHROMIUM ?? '/usr/bin/chromium';
+
+/**
+ * Flags: no sandbox (containers), nothing that phones home, and WebGPU enabled. Not --disable-gpu: with it this
+ * Chromium still offers SwiftShader, but on a machine with a GPU it would hide the real adapter.
+ */
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-default-apps',
+  '--enable-unsafe-webgpu',
+];
+
+export interface BrowserRun {
+  device: 'wasm' | 'webgpu' | 'auto';
+  count: number;
+  latencyRuns: number;
+}
+
+export type BrowserReply = { ok: MeasureResult; adapter: string | null } | { skipped: string } | { error: string };
+
+function decode(base64: string): Float32Array {
+  const bytes = Buffer.from(base64, 'base64');
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
+/** Runs each request in one browser session; returns one reply per request, in order. */
+export async function runInChromium(
+  modelPath: string,
+  decoderPath: string,
+  images: Float32Array,
+  masked: Float32Array,
+  runs: BrowserRun[],
+  log: (line: string) => void,
+  timeoutMs = 300_000,
+): Promise<BrowserReply[]> {
+  if (!existsSync(CHROMIUM)) {
+    const reason = `no Chromium at ${CHROMIUM}: install it (Debian: apt-get install chromium) or set CAPSNET_CHROMIUM`;
+    return runs.map(() => ({ skipped: reason }));
+  }
+  const { outDir } = await buildWeb();
+  const files: Record<string, string | Uint8Array> = {
+    '/index.html': join(outDir, 'index.html'),
+    '/parity-harness.js': join(outDir, 'parity-harness.js'),
+    '/model.onnx': modelPath,
+    '/model.decoder.onnx': decoderPath,
+    '/inputs.bin': new Uint8Array(images.buffer, images.byteOffset, images.byteLength),
+    '/masked.bin': new Uint8Array(masked.buffer, masked.byteOffset, masked.byteLength),
+  };
+  for (const f of ORT_WASM_FILES) files[`/${f}`] = join(outDir, f);
+  const server = await serveFiles(files);
+  const { chromium } = await import('playwright-core');
+  // launch() gives the browser a fresh temporary profile (its own --user-data-dir), removed on close.
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+  try {
+    const page = await browser.newPage();
+    page.setDefaultTimeout(timeoutMs);
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${server.origin}/`);
+    await page.waitForFunction(() => 'capsnetHarness' in globalThis, undefined, { timeout: 60_000 });
+    const env = await page.evaluate(() => (globalThis as any).capsnetHarness.environment());
+    log(`chromium: ${env.userAgent.match(/HeadlessChrome\/\S+/)?.[0] ?? 'chromium'}, crossOriginIsolated=${env.crossOriginIsolated}, WebGPU adapter: ${env.webgpu ?? 'none'}`);
+    const replies: BrowserReply[] = [];
+    for (const run of runs) {
+      const unavailable = run.device === 'auto' ? null : (env.probe[run.device] as string | null);
+      if (unavailable) {
+        replies.push({ skipped: unavailable });
+        continue;
+      }
+      try {
+        const r = await page.evaluate(
+          (req) => (globalThis as any).capsnetHarness.run(req),
+          { device: run.device, modelUrl: '/model.onnx', inputsUrl: '/inputs.bin', maskedUrl: '/masked.bin', count: run.count, latencyRuns: run.latencyRuns },
+        );
+        replies.push({
+          ok: { ...r, lengths: decode(r.lengths), capsules: decode(r.capsules), reconstruction: decode(r.reconstruction), decoded: decode(r.decoded) },
+          adapter: run.device === 'webgpu' ? env.webgpu : null,
+        });
+      } catch (e) {
+        replies.push({ error: `${(e as Error).message.split('\n')[0]}${errors.length ? ` (page errors: ${errors.join('; ')})` : ''}` });
+      }
+    }
+    return replies;
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * The parity reference: the checkpoint's TensorFlow.js forward pass (train/model.ts), on tfjs's plain-JS CPU
+ * backend in float32. Everything ONNX Runtime produces is compared against this.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { type CapsNetConfig, paramShapes } from '@capsnet-onnx/core';
+import { loadCheckpoint } from '../files/checkpoint.ts';
+import { type CapsNetParams, forward } from '../train/model.ts';
+
+export interface Reference {
+  config: CapsNetConfig;
+  dataset: string;
+  classLabels: string[];
+  checkpointSha256: string;
+  checkpointPath: string;
+  lengths: Float32Array;
+  capsules: Float32Array;
+  reconstruction: Float32Array;
+  /** Capsules masked by the longest one: the decoder check's input. */
+  masked: Float32Array;
+  labels: number[];
+  /** Per image: the gap between its two longest capsules. */
+  topGap: number[];
+  latenciesMs: number[];
+  backend: string;
+}
+
+export interface LoadedCheckpoint {
+  config: CapsNetConfig;
+  dataset: string;
+  classLabels: string[];
+  sha256: string;
+  path: string;
+  params: CapsNetParams;
+}
+
+export async function loadReferenceModel(runDir: string): Promise<LoadedCheckpoint> {
+  await tf.setBackend('cpu');
+  await tf.ready();
+  const state = loadCheckpoint(runDir);
+  const params: CapsNetParams = {};
+  for (const [name, shape] of Object.entries(paramShapes(state.config))) {
+    params[name] = tf.variable(tf.tensor(state.weights[name]!, shape), false, `ref/${name}`);
+  }
+  return { config: state.config, dataset: state.dataset, classLabels: state.classLabels, sha256: state.sha256, path: state.path, params };
+}
+
+function run(model: LoadedCheckpoint, images: Float32Array, count: number) {
+  const { config } = model;
+  return tf.tidy(() => {
+    const x = tf.tensor4d(images, [count, config.inputHeight, config.inputWidth, config.inputChannels]);
+    const out = forward(model.params, x, config);
+    return [out.lengths, out.capsules, out.reconstruction] as const;
+  });
+}
+
+export async function referenceOutputs(model: LoadedCheckpoint, images: Float32Array, count: number, latencyRuns: number): Promise<Reference> {
+  const { config } = model;
+  const [l, c, r] = run(model, images, count);
+  const lengths = (await l.data()) as Float32Array;
+  const capsules = (await c.data()) as Float32Array;
+  const reconstruction = (await r.data()) as Float32Array;
+  tf.dispose([l, c, r]);
+  const k = config.numClasses;
+  const d = config.digitDim;
+  const labels: number[] = [];
+  const topGap: number[] = [];
+  const masked = new Float32Array(count * k * d);
+  for (let n = 0; n < count; n++) {
+    const row = Array.from(lengths.subarray(n * k, (n + 1) * k));
+    let best = 0;
+    for (let j = 1; j < k; j++) if (row[j]! > row[best]!) best = j;
+    const sorted = [...row].sort((a, b) => b - a);
+    labels.push(best);
+    topGap.push(sorted[0]! - sorted[1]!);
+    masked.set(capsules.subarray((n * k + best) * d, (n * k + best + 1) * d), (n * k + best) * d);
+  }
+  const pixels = images.length / count;
+  const latenciesMs: number[] = [];
+  for (let i = 0; i < latencyRuns + 1; i++) {
+    const start = performance.now();
+    const outs = run(model, images.subarray((i % count) * pixels, ((i % count) + 1) * pixels), 1);
+    await outs[0].data();
+    await outs[2].data();
+    tf.dispose([...outs]);
+    if (i > 0) latenciesMs.push(performance.now() - start); // the first call warms up
+  }
+  return {
+    config,
+    dataset: model.dataset,
+    classLabels: model.classLabels,
+    checkpointSha256: model.sha256,
+    checkpointPath: model.path,
+    lengths,
+    capsules,
+    reconstruction,
+    masked,
+    labels,
+    topGap,
+    latenciesMs,
+    backend: `tfjs ${tf.getBackend()}`,
+  };
+}

@@ -1,0 +1,218 @@
+/**
+ * `capsnet parity`: the same inputs through the tfjs reference and every ONNX Runtime backend, one matrix.
+ * Node backends run in forked worker processes (parity/worker.ts); the browser ones in headless Chromium.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readModelMetadata } from '@capsnet-onnx/core';
+import { writeFileAtomic } from '../files/atomic.ts';
+import { type BrowserRun, runInChromium } from './browser.ts';
+import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from './fork.ts';
+import { parityInputs } from './inputs.ts';
+import { type BackendRow, compare, formatMatrix, median, nearTies, TOLERANCES } from './matrix.ts';
+import type { MeasureRequest } from './measure.ts';
+import { loadReferenceModel, referenceOutputs } from './reference.ts';
+import type { NodeBackend, WorkerReply, WorkerRequest } from './worker.ts';
+
+export const ALL_BACKENDS = ['node-cpu', 'node-cuda', 'node-webgpu', 'node-wasm', 'chromium-wasm', 'chromium-webgpu'] as const;
+export type Backend = (typeof ALL_BACKENDS)[number];
+
+export const BACKEND_DESCRIPTIONS: Record<Backend, string> = {
+  'node-cpu': 'onnxruntime-node, cpu execution provider',
+  'node-cuda': 'onnxruntime-node, cuda execution provider',
+  'node-webgpu': 'onnxruntime-node, webgpu execution provider (Dawn over Vulkan; SwiftShader where there is no GPU)',
+  'node-wasm': 'onnxruntime-web, wasm, in Node',
+  'chromium-wasm': 'onnxruntime-web, wasm, in headless Chromium',
+  'chromium-webgpu': 'onnxruntime-web, webgpu, in headless Chromium',
+};
+
+export interface ParityOptions {
+  model: string;
+  decoder?: string;
+  /** Run directory (or checkpoint.bin) the model was exported from; default: the model's directory. */
+  checkpoint?: string;
+  backends?: readonly string[];
+  /** Backends whose skip is a failure (e.g. node-cuda on a GPU machine). */
+  require?: readonly string[];
+  digits?: number;
+  random?: number;
+  /** Inputs for the WebGPU backends (a software adapter is slow). */
+  webgpuCount?: number;
+  latencyRuns?: number;
+  webgpuLatencyRuns?: number;
+  timeoutS?: number;
+  json?: string;
+  log?: (line: string) => void;
+}
+
+export interface ParityReport {
+  model: string;
+  checkpoint: string;
+  tolerances: typeof TOLERANCES;
+  inputs: string[];
+  inputNote?: string;
+  /** Reference near-ties: images whose two longest capsules are within tolerances.tieGap. */
+  nearTies: Array<{ image: number; gap: number }>;
+  /** The reference's argmax per input. */
+  referenceLabels: number[];
+  rows: BackendRow[];
+  failures: string[];
+  ok: boolean;
+}
+
+const isWebGpu = (b: string) => b.endsWith('webgpu');
+
+export function parseBackends(list: readonly string[] | undefined): Backend[] {
+  if (!list || list.length === 0 || (list.length === 1 && list[0] === 'all')) return [...ALL_BACKENDS];
+  const unknown = list.filter((b) => !(ALL_BACKENDS as readonly string[]).includes(b));
+  if (unknown.length) throw new Error(`unknown backend(s) ${unknown.join(', ')}: choose from ${ALL_BACKENDS.join(', ')}`);
+  return ALL_BACKENDS.filter((b) => list.includes(b));
+}
+
+function findCheckpoint(model: string, checkpoint: string | undefined): string {
+  if (checkpoint) return checkpoint;
+  const beside = dirname(resolve(model));
+  if (existsSync(join(beside, 'checkpoint.bin'))) return beside;
+  throw new Error(`no checkpoint beside ${model}: pass --checkpoint RUN_DIR (the run directory it was exported from)`);
+}
+
+async function workerEnv(backend: Backend): Promise<{ env: NodeJS.ProcessEnv; note: string }> {
+  if (backend === 'node-webgpu') {
+    const { env, note } = webGpuWorkerEnv();
+    const adapter = await describeWebGpuAdapter(env);
+    return { env, note: adapter ? `Dawn adapter: ${adapter}; ${note}` : note };
+  }
+  // cuBLAS and cuDNN use TF32 (10-bit mantissa) for float32 on Ampere and later by default, which alone exceeds
+  // the tolerances: parity checks the float32 result.
+  if (backend === 'node-cuda') return { env: { ...process.env, NVIDIA_TF32_OVERRIDE: '0' }, note: 'TF32 off (NVIDIA_TF32_OVERRIDE=0)' };
+  return { env: process.env, note: '' };
+}
+
+export function runWorker(req: WorkerRequest, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<WorkerReply> {
+  return forkWorker<WorkerReply>(fileURLToPath(new URL(`./worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url)), [], req, env, timeoutMs);
+}
+
+export async function runParity(options: ParityOptions): Promise<ParityReport> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const backends = parseBackends(options.backends);
+  const required = options.require?.length ? parseBackends(options.require) : [];
+  const model = resolve(options.model);
+  if (!existsSync(model)) throw new Error(`model ${options.model} does not exist: create it with \`capsnet export RUN_DIR -o ${options.model}\``);
+  const decoder = resolve(options.decoder ?? model.replace(/(\.onnx)?$/i, '.decoder.onnx'));
+  if (!existsSync(decoder)) throw new Error(`decoder ${decoder} does not exist: \`capsnet export\` writes it beside the model`);
+  const runDir = findCheckpoint(options.model, options.checkpoint);
+  const timeoutMs = (options.timeoutS ?? 300) * 1000;
+  const latencyRuns = options.latencyRuns ?? 20;
+  const webgpuLatencyRuns = options.webgpuLatencyRuns ?? 2;
+
+  const metadata = readModelMetadata(readFileSync(model));
+  const reference = await loadReferenceModel(runDir);
+  if (metadata.checkpointSha256 && metadata.checkpointSha256 !== reference.sha256) {
+    throw new Error(
+      `${options.model} was exported from checkpoint sha256 ${metadata.checkpointSha256.slice(0, 12)}..., but ${reference.path} is ` +
+        `${reference.sha256.slice(0, 12)}...: pass the run directory it came from, or re-export`,
+    );
+  }
+  for (const key of ['inputHeight', 'inputWidth', 'inputChannels', 'numClasses', 'digitDim', 'routingIterations'] as const) {
+    if (metadata[key] !== reference.config[key]) {
+      throw new Error(`${options.model} has ${key} ${metadata[key]} but the checkpoint has ${reference.config[key]}: they are different models`);
+    }
+  }
+
+  const inputs = parityInputs(reference.config, reference.dataset, { digits: options.digits ?? 16, random: options.random ?? 6 });
+  const webgpuCount = Math.min(inputs.count, options.webgpuCount ?? 4);
+  log(`parity: ${options.model} against ${reference.path} (tfjs cpu reference)`);
+  log(`inputs: ${inputs.count} (${inputs.kinds.filter((k) => !k.startsWith('random') && k !== 'zeros' && k !== 'ones').length} real test images, ` +
+    `${inputs.kinds.filter((k) => k.startsWith('random')).length} random, all-zero, all-one); WebGPU backends take the first ${webgpuCount}` +
+    (inputs.note ? `; ${inputs.note}` : ''));
+  const ref = await referenceOutputs(reference, inputs.images, inputs.count, latencyRuns);
+  const rows: BackendRow[] = [{
+    backend: 'tfjs (reference)',
+    ranOn: `${ref.backend}, float32`,
+    status: 'reference',
+    count: inputs.count,
+    medianMs: median(ref.latenciesMs),
+    latenciesMs: ref.latenciesMs,
+  }];
+  const pixels = inputs.images.length / inputs.count;
+  const capsSize = reference.config.numClasses * reference.config.digitDim;
+  const requestFor = (backend: string): MeasureRequest => {
+    const count = isWebGpu(backend) ? webgpuCount : inputs.count;
+    return {
+      images: inputs.images.slice(0, count * pixels),
+      count,
+      masked: ref.masked.slice(0, count * capsSize),
+      latencyRuns: isWebGpu(backend) ? webgpuLatencyRuns : latencyRuns,
+    };
+  };
+
+  for (const backend of backends.filter((b): b is NodeBackend & Backend => b.startsWith('node-'))) {
+    const { env, note } = await workerEnv(backend);
+    log(`${backend}: running${note ? ` (${note})` : ''}...`);
+    const started = Date.now();
+    const reply = await runWorker({ backend, modelPath: model, decoderPath: decoder, request: requestFor(backend) }, env, timeoutMs);
+    rows.push(toRow(backend, reply, ref, note));
+    log(`${backend}: ${rows.at(-1)!.status} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+
+  const browserBackends = backends.filter((b) => b.startsWith('chromium-'));
+  if (browserBackends.length) {
+    const runs: BrowserRun[] = browserBackends.map((b) => {
+      const req = requestFor(b);
+      return { device: b === 'chromium-webgpu' ? 'webgpu' : 'wasm', count: req.count, latencyRuns: req.latencyRuns };
+    });
+    log(`${browserBackends.join(', ')}: running in headless Chromium...`);
+    const started = Date.now();
+    let replies;
+    try {
+      replies = await runInChromium(model, decoder, inputs.images, ref.masked, runs, log, timeoutMs);
+    } catch (e) {
+      replies = runs.map(() => ({ error: `Chromium: ${(e as Error).message.split('\n')[0]}` }));
+    }
+    browserBackends.forEach((b, i) => {
+      const reply = replies[i]!;
+      rows.push(toRow(b, reply, ref, 'ok' in reply && reply.adapter ? `adapter: ${reply.adapter}` : ''));
+    });
+    log(`chromium: done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+
+  const failures: string[] = [];
+  for (const row of rows) {
+    if (row.status === 'fail' || row.status === 'error') failures.push(`${row.backend}: ${row.reason}`);
+    if (row.status === 'skipped' && (required as string[]).includes(row.backend)) failures.push(`${row.backend} is required but was skipped: ${row.reason}`);
+  }
+  if (!rows.some((r) => r.status === 'pass')) failures.push('no ONNX Runtime backend ran');
+  const report: ParityReport = {
+    model: options.model,
+    checkpoint: ref.checkpointPath,
+    tolerances: TOLERANCES,
+    inputs: inputs.kinds,
+    ...(inputs.note ? { inputNote: inputs.note } : {}),
+    nearTies: nearTies(ref),
+    referenceLabels: ref.labels,
+    rows,
+    failures,
+    ok: failures.length === 0,
+  };
+  if (options.json) {
+    mkdirSync(dirname(resolve(options.json)), { recursive: true });
+    writeFileAtomic(options.json, `${JSON.stringify(report, null, 2)}\n`);
+  }
+  return report;
+}
+
+function toRow(backend: string, reply: WorkerReply | { ok: import('./measure.ts').MeasureResult; adapter?: string | null }, ref: Awaited<ReturnType<typeof referenceOutputs>>, note: string): BackendRow {
+  if ('skipped' in reply) return { backend, ranOn: '', status: 'skipped', reason: reply.skipped };
+  if ('error' in reply) return { backend, ranOn: '', status: 'error', reason: reply.error };
+  return compare(backend, [reply.ok.deviceReport, note].filter(Boolean).join('; '), reply.ok, ref);
+}
+
+export function printReport(report: ParityReport, log: (line: string) => void = console.log): void {
+  log('');
+  log(formatMatrix(report.rows, report.nearTies));
+  log('');
+  log(`tolerances: lengths <= ${TOLERANCES.lengths}, capsules and reconstruction <= ${TOLERANCES.capsules}, argmax identical except near-ties ` +
+    `(top two lengths within ${TOLERANCES.tieGap}); max |diff| against the tfjs reference; median ms: batch-1 classify`);
+  log(report.ok ? 'parity: OK' : `parity: FAILED\n  ${report.failures.join('\n  ')}`);
+}

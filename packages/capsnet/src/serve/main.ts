@@ -1,0 +1,118 @@
+/** `capsnet serve` itself: load the model, start the server, and shut down gracefully on SIGTERM/SIGINT. */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { decoderPathFor } from '@capsnet-onnx/core';
+import type { Classifier, DeviceRequest } from '@capsnet-onnx/runtime';
+import { createServer } from './server.ts';
+import { WEB_DIST } from '../web/paths.ts';
+
+export interface ServeCommandOptions {
+  model: string;
+  device: DeviceRequest;
+  port: number;
+  host: string;
+  decoder?: string;
+  threads?: number;
+  maxBatch: number;
+  batchWaitMs: number;
+  maxQueue?: number;
+  bodyLimit: number;
+  shutdownTimeout: number;
+  logRequests: boolean;
+  presenceThreshold?: number;
+}
+
+/** The page needs the runtime's browser bundle (dist/web/capsnet.js): build it when it is missing and esbuild is installed. */
+async function ensureWebBundle(log: (line: string) => void): Promise<void> {
+  const bundle = join(WEB_DIST, 'capsnet.js');
+  if (existsSync(bundle)) return;
+  try {
+    const { buildWeb } = await import('../web/build.ts');
+    await buildWeb();
+    log('built the browser bundle dist/web/ for the page');
+  } catch (e) {
+    log(`the page at / needs the browser bundle: run \`npm run build:web\` (${(e as Error).message.split('\n')[0]}); the API works without it`);
+  }
+}
+
+
+export async function serve(opts: ServeCommandOptions): Promise<void> {
+  const modelPath = resolve(opts.model);
+  if (!existsSync(modelPath)) throw new Error(`model ${opts.model} not found: export one with \`capsnet export RUN_DIR -o model.onnx\``);
+  const decoderPath = resolve(opts.decoder ?? decoderPathFor(opts.model));
+  if (!existsSync(decoderPath)) {
+    throw new Error(`decoder ${decoderPath} not found: \`capsnet export\` writes it beside the model, or pass --decoder FILE`);
+  }
+  const log = (line: string) => console.log(`capsnet serve: ${line}`);
+  await ensureWebBundle(log);
+  // ONNX Runtime's CPU pool defaults to every core and spins between runs, starving the event loop that parses
+  // and answers requests: leave it one core (on 2 cores this alone nearly doubles served throughput).
+  const threads = opts.threads ?? Math.max(1, availableParallelism() - 1);
+  const loadOptions = {
+    device: opts.device,
+    maxBatch: opts.maxBatch,
+    threads,
+    log,
+    ...(opts.presenceThreshold !== undefined ? { presenceThreshold: opts.presenceThreshold } : {}),
+  };
+  let classifier: Classifier;
+  if (opts.device === 'wasm') {
+    // onnxruntime-web's wasm build also runs in Node: the browser's CPU path, served here for comparison.
+    const { CapsNet } = await import('@capsnet-onnx/runtime/web');
+    classifier = await CapsNet.load(await readFile(modelPath), { ...loadOptions, decoder: await readFile(decoderPath) });
+  } else {
+    const { CapsNet } = await import('@capsnet-onnx/runtime/node');
+    classifier = await CapsNet.load(modelPath, { ...loadOptions, decoder: decoderPath });
+  }
+  const server = await createServer({
+    classifier,
+    modelPath,
+    decoderPath,
+    maxBatch: opts.maxBatch,
+    batchWaitMs: opts.batchWaitMs,
+    maxQueue: opts.maxQueue,
+    bodyLimit: opts.bodyLimit,
+    logRequests: opts.logRequests,
+    log,
+  });
+  let url: string;
+  try {
+    url = await server.listen(opts.port, opts.host);
+  } catch (e) {
+    await classifier.dispose();
+    const error = e as NodeJS.ErrnoException;
+    if (error.code === 'EADDRINUSE') throw new Error(`port ${opts.port} on ${opts.host} is in use: pick another with --port (0: any free port)`);
+    throw e;
+  }
+  const m = classifier.metadata;
+  log(
+    `listening on ${url} (device ${classifier.device}${classifier.device === 'cpu' || classifier.device === 'wasm' ? `, ${threads} threads` : ''}; ${m.inputHeight}x${m.inputWidth}x${m.inputChannels} -> ${m.numClasses} classes; ` +
+      `batches of up to ${opts.maxBatch}, waiting up to ${opts.batchWaitMs} ms)`,
+  );
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const { classify, decode } = server.stats();
+    log(`${signal}: finishing in-flight requests (${classify.queued + decode.queued} queued), then exiting`);
+    const force = setTimeout(() => {
+      log(`in-flight requests did not finish within ${opts.shutdownTimeout} s; exiting anyway`);
+      process.exit(1);
+    }, opts.shutdownTimeout * 1000);
+    force.unref();
+    try {
+      await server.close();
+      await classifier.dispose();
+      log('stopped');
+      process.exit(0);
+    } catch (e) {
+      log(`shutdown failed: ${(e as Error).message}`);
+      process.exit(1);
+    }
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+}

@@ -1,0 +1,52 @@
+/**
+ * A few real test images for the page's "pick a digit" strip, from the data set the model was trained on
+ * (its `capsnet.dataset` metadata; the embedded MNIST sample by default). Loaded once, on first request.
+ */
+import type { ModelMetadata } from '@capsnet-onnx/core';
+
+export interface Sample {
+  /** Index in the data set's test split. */
+  index: number;
+  label: number;
+  labelName: string;
+  /** H*W*C pixels in [0, 1], rounded to 3 decimals. */
+  pixels: number[];
+}
+
+export interface SampleSet {
+  dataset: string;
+  shape: [number, number, number];
+  samples: Sample[];
+  /** Why there are no samples, when there are none. */
+  note?: string;
+}
+
+/** The first `perClass` test images of each class. */
+export async function loadSamples(metadata: ModelMetadata, perClass: number): Promise<SampleSet> {
+  const shape: [number, number, number] = [metadata.inputHeight, metadata.inputWidth, metadata.inputChannels];
+  const spec = metadata.dataset || 'mnist-sample';
+  let dataset;
+  try {
+    const { loadDataset } = await import('../data/datasets.ts');
+    dataset = loadDataset(spec);
+  } catch (e) {
+    return { dataset: spec, shape, samples: [], note: `test images of "${spec}" are not available here: ${(e as Error).message}` };
+  }
+  const { inputHeight, inputWidth, inputChannels } = dataset.shape;
+  if (inputHeight !== shape[0] || inputWidth !== shape[1] || inputChannels !== shape[2]) {
+    return { dataset: spec, shape, samples: [], note: `"${spec}" images are ${inputHeight}x${inputWidth}x${inputChannels}, not the model's ${shape.join('x')}` };
+  }
+  const size = inputHeight * inputWidth * inputChannels;
+  const taken = new Map<number, number>();
+  const samples: Sample[] = [];
+  const { test } = dataset;
+  for (let i = 0; i < test.count && samples.length < perClass * metadata.numClasses; i++) {
+    const label = test.labels[i]!;
+    if ((taken.get(label) ?? 0) >= perClass) continue;
+    taken.set(label, (taken.get(label) ?? 0) + 1);
+    const pixels = Array.from(test.images.subarray(i * size, (i + 1) * size), (v) => Math.round(v * 1000) / 1000);
+    samples.push({ index: i, label, labelName: metadata.classLabels[label] ?? String(label), pixels });
+  }
+  samples.sort((a, b) => a.label - b.label || a.index - b.index);
+  return { dataset: spec, shape, samples };
+}

@@ -1,0 +1,378 @@
+/**
+ * The HTTP server: a JSON API over one Classifier, with concurrent requests batched into shared inference runs
+ * (serve/batcher.ts), plus the browser page (serve/page/) that runs the same model client-side with
+ * onnxruntime-web. Every response carries COOP/COEP headers so the page is cross-origin isolated and
+ * onnxruntime-web can use wasm threads.
+ *
+ *   POST /v1/classify   JSON {image} | {images: [...]}, a raw PNG or JPEG body, or multipart PNG/JPEG files;
+ *                       ?polarity=auto|light-on-dark|dark-on-light; a result's label is null (with a reason)
+ *                       when the image has no ink or no capsule reaches the model's presence threshold
+ *   POST /v1/decode     JSON {capsules} | {batch: [...]}, masked capsules -> reconstructions
+ *   GET  /v1/model      metadata, device, batching policy and limits
+ *   GET  /v1/samples    a few real test images of the model's data set
+ *   GET  /v1/stats      batching counters
+ *   GET  /healthz       liveness
+ *   GET  /              the page; /model.onnx, /model.decoder.onnx, /ort/*, /web/* its assets
+ */
+import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import multipart from '@fastify/multipart';
+import type { Classification, Classifier } from '@capsnet-onnx/runtime';
+import { Batcher, BatchTooLargeError, QueueFullError, type BatchPolicy, type BatchResult, type BatchStats } from './batcher.ts';
+import { ServeError, badRequest } from './errors.ts';
+import { checkPolarity, PreprocessError, type Polarity } from '@capsnet-onnx/core';
+import { capsulesFromJson, decodeUpload, imageFromJson, type InputShape, type UploadTarget } from './images.ts';
+import { loadSamples, type SampleSet } from './samples.ts';
+import { WEB_DIST } from '../web/paths.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const PAGE_DIR = join(HERE, 'page');
+
+export interface ServerOptions {
+  classifier: Classifier;
+  /** Served at /model.onnx and /model.decoder.onnx for the page; without them the page cannot run. */
+  modelPath?: string;
+  decoderPath?: string;
+  /** Most images (or capsule sets) in one inference run, and in one request. Default 32. */
+  maxBatch?: number;
+  /** Longest a queued request waits for company before its run starts. Default 2 ms. */
+  batchWaitMs?: number;
+  /** Most images (or capsule sets) waiting for a run; more gets 503. Default 32 * maxBatch. */
+  maxQueue?: number;
+  /** Largest request body in bytes (a multipart upload: all its files together). Default 4 MiB. */
+  bodyLimit?: number;
+  /** Test images per class offered by /v1/samples. Default 3. */
+  samplesPerClass?: number;
+  /** Folder holding the runtime's browser bundle, served at /web/. Default dist/web. */
+  webDir?: string;
+  /** Log one line per request. */
+  logRequests?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface CapsNetServer {
+  app: FastifyInstance;
+  classifier: Classifier;
+  stats(): { classify: BatchStats; decode: BatchStats };
+  /** Listen; resolves with the base URL. */
+  listen(port: number, host: string): Promise<string>;
+  /** Stop accepting connections, finish every in-flight request, then resolve. Does not dispose the classifier. */
+  close(): Promise<void>;
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.map': 'application/json; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.onnx': 'application/octet-stream',
+};
+
+/** Fastify's own client errors, renamed for the API's error codes. */
+const FASTIFY_CODES: Record<string, string> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  FST_REQ_FILE_TOO_LARGE: 'BODY_TOO_LARGE',
+  FST_PARTS_LIMIT: 'TOO_MANY_PARTS',
+  FST_FILES_LIMIT: 'TOO_MANY_IMAGES',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_JSON',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_JSON',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_CONTENT_LENGTH',
+  FST_INVALID_MULTIPART_CONTENT_TYPE: 'BAD_MULTIPART',
+};
+
+function onnxruntimeWebDist(): string | undefined {
+  try {
+    return dirname(createRequire(import.meta.url).resolve('onnxruntime-web'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** float32 values to 7 significant digits: what float32 holds, in a shorter JSON number. */
+const round6 = (values: ArrayLike<number>): number[] => Array.from(values, (v) => Number(v.toPrecision(7)));
+
+function rows(values: Float32Array, width: number): number[][] {
+  const out: number[][] = [];
+  for (let i = 0; i < values.length; i += width) out.push(round6(values.subarray(i, i + width)));
+  return out;
+}
+
+function batchInfo(result: BatchResult<unknown>) {
+  return { size: result.batchSize, queuedMs: Math.round(result.queuedMs * 100) / 100, inferenceMs: Math.round(result.runMs * 100) / 100 };
+}
+
+function flag(value: unknown, fallback: boolean): boolean {
+  if (value === undefined || value === '') return fallback;
+  if (value === true || value === 'true' || value === '1') return true;
+  if (value === false || value === 'false' || value === '0') return false;
+  throw badRequest('BAD_QUERY', `expected true or false, got ${JSON.stringify(value)}`);
+}
+
+export async function createServer(options: ServerOptions): Promise<CapsNetServer> {
+  const { classifier } = options;
+  const metadata = classifier.metadata;
+  const log = options.log ?? (() => {});
+  const maxBatch = options.maxBatch ?? 32;
+  const policy: BatchPolicy = { maxBatch, maxWaitMs: options.batchWaitMs ?? 2, maxQueue: options.maxQueue ?? 32 * maxBatch };
+  const bodyLimit = options.bodyLimit ?? 4 * 1024 * 1024;
+  const shape: InputShape = { height: metadata.inputHeight, width: metadata.inputWidth, channels: metadata.inputChannels };
+  const target: UploadTarget = { shape, preprocessing: metadata.preprocessing };
+  const { numClasses, digitDim } = metadata;
+  const pixels = shape.height * shape.width * shape.channels;
+  const webDir = options.webDir ?? WEB_DIST;
+  const ortDir = onnxruntimeWebDist();
+  const startedAt = Date.now();
+  let closing = false;
+
+  const classifyBatcher = new Batcher<Float32Array, Classification>((images) => classifier.classify(images), policy);
+  const decodeBatcher = new Batcher<Float32Array, Float32Array>((capsules) => classifier.decode(capsules), policy);
+  let samples: Promise<SampleSet> | undefined;
+
+  const app = Fastify({ logger: false, bodyLimit, requestTimeout: 60_000, return503OnClosing: true, forceCloseConnections: 'idle' });
+
+  app.addHook('onSend', async (_request, reply, payload) => {
+    // Cross-origin isolation (SharedArrayBuffer, so wasm threads) for the page and everything it loads.
+    reply.header('Cross-Origin-Opener-Policy', 'same-origin');
+    reply.header('Cross-Origin-Embedder-Policy', 'require-corp');
+    reply.header('Cross-Origin-Resource-Policy', 'same-origin');
+    reply.header('X-Content-Type-Options', 'nosniff');
+    // While shutting down, a request that was in flight gets its answer and its connection closed, so
+    // close() does not wait out the keep-alive timeout.
+    if (closing) reply.header('Connection', 'close');
+    return payload;
+  });
+
+  if (options.logRequests) {
+    app.addHook('onResponse', async (request, reply) => {
+      log(`${request.method} ${request.url} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)} ms`);
+    });
+  }
+
+  app.setErrorHandler((error: FastifyError | ServeError | BatchTooLargeError | QueueFullError, _request, reply) => {
+    if (error instanceof ServeError) return reply.code(error.statusCode).send({ error: { code: error.code, message: error.message } });
+    if (error instanceof BatchTooLargeError) return reply.code(413).send({ error: { code: 'TOO_MANY_IMAGES', message: error.message } });
+    if (error instanceof QueueFullError) return reply.code(503).header('Retry-After', '1').send({ error: { code: 'OVERLOADED', message: error.message } });
+    const status = (error as FastifyError).statusCode ?? 500;
+    const fastifyCode = (error as FastifyError).code ?? '';
+    if (status >= 400 && status < 500) {
+      let message = error.message;
+      if (fastifyCode === 'FST_ERR_CTP_BODY_TOO_LARGE' || fastifyCode === 'FST_REQ_FILE_TOO_LARGE') {
+        message = `request body is larger than ${bodyLimit} bytes (the server's --body-limit)`;
+      } else if (fastifyCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+        message = `${message}: send application/json, image/png, image/jpeg or multipart/form-data`;
+      } else if (fastifyCode === 'FST_ERR_CTP_INVALID_JSON_BODY' || fastifyCode === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
+        message = `${message}: the body must be one JSON object`;
+      }
+      return reply.code(status).send({ error: { code: FASTIFY_CODES[fastifyCode] ?? (fastifyCode || 'BAD_REQUEST'), message } });
+    }
+    log(`error: ${error.stack ?? error.message}`);
+    return reply.code(500).send({ error: { code: 'INTERNAL', message: `internal error: ${error.message}` } });
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}: see GET /v1/model and the page at /` } });
+  });
+
+  // JSON, a raw PNG body, or multipart uploads (@fastify/multipart); anything else is a 415.
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser(['image/png', 'image/jpeg', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
+  await app.register(multipart, { limits: { fileSize: bodyLimit, files: policy.maxBatch, fields: 10, parts: policy.maxBatch + 10 } });
+
+  // ---- API ------------------------------------------------------------------------------------------------
+
+  app.get('/healthz', async (_request, reply) => {
+    if (closing) return reply.code(503).send({ status: 'shutting-down' });
+    return { status: 'ok', device: classifier.device, uptimeS: Math.round((Date.now() - startedAt) / 1000) };
+  });
+
+  app.get('/v1/model', async () => ({
+    device: classifier.device,
+    deviceReport: classifier.deviceReport,
+    metadata,
+    input: { name: 'images', shape: [null, shape.height, shape.width, shape.channels], layout: 'NHWC', range: [0, 1] },
+    preprocessing: { ...metadata.preprocessing, recorded: metadata.preprocessingRecorded, presenceThreshold: metadata.presenceThreshold },
+    batching: policy,
+    limits: { bodyLimitBytes: bodyLimit, maxImagesPerRequest: policy.maxBatch },
+    files: { model: options.modelPath ? '/model.onnx' : null, decoder: options.decoderPath ? '/model.decoder.onnx' : null },
+  }));
+
+  app.get('/v1/stats', async () => ({ classify: classifyBatcher.stats(), decode: decodeBatcher.stats() }));
+
+  app.get('/v1/samples', async () => {
+    samples ??= loadSamples(metadata, options.samplesPerClass ?? 3);
+    return samples;
+  });
+
+  app.post('/v1/classify', async (request, reply) => {
+    const query = request.query as Record<string, unknown>;
+    const withReconstruction = flag(query.reconstruction, true);
+    if (query.invert !== undefined) throw badRequest('BAD_QUERY', 'the invert parameter is now polarity: use polarity=dark-on-light (or auto, light-on-dark)');
+    const polarity = parsePolarity(query.polarity);
+    const images = await readImages(request, polarity);
+    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG or JPEG body, or image files');
+    if (images.length > policy.maxBatch) {
+      throw new ServeError(413, 'TOO_MANY_IMAGES', `${images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
+    }
+    const result = await classifyBatcher.submit(images);
+    reply.header('Server-Timing', `queue;dur=${result.queuedMs.toFixed(2)}, inference;dur=${result.runMs.toFixed(2)}`);
+    return {
+      device: classifier.device,
+      shape: [shape.height, shape.width, shape.channels],
+      results: result.outputs.map((c) => ({
+        label: c.label,
+        labelName: c.labelName,
+        ...(c.reason ? { reason: c.reason } : {}),
+        longest: c.longest,
+        lengths: round6(c.lengths),
+        capsules: rows(c.capsules, digitDim),
+        ...(withReconstruction ? { reconstruction: round6(c.reconstruction) } : {}),
+      })),
+      batch: batchInfo(result),
+    };
+  });
+
+  app.post('/v1/decode', async (request) => {
+    const body = jsonObject(request, '{"capsules": [[...]]} or {"batch": [...]}');
+    let sets: Float32Array[];
+    if (body.capsules !== undefined && body.batch !== undefined) throw badRequest('BAD_INPUT', 'send either "capsules" (one set) or "batch" (a list of sets), not both');
+    if (body.capsules !== undefined) sets = [capsulesFromJson(body.capsules, numClasses, digitDim, 'capsules')];
+    else if (Array.isArray(body.batch)) {
+      if (body.batch.length > policy.maxBatch) {
+        throw new ServeError(413, 'TOO_MANY_IMAGES', `${body.batch.length} capsule sets in one request; the most is ${policy.maxBatch}: split the request`);
+      }
+      sets = body.batch.map((set, i) => capsulesFromJson(set, numClasses, digitDim, `batch[${i}]`));
+    } else throw badRequest('BAD_INPUT', `the body needs "capsules": [${numClasses}][${digitDim}] numbers (or "batch": a list of those)`);
+    if (sets.length === 0) throw badRequest('NO_INPUT', '"batch" is empty');
+    if (flag(body.mask, false)) sets = sets.map((s) => maskLongest(s, numClasses, digitDim));
+    const result = await decodeBatcher.submit(sets);
+    return { device: classifier.device, shape: [shape.height, shape.width, shape.channels], reconstructions: result.outputs.map(round6), batch: batchInfo(result) };
+  });
+
+  function jsonObject(request: FastifyRequest, expected: string): Record<string, unknown> {
+    const body = request.body;
+    if (typeof body !== 'object' || body === null || Array.isArray(body) || Buffer.isBuffer(body)) {
+      throw badRequest('BAD_INPUT', `the body must be a JSON object: ${expected}`);
+    }
+    return body as Record<string, unknown>;
+  }
+
+  async function readImages(request: FastifyRequest, polarity: Polarity): Promise<Float32Array[]> {
+    if (request.isMultipart()) {
+      const images: Float32Array[] = [];
+      let part = 0;
+      let bytes = 0;
+      for await (const file of request.files()) {
+        part++;
+        const buffer = await file.toBuffer();
+        bytes += buffer.length;
+        if (bytes > bodyLimit) throw new ServeError(413, 'BODY_TOO_LARGE', `the uploaded files are larger than ${bodyLimit} bytes together (the server's --body-limit)`);
+        images.push(decodeUpload(buffer, target, { polarity, what: `file ${part} (${file.filename || file.fieldname})` }));
+      }
+      return images;
+    }
+    if (Buffer.isBuffer(request.body)) return [decodeUpload(request.body, target, { polarity, what: 'the request body' })];
+    const body = jsonObject(request, '{"image": [...]} or {"images": [[...], ...]}');
+    if (body.image !== undefined && body.images !== undefined) throw badRequest('BAD_INPUT', 'send either "image" or "images", not both');
+    if (body.image !== undefined) return [imageFromJson(body.image, target, { polarity, what: 'image' })];
+    if (Array.isArray(body.images)) {
+      if (body.images.length > policy.maxBatch) {
+        throw new ServeError(413, 'TOO_MANY_IMAGES', `${body.images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
+      }
+      return body.images.map((image, i) => imageFromJson(image, target, { polarity, what: `images[${i}]` }));
+    }
+    throw badRequest('BAD_INPUT', `the body needs "image": ${pixels} numbers or [rows][cols] arrays (or "images": a list of those)`);
+  }
+
+  // ---- the page and its assets ----------------------------------------------------------------------------
+
+  const pageFiles = new Set(existsSync(PAGE_DIR) ? readdirSync(PAGE_DIR) : []);
+  const sendFile = async (reply: FastifyReply, path: string, cache: string) => {
+    reply.type(CONTENT_TYPES[extname(path)] ?? 'application/octet-stream').header('Cache-Control', cache);
+    return reply.send(await readFile(path));
+  };
+  const streamFile = (reply: FastifyReply, path: string, cache: string) => {
+    reply.type(CONTENT_TYPES[extname(path)] ?? 'application/octet-stream').header('Cache-Control', cache);
+    reply.header('Content-Length', statSync(path).size);
+    return reply.send(createReadStream(path));
+  };
+  const notFound = (what: string, fix: string) => new ServeError(404, 'NOT_FOUND', `${what} is not available: ${fix}`);
+
+  app.get('/', async (_request, reply) => sendFile(reply, join(PAGE_DIR, 'index.html'), 'no-cache'));
+  app.get('/page/:file', async (request, reply) => {
+    const { file } = request.params as { file: string };
+    if (!pageFiles.has(file)) throw notFound(`/page/${file}`, 'see the page at /');
+    return sendFile(reply, join(PAGE_DIR, file), 'no-cache');
+  });
+  app.get('/model.onnx', async (_request, reply) => {
+    if (!options.modelPath) throw notFound('the model file', 'start the server with a model path');
+    return streamFile(reply, options.modelPath, 'no-cache');
+  });
+  app.get('/model.decoder.onnx', async (_request, reply) => {
+    if (!options.decoderPath || !existsSync(options.decoderPath)) throw notFound('the decoder file', 'export writes <model>.decoder.onnx beside the model');
+    return streamFile(reply, options.decoderPath, 'no-cache');
+  });
+  app.get('/ort/:file', async (request, reply) => {
+    const { file } = request.params as { file: string };
+    if (!ortDir || !/^ort[\w.-]*\.(mjs|wasm|map)$/.test(file) || !existsSync(join(ortDir, file))) {
+      throw notFound(`/ort/${file}`, 'onnxruntime-web serves its ort*.mjs and ort*.wasm files from node_modules/onnxruntime-web/dist');
+    }
+    return streamFile(reply, join(ortDir, file), 'public, max-age=3600');
+  });
+  app.get('/web/:file', async (request, reply) => {
+    const { file } = request.params as { file: string };
+    if (!/^[\w.-]+$/.test(file) || file.startsWith('.') || !existsSync(join(webDir, file))) {
+      throw notFound(`/web/${file}`, 'build the browser bundle with `npm run build:web`');
+    }
+    return streamFile(reply, join(webDir, file), 'no-cache');
+  });
+
+  return {
+    app,
+    classifier,
+    stats: () => ({ classify: classifyBatcher.stats(), decode: decodeBatcher.stats() }),
+    async listen(port, host) {
+      await app.listen({ port, host });
+      const address = app.server.address();
+      const actualPort = typeof address === 'object' && address ? address.port : port;
+      return `http://${host.includes(':') ? `[${host}]` : host}:${actualPort}`;
+    },
+    async close() {
+      closing = true;
+      await app.close();
+      await Promise.all([classifyBatcher.idle(), decodeBatcher.idle()]);
+    },
+  };
+}
+
+function parsePolarity(value: unknown): Polarity {
+  try {
+    return checkPolarity(value, 'the polarity parameter');
+  } catch (e) {
+    if (e instanceof PreprocessError) throw badRequest('BAD_QUERY', e.message);
+    throw e;
+  }
+}
+
+/** Zero every capsule but the longest, as the decoder expects at inference time. */
+export function maskLongest(set: Float32Array, numClasses: number, digitDim: number): Float32Array {
+  let best = 0;
+  let bestLength = -1;
+  for (let k = 0; k < numClasses; k++) {
+    let sum = 0;
+    for (let d = 0; d < digitDim; d++) sum += set[k * digitDim + d]! ** 2;
+    if (sum > bestLength) [best, bestLength] = [k, sum];
+  }
+  const out = new Float32Array(set.length);
+  out.set(set.subarray(best * digitDim, (best + 1) * digitDim), best * digitDim);
+  return out;
+}

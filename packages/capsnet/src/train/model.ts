@@ -1,0 +1,183 @@
+/**
+ * CapsNet, as in Sabour, Frosst & Hinton (2017), "Dynamic Routing Between Capsules".
+ * Reads top to bottom like section 4 of the paper; equation numbers refer to it.
+ * Layout: images are NHWC in [0, 1]; every weight is a named tensor in `CapsNetParams`.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+// tfjs-core's Node bundle registers no gradient functions; the umbrella package's bundle registers them all.
+import '@tensorflow/tfjs';
+import { type CapsNetConfig, Rng, derivedSizes, paramShapes } from '@capsnet-onnx/core';
+
+export type CapsNetParams = Record<string, tf.Variable>;
+
+/** Seeded initialisation: Glorot-uniform kernels, zero biases, N(0, 0.01^2) capsule transforms. */
+export function initParams(config: CapsNetConfig, seed: number): CapsNetParams {
+  const rng = new Rng(seed);
+  const params: CapsNetParams = {};
+  for (const [name, shape] of Object.entries(paramShapes(config))) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const values = new Float32Array(size);
+    if (name === 'digit/W') {
+      for (let i = 0; i < size; i++) values[i] = 0.01 * rng.normal();
+    } else if (name.endsWith('/kernel')) {
+      const receptive = shape.length === 4 ? shape[0]! * shape[1]! : 1;
+      const fanIn = receptive * shape[shape.length - 2]!;
+      const fanOut = receptive * shape[shape.length - 1]!;
+      const limit = Math.sqrt(6 / (fanIn + fanOut));
+      for (let i = 0; i < size; i++) values[i] = (2 * rng.next() - 1) * limit;
+    }
+    params[name] = tf.variable(tf.tensor(values, shape), true);
+  }
+  return params;
+}
+
+/** Eq. 1: v = |s|^2 / (1 + |s|^2) * s / |s|, with epsilon under the root so s = 0 gives v = 0 and a finite gradient. */
+export function squash(s: tf.Tensor, epsilon: number, axis = -1): tf.Tensor {
+  return tf.tidy(() => {
+    const squaredNorm = tf.sum(tf.square(s), axis, true);
+    const scale = tf.div(squaredNorm, tf.add(1, squaredNorm));
+    return tf.mul(tf.div(scale, tf.sqrt(tf.add(squaredNorm, epsilon))), s);
+  });
+}
+
+/** Capsule length |v|, the probability that the entity exists (same epsilon as squash). */
+export function capsuleLengths(v: tf.Tensor, epsilon: number): tf.Tensor {
+  return tf.sqrt(tf.add(tf.sum(tf.square(v), -1), epsilon));
+}
+
+export interface RoutingResult {
+  /** v_j: [N, classes, digitDim] */
+  capsules: tf.Tensor3D;
+  /** c_ij of the last iteration: [N, inputCaps, classes] */
+  coupling: tf.Tensor3D;
+  /** b_ij after each agreement update (for the routing experiment): iterations - 1 tensors [N, inputCaps, classes]. */
+  logitHistory: tf.Tensor3D[];
+}
+
+/**
+ * Procedure 1, routing by agreement. Logits b_ij are per example and start at zero; the softmax (eq. 3)
+ * runs over the output capsules j, so each input capsule distributes its vote among the classes.
+ * uHat: [N, inputCaps, classes, digitDim].
+ */
+export function dynamicRouting(uHat: tf.Tensor4D, iterations: number, epsilon: number, keepLogits = false): RoutingResult {
+  const [batch, inputCaps, classes] = uHat.shape;
+  let logits: tf.Tensor3D = tf.zeros([batch, inputCaps, classes]);
+  const logitHistory: tf.Tensor3D[] = [];
+  let coupling: tf.Tensor3D = logits;
+  let capsules: tf.Tensor3D = logits;
+  for (let r = 0; r < iterations; r++) {
+    coupling = tf.softmax(logits, -1);
+    // s_j = sum_i c_ij u_hat_j|i (eq. 2)
+    const s = tf.sum(tf.mul(tf.expandDims(coupling, -1), uHat), 1) as tf.Tensor3D;
+    capsules = squash(s, epsilon) as tf.Tensor3D;
+    if (r + 1 < iterations) {
+      // b_ij += u_hat_j|i . v_j
+      const agreement = tf.sum(tf.mul(uHat, tf.expandDims(capsules, 1)), -1) as tf.Tensor3D;
+      logits = tf.add(logits, agreement);
+      if (keepLogits) logitHistory.push(logits);
+    }
+  }
+  return { capsules, coupling, logitHistory };
+}
+
+export interface ForwardOutput {
+  /** |v_j|: [N, classes] */
+  lengths: tf.Tensor2D;
+  /** v_j: [N, classes, digitDim] */
+  capsules: tf.Tensor3D;
+  /** Decoder output: [N, H*W*C] */
+  reconstruction: tf.Tensor2D;
+  /** c_ij of the last routing iteration: [N, inputCaps, classes] */
+  coupling: tf.Tensor3D;
+  logitHistory: tf.Tensor3D[];
+}
+
+/** Conv1 -> PrimaryCaps -> DigitCaps (with routing); returns the digit capsules and routing state. */
+export function encode(params: CapsNetParams, images: tf.Tensor4D, config: CapsNetConfig, keepLogits = false): RoutingResult {
+  const batch = images.shape[0];
+  const { numPrimaryCaps } = derivedSizes(config);
+  // Conv1: 256 9x9 kernels, stride 1, ReLU.
+  const conv1 = tf.relu(tf.add(tf.conv2d(images, params['conv1/kernel'] as tf.Tensor4D, 1, 'valid'), params['conv1/bias']!));
+  // PrimaryCaps: a 9x9 stride-2 convolution whose channels group into 8-D capsules, squashed (no ReLU).
+  const primaryConv = tf.add(
+    tf.conv2d(conv1 as tf.Tensor4D, params['primary/kernel'] as tf.Tensor4D, config.primaryStride, 'valid'),
+    params['primary/bias']!,
+  );
+  // NHWC channel c = map * primaryDim + d, so capsule i = (y * w + x) * maps + map.
+  const u = squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon);
+  // u_hat_j|i = W_ij u_i (eq. 2), as one batched matmul over i: [i, N, 8] x [i, 8, classes*16].
+  // The weights are shared by all examples, never tiled per example.
+  const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, params['digit/W'] as tf.Tensor3D);
+  const uHat = tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, numPrimaryCaps, config.numClasses, config.digitDim]) as tf.Tensor4D;
+  return dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits);
+}
+
+/** One-hot mask of the longest capsule per example: the inference-time mask of section 4.1. */
+export function longestCapsuleMask(lengths: tf.Tensor2D): tf.Tensor2D {
+  return tf.cast(tf.oneHot(tf.argMax(lengths, -1), lengths.shape[1]), 'float32') as tf.Tensor2D;
+}
+
+/** Decoder (fig. 2): masked capsules [N, classes, 16] -> FC ReLU -> FC ReLU -> FC sigmoid [N, H*W*C]. */
+export function decode(params: CapsNetParams, maskedCapsules: tf.Tensor3D, config: CapsNetConfig): tf.Tensor2D {
+  let h: tf.Tensor2D = tf.reshape(maskedCapsules, [maskedCapsules.shape[0], config.numClasses * config.digitDim]);
+  const layers = config.decoderHidden.length + 1;
+  for (let layer = 0; layer < layers; layer++) {
+    const z = tf.add(tf.matMul(h, params[`decoder/dense${layer}/kernel`] as tf.Tensor2D), params[`decoder/dense${layer}/bias`]!) as tf.Tensor2D;
+    h = layer + 1 < layers ? tf.relu(z) : tf.sigmoid(z);
+  }
+  return h;
+}
+
+/** Mask capsules [N, classes, 16] by a one-hot [N, classes]. */
+export function maskCapsules(capsules: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor3D {
+  return tf.mul(capsules, tf.expandDims(mask, -1));
+}
+
+/**
+ * The whole network. With `labels` (one-hot) the decoder is masked by the true class (training);
+ * without, by the longest capsule (inference).
+ */
+export function forward(
+  params: CapsNetParams,
+  images: tf.Tensor4D,
+  config: CapsNetConfig,
+  labels?: tf.Tensor2D,
+  keepLogits = false,
+): ForwardOutput {
+  const { capsules, coupling, logitHistory } = encode(params, images, config, keepLogits);
+  const lengths = capsuleLengths(capsules, config.squashEpsilon) as tf.Tensor2D;
+  const mask = labels ?? longestCapsuleMask(lengths);
+  const reconstruction = decode(params, maskCapsules(capsules, mask), config);
+  return { lengths, capsules, reconstruction, coupling, logitHistory };
+}
+
+/** Eq. 4: L_k = T_k max(0, m+ - |v_k|)^2 + lambda (1 - T_k) max(0, |v_k| - m-)^2, summed over k, mean over the batch. */
+export function marginLoss(lengths: tf.Tensor2D, labels: tf.Tensor2D, config: CapsNetConfig): tf.Scalar {
+  return tf.tidy(() => {
+    const present = tf.mul(labels, tf.square(tf.relu(tf.sub(config.mPlus, lengths))));
+    const absent = tf.mul(tf.mul(tf.sub(1, labels), config.lambda), tf.square(tf.relu(tf.sub(lengths, config.mMinus))));
+    return tf.mean(tf.sum(tf.add(present, absent), -1));
+  });
+}
+
+/** Sum of squared pixel errors per image, scaled by 0.0005 (section 4.1), mean over the batch. */
+export function reconstructionLoss(reconstruction: tf.Tensor2D, images: tf.Tensor4D, config: CapsNetConfig): tf.Scalar {
+  return tf.tidy(() => {
+    const target = tf.reshape(images, reconstruction.shape);
+    return tf.mul(tf.mean(tf.sum(tf.square(tf.sub(reconstruction, target)), -1)), config.reconstructionWeight);
+  });
+}
+
+export interface Losses {
+  total: tf.Scalar;
+  margin: tf.Scalar;
+  reconstruction: tf.Scalar;
+}
+
+/** The training objective: margin loss plus the scaled reconstruction loss, decoder masked by the true label. */
+export function trainingLosses(params: CapsNetParams, images: tf.Tensor4D, labels: tf.Tensor2D, config: CapsNetConfig): Losses {
+  const out = forward(params, images, config, labels);
+  const margin = marginLoss(out.lengths, labels, config);
+  const reconstruction = reconstructionLoss(out.reconstruction, images, config);
+  return { total: tf.add(margin, reconstruction), margin, reconstruction };
+}

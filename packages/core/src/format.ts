@@ -1,0 +1,65 @@
+import type { Preprocessing } from './image.ts';
+
+/**
+ * The CapsNet ONNX file format shared by the exporter and every runtime: graph I/O names, metadata_props keys,
+ * the parsed metadata, and where a model's decoder file lives. Pure: no ONNX Runtime, no TensorFlow.js.
+ */
+
+/** What the exporter writes into the ONNX file's metadata_props (keys below), parsed. */
+export interface ModelMetadata {
+  inputHeight: number;
+  inputWidth: number;
+  inputChannels: number;
+  numClasses: number;
+  digitDim: number;
+  routingIterations: number;
+  classLabels: string[];
+  dataset: string;
+  testAccuracy: number | null;
+  checkpointSha256: string;
+  exportedAt: string;
+  producer: string;
+  producerVersion: string;
+  /** The full training config, as JSON-decoded from `capsnet.config`. */
+  config: Record<string, unknown>;
+  /**
+   * How images are prepared for this model (`capsnet.preprocessing`); files exported without that record get
+   * image.ts's `defaultPreprocessing` (MNIST's normalisation for one-channel MNIST-like models).
+   */
+  preprocessing: Preprocessing;
+  /** True when `preprocessing` came from the file, false when it is the default. */
+  preprocessingRecorded: boolean;
+  /**
+   * A class is present when its capsule length reaches this (`capsnet.presence_threshold`; default the margin
+   * loss's m-, 0.1); when no capsule does, `classify` answers `label: null`.
+   */
+  presenceThreshold: number;
+}
+
+/** metadata_props keys written by export/ and read by runtime/. */
+export const METADATA_KEYS = {
+  config: 'capsnet.config',
+  routingIterations: 'capsnet.routing_iterations',
+  classLabels: 'capsnet.class_labels',
+  dataset: 'capsnet.dataset',
+  testAccuracy: 'capsnet.test_accuracy',
+  checkpointSha256: 'capsnet.checkpoint_sha256',
+  exportedAt: 'capsnet.exported_at',
+  preprocessing: 'capsnet.preprocessing',
+  presenceThreshold: 'capsnet.presence_threshold',
+} as const;
+
+/** Graph I/O names shared by the exporter and every runtime. */
+export const IO_NAMES = {
+  images: 'images',
+  lengths: 'lengths',
+  capsules: 'capsules',
+  reconstruction: 'reconstruction',
+  coupling: 'coupling',
+  maskedCapsules: 'masked_capsules',
+} as const;
+
+/** The decoder file beside a model: `<dir>/model.onnx` -> `<dir>/model.decoder.onnx` (any other name gains the suffix). */
+export function decoderPathFor(modelPath: string): string {
+  return modelPath.replace(/(\.onnx)?$/i, '.decoder.onnx');
+}

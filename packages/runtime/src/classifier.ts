@@ -1,0 +1,211 @@
+/**
+ * The one Classifier implementation, shared by every provider: it only sees an ONNX Runtime API object
+ * (onnxruntime-node's or onnxruntime-web's, same shape) and the sessions the registry opened.
+ */
+import type { InferenceSession, Tensor, TypedTensor } from 'onnxruntime-common';
+import {
+  type Classification,
+  type ClassifyOptions,
+  type Classifier,
+  type DeviceName,
+  IO_NAMES,
+  type ImageInput,
+  type LoadOptions,
+  type ModelMetadata,
+} from './contract.ts';
+import { InputError, ModelFormatError, type Polarity, readModelMetadata } from '@capsnet-onnx/core';
+import { checkMaxBatch, checkPolarityOption, toCapsuleBatch, toImageBatch } from './inputs.ts';
+import { type Provider, errorMessage } from './providers/provider.ts';
+import { selectProvider } from './registry.ts';
+
+/** The part of onnxruntime-node / onnxruntime-web the runtime uses. */
+export interface OrtApi {
+  InferenceSession: { create(model: Uint8Array, options?: InferenceSession.SessionOptions): Promise<InferenceSession> };
+  Tensor: new (type: 'float32', data: Float32Array, dims: readonly number[]) => TypedTensor<'float32'>;
+}
+
+/**
+ * Model or decoder bytes as callers hold them: a Uint8Array (Node's Buffer is one), an ArrayBuffer (what
+ * `fetch(...).arrayBuffer()` and FileReader give) or any other ArrayBuffer view. Anything else is an InputError.
+ */
+export function toModelBytes(value: unknown, what: string): Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && value instanceof SharedArrayBuffer)) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  const got = value === null ? 'null' : typeof value === 'object' ? ((value as object).constructor?.name ?? 'object') : typeof value;
+  throw new InputError(`${what} must be a path or URL string, a Uint8Array, an ArrayBuffer or a Buffer; got ${got}`);
+}
+
+/** A decoder source: bytes, or a loader that returns them (null: no decoder file, with the reason). */
+export type DecoderSource = Uint8Array | (() => Promise<Uint8Array | { missing: string }>);
+
+function checkSession(session: InferenceSession, inputs: string[], outputs: string[], file: string): void {
+  const missingIn = inputs.filter((n) => !session.inputNames.includes(n));
+  const missingOut = outputs.filter((n) => !session.outputNames.includes(n));
+  if (missingIn.length || missingOut.length) {
+    throw new ModelFormatError(
+      `${file} lacks graph ${missingIn.length ? `input(s) ${missingIn.join(', ')}` : ''}${missingIn.length && missingOut.length ? ' and ' : ''}` +
+        `${missingOut.length ? `output(s) ${missingOut.join(', ')}` : ''} (it has inputs ${session.inputNames.join(', ')}; outputs ` +
+        `${session.outputNames.join(', ')}): export it with \`capsnet export\``,
+    );
+  }
+}
+
+function checkDims(tensor: Tensor | undefined, expected: number[], name: string): Float32Array {
+  if (!tensor) throw new ModelFormatError(`the model returned no "${name}" output`);
+  if (tensor.type !== 'float32' || tensor.dims.join('x') !== expected.join('x')) {
+    throw new ModelFormatError(
+      `the model's "${name}" output is ${tensor.type} [${tensor.dims.join(', ')}], expected float32 [${expected.join(', ')}]: ` +
+        'the graph does not match its metadata; re-export it',
+    );
+  }
+  return tensor.data as Float32Array;
+}
+
+export class OrtClassifier implements Classifier {
+  #queue: Promise<unknown> = Promise.resolve();
+  #decoder: InferenceSession | null;
+  readonly #maxBatch: number;
+  readonly #polarity: Polarity;
+  readonly #threshold: number;
+
+  constructor(
+    private readonly ort: OrtApi,
+    readonly device: DeviceName,
+    readonly deviceReport: string,
+    readonly metadata: ModelMetadata,
+    private readonly session: InferenceSession,
+    decoder: InferenceSession | null,
+    private readonly decoderMissing: string,
+    maxBatch: number,
+    defaults: { polarity: Polarity; presenceThreshold: number },
+  ) {
+    this.#decoder = decoder;
+    this.#maxBatch = maxBatch;
+    this.#polarity = defaults.polarity;
+    this.#threshold = defaults.presenceThreshold;
+  }
+
+  /** One run at a time per model: ORT-web sessions reject overlapping runs, and the latency numbers stay honest. */
+  #serial<T>(task: () => Promise<T>): Promise<T> {
+    const next = this.#queue.then(task, task);
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async classify(images: ImageInput, options: ClassifyOptions = {}): Promise<Classification[]> {
+    const m = this.metadata;
+    const polarity = options.polarity === undefined ? this.#polarity : checkPolarityOption(options.polarity);
+    const threshold = options.presenceThreshold === undefined ? this.#threshold : checkThreshold(options.presenceThreshold);
+    const { data, count, ink } = toImageBatch(images, m, this.#maxBatch, polarity);
+    const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
+    const feeds = { [IO_NAMES.images]: new this.ort.Tensor('float32', data, [count, m.inputHeight, m.inputWidth, m.inputChannels]) };
+    const out = await this.#serial(() => this.session.run(feeds, [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction]));
+    const lengths = checkDims(out[IO_NAMES.lengths], [count, m.numClasses], IO_NAMES.lengths);
+    const capsules = checkDims(out[IO_NAMES.capsules], [count, m.numClasses, m.digitDim], IO_NAMES.capsules);
+    const reconstruction = checkDims(out[IO_NAMES.reconstruction], [count, pixels], IO_NAMES.reconstruction);
+    const caps = m.numClasses * m.digitDim;
+    const results: Classification[] = [];
+    for (let n = 0; n < count; n++) {
+      const l = lengths.slice(n * m.numClasses, (n + 1) * m.numClasses);
+      let longest = 0;
+      for (let k = 1; k < l.length; k++) if (l[k]! > l[longest]!) longest = k;
+      const name = m.classLabels[longest] ?? String(longest);
+      let reason: string | undefined;
+      if (!ink[n]) reason = 'no ink: the image is blank';
+      else if (l[longest]! < threshold) {
+        reason = `no class is present: the longest capsule (${name}) has length ${l[longest]!.toFixed(3)}, below the presence threshold ${threshold}`;
+      }
+      results.push({
+        label: reason ? null : longest,
+        labelName: reason ? null : name,
+        ...(reason ? { reason } : {}),
+        longest,
+        lengths: l,
+        capsules: capsules.slice(n * caps, (n + 1) * caps),
+        reconstruction: reconstruction.slice(n * pixels, (n + 1) * pixels),
+      });
+    }
+    for (const t of Object.values(out)) t.dispose();
+    return results;
+  }
+
+  async decode(capsules: Float32Array | Float32Array[]): Promise<Float32Array[]> {
+    const decoder = this.#decoder;
+    if (!decoder) throw new ModelFormatError(`no decoder model: ${this.decoderMissing}`);
+    const m = this.metadata;
+    const { data, count } = toCapsuleBatch(capsules, m, this.#maxBatch);
+    const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
+    const feeds = { [IO_NAMES.maskedCapsules]: new this.ort.Tensor('float32', data, [count, m.numClasses, m.digitDim]) };
+    const out = await this.#serial(() => decoder.run(feeds, [IO_NAMES.reconstruction]));
+    const reconstruction = checkDims(out[IO_NAMES.reconstruction], [count, pixels], IO_NAMES.reconstruction);
+    const results = Array.from({ length: count }, (_, n) => reconstruction.slice(n * pixels, (n + 1) * pixels));
+    out[IO_NAMES.reconstruction]!.dispose();
+    return results;
+  }
+
+  async dispose(): Promise<void> {
+    await this.#queue;
+    await this.session.release();
+    await this.#decoder?.release();
+    this.#decoder = null;
+  }
+}
+
+/**
+ * Shared load path of both entry points: read the metadata, pick the provider, open the model (and the decoder,
+ * when there is one) on it with that single execution provider.
+ */
+export async function loadClassifier(
+  ort: OrtApi,
+  modelBytes: Uint8Array,
+  modelName: string,
+  decoder: DecoderSource,
+  providers: readonly Provider[],
+  autoOrder: readonly DeviceName[],
+  options: LoadOptions,
+  entry: string,
+): Promise<OrtClassifier> {
+  const metadata = readModelMetadata(modelBytes);
+  const maxBatch = checkMaxBatch(options.maxBatch);
+  const decoderBytes = typeof decoder === 'function' ? await decoder() : decoder;
+  const log = options.log ?? (() => {});
+  const { value, provider, report } = await selectProvider(
+    options.device ?? 'auto',
+    providers,
+    autoOrder,
+    async (p) => {
+      const sessionOptions = p.sessionOptions(options);
+      const session = await ort.InferenceSession.create(modelBytes, sessionOptions);
+      try {
+        checkSession(session, [IO_NAMES.images], [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction], modelName);
+        let decoderSession: InferenceSession | null = null;
+        if (decoderBytes instanceof Uint8Array) {
+          decoderSession = await ort.InferenceSession.create(decoderBytes, sessionOptions);
+          checkSession(decoderSession, [IO_NAMES.maskedCapsules], [IO_NAMES.reconstruction], `the decoder of ${modelName}`);
+        }
+        return { session, decoderSession };
+      } catch (e) {
+        await session.release();
+        throw e;
+      }
+    },
+    log,
+    entry,
+  );
+  const missing = decoderBytes instanceof Uint8Array ? '' : decoderBytes.missing;
+  const defaults = {
+    polarity: checkPolarityOption(options.polarity),
+    presenceThreshold: options.presenceThreshold === undefined ? metadata.presenceThreshold : checkThreshold(options.presenceThreshold),
+  };
+  return new OrtClassifier(ort, provider.device, report, metadata, value.session, value.decoderSession, missing, maxBatch, defaults);
+}
+
+function checkThreshold(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value >= 1) {
+    throw new InputError(`presenceThreshold must be a number in [0, 1) (a capsule length), got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+export { errorMessage };

@@ -1,0 +1,71 @@
+/**
+ * Node entry point: CapsNet over onnxruntime-node, devices cpu, cuda and webgpu.
+ *
+ *   const model = await CapsNet.load('model.onnx', { device: 'auto' });
+ *   const [result] = await model.classify(pixels);
+ *
+ * `auto` tries cuda, then cpu. WebGPU is used only when asked for by name: onnxruntime-node's Dawn picks the
+ * adapter without telling us which, and on a machine without a GPU it is a software renderer (SwiftShader) far
+ * slower than the CPU provider; where CUDA exists it is the faster GPU path.
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import * as ort from 'onnxruntime-node';
+import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
+import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
+import { ModelFormatError, decoderPathFor } from '@capsnet-onnx/core';
+import { nodeCpu } from './providers/node-cpu.ts';
+import { nodeCuda } from './providers/node-cuda.ts';
+import { nodeWebGpu } from './providers/node-webgpu.ts';
+import type { Provider } from './providers/provider.ts';
+
+export * from './contract.ts';
+export { nvidiaDriverPresent } from './providers/node-cuda.ts';
+export { swiftShaderEnv } from './providers/swiftshader.ts';
+// The image pipeline (the core's), for apps that decode files or want to see what the model sees.
+export {
+  DEFAULT_IMAGE_LIMITS, ImageError, decodeImage, imageFormat, readImageHeader, type ImageLimits, type RgbaImage,
+  POLARITIES, PreprocessError, prepareImage, type Polarity, type PreparedImage, type Preprocessing, type Raster,
+} from '@capsnet-onnx/core';
+
+export const NODE_PROVIDERS: readonly Provider[] = [nodeCpu, nodeCuda, nodeWebGpu];
+export const NODE_AUTO_ORDER: readonly DeviceName[] = ['cuda', 'cpu'];
+
+async function readModel(path: string, what: string): Promise<Uint8Array> {
+  try {
+    return await readFile(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ModelFormatError(
+      code === 'ENOENT' ? `${what} ${path} does not exist: create it with \`capsnet export RUN_DIR -o ${path}\`` : `cannot read ${what} ${path}: ${(e as Error).message}`,
+    );
+  }
+}
+
+export const CapsNet = {
+  devices: NODE_PROVIDERS.map((p) => p.device),
+  autoOrder: NODE_AUTO_ORDER,
+
+  /** Load model.onnx (path or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it. */
+  async load(fileOrBytes: string | Uint8Array | ArrayBuffer, options: LoadOptions = {}): Promise<Classifier> {
+    const bytes = typeof fileOrBytes === 'string' ? await readModel(fileOrBytes, 'model') : toModelBytes(fileOrBytes, 'the model');
+    const name = typeof fileOrBytes === 'string' ? fileOrBytes : 'the model';
+    let decoder: DecoderSource;
+    if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
+    else if (typeof options.decoder === 'string') decoder = await readModel(options.decoder, 'decoder');
+    else if (typeof fileOrBytes === 'string') {
+      const path = decoderPathFor(fileOrBytes);
+      decoder = async () => (existsSync(path) ? readModel(path, 'decoder') : { missing: `${path} does not exist (\`capsnet export\` writes it beside the model)` });
+    } else decoder = async () => ({ missing: 'the model was loaded from bytes: pass { decoder: bytes or path } to CapsNet.load' });
+    return loadClassifier(ort as unknown as OrtApi, bytes, name, decoder, NODE_PROVIDERS, NODE_AUTO_ORDER, options, '@capsnet-onnx/runtime/node (onnxruntime-node)');
+  },
+
+  /** Each Node device and why it cannot run here (null: it can be tried). */
+  async probe(): Promise<Record<string, string | null>> {
+    const out: Record<string, string | null> = {};
+    for (const p of NODE_PROVIDERS) out[p.device] = await p.unavailable();
+    return out;
+  },
+};
+
+export default CapsNet;

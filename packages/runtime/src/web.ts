@@ -1,0 +1,91 @@
+/**
+ * Browser entry point: CapsNet over onnxruntime-web, devices webgpu and wasm (bundled by `npm run build:web`).
+ * In Node, `onnxruntime-web` resolves to its wasm-only build, so this entry also runs device "wasm" there.
+ *
+ *   const model = await CapsNet.load('/models/model.onnx', { device: 'auto' });
+ *
+ * `auto` tries webgpu, then wasm; it passes over a software WebGPU adapter (SwiftShader), slower than wasm.
+ */
+import * as ort from 'onnxruntime-web';
+import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
+import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
+import { ModelFormatError } from '@capsnet-onnx/core';
+import { threadCount, type Provider } from './providers/provider.ts';
+import { webWasm } from './providers/web-wasm.ts';
+import { webWebGpu } from './providers/web-webgpu.ts';
+
+export * from './contract.ts';
+// The image pipeline (the core's), for apps that decode files or want to see what the model sees.
+export {
+  DEFAULT_IMAGE_LIMITS, ImageError, decodeImage, imageFormat, readImageHeader, type ImageLimits, type RgbaImage,
+  POLARITIES, PreprocessError, prepareImage, type Polarity, type PreparedImage, type Preprocessing, type Raster,
+} from '@capsnet-onnx/core';
+export { webGpuAdapterInfo, describeAdapter } from './providers/web-webgpu.ts';
+
+export const WEB_PROVIDERS: readonly Provider[] = [webWebGpu, webWasm];
+export const WEB_AUTO_ORDER: readonly DeviceName[] = ['webgpu', 'wasm'];
+
+export interface WebLoadOptions extends LoadOptions {
+  /** Where onnxruntime-web finds its .wasm files (default: beside the bundle). */
+  wasmPaths?: string;
+}
+
+async function fetchBytes(url: string, what: string): Promise<Uint8Array | null> {
+  let response: Response;
+  try {
+    response = await fetch(url);
+  } catch (e) {
+    throw new ModelFormatError(`cannot fetch ${what} ${url}: ${(e as Error).message}`);
+  }
+  if (response.status === 404) return null;
+  if (!response.ok) throw new ModelFormatError(`cannot fetch ${what} ${url}: HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+export const CapsNet = {
+  devices: WEB_PROVIDERS.map((p) => p.device),
+  autoOrder: WEB_AUTO_ORDER,
+
+  /** Load model.onnx (URL or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it. */
+  async load(urlOrBytes: string | Uint8Array | ArrayBuffer, options: WebLoadOptions = {}): Promise<Classifier> {
+    const threads = threadCount(options.threads);
+    // Process-wide onnxruntime-web settings; they take effect at its first session.
+    if (threads) ort.env.wasm.numThreads = threads;
+    if (options.wasmPaths) ort.env.wasm.wasmPaths = options.wasmPaths;
+    let bytes: Uint8Array;
+    if (typeof urlOrBytes === 'string') {
+      const fetched = await fetchBytes(urlOrBytes, 'model');
+      if (!fetched) throw new ModelFormatError(`model ${urlOrBytes} not found (HTTP 404)`);
+      bytes = fetched;
+    } else bytes = toModelBytes(urlOrBytes, 'the model');
+    let decoder: DecoderSource;
+    if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
+    else {
+      const url = typeof options.decoder === 'string' ? options.decoder : typeof urlOrBytes === 'string' ? urlOrBytes.replace(/(\.onnx)?(\?.*)?$/i, '.decoder.onnx$2') : null;
+      decoder = async () => {
+        if (!url) return { missing: 'the model was loaded from bytes: pass { decoder: bytes or URL } to CapsNet.load' };
+        const fetched = await fetchBytes(url, 'decoder');
+        if (!fetched && typeof options.decoder === 'string') throw new ModelFormatError(`decoder ${url} not found (HTTP 404)`);
+        return fetched ?? { missing: `${url} was not found (\`capsnet export\` writes it beside the model)` };
+      };
+    }
+    return loadClassifier(
+      ort as unknown as OrtApi,
+      bytes,
+      typeof urlOrBytes === 'string' ? urlOrBytes : 'the model',
+      decoder,
+      WEB_PROVIDERS,
+      WEB_AUTO_ORDER,
+      options,
+      '@capsnet-onnx/runtime/web (onnxruntime-web)',
+    );
+  },
+
+  async probe(): Promise<Record<string, string | null>> {
+    const out: Record<string, string | null> = {};
+    for (const p of WEB_PROVIDERS) out[p.device] = await p.unavailable();
+    return out;
+  },
+};
+
+export default CapsNet;
