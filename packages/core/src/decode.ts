@@ -142,7 +142,12 @@ function pngToRgba(bytes: Uint8Array, what: string): RgbaImage {
   const out = new Uint8ClampedArray(count * 4);
   if (png.palette) {
     // Palette images: fast-png leaves indices; its converter gives RGB, or RGBA when tRNS has alpha.
-    const rgb = convertIndexedToRgb(png);
+    let rgb: Uint8Array;
+    try {
+      rgb = convertIndexedToRgb(png);
+    } catch (e) {
+      throw new ImageError('BAD_IMAGE', `${what}: cannot decode the PNG's palette (${(e as Error).message}): the file is corrupt`);
+    }
     const c = rgb.length / count;
     for (let p = 0; p < count; p++) {
       out[4 * p] = rgb[c * p]!;
@@ -155,7 +160,8 @@ function pngToRgba(bytes: Uint8Array, what: string): RgbaImage {
   const c = png.channels;
   const shift = png.depth === 16 ? 257 : 1; // 16-bit samples to 8
   const scale = png.depth < 8 ? 255 / (2 ** png.depth - 1) : 1; // 1/2/4-bit gray to 0-255
-  const data = png.data;
+  // 1/2/4-bit gray stays packed in fast-png's output (rows padded to whole bytes): unpack it first.
+  const data = png.depth < 8 ? unpackRows(png.data as Uint8Array, width, height, png.depth) : png.data;
   // tRNS on gray or RGB images names one colour (in the file's own bit depth) that is fully transparent.
   const key = png.transparency && png.transparency.length === (c === 1 ? 1 : 3) ? png.transparency : null;
   for (let p = 0; p < count; p++) {
@@ -175,6 +181,20 @@ function pngToRgba(bytes: Uint8Array, what: string): RgbaImage {
     if (transparent) out[4 * p + 3] = 0;
   }
   return { data: out, width, height };
+}
+
+/** Samples of `depth` bits (1, 2, 4), packed in rows padded to whole bytes, one a value. */
+function unpackRows(packed: Uint8Array, width: number, height: number, depth: number): Uint8Array {
+  const rowBytes = Math.ceil((width * depth) / 8);
+  const mask = 2 ** depth - 1;
+  const out = new Uint8Array(width * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const bit = x * depth;
+      out[y * width + x] = (packed[y * rowBytes + (bit >> 3)]! >> (8 - depth - (bit & 7))) & mask;
+    }
+  }
+  return out;
 }
 
 function jpegToRgba(bytes: Uint8Array, limits: ImageLimits, what: string): RgbaImage {
