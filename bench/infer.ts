@@ -129,8 +129,11 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
   try {
     await model.classify(one);
     const latenciesMs = await timed(req.latencyRuns, () => model.classify(one));
-    await model.classify(batch);
-    const batchMs = await timed(req.throughputRuns, () => model.classify(batch));
+    // A batch needs its shape: the runtime does not guess one from a flat array's length.
+    const m = model.metadata;
+    const shaped = { data: batch, shape: [req.batch, m.inputHeight, m.inputWidth, m.inputChannels] as const };
+    await model.classify(shaped);
+    const batchMs = await timed(req.throughputRuns, () => model.classify(shaped));
     return { ok: { ranOn: model.deviceReport, latenciesMs, batchMs } };
   } finally {
     await model.dispose();

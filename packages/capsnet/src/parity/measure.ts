@@ -44,7 +44,8 @@ export async function measure(model: Classifier, request: MeasureRequest, loadMs
   const pixels = request.images.length / request.count;
   const image = (i: number) => request.images.subarray(i * pixels, (i + 1) * pixels);
   await model.classify(image(0)); // warm-up: kernel selection, shader compilation
-  const results = await model.classify(request.images.subarray(0, request.count * pixels));
+  const m = model.metadata;
+  const results = await model.classify({ data: request.images.subarray(0, request.count * pixels), shape: [request.count, m.inputHeight, m.inputWidth, m.inputChannels] });
   const decoded = await model.decode(request.masked);
   const latenciesMs: number[] = [];
   for (let r = 0; r < request.latencyRuns; r++) {
