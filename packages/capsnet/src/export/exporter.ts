@@ -47,13 +47,18 @@ export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenan
     [METADATA_KEYS.testAccuracy]: JSON.stringify(provenance.testAccuracy),
     [METADATA_KEYS.checkpointSha256]: provenance.checkpointSha256,
     [METADATA_KEYS.exportedAt]: (provenance.exportedAt ?? new Date()).toISOString(),
-    [METADATA_KEYS.preprocessing]: JSON.stringify(
-      provenance.preprocessing ??
-        defaultPreprocessing(provenance.dataset, { height: config.inputHeight, width: config.inputWidth, channels: config.inputChannels }),
-    ),
-    // A class is present when its capsule is at least as long as the margin loss's m- (the length it was
-    // trained to stay under when absent).
-    [METADATA_KEYS.presenceThreshold]: String(config.mMinus),
+    // How images are prepared, and when a class counts as present (a capsule at least as long as the margin
+    // loss's m-, the length it was trained to stay under when absent). Only for configs that have them (the
+    // baseline CNN's export passes none).
+    ...(config.inputChannels === undefined
+      ? {}
+      : {
+          [METADATA_KEYS.preprocessing]: JSON.stringify(
+            provenance.preprocessing ??
+              defaultPreprocessing(provenance.dataset, { height: config.inputHeight, width: config.inputWidth, channels: config.inputChannels }),
+          ),
+        }),
+    ...(typeof config.mMinus === 'number' ? { [METADATA_KEYS.presenceThreshold]: String(config.mMinus) } : {}),
   };
 }
 
