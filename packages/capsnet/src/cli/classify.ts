@@ -126,20 +126,29 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
     const failed = rows.filter((r) => r.error).length;
     if (failed) process.exitCode = 1;
     if (opts.json) {
-      console.log(JSON.stringify({ model: modelPath, device: model.device, deviceReport: model.deviceReport, results: rows, ...(accuracy !== undefined ? { accuracy } : {}) }, null, 2));
+      await writeOut(JSON.stringify({ model: modelPath, device: model.device, deviceReport: model.deviceReport, results: rows, ...(accuracy !== undefined ? { accuracy } : {}) }, null, 2));
       return;
     }
     const width = Math.max(...rows.map((r) => r.image.length));
-    for (const line of texts) {
+    const lines = texts.map((line) => {
       const [name, rest] = line.split('\t') as [string, string];
-      console.log(`${name.padEnd(width)}  ${rest}`);
-    }
-    if (accuracy !== undefined) console.log(`accuracy: ${(100 * accuracy).toFixed(2)}% of ${labelled.length} labelled images`);
+      return `${name.padEnd(width)}  ${rest}`;
+    });
+    if (accuracy !== undefined) lines.push(`accuracy: ${(100 * accuracy).toFixed(2)}% of ${labelled.length} labelled images`);
+    await writeOut(lines.join('\n'));
     if (failed) console.error(`capsnet: ${failed} of ${rows.length} images could not be read (see "error:" above)`);
   } finally {
     progress.stop();
     await model.dispose();
   }
+}
+
+/**
+ * Write to stdout and wait until it is flushed: the CLI exits as soon as the action returns, and a large write
+ * to a pipe is asynchronous in Node, so a plain console.log of a big result could be cut short.
+ */
+function writeOut(text: string): Promise<void> {
+  return new Promise((resolve, reject) => process.stdout.write(`${text}\n`, (e) => (e ? reject(e) : resolve())));
 }
 
 /** A progress bar on stderr when it is a terminal and there are enough files to wait for; otherwise nothing. */
