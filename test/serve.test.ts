@@ -334,8 +334,10 @@ describe('server (fake classifier)', () => {
     slow.delayMs = 300;
     const s = await createServer({ classifier: slow, batchWaitMs: 0 });
     const url = await s.listen(0, '127.0.0.1');
+    const runsBefore = slow.runs.length; // the start-up probe's runs
     const inFlight = postJson(url, '/v1/classify', { image: flat(1) });
-    await new Promise((r) => setTimeout(r, 100));
+    // Close once the request's run has started (a fixed delay was too short on a loaded machine).
+    while (slow.runs.length === runsBefore) await new Promise((r) => setTimeout(r, 5));
     const closed = s.close();
     const response = await inFlight;
     assert.equal(response.status, 200);

@@ -4,11 +4,11 @@
  * unrolled) in milliseconds. `tinyReference` is what its outputs are checked against: train/model.ts's forward
  * pass on tfjs's cpu backend. `syntheticWeights` (no tfjs) also serves the export tests.
  */
-import { type CapsNetConfig, presetConfig, paramShapes, Rng } from '@capsnet-onnx/core';
+import { type CapsNetConfig, METADATA_KEYS, presetConfig, paramShapes, Rng } from '@capsnet-onnx/core';
 import { initBackend } from '../../packages/capsnet/src/train/backend.ts';
 import { decode, forward } from '../../packages/capsnet/src/train/model.ts';
 import { paramsFromWeights } from '../../packages/capsnet/src/train/trainer.ts';
-import { type ExportProvenance, buildCapsNetModels } from '../../packages/capsnet/src/export/exporter.ts';
+import { type ExportProvenance, buildCapsNetModels, recordDecoderHash } from '../../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../../packages/capsnet/src/export/onnx-schema.ts';
 
 /** 12x10 (not square, so a swapped height and width shows): conv1 -> 10x8, primary capsules 4x3x2 = 24 of 4-D. */
@@ -53,12 +53,15 @@ export function tinyModel(metadata: Record<string, string | undefined> = {}): Ti
   const config = TINY_CONFIG;
   const weights = syntheticWeights(config, 1, (name) => (name === 'digit/W' ? 1 : 0.4));
   const built = buildCapsNetModels(config, weights, TINY_PROVENANCE);
-  const [model, decoder] = [built.model, built.decoder].map((proto) => {
+  [built.model, built.decoder].forEach((proto) => {
     const props = new Map((proto.metadata_props ?? []).map((p) => [p.key, p.value] as [string, string | undefined]));
     for (const [key, value] of Object.entries(metadata)) props.set(key, value);
     proto.metadata_props = [...props].filter((e): e is [string, string] => e[1] !== undefined).map(([key, value]) => ({ key, value }));
-    return encodeModel(proto);
   });
+  // The model names its decoder by hash: record the edited decoder's, unless the caller set that key itself.
+  const decoderBytes = encodeModel(built.decoder);
+  if (!(METADATA_KEYS.decoderSha256 in metadata)) recordDecoderHash(built.model, decoderBytes);
+  const [model, decoder] = [encodeModel(built.model), decoderBytes];
   return { config, weights, model: model!, decoder: decoder! };
 }
 

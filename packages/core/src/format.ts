@@ -17,7 +17,11 @@ export interface ModelMetadata {
   dataset: string;
   testAccuracy: number | null;
   checkpointSha256: string;
+  /** SHA-256 (hex) of the decoder file exported with this model; '' for older exports. Loaders refuse another decoder. */
+  decoderSha256: string;
   exportedAt: string;
+  /** How the weights are stored: fp32, fp16 or int8 (inputs, outputs and compute are float32 at every precision). */
+  precision: string;
   producer: string;
   producerVersion: string;
   /** The full training config, as JSON-decoded from `capsnet.config`. */
@@ -44,9 +48,12 @@ export const METADATA_KEYS = {
   dataset: 'capsnet.dataset',
   testAccuracy: 'capsnet.test_accuracy',
   checkpointSha256: 'capsnet.checkpoint_sha256',
+  decoderSha256: 'capsnet.decoder_sha256',
   exportedAt: 'capsnet.exported_at',
   preprocessing: 'capsnet.preprocessing',
   presenceThreshold: 'capsnet.presence_threshold',
+  /** Weight storage precision: fp32, fp16 or int8 (absent in older files: fp32). */
+  precision: 'capsnet.precision',
 } as const;
 
 /** Graph I/O names shared by the exporter and every runtime. */

@@ -51,6 +51,18 @@ function checkSession(session: InferenceSession, inputs: string[], outputs: stri
   }
 }
 
+/**
+ * An int8 export keeps its weights behind DequantizeLinear so that the file is small. ORT leaves those nodes out of
+ * constant folding (to keep QDQ groups for its quantised kernels) and would dequantize every weight at every run,
+ * several times slower than fp32; weight-only QDQ has nothing to fuse, so `session.disable_quant_qdq` lets constant
+ * folding widen the weights once, at load: fp32 speed and memory, int8 download.
+ */
+function withPrecision(options: InferenceSession.SessionOptions, precision: string): InferenceSession.SessionOptions {
+  if (precision !== 'int8') return options;
+  const extra = (options.extra ?? {}) as { session?: Record<string, string> };
+  return { ...options, extra: { ...extra, session: { ...extra.session, disable_quant_qdq: '1' } } };
+}
+
 function checkDims(tensor: Tensor | undefined, expected: number[], name: string): Float32Array {
   if (!tensor) throw new ModelFormatError(`the model returned no "${name}" output`);
   if (tensor.type !== 'float32' || tensor.dims.join('x') !== expected.join('x')) {
@@ -65,6 +77,7 @@ function checkDims(tensor: Tensor | undefined, expected: number[], name: string)
 export class OrtClassifier implements Classifier {
   #queue: Promise<unknown> = Promise.resolve();
   #decoder: InferenceSession | null;
+  #disposed: Promise<void> | undefined;
   readonly #maxBatch: number;
   readonly #polarity: Polarity;
   readonly #threshold: number;
@@ -144,11 +157,44 @@ export class OrtClassifier implements Classifier {
     return results;
   }
 
+  /** Release the sessions; calling it again does nothing. */
   async dispose(): Promise<void> {
-    await this.#queue;
-    await this.session.release();
-    await this.#decoder?.release();
-    this.#decoder = null;
+    if (this.#disposed) return this.#disposed;
+    this.#disposed = (async () => {
+      await this.#queue;
+      await this.session.release();
+      await this.#decoder?.release();
+      this.#decoder = null;
+    })();
+    return this.#disposed;
+  }
+}
+
+async function sha256Hex(bytes: Uint8Array): Promise<string | undefined> {
+  // WebCrypto: in Node and in browsers' secure contexts (https, localhost); elsewhere the pair cannot be checked.
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) return undefined;
+  const digest = new Uint8Array(await subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * A model and a decoder from different exports (an export killed between its two renames, or files copied
+ * separately) would reconstruct from the wrong weights without a word: the model records its decoder's SHA-256.
+ */
+async function checkDecoderPair(metadata: ModelMetadata, decoder: Uint8Array, modelName: string, log: (line: string) => void): Promise<void> {
+  if (!metadata.decoderSha256) return;
+  const actual = await sha256Hex(decoder);
+  if (actual === undefined) {
+    log(`cannot check that the decoder belongs to ${modelName}: this context has no WebCrypto (serve the page over https or localhost)`);
+    return;
+  }
+  if (actual !== metadata.decoderSha256) {
+    throw new ModelFormatError(
+      `the decoder does not belong to ${modelName}: the model was exported with a decoder of SHA-256 ${metadata.decoderSha256.slice(0, 12)}..., ` +
+        `this one is ${actual.slice(0, 12)}... (an interrupted export, or files copied separately): run \`capsnet export\` again to write both, ` +
+        'or pass the decoder exported with this model',
+    );
   }
 }
 
@@ -170,12 +216,13 @@ export async function loadClassifier(
   const maxBatch = checkMaxBatch(options.maxBatch);
   const decoderBytes = typeof decoder === 'function' ? await decoder() : decoder;
   const log = options.log ?? (() => {});
+  if (decoderBytes instanceof Uint8Array) await checkDecoderPair(metadata, decoderBytes, modelName, log);
   const { value, provider, report } = await selectProvider(
     options.device ?? 'auto',
     providers,
     autoOrder,
     async (p) => {
-      const sessionOptions = p.sessionOptions(options);
+      const sessionOptions = withPrecision(p.sessionOptions(options), metadata.precision);
       const session = await ort.InferenceSession.create(modelBytes, sessionOptions);
       try {
         checkSession(session, [IO_NAMES.images], [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction], modelName);

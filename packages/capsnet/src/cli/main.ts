@@ -3,6 +3,7 @@
  * heavy modules only when one of them runs, so `capsnet classify` never loads TensorFlow.js.
  */
 import { Command } from 'commander';
+import { systemErrorLine } from '../files/atomic.ts';
 import { registerTrainCommands } from './train.ts';
 import { registerServeCommands } from './serve.ts';
 import { registerExportCommands } from './export.ts';
@@ -10,6 +11,15 @@ import { registerRuntimeCommands } from './classify.ts';
 import { registerParityCommands } from './parity.ts';
 import { registerExperimentCommands } from './experiment.ts';
 import { registerCorpusCommands } from './corpus.ts';
+
+function userMessage(error: Error): string {
+  const system = systemErrorLine(error);
+  if (system) return system;
+  if (error instanceof RangeError && /Invalid typed array length|Array buffer allocation failed|Invalid array length/.test(error.message)) {
+    return `an input asks for more memory than can be allocated (${error.message}): check the sizes in the data or model files`;
+  }
+  return error.message;
+}
 
 const program = new Command('capsnet')
   .description('Train a CapsNet in TensorFlow.js, export it to ONNX with routing unrolled, and serve it with ONNX Runtime.')
@@ -27,11 +37,14 @@ try {
   await program.parseAsync(process.argv);
 } catch (e) {
   const error = e as Error;
-  // Errors reach the user as one line naming the problem and the fix; CAPSNET_DEBUG=1 shows the stack.
-  console.error(`capsnet: ${error.message}`);
+  // Errors reach the user as one line naming the problem and the fix; CAPSNET_DEBUG=1 shows the stack. System
+  // errors (disk full, read-only, permissions...) that no layer caught are turned into that line here.
+  console.error(`capsnet: ${userMessage(error)}`);
   if (process.env.CAPSNET_DEBUG) console.error(error.stack);
   process.exitCode = 1;
 }
 // A command is finished when its action returns (serve returns only after shutdown); backends such as wasm's
-// thread pool keep workers that would otherwise hold the process open.
+// thread pool keep workers that would otherwise hold the process open. Output still queued for a pipe is
+// flushed first: exiting at once cut `classify --json` of 2,000 images short.
+await Promise.all([process.stdout, process.stderr].map((stream) => new Promise<void>((resolve) => stream.write('', () => resolve()))));
 process.exit();

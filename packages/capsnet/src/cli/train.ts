@@ -1,4 +1,5 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
 
 export function positiveInt(name: string) {
   return (value: string): number => {
@@ -10,6 +11,12 @@ export function positiveInt(name: string) {
 
 function timestamp(): string {
   return new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
+}
+
+/** The run flags typed on the command line (not defaulted): what --resume compares with the checkpoint. */
+function givenRunFlags(opts: Record<string, unknown>, command: Command): RunFlags {
+  const keys: (keyof RunFlags)[] = ['preset', 'data', 'batchSize', 'routing', 'seed', 'trainLimit', 'testLimit'];
+  return Object.fromEntries(keys.filter((k) => command.getOptionValueSource(k) === 'cli').map((k) => [k, opts[k]])) as RunFlags;
 }
 
 export function registerTrainCommands(program: Command): void {
@@ -25,12 +32,14 @@ export function registerTrainCommands(program: Command): void {
     .addOption(new Option('--backend <name>', 'training backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'))
     .option('--seed <n>', 'seed for initialisation, shuffling and shifts', (v) => Number.parseInt(v, 10), 42)
     .option('--out <dir>', 'run directory (default: runs/<timestamp>)')
-    .option('--resume', 'continue from the checkpoint in --out', false)
+    .option('--resume', `continue the run in --out from its checkpoint; only ${RESUME_SAFE_FLAGS.join(', ')} may differ from the run's`, false)
+    .option('--overwrite', 'replace the run already in --out (without it, an existing run is reused only with --resume)', false)
+    .option('--allow-suspicious-data', 'train even when the labels skip classes, hold one class, or leave a class without examples', false)
     .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)', (v) => Number.parseInt(v, 10), 50)
     .option('--train-limit <n>', 'train on only the first N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'evaluate on only the first N test images', positiveInt('--test-limit'))
     .option('--no-progress', 'no progress bar')
-    .action(async (opts) => {
+    .action(async (opts, command: Command) => {
       if (opts.resume && !opts.out) throw new Error('--resume needs --out DIR: the run directory to continue');
       if (opts.model === 'baseline-cnn' && opts.routing !== undefined) throw new Error('--routing applies to --model capsnet; the baseline CNN has no routing');
       const { train } = await import('../train/trainer.ts');
@@ -51,6 +60,9 @@ export function registerTrainCommands(program: Command): void {
         testLimit: opts.testLimit,
         log: (line) => console.log(line),
         progressBar: opts.progress && Boolean(process.stderr.isTTY),
+        overwrite: opts.overwrite,
+        allowSuspiciousData: opts.allowSuspiciousData,
+        givenFlags: givenRunFlags(opts, command),
       });
       const last = result.metrics.at(-1);
       console.log(`done: ${out}${last ? ` (test accuracy ${(100 * last.test_accuracy).toFixed(2)}%, ${result.parameters.toLocaleString('en-US')} parameters)` : ''}`);

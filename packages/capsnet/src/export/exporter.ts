@@ -2,13 +2,17 @@
  * `capsnet export`: checkpoint -> model.onnx (images -> lengths, capsules, reconstruction, coupling) and
  * model.decoder.onnx (masked capsules -> reconstruction), both written atomically.
  */
-import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, validateConfig } from '@capsnet-onnx/core';
 import { loadCheckpoint } from '../files/checkpoint.ts';
+import { sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
+import type { Precision } from './precision.ts';
+import { type TritonFiles, type TritonOptions, checkTritonOptions, writeTritonRepository } from './triton.ts';
 import { BASELINE_METADATA_KEYS, buildBaselineCnnGraph } from './baseline-cnn-graph.ts';
 import { type BaselineCnnConfig, baselineParameterCount } from '@capsnet-onnx/core';
 
@@ -18,7 +22,7 @@ let producerVersionCache: string | undefined;
 export function producerVersion(): string {
   if (producerVersionCache === undefined) {
     try {
-      const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+      const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
       producerVersionCache = pkg.version ?? '0.0.0';
     } catch {
       producerVersionCache = '0.0.0';
@@ -36,6 +40,8 @@ export interface ExportProvenance {
   exportedAt?: Date;
   /** How images are to be prepared for the model; default core/image.ts's rule for the data set and input. */
   preprocessing?: Preprocessing;
+  /** Storage precision of the weights (export/precision.ts); default fp32. */
+  precision?: Precision;
 }
 
 export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenance): Record<string, string> {
@@ -59,12 +65,24 @@ export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenan
           ),
         }),
     ...(typeof config.mMinus === 'number' ? { [METADATA_KEYS.presenceThreshold]: String(config.mMinus) } : {}),
+    [METADATA_KEYS.precision]: provenance.precision ?? 'fp32',
   };
+}
+
+/**
+ * Record the decoder's SHA-256 in the model's metadata (METADATA_KEYS.decoderSha256), so that every loader can
+ * refuse a model beside a decoder from another export. Call after the decoder's metadata is final.
+ */
+export function recordDecoderHash(model: ModelProto, decoderBytes: Uint8Array): void {
+  const value = createHash('sha256').update(decoderBytes).digest('hex');
+  model.metadata_props = [...(model.metadata_props ?? []).filter((p) => p.key !== METADATA_KEYS.decoderSha256), { key: METADATA_KEYS.decoderSha256, value }];
 }
 
 export interface CapsNetModels {
   model: ModelProto;
   decoder: ModelProto;
+  /** The decoder's encoded bytes, whose SHA-256 the model records. */
+  decoderBytes: Uint8Array;
 }
 
 /** Build both ONNX models in memory (no files). */
@@ -72,16 +90,21 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
   validateConfig(config);
   const metadata = exportMetadata(config, provenance);
   const common = { producerName: PRODUCER_NAME, producerVersion: producerVersion(), metadata };
-  return {
-    model: buildModel(buildCapsNetGraph(config, weights), {
+  const precision = provenance.precision ?? 'fp32';
+  const stored = precision === 'fp32' ? '' : `, ${precision} weights`;
+  const built = {
+    model: buildModel(buildCapsNetGraph(config, weights, precision), {
       ...common,
-      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)).`,
+      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)${stored}).`,
     }),
-    decoder: buildModel(buildDecoderGraph(config, weights), {
+    decoder: buildModel(buildDecoderGraph(config, weights, precision), {
       ...common,
-      doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}.`,
+      doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}${stored ? ` (${stored.slice(2)})` : ''}.`,
     }),
   };
+  const decoderBytes = encodeModel(built.decoder);
+  recordDecoderHash(built.model, decoderBytes);
+  return { ...built, decoderBytes };
 }
 
 /** Fail early, with the fix, on an output path that cannot be written. */
@@ -94,38 +117,29 @@ export function checkOutputPath(path: string): void {
   if (!statSync(dir).isDirectory()) throw new Error(`output directory ${dir} is not a directory`);
 }
 
-/**
- * Write several files so that each appears whole or not at all: all go to temp files in their own directories
- * first, then each is renamed into place. On failure no temp file is left behind.
- */
-export function writeFilesAtomic(files: { path: string; bytes: Uint8Array }[]): void {
-  const temps = files.map((f) => join(dirname(f.path), `.tmp-${process.pid}-${Date.now()}-${basename(f.path)}`));
-  try {
-    files.forEach((f, k) => writeFileSync(temps[k]!, f.bytes));
-    files.forEach((f, k) => renameSync(temps[k]!, f.path));
-  } catch (e) {
-    for (const t of temps) rmSync(t, { force: true });
-    const error = e as NodeJS.ErrnoException;
-    throw new Error(`cannot write ${error.path ?? files.map((f) => f.path).join(', ')}: ${error.code ?? error.message}`);
-  }
-}
-
 export interface ExportOptions {
-  /** Path of the model file; the decoder goes beside it (see decoderPathFor). */
-  out: string;
+  /** Path of the model file; the decoder goes beside it (see decoderPathFor). Optional with `triton`. */
+  out?: string;
+  /** Also (or, without `out`, only) write a Triton model repository (export/triton.ts). */
+  triton?: TritonOptions;
   /** Override the checkpoint's routing iterations (the weights do not depend on it). */
   routingIterations?: number;
   exportedAt?: Date;
+  /** Weight storage precision (export/precision.ts); default fp32. */
+  precision?: Precision;
 }
 
 export interface ExportResult {
   family: 'capsnet';
+  /** Empty when only a Triton repository was written. */
   modelPath: string;
   decoderPath: string;
+  triton?: TritonFiles;
   modelBytes: number;
   decoderBytes: number;
   parameters: number;
   routingIterations: number;
+  precision: Precision;
   seconds: number;
   model: ModelProto;
   decoder: ModelProto;
@@ -169,18 +183,25 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   if (only && checkpoint.model?.family === 'baseline-cnn') {
     throw new Error(`${runDir} holds a baseline CNN run, not a CapsNet: export it with exportRun (the \`capsnet export\` command)`);
   }
-  checkOutputPath(options.out);
+  if (options.out === undefined && !options.triton) throw new Error('nothing to write: give -o FILE or --triton DIR');
+  if (options.out !== undefined) checkOutputPath(options.out);
+  if (options.triton) checkTritonOptions(options.triton);
   const provenance = {
     classLabels: checkpoint.classLabels,
     dataset: checkpoint.dataset,
     testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
     checkpointSha256: checkpoint.sha256,
     exportedAt: options.exportedAt,
+    precision: options.precision,
   };
   if (checkpoint.model?.family === 'baseline-cnn') {
     if (options.routingIterations !== undefined) throw new Error('--routing applies to CapsNet runs; this run is a baseline CNN (no routing)');
+    if (options.triton || (options.precision ?? 'fp32') !== 'fp32' || options.out === undefined) {
+      throw new Error('--precision and --triton apply to CapsNet runs; this run is a baseline CNN: export it with -o FILE only');
+    }
     const model = buildBaselineCnnModel(checkpoint.model.config, checkpoint.weights, provenance);
     const modelBytes = encodeModel(model);
+    sweepTempFiles(dirname(resolve(options.out)), [basename(options.out)]);
     writeFilesAtomic([{ path: options.out, bytes: modelBytes }]);
     return {
       // the network's weights, as `capsnet train` prints them (countParameters would add the flatten's shape constant)
@@ -192,19 +213,30 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     ...checkpoint.config,
     ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
   };
-  const { model, decoder } = buildCapsNetModels(config, checkpoint.weights, provenance);
+  const { model, decoder, decoderBytes } = buildCapsNetModels(config, checkpoint.weights, provenance);
   const modelBytes = encodeModel(model);
-  const decoderBytes = encodeModel(decoder);
-  const decoderPath = decoderPathFor(options.out);
-  writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+  const decoderPath = options.out === undefined ? '' : decoderPathFor(options.out);
+  if (options.out !== undefined) {
+    // Temp files of an export that was killed are swept first. The decoder lands before the model; a kill between
+    // the two renames leaves a pair whose hashes disagree, which every loader refuses (see recordDecoderHash).
+    sweepTempFiles(dirname(resolve(options.out)), [basename(options.out), basename(decoderPath)]);
+    writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+  }
+  const triton = options.triton
+    ? writeTritonRepository(options.triton, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
+      `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
+        `(${options.precision ?? 'fp32'} weights, routing unrolled x${config.routingIterations}).`)
+    : undefined;
   return {
     family: 'capsnet',
-    modelPath: options.out,
+    modelPath: options.out ?? '',
     decoderPath,
+    ...(triton ? { triton } : {}),
     modelBytes: modelBytes.length,
     decoderBytes: decoderBytes.length,
     parameters: countParameters(model.graph),
     routingIterations: config.routingIterations,
+    precision: options.precision ?? 'fp32',
     seconds: (performance.now() - started) / 1000,
     model,
     decoder,

@@ -67,7 +67,7 @@ export interface CheckpointState {
   backend: string;
   metrics: EpochMetrics[];
   /** How the run slices the data; a resumed run keeps them so its steps line up with the original. */
-  run: { batchSize: number; trainLimit?: number; testLimit?: number };
+  run: { batchSize: number; trainLimit?: number; testLimit?: number; preset?: string };
   /** Present when the checkpoint was written mid-epoch. */
   progress?: EpochProgress;
   weights: Record<string, Float32Array>;

@@ -66,3 +66,32 @@ export async function measure(model: Classifier, request: MeasureRequest, loadMs
     loadMs,
   };
 }
+
+export interface SpeedResult {
+  /** Batch-1 classify times (after one untimed warm-up). */
+  latenciesMs: number[];
+  /** Whole-batch classify times (after one untimed warm-up). */
+  batchMs: number[];
+}
+
+/** Batch-1 latency and batch throughput of a classifier, for the benchmarks (Node worker and browser page alike). */
+export async function timeClassifier(model: { classify(images: Float32Array): Promise<unknown> } | Classifier, one: Float32Array, batch: Float32Array, latencyRuns: number,
+  throughputRuns: number): Promise<SpeedResult> {
+  // A runtime Classifier takes a batch with its shape only (it does not guess one from a flat array's length).
+  const run = (input: Float32Array) => {
+    if (!('metadata' in model)) return model.classify(input);
+    const m = model.metadata;
+    return model.classify({ data: input, shape: [input.length / (m.inputHeight * m.inputWidth * m.inputChannels), m.inputHeight, m.inputWidth, m.inputChannels] });
+  };
+  const timed = async (runs: number, input: Float32Array) => {
+    await run(input);
+    const out: number[] = [];
+    for (let r = 0; r < runs; r++) {
+      const start = now();
+      await run(input);
+      out.push(now() - start);
+    }
+    return out;
+  };
+  return { latenciesMs: await timed(latencyRuns, one), batchMs: await timed(throughputRuns, batch) };
+}

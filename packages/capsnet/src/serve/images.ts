@@ -30,6 +30,8 @@ export interface UploadOptions {
 
 /** Largest side of a nested JSON image accepted before resizing. */
 export const MAX_SIDE = DEFAULT_IMAGE_LIMITS.maxSide;
+/** One image's share of a request's pixel budget (serve/image-pool.ts allows four of them per request). */
+export const MAX_PNG_PIXELS = 2048 * 2048;
 /** Most values in one JSON image. */
 const MAX_JSON_VALUES = 2048 * 2048 * 4;
 
@@ -56,16 +58,19 @@ export function decodeUpload(bytes: Uint8Array, target: UploadTarget, options: U
   }
 }
 
-interface Tensor {
+export interface Tensor {
   dims: number[];
   data: Float32Array;
 }
 
 /** A rectangular nested array of finite numbers, flattened row-major. */
-function numericTensor(value: unknown, what: string, maxValues: number): Tensor {
+export function numericTensor(value: unknown, what: string, maxValues: number): Tensor {
   const dims: number[] = [];
   let probe: unknown = value;
   while (Array.isArray(probe)) {
+    // Images are at most [rows][cols][channels]: refuse deeper nesting before walking it (100,000 levels would
+    // overflow the stack).
+    if (dims.length === 4) throw badRequest('WRONG_DIMENSIONS', `${what} is nested more than 4 arrays deep: send [rows][cols] or [rows][cols][channels]`);
     dims.push(probe.length);
     if (probe.length === 0) throw badRequest('WRONG_DIMENSIONS', `${what} has an empty array`);
     probe = probe[0];

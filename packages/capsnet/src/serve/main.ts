@@ -22,6 +22,10 @@ export interface ServeCommandOptions {
   shutdownTimeout: number;
   logRequests: boolean;
   presenceThreshold?: number;
+  allowedHost?: string[];
+  cors?: string;
+  /** Name on the KServe v2 routes. */
+  modelName?: string;
 }
 
 /** The page needs the runtime's browser bundle (dist/web/capsnet.js): build it when it is missing and esbuild is installed. */
@@ -67,6 +71,8 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     classifier = await CapsNet.load(modelPath, { ...loadOptions, decoder: decoderPath });
   }
   const server = await createServer({
+    allowedHosts: opts.allowedHost,
+    cors: opts.cors,
     classifier,
     modelPath,
     decoderPath,
@@ -75,7 +81,11 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     maxQueue: opts.maxQueue,
     bodyLimit: opts.bodyLimit,
     logRequests: opts.logRequests,
+    modelName: opts.modelName,
     log,
+  }).catch(async (e: Error) => {
+    await classifier.dispose();
+    throw new Error(`${opts.model}: ${e.message}`);
   });
   let url: string;
   try {

@@ -4,6 +4,11 @@
  * onnxruntime-web. Every response carries COOP/COEP headers so the page is cross-origin isolated and
  * onnxruntime-web can use wasm threads.
  *
+ * Hardened for a careless or hostile client: PNG decoding runs in a worker pool (serve/image-pool.ts) with
+ * per-request limits; every input error is a 4xx in the API's JSON shape; gzip/deflate/br bodies are inflated
+ * under the same body limit; requests must name an allowed Host (DNS rebinding); cross-origin POSTs are refused
+ * unless `cors` names their origin; the page gets a Content-Security-Policy; no response names a server path.
+ *
  *   POST /v1/classify   JSON {image} | {images: [...]}, a raw PNG or JPEG body, or multipart PNG/JPEG files;
  *                       ?polarity=auto|light-on-dark|dark-on-light; a result's label is null (with a reason)
  *                       when the image has no ink or no capsule reaches the model's presence threshold
@@ -11,22 +16,29 @@
  *   GET  /v1/model      metadata, device, batching policy and limits
  *   GET  /v1/samples    a few real test images of the model's data set
  *   GET  /v1/stats      batching counters
- *   GET  /healthz       liveness
+ *   GET  /healthz       a probe inference: the model runs and its outputs match its metadata (else 503)
+ *   /v2/...             the KServe v2 / Open Inference Protocol (serve/kserve.ts)
  *   GET  /              the page; /model.onnx, /model.decoder.onnx, /ort/*, /web/* its assets
  */
 import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
+import { hostname, networkInterfaces } from 'node:os';
+import { type Readable, pipeline } from 'node:stream';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import multipart from '@fastify/multipart';
+import cors from '@fastify/cors';
 import type { Classification, Classifier } from '@capsnet-onnx/runtime';
 import { Batcher, BatchTooLargeError, QueueFullError, type BatchPolicy, type BatchResult, type BatchStats } from './batcher.ts';
 import { ServeError, badRequest } from './errors.ts';
 import { checkPolarity, PreprocessError, type Polarity } from '@capsnet-onnx/core';
-import { capsulesFromJson, decodeUpload, imageFromJson, type InputShape, type UploadTarget } from './images.ts';
+import { capsulesFromJson, imageFromJson, type InputShape, type UploadTarget } from './images.ts';
+import { ImagePool, type ImagePoolOptions, type PngUpload } from './image-pool.ts';
 import { loadSamples, type SampleSet } from './samples.ts';
+import { kserveRoutes } from './kserve.ts';
 import { WEB_DIST } from '../web/paths.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -49,8 +61,16 @@ export interface ServerOptions {
   samplesPerClass?: number;
   /** Folder holding the runtime's browser bundle, served at /web/. Default dist/web. */
   webDir?: string;
+  /** Model name on the KServe v2 routes (the decoder is NAME_decoder), as `capsnet export --triton-name`. Default capsnet. */
+  modelName?: string;
   /** Log one line per request. */
   logRequests?: boolean;
+  /** Host names accepted besides the loopback names and the address the server listens on (DNS rebinding). */
+  allowedHosts?: string[];
+  /** The one origin allowed to call the API from a browser (CORS); without it cross-origin POSTs are refused. */
+  cors?: string;
+  /** Worker pool for image decoding and its per-request limits. */
+  images?: ImagePoolOptions;
   log?: (line: string) => void;
 }
 
@@ -77,6 +97,85 @@ const CONTENT_TYPES: Record<string, string> = {
   '.onnx': 'application/octet-stream',
 };
 
+/**
+ * The page's Content-Security-Policy: only its own scripts, styles and workers; WebAssembly compilation for
+ * onnxruntime-web ('wasm-unsafe-eval'); no inline script, no plugins, no framing.
+ */
+export const PAGE_CSP = [
+  "default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self' blob:", "connect-src 'self' blob: data:",
+  "img-src 'self' data: blob:", "style-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
+].join('; ');
+
+/** Absolute file system paths in a message, reduced to their last part: no response names a server path. */
+export function withoutPaths(text: string): string {
+  return text.replace(/(?<![\w./-])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'"`:,;()]+[/\\])+([^\s/\\'"`:,;()]+)/g, '$1');
+}
+
+/** The data set's public name: `idx:/srv/data/kmnist` -> `idx:kmnist`. */
+export function publicDataset(name: string): string {
+  return name.startsWith('idx:') ? `idx:${withoutPaths(name.slice(4)).replace(/[/\\]+$/, '').split(/[/\\]/).pop()}` : withoutPaths(name);
+}
+
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'];
+
+/** The host name of a Host header, lower-cased, without its port ([::1]:8080 -> ::1). */
+function hostOf(header: string): string {
+  const match = /^\[([^\]]+)\](?::\d+)?$/.exec(header) ?? /^([^:]*)(?::\d+)?$/.exec(header);
+  return (match ? match[1]! : header).toLowerCase();
+}
+
+/** Names a request may carry in its Host header when the server listens on `host`. */
+function allowedHostNames(host: string, extra: string[]): Set<string> {
+  const names = new Set([...LOOPBACK_NAMES, ...extra.map((h) => hostOf(h)), hostOf(host)]);
+  if (host === '0.0.0.0' || host === '::') {
+    // Every interface: the machine's own names and addresses, still not any name a DNS server cares to point here.
+    names.add(hostname().toLowerCase());
+    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) names.add(a.address.toLowerCase());
+  }
+  return names;
+}
+
+/** Inflate a gzip, deflate or br body; Fastify's body limit then applies to the inflated bytes. */
+function decompressBody(encoding: string, payload: Readable): Readable {
+  const inflate = encoding === 'gzip' || encoding === 'x-gzip' ? createGunzip() : encoding === 'deflate' ? createInflate() : createBrotliDecompress();
+  const counted = inflate as unknown as Readable & { receivedEncodedLength: number };
+  counted.receivedEncodedLength = 0;
+  payload.on('data', (chunk: Buffer) => (counted.receivedEncodedLength += chunk.length));
+  pipeline(payload, inflate, () => {});
+  return counted;
+}
+
+/**
+ * A probe inference: a blank image through the classifier (and a blank capsule set through the decoder) whose
+ * outputs must have the shapes and ranges the metadata promises. Throws a one-line error naming the mismatch.
+ */
+export async function probeClassifier(classifier: Classifier): Promise<void> {
+  const m = classifier.metadata;
+  const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
+  const fail = (problem: string): never => {
+    throw new Error(`the model does not match its metadata: ${problem}; re-export it with \`capsnet export\``);
+  };
+  let result: Classification | undefined;
+  try {
+    [result] = await classifier.classify(new Float32Array(pixels));
+  } catch (e) {
+    fail(`a probe inference failed (${withoutPaths((e as Error).message)})`);
+  }
+  // The class of the longest capsule (a blank probe answers label null, by design).
+  const { lengths, capsules, reconstruction, longest: label } = result!;
+  if (lengths.length !== m.numClasses) fail(`it computes ${lengths.length} class scores, its metadata says ${m.numClasses} classes`);
+  if (capsules.length !== m.numClasses * m.digitDim) fail(`its capsules hold ${capsules.length} values, not ${m.numClasses} x ${m.digitDim}`);
+  if (reconstruction.length !== pixels) fail(`its reconstruction has ${reconstruction.length} pixels, not ${pixels}`);
+  if (!lengths.every((v) => Number.isFinite(v) && v >= 0 && v <= 1 + 1e-5)) fail('its capsule lengths are not all in [0, 1]');
+  if (!(label >= 0 && label < m.classLabels.length)) fail(`it predicts class ${label}, outside its ${m.classLabels.length} labels`);
+  try {
+    const [decoded] = await classifier.decode(new Float32Array(m.numClasses * m.digitDim));
+    if (decoded!.length !== pixels) fail(`its decoder returns ${decoded!.length} pixels, not ${pixels}`);
+  } catch (e) {
+    if (!/no decoder model/.test((e as Error).message)) fail(`a probe of its decoder failed (${withoutPaths((e as Error).message)})`);
+  }
+}
+
 /** Fastify's own client errors, renamed for the API's error codes. */
 const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
@@ -88,6 +187,9 @@ const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_JSON',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_CONTENT_LENGTH',
   FST_INVALID_MULTIPART_CONTENT_TYPE: 'BAD_MULTIPART',
+  Z_DATA_ERROR: 'BAD_ENCODING',
+  Z_BUF_ERROR: 'BAD_ENCODING',
+  ERR__ERROR_FORMAT_PADDING_1: 'BAD_ENCODING',
 };
 
 function onnxruntimeWebDist(): string | undefined {
@@ -133,6 +235,20 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   const ortDir = onnxruntimeWebDist();
   const startedAt = Date.now();
   let closing = false;
+  // Refuse to start a model that cannot run or whose outputs disagree with its metadata, instead of
+  // answering every request with a 500 later.
+  await probeClassifier(classifier);
+  let health: { at: number; check: Promise<string | null> } | undefined;
+  const healthCheck = (): Promise<string | null> => {
+    // One probe at a time, reused for a second, so /healthz stays cheap under polling.
+    if (!health || Date.now() - health.at > 1000) {
+      health = { at: Date.now(), check: probeClassifier(classifier).then(() => null, (e: Error) => e.message) };
+    }
+    return health.check;
+  };
+  const images = new ImagePool(options.images);
+  await images.warmUp();
+  let allowedHosts = allowedHostNames('127.0.0.1', options.allowedHosts ?? []);
 
   const classifyBatcher = new Batcher<Float32Array, Classification>((images) => classifier.classify(images), policy);
   const decodeBatcher = new Batcher<Float32Array, Float32Array>((capsules) => classifier.decode(capsules), policy);
@@ -140,7 +256,31 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
 
   const app = Fastify({ logger: false, bodyLimit, requestTimeout: 60_000, return503OnClosing: true, forceCloseConnections: 'idle' });
 
+  app.addHook('onRequest', async (request, reply) => {
+    // DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends Host: evil.example.
+    const host = request.headers.host;
+    if (host !== undefined && !allowedHosts.has(hostOf(host))) {
+      return reply.code(403).send({ error: { code: 'HOST_NOT_ALLOWED', message: `Host ${JSON.stringify(host.slice(0, 100))} is not served here: use the server's own address, or start it with --allowed-host NAME` } });
+    }
+    // A cross-origin "simple" POST (a form, or fetch without preflight) reaches the handler before any CORS
+    // check in the browser: refuse it unless --cors names its origin.
+    const origin = request.headers.origin;
+    if (request.method === 'POST' && origin !== undefined && origin !== options.cors) {
+      let sameOrigin = false;
+      try {
+        sameOrigin = new URL(origin).host === host;
+      } catch {
+        sameOrigin = false;
+      }
+      if (!sameOrigin) {
+        return reply.code(403).send({ error: { code: 'CROSS_ORIGIN', message: `requests from origin ${JSON.stringify(origin.slice(0, 100))} are not allowed: start the server with --cors ORIGIN to allow one` } });
+      }
+    }
+  });
+  if (options.cors) await app.register(cors, { origin: options.cors, methods: ['GET', 'POST'] });
+
   app.addHook('onSend', async (_request, reply, payload) => {
+    if (String(reply.getHeader('content-type') ?? '').startsWith('text/html')) reply.header('Content-Security-Policy', PAGE_CSP);
     // Cross-origin isolation (SharedArrayBuffer, so wasm threads) for the page and everything it loads.
     reply.header('Cross-Origin-Opener-Policy', 'same-origin');
     reply.header('Cross-Origin-Embedder-Policy', 'require-corp');
@@ -169,14 +309,14 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
       if (fastifyCode === 'FST_ERR_CTP_BODY_TOO_LARGE' || fastifyCode === 'FST_REQ_FILE_TOO_LARGE') {
         message = `request body is larger than ${bodyLimit} bytes (the server's --body-limit)`;
       } else if (fastifyCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-        message = `${message}: send application/json, image/png, image/jpeg or multipart/form-data`;
+        message = `${message}: send application/json, image/png or multipart/form-data`;
       } else if (fastifyCode === 'FST_ERR_CTP_INVALID_JSON_BODY' || fastifyCode === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
         message = `${message}: the body must be one JSON object`;
       }
-      return reply.code(status).send({ error: { code: FASTIFY_CODES[fastifyCode] ?? (fastifyCode || 'BAD_REQUEST'), message } });
+      return reply.code(status).send({ error: { code: FASTIFY_CODES[fastifyCode] ?? (fastifyCode || 'BAD_REQUEST'), message: withoutPaths(message) } });
     }
     log(`error: ${error.stack ?? error.message}`);
-    return reply.code(500).send({ error: { code: 'INTERNAL', message: `internal error: ${error.message}` } });
+    return reply.code(500).send({ error: { code: 'INTERNAL', message: `internal error: ${withoutPaths(error.message)}` } });
   });
 
   app.setNotFoundHandler((request, reply) => {
@@ -186,19 +326,32 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   // JSON, a raw PNG body, or multipart uploads (@fastify/multipart); anything else is a 415.
   app.removeContentTypeParser('text/plain');
   app.addContentTypeParser(['image/png', 'image/jpeg', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
+  app.addHook('preParsing', async (request, _reply, payload) => {
+    const encoding = String(request.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+    if (encoding === 'identity' || encoding === '') return payload;
+    if (!['gzip', 'x-gzip', 'deflate', 'br'].includes(encoding)) {
+      throw new ServeError(415, 'UNSUPPORTED_ENCODING', `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not supported: send gzip, deflate, br or an uncompressed body`);
+    }
+    if (request.isMultipart()) {
+      throw new ServeError(415, 'UNSUPPORTED_ENCODING', 'compressed multipart bodies are not supported: send the multipart body uncompressed (PNG files are compressed already)');
+    }
+    return decompressBody(encoding, payload);
+  });
   await app.register(multipart, { limits: { fileSize: bodyLimit, files: policy.maxBatch, fields: 10, parts: policy.maxBatch + 10 } });
 
   // ---- API ------------------------------------------------------------------------------------------------
 
   app.get('/healthz', async (_request, reply) => {
     if (closing) return reply.code(503).send({ status: 'shutting-down' });
+    const problem = await healthCheck();
+    if (problem) return reply.code(503).send({ status: 'unhealthy', device: classifier.device, error: { code: 'MODEL_PROBE_FAILED', message: problem } });
     return { status: 'ok', device: classifier.device, uptimeS: Math.round((Date.now() - startedAt) / 1000) };
   });
 
   app.get('/v1/model', async () => ({
     device: classifier.device,
-    deviceReport: classifier.deviceReport,
-    metadata,
+    deviceReport: withoutPaths(classifier.deviceReport),
+    metadata: { ...metadata, dataset: publicDataset(metadata.dataset) },
     input: { name: 'images', shape: [null, shape.height, shape.width, shape.channels], layout: 'NHWC', range: [0, 1] },
     preprocessing: { ...metadata.preprocessing, recorded: metadata.preprocessingRecorded, presenceThreshold: metadata.presenceThreshold },
     batching: policy,
@@ -206,10 +359,16 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     files: { model: options.modelPath ? '/model.onnx' : null, decoder: options.decoderPath ? '/model.decoder.onnx' : null },
   }));
 
+  await app.register(kserveRoutes, { prefix: '/v2', classifier, classifyBatcher, decodeBatcher, maxBatch: policy.maxBatch, modelName: options.modelName ?? 'capsnet' });
+
   app.get('/v1/stats', async () => ({ classify: classifyBatcher.stats(), decode: decodeBatcher.stats() }));
 
   app.get('/v1/samples', async () => {
-    samples ??= loadSamples(metadata, options.samplesPerClass ?? 3);
+    samples ??= loadSamples(metadata, options.samplesPerClass ?? 3).then((set) => ({
+      ...set,
+      dataset: publicDataset(set.dataset),
+      ...(set.note ? { note: withoutPaths(set.note) } : {}),
+    }));
     return samples;
   });
 
@@ -219,7 +378,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (query.invert !== undefined) throw badRequest('BAD_QUERY', 'the invert parameter is now polarity: use polarity=dark-on-light (or auto, light-on-dark)');
     const polarity = parsePolarity(query.polarity);
     const images = await readImages(request, polarity);
-    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG or JPEG body, or image files');
+    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG body or PNG files');
     if (images.length > policy.maxBatch) {
       throw new ServeError(413, 'TOO_MANY_IMAGES', `${images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
     }
@@ -268,19 +427,24 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
 
   async function readImages(request: FastifyRequest, polarity: Polarity): Promise<Float32Array[]> {
     if (request.isMultipart()) {
-      const images: Float32Array[] = [];
-      let part = 0;
+      const files: PngUpload[] = [];
       let bytes = 0;
-      for await (const file of request.files()) {
-        part++;
-        const buffer = await file.toBuffer();
-        bytes += buffer.length;
-        if (bytes > bodyLimit) throw new ServeError(413, 'BODY_TOO_LARGE', `the uploaded files are larger than ${bodyLimit} bytes together (the server's --body-limit)`);
-        images.push(decodeUpload(buffer, target, { polarity, what: `file ${part} (${file.filename || file.fieldname})` }));
+      try {
+        for await (const file of request.files()) {
+          const buffer = await file.toBuffer();
+          bytes += buffer.length;
+          if (bytes > bodyLimit) throw new ServeError(413, 'BODY_TOO_LARGE', `the uploaded files are larger than ${bodyLimit} bytes together (the server's --body-limit)`);
+          files.push({ bytes: buffer, what: `file ${files.length + 1} (${(file.filename || file.fieldname).slice(0, 100)})` });
+        }
+      } catch (e) {
+        // Busboy's own errors (no boundary, a body cut short, a malformed part) are the client's: a 400.
+        const status = (e as FastifyError).statusCode;
+        if (e instanceof ServeError || (status !== undefined && status >= 400 && status < 500)) throw e;
+        throw badRequest('BAD_MULTIPART', `the multipart body could not be read (${(e as Error).message}): send multipart/form-data with a boundary and complete parts`);
       }
-      return images;
+      return images.decode(files, target, polarity);
     }
-    if (Buffer.isBuffer(request.body)) return [decodeUpload(request.body, target, { polarity, what: 'the request body' })];
+    if (Buffer.isBuffer(request.body)) return images.decode([{ bytes: request.body, what: 'the request body' }], target, polarity);
     const body = jsonObject(request, '{"image": [...]} or {"images": [[...], ...]}');
     if (body.image !== undefined && body.images !== undefined) throw badRequest('BAD_INPUT', 'send either "image" or "images", not both');
     if (body.image !== undefined) return [imageFromJson(body.image, target, { polarity, what: 'image' })];
@@ -341,6 +505,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     classifier,
     stats: () => ({ classify: classifyBatcher.stats(), decode: decodeBatcher.stats() }),
     async listen(port, host) {
+      allowedHosts = allowedHostNames(host, options.allowedHosts ?? []);
       await app.listen({ port, host });
       const address = app.server.address();
       const actualPort = typeof address === 'object' && address ? address.port : port;
@@ -350,6 +515,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
       closing = true;
       await app.close();
       await Promise.all([classifyBatcher.idle(), decodeBatcher.idle()]);
+      await images.close();
     },
   };
 }

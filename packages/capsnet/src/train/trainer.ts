@@ -1,5 +1,5 @@
 /** `capsnet train`: the training loop (train/loop.ts steps, any model family in train/models/), seeded shuffling and shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume. */
-import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import cliProgress from 'cli-progress';
@@ -8,7 +8,9 @@ import { type BaselineCnnConfig, type CapsNetConfig, PAPER_BASELINES, type Prese
 import {
   type BaselineModelSpec, type CheckpointState, type EpochMetrics, type EpochProgress, checkpointPath, loadCheckpoint, saveCheckpoint,
 } from '../files/checkpoint.ts';
-import { type Dataset, type Split, loadDataset, shiftImages } from '../data/datasets.ts';
+import { DataError, type Dataset, type Split, loadDataset, shiftImages } from '../data/datasets.ts';
+import { suspiciousLabels } from './data-checks.ts';
+import { type RunFlags, checkResumeFlags, checkRunDir, openRunDir } from './run-dir.ts';
 import { writeFileAtomic } from '../files/atomic.ts';
 import type { CapsNetParams } from './model.ts';
 import { adamFor, epochOrder, gather, oneHot, paramsFromWeights as variablesFromWeights, readWeights, trainStep } from './loop.ts';
@@ -38,6 +40,12 @@ export interface TrainOptions {
   baselineOverrides?: Partial<BaselineCnnConfig>;
   log: (line: string) => void;
   progressBar: boolean;
+  /** Replace the run already in `out` (without it, a run directory is reused only with `resume`). */
+  overwrite?: boolean;
+  /** Train on labels that skip classes or hold one class (see train/data-checks.ts). */
+  allowSuspiciousData?: boolean;
+  /** The run flags the user gave, compared with the checkpoint's on resume (default: all of the options above). */
+  givenFlags?: RunFlags;
 }
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -59,17 +67,12 @@ export function baselineForPreset(preset: PresetName, shape: Dataset['shape'], o
 
 export async function train(options: TrainOptions): Promise<{ runDir: string; metrics: EpochMetrics[]; config: CapsNetConfig; parameters: number }> {
   const { log } = options;
-  const backend = await initBackend(options.backend, log);
-  log(`backend: ${backend.name} (${backend.detail})`);
-  mkdirSync(options.out, { recursive: true });
-
+  // Every input is checked before anything is created: the run directory, the checkpoint, the flags, the data.
+  checkRunDir(options.out, { resume: options.resume, overwrite: options.overwrite ?? false });
   let resumed: (CheckpointState & { sha256: string }) | undefined;
   if (options.resume) {
-    if (!existsSync(checkpointPath(options.out))) {
-      throw new Error(`--resume: no checkpoint in ${options.out}; start a new run without --resume`);
-    }
     resumed = loadCheckpoint(options.out);
-    log(`resuming from ${checkpointPath(options.out)}: epoch ${resumed.epoch}, step ${resumed.step}`);
+    checkResumeFlags(options.out, runFlagsOf(resumed), options.givenFlags ?? runFlagsOf(options));
   }
   const dataset: Dataset = loadDataset(resumed?.dataset ?? options.data);
   const config =
@@ -83,8 +86,16 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     ? resumed.model
     : options.model === 'baseline-cnn' ? { family: 'baseline-cnn', config: baselineForPreset(options.preset, dataset.shape, options.baselineOverrides) } : undefined;
   const family: ModelFamily = modelSpec ? baselineFamily(modelSpec.config, seed) : capsnetFamily(config);
-  const run = resumed?.run ?? { batchSize: options.batchSize, trainLimit: options.trainLimit, testLimit: options.testLimit };
+  const run = resumed?.run ?? { batchSize: options.batchSize, trainLimit: options.trainLimit, testLimit: options.testLimit, preset: options.preset };
   const train = run.trainLimit ? limitSplit(dataset.train, run.trainLimit, config) : dataset.train;
+  // The data set's own labels are checked, not a --train-limit slice of them (a quick run may miss a class).
+  const suspicious = resumed || options.allowSuspiciousData ? undefined : suspiciousLabels(dataset.train, config.numClasses);
+  if (suspicious) throw new DataError(`${dataset.name}: ${suspicious}`);
+  const backend = await initBackend(options.backend, log);
+  log(`backend: ${backend.name} (${backend.detail})`);
+  using runDir = openRunDir(options.out, { overwrite: options.overwrite ?? false });
+  if (runDir.swept.length) log(`removed ${runDir.swept.length} temp file(s) left by a killed run: ${runDir.swept.join(', ')}`);
+  if (resumed) log(`resuming from ${checkpointPath(options.out)}: epoch ${resumed.epoch}, step ${resumed.step}`);
   const stepsPerEpoch = Math.ceil(train.count / run.batchSize);
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
 
@@ -167,6 +178,15 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   optimizer.dispose();
   tf.dispose(Object.values(params));
   return { runDir: options.out, metrics, config, parameters: parameterCount };
+}
+
+/** The run flags a checkpoint was trained with, or that train() was called with. */
+function runFlagsOf(source: TrainOptions | CheckpointState): RunFlags {
+  if ('weights' in source) {
+    const { run } = source;
+    return { preset: run.preset, data: source.dataset, batchSize: run.batchSize, routing: source.config.routingIterations, seed: source.seed, trainLimit: run.trainLimit, testLimit: run.testLimit };
+  }
+  return { preset: source.preset, data: source.data, batchSize: source.batchSize, routing: source.routing, seed: source.seed, trainLimit: source.trainLimit, testLimit: source.testLimit };
 }
 
 function limitSplit(split: Split, limit: number, config: CapsNetConfig): Split {

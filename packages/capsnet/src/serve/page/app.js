@@ -248,14 +248,27 @@ async function runDecode() {
 
 // ---- rendering -------------------------------------------------------------------------------------------
 
+/**
+ * The page builds no HTML from strings: every element comes from document.createElement and every piece of
+ * data (class labels, data set names, notes) goes in as a text node, so model metadata can never become markup.
+ */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === 'className') node.className = value;
+    else node.setAttribute(key, String(value));
+  }
+  node.append(...children);
+  return node;
+}
+
 function buildBars() {
   const bars = $('bars');
   bars.replaceChildren();
   state.info.metadata.classLabels.forEach((name, k) => {
     const li = document.createElement('li');
     li.dataset.class = String(k);
-    li.innerHTML = '<span class="name"></span><span class="track"><span class="fill"></span></span><span class="value">–</span>';
-    li.querySelector('.name').textContent = name;
+    li.append(el('span', { className: 'name' }, name), el('span', { className: 'track' }, el('span', { className: 'fill' })), el('span', { className: 'value' }, '–'));
     bars.append(li);
   });
 }
@@ -268,9 +281,9 @@ function buildSliders() {
   for (let d = 0; d < digitDim; d++) {
     const row = document.createElement('label');
     row.className = 'slider';
-    row.innerHTML = `<span class="dim">${d + 1}</span><input type="range" min="${SLIDER_MIN}" max="${SLIDER_MAX}" step="${SLIDER_STEP}" value="0" data-dim="${d}" aria-label="capsule dimension ${d + 1}"><output>0.00</output>`;
-    const input = row.querySelector('input');
-    const output = row.querySelector('output');
+    const input = el('input', { type: 'range', min: SLIDER_MIN, max: SLIDER_MAX, step: SLIDER_STEP, value: 0, 'data-dim': d, 'aria-label': `capsule dimension ${d + 1}` });
+    const output = el('output', {}, '0.00');
+    row.append(el('span', { className: 'dim' }, String(d + 1)), input, output);
     input.addEventListener('input', () => {
       const value = Math.round(Number(input.value) / SLIDER_STEP) * SLIDER_STEP;
       state.deltas[d] = value;
@@ -332,7 +345,7 @@ async function loadSamples() {
   const box = $('samples');
   const [H, W, C] = set.shape;
   if (!set.samples.length) {
-    box.outerHTML = `<p class="muted small">${set.note ?? 'no test images available'}</p>`;
+    box.replaceWith(el('p', { className: 'muted small' }, set.note ?? 'no test images available'));
     return;
   }
   for (const sample of set.samples) {

@@ -1,0 +1,58 @@
+/**
+ * Child process for test/faults.test.ts: trains or exports a tiny CapsNet and, when CAPSNET_FAULT says so, kills
+ * itself with SIGKILL at the Nth atomic write: `rename:N` between a temp file's write and its rename, `write:N`
+ * halfway through writing a temp file. (The test also kills children from outside at random times.)
+ *
+ *   node --import tsx test/fault-child.ts train RUN_DIR EPOCHS
+ *   node --import tsx test/fault-child.ts export RUN_DIR MODEL_PATH
+ */
+import fs, { existsSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+import { join } from 'node:path';
+
+/** A CapsNet small enough to train a step in milliseconds on 28x28 digits, with the paper's layer structure. */
+export const FAULT_CONFIG = { conv1Filters: 4, primaryMaps: 2, primaryDim: 4, digitDim: 6, decoderHidden: [8, 16] };
+export const FAULT_RUN = { trainLimit: 48, testLimit: 16, batchSize: 16, seed: 7 };
+export const EXPORTED_AT = new Date('2024-01-01T00:00:00.000Z');
+
+const die = (): never => {
+  process.kill(process.pid, 'SIGKILL');
+  for (;;); // SIGKILL arrives before this matters
+};
+
+const [kind, at] = (process.env.CAPSNET_FAULT ?? ':').split(':');
+const target = Number(at);
+let count = 0;
+if (kind === 'rename') {
+  const rename = fs.renameSync;
+  fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
+    if (String(from).includes('.tmp-') && ++count === target) die();
+    return rename(from, to);
+  };
+} else if (kind === 'write') {
+  const write = fs.writeFileSync;
+  fs.writeFileSync = ((path: fs.PathOrFileDescriptor, data: string | NodeJS.ArrayBufferView, options?: fs.WriteFileOptions) => {
+    if (String(path).includes('.tmp-') && ++count === target) {
+      const bytes = typeof data === 'string' ? Buffer.from(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      write(path, bytes.subarray(0, bytes.length >> 1));
+      die();
+    }
+    return write(path, data, options);
+  }) as typeof fs.writeFileSync;
+}
+syncBuiltinESMExports();
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const [command, runDir, arg] = process.argv.slice(2) as [string, string, string];
+  if (command === 'train') {
+    const { train } = await import('../../packages/capsnet/src/train/trainer.ts');
+    await train({
+      preset: 'small', data: 'mnist-sample', epochs: Number(arg), backend: (process.env.FAULT_BACKEND ?? 'cpu') as 'cpu', out: runDir, resume: existsSync(join(runDir, 'checkpoint.bin')),
+      checkpointEvery: 1, configOverrides: FAULT_CONFIG, ...FAULT_RUN, log: () => {}, progressBar: false,
+    });
+  } else {
+    const { exportCheckpoint } = await import('../../packages/capsnet/src/export/exporter.ts');
+    exportCheckpoint(runDir, { out: arg, exportedAt: EXPORTED_AT });
+  }
+  process.exit(0);
+}
