@@ -58,9 +58,10 @@ async function evaluate(model: string, images: Float32Array, count: number, pixe
   try {
     for (let start = 0; start < count; start += 100) {
       const n = Math.min(100, count - start);
-      const results = await net.classify(images.subarray(start * pixels, (start + n) * pixels));
+      const m = net.metadata;
+      const results = await net.classify({ data: images.subarray(start * pixels, (start + n) * pixels), shape: [n, m.inputHeight, m.inputWidth, m.inputChannels] });
       results.forEach((r, k) => {
-        labels[start + k] = r.label;
+        labels[start + k] = r.longest;
         lengths.push(r.lengths);
       });
     }

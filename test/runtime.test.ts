@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { PNG } from 'pngjs';
+import jpeg from 'jpeg-js';
 import { CapsNet, DeviceUnavailableError, InputError, METADATA_KEYS, ModelFormatError, type Classifier } from '@capsnet-onnx/runtime/node';
 import { CapsNet as WebCapsNet } from '@capsnet-onnx/runtime/web';
 import { readModelMetadata, readOnnxHeader } from '@capsnet-onnx/core';
@@ -18,7 +19,6 @@ import { nodeCuda } from '../packages/runtime/src/providers/node-cuda.ts';
 import { nodeWebGpu } from '../packages/runtime/src/providers/node-webgpu.ts';
 import { webWasm } from '../packages/runtime/src/providers/web-wasm.ts';
 import { webWebGpu } from '../packages/runtime/src/providers/web-webgpu.ts';
-import { resizeArea } from '../packages/capsnet/src/cli/image-files.ts';
 import { PRODUCER_NAME } from '../packages/capsnet/src/export/exporter.ts';
 import { CLI, ROOT } from './support/fixtures.ts';
 import { type TinyReference, TINY_CONFIG, tinyModel, tinyReference } from './support/tiny-model.ts';
@@ -30,6 +30,13 @@ const CAPS = K * D;
 
 function image(seed: number): Float32Array {
   return Float32Array.from({ length: PIXELS }, (_, i) => ((i * 7 + seed * 13) % 17) / 16);
+}
+
+/** A dense-looking number[] of one image's length with one hole. */
+function holey(at: number): number[] {
+  const values = new Array<number>(PIXELS).fill(0.5);
+  delete values[at];
+  return values;
 }
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -150,8 +157,12 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
         assert.ok(maxDiff(r.reconstruction, ref.reconstruction) < 1e-4);
         assert.equal(r.capsules.length, CAPS);
         assert.equal(r.reconstruction.length, PIXELS);
-        assert.equal(r.label, r.lengths.indexOf(Math.max(...r.lengths)));
-        assert.equal(r.labelName, `class${r.label}`);
+        assert.equal(r.longest, r.lengths.indexOf(Math.max(...r.lengths)));
+        // Present only when the longest capsule reaches the threshold (the config's m-, 0.1).
+        const present = r.lengths[r.longest]! >= 0.1;
+        assert.equal(r.label, present ? r.longest : null);
+        assert.equal(r.labelName, present ? `class${r.longest}` : null);
+        if (!present) assert.match(r.reason!, /below the presence threshold 0.1/);
       }
     });
 
@@ -162,10 +173,14 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
       const [fromBytes] = await model.classify(bytes);
       const [fromFloats] = await model.classify(floats);
       assert.ok(maxDiff(fromBytes!.lengths, fromFloats!.lengths) < 1e-6);
+      const [fromNumbers] = await model.classify(Array.from(floats));
+      assert.ok(maxDiff(fromNumbers!.lengths, fromFloats!.lengths) < 1e-6);
+      const [fromClamped] = await model.classify(new Uint8ClampedArray(bytes));
+      assert.ok(maxDiff(fromClamped!.lengths, fromFloats!.lengths) < 1e-6);
       const flat = new Float32Array(2 * PIXELS);
       flat.set(image(5));
       flat.set(floats, PIXELS);
-      const batch = await model.classify(flat);
+      const batch = await model.classify({ data: flat, shape: [2, H, W, C] });
       assert.equal(batch.length, 2);
       assert.ok(maxDiff(batch[1]!.lengths, fromFloats!.lengths) < 1e-6);
     });
@@ -174,7 +189,7 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
       const model = models[device]!;
       const [r] = await model.classify(image(6));
       const masked = new Float32Array(CAPS);
-      masked.set(r!.capsules.subarray(r!.label * D, (r!.label + 1) * D), r!.label * D);
+      masked.set(r!.capsules.subarray(r!.longest * D, (r!.longest + 1) * D), r!.longest * D);
       const [decoded, again] = await model.decode([masked, masked]);
       assert.ok(maxDiff(decoded!, await reference.decode(masked)) < 1e-4);
       assert.deepEqual(decoded, again);
@@ -182,21 +197,40 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
 
     test(`${device}: bad inputs are clear errors`, async () => {
       const model = models[device]!;
-      const cases: Array<[unknown, RegExp]> = [
-        [new Float32Array(PIXELS - 1), /119 values, not a multiple of 12x10x1 = 120/],
+      const cases: Array<[unknown, RegExp | null]> = [
+        [new Float32Array(PIXELS - 1), /exactly 12x10x1 = 120 values, got 119 values: pass one prepared image/],
+        // k*H*W*C values without a shape are not guessed to be a batch, nor RGBA bytes to be one image.
+        [new Float32Array(3 * PIXELS), /got 360 values: for a batch of 3 images pass \{ data, shape: \[3, 12, 10, 1\] \}/],
+        [new Uint8ClampedArray(4 * PIXELS + 4), /for RGBA pixels .* pass \{ data, width, height \}/],
+        [Array.from({ length: 2 * PIXELS }, () => 0.5), /for a batch of 2 images pass \{ data, shape/],
+        [new Array(PIXELS), /sparse array \(index 0 is empty\)/],
+        [holey(5), /sparse array \(index 5 is empty\)/],
+        [Array.from({ length: PIXELS }, (_, i) => (i === 7 ? undefined : 0.5)), /image\[7\] is undefined, not a number/],
+        [[Array.from({ length: H }, () => new Array(W).fill(0))], /image 0 is an array/],
+        [{ data: new Float32Array(2 * PIXELS), shape: [2, H, W, 3] }, /does not fit the model's \[N, 12, 10, 1\]/],
+        [{ data: new Float32Array(PIXELS), shape: [2, H, W, C] }, /needs 240/],
+        [{ data: new Uint8ClampedArray(5 * 4 * 4 - 1), width: 5, height: 4 }, /79 values for 5x4 pixels/],
+        [{ data: new Uint8ClampedArray(16), width: 2, height: 2 }, null],
         [[new Float32Array(PIXELS), new Float32Array(PIXELS + 1)], /image 1 has 121 values, expected 12x10x1 = 120/],
         [Float32Array.from(image(1), (v, i) => (i === 3 ? Number.NaN : v)), /pixel 3 is NaN/],
         [Float32Array.from(image(1), (v, i) => (i === 4 ? Infinity : v)), /pixel 4 is Infinity/],
         [Float32Array.from(image(1), (v, i) => (i === 5 ? 128 : v)), /outside \[0, 1\].*Uint8Array/],
         [new Float32Array(0), /empty batch/],
         [[], /empty batch/],
-        [new Float32Array(9 * PIXELS), /batch of 9 images is above the limit of 8/],
-        [[image(1), 'x'], /image 1 must be a Float32Array/],
+        [{ data: new Float32Array(9 * PIXELS), shape: [9, H, W, C] }, /batch of 9 images is above the limit of 8/],
+        [[image(1), 'x'], /image 1 is string: an array of images holds/],
         ['pixels', /got string/],
       ];
       for (const [input, message] of cases) {
+        if (message === null) {
+          // A 2x2 RGBA picture is fine: it goes through the image pipeline.
+          assert.equal((await model.classify(input as Float32Array)).length, 1);
+          continue;
+        }
         await assert.rejects(model.classify(input as Float32Array), (e: Error) => e instanceof InputError && message.test(e.message), String(message));
       }
+      await assert.rejects(model.classify(image(1), { polarity: 'inverted' as never }), /polarity must be auto, light-on-dark, dark-on-light/);
+      await assert.rejects(model.classify(image(1), { presenceThreshold: 2 }), /presenceThreshold must be a number in \[0, 1\)/);
       await assert.rejects(model.decode(new Float32Array(CAPS + 1)), /not a multiple of 4x6 = 24/);
       await assert.rejects(model.decode(Float32Array.from({ length: CAPS }, () => Number.NaN)), /capsules must be finite/);
     });
@@ -224,16 +258,13 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
 });
 
 describe('image files', () => {
-  test('area resize averages when shrinking and keeps a flat image flat', () => {
-    assert.deepEqual(Array.from(resizeArea(Float32Array.from([0, 1, 1, 0]), 2, 2, 1, 1, 1)), [0.5]);
-    const flat = resizeArea(new Float32Array(9 * 7).fill(0.25), 9, 7, 1, 6, 5);
-    assert.ok(flat.every((v) => Math.abs(v - 0.25) < 1e-6));
-  });
-
-  test('`capsnet classify` reads PNG (resized, RGBA to gray) and IDX files and prints labels and scores', async () => {
+  test('`capsnet classify` reads PNG, JPEG and IDX files, directories and `-`, and prints labels and scores', async () => {
     const png = new PNG({ width: 15, height: 18 });
     for (let i = 0; i < 15 * 18; i++) png.data.set([200, 100, 50, i % 2 ? 255 : 128], 4 * i);
     writeFileSync(join(dir, 'big.png'), PNG.sync.write(png));
+    const rgba = new Uint8Array(30 * 24 * 4);
+    for (let p = 0; p < 30 * 24; p++) rgba.set(p % 30 > 10 && p % 30 < 14 ? [20, 20, 20, 255] : [240, 240, 240, 255], 4 * p);
+    writeFileSync(join(dir, 'photo.jpg'), jpeg.encode({ data: rgba, width: 30, height: 24 }, 90).data);
     const idx = new Uint8Array(16 + 2 * PIXELS);
     new DataView(idx.buffer).setUint32(0, 0x803);
     new DataView(idx.buffer).setUint32(4, 2);
@@ -251,11 +282,30 @@ describe('image files', () => {
     assert.deepEqual(out.results.slice(1).map((r: { trueLabel: number }) => r.trueLabel), [3, 1]);
     const [expected] = await (await CapsNet.load(tiny.model, { device: 'cpu' })).classify(Uint8Array.from(image(1), (v) => Math.round(v * 255)));
     assert.equal(out.results[1].label, expected!.label);
+    // A directory: its PNG, JPEG and IDX image files (not the labels file, not the models), in name order.
+    const listed = JSON.parse((await execa('node', [CLI, 'classify', modelPath, dir, '--device', 'cpu', '--json'], { cwd: ROOT })).stdout);
+    assert.deepEqual(listed.results.map((r: { image: string }) => r.image.slice(dir.length + 1)), ['big.png', 'photo.jpg', 'test-images-idx3-ubyte[0]', 'test-images-idx3-ubyte[1]']);
+    // `-`: one image on stdin, or a list of paths.
+    const piped = JSON.parse((await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], { cwd: ROOT, inputFile: join(dir, 'photo.jpg') })).stdout);
+    assert.equal(piped.results[0].image, '-');
+    assert.deepEqual(piped.results[0].scores, listed.results[1].scores);
+    const list = JSON.parse((await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], { cwd: ROOT, input: `${join(dir, 'big.png')}\n\n${join(dir, 'photo.jpg')}\n` })).stdout);
+    assert.deepEqual(list.results.map((r: { scores: unknown }) => r.scores), listed.results.slice(0, 2).map((r: { scores: unknown }) => r.scores));
     const text = await execa('node', [CLI, 'classify', modelPath, join(dir, 'big.png'), '--device', 'cpu'], { cwd: ROOT });
-    assert.match(text.stdout, /big\.png\s+class\d\s+scores: class\d \d\.\d{4}/);
-    assert.match(text.stderr, /resized 15x18 to the model's 10x12/);
-    const bad = await execa('node', [CLI, 'classify', modelPath, join(dir, 'test-labels-idx1-ubyte')], { cwd: ROOT, reject: false });
+    assert.match(text.stdout, /big\.png\s+(class\d|no digit \(.+\))\s+scores: class\d \d\.\d{4}/);
+    // A file that is not an image is reported (in text on stderr, in JSON as its row) and the rest still run.
+    const bad = await execa('node', [CLI, 'classify', modelPath, join(dir, 'test-labels-idx1-ubyte'), join(dir, 'big.png'), '--device', 'cpu'], { cwd: ROOT, reject: false });
     assert.equal(bad.exitCode, 1);
-    assert.match(bad.stderr, /labels file: pass the images file/);
+    assert.match(bad.stdout, /labels file: pass the images file/);
+    assert.match(bad.stdout, /big\.png/);
+    const badJson = await execa('node', [CLI, 'classify', modelPath, join(dir, 'test-labels-idx1-ubyte'), '--device', 'cpu', '--json'], { cwd: ROOT, reject: false });
+    assert.equal(badJson.exitCode, 1);
+    assert.equal(JSON.parse(badJson.stdout).results[0].error.code, 'BAD_IMAGE');
+    // With --json, fatal errors and option errors are JSON too.
+    for (const args of [[join(dir, 'nope.png')], [join(dir, 'big.png'), '--polarity', 'sideways']]) {
+      const fatal = await execa('node', [CLI, 'classify', modelPath, ...args, '--json'], { cwd: ROOT, reject: false });
+      assert.equal(fatal.exitCode, 1);
+      assert.match(JSON.parse(fatal.stdout).error.message, /does not exist|sideways/);
+    }
   });
 });

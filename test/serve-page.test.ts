@@ -152,6 +152,25 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
     assert.deepEqual(consoleLines.filter((l) => /^(error|pageerror)/.test(l)), []);
   });
 
+  test('an opened image file goes through the bundled pipeline: same label as the runtime; a blank canvas is "no digit"', async () => {
+    const { makeDigitCorpus } = await import('../packages/capsnet/src/data/corpus.ts');
+    const { decodeImage } = await import('@capsnet-onnx/core');
+    const corpus = makeDigitCorpus(4, 3);
+    const blank = corpus.find((i) => i.style === 'blank-canvas')!;
+    const photo = corpus.find((i) => i.style === 'photo')!;
+    for (const image of [blank, photo]) {
+      const [reference] = await direct.classify(decodeImage(image.bytes));
+      const before = await page.evaluate(() => (window as any).capsnet.classifyCount);
+      await page.locator('#file').setInputFiles({ name: image.file.split('/')[1]!, mimeType: image.file.endsWith('.jpg') ? 'image/jpeg' : 'image/png', buffer: Buffer.from(image.bytes) });
+      await page.waitForFunction((n) => (window as any).capsnet.classifyCount > n, before);
+      await idle();
+      assert.equal(await page.evaluate(() => (window as any).capsnet.result.label), reference!.label, image.file);
+      assert.equal(await page.locator('#prediction').textContent(), reference!.label === null ? 'no digit' : reference!.labelName);
+      if (reference!.label === null) assert.equal(await page.locator('#reason').textContent(), 'no ink: the image is blank');
+    }
+    assert.notEqual(await page.evaluate(() => (window as any).capsnet.result.label), null, 'the photo was read as no digit');
+  });
+
   test('switching to WebGPU reloads the model there and gives the same lengths', { skip: WEBGPU ? false : 'CAPSNET_SKIP_WEBGPU is set' }, async () => {
     const wasmLengths: number[] = await page.evaluate(() => Array.from((window as any).capsnet.result.lengths));
     const before = await page.evaluate(() => (window as any).capsnet.classifyCount);

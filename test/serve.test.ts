@@ -5,12 +5,26 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Batcher } from '../packages/capsnet/src/serve/batcher.ts';
-import { encodePng, imageFromJson, imageFromPng, resizeArea } from '../packages/capsnet/src/serve/images.ts';
+import jpeg from 'jpeg-js';
+import { decodeUpload, encodePng, imageFromJson, type UploadTarget } from '../packages/capsnet/src/serve/images.ts';
 import { createServer, type CapsNetServer } from '../packages/capsnet/src/serve/server.ts';
 import { FakeClassifier, getJson, postJson } from './support/serve.ts';
 
 const SHAPE = { height: 28, width: 28, channels: 1 };
+/** The fake classifier's model: a digit model, so MNIST's normalisation. */
+const DIGITS: UploadTarget = { shape: SHAPE, preprocessing: { method: 'mnist', polarity: 'light-on-dark' } };
+/** Plain resizing, never inverted (colour data). */
+const PLAIN: UploadTarget = { shape: SHAPE, preprocessing: { method: 'resize', polarity: 'any' } };
 const flat = (value: number) => new Array(784).fill(value);
+/** A light vertical bar on black, `size` pixels square: a stand-in for a "1". */
+function bar(size: number): Float32Array {
+  const image = new Float32Array(size * size);
+  const width = Math.max(1, Math.round(size / 14));
+  for (let y = Math.floor(size * 0.25); y < Math.floor(size * 0.75); y++) image.fill(1, y * size + (size >> 1), y * size + (size >> 1) + width);
+  return image;
+}
+/** What the fake classifier answers for prepared pixels: round(9 * mean). */
+const fakeLabel = (pixels: Float32Array) => Math.min(9, Math.round((9 * pixels.reduce((a, b) => a + b, 0)) / pixels.length));
 
 describe('Batcher', () => {
   test('packs concurrent requests into one run, keeps each request whole and in order', async () => {
@@ -77,36 +91,43 @@ describe('Batcher', () => {
 });
 
 describe('image conversion', () => {
-  test('flat arrays of the model size pass through; nested arrays are resized', () => {
-    const image = imageFromJson(flat(0.5), SHAPE);
+  test('flat arrays of the model size pass through; nested arrays are prepared like files', () => {
+    const image = imageFromJson(flat(0.5), DIGITS);
     assert.equal(image.length, 784);
     assert.ok(image.every((v) => v === 0.5));
     const big = Array.from({ length: 56 }, (_, y) => Array.from({ length: 56 }, (_, x) => (x < 28 && y < 28 ? 1 : 0)));
-    const small = imageFromJson(big, SHAPE);
+    const small = imageFromJson(big, PLAIN);
     assert.equal(small[0], 1);
     assert.equal(small[27 * 28 + 27], 0);
-    assert.equal(small[13 * 28 + 13], 1);
-    assert.equal(small[14 * 28 + 14], 0);
+    assert.equal(small[12 * 28 + 12], 1);
+    assert.equal(small[15 * 28 + 15], 0);
+    // The same square for a digit model: cropped to the ink, scaled to 20x20, centred.
+    const centred = imageFromJson(big, DIGITS);
+    assert.equal(centred[4 * 28 + 4], 1);
+    assert.equal(centred[23 * 28 + 23], 1);
+    assert.equal(centred[2 * 28 + 2], 0);
   });
 
-  test('RGB nested arrays become gray', () => {
-    const rgb = Array.from({ length: 28 }, () => Array.from({ length: 28 }, () => [1, 1, 1]));
-    assert.ok(imageFromJson(rgb, SHAPE).every((v) => Math.abs(v - 1) < 1e-6));
+  test('RGB nested arrays become gray (BT.601 luma)', () => {
+    const rgb = Array.from({ length: 28 }, (_, y) => Array.from({ length: 28 }, () => (y < 14 ? [1, 0, 0] : [0, 0, 1])));
+    const gray = imageFromJson(rgb, PLAIN);
+    assert.ok(Math.abs(gray[0]! - 0.299) < 1e-6 && Math.abs(gray[27 * 28]! - 0.114) < 1e-6);
   });
 
-  test('area resize averages', () => {
-    const out = resizeArea(Float32Array.from([0, 1, 1, 0]), 2, 2, 1, 1, 1);
-    assert.deepEqual(Array.from(out), [0.5]);
-  });
-
-  test('PNG round trip, with auto invert of a light background', () => {
-    const digit = new Float32Array(784);
-    for (let y = 8; y < 20; y++) digit[y * 28 + 14] = 1;
-    const png = encodePng(digit, 28, 28, 1);
-    assert.deepEqual(Array.from(imageFromPng(png, SHAPE)), Array.from(digit));
-    const inverted = encodePng(digit.map((v) => 1 - v), 28, 28, 1);
-    assert.deepEqual(Array.from(imageFromPng(inverted, SHAPE)), Array.from(digit));
-    assert.deepEqual(Array.from(imageFromPng(inverted, SHAPE, 'false')), Array.from(digit.map((v) => 1 - v)));
+  test('PNG and JPEG: one answer for light-on-dark and dark-on-light (polarity auto); an override is obeyed', () => {
+    const digit = bar(28);
+    const light = decodeUpload(encodePng(digit, 28, 28, 1), DIGITS);
+    const dark = decodeUpload(encodePng(digit.map((v) => 1 - v), 28, 28, 1), DIGITS);
+    assert.deepEqual(Array.from(dark), Array.from(light));
+    assert.ok(light.some((v) => v > 0.9));
+    // Told that the dark-on-light image is light-on-dark, the white sheet is the ink: a different input.
+    const forced = decodeUpload(encodePng(digit.map((v) => 1 - v), 28, 28, 1), DIGITS, { polarity: 'light-on-dark' });
+    assert.notDeepEqual(Array.from(forced), Array.from(light));
+    const rgba = new Uint8Array(280 * 280 * 4);
+    const big = bar(280);
+    for (let p = 0; p < 280 * 280; p++) rgba.set([255 - 255 * big[p]!, 255 - 255 * big[p]!, 255 - 255 * big[p]!, 255], 4 * p);
+    const photo = decodeUpload(new Uint8Array(jpeg.encode({ data: rgba, width: 280, height: 280 }, 90).data), DIGITS);
+    assert.ok(photo.reduce((a, b) => a + Math.abs(b), 0) > 10);
   });
 });
 
@@ -144,22 +165,51 @@ describe('server (fake classifier)', () => {
     assert.equal(one.json.results[0].capsules.length, 10);
     assert.equal(one.json.results[0].capsules[0].length, 16);
     assert.equal(one.json.results[0].reconstruction.length, 784);
-    const many = await postJson(base, '/v1/classify?reconstruction=false', { images: [flat(0), flat(1), Array.from({ length: 14 }, () => new Array(14).fill(1))] });
-    assert.deepEqual(many.json.results.map((r: { label: number }) => r.label), [0, 9, 9]);
+    const nested = Array.from({ length: 14 }, (_, y) => Array.from(bar(14).subarray(y * 14, (y + 1) * 14)));
+    const many = await postJson(base, '/v1/classify?reconstruction=false', { images: [flat(0), flat(1), nested] });
+    assert.deepEqual(many.json.results.map((r: { label: number }) => r.label), [0, 9, fakeLabel(imageFromJson(nested, DIGITS))]);
     assert.equal(many.json.results[0].reconstruction, undefined);
   });
 
-  test('POST /v1/classify with a PNG body and with multipart PNG files', async () => {
-    const white = encodePng(new Float32Array(784).fill(1), 28, 28, 1);
-    const raw = await fetch(`${base}/v1/classify?invert=false`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(white) });
+  test('POST /v1/classify with a PNG or JPEG body and with multipart image files; polarity is one query name', async () => {
+    const light = encodePng(bar(56), 56, 56, 1);
+    const expected = fakeLabel(decodeUpload(light, DIGITS));
+    const raw = await fetch(`${base}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(light) });
     assert.equal(raw.status, 200);
-    assert.equal((await raw.json()).results[0].label, 9);
+    assert.equal((await raw.json()).results[0].label, expected);
+    const rgba = new Uint8Array(56 * 56 * 4);
+    bar(56).forEach((v, p) => rgba.set([255 - 255 * v, 255 - 255 * v, 255 - 255 * v, 255], 4 * p));
+    const photo = Uint8Array.from(jpeg.encode({ data: rgba, width: 56, height: 56 }, 95).data);
     const form = new FormData();
-    form.append('a', new Blob([new Uint8Array(encodePng(new Float32Array(784), 28, 28, 1))], { type: 'image/png' }), 'black.png');
-    form.append('b', new Blob([new Uint8Array(white)], { type: 'image/png' }), 'white.png');
-    const multi = await fetch(`${base}/v1/classify?invert=false`, { method: 'POST', body: form });
+    form.append('a', new Blob([new Uint8Array(encodePng(bar(56).map((v) => 1 - v), 56, 56, 1))], { type: 'image/png' }), 'dark-on-light.png');
+    form.append('b', new Blob([new Uint8Array(light)], { type: 'image/png' }), 'light-on-dark.png');
+    form.append('c', new Blob([photo], { type: 'image/jpeg' }), 'photo.jpg');
+    const multi = await fetch(`${base}/v1/classify?polarity=auto`, { method: 'POST', body: form });
     assert.equal(multi.status, 200);
-    assert.deepEqual((await multi.json()).results.map((r: { label: number }) => r.label), [0, 9]);
+    const labels = (await multi.json()).results.map((r: { label: number }) => r.label);
+    assert.deepEqual(labels.slice(0, 2), [expected, expected]);
+    const jpegBody = await fetch(`${base}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo });
+    assert.equal((await jpegBody.json()).results[0].label, labels[2]);
+    const old = await fetch(`${base}/v1/classify?invert=true`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(light) });
+    assert.equal(old.status, 400);
+    assert.match((await old.json()).error.message, /polarity=dark-on-light/);
+  });
+
+  test('image files that are not images, too large by their header, or corrupt are 4xx with the reason', async () => {
+    const post = async (body: Uint8Array<ArrayBuffer>, type = 'image/png') => {
+      const response = await fetch(`${base}/v1/classify`, { method: 'POST', headers: { 'content-type': type }, body });
+      return { status: response.status, error: (await response.json()).error };
+    };
+    const notImage = await post(new TextEncoder().encode('GIF89a not really'), 'application/octet-stream');
+    assert.deepEqual([notImage.status, notImage.error.code], [415, 'NOT_AN_IMAGE']);
+    const png = new Uint8Array(encodePng(bar(28), 28, 28, 1));
+    const huge = png.slice();
+    new DataView(huge.buffer).setUint32(16, 100_000); // IHDR width, CRC left stale: refused before decoding
+    const tooLarge = await post(huge);
+    assert.deepEqual([tooLarge.status, tooLarge.error.code], [413, 'TOO_LARGE']);
+    assert.match(tooLarge.error.message, /100000x28/);
+    const corrupt = await post(png.slice(0, 60));
+    assert.deepEqual([corrupt.status, corrupt.error.code], [400, 'BAD_IMAGE']);
   });
 
   test('POST /v1/decode: one set, a batch, masking', async () => {
@@ -183,7 +233,7 @@ describe('server (fake classifier)', () => {
       ['/v1/classify', {}, 400, 'BAD_INPUT'],
       ['/v1/classify', { image: new Array(783).fill(0) }, 400, 'WRONG_DIMENSIONS'],
       ['/v1/classify', { image: [[0, 1], [0]] }, 400, 'WRONG_DIMENSIONS'],
-      ['/v1/classify', { image: [[[0, 0]]] }, 400, 'WRONG_DIMENSIONS'],
+      ['/v1/classify', { image: [[[0, 0, 0, 0, 0]]] }, 400, 'WRONG_DIMENSIONS'],
       ['/v1/classify', { image: [...flat(0).slice(1), null] }, 400, 'NOT_FINITE'],
       ['/v1/classify', { image: [...flat(0).slice(1), 'NaN'] }, 400, 'NOT_FINITE'],
       ['/v1/classify', '{"image": [NaN]}', 400, 'BAD_JSON'],
@@ -193,14 +243,14 @@ describe('server (fake classifier)', () => {
       ['/v1/classify', { images: [] }, 400, 'NO_IMAGE'],
       ['/v1/classify', { image: flat(0), images: [] }, 400, 'BAD_INPUT'],
       ['/v1/classify', { images: Array.from({ length: 8 }, () => flat(0.123456789)) }, 413, 'BODY_TOO_LARGE'],
-      ['/v1/classify', 'not a png', 400, 'BAD_PNG', { 'content-type': 'image/png' }],
-      ['/v1/classify', '\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x1c\0\0\0\x1c\x08\0\0\0\0garbage', 400, 'BAD_PNG', { 'content-type': 'image/png' }],
+      ['/v1/classify', 'not a png', 415, 'NOT_AN_IMAGE', { 'content-type': 'image/png' }],
+      ['/v1/classify', '\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x1c\0\0\0\x1c\x08\0\0\0\0garbage', 400, 'BAD_IMAGE', { 'content-type': 'image/png' }],
       ['/v1/classify', 'hello', 415, 'UNSUPPORTED_MEDIA_TYPE', { 'content-type': 'text/plain' }],
       ['/v1/decode', { capsules: new Array(159).fill(0) }, 400, 'WRONG_DIMENSIONS'],
       ['/v1/decode', { capsules: Array.from({ length: 10 }, () => new Array(16).fill(Infinity)) }, 400, 'NOT_FINITE'],
       ['/v1/decode', { batch: 'x' }, 400, 'BAD_INPUT'],
       ['/v1/decode', { capsules: new Array(160).fill(0), mask: 'maybe' }, 400, 'BAD_QUERY'],
-      ['/v1/classify?invert=sideways', { image: flat(0) }, 400, 'BAD_QUERY'],
+      ['/v1/classify?polarity=sideways', { image: flat(0) }, 400, 'BAD_QUERY'],
       ['/v1/nothing', {}, 404, 'NOT_FOUND'],
     ];
     for (const [path, body, status, code, headers] of cases) {

@@ -18,6 +18,9 @@ export const FAKE_METADATA: ModelMetadata = {
   producer: 'test',
   producerVersion: '0',
   config: {},
+  preprocessing: { method: 'mnist', polarity: 'light-on-dark' },
+  preprocessingRecorded: true,
+  presenceThreshold: 0.1,
 };
 
 /**
@@ -34,7 +37,8 @@ export class FakeClassifier implements Classifier {
   disposed = false;
 
   async classify(images: ImageInput): Promise<Classification[]> {
-    const list = Array.isArray(images) ? images : [images];
+    // The server passes prepared Float32Arrays only.
+    const list = (Array.isArray(images) ? images : [images]) as Float32Array[];
     this.runs.push({ kind: 'classify', size: list.length });
     if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
     if (this.failNext) {
@@ -48,7 +52,7 @@ export class FakeClassifier implements Classifier {
       const lengths = Float32Array.from({ length: 10 }, (_, k) => (k === label ? 0.9 : 0.05));
       const capsules = new Float32Array(160);
       for (let d = 0; d < 16; d++) capsules[label * 16 + d] = 0.1 * (d + 1);
-      return { label, labelName: String(label), lengths, capsules, reconstruction: pixels };
+      return { label, labelName: String(label), longest: label, lengths, capsules, reconstruction: pixels };
     });
   }
 

@@ -1,3 +1,5 @@
+import type { Preprocessing } from './image.ts';
+
 /**
  * The CapsNet ONNX file format shared by the exporter and every runtime: graph I/O names, metadata_props keys,
  * the parsed metadata, and where a model's decoder file lives. Pure: no ONNX Runtime, no TensorFlow.js.
@@ -24,6 +26,18 @@ export interface ModelMetadata {
   producerVersion: string;
   /** The full training config, as JSON-decoded from `capsnet.config`. */
   config: Record<string, unknown>;
+  /**
+   * How images are prepared for this model (`capsnet.preprocessing`); files exported without that record get
+   * image.ts's `defaultPreprocessing` (MNIST's normalisation for one-channel MNIST-like models).
+   */
+  preprocessing: Preprocessing;
+  /** True when `preprocessing` came from the file, false when it is the default. */
+  preprocessingRecorded: boolean;
+  /**
+   * A class is present when its capsule length reaches this (`capsnet.presence_threshold`; default the margin
+   * loss's m-, 0.1); when no capsule does, `classify` answers `label: null`.
+   */
+  presenceThreshold: number;
 }
 
 /** metadata_props keys written by export/ and read by runtime/. */
@@ -36,6 +50,8 @@ export const METADATA_KEYS = {
   checkpointSha256: 'capsnet.checkpoint_sha256',
   decoderSha256: 'capsnet.decoder_sha256',
   exportedAt: 'capsnet.exported_at',
+  preprocessing: 'capsnet.preprocessing',
+  presenceThreshold: 'capsnet.presence_threshold',
   /** Weight storage precision: fp32, fp16 or int8 (absent in older files: fp32). */
   precision: 'capsnet.precision',
   /** Present on `capsnet ensemble` files: JSON { members, combine, checkpoints, testAccuracies }. */

@@ -1,7 +1,8 @@
 /**
  * @capsnet-onnx/core: what every layer shares, with no TensorFlow.js and no ONNX Runtime, safe in Node and the
  * browser. The training config and its presets (paper section 4), the weights' names and shapes, the ONNX file
- * format (I/O names, metadata keys, metadata parsing, the decoder's path), a seeded RNG, FLOP counts and errors.
+ * format (I/O names, metadata keys, metadata parsing, the decoder's path), a seeded RNG, FLOP counts, errors, and
+ * the one image pipeline (decode.ts: PNG/JPEG with size limits; image.ts: alpha, polarity, MNIST normalisation).
  */
 export * from './config.ts';
 export * from './params.ts';
@@ -11,3 +12,6 @@ export * from './onnx-metadata.ts';
 export * from './errors.ts';
 export * from './rng.ts';
 export * from './flops.ts';
+export * from './decode.ts';
+export * from './image.ts';
+export * from './resample.ts';

@@ -3,6 +3,7 @@
  * metadata_props, so this walks the top level of the ModelProto protobuf itself (fields 2 producer_name,
  * 3 producer_version, 14 metadata_props) and skips everything else, the graph included, by its length prefix.
  */
+import { PreprocessError, defaultPreprocessing, parsePreprocessing } from './image.ts';
 import { METADATA_KEYS, type ModelMetadata } from './format.ts';
 import { ModelFormatError } from './errors.ts';
 
@@ -133,15 +134,24 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
   const accuracy = props[METADATA_KEYS.testAccuracy];
   const accuracyValue = accuracy === undefined || accuracy === '' ? Number.NaN : Number(accuracy);
   const routing = props[METADATA_KEYS.routingIterations];
+  const shape = { height: positiveInt(config, 'inputHeight'), width: positiveInt(config, 'inputWidth'), channels: positiveInt(config, 'inputChannels') };
+  const dataset = props[METADATA_KEYS.dataset] ?? '';
+  let recorded;
+  try {
+    recorded = parsePreprocessing(props[METADATA_KEYS.preprocessing]);
+  } catch (e) {
+    if (e instanceof PreprocessError) throw new ModelFormatError(e.message);
+    throw e;
+  }
   return {
-    inputHeight: positiveInt(config, 'inputHeight'),
-    inputWidth: positiveInt(config, 'inputWidth'),
-    inputChannels: positiveInt(config, 'inputChannels'),
+    inputHeight: shape.height,
+    inputWidth: shape.width,
+    inputChannels: shape.channels,
     numClasses,
     digitDim: positiveInt(config, 'digitDim'),
     routingIterations: routing !== undefined && Number.isInteger(Number(routing)) ? Number(routing) : positiveInt(config, 'routingIterations'),
     classLabels,
-    dataset: props[METADATA_KEYS.dataset] ?? '',
+    dataset,
     testAccuracy: Number.isFinite(accuracyValue) ? accuracyValue : null,
     checkpointSha256: props[METADATA_KEYS.checkpointSha256] ?? '',
     decoderSha256: props[METADATA_KEYS.decoderSha256] ?? '',
@@ -150,7 +160,23 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
     producer: header.producerName,
     producerVersion: header.producerVersion,
     config,
+    preprocessing: recorded ?? defaultPreprocessing(dataset, shape),
+    preprocessingRecorded: recorded !== null,
+    presenceThreshold: presenceThreshold(props[METADATA_KEYS.presenceThreshold], config),
   };
+}
+
+/** The recorded threshold, else the config's margin-loss m-, else 0.1 (the paper's m-). */
+function presenceThreshold(raw: string | undefined, config: Record<string, unknown>): number {
+  if (raw !== undefined && raw !== '') {
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < 0 || value >= 1) {
+      throw new ModelFormatError(`metadata "${METADATA_KEYS.presenceThreshold}" must be a number in [0, 1), got ${raw.slice(0, 40)}: re-export the model`);
+    }
+    return value;
+  }
+  const mMinus = config.mMinus;
+  return typeof mMinus === 'number' && mMinus >= 0 && mMinus < 1 ? mMinus : 0.1;
 }
 
 export function readModelMetadata(bytes: Uint8Array): ModelMetadata {

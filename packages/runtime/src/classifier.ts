@@ -5,6 +5,7 @@
 import type { InferenceSession, Tensor, TypedTensor } from 'onnxruntime-common';
 import {
   type Classification,
+  type ClassifyOptions,
   type Classifier,
   type DeviceName,
   IO_NAMES,
@@ -12,8 +13,8 @@ import {
   type LoadOptions,
   type ModelMetadata,
 } from './contract.ts';
-import { ModelFormatError, readModelMetadata } from '@capsnet-onnx/core';
-import { checkMaxBatch, toCapsuleBatch, toImageBatch } from './inputs.ts';
+import { InputError, ModelFormatError, type Polarity, readModelMetadata } from '@capsnet-onnx/core';
+import { checkMaxBatch, checkPolarityOption, toCapsuleBatch, toImageBatch } from './inputs.ts';
 import { type Provider, errorMessage } from './providers/provider.ts';
 import { selectProvider } from './registry.ts';
 
@@ -21,6 +22,18 @@ import { selectProvider } from './registry.ts';
 export interface OrtApi {
   InferenceSession: { create(model: Uint8Array, options?: InferenceSession.SessionOptions): Promise<InferenceSession> };
   Tensor: new (type: 'float32', data: Float32Array, dims: readonly number[]) => TypedTensor<'float32'>;
+}
+
+/**
+ * Model or decoder bytes as callers hold them: a Uint8Array (Node's Buffer is one), an ArrayBuffer (what
+ * `fetch(...).arrayBuffer()` and FileReader give) or any other ArrayBuffer view. Anything else is an InputError.
+ */
+export function toModelBytes(value: unknown, what: string): Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && value instanceof SharedArrayBuffer)) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  const got = value === null ? 'null' : typeof value === 'object' ? ((value as object).constructor?.name ?? 'object') : typeof value;
+  throw new InputError(`${what} must be a path or URL string, a Uint8Array, an ArrayBuffer or a Buffer; got ${got}`);
 }
 
 /** A decoder source: bytes, or a loader that returns them (null: no decoder file, with the reason). */
@@ -66,6 +79,8 @@ export class OrtClassifier implements Classifier {
   #decoder: InferenceSession | null;
   #disposed: Promise<void> | undefined;
   readonly #maxBatch: number;
+  readonly #polarity: Polarity;
+  readonly #threshold: number;
 
   constructor(
     private readonly ort: OrtApi,
@@ -76,9 +91,12 @@ export class OrtClassifier implements Classifier {
     decoder: InferenceSession | null,
     private readonly decoderMissing: string,
     maxBatch: number,
+    defaults: { polarity: Polarity; presenceThreshold: number },
   ) {
     this.#decoder = decoder;
     this.#maxBatch = maxBatch;
+    this.#polarity = defaults.polarity;
+    this.#threshold = defaults.presenceThreshold;
   }
 
   /** One run at a time per model: ORT-web sessions reject overlapping runs, and the latency numbers stay honest. */
@@ -88,9 +106,11 @@ export class OrtClassifier implements Classifier {
     return next;
   }
 
-  async classify(images: ImageInput): Promise<Classification[]> {
+  async classify(images: ImageInput, options: ClassifyOptions = {}): Promise<Classification[]> {
     const m = this.metadata;
-    const { data, count } = toImageBatch(images, m, this.#maxBatch);
+    const polarity = options.polarity === undefined ? this.#polarity : checkPolarityOption(options.polarity);
+    const threshold = options.presenceThreshold === undefined ? this.#threshold : checkThreshold(options.presenceThreshold);
+    const { data, count, ink } = toImageBatch(images, m, this.#maxBatch, polarity);
     const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
     const feeds = { [IO_NAMES.images]: new this.ort.Tensor('float32', data, [count, m.inputHeight, m.inputWidth, m.inputChannels]) };
     const out = await this.#serial(() => this.session.run(feeds, [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction]));
@@ -101,11 +121,19 @@ export class OrtClassifier implements Classifier {
     const results: Classification[] = [];
     for (let n = 0; n < count; n++) {
       const l = lengths.slice(n * m.numClasses, (n + 1) * m.numClasses);
-      let label = 0;
-      for (let k = 1; k < l.length; k++) if (l[k]! > l[label]!) label = k;
+      let longest = 0;
+      for (let k = 1; k < l.length; k++) if (l[k]! > l[longest]!) longest = k;
+      const name = m.classLabels[longest] ?? String(longest);
+      let reason: string | undefined;
+      if (!ink[n]) reason = 'no ink: the image is blank';
+      else if (l[longest]! < threshold) {
+        reason = `no class is present: the longest capsule (${name}) has length ${l[longest]!.toFixed(3)}, below the presence threshold ${threshold}`;
+      }
       results.push({
-        label,
-        labelName: m.classLabels[label] ?? String(label),
+        label: reason ? null : longest,
+        labelName: reason ? null : name,
+        ...(reason ? { reason } : {}),
+        longest,
         lengths: l,
         capsules: capsules.slice(n * caps, (n + 1) * caps),
         reconstruction: reconstruction.slice(n * pixels, (n + 1) * pixels),
@@ -213,7 +241,18 @@ export async function loadClassifier(
     entry,
   );
   const missing = decoderBytes instanceof Uint8Array ? '' : decoderBytes.missing;
-  return new OrtClassifier(ort, provider.device, report, metadata, value.session, value.decoderSession, missing, maxBatch);
+  const defaults = {
+    polarity: checkPolarityOption(options.polarity),
+    presenceThreshold: options.presenceThreshold === undefined ? metadata.presenceThreshold : checkThreshold(options.presenceThreshold),
+  };
+  return new OrtClassifier(ort, provider.device, report, metadata, value.session, value.decoderSession, missing, maxBatch, defaults);
+}
+
+function checkThreshold(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value >= 1) {
+    throw new InputError(`presenceThreshold must be a number in [0, 1) (a capsule length), got ${JSON.stringify(value)}`);
+  }
+  return value;
 }
 
 export { errorMessage };

@@ -3,7 +3,7 @@
  * `Classifier`; nothing outside runtime/providers knows which one runs. No TensorFlow.js, no training code.
  */
 
-import type { ModelMetadata } from '@capsnet-onnx/core';
+import type { ModelMetadata, Polarity } from '@capsnet-onnx/core';
 
 // The file format and the errors come from the core; an app needs only this package.
 export {
@@ -14,8 +14,13 @@ export type DeviceName = 'cpu' | 'cuda' | 'webgpu' | 'wasm';
 export type DeviceRequest = DeviceName | 'auto';
 
 export interface Classification {
-  label: number;
-  labelName: string;
+  /** The class present in the image, or null: no ink, or no capsule reaches the presence threshold (see `reason`). */
+  label: number | null;
+  labelName: string | null;
+  /** Why `label` is null, e.g. `no ink: the image is blank`. */
+  reason?: string;
+  /** The class of the longest capsule, whether or not it is present: the one the reconstruction shows. */
+  longest: number;
   /** Capsule lengths, one per class: the class scores. */
   lengths: Float32Array;
   /** numClasses x digitDim, row-major. */
@@ -24,11 +29,39 @@ export interface Classification {
   reconstruction: Float32Array;
 }
 
+/** Pixel values: Float32Array and number[] in [0, 1]; Uint8Array and Uint8ClampedArray 0-255. */
+export type PixelArray = Float32Array | Uint8Array | Uint8ClampedArray | number[];
+
+/** A picture of any size, like the DOM's ImageData (RGBA); it goes through the image pipeline (core/image.ts). */
+export interface ImageDataLike {
+  data: Uint8ClampedArray | Uint8Array | Float32Array | number[];
+  width: number;
+  height: number;
+}
+
+/** A batch already prepared for the model: N images of the model's H x W x C, row-major NHWC. */
+export interface ShapedBatch {
+  data: PixelArray;
+  shape: readonly [number, number, number, number];
+}
+
 /**
- * Images: one image or a batch, row-major NHWC pixels; Float32Array in [0,1] or Uint8Array 0-255.
- * A batch is either an array of images or one flat array whose length is a multiple of H*W*C.
+ * What `classify` takes, without guessing:
+ *   - `{ data, width, height }` (ImageData-like, any size, RGBA or gray/RGB by length), or an array of them:
+ *     decoded pictures, run through the image pipeline (polarity, MNIST normalisation or resize);
+ *   - `{ data, shape: [N, H, W, C] }`: a prepared batch of the model's size;
+ *   - one prepared image of exactly H*W*C values (a PixelArray), or an array of prepared typed arrays.
+ * A flat array of k*H*W*C values without a shape, a sparse array or nested number arrays are InputErrors that
+ * name the form to use.
  */
-export type ImageInput = Float32Array | Uint8Array | Array<Float32Array | Uint8Array>;
+export type ImageInput = PixelArray | ImageDataLike | ShapedBatch | Array<ImageDataLike | Float32Array | Uint8Array | Uint8ClampedArray>;
+
+export interface ClassifyOptions {
+  /** How the ink relates to the ground in ImageData-like inputs (default: the load option, else `auto`). */
+  polarity?: Polarity;
+  /** Override the model's presence threshold (capsule length) for this call. */
+  presenceThreshold?: number;
+}
 
 export interface Classifier {
   /** The provider that really runs the model (its session lists this one execution provider only). */
@@ -36,7 +69,7 @@ export interface Classifier {
   /** How the device was chosen, e.g. `auto chose cpu (cuda: ...)`, and which runtime runs it. */
   readonly deviceReport: string;
   readonly metadata: ModelMetadata;
-  classify(images: ImageInput): Promise<Classification[]>;
+  classify(images: ImageInput, options?: ClassifyOptions): Promise<Classification[]>;
   /** Masked capsules (numClasses x digitDim each, or a flat batch) -> reconstructions. */
   decode(capsules: Float32Array | Float32Array[]): Promise<Float32Array[]>;
   dispose(): Promise<void>;
@@ -47,7 +80,7 @@ export interface LoadOptions {
   /** Largest batch accepted by classify/decode (default 256). */
   maxBatch?: number;
   /** Bytes or URL/path of the decoder file; by default `<model>.decoder.onnx` beside the model. */
-  decoder?: Uint8Array | string;
+  decoder?: Uint8Array | ArrayBuffer | string;
   /**
    * GPU devices (cuda, webgpu): fail at load if ONNX Runtime would run any node on its CPU execution provider
    * instead (ORT's `session.disable_cpu_ep_fallback`), so no part of the model silently runs elsewhere. Default false.
@@ -56,4 +89,8 @@ export interface LoadOptions {
   /** CPU threads: ORT-node cpu intra-op threads, or ORT-web wasm threads (a process-wide setting there). */
   threads?: number;
   log?: (message: string) => void;
+  /** Default polarity for ImageData-like inputs (`auto`). */
+  polarity?: Polarity;
+  /** Override the model's presence threshold (default: its metadata, else 0.1). */
+  presenceThreshold?: number;
 }

@@ -1,9 +1,9 @@
 /**
- * Turns what callers pass to classify/decode into one flat float32 batch, or a clear error: wrong length,
- * NaN/Inf, pixels outside [0,1], an empty batch, or more images than the configured limit.
+ * Turns what callers pass to classify/decode into one flat float32 batch, or a clear error. Image inputs are
+ * taken in the forms `ImageInput` lists and no others: nothing is guessed from an array's length.
  */
-import type { ImageInput, ModelMetadata } from './contract.ts';
-import { InputError } from '@capsnet-onnx/core';
+import { InputError, PreprocessError, checkPolarity, hasInk, prepareImage, type ModelMetadata, type Polarity } from '@capsnet-onnx/core';
+import type { ImageDataLike, ImageInput, PixelArray, ShapedBatch } from './contract.ts';
 
 export const DEFAULT_MAX_BATCH = 256;
 
@@ -12,8 +12,14 @@ export interface Batch {
   count: number;
 }
 
+export interface ImageBatch extends Batch {
+  /** Per image: false when it has no ink (blank), so classify answers `label: null`. */
+  ink: boolean[];
+}
+
 function describe(value: unknown): string {
   if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
   if (typeof value !== 'object') return typeof value;
   return (value as object).constructor?.name ?? 'object';
 }
@@ -25,62 +31,141 @@ function checkCount(count: number, maxBatch: number, what: string): void {
   }
 }
 
-/** Copy one image's pixels into `out` at `offset`, normalising bytes to [0,1] and checking floats. */
-function copyImage(image: Float32Array | Uint8Array, out: Float32Array, offset: number, label: string): void {
-  if (image instanceof Uint8Array) {
+const isPixelArray = (v: unknown): v is PixelArray =>
+  v instanceof Float32Array || v instanceof Uint8Array || v instanceof Uint8ClampedArray || Array.isArray(v);
+const isBytes = (v: unknown): v is Uint8Array | Uint8ClampedArray => v instanceof Uint8Array || v instanceof Uint8ClampedArray;
+
+/** A number[] must be dense and hold numbers only: holes and nested arrays are not pixels. */
+function checkNumberArray(values: unknown[], label: string, forms: string): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!(i in values)) throw new InputError(`${label} is a sparse array (index ${i} is empty): pass a dense array or a Float32Array; ${forms}`);
+    if (typeof values[i] !== 'number') {
+      throw new InputError(`${label}[${i}] is ${describe(values[i])}, not a number: nested arrays are not accepted; ${forms}`);
+    }
+  }
+}
+
+/** Copy pixels into `out` at `offset`: bytes / 255; floats checked to be finite and in [0, 1]. */
+function copyPixels(image: PixelArray, out: Float32Array, offset: number, label: string): void {
+  if (isBytes(image)) {
     for (let i = 0; i < image.length; i++) out[offset + i] = image[i]! / 255;
     return;
   }
   for (let i = 0; i < image.length; i++) {
     const v = image[i]!;
-    if (!Number.isFinite(v)) {
-      throw new InputError(`${label}: pixel ${i} is ${v}: images must be finite numbers in [0, 1]`);
-    }
+    if (!Number.isFinite(v)) throw new InputError(`${label}: pixel ${i} is ${v}: images must be finite numbers in [0, 1]`);
     if (v < 0 || v > 1) {
       const hint = v > 1 && v <= 255 ? ' (0-255 values? pass a Uint8Array, or divide by 255)' : '';
       throw new InputError(`${label}: pixel ${i} is ${v}, outside [0, 1]${hint}`);
     }
+    out[offset + i] = v;
   }
-  out.set(image, offset);
 }
 
+const isImageDataLike = (v: unknown): v is ImageDataLike =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && 'data' in v && 'width' in v && 'height' in v;
+const isShaped = (v: unknown): v is ShapedBatch => typeof v === 'object' && v !== null && !Array.isArray(v) && 'data' in v && 'shape' in v;
+
 /**
- * Images -> flat NHWC float32 batch. A single typed array is one image, or a batch when its length is a
- * multiple of H*W*C; an array holds one image per element.
+ * Images -> flat NHWC float32 batch (see `ImageInput` for the accepted forms). ImageData-like pictures go
+ * through core/image.ts's pipeline with the model's preprocessing and `polarity`.
  */
-export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBatch = DEFAULT_MAX_BATCH): Batch {
+export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBatch = DEFAULT_MAX_BATCH, polarity: Polarity = 'auto'): ImageBatch {
   const { inputHeight: h, inputWidth: w, inputChannels: c } = metadata;
   const pixels = h * w * c;
-  const shape = `${h}x${w}x${c} = ${pixels} values`;
-  if (images instanceof Float32Array || images instanceof Uint8Array) {
-    if (images.length === 0) throw new InputError('empty batch: pass at least one image');
-    if (images.length % pixels !== 0) {
-      throw new InputError(
-        `image data has ${images.length} values, not a multiple of ${shape} per image (row-major NHWC): ` +
-          'check the image size and channel count against the model',
-      );
+  const size = `${h}x${w}x${c} = ${pixels} values`;
+  const forms =
+    `pass one prepared image of exactly ${size} (row-major HWC), { data, shape: [N, ${h}, ${w}, ${c}] } for a prepared batch, ` +
+    'or { data, width, height } (RGBA, any size) for a picture';
+  const shape = { height: h, width: w, channels: c };
+
+  const prepare = (image: ImageDataLike, label: string, out: Float32Array, offset: number): boolean => {
+    if (!isPixelArray(image.data)) throw new InputError(`${label}.data must be a Uint8ClampedArray, Uint8Array, Float32Array or number[]; got ${describe(image.data)}`);
+    if (Array.isArray(image.data)) checkNumberArray(image.data, `${label}.data`, forms);
+    try {
+      const prepared = prepareImage(image, shape, metadata.preprocessing, { polarity }, label);
+      out.set(prepared.pixels, offset);
+      return prepared.ink;
+    } catch (e) {
+      if (e instanceof PreprocessError) throw new InputError(e.message);
+      throw e;
     }
-    const count = images.length / pixels;
-    checkCount(count, maxBatch, 'image');
-    const data = new Float32Array(images.length);
-    copyImage(images, data, 0, count === 1 ? 'image' : 'images');
-    return { data, count };
+  };
+
+  if (isShaped(images)) {
+    const dims = images.shape;
+    if (!Array.isArray(dims) || dims.length !== 4 || !dims.every((d) => Number.isInteger(d) && d >= 0)) {
+      throw new InputError(`shape must be [N, H, W, C] (four integers), got ${JSON.stringify(dims)}`);
+    }
+    const [n, sh, sw, sc] = dims;
+    if (sh !== h || sw !== w || sc !== c) {
+      throw new InputError(`a prepared batch of shape [${dims.join(', ')}] does not fit the model's [N, ${h}, ${w}, ${c}]: pass { data, width, height } pictures to have them resized`);
+    }
+    if (!isPixelArray(images.data)) throw new InputError(`data must be a Float32Array, Uint8Array, Uint8ClampedArray or number[]; got ${describe(images.data)}`);
+    if (images.data.length !== n * pixels) {
+      throw new InputError(`data has ${images.data.length} values but shape [${dims.join(', ')}] needs ${n * pixels}`);
+    }
+    if (Array.isArray(images.data)) checkNumberArray(images.data, 'data', forms);
+    checkCount(n, maxBatch, 'image');
+    const data = new Float32Array(n * pixels);
+    copyPixels(images.data, data, 0, n === 1 ? 'image' : 'images');
+    return { data, count: n, ink: Array.from({ length: n }, (_, i) => hasInk(data.subarray(i * pixels, (i + 1) * pixels))) };
   }
-  if (!Array.isArray(images)) {
-    throw new InputError(`images must be a Float32Array in [0,1], a Uint8Array 0-255, or an array of them; got ${describe(images)}`);
+
+  if (isImageDataLike(images)) {
+    const data = new Float32Array(pixels);
+    return { data, count: 1, ink: [prepare(images, 'image', data, 0)] };
   }
+
+  if (Array.isArray(images) && (images.length === 0 || typeof images[0] === 'number' || !(0 in images))) {
+    // One prepared image as number[].
+    checkNumberArray(images, 'image', forms);
+    images = Float32Array.from(images as number[]);
+  }
+
+  if (images instanceof Float32Array || isBytes(images)) {
+    if (images.length === 0) throw new InputError('empty batch: pass at least one image');
+    if (images.length !== pixels) {
+      const k = images.length / pixels;
+      let hint = forms;
+      if (Number.isInteger(k)) hint = `for a batch of ${k} images pass { data, shape: [${k}, ${h}, ${w}, ${c}] }; for one picture of another size pass { data, width, height }`;
+      else if (c !== 4 && images.length % 4 === 0) hint = `for RGBA pixels (e.g. a canvas's ImageData) pass { data, width, height }; ${forms}`;
+      throw new InputError(`one image must have exactly ${size}, got ${images.length} values: ${hint}`);
+    }
+    const data = new Float32Array(pixels);
+    copyPixels(images, data, 0, 'image');
+    return { data, count: 1, ink: [hasInk(data)] };
+  }
+
+  if (!Array.isArray(images)) throw new InputError(`images: got ${describe(images)}; ${forms}`);
   checkCount(images.length, maxBatch, 'image');
   const data = new Float32Array(images.length * pixels);
-  images.forEach((image, n) => {
-    if (!(image instanceof Float32Array || image instanceof Uint8Array)) {
-      throw new InputError(`image ${n} must be a Float32Array in [0,1] or a Uint8Array 0-255; got ${describe(image)}`);
+  const ink: boolean[] = [];
+  for (let n = 0; n < images.length; n++) {
+    if (!(n in images)) throw new InputError(`images is a sparse array (index ${n} is empty): pass one entry per image`);
+    const image = images[n];
+    if (isImageDataLike(image)) {
+      ink.push(prepare(image, `image ${n}`, data, n * pixels));
+    } else if (image instanceof Float32Array || isBytes(image)) {
+      if (image.length !== pixels) {
+        throw new InputError(`image ${n} has ${image.length} values, expected ${size} (row-major HWC); pass { data, width, height } for a picture of another size`);
+      }
+      copyPixels(image, data, n * pixels, `image ${n}`);
+      ink.push(hasInk(data.subarray(n * pixels, (n + 1) * pixels)));
+    } else {
+      throw new InputError(`image ${n} is ${describe(image)}: an array of images holds Float32Arrays, Uint8Arrays or { data, width, height } pictures`);
     }
-    if (image.length !== pixels) {
-      throw new InputError(`image ${n} has ${image.length} values, expected ${shape} (row-major NHWC)`);
-    }
-    copyImage(image, data, n * pixels, `image ${n}`);
-  });
-  return { data, count: images.length };
+  }
+  return { data, count: images.length, ink };
+}
+
+/** `polarity` option, checked: a typo is an InputError naming the three values. */
+export function checkPolarityOption(value: unknown): Polarity {
+  try {
+    return checkPolarity(value);
+  } catch (e) {
+    throw new InputError((e as Error).message);
+  }
 }
 
 /** Masked capsules (numClasses x digitDim per example) -> flat float32 batch. */

@@ -11,7 +11,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
-import { type DecoderSource, type OrtApi, loadClassifier } from './classifier.ts';
+import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
 import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
 import { ModelFormatError, decoderPathFor } from '@capsnet-onnx/core';
 import { nodeCpu } from './providers/node-cpu.ts';
@@ -22,6 +22,11 @@ import type { Provider } from './providers/provider.ts';
 export * from './contract.ts';
 export { nvidiaDriverPresent } from './providers/node-cuda.ts';
 export { swiftShaderEnv } from './providers/swiftshader.ts';
+// The image pipeline (the core's), for apps that decode files or want to see what the model sees.
+export {
+  DEFAULT_IMAGE_LIMITS, ImageError, decodeImage, imageFormat, readImageHeader, type ImageLimits, type RgbaImage,
+  POLARITIES, PreprocessError, prepareImage, type Polarity, type PreparedImage, type Preprocessing, type Raster,
+} from '@capsnet-onnx/core';
 
 export const NODE_PROVIDERS: readonly Provider[] = [nodeCpu, nodeCuda, nodeWebGpu];
 export const NODE_AUTO_ORDER: readonly DeviceName[] = ['cuda', 'cpu'];
@@ -42,11 +47,11 @@ export const CapsNet = {
   autoOrder: NODE_AUTO_ORDER,
 
   /** Load model.onnx (path or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it. */
-  async load(fileOrBytes: string | Uint8Array, options: LoadOptions = {}): Promise<Classifier> {
-    const bytes = typeof fileOrBytes === 'string' ? await readModel(fileOrBytes, 'model') : fileOrBytes;
+  async load(fileOrBytes: string | Uint8Array | ArrayBuffer, options: LoadOptions = {}): Promise<Classifier> {
+    const bytes = typeof fileOrBytes === 'string' ? await readModel(fileOrBytes, 'model') : toModelBytes(fileOrBytes, 'the model');
     const name = typeof fileOrBytes === 'string' ? fileOrBytes : 'the model';
     let decoder: DecoderSource;
-    if (options.decoder instanceof Uint8Array) decoder = options.decoder;
+    if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
     else if (typeof options.decoder === 'string') decoder = await readModel(options.decoder, 'decoder');
     else if (typeof fileOrBytes === 'string') {
       const path = decoderPathFor(fileOrBytes);

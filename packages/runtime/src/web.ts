@@ -7,7 +7,7 @@
  * `auto` tries webgpu, then wasm; it passes over a software WebGPU adapter (SwiftShader), slower than wasm.
  */
 import * as ort from 'onnxruntime-web';
-import { type DecoderSource, type OrtApi, loadClassifier } from './classifier.ts';
+import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
 import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
 import { ModelFormatError } from '@capsnet-onnx/core';
 import { threadCount, type Provider } from './providers/provider.ts';
@@ -15,6 +15,11 @@ import { webWasm } from './providers/web-wasm.ts';
 import { webWebGpu } from './providers/web-webgpu.ts';
 
 export * from './contract.ts';
+// The image pipeline (the core's), for apps that decode files or want to see what the model sees.
+export {
+  DEFAULT_IMAGE_LIMITS, ImageError, decodeImage, imageFormat, readImageHeader, type ImageLimits, type RgbaImage,
+  POLARITIES, PreprocessError, prepareImage, type Polarity, type PreparedImage, type Preprocessing, type Raster,
+} from '@capsnet-onnx/core';
 export { webGpuAdapterInfo, describeAdapter } from './providers/web-webgpu.ts';
 
 export const WEB_PROVIDERS: readonly Provider[] = [webWebGpu, webWasm];
@@ -42,7 +47,7 @@ export const CapsNet = {
   autoOrder: WEB_AUTO_ORDER,
 
   /** Load model.onnx (URL or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it. */
-  async load(urlOrBytes: string | Uint8Array, options: WebLoadOptions = {}): Promise<Classifier> {
+  async load(urlOrBytes: string | Uint8Array | ArrayBuffer, options: WebLoadOptions = {}): Promise<Classifier> {
     const threads = threadCount(options.threads);
     // Process-wide onnxruntime-web settings; they take effect at its first session.
     if (threads) ort.env.wasm.numThreads = threads;
@@ -52,9 +57,9 @@ export const CapsNet = {
       const fetched = await fetchBytes(urlOrBytes, 'model');
       if (!fetched) throw new ModelFormatError(`model ${urlOrBytes} not found (HTTP 404)`);
       bytes = fetched;
-    } else bytes = urlOrBytes;
+    } else bytes = toModelBytes(urlOrBytes, 'the model');
     let decoder: DecoderSource;
-    if (options.decoder instanceof Uint8Array) decoder = options.decoder;
+    if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
     else {
       const url = typeof options.decoder === 'string' ? options.decoder : typeof urlOrBytes === 'string' ? urlOrBytes.replace(/(\.onnx)?(\?.*)?$/i, '.decoder.onnx$2') : null;
       decoder = async () => {

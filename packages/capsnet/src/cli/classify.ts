@@ -1,8 +1,6 @@
 /** Registers `capsnet classify`. Light on purpose: the runtime (and ONNX Runtime) load only when it runs. */
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { InputError } from '@capsnet-onnx/core';
 
 const positive = (name: string) => (value: string) => {
   const n = Number(value);
@@ -10,72 +8,161 @@ const positive = (name: string) => (value: string) => {
   return n;
 };
 
-/** `-` becomes the file names on stdin (one a line); a directory becomes its PNG and IDX image files, sorted. */
-export function expandImageArguments(args: string[]): string[] {
-  return args.flatMap((arg) => {
-    if (arg === '-') return readFileSync(0, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
-    if (existsSync(arg) && statSync(arg).isDirectory()) {
-      const found = readdirSync(arg).filter((f) => /\.png$|idx3-ubyte(\.gz)?$/i.test(f)).sort().map((f) => join(arg, f));
-      if (!found.length) throw new InputError(`directory ${arg} holds no .png or IDX image file: pass image files or another directory`);
-      return found;
-    }
-    return [arg];
-  });
-}
+const threshold = (value: string) => {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError(`--presence-threshold must be a number in [0, 1), got "${value}"`);
+  return n;
+};
+
+/** With --json, every error (commander's included) is one JSON object on stdout: {"error": {"message": ...}}. */
+const wantsJson = () => process.argv.includes('--json');
+const printJsonError = (message: string) => console.log(JSON.stringify({ error: { message } }));
 
 export function registerRuntimeCommands(program: Command): void {
   program
     .command('classify')
-    .description('classify PNG images or an IDX image file with an exported model; prints each label and its capsule lengths (scores)')
+    .description(
+      'classify images with an exported model: PNG and JPEG files (prepared like the training data: see `polarity`), ' +
+        'IDX image files, directories of them, or `-` (standard input: one image, or a list of paths one a line). ' +
+        'Prints each label (or "no digit" and why) and its capsule lengths (scores); progress goes to stderr',
+    )
     .argument('<model>', 'model.onnx from `capsnet export`')
-    .argument('<images...>', 'PNG files (resized to the model if needed), IDX image files (e.g. t10k-images-idx3-ubyte[.gz]), directories of them, or - to read file names from stdin, one a line')
+    .argument('<images...>', 'PNG/JPEG files, IDX image files (e.g. t10k-images-idx3-ubyte[.gz]), directories, or -')
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cpu', 'cuda', 'webgpu']).default('auto'))
-    .option('--json', 'print JSON instead of text', false)
+    .option('--json', 'print JSON instead of text (errors too)', false)
     .option('--top <k>', 'scores to show per image (text output)', positive('--top'), 3)
     .option('--limit <n>', 'at most N images from each IDX file', positive('--limit'))
-    .option('--invert', 'invert pixels (dark digit on a light background)', false)
+    .addOption(
+      new Option('--polarity <polarity>', 'ink against ground in PNG/JPEG files: auto detects it from the border')
+        .choices(['auto', 'light-on-dark', 'dark-on-light'])
+        .default('auto'),
+    )
+    .option('--presence-threshold <length>', "capsule length below which no class is present (default: the model's, 0.1)", threshold)
     .option('--max-batch <n>', 'images per ONNX Runtime run', positive('--max-batch'), 256)
     .option('--threads <n>', 'CPU threads (device cpu)', positive('--threads'))
+    .configureOutput({
+      outputError: (text, write) => (wantsJson() ? printJsonError(text.trim().replace(/^error: /, '')) : write(text)),
+    })
     .action(async (modelPath: string, files: string[], opts) => {
-      const { CapsNet } = await import('@capsnet-onnx/runtime/node');
-      type Result = Awaited<ReturnType<Awaited<ReturnType<typeof CapsNet.load>>['classify']>>[number];
-      const { readImageFiles } = await import('./image-files.ts');
-      const log = opts.json ? () => {} : (line: string) => console.error(line);
-      const model = await CapsNet.load(modelPath, { device: opts.device, maxBatch: opts.maxBatch, threads: opts.threads, log });
       try {
-        const m = model.metadata;
-        const input = readImageFiles(expandImageArguments(files), m, { invert: opts.invert, limit: opts.limit });
-        for (const note of input.notes) log(note);
-        const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
-        const results: Result[] = [];
-        for (let start = 0; start < input.count; start += opts.maxBatch) {
-          const end = Math.min(input.count, start + opts.maxBatch);
-          results.push(...(await model.classify(input.images.subarray(start * pixels, end * pixels))));
-        }
-        const rows = results.map((r, i) => ({
-          image: input.names[i]!,
-          label: r.label,
-          labelName: r.labelName,
-          score: r.lengths[r.label]!,
-          scores: Object.fromEntries(m.classLabels.map((name, k) => [name, Number(r.lengths[k]!.toFixed(6))])),
-          ...(input.labels[i] !== undefined ? { trueLabel: input.labels[i]! } : {}),
-        }));
-        const labelled = rows.filter((r) => r.trueLabel !== undefined);
-        const accuracy = labelled.length ? labelled.filter((r) => r.label === r.trueLabel).length / labelled.length : undefined;
-        if (opts.json) {
-          console.log(JSON.stringify({ model: modelPath, device: model.device, deviceReport: model.deviceReport, results: rows, ...(accuracy !== undefined ? { accuracy } : {}) }, null, 2));
-          return;
-        }
-        const width = Math.max(...rows.map((r) => r.image.length));
-        for (const [i, r] of rows.entries()) {
-          const order = Array.from(results[i]!.lengths.keys()).sort((a, b) => results[i]!.lengths[b]! - results[i]!.lengths[a]!);
-          const top = order.slice(0, opts.top).map((k) => `${m.classLabels[k]} ${results[i]!.lengths[k]!.toFixed(4)}`).join('  ');
-          const truth = r.trueLabel === undefined ? '' : `  (true ${m.classLabels[r.trueLabel] ?? r.trueLabel}${r.trueLabel === r.label ? '' : ', WRONG'})`;
-          console.log(`${r.image.padEnd(width)}  ${r.labelName}   scores: ${top}${truth}`);
-        }
-        if (accuracy !== undefined) console.log(`accuracy: ${(100 * accuracy).toFixed(2)}% of ${labelled.length} labelled images`);
-      } finally {
-        await model.dispose();
+        await classify(modelPath, files, opts);
+      } catch (e) {
+        if (!opts.json) throw e;
+        printJsonError((e as Error).message);
+        process.exitCode = 1;
       }
     });
+}
+
+interface ClassifyCliOptions {
+  device: 'auto' | 'cpu' | 'cuda' | 'webgpu';
+  json: boolean;
+  top: number;
+  limit?: number;
+  polarity: 'auto' | 'light-on-dark' | 'dark-on-light';
+  presenceThreshold?: number;
+  maxBatch: number;
+  threads?: number;
+}
+
+async function classify(modelPath: string, files: string[], opts: ClassifyCliOptions): Promise<void> {
+  const { CapsNet } = await import('@capsnet-onnx/runtime/node');
+  const { expandArguments, loadSource } = await import('./image-files.ts');
+  const log = opts.json ? () => {} : (line: string) => console.error(line);
+  const sources = expandArguments(files, () => new Uint8Array(readFileSync(0)));
+  const model = await CapsNet.load(modelPath, {
+    device: opts.device,
+    maxBatch: opts.maxBatch,
+    threads: opts.threads,
+    log,
+    polarity: opts.polarity,
+    ...(opts.presenceThreshold !== undefined ? { presenceThreshold: opts.presenceThreshold } : {}),
+  });
+  type Result = Awaited<ReturnType<typeof model.classify>>[number];
+  const progress = await startProgress(sources.length);
+  try {
+    const m = model.metadata;
+    const rows: Array<Record<string, unknown> & { image: string }> = [];
+    const texts: string[] = [];
+    let pending: { name: string; pixels: Float32Array; trueLabel?: number }[] = [];
+    const flush = async () => {
+      if (pending.length === 0) return;
+      const results: Result[] = await model.classify(pending.map((p) => p.pixels));
+      results.forEach((r, i) => {
+        const { name, trueLabel } = pending[i]!;
+        rows.push({
+          image: name,
+          label: r.label,
+          labelName: r.labelName,
+          ...(r.reason ? { reason: r.reason } : {}),
+          score: Number(r.lengths[r.longest]!.toFixed(6)),
+          scores: Object.fromEntries(m.classLabels.map((label, k) => [label, Number(r.lengths[k]!.toFixed(6))])),
+          ...(trueLabel !== undefined ? { trueLabel } : {}),
+        });
+        const order = Array.from(r.lengths.keys()).sort((a, b) => r.lengths[b]! - r.lengths[a]!);
+        const top = order.slice(0, opts.top).map((k) => `${m.classLabels[k]} ${r.lengths[k]!.toFixed(4)}`).join('  ');
+        const truth = trueLabel === undefined ? '' : `  (true ${m.classLabels[trueLabel] ?? trueLabel}${trueLabel === r.label ? '' : ', WRONG'})`;
+        texts.push(`${name}\t${r.label === null ? `no digit (${r.reason})` : r.labelName}   scores: ${top}${truth}`);
+      });
+      pending = [];
+    };
+    for (const source of sources) {
+      for (const image of loadSource(source, m, { polarity: opts.polarity, limit: opts.limit })) {
+        if (image.error) {
+          await flush(); // keep the output in argument order
+          rows.push({ image: image.name, label: null, labelName: null, error: image.error });
+          texts.push(`${image.name}\terror: ${image.error.message}`);
+          continue;
+        }
+        pending.push({ name: image.name, pixels: image.pixels!, ...(image.trueLabel !== undefined ? { trueLabel: image.trueLabel } : {}) });
+        if (pending.length >= opts.maxBatch) await flush();
+      }
+      progress.tick();
+    }
+    await flush();
+    progress.stop();
+    const labelled = rows.filter((r) => r.trueLabel !== undefined);
+    const accuracy = labelled.length ? labelled.filter((r) => r.label === r.trueLabel).length / labelled.length : undefined;
+    const failed = rows.filter((r) => r.error).length;
+    if (failed) process.exitCode = 1;
+    if (opts.json) {
+      await writeOut(JSON.stringify({ model: modelPath, device: model.device, deviceReport: model.deviceReport, results: rows, ...(accuracy !== undefined ? { accuracy } : {}) }, null, 2));
+      return;
+    }
+    const width = Math.max(...rows.map((r) => r.image.length));
+    const lines = texts.map((line) => {
+      const [name, rest] = line.split('\t') as [string, string];
+      return `${name.padEnd(width)}  ${rest}`;
+    });
+    if (accuracy !== undefined) lines.push(`accuracy: ${(100 * accuracy).toFixed(2)}% of ${labelled.length} labelled images`);
+    await writeOut(lines.join('\n'));
+    if (failed) console.error(`capsnet: ${failed} of ${rows.length} images could not be read (see "error:" above)`);
+  } finally {
+    progress.stop();
+    await model.dispose();
+  }
+}
+
+/**
+ * Write to stdout and wait until it is flushed: the CLI exits as soon as the action returns, and a large write
+ * to a pipe is asynchronous in Node, so a plain console.log of a big result could be cut short.
+ */
+function writeOut(text: string): Promise<void> {
+  return new Promise((resolve, reject) => process.stdout.write(`${text}\n`, (e) => (e ? reject(e) : resolve())));
+}
+
+/** A progress bar on stderr when it is a terminal and there are enough files to wait for; otherwise nothing. */
+async function startProgress(total: number): Promise<{ tick(): void; stop(): void }> {
+  if (!process.stderr.isTTY || total < 20) return { tick() {}, stop() {} };
+  const { SingleBar, Presets } = await import('cli-progress');
+  const bar = new SingleBar({ stream: process.stderr, format: 'reading {bar} {value}/{total} files', clearOnComplete: true }, Presets.shades_classic);
+  bar.start(total, 0);
+  let stopped = false;
+  return {
+    tick: () => bar.increment(),
+    stop: () => {
+      if (!stopped) bar.stop();
+      stopped = true;
+    },
+  };
 }

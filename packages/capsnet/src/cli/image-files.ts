@@ -1,94 +1,36 @@
 /**
- * Image files for `capsnet classify` (Node only): PNG (any bit depth, gray, RGB, RGBA or palette, via pngjs) and
- * IDX image files (MNIST's format, optionally gzipped). Pixels come out as float32 NHWC in [0,1] at the model's
- * size and channel count: PNGs are composited over black, converted to gray (ITU-R BT.601 luma) or RGB, and
- * area-resampled when their size differs from the model's.
+ * Image files for `capsnet classify` (Node only). Arguments are files, directories (every PNG, JPEG and IDX image
+ * file under them, sorted) or `-`: standard input holds either one image or a list of paths, one a line.
+ * PNG and JPEG files go through the one image pipeline (core/decode.ts, core/image.ts) exactly as the HTTP server
+ * and the runtime's `{ data, width, height }` inputs do; IDX image files (MNIST's format, optionally gzipped)
+ * already hold prepared model inputs and are read as they are.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { basename, dirname, extname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { PNG } from 'pngjs';
-import { type ModelMetadata, InputError } from '@capsnet-onnx/core';
+import {
+  DEFAULT_IMAGE_LIMITS, ImageError, InputError, PreprocessError, decodeImage, imageFormat, prepareImage, type ImageLimits, type ModelMetadata, type Polarity,
+} from '@capsnet-onnx/core';
 
-export interface LoadedImages {
-  images: Float32Array;
-  count: number;
-  /** One name per image: the file, or `file[i]` for IDX. */
-  names: string[];
-  /** Per image, the true label when an IDX labels file sits beside its images file. */
-  labels: Array<number | undefined>;
-  notes: string[];
+/** One image ready for the model, or the reason its file could not be read. */
+export interface LoadedImage {
+  /** The file, `file[i]` for the i-th image of an IDX file, or `-` for an image on standard input. */
+  name: string;
+  pixels?: Float32Array;
+  /** The true label, when an IDX labels file sits beside its images file. */
+  trueLabel?: number;
+  error?: { code: string; message: string };
 }
 
 export interface ImageFileOptions {
-  /** Invert pixel values (1 - v): for dark digits on a light background; MNIST-style models expect light on dark. */
-  invert?: boolean;
+  polarity?: Polarity;
   /** At most this many images from an IDX file. */
   limit?: number;
+  limits?: ImageLimits;
 }
 
-const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
-
-/** Area (box-filter) resampling of an HxWxC float image: averages when shrinking, spreads when enlarging. */
-export function resizeArea(src: Float32Array, h: number, w: number, c: number, outH: number, outW: number): Float32Array {
-  const out = new Float32Array(outH * outW * c);
-  const sy = h / outH;
-  const sx = w / outW;
-  for (let oy = 0; oy < outH; oy++) {
-    const y0 = oy * sy;
-    const y1 = y0 + sy;
-    for (let ox = 0; ox < outW; ox++) {
-      const x0 = ox * sx;
-      const x1 = x0 + sx;
-      const acc = new Float64Array(c);
-      let total = 0;
-      for (let y = Math.floor(y0); y < Math.min(h, Math.ceil(y1)); y++) {
-        const wy = Math.min(y + 1, y1) - Math.max(y, y0);
-        for (let x = Math.floor(x0); x < Math.min(w, Math.ceil(x1)); x++) {
-          const weight = wy * (Math.min(x + 1, x1) - Math.max(x, x0));
-          if (weight <= 0) continue;
-          total += weight;
-          for (let ch = 0; ch < c; ch++) acc[ch]! += weight * src[(y * w + x) * c + ch]!;
-        }
-      }
-      for (let ch = 0; ch < c; ch++) out[(oy * outW + ox) * c + ch] = Math.min(1, Math.max(0, acc[ch]! / total));
-    }
-  }
-  return out;
-}
-
-/** Decode a PNG to the model's channels and size. */
-export function imageFromPng(bytes: Uint8Array, metadata: ModelMetadata, name: string, notes: string[], invert = false): Float32Array {
-  if (bytes.length < 8 || PNG_SIGNATURE.some((b, i) => bytes[i] !== b)) throw new InputError(`${name} is not a PNG file`);
-  let png: PNG;
-  try {
-    png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-  } catch (e) {
-    throw new InputError(`${name}: cannot decode the PNG (${(e as Error).message})`);
-  }
-  const { width, height, data } = png; // RGBA, 8 bits per channel
-  const c = metadata.inputChannels;
-  if (c !== 1 && c !== 3 && c !== 4) throw new InputError(`the model takes ${c}-channel images; PNG input supports 1 (gray), 3 (RGB) or 4 (RGBA)`);
-  const pixels = new Float32Array(width * height * c);
-  for (let p = 0; p < width * height; p++) {
-    const [r, g, b, a] = [data[4 * p]!, data[4 * p + 1]!, data[4 * p + 2]!, data[4 * p + 3]!];
-    const alpha = a / 255;
-    if (c === 1) pixels[p] = ((0.299 * r + 0.587 * g + 0.114 * b) / 255) * alpha;
-    else if (c === 3) {
-      pixels[3 * p] = (r / 255) * alpha;
-      pixels[3 * p + 1] = (g / 255) * alpha;
-      pixels[3 * p + 2] = (b / 255) * alpha;
-    } else for (let ch = 0; ch < 4; ch++) pixels[4 * p + ch] = data[4 * p + ch]! / 255;
-  }
-  let out: Float32Array = pixels;
-  if (width !== metadata.inputWidth || height !== metadata.inputHeight) {
-    out = resizeArea(pixels, height, width, c, metadata.inputHeight, metadata.inputWidth);
-    notes.push(`${name}: resized ${width}x${height} to the model's ${metadata.inputWidth}x${metadata.inputHeight}` +
-      (Math.abs(width / height - metadata.inputWidth / metadata.inputHeight) > 0.01 ? ' (aspect ratio changed)' : ''));
-  }
-  if (invert) for (let i = 0; i < out.length; i++) out[i] = 1 - out[i]!;
-  return out;
-}
+const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg']);
+const isIdxName = (name: string) => /idx3-ubyte(\.gz)?$/i.test(name);
 
 function gunzipIfNeeded(bytes: Uint8Array, name: string): Uint8Array {
   if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) return bytes;
@@ -113,13 +55,13 @@ function readIdxLabels(imagesPath: string, count: number): Int32Array | undefine
   return undefined;
 }
 
-/** IDX ubyte images [count, h, w] -> float32 in [0,1]. */
+/** IDX ubyte images [count, h, w] -> float32 in [0,1]; the header's sizes are checked before any pixel is read. */
 export function imagesFromIdx(bytes: Uint8Array, metadata: ModelMetadata, name: string, limit = Infinity): { images: Float32Array; count: number } {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const magic = bytes.length >= 4 ? view.getUint32(0) : 0;
   if (magic === 0x801) throw new InputError(`${name} is an IDX labels file: pass the images file (…-images-idx3-ubyte)`);
   if (magic !== 0x803 || bytes.length < 16) {
-    throw new InputError(`${name} is neither a PNG nor an IDX image file (magic 0x${magic.toString(16).padStart(8, '0')}; IDX images have 0x00000803)`);
+    throw new InputError(`${name} is not a PNG, JPEG or IDX image file (it starts 0x${magic.toString(16).padStart(8, '0')}): convert it to PNG or JPEG`);
   }
   const [total, h, w] = [view.getUint32(4), view.getUint32(8), view.getUint32(12)];
   if (metadata.inputChannels !== 1) throw new InputError(`${name} holds grayscale images but the model takes ${metadata.inputChannels} channels`);
@@ -133,35 +75,85 @@ export function imagesFromIdx(bytes: Uint8Array, metadata: ModelMetadata, name: 
   return { images, count };
 }
 
-/** Read PNG and IDX files into one batch for the model. */
-export function readImageFiles(paths: string[], metadata: ModelMetadata, options: ImageFileOptions = {}): LoadedImages {
-  const pixels = metadata.inputHeight * metadata.inputWidth * metadata.inputChannels;
-  const parts: Float32Array[] = [];
-  const names: string[] = [];
-  const notes: string[] = [];
-  const labels: Array<number | undefined> = [];
-  for (const path of paths) {
-    if (!existsSync(path)) throw new InputError(`${path} does not exist`);
-    const raw = new Uint8Array(readFileSync(path));
-    if (PNG_SIGNATURE.every((b, i) => raw[i] === b)) {
-      parts.push(imageFromPng(raw, metadata, path, notes, options.invert));
-      names.push(path);
-      labels.push(undefined);
+/** Every image file under `dir` (PNG, JPEG by extension; IDX image files by name), sorted, recursively. */
+function listDirectory(dir: string): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    if (entry.name.startsWith('.')) continue;
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...listDirectory(path));
+    else if (entry.isFile() && (IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase()) || isIdxName(entry.name))) out.push(path);
+  }
+  return out;
+}
+
+/** A source of bytes: a path, or standard input's image. */
+export type ImageSource = { path: string } | { name: string; bytes: Uint8Array };
+
+/**
+ * Command-line arguments -> image sources. `-` reads standard input (`readStdin`): an image (PNG, JPEG or IDX
+ * bytes) is one source, anything else is a list of paths, one a line (blank lines skipped).
+ */
+export function expandArguments(args: string[], readStdin: () => Uint8Array): ImageSource[] {
+  const sources: ImageSource[] = [];
+  let stdinUsed = false;
+  for (const arg of args) {
+    if (arg === '-') {
+      if (stdinUsed) throw new InputError('`-` is given twice: standard input can be read once');
+      stdinUsed = true;
+      const bytes = readStdin();
+      const idx = bytes.length >= 4 && bytes[0] === 0 && bytes[1] === 0 && bytes[2] === 8 && bytes[3] === 3;
+      if (imageFormat(bytes) || idx || (bytes[0] === 0x1f && bytes[1] === 0x8b)) sources.push({ name: '-', bytes });
+      else {
+        const paths = new TextDecoder().decode(bytes).split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
+        if (paths.length === 0) throw new InputError('standard input (`-`) is empty: pipe in an image, or a list of image paths one a line');
+        sources.push(...expandArguments(paths.filter((p) => p !== '-'), readStdin));
+      }
       continue;
     }
-    const bytes = gunzipIfNeeded(raw, path);
-    const { images, count } = imagesFromIdx(bytes, metadata, path, options.limit);
-    if (options.invert) for (let i = 0; i < images.length; i++) images[i] = 1 - images[i]!;
-    parts.push(images);
-    for (let i = 0; i < count; i++) names.push(`${path}[${i}]`);
-    const found = readIdxLabels(path, count);
-    for (let i = 0; i < count; i++) labels.push(found?.[i]);
+    if (!existsSync(arg)) throw new InputError(`${arg} does not exist`);
+    if (statSync(arg).isDirectory()) {
+      const files = listDirectory(arg);
+      if (files.length === 0) throw new InputError(`${arg} holds no PNG, JPEG or IDX image files`);
+      sources.push(...files.map((path) => ({ path })));
+    } else sources.push({ path: arg });
   }
-  const images = new Float32Array(names.length * pixels);
-  let offset = 0;
-  for (const p of parts) {
-    images.set(p, offset);
-    offset += p.length;
-  }
-  return { images, count: names.length, names, notes, labels };
+  return sources;
 }
+
+const asError = (e: unknown): { code: string; message: string } | null => {
+  if (e instanceof ImageError) return { code: e.code, message: e.message };
+  if (e instanceof PreprocessError || e instanceof InputError) return { code: 'BAD_IMAGE', message: e.message };
+  return null;
+};
+
+/**
+ * One source -> its images, prepared for the model. A file that cannot be read as an image gives one entry
+ * with `error` (so one bad file in a directory does not stop the rest); other errors are thrown.
+ */
+export function loadSource(source: ImageSource, metadata: ModelMetadata, options: ImageFileOptions = {}): LoadedImage[] {
+  const name = 'path' in source ? source.path : source.name;
+  try {
+    const raw = 'path' in source ? new Uint8Array(readFileSync(source.path)) : source.bytes;
+    if (imageFormat(raw)) {
+      const shape = { height: metadata.inputHeight, width: metadata.inputWidth, channels: metadata.inputChannels };
+      const picture = decodeImage(raw, options.limits ?? DEFAULT_IMAGE_LIMITS, name);
+      const prepared = prepareImage(picture, shape, metadata.preprocessing, { polarity: options.polarity }, name);
+      return [{ name, pixels: prepared.pixels }];
+    }
+    const bytes = gunzipIfNeeded(raw, name);
+    const { images, count } = imagesFromIdx(bytes, metadata, name, options.limit);
+    const labels = 'path' in source ? readIdxLabels(source.path, count) : undefined;
+    const pixels = metadata.inputHeight * metadata.inputWidth;
+    return Array.from({ length: count }, (_, i) => ({
+      name: `${name}[${i}]`,
+      pixels: images.subarray(i * pixels, (i + 1) * pixels),
+      ...(labels ? { trueLabel: labels[i]! } : {}),
+    }));
+  } catch (e) {
+    const error = asError(e);
+    if (!error) throw e;
+    return [{ name, error }];
+  }
+}
+

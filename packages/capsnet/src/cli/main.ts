@@ -10,6 +10,7 @@ import { registerExportCommands } from './export.ts';
 import { registerRuntimeCommands } from './classify.ts';
 import { registerParityCommands } from './parity.ts';
 import { registerExperimentCommands } from './experiment.ts';
+import { registerCorpusCommands } from './corpus.ts';
 
 function userMessage(error: Error): string {
   const system = systemErrorLine(error);
@@ -30,6 +31,7 @@ registerExportCommands(program);
 registerRuntimeCommands(program);
 registerParityCommands(program);
 registerExperimentCommands(program);
+registerCorpusCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -52,6 +52,11 @@ export function registerServeCommands(program: Command): void {
     .option('--shutdown-timeout <s>', 'on SIGTERM, seconds to finish in-flight requests before exiting anyway', nonNegative('--shutdown-timeout'), 10)
     .option('--model-name <name>', 'model name on the KServe v2 routes (/v2/models/NAME; the decoder is NAME_decoder)', 'capsnet')
     .option('--log-requests', 'log one line per request', false)
+    .option('--presence-threshold <length>', "capsule length below which no class is present (default: the model's, 0.1)", (value: string) => {
+      const n = Number(value);
+      if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError(`--presence-threshold must be a number in [0, 1), got "${value}"`);
+      return n;
+    })
     .option('--allowed-host <name>', 'also accept requests whose Host header names NAME (repeatable; loopback names and --host are always accepted)',
       (value: string, previous: string[] = []) => [...previous, value])
     .option('--cors <origin>', 'let pages from ORIGIN (e.g. https://app.example) call the API; without it cross-origin requests are refused')

@@ -92,7 +92,7 @@ async function onnxCodec(modelPath: string): Promise<Codec> {
       const capsules = new Float32Array(count * caps);
       for (let start = 0; start < count; start += 256) {
         const n = Math.min(256, count - start);
-        const results = await model.classify(images.slice(start * pixels, (start + n) * pixels));
+        const results = await model.classify({ data: images.slice(start * pixels, (start + n) * pixels), shape: [n, m.inputHeight, m.inputWidth, m.inputChannels] });
         results.forEach((r, i) => {
           lengths.set(r.lengths, (start + i) * m.numClasses);
           capsules.set(r.capsules, (start + i) * caps);

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { type CapsNetConfig, METADATA_KEYS, decoderPathFor, validateConfig } from '@capsnet-onnx/core';
+import { type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, validateConfig } from '@capsnet-onnx/core';
 import { loadCheckpoint } from '../files/checkpoint.ts';
 import { sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
@@ -38,6 +38,8 @@ export interface ExportProvenance {
   testAccuracy: number | null;
   checkpointSha256: string;
   exportedAt?: Date;
+  /** How images are to be prepared for the model; default core/image.ts's rule for the data set and input. */
+  preprocessing?: Preprocessing;
   /** Storage precision of the weights (export/precision.ts); default fp32. */
   precision?: Precision;
 }
@@ -51,6 +53,18 @@ export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenan
     [METADATA_KEYS.testAccuracy]: JSON.stringify(provenance.testAccuracy),
     [METADATA_KEYS.checkpointSha256]: provenance.checkpointSha256,
     [METADATA_KEYS.exportedAt]: (provenance.exportedAt ?? new Date()).toISOString(),
+    // How images are prepared, and when a class counts as present (a capsule at least as long as the margin
+    // loss's m-, the length it was trained to stay under when absent). Only for configs that have them (the
+    // baseline CNN's export passes none).
+    ...(config.inputChannels === undefined
+      ? {}
+      : {
+          [METADATA_KEYS.preprocessing]: JSON.stringify(
+            provenance.preprocessing ??
+              defaultPreprocessing(provenance.dataset, { height: config.inputHeight, width: config.inputWidth, channels: config.inputChannels }),
+          ),
+        }),
+    ...(typeof config.mMinus === 'number' ? { [METADATA_KEYS.presenceThreshold]: String(config.mMinus) } : {}),
     [METADATA_KEYS.precision]: provenance.precision ?? 'fp32',
   };
 }

@@ -44,7 +44,8 @@ export async function measure(model: Classifier, request: MeasureRequest, loadMs
   const pixels = request.images.length / request.count;
   const image = (i: number) => request.images.subarray(i * pixels, (i + 1) * pixels);
   await model.classify(image(0)); // warm-up: kernel selection, shader compilation
-  const results = await model.classify(request.images.subarray(0, request.count * pixels));
+  const m = model.metadata;
+  const results = await model.classify({ data: request.images.subarray(0, request.count * pixels), shape: [request.count, m.inputHeight, m.inputWidth, m.inputChannels] });
   const decoded = await model.decode(request.masked);
   const latenciesMs: number[] = [];
   for (let r = 0; r < request.latencyRuns; r++) {
@@ -60,7 +61,7 @@ export async function measure(model: Classifier, request: MeasureRequest, loadMs
     capsules: concat(results.map((r) => r.capsules)),
     reconstruction: concat(results.map((r) => r.reconstruction)),
     decoded: concat(decoded),
-    labels: results.map((r) => r.label),
+    labels: results.map((r) => r.longest), // the argmax, whether or not it passes the presence threshold
     latenciesMs,
     loadMs,
   };
@@ -74,14 +75,20 @@ export interface SpeedResult {
 }
 
 /** Batch-1 latency and batch throughput of a classifier, for the benchmarks (Node worker and browser page alike). */
-export async function timeClassifier(model: { classify(images: Float32Array): Promise<unknown> }, one: Float32Array, batch: Float32Array, latencyRuns: number,
+export async function timeClassifier(model: { classify(images: Float32Array): Promise<unknown> } | Classifier, one: Float32Array, batch: Float32Array, latencyRuns: number,
   throughputRuns: number): Promise<SpeedResult> {
+  // A runtime Classifier takes a batch with its shape only (it does not guess one from a flat array's length).
+  const run = (input: Float32Array) => {
+    if (!('metadata' in model)) return model.classify(input);
+    const m = model.metadata;
+    return model.classify({ data: input, shape: [input.length / (m.inputHeight * m.inputWidth * m.inputChannels), m.inputHeight, m.inputWidth, m.inputChannels] });
+  };
   const timed = async (runs: number, input: Float32Array) => {
-    await model.classify(input);
+    await run(input);
     const out: number[] = [];
     for (let r = 0; r < runs; r++) {
       const start = now();
-      await model.classify(input);
+      await run(input);
       out.push(now() - start);
     }
     return out;

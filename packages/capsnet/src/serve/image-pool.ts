@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import { ServeError } from './errors.ts';
-import { MAX_PNG_PIXELS, type InputShape, type InvertMode } from './images.ts';
+import { type Polarity, readImageHeader } from '@capsnet-onnx/core';
+import { MAX_PNG_PIXELS, type UploadTarget } from './images.ts';
 import type { DecodeResult, DecodeTask } from './image-worker.ts';
 
 export interface ImagePoolOptions {
@@ -25,11 +26,14 @@ export interface PngUpload {
   what: string;
 }
 
-/** Width x height from the IHDR at the fixed place every PNG starts with (0 when absent: the decoder reports it). */
+/** Width x height that the file's headers declare (PNG IHDR, JPEG SOF; 0 when unreadable: the decoder reports it). */
 function declaredPixels(bytes: Uint8Array): number {
-  if (bytes.length < 24) return 0;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return view.getUint32(16) * view.getUint32(20);
+  try {
+    const { width, height } = readImageHeader(bytes, { maxSide: Infinity, maxPixels: Infinity });
+    return width * height;
+  } catch {
+    return 0;
+  }
 }
 
 export class ImagePool {
@@ -49,11 +53,13 @@ export class ImagePool {
 
   /** Start a worker and load its code, so that the first request's time limit is not spent on it. */
   async warmUp(): Promise<void> {
-    await this.#pool.run({ bytes: new Uint8Array(0), shape: { height: 1, width: 1, channels: 1 }, invert: 'false', what: 'warm-up' } satisfies DecodeTask);
+    await this.#pool.run({
+      bytes: new Uint8Array(0), target: { shape: { height: 1, width: 1, channels: 1 }, preprocessing: { method: 'resize', polarity: 'any' } }, polarity: 'auto', what: 'warm-up',
+    } satisfies DecodeTask);
   }
 
   /** Decode one request's PNGs to model inputs, in order; the first bad file's ServeError is thrown. */
-  async decode(files: PngUpload[], shape: InputShape, invert: InvertMode): Promise<Float32Array[]> {
+  async decode(files: PngUpload[], target: UploadTarget, polarity: Polarity): Promise<Float32Array[]> {
     const total = files.reduce((n, f) => n + declaredPixels(f.bytes), 0);
     if (total > this.maxRequestPixels) {
       throw new ServeError(413, 'TOO_MANY_PIXELS',
@@ -62,7 +68,7 @@ export class ImagePool {
     const signal = AbortSignal.timeout(this.timeoutMs);
     let results: DecodeResult[];
     try {
-      results = await Promise.all(files.map((f) => this.#pool.run({ bytes: f.bytes, shape, invert, what: f.what } satisfies DecodeTask, { signal }) as Promise<DecodeResult>));
+      results = await Promise.all(files.map((f) => this.#pool.run({ bytes: f.bytes, target, polarity, what: f.what } satisfies DecodeTask, { signal }) as Promise<DecodeResult>));
     } catch (e) {
       if (signal.aborted) {
         throw new ServeError(413, 'DECODE_TIMEOUT', `decoding the request's images took longer than ${this.timeoutMs} ms (the server's limit per request): send smaller images`);

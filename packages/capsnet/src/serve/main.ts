@@ -21,6 +21,7 @@ export interface ServeCommandOptions {
   bodyLimit: number;
   shutdownTimeout: number;
   logRequests: boolean;
+  presenceThreshold?: number;
   allowedHost?: string[];
   cors?: string;
   /** Name on the KServe v2 routes. */
@@ -53,7 +54,13 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
   // ONNX Runtime's CPU pool defaults to every core and spins between runs, starving the event loop that parses
   // and answers requests: leave it one core (on 2 cores this alone nearly doubles served throughput).
   const threads = opts.threads ?? Math.max(1, availableParallelism() - 1);
-  const loadOptions = { device: opts.device, maxBatch: opts.maxBatch, threads, log };
+  const loadOptions = {
+    device: opts.device,
+    maxBatch: opts.maxBatch,
+    threads,
+    log,
+    ...(opts.presenceThreshold !== undefined ? { presenceThreshold: opts.presenceThreshold } : {}),
+  };
   let classifier: Classifier;
   if (opts.device === 'wasm') {
     // onnxruntime-web's wasm build also runs in Node: the browser's CPU path, served here for comparison.

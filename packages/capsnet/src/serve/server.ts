@@ -9,7 +9,9 @@
  * under the same body limit; requests must name an allowed Host (DNS rebinding); cross-origin POSTs are refused
  * unless `cors` names their origin; the page gets a Content-Security-Policy; no response names a server path.
  *
- *   POST /v1/classify   JSON {image} | {images: [...]}, a raw image/png body, or multipart PNG files
+ *   POST /v1/classify   JSON {image} | {images: [...]}, a raw PNG or JPEG body, or multipart PNG/JPEG files;
+ *                       ?polarity=auto|light-on-dark|dark-on-light; a result's label is null (with a reason)
+ *                       when the image has no ink or no capsule reaches the model's presence threshold
  *   POST /v1/decode     JSON {capsules} | {batch: [...]}, masked capsules -> reconstructions
  *   GET  /v1/model      metadata, device, batching policy and limits
  *   GET  /v1/samples    a few real test images of the model's data set
@@ -32,7 +34,8 @@ import cors from '@fastify/cors';
 import type { Classification, Classifier } from '@capsnet-onnx/runtime';
 import { Batcher, BatchTooLargeError, QueueFullError, type BatchPolicy, type BatchResult, type BatchStats } from './batcher.ts';
 import { ServeError, badRequest } from './errors.ts';
-import { capsulesFromJson, imageFromJson, type InputShape, type InvertMode } from './images.ts';
+import { checkPolarity, PreprocessError, type Polarity } from '@capsnet-onnx/core';
+import { capsulesFromJson, imageFromJson, type InputShape, type UploadTarget } from './images.ts';
 import { ImagePool, type ImagePoolOptions, type PngUpload } from './image-pool.ts';
 import { loadSamples, type SampleSet } from './samples.ts';
 import { kserveRoutes } from './kserve.ts';
@@ -158,7 +161,8 @@ export async function probeClassifier(classifier: Classifier): Promise<void> {
   } catch (e) {
     fail(`a probe inference failed (${withoutPaths((e as Error).message)})`);
   }
-  const { lengths, capsules, reconstruction, label } = result!;
+  // The class of the longest capsule (a blank probe answers label null, by design).
+  const { lengths, capsules, reconstruction, longest: label } = result!;
   if (lengths.length !== m.numClasses) fail(`it computes ${lengths.length} class scores, its metadata says ${m.numClasses} classes`);
   if (capsules.length !== m.numClasses * m.digitDim) fail(`its capsules hold ${capsules.length} values, not ${m.numClasses} x ${m.digitDim}`);
   if (reconstruction.length !== pixels) fail(`its reconstruction has ${reconstruction.length} pixels, not ${pixels}`);
@@ -224,6 +228,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   const policy: BatchPolicy = { maxBatch, maxWaitMs: options.batchWaitMs ?? 2, maxQueue: options.maxQueue ?? 32 * maxBatch };
   const bodyLimit = options.bodyLimit ?? 4 * 1024 * 1024;
   const shape: InputShape = { height: metadata.inputHeight, width: metadata.inputWidth, channels: metadata.inputChannels };
+  const target: UploadTarget = { shape, preprocessing: metadata.preprocessing };
   const { numClasses, digitDim } = metadata;
   const pixels = shape.height * shape.width * shape.channels;
   const webDir = options.webDir ?? WEB_DIST;
@@ -320,7 +325,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
 
   // JSON, a raw PNG body, or multipart uploads (@fastify/multipart); anything else is a 415.
   app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser(['image/png', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
+  app.addContentTypeParser(['image/png', 'image/jpeg', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
   app.addHook('preParsing', async (request, _reply, payload) => {
     const encoding = String(request.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
     if (encoding === 'identity' || encoding === '') return payload;
@@ -348,6 +353,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     deviceReport: withoutPaths(classifier.deviceReport),
     metadata: { ...metadata, dataset: publicDataset(metadata.dataset) },
     input: { name: 'images', shape: [null, shape.height, shape.width, shape.channels], layout: 'NHWC', range: [0, 1] },
+    preprocessing: { ...metadata.preprocessing, recorded: metadata.preprocessingRecorded, presenceThreshold: metadata.presenceThreshold },
     batching: policy,
     limits: { bodyLimitBytes: bodyLimit, maxImagesPerRequest: policy.maxBatch },
     files: { model: options.modelPath ? '/model.onnx' : null, decoder: options.decoderPath ? '/model.decoder.onnx' : null },
@@ -369,8 +375,9 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   app.post('/v1/classify', async (request, reply) => {
     const query = request.query as Record<string, unknown>;
     const withReconstruction = flag(query.reconstruction, true);
-    const invert = parseInvert(query.invert);
-    const images = await readImages(request, invert);
+    if (query.invert !== undefined) throw badRequest('BAD_QUERY', 'the invert parameter is now polarity: use polarity=dark-on-light (or auto, light-on-dark)');
+    const polarity = parsePolarity(query.polarity);
+    const images = await readImages(request, polarity);
     if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG body or PNG files');
     if (images.length > policy.maxBatch) {
       throw new ServeError(413, 'TOO_MANY_IMAGES', `${images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
@@ -383,6 +390,8 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
       results: result.outputs.map((c) => ({
         label: c.label,
         labelName: c.labelName,
+        ...(c.reason ? { reason: c.reason } : {}),
+        longest: c.longest,
         lengths: round6(c.lengths),
         capsules: rows(c.capsules, digitDim),
         ...(withReconstruction ? { reconstruction: round6(c.reconstruction) } : {}),
@@ -416,7 +425,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     return body as Record<string, unknown>;
   }
 
-  async function readImages(request: FastifyRequest, invert: InvertMode): Promise<Float32Array[]> {
+  async function readImages(request: FastifyRequest, polarity: Polarity): Promise<Float32Array[]> {
     if (request.isMultipart()) {
       const files: PngUpload[] = [];
       let bytes = 0;
@@ -433,17 +442,17 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
         if (e instanceof ServeError || (status !== undefined && status >= 400 && status < 500)) throw e;
         throw badRequest('BAD_MULTIPART', `the multipart body could not be read (${(e as Error).message}): send multipart/form-data with a boundary and complete parts`);
       }
-      return images.decode(files, shape, invert);
+      return images.decode(files, target, polarity);
     }
-    if (Buffer.isBuffer(request.body)) return images.decode([{ bytes: request.body, what: 'PNG' }], shape, invert);
+    if (Buffer.isBuffer(request.body)) return images.decode([{ bytes: request.body, what: 'the request body' }], target, polarity);
     const body = jsonObject(request, '{"image": [...]} or {"images": [[...], ...]}');
     if (body.image !== undefined && body.images !== undefined) throw badRequest('BAD_INPUT', 'send either "image" or "images", not both');
-    if (body.image !== undefined) return [imageFromJson(body.image, shape, 'image')];
+    if (body.image !== undefined) return [imageFromJson(body.image, target, { polarity, what: 'image' })];
     if (Array.isArray(body.images)) {
       if (body.images.length > policy.maxBatch) {
         throw new ServeError(413, 'TOO_MANY_IMAGES', `${body.images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
       }
-      return body.images.map((image, i) => imageFromJson(image, shape, `images[${i}]`));
+      return body.images.map((image, i) => imageFromJson(image, target, { polarity, what: `images[${i}]` }));
     }
     throw badRequest('BAD_INPUT', `the body needs "image": ${pixels} numbers or [rows][cols] arrays (or "images": a list of those)`);
   }
@@ -511,11 +520,13 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   };
 }
 
-function parseInvert(value: unknown): InvertMode {
-  if (value === undefined || value === '' || value === 'auto') return 'auto';
-  if (value === 'true' || value === '1') return 'true';
-  if (value === 'false' || value === '0') return 'false';
-  throw badRequest('BAD_QUERY', `invert must be auto, true or false, got ${JSON.stringify(value)}`);
+function parsePolarity(value: unknown): Polarity {
+  try {
+    return checkPolarity(value, 'the polarity parameter');
+  } catch (e) {
+    if (e instanceof PreprocessError) throw badRequest('BAD_QUERY', e.message);
+    throw e;
+  }
 }
 
 /** Zero every capsule but the longest, as the decoder expects at inference time. */

@@ -5,6 +5,9 @@
 let CapsNet;
 let describeAdapter;
 let webGpuAdapterInfo;
+/** The one image pipeline (core/image.ts, core/decode.ts), the same the CLI and the server run. */
+let prepareImage;
+let decodeImage;
 
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
 const SLIDER_MIN = -0.25;
@@ -64,30 +67,6 @@ function paint(canvas, pixels, h, w, c) {
   ctx.putImageData(image, 0, 0);
 }
 
-/** Area-average resize of a single-channel image. */
-function resizeArea(src, h, w, outH, outW) {
-  const weights = (n, m) => {
-    const scale = n / m;
-    return Array.from({ length: m }, (_, o) => {
-      const a = o * scale;
-      const b = (o + 1) * scale;
-      const taps = [];
-      for (let i = Math.floor(a); i < Math.min(n, Math.ceil(b)); i++) {
-        const wgt = Math.min(b, i + 1) - Math.max(a, i);
-        if (wgt > 1e-9) taps.push([i, wgt / scale]);
-      }
-      return taps;
-    });
-  };
-  const xs = weights(w, outW);
-  const ys = weights(h, outH);
-  const rows = new Float32Array(h * outW);
-  for (let y = 0; y < h; y++) for (let ox = 0; ox < outW; ox++) for (const [i, wgt] of xs[ox]) rows[y * outW + ox] += wgt * src[y * w + i];
-  const out = new Float32Array(outH * outW);
-  for (let oy = 0; oy < outH; oy++) for (const [i, wgt] of ys[oy]) for (let x = 0; x < outW; x++) out[oy * outW + x] += wgt * rows[i * outW + x];
-  return out;
-}
-
 // ---- the drawing pad --------------------------------------------------------------------------------------
 
 const pad = $('pad');
@@ -99,64 +78,16 @@ function clearPad() {
   pad.parentElement.classList.remove('has-ink');
 }
 
-/**
- * The pad as the model's input, preprocessed like MNIST: the ink's bounding box scaled to fit a 20x20 box
- * (for 28x28 inputs), then placed so its centre of mass is the image centre.
- */
-function padToInput() {
+/** Pixels (an ImageData or a decoded file) as the model's input, through the shared pipeline; null when blank. */
+function toInput(picture) {
   const [H, W, C] = state.info.input.shape.slice(1);
-  const { width: pw, height: ph } = pad;
-  const rgba = padCtx.getImageData(0, 0, pw, ph).data;
-  const gray = new Float32Array(pw * ph);
-  let x0 = pw;
-  let y0 = ph;
-  let x1 = -1;
-  let y1 = -1;
-  for (let y = 0; y < ph; y++) {
-    for (let x = 0; x < pw; x++) {
-      const v = rgba[4 * (y * pw + x)] / 255;
-      gray[y * pw + x] = v;
-      if (v > 0.1) {
-        x0 = Math.min(x0, x);
-        x1 = Math.max(x1, x);
-        y0 = Math.min(y0, y);
-        y1 = Math.max(y1, y);
-      }
-    }
-  }
-  if (x1 < 0) return null;
-  const bw = x1 - x0 + 1;
-  const bh = y1 - y0 + 1;
-  const crop = new Float32Array(bw * bh);
-  for (let y = 0; y < bh; y++) crop.set(gray.subarray((y0 + y) * pw + x0, (y0 + y) * pw + x0 + bw), y * bw);
-  const box = Math.round((Math.min(H, W) * 20) / 28);
-  const scale = box / Math.max(bw, bh);
-  const tw = Math.max(1, Math.round(bw * scale));
-  const th = Math.max(1, Math.round(bh * scale));
-  const small = resizeArea(crop, bh, bw, th, tw);
-  let mass = 0;
-  let mx = 0;
-  let my = 0;
-  for (let y = 0; y < th; y++) {
-    for (let x = 0; x < tw; x++) {
-      const v = small[y * tw + x];
-      mass += v;
-      mx += v * (x + 0.5);
-      my += v * (y + 0.5);
-    }
-  }
-  const ox = Math.round(W / 2 - mx / mass);
-  const oy = Math.round(H / 2 - my / mass);
-  const out = new Float32Array(H * W * C);
-  for (let y = 0; y < th; y++) {
-    for (let x = 0; x < tw; x++) {
-      const ty = y + oy;
-      const tx = x + ox;
-      if (ty < 0 || ty >= H || tx < 0 || tx >= W) continue;
-      for (let k = 0; k < C; k++) out[(ty * W + tx) * C + k] = Math.min(1, small[y * tw + x]);
-    }
-  }
-  return out;
+  const prepared = prepareImage(picture, { height: H, width: W, channels: C }, state.info.metadata.preprocessing, { polarity: 'auto' });
+  return prepared.ink ? prepared.pixels : null;
+}
+
+/** The pad as the model's input: MNIST's normalisation (crop, 20 px, centre of mass) for digit models. */
+function padToInput() {
+  return toInput(padCtx.getImageData(0, 0, pad.width, pad.height));
 }
 
 let drawing = false;
@@ -216,6 +147,24 @@ $('clear').addEventListener('click', () => {
   renderResult();
 });
 
+// An image file (PNG or JPEG: a scan, a photo, a canvas export) through the same pipeline as the server's.
+$('file').addEventListener('change', async (event) => {
+  const file = event.target.files?.[0];
+  event.target.value = '';
+  if (!file) return;
+  try {
+    const picture = decodeImage(new Uint8Array(await file.arrayBuffer()), undefined, file.name);
+    clearPad();
+    selectSample(null);
+    state.input = toInput(picture) ?? new Float32Array(state.info.input.shape.slice(1).reduce((a, b) => a * b, 1));
+    state.inputSource = `${file.name} (${picture.width}×${picture.height})`;
+    showError('');
+    scheduleClassify('file');
+  } catch (e) {
+    showError(e.message);
+  }
+});
+
 // ---- classify and decode -----------------------------------------------------------------------------------
 
 let classifyPending = null;
@@ -236,7 +185,9 @@ async function runClassify() {
       const source = classifyPending;
       classifyPending = null;
       if (source === 'drawing') {
-        state.input = padToInput();
+        // A blank pad (cleared, or ink too faint) is still classified: the answer is "no digit".
+        const [H, W, C] = state.info.input.shape.slice(1);
+        state.input = padToInput() ?? new Float32Array(H * W * C);
         state.inputSource = 'your drawing, centred like MNIST';
       }
       if (!state.input) continue;
@@ -277,7 +228,7 @@ async function runDecode() {
     while (decodePending && state.model && state.result) {
       decodePending = false;
       const { numClasses, digitDim, inputHeight, inputWidth, inputChannels } = state.info.metadata;
-      const { label, capsules } = state.result;
+      const { longest: label, capsules } = state.result;
       const masked = new Float32Array(numClasses * digitDim);
       for (let d = 0; d < digitDim; d++) masked[label * digitDim + d] = capsules[label * digitDim + d] + state.deltas[d];
       const started = performance.now();
@@ -361,7 +312,10 @@ $('reset').addEventListener('click', () => {
 function renderResult() {
   const result = state.result;
   const { inputHeight, inputWidth, inputChannels } = state.info.metadata;
-  $('prediction').textContent = result ? result.labelName : '–';
+  // A null label is an answer: no ink, or no capsule long enough (the model's presence threshold).
+  $('prediction').textContent = result ? (result.label === null ? 'no digit' : result.labelName) : '–';
+  $('prediction').title = result?.reason ?? '';
+  $('reason').textContent = result?.reason ?? '';
   for (const li of $('bars').children) {
     const k = Number(li.dataset.class);
     const length = result ? result.lengths[k] : 0;
@@ -446,7 +400,7 @@ async function loadModel(device) {
     setBadge(`${model.device === 'webgpu' ? 'WebGPU' : 'WASM'}${detail}`);
     $('device-badge').title = model.deviceReport;
     showLatency();
-    if (state.input) scheduleClassify(state.inputSource.startsWith('your drawing') ? 'drawing' : 'sample');
+    if (state.input) scheduleClassify(state.inputSource.startsWith('your drawing') ? 'drawing' : 'input');
   } catch (e) {
     setBadge(`${device} failed`, 'failed');
     showError(`could not load the model on ${device}: ${e.message}`);
@@ -458,7 +412,7 @@ async function loadModel(device) {
 async function main() {
   clearPad();
   try {
-    ({ CapsNet, describeAdapter, webGpuAdapterInfo } = await import('/web/capsnet.js'));
+    ({ CapsNet, describeAdapter, webGpuAdapterInfo, prepareImage, decodeImage } = await import('/web/capsnet.js'));
   } catch (e) {
     throw new Error(`the browser runtime /web/capsnet.js did not load (${e.message}): build it with \`npm run build:web\` and reload`);
   }

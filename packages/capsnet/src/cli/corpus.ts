@@ -1,0 +1,45 @@
+/** `capsnet corpus`: the test corpus of digits in the styles people hand them over (data/corpus.ts). */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+
+const positive = (name: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
+  return n;
+};
+
+export function registerCorpusCommands(program: Command): void {
+  const corpus = program.command('corpus').description('test digits drawn as people hand them over: write the corpus, score classify results on it');
+  corpus
+    .command('write')
+    .description('write N embedded test digits in every style (mnist, paper, canvas, corner, photo) and blanks to DIR/<style>/<n>-<label>.<png|jpg>')
+    .argument('<dir>', 'output folder (created; existing files of the same name are replaced)')
+    .option('--count <n>', 'digits per style (blanks: a quarter as many per blank style)', positive('--count'), 200)
+    .option('--seed <n>', 'seed for placement, sizes, light and noise', positive('--seed'), 1)
+    .action(async (dir: string, opts: { count: number; seed: number }) => {
+      const { makeDigitCorpus, DIGIT_STYLES, BLANK_STYLES } = await import('../data/corpus.ts');
+      const images = makeDigitCorpus(opts.count, opts.seed);
+      for (const image of images) {
+        mkdirSync(join(dir, image.style), { recursive: true });
+        writeFileSync(join(dir, image.file), image.bytes);
+      }
+      console.log(`${dir}: ${images.length} images in ${DIGIT_STYLES.length + BLANK_STYLES.length} styles`);
+    });
+  corpus
+    .command('score')
+    .description('accuracy by style of `capsnet classify MODEL DIR --json` output on a corpus (a blank is right when its label is null)')
+    .argument('[file]', 'the JSON output (default: standard input)')
+    .action(async (file: string | undefined) => {
+      const { scoreByStyle } = await import('../data/corpus.ts');
+      let input: { results?: Array<{ image: string; label: number | null }>; error?: { message: string } };
+      try {
+        input = JSON.parse(readFileSync(file ?? 0, 'utf8'));
+      } catch (e) {
+        throw new Error(`${file ?? 'standard input'} is not JSON (${(e as Error).message}): pipe in \`capsnet classify MODEL DIR --json\``);
+      }
+      if (!Array.isArray(input.results)) throw new Error(`no results to score: ${input.error?.message ?? 'pipe in `capsnet classify MODEL DIR --json`'}`);
+      console.log('| style | accuracy | images |\n|---|---|---|');
+      for (const [style, { right, total }] of scoreByStyle(input.results)) console.log(`| ${style} | ${((100 * right) / total).toFixed(1)}% | ${total} |`);
+    });
+}

@@ -1,0 +1,226 @@
+/**
+ * Image files to RGBA pixels, in Node and the browser alike: PNG through fast-png (every colour type and bit
+ * depth, palette, tRNS, Adam7 interlacing; pure JS over fflate) and JPEG through jpeg-js (baseline and
+ * progressive; pure JS). Before either decoder sees a byte of pixel data, every header the file carries (each
+ * PNG IHDR, each JPEG SOFn frame header) is read here and checked against `ImageLimits`, so a small file that
+ * claims a huge image is refused without allocating for it, and a second IHDR cannot smuggle in other sizes.
+ */
+import { convertIndexedToRgb, decode as decodePngFile } from 'fast-png';
+import jpeg from 'jpeg-js';
+
+/** Sizes accepted before decoding. The defaults cover a 12 MP phone photo; raise them per call if needed. */
+export interface ImageLimits {
+  /** Longest side in pixels (default 8192). */
+  maxSide: number;
+  /** Width x height (default 4096 x 4096 = 16.8 MP: 67 MB of RGBA once decoded). */
+  maxPixels: number;
+}
+
+export const DEFAULT_IMAGE_LIMITS: Readonly<ImageLimits> = Object.freeze({ maxSide: 8192, maxPixels: 4096 * 4096 });
+
+export type ImageErrorCode = 'NOT_AN_IMAGE' | 'BAD_IMAGE' | 'TOO_LARGE';
+
+/** A file that is not a supported image, is corrupt, or is larger than the limits; the message names the fix. */
+export class ImageError extends Error {
+  override name = 'ImageError';
+  constructor(readonly code: ImageErrorCode, message: string) {
+    super(message);
+  }
+}
+
+/** 8-bit RGBA pixels, row-major: the shape of the DOM's ImageData. */
+export interface RgbaImage {
+  data: Uint8ClampedArray;
+  width: number;
+  height: number;
+}
+
+export type ImageFormat = 'png' | 'jpeg';
+
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+export function imageFormat(bytes: Uint8Array): ImageFormat | null {
+  if (bytes.length >= 8 && PNG_SIGNATURE.every((b, i) => bytes[i] === b)) return 'png';
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'jpeg';
+  return null;
+}
+
+function checkSize(width: number, height: number, limits: ImageLimits, what: string, where: string): void {
+  if (width < 1 || height < 1) throw new ImageError('BAD_IMAGE', `${what}: its ${where} says ${width}x${height} pixels: the file is corrupt`);
+  if (width > limits.maxSide || height > limits.maxSide || width * height > limits.maxPixels) {
+    throw new ImageError(
+      'TOO_LARGE',
+      `${what} is ${width}x${height} (${where}); the limit is ${limits.maxSide} px a side and ${(limits.maxPixels / 1e6).toFixed(1)} MP: ` +
+        'scale it down before classifying (a digit needs no more than a few hundred pixels a side)',
+    );
+  }
+}
+
+/** Every IHDR of a PNG, checked; returns the (single) size. */
+function pngHeader(bytes: Uint8Array, limits: ImageLimits, what: string): { width: number; height: number } {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let pos = 8;
+  let size: { width: number; height: number } | null = null;
+  let headers = 0;
+  while (pos + 8 <= bytes.length) {
+    const length = view.getUint32(pos);
+    const type = String.fromCharCode(bytes[pos + 4]!, bytes[pos + 5]!, bytes[pos + 6]!, bytes[pos + 7]!);
+    if (pos + 12 + length > bytes.length) break; // a truncated chunk: the decoder reports it
+    if (type === 'IHDR') {
+      if (length < 8) throw new ImageError('BAD_IMAGE', `${what}: its IHDR chunk is ${length} bytes, too short: the PNG is corrupt`);
+      headers++;
+      const width = view.getUint32(pos + 8);
+      const height = view.getUint32(pos + 12);
+      checkSize(width, height, limits, what, headers === 1 ? 'PNG header' : `IHDR chunk number ${headers}`);
+      if (headers === 1 && pos !== 8) throw new ImageError('BAD_IMAGE', `${what}: IHDR is not the first chunk: the PNG is corrupt`);
+      if (headers > 1) throw new ImageError('BAD_IMAGE', `${what} has ${headers} IHDR chunks; a PNG has exactly one: the file is corrupt or crafted`);
+      size = { width, height };
+    }
+    if (type === 'IEND') break;
+    pos += 12 + length;
+  }
+  if (!size) throw new ImageError('BAD_IMAGE', `${what}: no IHDR chunk: the PNG is truncated or corrupt`);
+  return size;
+}
+
+/** SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC): the frame headers that carry the image size. */
+const isFrameHeader = (marker: number) => marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
+
+/** Every SOFn frame header of a JPEG, checked; returns the size of the first. */
+function jpegHeader(bytes: Uint8Array, limits: ImageLimits, what: string): { width: number; height: number } {
+  let pos = 2;
+  let size: { width: number; height: number } | null = null;
+  let frames = 0;
+  while (pos + 4 <= bytes.length) {
+    if (bytes[pos] !== 0xff) {
+      pos++; // entropy-coded data or fill: scan to the next marker
+      continue;
+    }
+    const marker = bytes[pos + 1]!;
+    if (marker === 0xff) {
+      pos++;
+      continue;
+    }
+    if (marker === 0x00 || (marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) {
+      pos += 2; // stuffed byte, restart marker, TEM: no length
+      continue;
+    }
+    if (marker === 0xd9) break; // EOI
+    const length = (bytes[pos + 2]! << 8) | bytes[pos + 3]!;
+    if (isFrameHeader(marker)) {
+      if (pos + 9 > bytes.length) break;
+      frames++;
+      const height = (bytes[pos + 5]! << 8) | bytes[pos + 6]!;
+      const width = (bytes[pos + 7]! << 8) | bytes[pos + 8]!;
+      if (height === 0) throw new ImageError('BAD_IMAGE', `${what}: the JPEG's height is defined later by a DNL marker, which is not supported`);
+      checkSize(width, height, limits, what, frames === 1 ? 'JPEG frame header' : `JPEG frame header number ${frames}`);
+      size ??= { width, height };
+    }
+    pos += 2 + length;
+  }
+  if (!size) throw new ImageError('BAD_IMAGE', `${what}: no JPEG frame header (SOF): the file is truncated or corrupt`);
+  return size;
+}
+
+/** Format and size from the headers alone (every one checked against `limits`); decodes no pixels. */
+export function readImageHeader(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS, what = 'the image'): { format: ImageFormat; width: number; height: number } {
+  const format = imageFormat(bytes);
+  if (format === 'png') return { format, ...pngHeader(bytes, limits, what) };
+  if (format === 'jpeg') return { format, ...jpegHeader(bytes, limits, what) };
+  throw new ImageError('NOT_AN_IMAGE', `${what} is neither a PNG nor a JPEG file: convert it to PNG or JPEG`);
+}
+
+function pngToRgba(bytes: Uint8Array, what: string): RgbaImage {
+  let png: ReturnType<typeof decodePngFile>;
+  try {
+    png = decodePngFile(bytes);
+  } catch (e) {
+    throw new ImageError('BAD_IMAGE', `${what}: cannot decode the PNG (${(e as Error).message}): the file is corrupt`);
+  }
+  const { width, height } = png;
+  const count = width * height;
+  const out = new Uint8ClampedArray(count * 4);
+  if (png.palette) {
+    // Palette images: fast-png leaves indices; its converter gives RGB, or RGBA when tRNS has alpha.
+    let rgb: Uint8Array;
+    try {
+      rgb = convertIndexedToRgb(png);
+    } catch (e) {
+      throw new ImageError('BAD_IMAGE', `${what}: cannot decode the PNG's palette (${(e as Error).message}): the file is corrupt`);
+    }
+    const c = rgb.length / count;
+    for (let p = 0; p < count; p++) {
+      out[4 * p] = rgb[c * p]!;
+      out[4 * p + 1] = rgb[c * p + 1]!;
+      out[4 * p + 2] = rgb[c * p + 2]!;
+      out[4 * p + 3] = c === 4 ? rgb[c * p + 3]! : 255;
+    }
+    return { data: out, width, height };
+  }
+  const c = png.channels;
+  const shift = png.depth === 16 ? 257 : 1; // 16-bit samples to 8
+  const scale = png.depth < 8 ? 255 / (2 ** png.depth - 1) : 1; // 1/2/4-bit gray to 0-255
+  // 1/2/4-bit gray stays packed in fast-png's output (rows padded to whole bytes): unpack it first.
+  const data = png.depth < 8 ? unpackRows(png.data as Uint8Array, width, height, png.depth) : png.data;
+  // tRNS on gray or RGB images names one colour (in the file's own bit depth) that is fully transparent.
+  const key = png.transparency && png.transparency.length === (c === 1 ? 1 : 3) ? png.transparency : null;
+  for (let p = 0; p < count; p++) {
+    const v = (k: number) => Math.round((data[c * p + k]! / shift) * scale);
+    let transparent = false;
+    if (c <= 2) {
+      out[4 * p] = out[4 * p + 1] = out[4 * p + 2] = v(0);
+      out[4 * p + 3] = c === 2 ? v(1) : 255;
+      transparent = key !== null && data[c * p] === key[0];
+    } else {
+      out[4 * p] = v(0);
+      out[4 * p + 1] = v(1);
+      out[4 * p + 2] = v(2);
+      out[4 * p + 3] = c === 4 ? v(3) : 255;
+      transparent = key !== null && data[c * p] === key[0] && data[c * p + 1] === key[1] && data[c * p + 2] === key[2];
+    }
+    if (transparent) out[4 * p + 3] = 0;
+  }
+  return { data: out, width, height };
+}
+
+/** Samples of `depth` bits (1, 2, 4), packed in rows padded to whole bytes, one a value. */
+function unpackRows(packed: Uint8Array, width: number, height: number, depth: number): Uint8Array {
+  const rowBytes = Math.ceil((width * depth) / 8);
+  const mask = 2 ** depth - 1;
+  const out = new Uint8Array(width * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const bit = x * depth;
+      out[y * width + x] = (packed[y * rowBytes + (bit >> 3)]! >> (8 - depth - (bit & 7))) & mask;
+    }
+  }
+  return out;
+}
+
+function jpegToRgba(bytes: Uint8Array, limits: ImageLimits, what: string): RgbaImage {
+  try {
+    const image = jpeg.decode(bytes, {
+      useTArray: true,
+      formatAsRGBA: true,
+      maxResolutionInMP: limits.maxPixels / 1e6,
+      // RGBA output plus the decoder's own planes; the header check above already bounds the size.
+      maxMemoryUsageInMB: Math.ceil((limits.maxPixels * 12) / 2 ** 20) + 64,
+    });
+    return { data: new Uint8ClampedArray(image.data.buffer, image.data.byteOffset, image.data.byteLength), width: image.width, height: image.height };
+  } catch (e) {
+    throw new ImageError('BAD_IMAGE', `${what}: cannot decode the JPEG (${(e as Error).message}): the file is corrupt or uses an unsupported JPEG mode`);
+  }
+}
+
+/**
+ * Decode a PNG or JPEG file to 8-bit RGBA (16-bit samples are rounded to 8; gray is copied to R, G and B).
+ * Errors (ImageError): NOT_AN_IMAGE (neither format), TOO_LARGE (a header above `limits`), BAD_IMAGE (corrupt).
+ */
+export function decodeImage(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS, what = 'the image'): RgbaImage {
+  const header = readImageHeader(bytes, limits, what);
+  const image = header.format === 'png' ? pngToRgba(bytes, what) : jpegToRgba(bytes, limits, what);
+  if (image.width !== header.width || image.height !== header.height) {
+    throw new ImageError('BAD_IMAGE', `${what}: decoded ${image.width}x${image.height} but its header says ${header.width}x${header.height}: the file is corrupt`);
+  }
+  return image;
+}
