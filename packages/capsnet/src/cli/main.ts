@@ -3,6 +3,7 @@
  * heavy modules only when one of them runs, so `capsnet classify` never loads TensorFlow.js.
  */
 import { Command } from 'commander';
+import { packageVersion } from '../files/package-version.ts';
 import { registerTrainCommands } from './train.ts';
 import { registerServeCommands } from './serve.ts';
 import { registerExportCommands } from './export.ts';
@@ -12,6 +13,7 @@ import { registerExperimentCommands } from './experiment.ts';
 
 const program = new Command('capsnet')
   .description('Train a CapsNet in TensorFlow.js, export it to ONNX with routing unrolled, and serve it with ONNX Runtime.')
+  .version(packageVersion(), '-V, --version', 'print the capsnet-onnx version')
   .showHelpAfterError();
 
 registerTrainCommands(program);

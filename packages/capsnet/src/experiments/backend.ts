@@ -12,7 +12,8 @@ import { installFastConvFilterGrad } from './fastconv.ts';
 
 export type BackendRequest = 'auto' | 'wasm' | 'cpu' | 'tensorflow' | 'webgpu';
 
-const PROJECT_BACKEND = fileURLToPath(new URL('../train/backend.ts', import.meta.url));
+// Beside this module: TypeScript in the repository, compiled JavaScript in the installed package.
+const PROJECT_BACKEND = fileURLToPath(new URL(`../train/backend.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url));
 
 let active: string | undefined;
 

@@ -1,11 +1,12 @@
 /**
  * The browser backends: headless Chromium (playwright-core, the system's /usr/bin/chromium, never a download)
  * opens the parity page from a local server with COOP/COEP headers and runs onnxruntime-web's wasm and webgpu
- * through the bundled runtime (dist/web, rebuilt by web/build.ts first).
+ * through the bundled runtime (dist/web: shipped in the package, rebuilt from the sources in the repository).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildWeb, ORT_WASM_FILES } from '../web/build.ts';
+import { ortWasmFiles } from '@capsnet-onnx/runtime/wasm-assets';
+import { webBundles } from '../web/paths.ts';
 import type { MeasureResult } from './measure.ts';
 import { serveFiles } from './serve.ts';
 
@@ -53,7 +54,7 @@ export async function runInChromium(
     const reason = `no Chromium at ${CHROMIUM}: install it (Debian: apt-get install chromium) or set CAPSNET_CHROMIUM`;
     return runs.map(() => ({ skipped: reason }));
   }
-  const { outDir } = await buildWeb();
+  const outDir = await webBundles(true);
   const files: Record<string, string | Uint8Array> = {
     '/index.html': join(outDir, 'index.html'),
     '/parity-harness.js': join(outDir, 'parity-harness.js'),
@@ -62,7 +63,8 @@ export async function runInChromium(
     '/inputs.bin': new Uint8Array(images.buffer, images.byteOffset, images.byteLength),
     '/masked.bin': new Uint8Array(masked.buffer, masked.byteOffset, masked.byteLength),
   };
-  for (const f of ORT_WASM_FILES) files[`/${f}`] = join(outDir, f);
+  // onnxruntime-web fetches its .wasm beside the harness bundle: served from the installed onnxruntime-web.
+  for (const f of ortWasmFiles()) files[`/${f.name}`] = f.path;
   const server = await serveFiles(files);
   const { chromium } = await import('playwright-core');
   // launch() gives the browser a fresh temporary profile (its own --user-data-dir), removed on close.
