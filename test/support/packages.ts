@@ -31,7 +31,8 @@ export function appEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 
 /** `npm pack --workspaces` from the repository root (each package builds itself in prepack) into a fresh folder. */
 export async function packWorkspaces(dest = mkdtempSync(join(tmpdir(), 'capsnet-pack-'))): Promise<Tarballs> {
-  await execa('npm', ['pack', '--workspaces', '--pack-destination', dest, '--silent'], { cwd: ROOT, env: appEnv(), stdout: 'ignore', stderr: 'pipe' });
+  mkdirSync(dest, { recursive: true });
+  await execa('npm', ['pack', '--workspaces', '--pack-destination', dest, '--loglevel=error'], { cwd: ROOT, env: appEnv(), stdout: 'ignore', stderr: 'pipe' });
   const files = readdirSync(dest);
   const find = (re: RegExp) => {
     const f = files.find((name) => re.test(name));
