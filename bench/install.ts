@@ -11,8 +11,8 @@
  * Targets (issue 9): Node app <= onnxruntime-node alone + 10 MB; browser app <= onnxruntime-web alone + 10 MB;
  * runtime code <= 60 KB minified. Install times depend on npm's cache (offline-first here): compare within a run.
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
 import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
@@ -72,6 +72,7 @@ console.table(rows.map((r) => ({ app: r.app, 'install s': r.installS.toFixed(1),
 console.log(`browser bundle, minified: runtime + core ${(runtimeBytes / 1000).toFixed(1)} KB; with onnxruntime-web ${(fullBytes / 1000).toFixed(1)} KB (its .wasm is fetched separately)`);
 console.table(checks.map((c) => ({ target: c.target, measured: `${c.value.toFixed(2)} ${c.unit}`, met: c.value <= c.limit ? 'yes' : 'NO' })));
 
+mkdirSync(dirname(values.out!), { recursive: true });
 writeFileAtomic(values.out!, JSON.stringify({
   date: new Date().toISOString(),
   node: process.version,

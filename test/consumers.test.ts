@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -50,8 +50,10 @@ let labels: number[];
 
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'capsnet-consumers-'));
+  made.push(work);
   tarballs = await packWorkspaces(join(work, 'tarballs'));
   runDir = await trainedSmallRun();
+  mkdirSync(join(work, 'model'));
   modelPath = join(work, 'model', 'model.onnx');
   exportCheckpoint(runDir, { out: modelPath });
   // Real test digits as the bytes an app reads from a file (0-255; the sample's pixels are bytes / 255).
@@ -63,9 +65,18 @@ before(async () => {
   writeFileSync(join(work, 'labels.json'), JSON.stringify(labels));
 });
 
+/** Temp folders this file made (apps, tarballs): removed at the end unless CAPSNET_KEEP_APPS=1. */
+const made: string[] = [];
+async function install(...args: Parameters<typeof installApp>): Promise<InstalledApp> {
+  const app = await installApp(...args);
+  made.push(app.dir);
+  return app;
+}
 after(() => {
   console.log('\nconsumer apps (installed from the npm pack tarballs):');
   console.table(table);
+  if (process.env.CAPSNET_KEEP_APPS) console.log(`kept: ${made.join(' ')}`);
+  else for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
 
 function tarballNames(t: Tarballs): string[] {
@@ -92,14 +103,14 @@ describe('consumer apps from the tarballs', () => {
   let nodeApp: InstalledApp;
 
   test('plain-JavaScript ESM Node app classifies real test digits', async () => {
-    nodeApp = await installApp('node', {
+    nodeApp = await install('node', {
       '@capsnet-onnx/core': tgz(tarballs.core),
       '@capsnet-onnx/runtime': tgz(tarballs.runtime),
       'onnxruntime-node': `^${ORT_VERSION}`,
     }, { template: 'node-js', devDependencies: { '@types/node': '^20.19.0' } });
     // A Node-only app does not install onnxruntime-web (an optional peer of the runtime).
     assert.equal(existsSync(join(nodeApp.dir, 'node_modules', 'onnxruntime-web')), false);
-    const { stdout } = await execa('node', ['main.mjs', modelPath, join(work, 'digits.u8'), join(work, 'labels.json')], { cwd: nodeApp.dir, env: appEnv() });
+    const { stdout } = await execa('node', ['main.mjs', modelPath, join(work, 'digits.u8'), join(work, 'labels.json')], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false });
     const out = JSON.parse(stdout.trim().split('\n').at(-1)!) as { device: string; predictions: number[]; correct: number; reconstructionPixels: number; badInput: string | null };
     assert.equal(out.device, 'cpu');
     assert.equal(out.predictions.length, DIGITS);
@@ -115,13 +126,13 @@ describe('consumer apps from the tarballs', () => {
     const { cpSync } = await import('node:fs');
     cpSync(join(ROOT, 'test', 'consumers', 'apps', 'typescript'), nodeApp.dir, { recursive: true });
     for (const config of ['tsconfig.node16.json', 'tsconfig.bundler.json']) {
-      const r = await execa('node', [TSC, '-p', config], { cwd: nodeApp.dir, env: appEnv(), reject: false });
+      const r = await execa('node', [TSC, '-p', config], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
       assert.equal(r.exitCode, 0, `${config}:\n${r.stdout}\n${r.stderr}`);
     }
     // The misuse file really is checked: without its @ts-expect-error lines it fails.
     const misuse = join(nodeApp.dir, 'src', 'must-fail.ts');
     writeFileSync(misuse, readFileSync(misuse, 'utf8').replace(/^\/\/ @ts-expect-error.*$/gm, ''));
-    const r = await execa('node', [TSC, '-p', 'tsconfig.node16.json'], { cwd: nodeApp.dir, env: appEnv(), reject: false });
+    const r = await execa('node', [TSC, '-p', 'tsconfig.node16.json'], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
     assert.equal((r.stdout.match(/must-fail\.ts\(\d+,\d+\): error/g) ?? []).length, 3, r.stdout);
     record('typescript (node16 + bundler)', null, 'tsc strict, noUncheckedIndexedAccess, exactOptionalPropertyTypes: 0 errors; 3 misuses rejected');
   });
@@ -131,13 +142,13 @@ describe('consumer apps from the tarballs', () => {
     let wasmDir: string;
 
     before(async () => {
-      browserApp = await installApp('browser', {
+      browserApp = await install('browser', {
         '@capsnet-onnx/core': tgz(tarballs.core),
         '@capsnet-onnx/runtime': tgz(tarballs.runtime),
         'onnxruntime-web': `^${ORT_VERSION}`,
       }, { template: 'browser', devDependencies: { esbuild: '^0.28.2', vite: '^8.0.0' } });
       // The documented asset path, asked of the app's own install.
-      const r = await execa('node', ['--input-type=module', '-e', "import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets'; console.log(ortWasmDir())"], { cwd: browserApp.dir, env: appEnv() });
+      const r = await execa('node', ['--input-type=module', '-e', "import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets'; console.log(ortWasmDir())"], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
       wasmDir = r.stdout.trim();
       assert.ok(wasmDir.startsWith(browserApp.dir), wasmDir);
     });
@@ -172,9 +183,10 @@ describe('consumer apps from the tarballs', () => {
     }
 
     test('esbuild bundle, wasm served from ortWasmDir() through { wasmPaths }', async () => {
-      await execa('npx', ['--no', 'esbuild', 'main.js', '--bundle', '--format=esm', '--platform=browser', '--target=es2022', '--outdir=dist-esbuild'], { cwd: browserApp.dir, env: appEnv() });
+      await execa('npx', ['--no', 'esbuild', 'main.js', '--bundle', '--format=esm', '--platform=browser', '--target=es2022', '--outdir=dist-esbuild'], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
       const files: Record<string, string> = { '/index.html': join(browserApp.dir, 'index.html'), '/main.js': join(browserApp.dir, 'dist-esbuild', 'main.js') };
-      for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) files[`/ort/${f}`] = join(wasmDir, f);
+      // The documented way: the folder ortWasmDir() returns, served at the prefix passed as wasmPaths.
+      for (const f of readdirSync(wasmDir).filter((f) => /^ort-wasm.*\.(wasm|mjs)$/.test(f))) files[`/ort/${f}`] = join(wasmDir, f);
       const result = await runPage(files, '?wasmPaths=/ort/');
       const correct = checkAgainstNode(result);
       assert.ok(result.wasm.some((u) => u.includes('/ort/ort-wasm')), `wasm fetched from ${result.wasm.join(', ')}`);
@@ -183,7 +195,7 @@ describe('consumer apps from the tarballs', () => {
     });
 
     test('Vite build, wasm emitted by Vite', async () => {
-      await execa('npx', ['--no', 'vite', 'build'], { cwd: browserApp.dir, env: appEnv() });
+      await execa('npx', ['--no', 'vite', 'build'], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
       const dist = join(browserApp.dir, 'dist-vite');
       const files: Record<string, string> = {};
       for (const f of readdirSync(dist, { recursive: true, encoding: 'utf8' })) {
@@ -197,7 +209,7 @@ describe('consumer apps from the tarballs', () => {
   });
 
   test('the capsnet CLI from its tarball: --version, train, export, classify, parity, serve', async () => {
-    const app = await installApp('cli', {
+    const app = await install('cli', {
       '@capsnet-onnx/core': tgz(tarballs.core),
       '@capsnet-onnx/runtime': tgz(tarballs.runtime),
       'capsnet-onnx': tgz(tarballs.capsnet),
@@ -206,7 +218,7 @@ describe('consumer apps from the tarballs', () => {
     const before = hashTree(pkgDir);
     const bin = join(app.dir, 'node_modules', '.bin', 'capsnet');
     const env = appEnv();
-    const capsnet = (args: string[], timeout = 300_000) => execa(bin, args, { cwd: app.dir, env, timeout, all: true });
+    const capsnet = (args: string[], timeout = 300_000) => execa(bin, args, { cwd: app.dir, env, extendEnv: false, timeout, all: true });
     const steps: string[] = [];
 
     const version = await capsnet(['--version']);
@@ -244,7 +256,7 @@ describe('consumer apps from the tarballs', () => {
     }
     steps.push('parity node-cpu, node-wasm, chromium-wasm: pass');
 
-    const server = execa(bin, ['serve', 'model.onnx', '--port', '0', '--threads', '1'], { cwd: app.dir, env, all: true });
+    const server = execa(bin, ['serve', 'model.onnx', '--port', '0', '--threads', '1'], { cwd: app.dir, env, extendEnv: false, all: true });
     try {
       const url = await new Promise<string>((resolve, reject) => {
         let text = '';

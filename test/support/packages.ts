@@ -18,7 +18,8 @@ export interface Tarballs {
 
 /**
  * The environment of a user's shell: none of `npm test`'s npm_* variables (they would carry this repository's
- * .npmrc, e.g. its CUDA skip, and its prefix) and no NODE_OPTIONS (the repository's source condition).
+ * .npmrc, e.g. its CUDA skip, and its prefix) and no NODE_OPTIONS (the repository's source condition). Pass it
+ * with execa's `extendEnv: false`, or the parent's variables are merged back in.
  */
 export function appEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -32,7 +33,7 @@ export function appEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 /** `npm pack --workspaces` from the repository root (each package builds itself in prepack) into a fresh folder. */
 export async function packWorkspaces(dest = mkdtempSync(join(tmpdir(), 'capsnet-pack-'))): Promise<Tarballs> {
   mkdirSync(dest, { recursive: true });
-  await execa('npm', ['pack', '--workspaces', '--pack-destination', dest, '--loglevel=error'], { cwd: ROOT, env: appEnv(), stdout: 'ignore', stderr: 'pipe' });
+  await execa('npm', ['pack', '--workspaces', '--pack-destination', dest, '--loglevel=error'], { cwd: ROOT, env: appEnv(), extendEnv: false, stdout: 'ignore', stderr: 'pipe' });
   const files = readdirSync(dest);
   const find = (re: RegExp) => {
     const f = files.find((name) => re.test(name));
@@ -65,7 +66,7 @@ export async function installApp(
   const started = performance.now();
   await execa('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], {
     cwd: dir,
-    env: appEnv({ ONNXRUNTIME_NODE_INSTALL: 'skip' }),
+    env: appEnv({ ONNXRUNTIME_NODE_INSTALL: 'skip' }), extendEnv: false,
     stdout: 'ignore',
     stderr: 'pipe',
   });

@@ -15,7 +15,7 @@ export const webWasm: Provider = {
   explainFailure(error) {
     const message = errorMessage(error);
     return /fetch|\.wasm|magic/i.test(message)
-      ? `${message}. Serve onnxruntime-web's ${ORT_WASM_FILES.join(', ')} (in the folder ortWasmDir() of @capsnet-onnx/runtime/wasm-assets returns) ` +
+      ? `${message}. Serve onnxruntime-web's ${ORT_WASM_FILES.join(' and ')} (in the folder that ortWasmDir() of @capsnet-onnx/runtime/wasm-assets returns) ` +
           'and pass its URL prefix as CapsNet.load(url, { wasmPaths }); bundlers that handle new URL(file, import.meta.url), such as Vite, emit it themselves'
       : message;
   },
