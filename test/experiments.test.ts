@@ -13,7 +13,7 @@ import { AffnistError, affnistFromMat, encodeAffnistMat, loadAffnist, parseMat }
 import { barChart, imageGrid, linePlot, niceTicks } from '../packages/capsnet/src/experiments/charts.ts';
 import { EXPERIMENTS, type ExperimentResult } from '../packages/capsnet/src/experiments/common.ts';
 import { Canvas, distinctColors, readPng } from '../packages/capsnet/src/experiments/draw.ts';
-import { conv2dFilterGradient } from '../packages/capsnet/src/experiments/fastconv.ts';
+import { conv2dFilterGradient } from '../packages/capsnet/src/train/cpu-kernels.ts';
 import {
   AFFNIST_STYLE, MULTIMNIST, affineSet, inkBox, multiMnist, placeOnCanvas, randomlyPlaced, warpAffine,
 } from '../packages/capsnet/src/experiments/generators.ts';
@@ -42,7 +42,9 @@ function pngInfo(path: string) {
 
 describe('generators', () => {
   test('MultiMNIST pairs: 36x36, classes differ, shifts within 4 px, overlay is the max of the two digits', () => {
-    const set = multiMnist(mnist.test, 200, 28, MULTIMNIST, new Rng(3));
+    // the default is the authors' generator (sum clipped to 1); max is the option
+    assert.equal(MULTIMNIST.overlay, 'add');
+    const set = multiMnist(mnist.test, 200, 28, { ...MULTIMNIST, overlay: 'max' }, new Rng(3));
     assert.equal(set.size, 36);
     assert.equal(set.images.length, 200 * 36 * 36);
     for (let i = 0; i < set.count; i++) {
@@ -285,13 +287,14 @@ describe('report', () => {
 });
 
 describe('end to end (ci scale, cut down)', () => {
-  test('each experiment command runs at a tiny ci scale and `experiment report` assembles them', { timeout: 170_000 }, async () => {
+  test('each experiment command runs at a tiny ci scale and `experiment report` assembles them', { timeout: 900_000 }, async () => {
     const out = join(scratch, 'e2e', 'nested');
     const tiny = ['--scale', 'ci', '--train-limit', '96', '--test-limit', '64', '--batch-size', '32', '--out', out];
     const env = { CAPSNET_WASM_THREADS: '1' };
     // routing first: every command must create --out itself
-    for (const name of ['routing', 'perturb', 'affine', 'multimnist']) {
-      const run = await execa('node', [CLI, 'experiment', name, ...tiny], { cwd: ROOT, env, reject: false });
+    const extra: Record<string, string[]> = { routing: ['--iterations', '1,3', '--seeds', '2'], affine: ['--epochs', '1'], 'mnist-table': ['--seeds', '2', '--train-limit', '32', '--test-limit', '32'] };
+    for (const name of ['routing', 'perturb', 'affine', 'multimnist', 'mnist-table']) {
+      const run = await execa('node', [CLI, 'experiment', name, ...tiny, ...(extra[name] ?? [])], { cwd: ROOT, env, reject: false });
       assert.equal(run.exitCode, 0, `experiment ${name} failed:\n${run.stderr}`);
       assert.match(run.stdout, new RegExp(`${name}: .*wrote`));
     }
@@ -317,9 +320,21 @@ describe('end to end (ci scale, cut down)', () => {
     const grid = pngInfo(join(out, 'perturb-digit-0.png'));
     assert.ok(grid.height > 16 * 56 && grid.width > 11 * 56);
     const routing = JSON.parse(readFileSync(join(out, 'routing.json'), 'utf8')) as ExperimentResult;
-    assert.equal(routing.tables[0]!.rows.length, 3);
+    // one row per traced model; 1 vs 3 over two seeds
+    assert.equal(routing.tables[0]!.rows.length, 2);
+    assert.deepEqual(routing.tables.at(-1)!.rows.map((r) => r[1]), [2, 2]);
     const multi = JSON.parse(readFileSync(join(out, 'multimnist.json'), 'utf8')) as ExperimentResult;
     assert.ok(multi.metrics.both_labels_accuracy! >= 0 && multi.metrics.both_labels_accuracy! <= 1);
+    assert.ok(multi.metrics.cnn_both_labels_accuracy! >= 0 && multi.metrics.cnn_both_labels_accuracy! <= 1, 'the MultiMNIST baseline was scored');
+    const affine = JSON.parse(readFileSync(join(out, 'affine.json'), 'utf8')) as ExperimentResult;
+    assert.ok(!JSON.stringify(affine.tables).includes('GENERATED'), 'the generated affine set is used only when asked for');
+    const table = JSON.parse(readFileSync(join(out, 'mnist-table.json'), 'utf8')) as { rows: Array<{ model: string; parameters: number; error_mean: number; error_std: number; errors: number[] }> };
+    assert.equal(table.rows.length, 5);
+    for (const row of table.rows) {
+      assert.equal(row.errors.length, 2);
+      assert.ok(row.parameters > 0 && row.error_mean >= 0 && row.error_mean <= 1 && row.error_std >= 0, JSON.stringify(row));
+    }
+    assert.equal(table.rows[0]!.model, 'baseline CNN');
     const report = readFileSync(join(out, 'REPORT.md'), 'utf8');
     for (const name of EXPERIMENTS) assert.match(report, new RegExp(`<a id="${name}"></a>`));
     assert.match(stdout, /wrote .*REPORT\.md/);
@@ -333,5 +348,9 @@ describe('end to end (ci scale, cut down)', () => {
     assert.match(both.stderr, /either --run or --model/);
     const report = await execa('node', [CLI, 'experiment', 'report', join(scratch, 'missing-dir')], { cwd: ROOT, reject: false });
     assert.match(report.stderr, /does not exist/);
+    const paper = await execa('node', [CLI, 'experiment', 'mnist-table', '--scale', 'paper', '--out', join(scratch, 'paper')], { cwd: ROOT, reject: false });
+    assert.notEqual(paper.exitCode, 0);
+    assert.match(paper.stderr, /full MNIST.*--data idx:DIR/);
+    assert.doesNotMatch(paper.stderr, /\n\s+at /, 'no stack trace');
   });
 });

@@ -34,7 +34,43 @@ export interface CapsNetConfig {
   decaySteps: number;
   /** Random translation of up to this many pixels, zero padded. */
   maxShift: number;
+  // ---- The authors' code's choices (issue 13). The paper does not state these; the authors' released code
+  // (Sarasra/models, research/capsules) makes them. Each is optional: absent means the paper's formula (or, where the
+  // paper is silent, this project's choice), so old checkpoints and exports read the same. AUTHORS_CODE_CHOICES sets
+  // all of them the authors' way, for an ablation.
+  /** Factor on the margin loss (eq. 4). Paper: 1; the authors' code: 0.5. */
+  marginLossScale?: number;
+  /** How eq. 4's per-class terms combine: 'sum' over classes (the paper, L = sum_k L_k) or 'mean' (the authors' code). */
+  marginLossReduction?: 'sum' | 'mean';
+  /** A learned DigitCaps bias [classes, digitDim] added to s_j before squash, started at this value. Absent or null: no bias (the paper). Authors: 0.1. */
+  digitCapsBias?: number | null;
+  /** Factor on the primary-capsule convolution output before squash. Paper: 1; the authors' code: 1/32. */
+  primaryScale?: number;
+  /** Initial value of the primary-capsule convolution bias. Ours: 0; the authors' code: 0.1. */
+  primaryBiasInit?: number;
+  /**
+   * Weight initialisation. 'glorot': Glorot-uniform kernels, N(0, 0.01^2) for W (ours); 'truncated-normal': normals
+   * truncated at 2 sigma with sigma 0.05 for conv1, 0.1 for W and the decoder, 0.01 for the primary kernel (the authors').
+   */
+  init?: 'glorot' | 'truncated-normal';
+  /** Adam's epsilon. Ours (tfjs's default): 1e-7; the authors' (TensorFlow's): 1e-8. */
+  adamEpsilon?: number;
+  /** The decayed learning rate never drops below this. Ours: 0; the authors' code: 1e-6. */
+  learningRateFloor?: number;
 }
+
+/** Every field of the authors'-code block set as the authors' code has it (see CapsNetConfig). */
+export const AUTHORS_CODE_CHOICES: Required<Pick<CapsNetConfig,
+  'marginLossScale' | 'marginLossReduction' | 'digitCapsBias' | 'primaryScale' | 'primaryBiasInit' | 'init' | 'adamEpsilon' | 'learningRateFloor'>> = {
+  marginLossScale: 0.5,
+  marginLossReduction: 'mean',
+  digitCapsBias: 0.1,
+  primaryScale: 1 / 32,
+  primaryBiasInit: 0.1,
+  init: 'truncated-normal',
+  adamEpsilon: 1e-8,
+  learningRateFloor: 1e-6,
+};
 
 export type PresetName = 'paper' | 'small';
 
@@ -125,6 +161,29 @@ export function validateConfig(config: CapsNetConfig): void {
   if (config.numClasses < 2) throw new Error(`config.numClasses must be at least 2, got ${config.numClasses}`);
   if (!config.decoderHidden.every((w) => Number.isInteger(w) && w > 0)) {
     throw new Error(`config.decoderHidden must be positive integers, got ${JSON.stringify(config.decoderHidden)}`);
+  }
+  const finite = (key: keyof CapsNetConfig, positive: boolean) => {
+    const value = config[key];
+    if (value === undefined) return;
+    if (typeof value !== 'number' || !Number.isFinite(value) || (positive ? value <= 0 : value < 0)) {
+      throw new Error(`config.${key} must be a ${positive ? 'positive' : 'non-negative'} number, got ${JSON.stringify(value)}`);
+    }
+  };
+  finite('marginLossScale', true);
+  finite('primaryScale', true);
+  finite('adamEpsilon', true);
+  finite('learningRateFloor', false);
+  if (config.marginLossReduction !== undefined && !['sum', 'mean'].includes(config.marginLossReduction)) {
+    throw new Error(`config.marginLossReduction must be "sum" or "mean", got ${JSON.stringify(config.marginLossReduction)}`);
+  }
+  if (config.init !== undefined && !['glorot', 'truncated-normal'].includes(config.init)) {
+    throw new Error(`config.init must be "glorot" or "truncated-normal", got ${JSON.stringify(config.init)}`);
+  }
+  for (const key of ['digitCapsBias', 'primaryBiasInit'] as const) {
+    const value = config[key];
+    if (value !== undefined && value !== null && (typeof value !== 'number' || !Number.isFinite(value))) {
+      throw new Error(`config.${key} must be a number${key === 'digitCapsBias' ? ' or null' : ''}, got ${JSON.stringify(value)}`);
+    }
   }
   const { primaryH, primaryW } = derivedSizes(config);
   if (primaryH < 1 || primaryW < 1) {

@@ -5,6 +5,7 @@
  */
 export * from './config.ts';
 export * from './params.ts';
+export * from './baseline-cnn.ts';
 export * from './format.ts';
 export * from './onnx-metadata.ts';
 export * from './errors.ts';

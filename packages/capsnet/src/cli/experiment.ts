@@ -12,6 +12,25 @@ function positiveInt(name: string) {
   };
 }
 
+function fraction(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!(n > 0 && n <= 1)) throw new InvalidArgumentError(`${name} must be a fraction in (0, 1], e.g. 0.992, got "${value}"`);
+    return n;
+  };
+}
+
+/** A result table as aligned text columns on stdout. */
+function printTable(table: { title: string; columns: string[]; rows: Array<Array<string | number | null>> }): void {
+  const cells = [table.columns, ...table.rows.map((r) => r.map((v) => (v === null ? '-' : String(v))))];
+  const widths = table.columns.map((_, k) => Math.max(...cells.map((r) => (r[k] ?? '').length)));
+  console.log(`\n${table.title}`);
+  for (const [i, row] of cells.entries()) {
+    console.log(row.map((v, k) => v.padEnd(widths[k]!)).join(' | '));
+    if (i === 0) console.log(widths.map((w) => '-'.repeat(w)).join('-|-'));
+  }
+}
+
 function digitList(value: string): number[] {
   const digits = value.split(',').map((d) => Number(d.trim()));
   if (digits.length === 0 || digits.some((d) => !Number.isInteger(d) || d < 0)) {
@@ -20,7 +39,7 @@ function digitList(value: string): number[] {
   return digits;
 }
 
-const SCALE_HELP = 'ci: minutes on a 2-core CPU (narrow nets, a few thousand images); paper: the paper\'s sizes and data, for a GPU machine';
+const SCALE_HELP = 'ci: minutes on a 2-core CPU (narrow nets, a few thousand images); paper: the paper\'s sizes and epochs on the full MNIST (--data idx:DIR), for a GPU machine';
 
 interface CommonOpts {
   scale: 'ci' | 'paper';
@@ -40,10 +59,10 @@ function withCommonOptions(command: Command): Command {
     .option('--out <dir>', 'directory for the figures (PNG) and the result table (JSON)', 'runs/experiments')
     .option('--seed <n>', 'seed for initialisation, data generation and shuffling', (v) => Number.parseInt(v, 10), 42)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'))
-    .option('--data <spec>', 'MNIST source: mnist-sample (10k embedded digits) or idx:DIR (the full MNIST, for --scale paper)', 'mnist-sample')
+    .option('--data <spec>', 'MNIST source: mnist-sample (10k embedded digits; refused at --scale paper) or idx:DIR (the full MNIST, required for --scale paper)', 'mnist-sample')
     .option('--train-limit <n>', 'override the scale: use at most N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'override the scale: use at most N test images', positiveInt('--test-limit'))
-    .option('--epochs <n>', 'override the scale: training epochs', positiveInt('--epochs'))
+    .option('--epochs <n>', 'override the scale: training epochs (affine: the cap); defaults per experiment in experiments/README.md', positiveInt('--epochs'))
     .option('--batch-size <n>', 'override the scale: images per step', positiveInt('--batch-size'));
 }
 
@@ -76,31 +95,47 @@ export function registerExperimentCommands(program: Command): void {
     });
 
   withCommonOptions(experiment.command('affine'))
-    .description('section 5.2: CapsNet and the baseline CNN trained on MNIST placed at random on 40x40, tested on translated MNIST and affNIST-style digits')
-    .option('--affnist-dir <path>', 'also test on the real affNIST: a .mat file, a directory of .mat files, or a directory with the IDX pair test-images-idx3-ubyte/test-labels-idx1-ubyte (40x40)')
-    .action(async (opts: CommonOpts & { affnistDir?: string }) => {
+    .description('section 5.2: CapsNet and a CNN of similar size trained on MNIST placed at random on 40x40 to the same accuracy, tested on translated MNIST and affNIST')
+    .option('--affnist-dir <path>', 'the real affNIST test set (required at --scale paper): a .mat file, a directory of .mat files, or a directory with the IDX pair test-images-idx3-ubyte/test-labels-idx1-ubyte (40x40)')
+    .option('--affnist-generated', 'also test on an affine set generated here (labelled GENERATED, not affNIST)', false)
+    .option('--target-accuracy <fraction>', 'train each model until this accuracy on held-out placed digits (default: 0.992 at paper scale, the paper\'s; 0.85 at ci)', fraction('--target-accuracy'))
+    .action(async (opts: CommonOpts & { affnistDir?: string; affnistGenerated: boolean; targetAccuracy?: number }) => {
       const { runAffine } = await import('../experiments/affine.ts');
-      summary(await runAffine({ ...baseOptions(opts), affnistDir: opts.affnistDir }), opts.out);
+      summary(await runAffine({ ...baseOptions(opts), affnistDir: opts.affnistDir, affnistGenerated: opts.affnistGenerated, targetAccuracy: opts.targetAccuracy }), opts.out);
+    });
+
+  withCommonOptions(experiment.command('mnist-table'))
+    .description('Table 1: MNIST test error of the baseline CNN and CapsNet (routing 1 / 3, with / without reconstruction) over --seeds seeds, with parameter counts and the paper\'s numbers')
+    .option('--seeds <n>', 'seeds per model (mean and standard deviation)', positiveInt('--seeds'), 3)
+    .action(async (opts: CommonOpts & { seeds: number }) => {
+      const { runMnistTable } = await import('../experiments/mnist-table.ts');
+      const result = await runMnistTable({ ...baseOptions(opts), seeds: opts.seeds });
+      for (const table of result.tables) printTable(table);
+      summary(result, opts.out);
     });
 
   withCommonOptions(experiment.command('multimnist'))
     .description('section 6: overlapping digit pairs on 36x36, two-target training, both-labels accuracy, two-colour reconstructions')
-    .addOption(new Option('--overlay <mode>', 'how the two digits combine').choices(['max', 'add']).default('max'))
+    .addOption(new Option('--overlay <mode>', 'how the two digits combine: add = sum clipped to 1 (the authors\' generator), max = pixel-wise max').choices(['max', 'add']).default('add'))
     .action(async (opts: CommonOpts & { overlay: 'max' | 'add' }) => {
       const { runMultiMnist } = await import('../experiments/multimnist.ts');
       summary(await runMultiMnist({ ...baseOptions(opts), overlay: opts.overlay }), opts.out);
     });
 
   withCommonOptions(experiment.command('routing'))
-    .description('appendix: mean |change| of the routing logits per iteration over training, and test accuracy with 1, 2 and 3 iterations')
-    .option('--probe-iterations <n>', 'routing iterations run on the probe batch when tracking logit changes', positiveInt('--probe-iterations'))
-    .action(async (opts: CommonOpts & { probeIterations?: number }) => {
+    .description('appendix A: per-iteration change of the coupling coefficients and logits for 1, 2, 3, 5, 7 iterations during training (log scale), and 1 vs 3 iterations over --seeds seeds')
+    .option('--iterations <list>', 'routing iterations of the traced models', digitList, [1, 2, 3, 5, 7])
+    .option('--seeds <n>', 'seeds for the 1-vs-3 comparison', positiveInt('--seeds'), 3)
+    .action(async (opts: CommonOpts & { iterations: number[]; seeds: number }) => {
+      if (opts.iterations.some((r) => r < 1)) throw new InvalidArgumentError('--iterations takes positive counts such as 1,2,3,5,7');
       const { runRouting } = await import('../experiments/routing.ts');
-      summary(await runRouting({ ...baseOptions(opts), probeIterations: opts.probeIterations }), opts.out);
+      const result = await runRouting({ ...baseOptions(opts), iterations: opts.iterations, seeds: opts.seeds });
+      for (const table of result.tables) printTable(table);
+      summary(result, opts.out);
     });
 
   withCommonOptions(experiment.command('all'))
-    .description('run perturb, affine, multimnist and routing one after another, then write the report')
+    .description('run perturb, affine, multimnist, routing and mnist-table one after another, then write the report')
     .action(async (opts: CommonOpts) => {
       const base = baseOptions(opts);
       const { runPerturb } = await import('../experiments/perturb.ts');
@@ -108,9 +143,11 @@ export function registerExperimentCommands(program: Command): void {
       const { runAffine } = await import('../experiments/affine.ts');
       summary(await runAffine(base), opts.out);
       const { runMultiMnist } = await import('../experiments/multimnist.ts');
-      summary(await runMultiMnist({ ...base, overlay: 'max' }), opts.out);
+      summary(await runMultiMnist(base), opts.out);
       const { runRouting } = await import('../experiments/routing.ts');
       summary(await runRouting(base), opts.out);
+      const { runMnistTable } = await import('../experiments/mnist-table.ts');
+      summary(await runMnistTable(base), opts.out);
       const { writeReport } = await import('../experiments/report.ts');
       console.log(`wrote ${writeReport(opts.out)}`);
     });

@@ -24,6 +24,20 @@ export function registerParityCommands(program: Command): void {
     .option('--timeout <s>', 'per-backend time limit in seconds', count('--timeout'), 300)
     .option('--json <file>', 'also write the full report as JSON')
     .action(async (model: string, opts) => {
+      const { dirname } = await import('node:path');
+      const { isBaselineRun, baselineParity } = await import('../parity/baseline.ts');
+      const checkpoint = opts.checkpoint ?? dirname(model);
+      if (isBaselineRun(checkpoint)) {
+        const report = await baselineParity(model, checkpoint, { digits: opts.digits, random: opts.random });
+        console.log(`baseline CNN parity, tfjs cpu vs ${report.backend}, ${report.inputs} inputs: max |logit diff| ${report.maxAbsLogitDiff.toExponential(2)} ` +
+          `(tolerance ${report.tolerance}), argmax agreement ${(100 * report.argmaxAgreement).toFixed(1)}%: ${report.ok ? 'ok' : 'FAILED'}`);
+        if (opts.json) {
+          const { writeFileAtomic } = await import('../files/atomic.ts');
+          writeFileAtomic(opts.json, JSON.stringify(report, null, 2) + '\n');
+        }
+        if (!report.ok) process.exitCode = 1;
+        return;
+      }
       const { runParity, printReport } = await import('../parity/run.ts');
       const report = await runParity({
         model,

@@ -18,9 +18,10 @@ import { capsuleLengths, decode as tfDecode, encode } from '../train/model.ts';
 import { setupBackend } from './backend.ts';
 import { imageGrid } from './charts.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, capsConfigFor, commandLine, loadData, pct, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, pct, runInfo, timer, writeResult,
 } from './common.ts';
-import { capsNetAccuracy, epochBatches, maskedCapsulesOf, paramsFrom, refineDecoder, stepsFor, trainCapsNet, weightsOf } from './training.ts';
+import { epochBatches, readWeights, stepsFor } from '../train/loop.ts';
+import { capsNetAccuracy, maskedCapsulesOf, paramsFrom, refineDecoder, trainCapsNet } from './training.ts';
 
 export interface PerturbOptions extends ExperimentOptions {
   /** Run directory (checkpoint) to use instead of training. */
@@ -115,10 +116,10 @@ async function onnxCodec(modelPath: string): Promise<Codec> {
 /** Train a CapsNet at the experiment's scale and save it as a run directory the exporter can read. */
 async function trainModel(options: PerturbOptions, runDir: string, backend: string): Promise<{ accuracy: number; seconds: number; decoderSteps: number }> {
   const ci = options.scale === 'ci';
-  const { dataset, train, test } = loadData(options.data, options.trainLimit ?? (ci ? 6000 : undefined), options.testLimit ?? (ci ? 1000 : undefined));
+  const { dataset, train, test } = loadData(options.data, options.trainLimit ?? (ci ? 6000 : undefined), options.testLimit ?? (ci ? 1000 : undefined), options.scale);
   const config = capsConfigFor(options.scale, dataset.shape);
   const batchSize = options.batchSize ?? (ci ? 32 : 128);
-  const epochs = options.epochs ?? (ci ? 1 : 30);
+  const epochs = options.epochs ?? EPOCHS.perturb[options.scale];
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   const elapsed = timer();
   const nextBatch = epochBatches(train.images, train.labels, train.count, pixels, batchSize, options.seed, (batch, step) => ({
@@ -144,7 +145,7 @@ async function trainModel(options: PerturbOptions, runDir: string, backend: stri
       epoch: epochs, step: steps, test_accuracy: accuracy, margin_loss: 0, reconstruction_loss: 0, train_loss: fit.finalLoss,
       train_margin_loss: 0, train_reconstruction_loss: 0, images_per_second: fit.imagesPerSecond, learning_rate: 0, backend, seconds: fit.seconds,
     }],
-    weights: await weightsOf(params), optimizer: { m: {}, v: {} }, producer: 'capsnet-onnx experiments',
+    weights: await readWeights(params), optimizer: { m: {}, v: {} }, producer: 'capsnet-onnx experiments',
   };
   mkdirSync(runDir, { recursive: true });
   saveCheckpoint(runDir, state);
@@ -318,13 +319,7 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
     experiment: 'perturb',
     title: 'Dimension perturbations of the winning digit capsule (paper figure 4)',
     paper: 'Figure 4: single dimensions of the 16-D digit capsule capture scale and thickness, localized parts, stroke thickness, skew, width and translation.',
-    scale: options.scale,
-    seed: options.seed,
-    backend,
-    data: dataset.name,
-    command: options.command ?? commandLine(),
-    startedAt,
-    seconds: elapsed(),
+    ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
     settings,
     tables: [{

@@ -1,53 +1,62 @@
 /**
- * The routing appendix: how much the routing logits b_ij still move at each routing iteration, tracked over
- * training (figure A.1), and test accuracy of models trained with 1, 2 and 3 iterations (table 1's routing rows),
- * each also tested with 1, 2 and 3 iterations.
+ * The routing appendix (appendix A, figure A.1) and Table 1's 1-vs-3 comparison.
  *
- * The change of iteration k is mean |b^(k) - b^(k-1)| over examples, input capsules and classes, with b^(0) = 0,
- * measured on a fixed probe batch of test images with `probeIterations` iterations, using the weights of the
- * model trained with the most iterations at that point of its training.
+ * Models are trained with 1, 2, 3, 5 and 7 routing iterations. During each one's training a fixed probe batch of
+ * test images is routed with the model's own iteration count, and for each iteration r = 1..R we record:
+ *   - logit change      mean |b(r) - b(r-1)| (b(0) = 0; b(R) is the update the next iteration would make);
+ *   - coupling change   mean |c(r+1) - c(r)|, c(r) = softmax(b(r-1)): how much iteration r's update re-routes;
+ *   - capsule change    mean |v(r) - v(r-1)| (r >= 2): how much the output still moves.
+ * Because b(r) - b(r-1) = u_hat . v(r) exactly, the logit change tends to the constant mean |u_hat . v*| once the
+ * outputs settle (v(r) -> v*); it does not go to zero. The coupling and capsule changes do go to zero as routing
+ * converges, so they are the quantities that show the paper's "decreases with more iterations" on a log axis.
+ * Then 1 vs 3 iterations is repeated over `seeds` seeds (mean and standard deviation of the test error).
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
-import { shiftImages } from '../data/datasets.ts';
+import type { CapsNetConfig } from '@capsnet-onnx/core';
 import { type CapsNetParams, encode } from '../train/model.ts';
-import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
+import { capsnetFamily } from '../train/models/family.ts';
 import { setupBackend } from './backend.ts';
-import { barChart, linePlot } from './charts.ts';
+import { linePlot } from './charts.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, capsConfigFor, commandLine, loadData, pct, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, runInfo, timer, writeResult,
 } from './common.ts';
-import { capsNetAccuracy, epochBatches, stepsFor, trainCapsNet } from './training.ts';
+import { meanStd } from './mnist-table.ts';
+import { trainShifted } from './training.ts';
 
 export interface RoutingOptions extends ExperimentOptions {
-  /** Iterations run on the probe batch (default 5, so the decay beyond 3 shows). */
-  probeIterations?: number;
-  /** Routing iterations of the models to train (default 1, 2, 3). */
+  /** Routing iterations of the traced models (default 1, 2, 3, 5, 7). */
   iterations?: number[];
+  /** Seeds for the 1-vs-3 comparison (default 3). */
+  seeds?: number;
 }
 
-export interface RoutingChanges {
-  /** Mean |b^(k) - b^(k-1)| for k = 1..iterations-1, with b^(0) = 0. */
+export interface RoutingTrace {
+  /** Mean |b(r) - b(r-1)|, r = 1..R. */
   logits: number[];
-  /** Mean |c^(k+1) - c^(k)| of the coupling coefficients c^(k) = softmax(b^(k-1)) that those updates cause. */
+  /** Mean |c(r+1) - c(r)|, r = 1..R. */
   coupling: number[];
+  /** Mean |v(r) - v(r-1)|, r = 2..R (empty for R = 1). */
+  capsules: number[];
 }
 
-/** How much routing iteration k moves the logits and the coupling coefficients, on a probe batch. */
-export async function routingChanges(params: CapsNetParams, config: CapsNetConfig, probe: tf.Tensor4D, iterations: number): Promise<RoutingChanges> {
-  const [logitTensors, couplingTensors] = tf.tidy(() => {
-    const { logitHistory } = encode(params, probe, { ...config, routingIterations: iterations }, true);
-    const couplings = [tf.softmax(tf.zerosLike(logitHistory[0]!), -1), ...logitHistory.map((b) => tf.softmax(b, -1))];
+/** The three per-iteration changes of routing with `iterations` iterations on a probe batch. */
+export async function routingTrace(params: CapsNetParams, config: CapsNetConfig, probe: tf.Tensor4D, iterations: number): Promise<RoutingTrace> {
+  const [logitT, couplingT, capsuleT] = tf.tidy(() => {
+    const { logitHistory: b, capsuleHistory: v } = encode(params, probe, { ...config, routingIterations: iterations }, true);
+    const c = [tf.softmax(tf.zerosLike(b[0]!), -1), ...b.map((logits) => tf.softmax(logits, -1))];
+    const meanAbs = (t: tf.Tensor) => tf.mean(tf.abs(t));
     return [
-      logitHistory.map((b, k) => tf.mean(tf.abs(k === 0 ? b : tf.sub(b, logitHistory[k - 1]!)))),
-      logitHistory.map((_, k) => tf.mean(tf.abs(tf.sub(couplings[k + 1]!, couplings[k]!)))),
+      b.map((logits, r) => meanAbs(r === 0 ? logits : tf.sub(logits, b[r - 1]!))),
+      b.map((_, r) => meanAbs(tf.sub(c[r + 1]!, c[r]!))),
+      v.slice(1).map((caps, r) => meanAbs(tf.sub(caps, v[r]!))),
     ];
   });
-  const read = async (ts: tf.Tensor[]) => Promise.all(ts.map(async (t) => (await t.data())[0]!));
-  const out = { logits: await read(logitTensors), coupling: await read(couplingTensors) };
-  tf.dispose([...logitTensors, ...couplingTensors]);
+  const read = (ts: tf.Tensor[]) => Promise.all(ts.map(async (t) => (await t.data())[0]!));
+  const out = { logits: await read(logitT), coupling: await read(couplingT), capsules: await read(capsuleT) };
+  tf.dispose([...logitT, ...couplingT, ...capsuleT]);
   return out;
 }
 
@@ -57,147 +66,128 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
   mkdirSync(options.out, { recursive: true });
   const backend = await setupBackend(options.backend, options.log);
   const ci = options.scale === 'ci';
-  const { dataset, train, test } = loadData(options.data, options.trainLimit ?? (ci ? 4000 : undefined), options.testLimit ?? (ci ? 1000 : undefined));
-  const iterationsList = options.iterations ?? [1, 2, 3];
-  const probeIterations = options.probeIterations ?? 5;
-  if (probeIterations < 2) throw new Error('--probe-iterations must be at least 2 (one logit update)');
+  const { dataset, train, test } = loadData(options.data, options.trainLimit ?? (ci ? 2000 : undefined), options.testLimit ?? (ci ? 1000 : undefined), options.scale);
+  const iterationsList = options.iterations ?? [1, 2, 3, 5, 7];
+  const seeds = Array.from({ length: options.seeds ?? 3 }, (_, k) => options.seed + k);
   const batchSize = options.batchSize ?? (ci ? 32 : 128);
-  const epochs = options.epochs ?? (ci ? 1 : 50);
+  const epochs = options.epochs ?? EPOCHS.routing[options.scale];
   const base = capsConfigFor(options.scale, dataset.shape);
   const pixels = base.inputHeight * base.inputWidth * base.inputChannels;
-  const steps = stepsFor(train.count, batchSize, epochs);
-  const probeEvery = Math.max(1, Math.floor(steps / (ci ? 25 : 200)));
   const probeCount = Math.min(test.count, ci ? 64 : 256);
   const probe = tf.tensor4d(test.images.slice(0, probeCount * pixels), [probeCount, base.inputHeight, base.inputWidth, base.inputChannels]);
-  const tracked = Math.max(...iterationsList);
+  const stepsPerRun = Math.max(1, Math.ceil(train.count / batchSize) * epochs);
+  const probeEvery = Math.max(1, Math.floor(stepsPerRun / (ci ? 20 : 200)));
 
-  const accuracy: Record<number, Record<number, number>> = {};
-  const trainSeconds: Record<number, number> = {};
-  const history: Array<{ step: number; changes: RoutingChanges }> = [];
-  for (const r of iterationsList) {
+  const traces: Record<number, Array<{ step: number; trace: RoutingTrace }>> = {};
+  // test errors by iterations, one per seed it was trained with
+  const errors: Record<number, Array<{ seed: number; error: number }>> = {};
+  const runOne = async (r: number, seed: number, traced: boolean) => {
     const config = { ...base, routingIterations: r };
-    const nextBatch = epochBatches(train.images, train.labels, train.count, pixels, batchSize, options.seed, (batch, step) => ({
-      ...batch, images: shiftImages(batch.images, batch.count, config, config.maxShift, new Rng(options.seed * 7919 + step)),
-    }));
-    options.log(`routing: training with ${r} iteration(s) on ${train.count} images, ${steps} steps`);
-    const started = timer();
-    const { params } = await trainCapsNet({
-      config, seed: options.seed, steps, nextBatch, log: options.log, label: `routing r=${r}`,
-      afterStep: r === tracked
-        ? async (step, _losses, current) => {
-            if ((step + 1) % probeEvery === 0 || step === 0 || step + 1 === steps) {
-              history.push({ step: step + 1, changes: await routingChanges(current, config, probe, probeIterations) });
+    const history: Array<{ step: number; trace: RoutingTrace }> = [];
+    const run = await trainShifted({
+      family: capsnetFamily(config), seed, train, test, epochs, batchSize, maxShift: config.maxShift, optimizer: config,
+      label: `routing r=${r} seed ${seed}`, log: options.log,
+      afterStep: traced
+        ? async (step, params) => {
+            if (step === 0 || (step + 1) % probeEvery === 0 || step + 1 === stepsPerRun) {
+              history.push({ step: step + 1, trace: await routingTrace(params, config, probe, r) });
             }
           }
         : undefined,
     });
-    trainSeconds[r] = started();
-    if (r === tracked && history.length === 0) history.push({ step: steps, changes: await routingChanges(params, config, probe, probeIterations) });
-    accuracy[r] = {};
-    for (const testR of [1, 2, 3]) accuracy[r]![testR] = await capsNetAccuracy(params, config, test.images, test.labels, test.count, testR);
-    options.log(`routing: trained with ${r}: test accuracy ${[1, 2, 3].map((t) => `${t} it ${pct(accuracy[r]![t])}`).join(', ')}`);
-    tf.dispose(Object.values(params));
-  }
+    tf.dispose(Object.values(run.params));
+    (errors[r] ??= []).push({ seed, error: 1 - run.accuracy });
+    options.log(`routing: r=${r}, seed ${seed}: test error ${(100 * (1 - run.accuracy)).toFixed(2)}%`);
+    if (traced) traces[r] = history;
+  };
+  for (const r of iterationsList) await runOne(r, seeds[0]!, true);
+  for (const seed of seeds.slice(1)) for (const r of [1, 3]) await runOne(r, seed, false);
   probe.dispose();
 
+  const finalTrace = (r: number) => traces[r]!.at(-1)!.trace;
   const figures: ResultFigure[] = [];
-  const updates = probeIterations - 1;
-  const changePlot = linePlot({
-    title: 'Routing logit change per iteration during training',
+  const save = (file: string, caption: string, canvas: { save(path: string): void; width: number; height: number }) => {
+    canvas.save(join(options.out, file));
+    figures.push({ file, caption, width: canvas.width, height: canvas.height });
+  };
+  // End of training, by routing iteration: one line per trained model (figure A.1, right).
+  for (const [key, label, file] of [
+    ['coupling', 'mean |c(r+1) - c(r)|', 'routing-coupling-change.png'],
+    ['logits', 'mean |b(r) - b(r-1)|', 'routing-logit-change.png'],
+  ] as const) {
+    save(file, `End of training: ${label} by routing iteration r, one line per model (trained and probed with R iterations), log scale.`, linePlot({
+      title: `Routing: ${label} per iteration, end of training`,
+      xLabel: 'routing iteration r',
+      yLabel: `${label} (log)`,
+      logY: true,
+      markers: true,
+      series: iterationsList.map((r) => ({ name: `R=${r}`, points: finalTrace(r)[key].map((v, k) => [k + 1, v] as [number, number]) })),
+    }));
+  }
+  // During training (figure A.1, left): the deepest model's per-iteration coupling change over steps.
+  const deepest = Math.max(...iterationsList);
+  save('routing-during-training.png', `Coupling change of each routing iteration over the training of the R=${deepest} model (probe of ${probeCount} test images), log scale.`, linePlot({
+    title: `Coupling change per iteration during training (R=${deepest})`,
     xLabel: 'training step',
-    yLabel: 'mean |change of b_ij| (log)',
+    yLabel: 'mean |c(r+1) - c(r)| (log)',
     logY: true,
-    series: Array.from({ length: updates }, (_, k) => ({
-      name: `iteration ${k + 1}`,
-      points: history.map((h) => [h.step, h.changes.logits[k]!] as [number, number]),
+    series: Array.from({ length: deepest }, (_, k) => ({
+      name: `r=${k + 1}`, points: traces[deepest]!.map((h) => [h.step, h.trace.coupling[k]!] as [number, number]),
     })),
-  });
-  changePlot.save(join(options.out, 'routing-logit-change.png'));
-  figures.push({
-    file: 'routing-logit-change.png',
-    caption: `Mean absolute change of the routing logits made by each routing iteration (probe of ${probeCount} test images, ${probeIterations} iterations), over the training of the ${tracked}-iteration model.`,
-    width: changePlot.width, height: changePlot.height,
-  });
-  const couplingPlot = linePlot({
-    title: 'Coupling coefficient change per iteration during training',
-    xLabel: 'training step',
-    yLabel: 'mean |change of c_ij| (log)',
-    logY: true,
-    series: Array.from({ length: updates }, (_, k) => ({
-      name: `iteration ${k + 1}`,
-      points: history.map((h) => [h.step, h.changes.coupling[k]!] as [number, number]),
-    })),
-  });
-  couplingPlot.save(join(options.out, 'routing-coupling-change.png'));
-  figures.push({
-    file: 'routing-coupling-change.png',
-    caption: 'The same probe: mean absolute change of the coupling coefficients c_ij = softmax(b_ij) caused by each iteration\'s logit update.',
-    width: couplingPlot.width, height: couplingPlot.height,
-  });
-  const final = history.at(-1)?.changes.logits ?? [];
-  const finalCoupling = history.at(-1)?.changes.coupling ?? [];
-  const finalPlot = linePlot({
-    title: 'Change by routing iteration, end of training',
-    xLabel: 'routing iteration',
-    yLabel: 'mean |change| (log)',
-    logY: true,
-    series: [
-      { name: 'logits b_ij', points: final.map((v, k) => [k + 1, v] as [number, number]) },
-      { name: 'coupling c_ij', points: finalCoupling.map((v, k) => [k + 1, v] as [number, number]) },
-    ],
-  });
-  finalPlot.save(join(options.out, 'routing-final-change.png'));
-  figures.push({ file: 'routing-final-change.png', caption: 'At the end of training: mean change of the logits and of the coupling coefficients made by each routing iteration (the paper: decreasing almost linearly on the log axis).', width: finalPlot.width, height: finalPlot.height });
-  const accChart = barChart({
-    title: 'Test accuracy by routing iterations',
-    yLabel: 'test accuracy (%)',
-    xLabel: 'routing iterations at test time',
-    categories: ['1', '2', '3'],
-    series: iterationsList.map((r) => ({ name: `trained with ${r}`, values: [1, 2, 3].map((t) => 100 * accuracy[r]![t]!) })),
-    format: (v) => v.toFixed(1),
-    yMax: 100,
-  });
-  accChart.save(join(options.out, 'routing-accuracy.png'));
-  figures.push({ file: 'routing-accuracy.png', caption: 'Test accuracy of each model (trained with 1, 2 or 3 iterations) when run with 1, 2 or 3 iterations.', width: accChart.width, height: accChart.height });
+  }));
 
+  const stats = (r: number) => meanStd(errors[r]!.map((e) => e.error));
   const metrics: Record<string, number> = {};
-  for (const r of iterationsList) metrics[`accuracy_trained_${r}_tested_${r}`] = accuracy[r]![r]!;
-  final.forEach((v, k) => (metrics[`final_logit_change_iteration_${k + 1}`] = v));
-  finalCoupling.forEach((v, k) => (metrics[`final_coupling_change_iteration_${k + 1}`] = v));
+  for (const r of iterationsList) {
+    const t = finalTrace(r);
+    metrics[`r${r}_error_seed${seeds[0]}`] = errors[r]!.find((e) => e.seed === seeds[0])!.error;
+    metrics[`r${r}_final_coupling_change_last`] = t.coupling.at(-1)!;
+    metrics[`r${r}_final_logit_change_last`] = t.logits.at(-1)!;
+  }
+  for (const r of [1, 3]) {
+    if (!errors[r]) continue;
+    metrics[`r${r}_error_mean`] = stats(r).mean;
+    metrics[`r${r}_error_std`] = stats(r).std;
+  }
+  const sci = (v: number | undefined) => (v === undefined ? null : Number(v.toExponential(3)));
+  const maxR = Math.max(...iterationsList);
   const result: ExperimentResult = {
     experiment: 'routing',
-    title: 'Routing iterations: logit convergence and accuracy (appendix, table 1)',
-    paper: 'Appendix A: the average logit change per iteration stabilises during training and decreases almost linearly in log scale with more iterations; 3 iterations is the recommended setting. Table 1: 0.34% error with 1 iteration vs 0.25% with 3 (with reconstruction, MNIST).',
-    scale: options.scale,
-    seed: options.seed,
-    backend,
-    data: dataset.name,
-    command: options.command ?? commandLine(),
-    startedAt,
-    seconds: elapsed(),
+    title: 'Routing iterations: convergence of routing during training (appendix A) and 1 vs 3 iterations (Table 1)',
+    paper: 'Appendix A: after 500 epochs on MNIST the average change of the routing logits per iteration has stabilised, and it decreases almost linearly in log scale with more routing iterations; 3 iterations recommended. ' +
+      'Table 1 (with reconstruction): routing 1 gives 0.29 +- 0.011% error, routing 3 gives 0.25 +- 0.005% (without reconstruction: 0.34 +- 0.032% vs 0.35 +- 0.036%).',
+    ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
-    settings: {
-      iterations: iterationsList, probeIterations, probeImages: probeCount, probeEvery, trainImages: train.count, testImages: test.count,
-      epochs, batchSize, steps, config: { conv1Filters: base.conv1Filters, primaryMaps: base.primaryMaps, decoderHidden: base.decoderHidden },
-    },
+    settings: { iterations: iterationsList, seeds, probeImages: probeCount, probeEvery, trainImages: train.count, testImages: test.count, epochs, batchSize, steps: stepsPerRun,
+      config: { conv1Filters: base.conv1Filters, primaryMaps: base.primaryMaps, decoderHidden: base.decoderHidden } },
     tables: [
       {
-        title: 'Test accuracy: rows = iterations used in training, columns = iterations at test time',
-        columns: ['trained with', 'test 1 it', 'test 2 it', 'test 3 it', 'train seconds'],
-        rows: iterationsList.map((r) => [r, pct(accuracy[r]![1]), pct(accuracy[r]![2]), pct(accuracy[r]![3]), Number(trainSeconds[r]!.toFixed(1))]),
+        title: 'End of training: mean |c(r+1) - c(r)| (coupling change) per routing iteration r; rows = models trained with R iterations',
+        columns: ['R', ...Array.from({ length: maxR }, (_, k) => `r=${k + 1}`), `test error (seed ${seeds[0]})`],
+        rows: iterationsList.map((r) => [r, ...Array.from({ length: maxR }, (_, k) => sci(finalTrace(r).coupling[k])), `${(100 * metrics[`r${r}_error_seed${seeds[0]}`]!).toFixed(2)}%`]),
       },
       {
-        title: `Mean |change of b_ij| per routing iteration at the end of training (model trained with ${tracked})`,
-        columns: ['iteration', 'mean |change of b_ij|', 'ratio to previous', 'mean |change of c_ij|', 'ratio to previous'],
-        rows: final.map((v, k) => [k + 1, Number(v.toExponential(3)), k === 0 ? null : Number((v / final[k - 1]!).toFixed(3)),
-          Number(finalCoupling[k]!.toExponential(3)), k === 0 ? null : Number((finalCoupling[k]! / finalCoupling[k - 1]!).toFixed(3))]),
+        title: 'End of training: mean |b(r) - b(r-1)| (logit change) per routing iteration r',
+        columns: ['R', ...Array.from({ length: maxR }, (_, k) => `r=${k + 1}`)],
+        rows: iterationsList.map((r) => [r, ...Array.from({ length: maxR }, (_, k) => sci(finalTrace(r).logits[k]))]),
+      },
+      {
+        title: 'End of training: mean |v(r) - v(r-1)| (capsule change) per routing iteration r',
+        columns: ['R', ...Array.from({ length: maxR }, (_, k) => `r=${k + 1}`)],
+        rows: iterationsList.map((r) => [r, ...Array.from({ length: maxR }, (_, k) => (k === 0 ? null : sci(finalTrace(r).capsules[k - 1])))]),
+      },
+      {
+        title: `Test error (%), routing 1 vs 3, mean +- std over seeds ${seeds.join(', ')}`,
+        columns: ['routing iterations', 'seeds', 'errors %', 'mean +- std %', 'paper (with reconstruction) %'],
+        rows: [1, 3].filter((r) => errors[r]).map((r) => [r, errors[r]!.length, errors[r]!.map((e) => (100 * e.error).toFixed(2)).join(', '),
+          `${(100 * stats(r).mean).toFixed(2)} +- ${(100 * stats(r).std).toFixed(2)}`, r === 1 ? '0.29 +- 0.011' : '0.25 +- 0.005']),
       },
     ],
     figures,
     notes: [
-      `Models trained with ${iterationsList.join(', ')} routing iterations on ${train.count} ${dataset.name} images for ${epochs} epoch(s); tested on ${test.count} images.`,
-      `Logit changes tracked every ${probeEvery} step(s) on the ${tracked}-iteration model, running ${probeIterations} iterations on the probe batch.`,
-      'Iteration k adds u_hat_j|i . v_j to b_ij, with v_j from that iteration; the increment only shrinks with k when the agreement itself does, so early in training (near-uniform coupling, v_j almost the same every iteration) the logit lines lie on top of each other. The coupling change shows how much each update still re-routes.',
+      `Each model: ${train.count} ${dataset.name} images with shifts up to ${base.maxShift} px, ${epochs} epoch(s) (${stepsPerRun} steps of ${batchSize}); traced every ${probeEvery} step(s) on ${probeCount} test images.`,
+      'b(r) - b(r-1) = u_hat . v(r) exactly, so the logit change levels off at mean |u_hat . v*| once the outputs settle; it cannot decay to zero. The coupling change (and the capsule change) is what decays as routing converges.',
+      ...(ci ? ['ci scale: a few minutes of training; the 1 vs 3 difference the paper reports (0.04 points) is far below the seed-to-seed spread of ci runs and needs paper scale (full MNIST, hundreds of epochs).'] : []),
     ],
   };
   writeResult(options.out, result);

@@ -126,7 +126,9 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
     const bias = g.initializer('primary/bias', shapes['primary/bias']!, weights['primary/bias']!);
     const k = config.primaryKernel;
     const conv = g.conv(conv1, kernel, bias, { kernel_shape: [k, k], strides: [config.primaryStride, config.primaryStride] });
-    const capsules = g.reshape(g.transpose(conv, [0, 2, 3, 1]), [-1, I, primaryDim]);
+    let capsules = g.reshape(g.transpose(conv, [0, 2, 3, 1]), [-1, I, primaryDim]);
+    // config.primaryScale: the authors' code's factor before squash (absent or 1 in the paper's network).
+    if (config.primaryScale !== undefined && config.primaryScale !== 1) capsules = g.mul(capsules, g.constFloat(config.primaryScale));
     return squash(g, capsules, eps);
   });
 
@@ -141,13 +143,18 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
   // dynamic shape [N, I, J] is made with float ops only (0 * a per-capsule sum of u, broadcast over classes).
   let logits = g.scope('routing', () => g.mul(g.reduceSum(u, [-1], true), g.constFloat(new Array<number>(J).fill(0), [J], 'routing/zeros'), { name: 'ZeroLogits' }));
   let capsules = '';
+  // The authors' code's DigitCaps bias [J, D] before squash (config.digitCapsBias); absent in the paper's network.
+  const digitBias = weights['digit/bias'] && shapes['digit/bias']
+    ? g.scope('digit', () => g.initializer('digit/bias', shapes['digit/bias']!, weights['digit/bias']!))
+    : undefined;
   for (let r = 0; r < routingIterations; r++) {
     const last = r + 1 === routingIterations;
     g.scope(`routing/iter${r + 1}`, () => {
       // c_ij = softmax over the classes j (eq. 3)
       const coupling = g.softmax(logits, -1, { output: last ? IO_NAMES.coupling : undefined });
       // s_j = sum_i c_ij u_hat_j|i (eq. 2), v_j = squash(s_j) (eq. 1)
-      const s = g.reduceSum(g.mul(g.unsqueeze(coupling, [-1]), uHat), [1], false);
+      let s = g.reduceSum(g.mul(g.unsqueeze(coupling, [-1]), uHat), [1], false);
+      if (digitBias) s = g.add(s, digitBias);
       capsules = squash(g, s, eps, last ? IO_NAMES.capsules : undefined);
       if (!last) {
         // b_ij += u_hat_j|i . v_j

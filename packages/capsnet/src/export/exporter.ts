@@ -10,6 +10,8 @@ import { packageVersion } from '../files/package-version.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
+import { BASELINE_METADATA_KEYS, buildBaselineCnnGraph } from './baseline-cnn-graph.ts';
+import { type BaselineCnnConfig, baselineParameterCount } from '@capsnet-onnx/core';
 
 export const PRODUCER_NAME = 'capsnet-onnx';
 
@@ -94,6 +96,7 @@ export interface ExportOptions {
 }
 
 export interface ExportResult {
+  family: 'capsnet';
   modelPath: string;
   decoderPath: string;
   modelBytes: number;
@@ -105,27 +108,74 @@ export interface ExportResult {
   decoder: ModelProto;
 }
 
-/** Load the checkpoint in `runDir`, build both graphs and write them. Throws one-line errors; writes nothing on failure. */
+/** A baseline CNN run's export: one file, no decoder, no routing. */
+export interface BaselineExportResult {
+  family: 'baseline-cnn';
+  modelPath: string;
+  modelBytes: number;
+  parameters: number;
+  seconds: number;
+  model: ModelProto;
+}
+
+/** The baseline CNN as one ONNX model (images -> logits, probabilities) with its provenance in metadata. */
+export function buildBaselineCnnModel(config: BaselineCnnConfig, weights: Weights, provenance: ExportProvenance): ModelProto {
+  const { [METADATA_KEYS.config]: _c, [METADATA_KEYS.routingIterations]: _r, ...common } = exportMetadata({} as CapsNetConfig, provenance);
+  return buildModel(buildBaselineCnnGraph(config, weights), {
+    producerName: PRODUCER_NAME,
+    producerVersion: producerVersion(),
+    metadata: { ...common, [BASELINE_METADATA_KEYS.model]: 'baseline-cnn', [BASELINE_METADATA_KEYS.config]: JSON.stringify(config) },
+    doc: `Baseline CNN exported by ${PRODUCER_NAME} ${producerVersion()}.`,
+  });
+}
+
+/** `capsnet export`: a CapsNet run (model + decoder) or a baseline CNN run (one model), whichever `runDir` holds. */
+export function exportRun(runDir: string, options: ExportOptions): ExportResult | BaselineExportResult {
+  return exportAny(runDir, options);
+}
+
+/** Load the CapsNet checkpoint in `runDir`, build both graphs and write them. Throws one-line errors; writes nothing on failure. */
 export function exportCheckpoint(runDir: string, options: ExportOptions): ExportResult {
+  const result = exportAny(runDir, options, 'capsnet');
+  return result as ExportResult;
+}
+
+function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): ExportResult | BaselineExportResult {
   const started = performance.now();
   const checkpoint = loadCheckpoint(runDir);
+  if (only && checkpoint.model?.family === 'baseline-cnn') {
+    throw new Error(`${runDir} holds a baseline CNN run, not a CapsNet: export it with exportRun (the \`capsnet export\` command)`);
+  }
   checkOutputPath(options.out);
-  const config: CapsNetConfig = {
-    ...checkpoint.config,
-    ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
-  };
-  const { model, decoder } = buildCapsNetModels(config, checkpoint.weights, {
+  const provenance = {
     classLabels: checkpoint.classLabels,
     dataset: checkpoint.dataset,
     testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
     checkpointSha256: checkpoint.sha256,
     exportedAt: options.exportedAt,
-  });
+  };
+  if (checkpoint.model?.family === 'baseline-cnn') {
+    if (options.routingIterations !== undefined) throw new Error('--routing applies to CapsNet runs; this run is a baseline CNN (no routing)');
+    const model = buildBaselineCnnModel(checkpoint.model.config, checkpoint.weights, provenance);
+    const modelBytes = encodeModel(model);
+    writeFilesAtomic([{ path: options.out, bytes: modelBytes }]);
+    return {
+      // the network's weights, as `capsnet train` prints them (countParameters would add the flatten's shape constant)
+      family: 'baseline-cnn', modelPath: options.out, modelBytes: modelBytes.length, parameters: baselineParameterCount(checkpoint.model.config),
+      seconds: (performance.now() - started) / 1000, model,
+    };
+  }
+  const config: CapsNetConfig = {
+    ...checkpoint.config,
+    ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
+  };
+  const { model, decoder } = buildCapsNetModels(config, checkpoint.weights, provenance);
   const modelBytes = encodeModel(model);
   const decoderBytes = encodeModel(decoder);
   const decoderPath = decoderPathFor(options.out);
   writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
   return {
+    family: 'capsnet',
     modelPath: options.out,
     decoderPath,
     modelBytes: modelBytes.length,

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type CapsNetConfig, validateConfig, paramShapes } from '@capsnet-onnx/core';
+import { type BaselineCnnConfig, type CapsNetConfig, baselineParamShapes, paramShapes, validateBaselineConfig, validateConfig } from '@capsnet-onnx/core';
 import { writeFileAtomic } from './atomic.ts';
 
 export const CHECKPOINT_FILE = 'checkpoint.bin';
@@ -19,11 +19,15 @@ export interface EpochMetrics {
   epoch: number;
   step: number;
   test_accuracy: number;
-  margin_loss: number;
-  reconstruction_loss: number;
+  /** CapsNet runs: test margin and reconstruction losses, and their training averages. */
+  margin_loss?: number;
+  reconstruction_loss?: number;
   train_loss: number;
-  train_margin_loss: number;
-  train_reconstruction_loss: number;
+  train_margin_loss?: number;
+  train_reconstruction_loss?: number;
+  /** Baseline CNN runs: test and training cross entropy. */
+  cross_entropy_loss?: number;
+  train_cross_entropy_loss?: number;
   images_per_second: number;
   learning_rate: number;
   backend: string;
@@ -35,13 +39,24 @@ export interface EpochProgress {
   stepsDone: number;
   images: number;
   loss: number;
-  margin: number;
-  reconstruction: number;
+  /** Sums of each named loss part times batch size (older checkpoints: margin and reconstruction fields). */
+  parts?: Record<string, number>;
+  margin?: number;
+  reconstruction?: number;
   seconds: number;
 }
 
+/** Which network the weights belong to; absent = CapsNet (`config`). */
+export interface BaselineModelSpec {
+  family: 'baseline-cnn';
+  config: BaselineCnnConfig;
+}
+
 export interface CheckpointState {
+  /** The CapsNet config; for a baseline CNN run, the preset whose training settings (learning rate, decay, shifts) it used. */
   config: CapsNetConfig;
+  /** Set for a baseline CNN run: the weights are the CNN's. */
+  model?: BaselineModelSpec;
   /** Completed epochs. */
   epoch: number;
   /** Completed optimizer steps (drives the learning-rate decay and Adam's bias correction). */
@@ -79,8 +94,13 @@ export function checkpointPath(runDir: string): string {
   return join(runDir, CHECKPOINT_FILE);
 }
 
+/** Weight shapes of the checkpoint's network (CapsNet or baseline CNN). */
+export function checkpointParamShapes(state: Pick<CheckpointState, 'config' | 'model'>): Record<string, number[]> {
+  return state.model?.family === 'baseline-cnn' ? baselineParamShapes(state.model.config) : paramShapes(state.config);
+}
+
 export function encodeCheckpoint(state: CheckpointState): Uint8Array {
-  const shapes = paramShapes(state.config);
+  const shapes = checkpointParamShapes(state);
   const tensors: TensorEntry[] = [];
   const arrays: Float32Array[] = [];
   const add = (name: string, shape: number[], data: Float32Array | undefined) => {
@@ -133,8 +153,10 @@ export function decodeCheckpoint(bytes: Uint8Array, source = 'checkpoint'): Chec
     return fail('corrupted header (invalid JSON): re-run training or restore the file');
   }
   if (header.format !== 1 || !Array.isArray(header.tensors)) fail(`unsupported checkpoint format ${String(header.format)}`);
+  if (header.model !== undefined && header.model.family !== 'baseline-cnn') fail(`unknown model family ${JSON.stringify(header.model.family)}`);
   try {
     validateConfig(header.config);
+    if (header.model) validateBaselineConfig(header.model.config);
   } catch (e) {
     fail(`invalid config: ${(e as Error).message}`);
   }
@@ -154,7 +176,7 @@ export function decodeCheckpoint(bytes: Uint8Array, source = 'checkpoint'): Chec
   }
   const weights: Record<string, Float32Array> = {};
   const optimizer: CheckpointState['optimizer'] = { m: {}, v: {} };
-  for (const [name, shape] of Object.entries(paramShapes(header.config))) {
+  for (const [name, shape] of Object.entries(checkpointParamShapes(header))) {
     const found = tensors[name];
     if (!found) fail(`weight ${name} is missing: the weights do not match the config`);
     if (found!.shape.join('x') !== shape.join('x')) {

@@ -4,6 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { type CapsNetConfig, paramShapes } from '@capsnet-onnx/core';
+import { paramsFromWeights } from '../train/loop.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
 import { type CapsNetParams, forward } from '../train/model.ts';
 
@@ -38,10 +39,7 @@ export async function loadReferenceModel(runDir: string): Promise<LoadedCheckpoi
   await tf.setBackend('cpu');
   await tf.ready();
   const state = loadCheckpoint(runDir);
-  const params: CapsNetParams = {};
-  for (const [name, shape] of Object.entries(paramShapes(state.config))) {
-    params[name] = tf.variable(tf.tensor(state.weights[name]!, shape), false, `ref/${name}`);
-  }
+  const params: CapsNetParams = paramsFromWeights(paramShapes(state.config), state.weights, false, 'ref/');
   return { config: state.config, dataset: state.dataset, classLabels: state.classLabels, sha256: state.sha256, path: state.path, params };
 }
 

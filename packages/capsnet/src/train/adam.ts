@@ -8,6 +8,8 @@ export interface AdamOptions {
   beta1?: number;
   beta2?: number;
   epsilon?: number;
+  /** The decayed rate never drops below this (the authors' code: 1e-6); default 0. */
+  floor?: number;
 }
 
 export class Adam {
@@ -26,7 +28,7 @@ export class Adam {
 
   /** lr * decayRate^(step / decaySteps), continuous as in tf.train.exponential_decay. */
   learningRate(step = this.step): number {
-    return this.options.learningRate * Math.pow(this.options.decayRate, step / this.options.decaySteps);
+    return Math.max(this.options.floor ?? 0, this.options.learningRate * Math.pow(this.options.decayRate, step / this.options.decaySteps));
   }
 
   apply(params: Record<string, tf.Variable>, grads: Record<string, tf.Tensor>): void {

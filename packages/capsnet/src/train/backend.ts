@@ -291,7 +291,10 @@ export function releaseWebgpu(): void {
 async function initCpu(): Promise<InitializedBackend> {
   await import('@tensorflow/tfjs-backend-cpu');
   await setBackendOrThrow('cpu', 'the cpu backend failed to initialize');
-  return { name: 'cpu', detail: '@tensorflow/tfjs-backend-cpu (plain JavaScript, slow)', tf };
+  // tfjs-backend-cpu's own Conv2DBackpropFilter makes one TensorBuffer.get() per multiply-add: tens of seconds a step.
+  const { installFastConvFilterGrad } = await import('./cpu-kernels.ts');
+  installFastConvFilterGrad('cpu');
+  return { name: 'cpu', detail: '@tensorflow/tfjs-backend-cpu (plain JavaScript, slow), conv filter gradient from train/cpu-kernels.ts', tf };
 }
 
 // ---------------------------------------------------------------------------------------------- main

@@ -6,25 +6,52 @@
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; the umbrella package's bundle registers them all.
 import '@tensorflow/tfjs';
-import { type CapsNetConfig, Rng, derivedSizes, paramShapes } from '@capsnet-onnx/core';
+import { type CapsNetConfig, Rng, derivedSizes, hasDigitBias, paramShapes } from '@capsnet-onnx/core';
 
 export type CapsNetParams = Record<string, tf.Variable>;
 
-/** Seeded initialisation: Glorot-uniform kernels, zero biases, N(0, 0.01^2) capsule transforms. */
+/** Standard deviations of the authors' code's truncated-normal initialisation, by weight name prefix. */
+const TRUNCATED_NORMAL_STDDEV: Array<[string, number]> = [['conv1/', 0.05], ['primary/', 0.01], ['digit/', 0.1], ['decoder/', 0.1]];
+
+/** A normal truncated at two standard deviations (redrawn outside), as TensorFlow's truncated_normal. */
+function truncatedNormal(rng: Rng, stddev: number): number {
+  for (;;) {
+    const z = rng.normal();
+    if (Math.abs(z) <= 2) return z * stddev;
+  }
+}
+
+/** Fill `values` with Glorot-uniform draws for a dense [in, out] or conv [kh, kw, in, out] kernel of `shape`. */
+export function glorotUniform(values: Float32Array, shape: number[], rng: Rng): void {
+  const receptive = shape.length === 4 ? shape[0]! * shape[1]! : 1;
+  const fanIn = receptive * shape[shape.length - 2]!;
+  const fanOut = receptive * shape[shape.length - 1]!;
+  const limit = Math.sqrt(6 / (fanIn + fanOut));
+  for (let i = 0; i < values.length; i++) values[i] = (2 * rng.next() - 1) * limit;
+}
+
+/**
+ * Seeded initialisation. config.init 'glorot' (default): Glorot-uniform kernels, N(0, 0.01^2) capsule transforms;
+ * 'truncated-normal': the authors' code's truncated normals. Biases start at 0, except primary/bias at
+ * config.primaryBiasInit and digit/bias at config.digitCapsBias.
+ */
 export function initParams(config: CapsNetConfig, seed: number): CapsNetParams {
   const rng = new Rng(seed);
   const params: CapsNetParams = {};
   for (const [name, shape] of Object.entries(paramShapes(config))) {
     const size = shape.reduce((a, b) => a * b, 1);
     const values = new Float32Array(size);
-    if (name === 'digit/W') {
+    if (name === 'primary/bias') {
+      values.fill(config.primaryBiasInit ?? 0);
+    } else if (name === 'digit/bias') {
+      values.fill(config.digitCapsBias ?? 0);
+    } else if (config.init === 'truncated-normal' && !name.endsWith('/bias')) {
+      const stddev = TRUNCATED_NORMAL_STDDEV.find(([prefix]) => name.startsWith(prefix))![1];
+      for (let i = 0; i < size; i++) values[i] = truncatedNormal(rng, stddev);
+    } else if (name === 'digit/W') {
       for (let i = 0; i < size; i++) values[i] = 0.01 * rng.normal();
     } else if (name.endsWith('/kernel')) {
-      const receptive = shape.length === 4 ? shape[0]! * shape[1]! : 1;
-      const fanIn = receptive * shape[shape.length - 2]!;
-      const fanOut = receptive * shape[shape.length - 1]!;
-      const limit = Math.sqrt(6 / (fanIn + fanOut));
-      for (let i = 0; i < size; i++) values[i] = (2 * rng.next() - 1) * limit;
+      glorotUniform(values, shape, rng);
     }
     params[name] = tf.variable(tf.tensor(values, shape), true);
   }
@@ -50,34 +77,43 @@ export interface RoutingResult {
   capsules: tf.Tensor3D;
   /** c_ij of the last iteration: [N, inputCaps, classes] */
   coupling: tf.Tensor3D;
-  /** b_ij after each agreement update (for the routing experiment): iterations - 1 tensors [N, inputCaps, classes]. */
+  /**
+   * With keepLogits (the routing experiment): b_ij after each agreement update r = 1..iterations, [N, inputCaps,
+   * classes] each. The last one is the update the next iteration would make; it does not change the outputs.
+   */
   logitHistory: tf.Tensor3D[];
+  /** With keepLogits: v_j after each iteration r = 1..iterations, [N, classes, digitDim] each. */
+  capsuleHistory: tf.Tensor3D[];
 }
 
 /**
  * Procedure 1, routing by agreement. Logits b_ij are per example and start at zero; the softmax (eq. 3)
  * runs over the output capsules j, so each input capsule distributes its vote among the classes.
- * uHat: [N, inputCaps, classes, digitDim].
+ * uHat: [N, inputCaps, classes, digitDim]; bias (optional, the authors' code's): [classes, digitDim].
  */
-export function dynamicRouting(uHat: tf.Tensor4D, iterations: number, epsilon: number, keepLogits = false): RoutingResult {
+export function dynamicRouting(uHat: tf.Tensor4D, iterations: number, epsilon: number, keepLogits = false, bias?: tf.Tensor): RoutingResult {
   const [batch, inputCaps, classes] = uHat.shape;
   let logits: tf.Tensor3D = tf.zeros([batch, inputCaps, classes]);
   const logitHistory: tf.Tensor3D[] = [];
+  const capsuleHistory: tf.Tensor3D[] = [];
   let coupling: tf.Tensor3D = logits;
   let capsules: tf.Tensor3D = logits;
   for (let r = 0; r < iterations; r++) {
     coupling = tf.softmax(logits, -1);
     // s_j = sum_i c_ij u_hat_j|i (eq. 2)
-    const s = tf.sum(tf.mul(tf.expandDims(coupling, -1), uHat), 1) as tf.Tensor3D;
+    let s = tf.sum(tf.mul(tf.expandDims(coupling, -1), uHat), 1) as tf.Tensor3D;
+    // The authors' code adds a learned bias [classes, digitDim] before squash (config.digitCapsBias).
+    if (bias) s = tf.add(s, bias);
     capsules = squash(s, epsilon) as tf.Tensor3D;
-    if (r + 1 < iterations) {
+    if (keepLogits) capsuleHistory.push(capsules);
+    if (r + 1 < iterations || keepLogits) {
       // b_ij += u_hat_j|i . v_j
       const agreement = tf.sum(tf.mul(uHat, tf.expandDims(capsules, 1)), -1) as tf.Tensor3D;
       logits = tf.add(logits, agreement);
       if (keepLogits) logitHistory.push(logits);
     }
   }
-  return { capsules, coupling, logitHistory };
+  return { capsules, coupling, logitHistory, capsuleHistory };
 }
 
 export interface ForwardOutput {
@@ -99,17 +135,18 @@ export function encode(params: CapsNetParams, images: tf.Tensor4D, config: CapsN
   // Conv1: 256 9x9 kernels, stride 1, ReLU.
   const conv1 = tf.relu(tf.add(tf.conv2d(images, params['conv1/kernel'] as tf.Tensor4D, 1, 'valid'), params['conv1/bias']!));
   // PrimaryCaps: a 9x9 stride-2 convolution whose channels group into 8-D capsules, squashed (no ReLU).
-  const primaryConv = tf.add(
+  let primaryConv = tf.add(
     tf.conv2d(conv1 as tf.Tensor4D, params['primary/kernel'] as tf.Tensor4D, config.primaryStride, 'valid'),
     params['primary/bias']!,
   );
+  if (config.primaryScale !== undefined && config.primaryScale !== 1) primaryConv = tf.mul(primaryConv, config.primaryScale);
   // NHWC channel c = map * primaryDim + d, so capsule i = (y * w + x) * maps + map.
   const u = squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon);
   // u_hat_j|i = W_ij u_i (eq. 2), as one batched matmul over i: [i, N, 8] x [i, 8, classes*16].
   // The weights are shared by all examples, never tiled per example.
   const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, params['digit/W'] as tf.Tensor3D);
   const uHat = tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, numPrimaryCaps, config.numClasses, config.digitDim]) as tf.Tensor4D;
-  return dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits);
+  return dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits, hasDigitBias(config) ? params['digit/bias'] : undefined);
 }
 
 /** One-hot mask of the longest capsule per example: the inference-time mask of section 4.1. */
@@ -151,12 +188,17 @@ export function forward(
   return { lengths, capsules, reconstruction, coupling, logitHistory };
 }
 
-/** Eq. 4: L_k = T_k max(0, m+ - |v_k|)^2 + lambda (1 - T_k) max(0, |v_k| - m-)^2, summed over k, mean over the batch. */
+/**
+ * Eq. 4: L_k = T_k max(0, m+ - |v_k|)^2 + lambda (1 - T_k) max(0, |v_k| - m-)^2, summed over k, mean over the batch.
+ * config.marginLossReduction 'mean' averages over k instead, and config.marginLossScale multiplies it (the authors' code).
+ */
 export function marginLoss(lengths: tf.Tensor2D, labels: tf.Tensor2D, config: CapsNetConfig): tf.Scalar {
   return tf.tidy(() => {
     const present = tf.mul(labels, tf.square(tf.relu(tf.sub(config.mPlus, lengths))));
     const absent = tf.mul(tf.mul(tf.sub(1, labels), config.lambda), tf.square(tf.relu(tf.sub(lengths, config.mMinus))));
-    return tf.mean(tf.sum(tf.add(present, absent), -1));
+    const terms = tf.add(present, absent);
+    const perExample = config.marginLossReduction === 'mean' ? tf.mean(terms, -1) : tf.sum(terms, -1);
+    return tf.mul(tf.mean(perExample), config.marginLossScale ?? 1);
   });
 }
 

@@ -1,17 +1,24 @@
-/** The training loop: seeded shuffling and shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume. */
+/** `capsnet train`: the training loop (train/loop.ts steps, any model family in train/models/), seeded shuffling and shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume. */
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import cliProgress from 'cli-progress';
-import { Adam } from './adam.ts';
 import { type BackendName, initBackend } from './backend.ts';
-import { type CapsNetConfig, type PresetName, presetConfig, Rng } from '@capsnet-onnx/core';
-import { type CheckpointState, type EpochMetrics, type EpochProgress, checkpointPath, loadCheckpoint, saveCheckpoint } from '../files/checkpoint.ts';
+import { type BaselineCnnConfig, type CapsNetConfig, PAPER_BASELINES, type PresetName, Rng, baselineConfig, countShapes, narrowed, presetConfig } from '@capsnet-onnx/core';
+import {
+  type BaselineModelSpec, type CheckpointState, type EpochMetrics, type EpochProgress, checkpointPath, loadCheckpoint, saveCheckpoint,
+} from '../files/checkpoint.ts';
 import { type Dataset, type Split, loadDataset, shiftImages } from '../data/datasets.ts';
 import { writeFileAtomic } from '../files/atomic.ts';
-import { type CapsNetParams, forward, initParams, marginLoss, reconstructionLoss, trainingLosses } from './model.ts';
+import type { CapsNetParams } from './model.ts';
+import { adamFor, epochOrder, gather, oneHot, paramsFromWeights as variablesFromWeights, readWeights, trainStep } from './loop.ts';
+import { type ModelFamily, type ModelName, baselineFamily, capsnetFamily, evaluate } from './models/family.ts';
+
+export { oneHot, readWeights };
 
 export interface TrainOptions {
+  /** Network family: 'capsnet' (default) or 'baseline-cnn' (Table 1's CNN; `preset` small narrows it 4x). */
+  model?: ModelName;
   preset: PresetName;
   data: string;
   epochs: number;
@@ -28,63 +35,29 @@ export interface TrainOptions {
   /** Evaluate on only the first N test images. */
   testLimit?: number;
   configOverrides?: Partial<CapsNetConfig>;
+  baselineOverrides?: Partial<BaselineCnnConfig>;
   log: (line: string) => void;
   progressBar: boolean;
 }
 
 export const METRICS_FILE = 'metrics.jsonl';
 
+/** CapsNet variables from stored weights. */
 export function paramsFromWeights(config: CapsNetConfig, weights: Record<string, Float32Array>): CapsNetParams {
-  const params = initParams(config, 0);
-  for (const [name, variable] of Object.entries(params)) variable.assign(tf.tensor(weights[name]!, variable.shape));
-  return params;
-}
-
-export async function readWeights(params: CapsNetParams): Promise<Record<string, Float32Array>> {
-  const out: Record<string, Float32Array> = {};
-  for (const [name, variable] of Object.entries(params)) out[name] = (await variable.data()) as Float32Array;
-  return out;
-}
-
-export function oneHot(labels: Int32Array, numClasses: number): tf.Tensor2D {
-  return tf.tidy(() => tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), numClasses), 'float32') as tf.Tensor2D);
+  return variablesFromWeights(capsnetFamily(config).paramShapes, weights);
 }
 
 export function imagesTensor(images: Float32Array, count: number, config: CapsNetConfig): tf.Tensor4D {
   return tf.tensor4d(images, [count, config.inputHeight, config.inputWidth, config.inputChannels]);
 }
 
-/** Test accuracy (longest capsule) and test losses (decoder masked by the true label), in batches. */
-export async function evaluate(params: CapsNetParams, split: Split, config: CapsNetConfig, batchSize = 100, limit = split.count) {
-  const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
-  const count = Math.min(limit, split.count);
-  let correct = 0;
-  let margin = 0;
-  let reconstruction = 0;
-  for (let start = 0; start < count; start += batchSize) {
-    const n = Math.min(batchSize, count - start);
-    const labels = split.labels.subarray(start, start + n);
-    const [predicted, m, r] = tf.tidy(() => {
-      const x = imagesTensor(split.images.subarray(start * pixels, (start + n) * pixels), n, config);
-      const y = oneHot(labels, config.numClasses);
-      const out = forward(params, x, config, y);
-      return [tf.argMax(out.lengths, -1), marginLoss(out.lengths, y, config), reconstructionLoss(out.reconstruction, x, config)];
-    });
-    const p = (await predicted.data()) as Int32Array;
-    for (let i = 0; i < n; i++) if (p[i] === labels[i]) correct++;
-    margin += (await m.data())[0]! * n;
-    reconstruction += (await r.data())[0]! * n;
-    tf.dispose([predicted, m, r]);
-  }
-  return { accuracy: correct / count, margin: margin / count, reconstruction: reconstruction / count };
+/** The baseline CNN a preset trains: the paper's Table 1 CNN, or 4x narrower for 'small'. */
+export function baselineForPreset(preset: PresetName, shape: Dataset['shape'], overrides: Partial<BaselineCnnConfig> = {}): BaselineCnnConfig {
+  const base = preset === 'small' ? narrowed(PAPER_BASELINES.mnist, 4) : PAPER_BASELINES.mnist;
+  return baselineConfig('mnist', shape, { ...base, ...overrides });
 }
 
-/** The training set's order for one epoch: a permutation seeded by the run's seed and the epoch number. */
-function epochOrder(seed: number, epoch: number, count: number): Int32Array {
-  return new Rng(seed * 1000003 + epoch).permutation(count);
-}
-
-export async function train(options: TrainOptions): Promise<{ runDir: string; metrics: EpochMetrics[]; config: CapsNetConfig }> {
+export async function train(options: TrainOptions): Promise<{ runDir: string; metrics: EpochMetrics[]; config: CapsNetConfig; parameters: number }> {
   const { log } = options;
   const backend = await initBackend(options.backend, log);
   log(`backend: ${backend.name} (${backend.detail})`);
@@ -106,23 +79,32 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       ...(options.routing !== undefined ? { routingIterations: options.routing } : {}),
     });
   const seed = resumed?.seed ?? options.seed;
+  const modelSpec: BaselineModelSpec | undefined = resumed
+    ? resumed.model
+    : options.model === 'baseline-cnn' ? { family: 'baseline-cnn', config: baselineForPreset(options.preset, dataset.shape, options.baselineOverrides) } : undefined;
+  const family: ModelFamily = modelSpec ? baselineFamily(modelSpec.config, seed) : capsnetFamily(config);
   const run = resumed?.run ?? { batchSize: options.batchSize, trainLimit: options.trainLimit, testLimit: options.testLimit };
   const train = run.trainLimit ? limitSplit(dataset.train, run.trainLimit, config) : dataset.train;
   const stepsPerEpoch = Math.ceil(train.count / run.batchSize);
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
 
-  const params = resumed ? paramsFromWeights(config, resumed.weights) : initParams(config, seed);
-  const optimizer = new Adam({ learningRate: config.learningRate, decayRate: config.decayRate, decaySteps: config.decaySteps });
+  const params = resumed ? variablesFromWeights(family.paramShapes, resumed.weights) : family.init(seed);
+  const parameterCount = countShapes(family.paramShapes);
+  log(modelSpec
+    ? `model: baseline CNN, conv ${modelSpec.config.convChannels.join('/')} ${modelSpec.config.kernel}x${modelSpec.config.kernel} ${modelSpec.config.padding}` +
+      `${modelSpec.config.poolAfter.length ? `, pooling after conv ${modelSpec.config.poolAfter.map((p) => p + 1).join(',')}` : ', no pooling'}, fc ${modelSpec.config.fc.join('/')}, ` +
+      `dropout ${modelSpec.config.dropout}: ${parameterCount.toLocaleString('en-US')} parameters`
+    : `model: CapsNet, conv1 ${config.conv1Filters}, ${config.primaryMaps} primary maps, routing ${config.routingIterations}: ${parameterCount.toLocaleString('en-US')} parameters`);
+  const optimizer = adamFor(config);
   if (resumed) optimizer.loadState(resumed.optimizer, params, resumed.step);
   const metrics: EpochMetrics[] = resumed ? [...resumed.metrics] : [];
   const metricsPath = join(options.out, METRICS_FILE);
   // The checkpoint is the source of truth: a kill between checkpoint and append must not leave a gap or a duplicate.
   writeFileAtomic(metricsPath, metrics.map((m) => JSON.stringify(m) + '\n').join(''));
-  const varNameToParam = new Map(Object.entries(params).map(([key, v]) => [v.name, key]));
 
   const snapshot = async (epoch: number, progress?: EpochProgress) => {
     saveCheckpoint(options.out, {
-      config, epoch, step: optimizer.step, seed, run, dataset: dataset.name, classLabels: dataset.classLabels, backend: backend.name,
+      config, ...(modelSpec ? { model: modelSpec } : {}), epoch, step: optimizer.step, seed, run, dataset: dataset.name, classLabels: dataset.classLabels, backend: backend.name,
       metrics, progress, weights: await readWeights(params), optimizer: await optimizer.exportState(), producer: 'capsnet-onnx',
     });
   };
@@ -130,8 +112,10 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   log(`data: ${dataset.name}, ${train.count} train / ${Math.min(run.testLimit ?? Infinity, dataset.test.count)} test images, ` +
     `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}, ${config.numClasses} classes`);
   for (let epoch = resumed?.epoch ?? 0; epoch < options.epochs; epoch++) {
-    const progress: EpochProgress =
-      resumed?.progress && epoch === resumed.epoch ? { ...resumed.progress } : { stepsDone: 0, images: 0, loss: 0, margin: 0, reconstruction: 0, seconds: 0 };
+    const saved = resumed?.progress && epoch === resumed.epoch ? resumed.progress : undefined;
+    const progress: EpochProgress = saved
+      ? { ...saved, parts: { ...(saved.parts ?? { margin: saved.margin ?? 0, reconstruction: saved.reconstruction ?? 0 }) } }
+      : { stepsDone: 0, images: 0, loss: 0, parts: {}, seconds: 0 };
     const order = epochOrder(seed, epoch, train.count);
     const bar = options.progressBar
       ? new cliProgress.SingleBar(
@@ -143,47 +127,31 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     for (let s = progress.stepsDone; s < stepsPerEpoch; s++) {
       const started = performance.now();
       const indices = order.subarray(s * run.batchSize, Math.min((s + 1) * run.batchSize, train.count));
-      const batch = new Float32Array(indices.length * pixels);
-      const labels = new Int32Array(indices.length);
-      indices.forEach((source, i) => {
-        batch.set(train.images.subarray(source * pixels, (source + 1) * pixels), i * pixels);
-        labels[i] = train.labels[source]!;
-      });
-      const shifted = shiftImages(batch, indices.length, config, config.maxShift, new Rng(seed * 7919 + optimizer.step));
-      const x = imagesTensor(shifted, indices.length, config);
-      const y = oneHot(labels, config.numClasses);
-      let parts: tf.Tensor[] = [];
-      const { value, grads } = tf.variableGrads(() => {
-        const losses = trainingLosses(params, x, y, config);
-        parts = [tf.keep(losses.margin), tf.keep(losses.reconstruction)];
-        return losses.total;
-      }, Object.values(params));
-      const named: Record<string, tf.Tensor> = {};
-      for (const [varName, grad] of Object.entries(grads)) named[varNameToParam.get(varName)!] = grad;
-      optimizer.apply(params, named);
-      const [loss, margin, reconstruction] = await Promise.all([value, ...parts].map(async (t) => (await t.data())[0]!));
-      tf.dispose([x, y, value, ...parts, ...Object.values(grads)]);
-      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${optimizer.step}: lower the learning rate or check the data`);
+      const batch = gather(train.images, train.labels, pixels, indices);
+      const shifted = shiftImages(batch.images, batch.count, config, config.maxShift, new Rng(seed * 7919 + optimizer.step));
+      const x = imagesTensor(shifted, batch.count, config);
+      const y = oneHot(batch.labels, config.numClasses);
+      const step = optimizer.step;
+      const losses = await trainStep(optimizer, params, () => family.losses(params, x, y, step));
+      tf.dispose([x, y]);
+      const { total: loss, ...parts } = losses;
       progress.stepsDone = s + 1;
       progress.images += indices.length;
-      progress.loss += loss * indices.length;
-      progress.margin += margin * indices.length;
-      progress.reconstruction += reconstruction * indices.length;
+      progress.loss += loss! * indices.length;
+      for (const [k, v] of Object.entries(parts)) progress.parts![k] = (progress.parts![k] ?? 0) + v * indices.length;
       progress.seconds += (performance.now() - started) / 1000;
       bar?.update(s + 1, { ips: (progress.images / progress.seconds).toFixed(1), loss: loss.toFixed(4) });
       if (options.checkpointEvery > 0 && (s + 1) % options.checkpointEvery === 0 && s + 1 < stepsPerEpoch) await snapshot(epoch, progress);
     }
     bar?.stop();
-    const test = await evaluate(params, dataset.test, config, 100, run.testLimit);
+    const test = await evaluate(family, params, dataset.test, 100, run.testLimit);
     const record: EpochMetrics = {
       epoch: epoch + 1,
       step: optimizer.step,
       test_accuracy: test.accuracy,
-      margin_loss: test.margin,
-      reconstruction_loss: test.reconstruction,
+      ...Object.fromEntries(Object.entries(test.losses).map(([k, v]) => [`${k}_loss`, v])),
       train_loss: progress.loss / progress.images,
-      train_margin_loss: progress.margin / progress.images,
-      train_reconstruction_loss: progress.reconstruction / progress.images,
+      ...Object.fromEntries(Object.entries(progress.parts!).map(([k, v]) => [`train_${k}_loss`, v / progress.images])),
       images_per_second: progress.images / progress.seconds,
       learning_rate: optimizer.learningRate(),
       backend: backend.name,
@@ -192,14 +160,13 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     metrics.push(record);
     await snapshot(epoch + 1);
     appendFileSync(metricsPath, JSON.stringify(record) + '\n');
-    log(
-      `epoch ${record.epoch}: test accuracy ${(100 * record.test_accuracy).toFixed(2)}%, margin ${record.margin_loss.toFixed(4)}, ` +
-        `reconstruction ${record.reconstruction_loss.toFixed(4)}, ${record.images_per_second.toFixed(1)} img/s, ${record.seconds.toFixed(1)} s`,
-    );
+    const lossText = Object.entries(test.losses).map(([k, v]) => `${k.replace('_', ' ')} ${v.toFixed(4)}`).join(', ');
+    log(`epoch ${record.epoch}: test accuracy ${(100 * record.test_accuracy).toFixed(2)}%, ${lossText}, ` +
+      `${record.images_per_second.toFixed(1)} img/s, ${record.seconds.toFixed(1)} s`);
   }
   optimizer.dispose();
   tf.dispose(Object.values(params));
-  return { runDir: options.out, metrics, config };
+  return { runDir: options.out, metrics, config, parameters: parameterCount };
 }
 
 function limitSplit(split: Split, limit: number, config: CapsNetConfig): Split {
