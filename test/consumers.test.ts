@@ -42,6 +42,13 @@ function record(app: string, installed: InstalledApp | null, result: string): vo
   });
 }
 
+/** Temp folders this file made (apps, tarballs): removed at the end unless CAPSNET_KEEP_APPS=1. */
+const made: string[] = [];
+async function install(...args: Parameters<typeof installApp>): Promise<InstalledApp> {
+  const app = await installApp(...args);
+  made.push(app.dir);
+  return app;
+}
 let tarballs: Tarballs;
 let work: string;
 let modelPath: string;
@@ -65,13 +72,6 @@ before(async () => {
   writeFileSync(join(work, 'labels.json'), JSON.stringify(labels));
 });
 
-/** Temp folders this file made (apps, tarballs): removed at the end unless CAPSNET_KEEP_APPS=1. */
-const made: string[] = [];
-async function install(...args: Parameters<typeof installApp>): Promise<InstalledApp> {
-  const app = await installApp(...args);
-  made.push(app.dir);
-  return app;
-}
 after(() => {
   console.log('\nconsumer apps (installed from the npm pack tarballs):');
   console.table(table);
