@@ -5,12 +5,17 @@
  *   npm run bench:infer                                  # paper-size model (untrained weights: same cost), all backends
  *   npm run bench:infer -- --model m.onnx --checkpoint RUN_DIR --backends ort-node-cpu-1t,tfjs
  *
+ * onnxruntime-web's wasm provider runs in Node (ort-web-wasm*) and in the page (page-wasm*: headless Chromium,
+ * cross-origin isolated), each with ORT's default thread count (half the cores, at most 4) and with one thread per
+ * core (-mt). CPU/wall (Node rows) is CPU time over wall time during the timed runs: the cores actually kept busy.
+ *
  * Each backend runs in its own process (one ONNX Runtime or tfjs per process). WebGPU on a software adapter
  * (SwiftShader, where there is no GPU) takes seconds per image, so it gets small counts there.
  * FLOPs: multiply-adds count 2, from the config (conv1, primary caps, u_hat, routing sums, decoder); element-wise
  * work (squash, softmax, biases) is left out.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -18,11 +23,21 @@ import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readMo
 import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { median } from '../packages/capsnet/src/parity/matrix.ts';
+import { timeClassifier } from '../packages/capsnet/src/parity/measure.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
 
-export const BENCH_BACKENDS = ['ort-node-cpu-1t', 'ort-node-cpu-2t', 'ort-node-cuda', 'ort-node-webgpu', 'ort-web-wasm', 'tfjs'] as const;
+export const BENCH_BACKENDS = [
+  'ort-node-cpu-1t', 'ort-node-cpu-2t', 'ort-node-cuda', 'ort-node-webgpu', 'ort-web-wasm', 'ort-web-wasm-mt',
+  'page-wasm', 'page-wasm-mt', 'tfjs',
+] as const;
+/**
+ * onnxruntime-web's wasm threads: the "-mt" rows ask for one per core; the others keep ORT's default, which is
+ * half the cores (at most 4), so 1 on a 2-core machine. In the page (headless Chromium, cross-origin isolated)
+ * ORT allows threads as in Node.
+ */
+const WASM_MT = new Set<string>(['ort-web-wasm-mt', 'page-wasm-mt']);
 type BenchBackend = (typeof BENCH_BACKENDS)[number];
 
 /** FLOPs of one image's forward pass (classify: encoder, routing, masked decoder). */
@@ -54,6 +69,8 @@ interface BenchResult {
   ranOn: string;
   latenciesMs: number[];
   batchMs: number[];
+  /** CPU seconds per wall second over the timed runs (all threads): how many cores the backend kept busy. */
+  cpuPerWall?: number;
 }
 
 type Reply = { ok: BenchResult } | { skipped: string } | { error: string };
@@ -66,14 +83,13 @@ function randomImages(count: number, pixels: number, seed: number): Float32Array
   });
 }
 
-async function timed(runs: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let r = 0; r < runs; r++) {
-    const start = performance.now();
-    await fn();
-    out.push(performance.now() - start);
-  }
-  return out;
+function availableParallelism(): number {
+  return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+}
+
+function cpuPerWall(cpu0: NodeJS.CpuUsage, t0: number): number {
+  const c = process.cpuUsage(cpu0);
+  return (c.user + c.system) / 1000 / (performance.now() - t0);
 }
 
 /** Worker side: one backend, warm-up, then timed batch-1 and batch-N runs. */
@@ -103,16 +119,18 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
       await r!.data();
       tf.dispose([l!, r!]);
     };
-    await run(one, 1);
-    const latenciesMs = await timed(req.latencyRuns, () => run(one, 1));
-    await run(batch, req.batch);
-    const batchMs = await timed(req.throughputRuns, () => run(batch, req.batch));
-    return { ok: { ranOn: `tfjs ${backend.name}: ${backend.detail}`, latenciesMs, batchMs } };
+    const cpu0 = process.cpuUsage(), t0 = performance.now();
+    const speed = await timeClassifier({ classify: (x: Float32Array) => run(x, x.length / pixels) }, one, batch, req.latencyRuns, req.throughputRuns);
+    return { ok: { ranOn: `tfjs ${backend.name}: ${backend.detail}`, ...speed, cpuPerWall: cpuPerWall(cpu0, t0) } };
   }
   let model;
-  if (req.backend === 'ort-web-wasm') {
+  let threadsNote = '';
+  if (req.backend === 'ort-web-wasm' || req.backend === 'ort-web-wasm-mt') {
     const { CapsNet } = await import('@capsnet-onnx/runtime/web');
-    model = await CapsNet.load(readFileSync(req.modelPath), { device: 'wasm', maxBatch: req.batch });
+    const threads = WASM_MT.has(req.backend) ? availableParallelism() : undefined;
+    model = await CapsNet.load(readFileSync(req.modelPath), { device: 'wasm', maxBatch: req.batch, threads });
+    const { env } = await import('onnxruntime-web');
+    threadsNote = `, ${env.wasm.numThreads} thread${env.wasm.numThreads === 1 ? '' : 's'}${threads ? ' (one per core)' : " (ORT's default)"}`;
   } else {
     const { CapsNet } = await import('@capsnet-onnx/runtime/node');
     const device = req.backend === 'ort-node-cuda' ? 'cuda' : req.backend === 'ort-node-webgpu' ? 'webgpu' : 'cpu';
@@ -127,14 +145,29 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
     }
   }
   try {
-    await model.classify(one);
-    const latenciesMs = await timed(req.latencyRuns, () => model.classify(one));
-    await model.classify(batch);
-    const batchMs = await timed(req.throughputRuns, () => model.classify(batch));
-    return { ok: { ranOn: model.deviceReport, latenciesMs, batchMs } };
+    const cpu0 = process.cpuUsage(), t0 = performance.now();
+    const speed = await timeClassifier(model, one, batch, req.latencyRuns, req.throughputRuns);
+    return { ok: { ranOn: model.deviceReport + threadsNote, ...speed, cpuPerWall: cpuPerWall(cpu0, t0) } };
   } finally {
     await model.dispose();
   }
+}
+
+/** The page rows: onnxruntime-web wasm in headless Chromium (parity/browser.ts), threads as `mt` says. */
+async function benchInPage(req: BenchRequest, mt: boolean, timeoutMs: number): Promise<Reply> {
+  const { benchWasmInChromium } = await import('../packages/capsnet/src/parity/browser.ts');
+  const decoder = req.modelPath.replace(/(\.onnx)?$/i, '.decoder.onnx');
+  const pixels = req.config.inputHeight * req.config.inputWidth * req.config.inputChannels;
+  const [reply] = await benchWasmInChromium(req.modelPath, decoder, [{
+    // One per core of the page's machine (navigator.hardwareConcurrency there; the same machine here).
+    threads: mt ? availableParallelism() : undefined,
+    batch: req.batch, pixels, latencyRuns: req.latencyRuns, throughputRuns: req.throughputRuns,
+  }], timeoutMs);
+  if (!reply || !('ok' in reply)) return reply ?? { error: 'no reply from the page' };
+  const r = reply.ok;
+  const threads = `${r.threads} thread${r.threads === 1 ? '' : 's'}${mt ? ' (one per core)' : " (ORT's default)"}`;
+  return { ok: { ranOn: `${r.deviceReport} in ${r.browser}, ${threads}, crossOriginIsolated=${r.crossOriginIsolated}`,
+    latenciesMs: r.latenciesMs, batchMs: r.batchMs } };
 }
 
 interface Row {
@@ -150,6 +183,8 @@ interface Row {
   gflops?: number;
   latenciesMs?: number[];
   batchRunsMs?: number[];
+  /** CPU seconds per wall second over the timed runs (Node workers): how many cores the backend kept busy. */
+  cpuPerWall?: number;
 }
 
 /** A paper- or small-size model with seeded untrained weights (inference cost does not depend on the values). */
@@ -179,9 +214,10 @@ async function prepareModel(preset: PresetName, log: (l: string) => void): Promi
 const num = (x: number | undefined, digits = 1) => (x === undefined || !Number.isFinite(x) ? '-' : x >= 1000 ? x.toFixed(0) : x.toFixed(digits));
 
 function table(rows: Row[]): string {
-  const header = ['backend', 'batch-1 ms', 'batch-1 img/s', 'batch', 'batch ms', 'img/s', 'GFLOP/s', 'ran on / reason'];
+  const header = ['backend', 'batch-1 ms', 'batch-1 img/s', 'batch', 'batch ms', 'img/s', 'GFLOP/s', 'CPU/wall', 'ran on / reason'];
   const body = rows.map((r) => [
     r.backend, num(r.batch1Ms, 2), num(r.batch1ImagesPerS), r.batch ? String(r.batch) : '-', num(r.batchMs), num(r.imagesPerS), num(r.gflops, 2),
+    num(r.cpuPerWall, 2),
     r.status === 'ok' ? r.ranOn : `${r.status}: ${r.reason}`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => (i === header.length - 1 ? 0 : row[i]!.length))));
@@ -234,7 +270,9 @@ async function main(): Promise<void> {
     };
     log(`${backend}: running${gpu ? ` (${gpu.note})` : ''}...`);
     const started = Date.now();
-    const reply = await forkWorker<Reply>(SELF, ['--worker'], req, gpu?.env ?? process.env, Number(values.timeout) * 1000);
+    const reply = backend.startsWith('page-')
+      ? await benchInPage(req, WASM_MT.has(backend), Number(values.timeout) * 1000)
+      : await forkWorker<Reply>(SELF, ['--worker'], req, gpu?.env ?? process.env, Number(values.timeout) * 1000);
     if ('ok' in reply) {
       const b1 = median(reply.ok.latenciesMs);
       const bm = median(reply.ok.batchMs);
@@ -242,6 +280,7 @@ async function main(): Promise<void> {
       rows.push({
         backend, ranOn: [reply.ok.ranOn, gpu?.note].filter(Boolean).join('; '), status: 'ok', batch1Ms: b1, batch1ImagesPerS: 1000 / b1,
         batch: req.batch, batchMs: bm, imagesPerS: ips, gflops: (ips * flops) / 1e9, latenciesMs: reply.ok.latenciesMs, batchRunsMs: reply.ok.batchMs,
+        ...(reply.ok.cpuPerWall != null ? { cpuPerWall: reply.ok.cpuPerWall } : {}),
       });
     } else if ('skipped' in reply) rows.push({ backend, ranOn: '', status: 'skipped', reason: reply.skipped });
     else rows.push({ backend, ranOn: '', status: 'error', reason: reply.error });

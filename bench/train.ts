@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
 import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backend.ts';
-import { type CapsNetConfig, presetConfig, type PresetName, convKernelFlops, countFlops } from '@capsnet-onnx/core';
+import { type CapsNetConfig, presetConfig, type PresetName, convKernelFlops, countFlops, derivedSizes } from '@capsnet-onnx/core';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -47,6 +47,21 @@ interface Job {
   kernels: boolean;
   /** Before each timed repetition, wait up to this long for idle CPUs (0: don't). */
   waitIdleS: number;
+  /** wasm: use the fused capsule kernels (train/wasm-capsule-kernels.ts); false times the composite tfjs ops. */
+  fused: boolean;
+  /** Time the step's parts (convolutions, u_hat, routing, decoder, losses, optimizer) too. */
+  parts: boolean;
+}
+
+/** One part of the training step, timed alone at the step's shapes (best of 3 after a warm-up). */
+interface PartTiming {
+  part: string;
+  forward_s: number | null;
+  backward_s: number | null;
+  total_s: number;
+  /** CPU seconds (user + system, all threads) of the forward and of forward + backward. */
+  forward_cpu_s: number | null;
+  total_cpu_s: number;
 }
 
 interface KernelTiming {
@@ -61,8 +76,13 @@ interface WorkerResult {
   detail: string;
   batch: number;
   stepSeconds: number[] | null;
+  /** CPU time (user + system, all threads) of each timed step. */
+  stepCpuSeconds: number[] | null;
   forwardSeconds: number[];
   kernels: KernelTiming[];
+  parts: PartTiming[];
+  /** Peak resident set of the worker process (MB), after all its runs. */
+  peakRssMb: number;
   loss: number | null;
   leakedTensorsPerStep: number;
   /** Highest fraction of CPUs busy with other work seen just before a timed repetition (null: not checked). */
@@ -79,10 +99,14 @@ interface Row {
   images_per_s: number | null;
   step_gflops_per_s: number | null;
   forward_gflops_per_s: number | null;
+  /** Median CPU seconds (user + system, all threads) per step: less sensitive to other processes than wall time. */
+  step_cpu_s: number | null;
+  peak_rss_mb: number | null;
   note: string;
   /** Highest fraction of the CPUs busy with other work seen before a timed repetition (Linux only). */
   cpu_busy_by_others?: number | null;
   kernels?: KernelTiming[];
+  parts?: PartTiming[];
   raw?: { step_s: number[] | null; forward_s: number[] };
 }
 
@@ -188,11 +212,116 @@ async function timeKernels(config: CapsNetConfig, batch: number, gate: () => Pro
   return out;
 }
 
+/**
+ * Best of `runs` timings of `run` (after one warm-up), each on fresh operands from `prepare` (disposed after):
+ * wall seconds and CPU seconds (user + system, all threads; what other processes on a shared machine inflate least).
+ */
+async function bestOf(runs: number, gate: () => Promise<void>, prepare: () => tf.Tensor[],
+  run: (operands: tf.Tensor[]) => tf.Tensor[]): Promise<{ wall: number; cpu: number }> {
+  let wall = Infinity, cpu = Infinity;
+  for (let i = 0; i <= runs; i++) {
+    const operands = prepare();
+    await Promise.all(operands.map((t) => t.data()));
+    if (i > 0) await gate();
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    const outs = run(operands);
+    await Promise.all(outs.map((t) => t.data()));
+    if (i > 0) {
+      wall = Math.min(wall, (performance.now() - t0) / 1000);
+      const c = process.cpuUsage(c0);
+      cpu = Math.min(cpu, (c.user + c.system) / 1e6);
+    }
+    tf.dispose([...outs, ...operands]);
+  }
+  return { wall, cpu };
+}
+
+/**
+ * The step cut into its parts, each timed alone at the step's shapes: forward, then forward + backward (the
+ * gradients the step needs: weights, and the input where an earlier part needs it), backward = the difference.
+ * The parts follow train/model.ts: convolutions (conv1, PrimaryCaps), u_hat (with the primary squash),
+ * routing, decoder (masked by the label), losses (margin + reconstruction), then Adam.
+ */
+async function timeParts(config: CapsNetConfig, params: Record<string, tf.Variable>, x: tf.Tensor4D, y: tf.Tensor2D,
+  gate: () => Promise<void>): Promise<PartTiming[]> {
+  const model = await import('../packages/capsnet/src/train/model.ts');
+  const { Adam } = await import('../packages/capsnet/src/train/adam.ts');
+  const { numPrimaryCaps } = derivedSizes(config);
+  const batch = x.shape[0];
+  // Inputs of each part: what the part before it produces in the step.
+  const primaryConv = tf.tidy(() => model.convolutions(params, x, config));
+  const uHat = tf.tidy(() => model.predictionVectors(
+    model.squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
+    params['digit/W'] as tf.Tensor3D, config));
+  const capsules = tf.tidy(() => model.dynamicRouting(uHat, config.routingIterations, config.squashEpsilon).capsules);
+  const reconstruction = tf.tidy(() => model.decode(params, model.maskCapsules(capsules, y), config));
+  const decoderNames = Object.keys(params).filter((n) => n.startsWith('decoder/'));
+  const convNames = ['conv1/kernel', 'conv1/bias', 'primary/kernel', 'primary/bias'];
+  const fresh = (ts: tf.Tensor[]) => () => ts.map((t) => tf.add(t, 0));
+  const asParams = (names: string[], ts: tf.Tensor[]) =>
+    Object.fromEntries(names.map((n, i) => [n, ts[i]!])) as unknown as Record<string, tf.Variable>;
+
+  interface Part { part: string; inputs: tf.Tensor[]; f: (ts: tf.Tensor[]) => tf.Tensor; wrt: number[] }
+  const parts: Part[] = [
+    { part: 'convolutions', inputs: convNames.map((n) => params[n]!), wrt: [0, 1, 2, 3],
+      f: (ts) => model.convolutions(asParams(convNames, ts), x, config) },
+    { part: 'u_hat', inputs: [primaryConv, params['digit/W']!], wrt: [0, 1],
+      f: ([p, W]) => model.predictionVectors(model.squash(tf.reshape(p!, [batch, numPrimaryCaps, config.primaryDim]),
+        config.squashEpsilon) as tf.Tensor3D, W as tf.Tensor3D, config) },
+    { part: 'routing', inputs: [uHat], wrt: [0],
+      f: ([u]) => model.dynamicRouting(u as tf.Tensor4D, config.routingIterations, config.squashEpsilon).capsules },
+    { part: 'decoder', inputs: [capsules, ...decoderNames.map((n) => params[n]!)], wrt: decoderNames.map((_, i) => i + 1).concat([0]),
+      f: ([c, ...w]) => model.decode(asParams(decoderNames, w), model.maskCapsules(c as tf.Tensor3D, y), config) },
+    { part: 'losses', inputs: [capsules, reconstruction], wrt: [0, 1],
+      f: ([c, r]) => tf.add(model.marginLoss(model.capsuleLengths(c!, config.squashEpsilon) as tf.Tensor2D, y, config),
+        model.reconstructionLoss(r as tf.Tensor2D, x, config)) },
+  ];
+  const out: PartTiming[] = [];
+  for (const [index, p] of parts.entries()) {
+    const forward = await bestOf(3, gate, fresh(p.inputs), (ts) => [p.f(ts)]);
+    const probe = tf.tidy(() => p.f(p.inputs));
+    const outShape = probe.shape;
+    probe.dispose();
+    // The gradient arriving from the next part (a scalar loss needs none).
+    const dyValues = outShape.length === 0 ? null : seededUniform(outShape.reduce((a, b) => a * b, 1), 50 + index);
+    const total = await bestOf(3, gate, () => [...fresh(p.inputs)(), ...(dyValues ? [tf.tensor(dyValues, outShape)] : [])],
+      (ops) => tf.tidy(() => {
+        const ts = ops.slice(0, p.inputs.length);
+        const g = tf.grads((...wrt: tf.Tensor[]) => {
+          const all = [...ts];
+          p.wrt.forEach((k, i) => { all[k] = wrt[i]!; });
+          return p.f(all);
+        });
+        return g(p.wrt.map((k) => ts[k]!), dyValues ? ops[p.inputs.length] : undefined);
+      }));
+    out.push({ part: p.part, forward_s: forward.wall, backward_s: Math.max(0, total.wall - forward.wall), total_s: total.wall,
+      forward_cpu_s: forward.cpu, total_cpu_s: total.cpu });
+  }
+  // Adam over every weight, with its moments already created (as after the first step).
+  const optimizer = new Adam({ learningRate: config.learningRate, decayRate: config.decayRate, decaySteps: config.decaySteps });
+  const copies = Object.fromEntries(Object.entries(params).map(([n, v]) => [n, tf.variable(tf.add(v, 0), false)]));
+  const names = Object.keys(copies);
+  const grads = () => names.map((n, i) => tf.tensor(seededUniform(copies[n]!.size, 100 + i), copies[n]!.shape));
+  const apply = (gs: tf.Tensor[]) => {
+    optimizer.apply(copies, Object.fromEntries(names.map((n, i) => [n, gs[i]!])));
+    return Object.values(copies).map((v) => tf.add(v, 0)).slice(0, 1);
+  };
+  await bestOf(0, gate, grads, apply);
+  const adam = await bestOf(3, gate, grads, apply);
+  out.push({ part: 'optimizer (Adam)', forward_s: null, backward_s: null, total_s: adam.wall, forward_cpu_s: null, total_cpu_s: adam.cpu });
+  optimizer.dispose();
+  tf.dispose([primaryConv, uHat, capsules, reconstruction, ...Object.values(copies)]);
+  return out;
+}
+
 async function runWorker(job: Job): Promise<WorkerResult> {
   const { initBackend } = await import('../packages/capsnet/src/train/backend.ts');
   const { initParams, trainingLosses } = await import('../packages/capsnet/src/train/model.ts');
   const { Adam } = await import('../packages/capsnet/src/train/adam.ts');
+  const { setFusedKernels } = await import('../packages/capsnet/src/train/fused.ts');
   const b = await initBackend(job.backend);
+  setFusedKernels(job.fused);
   const config = presetConfig(job.preset);
   const params = initParams(config, 1);
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
@@ -233,27 +362,62 @@ async function runWorker(job: Job): Promise<WorkerResult> {
     forwardSeconds.push((performance.now() - t0) / 1000);
   }
   let stepSeconds: number[] | null = null;
+  let stepCpuSeconds: number[] | null = null;
   let loss: number | null = null;
   let leaked = 0;
   if (job.stepSkipReason == null) {
     stepSeconds = [];
+    stepCpuSeconds = [];
     loss = await step();
     const before = tf.memory().numTensors;
     for (let i = 0; i < job.steps; i++) {
       await gate();
+      const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       loss = await step();
       stepSeconds.push((performance.now() - t0) / 1000);
+      const cpu = process.cpuUsage(cpu0);
+      stepCpuSeconds.push((cpu.user + cpu.system) / 1e6);
     }
     // Adam's moments are created on the warm-up step, so any growth here is a leak.
     leaked = (tf.memory().numTensors - before) / job.steps;
   }
+  const parts = job.parts && job.stepSkipReason == null ? await timeParts(config, params, x, y, gate) : [];
   const kernels = job.kernels ? await timeKernels(config, job.batch, gate) : [];
-  return { backend: b.name, detail: b.detail, batch: job.batch, stepSeconds, forwardSeconds, kernels, loss,
-    leakedTensorsPerStep: leaked, worstBusy };
+  return { backend: b.name, detail: b.detail, batch: job.batch, stepSeconds, stepCpuSeconds, forwardSeconds, kernels, parts, loss,
+    leakedTensorsPerStep: leaked, worstBusy, peakRssMb: process.resourceUsage().maxRSS / 1024 };
 }
 
 // ------------------------------------------------------------------------------------------ parent side
+
+interface TorchResult { torch: string; threads: number; step_s: number[]; step_cpu_s: number[]; forward_s: number[]; loss: number; peak_rss_mb: number }
+
+/**
+ * The PyTorch reference (scripts/bench_train_torch.py): the same model and step on the CPU at the same batch and
+ * threads. Returns null with the reason when python3 cannot import torch (Debian: apt-get install python3-torch).
+ */
+async function runTorch(config: CapsNetConfig, batch: number, steps: number, threads: number, timeoutMs: number):
+Promise<TorchResult | { skipped: string }> {
+  const { execa } = await import('execa');
+  // CAPSNET_PYTHON, else the first of python3 on the PATH and Debian's /usr/bin/python3 that imports torch.
+  const candidates = process.env.CAPSNET_PYTHON ? [process.env.CAPSNET_PYTHON] : ['python3', '/usr/bin/python3'];
+  let python: string | null = null;
+  for (const candidate of candidates) {
+    const probe = await execa(candidate, ['-c', 'import torch'], { reject: false, timeout: 120_000 });
+    if (probe.exitCode === 0) {
+      python = candidate;
+      break;
+    }
+  }
+  if (python == null) {
+    return { skipped: `${candidates.join(' and ')} cannot import torch (Debian: apt-get install python3-torch; or set CAPSNET_PYTHON)` };
+  }
+  const run = await execa(python, [join(ROOT, 'scripts', 'bench_train_torch.py'), JSON.stringify(config), String(batch),
+    String(steps), String(threads)], { reject: false, timeout: timeoutMs,
+    env: { OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) } });
+  if (run.exitCode !== 0) return { skipped: `bench_train_torch.py failed: ${String(run.stderr || run.message).split('\n').slice(-3).join(' ')}` };
+  return JSON.parse(run.stdout.trim().split('\n').at(-1)!) as TorchResult;
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -266,13 +430,17 @@ async function main(): Promise<void> {
       'timeout-s': { type: 'string', default: '900' },
       out: { type: 'string', default: join(ROOT, 'bench-results', 'train.json') },
       'no-kernels': { type: 'boolean', default: false },
+      'no-parts': { type: 'boolean', default: false },
+      'no-unfused': { type: 'boolean', default: false },
+      'no-torch': { type: 'boolean', default: false },
       'wasm-threads': { type: 'string' },
       'wait-idle': { type: 'string', default: '0' },
     },
   });
   const preset = values.preset as PresetName;
   const config = presetConfig(preset);
-  const batch = Number(values.batch);
+  const batches = values.batch!.split(',').map((b) => Number(b.trim()));
+  if (!batches.every((b) => Number.isInteger(b) && b > 0)) throw new Error(`--batch wants positive integers, got '${values.batch}'`);
   const steps = Math.max(1, Number(values.steps));
   const timeoutMs = Number(values['timeout-s']) * 1000;
   const flops = countFlops(config);
@@ -282,22 +450,31 @@ async function main(): Promise<void> {
   }
 
   console.log(`CapsNet ${preset} preset: ${(flops.forward.total / 1e6).toFixed(0)} MFLOP forward, ` +
-    `${(flops.trainStep / 1e6).toFixed(0)} MFLOP per training image (train/flops.ts); batch ${batch}, ` +
+    `${(flops.trainStep / 1e6).toFixed(0)} MFLOP per training image (train/flops.ts); batch ${batches.join(', ')}, ` +
     `${steps} timed step(s) after a warm-up; ${os.cpus().length} CPU cores, load average ${os.loadavg()[0]!.toFixed(2)}`);
 
-  // wasm runs once per thread count: by default backend.ts's choice (all cores) and, for comparison, 1 thread.
+  // wasm runs once per thread count (default: backend.ts's choice, all cores), with the fused capsule kernels and,
+  // for comparison in the same run, without them (the composite tfjs ops).
   const wasmThreads: (number | undefined)[] = values['wasm-threads'] != null
     ? values['wasm-threads'].split(',').map((t) => Number(t))
-    : (wasmThreadsWanted() > 1 ? [undefined, 1] : [undefined]);
+    : [undefined];
   const jobs: Job[] = [];
-  for (const backend of backends) {
-    for (const threads of backend === 'wasm' ? wasmThreads : [undefined]) {
-      jobs.push({ backend, preset, batch, steps, kernels: backend === 'wasm' && !values['no-kernels'],
-        waitIdleS: Number(values['wait-idle']), ...(threads != null ? { threads } : {}) });
+  for (const batch of batches) {
+    for (const backend of backends) {
+      for (const threads of backend === 'wasm' ? wasmThreads : [undefined]) {
+        for (const fused of backend === 'wasm' && !values['no-unfused'] ? [false, true] : [true]) {
+          jobs.push({ backend, preset, batch, steps, kernels: backend === 'wasm' && fused && !values['no-kernels'],
+            parts: backend === 'wasm' && !values['no-parts'], fused,
+            waitIdleS: Number(values['wait-idle']), ...(threads != null ? { threads } : {}) });
+        }
+      }
     }
   }
 
   const rows: Row[] = [];
+  const skippedRow = (backend: string, batch: number | null, reason: string): Row => ({ backend, detail: '', batch, step_s: null,
+    forward_s: null, step_over_forward: null, images_per_s: null, step_gflops_per_s: null, forward_gflops_per_s: null,
+    step_cpu_s: null, peak_rss_mb: null, note: `skipped: ${reason}` });
   for (const job of jobs) {
     const backend = job.backend;
     let env = process.env;
@@ -327,8 +504,9 @@ async function main(): Promise<void> {
     }
     // A software WebGPU adapter emulates the GPU on the CPU: give it a bounded time, then report it as skipped.
     const jobTimeoutMs = backend === 'webgpu' && note.includes('software') ? Math.min(timeoutMs, 300_000) : timeoutMs;
-    const label = job.threads != null ? `${backend} (${job.threads} thread${job.threads === 1 ? '' : 's'})` : backend;
-    process.stdout.write(`${label}: running${note ? ` (${note})` : ''} ...\n`);
+    const variant = backend === 'wasm' ? (job.fused ? ' fused' : ' composite') : '';
+    const label = (job.threads != null ? `${backend} (${job.threads} thread${job.threads === 1 ? '' : 's'})` : backend) + variant;
+    process.stdout.write(`${label}, batch ${job.batch}: running${note ? ` (${note})` : ''} ...\n`);
     const busyBefore = await cpuBusy(500);
     const started = performance.now();
     const reply = await forkWorker<WorkerResult>(SELF, ['--worker'], job, env, jobTimeoutMs);
@@ -336,8 +514,7 @@ async function main(): Promise<void> {
     if ('error' in reply) {
       const reason = reply.error.replace(/\s+/g, ' ').slice(0, 400);
       console.log(`${label}: skipped: ${reason}`);
-      rows.push({ backend: label, detail: '', batch: null, step_s: null, forward_s: null, step_over_forward: null,
-        images_per_s: null, step_gflops_per_s: null, forward_gflops_per_s: null, note: `skipped: ${reason}` });
+      rows.push(skippedRow(label, job.batch, reason));
       continue;
     }
     const worst = reply.worstBusy ?? busyBefore;
@@ -347,37 +524,55 @@ async function main(): Promise<void> {
     const fwdS = median(reply.forwardSeconds);
     const threadsUsed = /(\d+) threads?/.exec(reply.detail)?.[1];
     const row: Row = {
-      backend: backend === 'wasm' && threadsUsed ? `wasm ${threadsUsed}t` : backend, detail: reply.detail, batch: reply.batch, step_s: stepS, forward_s: fwdS,
+      backend: (backend === 'wasm' && threadsUsed ? `wasm ${threadsUsed}t` : backend) + variant, detail: reply.detail,
+      batch: reply.batch, step_s: stepS, forward_s: fwdS,
       step_over_forward: stepS != null ? stepS / fwdS : null,
       images_per_s: stepS != null ? reply.batch / stepS : null,
       step_gflops_per_s: stepS != null ? (flops.trainStep * reply.batch) / stepS / 1e9 : null,
       forward_gflops_per_s: (flops.forward.total * reply.batch) / fwdS / 1e9,
-      note: [note, job.stepSkipReason, reply.leakedTensorsPerStep > 0 ? `LEAK: ${reply.leakedTensorsPerStep} tensors/step` : '',
+      step_cpu_s: reply.stepCpuSeconds ? median(reply.stepCpuSeconds) : null,
+      peak_rss_mb: reply.peakRssMb,
+      note: [note, backend === 'wasm' && !job.fused ? 'fused capsule kernels off (setFusedKernels(false))' : '',
+        job.stepSkipReason, reply.leakedTensorsPerStep > 0 ? `LEAK: ${reply.leakedTensorsPerStep} tensors/step` : '',
         busyNote].filter(Boolean).join('; '),
       cpu_busy_by_others: worst,
       raw: { step_s: reply.stepSeconds, forward_s: reply.forwardSeconds },
     };
     if (reply.kernels.length > 0) row.kernels = reply.kernels;
+    if (reply.parts.length > 0) row.parts = reply.parts;
     rows.push(row);
     console.log(`${label}: ${reply.detail} (${wall.toFixed(0)} s in all)`);
   }
 
-  console.log('');
-  const header = ['backend', 'batch', 'step s', 'forward s', 'step/fwd', 'images/s', 'step GFLOP/s', 'fwd GFLOP/s', 'note'];
-  const table = rows.map((r) => [r.backend, r.batch == null ? '-' : String(r.batch), fmt(r.step_s, 3), fmt(r.forward_s, 3),
-    fmt(r.step_over_forward, 2), fmt(r.images_per_s, 1), fmt(r.step_gflops_per_s, 1), fmt(r.forward_gflops_per_s, 1), r.note]);
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => (i === header.length - 1 ? 0 : t[i]!.length))));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
-  console.log(line(header));
-  for (const t of table) console.log(line(t));
-  for (const r of rows) {
-    if (!r.kernels) continue;
-    console.log(`\n${r.backend} convolution kernels at batch ${r.batch} (best of 3 after a warm-up):`);
-    for (const k of r.kernels) {
-      console.log(`  ${k.layer.padEnd(12)} ${k.kernel.padEnd(16)} ${(k.seconds * 1000).toFixed(0).padStart(6)} ms  ` +
-        `${k.gflops.toFixed(1).padStart(6)} GFLOP/s`);
+  // The PyTorch reference at each batch, with as many threads as the wasm rows used.
+  if (!values['no-torch']) {
+    const wasmRow = rows.find((r) => r.backend.startsWith('wasm ') && r.step_s != null);
+    const threads = Number(/^wasm (\d+)t/.exec(wasmRow?.backend ?? '')?.[1] ?? wasmThreadsWanted());
+    for (const batch of batches) {
+      process.stdout.write(`pytorch cpu (${threads} thread${threads === 1 ? '' : 's'}), batch ${batch}: running ...\n`);
+      const busyBefore = await cpuBusy(500);
+      const t = await runTorch(config, batch, steps, threads, timeoutMs);
+      if ('skipped' in t) {
+        console.log(`pytorch: skipped: ${t.skipped}`);
+        rows.push(skippedRow('pytorch cpu', batch, t.skipped));
+        continue;
+      }
+      const stepS = median(t.step_s), fwdS = median(t.forward_s);
+      rows.push({
+        backend: `pytorch ${t.threads}t`, detail: `PyTorch ${t.torch} on the CPU, ${t.threads} threads (scripts/bench_train_torch.py)`,
+        batch, step_s: stepS, forward_s: fwdS, step_over_forward: stepS / fwdS, images_per_s: batch / stepS,
+        step_gflops_per_s: (flops.trainStep * batch) / stepS / 1e9, forward_gflops_per_s: (flops.forward.total * batch) / fwdS / 1e9,
+        step_cpu_s: median(t.step_cpu_s), peak_rss_mb: t.peak_rss_mb,
+        note: busyBefore != null && busyBefore > 0.1
+          ? `other processes kept up to ${(100 * busyBefore).toFixed(0)}% of the CPUs busy: timings inflated` : '',
+        cpu_busy_by_others: busyBefore,
+        raw: { step_s: t.step_s, forward_s: t.forward_s },
+      });
     }
   }
+
+  console.log('');
+  console.log(formatReport(rows));
 
   const outPath = resolve(values.out!);
   mkdirSync(dirname(outPath), { recursive: true });
@@ -389,8 +584,69 @@ async function main(): Promise<void> {
     machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? '', node: process.version,
       load_average_at_end: os.loadavg() },
     rows,
+    ratios: ratios(rows),
   }, null, 2) + '\n');
   console.log(`\nwrote ${outPath}`);
+}
+
+/** Each tfjs row's step against the PyTorch row at the same batch (wall and CPU time). */
+function ratios(rows: Row[]): { backend: string; batch: number; step_vs_pytorch: number; step_cpu_vs_pytorch: number | null }[] {
+  const out = [];
+  for (const r of rows) {
+    const ref = rows.find((t) => t.backend.startsWith('pytorch') && t.batch === r.batch && t.step_s != null);
+    if (!ref || r === ref || r.step_s == null || r.backend.startsWith('pytorch')) continue;
+    out.push({ backend: r.backend, batch: r.batch!, step_vs_pytorch: r.step_s / ref.step_s!,
+      step_cpu_vs_pytorch: r.step_cpu_s != null && ref.step_cpu_s != null ? r.step_cpu_s / ref.step_cpu_s : null });
+  }
+  return out;
+}
+
+function textTable(header: string[], body: string[][], indent = ''): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((t) => (i === header.length - 1 ? 0 : t[i]!.length))));
+  const line = (cells: string[]) => indent + cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  return [line(header), ...body.map(line)].join('\n');
+}
+
+/** The main table, the ratios to PyTorch, each row's step cut into parts, and the convolution kernels. */
+function formatReport(rows: Row[]): string {
+  const out: string[] = [];
+  out.push(textTable(
+    ['backend', 'batch', 'step s', 'step CPU s', 'forward s', 'step/fwd', 'images/s', 'step GFLOP/s', 'fwd GFLOP/s', 'peak RSS MB', 'note'],
+    rows.map((r) => [r.backend, r.batch == null ? '-' : String(r.batch), fmt(r.step_s, 3), fmt(r.step_cpu_s, 2), fmt(r.forward_s, 3),
+      fmt(r.step_over_forward, 2), fmt(r.images_per_s, 1), fmt(r.step_gflops_per_s, 1), fmt(r.forward_gflops_per_s, 1),
+      fmt(r.peak_rss_mb, 0), r.note])));
+  const rs = ratios(rows);
+  if (rs.length > 0) {
+    out.push('\nstep time / PyTorch step time at the same batch (same run; CPU = user + system seconds of all threads):');
+    for (const r of rs) {
+      out.push(`  ${r.backend.padEnd(22)} batch ${String(r.batch).padEnd(4)} ${r.step_vs_pytorch.toFixed(2)}x wall, ` +
+        `${r.step_cpu_vs_pytorch == null ? '-' : r.step_cpu_vs_pytorch.toFixed(2)}x CPU`);
+    }
+  }
+  for (const r of rows) {
+    if (!r.parts) continue;
+    const sum = r.parts.reduce((a, p) => a + p.total_s, 0);
+    const ms = (x: number | null) => (x == null ? '-' : (x * 1000).toFixed(0));
+    const sumCpu = r.parts.reduce((a, p) => a + p.total_cpu_s, 0);
+    const body = r.parts.map((p) => [p.part, ms(p.forward_s), ms(p.backward_s), ms(p.total_s),
+      r.step_s ? `${((100 * p.total_s) / r.step_s).toFixed(0)}%` : '-', ms(p.forward_cpu_s),
+      p.forward_cpu_s == null ? '-' : ms(Math.max(0, p.total_cpu_s - p.forward_cpu_s)), ms(p.total_cpu_s),
+      r.step_cpu_s ? `${((100 * p.total_cpu_s) / r.step_cpu_s).toFixed(0)}%` : '-']);
+    body.push(['sum of parts', '', '', ms(sum), r.step_s ? `${((100 * sum) / r.step_s).toFixed(0)}%` : '-', '', '', ms(sumCpu),
+      r.step_cpu_s ? `${((100 * sumCpu) / r.step_cpu_s).toFixed(0)}%` : '-']);
+    out.push(`\n${r.backend} at batch ${r.batch}: the step in parts, each timed alone (best of 3; step median ` +
+      `${ms(r.step_s)} ms wall, ${ms(r.step_cpu_s)} ms CPU):`);
+    out.push(textTable(['part', 'fwd ms', 'bwd ms', 'total ms', 'of step', 'fwd CPU ms', 'bwd CPU ms', 'total CPU ms', 'of step CPU'], body, '  '));
+  }
+  for (const r of rows) {
+    if (!r.kernels) continue;
+    out.push(`\n${r.backend} convolution kernels at batch ${r.batch} (best of 3 after a warm-up):`);
+    for (const k of r.kernels) {
+      out.push(`  ${k.layer.padEnd(12)} ${k.kernel.padEnd(16)} ${(k.seconds * 1000).toFixed(0).padStart(6)} ms  ` +
+        `${k.gflops.toFixed(1).padStart(6)} GFLOP/s`);
+    }
+  }
+  return out.join('\n');
 }
 
 if (process.argv.includes('--worker')) {

@@ -4,18 +4,27 @@
 #   1. installs onnxruntime-node's CUDA provider if it is missing (`npm run install:cuda`), and finds the CUDA 12
 #      and cuDNN 9 libraries it loads (system, pip wheels, or a pip install into ~/.cache/capsnet-cuda-libs);
 #   2. makes Vulkan reach the GPU for WebGPU (Vulkan loader, NVIDIA's Vulkan ICD);
-#   3. runs the inference benchmark (scripts/bench-infer.ts: ORT cpu 1/2 threads, CUDA, WebGPU, ORT-web wasm, tfjs);
+#   3. runs the inference benchmark (bench/infer.ts: ORT cpu 1/2 threads, CUDA, WebGPU, ORT-web wasm, tfjs);
 #   4. runs the parity matrix against the tfjs reference: node-cpu, node-cuda, node-webgpu (both required),
 #      node-wasm (headless Chromium is left out: on a display-less server it would not reach the GPU);
-#   5. prints one table (parity columns and benchmark columns per backend) and exits non-zero if parity failed.
+#   5. times training on the GPU: a paper-size step (batch 32) on tfjs's webgpu backend (Dawn over the GPU's Vulkan
+#      driver) and on tensorflow where @tensorflow/tfjs-node-gpu loads (bench/train.ts), then one
+#      small-preset epoch on the embedded digits with the faster of the two that loads (`capsnet train`);
+#   6. prints one table (parity, inference and training rows), writes it all to summary.json, and exits non-zero
+#      if parity failed.
 #
 # RUN_DIR: a trained run directory (capsnet train --out); default: an untrained paper-size checkpoint, which
 # benchmarks the real model size (parity still compares every output; its argmax are near-ties).
-# Budget: under 5 minutes on a machine where node_modules is installed (the CUDA downloads take part of it).
-# Results: bench-results/gpu-check/{parity,infer}.json.
+# Budget: 8 minutes (GPU_CHECK_BUDGET_S) on a machine where node_modules is installed, the CUDA downloads included;
+# training gets what inference and parity leave (at most TRAIN_BUDGET_S, 200 s), and each step is cut short
+# rather than overrun.
+# Results: bench-results/gpu-check/{parity,infer,train}.json, epoch/metrics.jsonl, summary.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BUDGET=${GPU_CHECK_BUDGET_S:-290}
+# Run the TypeScript sources of the workspace packages (their exports' "capsnet-source" condition).
+export NODE_OPTIONS="${NODE_OPTIONS:-} --conditions=capsnet-source"
+BUDGET=${GPU_CHECK_BUDGET_S:-480}
+TRAIN_BUDGET=${TRAIN_BUDGET_S:-200}
 OUT=bench-results/gpu-check
 mkdir -p "$OUT"
 
@@ -82,18 +91,34 @@ if [ $# -ge 1 ]; then
 fi
 
 step "inference benchmark"
-timeout $(( $(left) - 100 )) node --import tsx scripts/bench-infer.ts ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} --out "$OUT/infer.json" \
+rm -f "$OUT"/{parity,infer,train}.json "$OUT/epoch.status"
+timeout $(( $(left) - TRAIN_BUDGET - 100 )) node --import tsx bench/infer.ts --backends ort-node-cpu-1t,ort-node-cpu-2t,ort-node-cuda,ort-node-webgpu,ort-web-wasm,tfjs ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} --out "$OUT/infer.json" \
   --latency-runs 10 --throughput-runs 3 --timeout 90 || echo "benchmark did not finish (see above)"
 if [ $# -eq 0 ]; then RUN=bench-results/models/paper; MODEL=$RUN/model.onnx; fi
 
 step "parity"
 [ -f "$MODEL" ] || die "no model at $MODEL"
-timeout "$(left)" npx capsnet parity "$MODEL" --checkpoint "$RUN" \
+timeout $(( $(left) - TRAIN_BUDGET )) npx capsnet parity "$MODEL" --checkpoint "$RUN" \
   --backends node-cpu,node-cuda,node-webgpu,node-wasm --require node-cuda,node-webgpu \
   --digits 8 --random 4 --webgpu-count 14 --latency-runs 10 --webgpu-latency-runs 10 --timeout 90 --json "$OUT/parity.json"
 PARITY=$?
 
+step "training: a paper-size step on webgpu and tensorflow"
+# Half of what is left for the step timings (each backend in its own process, cut off by bench-train's timeout).
+TRAIN_LEFT=$(( $(left) - 10 ))
+timeout $(( TRAIN_LEFT / 2 )) node --import tsx bench/train.ts --backends webgpu,tensorflow --batch 32 --steps 3 \
+  --no-torch --no-parts --timeout-s $(( TRAIN_LEFT / 4 )) --out "$OUT/train.json" || echo "training benchmark did not finish (see above)"
+
+EPOCH_BACKEND=webgpu
+node -e "require('@tensorflow/tfjs-node-gpu')" >/dev/null 2>&1 && EPOCH_BACKEND=tensorflow
+step "training: one small-preset epoch on $EPOCH_BACKEND"
+rm -rf "$OUT/epoch"
+timeout $(( $(left) - 10 )) npx capsnet train --preset small --epochs 1 --batch-size 128 --backend "$EPOCH_BACKEND" \
+  --checkpoint-every 0 --test-limit 2000 --no-progress --out "$OUT/epoch"
+EPOCH_RC=$?
+echo "backend $EPOCH_BACKEND, batch 128, exit $EPOCH_RC$([ $EPOCH_RC = 124 ] && echo ' (out of time)')" > "$OUT/epoch.status"
+
 step "summary ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
-node --import tsx parity/gpu-table.ts "$OUT/parity.json" "$OUT/infer.json"
+node --import tsx packages/capsnet/src/parity/gpu-table.ts "$OUT" --json "$OUT/summary.json"
 echo "total: ${SECONDS}s; details in $OUT/"
 exit $PARITY

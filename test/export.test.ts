@@ -4,7 +4,6 @@
  * Trained-checkpoint parity is in export-parity.test.ts, WebGPU placement in export-webgpu.test.ts.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +14,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { type CapsNetConfig, derivedSizes, paperConfig, presetConfig, paramShapes, decoderPathFor } from '@capsnet-onnx/core';
 import { saveCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
+import { pythonOnnxAvailable, runChecker } from './support/onnx-checker.ts';
 import { type CapsNetParams, forward, initParams } from '../packages/capsnet/src/train/model.ts';
 import { METADATA_KEYS } from '@capsnet-onnx/runtime/node';
 import { buildCapsNetModels, exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
@@ -27,8 +27,6 @@ import { TOLERANCES } from '../packages/capsnet/src/parity/matrix.ts';
 import { CLI, ROOT } from './support/fixtures.ts';
 import { syntheticWeights } from './support/tiny-model.ts';
 
-const PYTHON = '/usr/bin/python3';
-const CHECKER = join(ROOT, 'scripts', 'check_onnx.py');
 
 const tiny = presetConfig('small', { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 }, {
   conv1Filters: 8, conv1Kernel: 5, primaryMaps: 2, primaryDim: 4, primaryKernel: 5, digitDim: 6, decoderHidden: [16, 24],
@@ -91,24 +89,6 @@ function argmaxMismatches(got: ArrayLike<number>, ref: ArrayLike<number>, cols: 
     const row = Array.from({ length: cols }, (_, c) => ref[r * cols + c]!).sort((x, y) => y - x);
     return row[0]! - row[1]! < tieGap ? [] : [r];
   });
-}
-
-function pythonOnnxAvailable(): string | null {
-  try {
-    execFileSync(PYTHON, ['-c', 'import onnx'], { stdio: 'pipe' });
-    return null;
-  } catch (e) {
-    return `${PYTHON} cannot import onnx (${(e as Error).message.split('\n')[0]}): install python3-onnx`;
-  }
-}
-
-function runChecker(...files: string[]): { ok: boolean; error: string | null; ir_version: number; opset: [string, number][] }[] {
-  try {
-    return execFileSync(PYTHON, [CHECKER, ...files], { encoding: 'utf8' }).trim().split('\n').map((l) => JSON.parse(l));
-  } catch (e) {
-    const out = (e as { stdout?: string }).stdout ?? '';
-    return out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
-  }
 }
 
 let dir: string;

@@ -11,7 +11,7 @@ import { basename, join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { decodeCheckpoint, encodeCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
-import { compare, formatMatrix, TOLERANCES } from '../packages/capsnet/src/parity/matrix.ts';
+import { compare, formatMatrix, TOLERANCES, tolerancesFor } from '../packages/capsnet/src/parity/matrix.ts';
 import type { MeasureResult } from '../packages/capsnet/src/parity/measure.ts';
 import type { Reference } from '../packages/capsnet/src/parity/reference.ts';
 import type { ParityReport } from '../packages/capsnet/src/parity/run.ts';
@@ -60,6 +60,18 @@ describe('parity comparison', () => {
     assert.equal(flipped.status, 'fail');
     assert.match(flipped.reason!, /argmax differs on image\(s\) 0/);
     assert.equal(TOLERANCES.tieGap, 1e-5);
+  });
+
+  test('fp16 and int8 files are held to their own, wider tolerances', () => {
+    const ref = syntheticReference();
+    const off = result(ref, (r) => (r.lengths[2]! += 3e-4));
+    assert.equal(compare('x', '', off, ref).status, 'fail');
+    assert.equal(compare('x', '', off, ref, tolerancesFor('fp16')).status, 'pass');
+    const coarse = result(ref, (r) => (r.lengths[2]! += 5e-3));
+    assert.equal(compare('x', '', coarse, ref, tolerancesFor('fp16')).status, 'fail');
+    assert.equal(compare('x', '', coarse, ref, tolerancesFor('int8')).status, 'pass');
+    assert.ok(tolerancesFor('int8').lengths > tolerancesFor('fp16').lengths && tolerancesFor('fp16').lengths > tolerancesFor('fp32').lengths);
+    assert.throws(() => tolerancesFor('bf16'), /precision "bf16" has no parity tolerances: known are fp32, fp16, int8/);
   });
 });
 

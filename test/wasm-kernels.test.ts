@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../packages/capsnet/src/train/backend.ts';
 import { setConvGradMethod, setIm2colBudget, transpose2d, wasmConvKernelsRegistered } from '../packages/capsnet/src/train/wasm-kernels.ts';
+import { relErr, rng, values } from './support/numeric.ts';
 
 type Pad = 'valid' | 'same' | [[number, number], [number, number], [number, number], [number, number]];
 interface Case {
@@ -14,34 +15,6 @@ interface Case {
   filter: [number, number, number, number];
   strides: number | [number, number];
   pad: Pad;
-}
-
-/** mulberry32: small seeded generator, so every run draws the same shapes and values. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function values(n: number, seed: number): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => r() * 2 - 1);
-}
-
-function relErr(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let diff = 0, scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  assert.ok(scale > 0, 'reference gradient is all zeros: the case tests nothing');
-  return diff / scale;
 }
 
 function outSize(inSize: number, k: number, s: number, pad: Pad, padBefore: number, padAfter: number): number {

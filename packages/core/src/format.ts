@@ -16,6 +16,8 @@ export interface ModelMetadata {
   testAccuracy: number | null;
   checkpointSha256: string;
   exportedAt: string;
+  /** How the weights are stored: fp32, fp16 or int8 (inputs, outputs and compute are float32 at every precision). */
+  precision: string;
   producer: string;
   producerVersion: string;
   /** The full training config, as JSON-decoded from `capsnet.config`. */
@@ -31,6 +33,8 @@ export const METADATA_KEYS = {
   testAccuracy: 'capsnet.test_accuracy',
   checkpointSha256: 'capsnet.checkpoint_sha256',
   exportedAt: 'capsnet.exported_at',
+  /** Weight storage precision: fp32, fp16 or int8 (absent in older files: fp32). */
+  precision: 'capsnet.precision',
 } as const;
 
 /** Graph I/O names shared by the exporter and every runtime. */

@@ -145,6 +145,7 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
     testAccuracy: Number.isFinite(accuracyValue) ? accuracyValue : null,
     checkpointSha256: props[METADATA_KEYS.checkpointSha256] ?? '',
     exportedAt: props[METADATA_KEYS.exportedAt] ?? '',
+    precision: props[METADATA_KEYS.precision] || 'fp32',
     producer: header.producerName,
     producerVersion: header.producerVersion,
     config,

@@ -1,6 +1,6 @@
 /** `capsnet export` and `capsnet inspect`. Light on purpose: the exporter loads only when a command runs. */
 import { dirname, join } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { positiveInt } from './train.ts';
 
 export function registerExportCommands(program: Command): void {
@@ -10,11 +10,33 @@ export function registerExportCommands(program: Command): void {
     .argument('<run-dir>', 'run directory written by `capsnet train --out` (or its checkpoint.bin)')
     .option('-o, --out <file>', 'model file to write (default: RUN_DIR/model.onnx)')
     .option('--routing <n>', 'routing iterations to unroll (default: the checkpoint\'s)', positiveInt('--routing'))
+    .addOption(new Option('--precision <p>', 'weight storage: fp32, fp16 (half the file) or int8 (per-channel DequantizeLinear, a quarter)')
+      .choices(['fp32', 'fp16', 'int8']).default('fp32'))
+    .option('--triton <dir>', 'write a Triton model repository there (DIR/NAME/config.pbtxt, DIR/NAME/1/model.onnx, and NAME_decoder); ' +
+      'without -o, only the repository')
+    .option('--triton-name <name>', 'model name in the Triton repository', 'capsnet')
+    .option('--max-batch-size <n>', 'Triton max_batch_size', positiveInt('--max-batch-size'), 32)
+    .option('--max-queue-delay-us <n>', 'Triton dynamic_batching.max_queue_delay_microseconds', positiveInt('--max-queue-delay-us'), 2000)
+    .addOption(new Option('--instance-kind <kind>', 'Triton instance_group kind').choices(['auto', 'cpu', 'gpu']).default('auto'))
+    .option('--instances <n>', 'Triton instance_group count', positiveInt('--instances'), 1)
     .option('--json', 'print the result as JSON', false)
-    .action(async (runDir: string, opts: { out?: string; routing?: number; json: boolean }) => {
+    .action(async (runDir: string, opts: {
+      out?: string; routing?: number; precision: 'fp32' | 'fp16' | 'int8'; triton?: string; tritonName: string; maxBatchSize: number;
+      maxQueueDelayUs: number; instanceKind: 'auto' | 'cpu' | 'gpu'; instances: number; json: boolean;
+    }) => {
       const { exportRun } = await import('../export/exporter.ts');
-      const defaultOut = join(runDir.endsWith('.bin') ? dirname(runDir) : runDir, 'model.onnx');
-      const result = exportRun(runDir, { out: opts.out ?? defaultOut, routingIterations: opts.routing });
+      const defaultOut = join(runDir.endsWith('.bin') ? dirname(runDir) : runDir, opts.precision === 'fp32' ? 'model.onnx' : `model.${opts.precision}.onnx`);
+      const result = exportRun(runDir, {
+        out: opts.out ?? (opts.triton ? undefined : defaultOut),
+        routingIterations: opts.routing,
+        precision: opts.precision,
+        ...(opts.triton ? {
+          triton: {
+            dir: opts.triton, name: opts.tritonName, maxBatchSize: opts.maxBatchSize, maxQueueDelayUs: opts.maxQueueDelayUs,
+            instanceKind: opts.instanceKind, instanceCount: opts.instances,
+          },
+        } : {}),
+      });
       if (result.family === 'baseline-cnn') {
         const summary = { family: result.family, model: result.modelPath, modelBytes: result.modelBytes, parameters: result.parameters, seconds: Number(result.seconds.toFixed(3)) };
         console.log(opts.json ? JSON.stringify(summary, null, 2)
@@ -22,8 +44,9 @@ export function registerExportCommands(program: Command): void {
         return;
       }
       const summary = {
-        model: result.modelPath,
-        decoder: result.decoderPath,
+        ...(result.modelPath ? { model: result.modelPath, decoder: result.decoderPath } : {}),
+        ...(result.triton ? { triton: result.triton } : {}),
+        precision: result.precision,
         modelBytes: result.modelBytes,
         decoderBytes: result.decoderBytes,
         parameters: result.parameters,
@@ -32,9 +55,14 @@ export function registerExportCommands(program: Command): void {
       };
       if (opts.json) {
         console.log(JSON.stringify(summary, null, 2));
-      } else {
-        console.log(`wrote ${result.modelPath} (${result.modelBytes} bytes, ${result.parameters.toLocaleString('en-US')} parameters, ` +
-          `routing unrolled x${result.routingIterations}) and ${result.decoderPath} (${result.decoderBytes} bytes) in ${result.seconds.toFixed(2)} s`);
+        return;
+      }
+      const what = `${result.precision} weights, ${result.parameters.toLocaleString('en-US')} parameters, routing unrolled x${result.routingIterations}`;
+      if (result.modelPath) {
+        console.log(`wrote ${result.modelPath} (${result.modelBytes} bytes, ${what}) and ${result.decoderPath} (${result.decoderBytes} bytes) in ${result.seconds.toFixed(2)} s`);
+      }
+      if (result.triton) {
+        console.log(`wrote the Triton model repository ${opts.triton}: ${result.triton.files.join(', ')}${result.modelPath ? '' : ` (${what})`}`);
       }
     });
 

@@ -50,6 +50,7 @@ export function registerServeCommands(program: Command): void {
     .option('--max-queue <n>', 'most images waiting for a run; past it requests get 503 (default: 32 x --max-batch)', positiveInt('--max-queue'))
     .option('--body-limit <size>', 'largest request body', parseBytes, 4 * 1024 * 1024)
     .option('--shutdown-timeout <s>', 'on SIGTERM, seconds to finish in-flight requests before exiting anyway', nonNegative('--shutdown-timeout'), 10)
+    .option('--model-name <name>', 'model name on the KServe v2 routes (/v2/models/NAME; the decoder is NAME_decoder)', 'capsnet')
     .option('--log-requests', 'log one line per request', false)
     .action(async (model: string, opts) => {
       const { serve } = await import('../serve/main.ts');

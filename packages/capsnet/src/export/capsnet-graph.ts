@@ -1,12 +1,14 @@
 /**
  * The CapsNet of train/model.ts as ONNX graphs, op for op, with dynamic routing unrolled for a fixed number of
  * iterations (no Loop, no If). Reads top to bottom like `forward` in train/model.ts; every op is float32 except
- * the constant int64 shape/axes inputs of Reshape, Unsqueeze and ReduceSum, and the one bool GreaterOrEqual
- * that feeds a Cast in the argmax mask.
+ * the constant int64 shape/axes inputs of Reshape, Unsqueeze and ReduceSum, the one bool GreaterOrEqual
+ * that feeds a Cast in the argmax mask, and, in fp16 and int8 exports, the Cast or DequantizeLinear that widens
+ * each stored weight to float32 (export/precision.ts).
  */
 import { type CapsNetConfig, derivedSizes, paramShapes, IO_NAMES } from '@capsnet-onnx/core';
 import { DataType, type GraphProto } from './onnx-schema.ts';
 import { GraphBuilder } from './graph-builder.ts';
+import type { Precision } from './precision.ts';
 
 export type Weights = Record<string, Float32Array>;
 
@@ -51,13 +53,14 @@ function squash(g: GraphBuilder, s: string, epsilon: number, output?: string): s
 }
 
 /** Decoder: masked capsules [N, classes, digitDim] -> dense ReLU ... -> dense sigmoid [N, H*W*C]. */
-function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, masked: string, output: string): string {
+function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, precision: Precision, masked: string, output: string): string {
   const shapes = paramShapes(config);
   const layers = config.decoderHidden.length + 1;
   let h = g.scope('decoder', () => g.reshape(masked, [-1, config.numClasses * config.digitDim]));
   for (let layer = 0; layer < layers; layer++) {
     h = g.scope(`decoder/dense${layer}`, () => {
-      const kernel = g.initializer(`decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!);
+      // [in, out]: one quantisation scale per output unit.
+      const kernel = g.weight(`decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!, precision, 1);
       const bias = g.initializer(`decoder/dense${layer}/bias`, shapes[`decoder/dense${layer}/bias`]!, weights[`decoder/dense${layer}/bias`]!);
       const z = g.add(g.matMul(h, kernel), bias);
       return layer + 1 < layers ? g.relu(z) : g.sigmoid(z, { output });
@@ -90,7 +93,7 @@ export function maskLongestCapsule(g: GraphBuilder, lengths: string, capsules: s
 }
 
 /** The full model: images -> lengths, capsules, reconstruction (masked by the longest capsule), coupling. */
-export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): GraphProto {
+export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32'): GraphProto {
   checkWeights(config, weights);
   const { numPrimaryCaps: I, pixels } = derivedSizes(config);
   const { numClasses: J, digitDim: D, primaryDim, routingIterations, squashEpsilon: eps } = config;
@@ -109,8 +112,9 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
 
   // Conv1: valid, stride 1, bias, ReLU. The graph works in NCHW for Conv; the kernels were transposed once, here.
   const conv1 = g.scope('conv1', () => {
-    const kernel = g.initializer('conv1/kernel', [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
-      hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!));
+    // OIHW: one quantisation scale per output channel.
+    const kernel = g.weight('conv1/kernel', [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
+      hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!), precision, 0);
     const bias = g.initializer('conv1/bias', shapes['conv1/bias']!, weights['conv1/bias']!);
     const nchw = g.transpose(images, [0, 3, 1, 2]);
     const k = config.conv1Kernel;
@@ -121,8 +125,8 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
   // c = map * primaryDim + d and capsule i = (y * w + x) * maps + map, exactly as tfjs reshapes; then squash.
   const u = g.scope('primary', () => {
     const channels = config.primaryMaps * primaryDim;
-    const kernel = g.initializer('primary/kernel', [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
-      hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!));
+    const kernel = g.weight('primary/kernel', [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
+      hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!), precision, 0);
     const bias = g.initializer('primary/bias', shapes['primary/bias']!, weights['primary/bias']!);
     const k = config.primaryKernel;
     const conv = g.conv(conv1, kernel, bias, { kernel_shape: [k, k], strides: [config.primaryStride, config.primaryStride] });
@@ -134,7 +138,8 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
 
   // u_hat_j|i = W_ij u_i (eq. 2): one batched MatMul over i, [I, N, 8] x [I, 8, J*D], with W stored once.
   const uHat = g.scope('digit', () => {
-    const W = g.initializer('digit/W', shapes['digit/W']!, weights['digit/W']!);
+    // [I, 8, J*D]: one quantisation scale per primary capsule i.
+    const W = g.weight('digit/W', shapes['digit/W']!, weights['digit/W']!, precision, 0);
     const byCapsule = g.matMul(g.transpose(u, [1, 0, 2]), W);
     return g.reshape(g.transpose(byCapsule, [1, 0, 2]), [-1, I, J, D]);
   });
@@ -169,7 +174,7 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
     g.sqrt(g.add(g.reduceSum(g.mul(capsules, capsules), [-1], false), g.constFloat(eps)), { output: IO_NAMES.lengths }));
 
   const masked = g.scope('mask', () => maskLongestCapsule(g, lengths, capsules, J));
-  decoder(g, config, weights, masked, IO_NAMES.reconstruction);
+  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction);
 
   g.output(IO_NAMES.lengths, [N, J], `float32 [${N}, ${J}]: digit capsule lengths |v_j|, the class scores (argmax = prediction).`);
   g.output(IO_NAMES.capsules, [N, J, D], `float32 [${N}, ${J}, ${D}]: the digit capsules v_j after the last routing iteration.`);
@@ -180,7 +185,7 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights): Grap
 }
 
 /** The decoder on its own: masked capsules [N, classes, digitDim] -> reconstruction [N, H*W*C]. */
-export function buildDecoderGraph(config: CapsNetConfig, weights: Weights): GraphProto {
+export function buildDecoderGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32'): GraphProto {
   checkWeights(config, weights);
   const { pixels } = derivedSizes(config);
   const { numClasses: J, digitDim: D } = config;
@@ -190,7 +195,7 @@ export function buildDecoderGraph(config: CapsNetConfig, weights: Weights): Grap
       `${[...config.decoderHidden, pixels].join(' -> ')} (ReLU, ..., sigmoid).`);
   const masked = g.input(IO_NAMES.maskedCapsules, [N, J, D],
     `float32 [${N}, ${J}, ${D}]: digit capsules with every capsule but one (usually the longest) set to zero.`);
-  decoder(g, config, weights, masked, IO_NAMES.reconstruction);
+  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction);
   g.output(IO_NAMES.reconstruction, [N, pixels], `float32 [${N}, ${pixels}]: reconstructed NHWC pixels in [0, 1].`);
   return g.graph();
 }

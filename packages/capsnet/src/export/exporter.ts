@@ -10,6 +10,8 @@ import { packageVersion } from '../files/package-version.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
+import type { Precision } from './precision.ts';
+import { type TritonFiles, type TritonOptions, checkTritonOptions, writeTritonRepository } from './triton.ts';
 import { BASELINE_METADATA_KEYS, buildBaselineCnnGraph } from './baseline-cnn-graph.ts';
 import { type BaselineCnnConfig, baselineParameterCount } from '@capsnet-onnx/core';
 
@@ -25,6 +27,8 @@ export interface ExportProvenance {
   testAccuracy: number | null;
   checkpointSha256: string;
   exportedAt?: Date;
+  /** Storage precision of the weights (export/precision.ts); default fp32. */
+  precision?: Precision;
 }
 
 export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenance): Record<string, string> {
@@ -36,6 +40,7 @@ export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenan
     [METADATA_KEYS.testAccuracy]: JSON.stringify(provenance.testAccuracy),
     [METADATA_KEYS.checkpointSha256]: provenance.checkpointSha256,
     [METADATA_KEYS.exportedAt]: (provenance.exportedAt ?? new Date()).toISOString(),
+    [METADATA_KEYS.precision]: provenance.precision ?? 'fp32',
   };
 }
 
@@ -49,14 +54,16 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
   validateConfig(config);
   const metadata = exportMetadata(config, provenance);
   const common = { producerName: PRODUCER_NAME, producerVersion: producerVersion(), metadata };
+  const precision = provenance.precision ?? 'fp32';
+  const stored = precision === 'fp32' ? '' : `, ${precision} weights`;
   return {
-    model: buildModel(buildCapsNetGraph(config, weights), {
+    model: buildModel(buildCapsNetGraph(config, weights, precision), {
       ...common,
-      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)).`,
+      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)${stored}).`,
     }),
-    decoder: buildModel(buildDecoderGraph(config, weights), {
+    decoder: buildModel(buildDecoderGraph(config, weights, precision), {
       ...common,
-      doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}.`,
+      doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}${stored ? ` (${stored.slice(2)})` : ''}.`,
     }),
   };
 }
@@ -88,21 +95,28 @@ export function writeFilesAtomic(files: { path: string; bytes: Uint8Array }[]): 
 }
 
 export interface ExportOptions {
-  /** Path of the model file; the decoder goes beside it (see decoderPathFor). */
-  out: string;
+  /** Path of the model file; the decoder goes beside it (see decoderPathFor). Optional with `triton`. */
+  out?: string;
+  /** Also (or, without `out`, only) write a Triton model repository (export/triton.ts). */
+  triton?: TritonOptions;
   /** Override the checkpoint's routing iterations (the weights do not depend on it). */
   routingIterations?: number;
   exportedAt?: Date;
+  /** Weight storage precision (export/precision.ts); default fp32. */
+  precision?: Precision;
 }
 
 export interface ExportResult {
   family: 'capsnet';
+  /** Empty when only a Triton repository was written. */
   modelPath: string;
   decoderPath: string;
+  triton?: TritonFiles;
   modelBytes: number;
   decoderBytes: number;
   parameters: number;
   routingIterations: number;
+  precision: Precision;
   seconds: number;
   model: ModelProto;
   decoder: ModelProto;
@@ -146,16 +160,22 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   if (only && checkpoint.model?.family === 'baseline-cnn') {
     throw new Error(`${runDir} holds a baseline CNN run, not a CapsNet: export it with exportRun (the \`capsnet export\` command)`);
   }
-  checkOutputPath(options.out);
+  if (options.out === undefined && !options.triton) throw new Error('nothing to write: give -o FILE or --triton DIR');
+  if (options.out !== undefined) checkOutputPath(options.out);
+  if (options.triton) checkTritonOptions(options.triton);
   const provenance = {
     classLabels: checkpoint.classLabels,
     dataset: checkpoint.dataset,
     testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
     checkpointSha256: checkpoint.sha256,
     exportedAt: options.exportedAt,
+    precision: options.precision,
   };
   if (checkpoint.model?.family === 'baseline-cnn') {
     if (options.routingIterations !== undefined) throw new Error('--routing applies to CapsNet runs; this run is a baseline CNN (no routing)');
+    if (options.triton || (options.precision ?? 'fp32') !== 'fp32' || options.out === undefined) {
+      throw new Error('--precision and --triton apply to CapsNet runs; this run is a baseline CNN: export it with -o FILE only');
+    }
     const model = buildBaselineCnnModel(checkpoint.model.config, checkpoint.weights, provenance);
     const modelBytes = encodeModel(model);
     writeFilesAtomic([{ path: options.out, bytes: modelBytes }]);
@@ -172,16 +192,23 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   const { model, decoder } = buildCapsNetModels(config, checkpoint.weights, provenance);
   const modelBytes = encodeModel(model);
   const decoderBytes = encodeModel(decoder);
-  const decoderPath = decoderPathFor(options.out);
-  writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+  const decoderPath = options.out === undefined ? '' : decoderPathFor(options.out);
+  if (options.out !== undefined) writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+  const triton = options.triton
+    ? writeTritonRepository(options.triton, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
+      `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
+        `(${options.precision ?? 'fp32'} weights, routing unrolled x${config.routingIterations}).`)
+    : undefined;
   return {
     family: 'capsnet',
-    modelPath: options.out,
+    modelPath: options.out ?? '',
     decoderPath,
+    ...(triton ? { triton } : {}),
     modelBytes: modelBytes.length,
     decoderBytes: decoderBytes.length,
     parameters: countParameters(model.graph),
     routingIterations: config.routingIterations,
+    precision: options.precision ?? 'fp32',
     seconds: (performance.now() - started) / 1000,
     model,
     decoder,

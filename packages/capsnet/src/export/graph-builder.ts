@@ -8,6 +8,7 @@
  * them as an attribute). Int64 tensors only ever appear as constant shape/axes initializers.
  */
 import { AttributeType, DataType, type AttributeProto, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './onnx-schema.ts';
+import { type Precision, float16Tensor, int8Tensor, quantizeInt8PerChannel } from './precision.ts';
 
 export const OPSET_VERSION = 17;
 /** IR version 8 goes with opset 17 (onnx 1.12 / 1.13). */
@@ -130,6 +131,30 @@ export class GraphBuilder {
   initializer(name: string, dims: number[], data: Float32Array): string {
     this.initializers.push(floatTensor(this.claim(name), dims, data));
     return name;
+  }
+
+  /**
+   * A large weight stored at `precision` (export/precision.ts) and returned as a float32 value named `name`:
+   * fp32 is a plain initializer; fp16 a FLOAT16 initializer `name/fp16` widened by a Cast; int8 an INT8
+   * initializer `name/int8` with per-channel scales along `channelAxis` (`name/scale`, zero points `name/zero_point`)
+   * through DequantizeLinear.
+   */
+  weight(name: string, dims: number[], data: Float32Array, precision: Precision, channelAxis: number): string {
+    if (precision === 'fp32') return this.initializer(name, dims, data);
+    // Node names get the current scope prefixed, which already holds the weight's folder (conv1/, digit/, ...).
+    const leaf = name.slice(name.lastIndexOf('/') + 1);
+    if (precision === 'fp16') {
+      const half = this.claim(`${name}/fp16`);
+      this.initializers.push(float16Tensor(half, dims, data));
+      return this.node('Cast', [half], { to: DataType.FLOAT }, { name: `${leaf}/Cast`, output: name })[0]!;
+    }
+    const { values, scales } = quantizeInt8PerChannel(data, dims, channelAxis);
+    const q = this.claim(`${name}/int8`);
+    this.initializers.push(int8Tensor(q, dims, values));
+    const scale = this.initializer(`${name}/scale`, [scales.length], scales);
+    const zeroPoint = this.claim(`${name}/zero_point`);
+    this.initializers.push(int8Tensor(zeroPoint, [scales.length], new Int8Array(scales.length)));
+    return this.node('DequantizeLinear', [q, scale, zeroPoint], { axis: channelAxis }, { name: `${leaf}/DequantizeLinear`, output: name })[0]!;
   }
 
   /** A float32 constant (deduplicated by value), as an initializer; `name` defaults to const/float/VALUE. */

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { DATA_TYPE_NAMES, type ModelProto, type ValueInfoProto, decodeModel } from './onnx-schema.ts';
 import { countParameters } from './graph-builder.ts';
+import { METADATA_KEYS } from '@capsnet-onnx/core';
 
 export interface TensorInfo {
   name: string;
@@ -29,6 +30,10 @@ export interface ModelSummary {
   initializers: number;
   /** Elements of all initializers. */
   parameters: number;
+  /** Weight storage precision from the metadata (fp32 when absent). */
+  precision: string;
+  /** Initializer bytes per element type, e.g. { int8: 8123456, float: 40960 }. */
+  initializerBytes: Record<string, number>;
 }
 
 function tensorInfo(v: ValueInfoProto): TensorInfo {
@@ -49,6 +54,12 @@ export function summarizeModel(model: ModelProto, fileSize: number, path?: strin
     counts[op] = (counts[op] ?? 0) + 1;
   }
   const ops = Object.fromEntries(Object.entries(counts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])));
+  const metadata = Object.fromEntries((model.metadata_props ?? []).map((e) => [e.key, e.value]));
+  const initializerBytes: Record<string, number> = {};
+  for (const t of graph.initializer ?? []) {
+    const type = DATA_TYPE_NAMES[t.data_type] ?? `type${t.data_type}`;
+    initializerBytes[type] = (initializerBytes[type] ?? 0) + (t.raw_data?.length ?? 0);
+  }
   return {
     ...(path ? { path } : {}),
     fileSize,
@@ -60,11 +71,13 @@ export function summarizeModel(model: ModelProto, fileSize: number, path?: strin
     ...(graph.doc_string ? { doc: graph.doc_string } : {}),
     inputs: graph.input.map(tensorInfo),
     outputs: graph.output.map(tensorInfo),
-    metadata: Object.fromEntries((model.metadata_props ?? []).map((e) => [e.key, e.value])),
+    metadata,
     ops,
     nodes: graph.node.length,
     initializers: graph.initializer?.length ?? 0,
     parameters: countParameters(graph),
+    precision: metadata[METADATA_KEYS.precision] || 'fp32',
+    initializerBytes,
   };
 }
 
@@ -107,6 +120,8 @@ export function formatSummary(s: ModelSummary): string {
   lines.push('outputs:', ...s.outputs.map(formatTensor));
   lines.push(`parameters: ${s.parameters.toLocaleString('en-US')} in ${s.initializers} initializers ` +
     `(4 bytes each: ${formatBytes(4 * s.parameters)}; file is ${((100 * s.fileSize) / Math.max(1, 4 * s.parameters)).toFixed(2)}% of that)`);
+  lines.push(`precision: ${s.precision} weights (${Object.entries(s.initializerBytes).map(([type, bytes]) => `${type} ${formatBytes(bytes)}`).join(', ')}); ` +
+    'inputs, outputs and compute float32');
   lines.push(`nodes: ${s.nodes}; ops: ${Object.entries(s.ops).map(([op, n]) => `${op} x${n}`).join(', ')}`);
   lines.push('metadata:');
   for (const [key, value] of Object.entries(s.metadata)) lines.push(`  ${key}: ${value}`);

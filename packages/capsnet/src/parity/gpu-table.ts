@@ -1,8 +1,15 @@
 /**
- * scripts/gpu-check.sh's summary: the parity report and the inference benchmark, joined into one table.
- *   node --import tsx parity/gpu-table.ts PARITY.json BENCH.json
+ * scripts/gpu-check.sh's summary: the parity report, the inference benchmark and the training timings (a
+ * paper-size step per tfjs backend from bench:train, and one small-preset epoch from `capsnet train`), joined
+ * into one table and one JSON file.
+ *   node --import tsx parity/gpu-table.ts DIR [--json OUT]
+ * reads DIR/parity.json, DIR/infer.json, DIR/train.json and DIR/epoch/metrics.jsonl (+ DIR/epoch.status, the
+ * epoch run's exit line); a missing or unreadable file gives rows marked "not run" with the reason, never a crash.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { writeFileAtomic } from '../files/atomic.ts';
 import { fmt } from './matrix.ts';
 import type { ParityReport } from './run.ts';
 
@@ -17,6 +24,38 @@ interface BenchRow {
   gflops?: number;
 }
 
+/** The parts of a bench:train row (scripts/bench-train.ts) the summary shows. */
+interface TrainRow {
+  backend: string;
+  detail: string;
+  batch: number | null;
+  step_s: number | null;
+  step_over_forward: number | null;
+  images_per_s: number | null;
+  step_gflops_per_s: number | null;
+  note: string;
+}
+
+/** One line of a run's metrics.jsonl (train/checkpoint.ts's EpochMetrics), the fields shown here. */
+interface EpochLine {
+  epoch: number;
+  step: number;
+  test_accuracy: number;
+  images_per_second: number;
+  backend: string;
+  seconds: number;
+}
+
+export interface GpuCheckResults {
+  parity: ParityReport | null;
+  infer: { rows: BenchRow[] } | null;
+  train: { rows: TrainRow[] } | null;
+  /** The small-preset epoch: its metrics line, or why there is none. */
+  epoch: { metrics: EpochLine; batch: number | null } | { missing: string };
+  /** Why a file was unreadable, by file name. */
+  problems: Record<string, string>;
+}
+
 /** Benchmark backend -> parity backend. */
 const PAIRS: Array<[string, string]> = [
   ['tfjs', 'tfjs (reference)'],
@@ -27,18 +66,67 @@ const PAIRS: Array<[string, string]> = [
   ['ort-web-wasm', 'node-wasm'],
 ];
 
-export function gpuTable(parity: ParityReport | null, bench: { rows: BenchRow[] } | null): string {
-  const header = ['backend', 'parity', 'lengths', 'capsules', 'recon', 'argmax', 'batch-1 ms', 'batch', 'img/s', 'GFLOP/s', 'ran on / reason'];
+function readJson<T>(path: string, problems: Record<string, string>, name: string): T | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    problems[name] = 'not written (that step did not run or did not finish)';
+    return null;
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    problems[name] = `not valid JSON (${(e as Error).message})`;
+    return null;
+  }
+}
+
+/** Reads a gpu-check results folder; never throws for missing or broken files (they are listed in `problems`). */
+export function readGpuCheck(dir: string): GpuCheckResults {
+  const problems: Record<string, string> = {};
+  const parity = readJson<ParityReport>(join(dir, 'parity.json'), problems, 'parity.json');
+  const infer = readJson<{ rows: BenchRow[] }>(join(dir, 'infer.json'), problems, 'infer.json');
+  const train = readJson<{ rows: TrainRow[] }>(join(dir, 'train.json'), problems, 'train.json');
+  let epoch: GpuCheckResults['epoch'];
+  let status = '';
+  try {
+    status = readFileSync(join(dir, 'epoch.status'), 'utf8').trim();
+  } catch {
+    // No status line: the epoch step did not run.
+  }
+  const batch = Number(/batch (\d+)/.exec(status)?.[1] ?? NaN);
+  try {
+    const lines = readFileSync(join(dir, 'epoch', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.trim());
+    const last = lines.at(-1);
+    epoch = last
+      ? { metrics: JSON.parse(last) as EpochLine, batch: Number.isFinite(batch) ? batch : null }
+      : { missing: `no epoch finished${status ? ` (${status})` : ''}` };
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no metrics.jsonl' : `metrics.jsonl unreadable (${(e as Error).message})`;
+    epoch = { missing: `${why}${status ? `: ${status}` : ': the epoch step did not run'}` };
+  }
+  return { parity, infer, train, epoch, problems };
+}
+
+/**
+ * One table: a row per inference backend (parity columns, batch-1 latency, throughput), a row per training
+ * backend (a paper-size step: ms is the step, img/s the training images per second) and the small-preset epoch
+ * (ms is the whole epoch with its evaluation).
+ */
+export function gpuTable(r: GpuCheckResults): string {
+  const { parity, infer } = r;
+  const header = ['row', 'parity', 'lengths', 'capsules', 'recon', 'argmax', 'ms', 'batch', 'img/s', 'GFLOP/s', 'ran on / reason'];
   const rows: string[][] = [];
+  const num = (x: number | null | undefined, d = 1) => (x == null || !Number.isFinite(x) ? '-' : x.toFixed(d));
   for (const [benchName, parityName] of PAIRS) {
-    const p = parity?.rows.find((r) => r.backend === parityName);
-    const b = bench?.rows.find((r) => r.backend === benchName);
+    const p = parity?.rows.find((row) => row.backend === parityName);
+    const b = infer?.rows.find((row) => row.backend === benchName);
     if (!p && !b) continue;
-    const num = (x: number | undefined, d = 1) => (x === undefined ? '-' : x.toFixed(d));
     const reasons = [p && p.status !== 'pass' && p.status !== 'reference' ? `parity ${p.status}: ${p.reason}` : '', b && b.status !== 'ok' ? `bench ${b.status}: ${b.reason}` : '']
       .filter(Boolean).join('; ');
     rows.push([
-      benchName,
+      `infer ${benchName}`,
       p?.status ?? 'not run',
       fmt(p?.maxAbs?.lengths), fmt(p?.maxAbs?.capsules), fmt(p?.maxAbs?.reconstruction),
       p?.argmax ? `${p.argmax.agree}/${p.argmax.compared}` : '-',
@@ -46,20 +134,36 @@ export function gpuTable(parity: ParityReport | null, bench: { rows: BenchRow[] 
       reasons || (b?.ranOn ?? p?.ranOn ?? ''),
     ]);
   }
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (i === header.length - 1 ? 0 : r[i]!.length))));
+  if (!infer && !parity) rows.push(['infer', 'not run', '-', '-', '-', '-', '-', '-', '-', '-', `infer.json ${r.problems['infer.json']}`]);
+  for (const t of r.train?.rows ?? []) {
+    rows.push([`train step ${t.backend}`, '-', '-', '-', '-', '-', num(t.step_s == null ? null : t.step_s * 1000, 0),
+      t.batch == null ? '-' : String(t.batch), num(t.images_per_s), num(t.step_gflops_per_s, 1),
+      [t.note, t.step_over_forward != null ? `step/forward ${t.step_over_forward.toFixed(2)}` : '', t.detail].filter(Boolean).join('; ')]);
+  }
+  if (!r.train) rows.push(['train step', '-', '-', '-', '-', '-', '-', '-', '-', '-', `not run: train.json ${r.problems['train.json']}`]);
+  if ('metrics' in r.epoch) {
+    const m = r.epoch.metrics;
+    rows.push([`train epoch ${m.backend}`, '-', '-', '-', '-', '-', num(m.seconds * 1000, 0), r.epoch.batch == null ? '-' : String(r.epoch.batch),
+      num(m.images_per_second), '-', `small preset, epoch ${m.epoch} (${m.step} steps), test accuracy ${(100 * m.test_accuracy).toFixed(2)}%`]);
+  } else {
+    rows.push(['train epoch', '-', '-', '-', '-', '-', '-', '-', '-', '-', `not run: ${r.epoch.missing}`]);
+  }
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (i === header.length - 1 ? 0 : row[i]!.length))));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   const out = [line(header), line(widths.map((w, i) => '-'.repeat(i === widths.length - 1 ? 15 : w))), ...rows.map(line)];
-  if (parity) out.push('', parity.ok ? 'parity: OK' : `parity: FAILED: ${parity.failures.join('; ')}`);
+  out.push('', 'ms: batch-1 latency (infer), one training step (train step), the whole epoch with its evaluation (train epoch)');
+  if (parity) out.push(parity.ok ? 'parity: OK' : `parity: FAILED: ${parity.failures.join('; ')}`);
+  else out.push(`parity: not run (parity.json ${r.problems['parity.json']})`);
   return out.join('\n');
 }
 
 if (process.argv[1]?.endsWith('gpu-table.ts')) {
-  const read = (path: string | undefined) => {
-    try {
-      return path ? JSON.parse(readFileSync(path, 'utf8')) : null;
-    } catch {
-      return null;
-    }
-  };
-  console.log(gpuTable(read(process.argv[2]), read(process.argv[3])));
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { json: { type: 'string' } } });
+  if (positionals.length !== 1) {
+    console.error('usage: node --import tsx parity/gpu-table.ts RESULTS_DIR [--json OUT]');
+    process.exit(2);
+  }
+  const results = readGpuCheck(positionals[0]!);
+  console.log(gpuTable(results));
+  if (values.json) writeFileAtomic(values.json, `${JSON.stringify(results, null, 2)}\n`);
 }

@@ -2,7 +2,37 @@
 import type { MeasureResult } from './measure.ts';
 import type { Reference } from './reference.ts';
 
-export const TOLERANCES = { lengths: 1e-5, capsules: 1e-4, reconstruction: 1e-4, tieGap: 1e-5 } as const;
+export interface Tolerances {
+  lengths: number;
+  capsules: number;
+  reconstruction: number;
+  /** Reference top-two gaps below this are near-ties, where a different argmax is allowed. */
+  tieGap: number;
+}
+
+/**
+ * Largest |diff| from the tfjs float32 reference per weight precision of the ONNX file (`capsnet.precision`).
+ * fp32 is the float32 rounding of a different op order. fp16 and int8 files compute in float32 from rounded
+ * weights, so their bounds are that rounding's effect on a trained model (relative weight error 2^-11 for fp16,
+ * up to 1/254 of each channel's largest weight for int8), measured on the small preset trained 3 epochs (largest
+length difference over the 2,000 test digits: fp16 1.1e-4, int8 5.3e-3; parity's inputs: 9.6e-5 and 3.3e-3 on
+every backend) with 3-5x headroom; their
+ * tie gap is the lengths bound, since a class whose length is within it of the winner's may win instead.
+ */
+export const TOLERANCES_BY_PRECISION: Record<string, Tolerances> = {
+  fp32: { lengths: 1e-5, capsules: 1e-4, reconstruction: 1e-4, tieGap: 1e-5 },
+  fp16: { lengths: 5e-4, capsules: 5e-4, reconstruction: 1e-3, tieGap: 5e-4 },
+  int8: { lengths: 1e-2, capsules: 1e-2, reconstruction: 2e-2, tieGap: 1e-2 },
+};
+
+export const TOLERANCES: Tolerances = TOLERANCES_BY_PRECISION.fp32!;
+
+/** The tolerances for a file's precision; an unknown precision is an error that names the known ones. */
+export function tolerancesFor(precision: string): Tolerances {
+  const t = TOLERANCES_BY_PRECISION[precision];
+  if (!t) throw new Error(`the model's precision "${precision}" has no parity tolerances: known are ${Object.keys(TOLERANCES_BY_PRECISION).join(', ')}`);
+  return t;
+}
 
 export interface BackendRow {
   backend: string;
@@ -40,7 +70,7 @@ function maxAbsDiff(a: Float32Array, b: Float32Array, per: number, images: numbe
   return worst;
 }
 
-export function compare(backend: string, ranOn: string, result: MeasureResult, ref: Reference): BackendRow {
+export function compare(backend: string, ranOn: string, result: MeasureResult, ref: Reference, tol: Tolerances = TOLERANCES): BackendRow {
   const { numClasses: k, digitDim: d } = ref.config;
   const pixels = ref.reconstruction.length / ref.labels.length;
   const n = result.count;
@@ -49,7 +79,7 @@ export function compare(backend: string, ranOn: string, result: MeasureResult, r
   const flippedTies: Array<{ image: number; gap: number }> = [];
   for (const i of all) {
     if (result.labels[i] === ref.labels[i]) continue;
-    if (ref.topGap[i]! < TOLERANCES.tieGap) flippedTies.push({ image: i, gap: ref.topGap[i]! });
+    if (ref.topGap[i]! < tol.tieGap) flippedTies.push({ image: i, gap: ref.topGap[i]! });
     else mismatches.push(i);
   }
   // The reconstruction is masked by the longest capsule: where a near-tie flipped it, it cannot match.
@@ -61,10 +91,10 @@ export function compare(backend: string, ranOn: string, result: MeasureResult, r
     decoder: maxAbsDiff(result.decoded, ref.reconstruction, pixels, all),
   };
   const failed: string[] = [];
-  if (!(maxAbs.lengths <= TOLERANCES.lengths)) failed.push(`lengths ${fmt(maxAbs.lengths)} > ${TOLERANCES.lengths}`);
-  if (!(maxAbs.capsules <= TOLERANCES.capsules)) failed.push(`capsules ${fmt(maxAbs.capsules)} > ${TOLERANCES.capsules}`);
-  if (!(maxAbs.reconstruction <= TOLERANCES.reconstruction)) failed.push(`reconstruction ${fmt(maxAbs.reconstruction)} > ${TOLERANCES.reconstruction}`);
-  if (!(maxAbs.decoder <= TOLERANCES.reconstruction)) failed.push(`decoder ${fmt(maxAbs.decoder)} > ${TOLERANCES.reconstruction}`);
+  if (!(maxAbs.lengths <= tol.lengths)) failed.push(`lengths ${fmt(maxAbs.lengths)} > ${tol.lengths}`);
+  if (!(maxAbs.capsules <= tol.capsules)) failed.push(`capsules ${fmt(maxAbs.capsules)} > ${tol.capsules}`);
+  if (!(maxAbs.reconstruction <= tol.reconstruction)) failed.push(`reconstruction ${fmt(maxAbs.reconstruction)} > ${tol.reconstruction}`);
+  if (!(maxAbs.decoder <= tol.reconstruction)) failed.push(`decoder ${fmt(maxAbs.decoder)} > ${tol.reconstruction}`);
   if (mismatches.length) failed.push(`argmax differs on image(s) ${mismatches.join(', ')}`);
   return {
     backend,
@@ -93,12 +123,12 @@ function ms(x: number | undefined): string {
 }
 
 /** Images whose two longest reference capsules are within the tie tolerance. */
-export function nearTies(ref: Reference): Array<{ image: number; gap: number }> {
-  return ref.topGap.flatMap((gap, image) => (gap < TOLERANCES.tieGap ? [{ image, gap }] : []));
+export function nearTies(ref: Reference, tol: Tolerances = TOLERANCES): Array<{ image: number; gap: number }> {
+  return ref.topGap.flatMap((gap, image) => (gap < tol.tieGap ? [{ image, gap }] : []));
 }
 
 /** A plain-text table: one row per backend, then the near-ties (reference) and where a backend's argmax flipped on one. */
-export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; gap: number }> = []): string {
+export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; gap: number }> = [], tol: Tolerances = TOLERANCES): string {
   const header = ['backend', 'n', 'lengths', 'capsules', 'recon', 'decoder', 'argmax', 'median ms', 'status', 'ran on / reason'];
   const body = rows.map((r) => [
     r.backend,
@@ -117,7 +147,7 @@ export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; ga
   const out = [line(header), line(widths.map((w, i) => (i === widths.length - 1 ? '-'.repeat(15) : '-'.repeat(w)))), ...body.map(line)];
   if (ties.length) {
     const shown = ties.slice(0, 12).map((t) => `${t.image} (gap ${fmt(t.gap)})`).join(', ');
-    out.push('', `near-ties in the reference (top two lengths within ${TOLERANCES.tieGap}; argmax may differ there): ${ties.length} image(s): ${shown}${ties.length > 12 ? ', ...' : ''}`);
+    out.push('', `near-ties in the reference (top two lengths within ${tol.tieGap}; argmax may differ there): ${ties.length} image(s): ${shown}${ties.length > 12 ? ', ...' : ''}`);
     for (const r of rows) {
       if (r.argmax?.flippedTies.length) out.push(`  ${r.backend} picked another class at near-tie image(s) ${r.argmax.flippedTies.map((t) => t.image).join(', ')}`);
     }

@@ -65,3 +65,26 @@ export async function measure(model: Classifier, request: MeasureRequest, loadMs
     loadMs,
   };
 }
+
+export interface SpeedResult {
+  /** Batch-1 classify times (after one untimed warm-up). */
+  latenciesMs: number[];
+  /** Whole-batch classify times (after one untimed warm-up). */
+  batchMs: number[];
+}
+
+/** Batch-1 latency and batch throughput of a classifier, for the benchmarks (Node worker and browser page alike). */
+export async function timeClassifier(model: { classify(images: Float32Array): Promise<unknown> }, one: Float32Array, batch: Float32Array, latencyRuns: number,
+  throughputRuns: number): Promise<SpeedResult> {
+  const timed = async (runs: number, input: Float32Array) => {
+    await model.classify(input);
+    const out: number[] = [];
+    for (let r = 0; r < runs; r++) {
+      const start = now();
+      await model.classify(input);
+      out.push(now() - start);
+    }
+    return out;
+  };
+  return { latenciesMs: await timed(latencyRuns, one), batchMs: await timed(throughputRuns, batch) };
+}

@@ -10,7 +10,7 @@ import { writeFileAtomic } from '../files/atomic.ts';
 import { type BrowserRun, runInChromium } from './browser.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from './fork.ts';
 import { parityInputs } from './inputs.ts';
-import { type BackendRow, compare, formatMatrix, median, nearTies, TOLERANCES } from './matrix.ts';
+import { type BackendRow, type Tolerances, compare, formatMatrix, median, nearTies, tolerancesFor } from './matrix.ts';
 import type { MeasureRequest } from './measure.ts';
 import { loadReferenceModel, referenceOutputs } from './reference.ts';
 import type { NodeBackend, WorkerReply, WorkerRequest } from './worker.ts';
@@ -49,7 +49,9 @@ export interface ParityOptions {
 export interface ParityReport {
   model: string;
   checkpoint: string;
-  tolerances: typeof TOLERANCES;
+  /** The model file's weight precision, which sets the tolerances. */
+  precision: string;
+  tolerances: Tolerances;
   inputs: string[];
   inputNote?: string;
   /** Reference near-ties: images whose two longest capsules are within tolerances.tieGap. */
@@ -107,6 +109,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   const webgpuLatencyRuns = options.webgpuLatencyRuns ?? 2;
 
   const metadata = readModelMetadata(readFileSync(model));
+  const tolerances = tolerancesFor(metadata.precision);
   const reference = await loadReferenceModel(runDir);
   if (metadata.checkpointSha256 && metadata.checkpointSha256 !== reference.sha256) {
     throw new Error(
@@ -122,7 +125,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
 
   const inputs = parityInputs(reference.config, reference.dataset, { digits: options.digits ?? 16, random: options.random ?? 6 });
   const webgpuCount = Math.min(inputs.count, options.webgpuCount ?? 4);
-  log(`parity: ${options.model} against ${reference.path} (tfjs cpu reference)`);
+  log(`parity: ${options.model} (${metadata.precision} weights) against ${reference.path} (tfjs cpu reference)`);
   log(`inputs: ${inputs.count} (${inputs.kinds.filter((k) => !k.startsWith('random') && k !== 'zeros' && k !== 'ones').length} real test images, ` +
     `${inputs.kinds.filter((k) => k.startsWith('random')).length} random, all-zero, all-one); WebGPU backends take the first ${webgpuCount}` +
     (inputs.note ? `; ${inputs.note}` : ''));
@@ -152,7 +155,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
     log(`${backend}: running${note ? ` (${note})` : ''}...`);
     const started = Date.now();
     const reply = await runWorker({ backend, modelPath: model, decoderPath: decoder, request: requestFor(backend) }, env, timeoutMs);
-    rows.push(toRow(backend, reply, ref, note));
+    rows.push(toRow(backend, reply, ref, note, tolerances));
     log(`${backend}: ${rows.at(-1)!.status} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
 
@@ -172,7 +175,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
     }
     browserBackends.forEach((b, i) => {
       const reply = replies[i]!;
-      rows.push(toRow(b, reply, ref, 'ok' in reply && reply.adapter ? `adapter: ${reply.adapter}` : ''));
+      rows.push(toRow(b, reply, ref, 'ok' in reply && reply.adapter ? `adapter: ${reply.adapter}` : '', tolerances));
     });
     log(`chromium: done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
@@ -186,10 +189,11 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   const report: ParityReport = {
     model: options.model,
     checkpoint: ref.checkpointPath,
-    tolerances: TOLERANCES,
+    precision: metadata.precision,
+    tolerances,
     inputs: inputs.kinds,
     ...(inputs.note ? { inputNote: inputs.note } : {}),
-    nearTies: nearTies(ref),
+    nearTies: nearTies(ref, tolerances),
     referenceLabels: ref.labels,
     rows,
     failures,
@@ -202,17 +206,18 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   return report;
 }
 
-function toRow(backend: string, reply: WorkerReply | { ok: import('./measure.ts').MeasureResult; adapter?: string | null }, ref: Awaited<ReturnType<typeof referenceOutputs>>, note: string): BackendRow {
+function toRow(backend: string, reply: WorkerReply | { ok: import('./measure.ts').MeasureResult; adapter?: string | null }, ref: Awaited<ReturnType<typeof referenceOutputs>>, note: string, tol: Tolerances): BackendRow {
   if ('skipped' in reply) return { backend, ranOn: '', status: 'skipped', reason: reply.skipped };
   if ('error' in reply) return { backend, ranOn: '', status: 'error', reason: reply.error };
-  return compare(backend, [reply.ok.deviceReport, note].filter(Boolean).join('; '), reply.ok, ref);
+  return compare(backend, [reply.ok.deviceReport, note].filter(Boolean).join('; '), reply.ok, ref, tol);
 }
 
 export function printReport(report: ParityReport, log: (line: string) => void = console.log): void {
   log('');
-  log(formatMatrix(report.rows, report.nearTies));
+  const t = report.tolerances;
+  log(formatMatrix(report.rows, report.nearTies, t));
   log('');
-  log(`tolerances: lengths <= ${TOLERANCES.lengths}, capsules and reconstruction <= ${TOLERANCES.capsules}, argmax identical except near-ties ` +
-    `(top two lengths within ${TOLERANCES.tieGap}); max |diff| against the tfjs reference; median ms: batch-1 classify`);
+  log(`tolerances (${report.precision} weights): lengths <= ${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
+    `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the tfjs float32 reference; median ms: batch-1 classify`);
   log(report.ok ? 'parity: OK' : `parity: FAILED\n  ${report.failures.join('\n  ')}`);
 }

@@ -17,13 +17,13 @@ export const MAX_SIDE = 4096;
 /** Largest PNG accepted, in pixels, checked from the header before decoding. */
 export const MAX_PNG_PIXELS = 2048 * 2048;
 
-interface Tensor {
+export interface Tensor {
   dims: number[];
   data: Float32Array;
 }
 
 /** A rectangular nested array of finite numbers, flattened row-major. */
-function numericTensor(value: unknown, what: string, maxValues: number): Tensor {
+export function numericTensor(value: unknown, what: string, maxValues: number): Tensor {
   const dims: number[] = [];
   let probe: unknown = value;
   while (Array.isArray(probe)) {

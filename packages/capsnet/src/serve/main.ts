@@ -21,6 +21,8 @@ export interface ServeCommandOptions {
   bodyLimit: number;
   shutdownTimeout: number;
   logRequests: boolean;
+  /** Name on the KServe v2 routes. */
+  modelName?: string;
 }
 
 /** The page needs the runtime's browser bundle (dist/web/capsnet.js): shipped in the package, built on demand in the repository. */
@@ -64,6 +66,7 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     maxQueue: opts.maxQueue,
     bodyLimit: opts.bodyLimit,
     logRequests: opts.logRequests,
+    modelName: opts.modelName,
     log,
   });
   let url: string;

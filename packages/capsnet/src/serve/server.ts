@@ -10,6 +10,7 @@
  *   GET  /v1/samples    a few real test images of the model's data set
  *   GET  /v1/stats      batching counters
  *   GET  /healthz       liveness
+ *   /v2/...             the KServe v2 / Open Inference Protocol (serve/kserve.ts)
  *   GET  /              the page; /model.onnx, /model.decoder.onnx, /ort/*, /web/* its assets
  */
 import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
@@ -24,6 +25,7 @@ import { Batcher, BatchTooLargeError, QueueFullError, type BatchPolicy, type Bat
 import { ServeError, badRequest } from './errors.ts';
 import { capsulesFromJson, imageFromJson, imageFromPng, type InputShape, type InvertMode } from './images.ts';
 import { loadSamples, type SampleSet } from './samples.ts';
+import { kserveRoutes } from './kserve.ts';
 import { WEB_DIST } from '../web/paths.ts';
 import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets';
 
@@ -47,6 +49,8 @@ export interface ServerOptions {
   samplesPerClass?: number;
   /** Folder holding the runtime's browser bundle, served at /web/. Default dist/web. */
   webDir?: string;
+  /** Model name on the KServe v2 routes (the decoder is NAME_decoder), as `capsnet export --triton-name`. Default capsnet. */
+  modelName?: string;
   /** Log one line per request. */
   logRequests?: boolean;
   log?: (line: string) => void;
@@ -201,6 +205,8 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     limits: { bodyLimitBytes: bodyLimit, maxImagesPerRequest: policy.maxBatch },
     files: { model: options.modelPath ? '/model.onnx' : null, decoder: options.decoderPath ? '/model.decoder.onnx' : null },
   }));
+
+  await app.register(kserveRoutes, { prefix: '/v2', classifier, classifyBatcher, decodeBatcher, maxBatch: policy.maxBatch, modelName: options.modelName ?? 'capsnet' });
 
   app.get('/v1/stats', async () => ({ classify: classifyBatcher.stats(), decode: decodeBatcher.stats() }));
 

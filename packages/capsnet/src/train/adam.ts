@@ -1,5 +1,6 @@
 /** Adam (Kingma & Ba) with the paper's exponentially decaying learning rate; its state is plain arrays so checkpoints can hold it. */
 import * as tf from '@tensorflow/tfjs-core';
+import { FUSED_KERNELS, fusedKernelAvailable } from './fused.ts';
 
 export interface AdamOptions {
   learningRate: number;
@@ -34,11 +35,18 @@ export class Adam {
   apply(params: Record<string, tf.Variable>, grads: Record<string, tf.Tensor>): void {
     const t = this.step + 1;
     const lr = this.learningRate(this.step) * Math.sqrt(1 - Math.pow(this.beta2, t)) / (1 - Math.pow(this.beta1, t));
+    const fused = fusedKernelAvailable(FUSED_KERNELS.adam);
     tf.tidy(() => {
       for (const [name, grad] of Object.entries(grads)) {
         const param = params[name]!;
         const m = this.moment(this.m, name, param);
         const v = this.moment(this.v, name, param);
+        if (fused) {
+          // The same update in one pass (train/wasm-capsule-kernels.ts); it updates m and v in place.
+          param.assign(tf.engine().runKernel(FUSED_KERNELS.adam, { param, grad, m, v },
+            { learningRate: lr, beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon }) as tf.Tensor);
+          continue;
+        }
         m.assign(tf.add(tf.mul(m, this.beta1), tf.mul(grad, 1 - this.beta1)));
         v.assign(tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(grad), 1 - this.beta2)));
         param.assign(tf.sub(param, tf.div(tf.mul(m, lr), tf.add(tf.sqrt(v), this.epsilon))));

@@ -151,6 +151,7 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
   await import('@tensorflow/tfjs-backend-wasm');
   const kernels = await import('./wasm-kernels.ts');
   kernels.registerWasmConvKernels();
+  (await import('./wasm-capsule-kernels.ts')).registerWasmCapsuleKernels();
   const threads = await import('./wasm-threads.ts');
 
   if (tf.engine().registry['wasm'] == null) {
@@ -193,7 +194,7 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
   return {
     name: 'wasm',
     detail: `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ` +
-      'conv gradients from train/wasm-kernels.ts',
+      'conv gradients from train/wasm-kernels.ts, fused capsule kernels from train/wasm-capsule-kernels.ts',
     tf,
   };
 }

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; the umbrella package's bundle registers them all.
 import '@tensorflow/tfjs';
 import { type CapsNetConfig, Rng, derivedSizes, hasDigitBias, paramShapes } from '@capsnet-onnx/core';
+import { FUSED_KERNELS, fusedKernelAvailable } from './fused.ts';
 
 export type CapsNetParams = Record<string, tf.Variable>;
 
@@ -92,6 +93,12 @@ export interface RoutingResult {
  * uHat: [N, inputCaps, classes, digitDim]; bias (optional, the authors' code's): [classes, digitDim].
  */
 export function dynamicRouting(uHat: tf.Tensor4D, iterations: number, epsilon: number, keepLogits = false, bias?: tf.Tensor): RoutingResult {
+  // The same procedure in one kernel where the backend has it (train/wasm-capsule-kernels.ts); it keeps no
+  // history and has no bias.
+  if (!keepLogits && !bias && fusedKernelAvailable(FUSED_KERNELS.dynamicRouting)) {
+    const [capsules, coupling] = tf.engine().runKernel(FUSED_KERNELS.dynamicRouting, { uHat }, { iterations, epsilon }) as [tf.Tensor3D, tf.Tensor3D];
+    return { capsules, coupling, logitHistory: [], capsuleHistory: [] };
+  }
   const [batch, inputCaps, classes] = uHat.shape;
   let logits: tf.Tensor3D = tf.zeros([batch, inputCaps, classes]);
   const logitHistory: tf.Tensor3D[] = [];
@@ -132,21 +139,32 @@ export interface ForwardOutput {
 export function encode(params: CapsNetParams, images: tf.Tensor4D, config: CapsNetConfig, keepLogits = false): RoutingResult {
   const batch = images.shape[0];
   const { numPrimaryCaps } = derivedSizes(config);
+  const primaryConv = convolutions(params, images, config);
+  // NHWC channel c = map * primaryDim + d, so capsule i = (y * w + x) * maps + map.
+  const u = squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon);
+  const uHat = predictionVectors(u as tf.Tensor3D, params['digit/W'] as tf.Tensor3D, config);
+  return dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits, hasDigitBias(config) ? params['digit/bias'] : undefined);
+}
+
+/** Conv1 (ReLU) then the PrimaryCaps convolution, before squash: images [N, H, W, C] -> [N, h, w, maps * primaryDim]. */
+export function convolutions(params: CapsNetParams, images: tf.Tensor4D, config: CapsNetConfig): tf.Tensor4D {
   // Conv1: 256 9x9 kernels, stride 1, ReLU.
   const conv1 = tf.relu(tf.add(tf.conv2d(images, params['conv1/kernel'] as tf.Tensor4D, 1, 'valid'), params['conv1/bias']!));
   // PrimaryCaps: a 9x9 stride-2 convolution whose channels group into 8-D capsules, squashed (no ReLU).
-  let primaryConv = tf.add(
+  const primaryConv = tf.add(
     tf.conv2d(conv1 as tf.Tensor4D, params['primary/kernel'] as tf.Tensor4D, config.primaryStride, 'valid'),
     params['primary/bias']!,
-  );
-  if (config.primaryScale !== undefined && config.primaryScale !== 1) primaryConv = tf.mul(primaryConv, config.primaryScale);
-  // NHWC channel c = map * primaryDim + d, so capsule i = (y * w + x) * maps + map.
-  const u = squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon);
-  // u_hat_j|i = W_ij u_i (eq. 2), as one batched matmul over i: [i, N, 8] x [i, 8, classes*16].
-  // The weights are shared by all examples, never tiled per example.
-  const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, params['digit/W'] as tf.Tensor3D);
-  const uHat = tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, numPrimaryCaps, config.numClasses, config.digitDim]) as tf.Tensor4D;
-  return dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits, hasDigitBias(config) ? params['digit/bias'] : undefined);
+  ) as tf.Tensor4D;
+  return config.primaryScale !== undefined && config.primaryScale !== 1 ? tf.mul(primaryConv, config.primaryScale) : primaryConv;
+}
+
+/** u_hat_j|i = W_ij u_i (eq. 2): u [N, inputCaps, 8], W [inputCaps, 8, classes*16] -> [N, inputCaps, classes, 16]. */
+export function predictionVectors(u: tf.Tensor3D, W: tf.Tensor3D, config: CapsNetConfig): tf.Tensor4D {
+  const [batch, inputCaps] = u.shape;
+  // One batched matmul over i: [i, N, 8] x [i, 8, classes*16]. The weights are shared by all examples, never
+  // tiled per example.
+  const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, W);
+  return tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, inputCaps, config.numClasses, config.digitDim]);
 }
 
 /** One-hot mask of the longest capsule per example: the inference-time mask of section 4.1. */

@@ -27,7 +27,7 @@ import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, Tensor
 import '@tensorflow/tfjs-backend-wasm';
 
 /** The parts of BackendWasm (tfjs-backend-wasm 4.22, dist/backend_wasm.d.ts) these kernels use. */
-interface WasmBackendLike {
+export interface WasmBackendLike {
   wasm: { HEAPU8: Uint8Array };
   dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
   makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
@@ -46,7 +46,7 @@ export function setIm2colBudget(floats: number): number {
 
 type Conv2DInfo = backend_util.Conv2DInfo;
 
-function heapF32(backend: WasmBackendLike, info: TensorInfo, size: number): Float32Array {
+export function heapF32(backend: WasmBackendLike, info: TensorInfo, size: number): Float32Array {
   const entry = backend.dataIdMap.get(info.dataId);
   if (entry == null) throw new Error('wasm-kernels: tensor is not on the wasm backend');
   // Read HEAPU8 afresh every time: a malloc may have grown (and so replaced) the heap's buffer.

@@ -4,7 +4,8 @@
  * as its pthread worker script, so the top level only defines things.
  */
 import { CapsNet, describeAdapter, webGpuAdapterInfo, type DeviceRequest } from '@capsnet-onnx/runtime/web';
-import { measure, type MeasureResult } from '../measure.ts';
+import { env as ortEnv } from 'onnxruntime-web';
+import { measure, type MeasureResult, type SpeedResult, timeClassifier } from '../measure.ts';
 
 export interface HarnessRun {
   device: DeviceRequest;
@@ -73,6 +74,24 @@ const harness = {
         reconstruction: toBase64(result.reconstruction),
         decoded: toBase64(result.decoded),
       };
+    } finally {
+      await model.dispose();
+    }
+  },
+
+  /**
+   * bench:infer's page rows: batch-1 latency and batch throughput on random images. onnxruntime-web fixes its
+   * thread count at its first session, so the Node side opens a fresh page for each thread count.
+   */
+  async bench(request: { modelUrl: string; threads?: number; batch: number; pixels: number; latencyRuns: number; throughputRuns: number }):
+  Promise<SpeedResult & { deviceReport: string; threads: number; crossOriginIsolated: boolean }> {
+    const model = await CapsNet.load(request.modelUrl, { device: 'wasm', threads: request.threads, maxBatch: request.batch });
+    try {
+      const random = (n: number) => Float32Array.from({ length: n }, () => Math.random());
+      const speed = await timeClassifier(model, random(request.pixels), random(request.batch * request.pixels),
+        request.latencyRuns, request.throughputRuns);
+      return { ...speed, deviceReport: model.deviceReport, threads: ortEnv.wasm.numThreads ?? 1,
+        crossOriginIsolated: globalThis.crossOriginIsolated === true };
     } finally {
       await model.dispose();
     }
