@@ -22,6 +22,7 @@ import { paramsFromWeights } from '../packages/capsnet/src/train/trainer.ts';
 import { buildCapsNetModels, exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
 import { ROOT, trainedSmallRun } from './support/fixtures.ts';
+import { TOLERANCES } from '../packages/capsnet/src/parity/matrix.ts';
 
 const OUTPUTS = ['lengths', 'capsules', 'reconstruction', 'coupling'] as const;
 type OutputName = (typeof OUTPUTS)[number];
@@ -80,10 +81,13 @@ async function compare(
     const lb = (await ref.lengths.data()) as Float32Array;
     for (let r = 0; r < n; r++) {
       const pa = argmax(la, r * J, J);
-      if (pa !== argmax(lb, r * J, J)) result.argmaxMismatches++;
-      if (labels && pa === labels[start + r]) result.correct++;
       const row = Array.from(lb.subarray(r * J, (r + 1) * J)).sort((p, q) => q - p);
-      result.minTop2Gap = Math.min(result.minTop2Gap, row[0]! - row[1]!);
+      const gap = row[0]! - row[1]!;
+      // A flip where the reference's two longest capsules nearly tie is float32 rounding (kernels sum in a
+      // CPU-dependent order), not a wrong graph: the parity matrix's tie rule.
+      if (pa !== argmax(lb, r * J, J) && gap >= TOLERANCES.tieGap) result.argmaxMismatches++;
+      if (labels && pa === labels[start + r]) result.correct++;
+      result.minTop2Gap = Math.min(result.minTop2Gap, gap);
     }
     tf.dispose(Object.values(ref));
   }

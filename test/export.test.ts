@@ -23,6 +23,7 @@ import { GraphBuilder, buildModel } from '../packages/capsnet/src/export/graph-b
 import { maskLongestCapsule } from '../packages/capsnet/src/export/capsnet-graph.ts';
 import { inspectFile } from '../packages/capsnet/src/export/inspect.ts';
 import { cpuComputeNodes, parseNodePlacements } from '../packages/capsnet/src/export/placement.ts';
+import { TOLERANCES } from '../packages/capsnet/src/parity/matrix.ts';
 import { CLI, ROOT } from './support/fixtures.ts';
 import { syntheticWeights } from './support/tiny-model.ts';
 
@@ -73,6 +74,21 @@ function argmaxRows(data: ArrayLike<number>, cols: number): number[] {
     out.push(best);
   }
   return out;
+}
+
+/**
+ * Rows whose argmax differs between two kernels' outputs, leaving out rows where the reference's two longest
+ * capsules are closer than the kernels' float32 disagreement (summation order differs between CPUs): a flip there
+ * is rounding, not a wrong graph.
+ */
+function argmaxMismatches(got: ArrayLike<number>, ref: ArrayLike<number>, cols: number, tieGap = TOLERANCES.tieGap): number[] {
+  const a = argmaxRows(got, cols);
+  const b = argmaxRows(ref, cols);
+  return a.flatMap((label, r) => {
+    if (label === b[r]) return [];
+    const row = Array.from({ length: cols }, (_, c) => ref[r * cols + c]!).sort((x, y) => y - x);
+    return row[0]! - row[1]! < tieGap ? [] : [r];
+  });
 }
 
 let dir: string;
@@ -212,7 +228,7 @@ describe('ONNX Runtime', () => {
       assert.ok(maxAbsDiff(out.capsules!.data as Float32Array, ref.capsules.dataSync()) <= 1e-4);
       assert.ok(maxAbsDiff(out.reconstruction!.data as Float32Array, ref.reconstruction.dataSync()) <= 1e-4);
       assert.ok(maxAbsDiff(out.coupling!.data as Float32Array, ref.coupling.dataSync()) <= 1e-5);
-      assert.deepEqual(argmaxRows(out.lengths!.data as Float32Array, 4), argmaxRows(ref.lengths.dataSync(), 4));
+      assert.deepEqual(argmaxMismatches(out.lengths!.data as Float32Array, ref.lengths.dataSync(), 4), []);
       assert.deepEqual(out.coupling!.dims, [n, derivedSizes(tiny).numPrimaryCaps, 4]);
       // Decoder file on the capsules masked by the prediction gives the model's reconstruction.
       const caps = out.capsules!.data as Float32Array;

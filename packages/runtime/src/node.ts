@@ -20,7 +20,7 @@ import { nodeWebGpu } from './providers/node-webgpu.ts';
 import type { Provider } from './providers/provider.ts';
 
 export * from './contract.ts';
-export { nvidiaDriverPresent } from './providers/node-cuda.ts';
+export { CUDA_INSTALL_COMMAND, nvidiaDriverPresent } from './providers/node-cuda.ts';
 export { swiftShaderEnv } from './providers/swiftshader.ts';
 // The image pipeline (the core's), for apps that decode files or want to see what the model sees.
 export {

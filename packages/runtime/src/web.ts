@@ -1,5 +1,5 @@
 /**
- * Browser entry point: CapsNet over onnxruntime-web, devices webgpu and wasm (bundled by `npm run build:web`).
+ * Browser entry point: CapsNet over onnxruntime-web, devices webgpu and wasm. The .wasm it fetches: see `wasmPaths`.
  * In Node, `onnxruntime-web` resolves to its wasm-only build, so this entry also runs device "wasm" there.
  *
  *   const model = await CapsNet.load('/models/model.onnx', { device: 'auto' });
@@ -25,9 +25,17 @@ export { webGpuAdapterInfo, describeAdapter } from './providers/web-webgpu.ts';
 export const WEB_PROVIDERS: readonly Provider[] = [webWebGpu, webWasm];
 export const WEB_AUTO_ORDER: readonly DeviceName[] = ['webgpu', 'wasm'];
 
+export { ORT_WASM_FILES } from './wasm-files.ts';
+
 export interface WebLoadOptions extends LoadOptions {
-  /** Where onnxruntime-web finds its .wasm files (default: beside the bundle). */
-  wasmPaths?: string;
+  /**
+   * Where onnxruntime-web fetches its .wasm (`ORT_WASM_FILES`): a URL prefix ending in '/' such as '/ort/', or
+   * onnxruntime-web's `{ wasm: url }` form (e.g. a bundler's asset URL). Default: beside onnxruntime-web's module,
+   * which bundlers that handle `new URL(file, import.meta.url)` (Vite, webpack 5) emit and rewrite themselves.
+   * Serve the folder `ortWasmDir()` of `@capsnet-onnx/runtime/wasm-assets` at the prefix; nothing to copy.
+   * A process-wide onnxruntime-web setting: it takes effect at the first session.
+   */
+  wasmPaths?: string | { wasm?: string | URL; mjs?: string | URL };
 }
 
 async function fetchBytes(url: string, what: string): Promise<Uint8Array | null> {

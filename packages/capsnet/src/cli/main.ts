@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 import { systemErrorLine } from '../files/atomic.ts';
+import { packageVersion } from '../files/package-version.ts';
 import { registerTrainCommands } from './train.ts';
 import { registerServeCommands } from './serve.ts';
 import { registerExportCommands } from './export.ts';
@@ -23,6 +24,7 @@ function userMessage(error: Error): string {
 
 const program = new Command('capsnet')
   .description('Train a CapsNet in TensorFlow.js, export it to ONNX with routing unrolled, and serve it with ONNX Runtime.')
+  .version(packageVersion(), '-V, --version', 'print the capsnet-onnx version')
   .showHelpAfterError();
 
 registerTrainCommands(program);

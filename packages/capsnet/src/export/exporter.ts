@@ -8,6 +8,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, validateConfig } from '@capsnet-onnx/core';
 import { loadCheckpoint } from '../files/checkpoint.ts';
 import { sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
+import { packageVersion } from '../files/package-version.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
@@ -18,18 +19,8 @@ import { type BaselineCnnConfig, baselineParameterCount } from '@capsnet-onnx/co
 
 export const PRODUCER_NAME = 'capsnet-onnx';
 
-let producerVersionCache: string | undefined;
-export function producerVersion(): string {
-  if (producerVersionCache === undefined) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
-      producerVersionCache = pkg.version ?? '0.0.0';
-    } catch {
-      producerVersionCache = '0.0.0';
-    }
-  }
-  return producerVersionCache;
-}
+/** The producer_version written into model.onnx: this package's version. */
+export const producerVersion = packageVersion;
 
 /** Facts about the checkpoint that go into metadata_props. */
 export interface ExportProvenance {

@@ -1,11 +1,12 @@
 /**
  * The browser backends: headless Chromium (playwright-core, the system's /usr/bin/chromium, never a download)
  * opens the parity page from a local server with COOP/COEP headers and runs onnxruntime-web's wasm and webgpu
- * through the bundled runtime (dist/web, rebuilt by web/build.ts first).
+ * through the bundled runtime (dist/web: shipped in the package, rebuilt from the sources in the repository).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildWeb, ORT_WASM_FILES } from '../web/build.ts';
+import { ortWasmFiles } from '@capsnet-onnx/runtime/wasm-assets';
+import { webBundles } from '../web/paths.ts';
 import type { MeasureResult, SpeedResult } from './measure.ts';
 import { serveFiles } from './serve.ts';
 
@@ -45,13 +46,14 @@ async function withHarness<T>(
   timeoutMs: number,
   f: (openPage: () => Promise<{ page: import('playwright-core').Page; errors: string[] }>) => Promise<T>,
 ): Promise<T> {
-  const { outDir } = await buildWeb();
+  const outDir = await webBundles(true);
   const all: Record<string, string | Uint8Array> = {
     '/index.html': join(outDir, 'index.html'),
     '/parity-harness.js': join(outDir, 'parity-harness.js'),
     ...files,
   };
-  for (const file of ORT_WASM_FILES) all[`/${file}`] = join(outDir, file);
+  // onnxruntime-web fetches its .wasm beside the harness bundle: served from the installed onnxruntime-web.
+  for (const f of ortWasmFiles()) all[`/${f.name}`] = f.path;
   const server = await serveFiles(all);
   const { chromium } = await import('playwright-core');
   // launch() gives the browser a fresh temporary profile (its own --user-data-dir), removed on close.

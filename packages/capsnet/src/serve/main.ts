@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { decoderPathFor } from '@capsnet-onnx/core';
 import type { Classifier, DeviceRequest } from '@capsnet-onnx/runtime';
 import { createServer } from './server.ts';
-import { WEB_DIST } from '../web/paths.ts';
+import { webBundles } from '../web/paths.ts';
 
 export interface ServeCommandOptions {
   model: string;
@@ -28,16 +28,12 @@ export interface ServeCommandOptions {
   modelName?: string;
 }
 
-/** The page needs the runtime's browser bundle (dist/web/capsnet.js): build it when it is missing and esbuild is installed. */
+/** The page needs the runtime's browser bundle (dist/web/capsnet.js): shipped in the package, built on demand in the repository. */
 async function ensureWebBundle(log: (line: string) => void): Promise<void> {
-  const bundle = join(WEB_DIST, 'capsnet.js');
-  if (existsSync(bundle)) return;
   try {
-    const { buildWeb } = await import('../web/build.ts');
-    await buildWeb();
-    log('built the browser bundle dist/web/ for the page');
+    await webBundles(false);
   } catch (e) {
-    log(`the page at / needs the browser bundle: run \`npm run build:web\` (${(e as Error).message.split('\n')[0]}); the API works without it`);
+    log(`the page at / needs the browser bundle (${(e as Error).message.split('\n')[0]}); the API works without it`);
   }
 }
 

@@ -40,6 +40,7 @@ import { ImagePool, type ImagePoolOptions, type PngUpload } from './image-pool.t
 import { loadSamples, type SampleSet } from './samples.ts';
 import { kserveRoutes } from './kserve.ts';
 import { WEB_DIST } from '../web/paths.ts';
+import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const PAGE_DIR = join(HERE, 'page');
@@ -194,7 +195,7 @@ const FASTIFY_CODES: Record<string, string> = {
 
 function onnxruntimeWebDist(): string | undefined {
   try {
-    return dirname(createRequire(import.meta.url).resolve('onnxruntime-web'));
+    return ortWasmDir();
   } catch {
     return undefined;
   }
@@ -488,14 +489,14 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   app.get('/ort/:file', async (request, reply) => {
     const { file } = request.params as { file: string };
     if (!ortDir || !/^ort[\w.-]*\.(mjs|wasm|map)$/.test(file) || !existsSync(join(ortDir, file))) {
-      throw notFound(`/ort/${file}`, 'onnxruntime-web serves its ort*.mjs and ort*.wasm files from node_modules/onnxruntime-web/dist');
+      throw notFound(`/ort/${file}`, 'install onnxruntime-web beside capsnet-onnx (`npm install onnxruntime-web`)');
     }
     return streamFile(reply, join(ortDir, file), 'public, max-age=3600');
   });
   app.get('/web/:file', async (request, reply) => {
     const { file } = request.params as { file: string };
     if (!/^[\w.-]+$/.test(file) || file.startsWith('.') || !existsSync(join(webDir, file))) {
-      throw notFound(`/web/${file}`, 'build the browser bundle with `npm run build:web`');
+      throw notFound(`/web/${file}`, 'the browser bundles ship in the capsnet-onnx package (in its repository: `npm run build:web`)');
     }
     return streamFile(reply, join(webDir, file), 'no-cache');
   });

@@ -1,14 +1,15 @@
 /**
- * `npm run build:web`: bundles the browser runtime with esbuild into dist/web/ (ignored by git):
+ * `npm run build:web` (and the package's build before `npm pack`): bundles the browser runtime with esbuild into
+ * dist/web/ (ignored by git):
  *   capsnet.js          @capsnet-onnx/runtime/web + onnxruntime-web, an ES module: `import { CapsNet } from './capsnet.js'`
  *   parity-harness.js   the parity page's script (parity/browser/harness.ts), index.html its page
- *   ort-wasm-simd-threaded.jsep.wasm   onnxruntime-web's WebAssembly (wasm and webgpu), loaded beside the bundle
  *   meta.json           esbuild's metafile for capsnet.js: every module in the browser runtime's import graph
- * Serve the folder with COOP/COEP headers (Cross-Origin-Opener-Policy: same-origin,
+ * onnxruntime-web's .wasm is not copied: the pages serve it from `ortWasmDir()` (@capsnet-onnx/runtime/wasm-assets),
+ * the documented way for apps too. Serve with COOP/COEP headers (Cross-Origin-Opener-Policy: same-origin,
  * Cross-Origin-Embedder-Policy: require-corp) so onnxruntime-web can use WebAssembly threads.
  */
-import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build, type Metafile } from 'esbuild';
 import { PACKAGE_ROOT, WEB_DIST } from './paths.ts';
@@ -16,8 +17,6 @@ import { PACKAGE_ROOT, WEB_DIST } from './paths.ts';
 /** Running from TypeScript sources (this repository) rather than the compiled package. */
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
 export { WEB_DIST };
-/** The build of onnxruntime-web that the browser bundle uses (JSEP: wasm and webgpu in one binary). */
-export const ORT_WASM_FILES = ['ort-wasm-simd-threaded.jsep.wasm'];
 
 export interface WebBuild {
   outDir: string;
@@ -44,12 +43,6 @@ export async function buildWeb(outDir = WEB_DIST): Promise<WebBuild> {
   const harness = fileURLToPath(new URL(`../parity/browser/harness.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url));
   await build({ ...common, entryPoints: { 'parity-harness': harness }, outdir: outDir });
   copyFileSync(fileURLToPath(new URL('../parity/browser/index.html', import.meta.url)), join(outDir, 'index.html'));
-  const ortDist = join(dirname(fileURLToPath(import.meta.resolve('onnxruntime-web'))));
-  for (const file of ORT_WASM_FILES) {
-    const from = join(ortDist, file);
-    const to = join(outDir, file);
-    if (!existsSync(to) || statSync(to).size !== statSync(from).size || statSync(to).mtimeMs < statSync(from).mtimeMs) copyFileSync(from, to);
-  }
   writeFileSync(join(outDir, 'meta.json'), JSON.stringify(runtime.metafile, null, 1));
   return { outDir, runtimeMeta: runtime.metafile };
 }
@@ -57,5 +50,5 @@ export async function buildWeb(outDir = WEB_DIST): Promise<WebBuild> {
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const result = await buildWeb();
   const bytes = Object.values(result.runtimeMeta.outputs).reduce((n, o) => n + o.bytes, 0);
-  console.log(`dist/web: capsnet.js (${(bytes / 1e6).toFixed(2)} MB with source map), parity-harness.js, index.html, ${ORT_WASM_FILES.join(', ')}`);
+  console.log(`dist/web: capsnet.js (${(bytes / 1e6).toFixed(2)} MB with source map), parity-harness.js, index.html`);
 }

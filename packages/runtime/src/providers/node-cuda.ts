@@ -1,6 +1,6 @@
 /**
  * onnxruntime-node, CUDA execution provider. The npm package does not bundle it: it is downloaded by
- * onnxruntime-node's own installer (`npm run install:cuda`), and it needs an NVIDIA GPU with its driver plus
+ * onnxruntime-node's own installer (`CUDA_INSTALL_COMMAND`), and it needs an NVIDIA GPU with its driver plus
  * the CUDA 12 runtime and cuDNN 9 libraries at run time.
  */
 import { existsSync } from 'node:fs';
@@ -9,7 +9,12 @@ import { dirname, join, relative } from 'node:path';
 import type { Provider } from './provider.ts';
 import { explainGpuFailure, gpuSessionOptions } from './provider.ts';
 
-const INSTALL_HINT = 'on a machine with an NVIDIA GPU (driver, CUDA 12, cuDNN 9) run `npm run install:cuda`';
+/**
+ * Installs the CUDA provider into the app's own onnxruntime-node (its installer reads ONNXRUNTIME_NODE_INSTALL);
+ * works in any app folder, after an install that skipped the download with ONNXRUNTIME_NODE_INSTALL=skip.
+ */
+export const CUDA_INSTALL_COMMAND = 'ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node';
+const INSTALL_HINT = `on a machine with an NVIDIA GPU (driver, CUDA 12, cuDNN 9) run \`${CUDA_INSTALL_COMMAND}\` in your app`;
 
 /** Where onnxruntime-node keeps its native libraries for this platform. */
 export function ortNodeBinDir(): string {
@@ -39,7 +44,7 @@ export const nodeCuda: Provider = {
     if (!nvidiaDriverPresent()) reasons.push('no NVIDIA GPU driver found (/proc/driver/nvidia/version is missing)');
     const library = cudaProviderLibrary();
     if (!existsSync(library)) {
-      reasons.push(`the CUDA provider library is not installed (${relative(process.cwd(), library) || library} is missing; .npmrc skips it on npm install)`);
+      reasons.push(`the CUDA provider library is not installed (${relative(process.cwd(), library) || library} is missing: installs with ONNXRUNTIME_NODE_INSTALL=skip leave it out)`);
     }
     if (!reasons.length) return null;
     return `${reasons.join('; ')}: ${INSTALL_HINT}, or use device "cpu"`;

@@ -1,6 +1,7 @@
 /** onnxruntime-web, WebAssembly execution provider: the CPU path in browsers (and in Node, for parity checks). */
 import type { Provider } from './provider.ts';
 import { errorMessage } from './provider.ts';
+import { ORT_WASM_FILES } from '../wasm-files.ts';
 
 export const webWasm: Provider = {
   device: 'wasm',
@@ -14,7 +15,8 @@ export const webWasm: Provider = {
   explainFailure(error) {
     const message = errorMessage(error);
     return /fetch|\.wasm|magic/i.test(message)
-      ? `${message}. The page must serve onnxruntime-web's .wasm files beside the bundle (\`npm run build:web\` copies them to dist/web/)`
+      ? `${message}. Serve onnxruntime-web's ${ORT_WASM_FILES.join(' and ')} (in the folder that ortWasmDir() of @capsnet-onnx/runtime/wasm-assets returns) ` +
+          'and pass its URL prefix as CapsNet.load(url, { wasmPaths }); bundlers that handle new URL(file, import.meta.url), such as Vite, emit it themselves'
       : message;
   },
 };

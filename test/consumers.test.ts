@@ -1,0 +1,304 @@
+/**
+ * The packages as users get them: `npm pack --workspaces` tarballs installed into fresh apps in the OS temp folder
+ * (never through this repository's node_modules), with a user's environment (no npm_* variables, no NODE_OPTIONS,
+ * so no TypeScript loader and no source condition) and onnxruntime-node's CUDA download skipped the documented way.
+ *
+ *   node-js      plain-JavaScript ESM Node app: classifies real test digits through '@capsnet-onnx/runtime'
+ *   typescript   the same install, type-checked strict + noUncheckedIndexedAccess + exactOptionalPropertyTypes,
+ *                moduleResolution node16 and bundler, including misuse the types must reject
+ *   browser      bundled with esbuild (wasm served from ortWasmDir() via { wasmPaths }) and built with Vite (wasm
+ *                emitted by Vite), each served on 127.0.0.1 and run in headless Chromium on device wasm
+ *   cli          capsnet-onnx: --version, train, export, classify, parity (node-cpu, node-wasm, chromium-wasm), serve
+ *                answering a classify; its install folder hashed before and after: nothing written there
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { execa } from 'execa';
+import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
+import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
+import { CHROMIUM } from '../packages/capsnet/src/parity/browser.ts';
+import { serveFiles } from '../packages/capsnet/src/parity/serve.ts';
+import { ROOT, trainedSmallRun } from './support/fixtures.ts';
+import { type InstalledApp, type Tarballs, appEnv, footprint, installApp, packWorkspaces, tgz } from './support/packages.ts';
+
+const DIGITS = 48;
+const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+const ORT_VERSION = (JSON.parse(readFileSync(join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')) as { version: string }).version;
+
+interface Row { app: string; installS: string; nodeModulesMB: string; packages: number | string; result: string }
+const table: Row[] = [];
+function record(app: string, installed: InstalledApp | null, result: string): void {
+  const f = installed ? footprint(installed.dir) : null;
+  table.push({
+    app,
+    installS: installed ? (installed.installMs / 1000).toFixed(1) : '(shared)',
+    nodeModulesMB: f ? (f.bytes / 1e6).toFixed(1) : '(shared)',
+    packages: f ? f.packages : '(shared)',
+    result,
+  });
+}
+
+/** Temp folders this file made (apps, tarballs): removed at the end unless CAPSNET_KEEP_APPS=1. */
+const made: string[] = [];
+async function install(...args: Parameters<typeof installApp>): Promise<InstalledApp> {
+  const app = await installApp(...args);
+  made.push(app.dir);
+  return app;
+}
+let tarballs: Tarballs;
+let work: string;
+let modelPath: string;
+let runDir: string;
+let labels: number[];
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'capsnet-consumers-'));
+  made.push(work);
+  tarballs = await packWorkspaces(join(work, 'tarballs'));
+  runDir = await trainedSmallRun();
+  mkdirSync(join(work, 'model'));
+  modelPath = join(work, 'model', 'model.onnx');
+  exportCheckpoint(runDir, { out: modelPath });
+  // Real test digits as the bytes an app reads from a file (0-255; the sample's pixels are bytes / 255).
+  const test = loadMnistSample().test;
+  const bytes = new Uint8Array(DIGITS * 784);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = Math.round(test.images[i]! * 255);
+  writeFileSync(join(work, 'digits.u8'), bytes);
+  labels = Array.from(test.labels.subarray(0, DIGITS));
+  writeFileSync(join(work, 'labels.json'), JSON.stringify(labels));
+});
+
+after(() => {
+  console.log('\nconsumer apps (installed from the npm pack tarballs):');
+  console.table(table);
+  if (process.env.CAPSNET_KEEP_APPS) console.log(`kept: ${made.join(' ')}`);
+  else for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
+function tarballNames(t: Tarballs): string[] {
+  return [t.core, t.runtime, t.capsnet].map((f) => f.split('/').at(-1)!);
+}
+
+describe('npm pack --workspaces', () => {
+  test('writes every tarball, compiled JavaScript with types, no sources, tests or training code in the runtime', async () => {
+    assert.ok(tarballNames(tarballs)[1]!.includes('runtime'));
+    const list = async (file: string) => (await execa('tar', ['tzf', file])).stdout.split('\n');
+    const runtime = await list(tarballs.runtime);
+    assert.ok(runtime.includes('package/dist/node.js') && runtime.includes('package/dist/node.d.ts') && runtime.includes('package/dist/web.js'));
+    assert.deepEqual(runtime.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|test|fixture|train|tfjs/.test(f)), []);
+    const capsnet = await list(tarballs.capsnet);
+    for (const f of ['package/bin/capsnet.js', 'package/dist/cli/main.js', 'package/dist/api/index.d.ts', 'package/dist/serve/page/app.js',
+      'package/dist/parity/browser/index.html', 'package/dist/export/ep-probe.mjs', 'package/dist/web/capsnet.js', 'package/dist/web/parity-harness.js']) {
+      assert.ok(capsnet.includes(f), `${f} is missing from ${tarballs.capsnet}`);
+    }
+    assert.deepEqual(capsnet.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|\.wasm$/.test(f)), []);
+  });
+});
+
+describe('consumer apps from the tarballs', () => {
+  let nodeApp: InstalledApp;
+
+  test('plain-JavaScript ESM Node app classifies real test digits', async () => {
+    nodeApp = await install('node', {
+      '@capsnet-onnx/core': tgz(tarballs.core),
+      '@capsnet-onnx/runtime': tgz(tarballs.runtime),
+      'onnxruntime-node': `^${ORT_VERSION}`,
+    }, { template: 'node-js', devDependencies: { '@types/node': '^20.19.0' } });
+    // A Node-only app does not install onnxruntime-web (an optional peer of the runtime).
+    assert.equal(existsSync(join(nodeApp.dir, 'node_modules', 'onnxruntime-web')), false);
+    const { stdout } = await execa('node', ['main.mjs', modelPath, join(work, 'digits.u8'), join(work, 'labels.json')], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false });
+    const out = JSON.parse(stdout.trim().split('\n').at(-1)!) as { device: string; predictions: number[]; correct: number; reconstructionPixels: number; badInput: string | null };
+    assert.equal(out.device, 'cpu');
+    assert.equal(out.predictions.length, DIGITS);
+    assert.ok(out.correct >= 0.8 * DIGITS, `only ${out.correct}/${DIGITS} digits right`);
+    assert.equal(out.reconstructionPixels, 784);
+    assert.match(out.badInput ?? '', /image data has 3 values/);
+    record('node-js (ESM, onnxruntime-node)', nodeApp, `${out.correct}/${DIGITS} digits right on ${out.device}`);
+    writeFileSync(join(work, 'node-lengths.json'), JSON.stringify((JSON.parse(stdout) as { lengths: number[][] }).lengths));
+  });
+
+  test('TypeScript app type-checks with strict options under node16 and bundler resolution', async () => {
+    assert.ok(nodeApp, 'needs the Node app install');
+    const { cpSync } = await import('node:fs');
+    cpSync(join(ROOT, 'test', 'consumers', 'apps', 'typescript'), nodeApp.dir, { recursive: true });
+    for (const config of ['tsconfig.node16.json', 'tsconfig.bundler.json']) {
+      const r = await execa('node', [TSC, '-p', config], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
+      assert.equal(r.exitCode, 0, `${config}:\n${r.stdout}\n${r.stderr}`);
+    }
+    // The misuse file really is checked: without its @ts-expect-error lines it fails.
+    const misuse = join(nodeApp.dir, 'src', 'must-fail.ts');
+    writeFileSync(misuse, readFileSync(misuse, 'utf8').replace(/^\/\/ @ts-expect-error.*$/gm, ''));
+    const r = await execa('node', [TSC, '-p', 'tsconfig.node16.json'], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
+    assert.equal((r.stdout.match(/must-fail\.ts\(\d+,\d+\): error/g) ?? []).length, 3, r.stdout);
+    record('typescript (node16 + bundler)', null, 'tsc strict, noUncheckedIndexedAccess, exactOptionalPropertyTypes: 0 errors; 3 misuses rejected');
+  });
+
+  describe('browser apps', () => {
+    let browserApp: InstalledApp;
+    let wasmDir: string;
+
+    before(async () => {
+      browserApp = await install('browser', {
+        '@capsnet-onnx/core': tgz(tarballs.core),
+        '@capsnet-onnx/runtime': tgz(tarballs.runtime),
+        'onnxruntime-web': `^${ORT_VERSION}`,
+      }, { template: 'browser', devDependencies: { esbuild: '^0.28.2', vite: '^8.0.0' } });
+      // The documented asset path, asked of the app's own install.
+      const r = await execa('node', ['--input-type=module', '-e', "import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets'; console.log(ortWasmDir())"], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
+      wasmDir = r.stdout.trim();
+      assert.ok(wasmDir.startsWith(browserApp.dir), wasmDir);
+    });
+
+    async function runPage(files: Record<string, string | Uint8Array>, query: string) {
+      const server = await serveFiles({ ...files, '/model.onnx': modelPath, '/digits.u8': join(work, 'digits.u8') });
+      const { chromium } = await import('playwright-core');
+      const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+      try {
+        const page = await browser.newPage();
+        await page.goto(`${server.origin}/index.html${query}`);
+        await page.waitForFunction(() => 'consumerResult' in globalThis, undefined, { timeout: 120_000 });
+        return await page.evaluate(() => (globalThis as unknown as { consumerResult: unknown }).consumerResult) as
+          { error?: string; device: string; predictions: number[]; lengths: number[][]; wasm: string[] };
+      } finally {
+        await browser.close();
+        await server.close();
+      }
+    }
+
+    function checkAgainstNode(result: Awaited<ReturnType<typeof runPage>>): number {
+      assert.equal(result.error, undefined, result.error);
+      assert.equal(result.device, 'wasm');
+      const nodeLengths = JSON.parse(readFileSync(join(work, 'node-lengths.json'), 'utf8')) as number[][];
+      let maxDiff = 0;
+      result.lengths.forEach((row, n) => row.forEach((v, k) => { maxDiff = Math.max(maxDiff, Math.abs(v - nodeLengths[n]![k]!)); }));
+      // wasm and the Node CPU kernels sum in different orders: agree to float32 rounding, not bit for bit.
+      assert.ok(maxDiff < 1e-4, `capsule lengths differ from onnxruntime-node's by ${maxDiff}`);
+      const correct = result.predictions.filter((p, i) => p === labels[i]).length;
+      assert.ok(correct >= 0.8 * DIGITS, `only ${correct}/${DIGITS}`);
+      return correct;
+    }
+
+    test('esbuild bundle, wasm served from ortWasmDir() through { wasmPaths }', async () => {
+      await execa('npx', ['--no', 'esbuild', 'main.js', '--bundle', '--format=esm', '--platform=browser', '--target=es2022', '--outdir=dist-esbuild'], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
+      const files: Record<string, string> = { '/index.html': join(browserApp.dir, 'index.html'), '/main.js': join(browserApp.dir, 'dist-esbuild', 'main.js') };
+      // The documented way: the folder ortWasmDir() returns, served at the prefix passed as wasmPaths.
+      for (const f of readdirSync(wasmDir).filter((f) => /^ort-wasm.*\.(wasm|mjs)$/.test(f))) files[`/ort/${f}`] = join(wasmDir, f);
+      const result = await runPage(files, '?wasmPaths=/ort/');
+      const correct = checkAgainstNode(result);
+      assert.ok(result.wasm.some((u) => u.includes('/ort/ort-wasm')), `wasm fetched from ${result.wasm.join(', ')}`);
+      const size = statSync(join(browserApp.dir, 'dist-esbuild', 'main.js')).size;
+      record('browser esbuild (onnxruntime-web)', browserApp, `${correct}/${DIGITS} in Chromium on wasm; bundle ${(size / 1e6).toFixed(2)} MB`);
+    });
+
+    test('Vite build, wasm emitted by Vite', async () => {
+      await execa('npx', ['--no', 'vite', 'build'], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
+      const dist = join(browserApp.dir, 'dist-vite');
+      const files: Record<string, string> = {};
+      for (const f of readdirSync(dist, { recursive: true, encoding: 'utf8' })) {
+        if (statSync(join(dist, f)).isFile()) files[`/${f}`] = join(dist, f);
+      }
+      assert.ok(Object.keys(files).some((f) => f.endsWith('.wasm')), `Vite emitted no .wasm: ${Object.keys(files).join(', ')}`);
+      const result = await runPage(files, '');
+      const correct = checkAgainstNode(result);
+      record('browser vite (same install)', null, `${correct}/${DIGITS} in Chromium on wasm; ${Object.keys(files).length} files emitted`);
+    });
+  });
+
+  test('the capsnet CLI from its tarball: --version, train, export, classify, parity, serve', async () => {
+    const app = await install('cli', {
+      '@capsnet-onnx/core': tgz(tarballs.core),
+      '@capsnet-onnx/runtime': tgz(tarballs.runtime),
+      'capsnet-onnx': tgz(tarballs.capsnet),
+    });
+    const pkgDir = join(app.dir, 'node_modules', 'capsnet-onnx');
+    const before = hashTree(pkgDir);
+    const bin = join(app.dir, 'node_modules', '.bin', 'capsnet');
+    const env = appEnv();
+    const capsnet = (args: string[], timeout = 300_000) => execa(bin, args, { cwd: app.dir, env, extendEnv: false, timeout, all: true });
+    const steps: string[] = [];
+
+    const version = await capsnet(['--version']);
+    assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { version: string }).version);
+    steps.push(`--version ${version.stdout.trim()}`);
+
+    await capsnet(['train', '--preset', 'small', '--epochs', '1', '--train-limit', '256', '--test-limit', '64', '--batch-size', '32', '--out', 'run', '--no-progress']);
+    assert.ok(existsSync(join(app.dir, 'run', 'checkpoint.bin')));
+    steps.push('train (256 digits, 1 epoch)');
+
+    await capsnet(['export', 'run', '-o', 'model.onnx']);
+    assert.ok(existsSync(join(app.dir, 'model.onnx')) && existsSync(join(app.dir, 'model.decoder.onnx')));
+    steps.push('export');
+
+    // An IDX file of real test digits, as the CLI reads them.
+    const idx = Buffer.alloc(16 + DIGITS * 784);
+    idx.writeUInt32BE(0x803, 0);
+    idx.writeUInt32BE(DIGITS, 4);
+    idx.writeUInt32BE(28, 8);
+    idx.writeUInt32BE(28, 12);
+    Buffer.from(readFileSync(join(work, 'digits.u8'))).copy(idx, 16);
+    writeFileSync(join(app.dir, 'digits-idx3-ubyte'), idx);
+    const classify = await capsnet(['classify', 'model.onnx', 'digits-idx3-ubyte', '--json', '--device', 'cpu']);
+    const classified = JSON.parse(classify.stdout) as { device: string; results: unknown[] };
+    assert.equal(classified.device, 'cpu');
+    assert.equal(classified.results.length, DIGITS);
+    steps.push(`classify (${DIGITS} digits)`);
+
+    const parity = await capsnet(['parity', 'model.onnx', '--checkpoint', 'run', '--backends', 'node-cpu,node-wasm,chromium-wasm', '--digits', '8', '--random', '2',
+      '--latency-runs', '2', '--json', 'parity.json'], 600_000);
+    const report = JSON.parse(readFileSync(join(app.dir, 'parity.json'), 'utf8')) as { rows: { backend: string; status: string; reason?: string }[]; ok: boolean };
+    for (const b of ['node-cpu', 'node-wasm', 'chromium-wasm']) {
+      const row = report.rows.find((r) => r.backend === b);
+      assert.equal(row?.status, 'pass', `${b}: ${JSON.stringify(row)}\n${parity.all}`);
+    }
+    steps.push('parity node-cpu, node-wasm, chromium-wasm: pass');
+
+    const server = execa(bin, ['serve', 'model.onnx', '--port', '0', '--threads', '1'], { cwd: app.dir, env, extendEnv: false, all: true });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let text = '';
+        server.all!.on('data', (chunk: Buffer) => {
+          text += chunk.toString();
+          const m = /listening on (http:\/\/\S+)/.exec(text);
+          if (m) resolve(m[1]!);
+        });
+        server.catch((e: Error) => reject(new Error(`serve exited: ${text}${e.message}`)));
+        setTimeout(() => reject(new Error(`serve did not start: ${text}`)), 120_000);
+      });
+      const image = Array.from(readFileSync(join(work, 'digits.u8')).subarray(0, 784), (v) => v / 255);
+      const response = await fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image }) });
+      assert.equal(response.status, 200);
+      const body = (await response.json()) as Record<string, unknown>;
+      assert.ok(JSON.stringify(body).includes('"label"'), JSON.stringify(body).slice(0, 300));
+      const page = await fetch(`${url}/web/capsnet.js`);
+      assert.equal(page.status, 200);
+      steps.push('serve: POST /v1/classify 200, /web/capsnet.js 200');
+    } finally {
+      server.kill('SIGTERM');
+      await server.catch(() => undefined);
+    }
+    assert.deepEqual(diffTrees(before, hashTree(pkgDir)), [], 'the CLI wrote into its own install folder');
+    steps.push('install folder unchanged (sha256 of every file)');
+    record('cli (capsnet-onnx)', app, steps.join('; '));
+  });
+});
+
+/** path (relative) -> sha256 of every file under `dir`. */
+function hashTree(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const f of readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    const path = join(dir, f);
+    if (statSync(path).isFile()) out.set(relative(dir, path), createHash('sha256').update(readFileSync(path)).digest('hex'));
+  }
+  return out;
+}
+
+function diffTrees(a: Map<string, string>, b: Map<string, string>): string[] {
+  const changed: string[] = [];
+  for (const [k, v] of b) if (a.get(k) !== v) changed.push(a.has(k) ? `changed ${k}` : `added ${k}`);
+  for (const k of a.keys()) if (!b.has(k)) changed.push(`removed ${k}`);
+  return changed;
+}

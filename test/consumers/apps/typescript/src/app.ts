@@ -1,0 +1,32 @@
+// A TypeScript app type-checked under strict, noUncheckedIndexedAccess and exactOptionalPropertyTypes, once with
+// moduleResolution node16 and once with bundler (tsconfig.node16.json, tsconfig.bundler.json).
+import { CapsNet, DeviceUnavailableError, InputError, type Classification, type Classifier, type LoadOptions, type ModelMetadata } from '@capsnet-onnx/runtime';
+import { CapsNet as NodeCapsNet } from '@capsnet-onnx/runtime/node';
+import { CapsNet as WebCapsNet, ORT_WASM_FILES, type WebLoadOptions } from '@capsnet-onnx/runtime/web';
+import { ortWasmDir, ortWasmFiles } from '@capsnet-onnx/runtime/wasm-assets';
+
+const options: LoadOptions = { device: 'auto', maxBatch: 8, log: (line: string) => console.log(line) };
+const webOptions: WebLoadOptions = { device: 'wasm', wasmPaths: '/ort/' };
+const webObjectPaths: WebLoadOptions = { wasmPaths: { wasm: new URL('https://example.com/ort.wasm') } };
+
+export async function topLabel(file: string): Promise<string> {
+  const model: Classifier = await CapsNet.load(file, options);
+  const meta: ModelMetadata = model.metadata;
+  const pixels = new Uint8Array(meta.inputHeight * meta.inputWidth * meta.inputChannels);
+  const results: Classification[] = await model.classify(pixels);
+  const first = results[0];
+  // noUncheckedIndexedAccess: results[0] may be undefined.
+  if (!first) throw new Error('no result');
+  const score: number | undefined = first.lengths[first.label];
+  await model.dispose();
+  return `${first.labelName} ${score ?? 0}`;
+}
+
+export function errors(e: unknown): string {
+  if (e instanceof InputError || e instanceof DeviceUnavailableError) return e.message;
+  return String(e);
+}
+
+export const entries = [NodeCapsNet.devices, WebCapsNet.devices, ORT_WASM_FILES, webOptions, webObjectPaths] as const;
+export const wasmDir: string = ortWasmDir();
+export const wasmFiles: { name: string; path: string }[] = ortWasmFiles();
