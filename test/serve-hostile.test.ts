@@ -157,12 +157,36 @@ describe('serving: hostile and careless requests', () => {
       assert.equal(r.status, 200, `${encoding}: ${r.text.slice(0, 200)}`);
       assert.deepEqual(r.json.results, plain.json.results);
     }
+    // Multipart uploads too: the same files, compressed, give the same answers.
+    const form = new FormData();
+    for (const v of [0.2, 0.7]) form.append('file', new Blob([new Uint8Array(encodePng(Float32Array.from(flat(v)), 28, 28, 1))], { type: 'image/png' }), `${v}.png`);
+    const encodedForm = new Response(form);
+    const formType = encodedForm.headers.get('content-type')!;
+    const formBytes = new Uint8Array(await encodedForm.arrayBuffer());
+    const plainForm = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': formType }, body: formBytes });
+    assert.equal(plainForm.status, 200, plainForm.text.slice(0, 200));
+    for (const [encoding, zip] of [['gzip', gzipSync], ['deflate', deflateSync], ['br', brotliCompressSync]] as const) {
+      const r = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': formType, 'content-encoding': encoding }, body: zip(formBytes) });
+      assert.equal(r.status, 200, `multipart ${encoding}: ${r.text.slice(0, 200)}`);
+      assert.deepEqual(r.json.results, plainForm.json.results);
+    }
+    const notGzip = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': formType, 'content-encoding': 'gzip' }, body: formBytes });
+    assert.ok(notGzip.status >= 400 && notGzip.status < 500, `multipart that is not gzip: ${notGzip.status} ${notGzip.text.slice(0, 200)}`);
     // A small gzip that inflates past the 4 MiB body limit (a zip bomb) is a 413 like any large body.
     const bomb = gzipSync(`{"image": [${'0,'.repeat(3_000_000)}0]}`);
     assert.ok(bomb.length < 64 * 1024);
     const r = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: bomb });
     assert.equal(r.status, 413, r.text.slice(0, 200));
     assert.equal(r.json.error.code, 'BODY_TOO_LARGE');
+    // ... and so is a multipart file that inflates past it.
+    const bombForm = new FormData();
+    bombForm.append('file', new Blob([new Uint8Array(5 * 1024 * 1024)], { type: 'image/png' }), 'bomb.png');
+    const bombEncoded = new Response(bombForm);
+    const bombType = bombEncoded.headers.get('content-type')!;
+    const bombBody = gzipSync(new Uint8Array(await bombEncoded.arrayBuffer()));
+    assert.ok(bombBody.length < 64 * 1024);
+    const rb = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': bombType, 'content-encoding': 'gzip' }, body: bombBody });
+    assert.equal(rb.status, 413, rb.text.slice(0, 200));
   });
 
   test('only allowed Host names are served (DNS rebinding)', async () => {

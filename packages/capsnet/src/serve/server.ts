@@ -333,10 +333,18 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (!['gzip', 'x-gzip', 'deflate', 'br'].includes(encoding)) {
       throw new ServeError(415, 'UNSUPPORTED_ENCODING', `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not supported: send gzip, deflate, br or an uncompressed body`);
     }
-    if (request.isMultipart()) {
-      throw new ServeError(415, 'UNSUPPORTED_ENCODING', 'compressed multipart bodies are not supported: send the multipart body uncompressed (PNG files are compressed already)');
+    const inflated = decompressBody(encoding, payload);
+    // (request.isMultipart() is not known yet: the content-type parsers run after this hook.)
+    if (/^multipart\//i.test(String(request.headers['content-type'] ?? '').trim())) {
+      // @fastify/multipart reads the request object itself (request.raw), not the stream this hook returns: put the
+      // inflated body in the request's place, carrying the request's fields that it and Fastify read. The upload's
+      // size limit is counted on the inflated files (readImages).
+      const incoming = request.raw;
+      request.raw = Object.assign(inflated, {
+        headers: incoming.headers, url: incoming.url, method: incoming.method, socket: incoming.socket, httpVersion: incoming.httpVersion,
+      }) as unknown as typeof incoming;
     }
-    return decompressBody(encoding, payload);
+    return inflated;
   });
   await app.register(multipart, { limits: { fileSize: bodyLimit, files: policy.maxBatch, fields: 10, parts: policy.maxBatch + 10 } });
 
