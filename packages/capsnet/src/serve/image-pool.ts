@@ -46,7 +46,8 @@ export class ImagePool {
     // Compiled (dist/): the worker's own .js. From source: a bootstrap that loads the .ts through tsx.
     const compiled = new URL('./image-worker.js', import.meta.url);
     const filename = existsSync(compiled) ? compiled : new URL('./image-worker.mjs', import.meta.url);
-    this.#pool = new Piscina({ filename: filename.href, minThreads: 1, maxThreads: threads, idleTimeout: 30_000 });
+    // By name: the compiled worker has only named exports (piscina's default is the module's default export).
+    this.#pool = new Piscina({ filename: filename.href, name: 'decodeTask', minThreads: 1, maxThreads: threads, idleTimeout: 30_000 });
     this.maxRequestPixels = options.maxRequestPixels ?? 4 * MAX_PNG_PIXELS;
     this.timeoutMs = options.timeoutMs ?? 10_000;
   }

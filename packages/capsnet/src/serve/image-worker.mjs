@@ -2,5 +2,5 @@
 // TypeScript worker through tsx's scoped import.
 import { tsImport } from 'tsx/esm/api';
 
-const { decodeTask } = await tsImport('./image-worker.ts', import.meta.url);
-export default decodeTask;
+const worker = await tsImport('./image-worker.ts', import.meta.url);
+export const decodeTask = worker.decodeTask;
