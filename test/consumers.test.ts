@@ -116,9 +116,18 @@ describe('consumer apps from the tarballs', () => {
     assert.equal(out.predictions.length, DIGITS);
     assert.ok(out.correct >= 0.8 * DIGITS, `only ${out.correct}/${DIGITS} digits right`);
     assert.equal(out.reconstructionPixels, 784);
-    assert.match(out.badInput ?? '', /image data has 3 values/);
+    assert.match(out.badInput ?? '', /one image must have exactly 28x28x1 = 784 values, got 3 values: .*\{ data, shape: \[N, 28, 28, 1\] \}/);
     record('node-js (ESM, onnxruntime-node)', nodeApp, `${out.correct}/${DIGITS} digits right on ${out.device}`);
     writeFileSync(join(work, 'node-lengths.json'), JSON.stringify((JSON.parse(stdout) as { lengths: number[][] }).lengths));
+  });
+
+  test('an app that forgot onnxruntime-node gets the install command, not a failed import', async () => {
+    const app = await install('no-ort', { '@capsnet-onnx/core': tgz(tarballs.core), '@capsnet-onnx/runtime': tgz(tarballs.runtime) });
+    assert.equal(existsSync(join(app.dir, 'node_modules', 'onnxruntime-node')), false);
+    const script = "import { CapsNet } from '@capsnet-onnx/runtime';" +
+      ' try { await CapsNet.load(new Uint8Array(8)); console.log("loaded?"); } catch (e) { console.log(`${e.name}: ${e.message}`); }';
+    const { stdout } = await execa('node', ['--input-type=module', '-e', script], { cwd: app.dir, env: appEnv(), extendEnv: false });
+    assert.match(stdout, /^DeviceUnavailableError: onnxruntime-node is not installed: .*npm install onnxruntime-node/);
   });
 
   test('TypeScript app type-checks with strict options under node16 and bundler resolution', async () => {

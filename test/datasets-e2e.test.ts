@@ -153,12 +153,12 @@ describe('CIFAR-10 through the CLI, and capsnet ensemble', () => {
 
     // The runtime loads the ensemble like any export.
     const classifier = await CapsNet.load(ensemblePath, { device: 'cpu' });
-    const results = await classifier.classify(view.images.subarray(0, 3 * 24 * 24 * 3));
+    const results = await classifier.classify({ data: view.images.subarray(0, 3 * 24 * 24 * 3), shape: [3, 24, 24, 3] });
     assert.equal(results.length, 3);
     for (let n = 0; n < 3; n++) {
       let best = 0;
       for (let j = 1; j < 10; j++) if (le[n * 10 + j]! > le[n * 10 + best]!) best = j;
-      assert.equal(results[n]!.label, best);
+      assert.equal(results[n]!.longest, best); // label is null below the presence threshold: this briefly trained model is unsure
     }
     await classifier.dispose();
 

@@ -7,7 +7,8 @@ async function main() {
   const wasmPaths = new URLSearchParams(location.search).get('wasmPaths');
   const digits = new Uint8Array(await (await fetch('/digits.u8')).arrayBuffer());
   const model = await CapsNet.load('/model.onnx', { device: 'wasm', ...(wasmPaths ? { wasmPaths } : {}) });
-  const results = await model.classify(digits);
+  const { inputHeight: h, inputWidth: w, inputChannels: c } = model.metadata;
+  const results = await model.classify({ data: digits, shape: [digits.length / (h * w * c), h, w, c] });
   const wasm = performance.getEntriesByType('resource').map((e) => e.name).filter((n) => n.endsWith('.wasm'));
   return { device: model.device, predictions: results.map((r) => r.label), lengths: results.map((r) => Array.from(r.lengths)), wasm };
 }

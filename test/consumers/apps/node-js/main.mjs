@@ -7,7 +7,9 @@ const [modelPath, digitsPath, labelsPath] = process.argv.slice(2);
 const pixels = new Uint8Array(await readFile(digitsPath));
 const labels = JSON.parse(await readFile(labelsPath, 'utf8'));
 const model = await CapsNet.load(modelPath, { device: 'cpu', threads: 1 });
-const results = await model.classify(pixels);
+const { inputHeight: h, inputWidth: w, inputChannels: c } = model.metadata;
+// A batch says its shape: N images of H x W x C bytes.
+const results = await model.classify({ data: pixels, shape: [pixels.length / (h * w * c), h, w, c] });
 const [reconstruction] = await model.decode(results[0].capsules);
 let badInput = null;
 try {

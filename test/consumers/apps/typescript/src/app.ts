@@ -17,9 +17,10 @@ export async function topLabel(file: string): Promise<string> {
   const first = results[0];
   // noUncheckedIndexedAccess: results[0] may be undefined.
   if (!first) throw new Error('no result');
-  const score: number | undefined = first.lengths[first.label];
+  // label is null when the image holds no digit; `longest` is always the longest capsule's class.
+  const score: number | undefined = first.lengths[first.longest];
   await model.dispose();
-  return `${first.labelName} ${score ?? 0}`;
+  return first.label === null ? `no digit (${first.reason ?? ''})` : `${first.labelName} ${score ?? 0}`;
 }
 
 export function errors(e: unknown): string {
