@@ -10,8 +10,8 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import * as ort from 'onnxruntime-node';
-import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
+import { type DecoderSource, loadClassifier, toModelBytes } from './classifier.ts';
+import { ortNode } from './ort-node.ts';
 import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
 import { ModelFormatError, decoderPathFor } from '@capsnet-onnx/core';
 import { nodeCpu } from './providers/node-cpu.ts';
@@ -57,7 +57,7 @@ export const CapsNet = {
       const path = decoderPathFor(fileOrBytes);
       decoder = async () => (existsSync(path) ? readModel(path, 'decoder') : { missing: `${path} does not exist (\`capsnet export\` writes it beside the model)` });
     } else decoder = async () => ({ missing: 'the model was loaded from bytes: pass { decoder: bytes or path } to CapsNet.load' });
-    return loadClassifier(ort as unknown as OrtApi, bytes, name, decoder, NODE_PROVIDERS, NODE_AUTO_ORDER, options, '@capsnet-onnx/runtime/node (onnxruntime-node)');
+    return loadClassifier(await ortNode(), bytes, name, decoder, NODE_PROVIDERS, NODE_AUTO_ORDER, options, '@capsnet-onnx/runtime/node (onnxruntime-node)');
   },
 
   /** Each Node device and why it cannot run here (null: it can be tried). */

@@ -61,7 +61,8 @@ export async function selectProvider<T>(
     const reason = (await provider.unavailable()) ?? (await provider.autoSkip?.()) ?? null;
     if (reason) {
       passed.push(`${device}: ${reason}`);
-      log(`auto: passing over ${device}: ${reason}`);
+      // The problem only (what comes before its fix): auto is not asked for this device, so its install advice is noise.
+      log(`auto: passing over ${device}: ${reason.split(/: (?![^(]*\))/)[0]}`);
       continue;
     }
     try {

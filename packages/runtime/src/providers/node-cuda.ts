@@ -40,14 +40,14 @@ export const nodeCuda: Provider = {
     if (platform !== 'linux/x64' && platform !== 'win32/x64') {
       return `onnxruntime-node has a CUDA provider only for linux/x64 and win32/x64, not ${platform}: use device "cpu" or "webgpu"`;
     }
-    const reasons: string[] = [];
-    if (!nvidiaDriverPresent()) reasons.push('no NVIDIA GPU driver found (/proc/driver/nvidia/version is missing)');
+    // Without a driver the provider library does not matter: say only that.
+    if (!nvidiaDriverPresent()) return `no NVIDIA GPU driver found (/proc/driver/nvidia/version is missing): ${INSTALL_HINT}, or use device "cpu"`;
     const library = cudaProviderLibrary();
     if (!existsSync(library)) {
-      reasons.push(`the CUDA provider library is not installed (${relative(process.cwd(), library) || library} is missing: installs with ONNXRUNTIME_NODE_INSTALL=skip leave it out)`);
+      return `the CUDA provider library is not installed (${relative(process.cwd(), library) || library} is missing: installs with ` +
+        `ONNXRUNTIME_NODE_INSTALL=skip leave it out): ${INSTALL_HINT}, or use device "cpu"`;
     }
-    if (!reasons.length) return null;
-    return `${reasons.join('; ')}: ${INSTALL_HINT}, or use device "cpu"`;
+    return null;
   },
   sessionOptions(options) {
     return gpuSessionOptions({ name: 'cuda', deviceId: 0 }, options);

@@ -3,7 +3,7 @@
  * Windows, Metal on macOS. Dawn chooses the adapter; ORT does not say which, so it may be a software one
  * (SwiftShader), which is why Node's `auto` does not pick WebGPU.
  */
-import { listSupportedBackends } from 'onnxruntime-node';
+import { ortNode } from '../ort-node.ts';
 import type { Provider } from './provider.ts';
 import { explainGpuFailure, webGpuSessionOptions } from './provider.ts';
 import { swiftShaderEnv } from './swiftshader.ts';
@@ -12,6 +12,7 @@ export const nodeWebGpu: Provider = {
   device: 'webgpu',
   runtime: 'onnxruntime-node',
   async unavailable() {
+    const { listSupportedBackends } = await ortNode();
     if (!listSupportedBackends().some((b) => b.name === 'webgpu')) {
       return `this onnxruntime-node build (${process.platform}/${process.arch}) has no WebGPU execution provider: use device "cpu"`;
     }
