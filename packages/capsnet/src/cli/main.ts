@@ -25,7 +25,8 @@ function userMessage(error: Error): string {
 const program = new Command('capsnet')
   .description('Train a CapsNet in TensorFlow.js, export it to ONNX with routing unrolled, and serve it with ONNX Runtime.')
   .version(packageVersion(), '-V, --version', 'print the capsnet-onnx version')
-  .showHelpAfterError();
+  // The error stays the last line a user sees; the full help is one flag away.
+  .showHelpAfterError('(add --help for usage)');
 
 registerTrainCommands(program);
 registerServeCommands(program);

@@ -310,7 +310,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
       if (fastifyCode === 'FST_ERR_CTP_BODY_TOO_LARGE' || fastifyCode === 'FST_REQ_FILE_TOO_LARGE') {
         message = `request body is larger than ${bodyLimit} bytes (the server's --body-limit)`;
       } else if (fastifyCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-        message = `${message}: send application/json, image/png or multipart/form-data`;
+        message = `${message}: send application/json, image/png, image/jpeg or multipart/form-data`;
       } else if (fastifyCode === 'FST_ERR_CTP_INVALID_JSON_BODY' || fastifyCode === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
         message = `${message}: the body must be one JSON object`;
       }
