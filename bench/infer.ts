@@ -20,7 +20,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readModelMetadata } from '@capsnet-onnx/core';
-import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
+import { machineInfo, writeReport } from './report.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { median } from '../packages/capsnet/src/parity/matrix.ts';
 import { timeClassifier } from '../packages/capsnet/src/parity/measure.ts';
@@ -295,12 +295,11 @@ async function main(): Promise<void> {
     batch,
     latencyRuns,
     throughputRuns,
-    machine: { cpus: (await import('node:os')).cpus().length, platform: `${process.platform}/${process.arch}`, node: process.version },
+    machine: machineInfo(),
     date: new Date().toISOString(),
     rows,
   };
-  mkdirSync(dirname(values.out!), { recursive: true });
-  writeFileAtomic(values.out!, `${JSON.stringify(report, null, 2)}\n`);
+  writeReport(values.out!, report);
   log(`\nwrote ${values.out}`);
 }
 

@@ -11,11 +11,11 @@
  * Targets (issue 9): Node app <= onnxruntime-node alone + 10 MB; browser app <= onnxruntime-web alone + 10 MB;
  * runtime code <= 60 KB minified. Install times depend on npm's cache (offline-first here): compare within a run.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
-import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
+import { machineInfo, writeReport } from './report.ts';
 import { ROOT } from '../test/support/fixtures.ts';
 import { type InstalledApp, footprint, installApp, packWorkspaces, tgz } from '../test/support/packages.ts';
 
@@ -72,16 +72,15 @@ console.table(rows.map((r) => ({ app: r.app, 'install s': r.installS.toFixed(1),
 console.log(`browser bundle, minified: runtime + core ${(runtimeBytes / 1000).toFixed(1)} KB; with onnxruntime-web ${(fullBytes / 1000).toFixed(1)} KB (its .wasm is fetched separately)`);
 console.table(checks.map((c) => ({ target: c.target, measured: `${c.value.toFixed(2)} ${c.unit}`, met: c.value <= c.limit ? 'yes' : 'NO' })));
 
-mkdirSync(dirname(values.out!), { recursive: true });
-writeFileAtomic(values.out!, JSON.stringify({
+writeReport(values.out!, {
   date: new Date().toISOString(),
-  node: process.version,
+  machine: machineInfo(),
   onnxruntime: ortVersion,
   tarballs: Object.fromEntries(Object.entries(tarballs).map(([k, f]) => [k, { file: f.split('/').at(-1), bytes: readFileSync(f).byteLength }])),
   apps: rows.map(({ dir: _dir, ...r }) => r),
   browserBundle: { runtimeMinifiedBytes: runtimeBytes, withOnnxruntimeWebMinifiedBytes: fullBytes },
   targets: checks.map((c) => ({ ...c, met: c.value <= c.limit })),
-}, null, 2));
+});
 console.log(`wrote ${values.out}`);
 if (values.keep) console.log(`apps kept in:\n${rows.map((r) => `  ${r.dir}`).join('\n')}`);
 else for (const r of rows) rmSync(r.dir, { recursive: true, force: true });

@@ -8,9 +8,9 @@
  *
  *   npm run bench:precision -- --checkpoint runs/small [--backends ort-node-cpu-1t,ort-web-wasm,ort-node-webgpu]
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
@@ -19,7 +19,7 @@ import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import { PRECISIONS, type Precision } from '../packages/capsnet/src/export/precision.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { loadDataset, loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
-import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
+import { machineInfo, writeReport } from './report.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -153,12 +153,11 @@ async function main(): Promise<void> {
     dataset: checkpoint.dataset,
     testImages: count,
     targets: TARGETS,
-    machine: { cpus: (await import('node:os')).cpus().length, platform: `${process.platform}/${process.arch}`, node: process.version },
+    machine: machineInfo(),
     date: new Date().toISOString(),
     rows,
   };
-  mkdirSync(dirname(values.out!), { recursive: true });
-  writeFileAtomic(values.out!, `${JSON.stringify(report, null, 2)}\n`);
+  writeReport(values.out!, report);
   log(`\nwrote ${values.out}`);
   if (rows.some((r) => !r.meetsTargets)) process.exitCode = 1;
 }

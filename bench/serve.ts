@@ -12,13 +12,13 @@
  * Without --model it uses the small test fixture (trained and exported once, cached under test-artifacts/).
  * Exit status 1 when any answer is wrong or any request fails.
  */
-import { mkdirSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Classification } from '@capsnet-onnx/runtime/node';
 import { exportedSmallModel, startServeProcess } from '../test/support/serve.ts';
-import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
+import { machineInfo, writeReport } from './report.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
@@ -126,7 +126,7 @@ async function main() {
   const report = {
     benchmark: 'serve',
     date: new Date().toISOString(),
-    host: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version, loadAverageBefore: r2(loadBefore), loadAverageAfter: r2(loadavg()[0]!) },
+    host: { ...machineInfo(), loadAverageBefore: r2(loadBefore) },
     model: { path: relative(ROOT, model), bytes: statSync(model).size, dataset: metadata.dataset, input: [metadata.inputHeight, metadata.inputWidth, metadata.inputChannels] },
     device: args.device,
     threads: args.threads ? Number(args.threads) : `capsnet serve's default (cores - 1 = ${Math.max(1, cpus().length - 1)})`,
@@ -135,8 +135,7 @@ async function main() {
     results,
     batchedSpeedup: results.length === 2 ? r2(results[0]!.throughputRps / results[1]!.throughputRps) : null,
   };
-  mkdirSync(dirname(args.out!), { recursive: true });
-  writeFileAtomic(args.out!, `${JSON.stringify(report, null, 2)}\n`);
+  writeReport(args.out!, report);
   console.log(`wrote ${relative(ROOT, args.out!)}${report.batchedSpeedup ? ` (batching: ${report.batchedSpeedup}x the unbatched throughput)` : ''}`);
   if (results.some((r) => r.failures > 0)) process.exitCode = 1;
 }

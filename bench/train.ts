@@ -19,13 +19,13 @@
  * loops (minutes per paper-size step even at batch 1), so by default it gets the forward pass at batch 1 only;
  * WebGPU on a software adapter (SwiftShader) gets batch 1 and a time limit.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
+import { machineInfo, writeReport } from './report.ts';
 import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backend.ts';
 import { type CapsNetConfig, presetConfig, type PresetName, convKernelFlops, countFlops, derivedSizes } from '@capsnet-onnx/core';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
@@ -575,17 +575,15 @@ async function main(): Promise<void> {
   console.log(formatReport(rows));
 
   const outPath = resolve(values.out!);
-  mkdirSync(dirname(outPath), { recursive: true });
-  writeFileAtomic(outPath, JSON.stringify({
+  writeReport(outPath, {
     created: new Date().toISOString(),
     preset,
     config,
     flops_per_image: { forward: flops.forward, backward: flops.backward, train_step: flops.trainStep },
-    machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? '', node: process.version,
-      load_average_at_end: os.loadavg() },
+    machine: machineInfo(),
     rows,
     ratios: ratios(rows),
-  }, null, 2) + '\n');
+  });
   console.log(`\nwrote ${outPath}`);
 }
 
