@@ -3,6 +3,7 @@
  * classifies the held-out digits with ONNX Runtime and checks parity against the tfjs model.
  * Each step is the public CLI, so this is also what a user would type.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
@@ -16,7 +17,10 @@ async function step(title: string, args: string[]): Promise<void> {
 }
 
 try {
-  await step('train the small preset on the embedded MNIST digits', ['train', '--preset', 'small', '--epochs', epochs, '--batch-size', '32', '--out', out]);
+  // A second `npm start` continues the run it left (a run directory is reused only with --resume).
+  const again = existsSync(join(out, 'checkpoint.bin'));
+  await step(again ? `continue the run in ${out} (delete it to start over)` : 'train the small preset on the embedded MNIST digits',
+    ['train', '--preset', 'small', '--epochs', epochs, '--batch-size', '32', '--out', out, ...(again ? ['--resume'] : [])]);
   await step('export to ONNX, routing unrolled', ['export', out, '-o', join(out, 'model.onnx')]);
   await step('inspect the file', ['inspect', join(out, 'model.onnx')]);
   await step('parity: tfjs reference vs ONNX Runtime in Node', ['parity', join(out, 'model.onnx'), '--checkpoint', out, '--backends', 'node-cpu,node-wasm']);
