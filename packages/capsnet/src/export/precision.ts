@@ -15,9 +15,11 @@
  *     up to 1,152 coupling-weighted terms and the agreements, whose rounding would compound over iterations), the
  *     capsule lengths, the longest-capsule mask and the decoder's final sigmoid. Biases of half ops are FLOAT16
  *     too (an ONNX Conv/Add takes one type). CUDA and WebGPU adapters with the shader-f16 feature run the half ops
- *     in half; ONNX Runtime's CPU and wasm providers lack most fp16 kernels and widen each such op to float32
- *     themselves (the activations are still rounded to fp16 between ops: an honest emulation); WebGPU adapters
- *     without shader-f16 cannot run the file at all (the runtime says so and names the fix below).
+ *     in half. ONNX Runtime's CPU and wasm providers lack most fp16 kernels: ORT runs those ops in float32 behind
+ *     Casts it inserts itself, and at its full optimisation level (the runtime's) folds the weights' Casts and
+ *     drops the fp32 -> fp16 -> fp32 pairs between ops, so there the result is fp16 weights with float32 maths
+ *     (with optimisations off the activations are rounded to fp16 between ops: the tests check both). WebGPU
+ *     adapters without shader-f16 cannot run the file at all (the runtime says so and names the fix below).
  *   - compute fp32 (`capsnet export --precision fp16 --compute fp32`): each weight is widened by one Cast node and
  *     the whole graph computes in float32, for providers without fp16 (WebGPU adapters lacking shader-f16).
  * - int8: symmetric per-channel weight quantisation in the QDQ form: an INT8 initializer, a float scale per output

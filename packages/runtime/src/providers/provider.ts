@@ -8,8 +8,8 @@ import type { DeviceName, LoadOptions } from '../contract.ts';
 /**
  * How a provider runs the half-precision ops of an fp16-compute export (`capsnet.compute_precision` fp16):
  * - native: fp16 kernels (CUDA);
- * - widened: ONNX Runtime inserts Casts to float32 around each op it has no fp16 kernel for, so the maths is
- *   float32 on activations rounded to fp16 between ops (the CPU provider, wasm);
+ * - widened: ONNX Runtime runs each op it has no fp16 kernel for in float32 behind Casts it inserts (and, at its
+ *   full optimisation level, drops the Cast pairs between such ops): float32 maths on fp16 weights (CPU, wasm);
  * - adapter: native when the GPU adapter has WebGPU's shader-f16 feature; without it the file cannot run (WebGPU).
  */
 export type Fp16Compute = 'native' | 'widened' | 'adapter';
