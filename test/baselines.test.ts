@@ -127,6 +127,8 @@ describe('baseline CNN export', () => {
     assert.ok(parity.ok, `max |logit diff| ${parity.maxAbsLogitDiff}`);
     assert.equal(parity.argmaxAgreement, 1);
     assert.throws(() => exportRun(out, { out: join(out, 'other.onnx'), routingIterations: 2 }), /baseline CNN \(no routing\)/);
+    assert.throws(() => exportRun(out, { out: join(out, 'other.onnx'), compute: 'fp32' }),
+      /--precision, --compute and --triton apply to CapsNet runs; this run is a baseline CNN \(fp32 weights and compute\)/);
   });
 });
 
