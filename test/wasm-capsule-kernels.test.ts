@@ -121,7 +121,8 @@ describe('fused capsule kernels on wasm', () => {
   });
 
   test('Adam: two fused updates match the composite ones on cpu', async () => {
-    const shapes = { a: [3, 4], b: [17], c: [2, 3, 5] };
+    // d is large enough to be split between threads (wasm-capsule-kernels.ts shares weights of 64K values and more).
+    const shapes = { a: [3, 4], b: [17], c: [2, 3, 5], d: [70001] };
     const run = () => {
       const params = Object.fromEntries(Object.entries(shapes).map(([n, sh], i) =>
         [n, tf.variable(tf.tensor(values(sh.reduce((x, y) => x * y), 30 + i), sh), true, `adam-test-${tf.getBackend()}-${n}`)]));

@@ -82,10 +82,11 @@ export function predictionVectors(u: usize, W: usize, uHat: usize, N: i32, I: i3
 
 /**
  * The gradient of predictionVectors: from dUHat [N, I, K],
- *   dU[n, i, p] = sum_k dUHat[n, i, k] W[i, p, k]      and      dW[i, p, k] = sum_n u[n, i, p] dUHat[n, i, k].
+ *   dU[n, i, p] = sum_k dUHat[n, i, k] W[i, p, k]      and      dW[i, p, k] = sum_n u[n, i, p] dUHat[n, i, k],
+ * for the capsules i0 <= i < i1 (threads split the capsules: each writes its own rows of dU and dW).
  */
-export function predictionVectorsGrad(u: usize, W: usize, dUHat: usize, dU: usize, dW: usize, N: i32, I: i32, P: i32, K: i32): void {
-  for (let i = 0; i < I; i++) {
+export function predictionVectorsGrad(u: usize, W: usize, dUHat: usize, dU: usize, dW: usize, N: i32, I: i32, P: i32, K: i32, i0: i32, i1: i32): void {
+  for (let i = i0; i < i1; i++) {
     const w = at(W, i * P * K);
     const dw = at(dW, i * P * K);
     zero(dw, P * K);

@@ -19,8 +19,9 @@
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-wasm';
+import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { FUSED_KERNELS } from './fused.ts';
+import { KernelThreads, partRange } from './wasm-kernel-threads.ts';
 import type { WasmBackendLike } from './wasm-kernels.ts';
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -41,27 +42,42 @@ interface CapsuleKernels {
  */
 type BackendWithMemory = WasmBackendLike & { wasm: { wasmMemory?: unknown; asm?: { memory?: unknown } } };
 
-const instances = new WeakMap<WebAssembly.Memory, CapsuleKernels>();
+/** The kernels of one backend memory: the calling thread's instance and the threads that share the work. */
+interface KernelSet {
+  local: CapsuleKernels;
+  threads: KernelThreads;
+}
 
-/** The kernels instantiated on this backend's memory (once per memory: a new backend instance gets its own). */
-function kernelsFor(backend: WasmBackendLike): CapsuleKernels {
+const instances = new WeakMap<WebAssembly.Memory, KernelSet>();
+
+/**
+ * The kernels instantiated on this backend's memory (once per memory: a new backend instance gets its own). On the
+ * threaded build, whose memory is shared, the work is split over as many threads as the backend itself uses.
+ */
+function kernelsFor(backend: WasmBackendLike): KernelSet {
   const { wasmMemory, asm } = (backend as BackendWithMemory).wasm;
   const memory = wasmMemory instanceof WebAssembly.Memory ? wasmMemory : asm?.memory;
   if (!(memory instanceof WebAssembly.Memory)) {
     throw new Error('train/wasm-capsule-kernels.ts: this tfjs-backend-wasm build does not expose its memory (wasmMemory or asm.memory); ' +
       'install the version in package.json');
   }
-  let kernels = instances.get(memory);
-  if (kernels == null) {
+  let set = instances.get(memory);
+  if (set == null) {
     // The threaded build's memory is shared, and a module must declare the kind of memory it imports.
     const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
     const file = new URL(`./kernels/capsule-kernels${shared ? '-shared' : ''}.wasm`, import.meta.url);
     const module = new WebAssembly.Module(readFileSync(file));
-    kernels = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as CapsuleKernels;
-    instances.set(memory, kernels);
+    const local = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as CapsuleKernels;
+    const helpers = shared ? Math.max(0, getThreadsCount() - 1) : 0;
+    const threads = new KernelThreads(local as unknown as Record<string, (...args: number[]) => unknown>, module, memory,
+      KERNEL_NAMES, helpers);
+    set = { local, threads };
+    instances.set(memory, set);
   }
-  return kernels;
+  return set;
 }
+
+const KERNEL_NAMES = ['predictionVectors', 'predictionVectorsGrad', 'routingForward', 'routingBackward', 'adam'] as const;
 
 /** A tensor's byte offset on the wasm heap. */
 function pointer(backend: WasmBackendLike, info: TensorInfo): number {
@@ -91,12 +107,21 @@ function routingShape(kernel: string, uHat: TensorInfo, attrs: RoutingAttrs): [n
   return [N, I, J, D, attrs.iterations];
 }
 
-/** Runs f with the kernels and a per-call scratch block on the heap (released afterwards, also on a throw). */
-function withRoutingScratch(be: WasmBackendLike, [I, J, D, R]: number[], f: (kernels: CapsuleKernels, scratch: number) => void): void {
-  const kernels = kernelsFor(be);
-  const scratch = be.makeOutput([kernels.routingScratchFloats(I!, J!, D!, R!)], 'float32');
+/**
+ * Runs a routing kernel over the batch, one share of the examples per thread, each with its own scratch block on
+ * the heap (released afterwards, also on a throw). args(n0, n1, scratch) gives one share's arguments.
+ */
+function routeInParts(be: WasmBackendLike, name: 'routingForward' | 'routingBackward', [N, I, J, D, R]: number[],
+  args: (n0: number, n1: number, scratch: number) => number[]): void {
+  const { local, threads } = kernelsFor(be);
+  const floats = local.routingScratchFloats(I!, J!, D!, R!);
+  const scratch = be.makeOutput([threads.parts * floats], 'float32');
   try {
-    f(kernels, pointer(be, scratch));
+    const base = pointer(be, scratch);
+    threads.run(name, (part) => {
+      const [n0, n1] = partRange(N!, threads.parts, part);
+      return args(n0, n1, base + 4 * part * floats);
+    }, N! < 2);
   } finally {
     be.disposeData(scratch.dataId);
   }
@@ -110,8 +135,9 @@ function dynamicRoutingKernel({ inputs, backend, attrs }: KernelArgs): TensorInf
   const [N, I, J, D, R] = routingShape(FUSED_KERNELS.dynamicRouting, uHat, a);
   const v = be.makeOutput([N, J, D], 'float32');
   const c = be.makeOutput([N, I, J], 'float32');
-  withRoutingScratch(be, [I, J, D, R], (kernels, scratch) =>
-    kernels.routingForward(pointer(be, uHat), pointer(be, v), pointer(be, c), scratch, N, I, J, D, R, a.epsilon));
+  const [pu, pv, pc] = [pointer(be, uHat), pointer(be, v), pointer(be, c)];
+  routeInParts(be, 'routingForward', [N, I, J, D, R], (n0, n1, scratch) =>
+    [pu + 4 * n0 * I * J * D, pv + 4 * n0 * J * D, pc + 4 * n0 * I * J, scratch, n1 - n0, I, J, D, R, a.epsilon]);
   return [v, c];
 }
 
@@ -122,9 +148,9 @@ function dynamicRoutingGradKernel({ inputs, backend, attrs }: KernelArgs): Tenso
   const a = attrs as unknown as RoutingAttrs;
   const [N, I, J, D, R] = routingShape(FUSED_KERNELS.dynamicRoutingGrad, uHat, a);
   const du = be.makeOutput([N, I, J, D], 'float32');
-  withRoutingScratch(be, [I, J, D, R], (kernels, scratch) =>
-    kernels.routingBackward(pointer(be, uHat), pointer(be, dCapsules), pointer(be, dCoupling), pointer(be, du), scratch,
-      N, I, J, D, R, a.epsilon));
+  const [pu, pdv, pdc, pdu] = [pointer(be, uHat), pointer(be, dCapsules), pointer(be, dCoupling), pointer(be, du)];
+  routeInParts(be, 'routingBackward', [N, I, J, D, R], (n0, n1, scratch) =>
+    [pu + 4 * n0 * I * J * D, pdv + 4 * n0 * J * D, pdc + 4 * n0 * I * J, pdu + 4 * n0 * I * J * D, scratch, n1 - n0, I, J, D, R, a.epsilon]);
   return du;
 }
 
@@ -148,7 +174,11 @@ function predictionVectorsKernel({ inputs, backend, attrs }: KernelArgs): Tensor
   const a = attrs as unknown as PredictionAttrs;
   const [N, I, P, K] = predictionShape(FUSED_KERNELS.predictionVectors, u, W, a);
   const uHat = be.makeOutput([N, I, a.classes, a.digitDim], 'float32');
-  kernelsFor(be).predictionVectors(pointer(be, u), pointer(be, W), pointer(be, uHat), N, I, P, K);
+  const [pu, pw, pout] = [pointer(be, u), pointer(be, W), pointer(be, uHat)];
+  kernelsFor(be).threads.run('predictionVectors', (part) => {
+    const [n0, n1] = partRange(N, kernelsFor(be).threads.parts, part);
+    return [pu + 4 * n0 * I * P, pw, pout + 4 * n0 * I * K, n1 - n0, I, P, K];
+  });
   return uHat;
 }
 
@@ -162,7 +192,9 @@ function predictionVectorsGradKernel({ inputs, backend, attrs }: KernelArgs): Te
   if (size(dUHat.shape) !== N * I * K) throw new Error(`${FUSED_KERNELS.predictionVectorsGrad}: dUHat [${dUHat.shape}] does not match [${N}, ${I}, ${K}]`);
   const dU = be.makeOutput([N, I, P], 'float32');
   const dW = be.makeOutput([I, P, K], 'float32');
-  kernelsFor(be).predictionVectorsGrad(pointer(be, u), pointer(be, W), pointer(be, dUHat), pointer(be, dU), pointer(be, dW), N, I, P, K);
+  const ptrs = [pointer(be, u), pointer(be, W), pointer(be, dUHat), pointer(be, dU), pointer(be, dW)];
+  const { threads } = kernelsFor(be);
+  threads.run('predictionVectorsGrad', (part) => [...ptrs, N, I, P, K, ...partRange(I, threads.parts, part)]);
   return [dU, dW];
 }
 
@@ -183,8 +215,14 @@ function adamKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   }
   const a = attrs as unknown as AdamAttrs;
   const out = be.makeOutput([...param.shape], 'float32');
-  kernelsFor(be).adam(pointer(be, param), pointer(be, grad), pointer(be, m), pointer(be, v), pointer(be, out), n,
-    a.learningRate, a.beta1, a.beta2, a.epsilon);
+  const ptrs = [pointer(be, param), pointer(be, grad), pointer(be, m), pointer(be, v), pointer(be, out)];
+  const { threads } = kernelsFor(be);
+  // Small weights (biases) in one part: waking a helper costs more than their update.
+  const single = n < 1 << 16;
+  threads.run('adam', (part) => {
+    const [k0, k1] = single ? [0, n] : partRange(n, threads.parts, part);
+    return [...ptrs.map((p) => p + 4 * k0), k1 - k0, a.learningRate, a.beta1, a.beta2, a.epsilon];
+  }, single);
   return out;
 }
 
