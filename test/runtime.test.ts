@@ -4,7 +4,7 @@
  * trained-model checks across backends are in parity.test.ts.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -302,10 +302,40 @@ describe('image files', () => {
     assert.equal(badJson.exitCode, 1);
     assert.equal(JSON.parse(badJson.stdout).results[0].error.code, 'BAD_IMAGE');
     // With --json, fatal errors and option errors are JSON too.
-    for (const args of [[join(dir, 'nope.png')], [join(dir, 'big.png'), '--polarity', 'sideways']]) {
+    for (const args of [[join(dir, 'big.png'), '--model-typo'], [join(dir, 'big.png'), '--polarity', 'sideways']]) {
       const fatal = await execa('node', [CLI, 'classify', modelPath, ...args, '--json'], { cwd: ROOT, reject: false });
       assert.equal(fatal.exitCode, 1);
-      assert.match(JSON.parse(fatal.stdout).error.message, /does not exist|sideways/);
+      assert.match(JSON.parse(fatal.stdout).error.message, /unknown option '--model-typo'|sideways/);
     }
+  });
+
+  test('`capsnet classify` gives a missing or unreadable path its own error row and classifies the rest', async () => {
+    writeFileSync(join(dir, 'a-file'), 'x');
+    const links = mkdtempSync(join(tmpdir(), 'capsnet-links-'));
+    symlinkSync(join(links, 'gone.png'), join(links, 'dangling.png'));
+    const [good, missing, notDir, dangling] = [join(dir, 'big.png'), join(dir, 'missing.png'), join(dir, 'a-file', 'x.png'), join(links, 'dangling.png')];
+    const args = [CLI, 'classify', modelPath, good, missing, notDir, dangling, good, '--device', 'cpu'];
+    const json = await execa('node', [...args, '--json'], { cwd: ROOT, reject: false });
+    assert.equal(json.exitCode, 1, json.stderr);
+    const rows = JSON.parse(json.stdout).results as { image: string; label: unknown; error?: { code: string; message: string } }[];
+    assert.deepEqual(rows.map((r) => r.image), [good, missing, notDir, dangling, good]);
+    assert.deepEqual(rows.map((r) => r.error?.code ?? 'ok'), ['ok', 'NOT_FOUND', 'UNREADABLE', 'NOT_FOUND', 'ok']);
+    assert.match(rows[1]!.error!.message, /missing\.png does not exist: check the path/);
+    assert.match(rows[2]!.error!.message, /a-file\/x\.png cannot be read: a parent of it is a file, not a directory \(ENOTDIR\)/);
+    assert.deepEqual(rows[4], rows[0]);
+    // Text: the same rows in argument order, a summary on stderr, no stack trace.
+    const text = await execa('node', args, { cwd: ROOT, reject: false });
+    assert.equal(text.exitCode, 1);
+    const lines = text.stdout.split('\n');
+    assert.equal(lines.length, 5, text.stdout);
+    assert.match(lines[0]!, /big\.png\s+(class\d|no digit)/);
+    assert.match(lines[1]!, /missing\.png\s+error: .*missing\.png does not exist/);
+    assert.match(text.stderr, /3 of 5 images could not be read/);
+    assert.doesNotMatch(text.stderr, /\n\s+at /);
+    // A list of paths on standard input follows the same rule.
+    const piped = await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], { cwd: ROOT, reject: false, input: `${missing}\n${good}\n` });
+    assert.equal(piped.exitCode, 1);
+    assert.deepEqual(JSON.parse(piped.stdout).results.map((r: { error?: { code: string } }) => r.error?.code ?? 'ok'), ['NOT_FOUND', 'ok']);
+    rmSync(links, { recursive: true, force: true });
   });
 });
