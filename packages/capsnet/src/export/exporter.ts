@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, validateConfig } from '@capsnet-onnx/core';
 import { loadCheckpoint } from '../files/checkpoint.ts';
-import { sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
+import { refuseToReplace, sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
 import { packageVersion } from '../files/package-version.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
@@ -118,6 +118,11 @@ export interface ExportOptions {
   exportedAt?: Date;
   /** Weight storage precision (export/precision.ts); default fp32. */
   precision?: Precision;
+  /**
+   * Replace the model, decoder or Triton model folders if they exist. Without it an existing one is an
+   * OutputExistsError (files/atomic.ts) and nothing is written.
+   */
+  overwrite?: boolean;
 }
 
 export interface ExportResult {
@@ -175,8 +180,12 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     throw new Error(`${runDir} holds a baseline CNN run, not a CapsNet: export it with exportRun (the \`capsnet export\` command)`);
   }
   if (options.out === undefined && !options.triton) throw new Error('nothing to write: give -o FILE or --triton DIR');
-  if (options.out !== undefined) checkOutputPath(options.out);
-  if (options.triton) checkTritonOptions(options.triton);
+  if (options.out !== undefined) {
+    checkOutputPath(options.out);
+    const baseline = checkpoint.model?.family === 'baseline-cnn';
+    refuseToReplace(baseline ? [options.out] : [options.out, decoderPathFor(options.out)], options.overwrite, { option: 'out path', flag: '-o path' });
+  }
+  if (options.triton) checkTritonOptions(options.triton, options.overwrite);
   const provenance = {
     classLabels: checkpoint.classLabels,
     dataset: checkpoint.dataset,
@@ -216,7 +225,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   const triton = options.triton
     ? writeTritonRepository(options.triton, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
       `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
-        `(${options.precision ?? 'fp32'} weights, routing unrolled x${config.routingIterations}).`)
+        `(${options.precision ?? 'fp32'} weights, routing unrolled x${config.routingIterations}).`, options.overwrite)
     : undefined;
   return {
     family: 'capsnet',
