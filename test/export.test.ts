@@ -374,6 +374,25 @@ describe('capsnet export / inspect', () => {
     assert.deepEqual(listing(target), ['model.decoder.onnx', 'model.onnx']);
   });
 
+  test('exportCheckpoint\'s errors (the capsnet-onnx API) name no command-line flag', () => {
+    const file = join(dir, 'plain-file');
+    writeFileSync(file, 'x');
+    const calls: (() => unknown)[] = [
+      () => exportCheckpoint(run(), {}),
+      () => exportCheckpoint(run(), { out: dir }),
+      () => exportCheckpoint(run(), { out: join(dir, 'no-such-dir', 'm.onnx') }),
+      () => exportCheckpoint(run(), { triton: { dir: file } }),
+      () => exportCheckpoint(run(), { triton: { dir: join(dir, 'no-such-dir', 'models') } }),
+      () => exportCheckpoint(run(), { triton: { dir: join(dir, 'models'), name: '../up' } }),
+    ];
+    for (const call of calls) {
+      assert.throws(call, (e: Error) => {
+        assert.doesNotMatch(e.message, /(^|[\s(`])--?[a-z]/, `a CLI flag in a library error: ${e.message}`);
+        return true;
+      });
+    }
+  });
+
   test('--routing re-exports the same weights with another iteration count', () => {
     const out = join(dir, 'routing5.onnx');
     const result = exportCheckpoint(run(), { out, routingIterations: 5 });

@@ -102,9 +102,9 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
 export function checkOutputPath(path: string): void {
   const dir = dirname(resolve(path));
   if (path.endsWith('/') || (existsSync(path) && statSync(path).isDirectory())) {
-    throw new Error(`output ${path} is a directory: give a file name, e.g. -o ${join(path, 'model.onnx')}`);
+    throw new Error(`output ${path} is a directory: give a file name, e.g. ${join(path, 'model.onnx')}`);
   }
-  if (!existsSync(dir)) throw new Error(`output directory ${dir} does not exist: create it first or choose another -o path`);
+  if (!existsSync(dir)) throw new Error(`output directory ${dir} does not exist: create it first or choose another output path`);
   if (!statSync(dir).isDirectory()) throw new Error(`output directory ${dir} is not a directory`);
 }
 
@@ -179,7 +179,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   if (only && checkpoint.model?.family === 'baseline-cnn') {
     throw new Error(`${runDir} holds a baseline CNN run, not a CapsNet: export it with exportRun (the \`capsnet export\` command)`);
   }
-  if (options.out === undefined && !options.triton) throw new Error('nothing to write: give -o FILE or --triton DIR');
+  if (options.out === undefined && !options.triton) throw new Error('nothing to write: give an output model file (out) or a Triton repository (triton)');
   if (options.out !== undefined) {
     checkOutputPath(options.out);
     const baseline = checkpoint.model?.family === 'baseline-cnn';
@@ -195,9 +195,9 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     precision: options.precision,
   };
   if (checkpoint.model?.family === 'baseline-cnn') {
-    if (options.routingIterations !== undefined) throw new Error('--routing applies to CapsNet runs; this run is a baseline CNN (no routing)');
+    if (options.routingIterations !== undefined) throw new Error('routing iterations apply to CapsNet runs; this run is a baseline CNN (no routing)');
     if (options.triton || (options.precision ?? 'fp32') !== 'fp32' || options.out === undefined) {
-      throw new Error('--precision and --triton apply to CapsNet runs; this run is a baseline CNN: export it with -o FILE only');
+      throw new Error('other precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN: export it to one fp32 model file');
     }
     const model = buildBaselineCnnModel(checkpoint.model.config, checkpoint.weights, provenance);
     const modelBytes = encodeModel(model);

@@ -190,10 +190,10 @@ export interface TritonFiles {
 /** Fail early on a bad name or directory, and on model folders that exist unless `overwrite` (OutputExistsError). */
 export function checkTritonOptions(options: TritonOptions, overwrite = false): void {
   const name = options.name ?? 'capsnet';
-  if (!MODEL_NAME.test(name)) throw new Error(`--triton-name "${name}" must be letters, digits, '_', '.' or '-', starting with a letter or digit`);
+  if (!MODEL_NAME.test(name)) throw new Error(`the Triton model name "${name}" must be letters, digits, '_', '.' or '-', starting with a letter or digit`);
   const root = resolve(options.dir);
-  if (existsSync(root) && !statSync(root).isDirectory()) throw new Error(`--triton ${options.dir} is a file: give a directory for the model repository`);
-  if (!existsSync(dirname(root))) throw new Error(`the parent of --triton ${options.dir} does not exist: create it first`);
+  if (existsSync(root) && !statSync(root).isDirectory()) throw new Error(`the Triton repository ${options.dir} is a file: give a directory for the model repository`);
+  if (!existsSync(dirname(root))) throw new Error(`the parent of the Triton repository ${options.dir} does not exist: create it first`);
   refuseToReplace([name, `${name}_decoder`].map((model) => join(options.dir, model)), overwrite, {
     option: 'triton.name or triton.dir', flag: '--triton-name or --triton directory',
   });
