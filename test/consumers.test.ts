@@ -51,6 +51,9 @@ async function install(...args: Parameters<typeof installApp>): Promise<Installe
 }
 let tarballs: Tarballs;
 let work: string;
+/** The workspaces' package.json files: packing must leave them as they were. */
+const MANIFESTS = ['core', 'runtime', 'capsnet'].map((w) => join(ROOT, 'packages', w, 'package.json'));
+let manifestsBefore: string[];
 let modelPath: string;
 let runDir: string;
 let labels: number[];
@@ -58,6 +61,7 @@ let labels: number[];
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'capsnet-consumers-'));
   made.push(work);
+  manifestsBefore = MANIFESTS.map((m) => readFileSync(m, 'utf8'));
   tarballs = await packWorkspaces(join(work, 'tarballs'));
   runDir = await trainedSmallRun();
   mkdirSync(join(work, 'model'));
@@ -96,6 +100,32 @@ describe('npm pack --workspaces', () => {
       assert.ok(capsnet.includes(f), `${f} is missing from ${tarballs.capsnet}`);
     }
     assert.deepEqual(capsnet.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|\.wasm$/.test(f)), []);
+  });
+});
+
+describe('the packed package.json', () => {
+  test('names no `capsnet-source` condition (it points at src/, not shipped), and packing leaves the repository\'s as they were', async () => {
+    for (const file of [tarballs.core, tarballs.runtime, tarballs.capsnet]) {
+      const manifest = (await execa('tar', ['-xzOf', file, 'package/package.json'])).stdout;
+      assert.ok(!manifest.includes('capsnet-source'), `${file}'s package.json still names capsnet-source`);
+      const { exports } = JSON.parse(manifest) as { exports: Record<string, unknown> };
+      assert.ok(JSON.stringify(exports).includes('./dist/'), `${file}: exports lost their dist entries`);
+    }
+    assert.deepEqual(MANIFESTS.map((m) => readFileSync(m, 'utf8')), manifestsBefore);
+    assert.ok(manifestsBefore.every((m) => m.includes('"capsnet-source"')), 'the repository keeps its source condition');
+  });
+
+  test('a pack that fails after prepack (npm skips postpack) still gets the repository\'s package.json back', async () => {
+    const before = readFileSync(MANIFESTS[0]!, 'utf8');
+    const failed = await execa('npm', ['pack', '-w', 'packages/core', '--pack-destination', join(work, 'no-such-dir'), '--loglevel=error'], {
+      cwd: ROOT, env: appEnv(), extendEnv: false, reject: false,
+    });
+    assert.notEqual(failed.exitCode, 0, 'the pack was meant to fail');
+    // The watcher left by prepack restores it once npm has exited (it polls every 200 ms).
+    const deadline = Date.now() + 10_000;
+    while (readFileSync(MANIFESTS[0]!, 'utf8') !== before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(readFileSync(MANIFESTS[0]!, 'utf8'), before);
+    assert.equal(existsSync(join(ROOT, 'packages', 'core', '.package.json.pack-backup')), false);
   });
 });
 
