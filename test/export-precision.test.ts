@@ -189,7 +189,7 @@ describe('Triton model repository', () => {
     assert.throws(() => writeTritonRepository({ dir: repo }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'second'),
       (e: Error) => e.name === 'OutputExistsError' && /capsnet already exists: pass overwrite: true to replace it, or choose another triton\.name/.test(e.message));
     assert.equal(readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8'), before);
-    writeTritonRepository({ dir: repo }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'third', true);
+    writeTritonRepository({ dir: repo, overwrite: true }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'third');
     assert.match(readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8'), /^# third/);
     assert.deepEqual(readdirSync(repo).sort(), ['capsnet', 'capsnet_decoder'], 'the replaced folders are gone, no temp folder');
     const file = join(dir, 'a-file');

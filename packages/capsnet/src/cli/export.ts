@@ -23,15 +23,16 @@ export function registerExportCommands(program: Command): void {
     .option('--json', 'print the result as JSON', false)
     .action(async (runDir: string, opts: {
       out?: string; routing?: number; precision: 'fp32' | 'fp16' | 'int8'; triton?: string; tritonName: string; maxBatchSize: number;
-      maxQueueDelayUs: number; instanceKind: 'auto' | 'cpu' | 'gpu'; instances: number; json: boolean; overwrite: boolean;
+      maxQueueDelayUs: number; instanceKind: 'auto' | 'cpu' | 'gpu'; instances: number; json: boolean;
+      overwrite: boolean;
     }) => {
       const { exportRun } = await import('../export/exporter.ts');
       const defaultOut = join(runDir.endsWith('.bin') ? dirname(runDir) : runDir, opts.precision === 'fp32' ? 'model.onnx' : `model.${opts.precision}.onnx`);
       const result = exportRun(runDir, {
         out: opts.out ?? (opts.triton ? undefined : defaultOut),
+        overwrite: opts.overwrite,
         routingIterations: opts.routing,
         precision: opts.precision,
-        overwrite: opts.overwrite,
         ...(opts.triton ? {
           triton: {
             dir: opts.triton, name: opts.tritonName, maxBatchSize: opts.maxBatchSize, maxQueueDelayUs: opts.maxQueueDelayUs,

@@ -113,16 +113,16 @@ export interface ExportOptions {
   out?: string;
   /** Also (or, without `out`, only) write a Triton model repository (export/triton.ts). */
   triton?: TritonOptions;
-  /** Override the checkpoint's routing iterations (the weights do not depend on it). */
-  routingIterations?: number;
-  exportedAt?: Date;
-  /** Weight storage precision (export/precision.ts); default fp32. */
-  precision?: Precision;
   /**
    * Replace the model, decoder or Triton model folders if they exist. Without it an existing one is an
    * OutputExistsError (files/atomic.ts) and nothing is written.
    */
   overwrite?: boolean;
+  /** Override the checkpoint's routing iterations (the weights do not depend on it). */
+  routingIterations?: number;
+  exportedAt?: Date;
+  /** Weight storage precision (export/precision.ts); default fp32. */
+  precision?: Precision;
 }
 
 export interface ExportResult {
@@ -185,7 +185,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     const baseline = checkpoint.model?.family === 'baseline-cnn';
     refuseToReplace(baseline ? [options.out] : [options.out, decoderPathFor(options.out)], options.overwrite, { option: 'out path', flag: '-o path' });
   }
-  if (options.triton) checkTritonOptions(options.triton, options.overwrite);
+  if (options.triton) checkTritonOptions({ ...options.triton, overwrite: options.overwrite });
   const provenance = {
     classLabels: checkpoint.classLabels,
     dataset: checkpoint.dataset,
@@ -223,9 +223,9 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
   }
   const triton = options.triton
-    ? writeTritonRepository(options.triton, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
+    ? writeTritonRepository({ ...options.triton, overwrite: options.overwrite }, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
       `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
-        `(${options.precision ?? 'fp32'} weights, routing unrolled x${config.routingIterations}).`, options.overwrite)
+        `(${options.precision ?? 'fp32'} weights, routing unrolled x${config.routingIterations}).`)
     : undefined;
   return {
     family: 'capsnet',

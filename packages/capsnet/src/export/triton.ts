@@ -187,14 +187,20 @@ export interface TritonFiles {
   files: string[];
 }
 
+/** What writing a repository takes: the options, and whether existing model folders may be replaced. */
+export interface TritonWriteOptions extends TritonOptions {
+  /** Replace the model folders if they exist; without it an existing one is an OutputExistsError. */
+  overwrite?: boolean;
+}
+
 /** Fail early on a bad name or directory, and on model folders that exist unless `overwrite` (OutputExistsError). */
-export function checkTritonOptions(options: TritonOptions, overwrite = false): void {
+export function checkTritonOptions(options: TritonWriteOptions): void {
   const name = options.name ?? 'capsnet';
   if (!MODEL_NAME.test(name)) throw new Error(`the Triton model name "${name}" must be letters, digits, '_', '.' or '-', starting with a letter or digit`);
   const root = resolve(options.dir);
   if (existsSync(root) && !statSync(root).isDirectory()) throw new Error(`the Triton repository ${options.dir} is a file: give a directory for the model repository`);
   if (!existsSync(dirname(root))) throw new Error(`the parent of the Triton repository ${options.dir} does not exist: create it first`);
-  refuseToReplace([name, `${name}_decoder`].map((model) => join(options.dir, model)), overwrite, {
+  refuseToReplace([name, `${name}_decoder`].map((model) => join(options.dir, model)), options.overwrite, {
     option: 'triton.name or triton.dir', flag: '--triton-name or --triton directory',
   });
 }
@@ -205,14 +211,13 @@ export function checkTritonOptions(options: TritonOptions, overwrite = false): v
  * nothing is left behind and replaced folders are back in place.
  */
 export function writeTritonRepository(
-  options: TritonOptions,
+  options: TritonWriteOptions,
   config: CapsNetConfig,
   classLabels: string[],
   bytes: { model: Uint8Array; decoder: Uint8Array },
   header: string,
-  overwrite = false,
 ): TritonFiles {
-  checkTritonOptions(options, overwrite);
+  checkTritonOptions(options);
   const root = resolve(options.dir);
   mkdirSync(root, { recursive: true });
   const name = options.name ?? 'capsnet';
