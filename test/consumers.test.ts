@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
+import semver from 'semver';
 import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 import { CHROMIUM } from '../packages/capsnet/src/parity/browser.ts';
@@ -82,6 +83,26 @@ after(() => {
   if (process.env.CAPSNET_KEEP_APPS) console.log(`kept: ${made.join(' ')}`);
   else for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
+
+/** Installed packages (name@version needs-range) whose engines.node excludes `node`, nested node_modules included. */
+function enginesExcluding(nodeModules: string, node: string): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(nodeModules, { withFileTypes: true })) {
+    if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
+    const dir = join(nodeModules, entry.name);
+    if (entry.name.startsWith('@')) {
+      out.push(...enginesExcluding(dir, node));
+      continue;
+    }
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) {
+      const { name, version, engines } = JSON.parse(readFileSync(manifest, 'utf8')) as { name: string; version: string; engines?: { node?: string } };
+      if (engines?.node && !semver.satisfies(node, engines.node)) out.push(`${name}@${version} needs node ${engines.node}`);
+    }
+    if (existsSync(join(dir, 'node_modules'))) out.push(...enginesExcluding(join(dir, 'node_modules'), node));
+  }
+  return out;
+}
 
 function tarballNames(t: Tarballs): string[] {
   return [t.core, t.runtime, t.capsnet].map((f) => f.split('/').at(-1)!);
@@ -254,6 +275,11 @@ describe('consumer apps from the tarballs', () => {
       'capsnet-onnx': tgz(tarballs.capsnet),
     });
     const pkgDir = join(app.dir, 'node_modules', 'capsnet-onnx');
+    // Every package installed runs on the oldest Node capsnet-onnx supports, so npm prints no EBADENGINE. (fastify's
+    // light-my-request 6.8 pulls cookie@2, Node >= 22; capsnet-onnx depends on light-my-request ~6.6, which fastify's
+    // ^6.0.0 dedupes to. Drop that pin when capsnet-onnx requires Node 22.)
+    const oldest = semver.minVersion((JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node)!;
+    assert.deepEqual(enginesExcluding(join(app.dir, 'node_modules'), oldest.version), [], `packages that need a newer Node than ${oldest.version}`);
     const before = hashTree(pkgDir);
     const bin = join(app.dir, 'node_modules', '.bin', 'capsnet');
     const env = appEnv();
