@@ -64,15 +64,19 @@ describe('initBackend', () => {
     const script = `const { initBackend } = await import(${JSON.stringify(backendTs)});
       const logs = []; const b = await initBackend('wasm', (m) => logs.push(m));
       const tf = b.tf; const s = tf.sum(tf.tensor1d([1, 2, 3]));
-      console.log(JSON.stringify({ detail: b.detail, logs, sum: (await s.data())[0] }));`;
+      // A fused kernel too: its wasm module must link to the single-threaded build's (unshared) memory.
+      const uHat = tf.engine().runKernel('CapsNetPredictionVectors', { u: tf.tensor3d([1, 2], [1, 1, 2]),
+        W: tf.tensor3d([1, 2, 3, 4], [1, 2, 2]) }, { classes: 1, digitDim: 2 });
+      console.log(JSON.stringify({ detail: b.detail, logs, sum: (await s.data())[0], uHat: Array.from(await uHat.data()) }));`;
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
       env: { ...process.env, CAPSNET_WASM_THREADS: '2', CAPSNET_WASM_START_TIMEOUT_S: '0.001' },
       encoding: 'utf8', timeout: 60_000,
     });
-    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { detail: string; logs: string[]; sum: number };
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { detail: string; logs: string[]; sum: number; uHat: number[] };
     assert.match(r.detail, /XNNPACK SIMD, 1 thread,/);
     assert.match(r.logs.join('\n'), /2-thread build did not start \(starting the threaded wasm module did not finish/);
     assert.equal(r.sum, 6);
+    assert.deepEqual(r.uHat, [1 * 1 + 2 * 3, 1 * 2 + 2 * 4]);
   });
 
   test('tensorflow without tfjs-node throws an error that names the fix', async (t) => {

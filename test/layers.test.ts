@@ -31,6 +31,8 @@ const ALLOWED: Record<string, string[]> = {
   [`${CAPSNET}/cli`]: ['*'],
   bench: ['*', 'test/support'],
   scripts: [],
+  // The package's build scripts (tsc, bundles, the wasm kernels): standalone .mjs that import no project code.
+  'packages/capsnet/scripts': [],
   test: ['*'],
 };
 /** npm packages (and Node built-ins) a folder must not import. */

@@ -1,7 +1,9 @@
-// The fused routing and Adam kernels (train/wasm-capsule-kernels.ts) against the composite tfjs ops on the cpu backend.
-// Each case computes the same outputs and gradients on both backends from identical seeded inputs and requires
-// max|wasm - cpu| / max|cpu| < 1e-5.
+// The fused u_hat, routing and Adam kernels (train/wasm-capsule-kernels.ts) against the composite tfjs ops on the cpu
+// backend. Each case computes the same outputs and gradients on both backends from identical seeded inputs and
+// requires max|wasm - cpu| / max|cpu| < 1e-5. Also: the committed wasm binaries are what their AssemblyScript source
+// compiles to, and they cannot write outside the pointers they are given (no data segment, no start function).
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -9,7 +11,9 @@ import { paramShapes, presetConfig } from '@capsnet-onnx/core';
 import { Adam } from '../packages/capsnet/src/train/adam.ts';
 import { initBackend } from '../packages/capsnet/src/train/backend.ts';
 import { FUSED_KERNELS, fusedKernelAvailable, setFusedKernels } from '../packages/capsnet/src/train/fused.ts';
-import { dynamicRouting, initParams, trainingLosses } from '../packages/capsnet/src/train/model.ts';
+import { dynamicRouting, initParams, predictionVectors, trainingLosses } from '../packages/capsnet/src/train/model.ts';
+// @ts-expect-error: a plain .mjs build script without type declarations
+import { compileKernels, KERNEL_BINARIES } from '../packages/capsnet/scripts/build-kernels.mjs';
 import { relErr, rng, values } from './support/numeric.ts';
 
 const TOLERANCE = 1e-5;
@@ -79,6 +83,24 @@ describe('fused capsule kernels on wasm', () => {
     });
   }
 
+  for (const [index, s] of randomShapes(20261130, 6).entries()) {
+    const P = 1 + (index * 3) % 9;
+    const label = JSON.stringify({ N: s.N, I: s.I, P, J: s.J, D: s.D });
+    test(`u_hat, forward and gradients, matches cpu at ${label}`, async () => {
+      const cfg = presetConfig('small', { inputHeight: 28, inputWidth: 28, inputChannels: 1, numClasses: s.J }, { digitDim: s.D, primaryDim: P });
+      const uValues = values(s.N * s.I * P, 2000 + index), wValues = values(s.I * P * s.J * s.D, 2100 + index);
+      const dy = values(s.N * s.I * s.J * s.D, 2200 + index);
+      const run = () => {
+        const u = tf.tensor3d(uValues, [s.N, s.I, P]), W = tf.tensor3d(wValues, [s.I, P, s.J * s.D]);
+        const f = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(predictionVectors(a as tf.Tensor3D, b as tf.Tensor3D, cfg),
+          tf.tensor(dy, [s.N, s.I, s.J, s.D])));
+        const [du, dw] = tf.grads(f)([u, W]);
+        return [predictionVectors(u, W, cfg), du!, dw!];
+      };
+      expectClose(await on('wasm', run), await on('cpu', run), ['u_hat', 'd u', 'd W'], label);
+    });
+  }
+
   test('the gradient through the capsules alone (coupling unused) matches cpu', async () => {
     const [N, I, J, D, R] = [3, 50, 10, 16, 3];
     const uHatValues = values(N * I * J * D, 7), dV = values(N * J * D, 8);
@@ -99,7 +121,8 @@ describe('fused capsule kernels on wasm', () => {
   });
 
   test('Adam: two fused updates match the composite ones on cpu', async () => {
-    const shapes = { a: [3, 4], b: [17], c: [2, 3, 5] };
+    // d is large enough to be split between threads (wasm-capsule-kernels.ts shares weights of 64K values and more).
+    const shapes = { a: [3, 4], b: [17], c: [2, 3, 5], d: [70001] };
     const run = () => {
       const params = Object.fromEntries(Object.entries(shapes).map(([n, sh], i) =>
         [n, tf.variable(tf.tensor(values(sh.reduce((x, y) => x * y), 30 + i), sh), true, `adam-test-${tf.getBackend()}-${n}`)]));
@@ -135,5 +158,64 @@ describe('fused capsule kernels on wasm', () => {
     const want = await on('cpu', run);
     const got = await on('wasm', run);
     expectClose(got, want, ['loss', ...Object.keys(paramShapes(config)).sort().map((n) => `d ${n}`)], 'small CapsNet');
+  });
+});
+
+/** Ids of the sections of a wasm binary, in order (WebAssembly core spec, 5.5.2). */
+function sectionIds(bytes: Uint8Array): number[] {
+  const ids: number[] = [];
+  let at = 8; // magic + version
+  while (at < bytes.length) {
+    const id = bytes[at++]!;
+    let length = 0, shift = 0, byte: number;
+    do {
+      byte = bytes[at++]!;
+      length |= (byte & 0x7f) << shift;
+      shift += 7;
+    } while (byte & 0x80);
+    ids.push(id);
+    at += length;
+  }
+  return ids;
+}
+
+describe('the wasm kernel binaries', () => {
+  for (const variant of ['plain', 'shared'] as const) {
+    test(`the committed ${variant} build is what assembly/capsule-kernels.ts compiles to`, async () => {
+      const committed = new Uint8Array(readFileSync(KERNEL_BINARIES[variant]));
+      const built = await compileKernels(variant);
+      assert.ok(Buffer.from(built).equals(Buffer.from(committed)),
+        `${KERNEL_BINARIES[variant]} is stale: run npm run build:kernels and commit the result`);
+    });
+
+    test(`the ${variant} build has no data segment and no start function, so it writes only where it is pointed`, () => {
+      const ids = sectionIds(new Uint8Array(readFileSync(KERNEL_BINARIES[variant])));
+      assert.ok(ids.includes(10), 'no code section: the section parser is wrong');
+      assert.ok(!ids.includes(11) && !ids.includes(12), `data section in ${KERNEL_BINARIES[variant]}`);
+      assert.ok(!ids.includes(8), `start function in ${KERNEL_BINARIES[variant]}`);
+      assert.ok(!ids.includes(5), `the module defines its own memory instead of importing tfjs's`);
+    });
+  }
+
+  test('the plain build runs on a non-shared memory and matches a direct loop', () => {
+    const memory = new WebAssembly.Memory({ initial: 1 });
+    const kernels = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(KERNEL_BINARIES.plain)), { env: { memory } })
+      .exports as unknown as { predictionVectors(...args: number[]): void };
+    const [N, I, P, K] = [2, 3, 5, 7];
+    const heap = new Float32Array(memory.buffer);
+    const u = values(N * I * P, 1), W = values(I * P * K, 2);
+    heap.set(u, 0);
+    heap.set(W, N * I * P);
+    const out = N * I * P + I * P * K;
+    kernels.predictionVectors(0, 4 * N * I * P, 4 * out, N, I, P, K);
+    for (let n = 0; n < N; n++) {
+      for (let i = 0; i < I; i++) {
+        for (let k = 0; k < K; k++) {
+          let want = 0;
+          for (let p = 0; p < P; p++) want += u[(n * I + i) * P + p]! * W[(i * P + p) * K + k]!;
+          assert.ok(Math.abs(heap[out + (n * I + i) * K + k]! - want) < 1e-5, `u_hat[${n}, ${i}, ${k}]`);
+        }
+      }
+    }
   });
 });

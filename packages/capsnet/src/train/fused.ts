@@ -18,6 +18,13 @@ export const FUSED_KERNELS = {
   /** Gradient of dynamicRouting with respect to uHat. Inputs uHat, dCapsules, dCoupling; output [N, I, J, D]. */
   dynamicRoutingGrad: 'CapsNetDynamicRoutingGrad',
   /**
+   * The prediction vectors u_hat_j|i = W_ij u_i (eq. 2). Inputs u [N, I, P], W [I, P, classes * digitDim]; attrs
+   * classes, digitDim; output [N, I, classes, digitDim].
+   */
+  predictionVectors: 'CapsNetPredictionVectors',
+  /** Gradient of predictionVectors. Inputs u, W, dUHat; outputs [dU, dW]. */
+  predictionVectorsGrad: 'CapsNetPredictionVectorsGrad',
+  /**
    * One Adam update of one weight. Inputs param, grad, m, v (same shape); attrs learningRate (bias-corrected),
    * beta1, beta2, epsilon; output the new param. It updates m and v in place: pass only the optimizer's own moments.
    */

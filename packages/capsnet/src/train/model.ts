@@ -179,11 +179,15 @@ export function convolutions(params: CapsNetParams, images: tf.Tensor4D, config:
 /** u_hat_j|i = W_ij u_i (eq. 2): u [N, inputCaps, 8], W [inputCaps, 8, classes*16] -> [N, inputCaps, classes, 16]. */
 export function predictionVectors(u: tf.Tensor3D, W: tf.Tensor3D, config: CapsNetConfig): tf.Tensor4D {
   const [batch, inputCaps] = u.shape;
+  const { routedCaps } = derivedSizes(config);
+  if (fusedKernelAvailable(FUSED_KERNELS.predictionVectors)) {
+    return tf.engine().runKernel(FUSED_KERNELS.predictionVectors, { u, W }, { classes: routedCaps, digitDim: config.digitDim }) as tf.Tensor4D;
+  }
   // One batched matmul over i: [i, N, 8] x [i, 8, classes*16]. The weights are shared by all examples, never
   // tiled per example.
   const uHatByCapsule = tf.matMul(tf.transpose(u, [1, 0, 2]) as tf.Tensor3D, W);
   // The output capsules j include "none-of-the-above" when the config has one.
-  return tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, inputCaps, derivedSizes(config).routedCaps, config.digitDim]);
+  return tf.reshape(tf.transpose(uHatByCapsule, [1, 0, 2]), [batch, inputCaps, routedCaps, config.digitDim]);
 }
 
 /** One-hot mask of the longest capsule per example: the inference-time mask of section 4.1. */
