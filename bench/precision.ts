@@ -1,6 +1,6 @@
 /**
  * `npm run bench:precision -- --checkpoint RUN_DIR`: what fp16 and int8 exports cost and save against fp32.
- * For each precision: model and decoder file sizes, accuracy on the checkpoint's whole test set (ORT-node cpu),
+ * For each precision (fp16 twice: with its default fp16 compute and with `--compute fp32`): model and decoder file sizes, accuracy on the checkpoint's whole test set (ORT-node cpu),
  * agreement with the fp32 export's predictions and the largest capsule-length difference from it, and latency per
  * backend (bench/infer.ts run on that file, one process per backend). Prints a table, checks the targets
  * (int8 <= 35% of the fp32 file and within 1 accuracy point; fp16 within 0.2 points), and writes
@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { CapsNet } from '@capsnet-onnx/runtime/node';
 import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
-import { PRECISIONS, type Precision } from '../packages/capsnet/src/export/precision.ts';
+import { type ComputePrecision, type Precision } from '../packages/capsnet/src/export/precision.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { loadDataset, loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 import { machineInfo, writeReport } from './report.ts';
@@ -38,8 +38,14 @@ interface LatencyRow {
   reason?: string;
 }
 
+/** The exports compared, fp32 first (the baseline of every ratio). */
+const VARIANTS: Array<{ precision: Precision; compute?: ComputePrecision }> = [
+  { precision: 'fp32' }, { precision: 'fp16', compute: 'fp32' }, { precision: 'fp16', compute: 'fp16' }, { precision: 'int8' },
+];
+
 interface PrecisionRow {
   precision: Precision;
+  computePrecision: ComputePrecision;
   modelBytes: number;
   decoderBytes: number;
   sizeRatio: number;
@@ -95,9 +101,9 @@ async function main(): Promise<void> {
   const rows: PrecisionRow[] = [];
   try {
     let fp32: { labels: Int32Array; lengths: Float32Array[]; bytes: number } | undefined;
-    for (const precision of PRECISIONS) {
-      const out = join(dir, `model.${precision}.onnx`);
-      const exported = exportCheckpoint(values.checkpoint, { out, precision });
+    for (const { precision, compute } of VARIANTS) {
+      const out = join(dir, `model.${precision}${compute ? `-${compute}` : ''}.onnx`);
+      const exported = exportCheckpoint(values.checkpoint, { out, precision, compute });
       const { labels, lengths } = await evaluate(out, data.test.images, count, pixels);
       const correct = labels.reduce((a, l, i) => a + (l === data.test.labels[i] ? 1 : 0), 0);
       const accuracy = correct / count;
@@ -105,8 +111,8 @@ async function main(): Promise<void> {
       const agree = labels.reduce((a, l, i) => a + (l === fp32!.labels[i] ? 1 : 0), 0) / count;
       let maxAbs = 0;
       lengths.forEach((row, i) => row.forEach((v, j) => (maxAbs = Math.max(maxAbs, Math.abs(v - fp32!.lengths[i]![j]!)))));
-      log(`${precision}: ${exported.modelBytes} bytes, accuracy ${(100 * accuracy).toFixed(2)}%; latency...`);
-      const inferJson = join(dir, `infer.${precision}.json`);
+      log(`${precision} weights, ${exported.computePrecision} compute: ${exported.modelBytes} bytes, accuracy ${(100 * accuracy).toFixed(2)}%; latency...`);
+      const inferJson = join(dir, `infer.${precision}-${exported.computePrecision}.json`);
       await execa('node', ['--conditions=capsnet-source', '--import', 'tsx', join(ROOT, 'bench', 'infer.ts'), '--model', out, '--checkpoint', values.checkpoint,
         '--backends', values.backends!, '--batch', values.batch!, '--latency-runs', values['latency-runs']!, '--throughput-runs', '3', '--out', inferJson],
       { cwd: ROOT, stdio: 'inherit' });
@@ -117,6 +123,7 @@ async function main(): Promise<void> {
       const target = TARGETS[precision];
       rows.push({
         precision,
+        computePrecision: exported.computePrecision,
         modelBytes: exported.modelBytes,
         decoderBytes: exported.decoderBytes,
         sizeRatio,
@@ -133,10 +140,10 @@ async function main(): Promise<void> {
   }
 
   const backends = rows[0]!.latency.map((l) => l.backend);
-  const header = ['precision', 'model bytes', '% of fp32', 'decoder bytes', 'accuracy %', 'drop (pts)', 'agree fp32 %', 'max |d len|',
+  const header = ['precision', 'compute', 'model bytes', '% of fp32', 'decoder bytes', 'accuracy %', 'drop (pts)', 'agree fp32 %', 'max |d len|',
     ...backends.map((b) => `${b} ms (b1)`), ...backends.map((b) => `${b} img/s`), 'targets'];
   const body = rows.map((r) => [
-    r.precision, String(r.modelBytes), fmt(100 * r.sizeRatio, 1), String(r.decoderBytes), fmt(100 * r.accuracy, 2), fmt(r.accuracyDropPoints, 2),
+    r.precision, r.computePrecision, String(r.modelBytes), fmt(100 * r.sizeRatio, 1), String(r.decoderBytes), fmt(100 * r.accuracy, 2), fmt(r.accuracyDropPoints, 2),
     fmt(100 * r.agreementWithFp32, 2), r.maxAbsLengthDiff.toExponential(1),
     ...backends.map((b) => fmt(r.latency.find((l) => l.backend === b)?.batch1Ms, 2)),
     ...backends.map((b) => fmt(r.latency.find((l) => l.backend === b)?.imagesPerS, 1)),
@@ -146,6 +153,10 @@ async function main(): Promise<void> {
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   log('');
   log([line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n'));
+  // A backend that could not run a file (WebGPU without shader-f16 for fp16 compute) is '-' above; say why.
+  for (const r of rows) {
+    for (const l of r.latency) if (l.status !== 'ok') log(`${r.precision} weights, ${r.computePrecision} compute, ${l.backend}: ${l.status}: ${l.reason ?? ''}`);
+  }
   log(`targets: int8 <= ${100 * TARGETS.int8.maxSizeRatio}% of the fp32 file and within ${TARGETS.int8.maxAccuracyDropPoints} point; ` +
     `fp16 within ${TARGETS.fp16.maxAccuracyDropPoints} points. Latency: median batch-1 ms and batch-${values.batch} images/s (bench/infer.ts).`);
   const report = {

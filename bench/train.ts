@@ -11,7 +11,8 @@
  *   npm run bench:train -- --wait-idle 120                # shared machine: wait (<= 120 s) for idle CPUs before each timing
  *
  * Each backend runs in its own process. "forward" is the same forward the step runs (decoder masked by the
- * label, plus the losses), so step/forward compares like with like. On wasm the script also times the three
+ * label, plus the losses, on weights it has not seen before, as after each Adam update), so step/forward compares
+ * like with like. On wasm the script also times the three
  * convolution kernels (forward, filter gradient, input gradient) of conv1 and PrimaryCaps at the same batch.
  * GFLOP/s counts the multiply-adds of train/flops.ts (element-wise work left out).
  *
@@ -347,6 +348,17 @@ async function runWorker(job: Job): Promise<WorkerResult> {
     await total.data();
     total.dispose();
   };
+  // In training every forward meets weights that Adam has just replaced, so XNNPACK (which caches packed weights
+  // per tensor) packs them again; PyTorch's forward has no such cache either. So each timed forward gets fresh
+  // copies of the weights, made before its clock starts, as the step's own forward does.
+  const renewWeights = async (): Promise<void> => {
+    for (const v of Object.values(params)) {
+      const copy = tf.add(v, 0);
+      v.assign(copy);
+      copy.dispose();
+    }
+    await Promise.all(Object.values(params).map((v) => v.data()));
+  };
 
   let worstBusy: number | null = null;
   const gate = async (): Promise<void> => {
@@ -356,6 +368,7 @@ async function runWorker(job: Job): Promise<WorkerResult> {
   const forwardSeconds: number[] = [];
   await forward();
   for (let i = 0; i < job.steps; i++) {
+    await renewWeights();
     await gate();
     const t0 = performance.now();
     await forward();

@@ -7,6 +7,10 @@
 #   3. runs the inference benchmark (bench/infer.ts: ORT cpu 1/2 threads, CUDA, WebGPU, ORT-web wasm, tfjs);
 #   4. runs the parity matrix against the tfjs reference: node-cpu, node-cuda, node-webgpu (both required),
 #      node-wasm (headless Chromium is left out: on a display-less server it would not reach the GPU);
+#   4b. exports the same checkpoint as fp16 with fp16 compute (`--precision fp16`), times it on CUDA and WebGPU
+#      (half kernels there) and checks its parity on node-cpu, node-cuda and node-webgpu (both required; a WebGPU
+#      adapter without shader-f16 is reported as a skip with the reason, and fails the check) within the
+#      fp16-compute tolerances (parity/matrix.ts);
 #   5. times training on the GPU: a paper-size step (batch 32) on tfjs's webgpu backend (Dawn over the GPU's Vulkan
 #      driver) and on tensorflow where @tensorflow/tfjs-node-gpu loads (bench/train.ts), then one
 #      small-preset epoch on the embedded digits with the faster of the two that loads (`capsnet train`);
@@ -16,9 +20,9 @@
 # RUN_DIR: a trained run directory (capsnet train --out); default: an untrained paper-size checkpoint, which
 # benchmarks the real model size (parity still compares every output; its argmax are near-ties).
 # Budget: 8 minutes (GPU_CHECK_BUDGET_S) on a machine where node_modules is installed, the CUDA downloads included;
-# training gets what inference and parity leave (at most TRAIN_BUDGET_S, 200 s), and each step is cut short
-# rather than overrun.
-# Results: bench-results/gpu-check/{parity,infer,train}.json, epoch/metrics.jsonl, summary.json.
+# the fp16-compute checks get at most 2 x 90 s; training gets what inference and parity leave (at most
+# TRAIN_BUDGET_S, 200 s), and each step is cut short rather than overrun.
+# Results: bench-results/gpu-check/{parity,infer,parity-fp16,infer-fp16,train}.json, epoch/metrics.jsonl, summary.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # Run the TypeScript sources of the workspace packages (their exports' "capsnet-source" condition).
@@ -91,7 +95,7 @@ if [ $# -ge 1 ]; then
 fi
 
 step "inference benchmark"
-rm -f "$OUT"/{parity,infer,train}.json "$OUT/epoch.status"
+rm -f "$OUT"/{parity,infer,parity-fp16,infer-fp16,train}.json "$OUT/epoch.status"
 timeout $(( $(left) - TRAIN_BUDGET - 100 )) node --import tsx bench/infer.ts --backends ort-node-cpu-1t,ort-node-cpu-2t,ort-node-cuda,ort-node-webgpu,ort-web-wasm,tfjs ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} --out "$OUT/infer.json" \
   --latency-runs 10 --throughput-runs 3 --timeout 90 || echo "benchmark did not finish (see above)"
 if [ $# -eq 0 ]; then RUN=bench-results/models/paper; MODEL=$RUN/model.onnx; fi
@@ -102,6 +106,23 @@ timeout $(( $(left) - TRAIN_BUDGET )) npx capsnet parity "$MODEL" --checkpoint "
   --backends node-cpu,node-cuda,node-webgpu,node-wasm --require node-cuda,node-webgpu \
   --digits 8 --random 4 --webgpu-count 14 --latency-runs 10 --webgpu-latency-runs 10 --timeout 90 --json "$OUT/parity.json"
 PARITY=$?
+
+step "fp16 compute: export, time on CUDA and WebGPU, parity"
+# The fp16 export computes its convolutions, u_hat and decoder in half precision: CUDA's and WebGPU's half kernels.
+rm -f "$OUT"/model.fp16.onnx "$OUT"/model.fp16.decoder.onnx
+PARITY16=1
+# Each of its two runs gets at most 90 s, less when that would leave training under half its budget.
+F16=$(( ($(left) - TRAIN_BUDGET / 2) / 2 )); [ "$F16" -gt 90 ] && F16=90; [ "$F16" -lt 20 ] && F16=20
+if npx capsnet export "$RUN" --precision fp16 -o "$OUT/model.fp16.onnx"; then
+  timeout "$F16" node --import tsx bench/infer.ts --backends ort-node-cuda,ort-node-webgpu --model "$OUT/model.fp16.onnx" --checkpoint "$RUN" \
+    --out "$OUT/infer-fp16.json" --latency-runs 10 --throughput-runs 3 --timeout 60 || echo "fp16 benchmark did not finish (see above)"
+  timeout "$F16" npx capsnet parity "$OUT/model.fp16.onnx" --checkpoint "$RUN" \
+    --backends node-cpu,node-cuda,node-webgpu --require node-cuda,node-webgpu \
+    --digits 8 --random 4 --webgpu-count 14 --latency-runs 10 --webgpu-latency-runs 10 --timeout 60 --json "$OUT/parity-fp16.json"
+  PARITY16=$?
+else
+  echo "fp16 export failed"
+fi
 
 step "training: a paper-size step on webgpu and tensorflow"
 # Half of what is left for the step timings (each backend in its own process, cut off by bench-train's timeout).
@@ -121,4 +142,4 @@ echo "backend $EPOCH_BACKEND, batch 128, exit $EPOCH_RC$([ $EPOCH_RC = 124 ] && 
 step "summary ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
 node --import tsx packages/capsnet/src/parity/gpu-table.ts "$OUT" --json "$OUT/summary.json"
 echo "total: ${SECONDS}s; details in $OUT/"
-exit $PARITY
+[ "$PARITY" = 0 ] && [ "$PARITY16" = 0 ]

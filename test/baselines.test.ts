@@ -129,6 +129,8 @@ describe('baseline CNN export', () => {
     assert.ok(parity.ok, `max |logit diff| ${parity.maxAbsLogitDiff}`);
     assert.equal(parity.argmaxAgreement, 1);
     assert.throws(() => exportRun(out, { out: join(out, 'other.onnx'), routingIterations: 2 }), /baseline CNN \(no routing\)/);
+    assert.throws(() => exportRun(out, { out: join(out, 'other.onnx'), compute: 'fp32' }),
+      /other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN \(fp32 weights and compute\)/);
     // Its one file is guarded like a CapsNet's pair: replaced only when asked.
     assert.throws(() => exportRun(out, { out: join(out, 'model.onnx') }), /model\.onnx already exists: pass overwrite: true to replace it/);
     const cli = await execa('node', [CLI, 'export', out, '-o', join(out, 'model.onnx')], { cwd: ROOT, reject: false });

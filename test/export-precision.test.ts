@@ -10,15 +10,17 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { execa } from 'execa';
-import { derivedSizes, readModelMetadata } from '@capsnet-onnx/core';
+import { METADATA_KEYS, derivedSizes, readModelMetadata } from '@capsnet-onnx/core';
 import { buildCapsNetModels } from '../packages/capsnet/src/export/exporter.ts';
-import { summarizeModel } from '../packages/capsnet/src/export/inspect.ts';
+import { formatSummary, summarizeModel } from '../packages/capsnet/src/export/inspect.ts';
 import { DataType, encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
-import { float16BitsToNumber, float32ToFloat16Bits, quantizeInt8PerChannel } from '../packages/capsnet/src/export/precision.ts';
+import { type ComputePrecision, computePrecisionFor, float16BitsToNumber, float32ToFloat16Bits, quantizeInt8PerChannel } from '../packages/capsnet/src/export/precision.ts';
 import { parseConfigText, writeTritonRepository } from '../packages/capsnet/src/export/triton.ts';
-import { saveCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
-import { CLI, ROOT } from './support/fixtures.ts';
-import { pythonOnnxAvailable, runChecker } from './support/onnx-checker.ts';
+import { loadCheckpoint, saveCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
+import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
+import { FP16_COMPUTE_TOLERANCES } from '../packages/capsnet/src/parity/matrix.ts';
+import { CLI, ROOT, trainedSmallRun } from './support/fixtures.ts';
+import { inferredNodeTypes, pythonOnnxAvailable, runChecker } from './support/onnx-checker.ts';
 import { TINY_CONFIG, TINY_PROVENANCE, syntheticWeights } from './support/tiny-model.ts';
 
 describe('fp16 conversion', () => {
@@ -64,10 +66,10 @@ const maxAbs = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.
 
 describe('fp16 and int8 exports', () => {
   const weights = syntheticWeights(TINY_CONFIG, 1, (name) => (name === 'digit/W' ? 1 : 0.4));
-  const build = (precision: 'fp32' | 'fp16' | 'int8') => buildCapsNetModels(TINY_CONFIG, weights, { ...TINY_PROVENANCE, precision });
+  const build = (precision: 'fp32' | 'fp16' | 'int8', compute?: ComputePrecision) => buildCapsNetModels(TINY_CONFIG, weights, { ...TINY_PROVENANCE, precision, compute });
 
   test('weights are stored as FLOAT16 / INT8 and widened by Cast / DequantizeLinear; metadata and inspect say so', () => {
-    const fp16 = build('fp16').model;
+    const fp16 = build('fp16', 'fp32').model;
     const int8 = build('int8').model;
     const types = (model: typeof fp16) => Object.fromEntries(model.graph.initializer!.map((t) => [t.name, t.data_type]));
     for (const name of ['conv1/kernel', 'primary/kernel', 'digit/W', 'decoder/dense0/kernel']) {
@@ -75,11 +77,12 @@ describe('fp16 and int8 exports', () => {
       assert.equal(types(int8)[`${name}/int8`], DataType.INT8, name);
       assert.equal(types(int8)[`${name}/scale`], DataType.FLOAT, name);
     }
-    assert.equal(types(fp16)['conv1/bias'], DataType.FLOAT, 'biases stay float32');
+    assert.equal(types(fp16)['conv1/bias'], DataType.FLOAT, 'biases stay float32 with float32 compute');
     const summary = summarizeModel(int8, encodeModel(int8).length);
     assert.equal(summary.precision, 'int8');
     assert.equal(summary.ops.DequantizeLinear, 6); // conv1, primary, W and the decoder's three dense kernels
     assert.equal(readModelMetadata(encodeModel(fp16)).precision, 'fp16');
+    assert.equal(readModelMetadata(encodeModel(fp16)).computePrecision, 'fp32');
     assert.equal(readModelMetadata(encodeModel(build('fp32').model)).precision, 'fp32');
   });
 
@@ -89,7 +92,7 @@ describe('fp16 and int8 exports', () => {
     const pixels = c.inputHeight * c.inputWidth * c.inputChannels;
     const images = Float32Array.from({ length: n * pixels }, (_, i) => ((i * 7919) % 101) / 100);
     const fp32 = await run(encodeModel(build('fp32').model), images, n);
-    const fp16 = await run(encodeModel(build('fp16').model), images, n);
+    const fp16 = await run(encodeModel(build('fp16', 'fp32').model), images, n);
     const int8 = await run(encodeModel(build('int8').model), images, n);
     const scale = Math.max(...fp32.lengths);
     // fp16 keeps 11 significant bits (relative error 2^-11 per weight); int8 keeps ~7.
@@ -109,7 +112,7 @@ describe('fp16 and int8 exports', () => {
     const dir = mkdtempSync(join(tmpdir(), 'capsnet-precision-check-'));
     try {
       const files = (['fp16', 'int8'] as const).flatMap((p) => {
-        const built = build(p);
+        const built = build(p, p === 'fp16' ? 'fp32' : undefined);
         const pair = [join(dir, `${p}.onnx`), join(dir, `${p}.decoder.onnx`)];
         writeFileSync(pair[0]!, encodeModel(built.model));
         writeFileSync(pair[1]!, encodeModel(built.decoder));
@@ -129,6 +132,112 @@ describe('fp16 and int8 exports', () => {
     // the real ratios are in the precision benchmark (bench/precision.ts).
     assert.ok(size('fp16') < 0.8 * size('fp32'), `${size('fp16')} vs ${size('fp32')}`);
     assert.ok(size('int8') < size('fp16'), `${size('int8')} vs ${size('fp16')}`);
+  });
+});
+
+describe('fp16 compute (mixed precision)', () => {
+  const weights = syntheticWeights(TINY_CONFIG, 5, (name) => (name === 'digit/W' ? 1 : 0.4));
+  const build = (precision: 'fp32' | 'fp16' | 'int8', compute?: ComputePrecision) => buildCapsNetModels(TINY_CONFIG, weights, { ...TINY_PROVENANCE, precision, compute });
+
+  test('--compute: fp16 weights default to fp16 compute; fp32 and int8 weights refuse it in one line', () => {
+    assert.equal(computePrecisionFor('fp16'), 'fp16');
+    assert.equal(computePrecisionFor('fp16', 'fp32'), 'fp32');
+    assert.equal(computePrecisionFor('fp32'), 'fp32');
+    assert.equal(computePrecisionFor('int8'), 'fp32');
+    assert.throws(() => computePrecisionFor('fp32', 'fp16'), /^Error: --compute applies to --precision fp16 only \(fp32 weights always compute in float32\): drop --compute, or add --precision fp16$/);
+    assert.throws(() => computePrecisionFor('int8', 'fp32'), /--compute applies to --precision fp16 only \(int8 weights/);
+    assert.throws(() => computePrecisionFor('fp16', 'bf16'), /unknown compute precision "bf16": choose one of fp32, fp16/);
+  });
+
+  test('onnx shape inference: conv1, PrimaryCaps, u_hat and the decoder are float16; squash, routing, lengths and mask float32', (t) => {
+    const missing = pythonOnnxAvailable();
+    if (missing) {
+      console.warn(`SKIP: ${missing}`);
+      t.skip(missing);
+      return;
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'capsnet-fp16-compute-'));
+    try {
+      const half = build('fp16');
+      const widened = build('fp16', 'fp32');
+      const files = { model: join(dir, 'm.onnx'), decoder: join(dir, 'm.decoder.onnx'), widened: join(dir, 'w.onnx') };
+      writeFileSync(files.model, encodeModel(half.model));
+      writeFileSync(files.decoder, encodeModel(half.decoder));
+      writeFileSync(files.widened, encodeModel(widened.model));
+      const types = inferredNodeTypes(files.model);
+      const layers = TINY_CONFIG.decoderHidden.length + 1;
+      const halfNodes = ['conv1/Conv', 'conv1/Relu', 'primary/Conv', 'digit/MatMul',
+        ...Array.from({ length: layers }, (_, l) => [`decoder/dense${l}/MatMul`, `decoder/dense${l}/Add`]).flat()];
+      for (const node of halfNodes) assert.equal(types[node], 'FLOAT16', node);
+      const delicate = Object.keys(types).filter((n) => /squash\/|^routing\/|^lengths\/|^mask\//.test(n));
+      assert.ok(delicate.length > 30, `${delicate.length} squash/routing/lengths/mask nodes`);
+      for (const node of delicate) assert.notEqual(types[node], 'FLOAT16', node);
+      assert.ok(delicate.some((n) => /Softmax$/.test(n) && types[n] === 'FLOAT'));
+      assert.equal(types[`decoder/dense${layers - 1}/Sigmoid`], 'FLOAT', 'the sigmoid runs in float32');
+      // Three half sections (conv1 + PrimaryCaps, u_hat, the decoder), each entered and left by a Cast; the
+      // graph's inputs and outputs stay float32.
+      const casts = (kind: string) => Object.keys(types).filter((n) => n.endsWith(`/${kind}`)).sort();
+      assert.deepEqual(casts('ToHalf'), ['conv1/ToHalf', 'decoder/ToHalf', 'digit/ToHalf']);
+      assert.deepEqual(casts('ToFloat'), ['decoder/dense2/ToFloat', 'digit/ToFloat', 'primary/ToFloat']);
+      for (const v of [...half.model.graph.input, ...half.model.graph.output]) assert.equal(v.type?.tensor_type?.elem_type, DataType.FLOAT, v.name);
+      const decoderTypes = inferredNodeTypes(files.decoder);
+      assert.equal(decoderTypes['decoder/dense0/MatMul'], 'FLOAT16');
+      assert.deepEqual(Object.entries(inferredNodeTypes(files.widened)).filter(([, v]) => v === 'FLOAT16'), [], '--compute fp32: no float16 node');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('metadata records the compute precision (fp32 for files without the key) and inspect shows it', () => {
+    const half = build('fp16').model;
+    assert.equal(readModelMetadata(encodeModel(half)).computePrecision, 'fp16');
+    assert.equal(readModelMetadata(encodeModel(build('int8').model)).computePrecision, 'fp32');
+    const older = { ...half, metadata_props: half.metadata_props!.filter((p) => p.key !== METADATA_KEYS.computePrecision) };
+    assert.equal(readModelMetadata(encodeModel(older)).computePrecision, 'fp32');
+    const summary = summarizeModel(half, encodeModel(half).length);
+    assert.equal(summary.computePrecision, 'fp16');
+    assert.ok(summary.nodeTypes.float16! >= 8 && summary.nodeTypes.float! > summary.nodeTypes.float16!, JSON.stringify(summary.nodeTypes));
+    assert.match(formatSummary(summary), /^precision: fp16 weights \(float16 [\d.]+ KiB.*\); fp16 compute \(\d+ float nodes, \d+ float16 nodes\); inputs and outputs float32$/m);
+    assert.match(formatSummary(summarizeModel(build('fp16', 'fp32').model, 1)), /; fp32 compute \(\d+ float nodes\);/);
+  });
+
+  test('on a trained model, ORT cpu stays within the fp16-compute tolerance of the fp32 export, with the activations rounded to fp16 too', async () => {
+    const run = await trainedSmallRun();
+    const checkpoint = loadCheckpoint(run);
+    const provenance = { ...TINY_PROVENANCE, classLabels: checkpoint.classLabels };
+    const c = checkpoint.config;
+    const digits = loadMnistSample().test;
+    const n = 64;
+    const pixels = c.inputHeight * c.inputWidth * c.inputChannels;
+    const images = digits.images.slice(0, n * pixels);
+    // ORT's CPU provider runs the half ops in float32 behind Casts it inserts; at its full optimisation level (the
+    // runtime's) it also drops the fp32 -> fp16 -> fp32 Cast pairs between them, so only with optimisations off
+    // are the activations really rounded to fp16 between ops: both are checked.
+    const lengthsOf = async (precision: 'fp32' | 'fp16', compute?: ComputePrecision, level: 'all' | 'disabled' = 'all') => {
+      const { model } = buildCapsNetModels(c, checkpoint.weights, { ...provenance, precision, compute });
+      const session = await ort.InferenceSession.create(encodeModel(model), { executionProviders: ['cpu'], graphOptimizationLevel: level });
+      const out = await session.run({ images: new ort.Tensor('float32', images, [n, c.inputHeight, c.inputWidth, c.inputChannels]) });
+      await session.release();
+      return out.lengths!.data as Float32Array;
+    };
+    const fp32 = await lengthsOf('fp32');
+    const half = await lengthsOf('fp16');
+    const rounded = await lengthsOf('fp16', undefined, 'disabled');
+    const widened = await lengthsOf('fp16', 'fp32');
+    const tol = FP16_COMPUTE_TOLERANCES;
+    console.log(`fp16 compute vs fp32 on ${n} digits, max |length diff|: ORT cpu ${maxAbs(half, fp32).toExponential(2)}, ` +
+      `activations rounded (optimisations off) ${maxAbs(rounded, fp32).toExponential(2)}; fp16 weights only ${maxAbs(widened, fp32).toExponential(2)}; tolerance ${tol.lengths}`);
+    assert.ok(maxAbs(rounded, half) > 0, 'with optimisations off the activations really are rounded to fp16');
+    const K = c.numClasses;
+    const argmax = (a: Float32Array, i: number) => Array.from(a.subarray(i * K, (i + 1) * K)).reduce((best, v, k, all) => (v > all[best]! ? k : best), 0);
+    for (const [name, lengths] of [['ORT cpu', half], ['rounded', rounded]] as const) {
+      assert.ok(maxAbs(lengths, fp32) <= tol.lengths, `${name}: lengths differ by ${maxAbs(lengths, fp32)}`);
+      for (let i = 0; i < n; i++) {
+        const sorted = Array.from(fp32.subarray(i * K, (i + 1) * K)).sort((a, b) => b - a);
+        if (sorted[0]! - sorted[1]! < tol.tieGap) continue; // a near-tie may flip
+        assert.equal(argmax(lengths, i), argmax(fp32, i), `${name}: digit ${i}`);
+      }
+    }
   });
 });
 
@@ -213,6 +322,28 @@ describe('capsnet export --precision / --triton (CLI)', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
   const cli = (...args: string[]) => execa('node', [CLI, ...args], { cwd: ROOT, reject: false });
+
+  test('--compute: fp16 by default with --precision fp16, fp32 on request, a one-line error with fp32 or int8 weights', async () => {
+    for (const [args, expected] of [[[], 'fp16'], [['--compute', 'fp32'], 'fp32']] as const) {
+      const out = join(dir, `m.${expected}.onnx`);
+      const exported = await cli('export', join(dir, 'run'), '--precision', 'fp16', ...args, '-o', out, '--json');
+      assert.equal(exported.exitCode, 0, exported.stderr);
+      assert.equal(JSON.parse(exported.stdout).computePrecision, expected);
+      const inspect = await cli('inspect', out);
+      assert.match(inspect.stdout, new RegExp(`^precision: fp16 weights .*; ${expected} compute \\(`, 'm'));
+      assert.match(inspect.stdout, new RegExp(`^  capsnet\\.compute_precision: ${expected}$`, 'm'));
+    }
+    for (const args of [['--compute', 'fp16'], ['--precision', 'int8', '--compute', 'fp32']]) {
+      const refused = await cli('export', join(dir, 'run'), ...args, '-o', join(dir, 'refused.onnx'));
+      assert.equal(refused.exitCode, 1, args.join(' '));
+      assert.match(refused.stderr, /^capsnet: --compute applies to --precision fp16 only \((fp32|int8) weights always compute in float32\): drop --compute, or add --precision fp16$/m);
+      assert.doesNotMatch(refused.stderr, /\n\s+at /, 'one line, no stack');
+      assert.ok(!existsSync(join(dir, 'refused.onnx')), 'nothing written');
+    }
+    const bad = await cli('export', join(dir, 'run'), '--precision', 'fp16', '--compute', 'bf16');
+    assert.equal(bad.exitCode, 1);
+    assert.match(bad.stderr, /option '--compute <p>' argument 'bf16' is invalid\. Allowed choices are fp32, fp16/);
+  });
 
   test('int8 to a Triton repository only; inspect reads the precision; a second export refuses to overwrite', async () => {
     const repo = join(dir, 'models');

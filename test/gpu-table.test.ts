@@ -41,7 +41,23 @@ function writeCanned(dir: string): void {
     { backend: 'tensorflow', detail: '', batch: null, step_s: null, step_over_forward: null, images_per_s: null,
       step_gflops_per_s: null, note: 'skipped: @tensorflow/tfjs-node-gpu is not installed' },
   ] };
+  // The fp16 export with fp16 compute: CUDA passes within its tolerances, WebGPU's adapter lacks shader-f16.
+  const parityFp16 = {
+    ...parity, precision: 'fp16', computePrecision: 'fp16',
+    rows: [
+      parity.rows[0],
+      { backend: 'node-cuda', ranOn: 'cuda (onnxruntime-node)', status: 'pass',
+        maxAbs: { lengths: 3.2e-4, capsules: 2.1e-4, reconstruction: 9e-4, decoder: 8e-4 },
+        argmax: { agree: 12, compared: 12, mismatches: [], flippedTies: [] } },
+      { backend: 'node-webgpu', ranOn: '', status: 'skipped', reason: 'device "webgpu" cannot run m.onnx: the model computes in fp16 (capsnet.compute_precision) and the WebGPU adapter lacks the shader-f16 feature: re-export it' },
+    ],
+  };
+  const inferFp16 = { rows: [
+    { backend: 'ort-node-cuda', status: 'ok', ranOn: 'cuda (onnxruntime-node)', batch1Ms: 0.987, batch: 64, imagesPerS: 15432.1, gflops: 6270.2 },
+  ] };
   writeFileSync(join(dir, 'parity.json'), JSON.stringify(parity));
+  writeFileSync(join(dir, 'parity-fp16.json'), JSON.stringify(parityFp16));
+  writeFileSync(join(dir, 'infer-fp16.json'), JSON.stringify(inferFp16));
   writeFileSync(join(dir, 'infer.json'), JSON.stringify(infer));
   writeFileSync(join(dir, 'train.json'), JSON.stringify(train));
   mkdirSync(join(dir, 'epoch'));
@@ -70,6 +86,9 @@ describe('gpu-check summary table', () => {
     assert.match(rowOf(table, 'train step tensorflow'), /skipped: @tensorflow\/tfjs-node-gpu is not installed/);
     assert.match(rowOf(table, 'train epoch webgpu'), /4310\s+128\s+2104\.7\s+-\s+small preset, epoch 1 \(63 steps\), test accuracy 96\.12%/);
     assert.match(table, /^parity: OK$/m);
+    assert.match(rowOf(table, 'infer fp16 ort-node-cuda'), /pass\s+3\.2e-4\s+2\.1e-4\s+9\.0e-4\s+12\/12\s+0\.99\s+64\s+15432\.1\s+6270\.20/);
+    assert.match(rowOf(table, 'infer fp16 ort-node-webgpu'), /skipped\s.*parity skipped: device "webgpu" cannot run m\.onnx: .*lacks the shader-f16 feature/);
+    assert.match(table, /^parity fp16: OK$/m);
   });
 
   test('reports missing and broken files as rows that were not run, without throwing', () => {
@@ -83,6 +102,8 @@ describe('gpu-check summary table', () => {
     assert.match(rowOf(table, 'train step '), /not run: train\.json not valid JSON/);
     assert.match(rowOf(table, 'train epoch'), /not run: no metrics\.jsonl: backend webgpu, batch 128, exit 124 \(out of time\)/);
     assert.match(table, /^parity: not run \(parity\.json not written/m);
+    assert.match(rowOf(table, 'infer fp16 '), /not run\s.*infer-fp16\.json not written/);
+    assert.match(table, /^parity fp16: not run \(parity-fp16\.json not written/m);
   });
 
   test('the command prints the table and writes summary.json', () => {

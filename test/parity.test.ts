@@ -11,7 +11,7 @@ import { basename, join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { decodeCheckpoint, encodeCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
-import { compare, formatMatrix, TOLERANCES, tolerancesFor } from '../packages/capsnet/src/parity/matrix.ts';
+import { compare, formatMatrix, FP16_COMPUTE_TOLERANCES, TOLERANCES, tolerancesFor } from '../packages/capsnet/src/parity/matrix.ts';
 import type { MeasureResult } from '../packages/capsnet/src/parity/measure.ts';
 import type { Reference } from '../packages/capsnet/src/parity/reference.ts';
 import type { ParityReport } from '../packages/capsnet/src/parity/run.ts';
@@ -72,6 +72,18 @@ describe('parity comparison', () => {
     assert.equal(compare('x', '', coarse, ref, tolerancesFor('int8')).status, 'pass');
     assert.ok(tolerancesFor('int8').lengths > tolerancesFor('fp16').lengths && tolerancesFor('fp16').lengths > tolerancesFor('fp32').lengths);
     assert.throws(() => tolerancesFor('bf16'), /precision "bf16" has no parity tolerances: known are fp32, fp16, int8/);
+  });
+
+  test('fp16 files with fp16 compute get the fp16-compute tolerances; older files (no compute key) their weights\' ones', () => {
+    const ref = syntheticReference();
+    const off = result(ref, (r) => (r.lengths[2]! += 1e-3));
+    assert.equal(compare('x', '', off, ref, tolerancesFor('fp16', 'fp32')).status, 'fail');
+    assert.equal(compare('x', '', off, ref, tolerancesFor('fp16', 'fp16')).status, 'pass');
+    assert.deepEqual(tolerancesFor('fp16', 'fp16'), FP16_COMPUTE_TOLERANCES);
+    assert.deepEqual(tolerancesFor('fp16'), tolerancesFor('fp16', 'fp32'));
+    assert.ok(FP16_COMPUTE_TOLERANCES.lengths > tolerancesFor('fp16').lengths && FP16_COMPUTE_TOLERANCES.lengths < tolerancesFor('int8').lengths);
+    assert.throws(() => tolerancesFor('int8', 'fp16'), /computes in fp16 but stores int8 weights/);
+    assert.throws(() => tolerancesFor('fp16', 'bf16'), /compute precision "bf16" has no parity tolerances: known are fp32, fp16/);
   });
 });
 

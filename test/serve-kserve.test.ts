@@ -14,7 +14,9 @@ describe('KServe v2 protocol', () => {
   let server: CapsNetServer;
   let base: string;
   before(async () => {
-    server = await createServer({ classifier: fake, maxBatch: 4, batchWaitMs: 25, modelName: 'digits' });
+    // A batch window wide enough that two requests sent together share a run even on a loaded 2-core machine
+    // (25 ms was missed there once); every lone request waits it out, which costs this suite a few seconds.
+    server = await createServer({ classifier: fake, maxBatch: 4, batchWaitMs: 250, modelName: 'digits' });
     base = await server.listen(0, '127.0.0.1');
   });
   after(async () => {

@@ -6,7 +6,10 @@ import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { initBackend } from '../packages/capsnet/src/train/backend.ts';
-import { setConvGradMethod, setIm2colBudget, transpose2d, wasmConvKernelsRegistered } from '../packages/capsnet/src/train/wasm-kernels.ts';
+import { readFileSync } from 'node:fs';
+import { setConvGradMethod, setIm2colBudget, wasmConvKernelsRegistered } from '../packages/capsnet/src/train/wasm-kernels.ts';
+// @ts-expect-error: a plain .mjs build script without type declarations
+import { KERNEL_BINARIES } from '../packages/capsnet/scripts/build-kernels.mjs';
 import { relErr, rng, values } from './support/numeric.ts';
 
 type Pad = 'valid' | 'same' | [[number, number], [number, number], [number, number], [number, number]];
@@ -273,16 +276,23 @@ describe('wasm BatchMatMul with transposed operands', () => {
   });
 });
 
-describe('transpose2d', () => {
-  test('transposes a non-square, non-tile-multiple matrix at an offset', () => {
-    const rows = 37, cols = 45, off = 5;
-    const src = Float32Array.from({ length: off + rows * cols }, (_, i) => i);
-    const dst = new Float32Array(rows * cols + 3).fill(-1);
-    transpose2d(src, off, rows, cols, dst, 3);
+describe('the wasm transpose kernel (assembly/training-kernels.ts)', () => {
+  test('transposes a non-square, non-tile-multiple matrix between offsets, a row range at a time', () => {
+    const memory = new WebAssembly.Memory({ initial: 1 });
+    const { transpose } = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(KERNEL_BINARIES.plain)), { env: { memory } })
+      .exports as unknown as { transpose(...args: number[]): void };
+    const rows = 37, cols = 45, off = 5, dstOff = off + rows * cols + 3;
+    const heap = new Float32Array(memory.buffer);
+    for (let i = 0; i < rows * cols; i++) heap[off + i] = i;
+    heap.fill(-1, dstOff - 3, dstOff + rows * cols + 3);
+    // Two row ranges, as two threads would do them.
+    transpose(4 * off, cols, 4 * dstOff, rows, 0, 21, cols);
+    transpose(4 * off, cols, 4 * dstOff, rows, 21, rows, cols);
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c++) assert.equal(dst[3 + c * rows + r], src[off + r * cols + c]);
+      for (let c = 0; c < cols; c++) assert.equal(heap[dstOff + c * rows + r], r * cols + c, `element (${r}, ${c})`);
     }
-    assert.deepEqual([...dst.subarray(0, 3)], [-1, -1, -1]);
+    assert.deepEqual([...heap.subarray(dstOff - 3, dstOff)], [-1, -1, -1]);
+    assert.deepEqual([...heap.subarray(dstOff + rows * cols, dstOff + rows * cols + 3)], [-1, -1, -1]);
   });
 });
 

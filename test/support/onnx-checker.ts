@@ -25,3 +25,11 @@ export function runChecker(...files: string[]): { ok: boolean; error: string | n
   }
 }
 
+
+/** Node name -> the element type onnx's strict shape inference gives its first output (e.g. 'FLOAT16'), after the full check passed. */
+export function inferredNodeTypes(file: string): Record<string, string> {
+  const out = execFileSync(PYTHON, [CHECKER, '--node-types', file], { encoding: 'utf8' }).trim();
+  const result = JSON.parse(out) as { ok: boolean; error: string | null; node_types: Record<string, string> };
+  if (!result.ok) throw new Error(`onnx.checker rejected ${file}: ${result.error}`);
+  return result.node_types;
+}

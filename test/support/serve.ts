@@ -15,6 +15,7 @@ export const FAKE_METADATA: ModelMetadata = {
   decoderSha256: '',
   exportedAt: '2024-01-01T00:00:00Z',
   precision: 'fp32',
+  computePrecision: 'fp32',
   producer: 'test',
   producerVersion: '0',
   config: {},

@@ -1,4 +1,4 @@
-// Compiles the AssemblyScript training kernels (assembly/capsule-kernels.ts) to the two wasm binaries that
+// Compiles the AssemblyScript training kernels (assembly/training-kernels.ts) to the two wasm binaries that
 // train/wasm-capsule-kernels.ts loads: one importing a shared memory (tfjs-backend-wasm's multi-threaded build)
 // and one importing a plain memory (its single-threaded build). The binaries are committed, so that installing
 // or running the toolchain never needs the compiler; test/wasm-capsule-kernels.test.ts rebuilds them in memory and
@@ -12,8 +12,8 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-export const KERNEL_SOURCE = `${root}assembly/capsule-kernels.ts`;
-export const KERNEL_BINARIES = { plain: `${root}src/train/kernels/capsule-kernels.wasm`, shared: `${root}src/train/kernels/capsule-kernels-shared.wasm` };
+export const KERNEL_SOURCE = `${root}assembly/training-kernels.ts`;
+export const KERNEL_BINARIES = { plain: `${root}src/train/kernels/training-kernels.wasm`, shared: `${root}src/train/kernels/training-kernels-shared.wasm` };
 
 const COMMON = ['--optimizeLevel', '3', '--shrinkLevel', '1', '--runtime', 'stub', '--noAssert', '--enable', 'simd',
   '--importMemory', '--noExportMemory', '--initialMemory', '1'];

@@ -20,8 +20,14 @@ export interface ModelMetadata {
   /** SHA-256 (hex) of the decoder file exported with this model; '' for older exports. Loaders refuse another decoder. */
   decoderSha256: string;
   exportedAt: string;
-  /** How the weights are stored: fp32, fp16 or int8 (inputs, outputs and compute are float32 at every precision). */
+  /** How the weights are stored: fp32, fp16 or int8 (inputs and outputs are float32 at every precision). */
   precision: string;
+  /**
+   * What the graph computes in (`capsnet.compute_precision`): fp32, or fp16 (an fp16 export's mixed precision:
+   * convolutions, u_hat and the decoder's dense layers in half, squash and routing in float32). 'fp32' for files
+   * without the key (exports before it existed computed in float32 at every precision).
+   */
+  computePrecision: string;
   producer: string;
   producerVersion: string;
   /** The full training config, as JSON-decoded from `capsnet.config`. */
@@ -54,6 +60,8 @@ export const METADATA_KEYS = {
   presenceThreshold: 'capsnet.presence_threshold',
   /** Weight storage precision: fp32, fp16 or int8 (absent in older files: fp32). */
   precision: 'capsnet.precision',
+  /** Compute precision: fp32 or fp16 (absent in older files: fp32). */
+  computePrecision: 'capsnet.compute_precision',
   /** Present on `capsnet ensemble` files: JSON { members, combine, checkpoints, testAccuracies }. */
   ensemble: 'capsnet.ensemble',
 } as const;

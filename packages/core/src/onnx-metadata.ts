@@ -157,6 +157,7 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
     decoderSha256: props[METADATA_KEYS.decoderSha256] ?? '',
     exportedAt: props[METADATA_KEYS.exportedAt] ?? '',
     precision: props[METADATA_KEYS.precision] || 'fp32',
+    computePrecision: props[METADATA_KEYS.computePrecision] || 'fp32',
     producer: header.producerName,
     producerVersion: header.producerVersion,
     config,

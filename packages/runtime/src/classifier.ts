@@ -13,9 +13,9 @@ import {
   type LoadOptions,
   type ModelMetadata,
 } from './contract.ts';
-import { InputError, ModelFileError, ModelFormatError, type Polarity, readModelMetadata } from '@capsnet-onnx/core';
+import { DeviceUnavailableError, InputError, ModelFileError, ModelFormatError, type Polarity, readModelMetadata } from '@capsnet-onnx/core';
 import { checkMaxBatch, checkPolarityOption, toCapsuleBatch, toImageBatch } from './inputs.ts';
-import { type Provider, errorMessage } from './providers/provider.ts';
+import { type Provider, errorMessage, fp16ComputeUnavailable, isMissingShaderF16 } from './providers/provider.ts';
 import { selectProvider } from './registry.ts';
 
 /** The part of onnxruntime-node / onnxruntime-web the runtime uses. */
@@ -63,6 +63,31 @@ function withPrecision(options: InferenceSession.SessionOptions, precision: stri
   if (precision !== 'int8') return options;
   const extra = (options.extra ?? {}) as { session?: Record<string, string> };
   return { ...options, extra: { ...extra, session: { ...extra.session, disable_quant_qdq: '1' } } };
+}
+
+/**
+ * An fp16-compute model on a provider whose fp16 depends on the adapter (WebGPU) runs only where the adapter has
+ * shader-f16. Where the provider knows beforehand (the browser lists the adapter's features) it says so at once;
+ * Dawn in onnxruntime-node fails only when it compiles a half-precision shader (at session creation or at the
+ * first run), so `open` runs one blank image at load and ORT's message is turned into the reason and its fix.
+ */
+async function openFp16Checked<T>(provider: Provider, m: ModelMetadata, modelName: string, open: (probe: boolean) => Promise<T>): Promise<T> {
+  if (m.computePrecision !== 'fp16' || provider.fp16Compute !== 'adapter') return open(false);
+  const refuse = (why: string) => new DeviceUnavailableError(fp16ComputeUnavailable(provider.device, modelName, why));
+  const known = await provider.fp16Unsupported?.();
+  if (known) throw refuse(known);
+  try {
+    return await open(true);
+  } catch (e) {
+    if (isMissingShaderF16(e)) throw refuse('the WebGPU adapter lacks the shader-f16 feature');
+    throw e;
+  }
+}
+
+async function probeRun(ort: OrtApi, session: InferenceSession, m: ModelMetadata): Promise<void> {
+  const blank = new ort.Tensor('float32', new Float32Array(m.inputHeight * m.inputWidth * m.inputChannels), [1, m.inputHeight, m.inputWidth, m.inputChannels]);
+  const out = await session.run({ [IO_NAMES.images]: blank }, [IO_NAMES.lengths]);
+  for (const t of Object.values(out)) t.dispose();
 }
 
 function checkDims(tensor: Tensor | undefined, expected: number[], name: string): Float32Array {
@@ -226,11 +251,12 @@ export async function loadClassifier(
     options.device ?? 'auto',
     providers,
     autoOrder,
-    async (p) => {
+    (p) => openFp16Checked(p, metadata, modelName, async (probe) => {
       const sessionOptions = withPrecision(p.sessionOptions(options), metadata.precision);
       const session = await ort.InferenceSession.create(modelBytes, sessionOptions);
       try {
         checkSession(session, [IO_NAMES.images], [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction], modelName);
+        if (probe) await probeRun(ort, session, metadata);
         let decoderSession: InferenceSession | null = null;
         if (decoderBytes instanceof Uint8Array) {
           decoderSession = await ort.InferenceSession.create(decoderBytes, sessionOptions);
@@ -241,7 +267,7 @@ export async function loadClassifier(
         await session.release();
         throw e;
       }
-    },
+    }),
     log,
     entry,
   );

@@ -12,6 +12,8 @@ export function registerExportCommands(program: Command): void {
     .option('--routing <n>', 'routing iterations to unroll (default: the checkpoint\'s)', positiveInt('--routing'))
     .addOption(new Option('--precision <p>', 'weight storage: fp32, fp16 (half the file) or int8 (per-channel DequantizeLinear, a quarter)')
       .choices(['fp32', 'fp16', 'int8']).default('fp32'))
+    .addOption(new Option('--compute <p>', 'with --precision fp16: fp16 (default: convolutions, u_hat and the decoder in half, squash and routing ' +
+      'in float32) or fp32 (float32 maths, for WebGPU adapters without shader-f16)').choices(['fp32', 'fp16']))
     .option('--triton <dir>', 'write a Triton model repository there (DIR/NAME/config.pbtxt, DIR/NAME/1/model.onnx, and NAME_decoder); ' +
       'without -o, only the repository')
     .option('--triton-name <name>', 'model name in the Triton repository', 'capsnet')
@@ -22,7 +24,7 @@ export function registerExportCommands(program: Command): void {
     .option('--overwrite', 'replace the model, its decoder and Triton model folders if they exist (without it, an existing one is an error)', false)
     .option('--json', 'print the result as JSON', false)
     .action(async (runDir: string, opts: {
-      out?: string; routing?: number; precision: 'fp32' | 'fp16' | 'int8'; triton?: string; tritonName: string; maxBatchSize: number;
+      out?: string; routing?: number; precision: 'fp32' | 'fp16' | 'int8'; compute?: 'fp32' | 'fp16'; triton?: string; tritonName: string; maxBatchSize: number;
       maxQueueDelayUs: number; instanceKind: 'auto' | 'cpu' | 'gpu'; instances: number; json: boolean;
       overwrite: boolean;
     }) => {
@@ -33,6 +35,7 @@ export function registerExportCommands(program: Command): void {
         overwrite: opts.overwrite,
         routingIterations: opts.routing,
         precision: opts.precision,
+        compute: opts.compute,
         ...(opts.triton ? {
           triton: {
             dir: opts.triton, name: opts.tritonName, maxBatchSize: opts.maxBatchSize, maxQueueDelayUs: opts.maxQueueDelayUs,
@@ -50,6 +53,7 @@ export function registerExportCommands(program: Command): void {
         ...(result.modelPath ? { model: result.modelPath, decoder: result.decoderPath } : {}),
         ...(result.triton ? { triton: result.triton } : {}),
         precision: result.precision,
+        computePrecision: result.computePrecision,
         modelBytes: result.modelBytes,
         decoderBytes: result.decoderBytes,
         parameters: result.parameters,
@@ -60,7 +64,7 @@ export function registerExportCommands(program: Command): void {
         console.log(JSON.stringify(summary, null, 2));
         return;
       }
-      const what = `${result.precision} weights, ${result.parameters.toLocaleString('en-US')} parameters, routing unrolled x${result.routingIterations}`;
+      const what = `${result.precision} weights, ${result.computePrecision} compute, ${result.parameters.toLocaleString('en-US')} parameters, routing unrolled x${result.routingIterations}`;
       if (result.modelPath) {
         console.log(`wrote ${result.modelPath} (${result.modelBytes} bytes, ${what}) and ${result.decoderPath} (${result.decoderBytes} bytes) in ${result.seconds.toFixed(2)} s`);
       }

@@ -1,14 +1,17 @@
 /**
  * The CapsNet of train/model.ts as ONNX graphs, op for op, with dynamic routing unrolled for a fixed number of
- * iterations (no Loop, no If). Reads top to bottom like `forward` in train/model.ts; every op is float32 except
- * the constant int64 shape/axes inputs of Reshape, Unsqueeze and ReduceSum, the one bool GreaterOrEqual
- * that feeds a Cast in the argmax mask, and, in fp16 and int8 exports, the Cast or DequantizeLinear that widens
- * each stored weight to float32 (export/precision.ts).
+ * iterations (no Loop, no If). Reads top to bottom like `forward` in train/model.ts. Every op is float32 except
+ * the constant int64 shape/axes inputs of Reshape, Unsqueeze and ReduceSum, the one bool GreaterOrEqual that
+ * feeds a Cast in the argmax mask, the Cast or DequantizeLinear that widens each stored weight to float32 in fp16
+ * (compute fp32) and int8 exports, and, in fp16 exports with fp16 compute, the half-precision sections: conv1,
+ * the PrimaryCaps Conv, the u_hat MatMul (eq. 2) and the decoder's dense layers take float16 inputs and the
+ * float16 weights directly, between a ToHalf and a ToFloat Cast; the squash, the routing, the lengths, the mask and
+ * the final sigmoid stay float32 (why: export/precision.ts).
  */
 import { type CapsNetConfig, derivedSizes, paramShapes, IO_NAMES } from '@capsnet-onnx/core';
 import { DataType, type GraphProto } from './onnx-schema.ts';
 import { GraphBuilder } from './graph-builder.ts';
-import type { Precision } from './precision.ts';
+import type { ComputePrecision, Precision } from './precision.ts';
 
 export type Weights = Record<string, Float32Array>;
 
@@ -52,18 +55,23 @@ function squash(g: GraphBuilder, s: string, epsilon: number, output?: string): s
   });
 }
 
-/** Decoder: masked capsules [N, classes, digitDim] -> dense ReLU ... -> dense sigmoid [N, H*W*C]. */
-export function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, precision: Precision, masked: string, output: string, weightPrefix = ''): string {
+/**
+ * Decoder: masked capsules [N, classes, digitDim] -> dense ReLU ... -> dense sigmoid [N, H*W*C]. With fp16
+ * compute the dense layers run in half precision and the final sigmoid in float32.
+ */
+export function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, precision: Precision, masked: string, output: string, weightPrefix = '',
+  compute: ComputePrecision = 'fp32'): string {
   const shapes = paramShapes(config);
+  const half = compute === 'fp16';
   const layers = config.decoderHidden.length + 1;
-  let h = g.scope('decoder', () => g.reshape(masked, [-1, config.numClasses * config.digitDim]));
+  let h = g.scope('decoder', () => g.toHalf(g.reshape(masked, [-1, config.numClasses * config.digitDim]), half));
   for (let layer = 0; layer < layers; layer++) {
     h = g.scope(`decoder/dense${layer}`, () => {
       // [in, out]: one quantisation scale per output unit.
-      const kernel = g.weight(`${weightPrefix}decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!, precision, 1);
-      const bias = g.initializer(`${weightPrefix}decoder/dense${layer}/bias`, shapes[`decoder/dense${layer}/bias`]!, weights[`decoder/dense${layer}/bias`]!);
+      const kernel = g.weight(`${weightPrefix}decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!, precision, 1, half);
+      const bias = g.initializer(`${weightPrefix}decoder/dense${layer}/bias`, shapes[`decoder/dense${layer}/bias`]!, weights[`decoder/dense${layer}/bias`]!, half);
       const z = g.add(g.matMul(h, kernel), bias);
-      return layer + 1 < layers ? g.relu(z) : g.sigmoid(z, { output });
+      return layer + 1 < layers ? g.relu(z) : g.sigmoid(g.toFloat(z, half), { output });
     });
   }
   return h;
@@ -127,8 +135,11 @@ export interface BodyOutputs {
  * One CapsNet from images to class scores inside `g`: conv1, primary capsules, digit capsules with routing
  * unrolled, capsule lengths. images: [N, H, W, C] in [0, 1].
  */
-export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Weights, images: string, naming: BodyNaming, precision: Precision = 'fp32'): BodyOutputs {
+export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Weights, images: string, naming: BodyNaming, precision: Precision = 'fp32',
+  compute: ComputePrecision = 'fp32'): BodyOutputs {
   checkWeights(config, weights);
+  // fp16 compute: conv1, PrimaryCaps' Conv and the u_hat MatMul run in half precision (export/precision.ts).
+  const half = compute === 'fp16';
   const { numPrimaryCaps: I, routedCaps: R } = derivedSizes(config);
   const { numClasses: J, digitDim: D, primaryDim, routingIterations, squashEpsilon: eps } = config;
   const shapes = paramShapes(config);
@@ -140,9 +151,9 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
   const conv1 = g.scope('conv1', () => {
     // OIHW: one quantisation scale per output channel.
     const kernel = g.weight(name('conv1/kernel'), [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
-      hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!), precision, 0);
-    const bias = g.initializer(name('conv1/bias'), shapes['conv1/bias']!, weights['conv1/bias']!);
-    const nchw = g.transpose(input, [0, 3, 1, 2]);
+      hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!), precision, 0, half);
+    const bias = g.initializer(name('conv1/bias'), shapes['conv1/bias']!, weights['conv1/bias']!, half);
+    const nchw = g.toHalf(g.transpose(input, [0, 3, 1, 2]), half);
     const k = config.conv1Kernel;
     return g.relu(g.conv(nchw, kernel, bias, { kernel_shape: [k, k], strides: [1, 1] }));
   });
@@ -152,10 +163,10 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
   const u = g.scope('primary', () => {
     const channels = config.primaryMaps * primaryDim;
     const kernel = g.weight(name('primary/kernel'), [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
-      hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!), precision, 0);
-    const bias = g.initializer(name('primary/bias'), shapes['primary/bias']!, weights['primary/bias']!);
+      hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!), precision, 0, half);
+    const bias = g.initializer(name('primary/bias'), shapes['primary/bias']!, weights['primary/bias']!, half);
     const k = config.primaryKernel;
-    const conv = g.conv(conv1, kernel, bias, { kernel_shape: [k, k], strides: [config.primaryStride, config.primaryStride] });
+    const conv = g.toFloat(g.conv(conv1, kernel, bias, { kernel_shape: [k, k], strides: [config.primaryStride, config.primaryStride] }), half);
     let capsules = g.reshape(g.transpose(conv, [0, 2, 3, 1]), [-1, I, primaryDim]);
     // config.primaryScale: the authors' code's factor before squash (absent or 1 in the paper's network).
     if (config.primaryScale !== undefined && config.primaryScale !== 1) capsules = g.mul(capsules, g.constFloat(config.primaryScale));
@@ -165,8 +176,8 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
   // u_hat_j|i = W_ij u_i (eq. 2): one batched MatMul over i, [I, N, 8] x [I, 8, J*D], with W stored once.
   const uHat = g.scope('digit', () => {
     // [I, 8, R*D]: one quantisation scale per primary capsule i.
-    const W = g.weight(name('digit/W'), shapes['digit/W']!, weights['digit/W']!, precision, 0);
-    const byCapsule = g.matMul(g.transpose(u, [1, 0, 2]), W);
+    const W = g.weight(name('digit/W'), shapes['digit/W']!, weights['digit/W']!, precision, 0, half);
+    const byCapsule = g.toFloat(g.matMul(g.transpose(g.toHalf(u, half), [1, 0, 2]), W), half);
     return g.reshape(g.transpose(byCapsule, [1, 0, 2]), [-1, I, R, D]);
   });
 
@@ -227,7 +238,7 @@ export function declareOutputs(g: GraphBuilder, config: CapsNetConfig, lengthsDo
 }
 
 /** The full model: images -> lengths, capsules, reconstruction (masked by the longest capsule), coupling. */
-export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32'): GraphProto {
+export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32', compute: ComputePrecision = 'fp32'): GraphProto {
   checkWeights(config, weights);
   const g = new GraphBuilder(
     'capsnet',
@@ -236,15 +247,15 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, preci
       `masked by the longest capsule. The routing runs per example, so the batch dimension ${BATCH_DIM} is free.`,
   );
   const images = imagesInput(g, config);
-  const { lengths, capsules } = capsNetBody(g, config, weights, images, { weightPrefix: '', io: true }, precision);
+  const { lengths, capsules } = capsNetBody(g, config, weights, images, { weightPrefix: '', io: true }, precision, compute);
   const masked = g.scope('mask', () => maskLongestCapsule(g, lengths, capsules, config.numClasses));
-  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction);
+  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction, '', compute);
   declareOutputs(g, config, 'digit capsule lengths |v_j|, the class scores (argmax = prediction).');
   return g.graph();
 }
 
 /** The decoder on its own: masked capsules [N, classes, digitDim] -> reconstruction [N, H*W*C]. */
-export function buildDecoderGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32'): GraphProto {
+export function buildDecoderGraph(config: CapsNetConfig, weights: Weights, precision: Precision = 'fp32', compute: ComputePrecision = 'fp32'): GraphProto {
   checkWeights(config, weights);
   const { pixels } = derivedSizes(config);
   const { numClasses: J, digitDim: D } = config;
@@ -254,7 +265,7 @@ export function buildDecoderGraph(config: CapsNetConfig, weights: Weights, preci
       `${[...config.decoderHidden, pixels].join(' -> ')} (ReLU, ..., sigmoid).`);
   const masked = g.input(IO_NAMES.maskedCapsules, [N, J, D],
     `float32 [${N}, ${J}, ${D}]: digit capsules with every capsule but one (usually the longest) set to zero.`);
-  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction);
+  decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction, '', compute);
   g.output(IO_NAMES.reconstruction, [N, pixels], `float32 [${N}, ${pixels}]: reconstructed NHWC pixels in [0, 1].`);
   return g.graph();
 }

@@ -112,7 +112,7 @@ export function exportEnsemble(runDirs: string[], options: { out: string; export
   sweepTempFiles(dirname(resolve(options.out)), [basename(options.out), basename(decoderPath)]);
   writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
   return {
-    family: 'capsnet', precision: 'fp32', modelPath: options.out, decoderPath, modelBytes: modelBytes.length, decoderBytes: decoderBytes.length,
+    family: 'capsnet', precision: 'fp32', computePrecision: 'fp32', modelPath: options.out, decoderPath, modelBytes: modelBytes.length, decoderBytes: decoderBytes.length,
     parameters: countParameters(model.graph), routingIterations: members[0]!.config.routingIterations,
     seconds: (performance.now() - started) / 1000, model, decoder: decoderModel,
   };

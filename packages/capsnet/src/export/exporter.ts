@@ -12,7 +12,7 @@ import { packageVersion } from '../files/package-version.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-graph.ts';
-import type { Precision } from './precision.ts';
+import { type ComputePrecision, type Precision, computePrecisionFor } from './precision.ts';
 import { type TritonFiles, type TritonOptions, checkTritonOptions, writeTritonRepository } from './triton.ts';
 import { BASELINE_METADATA_KEYS, buildBaselineCnnGraph } from './baseline-cnn-graph.ts';
 import { type BaselineCnnConfig, baselineParameterCount } from '@capsnet-onnx/core';
@@ -33,6 +33,8 @@ export interface ExportProvenance {
   preprocessing?: Preprocessing;
   /** Storage precision of the weights (export/precision.ts); default fp32. */
   precision?: Precision;
+  /** Compute precision, fp16 weights only (export/precision.ts); default fp16 for fp16 weights, else fp32. */
+  compute?: ComputePrecision;
 }
 
 export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenance): Record<string, string> {
@@ -57,6 +59,7 @@ export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenan
         }),
     ...(typeof config.mMinus === 'number' ? { [METADATA_KEYS.presenceThreshold]: String(config.mMinus) } : {}),
     [METADATA_KEYS.precision]: provenance.precision ?? 'fp32',
+    [METADATA_KEYS.computePrecision]: computePrecisionFor(provenance.precision ?? 'fp32', provenance.compute),
   };
 }
 
@@ -82,13 +85,14 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
   const metadata = exportMetadata(config, provenance);
   const common = { producerName: PRODUCER_NAME, producerVersion: producerVersion(), metadata };
   const precision = provenance.precision ?? 'fp32';
-  const stored = precision === 'fp32' ? '' : `, ${precision} weights`;
+  const compute = computePrecisionFor(precision, provenance.compute);
+  const stored = precision === 'fp32' ? '' : `, ${precision} weights${precision === 'fp16' ? ` and ${compute} compute` : ''}`;
   const built = {
-    model: buildModel(buildCapsNetGraph(config, weights, precision), {
+    model: buildModel(buildCapsNetGraph(config, weights, precision, compute), {
       ...common,
       doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)${stored}).`,
     }),
-    decoder: buildModel(buildDecoderGraph(config, weights, precision), {
+    decoder: buildModel(buildDecoderGraph(config, weights, precision, compute), {
       ...common,
       doc: `CapsNet reconstruction decoder exported by ${PRODUCER_NAME} ${producerVersion()}${stored ? ` (${stored.slice(2)})` : ''}.`,
     }),
@@ -123,6 +127,8 @@ export interface ExportOptions {
   exportedAt?: Date;
   /** Weight storage precision (export/precision.ts); default fp32. */
   precision?: Precision;
+  /** Compute precision, with fp16 weights only (export/precision.ts); default fp16 for fp16 weights. */
+  compute?: ComputePrecision;
 }
 
 export interface ExportResult {
@@ -136,6 +142,7 @@ export interface ExportResult {
   parameters: number;
   routingIterations: number;
   precision: Precision;
+  computePrecision: ComputePrecision;
   seconds: number;
   model: ModelProto;
   decoder: ModelProto;
@@ -193,11 +200,12 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     checkpointSha256: checkpoint.sha256,
     exportedAt: options.exportedAt,
     precision: options.precision,
+    compute: options.compute,
   };
   if (checkpoint.model?.family === 'baseline-cnn') {
     if (options.routingIterations !== undefined) throw new Error('routing iterations apply to CapsNet runs; this run is a baseline CNN (no routing)');
-    if (options.triton || (options.precision ?? 'fp32') !== 'fp32' || options.out === undefined) {
-      throw new Error('other precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN: export it to one fp32 model file');
+    if (options.triton || (options.precision ?? 'fp32') !== 'fp32' || options.compute !== undefined || options.out === undefined) {
+      throw new Error('other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN (fp32 weights and compute): export it to one model file');
     }
     const model = buildBaselineCnnModel(checkpoint.model.config, checkpoint.weights, provenance);
     const modelBytes = encodeModel(model);
@@ -209,6 +217,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
       seconds: (performance.now() - started) / 1000, model,
     };
   }
+  const computePrecision = computePrecisionFor(options.precision ?? 'fp32', options.compute);
   const config: CapsNetConfig = {
     ...checkpoint.config,
     ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
@@ -225,7 +234,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   const triton = options.triton
     ? writeTritonRepository({ ...options.triton, overwrite: options.overwrite }, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
       `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
-        `(${options.precision ?? 'fp32'} weights, routing unrolled x${config.routingIterations}).`)
+        `(${options.precision ?? 'fp32'} weights, ${computePrecision} compute, routing unrolled x${config.routingIterations}).`)
     : undefined;
   return {
     family: 'capsnet',
@@ -237,6 +246,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     parameters: countParameters(model.graph),
     routingIterations: config.routingIterations,
     precision: options.precision ?? 'fp32',
+    computePrecision,
     seconds: (performance.now() - started) / 1000,
     model,
     decoder,

@@ -127,26 +127,35 @@ export class GraphBuilder {
     this.outputs.push(tensorValueInfo(value, elemType, shape, doc));
   }
 
-  /** A float32 weight, stored once as raw little-endian bytes. */
-  initializer(name: string, dims: number[], data: Float32Array): string {
-    this.initializers.push(floatTensor(this.claim(name), dims, data));
-    return name;
+  /**
+   * A weight stored once as raw little-endian bytes: float32 named `name`, or, for a half-precision op (`half`),
+   * FLOAT16 named `name/fp16` (rounded to nearest even). Returns the value's name.
+   */
+  initializer(name: string, dims: number[], data: Float32Array, half = false): string {
+    if (!half) {
+      this.initializers.push(floatTensor(this.claim(name), dims, data));
+      return name;
+    }
+    const stored = this.claim(`${name}/fp16`);
+    this.initializers.push(float16Tensor(stored, dims, data));
+    return stored;
   }
 
   /**
-   * A large weight stored at `precision` (export/precision.ts) and returned as a float32 value named `name`:
-   * fp32 is a plain initializer; fp16 a FLOAT16 initializer `name/fp16` widened by a Cast; int8 an INT8
-   * initializer `name/int8` with per-channel scales along `channelAxis` (`name/scale`, zero points `name/zero_point`)
-   * through DequantizeLinear.
+   * A large weight stored at `precision` (export/precision.ts), returned as a float32 value named `name`: fp32 is
+   * a plain initializer; fp16 a FLOAT16 initializer `name/fp16` widened by a Cast; int8 an INT8 initializer
+   * `name/int8` with per-channel scales along `channelAxis` (`name/scale`, zero points `name/zero_point`) through
+   * DequantizeLinear. With `half` (fp16 weights feeding a half-precision op) the FLOAT16 initializer itself, no Cast.
    */
-  weight(name: string, dims: number[], data: Float32Array, precision: Precision, channelAxis: number): string {
+  weight(name: string, dims: number[], data: Float32Array, precision: Precision, channelAxis: number, half = false): string {
+    if (half && precision !== 'fp16') throw new Error(`weight ${name}: half-precision compute needs fp16 weights, not ${precision}`);
     if (precision === 'fp32') return this.initializer(name, dims, data);
+    if (half) return this.initializer(name, dims, data, true);
     // Node names get the current scope prefixed, which already holds the weight's folder (conv1/, digit/, ...).
     const leaf = name.slice(name.lastIndexOf('/') + 1);
     if (precision === 'fp16') {
-      const half = this.claim(`${name}/fp16`);
-      this.initializers.push(float16Tensor(half, dims, data));
-      return this.node('Cast', [half], { to: DataType.FLOAT }, { name: `${leaf}/Cast`, output: name })[0]!;
+      const stored = this.initializer(name, dims, data, true);
+      return this.node('Cast', [stored], { to: DataType.FLOAT }, { name: `${leaf}/Cast`, output: name })[0]!;
     }
     const { values, scales } = quantizeInt8PerChannel(data, dims, channelAxis);
     const q = this.claim(`${name}/int8`);
@@ -155,6 +164,19 @@ export class GraphBuilder {
     const zeroPoint = this.claim(`${name}/zero_point`);
     this.initializers.push(int8Tensor(zeroPoint, [scales.length], new Int8Array(scales.length)));
     return this.node('DequantizeLinear', [q, scale, zeroPoint], { axis: channelAxis }, { name: `${leaf}/DequantizeLinear`, output: name })[0]!;
+  }
+
+  /**
+   * Where a half-precision section of a mixed-precision graph begins (export/precision.ts): x cast to float16
+   * when `half`, x itself otherwise.
+   */
+  toHalf(x: string, half: boolean): string {
+    return half ? this.op('Cast', [x], { to: DataType.FLOAT16 }, { name: 'ToHalf' }) : x;
+  }
+
+  /** Where a half-precision section ends: x cast back to float32 when `half`, x itself otherwise. */
+  toFloat(x: string, half: boolean): string {
+    return half ? this.op('Cast', [x], { to: DataType.FLOAT }, { name: 'ToFloat' }) : x;
   }
 
   /** A float32 constant (deduplicated by value), as an initializer; `name` defaults to const/float/VALUE. */

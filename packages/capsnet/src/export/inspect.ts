@@ -1,6 +1,6 @@
 /** `capsnet inspect`: what an ONNX file holds, read with the project's own schema (no ONNX Runtime needed). */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { DATA_TYPE_NAMES, type ModelProto, type ValueInfoProto, decodeModel } from './onnx-schema.ts';
+import { DATA_TYPE_NAMES, DataType, type ModelProto, type ValueInfoProto, decodeModel } from './onnx-schema.ts';
 import { countParameters } from './graph-builder.ts';
 import { METADATA_KEYS } from '@capsnet-onnx/core';
 
@@ -32,6 +32,10 @@ export interface ModelSummary {
   parameters: number;
   /** Weight storage precision from the metadata (fp32 when absent). */
   precision: string;
+  /** Compute precision from the metadata (fp32 when absent, as in files from before the key). */
+  computePrecision: string;
+  /** Nodes per element type of their first output among float16 and float32, e.g. { float16: 14, float: 120 }. */
+  nodeTypes: Record<string, number>;
   /** Initializer bytes per element type, e.g. { int8: 8123456, float: 40960 }. */
   initializerBytes: Record<string, number>;
 }
@@ -77,8 +81,33 @@ export function summarizeModel(model: ModelProto, fileSize: number, path?: strin
     initializers: graph.initializer?.length ?? 0,
     parameters: countParameters(graph),
     precision: metadata[METADATA_KEYS.precision] || 'fp32',
+    computePrecision: metadata[METADATA_KEYS.computePrecision] || 'fp32',
+    nodeTypes: nodeOutputTypes(model),
     initializerBytes,
   };
+}
+
+/**
+ * How many nodes compute in float16 and float32: each node's first output typed by forward propagation from the
+ * graph inputs and initializers (Cast gives its `to`, DequantizeLinear float32; shape and comparison ops give int64/bool and are left out;
+ * every other op here keeps its first input's type).
+ */
+function nodeOutputTypes(model: ModelProto): Record<string, number> {
+  const types = new Map<string, number>();
+  for (const v of model.graph.input) types.set(v.name, v.type?.tensor_type?.elem_type ?? 0);
+  for (const t of model.graph.initializer ?? []) types.set(t.name ?? '', t.data_type);
+  const counts: Record<string, number> = {};
+  for (const node of model.graph.node) {
+    const cast = node.op_type === 'Cast' ? node.attribute?.find((a) => a.name === 'to')?.i
+      : node.op_type === 'DequantizeLinear' ? DataType.FLOAT : undefined;
+    const type = cast ?? (['GreaterOrEqual', 'Greater', 'Less', 'Equal', 'Shape'].includes(node.op_type) ? DataType.BOOL : types.get(node.input[0] ?? ''));
+    for (const out of node.output) types.set(out, type ?? 0);
+    if (type === DataType.FLOAT || type === DataType.FLOAT16) {
+      const name = DATA_TYPE_NAMES[type] ?? String(type);
+      counts[name] = (counts[name] ?? 0) + 1;
+    }
+  }
+  return counts;
 }
 
 export function decodeModelChecked(bytes: Uint8Array, source: string): ModelProto {
@@ -121,7 +150,7 @@ export function formatSummary(s: ModelSummary): string {
   lines.push(`parameters: ${s.parameters.toLocaleString('en-US')} in ${s.initializers} initializers ` +
     `(4 bytes each: ${formatBytes(4 * s.parameters)}; file is ${((100 * s.fileSize) / Math.max(1, 4 * s.parameters)).toFixed(2)}% of that)`);
   lines.push(`precision: ${s.precision} weights (${Object.entries(s.initializerBytes).map(([type, bytes]) => `${type} ${formatBytes(bytes)}`).join(', ')}); ` +
-    'inputs, outputs and compute float32');
+    `${s.computePrecision} compute (${Object.entries(s.nodeTypes).map(([type, n]) => `${n} ${type} nodes`).join(', ')}); inputs and outputs float32`);
   lines.push(`nodes: ${s.nodes}; ops: ${Object.entries(s.ops).map(([op, n]) => `${op} x${n}`).join(', ')}`);
   lines.push('metadata:');
   for (const [key, value] of Object.entries(s.metadata)) lines.push(`  ${key}: ${value}`);

@@ -1,19 +1,32 @@
 /**
- * Weight precisions of an export. Only the large weight tensors change (the conv kernels, the digit-capsule
- * transforms W and the decoder's dense kernels); biases, constants and every activation stay float32, and every
- * graph input and output is float32 at every precision, so a runtime or client does not need to know which file
- * it was given.
+ * Precisions of an export: how the large weight tensors are stored (the conv kernels, the digit-capsule
+ * transforms W and the decoder's dense kernels) and, for fp16, which ops compute in half precision. Every graph
+ * input and output is float32 at every precision, so a runtime or client does not need to know which file it was
+ * given.
  *
- * - fp32: the weights as trained.
- * - fp16: each weight stored as IEEE half (FLOAT16 initializer, round to nearest even) and widened by one Cast
- *   node. Half the bytes; the graph computes in float32, because the squash epsilon (1e-7 under a square root) and
- *   the routing sums over 1,152 capsules are below fp16's resolution, and because ONNX Runtime's CPU and wasm
- *   providers have no fp16 Conv/MatMul kernels on x86 and would widen anyway.
+ * - fp32: the weights as trained; float32 compute.
+ * - fp16: each weight stored as IEEE half (FLOAT16 initializer, round to nearest even). Half the bytes. Two
+ *   compute precisions (`capsnet.compute_precision`):
+ *   - compute fp16 (the default): mixed precision. The bulk of the arithmetic takes float16 inputs and the
+ *     float16 weights directly: conv1 (Conv, bias, ReLU), the PrimaryCaps Conv, the u_hat MatMul of eq. 2 and the
+ *     decoder's dense layers (MatMul, bias, ReLU). Everything numerically delicate stays float32, behind a Cast at
+ *     each boundary: the per-image standardisation, the squash (its epsilon 1e-7 under a square root is below
+ *     fp16's smallest normal, 6.1e-5, so a zero capsule would give 0/0 = NaN), the routing (softmax, the sums of
+ *     up to 1,152 coupling-weighted terms and the agreements, whose rounding would compound over iterations), the
+ *     capsule lengths, the longest-capsule mask and the decoder's final sigmoid. Biases of half ops are FLOAT16
+ *     too (an ONNX Conv/Add takes one type). CUDA and WebGPU adapters with the shader-f16 feature run the half ops
+ *     in half. ONNX Runtime's CPU and wasm providers lack most fp16 kernels: ORT runs those ops in float32 behind
+ *     Casts it inserts itself, and at its full optimisation level (the runtime's) folds the weights' Casts and
+ *     drops the fp32 -> fp16 -> fp32 pairs between ops, so there the result is fp16 weights with float32 maths
+ *     (with optimisations off the activations are rounded to fp16 between ops: the tests check both). WebGPU
+ *     adapters without shader-f16 cannot run the file at all (the runtime says so and names the fix below).
+ *   - compute fp32 (`capsnet export --precision fp16 --compute fp32`): each weight is widened by one Cast node and
+ *     the whole graph computes in float32, for providers without fp16 (WebGPU adapters lacking shader-f16).
  * - int8: symmetric per-channel weight quantisation in the QDQ form: an INT8 initializer, a float scale per output
  *   channel (zero point 0) and one DequantizeLinear (opset 13 per-axis) in front of the float Conv/MatMul. ONNX
  *   Runtime's integer ops (ConvInteger, MatMulInteger, QLinearConv) need quantised activations and have CPU kernels
  *   only; DequantizeLinear has kernels on the CPU, wasm and WebGPU providers, so one int8 file runs everywhere.
- *   A quarter of the bytes.
+ *   A quarter of the bytes; float32 compute.
  */
 import { DataType, type TensorProto } from './onnx-schema.ts';
 
@@ -23,6 +36,26 @@ export type Precision = (typeof PRECISIONS)[number];
 export function parsePrecision(value: string): Precision {
   if ((PRECISIONS as readonly string[]).includes(value)) return value as Precision;
   throw new Error(`unknown precision "${value}": choose one of ${PRECISIONS.join(', ')}`);
+}
+
+/** What the arithmetic of an export runs in: float32 throughout, or fp16's mixed precision (see above). */
+export const COMPUTE_PRECISIONS = ['fp32', 'fp16'] as const;
+export type ComputePrecision = (typeof COMPUTE_PRECISIONS)[number];
+
+/**
+ * The compute precision of an export with weights at `precision`: `compute` when given (fp16 weights only),
+ * else fp16 for fp16 weights and fp32 otherwise. Throws a one-line error for a compute precision the weights
+ * cannot have (fp32 weights compute in float32; int8 weights are dequantised to float32).
+ */
+export function computePrecisionFor(precision: Precision, compute?: string): ComputePrecision {
+  if (compute === undefined) return precision === 'fp16' ? 'fp16' : 'fp32';
+  if (!(COMPUTE_PRECISIONS as readonly string[]).includes(compute)) {
+    throw new Error(`unknown compute precision "${compute}": choose one of ${COMPUTE_PRECISIONS.join(', ')}`);
+  }
+  if (precision !== 'fp16') {
+    throw new Error(`--compute applies to --precision fp16 only (${precision} weights always compute in float32): drop --compute, or add --precision fp16`);
+  }
+  return compute as ComputePrecision;
 }
 
 const f32 = new Float32Array(1);

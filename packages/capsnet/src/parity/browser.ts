@@ -117,7 +117,10 @@ export async function runInChromium(
           adapter: run.device === 'webgpu' ? env.webgpu : null,
         });
       } catch (e) {
-        replies.push({ error: `${(e as Error).message.split('\n')[0]}${errors.length ? ` (page errors: ${errors.join('; ')})` : ''}` });
+        const message = (e as Error).message.split('\n')[0]!;
+        // An fp16-compute model on an adapter without shader-f16 is not runnable on this hardware: a skip, with the reason.
+        if (/lacks the shader-f16 feature/.test(message)) replies.push({ skipped: message.replace(/^.*?(device "webgpu")/, '$1') });
+        else replies.push({ error: `${message}${errors.length ? ` (page errors: ${errors.join('; ')})` : ''}` });
       }
     }
     return replies;

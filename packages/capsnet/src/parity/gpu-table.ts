@@ -1,10 +1,11 @@
 /**
- * scripts/gpu-check.sh's summary: the parity report, the inference benchmark and the training timings (a
- * paper-size step per tfjs backend from bench:train, and one small-preset epoch from `capsnet train`), joined
- * into one table and one JSON file.
+ * scripts/gpu-check.sh's summary: the parity report, the inference benchmark (of the fp32 model, and of its fp16
+ * export with fp16 compute), and the training timings (a paper-size step per tfjs backend from bench:train, and
+ * one small-preset epoch from `capsnet train`), joined into one table and one JSON file.
  *   node --import tsx parity/gpu-table.ts DIR [--json OUT]
- * reads DIR/parity.json, DIR/infer.json, DIR/train.json and DIR/epoch/metrics.jsonl (+ DIR/epoch.status, the
- * epoch run's exit line); a missing or unreadable file gives rows marked "not run" with the reason, never a crash.
+ * reads DIR/parity.json, DIR/infer.json, DIR/parity-fp16.json, DIR/infer-fp16.json, DIR/train.json and
+ * DIR/epoch/metrics.jsonl (+ DIR/epoch.status, the epoch run's exit line); a missing or unreadable file gives rows
+ * marked "not run" with the reason, never a crash.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -49,6 +50,9 @@ interface EpochLine {
 export interface GpuCheckResults {
   parity: ParityReport | null;
   infer: { rows: BenchRow[] } | null;
+  /** The same for the fp16 export with fp16 compute (its parity held to the fp16-compute tolerances). */
+  parityFp16: ParityReport | null;
+  inferFp16: { rows: BenchRow[] } | null;
   train: { rows: TrainRow[] } | null;
   /** The small-preset epoch: its metrics line, or why there is none. */
   epoch: { metrics: EpochLine; batch: number | null } | { missing: string };
@@ -87,6 +91,8 @@ export function readGpuCheck(dir: string): GpuCheckResults {
   const problems: Record<string, string> = {};
   const parity = readJson<ParityReport>(join(dir, 'parity.json'), problems, 'parity.json');
   const infer = readJson<{ rows: BenchRow[] }>(join(dir, 'infer.json'), problems, 'infer.json');
+  const parityFp16 = readJson<ParityReport>(join(dir, 'parity-fp16.json'), problems, 'parity-fp16.json');
+  const inferFp16 = readJson<{ rows: BenchRow[] }>(join(dir, 'infer-fp16.json'), problems, 'infer-fp16.json');
   const train = readJson<{ rows: TrainRow[] }>(join(dir, 'train.json'), problems, 'train.json');
   let epoch: GpuCheckResults['epoch'];
   let status = '';
@@ -106,7 +112,7 @@ export function readGpuCheck(dir: string): GpuCheckResults {
     const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no metrics.jsonl' : `metrics.jsonl unreadable (${(e as Error).message})`;
     epoch = { missing: `${why}${status ? `: ${status}` : ': the epoch step did not run'}` };
   }
-  return { parity, infer, train, epoch, problems };
+  return { parity, infer, parityFp16, inferFp16, train, epoch, problems };
 }
 
 /**
@@ -115,26 +121,31 @@ export function readGpuCheck(dir: string): GpuCheckResults {
  * (ms is the whole epoch with its evaluation).
  */
 export function gpuTable(r: GpuCheckResults): string {
-  const { parity, infer } = r;
+  const { parity, infer, parityFp16, inferFp16 } = r;
   const header = ['row', 'parity', 'lengths', 'capsules', 'recon', 'argmax', 'ms', 'batch', 'img/s', 'GFLOP/s', 'ran on / reason'];
   const rows: string[][] = [];
   const num = (x: number | null | undefined, d = 1) => (x == null || !Number.isFinite(x) ? '-' : x.toFixed(d));
-  for (const [benchName, parityName] of PAIRS) {
-    const p = parity?.rows.find((row) => row.backend === parityName);
-    const b = infer?.rows.find((row) => row.backend === benchName);
-    if (!p && !b) continue;
-    const reasons = [p && p.status !== 'pass' && p.status !== 'reference' ? `parity ${p.status}: ${p.reason}` : '', b && b.status !== 'ok' ? `bench ${b.status}: ${b.reason}` : '']
-      .filter(Boolean).join('; ');
-    rows.push([
-      `infer ${benchName}`,
-      p?.status ?? 'not run',
-      fmt(p?.maxAbs?.lengths), fmt(p?.maxAbs?.capsules), fmt(p?.maxAbs?.reconstruction),
-      p?.argmax ? `${p.argmax.agree}/${p.argmax.compared}` : '-',
-      num(b?.batch1Ms, 2), b?.batch ? String(b.batch) : '-', num(b?.imagesPerS), num(b?.gflops, 2),
-      reasons || (b?.ranOn ?? p?.ranOn ?? ''),
-    ]);
-  }
-  if (!infer && !parity) rows.push(['infer', 'not run', '-', '-', '-', '-', '-', '-', '-', '-', `infer.json ${r.problems['infer.json']}`]);
+  const inferRows = (label: string, par: ParityReport | null, inf: { rows: BenchRow[] } | null, file: string, pairs = PAIRS) => {
+    for (const [benchName, parityName] of pairs) {
+      const p = par?.rows.find((row) => row.backend === parityName);
+      const b = inf?.rows.find((row) => row.backend === benchName);
+      if (!p && !b) continue;
+      const reasons = [p && p.status !== 'pass' && p.status !== 'reference' ? `parity ${p.status}: ${p.reason}` : '', b && b.status !== 'ok' ? `bench ${b.status}: ${b.reason}` : '']
+        .filter(Boolean).join('; ');
+      rows.push([
+        `${label} ${benchName}`,
+        p?.status ?? 'not run',
+        fmt(p?.maxAbs?.lengths), fmt(p?.maxAbs?.capsules), fmt(p?.maxAbs?.reconstruction),
+        p?.argmax ? `${p.argmax.agree}/${p.argmax.compared}` : '-',
+        num(b?.batch1Ms, 2), b?.batch ? String(b.batch) : '-', num(b?.imagesPerS), num(b?.gflops, 2),
+        reasons || (b?.ranOn ?? p?.ranOn ?? ''),
+      ]);
+    }
+    if (!inf && !par) rows.push([label, 'not run', '-', '-', '-', '-', '-', '-', '-', '-', `${file} ${r.problems[file]}`]);
+  };
+  inferRows('infer', parity, infer, 'infer.json');
+  // The fp16 parity's tfjs reference row is the fp32 one's again.
+  inferRows('infer fp16', parityFp16, inferFp16, 'infer-fp16.json', PAIRS.filter(([bench]) => bench !== 'tfjs'));
   for (const t of r.train?.rows ?? []) {
     rows.push([`train step ${t.backend}`, '-', '-', '-', '-', '-', num(t.step_s == null ? null : t.step_s * 1000, 0),
       t.batch == null ? '-' : String(t.batch), num(t.images_per_s), num(t.step_gflops_per_s, 1),
@@ -151,9 +162,12 @@ export function gpuTable(r: GpuCheckResults): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (i === header.length - 1 ? 0 : row[i]!.length))));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   const out = [line(header), line(widths.map((w, i) => '-'.repeat(i === widths.length - 1 ? 15 : w))), ...rows.map(line)];
-  out.push('', 'ms: batch-1 latency (infer), one training step (train step), the whole epoch with its evaluation (train epoch)');
-  if (parity) out.push(parity.ok ? 'parity: OK' : `parity: FAILED: ${parity.failures.join('; ')}`);
-  else out.push(`parity: not run (parity.json ${r.problems['parity.json']})`);
+  out.push('', 'ms: batch-1 latency (infer), one training step (train step), the whole epoch with its evaluation (train epoch); ' +
+    'infer fp16: the fp16 export with fp16 compute, its parity held to the fp16-compute tolerances');
+  for (const [name, report, file] of [['parity', parity, 'parity.json'], ['parity fp16', parityFp16, 'parity-fp16.json']] as const) {
+    if (report) out.push(report.ok ? `${name}: OK` : `${name}: FAILED: ${report.failures.join('; ')}`);
+    else out.push(`${name}: not run (${file} ${r.problems[file]})`);
+  }
   return out.join('\n');
 }
 

@@ -49,8 +49,9 @@ export interface ParityOptions {
 export interface ParityReport {
   model: string;
   checkpoint: string;
-  /** The model file's weight precision, which sets the tolerances. */
+  /** The model file's weight precision and compute precision, which set the tolerances. */
   precision: string;
+  computePrecision: string;
   tolerances: Tolerances;
   inputs: string[];
   inputNote?: string;
@@ -109,7 +110,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   const webgpuLatencyRuns = options.webgpuLatencyRuns ?? 2;
 
   const metadata = readModelMetadata(readFileSync(model));
-  const tolerances = tolerancesFor(metadata.precision);
+  const tolerances = tolerancesFor(metadata.precision, metadata.computePrecision);
   const reference = await loadReferenceModel(runDir);
   if (metadata.checkpointSha256 && metadata.checkpointSha256 !== reference.sha256) {
     throw new Error(
@@ -125,7 +126,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
 
   const inputs = parityInputs(reference.config, reference.dataset, { digits: options.digits ?? 16, random: options.random ?? 6 });
   const webgpuCount = Math.min(inputs.count, options.webgpuCount ?? 4);
-  log(`parity: ${options.model} (${metadata.precision} weights) against ${reference.path} (tfjs cpu reference)`);
+  log(`parity: ${options.model} (${metadata.precision} weights, ${metadata.computePrecision} compute) against ${reference.path} (tfjs cpu reference)`);
   log(`inputs: ${inputs.count} (${inputs.kinds.filter((k) => !k.startsWith('random') && k !== 'zeros' && k !== 'ones').length} real test images, ` +
     `${inputs.kinds.filter((k) => k.startsWith('random')).length} random, all-zero, all-one); WebGPU backends take the first ${webgpuCount}` +
     (inputs.note ? `; ${inputs.note}` : ''));
@@ -190,6 +191,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
     model: options.model,
     checkpoint: ref.checkpointPath,
     precision: metadata.precision,
+    computePrecision: metadata.computePrecision,
     tolerances,
     inputs: inputs.kinds,
     ...(inputs.note ? { inputNote: inputs.note } : {}),
@@ -217,7 +219,7 @@ export function printReport(report: ParityReport, log: (line: string) => void = 
   const t = report.tolerances;
   log(formatMatrix(report.rows, report.nearTies, t));
   log('');
-  log(`tolerances (${report.precision} weights): lengths <= ${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
+  log(`tolerances (${report.precision} weights, ${report.computePrecision ?? 'fp32'} compute): lengths <= ${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
     `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the tfjs float32 reference; median ms: batch-1 classify`);
   log(report.ok ? 'parity: OK' : `parity: FAILED\n  ${report.failures.join('\n  ')}`);
 }

@@ -35,7 +35,8 @@ async function open(req: WorkerRequest): Promise<{ model: Classifier; loadMs: nu
     const model = await CapsNet.load(req.modelPath, { device, decoder: req.decoderPath, threads: req.threads, maxBatch: 1024, noCpuFallback: device !== 'cpu' });
     return { model, loadMs: performance.now() - start };
   } catch (e) {
-    // No WebGPU adapter is this machine lacking a GPU, like CUDA's missing driver: a skip, with the reason.
+    // No WebGPU adapter, or one without shader-f16 for an fp16-compute model, is this machine's hardware, like
+    // CUDA's missing driver: not runnable here, a skip with the reason (printed in the matrix).
     if (device === 'webgpu' && /adapter/i.test((e as Error).message)) return { skipped: (e as Error).message };
     throw e;
   }

@@ -194,7 +194,7 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
   return {
     name: 'wasm',
     detail: `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ` +
-      'conv gradients from train/wasm-kernels.ts, fused capsule kernels from train/wasm-capsule-kernels.ts',
+      'conv gradients and fused capsule kernels in wasm SIMD (train/wasm-kernels.ts, train/wasm-capsule-kernels.ts)',
     tf,
   };
 }
@@ -326,7 +326,7 @@ export async function initBackend(requested: 'auto' | BackendName, log: Log = ()
     const why = await importNative('@tensorflow/tfjs-node-gpu');
     if (why == null) {
       const b = await startTensorflow('@tensorflow/tfjs-node-gpu');
-      log(`backend auto: chose tensorflow (${b.detail})`);
+      log('backend auto: chose tensorflow');
       return b;
     }
     skipped.push(why);
@@ -337,19 +337,19 @@ export async function initBackend(requested: 'auto' | BackendName, log: Log = ()
   if (whyNode == null) {
     const b = await startTensorflow('@tensorflow/tfjs-node');
     for (const s of skipped) log(`backend auto: ${s}`);
-    log(`backend auto: chose tensorflow (${b.detail})`);
+    log('backend auto: chose tensorflow');
     return b;
   }
   skipped.push(whyNode);
   for (const s of skipped) log(`backend auto: ${s}`);
   try {
     const b = await initWasm(log);
-    log(`backend auto: chose wasm (${b.detail})`);
+    log('backend auto: chose wasm');
     return b;
   } catch (e) {
     log(`backend auto: wasm failed (${errorText(e)})`);
   }
   const b = await initCpu();
-  log(`backend auto: chose cpu (${b.detail})`);
+  log('backend auto: chose cpu');
   return b;
 }

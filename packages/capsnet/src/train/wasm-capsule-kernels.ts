@@ -6,8 +6,8 @@
 // matmuls; one routing iteration at batch 32 writes several [N, 1152, 10, 16] tensors (24 MB each: the broadcast
 // product c_ij u_hat, the agreement product u_hat v_j) and its gradient as many again; Adam is eight element-wise
 // ops per weight, each a temporary the size of the weight. Here each is one loop nest in wasm SIMD
-// (assembly/capsule-kernels.ts, compiled by `npm run build:kernels` to src/train/kernels/*.wasm) that works on the
-// tensors in place: the module imports the wasm backend's own memory, so a tensor's heap offset is its pointer.
+// (assembly/training-kernels.ts, loaded by train/wasm-simd.ts) that works on the tensors in place, with the work
+// shared between the backend's threads.
 // Routing walks one example at a time (its u_hat, 0.7 MB, fits in L2) and merges each iteration's agreement update
 // with the next iteration's weighted sum, so R iterations read u_hat R times forward and R times backward (after an
 // R-pass recomputation of the forward, which keeps only the small per-iteration c_ij and s_j).
@@ -16,75 +16,13 @@
 // registered for the active backend. test/wasm-capsule-kernels.test.ts checks every output and gradient against
 // the composite ops on the cpu backend, and the committed binaries against their source.
 
-import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
-import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import '@tensorflow/tfjs-backend-wasm';
 import { FUSED_KERNELS } from './fused.ts';
-import { KernelThreads, partRange } from './wasm-kernel-threads.ts';
-import type { WasmBackendLike } from './wasm-kernels.ts';
+import { partRange, pointer, simdKernels, type WasmBackendLike } from './wasm-simd.ts';
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-
-/** The exports of assembly/capsule-kernels.ts; every pointer is a byte offset on the wasm backend's heap. */
-interface CapsuleKernels {
-  predictionVectors(u: number, W: number, uHat: number, N: number, I: number, P: number, K: number): void;
-  predictionVectorsGrad(u: number, W: number, dUHat: number, dU: number, dW: number, N: number, I: number, P: number, K: number): void;
-  routingScratchFloats(I: number, J: number, D: number, R: number): number;
-  routingForward(uHat: number, v: number, c: number, scratch: number, N: number, I: number, J: number, D: number, R: number, eps: number): void;
-  routingBackward(uHat: number, dV: number, dC: number, dU: number, scratch: number, N: number, I: number, J: number, D: number, R: number, eps: number): void;
-  adam(p: number, g: number, m: number, v: number, pOut: number, n: number, lr: number, beta1: number, beta2: number, epsilon: number): void;
-}
-
-/**
- * Where the wasm backend's Emscripten module keeps its WebAssembly.Memory (tfjs-backend-wasm 4.22): the threaded
- * build, which creates the memory itself, as wasmMemory; the single-threaded one among its module exports.
- */
-type BackendWithMemory = WasmBackendLike & { wasm: { wasmMemory?: unknown; asm?: { memory?: unknown } } };
-
-/** The kernels of one backend memory: the calling thread's instance and the threads that share the work. */
-interface KernelSet {
-  local: CapsuleKernels;
-  threads: KernelThreads;
-}
-
-const instances = new WeakMap<WebAssembly.Memory, KernelSet>();
-
-/**
- * The kernels instantiated on this backend's memory (once per memory: a new backend instance gets its own). On the
- * threaded build, whose memory is shared, the work is split over as many threads as the backend itself uses.
- */
-function kernelsFor(backend: WasmBackendLike): KernelSet {
-  const { wasmMemory, asm } = (backend as BackendWithMemory).wasm;
-  const memory = wasmMemory instanceof WebAssembly.Memory ? wasmMemory : asm?.memory;
-  if (!(memory instanceof WebAssembly.Memory)) {
-    throw new Error('train/wasm-capsule-kernels.ts: this tfjs-backend-wasm build does not expose its memory (wasmMemory or asm.memory); ' +
-      'install the version in package.json');
-  }
-  let set = instances.get(memory);
-  if (set == null) {
-    // The threaded build's memory is shared, and a module must declare the kind of memory it imports.
-    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-    const file = new URL(`./kernels/capsule-kernels${shared ? '-shared' : ''}.wasm`, import.meta.url);
-    const module = new WebAssembly.Module(readFileSync(file));
-    const local = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as CapsuleKernels;
-    const helpers = shared ? Math.max(0, getThreadsCount() - 1) : 0;
-    const threads = new KernelThreads(local as unknown as Record<string, (...args: number[]) => unknown>, module, memory,
-      KERNEL_NAMES, helpers);
-    set = { local, threads };
-    instances.set(memory, set);
-  }
-  return set;
-}
-
-const KERNEL_NAMES = ['predictionVectors', 'predictionVectorsGrad', 'routingForward', 'routingBackward', 'adam'] as const;
-
-/** A tensor's byte offset on the wasm heap. */
-function pointer(backend: WasmBackendLike, info: TensorInfo): number {
-  const entry = backend.dataIdMap.get(info.dataId);
-  if (entry == null) throw new Error('train/wasm-capsule-kernels.ts: tensor is not on the wasm backend');
-  return entry.memoryOffset;
-}
 
 // ------------------------------------------------------------------------------------ wasm kernel wrappers
 
@@ -113,13 +51,13 @@ function routingShape(kernel: string, uHat: TensorInfo, attrs: RoutingAttrs): [n
  */
 function routeInParts(be: WasmBackendLike, name: 'routingForward' | 'routingBackward', [N, I, J, D, R]: number[],
   args: (n0: number, n1: number, scratch: number) => number[]): void {
-  const { local, threads } = kernelsFor(be);
+  const { local, threads } = simdKernels(be);
   const floats = local.routingScratchFloats(I!, J!, D!, R!);
   const scratch = be.makeOutput([threads.parts * floats], 'float32');
   try {
     const base = pointer(be, scratch);
-    threads.run(name, (part) => {
-      const [n0, n1] = partRange(N!, threads.parts, part);
+    threads.run(name, (part, parts) => {
+      const [n0, n1] = partRange(N!, parts, part);
       return args(n0, n1, base + 4 * part * floats);
     }, N! < 2);
   } finally {
@@ -175,8 +113,8 @@ function predictionVectorsKernel({ inputs, backend, attrs }: KernelArgs): Tensor
   const [N, I, P, K] = predictionShape(FUSED_KERNELS.predictionVectors, u, W, a);
   const uHat = be.makeOutput([N, I, a.classes, a.digitDim], 'float32');
   const [pu, pw, pout] = [pointer(be, u), pointer(be, W), pointer(be, uHat)];
-  kernelsFor(be).threads.run('predictionVectors', (part) => {
-    const [n0, n1] = partRange(N, kernelsFor(be).threads.parts, part);
+  simdKernels(be).threads.run('predictionVectors', (part, parts) => {
+    const [n0, n1] = partRange(N, parts, part);
     return [pu + 4 * n0 * I * P, pw, pout + 4 * n0 * I * K, n1 - n0, I, P, K];
   });
   return uHat;
@@ -193,8 +131,8 @@ function predictionVectorsGradKernel({ inputs, backend, attrs }: KernelArgs): Te
   const dU = be.makeOutput([N, I, P], 'float32');
   const dW = be.makeOutput([I, P, K], 'float32');
   const ptrs = [pointer(be, u), pointer(be, W), pointer(be, dUHat), pointer(be, dU), pointer(be, dW)];
-  const { threads } = kernelsFor(be);
-  threads.run('predictionVectorsGrad', (part) => [...ptrs, N, I, P, K, ...partRange(I, threads.parts, part)]);
+  const { threads } = simdKernels(be);
+  threads.run('predictionVectorsGrad', (part, parts) => [...ptrs, N, I, P, K, ...partRange(I, parts, part)]);
   return [dU, dW];
 }
 
@@ -216,11 +154,11 @@ function adamKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const a = attrs as unknown as AdamAttrs;
   const out = be.makeOutput([...param.shape], 'float32');
   const ptrs = [pointer(be, param), pointer(be, grad), pointer(be, m), pointer(be, v), pointer(be, out)];
-  const { threads } = kernelsFor(be);
+  const { threads } = simdKernels(be);
   // Small weights (biases) in one part: waking a helper costs more than their update.
   const single = n < 1 << 16;
-  threads.run('adam', (part) => {
-    const [k0, k1] = single ? [0, n] : partRange(n, threads.parts, part);
+  threads.run('adam', (part, parts) => {
+    const [k0, k1] = partRange(n, parts, part);
     return [...ptrs.map((p) => p + 4 * k0), k1 - k0, a.learningRate, a.beta1, a.beta2, a.epsilon];
   }, single);
   return out;

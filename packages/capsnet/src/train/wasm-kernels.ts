@@ -3,8 +3,9 @@
 // tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter kernel at all (so a conv net cannot be trained on it),
 // and its Conv2DBackpropInput is a direct scalar loop nest (~9 s for PrimaryCaps at batch 32, 12x the forward
 // conv). Both are replaced here. The arithmetic always runs in the wasm backend's own XNNPACK kernels (SIMD, and
-// on its thread pool when the threaded binary is loaded, see train/wasm-threads.ts); JS only rearranges data on
-// the wasm heap around them:
+// on its thread pool when the threaded binary is loaded, see train/wasm-threads.ts); around them, the data is
+// rearranged on the wasm heap by the SIMD kernels of train/wasm-simd.ts (transposes, col2im, the channel-major
+// copy of x), on the same threads, or by JS where it is a plain row copy:
 //
 //   filter gradient: a dilated convolution over the batch, see filterGradViaConv
 //       dW[kh,kw,ci,co] = sum_{oh,ow,n} xp[ci, oh*sh+kh, ow*sw+kw, n] . dy[oh, ow, n, co]
@@ -25,14 +26,7 @@ import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 // Importing the package registers its kernels, so ours are registered after (and can replace) them.
 import '@tensorflow/tfjs-backend-wasm';
-
-/** The parts of BackendWasm (tfjs-backend-wasm 4.22, dist/backend_wasm.d.ts) these kernels use. */
-export interface WasmBackendLike {
-  wasm: { HEAPU8: Uint8Array };
-  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
-  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
-  disposeData(dataId: object, force?: boolean): boolean;
-}
+import { partRange, pointer, simdKernels, transposeOnHeap, type WasmBackendLike } from './wasm-simd.ts';
 
 /** Upper bound on the floats in one im2col buffer; larger batches are processed in groups of images. */
 let colBudgetFloats = 1 << 25; // 128 MiB
@@ -75,37 +69,6 @@ function convDilated(backend: WasmBackendLike, x: TensorInfo, filter: TensorInfo
     backend: backend as unknown as tf.KernelBackend,
     attrs: { strides: 1, pad: 'valid', dataFormat: 'NHWC', dilations },
   }) as TensorInfo;
-}
-
-// Reusable JS-side scratch (the channel-major copies never need to be on the wasm heap).
-let scratchA = new Float32Array(0);
-function scratch(size: number): Float32Array {
-  if (scratchA.length < size) scratchA = new Float32Array(size);
-  return scratchA.subarray(0, size);
-}
-
-/**
- * dst[c * rows + r] = src[srcOffset + r * cols + c] for r < rows, c < cols: [rows, cols] -> [cols, rows],
- * in tiles so that both sides stay in cache.
- */
-export function transpose2d(
-  src: Float32Array, srcOffset: number, rows: number, cols: number, dst: Float32Array, dstOffset: number,
-): void {
-  const T = 32;
-  for (let r0 = 0; r0 < rows; r0 += T) {
-    const r1 = Math.min(rows, r0 + T);
-    for (let c0 = 0; c0 < cols; c0 += T) {
-      const c1 = Math.min(cols, c0 + T);
-      for (let c = c0; c < c1; c++) {
-        let d = dstOffset + c * rows + r0;
-        let s = srcOffset + r0 * cols + c;
-        for (let r = r0; r < r1; r++) {
-          dst[d++] = src[s];
-          s += cols;
-        }
-      }
-    }
-  }
 }
 
 /** For each filter column kw, the output columns ow whose input column ow*stride + kw - pad lies in [0, size). */
@@ -164,33 +127,6 @@ function im2colT(ci: Conv2DInfo, xT: Float32Array, n0: number, nb: number, colT:
   }
 }
 
-/** dxT[ci][n][h][w] += the entries of colT[(kh,kw,ci), (n,oh,ow)] for images n0 <= n < n0+nb. */
-function col2imT(ci: Conv2DInfo, colT: Float32Array, n0: number, nb: number, dxT: Float32Array): void {
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = ci;
-  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
-  const pt = ci.padInfo.top, pl = ci.padInfo.left;
-  const { lo, hi } = validColumns(ci);
-  const Mc = nb * OH * OW, plane = OH * OW;
-  for (let c = 0; c < C; c++) {
-    for (let nl = 0; nl < nb; nl++) {
-      const img = (c * N + n0 + nl) * H * W;
-      for (let kh = 0; kh < KH; kh++) {
-        for (let kw = 0; kw < KW; kw++) {
-          const owLo = lo[kw]!, owHi = hi[kw]!;
-          if (owLo >= owHi) continue;
-          let src = ((kh * KW + kw) * C + c) * Mc + nl * plane;
-          for (let oh = 0; oh < OH; oh++, src += OW) {
-            const ih = oh * sh + kh - pt;
-            if (ih < 0 || ih >= H) continue;
-            const dst = img + ih * W + kw - pl;
-            for (let ow = owLo; ow < owHi; ow++) dxT[dst + ow * sw] += colT[src + ow]!;
-          }
-        }
-      }
-    }
-  }
-}
-
 function checkNHWC(dataFormat: string, kernel: string): void {
   if (dataFormat !== 'NHWC') {
     throw new Error(`${kernel} on wasm (train/wasm-kernels.ts) supports dataFormat 'NHWC' only, got '${dataFormat}'`);
@@ -214,26 +150,12 @@ function filterGradViaConv(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorIn
   const Hc = (OH - 1) * sh + KH, Wc = (OW - 1) * sw + KW;
   const xp = backend.makeOutput([C, Hc, Wc, N], 'float32');
   const dyp = backend.makeOutput([OH, OW, N, CO], 'float32');
+  heapF32(backend, xp, C * Hc * Wc * N).fill(0);
+  // (n, h, w, c) -> (c, h + pt, w + pl, n): one [N, C] -> [C, N] tile transpose per pixel, rows h shared by threads.
+  const { threads } = simdKernels(backend);
+  const [px, pxp] = [pointer(backend, x), pointer(backend, xp)];
+  threads.run('nhwcToChwn', (part, parts) => [px, pxp, N, H, W, C, Hc, Wc, pt, pl, ...partRange(H, parts, part)]);
   {
-    const src = heapF32(backend, x, N * H * W * C);
-    const dst = heapF32(backend, xp, C * Hc * Wc * N);
-    dst.fill(0);
-    // (n, h, w, c) -> (c, h + pt, w + pl, n), one [N, C] -> [C, N] tile transpose per pixel.
-    const hwN = Hc * Wc * N;
-    for (let h = 0; h < H; h++) {
-      const hc = h + pt;
-      if (hc < 0 || hc >= Hc) continue;
-      for (let w = 0; w < W; w++) {
-        const wc = w + pl;
-        if (wc < 0 || wc >= Wc) continue;
-        const dBase = (hc * Wc + wc) * N;
-        for (let n = 0; n < N; n++) {
-          let s = ((n * H + h) * W + w) * C;
-          let d = dBase + n;
-          for (let c = 0; c < C; c++, d += hwN) dst[d] = src[s++]!;
-        }
-      }
-    }
     const g = heapF32(backend, dy, N * OH * OW * CO);
     const gp = heapF32(backend, dyp, OH * OW * N * CO);
     // (n, oh, ow, co) -> (oh, ow, n, co): whole CO rows move.
@@ -267,8 +189,8 @@ function filterGradIm2col(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInf
   const outSize = K * CO;
   // Channel-major copy of x: xT[c][n][h][w].
   const P = N * H * W;
-  const xT = scratch(P * C);
-  transpose2d(heapF32(backend, x, P * C), 0, P, C, xT, 0);
+  const xT = backend.makeOutput([C, P], 'float32');
+  transposeOnHeap(backend, pointer(backend, x), P, C, pointer(backend, xT));
 
   const group = imagesPerGroup(ci);
   let acc: TensorInfo | null = null;
@@ -277,7 +199,7 @@ function filterGradIm2col(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInf
     const Mc = nb * OH * OW;
     const colT = backend.makeOutput([K, Mc], 'float32');
     const dyPart = dyRows(backend, dy, ci, n0, nb);
-    im2colT(ci, xT, n0, nb, heapF32(backend, colT, K * Mc));
+    im2colT(ci, heapF32(backend, xT, P * C), n0, nb, heapF32(backend, colT, K * Mc));
     const part = gemm(backend, colT, dyPart);
     backend.disposeData(colT.dataId);
     if (dyPart.dataId !== dy.dataId) backend.disposeData(dyPart.dataId);
@@ -289,6 +211,7 @@ function filterGradIm2col(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInf
       backend.disposeData(part.dataId);
     }
   }
+  backend.disposeData(xT.dataId);
   if (acc == null) {
     // Empty batch: the gradient is zero.
     acc = backend.makeOutput([K, CO], 'float32');
@@ -357,7 +280,7 @@ function inputGradRows(backend: WasmBackendLike, ci: Conv2DInfo, dy: TensorInfo,
   const pt = ci.padInfo.top, pl = ci.padInfo.left;
   const K = KH * KW * C;
   const wT = backend.makeOutput([CO, K], 'float32');
-  transpose2d(heapF32(backend, filter, K * CO), 0, K, CO, heapF32(backend, wT, CO * K), 0);
+  transposeOnHeap(backend, pointer(backend, filter), K, CO, pointer(backend, wT));
   const dx = backend.makeOutput([N, H, W, C], 'float32');
   heapF32(backend, dx, N * H * W * C).fill(0);
   const group = imagesPerGroup(ci);
@@ -408,24 +331,30 @@ function inputGradRows(backend: WasmBackendLike, ci: Conv2DInfo, dy: TensorInfo,
 function inputGradColumns(backend: WasmBackendLike, ci: Conv2DInfo, dy: TensorInfo, filter: TensorInfo): TensorInfo {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
   const K = ci.filterHeight * ci.filterWidth * C;
+  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
+  const pt = ci.padInfo.top, pl = ci.padInfo.left;
   const P = N * H * W;
-  const dxT = scratch(P * C);
-  dxT.fill(0);
+  const dxT = backend.makeOutput([C, P], 'float32');
+  heapF32(backend, dxT, C * P).fill(0);
   const w2d: TensorInfo = { dataId: filter.dataId, shape: [K, CO], dtype: 'float32' };
   const group = imagesPerGroup(ci);
+  const { threads } = simdKernels(backend);
   for (let n0 = 0; n0 < N; n0 += group) {
     const nb = Math.min(group, N - n0);
     const Mc = nb * OH * OW;
     // dyT[co, m] for this group's rows m.
     const dyT = backend.makeOutput([CO, Mc], 'float32');
-    transpose2d(heapF32(backend, dy, N * OH * OW * CO), n0 * OH * OW * CO, Mc, CO, heapF32(backend, dyT, CO * Mc), 0);
+    transposeOnHeap(backend, pointer(backend, dy) + 4 * n0 * OH * OW * CO, Mc, CO, pointer(backend, dyT));
     const colT = gemm(backend, w2d, dyT);
     backend.disposeData(dyT.dataId);
-    col2imT(ci, heapF32(backend, colT, K * Mc), n0, nb, dxT);
+    // col2im over channels, shared by threads.
+    const [pc, pd] = [pointer(backend, colT), pointer(backend, dxT)];
+    threads.run('col2imT', (part, parts) => [pc, pd, N, H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, n0, nb, ...partRange(C, parts, part)]);
     backend.disposeData(colT.dataId);
   }
   const dx = backend.makeOutput([N, H, W, C], 'float32');
-  transpose2d(dxT, 0, C, P, heapF32(backend, dx, P * C), 0);
+  transposeOnHeap(backend, pointer(backend, dxT), C, P, pointer(backend, dx));
+  backend.disposeData(dxT.dataId);
   return dx;
 }
 
@@ -484,11 +413,11 @@ function batchMatMul(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs
   let b2: TensorInfo = { dataId: b.dataId, shape: [k, n], dtype: 'float32' };
   if (transposeA) {
     a2 = backend.makeOutput([m, k], 'float32');
-    transpose2d(heapF32(backend, a, ar * ac), 0, ar, ac, heapF32(backend, a2, m * k), 0);
+    transposeOnHeap(backend, pointer(backend, a), ar, ac, pointer(backend, a2));
   }
   if (transposeB) {
     b2 = backend.makeOutput([k, n], 'float32');
-    transpose2d(heapF32(backend, b, br * bc), 0, br, bc, heapF32(backend, b2, k * n), 0);
+    transposeOnHeap(backend, pointer(backend, b), br, bc, pointer(backend, b2));
   }
   const out = stock({ inputs: { a: a2, b: b2 }, backend: args.backend,
     attrs: { transposeA: false, transposeB: false } }) as TensorInfo;

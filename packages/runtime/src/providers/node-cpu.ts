@@ -5,6 +5,8 @@ import { errorMessage, threadCount } from './provider.ts';
 export const nodeCpu: Provider = {
   device: 'cpu',
   runtime: 'onnxruntime-node',
+  // ORT's CPU provider has fp16 kernels for few ops on x86 (its InsertCastTransformer widens the rest).
+  fp16Compute: 'widened',
   async unavailable() {
     return null;
   },

@@ -35,6 +35,7 @@ export function nvidiaDriverPresent(): boolean {
 export const nodeCuda: Provider = {
   device: 'cuda',
   runtime: 'onnxruntime-node',
+  fp16Compute: 'native',
   async unavailable() {
     const platform = `${process.platform}/${process.arch}`;
     if (platform !== 'linux/x64' && platform !== 'win32/x64') {

@@ -11,6 +11,8 @@ import { swiftShaderEnv } from './swiftshader.ts';
 export const nodeWebGpu: Provider = {
   device: 'webgpu',
   runtime: 'onnxruntime-node',
+  // ORT does not expose Dawn's adapter to JavaScript: only a run tells whether it has shader-f16.
+  fp16Compute: 'adapter',
   async unavailable() {
     const { listSupportedBackends } = await ortNode();
     if (!listSupportedBackends().some((b) => b.name === 'webgpu')) {

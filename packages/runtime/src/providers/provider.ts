@@ -5,6 +5,15 @@
 import type { InferenceSession } from 'onnxruntime-common';
 import type { DeviceName, LoadOptions } from '../contract.ts';
 
+/**
+ * How a provider runs the half-precision ops of an fp16-compute export (`capsnet.compute_precision` fp16):
+ * - native: fp16 kernels (CUDA);
+ * - widened: ONNX Runtime runs each op it has no fp16 kernel for in float32 behind Casts it inserts (and, at its
+ *   full optimisation level, drops the Cast pairs between such ops): float32 maths on fp16 weights (CPU, wasm);
+ * - adapter: native when the GPU adapter has WebGPU's shader-f16 feature; without it the file cannot run (WebGPU).
+ */
+export type Fp16Compute = 'native' | 'widened' | 'adapter';
+
 export interface Provider {
   readonly device: DeviceName;
   /** The ONNX Runtime package behind it: `onnxruntime-node` or `onnxruntime-web`. */
@@ -13,6 +22,13 @@ export interface Provider {
   unavailable(): Promise<string | null>;
   /** For `auto` only: a reason to pass over a provider that works but should not be picked unasked. */
   autoSkip?(): Promise<string | null>;
+  /** How it runs fp16 compute (see Fp16Compute). */
+  readonly fp16Compute: Fp16Compute;
+  /**
+   * For fp16Compute 'adapter': why this adapter cannot compute in fp16, when that is known before a run (the
+   * browser lists the adapter's features); null when it can or when only a run can tell.
+   */
+  fp16Unsupported?(): Promise<string | null>;
   /** Session options naming this provider's single execution provider, so nothing else can stand in for it. */
   sessionOptions(options: LoadOptions): InferenceSession.SessionOptions;
   /** A session-creation failure, explained with the fix. */
@@ -25,6 +41,20 @@ export function errorMessage(error: unknown): string {
   const flat = message.replace(/\s+/g, ' ').trim();
   const check = flat.match(/^\/onnxruntime_src\/.* was false\. (.*)$/);
   return check ? check[1]! : flat.replace(/^\/onnxruntime_src\/\S+ /, '');
+}
+
+/** ORT-WebGPU's run-time message for a shader that needs f16 on an adapter without shader-f16. */
+const NO_SHADER_F16 = /requires f16 but the device does not support it|shader-f16/i;
+
+/** The one-line reason a device cannot run an fp16-compute model, with the fixes; `why`: what it lacks. */
+export function fp16ComputeUnavailable(device: DeviceName, model: string, why: string): string {
+  return `device "${device}" cannot run ${model}: the model computes in fp16 (capsnet.compute_precision) and ${why}: ` +
+    're-export it with `capsnet export RUN_DIR --precision fp16 --compute fp32` (fp16 weights, float32 maths), or load it on another device';
+}
+
+/** True when a run failed because the WebGPU adapter has no shader-f16 feature. */
+export function isMissingShaderF16(error: unknown): boolean {
+  return NO_SHADER_F16.test(errorMessage(error));
 }
 
 export function threadCount(threads: number | undefined): number | undefined {

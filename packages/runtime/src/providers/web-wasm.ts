@@ -6,6 +6,8 @@ import { ORT_WASM_FILES } from '../wasm-files.ts';
 export const webWasm: Provider = {
   device: 'wasm',
   runtime: 'onnxruntime-web',
+  // The wasm build is ORT's CPU provider: ops without fp16 kernels are widened to float32 by ORT.
+  fp16Compute: 'widened',
   async unavailable() {
     return typeof WebAssembly === 'object' ? null : 'this JavaScript engine has no WebAssembly: use a current browser';
   },

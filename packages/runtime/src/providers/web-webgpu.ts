@@ -10,9 +10,11 @@ interface AdapterInfo {
   architecture?: string;
   description?: string;
   isFallbackAdapter?: boolean;
+  /** The adapter has WebGPU's shader-f16 feature (half-precision shaders). */
+  shaderF16?: boolean;
 }
 interface GpuLike {
-  requestAdapter(): Promise<{ info?: AdapterInfo; isFallbackAdapter?: boolean } | null>;
+  requestAdapter(): Promise<{ info?: AdapterInfo; isFallbackAdapter?: boolean; features?: { has(name: string): boolean } } | null>;
 }
 
 function gpu(): GpuLike | undefined {
@@ -33,6 +35,7 @@ export function webGpuAdapterInfo(): Promise<AdapterInfo | null> {
       architecture: info?.architecture,
       description: info?.description,
       isFallbackAdapter: info?.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false,
+      shaderF16: adapter.features?.has('shader-f16') ?? false,
     };
   })().catch(() => null);
   return adapterInfo;
@@ -45,6 +48,11 @@ export function describeAdapter(info: AdapterInfo): string {
 export const webWebGpu: Provider = {
   device: 'webgpu',
   runtime: 'onnxruntime-web',
+  fp16Compute: 'adapter',
+  async fp16Unsupported() {
+    const info = await webGpuAdapterInfo();
+    return info && !info.shaderF16 ? `the WebGPU adapter (${describeAdapter(info)}) lacks the shader-f16 feature` : null;
+  },
   async unavailable() {
     if (!gpu()) {
       return typeof window === 'undefined'

@@ -1,5 +1,7 @@
-// AssemblyScript source of the wasm SIMD training kernels of train/wasm-capsule-kernels.ts: the prediction vectors
-// u_hat (eq. 2) forward and backward, routing by agreement (procedure 1) forward and backward, and Adam.
+// AssemblyScript source of the wasm SIMD training kernels: the prediction vectors u_hat (eq. 2) forward and
+// backward, routing by agreement (procedure 1) forward and backward and Adam (train/wasm-capsule-kernels.ts), and
+// the data movement around XNNPACK in the convolution gradients (train/wasm-kernels.ts). train/wasm-simd.ts loads
+// the module and shares each call between threads: every kernel takes the range of its work it should do.
 //
 // The module imports tfjs-backend-wasm's own memory, so every pointer below is a byte offset of a tensor on that
 // heap (or of scratch the caller allocated there): the kernels read and write the tensors in place, with no copy.
@@ -264,6 +266,89 @@ export function routingBackward(
       }
       const t = gv; gv = gvPrev; gvPrev = t;
       const tb = gb; gb = gbNext; gbNext = tb;
+    }
+  }
+}
+
+// --------------------------------------------------------------- data movement for the convolution gradients
+
+@inline function transposeTile(src: usize, srcStride: i32, dst: usize, dstStride: i32): void {
+  const a = v128.load(src), b = v128.load(at(src, srcStride));
+  const c = v128.load(at(src, 2 * srcStride)), d = v128.load(at(src, 3 * srcStride));
+  const ab01 = v128.shuffle<f32>(a, b, 0, 4, 1, 5), ab23 = v128.shuffle<f32>(a, b, 2, 6, 3, 7);
+  const cd01 = v128.shuffle<f32>(c, d, 0, 4, 1, 5), cd23 = v128.shuffle<f32>(c, d, 2, 6, 3, 7);
+  v128.store(dst, v128.shuffle<f32>(ab01, cd01, 0, 1, 4, 5));
+  v128.store(at(dst, dstStride), v128.shuffle<f32>(ab01, cd01, 2, 3, 6, 7));
+  v128.store(at(dst, 2 * dstStride), v128.shuffle<f32>(ab23, cd23, 0, 1, 4, 5));
+  v128.store(at(dst, 3 * dstStride), v128.shuffle<f32>(ab23, cd23, 2, 3, 6, 7));
+}
+
+/**
+ * dst[c * dstStride + r] = src[r * srcStride + c] for rows r0 <= r < r1 and c < cols: a strided 2-D transpose, in
+ * 16x16 blocks (both sides stay in cache) of 4x4 SIMD tiles.
+ */
+export function transpose(src: usize, srcStride: i32, dst: usize, dstStride: i32, r0: i32, r1: i32, cols: i32): void {
+  const B = 16;
+  for (let rb = r0; rb < r1; rb += B) {
+    const re = min(r1, rb + B);
+    for (let cb = 0; cb < cols; cb += B) {
+      const ce = min(cols, cb + B);
+      let r = rb;
+      for (; r + 4 <= re; r += 4) {
+        let c = cb;
+        for (; c + 4 <= ce; c += 4) transposeTile(at(src, r * srcStride + c), srcStride, at(dst, c * dstStride + r), dstStride);
+        for (; c < ce; c++) {
+          for (let k = 0; k < 4; k++) set(dst, c * dstStride + r + k, get(src, (r + k) * srcStride + c));
+        }
+      }
+      for (; r < re; r++) {
+        for (let c = cb; c < ce; c++) set(dst, c * dstStride + r, get(src, r * srcStride + c));
+      }
+    }
+  }
+}
+
+/**
+ * x [N, H, W, C] -> xp [C, Hc, Wc, N] with pixel (h, w) at (h + pt, w + pl), for the input rows h0 <= h < h1 (the
+ * layout of wasm-kernels.ts's filterGradViaConv; the caller zeroes xp first).
+ */
+export function nhwcToChwn(x: usize, xp: usize, N: i32, H: i32, W: i32, C: i32, Hc: i32, Wc: i32, pt: i32, pl: i32, h0: i32, h1: i32): void {
+  for (let h = h0; h < h1; h++) {
+    const hc = h + pt;
+    if (hc < 0 || hc >= Hc) continue;
+    for (let w = 0; w < W; w++) {
+      const wc = w + pl;
+      if (wc < 0 || wc >= Wc) continue;
+      transpose(at(x, (h * W + w) * C), H * W * C, at(xp, (hc * Wc + wc) * N), Hc * Wc * N, 0, N, C);
+    }
+  }
+}
+
+/**
+ * dxT[ci][n][h][w] += the entries of colT[(kh, kw, ci), (n, oh, ow)] that land on (h, w) = (oh sh + kh - pt,
+ * ow sw + kw - pl), for images n0 <= n < n0 + nb and channels c0 <= ci < c1 (col2im, channel-major).
+ */
+export function col2imT(colT: usize, dxT: usize, N: i32, H: i32, W: i32, C: i32, OH: i32, OW: i32, KH: i32, KW: i32,
+  sh: i32, sw: i32, pt: i32, pl: i32, n0: i32, nb: i32, c0: i32, c1: i32): void {
+  const Mc = nb * OH * OW, plane = OH * OW;
+  for (let c = c0; c < c1; c++) {
+    for (let nl = 0; nl < nb; nl++) {
+      const img = at(dxT, (c * N + n0 + nl) * H * W);
+      for (let kh = 0; kh < KH; kh++) {
+        for (let kw = 0; kw < KW; kw++) {
+          // Output columns whose input column ow sw + kw - pl lies in [0, W).
+          const owLo = max(0, <i32>Math.ceil(<f64>(pl - kw) / <f64>sw));
+          const owHi = max(owLo, min(OW, <i32>Math.floor(<f64>(W - 1 + pl - kw) / <f64>sw) + 1));
+          if (owLo >= owHi) continue;
+          const src = at(colT, ((kh * KW + kw) * C + c) * Mc + nl * plane);
+          for (let oh = 0; oh < OH; oh++) {
+            const ih = oh * sh + kh - pt;
+            if (ih < 0 || ih >= H) continue;
+            const row = at(src, oh * OW), dst = at(img, ih * W + kw - pl);
+            for (let ow = owLo; ow < owHi; ow++) set(dst, ow * sw, get(dst, ow * sw) + get(row, ow));
+          }
+        }
+      }
     }
   }
 }

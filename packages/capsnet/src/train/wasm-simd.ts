@@ -1,0 +1,224 @@
+// The wasm SIMD training kernels (assembly/training-kernels.ts, compiled by `npm run build:kernels` to
+// src/train/kernels/*.wasm) on the tfjs wasm backend's heap, and on more than one thread.
+//
+// The module imports the backend's own WebAssembly.Memory, so a tensor's heap offset is its pointer and the kernels
+// work on tensors in place. The threaded build keeps that memory shared, so a worker_threads worker can instantiate
+// the same module on the very same memory: a kernel call is cut into disjoint parts (examples of a batch,
+// capsules, rows, channels, ranges of a weight), the calling thread runs part 0 and each helper one more part, and
+// the call returns when all are done. XNNPACK's own threads are idle meanwhile, since tfjs runs one kernel at a time.
+//
+// The helpers wait on a shared control block (Atomics.wait) rather than on messages, because a kernel is a
+// synchronous call inside a tfjs op: the calling thread blocks on Atomics.wait until they finish (milliseconds).
+// Workers are unref'd, so they never keep a process alive; a trap in a helper is reported back and rethrown here,
+// and a dead or stuck helper makes every later call run all its parts on the calling thread.
+import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import type { TensorInfo } from '@tensorflow/tfjs-core';
+import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+
+/** Control block (Int32 slots) shared with every helper. */
+const GENERATION = 0; // bumped by the caller to start a call
+const DONE = 1; // helpers that finished the current call
+const FAILED = 2; // 1 when a helper's kernel threw
+const STOP = 3; // 1 asks the helpers to exit
+const CONTROL_SLOTS = 4;
+/** Arguments of one helper's part: [kernel name index, argument count, ...arguments]. */
+const MAX_ARGS = 24;
+
+/** The helper's loop, evaluated as a CommonJS worker script (a string: no file to locate in src/ or dist/). */
+const HELPER_SCRIPT = `
+const { workerData } = require('node:worker_threads');
+const { module, memory, control, args, index, names } = workerData;
+const kernels = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const ctl = new Int32Array(control);
+const slots = new Float64Array(args, index * ${MAX_ARGS + 2} * 8, ${MAX_ARGS + 2});
+let seen = 0;
+for (;;) {
+  Atomics.wait(ctl, ${GENERATION}, seen);
+  seen = Atomics.load(ctl, ${GENERATION});
+  if (Atomics.load(ctl, ${STOP}) === 1) break;
+  try {
+    const count = slots[1];
+    kernels[names[slots[0]]](...Array.from(slots.subarray(2, 2 + count)));
+  } catch (e) {
+    Atomics.store(ctl, ${FAILED}, 1);
+  }
+  Atomics.add(ctl, ${DONE}, 1);
+  Atomics.notify(ctl, ${DONE});
+}
+`;
+
+type Kernels = Record<string, (...args: number[]) => unknown>;
+
+/** How long a call waits for its helpers before giving up on them (a kernel part takes milliseconds). */
+const HELPER_TIMEOUT_MS = 120_000;
+
+export class KernelThreads {
+  private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_SLOTS * 4));
+  private readonly args: Float64Array;
+  private readonly workers: Worker[] = [];
+  /** Set when a helper died or timed out: from then on every part runs on the calling thread. */
+  private broken = false;
+
+  /**
+   * @param local the kernels instantiated on the calling thread (on the same memory)
+   * @param module the shared-memory build of the kernels, for the helpers
+   * @param memory tfjs-backend-wasm's shared memory
+   * @param names the kernel exports a call may name
+   * @param helpers worker threads besides the caller (parallel parts = helpers + 1)
+   */
+  constructor(private readonly local: Kernels, module: WebAssembly.Module, memory: WebAssembly.Memory,
+    private readonly names: readonly string[], helpers: number) {
+    this.args = new Float64Array(new SharedArrayBuffer(Math.max(1, helpers) * (MAX_ARGS + 2) * 8));
+    for (let index = 0; index < helpers; index++) {
+      const worker = new Worker(HELPER_SCRIPT, {
+        eval: true,
+        execArgv: [], // plain JavaScript: no need for the parent's loaders
+        workerData: { module, memory, control: this.control.buffer, args: this.args.buffer, index, names },
+      });
+      worker.unref();
+      worker.on('error', () => { this.broken = true; });
+      worker.on('exit', () => { this.broken = true; });
+      this.workers.push(worker);
+    }
+  }
+
+  /** Parallel parts a call is cut into (the caller's included). */
+  get parts(): number {
+    return this.workers.length + 1;
+  }
+
+  /**
+   * Runs kernel `name` on argsOf(part, parts) for each part of the work (disjoint outputs per part): parts 1.. on
+   * the helpers, part 0 on the calling thread, and returns when all are done. Throws when a helper's part failed.
+   * `single`: the work is too small to share; it runs here as one part (argsOf(0, 1)).
+   */
+  run(name: string, argsOf: (part: number, parts: number) => number[], single = false): void {
+    const kernel = this.local[name];
+    const nameIndex = this.names.indexOf(name);
+    if (kernel == null || nameIndex < 0) throw new Error(`train/wasm-simd.ts: unknown kernel ${name}`);
+    if (single) {
+      kernel(...argsOf(0, 1));
+      return;
+    }
+    if (this.broken || this.workers.length === 0) {
+      for (let part = 0; part < this.parts; part++) kernel(...argsOf(part, this.parts));
+      return;
+    }
+    const helpers = this.workers.length;
+    for (let h = 0; h < helpers; h++) {
+      const a = argsOf(h + 1, this.parts);
+      if (a.length > MAX_ARGS) throw new Error(`train/wasm-simd.ts: ${name} has more than ${MAX_ARGS} arguments`);
+      const base = h * (MAX_ARGS + 2);
+      this.args[base] = nameIndex;
+      this.args[base + 1] = a.length;
+      this.args.set(a, base + 2);
+    }
+    Atomics.store(this.control, DONE, 0);
+    Atomics.store(this.control, FAILED, 0);
+    Atomics.add(this.control, GENERATION, 1);
+    Atomics.notify(this.control, GENERATION);
+    try {
+      kernel(...argsOf(0, this.parts));
+    } finally {
+      // Wait for the helpers even if this thread's part threw: they are still writing to the heap.
+      const deadline = Date.now() + HELPER_TIMEOUT_MS;
+      for (let done = Atomics.load(this.control, DONE); done < helpers; done = Atomics.load(this.control, DONE)) {
+        if (Date.now() > deadline) {
+          this.broken = true;
+          throw new Error(`train/wasm-simd.ts: ${name}: a helper thread did not finish in ${HELPER_TIMEOUT_MS / 1000} s`);
+        }
+        Atomics.wait(this.control, DONE, done, 100);
+      }
+    }
+    if (Atomics.load(this.control, FAILED) === 1) throw new Error(`train/wasm-simd.ts: ${name} failed on a helper thread`);
+  }
+}
+
+/** [start, end) of part `part` of `parts` over `count` items (the first parts take one more when it does not divide). */
+export function partRange(count: number, parts: number, part: number): [number, number] {
+  const base = Math.floor(count / parts), extra = count % parts;
+  const start = part * base + Math.min(part, extra);
+  return [start, start + base + (part < extra ? 1 : 0)];
+}
+
+/** The parts of BackendWasm (tfjs-backend-wasm 4.22, dist/backend_wasm.d.ts) the kernels use. */
+export interface WasmBackendLike {
+  wasm: { HEAPU8: Uint8Array };
+  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
+  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+  disposeData(dataId: object, force?: boolean): boolean;
+}
+
+/** The exports of assembly/training-kernels.ts; every pointer is a byte offset on the wasm backend's heap. */
+export interface SimdKernels {
+  predictionVectors(u: number, W: number, uHat: number, N: number, I: number, P: number, K: number): void;
+  predictionVectorsGrad(u: number, W: number, dUHat: number, dU: number, dW: number, N: number, I: number, P: number, K: number, i0: number, i1: number): void;
+  routingScratchFloats(I: number, J: number, D: number, R: number): number;
+  routingForward(uHat: number, v: number, c: number, scratch: number, N: number, I: number, J: number, D: number, R: number, eps: number): void;
+  routingBackward(uHat: number, dV: number, dC: number, dU: number, scratch: number, N: number, I: number, J: number, D: number, R: number, eps: number): void;
+  adam(p: number, g: number, m: number, v: number, pOut: number, n: number, lr: number, beta1: number, beta2: number, epsilon: number): void;
+  transpose(src: number, srcStride: number, dst: number, dstStride: number, r0: number, r1: number, cols: number): void;
+  nhwcToChwn(x: number, xp: number, N: number, H: number, W: number, C: number, Hc: number, Wc: number, pt: number, pl: number, h0: number, h1: number): void;
+  col2imT(colT: number, dxT: number, N: number, H: number, W: number, C: number, OH: number, OW: number, KH: number, KW: number,
+    sh: number, sw: number, pt: number, pl: number, n0: number, nb: number, c0: number, c1: number): void;
+}
+
+const KERNEL_NAMES = ['predictionVectors', 'predictionVectorsGrad', 'routingForward', 'routingBackward', 'adam', 'transpose',
+  'nhwcToChwn', 'col2imT'] as const;
+
+/**
+ * Where the wasm backend's Emscripten module keeps its WebAssembly.Memory (tfjs-backend-wasm 4.22): the threaded
+ * build, which creates the memory itself, as wasmMemory; the single-threaded one among its module exports.
+ */
+type BackendWithMemory = WasmBackendLike & { wasm: { wasmMemory?: unknown; asm?: { memory?: unknown } } };
+
+/** The kernels of one backend memory: the calling thread's instance and the threads that share the work. */
+export interface KernelSet {
+  local: SimdKernels;
+  threads: KernelThreads;
+}
+
+const instances = new WeakMap<WebAssembly.Memory, KernelSet>();
+
+/**
+ * The kernels instantiated on this backend's memory (once per memory: a new backend instance gets its own). On the
+ * threaded build, whose memory is shared, the work is split over as many threads as the backend itself uses.
+ */
+export function simdKernels(backend: WasmBackendLike): KernelSet {
+  const { wasmMemory, asm } = (backend as BackendWithMemory).wasm;
+  const memory = wasmMemory instanceof WebAssembly.Memory ? wasmMemory : asm?.memory;
+  if (!(memory instanceof WebAssembly.Memory)) {
+    throw new Error('train/wasm-simd.ts: this tfjs-backend-wasm build does not expose its memory (wasmMemory or asm.memory); ' +
+      'install the version in package.json');
+  }
+  let set = instances.get(memory);
+  if (set == null) {
+    // The threaded build's memory is shared, and a module must declare the kind of memory it imports.
+    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+    const file = new URL(`./kernels/training-kernels${shared ? '-shared' : ''}.wasm`, import.meta.url);
+    const module = new WebAssembly.Module(readFileSync(file));
+    const local = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as SimdKernels;
+    const helpers = shared ? Math.max(0, getThreadsCount() - 1) : 0;
+    const threads = new KernelThreads(local as unknown as Record<string, (...args: number[]) => unknown>, module, memory,
+      KERNEL_NAMES, helpers);
+    set = { local, threads };
+    instances.set(memory, set);
+  }
+  return set;
+}
+
+/** A tensor's byte offset on the wasm heap. */
+export function pointer(backend: WasmBackendLike, info: TensorInfo): number {
+  const entry = backend.dataIdMap.get(info.dataId);
+  if (entry == null) throw new Error('train/wasm-simd.ts: tensor is not on the wasm backend');
+  return entry.memoryOffset;
+}
+
+/** dst = src^T for a row-major [rows, cols] matrix at byte offset src (dst is [cols, rows]), rows shared by threads. */
+export function transposeOnHeap(backend: WasmBackendLike, src: number, rows: number, cols: number, dst: number): void {
+  const { threads } = simdKernels(backend);
+  // Small matrices in one part: waking a helper costs more than the copy.
+  const single = rows * cols < 1 << 14;
+  threads.run('transpose', (part, parts) => [src, cols, dst, rows, ...partRange(rows, parts, part), cols], single);
+}
