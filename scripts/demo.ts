@@ -21,7 +21,8 @@ try {
   const again = existsSync(join(out, 'checkpoint.bin'));
   await step(again ? `continue the run in ${out} (delete it to start over)` : 'train the small preset on the embedded MNIST digits',
     ['train', '--preset', 'small', '--epochs', epochs, '--batch-size', '32', '--out', out, ...(again ? ['--resume'] : [])]);
-  await step('export to ONNX, routing unrolled', ['export', out, '-o', join(out, 'model.onnx')]);
+  // On a second run model.onnx is the one this demo exported into its own run directory: replace it.
+  await step('export to ONNX, routing unrolled', ['export', out, '-o', join(out, 'model.onnx'), ...(again ? ['--overwrite'] : [])]);
   await step('inspect the file', ['inspect', join(out, 'model.onnx')]);
   await step('parity: tfjs reference vs ONNX Runtime in Node', ['parity', join(out, 'model.onnx'), '--checkpoint', out, '--backends', 'node-cpu,node-wasm']);
   console.log(`\ndone: ${out}/model.onnx (serve it with: npx capsnet serve ${out}/model.onnx)`);

@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { execa } from 'execa';
 import * as ort from 'onnxruntime-node';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -23,6 +24,7 @@ import { baselineForward, initBaseline } from '../packages/capsnet/src/train/mod
 import { train } from '../packages/capsnet/src/train/trainer.ts';
 import { buildBaselineCnnModel, buildCapsNetModels, exportRun } from '../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
+import { CLI, ROOT } from './support/fixtures.ts';
 import { baselineParity } from '../packages/capsnet/src/parity/baseline.ts';
 import { checkPaperData, loadData } from '../packages/capsnet/src/experiments/common.ts';
 import { meanStd } from '../packages/capsnet/src/experiments/mnist-table.ts';
@@ -128,7 +130,13 @@ describe('baseline CNN export', () => {
     assert.equal(parity.argmaxAgreement, 1);
     assert.throws(() => exportRun(out, { out: join(out, 'other.onnx'), routingIterations: 2 }), /baseline CNN \(no routing\)/);
     assert.throws(() => exportRun(out, { out: join(out, 'other.onnx'), compute: 'fp32' }),
-      /--precision, --compute and --triton apply to CapsNet runs; this run is a baseline CNN \(fp32 weights and compute\)/);
+      /other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN \(fp32 weights and compute\)/);
+    // Its one file is guarded like a CapsNet's pair: replaced only when asked.
+    assert.throws(() => exportRun(out, { out: join(out, 'model.onnx') }), /model\.onnx already exists: pass overwrite: true to replace it/);
+    const cli = await execa('node', [CLI, 'export', out, '-o', join(out, 'model.onnx')], { cwd: ROOT, reject: false });
+    assert.equal(cli.exitCode, 1);
+    assert.match(cli.stderr, /^capsnet: .*model\.onnx already exists: pass --overwrite to replace it, or choose another -o path$/);
+    assert.equal(exportRun(out, { out: join(out, 'model.onnx'), overwrite: true }).family, 'baseline-cnn');
   });
 });
 

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
+import semver from 'semver';
 import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 import { CHROMIUM } from '../packages/capsnet/src/parity/browser.ts';
@@ -51,6 +52,9 @@ async function install(...args: Parameters<typeof installApp>): Promise<Installe
 }
 let tarballs: Tarballs;
 let work: string;
+/** The workspaces' package.json files: packing must leave them as they were. */
+const MANIFESTS = ['core', 'runtime', 'capsnet'].map((w) => join(ROOT, 'packages', w, 'package.json'));
+let manifestsBefore: string[];
 let modelPath: string;
 let runDir: string;
 let labels: number[];
@@ -58,6 +62,7 @@ let labels: number[];
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'capsnet-consumers-'));
   made.push(work);
+  manifestsBefore = MANIFESTS.map((m) => readFileSync(m, 'utf8'));
   tarballs = await packWorkspaces(join(work, 'tarballs'));
   runDir = await trainedSmallRun();
   mkdirSync(join(work, 'model'));
@@ -79,6 +84,26 @@ after(() => {
   else for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
 
+/** Installed packages (name@version needs-range) whose engines.node excludes `node`, nested node_modules included. */
+function enginesExcluding(nodeModules: string, node: string): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(nodeModules, { withFileTypes: true })) {
+    if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
+    const dir = join(nodeModules, entry.name);
+    if (entry.name.startsWith('@')) {
+      out.push(...enginesExcluding(dir, node));
+      continue;
+    }
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) {
+      const { name, version, engines } = JSON.parse(readFileSync(manifest, 'utf8')) as { name: string; version: string; engines?: { node?: string } };
+      if (engines?.node && !semver.satisfies(node, engines.node)) out.push(`${name}@${version} needs node ${engines.node}`);
+    }
+    if (existsSync(join(dir, 'node_modules'))) out.push(...enginesExcluding(join(dir, 'node_modules'), node));
+  }
+  return out;
+}
+
 function tarballNames(t: Tarballs): string[] {
   return [t.core, t.runtime, t.capsnet].map((f) => f.split('/').at(-1)!);
 }
@@ -96,6 +121,32 @@ describe('npm pack --workspaces', () => {
       assert.ok(capsnet.includes(f), `${f} is missing from ${tarballs.capsnet}`);
     }
     assert.deepEqual(capsnet.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|\.wasm$/.test(f)), []);
+  });
+});
+
+describe('the packed package.json', () => {
+  test('names no `capsnet-source` condition (it points at src/, not shipped), and packing leaves the repository\'s as they were', async () => {
+    for (const file of [tarballs.core, tarballs.runtime, tarballs.capsnet]) {
+      const manifest = (await execa('tar', ['-xzOf', file, 'package/package.json'])).stdout;
+      assert.ok(!manifest.includes('capsnet-source'), `${file}'s package.json still names capsnet-source`);
+      const { exports } = JSON.parse(manifest) as { exports: Record<string, unknown> };
+      assert.ok(JSON.stringify(exports).includes('./dist/'), `${file}: exports lost their dist entries`);
+    }
+    assert.deepEqual(MANIFESTS.map((m) => readFileSync(m, 'utf8')), manifestsBefore);
+    assert.ok(manifestsBefore.every((m) => m.includes('"capsnet-source"')), 'the repository keeps its source condition');
+  });
+
+  test('a pack that fails after prepack (npm skips postpack) still gets the repository\'s package.json back', async () => {
+    const before = readFileSync(MANIFESTS[0]!, 'utf8');
+    const failed = await execa('npm', ['pack', '-w', 'packages/core', '--pack-destination', join(work, 'no-such-dir'), '--loglevel=error'], {
+      cwd: ROOT, env: appEnv(), extendEnv: false, reject: false,
+    });
+    assert.notEqual(failed.exitCode, 0, 'the pack was meant to fail');
+    // The watcher left by prepack restores it once npm has exited (it polls every 200 ms).
+    const deadline = Date.now() + 10_000;
+    while (readFileSync(MANIFESTS[0]!, 'utf8') !== before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(readFileSync(MANIFESTS[0]!, 'utf8'), before);
+    assert.equal(existsSync(join(ROOT, 'packages', 'core', '.package.json.pack-backup')), false);
   });
 });
 
@@ -224,6 +275,11 @@ describe('consumer apps from the tarballs', () => {
       'capsnet-onnx': tgz(tarballs.capsnet),
     });
     const pkgDir = join(app.dir, 'node_modules', 'capsnet-onnx');
+    // Every package installed runs on the oldest Node capsnet-onnx supports, so npm prints no EBADENGINE. (fastify's
+    // light-my-request 6.8 pulls cookie@2, Node >= 22; capsnet-onnx depends on light-my-request ~6.6, which fastify's
+    // ^6.0.0 dedupes to. Drop that pin when capsnet-onnx requires Node 22.)
+    const oldest = semver.minVersion((JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node)!;
+    assert.deepEqual(enginesExcluding(join(app.dir, 'node_modules'), oldest.version), [], `packages that need a newer Node than ${oldest.version}`);
     const before = hashTree(pkgDir);
     const bin = join(app.dir, 'node_modules', '.bin', 'capsnet');
     const env = appEnv();

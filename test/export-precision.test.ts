@@ -291,13 +291,16 @@ describe('Triton model repository', () => {
     assert.throws(() => parseConfigText('name: "x"\nmax_batch: 4\n'), /max_batch/);
   });
 
-  test('an existing model folder is never replaced, and a failed write leaves nothing', () => {
+  test('an existing model folder is replaced only with overwrite, and a failed write leaves nothing', () => {
     const repo = join(dir, 'again');
     writeTritonRepository({ dir: repo }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'first');
     const before = readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8');
     assert.throws(() => writeTritonRepository({ dir: repo }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'second'),
-      /capsnet already exists: remove it, or choose another --triton-name/);
+      (e: Error) => e.name === 'OutputExistsError' && /capsnet already exists: pass overwrite: true to replace it, or choose another triton\.name/.test(e.message));
     assert.equal(readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8'), before);
+    writeTritonRepository({ dir: repo, overwrite: true }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'third');
+    assert.match(readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8'), /^# third/);
+    assert.deepEqual(readdirSync(repo).sort(), ['capsnet', 'capsnet_decoder'], 'the replaced folders are gone, no temp folder');
     const file = join(dir, 'a-file');
     writeFileSync(file, 'x');
     assert.throws(() => writeTritonRepository({ dir: file }, TINY_CONFIG, [], bytes, ''), /is a file: give a directory/);
@@ -356,7 +359,10 @@ describe('capsnet export --precision / --triton (CLI)', () => {
     assert.match(inspect.stdout, /precision: int8 weights \(int8 [\d.]+ KiB, float/);
     const again = await cli('export', join(dir, 'run'), '--triton', repo);
     assert.equal(again.exitCode, 1);
-    assert.match(again.stderr, /^capsnet: .*capsnet already exists: remove it/m);
+    assert.match(again.stderr, /^capsnet: .*capsnet already exists: pass --overwrite to replace it, or choose another --triton-name or --triton directory$/m);
     assert.doesNotMatch(again.stderr, /\n\s+at /, 'one line, no stack');
+    const replaced = await cli('export', join(dir, 'run'), '--triton', repo, '--overwrite');
+    assert.equal(replaced.exitCode, 0, replaced.stderr);
+    assert.match(readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8'), /fp32 weights/);
   });
 });

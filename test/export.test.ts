@@ -334,6 +334,65 @@ describe('capsnet export / inspect', () => {
     assert.match(text, /MatMul x3/);
   });
 
+  test('an existing model or decoder is replaced only with --overwrite (export and ensemble; overwrite: true in the API)', async () => {
+    const target = join(dir, 'keep');
+    mkdirSync(target);
+    const out = join(target, 'model.onnx');
+    const decoder = decoderPathFor(out);
+    const stamp = (p: string) => [readFileSync(p, 'utf8'), statSync(p).mtimeMs];
+    const refused = async (args: string[], path: string) => {
+      const result = await cli(...args);
+      assert.equal(result.exitCode, 1, `${args.join(' ')}: ${result.stdout}`);
+      assert.equal(result.stderr.trim(), `capsnet: ${path} already exists: pass --overwrite to replace it, or choose another -o path`);
+    };
+    // The user's own files, each alone and together, under the names export would write.
+    for (const mine of [[out], [decoder], [out, decoder]]) {
+      for (const p of [out, decoder]) rmSync(p, { force: true });
+      for (const p of mine) writeFileSync(p, `mine: ${p}`);
+      const before = mine.map(stamp);
+      await refused(['export', run(), '-o', out], mine[0]!);
+      await refused(['ensemble', run(), run(), '-o', out], mine[0]!);
+      assert.throws(() => exportCheckpoint(run(), { out }), (e: Error) =>
+        e.name === 'OutputExistsError' && e.message === `${mine[0]} already exists: pass overwrite: true to replace it, or choose another out path`);
+      assert.deepEqual(mine.map(stamp), before, 'nothing was touched');
+      assert.deepEqual(listing(target), mine.map((p) => p.slice(target.length + 1)).sort(), 'no temp file, no half pair');
+    }
+    // The default output (RUN_DIR/model.onnx) is guarded the same way.
+    const defaultRun = join(dir, 'default-run');
+    mkdirSync(defaultRun);
+    writeFileSync(join(defaultRun, 'checkpoint.bin'), readFileSync(join(run(), 'checkpoint.bin')));
+    writeFileSync(join(defaultRun, 'model.onnx'), 'mine');
+    await refused(['export', defaultRun], join(defaultRun, 'model.onnx'));
+    // Asked: replaced, and the result is a loadable pair.
+    for (const args of [['export', run(), '-o', out, '--overwrite'], ['ensemble', run(), run(), '-o', out, '--overwrite']]) {
+      const result = await cli(...args);
+      assert.equal(result.exitCode, 0, result.stderr);
+      assert.equal(inspectFile(out).metadata[METADATA_KEYS.dataset], 'mnist-sample');
+      assert.notEqual(readFileSync(decoder, 'utf8').slice(0, 5), 'mine:');
+    }
+    assert.equal(exportCheckpoint(run(), { out, overwrite: true }).modelPath, out);
+    assert.deepEqual(listing(target), ['model.decoder.onnx', 'model.onnx']);
+  });
+
+  test('exportCheckpoint\'s errors (the capsnet-onnx API) name no command-line flag', () => {
+    const file = join(dir, 'plain-file');
+    writeFileSync(file, 'x');
+    const calls: (() => unknown)[] = [
+      () => exportCheckpoint(run(), {}),
+      () => exportCheckpoint(run(), { out: dir }),
+      () => exportCheckpoint(run(), { out: join(dir, 'no-such-dir', 'm.onnx') }),
+      () => exportCheckpoint(run(), { triton: { dir: file } }),
+      () => exportCheckpoint(run(), { triton: { dir: join(dir, 'no-such-dir', 'models') } }),
+      () => exportCheckpoint(run(), { triton: { dir: join(dir, 'models'), name: '../up' } }),
+    ];
+    for (const call of calls) {
+      assert.throws(call, (e: Error) => {
+        assert.doesNotMatch(e.message, /(^|[\s(`])--?[a-z]/, `a CLI flag in a library error: ${e.message}`);
+        return true;
+      });
+    }
+  });
+
   test('--routing re-exports the same weights with another iteration count', () => {
     const out = join(dir, 'routing5.onnx');
     const result = exportCheckpoint(run(), { out, routingIterations: 5 });

@@ -100,7 +100,7 @@ describe('capsnet parity on a trained checkpoint', () => {
     mkdirSync(runDir, { recursive: true });
     copyFileSync(join(fixture, 'checkpoint.bin'), join(runDir, 'checkpoint.bin'));
     model = join(work, 'model.onnx');
-    await execa('node', [CLI, 'export', runDir, '-o', model], { cwd: ROOT });
+    await execa('node', [CLI, 'export', runDir, '-o', model, '--overwrite'], { cwd: ROOT }); // this test's own file, kept between runs
   });
 
   test('every backend that runs matches the tfjs reference; cuda is skipped with its reason', async () => {

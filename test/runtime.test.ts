@@ -4,14 +4,16 @@
  * trained-model checks across backends are in parity.test.ts.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
-import { CapsNet, DeviceUnavailableError, InputError, METADATA_KEYS, ModelFormatError, type Classifier } from '@capsnet-onnx/runtime/node';
+import { CapsNet, DeviceUnavailableError, InputError, METADATA_KEYS, ModelFileError, ModelFormatError, type Classifier } from '@capsnet-onnx/runtime/node';
 import { CapsNet as WebCapsNet } from '@capsnet-onnx/runtime/web';
 import { readModelMetadata, readOnnxHeader } from '@capsnet-onnx/core';
 import { nodeCpu } from '../packages/runtime/src/providers/node-cpu.ts';
@@ -76,6 +78,85 @@ describe('metadata', () => {
       e instanceof ModelFormatError && /capsnet export/.test(e.message));
     assert.throws(() => readModelMetadata(tinyModel({ [METADATA_KEYS.classLabels]: '["a"]' }).model), /JSON array of 4 labels/);
     assert.throws(() => readModelMetadata(new Uint8Array([0x0a, 0xff, 0xff])), ModelFormatError);
+  });
+});
+
+describe('model files that cannot be read', () => {
+  /** One line, naming the file; no command-line flag an embedding app does not have. */
+  const libraryLine = (e: Error, path: string) => {
+    assert.ok(!e.message.includes('\n'), e.message);
+    assert.ok(e.message.includes(path), e.message);
+    assert.doesNotMatch(e.message, /(^|[\s(`])--?[a-z]/, `a CLI flag in a library error: ${e.message}`);
+  };
+  const fileError = (code: string, path: string, message: RegExp) => (e: Error) => {
+    assert.ok(e instanceof ModelFileError && !(e instanceof ModelFormatError), `${e.name}: ${e.message}`);
+    assert.equal((e as ModelFileError).code, code);
+    assert.equal((e as ModelFileError).path, path);
+    assert.match(e.message, message);
+    libraryLine(e, path);
+    return true;
+  };
+
+  test('Node: a missing model or decoder is a ModelFileError that names the path; a directory is UNREADABLE', async () => {
+    const missing = join(dir, 'missing.onnx');
+    await assert.rejects(CapsNet.load(missing), fileError('NOT_FOUND', missing, /^model file .*missing\.onnx does not exist: check the path, or export one with `capsnet export`$/));
+    await assert.rejects(CapsNet.load(modelPath, { decoder: missing }), fileError('NOT_FOUND', missing, /^decoder file .*missing\.onnx does not exist/));
+    const folder = join(dir, 'folder.onnx');
+    mkdirSync(folder, { recursive: true });
+    await assert.rejects(CapsNet.load(folder), fileError('UNREADABLE', folder, /^cannot read model file .*folder\.onnx: EISDIR/));
+    // The capsnet-onnx package's API is the runtime's: the same errors.
+    const api = await import('../packages/capsnet/src/api/index.ts');
+    assert.equal(api.ModelFileError, ModelFileError);
+    await assert.rejects(api.CapsNet.load(missing), ModelFileError);
+    // A model without its decoder loads; decode() then names the decoder file that is missing.
+    const alone = join(dir, 'alone');
+    mkdirSync(alone, { recursive: true });
+    writeFileSync(join(alone, 'model.onnx'), tiny.model);
+    const model = await CapsNet.load(join(alone, 'model.onnx'), { device: 'cpu' });
+    try {
+      const decoder = join(alone, 'model.decoder.onnx');
+      await assert.rejects(model.decode(new Float32Array(CAPS)), fileError('NOT_FOUND', decoder, /no decoder model: .*model\.decoder\.onnx does not exist/));
+    } finally {
+      await model.dispose();
+    }
+    // A real format problem stays a ModelFormatError.
+    const junk = join(dir, 'junk.onnx');
+    writeFileSync(junk, 'not onnx');
+    await assert.rejects(CapsNet.load(junk), (e: Error) => e instanceof ModelFormatError && !(e instanceof ModelFileError));
+  });
+
+  test('web: HTTP 404 is NOT_FOUND, another failed status UNREADABLE', async () => {
+    const server = createServer((req, res) => {
+      res.statusCode = req.url === '/model.onnx' ? 200 : req.url?.startsWith('/broken') ? 500 : 404;
+      res.end(req.url === '/model.onnx' ? tiny.model : '');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      await assert.rejects(WebCapsNet.load(`${base}/missing.onnx`), fileError('NOT_FOUND', `${base}/missing.onnx`, /^model file .* was not found \(HTTP 404\): check the URL, or export one with `capsnet export`$/));
+      await assert.rejects(WebCapsNet.load(`${base}/broken.onnx`), fileError('UNREADABLE', `${base}/broken.onnx`, /HTTP 500/));
+      await assert.rejects(WebCapsNet.load(`${base}/model.onnx`, { decoder: `${base}/gone.onnx` }), fileError('NOT_FOUND', `${base}/gone.onnx`, /^decoder file .* was not found \(HTTP 404\)/));
+    } finally {
+      server.close();
+    }
+  });
+
+  test('the runtime\'s other errors name no command-line flag', async () => {
+    const errors: Error[] = [];
+    const collect = async (p: Promise<unknown>) => p.then(() => assert.fail('expected an error'), (e: Error) => errors.push(e));
+    await collect(CapsNet.load(modelPath, { maxBatch: 0 }));
+    await collect(CapsNet.load(tiny.model, { device: 'wasm' }));
+    await collect(CapsNet.load(tiny.model, { presenceThreshold: 2 }));
+    await collect(CapsNet.load(tinyModel({ [METADATA_KEYS.config]: undefined }).model));
+    const model = await CapsNet.load(tiny.model, { device: 'cpu' });
+    try {
+      await collect(model.decode(new Float32Array(CAPS)));
+      await collect(model.classify(new Float32Array(PIXELS + 1)));
+      await collect(model.classify({ data: new Float32Array(PIXELS), shape: [1, H + 1, W, C] }));
+    } finally {
+      await model.dispose();
+    }
+    for (const e of errors) assert.doesNotMatch(e.message, /(^|[\s(`])--?[a-z]/, `a CLI flag in a library error: ${e.message}`);
   });
 });
 
@@ -252,7 +333,6 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
   });
 
   test('a missing model file and a bad maxBatch are clear errors', async () => {
-    await assert.rejects(CapsNet.load(join(dir, 'nope.onnx')), /does not exist: create it with `capsnet export/);
     await assert.rejects(CapsNet.load(modelPath, { maxBatch: 0 }), /maxBatch must be a positive integer/);
   });
 });
@@ -302,10 +382,40 @@ describe('image files', () => {
     assert.equal(badJson.exitCode, 1);
     assert.equal(JSON.parse(badJson.stdout).results[0].error.code, 'BAD_IMAGE');
     // With --json, fatal errors and option errors are JSON too.
-    for (const args of [[join(dir, 'nope.png')], [join(dir, 'big.png'), '--polarity', 'sideways']]) {
+    for (const args of [[join(dir, 'big.png'), '--model-typo'], [join(dir, 'big.png'), '--polarity', 'sideways']]) {
       const fatal = await execa('node', [CLI, 'classify', modelPath, ...args, '--json'], { cwd: ROOT, reject: false });
       assert.equal(fatal.exitCode, 1);
-      assert.match(JSON.parse(fatal.stdout).error.message, /does not exist|sideways/);
+      assert.match(JSON.parse(fatal.stdout).error.message, /unknown option '--model-typo'|sideways/);
     }
+  });
+
+  test('`capsnet classify` gives a missing or unreadable path its own error row and classifies the rest', async () => {
+    writeFileSync(join(dir, 'a-file'), 'x');
+    const links = mkdtempSync(join(tmpdir(), 'capsnet-links-'));
+    symlinkSync(join(links, 'gone.png'), join(links, 'dangling.png'));
+    const [good, missing, notDir, dangling] = [join(dir, 'big.png'), join(dir, 'missing.png'), join(dir, 'a-file', 'x.png'), join(links, 'dangling.png')];
+    const args = [CLI, 'classify', modelPath, good, missing, notDir, dangling, good, '--device', 'cpu'];
+    const json = await execa('node', [...args, '--json'], { cwd: ROOT, reject: false });
+    assert.equal(json.exitCode, 1, json.stderr);
+    const rows = JSON.parse(json.stdout).results as { image: string; label: unknown; error?: { code: string; message: string } }[];
+    assert.deepEqual(rows.map((r) => r.image), [good, missing, notDir, dangling, good]);
+    assert.deepEqual(rows.map((r) => r.error?.code ?? 'ok'), ['ok', 'NOT_FOUND', 'UNREADABLE', 'NOT_FOUND', 'ok']);
+    assert.match(rows[1]!.error!.message, /missing\.png does not exist: check the path/);
+    assert.match(rows[2]!.error!.message, /a-file\/x\.png cannot be read: a parent of it is a file, not a directory \(ENOTDIR\)/);
+    assert.deepEqual(rows[4], rows[0]);
+    // Text: the same rows in argument order, a summary on stderr, no stack trace.
+    const text = await execa('node', args, { cwd: ROOT, reject: false });
+    assert.equal(text.exitCode, 1);
+    const lines = text.stdout.split('\n');
+    assert.equal(lines.length, 5, text.stdout);
+    assert.match(lines[0]!, /big\.png\s+(class\d|no digit)/);
+    assert.match(lines[1]!, /missing\.png\s+error: .*missing\.png does not exist/);
+    assert.match(text.stderr, /3 of 5 images could not be read/);
+    assert.doesNotMatch(text.stderr, /\n\s+at /);
+    // A list of paths on standard input follows the same rule.
+    const piped = await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], { cwd: ROOT, reject: false, input: `${missing}\n${good}\n` });
+    assert.equal(piped.exitCode, 1);
+    assert.deepEqual(JSON.parse(piped.stdout).results.map((r: { error?: { code: string } }) => r.error?.code ?? 'ok'), ['NOT_FOUND', 'ok']);
+    rmSync(links, { recursive: true, force: true });
   });
 });

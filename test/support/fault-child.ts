@@ -52,7 +52,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     });
   } else {
     const { exportCheckpoint } = await import('../../packages/capsnet/src/export/exporter.ts');
-    exportCheckpoint(runDir, { out: arg, exportedAt: EXPORTED_AT });
+    // The fault test puts an older pair there on purpose and re-exports over it.
+    exportCheckpoint(runDir, { out: arg, exportedAt: EXPORTED_AT, overwrite: true });
   }
   process.exit(0);
 }

@@ -94,7 +94,8 @@ export async function exportedSmallModel(): Promise<string> {
   const model = join(run, 'serve', 'model.onnx');
   if (!existsSync(model) || !existsSync(model.replace(/\.onnx$/, '.decoder.onnx'))) {
     mkdirSync(dirname(model), { recursive: true });
-    await execa('node', [CLI, 'export', run, '-o', model], { cwd: ROOT, stdio: 'inherit' });
+    // --overwrite: a model left without its decoder (an earlier run killed midway) is this helper's own.
+    await execa('node', [CLI, 'export', run, '-o', model, '--overwrite'], { cwd: ROOT, stdio: 'inherit' });
   }
   return model;
 }

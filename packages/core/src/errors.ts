@@ -14,3 +14,18 @@ export class InputError extends Error {
 export class ModelFormatError extends Error {
   override name = 'ModelFormatError';
 }
+
+/**
+ * A model or decoder file that could not be read, so its format was never looked at. `code` says why: NOT_FOUND
+ * (no such file, or HTTP 404) or UNREADABLE (the system or the server refused it); `path` is the path or URL.
+ */
+export class ModelFileError extends Error {
+  override name = 'ModelFileError';
+  constructor(
+    message: string,
+    readonly path: string,
+    readonly code: 'NOT_FOUND' | 'UNREADABLE',
+  ) {
+    super(message);
+  }
+}

@@ -106,7 +106,7 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
   const raw = props[METADATA_KEYS.config];
   if (raw === undefined) {
     throw new ModelFormatError(
-      `the ONNX file has no "${METADATA_KEYS.config}" metadata, so it is not a CapsNet export: create it with \`capsnet export RUN_DIR -o model.onnx\``,
+      `the ONNX file has no "${METADATA_KEYS.config}" metadata, so it is not a CapsNet export: export one with \`capsnet export\``,
     );
   }
   let config: Record<string, unknown>;

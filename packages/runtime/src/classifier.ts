@@ -13,7 +13,7 @@ import {
   type LoadOptions,
   type ModelMetadata,
 } from './contract.ts';
-import { DeviceUnavailableError, InputError, ModelFormatError, type Polarity, readModelMetadata } from '@capsnet-onnx/core';
+import { DeviceUnavailableError, InputError, ModelFileError, ModelFormatError, type Polarity, readModelMetadata } from '@capsnet-onnx/core';
 import { checkMaxBatch, checkPolarityOption, toCapsuleBatch, toImageBatch } from './inputs.ts';
 import { type Provider, errorMessage, fp16ComputeUnavailable, isMissingShaderF16 } from './providers/provider.ts';
 import { selectProvider } from './registry.ts';
@@ -37,7 +37,9 @@ export function toModelBytes(value: unknown, what: string): Uint8Array {
 }
 
 /** A decoder source: bytes, or a loader that returns them (null: no decoder file, with the reason). */
-export type DecoderSource = Uint8Array | (() => Promise<Uint8Array | { missing: string }>);
+/** The decoder's bytes, or a function that reads them or says why there are none (and which file is missing). */
+export type DecoderSource = Uint8Array | (() => Promise<Uint8Array | DecoderMissing>);
+export type DecoderMissing = { missing: string; path?: string };
 
 function checkSession(session: InferenceSession, inputs: string[], outputs: string[], file: string): void {
   const missingIn = inputs.filter((n) => !session.inputNames.includes(n));
@@ -114,7 +116,7 @@ export class OrtClassifier implements Classifier {
     readonly metadata: ModelMetadata,
     private readonly session: InferenceSession,
     decoder: InferenceSession | null,
-    private readonly decoderMissing: string,
+    private readonly decoderMissing: DecoderMissing | null,
     maxBatch: number,
     defaults: { polarity: Polarity; presenceThreshold: number },
   ) {
@@ -170,7 +172,10 @@ export class OrtClassifier implements Classifier {
 
   async decode(capsules: Float32Array | Float32Array[]): Promise<Float32Array[]> {
     const decoder = this.#decoder;
-    if (!decoder) throw new ModelFormatError(`no decoder model: ${this.decoderMissing}`);
+    if (!decoder) {
+      const why = this.decoderMissing!;
+      throw why.path ? new ModelFileError(`no decoder model: ${why.missing}`, why.path, 'NOT_FOUND') : new ModelFormatError(`no decoder model: ${why.missing}`);
+    }
     const m = this.metadata;
     const { data, count } = toCapsuleBatch(capsules, m, this.#maxBatch);
     const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
@@ -266,7 +271,7 @@ export async function loadClassifier(
     log,
     entry,
   );
-  const missing = decoderBytes instanceof Uint8Array ? '' : decoderBytes.missing;
+  const missing = decoderBytes instanceof Uint8Array ? null : decoderBytes;
   const defaults = {
     polarity: checkPolarityOption(options.polarity),
     presenceThreshold: options.presenceThreshold === undefined ? metadata.presenceThreshold : checkThreshold(options.presenceThreshold),

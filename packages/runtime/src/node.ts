@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { type DecoderSource, loadClassifier, toModelBytes } from './classifier.ts';
 import { ortNode } from './ort-node.ts';
 import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
-import { ModelFormatError, decoderPathFor } from '@capsnet-onnx/core';
+import { ModelFileError, decoderPathFor } from '@capsnet-onnx/core';
 import { nodeCpu } from './providers/node-cpu.ts';
 import { nodeCuda } from './providers/node-cuda.ts';
 import { nodeWebGpu } from './providers/node-webgpu.ts';
@@ -31,14 +31,16 @@ export {
 export const NODE_PROVIDERS: readonly Provider[] = [nodeCpu, nodeCuda, nodeWebGpu];
 export const NODE_AUTO_ORDER: readonly DeviceName[] = ['cuda', 'cpu'];
 
-async function readModel(path: string, what: string): Promise<Uint8Array> {
+/** A model or decoder file's bytes; a missing or unreadable file is a ModelFileError naming it. */
+async function readModel(path: string, what: 'model' | 'decoder'): Promise<Uint8Array> {
   try {
     return await readFile(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new ModelFormatError(
-      code === 'ENOENT' ? `${what} ${path} does not exist: create it with \`capsnet export RUN_DIR -o ${path}\`` : `cannot read ${what} ${path}: ${(e as Error).message}`,
-    );
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      const make = what === 'model' ? 'export one with `capsnet export`' : '`capsnet export` writes it beside its model';
+      throw new ModelFileError(`${what} file ${path} does not exist: check the path, or ${make}`, path, 'NOT_FOUND');
+    }
+    throw new ModelFileError(`cannot read ${what} file ${path}: ${(e as Error).message}`, path, 'UNREADABLE');
   }
 }
 
@@ -55,7 +57,7 @@ export const CapsNet = {
     else if (typeof options.decoder === 'string') decoder = await readModel(options.decoder, 'decoder');
     else if (typeof fileOrBytes === 'string') {
       const path = decoderPathFor(fileOrBytes);
-      decoder = async () => (existsSync(path) ? readModel(path, 'decoder') : { missing: `${path} does not exist (\`capsnet export\` writes it beside the model)` });
+      decoder = async () => (existsSync(path) ? readModel(path, 'decoder') : { missing: `${path} does not exist (\`capsnet export\` writes it beside the model)`, path });
     } else decoder = async () => ({ missing: 'the model was loaded from bytes: pass { decoder: bytes or path } to CapsNet.load' });
     return loadClassifier(await ortNode(), bytes, name, decoder, NODE_PROVIDERS, NODE_AUTO_ORDER, options, '@capsnet-onnx/runtime/node (onnxruntime-node)');
   },

@@ -9,7 +9,7 @@
 import * as ort from 'onnxruntime-web';
 import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
 import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
-import { ModelFormatError } from '@capsnet-onnx/core';
+import { ModelFileError } from '@capsnet-onnx/core';
 import { threadCount, type Provider } from './providers/provider.ts';
 import { webWasm } from './providers/web-wasm.ts';
 import { webWebGpu } from './providers/web-webgpu.ts';
@@ -38,15 +38,16 @@ export interface WebLoadOptions extends LoadOptions {
   wasmPaths?: string | { wasm?: string | URL; mjs?: string | URL };
 }
 
+/** A model or decoder file's bytes, null on HTTP 404; a failed fetch is a ModelFileError naming the URL. */
 async function fetchBytes(url: string, what: string): Promise<Uint8Array | null> {
   let response: Response;
   try {
     response = await fetch(url);
   } catch (e) {
-    throw new ModelFormatError(`cannot fetch ${what} ${url}: ${(e as Error).message}`);
+    throw new ModelFileError(`cannot fetch ${what} ${url}: ${(e as Error).message}`, url, 'UNREADABLE');
   }
   if (response.status === 404) return null;
-  if (!response.ok) throw new ModelFormatError(`cannot fetch ${what} ${url}: HTTP ${response.status}`);
+  if (!response.ok) throw new ModelFileError(`cannot fetch ${what} ${url}: HTTP ${response.status}`, url, 'UNREADABLE');
   return new Uint8Array(await response.arrayBuffer());
 }
 
@@ -63,7 +64,7 @@ export const CapsNet = {
     let bytes: Uint8Array;
     if (typeof urlOrBytes === 'string') {
       const fetched = await fetchBytes(urlOrBytes, 'model');
-      if (!fetched) throw new ModelFormatError(`model ${urlOrBytes} not found (HTTP 404)`);
+      if (!fetched) throw new ModelFileError(`model file ${urlOrBytes} was not found (HTTP 404): check the URL, or export one with \`capsnet export\``, urlOrBytes, 'NOT_FOUND');
       bytes = fetched;
     } else bytes = toModelBytes(urlOrBytes, 'the model');
     let decoder: DecoderSource;
@@ -73,8 +74,8 @@ export const CapsNet = {
       decoder = async () => {
         if (!url) return { missing: 'the model was loaded from bytes: pass { decoder: bytes or URL } to CapsNet.load' };
         const fetched = await fetchBytes(url, 'decoder');
-        if (!fetched && typeof options.decoder === 'string') throw new ModelFormatError(`decoder ${url} not found (HTTP 404)`);
-        return fetched ?? { missing: `${url} was not found (\`capsnet export\` writes it beside the model)` };
+        if (!fetched && typeof options.decoder === 'string') throw new ModelFileError(`decoder file ${url} was not found (HTTP 404): check the URL`, url, 'NOT_FOUND');
+        return fetched ?? { missing: `${url} was not found (\`capsnet export\` writes it beside the model)`, path: url };
       };
     }
     return loadClassifier(

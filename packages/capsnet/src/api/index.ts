@@ -7,4 +7,5 @@
  */
 export * from '@capsnet-onnx/runtime/node';
 export { exportCheckpoint, type ExportOptions, type ExportResult } from '../export/exporter.ts';
+export { OutputExistsError } from '../files/atomic.ts';
 export { inspectFile, formatSummary, type ModelSummary } from '../export/inspect.ts';

@@ -40,6 +40,13 @@ export function registerRuntimeCommands(program: Command): void {
     .option('--presence-threshold <length>', "capsule length below which no class is present (default: the model's, 0.1)", threshold)
     .option('--max-batch <n>', 'images per ONNX Runtime run', positive('--max-batch'), 256)
     .option('--threads <n>', 'CPU threads (device cpu)', positive('--threads'))
+    .addHelpText(
+      'after',
+      '\nA file that cannot be classified (missing, unreadable, not an image, the wrong size) gets its own row with\n' +
+        '"error:" (--json: an "error" object with a code: NOT_FOUND, UNREADABLE, NOT_AN_IMAGE, BAD_IMAGE, TOO_LARGE);\n' +
+        'the other files are still classified. Exit status: 0 when every image was classified, 1 when any row is an\n' +
+        'error or nothing could run (a bad model or option; with --json, {"error": {"message": ...}}).',
+    )
     .configureOutput({
       outputError: (text, write) => (wantsJson() ? printJsonError(text.trim().replace(/^error: /, '')) : write(text)),
     })

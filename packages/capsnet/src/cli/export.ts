@@ -21,15 +21,18 @@ export function registerExportCommands(program: Command): void {
     .option('--max-queue-delay-us <n>', 'Triton dynamic_batching.max_queue_delay_microseconds', positiveInt('--max-queue-delay-us'), 2000)
     .addOption(new Option('--instance-kind <kind>', 'Triton instance_group kind').choices(['auto', 'cpu', 'gpu']).default('auto'))
     .option('--instances <n>', 'Triton instance_group count', positiveInt('--instances'), 1)
+    .option('--overwrite', 'replace the model, its decoder and Triton model folders if they exist (without it, an existing one is an error)', false)
     .option('--json', 'print the result as JSON', false)
     .action(async (runDir: string, opts: {
       out?: string; routing?: number; precision: 'fp32' | 'fp16' | 'int8'; compute?: 'fp32' | 'fp16'; triton?: string; tritonName: string; maxBatchSize: number;
       maxQueueDelayUs: number; instanceKind: 'auto' | 'cpu' | 'gpu'; instances: number; json: boolean;
+      overwrite: boolean;
     }) => {
       const { exportRun } = await import('../export/exporter.ts');
       const defaultOut = join(runDir.endsWith('.bin') ? dirname(runDir) : runDir, opts.precision === 'fp32' ? 'model.onnx' : `model.${opts.precision}.onnx`);
       const result = exportRun(runDir, {
         out: opts.out ?? (opts.triton ? undefined : defaultOut),
+        overwrite: opts.overwrite,
         routingIterations: opts.routing,
         precision: opts.precision,
         compute: opts.compute,
@@ -75,10 +78,11 @@ export function registerExportCommands(program: Command): void {
     .description('export N trained runs as one ONNX graph whose class scores are the mean of their capsule lengths (section 7: CIFAR-10 used 7)')
     .argument('<run-dirs...>', 'two or more run directories (or checkpoint.bin files) trained on the same data set')
     .requiredOption('-o, --out <file>', 'model file to write (its decoder, member 1\'s, goes beside it as NAME.decoder.onnx)')
+    .option('--overwrite', 'replace the model and its decoder if they exist (without it, an existing one is an error)', false)
     .option('--json', 'print the result as JSON', false)
-    .action(async (runDirs: string[], opts: { out: string; json: boolean }) => {
+    .action(async (runDirs: string[], opts: { out: string; json: boolean; overwrite: boolean }) => {
       const { exportEnsemble } = await import('../export/ensemble.ts');
-      const result = exportEnsemble(runDirs, { out: opts.out });
+      const result = exportEnsemble(runDirs, { out: opts.out, overwrite: opts.overwrite });
       const summary = { model: result.modelPath, decoder: result.decoderPath, members: runDirs.length, modelBytes: result.modelBytes, parameters: result.parameters };
       if (opts.json) console.log(JSON.stringify(summary, null, 2));
       else console.log(`wrote ${result.modelPath} (${runDirs.length} members, ${result.modelBytes} bytes, ${result.parameters.toLocaleString('en-US')} parameters) and ${result.decoderPath}`);

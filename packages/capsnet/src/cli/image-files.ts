@@ -87,8 +87,25 @@ function listDirectory(dir: string): string[] {
   return out;
 }
 
-/** A source of bytes: a path, or standard input's image. */
-export type ImageSource = { path: string } | { name: string; bytes: Uint8Array };
+/** A source of bytes: a path, standard input's image, or a path already known to be unreadable (and why). */
+export type ImageSource = { path: string } | { name: string; bytes: Uint8Array } | { name: string; error: { code: string; message: string } };
+
+/**
+ * A path that cannot be read, as a row's error: like an undecodable file, it is reported in its own row and the
+ * other files are still classified. ENOENT is NOT_FOUND; anything else the system refuses is UNREADABLE.
+ */
+function unreadable(e: unknown, path: string): { code: string; message: string } | null {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) return null;
+  if (code === 'ENOENT') return { code: 'NOT_FOUND', message: `${path} does not exist: check the path` };
+  const why: Record<string, string> = {
+    EACCES: `permission denied reading ${path}: fix its permissions (chmod +r)`,
+    EPERM: `reading ${path} is not permitted: fix its permissions (chmod +r)`,
+    ENOTDIR: `${path} cannot be read: a parent of it is a file, not a directory`,
+    ELOOP: `${path} cannot be read: its symbolic links loop`,
+  };
+  return { code: 'UNREADABLE', message: `${why[code] ?? `${path} cannot be read: check the path and its permissions`} (${code})` };
+}
 
 /**
  * Command-line arguments -> image sources. `-` reads standard input (`readStdin`): an image (PNG, JPEG or IDX
@@ -111,9 +128,24 @@ export function expandArguments(args: string[], readStdin: () => Uint8Array): Im
       }
       continue;
     }
-    if (!existsSync(arg)) throw new InputError(`${arg} does not exist`);
-    if (statSync(arg).isDirectory()) {
-      const files = listDirectory(arg);
+    let isDirectory: boolean;
+    try {
+      isDirectory = statSync(arg).isDirectory();
+    } catch {
+      // Missing or unreadable: loadSource reads it and reports why in its row, like any other bad file.
+      sources.push({ path: arg });
+      continue;
+    }
+    if (isDirectory) {
+      let files: string[];
+      try {
+        files = listDirectory(arg);
+      } catch (e) {
+        const error = unreadable(e, arg);
+        if (!error) throw e;
+        sources.push({ name: arg, error }); // a directory that cannot be listed is one row
+        continue;
+      }
       if (files.length === 0) throw new InputError(`${arg} holds no PNG, JPEG or IDX image files`);
       sources.push(...files.map((path) => ({ path })));
     } else sources.push({ path: arg });
@@ -128,13 +160,22 @@ const asError = (e: unknown): { code: string; message: string } | null => {
 };
 
 /**
- * One source -> its images, prepared for the model. A file that cannot be read as an image gives one entry
- * with `error` (so one bad file in a directory does not stop the rest); other errors are thrown.
+ * One source -> its images, prepared for the model. A path that is missing or cannot be read, or a file that
+ * cannot be read as an image, gives one entry with `error` (so one bad file does not stop the rest); other
+ * errors are thrown.
  */
 export function loadSource(source: ImageSource, metadata: ModelMetadata, options: ImageFileOptions = {}): LoadedImage[] {
   const name = 'path' in source ? source.path : source.name;
+  if ('error' in source) return [{ name, error: source.error }];
+  let raw: Uint8Array;
   try {
-    const raw = 'path' in source ? new Uint8Array(readFileSync(source.path)) : source.bytes;
+    raw = 'path' in source ? new Uint8Array(readFileSync(source.path)) : source.bytes;
+  } catch (e) {
+    const error = unreadable(e, name);
+    if (!error) throw e;
+    return [{ name, error }];
+  }
+  try {
     if (imageFormat(raw)) {
       const shape = { height: metadata.inputHeight, width: metadata.inputWidth, channels: metadata.inputChannels };
       const picture = decodeImage(raw, options.limits ?? DEFAULT_IMAGE_LIMITS, name);

@@ -3,7 +3,7 @@
  * heavy modules only when one of them runs, so `capsnet classify` never loads TensorFlow.js.
  */
 import { Command } from 'commander';
-import { systemErrorLine } from '../files/atomic.ts';
+import { OutputExistsError, systemErrorLine } from '../files/atomic.ts';
 import { packageVersion } from '../files/package-version.ts';
 import { registerTrainCommands } from './train.ts';
 import { registerServeCommands } from './serve.ts';
@@ -14,6 +14,7 @@ import { registerExperimentCommands } from './experiment.ts';
 import { registerCorpusCommands } from './corpus.ts';
 
 function userMessage(error: Error): string {
+  if (error instanceof OutputExistsError) return error.commandLineMessage;
   const system = systemErrorLine(error);
   if (system) return system;
   if (error instanceof RangeError && /Invalid typed array length|Array buffer allocation failed|Invalid array length/.test(error.message)) {

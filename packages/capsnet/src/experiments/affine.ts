@@ -6,20 +6,18 @@
  * (--affnist-dir; required at paper scale) and (d) only when asked for by name (--affnist-generated), an
  * affNIST-style set generated here, labelled "generated" wherever it appears.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { Rng } from '@capsnet-onnx/core';
 import { type ImageSet, loadAffnist } from './affnist.ts';
-import { setupBackend } from './backend.ts';
 import { barChart, imageGrid } from './charts.ts';
 import { accuracyOf, epochBatches, fit, stepsFor } from '../train/loop.ts';
 import { type BaselineCnnConfig, PAPER_BASELINES, baselineParameterCount, matchedBaseline, narrowed } from '@capsnet-onnx/core';
 import { type ModelFamily, baselineFamily, capsnetFamily, familyScores } from '../train/models/family.ts';
 import { capsnetParameterCount } from '@capsnet-onnx/core';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, pct, runInfo, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, pct, runInfo, startExperiment, writeResult,
 } from './common.ts';
 import { AFFNIST_STYLE, affineSet, randomlyPlaced } from './generators.ts';
 import { toTensors } from './training.ts';
@@ -39,13 +37,8 @@ const CANVAS = 40;
 const GENERATED_NAME = 'GENERATED affine (not affNIST)';
 
 export async function runAffine(options: AffineOptions): Promise<ExperimentResult> {
-  const elapsed = timer();
-  const startedAt = new Date().toISOString();
-  mkdirSync(options.out, { recursive: true });
-  const backend = await setupBackend(options.backend, options.log);
-  const ci = options.scale === 'ci';
-  const loaded = loadData(options.data, options.trainLimit ?? (ci ? 4000 : undefined), options.testLimit ?? (ci ? 1000 : undefined), options.scale);
-  const { dataset, test } = loaded;
+  const loaded = await startExperiment(options, { train: 4000, test: 1000 });
+  const { dataset, test, backend, ci, startedAt, elapsed } = loaded;
   // validation digits (for matching the two models' accuracy): training digits beyond --train-limit when there are
   // enough, else the last tenth of the training digits, which are then left out of training
   const digitPixels = dataset.shape.inputHeight * dataset.shape.inputWidth;

@@ -132,6 +132,35 @@ export function timer(): () => number {
   return () => (performance.now() - started) / 1000;
 }
 
+/** What an experiment has once it has started: its clock, the backend it trains on, and its data. */
+export interface ExperimentStart extends LoadedData {
+  /** Seconds since the start, and the start as an ISO time (for runInfo). */
+  elapsed: () => number;
+  startedAt: string;
+  /** The TensorFlow.js backend's name. */
+  backend: string;
+  ci: boolean;
+}
+
+/**
+ * The opening every training experiment shares: start the clock, create --out, set up the TensorFlow.js backend,
+ * load the data. The data is cut to --train-limit / --test-limit, or at ci scale to `ciLimits` (images); without
+ * `ciLimits` it is loaded whole and the two limits are the experiment's to read (multimnist counts pairs with them).
+ */
+export async function startExperiment(options: ExperimentOptions, ciLimits?: { train: number; test: number }): Promise<ExperimentStart> {
+  const elapsed = timer();
+  const startedAt = new Date().toISOString();
+  mkdirSync(options.out, { recursive: true });
+  // Loaded here, not at the top: report.ts reads this module and must not pull in TensorFlow.js.
+  const { setupBackend } = await import('./backend.ts');
+  const backend = await setupBackend(options.backend, options.log);
+  const ci = options.scale === 'ci';
+  const data = ciLimits
+    ? loadData(options.data, options.trainLimit ?? (ci ? ciLimits.train : undefined), options.testLimit ?? (ci ? ciLimits.test : undefined), options.scale)
+    : loadData(options.data, undefined, undefined, options.scale);
+  return { ...data, elapsed, startedAt, backend, ci };
+}
+
 /** The fields every result file shares: how, where and when it was run. */
 export function runInfo(options: ExperimentOptions, backend: string, data: string, startedAt: string, seconds: number) {
   return { scale: options.scale, seed: options.seed, backend, data, command: options.command ?? commandLine(), startedAt, seconds };

@@ -3,7 +3,6 @@
  * without the reconstruction loss, each trained over several seeds (mean and standard deviation), with parameter
  * counts at the run's size and at the paper's, and the paper's numbers beside ours.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
@@ -11,10 +10,9 @@ import {
   capsnetParameterCount, narrowed, presetConfig,
 } from '@capsnet-onnx/core';
 import { type ModelFamily, baselineFamily, capsnetFamily } from '../train/models/family.ts';
-import { setupBackend } from './backend.ts';
 import { barChart } from './charts.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, runInfo, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult,
 } from './common.ts';
 import { trainShifted } from './training.ts';
 
@@ -68,12 +66,7 @@ function rowName(row: { model: string; routing: number | null; reconstruction: b
 }
 
 export async function runMnistTable(options: MnistTableOptions): Promise<ExperimentResult> {
-  const elapsed = timer();
-  const startedAt = new Date().toISOString();
-  mkdirSync(options.out, { recursive: true });
-  const backend = await setupBackend(options.backend, options.log);
-  const ci = options.scale === 'ci';
-  const { dataset, train, test } = loadData(options.data, options.trainLimit ?? (ci ? 2000 : undefined), options.testLimit ?? (ci ? 1000 : undefined), options.scale);
+  const { dataset, train, test, backend, ci, startedAt, elapsed } = await startExperiment(options, { train: 2000, test: 1000 });
   const seedCount = options.seeds ?? 3;
   const seeds = Array.from({ length: seedCount }, (_, k) => options.seed + k);
   const epochs = options.epochs ?? EPOCHS['mnist-table'][options.scale];

@@ -7,17 +7,15 @@
  * (train/models/baseline-cnn.ts, sigmoid cross entropy on the two labels) trains on the same pairs and is scored the
  * same way (its two largest logits).
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type CapsNetParams, capsuleLengths, decode, encode, initParams, marginLoss, maskCapsules, reconstructionLoss } from '../train/model.ts';
 import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
-import { setupBackend } from './backend.ts';
 import { type GridCell, imageGrid } from './charts.ts';
 import { COLORS } from './draw.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, pct, runInfo, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, pct, runInfo, startExperiment, writeResult,
 } from './common.ts';
 import { MULTIMNIST, type MultiMnistSet, type Overlay, multiMnist } from './generators.ts';
 import { fit, scoresInBatches } from '../train/loop.ts';
@@ -73,15 +71,10 @@ export function pairAccuracy(top: Array<[number, number]>, labelsA: Int32Array, 
 }
 
 export async function runMultiMnist(options: MultiMnistRunOptions): Promise<ExperimentResult> {
-  const elapsed = timer();
-  const startedAt = new Date().toISOString();
-  mkdirSync(options.out, { recursive: true });
-  const backend = await setupBackend(options.backend, options.log);
-  const ci = options.scale === 'ci';
+  // Pairs are drawn fresh for every batch; "train limit" is the number of pairs per epoch, so the digits load whole.
+  const { dataset, train, test, backend, ci, startedAt, elapsed } = await startExperiment(options);
   const overlay = options.overlay ?? MULTIMNIST.overlay;
   const generator = { ...MULTIMNIST, overlay };
-  // Pairs are drawn fresh for every batch; "train limit" is the number of pairs per epoch.
-  const { dataset, train, test } = loadData(options.data, undefined, undefined, options.scale);
   const pairsPerEpoch = options.trainLimit ?? (ci ? 6000 : 60000);
   // The paper tests on 1,000 pairs per test digit (10M); --test-limit caps it.
   const testPairs = options.testLimit ?? (ci ? 500 : 1000 * test.count);

@@ -157,7 +157,8 @@ async function trainModel(options: PerturbOptions, runDir: string, backend: stri
 async function exportRun(runDir: string, out: string): Promise<{ path?: string; why?: string }> {
   try {
     const { exportCheckpoint } = await import('../export/exporter.ts');
-    const result = exportCheckpoint(runDir, { out });
+    // The file is this experiment's own (in its --out folder): a rerun replaces it with the run's export.
+    const result = exportCheckpoint(runDir, { out, overwrite: true });
     return { path: result.modelPath };
   } catch (e) {
     return { why: (e as Error).message.split('\n')[0] };

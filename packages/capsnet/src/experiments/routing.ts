@@ -11,17 +11,15 @@
  * converges, so they are the quantities that show the paper's "decreases with more iterations" on a log axis.
  * Then 1 vs 3 iterations is repeated over `seeds` seeds (mean and standard deviation of the test error).
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import type { CapsNetConfig } from '@capsnet-onnx/core';
 import { type CapsNetParams, encode } from '../train/model.ts';
 import { capsnetFamily } from '../train/models/family.ts';
-import { setupBackend } from './backend.ts';
 import { linePlot } from './charts.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, runInfo, timer, writeResult,
+  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult,
 } from './common.ts';
 import { meanStd } from './mnist-table.ts';
 import { trainShifted } from './training.ts';
@@ -61,12 +59,7 @@ export async function routingTrace(params: CapsNetParams, config: CapsNetConfig,
 }
 
 export async function runRouting(options: RoutingOptions): Promise<ExperimentResult> {
-  const elapsed = timer();
-  const startedAt = new Date().toISOString();
-  mkdirSync(options.out, { recursive: true });
-  const backend = await setupBackend(options.backend, options.log);
-  const ci = options.scale === 'ci';
-  const { dataset, train, test } = loadData(options.data, options.trainLimit ?? (ci ? 2000 : undefined), options.testLimit ?? (ci ? 1000 : undefined), options.scale);
+  const { dataset, train, test, backend, ci, startedAt, elapsed } = await startExperiment(options, { train: 2000, test: 1000 });
   const iterationsList = options.iterations ?? [1, 2, 3, 5, 7];
   const seeds = Array.from({ length: options.seeds ?? 3 }, (_, k) => options.seed + k);
   const batchSize = options.batchSize ?? (ci ? 32 : 128);

@@ -14,7 +14,7 @@ import { encodeModel } from './onnx-schema.ts';
 import { GraphBuilder, buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildDecoderGraph, capsNetBody, declareOutputs, decoder, imageShapeText, imagesInput, maskLongestCapsule } from './capsnet-graph.ts';
 import { type ExportResult, PRODUCER_NAME, checkOutputPath, exportMetadata, producerVersion, recordDecoderHash } from './exporter.ts';
-import { sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
+import { refuseToReplace, sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
 
 export interface EnsembleMember {
   config: CapsNetConfig;
@@ -87,10 +87,14 @@ export function buildEnsembleModels(members: EnsembleMember[], exportedAt?: Date
   };
 }
 
-/** Load each run's checkpoint, build the ensemble and write it (and member 1's decoder) atomically. */
-export function exportEnsemble(runDirs: string[], options: { out: string; exportedAt?: Date }): ExportResult {
+/**
+ * Load each run's checkpoint, build the ensemble and write it (and member 1's decoder) atomically. An existing
+ * model or decoder file is replaced only with `overwrite` (else OutputExistsError, nothing written).
+ */
+export function exportEnsemble(runDirs: string[], options: { out: string; exportedAt?: Date; overwrite?: boolean }): ExportResult {
   const started = performance.now();
   checkOutputPath(options.out);
+  refuseToReplace([options.out, decoderPathFor(options.out)], options.overwrite, { option: 'out path', flag: '-o path' });
   const members: EnsembleMember[] = runDirs.map((dir) => {
     const checkpoint = loadCheckpoint(dir);
     if (checkpoint.model?.family === 'baseline-cnn') throw new Error(`${dir} holds a baseline CNN: an ensemble averages CapsNets' capsule lengths`);

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, validateConfig } from '@capsnet-onnx/core';
 import { loadCheckpoint } from '../files/checkpoint.ts';
-import { sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
+import { refuseToReplace, sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
 import { packageVersion } from '../files/package-version.ts';
 import { type ModelProto, encodeModel } from './onnx-schema.ts';
 import { buildModel, countParameters } from './graph-builder.ts';
@@ -106,9 +106,9 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
 export function checkOutputPath(path: string): void {
   const dir = dirname(resolve(path));
   if (path.endsWith('/') || (existsSync(path) && statSync(path).isDirectory())) {
-    throw new Error(`output ${path} is a directory: give a file name, e.g. -o ${join(path, 'model.onnx')}`);
+    throw new Error(`output ${path} is a directory: give a file name, e.g. ${join(path, 'model.onnx')}`);
   }
-  if (!existsSync(dir)) throw new Error(`output directory ${dir} does not exist: create it first or choose another -o path`);
+  if (!existsSync(dir)) throw new Error(`output directory ${dir} does not exist: create it first or choose another output path`);
   if (!statSync(dir).isDirectory()) throw new Error(`output directory ${dir} is not a directory`);
 }
 
@@ -117,6 +117,11 @@ export interface ExportOptions {
   out?: string;
   /** Also (or, without `out`, only) write a Triton model repository (export/triton.ts). */
   triton?: TritonOptions;
+  /**
+   * Replace the model, decoder or Triton model folders if they exist. Without it an existing one is an
+   * OutputExistsError (files/atomic.ts) and nothing is written.
+   */
+  overwrite?: boolean;
   /** Override the checkpoint's routing iterations (the weights do not depend on it). */
   routingIterations?: number;
   exportedAt?: Date;
@@ -181,9 +186,13 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   if (only && checkpoint.model?.family === 'baseline-cnn') {
     throw new Error(`${runDir} holds a baseline CNN run, not a CapsNet: export it with exportRun (the \`capsnet export\` command)`);
   }
-  if (options.out === undefined && !options.triton) throw new Error('nothing to write: give -o FILE or --triton DIR');
-  if (options.out !== undefined) checkOutputPath(options.out);
-  if (options.triton) checkTritonOptions(options.triton);
+  if (options.out === undefined && !options.triton) throw new Error('nothing to write: give an output model file (out) or a Triton repository (triton)');
+  if (options.out !== undefined) {
+    checkOutputPath(options.out);
+    const baseline = checkpoint.model?.family === 'baseline-cnn';
+    refuseToReplace(baseline ? [options.out] : [options.out, decoderPathFor(options.out)], options.overwrite, { option: 'out path', flag: '-o path' });
+  }
+  if (options.triton) checkTritonOptions({ ...options.triton, overwrite: options.overwrite });
   const provenance = {
     classLabels: checkpoint.classLabels,
     dataset: checkpoint.dataset,
@@ -194,9 +203,9 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     compute: options.compute,
   };
   if (checkpoint.model?.family === 'baseline-cnn') {
-    if (options.routingIterations !== undefined) throw new Error('--routing applies to CapsNet runs; this run is a baseline CNN (no routing)');
+    if (options.routingIterations !== undefined) throw new Error('routing iterations apply to CapsNet runs; this run is a baseline CNN (no routing)');
     if (options.triton || (options.precision ?? 'fp32') !== 'fp32' || options.compute !== undefined || options.out === undefined) {
-      throw new Error('--precision, --compute and --triton apply to CapsNet runs; this run is a baseline CNN (fp32 weights and compute): export it with -o FILE only');
+      throw new Error('other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN (fp32 weights and compute): export it to one model file');
     }
     const model = buildBaselineCnnModel(checkpoint.model.config, checkpoint.weights, provenance);
     const modelBytes = encodeModel(model);
@@ -223,7 +232,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
   }
   const triton = options.triton
-    ? writeTritonRepository(options.triton, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
+    ? writeTritonRepository({ ...options.triton, overwrite: options.overwrite }, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
       `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
         `(${options.precision ?? 'fp32'} weights, ${computePrecision} compute, routing unrolled x${config.routingIterations}).`)
     : undefined;

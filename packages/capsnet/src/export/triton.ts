@@ -10,13 +10,14 @@
  *
  * Both models run on Triton's ONNX Runtime backend with the batch dimension left to Triton (max_batch_size > 0,
  * dims without the batch), dynamic batching on, and one instance group. Each model folder appears whole or not at
- * all (built under a temp name, then renamed), and an existing folder is never replaced.
+ * all (built under a temp name, then renamed), and an existing folder is replaced only when asked (`overwrite`).
  */
 import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import protobuf from 'protobufjs';
 import textformat from 'protobufjs/ext/textformat.js';
 import { type CapsNetConfig, IO_NAMES, derivedSizes } from '@capsnet-onnx/core';
+import { refuseToReplace } from '../files/atomic.ts';
 
 /**
  * The part of Triton Inference Server's model configuration schema (ModelConfig, package inference, proto3) that
@@ -186,25 +187,31 @@ export interface TritonFiles {
   files: string[];
 }
 
-export function checkTritonOptions(options: TritonOptions): void {
+/** What writing a repository takes: the options, and whether existing model folders may be replaced. */
+export interface TritonWriteOptions extends TritonOptions {
+  /** Replace the model folders if they exist; without it an existing one is an OutputExistsError. */
+  overwrite?: boolean;
+}
+
+/** Fail early on a bad name or directory, and on model folders that exist unless `overwrite` (OutputExistsError). */
+export function checkTritonOptions(options: TritonWriteOptions): void {
   const name = options.name ?? 'capsnet';
-  if (!MODEL_NAME.test(name)) throw new Error(`--triton-name "${name}" must be letters, digits, '_', '.' or '-', starting with a letter or digit`);
+  if (!MODEL_NAME.test(name)) throw new Error(`the Triton model name "${name}" must be letters, digits, '_', '.' or '-', starting with a letter or digit`);
   const root = resolve(options.dir);
-  if (existsSync(root) && !statSync(root).isDirectory()) throw new Error(`--triton ${options.dir} is a file: give a directory for the model repository`);
-  if (!existsSync(dirname(root))) throw new Error(`the parent of --triton ${options.dir} does not exist: create it first`);
-  for (const model of [name, `${name}_decoder`]) {
-    if (existsSync(join(root, model))) {
-      throw new Error(`${join(options.dir, model)} already exists: remove it, or choose another --triton-name or --triton directory`);
-    }
-  }
+  if (existsSync(root) && !statSync(root).isDirectory()) throw new Error(`the Triton repository ${options.dir} is a file: give a directory for the model repository`);
+  if (!existsSync(dirname(root))) throw new Error(`the parent of the Triton repository ${options.dir} does not exist: create it first`);
+  refuseToReplace([name, `${name}_decoder`].map((model) => join(options.dir, model)), options.overwrite, {
+    option: 'triton.name or triton.dir', flag: '--triton-name or --triton directory',
+  });
 }
 
 /**
  * Write the repository: the classifier and decoder bytes (already encoded, at any precision) with their
- * configs. Throws one-line errors; on failure nothing is left behind.
+ * configs. Existing model folders are replaced only with `overwrite`. Throws one-line errors; on failure
+ * nothing is left behind and replaced folders are back in place.
  */
 export function writeTritonRepository(
-  options: TritonOptions,
+  options: TritonWriteOptions,
   config: CapsNetConfig,
   classLabels: string[],
   bytes: { model: Uint8Array; decoder: Uint8Array },
@@ -220,6 +227,7 @@ export function writeTritonRepository(
   ];
   const temps: string[] = [];
   const done: string[] = [];
+  const replaced: { target: string; old: string }[] = [];
   const files: string[] = [];
   try {
     for (const p of plan) {
@@ -236,13 +244,23 @@ export function writeTritonRepository(
       files.push(...written.map((f) => join(options.dir, p.folder, f)));
     }
     plan.forEach((p, k) => {
-      renameSync(temps[k]!, join(root, p.folder));
-      done.push(join(root, p.folder));
+      // With overwrite, the old folder is moved aside (a folder cannot be renamed over a full one), and is put
+      // back if the new one cannot take its place.
+      const target = join(root, p.folder);
+      if (existsSync(target)) {
+        const old = join(root, `.tmp-${process.pid}-${Date.now()}-old-${p.folder}`);
+        renameSync(target, old);
+        replaced.push({ target, old });
+      }
+      renameSync(temps[k]!, target);
+      done.push(target);
     });
   } catch (e) {
     for (const t of [...temps, ...done]) rmSync(t, { recursive: true, force: true });
+    for (const r of replaced) renameSync(r.old, r.target);
     const error = e as NodeJS.ErrnoException;
     throw new Error(`cannot write the Triton repository in ${options.dir}: ${error.code ?? error.message}`);
   }
+  for (const r of replaced) rmSync(r.old, { recursive: true, force: true });
   return { models: plan.map((p) => join(options.dir, p.folder)), files };
 }

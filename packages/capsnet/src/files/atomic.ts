@@ -7,7 +7,7 @@
  * `sweepTempFiles` removes those whose writer is gone, and every command that writes into a directory calls it
  * first.
  */
-import { readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 let tempCounter = 0;
@@ -123,4 +123,35 @@ export function writeFilesAtomic(files: { path: string; bytes: string | Uint8Arr
 /** Write a file so readers see the old content or the new, never half: temp file in the same directory, then rename. */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   writeFilesAtomic([{ path, bytes: data }]);
+}
+
+/**
+ * An output that is already there and that the caller did not ask to replace (nothing a user made is overwritten
+ * without being asked). `message` is for a library caller (the `overwrite` option); `commandLineMessage` says the
+ * same in the `capsnet` command's terms (--overwrite), and the CLI prints that one.
+ */
+export class OutputExistsError extends Error {
+  override name = 'OutputExistsError';
+  constructor(
+    readonly path: string,
+    message: string,
+    readonly commandLineMessage: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Throw OutputExistsError for the first of `paths` that exists, unless `overwrite`. `elsewhere` names the other
+ * way out, as an option of the library call and as a flag of the command (e.g. `out` / `-o`).
+ */
+export function refuseToReplace(paths: string[], overwrite: boolean | undefined, elsewhere: { option: string; flag: string }): void {
+  if (overwrite) return;
+  const path = paths.find((p) => existsSync(p));
+  if (path === undefined) return;
+  throw new OutputExistsError(
+    path,
+    `${path} already exists: pass overwrite: true to replace it, or choose another ${elsewhere.option}`,
+    `${path} already exists: pass --overwrite to replace it, or choose another ${elsewhere.flag}`,
+  );
 }
