@@ -117,10 +117,12 @@ describe('npm pack --workspaces', () => {
     assert.deepEqual(runtime.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|test|fixture|train|tfjs/.test(f)), []);
     const capsnet = await list(tarballs.capsnet);
     for (const f of ['package/bin/capsnet.js', 'package/dist/cli/main.js', 'package/dist/api/index.d.ts', 'package/dist/serve/page/app.js',
-      'package/dist/parity/browser/index.html', 'package/dist/export/ep-probe.mjs', 'package/dist/web/capsnet.js', 'package/dist/web/parity-harness.js']) {
+      'package/dist/parity/browser/index.html', 'package/dist/export/ep-probe.mjs', 'package/dist/web/capsnet.js', 'package/dist/web/parity-harness.js',
+      'package/dist/train/kernels/training-kernels.wasm', 'package/dist/train/kernels/training-kernels-shared.wasm']) {
       assert.ok(capsnet.includes(f), `${f} is missing from ${tarballs.capsnet}`);
     }
-    assert.deepEqual(capsnet.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|\.wasm$/.test(f)), []);
+    // No sources, and no wasm but the training kernels (ONNX Runtime's and tfjs's come with their own packages).
+    assert.deepEqual(capsnet.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|\.wasm$/.test(f) && !f.startsWith('package/dist/train/kernels/')), []);
   });
 });
 
