@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import { BackendUnavailableError, type InitializedBackend, initBackend, nvidiaGpuVisible, releaseWebgpu } from '../packages/capsnet/src/train/backend.ts';
+import { BackendUnavailableError, type InitializedBackend, initBackend, nvidiaGpuVisible, releaseWebgpu, wasmThreadsWanted } from '../packages/capsnet/src/train/backend.ts';
 import { wasmConvKernelsRegistered } from '../packages/capsnet/src/train/wasm-kernels.ts';
 
 const require = createRequire(import.meta.url);
@@ -56,6 +56,22 @@ describe('initBackend', () => {
     await initBackend('cpu');
     const b = await initBackend('wasm');
     assert.equal(b.tf.getBackend(), 'wasm');
+  });
+
+  test('CAPSNET_WASM_THREADS must be a whole number from 1: anything else is a one-line error', () => {
+    const saved = process.env.CAPSNET_WASM_THREADS;
+    try {
+      for (const bad of ['0', 'abc', '2.5', '-1']) {
+        process.env.CAPSNET_WASM_THREADS = bad;
+        assert.throws(() => wasmThreadsWanted(), (e: unknown) => e instanceof BackendUnavailableError &&
+          e.message.startsWith(`CAPSNET_WASM_THREADS=${bad} is not a thread count`) && !e.message.includes('\n'));
+      }
+      process.env.CAPSNET_WASM_THREADS = '3';
+      assert.equal(wasmThreadsWanted(), 3);
+    } finally {
+      if (saved === undefined) delete process.env.CAPSNET_WASM_THREADS;
+      else process.env.CAPSNET_WASM_THREADS = saved;
+    }
   });
 
   test('wasm falls back to the single-threaded build when the threaded one does not start', () => {

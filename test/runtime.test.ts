@@ -301,6 +301,9 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
         [{ data: new Float32Array(9 * PIXELS), shape: [9, H, W, C] }, /batch of 9 images is above the limit of 8/],
         [[image(1), 'x'], /image 1 is string: an array of images holds/],
         ['pixels', /got string/],
+        // The bytes of an image file (PNG and JPEG signatures) are named as such, with the decoding step to add.
+        [Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...new Array(300).fill(0)]), /bytes are a PNG file, not pixels: .*decodeImage\(bytes\)/],
+        [Uint8Array.from([0xff, 0xd8, 0xff, 0xe0, ...new Array(300).fill(0)]), /bytes are a JPEG file, not pixels: .*decodeImage/],
       ];
       for (const [input, message] of cases) {
         if (message === null) {

@@ -2,7 +2,7 @@
  * Turns what callers pass to classify/decode into one flat float32 batch, or a clear error. Image inputs are
  * taken in the forms `ImageInput` lists and no others: nothing is guessed from an array's length.
  */
-import { InputError, PreprocessError, checkPolarity, hasInk, prepareImage, type ModelMetadata, type Polarity } from '@capsnet-onnx/core';
+import { InputError, PreprocessError, checkPolarity, hasInk, imageFormat, prepareImage, type ModelMetadata, type Polarity } from '@capsnet-onnx/core';
 import type { ImageDataLike, ImageInput, PixelArray, ShapedBatch } from './contract.ts';
 
 export const DEFAULT_MAX_BATCH = 256;
@@ -126,6 +126,12 @@ export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBat
   if (images instanceof Float32Array || isBytes(images)) {
     if (images.length === 0) throw new InputError('empty batch: pass at least one image');
     if (images.length !== pixels) {
+      // The bytes of an image file are the first thing people try: name the step they are missing.
+      const format = images instanceof Float32Array ? null : imageFormat(images as Uint8Array);
+      if (format) {
+        throw new InputError(`these ${images.length} bytes are a ${format.toUpperCase()} file, not pixels: decode it first, ` +
+          'e.g. classify(decodeImage(bytes)) (decodeImage is exported by this package)');
+      }
       const k = images.length / pixels;
       let hint = forms;
       if (Number.isInteger(k)) hint = `for a batch of ${k} images pass { data, shape: [${k}, ${h}, ${w}, ${c}] }; for one picture of another size pass { data, width, height }`;

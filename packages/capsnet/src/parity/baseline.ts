@@ -4,12 +4,13 @@
  * inputs as `capsnet parity` (test digits, random images, all-zero and all-one). The CapsNet's provider matrix
  * (CUDA, WebGPU, browsers) is for CapsNet files; a baseline file is checked on node-cpu.
  */
+import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import * as ort from 'onnxruntime-node';
 import { type CapsNetConfig, baselineParamShapes } from '@capsnet-onnx/core';
-import { loadCheckpoint } from '../files/checkpoint.ts';
+import { checkpointPath, loadCheckpoint } from '../files/checkpoint.ts';
 import { argmaxRows, paramsFromWeights } from '../train/loop.ts';
 import { baselineForward } from '../train/models/baseline-cnn.ts';
 import { BASELINE_IO_NAMES } from '../export/baseline-cnn-graph.ts';
@@ -30,8 +31,9 @@ export interface BaselineParityReport {
   ok: boolean;
 }
 
-/** Whether the run directory (or checkpoint.bin) holds a baseline CNN. */
+/** Whether the run directory (or checkpoint.bin) holds a baseline CNN (false when it holds no checkpoint at all). */
 export function isBaselineRun(checkpointDir: string): boolean {
+  if (!existsSync(checkpointDir.endsWith('.bin') ? checkpointDir : checkpointPath(checkpointDir))) return false;
   return loadCheckpoint(checkpointDir).model?.family === 'baseline-cnn';
 }
 

@@ -114,8 +114,10 @@ async function initTensorflow(log: Log): Promise<InitializedBackend> {
 export function wasmThreadsWanted(): number {
   const env = process.env.CAPSNET_WASM_THREADS;
   if (env != null && env !== '') {
-    const n = Number.parseInt(env, 10);
-    if (Number.isFinite(n) && n >= 1) return Math.min(n, 8);
+    if (!/^\s*\d+\s*$/.test(env) || Number(env) < 1) {
+      throw new BackendUnavailableError(`CAPSNET_WASM_THREADS=${env} is not a thread count: set a whole number from 1 (e.g. 2), or unset it to use every core`);
+    }
+    return Math.min(Number(env), 8);
   }
   const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
   return Math.max(1, Math.min(cores, 8));
