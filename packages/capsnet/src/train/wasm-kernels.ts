@@ -40,11 +40,10 @@ export function setIm2colBudget(floats: number): number {
 
 type Conv2DInfo = backend_util.Conv2DInfo;
 
-export function heapF32(backend: WasmBackendLike, info: TensorInfo, size: number): Float32Array {
-  const entry = backend.dataIdMap.get(info.dataId);
-  if (entry == null) throw new Error('wasm-kernels: tensor is not on the wasm backend');
+/** A tensor's values as a view of the wasm heap. */
+function heapF32(backend: WasmBackendLike, info: TensorInfo, size: number): Float32Array {
   // Read HEAPU8 afresh every time: a malloc may have grown (and so replaced) the heap's buffer.
-  return new Float32Array(backend.wasm.HEAPU8.buffer, entry.memoryOffset, size);
+  return new Float32Array(backend.wasm.HEAPU8.buffer, pointer(backend, info), size);
 }
 
 function wasmKernel(name: string): KernelFunc {

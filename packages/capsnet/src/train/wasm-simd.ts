@@ -20,8 +20,7 @@ import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 const GENERATION = 0; // bumped by the caller to start a call
 const DONE = 1; // helpers that finished the current call
 const FAILED = 2; // 1 when a helper's kernel threw
-const STOP = 3; // 1 asks the helpers to exit
-const CONTROL_SLOTS = 4;
+const CONTROL_SLOTS = 3;
 /** Arguments of one helper's part: [kernel name index, argument count, ...arguments]. */
 const MAX_ARGS = 24;
 
@@ -36,7 +35,6 @@ let seen = 0;
 for (;;) {
   Atomics.wait(ctl, ${GENERATION}, seen);
   seen = Atomics.load(ctl, ${GENERATION});
-  if (Atomics.load(ctl, ${STOP}) === 1) break;
   try {
     const count = slots[1];
     kernels[names[slots[0]]](...Array.from(slots.subarray(2, 2 + count)));
