@@ -58,7 +58,7 @@ describe('initBackend', () => {
     assert.equal(b.tf.getBackend(), 'wasm');
   });
 
-  test('CAPSNET_WASM_THREADS must be a whole number from 1: anything else is a one-line error', () => {
+  test('CAPSNET_WASM_THREADS must be a whole number from 1: anything else is a one-line error', async () => {
     const saved = process.env.CAPSNET_WASM_THREADS;
     try {
       for (const bad of ['0', 'abc', '2.5', '-1']) {
@@ -66,6 +66,8 @@ describe('initBackend', () => {
         assert.throws(() => wasmThreadsWanted(), (e: unknown) => e instanceof BackendUnavailableError &&
           e.message.startsWith(`CAPSNET_WASM_THREADS=${bad} is not a thread count`) && !e.message.includes('\n'));
       }
+      // auto stops there too, instead of falling back to the slow cpu backend.
+      await assert.rejects(initBackend('auto'), /^BackendUnavailableError: CAPSNET_WASM_THREADS=-1 is not a thread count/);
       process.env.CAPSNET_WASM_THREADS = '3';
       assert.equal(wasmThreadsWanted(), 3);
     } finally {

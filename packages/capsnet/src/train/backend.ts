@@ -318,6 +318,9 @@ export async function initBackend(requested: 'auto' | BackendName, log: Log = ()
     case 'cpu':
       return initCpu();
     case 'auto':
+      // Checked before the fallback chain: a bad CAPSNET_WASM_THREADS is the user's to fix, not a reason to drop to
+      // the cpu backend.
+      wasmThreadsWanted();
       break;
     default:
       throw new Error(`unknown backend '${String(requested)}' (expected auto, tensorflow, webgpu, wasm or cpu)`);
