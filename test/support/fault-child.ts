@@ -39,7 +39,7 @@ if (kind === 'rename') {
     if (String(path).includes('.tmp-')) tempFds.add(fd);
     return fd;
   }) as typeof fs.openSync;
-  fs.writeSync = ((fd: number, data: NodeJS.ArrayBufferView, offset = 0, length?: number, ...rest: unknown[]) => {
+  fs.writeSync = ((fd: number, data: NodeJS.ArrayBufferView, offset: number = 0, length?: number, ...rest: unknown[]) => {
     if (tempFds.has(fd) && ++count === target) {
       const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
       write(fd, bytes, offset, (length ?? bytes.length - offset) >> 1);
