@@ -59,6 +59,8 @@ export interface DeclaredRange {
   declarer: string;
   name: string;
   range: string;
+  /** A peer dependency: the app chooses whether to install it. */
+  peer: boolean;
 }
 
 /** The ranges the given workspace packages declare, from their package.json. */
@@ -71,7 +73,7 @@ export function declaredRanges(workspaces: Workspace[]): DeclaredRange[] {
         if (Object.values(WORKSPACES).includes(name as never)) continue;
         // tfjs-node(-gpu) download libtensorflow at install and cannot install here: optional, never installed.
         if (field === 'optionalDependencies') continue;
-        out.push({ declarer: WORKSPACES[w], name, range });
+        out.push({ declarer: WORKSPACES[w], name, range, peer: field === 'peerDependencies' });
       }
     }
   }
