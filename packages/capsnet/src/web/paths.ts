@@ -1,8 +1,8 @@
 /** Where the browser bundles live, without loading esbuild (serve reads them; build.ts writes them). */
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets';
 
 /** The capsnet-onnx package's folder: src/web/ and dist/web/ are both two levels below it. */
 export const PACKAGE_ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -25,15 +25,15 @@ export interface BuildInfo {
  * version (a 1.30 loader cannot instantiate a 1.31 .wasm): capsnet-onnx depends on one exact version for that.
  */
 export function ownOnnxruntimeWeb(): { dir: string; version: string } {
-  const require = createRequire(import.meta.url);
-  let manifest: string;
+  let dir: string;
   try {
-    manifest = require.resolve('onnxruntime-web/package.json');
+    // Its `exports` hide package.json: find its dist/ through a file it exports, as the runtime's helper does.
+    dir = ortWasmDir(import.meta.url);
   } catch {
     throw new Error('onnxruntime-web is not installed beside capsnet-onnx: reinstall capsnet-onnx (it depends on onnxruntime-web)');
   }
-  const { version } = JSON.parse(readFileSync(manifest, 'utf8')) as { version: string };
-  return { dir: join(dirname(manifest), 'dist'), version };
+  const { version } = JSON.parse(readFileSync(join(dir, '..', 'package.json'), 'utf8')) as { version: string };
+  return { dir, version };
 }
 
 /** The onnxruntime-web version the bundles in `dir` were built with; undefined when unrecorded. */
