@@ -179,12 +179,19 @@ function endDependencies(end: End, workspaces: Workspace[], peers: string[]): Re
   return deps;
 }
 
-/** Every declared range of `workspaces` resolves, in `app`, to the end's version: the range's minimum, or its newest today. */
-async function assertEnd(end: End, app: InstalledApp, workspaces: Workspace[]): Promise<void> {
+/**
+ * Every declared range of `workspaces` resolves, in `app`, to the end's version: the range's minimum, or its newest
+ * today. A peer the app did not choose (`peers`) is whatever another package brought (the CLI's exact onnxruntime-web
+ * serves the runtime's peer range): it must satisfy the range, and the apps that choose it test its ends.
+ */
+async function assertEnd(end: End, app: InstalledApp, workspaces: Workspace[], peers: string[]): Promise<void> {
   const wrong: string[] = [];
   for (const { declarer, name, range, peer } of declaredRanges(workspaces)) {
     const installed = resolvedVersion(app.dir, declarer, name);
-    if (peer && installed === undefined) continue; // an optional peer this app does not use (onnxruntime-web in a Node app)
+    if (peer && !peers.includes(name)) {
+      if (installed !== undefined && !semver.satisfies(installed, range)) wrong.push(`${declarer} -> peer ${name}@${range}: ${installed}`);
+      continue;
+    }
     const expected = end === 'lowest' ? semver.minVersion(range)!.version : await newestInRange(name, range);
     if (installed !== expected) wrong.push(`${declarer} -> ${name}@${range}: ${installed ?? 'not installed'}, expected ${expected}`);
     const key = `${name} (${declarer})`;
@@ -201,7 +208,7 @@ for (const end of ENDS) describe(`consumer apps from the tarballs, ${end} versio
   test('plain-JavaScript ESM Node app classifies real test digits', async () => {
     nodeApp = await install(`node-${end}`, endDependencies(end, ['core', 'runtime'], ['onnxruntime-node']),
       { template: 'node-js', devDependencies: { '@types/node': '^20.19.0' }, preferOnline: end === 'newest' });
-    await assertEnd(end, nodeApp, ['core', 'runtime']);
+    await assertEnd(end, nodeApp, ['core', 'runtime'], ['onnxruntime-node']);
     // A Node-only app does not install onnxruntime-web (an optional peer of the runtime).
     assert.equal(existsSync(join(nodeApp.dir, 'node_modules', 'onnxruntime-web')), false);
     const { stdout } = await execa('node', ['main.mjs', modelPath, join(work, 'digits.u8'), join(work, 'labels.json')], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false });
@@ -247,7 +254,7 @@ for (const end of ENDS) describe(`consumer apps from the tarballs, ${end} versio
     before(async () => {
       browserApp = await install(`browser-${end}`, endDependencies(end, ['core', 'runtime'], ['onnxruntime-web']),
         { template: 'browser', devDependencies: { esbuild: '^0.28.2', vite: '^8.0.0' }, preferOnline: end === 'newest' });
-      await assertEnd(end, browserApp, ['core', 'runtime']);
+      await assertEnd(end, browserApp, ['core', 'runtime'], ['onnxruntime-web']);
       // The documented asset path, asked of the app's own install.
       const r = await execa('node', ['--input-type=module', '-e', "import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets'; console.log(ortWasmDir())"], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
       wasmDir = r.stdout.trim();
@@ -311,7 +318,7 @@ for (const end of ENDS) describe(`consumer apps from the tarballs, ${end} versio
 
   test('the capsnet CLI from its tarball: --version, train, export, classify, parity, serve', async () => {
     const app = await install(`cli-${end}`, endDependencies(end, ['core', 'runtime', 'capsnet'], []), { preferOnline: end === 'newest' });
-    await assertEnd(end, app, ['core', 'runtime', 'capsnet']);
+    await assertEnd(end, app, ['core', 'runtime', 'capsnet'], []);
     const pkgDir = join(app.dir, 'node_modules', 'capsnet-onnx');
     // Every package installed runs on the oldest Node capsnet-onnx supports, so npm prints no EBADENGINE. (fastify's
     // light-my-request 6.8 pulls cookie@2, Node >= 22; capsnet-onnx depends on light-my-request ~6.6, which fastify's
