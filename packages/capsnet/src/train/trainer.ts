@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import cliProgress from 'cli-progress';
 import { type BackendName, initBackend } from './backend.ts';
-import { type BaselineCnnConfig, type CapsNetConfig, PAPER_BASELINES, type PresetName, Rng, baselineConfig, countShapes, narrowed, presetConfig } from '@capsnet-onnx/core';
+import {
+  type BaselineCnnConfig, type CapsNetConfig, PAPER_BASELINES, type PresetName, Rng, baselineConfig, countShapes, narrowed, presetConfig, publicDataName,
+} from '@capsnet-onnx/core';
 import {
   type BaselineModelSpec, type CheckpointState, type EpochMetrics, type EpochProgress, checkpointPath, loadCheckpoint, saveCheckpoint,
 } from '../files/checkpoint.ts';
@@ -76,6 +78,8 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     checkResumeFlags(options.out, runFlagsOf(resumed), options.givenFlags ?? runFlagsOf(options));
   }
   const dataset: Dataset = loadDataset(resumed?.dataset ?? options.data);
+  if (resumed?.data) checkSameDataFiles(options.out, resumed.data.files, dataset.files ?? {});
+  const data = { name: dataset.publicName ?? publicDataName(dataset.name), files: dataset.files ?? {} };
   const config =
     resumed?.config ??
     presetConfig(options.preset, dataset.shape, {
@@ -120,7 +124,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
 
   const snapshot = async (epoch: number, progress?: EpochProgress) => {
     saveCheckpoint(options.out, {
-      config, ...(modelSpec ? { model: modelSpec } : {}), epoch, step: optimizer.step, seed, run, dataset: dataset.name, classLabels: dataset.classLabels, backend: backend.name,
+      config, ...(modelSpec ? { model: modelSpec } : {}), epoch, step: optimizer.step, seed, run, dataset: dataset.name, data, classLabels: dataset.classLabels, backend: backend.name,
       metrics, progress, weights: await readWeights(params), optimizer: await optimizer.exportState(), producer: 'capsnet-onnx',
     });
   };
@@ -186,6 +190,18 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   optimizer.dispose();
   tf.dispose(Object.values(params));
   return { runDir: options.out, metrics, config, parameters: parameterCount };
+}
+
+/**
+ * A resumed run must read the same data: a file the checkpoint recorded whose SHA-256 changed is an error naming
+ * it (a resume on other data would not continue the same run). Files added or renamed (e.g. gunzipped) pass.
+ */
+function checkSameDataFiles(runDir: string, recorded: Record<string, string>, now: Record<string, string>): void {
+  const changed = Object.keys(recorded).filter((name) => now[name] !== undefined && now[name] !== recorded[name]);
+  if (changed.length) {
+    throw new DataError(`--resume: ${changed.join(', ')} changed since the run in ${runDir} started (SHA-256 differs): ` +
+      'restore the files it was trained on, or start a new run (--overwrite, or another --out)');
+  }
 }
 
 /** The run flags a checkpoint was trained with, or that train() was called with. */
