@@ -13,6 +13,7 @@ import {
 import { DataError, type Dataset, type Split, loadDataset, protocolOverrides } from '../data/datasets.ts';
 import { augmentBatch, networkView, sourceShape } from '../data/augment.ts';
 import { suspiciousLabels } from './data-checks.ts';
+import { CheckpointCadence, DEFAULT_CHECKPOINT_INTERVAL_S } from './checkpoint-cadence.ts';
 import { type RunFlags, checkResumeFlags, checkRunDir, openRunDir } from './run-dir.ts';
 import { writeFileAtomic } from '../files/atomic.ts';
 import type { CapsNetParams } from './model.ts';
@@ -33,8 +34,17 @@ export interface TrainOptions {
   seed: number;
   out: string;
   resume: boolean;
-  /** Also checkpoint every this many steps inside an epoch (0: only at epoch ends). */
+  /** Also checkpoint every this many steps inside an epoch (0: only at epoch ends)... */
   checkpointEvery: number;
+  /**
+   * ...but only once this many seconds have passed since the last checkpoint was written (train/checkpoint-cadence.ts).
+   * Default 300 (`--checkpoint-interval 5m`); 0: at every `checkpointEvery` step.
+   */
+  checkpointIntervalS?: number;
+  /** Milliseconds, monotonic, for the checkpoint interval (default performance.now; tests inject their own). */
+  clock?: () => number;
+  /** Called after each checkpoint write (`progress` set for a mid-epoch one). */
+  onCheckpoint?: (written: { epoch: number; step: number; midEpoch: boolean }) => void;
   /** Use only the first N training images (quick runs and tests). */
   trainLimit?: number;
   /** Evaluate on only the first N test images. */
@@ -122,11 +132,14 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   // The checkpoint is the source of truth: a kill between checkpoint and append must not leave a gap or a duplicate.
   writeFileAtomic(metricsPath, metrics.map((m) => JSON.stringify(m) + '\n').join(''));
 
+  const cadence = new CheckpointCadence(options.checkpointEvery, options.checkpointIntervalS ?? DEFAULT_CHECKPOINT_INTERVAL_S, options.clock);
   const snapshot = async (epoch: number, progress?: EpochProgress) => {
     saveCheckpoint(options.out, {
       config, ...(modelSpec ? { model: modelSpec } : {}), epoch, step: optimizer.step, seed, run, dataset: dataset.name, data, classLabels: dataset.classLabels, backend: backend.name,
       metrics, progress, weights: await readWeights(params), optimizer: await optimizer.exportState(), producer: 'capsnet-onnx',
     });
+    cadence.wrote();
+    options.onCheckpoint?.({ epoch, step: optimizer.step, midEpoch: progress !== undefined });
   };
 
   log(`data: ${dataset.name}, ${train.count} train / ${Math.min(run.testLimit ?? Infinity, dataset.test.count)} test images, ` +
@@ -164,7 +177,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       for (const [k, v] of Object.entries(parts)) progress.parts![k] = (progress.parts![k] ?? 0) + v * indices.length;
       progress.seconds += (performance.now() - started) / 1000;
       bar?.update(s + 1, { ips: (progress.images / progress.seconds).toFixed(1), loss: loss.toFixed(4) });
-      if (options.checkpointEvery > 0 && (s + 1) % options.checkpointEvery === 0 && s + 1 < stepsPerEpoch) await snapshot(epoch, progress);
+      if (cadence.due(s + 1, stepsPerEpoch)) await snapshot(epoch, progress);
     }
     bar?.stop();
     const test = await evaluate(family, params, testSplit, 100);
