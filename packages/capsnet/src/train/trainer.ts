@@ -81,6 +81,8 @@ export function baselineForPreset(preset: PresetName, shape: Dataset['shape'], o
 export async function train(options: TrainOptions): Promise<{ runDir: string; metrics: EpochMetrics[]; config: CapsNetConfig; parameters: number }> {
   const { log } = options;
   // Every input is checked before anything is created: the run directory, the checkpoint, the flags, the data.
+  const checkpointIntervalS = options.checkpointIntervalS ?? DEFAULT_CHECKPOINT_INTERVAL_S;
+  void new CheckpointCadence(options.checkpointEvery, checkpointIntervalS); // throws on a bad cadence
   checkRunDir(options.out, { resume: options.resume, overwrite: options.overwrite ?? false });
   let resumed: (CheckpointState & { sha256: string }) | undefined;
   if (options.resume) {
@@ -132,7 +134,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   // The checkpoint is the source of truth: a kill between checkpoint and append must not leave a gap or a duplicate.
   writeFileAtomic(metricsPath, metrics.map((m) => JSON.stringify(m) + '\n').join(''));
 
-  const cadence = new CheckpointCadence(options.checkpointEvery, options.checkpointIntervalS ?? DEFAULT_CHECKPOINT_INTERVAL_S, options.clock);
+  const cadence = new CheckpointCadence(options.checkpointEvery, checkpointIntervalS, options.clock);
   const snapshot = async (epoch: number, progress?: EpochProgress) => {
     saveCheckpoint(options.out, {
       config, ...(modelSpec ? { model: modelSpec } : {}), epoch, step: optimizer.step, seed, run, dataset: dataset.name, data, classLabels: dataset.classLabels, backend: backend.name,
