@@ -122,6 +122,8 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
       process.exit(1);
     }
   };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
+  // `on`, not `once`: a signal can arrive twice (Ctrl-C reaches both the `capsnet` launcher, which relays it, and
+  // this process), and the second must not kill the server mid-shutdown; the shutdown timeout bounds the wait.
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
 }

@@ -200,7 +200,9 @@ const FASTIFY_CODES: Record<string, string> = {
 
 function onnxruntimeWebDist(): string | undefined {
   try {
-    return ortWasmDir();
+    // capsnet-onnx's own onnxruntime-web (an exact dependency): the version the page's bundle embeds, which may
+    // differ from an app's copy of onnxruntime-web.
+    return ortWasmDir(import.meta.url);
   } catch {
     return undefined;
   }
