@@ -56,7 +56,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const { train } = await import('../../packages/capsnet/src/train/trainer.ts');
     await train({
       preset: 'small', data: 'mnist-sample', epochs: Number(arg), backend: (process.env.FAULT_BACKEND ?? 'cpu') as 'cpu', out: runDir, resume: existsSync(join(runDir, 'checkpoint.bin')),
-      checkpointEvery: 1, configOverrides: FAULT_CONFIG, ...FAULT_RUN, log: () => {}, progressBar: false,
+      checkpointEvery: 1, checkpointIntervalS: 0, configOverrides: FAULT_CONFIG, ...FAULT_RUN, log: () => {}, progressBar: false,
     });
   } else {
     const { exportCheckpoint } = await import('../../packages/capsnet/src/export/exporter.ts');

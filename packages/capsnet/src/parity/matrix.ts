@@ -71,6 +71,8 @@ export interface BackendRow {
   medianMs?: number;
   latenciesMs?: number[];
   loadMs?: number;
+  /** Peak resident memory of the process that computed the row (the reference: parity's own), bytes; absent in a browser. */
+  peakRssBytes?: number;
 }
 
 export function median(values: number[]): number {
@@ -130,6 +132,7 @@ export function compare(backend: string, ranOn: string, result: MeasureResult, r
     medianMs: median(result.latenciesMs),
     latenciesMs: result.latenciesMs,
     loadMs: result.loadMs,
+    ...(result.peakRssBytes === undefined ? {} : { peakRssBytes: result.peakRssBytes }),
   };
 }
 
@@ -152,7 +155,7 @@ export function nearTies(ref: Reference, tol: Tolerances = TOLERANCES): Array<{ 
 
 /** A plain-text table: one row per backend, then the near-ties (reference) and where a backend's argmax flipped on one. */
 export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; gap: number }> = [], tol: Tolerances = TOLERANCES): string {
-  const header = ['backend', 'n', 'lengths', 'capsules', 'recon', 'decoder', 'argmax', 'median ms', 'status', 'ran on / reason'];
+  const header = ['backend', 'n', 'lengths', 'capsules', 'recon', 'decoder', 'argmax', 'median ms', 'peak MiB', 'status', 'ran on / reason'];
   const body = rows.map((r) => [
     r.backend,
     r.count === undefined ? '-' : String(r.count),
@@ -162,6 +165,7 @@ export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; ga
     fmt(r.maxAbs?.decoder),
     r.argmax ? `${r.argmax.agree}/${r.argmax.compared}` : '-',
     ms(r.medianMs),
+    r.peakRssBytes === undefined ? '-' : (r.peakRssBytes / 2 ** 20).toFixed(0),
     r.status,
     r.status === 'pass' || r.status === 'reference' ? r.ranOn : `${r.reason ?? ''}`,
   ]);

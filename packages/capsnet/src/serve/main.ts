@@ -26,6 +26,8 @@ export interface ServeCommandOptions {
   cors?: string;
   /** Name on the KServe v2 routes. */
   modelName?: string;
+  /** Data spec whose test images the page offers (default: the model's data set when it is built in). */
+  data?: string;
 }
 
 /** The page needs the runtime's browser bundle (dist/web/capsnet.js): shipped in the package, built on demand in the repository. */
@@ -78,6 +80,7 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     bodyLimit: opts.bodyLimit,
     logRequests: opts.logRequests,
     modelName: opts.modelName,
+    ...(opts.data ? { samplesData: opts.data } : {}),
     log,
   }).catch(async (e: Error) => {
     await classifier.dispose();
