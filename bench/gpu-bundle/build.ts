@@ -135,6 +135,8 @@ async function smallModel(dir: string, testImages: Float32Array): Promise<Record
   for (const precision of ['fp32', 'fp16'] as const) {
     const built = buildCapsNetModels(state.config, state.weights, {
       classLabels: state.classLabels, dataset: state.dataset, testAccuracy: accuracy, checkpointSha256: sha, precision,
+      // The training time, not now: the same checkpoint exports to the same bytes, so the packed data is cached.
+      exportedAt: new Date(statSync(state.path).mtimeMs),
     });
     const base = precision === 'fp32' ? 'model' : 'model.fp16';
     writeFileSync(join(dir, `${base}.onnx`), encodeModel(built.model));

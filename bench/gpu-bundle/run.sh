@@ -3,9 +3,9 @@
 #
 # Unpacks node, onnxruntime-node, dawn.node, the bundled check, the data and (where the machine has no
 # libvulkan.so.1) Debian's Vulkan loader into OUT_DIR/runtime, finds the NVIDIA Vulkan ICD, then runs each step
-# in its own process, cut at its budget (`timeout`), 8 minutes in all:
-#   a. inference on onnxruntime-node's WebGPU EP: parity vs ORT cpu (fp32, fp16 compute), throughput   150 s
-#   b. training on tfjs-backend-webgpu (Dawn): a paper-size step at batch 32 and 128, a short real run   170 s
+# in its own process, cut at its budget (`timeout`), 8 minutes in all (CAPSNET_GPU_CHECK_BUDGET_S):
+#   a. inference on onnxruntime-node's WebGPU EP: parity vs ORT cpu (fp32, fp16 compute), throughput   130 s
+#   b. training on tfjs-backend-webgpu (Dawn): a paper-size step at batch 32 and 128, a short real run   200 s
 #   c. the same CapsNet in PyTorch on CUDA with this machine's python3 (skipped without torch+CUDA)      80 s
 #   d. onnxruntime-node's CUDA EP, where libonnxruntime_providers_cuda.so is found (else a skip row)     40 s
 #   e. one table with the ratios, and OUT_DIR/summary.json
@@ -143,8 +143,8 @@ step() { # NAME BUDGET ARGS...
   echo "rc=$rc seconds=$((SECONDS - t0)) budget=$budget" > "$OUT/steps/$name.status"
   [ $rc = 124 ] || [ $rc = 137 ] && log "step $name: cut at its budget of $budget s"
 }
-step a 150 infer --data "$RT/data"
-step b 170 train --data "$RT/data"
+step a 130 infer --data "$RT/data"
+step b 200 train --data "$RT/data"
 step c 80 torch --script "$RT/app/bench_train_torch.py"
 step d 40 cuda-ep --data "$RT/data"
 log "step e: table"
