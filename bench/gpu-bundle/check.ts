@@ -262,7 +262,7 @@ async function epRows(step: Step, ort: Ort, ep: 'webgpu' | 'cuda', model: OrtMod
   } catch (e) {
     const why = errorLine(e);
     if (model.fp16 && /requires f16|shader-f16|f16 but the device/i.test(why)) {
-      step.add({ row: `${label} parity`, status: 'skip', note: `the adapter lacks shader-f16, so fp16 compute cannot run on it (${why})` });
+      step.add({ row: `${label} parity`, status: 'skip', note: 'the adapter lacks shader-f16, so fp16 compute cannot run on it (ORT: a shader requires f16)' });
     } else {
       step.add({ row: `${label} parity`, status: 'error', note: why });
     }
