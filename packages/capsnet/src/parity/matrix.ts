@@ -38,7 +38,7 @@ export const TOLERANCES: Tolerances = TOLERANCES_BY_PRECISION.fp32!;
  * accuracy and 100% agreement. GPU half kernels (CUDA; WebGPU with shader-f16) also round
  * inside each op (products, and partial sums where a kernel accumulates in half), which no machine here can
  * measure (SwiftShader has no shader-f16): the bounds are 4x fp16 weights' (about 20x the CPU measurement), and
- * scripts/gpu-check.sh holds CUDA and WebGPU to them. The tie gap is the lengths bound.
+ * the GPU check (bench/gpu-bundle, scripts/gpu-check.sh) holds CUDA and WebGPU to them. The tie gap is the lengths bound.
  */
 export const FP16_COMPUTE_TOLERANCES: Tolerances = { lengths: 2e-3, capsules: 2e-3, reconstruction: 5e-3, tieGap: 2e-3 };
 
