@@ -25,6 +25,7 @@ const E2E = {
   'datasets-e2e.test.ts': 'trains on every data set format, Fashion-MNIST from Debian',
   'experiments.test.ts': "runs the paper's experiments at ci scale",
   'gpu-table.test.ts': 'every GPU-table step, on SwiftShader',
+  'gpu-bundle.test.ts': 'builds the offline GPU bundle (xz) and runs it without network on SwiftShader',
   'parity-memory.test.ts': "runs capsnet parity on 24 and on 500 inputs (two minutes: the tfjs reference on 500 images)",
 };
 
