@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { type CapsNetConfig, paramShapes } from '@capsnet-onnx/core';
 import { paramsFromWeights } from '../train/loop.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
+import { setCpuBackend } from '../train/backend.ts';
 import { type CapsNetParams, forward } from '../train/model.ts';
 
 export interface Reference {
@@ -36,7 +37,7 @@ export interface LoadedCheckpoint {
 }
 
 export async function loadReferenceModel(runDir: string): Promise<LoadedCheckpoint> {
-  await tf.setBackend('cpu');
+  await setCpuBackend();
   await tf.ready();
   const state = loadCheckpoint(runDir);
   // Unnamed variables: tfjs names them globally, and a process may load more than one reference (tests do).
