@@ -23,12 +23,12 @@ const source = new URL('../src/cli/main.ts', import.meta.url);
 const fromSource = existsSync(source);
 const hasSourceCondition = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].includes(SOURCE_CONDITION);
 
+// Measured on this process's own command line: a child that got its arguments on stdin never relays them again.
+const longArgv = process.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0) > ARGV_LIMIT;
 if (process.env[FROM_STDIN] === '1') {
   delete process.env[FROM_STDIN];
   process.argv = [process.argv[0], process.argv[1], ...JSON.parse(readFileSync(0, 'utf8'))];
 }
-const argvBytes = process.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
-const longArgv = argvBytes > ARGV_LIMIT;
 
 if (longArgv || (fromSource && !hasSourceCondition)) {
   let args = process.argv.slice(2);
