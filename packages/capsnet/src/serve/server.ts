@@ -34,7 +34,7 @@ import cors from '@fastify/cors';
 import type { Classification, Classifier } from '@capsnet-onnx/runtime';
 import { Batcher, BatchTooLargeError, QueueFullError, type BatchPolicy, type BatchResult, type BatchStats } from './batcher.ts';
 import { ServeError, badRequest } from './errors.ts';
-import { checkPolarity, PreprocessError, type Polarity } from '@capsnet-onnx/core';
+import { checkPolarity, InputError, PreprocessError, type Polarity } from '@capsnet-onnx/core';
 import { capsulesFromJson, imageFromJson, type InputShape, type UploadTarget } from './images.ts';
 import { ImagePool, type ImagePoolOptions, type PngUpload } from './image-pool.ts';
 import { loadSamples, type SampleSet } from './samples.ts';
@@ -251,8 +251,12 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   await images.warmUp();
   let allowedHosts = allowedHostNames('127.0.0.1', options.allowedHosts ?? []);
 
-  const classifyBatcher = new Batcher<Float32Array, Classification>((images) => classifier.classify(images), policy);
-  const decodeBatcher = new Batcher<Float32Array, Float32Array>((capsules) => classifier.decode(capsules), policy);
+  // Every request is checked on its own before it joins a batch (batcher.ts): one client's bad values are that
+  // client's 400 and never fail the run they would have shared.
+  const classifyBatcher = new Batcher<Float32Array, Classification>((images) => classifier.classify(images), policy, (items) =>
+    items.forEach((item, k) => checkValues(item, pixels, items.length === 1 ? 'the image' : `image ${k}`, 'pixel', [0, 1])));
+  const decodeBatcher = new Batcher<Float32Array, Float32Array>((capsules) => classifier.decode(capsules), policy, (items) =>
+    items.forEach((item, k) => checkValues(item, numClasses * digitDim, items.length === 1 ? 'the capsule set' : `capsule set ${k}`, 'capsule', null)));
   let samples: Promise<SampleSet> | undefined;
 
   const app = Fastify({ logger: false, bodyLimit, requestTimeout: 60_000, return503OnClosing: true, forceCloseConnections: 'idle' });
@@ -303,6 +307,8 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (error instanceof ServeError) return reply.code(error.statusCode).send({ error: { code: error.code, message: error.message } });
     if (error instanceof BatchTooLargeError) return reply.code(413).send({ error: { code: 'TOO_MANY_IMAGES', message: error.message } });
     if (error instanceof QueueFullError) return reply.code(503).header('Retry-After', '1').send({ error: { code: 'OVERLOADED', message: error.message } });
+    // The runtime refusing a request's own input (after batcher.ts reran it alone): that request's 400.
+    if (error instanceof InputError) return reply.code(400).send({ error: { code: 'BAD_INPUT', message: withoutPaths(error.message.split('\n')[0]!) } });
     const status = (error as FastifyError).statusCode ?? 500;
     const fastifyCode = (error as FastifyError).code ?? '';
     if (status >= 400 && status < 500) {
@@ -535,6 +541,24 @@ function parsePolarity(value: unknown): Polarity {
   } catch (e) {
     if (e instanceof PreprocessError) throw badRequest('BAD_QUERY', e.message);
     throw e;
+  }
+}
+
+/**
+ * One item of a request, checked before it joins a batch: its length, finite values and (for pixels) the range
+ * [0, 1]. Throws the request's own 400 naming the item, the value and the fix.
+ */
+export function checkValues(item: Float32Array, size: number, what: string, unit: string, range: [number, number] | null): void {
+  if (!(item instanceof Float32Array) || item.length !== size) {
+    throw badRequest('WRONG_DIMENSIONS', `${what} has ${item?.length ?? 0} values; the model takes ${size}: send exactly that many`);
+  }
+  for (let i = 0; i < item.length; i++) {
+    const v = item[i]!;
+    if (!Number.isFinite(v)) throw badRequest('NOT_FINITE', `${what} has ${v} at flat index ${i}: send finite numbers only`);
+    if (range && (v < range[0] || v > range[1])) {
+      const hint = range[1] === 1 && v > 1 && v <= 255 ? ' (divide 0-255 values by 255 before sending)' : '';
+      throw badRequest('OUT_OF_RANGE', `${what} has the ${unit} value ${v} at flat index ${i}: ${unit} values must be in [${range[0]}, ${range[1]}]${hint}`);
+    }
   }
 }
 
