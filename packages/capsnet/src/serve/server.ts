@@ -239,12 +239,26 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   // Refuse to start a model that cannot run or whose outputs disagree with its metadata, instead of
   // answering every request with a 500 later.
   await probeClassifier(classifier);
-  let health: { at: number; check: Promise<string | null> } | undefined;
-  const healthCheck = (): Promise<string | null> => {
-    // One probe at a time, reused for a second, so /healthz stays cheap under polling.
-    if (!health || Date.now() - health.at > 1000) {
-      health = { at: Date.now(), check: probeClassifier(classifier).then(() => null, (e: Error) => e.message) };
+  // /healthz is answered outside the inference queue: a probe runs at most once a second, and while inference is
+  // busy (a run in flight or requests queued) the answer is the last finished probe's, never a wait behind the
+  // queue. When idle it waits for a fresh probe, so a model that just broke is reported at once.
+  let lastProbe: string | null = null; // the start-up probe passed
+  let health: { at: number; check: Promise<string | null>; done: boolean } = { at: Date.now(), check: Promise.resolve(null), done: true };
+  const inferenceBusy = () => [classifyBatcher, decodeBatcher].some((b) => {
+    const s = b.stats();
+    return s.inFlight || s.queued > 0;
+  });
+  const healthCheck = (): Promise<string | null> | string | null => {
+    if (Date.now() - health.at > 1000) {
+      const probe = { at: Date.now(), check: Promise.resolve(null as string | null), done: false };
+      probe.check = probeClassifier(classifier).then(() => null, (e: Error) => e.message).then((problem) => {
+        probe.done = true;
+        lastProbe = problem;
+        return problem;
+      });
+      health = probe;
     }
+    if (!health.done && inferenceBusy()) return lastProbe;
     return health.check;
   };
   const images = new ImagePool(options.images);
@@ -360,7 +374,12 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (closing) return reply.code(503).send({ status: 'shutting-down' });
     const problem = await healthCheck();
     if (problem) return reply.code(503).send({ status: 'unhealthy', device: classifier.device, error: { code: 'MODEL_PROBE_FAILED', message: problem } });
-    return { status: 'ok', device: classifier.device, uptimeS: Math.round((Date.now() - startedAt) / 1000) };
+    const { classify, decode } = { classify: classifyBatcher.stats(), decode: decodeBatcher.stats() };
+    return {
+      status: 'ok', device: classifier.device, uptimeS: Math.round((Date.now() - startedAt) / 1000),
+      inference: { queued: classify.queued + decode.queued, running: classify.inFlight || decode.inFlight },
+      images: images.stats(),
+    };
   });
 
   app.get('/v1/model', async () => ({
@@ -452,14 +471,15 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
           files.push({ bytes: buffer, what: `file ${files.length + 1} (${(file.filename || file.fieldname).slice(0, 100)})` });
         }
       } catch (e) {
-        // Busboy's own errors (no boundary, a body cut short, a malformed part) are the client's: a 400.
+        // Busboy's own errors (no boundary, a body cut short, a malformed part) are the client's: a 400 in one
+        // line naming the fix, busboy's text kept in parentheses.
         const status = (e as FastifyError).statusCode;
         if (e instanceof ServeError || (status !== undefined && status >= 400 && status < 500)) throw e;
-        throw badRequest('BAD_MULTIPART', `the multipart body could not be read (${(e as Error).message}): send multipart/form-data with a boundary and complete parts`);
+        throw badRequest('BAD_MULTIPART', `the multipart body could not be read (${oneLine((e as Error).message)}): send multipart/form-data with a boundary and complete parts`);
       }
-      return images.decode(files, target, polarity);
+      return images.decode(files, target, polarity, request.ip);
     }
-    if (Buffer.isBuffer(request.body)) return images.decode([{ bytes: request.body, what: 'the request body' }], target, polarity);
+    if (Buffer.isBuffer(request.body)) return images.decode([{ bytes: request.body, what: 'the request body' }], target, polarity, request.ip);
     const body = jsonObject(request, '{"image": [...]} or {"images": [[...], ...]}');
     if (body.image !== undefined && body.images !== undefined) throw badRequest('BAD_INPUT', 'send either "image" or "images", not both');
     if (body.image !== undefined) return [imageFromJson(body.image, target, { polarity, what: 'image' })];
@@ -561,6 +581,8 @@ export function checkValues(item: Float32Array, size: number, what: string, unit
     }
   }
 }
+
+const oneLine = (text: string) => text.split('\n')[0]!.trim();
 
 /** Zero every capsule but the longest, as the decoder expects at inference time. */
 export function maskLongest(set: Float32Array, numClasses: number, digitDim: number): Float32Array {
