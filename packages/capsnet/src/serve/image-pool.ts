@@ -5,8 +5,8 @@
  *
  * - pixels: what its image headers declare together, checked before any decoding (`maxRequestPixels`);
  * - running time: each image may run on a worker for a budget proportional to its pixels (`budget`: a base plus
- *   so much per pixel, at most `timeoutMs`); the worker running an overdue image is ended. Time spent waiting
- *   for a worker does not count;
+ *   so much per pixel, at most `timeoutMs`); the worker running an overdue image is ended. The clock starts when
+ *   the worker starts on the image: waiting for a worker, or for one to start up, does not count;
  * - its share: images are handed to workers fairly, one at a time, round robin over clients (remote addresses)
  *   and, within a client, over its requests. A request of 32 images (inflation bombs or not) holds at most one
  *   turn of the pool at a time, and another request's image goes next.
@@ -14,6 +14,7 @@
  * A request whose image fails stops there: its images still waiting are dropped and the ones running are ended.
  */
 import { existsSync } from 'node:fs';
+import { MessageChannel } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import { ServeError } from './errors.ts';
@@ -29,7 +30,10 @@ export interface DecodeBudget {
 }
 
 export interface ImagePoolOptions {
-  /** Worker threads. Default: a quarter of the cores, at least 1, at most 4 (ONNX Runtime needs the rest). */
+  /**
+   * Worker threads. Default: a quarter of the cores, at least 2 (so that one large image never holds every
+   * worker), at most 4 (ONNX Runtime needs the rest; the workers are idle between uploads).
+   */
   threads?: number;
   /** Most pixels (width x height, as the image headers declare) in one request. Default 4 x 2048 x 2048. */
   maxRequestPixels?: number;
@@ -86,7 +90,7 @@ export class ImagePool {
   #running = 0;
 
   constructor(options: ImagePoolOptions = {}) {
-    this.#threads = options.threads ?? Math.min(4, Math.max(1, Math.floor(availableParallelism() / 4)));
+    this.#threads = options.threads ?? Math.min(4, Math.max(2, Math.floor(availableParallelism() / 4)));
     // Compiled (dist/): the worker's own .js. From source: a bootstrap that loads the .ts through tsx.
     const compiled = new URL('./image-worker.js', import.meta.url);
     const filename = existsSync(compiled) ? compiled : new URL('./image-worker.mjs', import.meta.url);
@@ -169,9 +173,18 @@ export class ImagePool {
   #run(job: Job): void {
     const { request } = job;
     this.#running++;
-    const timeout = AbortSignal.timeout(job.budgetMs);
+    // The budget's clock starts when the worker starts decoding (it says so on `started`): neither waiting for
+    // a worker nor a worker's start-up after an overdue one was ended counts.
+    const overdue = new AbortController();
+    const timeout = overdue.signal;
+    const { port1, port2 } = new MessageChannel();
+    let timer: NodeJS.Timeout | undefined;
+    port1.once('message', () => {
+      timer = setTimeout(() => overdue.abort(), job.budgetMs);
+      port1.close();
+    });
     const signal = AbortSignal.any([timeout, request.controller.signal]);
-    (this.#pool.run(job.task, { signal }) as Promise<DecodeResult>)
+    (this.#pool.run({ ...job.task, started: port2 }, { signal, transferList: [port2] }) as Promise<DecodeResult>)
       .then(
         (result) => {
           if ('error' in result) throw new ServeError(result.error.statusCode, result.error.code, result.error.message);
@@ -188,6 +201,8 @@ export class ImagePool {
       )
       .catch((error: unknown) => this.#fail(request, error))
       .finally(() => {
+        clearTimeout(timer);
+        port1.close();
         this.#running--;
         this.#dispatch();
       });

@@ -20,11 +20,10 @@
  *   /v2/...             the KServe v2 / Open Inference Protocol (serve/kserve.ts)
  *   GET  /              the page; /model.onnx, /model.decoder.onnx, /ort/*, /web/* its assets
  */
-import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import { type Readable, pipeline } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
-import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +38,7 @@ import { capsulesFromJson, imageFromJson, type InputShape, type UploadTarget } f
 import { ImagePool, type ImagePoolOptions, type PngUpload } from './image-pool.ts';
 import { loadSamples, type SampleSet } from './samples.ts';
 import { kserveRoutes } from './kserve.ts';
+import { EtagCache, LoadedFile, matchesEtag } from './files.ts';
 import { WEB_DIST } from '../web/paths.ts';
 import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets';
 
@@ -50,6 +50,12 @@ export interface ServerOptions {
   /** Served at /model.onnx and /model.decoder.onnx for the page; without them the page cannot run. */
   modelPath?: string;
   decoderPath?: string;
+  /**
+   * The bytes the classifier was loaded from (what /model.onnx and /model.decoder.onnx serve). Default: the
+   * files at modelPath and decoderPath, read once when the server starts.
+   */
+  modelBytes?: Uint8Array;
+  decoderBytes?: Uint8Array;
   /** Most images (or capsule sets) in one inference run, and in one request. Default 32. */
   maxBatch?: number;
   /** Longest a queued request waits for company before its run starts. Default 2 ms. */
@@ -263,6 +269,11 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   };
   const images = new ImagePool(options.images);
   await images.warmUp();
+  const loaded = async (path: string | undefined, bytes: Uint8Array | undefined, route: string) =>
+    path === undefined ? null : bytes ? new LoadedFile(path, bytes, route, log) : LoadedFile.read(path, route, log);
+  const modelFile = await loaded(options.modelPath, options.modelBytes, '/model.onnx');
+  const decoderFile = await loaded(options.decoderPath, options.decoderBytes, '/model.decoder.onnx');
+  const etags = new EtagCache();
   let allowedHosts = allowedHostNames('127.0.0.1', options.allowedHosts ?? []);
 
   // Every request is checked on its own before it joins a batch (batcher.ts): one client's bad values are that
@@ -390,7 +401,12 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     preprocessing: { ...metadata.preprocessing, recorded: metadata.preprocessingRecorded, presenceThreshold: metadata.presenceThreshold },
     batching: policy,
     limits: { bodyLimitBytes: bodyLimit, maxImagesPerRequest: policy.maxBatch },
-    files: { model: options.modelPath ? '/model.onnx' : null, decoder: options.decoderPath ? '/model.decoder.onnx' : null },
+    files: {
+      model: modelFile ? '/model.onnx' : null,
+      decoder: decoderFile ? '/model.decoder.onnx' : null,
+      // Whether the files on disk still hold what the server loaded (served from memory either way).
+      onDisk: { model: modelFile ? await modelFile.diskState() : null, decoder: decoderFile ? await decoderFile.diskState() : null },
+    },
   }));
 
   await app.register(kserveRoutes, { prefix: '/v2', classifier, classifyBatcher, decodeBatcher, maxBatch: policy.maxBatch, modelName: options.modelName ?? 'capsnet' });
@@ -495,44 +511,51 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   // ---- the page and its assets ----------------------------------------------------------------------------
 
   const pageFiles = new Set(existsSync(PAGE_DIR) ? readdirSync(PAGE_DIR) : []);
-  const sendFile = async (reply: FastifyReply, path: string, cache: string) => {
-    reply.type(CONTENT_TYPES[extname(path)] ?? 'application/octet-stream').header('Cache-Control', cache);
-    return reply.send(await readFile(path));
+  /** Send `bytes` with an ETag, or 304 when the browser already holds them (If-None-Match). */
+  const sendCached = (request: FastifyRequest, reply: FastifyReply, type: string, etag: string, cache: string, body: () => unknown, size: number) => {
+    reply.type(type).header('Cache-Control', cache).header('ETag', etag);
+    if (matchesEtag(request.headers['if-none-match'], etag)) return reply.code(304).send();
+    reply.header('Content-Length', size);
+    return reply.send(body());
   };
-  const streamFile = (reply: FastifyReply, path: string, cache: string) => {
-    reply.type(CONTENT_TYPES[extname(path)] ?? 'application/octet-stream').header('Cache-Control', cache);
-    reply.header('Content-Length', statSync(path).size);
-    return reply.send(createReadStream(path));
+  const sendFile = async (request: FastifyRequest, reply: FastifyReply, path: string, cache: string) => {
+    const { etag, size } = await etags.get(path);
+    return sendCached(request, reply, CONTENT_TYPES[extname(path)] ?? 'application/octet-stream', etag, cache, () => createReadStream(path), size);
+  };
+  const sendLoaded = async (request: FastifyRequest, reply: FastifyReply, file: LoadedFile) => {
+    const state = await file.diskState();
+    if (state !== 'same') reply.header('X-Capsnet-File-On-Disk', state);
+    return sendCached(request, reply, CONTENT_TYPES['.onnx']!, file.etag, 'no-cache', () => Buffer.from(file.bytes.buffer, file.bytes.byteOffset, file.bytes.byteLength), file.bytes.byteLength);
   };
   const notFound = (what: string, fix: string) => new ServeError(404, 'NOT_FOUND', `${what} is not available: ${fix}`);
 
-  app.get('/', async (_request, reply) => sendFile(reply, join(PAGE_DIR, 'index.html'), 'no-cache'));
+  app.get('/', async (request, reply) => sendFile(request, reply, join(PAGE_DIR, 'index.html'), 'no-cache'));
   app.get('/page/:file', async (request, reply) => {
     const { file } = request.params as { file: string };
     if (!pageFiles.has(file)) throw notFound(`/page/${file}`, 'see the page at /');
-    return sendFile(reply, join(PAGE_DIR, file), 'no-cache');
+    return sendFile(request, reply, join(PAGE_DIR, file), 'no-cache');
   });
-  app.get('/model.onnx', async (_request, reply) => {
-    if (!options.modelPath) throw notFound('the model file', 'start the server with a model path');
-    return streamFile(reply, options.modelPath, 'no-cache');
+  app.get('/model.onnx', async (request, reply) => {
+    if (!modelFile) throw notFound('the model file', 'start the server with a model path');
+    return sendLoaded(request, reply, modelFile);
   });
-  app.get('/model.decoder.onnx', async (_request, reply) => {
-    if (!options.decoderPath || !existsSync(options.decoderPath)) throw notFound('the decoder file', 'export writes <model>.decoder.onnx beside the model');
-    return streamFile(reply, options.decoderPath, 'no-cache');
+  app.get('/model.decoder.onnx', async (request, reply) => {
+    if (!decoderFile) throw notFound('the decoder file', 'export writes <model>.decoder.onnx beside the model');
+    return sendLoaded(request, reply, decoderFile);
   });
   app.get('/ort/:file', async (request, reply) => {
     const { file } = request.params as { file: string };
     if (!ortDir || !/^ort[\w.-]*\.(mjs|wasm|map)$/.test(file) || !existsSync(join(ortDir, file))) {
       throw notFound(`/ort/${file}`, 'install onnxruntime-web beside capsnet-onnx (`npm install onnxruntime-web`)');
     }
-    return streamFile(reply, join(ortDir, file), 'public, max-age=3600');
+    return sendFile(request, reply, join(ortDir, file), 'public, max-age=3600');
   });
   app.get('/web/:file', async (request, reply) => {
     const { file } = request.params as { file: string };
     if (!/^[\w.-]+$/.test(file) || file.startsWith('.') || !existsSync(join(webDir, file))) {
       throw notFound(`/web/${file}`, 'the browser bundles ship in the capsnet-onnx package (in its repository: `npm run build:web`)');
     }
-    return streamFile(reply, join(webDir, file), 'no-cache');
+    return sendFile(request, reply, join(webDir, file), 'no-cache');
   });
 
   return {
