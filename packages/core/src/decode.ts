@@ -69,6 +69,8 @@ interface PngLayout {
   interlace: number;
   /** [start, end) of each IDAT chunk's data, in file order. */
   idat: [number, number][];
+  /** [start, end) of the eXIf chunk's data (TIFF-structured EXIF), if any. */
+  exif?: [number, number];
 }
 
 /** Every IHDR of a PNG, checked; returns the (single) size, the sample layout and where the IDAT data lies. */
@@ -93,6 +95,7 @@ function pngHeader(bytes: Uint8Array, limits: ImageLimits, what: string): PngLay
       size = { width, height, depth: bytes[pos + 16]!, colorType: bytes[pos + 17]!, interlace: bytes[pos + 20] ?? 0, idat };
     }
     if (type === 'IDAT') idat.push([pos + 8, pos + 8 + length]);
+    if (type === 'eXIf' && size && !size.exif) size.exif = [pos + 8, pos + 8 + length];
     if (type === 'IEND') break;
     pos += 12 + length;
   }
@@ -161,6 +164,102 @@ function checkPngData(bytes: Uint8Array, layout: PngLayout, what: string): void 
       cause: e,
     });
   }
+}
+
+/**
+ * EXIF orientation (TIFF tag 0x0112): how the stored pixels are turned for display. 1 upright, 2 mirrored
+ * left-right, 3 turned 180 degrees, 4 mirrored top-bottom, 5 transposed (mirrored, then turned 270 degrees
+ * clockwise), 6 turned 90 degrees clockwise, 7 transversed (mirrored, then turned 90 degrees clockwise), 8 turned
+ * 270 degrees clockwise. Phone cameras store photos sideways and set 6 or 8.
+ */
+export type ExifOrientation = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8;
+
+/** The Orientation entry of a TIFF structure (EXIF's), 1 when absent or unreadable. */
+function tiffOrientation(bytes: Uint8Array, start: number, end: number): ExifOrientation {
+  if (end - start < 8) return 1;
+  const little = bytes[start] === 0x49 && bytes[start + 1] === 0x49; // "II"; "MM" is big-endian
+  if (!little && !(bytes[start] === 0x4d && bytes[start + 1] === 0x4d)) return 1;
+  const view = new DataView(bytes.buffer, bytes.byteOffset + start, end - start);
+  const u16 = (at: number) => view.getUint16(at, little);
+  if (u16(2) !== 42) return 1;
+  const ifd = view.getUint32(4, little);
+  if (ifd + 2 > view.byteLength) return 1;
+  const entries = u16(ifd);
+  for (let k = 0; k < entries; k++) {
+    const entry = ifd + 2 + 12 * k;
+    if (entry + 12 > view.byteLength) break;
+    if (u16(entry) === 0x0112) {
+      const value = u16(entry + 2) === 3 ? u16(entry + 8) : 1; // type SHORT, value stored in the entry itself
+      return value >= 1 && value <= 8 ? (value as ExifOrientation) : 1;
+    }
+  }
+  return 1;
+}
+
+/** The first JPEG APP1 segment holding EXIF ("Exif\0\0" then a TIFF structure): its TIFF part. */
+function jpegExif(bytes: Uint8Array): [number, number] | null {
+  let pos = 2;
+  while (pos + 4 <= bytes.length && bytes[pos] === 0xff) {
+    const marker = bytes[pos + 1]!;
+    if (marker === 0xda || marker === 0xd9) break; // start of scan, end of image: no metadata after these
+    const length = (bytes[pos + 2]! << 8) | bytes[pos + 3]!;
+    if (marker === 0xe1 && length >= 8 && String.fromCharCode(...bytes.subarray(pos + 4, pos + 10)) === 'Exif\0\0') {
+      return [pos + 10, Math.min(bytes.length, pos + 2 + length)];
+    }
+    pos += 2 + length;
+  }
+  return null;
+}
+
+/** The EXIF orientation a PNG (eXIf chunk) or JPEG (APP1) file records; 1 when it records none. */
+export function readExifOrientation(bytes: Uint8Array): ExifOrientation {
+  try {
+    const format = imageFormat(bytes);
+    if (format === 'jpeg') {
+      const exif = jpegExif(bytes);
+      return exif ? tiffOrientation(bytes, exif[0], exif[1]) : 1;
+    }
+    if (format === 'png') {
+      const exif = pngHeader(bytes, { maxSide: Infinity, maxPixels: Infinity }, 'the image').exif;
+      return exif ? tiffOrientation(bytes, exif[0], exif[1]) : 1;
+    }
+  } catch {
+    // Unreadable metadata is no orientation: the decoder reports a corrupt file itself.
+  }
+  return 1;
+}
+
+/** The image as it is displayed under `orientation` (5-8 swap its width and height). */
+export function applyOrientation(image: RgbaImage, orientation: ExifOrientation): RgbaImage {
+  if (orientation === 1) return image;
+  const { width: w, height: h, data } = image;
+  const swap = orientation >= 5;
+  const W = swap ? h : w;
+  const H = swap ? w : h;
+  const out = new Uint8ClampedArray(w * h * 4);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      // The stored pixel shown at (x, y).
+      let sx: number;
+      let sy: number;
+      switch (orientation) {
+        case 2: [sx, sy] = [w - 1 - x, y]; break;
+        case 3: [sx, sy] = [w - 1 - x, h - 1 - y]; break;
+        case 4: [sx, sy] = [x, h - 1 - y]; break;
+        case 5: [sx, sy] = [y, x]; break;
+        case 6: [sx, sy] = [y, h - 1 - x]; break;
+        case 7: [sx, sy] = [w - 1 - y, h - 1 - x]; break;
+        default: [sx, sy] = [w - 1 - y, x]; break; // 8
+      }
+      const from = 4 * (sy * w + sx);
+      const to = 4 * (y * W + x);
+      out[to] = data[from]!;
+      out[to + 1] = data[from + 1]!;
+      out[to + 2] = data[from + 2]!;
+      out[to + 3] = data[from + 3]!;
+    }
+  }
+  return { data: out, width: W, height: H };
 }
 
 /** SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC): the frame headers that carry the image size. */
@@ -296,7 +395,8 @@ function jpegToRgba(bytes: Uint8Array, limits: ImageLimits, what: string): RgbaI
 }
 
 /**
- * Decode a PNG or JPEG file to 8-bit RGBA (16-bit samples are rounded to 8; gray is copied to R, G and B).
+ * Decode a PNG or JPEG file to 8-bit RGBA (16-bit samples are rounded to 8; gray is copied to R, G and B), turned
+ * upright by its EXIF orientation (a JPEG's APP1, a PNG's eXIf), as image viewers and browsers show it.
  * Errors (ImageError): NOT_AN_IMAGE (neither format), TOO_LARGE (a header above `limits`), BAD_IMAGE (corrupt).
  */
 export function decodeImage(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS, what = 'the image'): RgbaImage {
@@ -306,5 +406,5 @@ export function decodeImage(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMA
   if (image.width !== header.width || image.height !== header.height) {
     throw new ImageError('BAD_IMAGE', `${what}: decoded ${image.width}x${image.height} but its header says ${header.width}x${header.height}: the file is corrupt`);
   }
-  return image;
+  return applyOrientation(image, readExifOrientation(bytes));
 }

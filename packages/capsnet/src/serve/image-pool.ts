@@ -37,11 +37,12 @@ export interface ImagePoolOptions {
   threads?: number;
   /** Most pixels (width x height, as the image headers declare) in one request. Default 4 x 2048 x 2048. */
   maxRequestPixels?: number;
-  /** Most running time of one image, in ms, whatever its size. Default 10000. */
+  /** Most running time of one image, in ms, whatever its size. Default 15000. */
   timeoutMs?: number;
   /**
-   * One image's running time: `baseMs + perPixelMs * pixels`, at most `timeoutMs`. Default 1000 ms + 2 ms per
-   * 1000 pixels (a 28x28 PNG: ~1 s for ~1 ms of work; 2048x2048: 9.4 s for ~2 s on one loaded core).
+   * One image's running time: `baseMs + perPixelMs * pixels`, at most `timeoutMs`. Default 3000 ms + 2 ms per
+   * 1000 pixels: a 28x28 PNG gets ~3 s for ~1 ms of work, a 2048x2048 one 11.4 s for ~2 s of work on one core,
+   * room for a machine loaded several times over; an inflation bomb is refused by the decoder in milliseconds.
    */
   budget?: DecodeBudget;
 }
@@ -60,6 +61,10 @@ function declaredPixels(bytes: Uint8Array): number {
     return 0;
   }
 }
+
+/** A 4x4 gray PNG with one dark pixel: the warm-up task's image. */
+const WARM_UP_PNG = Uint8Array.from(Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAGUlEQVR4AWNk+M/AwPifgYGBiQEImBiAAAAgNQIFPdhLDQAAAABJRU5ErkJggg==', 'base64'));
 
 interface Job {
   task: DecodeTask;
@@ -97,14 +102,14 @@ export class ImagePool {
     // By name: the compiled worker has only named exports (piscina's default is the module's default export).
     this.#pool = new Piscina({ filename: filename.href, name: 'decodeTask', minThreads: 1, maxThreads: this.#threads, idleTimeout: 30_000 });
     this.maxRequestPixels = options.maxRequestPixels ?? 4 * MAX_PNG_PIXELS;
-    this.timeoutMs = options.timeoutMs ?? 10_000;
-    this.budget = options.budget ?? { baseMs: 1000, perPixelMs: 0.002 };
+    this.timeoutMs = options.timeoutMs ?? 15_000;
+    this.budget = options.budget ?? { baseMs: 3000, perPixelMs: 0.002 };
   }
 
-  /** Start a worker and load its code, so that the first request's time limit is not spent on it. */
+  /** Start a worker, load its code and run the decoder once, so that the first request's budget is not spent on it. */
   async warmUp(): Promise<void> {
     await this.#pool.run({
-      bytes: new Uint8Array(0), target: { shape: { height: 1, width: 1, channels: 1 }, preprocessing: { method: 'resize', polarity: 'any' } }, polarity: 'auto', what: 'warm-up',
+      bytes: WARM_UP_PNG, target: { shape: { height: 4, width: 4, channels: 1 }, preprocessing: { method: 'mnist', polarity: 'light-on-dark' } }, polarity: 'auto', what: 'warm-up',
     } satisfies DecodeTask);
   }
 

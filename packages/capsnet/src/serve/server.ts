@@ -4,7 +4,7 @@
  * onnxruntime-web. Every response carries COOP/COEP headers so the page is cross-origin isolated and
  * onnxruntime-web can use wasm threads.
  *
- * Hardened for a careless or hostile client: PNG decoding runs in a worker pool (serve/image-pool.ts) with
+ * Hardened for a careless or hostile client: image decoding runs in a worker pool (serve/image-pool.ts) with
  * per-request limits; every input error is a 4xx in the API's JSON shape; gzip/deflate/br bodies are inflated
  * under the same body limit; requests must name an allowed Host (DNS rebinding); cross-origin POSTs are refused
  * unless `cors` names their origin; the page gets a Content-Security-Policy; no response names a server path.
@@ -355,7 +355,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}: see GET /v1/model and the page at /` } });
   });
 
-  // JSON, a raw PNG body, or multipart uploads (@fastify/multipart); anything else is a 415.
+  // JSON, a raw PNG or JPEG body, or multipart uploads (@fastify/multipart); anything else is a 415.
   app.removeContentTypeParser('text/plain');
   app.addContentTypeParser(['image/png', 'image/jpeg', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
   app.addHook('preParsing', async (request, _reply, payload) => {
@@ -428,7 +428,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (query.invert !== undefined) throw badRequest('BAD_QUERY', 'the invert parameter is now polarity: use polarity=dark-on-light (or auto, light-on-dark)');
     const polarity = parsePolarity(query.polarity);
     const images = await readImages(request, polarity);
-    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG body or PNG files');
+    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG or JPEG body, or PNG or JPEG files');
     if (images.length > policy.maxBatch) {
       throw new ServeError(413, 'TOO_MANY_IMAGES', `${images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
     }
