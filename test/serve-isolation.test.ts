@@ -9,7 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import { CapsNet, type Classification, type Classifier, type ImageInput } from '@capsnet-onnx/runtime/node';
 import { Batcher } from '../packages/capsnet/src/serve/batcher.ts';
 import { createServer, type CapsNetServer } from '../packages/capsnet/src/serve/server.ts';
-import { postJson } from './support/serve.ts';
+import { decodeTask } from '../packages/capsnet/src/serve/image-worker.ts';
+import { FakeClassifier, postJson } from './support/serve.ts';
 import { TINY_CONFIG, tinyModel } from './support/tiny-model.ts';
 
 const { inputHeight: H, inputWidth: W, inputChannels: C, numClasses: K } = TINY_CONFIG;
@@ -156,5 +157,60 @@ describe('serving: mixed traffic on a real model (tiny CapsNet, onnxruntime-node
     } finally {
       await fussy.close();
     }
+  });
+});
+
+describe('serving: third-party text as one line naming the field and the fix (issue 20, rough kinds)', () => {
+  let server: CapsNetServer;
+  let base: string;
+  before(async () => {
+    server = await createServer({ classifier: new FakeClassifier(), maxBatch: 4 });
+    base = await server.listen(0, '127.0.0.1');
+  });
+  after(async () => {
+    await server.close();
+  });
+  const post = async (path: string, headers: Record<string, string>, body: BodyInit) => {
+    const r = await fetch(`${base}${path}`, { method: 'POST', headers, body });
+    return { status: r.status, json: await r.json() };
+  };
+  const message = (json: any): string => (typeof json.error === 'string' ? json.error : json.error.message);
+
+  test('zlib, busboy and Fastify texts are wrapped; the /v2 415 says what to send', async () => {
+    const cases: [string, Record<string, string>, BodyInit, number, RegExp][] = [
+      ['/v1/classify', { 'content-type': 'application/json', 'content-encoding': 'gzip' }, 'not gzip at all', 400,
+        /^the body is not valid gzip data \(incorrect header check\): send the body compressed as its Content-Encoding header says, or leave the header out$/],
+      ['/v2/models/capsnet/infer', { 'content-type': 'text/plain' }, '{"inputs": []}', 415,
+        /^the body must be JSON: send Content-Type: application\/json with \{"inputs": \[\.\.\.\]\}/],
+      ['/v2/models/capsnet/infer', { 'content-type': 'application/json' }, '{"inputs": [', 400, /^the body is not valid JSON \(.*\): send one JSON object/],
+      ['/v1/classify', { 'content-type': 'application/json' }, '{}', 400, /a PNG or JPEG body, or PNG or JPEG files|"image"/],
+    ];
+    for (const [path, headers, body, status, pattern] of cases) {
+      const r = await post(path, headers, body);
+      assert.equal(r.status, status, `${path} ${JSON.stringify(headers)}: ${JSON.stringify(r.json)}`);
+      assert.match(message(r.json), pattern);
+      assert.doesNotMatch(message(r.json), /\n/);
+    }
+    const form = new FormData();
+    for (let i = 0; i < 6; i++) form.append(`f${i}`, new Blob([new Uint8Array(8)], { type: 'image/png' }), `${i}.png`);
+    const many = await fetch(`${base}/v1/classify`, { method: 'POST', body: form });
+    const json = await many.json();
+    assert.equal(many.status, 413, JSON.stringify(json));
+    assert.match(json.error.message, /^more than 4 files in one upload \(--max-batch\): split the request$/);
+    const empty = await post('/v1/classify', { 'content-type': 'application/json' }, '{"images": []}');
+    assert.match(empty.json.error.message, /PNG or JPEG/);
+  });
+
+  test("V8's allocation failures in the decoding worker are a 413 naming the image, not V8's text alone", () => {
+    const result = decodeTask({
+      bytes: new Uint8Array(Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAGUlEQVR4AWNk+M/AwPifgYGBiQEImBiAAAAgNQIFPdhLDQAAAABJRU5ErkJggg==', 'base64')),
+      // A target no machine can hold: the prepared image's allocation fails.
+      target: { shape: { height: 2 ** 20, width: 2 ** 20, channels: 3 }, preprocessing: { method: 'resize', polarity: 'any' } },
+      polarity: 'auto',
+      what: 'file 1 (huge.png)',
+    });
+    assert.ok('error' in result, JSON.stringify(result).slice(0, 200));
+    assert.equal(result.error.statusCode, 413);
+    assert.match(result.error.message, /^file 1 \(huge\.png\) needs more memory to decode than the server can give it \(.*\): send a smaller image$/);
   });
 });

@@ -172,6 +172,9 @@ function clientMessage(error: FastifyError): string {
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return `the body is not valid JSON (${oneLine(error.message)}): send one JSON object {"inputs": [...]}`;
     default:
+      if (error.code?.startsWith('Z_')) {
+        return `the body is not valid compressed data (${oneLine(error.message)}): send the body compressed as its Content-Encoding header says, or leave the header out`;
+      }
       return oneLine(error.message);
   }
 }

@@ -328,7 +328,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     });
   }
 
-  app.setErrorHandler((error: FastifyError | ServeError | BatchTooLargeError | QueueFullError, _request, reply) => {
+  app.setErrorHandler((error: FastifyError | ServeError | BatchTooLargeError | QueueFullError, request, reply) => {
     if (error instanceof ServeError) return reply.code(error.statusCode).send({ error: { code: error.code, message: error.message } });
     if (error instanceof BatchTooLargeError) return reply.code(413).send({ error: { code: 'TOO_MANY_IMAGES', message: error.message } });
     if (error instanceof QueueFullError) return reply.code(503).header('Retry-After', '1').send({ error: { code: 'OVERLOADED', message: error.message } });
@@ -344,8 +344,10 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
         message = `${message}: send application/json, image/png, image/jpeg or multipart/form-data`;
       } else if (fastifyCode === 'FST_ERR_CTP_INVALID_JSON_BODY' || fastifyCode === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
         message = `${message}: the body must be one JSON object`;
+      } else {
+        message = clientErrorMessage(error as FastifyError, request.headers['content-encoding'], policy.maxBatch) ?? message;
       }
-      return reply.code(status).send({ error: { code: FASTIFY_CODES[fastifyCode] ?? (fastifyCode || 'BAD_REQUEST'), message: withoutPaths(message) } });
+      return reply.code(status).send({ error: { code: FASTIFY_CODES[fastifyCode] ?? (fastifyCode || 'BAD_REQUEST'), message: withoutPaths(oneLine(message)) } });
     }
     log(`error: ${error.stack ?? error.message}`);
     return reply.code(500).send({ error: { code: 'INTERNAL', message: `internal error: ${withoutPaths(error.message)}` } });
@@ -606,6 +608,25 @@ export function checkValues(item: Float32Array, size: number, what: string, unit
 }
 
 const oneLine = (text: string) => text.split('\n')[0]!.trim();
+
+/**
+ * Third-party client errors (zlib's, busboy's through @fastify/multipart) as one line naming the field and the
+ * fix, their own text in parentheses; null for the others.
+ */
+export function clientErrorMessage(error: FastifyError, contentEncoding: string | string[] | undefined, maxBatch: number): string | null {
+  const code = error.code ?? '';
+  const own = oneLine(error.message);
+  if (code.startsWith('Z_') || code === 'ERR__ERROR_FORMAT_PADDING_1' || code.startsWith('ERR_BROTLI')) {
+    const encoding = String(contentEncoding ?? 'the Content-Encoding').slice(0, 20);
+    return `the body is not valid ${encoding} data (${own}): send the body compressed as its Content-Encoding header says, or leave the header out`;
+  }
+  if (code === 'FST_FILES_LIMIT') return `more than ${maxBatch} files in one upload (--max-batch): split the request`;
+  if (code === 'FST_PARTS_LIMIT' || code === 'FST_FIELDS_LIMIT') {
+    return `the multipart body has too many parts (${own}): send at most ${maxBatch} files and 10 other fields`;
+  }
+  if (code === 'FST_INVALID_MULTIPART_CONTENT_TYPE') return 'the body is not multipart/form-data: send files as multipart/form-data, or one PNG or JPEG as the body';
+  return null;
+}
 
 /** Zero every capsule but the longest, as the decoder expects at inference time. */
 export function maskLongest(set: Float32Array, numClasses: number, digitDim: number): Float32Array {
