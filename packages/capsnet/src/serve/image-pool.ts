@@ -31,8 +31,8 @@ export interface DecodeBudget {
 
 export interface ImagePoolOptions {
   /**
-   * Worker threads. Default: a quarter of the cores, at least 2 (so that one large image never holds every
-   * worker), at most 4 (ONNX Runtime needs the rest; the workers are idle between uploads).
+   * Worker threads. Default: a quarter of the cores, at least 1, at most 4 (ONNX Runtime and the event loop need
+   * the rest: on 2 cores a second decoding worker starves the event loop while large images decode).
    */
   threads?: number;
   /** Most pixels (width x height, as the image headers declare) in one request. Default 4 x 2048 x 2048. */
@@ -95,7 +95,7 @@ export class ImagePool {
   #running = 0;
 
   constructor(options: ImagePoolOptions = {}) {
-    this.#threads = options.threads ?? Math.min(4, Math.max(2, Math.floor(availableParallelism() / 4)));
+    this.#threads = options.threads ?? Math.min(4, Math.max(1, Math.floor(availableParallelism() / 4)));
     // Compiled (dist/): the worker's own .js. From source: a bootstrap that loads the .ts through tsx.
     const compiled = new URL('./image-worker.js', import.meta.url);
     const filename = existsSync(compiled) ? compiled : new URL('./image-worker.mjs', import.meta.url);
