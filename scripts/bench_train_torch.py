@@ -1,6 +1,10 @@
-"""The PyTorch reference for `npm run bench:train`: the same CapsNet and training step on the CPU.
+"""The PyTorch reference for `npm run bench:train` and the GPU bundle's check: the same CapsNet and training step.
 
-Usage: python3 scripts/bench_train_torch.py CONFIG_JSON BATCH STEPS THREADS
+Usage: python3 scripts/bench_train_torch.py CONFIG_JSON BATCH STEPS THREADS [--device cpu|cuda]
+
+--device cuda (the GPU bundle, bench/gpu-bundle/run.sh) runs on the first CUDA GPU; every timing then ends with
+torch.cuda.synchronize(), and THREADS only sets the CPU threads of the host side. Without CUDA it exits 3 with one
+line on stderr saying why.
 
 CONFIG_JSON is the project's CapsNetConfig (train/config.ts) as JSON. The model mirrors train/model.ts op for op
 (conv1 + ReLU, PrimaryCaps conv + squash, u_hat = W_ij u_i with W shared by all examples, `routingIterations`
@@ -8,7 +12,7 @@ of routing by agreement, the decoder masked by the label, margin loss + 0.0005 x
 the same hyper-parameters), in PyTorch's own NCHW layout. Inputs are random images and cycling labels, as in the
 TypeScript bench. Prints one JSON line: {"torch": version, "threads": n, "step_s": [...], "step_cpu_s": [...] (user + system
 seconds of all threads), "forward_s": [...],
-"loss": float, "peak_rss_mb": float}. The timings exclude one untimed warm-up of each.
+"loss": float, "peak_rss_mb": float, "device": "cpu" or the GPU's name}. The timings exclude one untimed warm-up of each.
 """
 
 import json
@@ -54,7 +58,7 @@ class CapsNet(torch.nn.Module):
         # u_hat[n, i, :] = u[n, i, :] . W[i]: one batched matmul over i.
         u_hat = torch.bmm(u.transpose(0, 1), self.W).transpose(0, 1)
         u_hat = u_hat.reshape(n, self.num_primary, c["numClasses"], c["digitDim"])
-        b = torch.zeros(n, self.num_primary, c["numClasses"])
+        b = torch.zeros(n, self.num_primary, c["numClasses"], device=x.device)
         for r in range(c["routingIterations"]):
             coupling = torch.softmax(b, dim=-1)
             s = (coupling.unsqueeze(-1) * u_hat).sum(1)
@@ -73,29 +77,50 @@ class CapsNet(torch.nn.Module):
         return margin + recon
 
 
+USAGE = "usage: bench_train_torch.py CONFIG_JSON BATCH STEPS THREADS [--device cpu|cuda]"
+
+
 def main():
-    if len(sys.argv) != 5:
-        sys.exit("usage: bench_train_torch.py CONFIG_JSON BATCH STEPS THREADS")
-    config = json.loads(sys.argv[1])
-    batch, steps, threads = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    args = sys.argv[1:]
+    device_name = "cpu"
+    if "--device" in args:
+        at = args.index("--device")
+        if at + 1 >= len(args) or args[at + 1] not in ("cpu", "cuda"):
+            sys.exit(f"--device takes cpu or cuda; {USAGE}")
+        device_name = args[at + 1]
+        del args[at:at + 2]
+    if len(args) != 4:
+        sys.exit(USAGE)
+    config = json.loads(args[0])
+    batch, steps, threads = int(args[1]), int(args[2]), int(args[3])
+    if device_name == "cuda" and not torch.cuda.is_available():
+        print(f"torch {torch.__version__} sees no CUDA device (built for CUDA {torch.version.cuda}; "
+              "check the driver and CUDA_VISIBLE_DEVICES)", file=sys.stderr)
+        sys.exit(3)
+    device = torch.device(device_name)
+    sync = torch.cuda.synchronize if device_name == "cuda" else (lambda: None)
     torch.set_num_threads(threads)
     torch.manual_seed(1)
-    model = CapsNet(config)
+    model = CapsNet(config).to(device)
     # Same Adam as train/adam.ts (epsilon 1e-7 as in tf.train.adam; the learning-rate decay costs nothing here).
     opt = torch.optim.Adam(model.parameters(), lr=config["learningRate"], betas=(0.9, 0.999), eps=1e-7)
-    x = torch.rand(batch, config["inputChannels"], config["inputHeight"], config["inputWidth"])
-    labels = F.one_hot(torch.arange(batch) % config["numClasses"], config["numClasses"]).float()
+    x = torch.rand(batch, config["inputChannels"], config["inputHeight"], config["inputWidth"], device=device)
+    labels = F.one_hot(torch.arange(batch, device=device) % config["numClasses"], config["numClasses"]).float()
 
     def step():
         opt.zero_grad(set_to_none=True)
         loss = model(x, labels)
         loss.backward()
         opt.step()
-        return float(loss)
+        value = float(loss)
+        sync()
+        return value
 
     def forward():
         with torch.no_grad():
-            return float(model(x, labels))
+            value = float(model(x, labels))
+        sync()
+        return value
 
     forward()
     forward_s = []
@@ -112,8 +137,10 @@ def main():
         step_s.append(time.perf_counter() - t0)
         step_cpu_s.append(time.process_time() - c0)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    name = torch.cuda.get_device_name(device) if device_name == "cuda" else "cpu"
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "step_s": step_s,
-                      "step_cpu_s": step_cpu_s, "forward_s": forward_s, "loss": loss, "peak_rss_mb": peak_mb}))
+                      "step_cpu_s": step_cpu_s, "forward_s": forward_s, "loss": loss, "peak_rss_mb": peak_mb,
+                      "device": name}))
 
 
 if __name__ == "__main__":

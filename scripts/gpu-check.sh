@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# scripts/gpu-check.sh [RUN_DIR]: the GPU check, on a Linux x64 machine with an NVIDIA GPU, in one command.
+# scripts/gpu-check.sh [RUN_DIR]: the GPU check from a checkout, on a Linux x64 machine with an NVIDIA GPU AND a
+# network (it runs npm ci, npm run install:cuda, pip and apt-get as needed). On a GPU machine without network or
+# Node.js, use the offline bundle instead (`npm run gpu:bundle`, then gpu-bundle/run.sh OUT_DIR; README "Checking a
+# GPU"): that is the documented way. This script remains for what the bundle leaves out: the parity matrix against
+# the tfjs reference, bench:infer's backends, and @tensorflow/tfjs-node-gpu.
 #
 #   1. installs onnxruntime-node's CUDA provider if it is missing (`npm run install:cuda`), and finds the CUDA 12
 #      and cuDNN 9 libraries it loads (system, pip wheels, or a pip install into ~/.cache/capsnet-cuda-libs);

@@ -9,7 +9,12 @@
  *   browser      bundled with esbuild (wasm served from ortWasmDir() via { wasmPaths }) and built with Vite (wasm
  *                emitted by Vite), each served on 127.0.0.1 and run in headless Chromium on device wasm
  *   cli          capsnet-onnx: --version, train, export, classify, parity (node-cpu, node-wasm, chromium-wasm), serve
- *                answering a classify; its install folder hashed before and after: nothing written there
+ *                answering a classify and its page classifying a digit in Chromium; its install folder hashed before
+ *                and after: nothing written there
+ *
+ * Every app is installed twice, at both ends of every version range our packages declare (issue 19): `lowest`, each
+ * range's minimum as the app's direct dependency (npm reuses it for our packages), and `newest`, what the registry
+ * has today (asked online, not from npm's cache). A range that admits an untested version is a defect.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -24,11 +29,15 @@ import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 import { CHROMIUM } from '../packages/capsnet/src/parity/browser.ts';
 import { serveFiles } from '../packages/capsnet/src/parity/serve.ts';
 import { ROOT, trainedSmallRun } from './support/fixtures.ts';
-import { type InstalledApp, type Tarballs, appEnv, footprint, installApp, packWorkspaces, tgz } from './support/packages.ts';
+import {
+  type InstalledApp, type Tarballs, type Workspace, WORKSPACES, appEnv, declaredRanges, footprint, installApp, lowestVersions, newestInRange,
+  packWorkspaces, resolvedVersion, tgz,
+} from './support/packages.ts';
 
 const DIGITS = 48;
 const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-const ORT_VERSION = (JSON.parse(readFileSync(join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')) as { version: string }).version;
+type End = 'lowest' | 'newest';
+const ENDS: End[] = ['lowest', 'newest'];
 
 interface Row { app: string; installS: string; nodeModulesMB: string; packages: number | string; result: string }
 const table: Row[] = [];
@@ -77,9 +86,14 @@ before(async () => {
   writeFileSync(join(work, 'labels.json'), JSON.stringify(labels));
 });
 
+/** package -> declared range -> the version each end installed, for the closing table. */
+const rangeRows = new Map<string, { range: string; lowest?: string; newest?: string }>();
+
 after(() => {
   console.log('\nconsumer apps (installed from the npm pack tarballs):');
   console.table(table);
+  console.log('\nversion ranges tested at both ends (the installed version each declaring package resolves):');
+  console.table([...rangeRows.entries()].map(([pkg, r]) => ({ package: pkg, ...r })));
   if (process.env.CAPSNET_KEEP_APPS) console.log(`kept: ${made.join(' ')}`);
   else for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
@@ -152,15 +166,49 @@ describe('the packed package.json', () => {
   });
 });
 
-describe('consumer apps from the tarballs', () => {
+/**
+ * The app's dependencies at one end: our tarballs, then for `lowest` every range's minimum pinned exactly, for
+ * `newest` the peers by their declared ranges (the registry's newest).
+ */
+function endDependencies(end: End, workspaces: Workspace[], peers: string[]): Record<string, string> {
+  const deps: Record<string, string> = {};
+  for (const w of workspaces) deps[WORKSPACES[w]] = tgz(tarballs[w]);
+  const ranges = declaredRanges(workspaces).filter((r) => !r.peer || peers.includes(r.name));
+  if (end === 'lowest') return { ...deps, ...lowestVersions(ranges) };
+  for (const peer of peers) deps[peer] = ranges.find((r) => r.name === peer)!.range;
+  return deps;
+}
+
+/**
+ * Every declared range of `workspaces` resolves, in `app`, to the end's version: the range's minimum, or its newest
+ * today. A peer the app did not choose (`peers`) is whatever another package brought (the CLI's exact onnxruntime-web
+ * serves the runtime's peer range): it must satisfy the range, and the apps that choose it test its ends.
+ */
+async function assertEnd(end: End, app: InstalledApp, workspaces: Workspace[], peers: string[]): Promise<void> {
+  const wrong: string[] = [];
+  for (const { declarer, name, range, peer } of declaredRanges(workspaces)) {
+    const installed = resolvedVersion(app.dir, declarer, name);
+    if (peer && !peers.includes(name)) {
+      if (installed !== undefined && !semver.satisfies(installed, range)) wrong.push(`${declarer} -> peer ${name}@${range}: ${installed}`);
+      continue;
+    }
+    const expected = end === 'lowest' ? semver.minVersion(range)!.version : await newestInRange(name, range);
+    if (installed !== expected) wrong.push(`${declarer} -> ${name}@${range}: ${installed ?? 'not installed'}, expected ${expected}`);
+    const key = `${name} (${declarer})`;
+    const row = rangeRows.get(key) ?? { range };
+    row[end] = installed;
+    rangeRows.set(key, row);
+  }
+  assert.deepEqual(wrong, [], `the ${end} install did not get the ${end} versions`);
+}
+
+for (const end of ENDS) describe(`consumer apps from the tarballs, ${end} versions`, () => {
   let nodeApp: InstalledApp;
 
   test('plain-JavaScript ESM Node app classifies real test digits', async () => {
-    nodeApp = await install('node', {
-      '@capsnet-onnx/core': tgz(tarballs.core),
-      '@capsnet-onnx/runtime': tgz(tarballs.runtime),
-      'onnxruntime-node': `^${ORT_VERSION}`,
-    }, { template: 'node-js', devDependencies: { '@types/node': '^20.19.0' } });
+    nodeApp = await install(`node-${end}`, endDependencies(end, ['core', 'runtime'], ['onnxruntime-node']),
+      { template: 'node-js', devDependencies: { '@types/node': '^20.19.0' }, preferOnline: end === 'newest' });
+    await assertEnd(end, nodeApp, ['core', 'runtime'], ['onnxruntime-node']);
     // A Node-only app does not install onnxruntime-web (an optional peer of the runtime).
     assert.equal(existsSync(join(nodeApp.dir, 'node_modules', 'onnxruntime-web')), false);
     const { stdout } = await execa('node', ['main.mjs', modelPath, join(work, 'digits.u8'), join(work, 'labels.json')], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false });
@@ -170,11 +218,11 @@ describe('consumer apps from the tarballs', () => {
     assert.ok(out.correct >= 0.8 * DIGITS, `only ${out.correct}/${DIGITS} digits right`);
     assert.equal(out.reconstructionPixels, 784);
     assert.match(out.badInput ?? '', /one image must have exactly 28x28x1 = 784 values, got 3 values: .*\{ data, shape: \[N, 28, 28, 1\] \}/);
-    record('node-js (ESM, onnxruntime-node)', nodeApp, `${out.correct}/${DIGITS} digits right on ${out.device}`);
-    writeFileSync(join(work, 'node-lengths.json'), JSON.stringify((JSON.parse(stdout) as { lengths: number[][] }).lengths));
+    record(`node-js (ESM, onnxruntime-node), ${end}`, nodeApp, `${out.correct}/${DIGITS} digits right on ${out.device}`);
+    writeFileSync(join(work, `node-lengths-${end}.json`), JSON.stringify((JSON.parse(stdout) as { lengths: number[][] }).lengths));
   });
 
-  test('an app that forgot onnxruntime-node gets the install command, not a failed import', async () => {
+  test('an app that forgot onnxruntime-node gets the install command, not a failed import', { skip: end === 'lowest' && 'once is enough: it installs no ONNX Runtime' }, async () => {
     const app = await install('no-ort', { '@capsnet-onnx/core': tgz(tarballs.core), '@capsnet-onnx/runtime': tgz(tarballs.runtime) });
     assert.equal(existsSync(join(app.dir, 'node_modules', 'onnxruntime-node')), false);
     const script = "import { CapsNet } from '@capsnet-onnx/runtime';" +
@@ -196,7 +244,7 @@ describe('consumer apps from the tarballs', () => {
     writeFileSync(misuse, readFileSync(misuse, 'utf8').replace(/^\/\/ @ts-expect-error.*$/gm, ''));
     const r = await execa('node', [TSC, '-p', 'tsconfig.node16.json'], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
     assert.equal((r.stdout.match(/must-fail\.ts\(\d+,\d+\): error/g) ?? []).length, 3, r.stdout);
-    record('typescript (node16 + bundler)', null, 'tsc strict, noUncheckedIndexedAccess, exactOptionalPropertyTypes: 0 errors; 3 misuses rejected');
+    record(`typescript (node16 + bundler), ${end}`, null, 'tsc strict, noUncheckedIndexedAccess, exactOptionalPropertyTypes: 0 errors; 3 misuses rejected');
   });
 
   describe('browser apps', () => {
@@ -204,11 +252,9 @@ describe('consumer apps from the tarballs', () => {
     let wasmDir: string;
 
     before(async () => {
-      browserApp = await install('browser', {
-        '@capsnet-onnx/core': tgz(tarballs.core),
-        '@capsnet-onnx/runtime': tgz(tarballs.runtime),
-        'onnxruntime-web': `^${ORT_VERSION}`,
-      }, { template: 'browser', devDependencies: { esbuild: '^0.28.2', vite: '^8.0.0' } });
+      browserApp = await install(`browser-${end}`, endDependencies(end, ['core', 'runtime'], ['onnxruntime-web']),
+        { template: 'browser', devDependencies: { esbuild: '^0.28.2', vite: '^8.0.0' }, preferOnline: end === 'newest' });
+      await assertEnd(end, browserApp, ['core', 'runtime'], ['onnxruntime-web']);
       // The documented asset path, asked of the app's own install.
       const r = await execa('node', ['--input-type=module', '-e', "import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets'; console.log(ortWasmDir())"], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
       wasmDir = r.stdout.trim();
@@ -234,7 +280,7 @@ describe('consumer apps from the tarballs', () => {
     function checkAgainstNode(result: Awaited<ReturnType<typeof runPage>>): number {
       assert.equal(result.error, undefined, result.error);
       assert.equal(result.device, 'wasm');
-      const nodeLengths = JSON.parse(readFileSync(join(work, 'node-lengths.json'), 'utf8')) as number[][];
+      const nodeLengths = JSON.parse(readFileSync(join(work, `node-lengths-${end}.json`), 'utf8')) as number[][];
       let maxDiff = 0;
       result.lengths.forEach((row, n) => row.forEach((v, k) => { maxDiff = Math.max(maxDiff, Math.abs(v - nodeLengths[n]![k]!)); }));
       // wasm and the Node CPU kernels sum in different orders: agree to float32 rounding, not bit for bit.
@@ -253,7 +299,7 @@ describe('consumer apps from the tarballs', () => {
       const correct = checkAgainstNode(result);
       assert.ok(result.wasm.some((u) => u.includes('/ort/ort-wasm')), `wasm fetched from ${result.wasm.join(', ')}`);
       const size = statSync(join(browserApp.dir, 'dist-esbuild', 'main.js')).size;
-      record('browser esbuild (onnxruntime-web)', browserApp, `${correct}/${DIGITS} in Chromium on wasm; bundle ${(size / 1e6).toFixed(2)} MB`);
+      record(`browser esbuild (onnxruntime-web), ${end}`, browserApp, `${correct}/${DIGITS} in Chromium on wasm; bundle ${(size / 1e6).toFixed(2)} MB`);
     });
 
     test('Vite build, wasm emitted by Vite', async () => {
@@ -266,16 +312,13 @@ describe('consumer apps from the tarballs', () => {
       assert.ok(Object.keys(files).some((f) => f.endsWith('.wasm')), `Vite emitted no .wasm: ${Object.keys(files).join(', ')}`);
       const result = await runPage(files, '');
       const correct = checkAgainstNode(result);
-      record('browser vite (same install)', null, `${correct}/${DIGITS} in Chromium on wasm; ${Object.keys(files).length} files emitted`);
+      record(`browser vite (same install), ${end}`, null, `${correct}/${DIGITS} in Chromium on wasm; ${Object.keys(files).length} files emitted`);
     });
   });
 
   test('the capsnet CLI from its tarball: --version, train, export, classify, parity, serve', async () => {
-    const app = await install('cli', {
-      '@capsnet-onnx/core': tgz(tarballs.core),
-      '@capsnet-onnx/runtime': tgz(tarballs.runtime),
-      'capsnet-onnx': tgz(tarballs.capsnet),
-    });
+    const app = await install(`cli-${end}`, endDependencies(end, ['core', 'runtime', 'capsnet'], []), { preferOnline: end === 'newest' });
+    await assertEnd(end, app, ['core', 'runtime', 'capsnet'], []);
     const pkgDir = join(app.dir, 'node_modules', 'capsnet-onnx');
     // Every package installed runs on the oldest Node capsnet-onnx supports, so npm prints no EBADENGINE. (fastify's
     // light-my-request 6.8 pulls cookie@2, Node >= 22; capsnet-onnx depends on light-my-request ~6.6, which fastify's
@@ -340,18 +383,78 @@ describe('consumer apps from the tarballs', () => {
       assert.equal(response.status, 200);
       const body = (await response.json()) as Record<string, unknown>;
       assert.ok(JSON.stringify(body).includes('"label"'), JSON.stringify(body).slice(0, 300));
-      const page = await fetch(`${url}/web/capsnet.js`);
-      assert.equal(page.status, 200);
-      steps.push('serve: POST /v1/classify 200, /web/capsnet.js 200');
+      const bundle = await fetch(`${url}/web/capsnet.js`);
+      assert.equal(bundle.status, 200);
+      const page = await pageClassifiesADigit(url);
+      assert.equal(page.lengths.length, 10);
+      // The same digit through the server's onnxruntime-node: the page's onnxruntime-web agrees to float32 rounding.
+      const reply = await fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: page.input }) });
+      const served = ((await reply.json()) as { results: { lengths: number[] }[] }).results[0]!.lengths;
+      page.lengths.forEach((v, k) => assert.ok(Math.abs(v - served[k]!) < 1e-3, `class ${k}: page ${v}, server ${served[k]}`));
+      steps.push('serve: POST /v1/classify 200; the page classifies a digit in Chromium (wasm) as the server does');
     } finally {
       server.kill('SIGTERM');
       await server.catch(() => undefined);
     }
     assert.deepEqual(diffTrees(before, hashTree(pkgDir)), [], 'the CLI wrote into its own install folder');
     steps.push('install folder unchanged (sha256 of every file)');
-    record('cli (capsnet-onnx)', app, steps.join('; '));
+    record(`cli (capsnet-onnx), ${end}`, app, steps.join('; '));
   });
 });
+
+describe('an app that overrides the onnxruntime-web capsnet-onnx pins', () => {
+  test('serve says which versions differ and how to fix it, in one line, and the API still answers', async () => {
+    const pinned = (JSON.parse(readFileSync(join(ROOT, 'packages', 'capsnet', 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies['onnxruntime-web']!;
+    assert.ok(semver.valid(pinned), `capsnet-onnx must pin onnxruntime-web exactly (its browser bundles embed its JavaScript), not ${pinned}`);
+    const other = (await newestInRange('onnxruntime-web', `^${semver.major(pinned)}.0.0 >${pinned}`).catch(() => newestInRange('onnxruntime-web', `<${pinned}`)));
+    const app = await install('cli-override', { '@capsnet-onnx/core': tgz(tarballs.core), '@capsnet-onnx/runtime': tgz(tarballs.runtime), 'capsnet-onnx': tgz(tarballs.capsnet) },
+      { overrides: { 'onnxruntime-web': other } });
+    assert.equal(resolvedVersion(app.dir, 'capsnet-onnx', 'onnxruntime-web'), other);
+    const server = execa(join(app.dir, 'node_modules', '.bin', 'capsnet'), ['serve', modelPath, '--port', '0', '--threads', '1'], { cwd: app.dir, env: appEnv(), extendEnv: false, all: true });
+    let text = '';
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        server.all!.on('data', (chunk: Buffer) => {
+          text += chunk.toString();
+          const m = /listening on (http:\/\/\S+)/.exec(text);
+          if (m) resolve(m[1]!);
+        });
+        server.catch((e: Error) => reject(new Error(`serve exited: ${text}${e.message}`)));
+        setTimeout(() => reject(new Error(`serve did not start: ${text}`)), 120_000);
+      });
+      const health = await fetch(`${url}/healthz`);
+      assert.equal(health.status, 200);
+    } finally {
+      server.kill('SIGTERM');
+      await server.catch(() => undefined);
+    }
+    const line = text.split('\n').find((l) => l.includes('built with onnxruntime-web'));
+    assert.ok(line, `no version message:\n${text}`);
+    assert.ok(line.includes(pinned) && line.includes(other) && line.includes(`onnxruntime-web@${pinned}`), line);
+    assert.doesNotMatch(text, /LinkError|\n\s+at /);
+    record('cli with onnxruntime-web overridden', app, `serve: "${line.trim().slice(0, 160)}..."; API up`);
+  });
+});
+
+/** Open the serve page in headless Chromium on wasm, click its first sample digit, and return its input and lengths. */
+async function pageClassifiesADigit(url: string): Promise<{ input: number[]; lengths: number[] }> {
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+  const errors: string[] = [];
+  try {
+    const page = await browser.newPage();
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    await page.goto(`${url}/?device=wasm`);
+    await page.waitForFunction(() => (window as any).capsnet?.model || document.querySelector('#error:not([hidden])'), null, { timeout: 120_000 });
+    assert.ok(await page.evaluate(() => Boolean((window as any).capsnet.model)), `the page did not load the model: ${await page.locator('#error').textContent()}\n${errors.join('\n')}`);
+    await page.locator('#samples button').first().click();
+    await page.waitForFunction(() => (window as any).capsnet.classifyCount > 0 && (window as any).capsnet.busy === 0, null, { timeout: 60_000 });
+    return await page.evaluate(() => ({ input: Array.from((window as any).capsnet.input as Float32Array), lengths: Array.from((window as any).capsnet.result.lengths as number[]) }));
+  } finally {
+    await browser.close();
+  }
+}
 
 /** path (relative) -> sha256 of every file under `dir`. */
 function hashTree(dir: string): Map<string, string> {

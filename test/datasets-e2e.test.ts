@@ -146,8 +146,9 @@ describe('CIFAR-10 through the CLI, and capsnet ensemble', () => {
     const ce = ens!.capsules!.data as Float32Array;
     for (let i = 0; i < ce.length; i++) assert.ok(Math.abs(ce[i]! - ca[i]!) < 1e-5, `capsules[${i}] are member 1's`);
 
-    // The server's sample strip shows a crop-trained model the centre crops it is fed.
-    const samples = await loadSamples(readModelMetadata(readFileSync(join(runs[0]!, 'model.onnx'))), 1);
+    // The server's sample strip shows a crop-trained model the centre crops it is fed (the export names the data
+    // by its base name only, so the strip reads the directory given as `capsnet serve --data`).
+    const samples = await loadSamples(readModelMetadata(readFileSync(join(runs[0]!, 'model.onnx'))), 1, `cifar10:${data}`);
     assert.equal(samples.samples.length, 10, samples.note);
     assert.deepEqual(samples.samples.find((x) => x.index === 0)!.pixels, Array.from(view.images.subarray(0, 24 * 24 * 3), (v) => Math.round(v * 1000) / 1000));
 

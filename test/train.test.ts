@@ -71,7 +71,7 @@ describe('capsnet train', () => {
 
   test('SIGKILL mid-run, then --resume continues from what is on disk and leaves no temp file', async () => {
     const out = mkdtempSync(join(tmpdir(), 'capsnet-kill-'));
-    const args = [CLI, 'train', ...QUICK, '--epochs', '3', '--seed', '4', '--checkpoint-every', '2', '--out', out];
+    const args = [CLI, 'train', ...QUICK, '--epochs', '3', '--seed', '4', '--checkpoint-every', '2', '--checkpoint-interval', '0', '--out', out];
     const child = execa('node', args, { cwd: ROOT, reject: false, buffer: true });
     // Kill once a mid-epoch checkpoint exists, while training is still going.
     const deadline = Date.now() + 120_000;

@@ -1,7 +1,7 @@
 /**
  * Child process for test/faults.test.ts: trains or exports a tiny CapsNet and, when CAPSNET_FAULT says so, kills
  * itself with SIGKILL at the Nth atomic write: `rename:N` between a temp file's write and its rename, `write:N`
- * halfway through writing a temp file. (The test also kills children from outside at random times.)
+ * halfway through writing a temp file (through its descriptor, as files/atomic.ts writes). (The test also kills children from outside at random times.)
  *
  *   node --import tsx test/fault-child.ts train RUN_DIR EPOCHS
  *   node --import tsx test/fault-child.ts export RUN_DIR MODEL_PATH
@@ -30,15 +30,23 @@ if (kind === 'rename') {
     return rename(from, to);
   };
 } else if (kind === 'write') {
-  const write = fs.writeFileSync;
-  fs.writeFileSync = ((path: fs.PathOrFileDescriptor, data: string | NodeJS.ArrayBufferView, options?: fs.WriteFileOptions) => {
-    if (String(path).includes('.tmp-') && ++count === target) {
-      const bytes = typeof data === 'string' ? Buffer.from(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      write(path, bytes.subarray(0, bytes.length >> 1));
+  // Temp files are written through a descriptor (openSync, writeSync, fsyncSync: files/atomic.ts).
+  const open = fs.openSync;
+  const write = fs.writeSync;
+  const tempFds = new Set<number>();
+  fs.openSync = ((path: fs.PathLike, ...rest: unknown[]) => {
+    const fd = (open as (...a: unknown[]) => number)(path, ...rest);
+    if (String(path).includes('.tmp-')) tempFds.add(fd);
+    return fd;
+  }) as typeof fs.openSync;
+  fs.writeSync = ((fd: number, data: NodeJS.ArrayBufferView, offset: number = 0, length?: number, ...rest: unknown[]) => {
+    if (tempFds.has(fd) && ++count === target) {
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      write(fd, bytes, offset, (length ?? bytes.length - offset) >> 1);
       die();
     }
-    return write(path, data, options);
-  }) as typeof fs.writeFileSync;
+    return (write as (...a: unknown[]) => number)(fd, data, offset, length, ...rest);
+  }) as typeof fs.writeSync;
 }
 syncBuiltinESMExports();
 
@@ -48,7 +56,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const { train } = await import('../../packages/capsnet/src/train/trainer.ts');
     await train({
       preset: 'small', data: 'mnist-sample', epochs: Number(arg), backend: (process.env.FAULT_BACKEND ?? 'cpu') as 'cpu', out: runDir, resume: existsSync(join(runDir, 'checkpoint.bin')),
-      checkpointEvery: 1, configOverrides: FAULT_CONFIG, ...FAULT_RUN, log: () => {}, progressBar: false,
+      checkpointEvery: 1, checkpointIntervalS: 0, configOverrides: FAULT_CONFIG, ...FAULT_RUN, log: () => {}, progressBar: false,
     });
   } else {
     const { exportCheckpoint } = await import('../../packages/capsnet/src/export/exporter.ts');

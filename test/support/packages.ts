@@ -3,10 +3,11 @@
  * (never through its node_modules), with the environment an app's shell would have. Shared by the consumer tests
  * (test/consumers.test.ts) and the footprint benchmark (bench/install.ts).
  */
-import { cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import semver from 'semver';
 import { ROOT } from './fixtures.ts';
 
 /** The three workspace packages by name -> their tarball path. */
@@ -49,22 +50,97 @@ export interface InstalledApp {
   installMs: number;
 }
 
+/** The workspace packages' folder names under packages/ -> their package names. */
+export const WORKSPACES = { core: '@capsnet-onnx/core', runtime: '@capsnet-onnx/runtime', capsnet: 'capsnet-onnx' } as const;
+export type Workspace = keyof typeof WORKSPACES;
+
+/** One version range a workspace package declares (dependencies and peerDependencies), workspace siblings aside. */
+export interface DeclaredRange {
+  declarer: string;
+  name: string;
+  range: string;
+  /** A peer dependency: the app chooses whether to install it. */
+  peer: boolean;
+}
+
+/** The ranges the given workspace packages declare, from their package.json. */
+export function declaredRanges(workspaces: Workspace[]): DeclaredRange[] {
+  const out: DeclaredRange[] = [];
+  for (const w of workspaces) {
+    const manifest = JSON.parse(readFileSync(join(ROOT, 'packages', w, 'package.json'), 'utf8')) as Record<string, Record<string, string> | undefined>;
+    for (const field of ['dependencies', 'peerDependencies', 'optionalDependencies'] as const) {
+      for (const [name, range] of Object.entries(manifest[field] ?? {})) {
+        if (Object.values(WORKSPACES).includes(name as never)) continue;
+        // tfjs-node(-gpu) download libtensorflow at install and cannot install here: optional, never installed.
+        if (field === 'optionalDependencies') continue;
+        out.push({ declarer: WORKSPACES[w], name, range, peer: field === 'peerDependencies' });
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The lowest version of each range, as direct dependencies of an app: npm places them at the top of node_modules
+ * and the packages that declare the ranges reuse them (a satisfying top-level copy is never duplicated), so the
+ * app runs our packages against the oldest versions they admit. Two ranges on one package: the higher minimum.
+ */
+export function lowestVersions(ranges: DeclaredRange[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const { name, range } of ranges) {
+    const low = semver.minVersion(range)!.version;
+    if (!out[name] || semver.gt(low, out[name]!)) out[name] = low;
+  }
+  return out;
+}
+
+/** The newest version the registry has today within `range` (asked of the registry, not npm's cache). */
+export async function newestInRange(name: string, range: string): Promise<string> {
+  const { stdout } = await execa('npm', ['view', name, 'versions', '--json', '--prefer-online'], { env: appEnv(), extendEnv: false });
+  const versions = JSON.parse(stdout) as string[] | string;
+  const newest = semver.maxSatisfying(Array.isArray(versions) ? versions : [versions], range);
+  if (!newest) throw new Error(`the registry has no version of ${name} in ${range}`);
+  return newest;
+}
+
+/**
+ * The version of `name` that `declarer` (installed in the app) gets, by Node's lookup: its own node_modules, then
+ * the app's. undefined when not installed.
+ */
+export function resolvedVersion(appDir: string, declarer: string, name: string): string | undefined {
+  for (const dir of [join(appDir, 'node_modules', declarer, 'node_modules', name), join(appDir, 'node_modules', name)]) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) return (JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version;
+  }
+  return undefined;
+}
+
 /**
  * A fresh app in the OS temp folder: `template` (a folder under test/consumers/apps, optional) copied in, a
  * package.json with these dependencies, then `npm install` with onnxruntime-node's CUDA download skipped the
- * documented way (ONNXRUNTIME_NODE_INSTALL=skip), offline-first from npm's cache.
+ * documented way (ONNXRUNTIME_NODE_INSTALL=skip). Offline-first from npm's cache, unless `preferOnline`: an app
+ * that must get the newest versions published today asks the registry (a warm cache can hold stale metadata).
  */
 export async function installApp(
   name: string,
   dependencies: Record<string, string>,
-  options: { template?: string; devDependencies?: Record<string, string>; scripts?: Record<string, string> } = {},
+  options: {
+    template?: string;
+    devDependencies?: Record<string, string>;
+    scripts?: Record<string, string>;
+    preferOnline?: boolean;
+    overrides?: Record<string, string>;
+  } = {},
 ): Promise<InstalledApp> {
   const dir = mkdtempSync(join(tmpdir(), `capsnet-app-${name}-`));
   if (options.template) cpSync(join(ROOT, 'test', 'consumers', 'apps', options.template), dir, { recursive: true });
-  const pkg = { name: `capsnet-consumer-${name}`, private: true, type: 'module', scripts: options.scripts ?? {}, dependencies, devDependencies: options.devDependencies ?? {} };
+  const pkg = {
+    name: `capsnet-consumer-${name}`, private: true, type: 'module', scripts: options.scripts ?? {}, dependencies, devDependencies: options.devDependencies ?? {},
+    ...(options.overrides ? { overrides: options.overrides } : {}),
+  };
   writeFileSync(join(dir, 'package.json'), JSON.stringify(pkg, null, 2));
   const started = performance.now();
-  await execa('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], {
+  await execa('npm', ['install', '--no-audit', '--no-fund', options.preferOnline ? '--prefer-online' : '--prefer-offline', '--loglevel=error'], {
     cwd: dir,
     env: appEnv({ ONNXRUNTIME_NODE_INSTALL: 'skip' }), extendEnv: false,
     stdout: 'ignore',

@@ -13,6 +13,7 @@ export const FAKE_METADATA: ModelMetadata = {
   testAccuracy: null,
   checkpointSha256: 'fake',
   decoderSha256: '',
+  datasetFiles: {},
   exportedAt: '2024-01-01T00:00:00Z',
   precision: 'fp32',
   computePrecision: 'fp32',

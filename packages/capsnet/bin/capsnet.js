@@ -7,43 +7,48 @@ import { existsSync, readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
-// onnxruntime-node 1.30 segfaults when the process's command line is longer than about 32 KB, even once
-// process.argv is cut (it reads /proc/self/cmdline). So past ARGV_LIMIT bytes of arguments this process only
-// relays: the command runs in a child with a short command line that reads its arguments, as JSON, on stdin.
-// A `-` argument (read file names from stdin) is expanded here first, since stdin then carries the arguments.
+// Two reasons to run the command in a child process, with this one only relaying stdio, signals and the exit code:
+// - onnxruntime-node 1.30 segfaults when the process's command line is longer than about 32 KB, even once
+//   process.argv is cut (it reads /proc/self/cmdline). So past ARGV_LIMIT bytes of arguments the child gets a short
+//   command line and reads its arguments, as JSON, on stdin. A `-` argument (read file names from stdin) is
+//   expanded here first, since stdin then carries the arguments.
+// - A source checkout needs the `capsnet-source` condition from the process's start: worker threads (the image
+//   decoders of `serve`, tfjs's pool) and child processes (parity's workers) resolve modules with the conditions
+//   their process started with, and a loader hook registered at run time does not reach them. So the child starts
+//   with it in NODE_OPTIONS, which worker threads and child processes inherit.
 const ARGV_LIMIT = 16 * 1024;
 const FROM_STDIN = 'CAPSNET_ARGV_FROM_STDIN';
-const argvBytes = process.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
-const relay = process.env[FROM_STDIN] !== '1' && argvBytes > ARGV_LIMIT;
+const SOURCE_CONDITION = '--conditions=capsnet-source';
+const source = new URL('../src/cli/main.ts', import.meta.url);
+const fromSource = existsSync(source);
+const hasSourceCondition = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].includes(SOURCE_CONDITION);
+
+// Measured on this process's own command line: a child that got its arguments on stdin never relays them again.
+const longArgv = process.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0) > ARGV_LIMIT;
 if (process.env[FROM_STDIN] === '1') {
   delete process.env[FROM_STDIN];
   process.argv = [process.argv[0], process.argv[1], ...JSON.parse(readFileSync(0, 'utf8'))];
 }
 
-const source = new URL('../src/cli/main.ts', import.meta.url);
-if (relay) {
+if (longArgv || (fromSource && !hasSourceCondition)) {
   let args = process.argv.slice(2);
-  if (args.includes('-')) {
-    const names = readFileSync(0, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
-    args = args.flatMap((a) => (a === '-' ? names : [a]));
+  const env = { ...process.env };
+  if (fromSource && !hasSourceCondition) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${SOURCE_CONDITION}`.trim();
+  if (longArgv) {
+    if (args.includes('-')) {
+      const names = readFileSync(0, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+      args = args.flatMap((a) => (a === '-' ? names : [a]));
+    }
+    env[FROM_STDIN] = '1';
   }
-  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
-    stdio: ['pipe', 'inherit', 'inherit'],
-    env: { ...process.env, [FROM_STDIN]: '1' },
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...(longArgv ? [] : args)], {
+    stdio: [longArgv ? 'pipe' : 'inherit', 'inherit', 'inherit'],
+    env,
   });
-  child.stdin.end(JSON.stringify(args));
+  if (longArgv) child.stdin.end(JSON.stringify(args));
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
   child.on('exit', (code, signal) => process.exit(signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1)));
-} else if (existsSync(source)) {
-  const { register } = await import('node:module');
-  const addSourceCondition =
-    'export async function resolve(specifier, context, next) {' +
-    " return next(specifier, { ...context, conditions: [...context.conditions, 'capsnet-source'] }); }";
-  register(`data:text/javascript,${encodeURIComponent(addSourceCondition)}`);
-  // Child processes (parity workers, the serve process in tests) resolve the same way.
-  if (!(process.env.NODE_OPTIONS ?? '').includes('--conditions=capsnet-source')) {
-    process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --conditions=capsnet-source`.trim();
-  }
+} else if (fromSource) {
   const { register: registerTsx } = await import('tsx/esm/api');
   registerTsx();
   await import(source.href);

@@ -14,7 +14,18 @@ export interface ModelMetadata {
   digitDim: number;
   routingIterations: number;
   classLabels: string[];
+  /**
+   * The training data's name (`capsnet.dataset`): a built-in set (`mnist-sample`), or for directory data the
+   * scheme and the directory's base name only (`idx:mnist-full`; see publicDataName). Files exported before
+   * this rule may hold the full spec.
+   */
   dataset: string;
+  /**
+   * SHA-256 (hex) of each data file the training run read, as it is on disk (what `sha256sum` prints), keyed by
+   * file name without its directory (`capsnet.dataset_files`): provenance without the path. Empty when not
+   * recorded (the embedded MNIST sample, older exports).
+   */
+  datasetFiles: Record<string, string>;
   testAccuracy: number | null;
   checkpointSha256: string;
   /** SHA-256 (hex) of the decoder file exported with this model; '' for older exports. Loaders refuse another decoder. */
@@ -55,6 +66,8 @@ export const METADATA_KEYS = {
   routingIterations: 'capsnet.routing_iterations',
   classLabels: 'capsnet.class_labels',
   dataset: 'capsnet.dataset',
+  /** JSON { "<file name>": "<sha256 hex>" } of the training data's files (no directories). */
+  datasetFiles: 'capsnet.dataset_files',
   testAccuracy: 'capsnet.test_accuracy',
   checkpointSha256: 'capsnet.checkpoint_sha256',
   decoderSha256: 'capsnet.decoder_sha256',
@@ -78,6 +91,24 @@ export const IO_NAMES = {
   coupling: 'coupling',
   maskedCapsules: 'masked_capsules',
 } as const;
+
+/**
+ * A data spec as a shipped file may name it: built-in sets unchanged (`mnist-sample`, `fashion-mnist`), and
+ * `scheme:DIR` reduced to the scheme and the directory's base name (`idx:/home/ann/data/mnist-full/` ->
+ * `idx:mnist-full`, `emnist-letters:C:\data\emnist` -> `emnist-letters:emnist`), so no export, Triton repository
+ * or server response carries a path of the machine that trained it. Pure string work (no file system).
+ */
+export function publicDataName(spec: string): string {
+  const match = /^([a-z0-9]+(?:-[a-z0-9]+)?):(.*)$/i.exec(spec);
+  if (!match || /^[a-z]$/i.test(match[1]!)) return spec.includes('/') || spec.includes('\\') ? lastPathPart(spec) : spec;
+  return `${match[1]}:${lastPathPart(match[2]!)}`;
+}
+
+/** The last non-empty part of a path ('' for a root or an empty path, '.' parts skipped). */
+function lastPathPart(path: string): string {
+  const parts = path.split(/[/\\]+/).filter((p) => p !== '' && p !== '.');
+  return parts.at(-1) ?? '';
+}
 
 /** The decoder file beside a model: `<dir>/model.onnx` -> `<dir>/model.decoder.onnx` (any other name gains the suffix). */
 export function decoderPathFor(modelPath: string): string {

@@ -164,6 +164,7 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
     routingIterations: routing !== undefined && Number.isInteger(Number(routing)) ? Number(routing) : positiveInt(config, 'routingIterations'),
     classLabels,
     dataset,
+    datasetFiles: datasetFiles(props[METADATA_KEYS.datasetFiles]),
     testAccuracy: Number.isFinite(accuracyValue) ? accuracyValue : null,
     checkpointSha256: props[METADATA_KEYS.checkpointSha256] ?? '',
     decoderSha256: props[METADATA_KEYS.decoderSha256] ?? '',
@@ -177,6 +178,21 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
     preprocessingRecorded: recorded !== null,
     presenceThreshold: presenceThreshold(props[METADATA_KEYS.presenceThreshold], config),
   };
+}
+
+/** The recorded data files' hashes ({} when absent); anything but a JSON object of hex strings is an error. */
+function datasetFiles(raw: string | undefined): Record<string, string> {
+  if (raw === undefined || raw === '') return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    value = undefined;
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value) || !Object.values(value).every((v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v))) {
+    throw new ModelFormatError(`metadata "${METADATA_KEYS.datasetFiles}" must be a JSON object of file names to SHA-256 hex digests, got ${raw.slice(0, 80)}: re-export the model`);
+  }
+  return { ...(value as Record<string, string>) };
 }
 
 /** The recorded threshold, else the config's margin-loss m-, else 0.1 (the paper's m-). */

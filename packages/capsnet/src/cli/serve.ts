@@ -51,6 +51,7 @@ export function registerServeCommands(program: Command): void {
     .option('--body-limit <size>', 'largest request body', parseBytes, 4 * 1024 * 1024)
     .option('--shutdown-timeout <s>', 'on SIGTERM, seconds to finish in-flight requests before exiting anyway', nonNegative('--shutdown-timeout'), 10)
     .option('--model-name <name>', 'model name on the KServe v2 routes (/v2/models/NAME; the decoder is NAME_decoder)', 'capsnet')
+    .option('--data <spec>', "data set whose test images the page offers, e.g. idx:DIR (default: the model's, when built in; exports name directory data without its path)")
     .option('--log-requests', 'log one line per request', false)
     .option('--presence-threshold <length>', "capsule length below which no class is present (default: the model's, 0.1)", (value: string) => {
       const n = Number(value);

@@ -2,6 +2,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
 import type { CapsNetConfig } from '@capsnet-onnx/core';
 import { DATA_SPECS } from '../data/datasets.ts';
+import { DEFAULT_CHECKPOINT_INTERVAL_S, parseDuration } from '../train/checkpoint-cadence.ts';
 
 export function positiveInt(name: string) {
   return (value: string): number => {
@@ -45,7 +46,20 @@ export function registerTrainCommands(program: Command): void {
     .option('--resume', `continue the run in --out from its checkpoint; only ${RESUME_SAFE_FLAGS.join(', ')} may differ from the run's`, false)
     .option('--overwrite', 'replace the run already in --out (without it, an existing run is reused only with --resume)', false)
     .option('--allow-suspicious-data', 'train even when the labels skip classes, hold one class, or leave a class without examples', false)
-    .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)', (v) => Number.parseInt(v, 10), 50)
+    .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)...', (v: string) => {
+      const n = Number(v);
+      if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`--checkpoint-every must be a whole number of steps >= 0, got "${v}"`);
+      return n;
+    }, 50)
+    .addOption(new Option('--checkpoint-interval <time>', '...but at most once per interval since the last checkpoint: 90s, 5m, 1h (0: at every --checkpoint-every step)')
+      .default(DEFAULT_CHECKPOINT_INTERVAL_S, '5m')
+      .argParser((v: string) => {
+        try {
+          return parseDuration(v);
+        } catch (e) {
+          throw new InvalidArgumentError((e as Error).message);
+        }
+      }))
     .option('--train-limit <n>', 'train on only the first N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'evaluate on only the first N test images', positiveInt('--test-limit'))
     .option('--primary-caps <n>', 'primary capsule types (the paper: 32; 64 on CIFAR-10, 16 on SVHN)', positiveInt('--primary-caps'))
@@ -70,6 +84,7 @@ export function registerTrainCommands(program: Command): void {
         out,
         resume: opts.resume,
         checkpointEvery: opts.checkpointEvery,
+        checkpointIntervalS: opts.checkpointInterval,
         trainLimit: opts.trainLimit,
         testLimit: opts.testLimit,
         configOverrides: modelOverrides(opts),

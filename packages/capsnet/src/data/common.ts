@@ -3,7 +3,9 @@
  * data set holds them (the trainer crops them to the network's input where the data set's protocol says so);
  * labels are class indices 0..numClasses-1.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type { DataShape } from '@capsnet-onnx/core';
 
@@ -25,6 +27,13 @@ export interface Dataset {
   labelOffset?: number;
   /** One line on how the reader turned the files into these images, e.g. "96x96 stereo pairs, 2x2 mean to 48x48". */
   source?: string;
+  /**
+   * The name a shipped file may carry (datasets.ts's loadDataset sets it): the spec for built-in sets, the scheme
+   * and the directory's base name for directory data (`idx:mnist-full`), never a path.
+   */
+  publicName?: string;
+  /** SHA-256 (hex) of every file the reader read, as on disk, keyed by file name (loadDataset sets it). */
+  files?: Record<string, string>;
   train: Split;
   test: Split;
 }
@@ -38,7 +47,26 @@ export function requireDirectory(dir: string, usage: string): void {
   if (!existsSync(dir)) throw new DataError(`data directory ${dir} does not exist: pass ${usage}`);
 }
 
-/** A file's bytes, gunzipped when its name ends in .gz. */
+/** The readers' file hashes, while recordDataFiles runs (readers are synchronous, so one recording at a time). */
+let recording: Record<string, string> | undefined;
+
+/**
+ * Run a (synchronous) reader and collect the SHA-256 of every file it reads through readMaybeGzipped, keyed by the
+ * file's name without its directory: the data's provenance without its path.
+ */
+export function recordDataFiles<T>(read: () => T): { value: T; files: Record<string, string> } {
+  const outer = recording;
+  const files: Record<string, string> = {};
+  recording = files;
+  try {
+    return { value: read(), files };
+  } finally {
+    recording = outer;
+    if (outer) Object.assign(outer, files);
+  }
+}
+
+/** A file's bytes, gunzipped when its name ends in .gz (its SHA-256, of the bytes as on disk, goes to recordDataFiles). */
 export function readMaybeGzipped(file: string): Buffer {
   let raw: Buffer;
   try {
@@ -46,6 +74,7 @@ export function readMaybeGzipped(file: string): Buffer {
   } catch (e) {
     throw new DataError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
+  if (recording) recording[basename(file)] = createHash('sha256').update(raw).digest('hex');
   if (!file.endsWith('.gz')) return raw;
   try {
     return gunzipSync(raw);

@@ -6,8 +6,9 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { basename, resolve } from 'node:path';
 import { type CapsNetConfig, type DataShape, type PresetName, Rng } from '@capsnet-onnx/core';
-import { type Dataset, type Split, DataError } from './common.ts';
+import { type Dataset, type Split, DataError, recordDataFiles } from './common.ts';
 import { loadIdxDirectory } from './idx.ts';
 import { loadCifar10 } from './cifar10.ts';
 import { loadSvhn } from './svhn.ts';
@@ -107,10 +108,16 @@ export function datasetFormat(spec: string): { format: DatasetFormat; dir: strin
   return { format, dir: match[3]!, variant: match[2] };
 }
 
-/** Load the data set a --data value names. */
+/**
+ * Load the data set a --data value names, with its public name (`idx:mnist-full` for `idx:/home/ann/mnist-full`:
+ * the scheme and the directory's base name, resolved so `idx:.` names the folder) and the SHA-256 of every file
+ * the reader read.
+ */
 export function loadDataset(spec: string): Dataset {
   const { format, dir, variant } = datasetFormat(spec);
-  return format.load(dir, variant);
+  const { value, files } = recordDataFiles(() => format.load(dir, variant));
+  const publicName = format.scheme ? `${format.scheme}${variant ? `-${variant}` : ''}:${basename(resolve(dir))}` : spec;
+  return { ...value, publicName, files };
 }
 
 /**

@@ -13,7 +13,9 @@ import { loadCheckpoint } from '../files/checkpoint.ts';
 import { encodeModel } from './onnx-schema.ts';
 import { GraphBuilder, buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildDecoderGraph, capsNetBody, declareOutputs, decoder, imageShapeText, imagesInput, maskLongestCapsule } from './capsnet-graph.ts';
-import { type ExportResult, PRODUCER_NAME, checkOutputPath, exportMetadata, producerVersion, recordDecoderHash } from './exporter.ts';
+import {
+  type ExportProvenance, type ExportResult, PRODUCER_NAME, checkOutputPath, dataProvenance, exportMetadata, producerVersion, recordDecoderHash,
+} from './exporter.ts';
 import { refuseToReplace, sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
 
 export interface EnsembleMember {
@@ -24,7 +26,8 @@ export interface EnsembleMember {
   checkpointSha256: string;
   testAccuracy: number | null;
   classLabels: string[];
-  dataset: string;
+  /** The data's public name, its files' hashes and preprocessing (exporter.ts's dataProvenance). */
+  data: Pick<ExportProvenance, 'dataset' | 'datasetFiles' | 'preprocessing'>;
 }
 
 /** What the members must share to be averaged: the input they take and the classes they score. */
@@ -71,7 +74,7 @@ export function buildEnsembleModels(members: EnsembleMember[], exportedAt?: Date
 
   const metadata = {
     ...exportMetadata(config, {
-      classLabels: first.classLabels, dataset: first.dataset, testAccuracy: null, checkpointSha256: first.checkpointSha256, exportedAt,
+      classLabels: first.classLabels, ...first.data, testAccuracy: null, checkpointSha256: first.checkpointSha256, exportedAt,
     }),
     [METADATA_KEYS.ensemble]: JSON.stringify({
       members: members.length,
@@ -100,7 +103,7 @@ export function exportEnsemble(runDirs: string[], options: { out: string; export
     if (checkpoint.model?.family === 'baseline-cnn') throw new Error(`${dir} holds a baseline CNN: an ensemble averages CapsNets' capsule lengths`);
     return {
       config: checkpoint.config, weights: checkpoint.weights, source: dir, checkpointSha256: checkpoint.sha256,
-      testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null, classLabels: checkpoint.classLabels, dataset: checkpoint.dataset,
+      testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null, classLabels: checkpoint.classLabels, data: dataProvenance(checkpoint),
     };
   });
   const { model, decoder: decoderModel } = buildEnsembleModels(members, options.exportedAt);

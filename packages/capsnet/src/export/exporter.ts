@@ -5,7 +5,10 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, validateConfig } from '@capsnet-onnx/core';
+import {
+  type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, publicDataName, validateConfig,
+} from '@capsnet-onnx/core';
+import type { CheckpointState } from '../files/checkpoint.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
 import { refuseToReplace, sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
 import { packageVersion } from '../files/package-version.ts';
@@ -25,7 +28,10 @@ export const producerVersion = packageVersion;
 /** Facts about the checkpoint that go into metadata_props. */
 export interface ExportProvenance {
   classLabels: string[];
+  /** The data's name; a spec with a path is reduced to its public name (core's publicDataName) before it is written. */
   dataset: string;
+  /** SHA-256 of the training data's files by file name (checkpoint.ts's DataProvenance); omitted when empty. */
+  datasetFiles?: Record<string, string>;
   testAccuracy: number | null;
   checkpointSha256: string;
   exportedAt?: Date;
@@ -42,7 +48,11 @@ export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenan
     [METADATA_KEYS.config]: JSON.stringify(config),
     [METADATA_KEYS.routingIterations]: String(config.routingIterations),
     [METADATA_KEYS.classLabels]: JSON.stringify(provenance.classLabels),
-    [METADATA_KEYS.dataset]: provenance.dataset,
+    // The data's name only, never a path of the machine that trained it (see publicDataName); its files' hashes.
+    [METADATA_KEYS.dataset]: publicDataName(provenance.dataset),
+    ...(provenance.datasetFiles && Object.keys(provenance.datasetFiles).length
+      ? { [METADATA_KEYS.datasetFiles]: JSON.stringify(provenance.datasetFiles) }
+      : {}),
     [METADATA_KEYS.testAccuracy]: JSON.stringify(provenance.testAccuracy),
     [METADATA_KEYS.checkpointSha256]: provenance.checkpointSha256,
     [METADATA_KEYS.exportedAt]: (provenance.exportedAt ?? new Date()).toISOString(),
@@ -174,6 +184,19 @@ export function exportRun(runDir: string, options: ExportOptions): ExportResult 
   return exportAny(runDir, options);
 }
 
+/**
+ * What an export records of a checkpoint's data: its public name and files' hashes (never the local spec), and
+ * the preprocessing rule decided from the full spec as before (so a path that says "mnist" still selects MNIST's).
+ */
+export function dataProvenance(checkpoint: Pick<CheckpointState, 'dataset' | 'data' | 'config'>): Pick<ExportProvenance, 'dataset' | 'datasetFiles' | 'preprocessing'> {
+  const { config } = checkpoint;
+  return {
+    dataset: checkpoint.data?.name ?? publicDataName(checkpoint.dataset),
+    datasetFiles: checkpoint.data?.files ?? {},
+    preprocessing: defaultPreprocessing(checkpoint.dataset, { height: config.inputHeight, width: config.inputWidth, channels: config.inputChannels }),
+  };
+}
+
 /** Load the CapsNet checkpoint in `runDir`, build both graphs and write them. Throws one-line errors; writes nothing on failure. */
 export function exportCheckpoint(runDir: string, options: ExportOptions): ExportResult {
   const result = exportAny(runDir, options, 'capsnet');
@@ -195,7 +218,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   if (options.triton) checkTritonOptions({ ...options.triton, overwrite: options.overwrite });
   const provenance = {
     classLabels: checkpoint.classLabels,
-    dataset: checkpoint.dataset,
+    ...dataProvenance(checkpoint),
     testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
     checkpointSha256: checkpoint.sha256,
     exportedAt: options.exportedAt,

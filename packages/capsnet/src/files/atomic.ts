@@ -6,8 +6,12 @@
  * rename within one directory is atomic). A writer killed between write and rename leaves one behind;
  * `sweepTempFiles` removes those whose writer is gone, and every command that writes into a directory calls it
  * first.
+ *
+ * Atomic is not yet durable: after a power loss the rename can reach the disk before the data does, leaving the
+ * target renamed but empty. So each temp file is fsynced before its rename, and the directory after it (POSIX:
+ * the rename is recorded in the directory's own data).
  */
-import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 let tempCounter = 0;
@@ -98,9 +102,35 @@ export function asFileSystemError(e: unknown, path: string): Error {
   return line ? new FileSystemError(line, (e as NodeJS.ErrnoException).code!, path) : (e as Error);
 }
 
+/** Write `bytes` to a new file and flush it to the disk (fsync) before returning. */
+function writeFileDurable(path: string, bytes: string | Uint8Array): void {
+  const fd = openSync(path, 'w');
+  try {
+    const data = typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
+    for (let written = 0; written < data.length; ) written += writeSync(fd, data, written, data.length - written);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** fsync a directory, so the renames into it survive a power loss. Some file systems refuse: then nothing more is possible. */
+export function syncDirectory(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch (e) {
+    if (!['EINVAL', 'EISDIR', 'EPERM', 'EACCES', 'ENOTSUP'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 /**
- * Write several files so that each appears whole or not at all: all go to temp files first, then each is renamed
- * into place, in the order given. On failure no temp file is left and the error names the target file.
+ * Write several files so that each appears whole or not at all, and stays so after a power loss: all go to temp
+ * files first (each fsynced), then each is renamed into place, in the order given, and the directories are
+ * fsynced. On failure no temp file is left and the error names the target file.
  */
 export function writeFilesAtomic(files: { path: string; bytes: string | Uint8Array }[]): void {
   const temps = files.map((f) => tempPathFor(f.path));
@@ -108,12 +138,13 @@ export function writeFilesAtomic(files: { path: string; bytes: string | Uint8Arr
   try {
     files.forEach((f, k) => {
       current = f.path;
-      writeFileSync(temps[k]!, f.bytes);
+      writeFileDurable(temps[k]!, f.bytes);
     });
     files.forEach((f, k) => {
       current = f.path;
       renameSync(temps[k]!, f.path);
     });
+    for (const dir of new Set(files.map((f) => dirname(f.path)))) syncDirectory(dir);
   } catch (e) {
     for (const t of temps) rmSync(t, { force: true });
     throw asFileSystemError(e, current);

@@ -46,6 +46,14 @@ export interface EpochProgress {
   seconds: number;
 }
 
+/** The training data without its path: what exports carry (data/datasets.ts's loadDataset computes it). */
+export interface DataProvenance {
+  /** `mnist-sample`, or the scheme and the directory's base name: `idx:mnist-full`. */
+  name: string;
+  /** SHA-256 (hex) of each data file as on disk, keyed by file name (no directory). */
+  files: Record<string, string>;
+}
+
 /** Which network the weights belong to; absent = CapsNet (`config`). */
 export interface BaselineModelSpec {
   family: 'baseline-cnn';
@@ -62,7 +70,10 @@ export interface CheckpointState {
   /** Completed optimizer steps (drives the learning-rate decay and Adam's bias correction). */
   step: number;
   seed: number;
+  /** The --data spec as given (a local path for directory data): what --resume reloads. Never exported. */
   dataset: string;
+  /** What an export records of the data instead of the spec (absent in older checkpoints). */
+  data?: DataProvenance;
   classLabels: string[];
   backend: string;
   metrics: EpochMetrics[];

@@ -11,6 +11,7 @@ import '@tensorflow/tfjs';
 import * as ort from 'onnxruntime-node';
 import { type CapsNetConfig, baselineParamShapes } from '@capsnet-onnx/core';
 import { checkpointPath, loadCheckpoint } from '../files/checkpoint.ts';
+import { setCpuBackend } from '../train/backend.ts';
 import { argmaxRows, paramsFromWeights } from '../train/loop.ts';
 import { baselineForward } from '../train/models/baseline-cnn.ts';
 import { BASELINE_IO_NAMES } from '../export/baseline-cnn-graph.ts';
@@ -42,7 +43,7 @@ export async function baselineParity(model: string, checkpointDir = dirname(mode
   if (state.model?.family !== 'baseline-cnn') throw new Error(`${checkpointDir} is not a baseline CNN run`);
   const config = state.model.config;
   const inputs = parityInputs(config as unknown as CapsNetConfig, state.dataset, counts);
-  await tf.setBackend('cpu');
+  await setCpuBackend();
   await tf.ready();
   const params = paramsFromWeights(baselineParamShapes(config), state.weights, false, 'parity/');
   const ref = tf.tidy(() => baselineForward(params, tf.tensor4d(inputs.images, [inputs.count, config.inputHeight, config.inputWidth, config.inputChannels]), config));

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ortWasmFiles } from '@capsnet-onnx/runtime/wasm-assets';
+import { ORT_WASM_FILES } from '@capsnet-onnx/runtime/wasm-assets';
 import { webBundles } from '../web/paths.ts';
 import type { MeasureResult, SpeedResult } from './measure.ts';
 import { serveFiles } from './serve.ts';
@@ -46,14 +46,14 @@ async function withHarness<T>(
   timeoutMs: number,
   f: (openPage: () => Promise<{ page: import('playwright-core').Page; errors: string[] }>) => Promise<T>,
 ): Promise<T> {
-  const outDir = await webBundles(true);
+  const { dir: outDir, ortDir } = await webBundles(true);
   const all: Record<string, string | Uint8Array> = {
     '/index.html': join(outDir, 'index.html'),
     '/parity-harness.js': join(outDir, 'parity-harness.js'),
     ...files,
   };
-  // onnxruntime-web fetches its .wasm beside the harness bundle: served from the installed onnxruntime-web.
-  for (const f of ortWasmFiles()) all[`/${f.name}`] = f.path;
+  // onnxruntime-web fetches its .wasm beside the harness bundle: served from the onnxruntime-web the bundle embeds.
+  for (const name of ORT_WASM_FILES) all[`/${name}`] = join(ortDir, name);
   const server = await serveFiles(all);
   const { chromium } = await import('playwright-core');
   // launch() gives the browser a fresh temporary profile (its own --user-data-dir), removed on close.

@@ -38,7 +38,7 @@ export const TOLERANCES: Tolerances = TOLERANCES_BY_PRECISION.fp32!;
  * accuracy and 100% agreement. GPU half kernels (CUDA; WebGPU with shader-f16) also round
  * inside each op (products, and partial sums where a kernel accumulates in half), which no machine here can
  * measure (SwiftShader has no shader-f16): the bounds are 4x fp16 weights' (about 20x the CPU measurement), and
- * scripts/gpu-check.sh holds CUDA and WebGPU to them. The tie gap is the lengths bound.
+ * the GPU check (bench/gpu-bundle, scripts/gpu-check.sh) holds CUDA and WebGPU to them. The tie gap is the lengths bound.
  */
 export const FP16_COMPUTE_TOLERANCES: Tolerances = { lengths: 2e-3, capsules: 2e-3, reconstruction: 5e-3, tieGap: 2e-3 };
 
@@ -71,6 +71,8 @@ export interface BackendRow {
   medianMs?: number;
   latenciesMs?: number[];
   loadMs?: number;
+  /** Peak resident memory of the process that computed the row (the reference: parity's own), bytes; absent in a browser. */
+  peakRssBytes?: number;
 }
 
 export function median(values: number[]): number {
@@ -130,6 +132,7 @@ export function compare(backend: string, ranOn: string, result: MeasureResult, r
     medianMs: median(result.latenciesMs),
     latenciesMs: result.latenciesMs,
     loadMs: result.loadMs,
+    ...(result.peakRssBytes === undefined ? {} : { peakRssBytes: result.peakRssBytes }),
   };
 }
 
@@ -152,7 +155,7 @@ export function nearTies(ref: Reference, tol: Tolerances = TOLERANCES): Array<{ 
 
 /** A plain-text table: one row per backend, then the near-ties (reference) and where a backend's argmax flipped on one. */
 export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; gap: number }> = [], tol: Tolerances = TOLERANCES): string {
-  const header = ['backend', 'n', 'lengths', 'capsules', 'recon', 'decoder', 'argmax', 'median ms', 'status', 'ran on / reason'];
+  const header = ['backend', 'n', 'lengths', 'capsules', 'recon', 'decoder', 'argmax', 'median ms', 'peak MiB', 'status', 'ran on / reason'];
   const body = rows.map((r) => [
     r.backend,
     r.count === undefined ? '-' : String(r.count),
@@ -162,6 +165,7 @@ export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; ga
     fmt(r.maxAbs?.decoder),
     r.argmax ? `${r.argmax.agree}/${r.argmax.compared}` : '-',
     ms(r.medianMs),
+    r.peakRssBytes === undefined ? '-' : (r.peakRssBytes / 2 ** 20).toFixed(0),
     r.status,
     r.status === 'pass' || r.status === 'reference' ? r.ranOn : `${r.reason ?? ''}`,
   ]);

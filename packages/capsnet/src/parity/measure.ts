@@ -12,6 +12,8 @@ export interface MeasureRequest {
   masked: Float32Array;
   /** Timed batch-1 classify calls (after one untimed warm-up). */
   latencyRuns: number;
+  /** Images per classify and decode call (default 32, reference.ts's PARITY_BATCH): memory stays flat in `count`. */
+  batchSize?: number;
 }
 
 export interface MeasureResult {
@@ -26,45 +28,45 @@ export interface MeasureResult {
   labels: number[];
   latenciesMs: number[];
   loadMs: number;
+  /** Peak resident memory of the process that ran it (Node workers: process.resourceUsage().maxRSS), bytes. */
+  peakRssBytes?: number;
 }
 
 const now = () => (globalThis.performance ?? Date).now();
 
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
-
 export async function measure(model: Classifier, request: MeasureRequest, loadMs: number): Promise<MeasureResult> {
-  const pixels = request.images.length / request.count;
+  const { count } = request;
+  const pixels = request.images.length / count;
   const image = (i: number) => request.images.subarray(i * pixels, (i + 1) * pixels);
   await model.classify(image(0)); // warm-up: kernel selection, shader compilation
   const m = model.metadata;
-  const results = await model.classify({ data: request.images.subarray(0, request.count * pixels), shape: [request.count, m.inputHeight, m.inputWidth, m.inputChannels] });
-  const decoded = await model.decode(request.masked);
+  const caps = m.numClasses * m.digitDim;
+  const outPixels = m.inputHeight * m.inputWidth * m.inputChannels;
+  const lengths = new Float32Array(count * m.numClasses);
+  const capsules = new Float32Array(count * caps);
+  const reconstruction = new Float32Array(count * outPixels);
+  const decoded = new Float32Array(count * outPixels);
+  const labels: number[] = [];
+  // In batches: one run over every input would hold every image's intermediate tensors at once.
+  const batchSize = request.batchSize ?? 32;
+  for (let start = 0; start < count; start += batchSize) {
+    const n = Math.min(batchSize, count - start);
+    const results = await model.classify({ data: request.images.subarray(start * pixels, (start + n) * pixels), shape: [n, m.inputHeight, m.inputWidth, m.inputChannels] });
+    results.forEach((r, i) => {
+      lengths.set(r.lengths, (start + i) * m.numClasses);
+      capsules.set(r.capsules, (start + i) * caps);
+      reconstruction.set(r.reconstruction, (start + i) * outPixels);
+      labels.push(r.longest); // the argmax, whether or not it passes the presence threshold
+    });
+    (await model.decode(request.masked.subarray(start * caps, (start + n) * caps))).forEach((r, i) => decoded.set(r, (start + i) * outPixels));
+  }
   const latenciesMs: number[] = [];
   for (let r = 0; r < request.latencyRuns; r++) {
     const start = now();
-    await model.classify(image(r % request.count));
+    await model.classify(image(r % count));
     latenciesMs.push(now() - start);
   }
-  return {
-    device: model.device,
-    deviceReport: model.deviceReport,
-    count: request.count,
-    lengths: concat(results.map((r) => r.lengths)),
-    capsules: concat(results.map((r) => r.capsules)),
-    reconstruction: concat(results.map((r) => r.reconstruction)),
-    decoded: concat(decoded),
-    labels: results.map((r) => r.longest), // the argmax, whether or not it passes the presence threshold
-    latenciesMs,
-    loadMs,
-  };
+  return { device: model.device, deviceReport: model.deviceReport, count, lengths, capsules, reconstruction, decoded, labels, latenciesMs, loadMs };
 }
 
 export interface SpeedResult {

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { type CapsNetConfig, paramShapes } from '@capsnet-onnx/core';
 import { paramsFromWeights } from '../train/loop.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
+import { setCpuBackend } from '../train/backend.ts';
 import { type CapsNetParams, forward } from '../train/model.ts';
 
 export interface Reference {
@@ -36,7 +37,7 @@ export interface LoadedCheckpoint {
 }
 
 export async function loadReferenceModel(runDir: string): Promise<LoadedCheckpoint> {
-  await tf.setBackend('cpu');
+  await setCpuBackend();
   await tf.ready();
   const state = loadCheckpoint(runDir);
   // Unnamed variables: tfjs names them globally, and a process may load more than one reference (tests do).
@@ -53,15 +54,30 @@ function run(model: LoadedCheckpoint, images: Float32Array, count: number) {
   });
 }
 
-export async function referenceOutputs(model: LoadedCheckpoint, images: Float32Array, count: number, latencyRuns: number): Promise<Reference> {
+/**
+ * Images per forward pass of the reference and of each backend (measure.ts): the inputs stream through in batches
+ * of this size, so parity's memory does not grow with the input count (a whole-set pass held every image's
+ * u_hat and routing tensors at once: ~4 GB for 500 paper-size inputs). Per-image results do not depend on it.
+ */
+export const PARITY_BATCH = 32;
+
+export async function referenceOutputs(model: LoadedCheckpoint, images: Float32Array, count: number, latencyRuns: number, batchSize = PARITY_BATCH): Promise<Reference> {
   const { config } = model;
-  const [l, c, r] = run(model, images, count);
-  const lengths = (await l.data()) as Float32Array;
-  const capsules = (await c.data()) as Float32Array;
-  const reconstruction = (await r.data()) as Float32Array;
-  tf.dispose([l, c, r]);
   const k = config.numClasses;
   const d = config.digitDim;
+  const pixels = images.length / count;
+  const outPixels = config.inputHeight * config.inputWidth * config.inputChannels;
+  const lengths = new Float32Array(count * k);
+  const capsules = new Float32Array(count * k * d);
+  const reconstruction = new Float32Array(count * outPixels);
+  for (let start = 0; start < count; start += batchSize) {
+    const n = Math.min(batchSize, count - start);
+    const [l, c, r] = run(model, images.subarray(start * pixels, (start + n) * pixels), n);
+    lengths.set((await l.data()) as Float32Array, start * k);
+    capsules.set((await c.data()) as Float32Array, start * k * d);
+    reconstruction.set((await r.data()) as Float32Array, start * outPixels);
+    tf.dispose([l, c, r]);
+  }
   const labels: number[] = [];
   const topGap: number[] = [];
   const masked = new Float32Array(count * k * d);
@@ -74,7 +90,6 @@ export async function referenceOutputs(model: LoadedCheckpoint, images: Float32A
     topGap.push(sorted[0]! - sorted[1]!);
     masked.set(capsules.subarray((n * k + best) * d, (n * k + best + 1) * d), (n * k + best) * d);
   }
-  const pixels = images.length / count;
   const latenciesMs: number[] = [];
   for (let i = 0; i < latencyRuns + 1; i++) {
     const start = performance.now();

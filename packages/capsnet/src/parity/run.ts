@@ -12,7 +12,7 @@ import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from './fork.ts';
 import { parityInputs } from './inputs.ts';
 import { type BackendRow, type Tolerances, compare, formatMatrix, median, nearTies, tolerancesFor } from './matrix.ts';
 import type { MeasureRequest } from './measure.ts';
-import { loadReferenceModel, referenceOutputs } from './reference.ts';
+import { PARITY_BATCH, loadReferenceModel, referenceOutputs } from './reference.ts';
 import type { NodeBackend, WorkerReply, WorkerRequest } from './worker.ts';
 
 export const ALL_BACKENDS = ['node-cpu', 'node-cuda', 'node-webgpu', 'node-wasm', 'chromium-wasm', 'chromium-webgpu'] as const;
@@ -148,6 +148,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
       count,
       masked: ref.masked.slice(0, count * capsSize),
       latencyRuns: isWebGpu(backend) ? webgpuLatencyRuns : latencyRuns,
+      batchSize: PARITY_BATCH,
     };
   };
 
@@ -187,6 +188,8 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
     if (row.status === 'skipped' && (required as string[]).includes(row.backend)) failures.push(`${row.backend} is required but was skipped: ${row.reason}`);
   }
   if (!rows.some((r) => r.status === 'pass')) failures.push('no ONNX Runtime backend ran');
+  // The reference row's memory is this process's: the tfjs reference ran here (maxRSS is in KiB).
+  rows[0]!.peakRssBytes = process.resourceUsage().maxRSS * 1024;
   const report: ParityReport = {
     model: options.model,
     checkpoint: ref.checkpointPath,
@@ -220,6 +223,6 @@ export function printReport(report: ParityReport, log: (line: string) => void = 
   log(formatMatrix(report.rows, report.nearTies, t));
   log('');
   log(`tolerances (${report.precision} weights, ${report.computePrecision ?? 'fp32'} compute): lengths <= ${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
-    `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the tfjs float32 reference; median ms: batch-1 classify`);
+    `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the tfjs float32 reference; median ms: batch-1 classify; peak MiB: the peak resident memory of the process that ran the row`);
   log(report.ok ? 'parity: OK' : `parity: FAILED\n  ${report.failures.join('\n  ')}`);
 }

@@ -50,7 +50,9 @@ process.once('message', async (message) => {
     if ('skipped' in opened) reply = opened;
     else {
       try {
-        reply = { ok: await measure(opened.model, req.request, opened.loadMs) };
+        const result = await measure(opened.model, req.request, opened.loadMs);
+        // This process's peak resident set (maxRSS is in KiB): parity's memory, per backend, in the report.
+        reply = { ok: { ...result, peakRssBytes: process.resourceUsage().maxRSS * 1024 } };
       } finally {
         await opened.model.dispose();
       }

@@ -26,6 +26,8 @@ export interface ServeCommandOptions {
   cors?: string;
   /** Name on the KServe v2 routes. */
   modelName?: string;
+  /** Data spec whose test images the page offers (default: the model's data set when it is built in). */
+  data?: string;
 }
 
 /** The page needs the runtime's browser bundle (dist/web/capsnet.js): shipped in the package, built on demand in the repository. */
@@ -89,6 +91,7 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     bodyLimit: opts.bodyLimit,
     logRequests: opts.logRequests,
     modelName: opts.modelName,
+    ...(opts.data ? { samplesData: opts.data } : {}),
     log,
   }).catch(async (e: Error) => {
     await classifier.dispose();
@@ -130,6 +133,8 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
       process.exit(1);
     }
   };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
+  // `on`, not `once`: a signal can arrive twice (Ctrl-C reaches both the `capsnet` launcher, which relays it, and
+  // this process), and the second must not kill the server mid-shutdown; the shutdown timeout bounds the wait.
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
 }

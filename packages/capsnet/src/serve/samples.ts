@@ -21,10 +21,18 @@ export interface SampleSet {
   note?: string;
 }
 
-/** The first `perClass` test images of each class. */
-export async function loadSamples(metadata: ModelMetadata, perClass: number): Promise<SampleSet> {
+/**
+ * The first `perClass` test images of each class, from `dataSpec` (`capsnet serve --data`) or else the model's
+ * recorded data set. Directory data is recorded by its base name only (`idx:mnist-full`), which names no folder
+ * to read: without `dataSpec` the set is empty with a note saying to pass --data.
+ */
+export async function loadSamples(metadata: ModelMetadata, perClass: number, dataSpec?: string): Promise<SampleSet> {
   const shape: [number, number, number] = [metadata.inputHeight, metadata.inputWidth, metadata.inputChannels];
-  const spec = metadata.dataset || 'mnist-sample';
+  const spec = dataSpec || metadata.dataset || 'mnist-sample';
+  const dir = /^[a-z0-9]+(?:-[a-z0-9]+)?:(.*)$/i.exec(spec)?.[1];
+  if (!dataSpec && dir !== undefined && !/^([/\\]|[A-Za-z]:[/\\])/.test(dir)) {
+    return { dataset: spec, shape, samples: [], note: `the model records its data as "${spec}", without the directory: pass --data ${spec.split(':')[0]}:DIR to offer its test images` };
+  }
   let dataset;
   try {
     const { loadDataset } = await import('../data/datasets.ts');

@@ -33,7 +33,7 @@ import cors from '@fastify/cors';
 import type { Classification, Classifier } from '@capsnet-onnx/runtime';
 import { Batcher, BatchTooLargeError, QueueFullError, type BatchPolicy, type BatchResult, type BatchStats } from './batcher.ts';
 import { ServeError, badRequest } from './errors.ts';
-import { checkPolarity, InputError, PreprocessError, type Polarity } from '@capsnet-onnx/core';
+import { checkPolarity, InputError, PreprocessError, type Polarity, publicDataName } from '@capsnet-onnx/core';
 import { capsulesFromJson, imageFromJson, type InputShape, type UploadTarget } from './images.ts';
 import { ImagePool, type ImagePoolOptions, type PngUpload } from './image-pool.ts';
 import { loadSamples, type SampleSet } from './samples.ts';
@@ -66,6 +66,11 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Test images per class offered by /v1/samples. Default 3. */
   samplesPerClass?: number;
+  /**
+   * Data spec (`idx:DIR`, ...) whose test images /v1/samples offers. Default the model's `capsnet.dataset` when it
+   * is a built-in set: exports record directory data by base name only, without the directory to read.
+   */
+  samplesData?: string;
   /** Folder holding the runtime's browser bundle, served at /web/. Default dist/web. */
   webDir?: string;
   /** Model name on the KServe v2 routes (the decoder is NAME_decoder), as `capsnet export --triton-name`. Default capsnet. */
@@ -118,9 +123,9 @@ export function withoutPaths(text: string): string {
   return text.replace(/(?<![\w./-])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'"`:,;()]+[/\\])+([^\s/\\'"`:,;()]+)/g, '$1');
 }
 
-/** The data set's public name: `idx:/srv/data/kmnist` -> `idx:kmnist`. */
+/** The data set's public name (core's publicDataName, for files exported before it applied): `idx:/srv/data/kmnist` -> `idx:kmnist`. */
 export function publicDataset(name: string): string {
-  return name.startsWith('idx:') ? `idx:${withoutPaths(name.slice(4)).replace(/[/\\]+$/, '').split(/[/\\]/).pop()}` : withoutPaths(name);
+  return withoutPaths(publicDataName(name));
 }
 
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'];
@@ -201,7 +206,9 @@ const FASTIFY_CODES: Record<string, string> = {
 
 function onnxruntimeWebDist(): string | undefined {
   try {
-    return ortWasmDir();
+    // capsnet-onnx's own onnxruntime-web (an exact dependency): the version the page's bundle embeds, which may
+    // differ from an app's copy of onnxruntime-web.
+    return ortWasmDir(import.meta.url);
   } catch {
     return undefined;
   }
@@ -416,7 +423,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   app.get('/v1/stats', async () => ({ classify: classifyBatcher.stats(), decode: decodeBatcher.stats() }));
 
   app.get('/v1/samples', async () => {
-    samples ??= loadSamples(metadata, options.samplesPerClass ?? 3).then((set) => ({
+    samples ??= loadSamples(metadata, options.samplesPerClass ?? 3, options.samplesData).then((set) => ({
       ...set,
       dataset: publicDataset(set.dataset),
       ...(set.note ? { note: withoutPaths(set.note) } : {}),

@@ -291,9 +291,19 @@ export function releaseWebgpu(): void {
 
 // ----------------------------------------------------------------------------------------------- cpu
 
-async function initCpu(): Promise<InitializedBackend> {
+/**
+ * Make tfjs's cpu backend the current one without its "install the node backend" banner: the banner is printed at
+ * the backend's first tensor whenever IS_NODE, but here the cpu backend is a deliberate choice (a float32
+ * reference, or `--backend cpu`), and the node backend cannot install without libtensorflow's download.
+ */
+export async function setCpuBackend(): Promise<void> {
   await import('@tensorflow/tfjs-backend-cpu');
   await setBackendOrThrow('cpu', 'the cpu backend failed to initialize');
+  (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+}
+
+async function initCpu(): Promise<InitializedBackend> {
+  await setCpuBackend();
   // tfjs-backend-cpu's own Conv2DBackpropFilter makes one TensorBuffer.get() per multiply-add: tens of seconds a step.
   const { installFastConvFilterGrad } = await import('./cpu-kernels.ts');
   installFastConvFilterGrad('cpu');

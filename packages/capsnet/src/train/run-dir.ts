@@ -48,10 +48,10 @@ const FLAG_NAMES: Record<keyof RunFlags, string> = {
 };
 
 /**
- * Flags a resumed run may change: `--epochs` (train further, or stop sooner), `--checkpoint-every`,
+ * Flags a resumed run may change: `--epochs` (train further, or stop sooner), `--checkpoint-every`, `--checkpoint-interval`,
  * `--no-progress`, and `--backend` (same computation on another backend; its floats may differ in the last bits).
  */
-export const RESUME_SAFE_FLAGS = ['--epochs', '--checkpoint-every', '--no-progress', '--backend'] as const;
+export const RESUME_SAFE_FLAGS = ['--epochs', '--checkpoint-every', '--checkpoint-interval', '--no-progress', '--backend'] as const;
 
 export class RunDirError extends Error {
   override name = 'RunDirError';

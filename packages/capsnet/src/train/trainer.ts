@@ -4,13 +4,16 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import cliProgress from 'cli-progress';
 import { type BackendName, initBackend } from './backend.ts';
-import { type BaselineCnnConfig, type CapsNetConfig, PAPER_BASELINES, type PresetName, Rng, baselineConfig, countShapes, narrowed, presetConfig } from '@capsnet-onnx/core';
+import {
+  type BaselineCnnConfig, type CapsNetConfig, PAPER_BASELINES, type PresetName, Rng, baselineConfig, countShapes, narrowed, presetConfig, publicDataName,
+} from '@capsnet-onnx/core';
 import {
   type BaselineModelSpec, type CheckpointState, type EpochMetrics, type EpochProgress, checkpointPath, loadCheckpoint, saveCheckpoint,
 } from '../files/checkpoint.ts';
 import { DataError, type Dataset, type Split, loadDataset, protocolOverrides } from '../data/datasets.ts';
 import { augmentBatch, networkView, sourceShape } from '../data/augment.ts';
 import { suspiciousLabels } from './data-checks.ts';
+import { CheckpointCadence, DEFAULT_CHECKPOINT_INTERVAL_S } from './checkpoint-cadence.ts';
 import { type RunFlags, checkResumeFlags, checkRunDir, openRunDir } from './run-dir.ts';
 import { writeFileAtomic } from '../files/atomic.ts';
 import type { CapsNetParams } from './model.ts';
@@ -31,8 +34,17 @@ export interface TrainOptions {
   seed: number;
   out: string;
   resume: boolean;
-  /** Also checkpoint every this many steps inside an epoch (0: only at epoch ends). */
+  /** Also checkpoint every this many steps inside an epoch (0: only at epoch ends)... */
   checkpointEvery: number;
+  /**
+   * ...but only once this many seconds have passed since the last checkpoint was written (train/checkpoint-cadence.ts).
+   * Default 300 (`--checkpoint-interval 5m`); 0: at every `checkpointEvery` step.
+   */
+  checkpointIntervalS?: number;
+  /** Milliseconds, monotonic, for the checkpoint interval (default performance.now; tests inject their own). */
+  clock?: () => number;
+  /** Called after each checkpoint write (`progress` set for a mid-epoch one). */
+  onCheckpoint?: (written: { epoch: number; step: number; midEpoch: boolean }) => void;
   /** Use only the first N training images (quick runs and tests). */
   trainLimit?: number;
   /** Evaluate on only the first N test images. */
@@ -69,6 +81,8 @@ export function baselineForPreset(preset: PresetName, shape: Dataset['shape'], o
 export async function train(options: TrainOptions): Promise<{ runDir: string; metrics: EpochMetrics[]; config: CapsNetConfig; parameters: number }> {
   const { log } = options;
   // Every input is checked before anything is created: the run directory, the checkpoint, the flags, the data.
+  const checkpointIntervalS = options.checkpointIntervalS ?? DEFAULT_CHECKPOINT_INTERVAL_S;
+  void new CheckpointCadence(options.checkpointEvery, checkpointIntervalS); // throws on a bad cadence
   checkRunDir(options.out, { resume: options.resume, overwrite: options.overwrite ?? false });
   let resumed: (CheckpointState & { sha256: string }) | undefined;
   if (options.resume) {
@@ -76,6 +90,8 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     checkResumeFlags(options.out, runFlagsOf(resumed), options.givenFlags ?? runFlagsOf(options));
   }
   const dataset: Dataset = loadDataset(resumed?.dataset ?? options.data);
+  if (resumed?.data) checkSameDataFiles(options.out, resumed.data.files, dataset.files ?? {});
+  const data = { name: dataset.publicName ?? publicDataName(dataset.name), files: dataset.files ?? {} };
   const config =
     resumed?.config ??
     presetConfig(options.preset, dataset.shape, {
@@ -118,11 +134,14 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   // The checkpoint is the source of truth: a kill between checkpoint and append must not leave a gap or a duplicate.
   writeFileAtomic(metricsPath, metrics.map((m) => JSON.stringify(m) + '\n').join(''));
 
+  const cadence = new CheckpointCadence(options.checkpointEvery, checkpointIntervalS, options.clock);
   const snapshot = async (epoch: number, progress?: EpochProgress) => {
     saveCheckpoint(options.out, {
-      config, ...(modelSpec ? { model: modelSpec } : {}), epoch, step: optimizer.step, seed, run, dataset: dataset.name, classLabels: dataset.classLabels, backend: backend.name,
+      config, ...(modelSpec ? { model: modelSpec } : {}), epoch, step: optimizer.step, seed, run, dataset: dataset.name, data, classLabels: dataset.classLabels, backend: backend.name,
       metrics, progress, weights: await readWeights(params), optimizer: await optimizer.exportState(), producer: 'capsnet-onnx',
     });
+    cadence.wrote();
+    options.onCheckpoint?.({ epoch, step: optimizer.step, midEpoch: progress !== undefined });
   };
 
   log(`data: ${dataset.name}, ${train.count} train / ${Math.min(run.testLimit ?? Infinity, dataset.test.count)} test images, ` +
@@ -160,7 +179,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       for (const [k, v] of Object.entries(parts)) progress.parts![k] = (progress.parts![k] ?? 0) + v * indices.length;
       progress.seconds += (performance.now() - started) / 1000;
       bar?.update(s + 1, { ips: (progress.images / progress.seconds).toFixed(1), loss: loss.toFixed(4) });
-      if (options.checkpointEvery > 0 && (s + 1) % options.checkpointEvery === 0 && s + 1 < stepsPerEpoch) await snapshot(epoch, progress);
+      if (cadence.due(s + 1, stepsPerEpoch)) await snapshot(epoch, progress);
     }
     bar?.stop();
     const test = await evaluate(family, params, testSplit, 100);
@@ -186,6 +205,18 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   optimizer.dispose();
   tf.dispose(Object.values(params));
   return { runDir: options.out, metrics, config, parameters: parameterCount };
+}
+
+/**
+ * A resumed run must read the same data: a file the checkpoint recorded whose SHA-256 changed is an error naming
+ * it (a resume on other data would not continue the same run). Files added or renamed (e.g. gunzipped) pass.
+ */
+function checkSameDataFiles(runDir: string, recorded: Record<string, string>, now: Record<string, string>): void {
+  const changed = Object.keys(recorded).filter((name) => now[name] !== undefined && now[name] !== recorded[name]);
+  if (changed.length) {
+    throw new DataError(`--resume: ${changed.join(', ')} changed since the run in ${runDir} started (SHA-256 differs): ` +
+      'restore the files it was trained on, or start a new run (--overwrite, or another --out)');
+  }
 }
 
 /** The run flags a checkpoint was trained with, or that train() was called with. */

@@ -4,15 +4,17 @@
  *   capsnet.js          @capsnet-onnx/runtime/web + onnxruntime-web, an ES module: `import { CapsNet } from './capsnet.js'`
  *   parity-harness.js   the parity page's script (parity/browser/harness.ts), index.html its page
  *   meta.json           esbuild's metafile for capsnet.js: every module in the browser runtime's import graph
+ *   build-info.json     the onnxruntime-web version whose JavaScript the bundles embed (web/paths.ts checks it
+ *                       against the onnxruntime-web installed beside capsnet-onnx, which serves the .wasm)
  * onnxruntime-web's .wasm is not copied: the pages serve it from `ortWasmDir()` (@capsnet-onnx/runtime/wasm-assets),
  * the documented way for apps too. Serve with COOP/COEP headers (Cross-Origin-Opener-Policy: same-origin,
  * Cross-Origin-Embedder-Policy: require-corp) so onnxruntime-web can use WebAssembly threads.
  */
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build, type Metafile } from 'esbuild';
-import { PACKAGE_ROOT, WEB_DIST } from './paths.ts';
+import { BUILD_INFO, type BuildInfo, PACKAGE_ROOT, WEB_DIST } from './paths.ts';
 
 /** Running from TypeScript sources (this repository) rather than the compiled package. */
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
@@ -44,7 +46,16 @@ export async function buildWeb(outDir = WEB_DIST): Promise<WebBuild> {
   await build({ ...common, entryPoints: { 'parity-harness': harness }, outdir: outDir });
   copyFileSync(fileURLToPath(new URL('../parity/browser/index.html', import.meta.url)), join(outDir, 'index.html'));
   writeFileSync(join(outDir, 'meta.json'), JSON.stringify(runtime.metafile, null, 1));
+  writeFileSync(join(outDir, BUILD_INFO), `${JSON.stringify({ onnxruntimeWeb: bundledOrtVersion(runtime.metafile) } satisfies BuildInfo)}\n`);
   return { outDir, runtimeMeta: runtime.metafile };
+}
+
+/** The version of the onnxruntime-web package that esbuild bundled (read from the metafile's inputs). */
+function bundledOrtVersion(meta: Metafile): string {
+  const input = Object.keys(meta.inputs).find((f) => /(^|\/)node_modules\/onnxruntime-web\//.test(f));
+  if (!input) throw new Error('the browser runtime bundle holds no onnxruntime-web: check @capsnet-onnx/runtime/web');
+  const packageDir = resolve(PACKAGE_ROOT, input.slice(0, input.lastIndexOf('node_modules/onnxruntime-web/') + 'node_modules/onnxruntime-web'.length));
+  return (JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
