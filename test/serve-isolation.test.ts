@@ -81,8 +81,8 @@ describe('serving: mixed traffic on a real model (tiny CapsNet, onnxruntime-node
     await classifier.dispose();
   });
 
-  test('1 bad /v2 tensor (0-255 values) + 15 valid requests, 5 rounds: every valid request gets 200 and the direct answer', async () => {
-    const rounds = 5;
+  test('1 bad /v2 tensor (0-255 values) + 15 valid requests, 20 rounds: every valid request gets 200 and the direct answer', async () => {
+    const rounds = 20;
     let valid = 0;
     let ok = 0;
     let badStatuses: number[] = [];
