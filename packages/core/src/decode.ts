@@ -4,8 +4,12 @@
  * progressive; pure JS). Before either decoder sees a byte of pixel data, every header the file carries (each
  * PNG IHDR, each JPEG SOFn frame header) is read here and checked against `ImageLimits`, so a small file that
  * claims a huge image is refused without allocating for it, and a second IHDR cannot smuggle in other sizes.
+ * A PNG's compressed pixel data (its IDAT chunks) is then inflated in small steps against the exact size its IHDR
+ * allows, and refused as soon as it goes past it: a small file whose IDAT inflates to 100 MB under a 28x28
+ * header (an inflation bomb) costs about a millisecond, not seconds and the memory of the whole stream.
  */
 import { convertIndexedToRgb, decode as decodePngFile } from 'fast-png';
+import { Unzlib } from 'fflate';
 import jpeg from 'jpeg-js';
 
 /** Sizes accepted before decoding. The defaults cover a 12 MP phone photo; raise them per call if needed. */
@@ -23,8 +27,8 @@ export type ImageErrorCode = 'NOT_AN_IMAGE' | 'BAD_IMAGE' | 'TOO_LARGE';
 /** A file that is not a supported image, is corrupt, or is larger than the limits; the message names the fix. */
 export class ImageError extends Error {
   override name = 'ImageError';
-  constructor(readonly code: ImageErrorCode, message: string) {
-    super(message);
+  constructor(readonly code: ImageErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
   }
 }
 
@@ -56,12 +60,26 @@ function checkSize(width: number, height: number, limits: ImageLimits, what: str
   }
 }
 
-/** Every IHDR of a PNG, checked; returns the (single) size. */
-function pngHeader(bytes: Uint8Array, limits: ImageLimits, what: string): { width: number; height: number } {
+interface PngLayout {
+  width: number;
+  height: number;
+  /** IHDR's bit depth, colour type and interlace method. */
+  depth: number;
+  colorType: number;
+  interlace: number;
+  /** [start, end) of each IDAT chunk's data, in file order. */
+  idat: [number, number][];
+  /** [start, end) of the eXIf chunk's data (TIFF-structured EXIF), if any. */
+  exif?: [number, number];
+}
+
+/** Every IHDR of a PNG, checked; returns the (single) size, the sample layout and where the IDAT data lies. */
+function pngHeader(bytes: Uint8Array, limits: ImageLimits, what: string): PngLayout {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let pos = 8;
-  let size: { width: number; height: number } | null = null;
+  let size: PngLayout | null = null;
   let headers = 0;
+  const idat: [number, number][] = [];
   while (pos + 8 <= bytes.length) {
     const length = view.getUint32(pos);
     const type = String.fromCharCode(bytes[pos + 4]!, bytes[pos + 5]!, bytes[pos + 6]!, bytes[pos + 7]!);
@@ -74,13 +92,174 @@ function pngHeader(bytes: Uint8Array, limits: ImageLimits, what: string): { widt
       checkSize(width, height, limits, what, headers === 1 ? 'PNG header' : `IHDR chunk number ${headers}`);
       if (headers === 1 && pos !== 8) throw new ImageError('BAD_IMAGE', `${what}: IHDR is not the first chunk: the PNG is corrupt`);
       if (headers > 1) throw new ImageError('BAD_IMAGE', `${what} has ${headers} IHDR chunks; a PNG has exactly one: the file is corrupt or crafted`);
-      size = { width, height };
+      size = { width, height, depth: bytes[pos + 16]!, colorType: bytes[pos + 17]!, interlace: bytes[pos + 20] ?? 0, idat };
     }
+    if (type === 'IDAT') idat.push([pos + 8, pos + 8 + length]);
+    if (type === 'eXIf' && size && !size.exif) size.exif = [pos + 8, pos + 8 + length];
     if (type === 'IEND') break;
     pos += 12 + length;
   }
   if (!size) throw new ImageError('BAD_IMAGE', `${what}: no IHDR chunk: the PNG is truncated or corrupt`);
   return size;
+}
+
+/** Samples per pixel of each PNG colour type (gray, -, RGB, palette, gray+alpha, -, RGBA). */
+const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
+/** Adam7's seven passes: [x start, y start, x step, y step]. */
+const ADAM7 = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]] as const;
+
+/**
+ * The exact number of bytes a PNG's IDAT stream inflates to under its IHDR: one filter byte per row plus the
+ * row's packed samples, for the whole image or for each of Adam7's passes. Null for an IHDR the decoder will
+ * refuse anyway (unknown colour type, bit depth or interlace method).
+ */
+export function pngInflatedSize(width: number, height: number, depth: number, colorType: number, interlace: number): number | null {
+  const channels = PNG_CHANNELS[colorType];
+  if (channels === undefined || ![1, 2, 4, 8, 16].includes(depth) || (interlace !== 0 && interlace !== 1)) return null;
+  const rowBytes = (w: number) => Math.ceil((w * channels * depth) / 8);
+  if (interlace === 0) return height * (1 + rowBytes(width));
+  let total = 0;
+  for (const [xs, ys, dx, dy] of ADAM7) {
+    const w = width > xs ? Math.ceil((width - xs) / dx) : 0;
+    const h = height > ys ? Math.ceil((height - ys) / dy) : 0;
+    if (w > 0 && h > 0) total += h * (1 + rowBytes(w));
+  }
+  return total;
+}
+
+/** Deflate's largest expansion (a 258-byte match in about 2 bits): n input bytes inflate to at most ~1032 n. */
+const DEFLATE_MAX_RATIO = 1032;
+/** Fewest input bytes given to the inflater at a time: a step past the bound inflates at most ~66 KB. */
+const MIN_INFLATE_STEP = 64;
+
+/**
+ * Inflate the IDAT stream in small steps and stop as soon as it holds more bytes than the IHDR allows. Throws
+ * TOO_LARGE for an inflation bomb, BAD_IMAGE for a corrupt stream (the zlib message kept as the cause).
+ */
+function checkPngData(bytes: Uint8Array, layout: PngLayout, what: string): void {
+  const limit = pngInflatedSize(layout.width, layout.height, layout.depth, layout.colorType, layout.interlace);
+  if (limit === null) return; // fast-png names the bad IHDR field
+  let inflated = 0;
+  const inflater = new Unzlib((chunk) => {
+    inflated += chunk.length;
+  });
+  const overflow = () =>
+    new ImageError(
+      'TOO_LARGE',
+      `${what}: its pixel data inflates past the ${limit} bytes its ${layout.width}x${layout.height} header allows ` +
+        `(stopped at ${inflated}): the file is corrupt or an inflation bomb; re-save it with an image editor`,
+    );
+  try {
+    for (const [start, end] of layout.idat) {
+      // Each step takes as much input as cannot inflate far past what is left of the bound.
+      for (let at = start, step = 0; at < end; at += step) {
+        step = Math.max(MIN_INFLATE_STEP, Math.floor((limit - inflated) / DEFLATE_MAX_RATIO));
+        inflater.push(bytes.subarray(at, Math.min(end, at + step)), false);
+        if (inflated > limit) throw overflow();
+      }
+    }
+  } catch (e) {
+    if (e instanceof ImageError) throw e;
+    throw new ImageError('BAD_IMAGE', `${what}: its compressed pixel data (IDAT) is not a valid zlib stream: the PNG is corrupt; re-save it with an image editor`, {
+      cause: e,
+    });
+  }
+}
+
+/**
+ * EXIF orientation (TIFF tag 0x0112): how the stored pixels are turned for display. 1 upright, 2 mirrored
+ * left-right, 3 turned 180 degrees, 4 mirrored top-bottom, 5 transposed (mirrored, then turned 270 degrees
+ * clockwise), 6 turned 90 degrees clockwise, 7 transversed (mirrored, then turned 90 degrees clockwise), 8 turned
+ * 270 degrees clockwise. Phone cameras store photos sideways and set 6 or 8.
+ */
+export type ExifOrientation = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8;
+
+/** The Orientation entry of a TIFF structure (EXIF's), 1 when absent or unreadable. */
+function tiffOrientation(bytes: Uint8Array, start: number, end: number): ExifOrientation {
+  if (end - start < 8) return 1;
+  const little = bytes[start] === 0x49 && bytes[start + 1] === 0x49; // "II"; "MM" is big-endian
+  if (!little && !(bytes[start] === 0x4d && bytes[start + 1] === 0x4d)) return 1;
+  const view = new DataView(bytes.buffer, bytes.byteOffset + start, end - start);
+  const u16 = (at: number) => view.getUint16(at, little);
+  if (u16(2) !== 42) return 1;
+  const ifd = view.getUint32(4, little);
+  if (ifd + 2 > view.byteLength) return 1;
+  const entries = u16(ifd);
+  for (let k = 0; k < entries; k++) {
+    const entry = ifd + 2 + 12 * k;
+    if (entry + 12 > view.byteLength) break;
+    if (u16(entry) === 0x0112) {
+      const value = u16(entry + 2) === 3 ? u16(entry + 8) : 1; // type SHORT, value stored in the entry itself
+      return value >= 1 && value <= 8 ? (value as ExifOrientation) : 1;
+    }
+  }
+  return 1;
+}
+
+/** The first JPEG APP1 segment holding EXIF ("Exif\0\0" then a TIFF structure): its TIFF part. */
+function jpegExif(bytes: Uint8Array): [number, number] | null {
+  let pos = 2;
+  while (pos + 4 <= bytes.length && bytes[pos] === 0xff) {
+    const marker = bytes[pos + 1]!;
+    if (marker === 0xda || marker === 0xd9) break; // start of scan, end of image: no metadata after these
+    const length = (bytes[pos + 2]! << 8) | bytes[pos + 3]!;
+    if (marker === 0xe1 && length >= 8 && String.fromCharCode(...bytes.subarray(pos + 4, pos + 10)) === 'Exif\0\0') {
+      return [pos + 10, Math.min(bytes.length, pos + 2 + length)];
+    }
+    pos += 2 + length;
+  }
+  return null;
+}
+
+/** The EXIF orientation a PNG (eXIf chunk) or JPEG (APP1) file records; 1 when it records none. */
+export function readExifOrientation(bytes: Uint8Array): ExifOrientation {
+  try {
+    const format = imageFormat(bytes);
+    if (format === 'jpeg') {
+      const exif = jpegExif(bytes);
+      return exif ? tiffOrientation(bytes, exif[0], exif[1]) : 1;
+    }
+    if (format === 'png') {
+      const exif = pngHeader(bytes, { maxSide: Infinity, maxPixels: Infinity }, 'the image').exif;
+      return exif ? tiffOrientation(bytes, exif[0], exif[1]) : 1;
+    }
+  } catch {
+    // Unreadable metadata is no orientation: the decoder reports a corrupt file itself.
+  }
+  return 1;
+}
+
+/** The image as it is displayed under `orientation` (5-8 swap its width and height). */
+export function applyOrientation(image: RgbaImage, orientation: ExifOrientation): RgbaImage {
+  if (orientation === 1) return image;
+  const { width: w, height: h, data } = image;
+  const swap = orientation >= 5;
+  const W = swap ? h : w;
+  const H = swap ? w : h;
+  const out = new Uint8ClampedArray(w * h * 4);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      // The stored pixel shown at (x, y).
+      let sx: number;
+      let sy: number;
+      switch (orientation) {
+        case 2: [sx, sy] = [w - 1 - x, y]; break;
+        case 3: [sx, sy] = [w - 1 - x, h - 1 - y]; break;
+        case 4: [sx, sy] = [x, h - 1 - y]; break;
+        case 5: [sx, sy] = [y, x]; break;
+        case 6: [sx, sy] = [y, h - 1 - x]; break;
+        case 7: [sx, sy] = [w - 1 - y, h - 1 - x]; break;
+        default: [sx, sy] = [w - 1 - y, x]; break; // 8
+      }
+      const from = 4 * (sy * w + sx);
+      const to = 4 * (y * W + x);
+      out[to] = data[from]!;
+      out[to + 1] = data[from + 1]!;
+      out[to + 2] = data[from + 2]!;
+      out[to + 3] = data[from + 3]!;
+    }
+  }
+  return { data: out, width: W, height: H };
 }
 
 /** SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC): the frame headers that carry the image size. */
@@ -125,7 +304,10 @@ function jpegHeader(bytes: Uint8Array, limits: ImageLimits, what: string): { wid
 /** Format and size from the headers alone (every one checked against `limits`); decodes no pixels. */
 export function readImageHeader(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS, what = 'the image'): { format: ImageFormat; width: number; height: number } {
   const format = imageFormat(bytes);
-  if (format === 'png') return { format, ...pngHeader(bytes, limits, what) };
+  if (format === 'png') {
+    const { width, height } = pngHeader(bytes, limits, what);
+    return { format, width, height };
+  }
   if (format === 'jpeg') return { format, ...jpegHeader(bytes, limits, what) };
   throw new ImageError('NOT_AN_IMAGE', `${what} is neither a PNG nor a JPEG file: convert it to PNG or JPEG`);
 }
@@ -213,14 +395,16 @@ function jpegToRgba(bytes: Uint8Array, limits: ImageLimits, what: string): RgbaI
 }
 
 /**
- * Decode a PNG or JPEG file to 8-bit RGBA (16-bit samples are rounded to 8; gray is copied to R, G and B).
+ * Decode a PNG or JPEG file to 8-bit RGBA (16-bit samples are rounded to 8; gray is copied to R, G and B), turned
+ * upright by its EXIF orientation (a JPEG's APP1, a PNG's eXIf), as image viewers and browsers show it.
  * Errors (ImageError): NOT_AN_IMAGE (neither format), TOO_LARGE (a header above `limits`), BAD_IMAGE (corrupt).
  */
 export function decodeImage(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS, what = 'the image'): RgbaImage {
   const header = readImageHeader(bytes, limits, what);
+  if (header.format === 'png') checkPngData(bytes, pngHeader(bytes, limits, what), what);
   const image = header.format === 'png' ? pngToRgba(bytes, what) : jpegToRgba(bytes, limits, what);
   if (image.width !== header.width || image.height !== header.height) {
     throw new ImageError('BAD_IMAGE', `${what}: decoded ${image.width}x${image.height} but its header says ${header.width}x${header.height}: the file is corrupt`);
   }
-  return image;
+  return applyOrientation(image, readExifOrientation(bytes));
 }

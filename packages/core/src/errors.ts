@@ -29,3 +29,8 @@ export class ModelFileError extends Error {
     super(message);
   }
 }
+
+/** A Classifier used after its dispose(): load the model again. */
+export class ClassifierDisposedError extends Error {
+  override name = 'ClassifierDisposedError';
+}

@@ -58,6 +58,9 @@ export interface ModelMetadata {
 }
 
 /** metadata_props keys written by export/ and read by runtime/. */
+/** The producer_name `capsnet export` writes into every model.onnx (ModelProto field 2). */
+export const PRODUCER_NAME = 'capsnet-onnx';
+
 export const METADATA_KEYS = {
   config: 'capsnet.config',
   routingIterations: 'capsnet.routing_iterations',

@@ -4,7 +4,7 @@
  * 3 producer_version, 14 metadata_props) and skips everything else, the graph included, by its length prefix.
  */
 import { PreprocessError, defaultPreprocessing, parsePreprocessing } from './image.ts';
-import { METADATA_KEYS, type ModelMetadata } from './format.ts';
+import { METADATA_KEYS, PRODUCER_NAME, type ModelMetadata } from './format.ts';
 import { ModelFormatError } from './errors.ts';
 
 export interface OnnxHeader {
@@ -105,8 +105,20 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
   const { props } = header;
   const raw = props[METADATA_KEYS.config];
   if (raw === undefined) {
+    const kept = Object.keys(props);
+    if (header.producerName === PRODUCER_NAME && !kept.some((k) => k.startsWith('capsnet.'))) {
+      // Ours by its producer, but none of our metadata is left: a graph tool rewrote the file without it.
+      throw new ModelFormatError(
+        `the ONNX file was written by ${PRODUCER_NAME}${header.producerVersion ? ` ${header.producerVersion}` : ''} but its CapsNet metadata ` +
+          `("${METADATA_KEYS.config}") is missing (${kept.length ? `it keeps only ${kept.slice(0, 5).join(', ')}` : 'it has no metadata_props at all'}): ` +
+          'a graph tool (an optimizer or converter) dropped it; run the tool keeping metadata_props, copy them back from the exported file, or export again with `capsnet export`',
+      );
+    }
+    const family = props['capsnet.model'];
     throw new ModelFormatError(
-      `the ONNX file has no "${METADATA_KEYS.config}" metadata, so it is not a CapsNet export: export one with \`capsnet export\``,
+      family
+        ? `the ONNX file is a ${family.slice(0, 40)} export, not a CapsNet (it has no "${METADATA_KEYS.config}" metadata): the runtime loads CapsNet exports; export a CapsNet run with \`capsnet export\``
+        : `the ONNX file has no "${METADATA_KEYS.config}" metadata, so it is not a CapsNet export: export one with \`capsnet export\``,
     );
   }
   let config: Record<string, unknown>;

@@ -13,7 +13,7 @@ import {
   type LoadOptions,
   type ModelMetadata,
 } from './contract.ts';
-import { DeviceUnavailableError, InputError, ModelFileError, ModelFormatError, type Polarity, readModelMetadata } from '@capsnet-onnx/core';
+import { ClassifierDisposedError, DeviceUnavailableError, InputError, ModelFileError, ModelFormatError, type Polarity, readModelMetadata } from '@capsnet-onnx/core';
 import { checkMaxBatch, checkPolarityOption, toCapsuleBatch, toImageBatch } from './inputs.ts';
 import { type Provider, errorMessage, fp16ComputeUnavailable, isMissingShaderF16 } from './providers/provider.ts';
 import { selectProvider } from './registry.ts';
@@ -133,14 +133,41 @@ export class OrtClassifier implements Classifier {
     return next;
   }
 
+  /** A call after dispose(): one line naming the fix, not ONNX Runtime's "invalid session id" or a TypeError. */
+  #checkOpen(method: 'classify' | 'decode'): void {
+    if (this.#disposed) {
+      throw new ClassifierDisposedError(`${method}() was called after dispose(): this classifier has released its model; load it again with CapsNet.load(...)`);
+    }
+  }
+
+  /** Run a session, with ONNX Runtime's failure (often several lines) as one line naming the input and the fix. */
+  async #run(session: InferenceSession, feeds: Record<string, TypedTensor<'float32'>>, outputs: string[], what: string): Promise<InferenceSession.ReturnType> {
+    try {
+      return await this.#serial(() => session.run(feeds, outputs));
+    } catch (e) {
+      const text = String((e as Error)?.message ?? e).split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
+      const [name, tensor] = Object.entries(feeds)[0]!;
+      if (this.#disposed || /disposed|invalid session/i.test(text)) {
+        throw new ClassifierDisposedError(`${what}: the classifier was disposed while the call waited: load the model again with CapsNet.load(...)`, { cause: e });
+      }
+      const shape = /dimension|shape|rank/i.test(text);
+      throw new (shape ? ModelFormatError : Error)(
+        `${what}: ONNX Runtime could not run the model on "${name}" [${tensor.dims.join(', ')}] (${text})` +
+          (shape ? ': the graph does not take the shape its metadata promises; re-export it with `capsnet export`' : ''),
+        { cause: e },
+      );
+    }
+  }
+
   async classify(images: ImageInput, options: ClassifyOptions = {}): Promise<Classification[]> {
+    this.#checkOpen('classify');
     const m = this.metadata;
     const polarity = options.polarity === undefined ? this.#polarity : checkPolarityOption(options.polarity);
     const threshold = options.presenceThreshold === undefined ? this.#threshold : checkThreshold(options.presenceThreshold);
     const { data, count, ink } = toImageBatch(images, m, this.#maxBatch, polarity);
     const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
     const feeds = { [IO_NAMES.images]: new this.ort.Tensor('float32', data, [count, m.inputHeight, m.inputWidth, m.inputChannels]) };
-    const out = await this.#serial(() => this.session.run(feeds, [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction]));
+    const out = await this.#run(this.session, feeds, [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction], 'classify');
     const lengths = checkDims(out[IO_NAMES.lengths], [count, m.numClasses], IO_NAMES.lengths);
     const capsules = checkDims(out[IO_NAMES.capsules], [count, m.numClasses, m.digitDim], IO_NAMES.capsules);
     const reconstruction = checkDims(out[IO_NAMES.reconstruction], [count, pixels], IO_NAMES.reconstruction);
@@ -171,6 +198,7 @@ export class OrtClassifier implements Classifier {
   }
 
   async decode(capsules: Float32Array | Float32Array[]): Promise<Float32Array[]> {
+    this.#checkOpen('decode');
     const decoder = this.#decoder;
     if (!decoder) {
       const why = this.decoderMissing!;
@@ -180,7 +208,7 @@ export class OrtClassifier implements Classifier {
     const { data, count } = toCapsuleBatch(capsules, m, this.#maxBatch);
     const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
     const feeds = { [IO_NAMES.maskedCapsules]: new this.ort.Tensor('float32', data, [count, m.numClasses, m.digitDim]) };
-    const out = await this.#serial(() => decoder.run(feeds, [IO_NAMES.reconstruction]));
+    const out = await this.#run(decoder, feeds, [IO_NAMES.reconstruction], 'decode');
     const reconstruction = checkDims(out[IO_NAMES.reconstruction], [count, pixels], IO_NAMES.reconstruction);
     const results = Array.from({ length: count }, (_, n) => reconstruction.slice(n * pixels, (n + 1) * pixels));
     out[IO_NAMES.reconstruction]!.dispose();

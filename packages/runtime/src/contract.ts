@@ -7,7 +7,7 @@ import type { ModelMetadata, Polarity } from '@capsnet-onnx/core';
 
 // The file format and the errors come from the core; an app needs only this package.
 export {
-  DeviceUnavailableError, InputError, ModelFileError, ModelFormatError, IO_NAMES, METADATA_KEYS, type ModelMetadata, decoderPathFor, readModelMetadata,
+  ClassifierDisposedError, DeviceUnavailableError, InputError, ModelFileError, ModelFormatError, IO_NAMES, METADATA_KEYS, type ModelMetadata, decoderPathFor, readModelMetadata,
 } from '@capsnet-onnx/core';
 
 export type DeviceName = 'cpu' | 'cuda' | 'webgpu' | 'wasm';
@@ -72,6 +72,7 @@ export interface Classifier {
   classify(images: ImageInput, options?: ClassifyOptions): Promise<Classification[]>;
   /** Masked capsules (numClasses x digitDim each, or a flat batch) -> reconstructions. */
   decode(capsules: Float32Array | Float32Array[]): Promise<Float32Array[]>;
+  /** Release the model; classify() and decode() afterwards throw ClassifierDisposedError. Calling it again does nothing. */
   dispose(): Promise<void>;
 }
 

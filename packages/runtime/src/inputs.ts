@@ -24,6 +24,29 @@ function describe(value: unknown): string {
   return (value as object).constructor?.name ?? 'object';
 }
 
+/** True when `view`'s ArrayBuffer was detached (transferred by postMessage, or a WebAssembly memory that grew). */
+function isDetached(view: ArrayBufferView): boolean {
+  const buffer = view.buffer as ArrayBuffer & { detached?: boolean };
+  if (typeof buffer.detached === 'boolean') return buffer.detached; // Node 22+, current browsers
+  if (view.byteLength !== 0) return false;
+  try {
+    new Uint8Array(buffer); // throws on a detached buffer, not on an empty one
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** A detached view reads as empty: say what happened instead of "empty batch". */
+function checkAttached(value: unknown, label: string): void {
+  if (ArrayBuffer.isView(value) && isDetached(value)) {
+    throw new InputError(
+      `${label}'s ArrayBuffer is detached (it was transferred, e.g. by postMessage, or it views WebAssembly memory that has grown): ` +
+        'pass a copy made before the transfer (e.g. data.slice())',
+    );
+  }
+}
+
 function checkCount(count: number, maxBatch: number, what: string): void {
   if (count === 0) throw new InputError(`empty batch: pass at least one ${what}`);
   if (count > maxBatch) {
@@ -80,6 +103,7 @@ export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBat
   const shape = { height: h, width: w, channels: c };
 
   const prepare = (image: ImageDataLike, label: string, out: Float32Array, offset: number): boolean => {
+    checkAttached(image.data, `${label}.data`);
     if (!isPixelArray(image.data)) throw new InputError(`${label}.data must be a Uint8ClampedArray, Uint8Array, Float32Array or number[]; got ${describe(image.data)}`);
     if (Array.isArray(image.data)) checkNumberArray(image.data, `${label}.data`, forms);
     try {
@@ -92,7 +116,9 @@ export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBat
     }
   };
 
+  checkAttached(images, 'the image');
   if (isShaped(images)) {
+    checkAttached(images.data, 'data');
     const dims = images.shape;
     if (!Array.isArray(dims) || dims.length !== 4 || !dims.every((d) => Number.isInteger(d) && d >= 0)) {
       throw new InputError(`shape must be [N, H, W, C] (four integers), got ${JSON.stringify(dims)}`);
@@ -150,6 +176,7 @@ export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBat
   for (let n = 0; n < images.length; n++) {
     if (!(n in images)) throw new InputError(`images is a sparse array (index ${n} is empty): pass one entry per image`);
     const image = images[n];
+    checkAttached(image, `image ${n}`);
     if (isImageDataLike(image)) {
       ink.push(prepare(image, `image ${n}`, data, n * pixels));
     } else if (image instanceof Float32Array || isBytes(image)) {
@@ -183,6 +210,7 @@ export function toCapsuleBatch(capsules: Float32Array | Float32Array[], metadata
       if (!Number.isFinite(array[i]!)) throw new InputError(`${label}: value ${i} is ${array[i]}: capsules must be finite`);
     }
   };
+  checkAttached(capsules, 'capsules');
   if (capsules instanceof Float32Array) {
     if (capsules.length === 0) throw new InputError('empty batch: pass at least one set of capsules');
     if (capsules.length % size !== 0) {
@@ -196,12 +224,16 @@ export function toCapsuleBatch(capsules: Float32Array | Float32Array[], metadata
   if (!Array.isArray(capsules)) throw new InputError(`capsules must be a Float32Array or an array of them; got ${describe(capsules)}`);
   checkCount(capsules.length, maxBatch, 'capsule set');
   const data = new Float32Array(capsules.length * size);
-  capsules.forEach((c, n) => {
+  // A plain loop: forEach skips the holes of a sparse array ([ , caps]), which would decode as zeros.
+  for (let n = 0; n < capsules.length; n++) {
+    if (!(n in capsules)) throw new InputError(`capsules is a sparse array (index ${n} is empty): pass one Float32Array per example`);
+    const c = capsules[n];
+    checkAttached(c, `capsules ${n}`);
     if (!(c instanceof Float32Array)) throw new InputError(`capsules ${n} must be a Float32Array; got ${describe(c)}`);
     if (c.length !== size) throw new InputError(`capsules ${n} has ${c.length} values, expected ${shape}`);
     check(c, `capsules ${n}`);
     data.set(c, n * size);
-  });
+  }
   return { data, count: capsules.length };
 }
 

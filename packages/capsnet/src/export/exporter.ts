@@ -18,9 +18,9 @@ import { type Weights, buildCapsNetGraph, buildDecoderGraph } from './capsnet-gr
 import { type ComputePrecision, type Precision, computePrecisionFor } from './precision.ts';
 import { type TritonFiles, type TritonOptions, checkTritonOptions, writeTritonRepository } from './triton.ts';
 import { BASELINE_METADATA_KEYS, buildBaselineCnnGraph } from './baseline-cnn-graph.ts';
-import { type BaselineCnnConfig, baselineParameterCount } from '@capsnet-onnx/core';
+import { type BaselineCnnConfig, PRODUCER_NAME, baselineParameterCount } from '@capsnet-onnx/core';
 
-export const PRODUCER_NAME = 'capsnet-onnx';
+export { PRODUCER_NAME };
 
 /** The producer_version written into model.onnx: this package's version. */
 export const producerVersion = packageVersion;

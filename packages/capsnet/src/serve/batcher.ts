@@ -4,7 +4,10 @@
  * - a run starts when `maxBatch` items are queued, or when the oldest queued request has waited `maxWaitMs`;
  * - only one run is in flight at a time: whatever arrives meanwhile queues, and goes in the next run;
  * - a request's items always stay together in one run (a request may carry at most `maxBatch` items);
- * - requests are served first in, first out.
+ * - requests are served first in, first out;
+ * - isolation: each request is checked on its own by `validate` before it joins the queue (a bad request is
+ *   refused there and never reaches a run), and if a run of several requests still fails, each request is run
+ *   again alone, so only the request that causes the failure gets it.
  *
  * Under light load a request waits at most `maxWaitMs` before its run; under heavy load the runs themselves
  * are the wait, so batches fill up to `maxBatch` and each run amortises the per-run overhead.
@@ -19,6 +22,12 @@ export interface BatchPolicy {
   maxQueue?: number;
 }
 
+/**
+ * Checks one request's items before they join a batch; throws the error that request alone should get
+ * (item k of the request is `inputs[k]`).
+ */
+export type Validate<I> = (inputs: I[]) => void;
+
 export interface BatchStats {
   /** Requests submitted. */
   requests: number;
@@ -28,8 +37,12 @@ export interface BatchStats {
   runs: number;
   /** Most items in one run so far. */
   largestRun: number;
-  /** Requests that failed because their run failed. */
+  /** Requests that failed because their run failed (after being rerun alone). */
   failedRequests: number;
+  /** Requests refused by the validator before joining a batch. */
+  invalidRequests: number;
+  /** Runs of several requests that failed and were split into one run per request. */
+  splitRuns: number;
   /** Requests refused because the queue was full. */
   refusedRequests: number;
   /** Requests queued now, and whether a run is in flight. */
@@ -71,9 +84,13 @@ export class Batcher<I, O> {
   private running = false;
   private timer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
-  private readonly counters = { requests: 0, items: 0, runs: 0, largestRun: 0, failedRequests: 0, refusedRequests: 0 };
+  private readonly counters = { requests: 0, items: 0, runs: 0, largestRun: 0, failedRequests: 0, invalidRequests: 0, splitRuns: 0, refusedRequests: 0 };
 
-  constructor(private readonly run: (inputs: I[]) => Promise<O[]>, policy: BatchPolicy) {
+  constructor(
+    private readonly run: (inputs: I[]) => Promise<O[]>,
+    policy: BatchPolicy,
+    private readonly validate: Validate<I> = () => {},
+  ) {
     if (!Number.isInteger(policy.maxBatch) || policy.maxBatch < 1) throw new RangeError(`maxBatch must be a positive integer, got ${policy.maxBatch}`);
     if (!(policy.maxWaitMs >= 0)) throw new RangeError(`maxWaitMs must be >= 0, got ${policy.maxWaitMs}`);
     if (policy.maxQueue !== undefined && !(policy.maxQueue >= policy.maxBatch)) {
@@ -87,6 +104,12 @@ export class Batcher<I, O> {
     if (inputs.length === 0) return Promise.resolve({ outputs: [], batchSize: 0, queuedMs: 0, runMs: 0 });
     if (inputs.length > this.policy.maxBatch) {
       return Promise.reject(new BatchTooLargeError(`${inputs.length} items in one request; the most is ${this.policy.maxBatch} (--max-batch)`));
+    }
+    try {
+      this.validate(inputs);
+    } catch (error) {
+      this.counters.invalidRequests++;
+      return Promise.reject(error);
     }
     if (this.queuedItems + inputs.length > (this.policy.maxQueue ?? Infinity)) {
       this.counters.refusedRequests++;
@@ -143,30 +166,55 @@ export class Batcher<I, O> {
     this.running = true;
     this.counters.runs++;
     this.counters.largestRun = Math.max(this.counters.largestRun, size);
-    const inputs = batch.flatMap((p) => p.inputs);
-    const started = performance.now();
-    // Call run() on a fresh microtask so a synchronous throw becomes a rejection like any other failure.
-    Promise.resolve()
-      .then(() => this.run(inputs))
-      .then(
-        (outputs) => {
-          if (outputs.length !== inputs.length) throw new Error(`batch run returned ${outputs.length} outputs for ${inputs.length} inputs`);
-          const runMs = performance.now() - started;
-          let offset = 0;
-          for (const p of batch) {
-            p.resolve({ outputs: outputs.slice(offset, offset + p.inputs.length), batchSize: size, queuedMs: started - p.enqueuedAt, runMs });
-            offset += p.inputs.length;
-          }
-        },
-      )
-      .catch((error: unknown) => {
-        this.counters.failedRequests += batch.length;
-        for (const p of batch) p.reject(error);
-      })
+    this.execute(batch, size)
+      .catch(() => {})
       .finally(() => {
         this.running = false;
         if (this.queue.length > 0) this.schedule();
         else for (const wake of this.idleWaiters.splice(0)) wake();
       });
+  }
+
+  /** One run over the batch's requests; on failure with several requests, each request again alone. */
+  private async execute(batch: Pending<I, O>[], size: number): Promise<void> {
+    const settle = (p: Pending<I, O>, outputs: O[], started: number) =>
+      p.resolve({ outputs, batchSize: size, queuedMs: started - p.enqueuedAt, runMs: performance.now() - started });
+    let started = performance.now();
+    try {
+      const outputs = await this.runChecked(batch.flatMap((p) => p.inputs));
+      let offset = 0;
+      for (const p of batch) {
+        settle(p, outputs.slice(offset, offset + p.inputs.length), started);
+        offset += p.inputs.length;
+      }
+      return;
+    } catch (error) {
+      if (batch.length === 1) {
+        this.counters.failedRequests++;
+        batch[0]!.reject(error);
+        return;
+      }
+    }
+    // Several requests shared the failed run: one of them may be its cause. Rerun each alone (in order), so the
+    // others get their answers and only a request that fails by itself gets the error.
+    this.counters.splitRuns++;
+    for (const p of batch) {
+      this.counters.runs++;
+      started = performance.now();
+      try {
+        const outputs = await this.runChecked(p.inputs);
+        p.resolve({ outputs, batchSize: p.inputs.length, queuedMs: started - p.enqueuedAt, runMs: performance.now() - started });
+      } catch (error) {
+        this.counters.failedRequests++;
+        p.reject(error);
+      }
+    }
+  }
+
+  private async runChecked(inputs: I[]): Promise<O[]> {
+    // Awaited inside an async function: a synchronous throw in run() becomes a rejection like any other failure.
+    const outputs = await this.run(inputs);
+    if (outputs.length !== inputs.length) throw new Error(`batch run returned ${outputs.length} outputs for ${inputs.length} inputs`);
+    return outputs;
   }
 }

@@ -17,7 +17,7 @@
  */
 import { createRequire } from 'node:module';
 import type { FastifyError, FastifyInstance } from 'fastify';
-import { IO_NAMES } from '@capsnet-onnx/core';
+import { IO_NAMES, InputError } from '@capsnet-onnx/core';
 import type { Classification, Classifier } from '@capsnet-onnx/runtime';
 import { type Batcher, BatchTooLargeError, QueueFullError } from './batcher.ts';
 import { ServeError, badRequest } from './errors.ts';
@@ -86,9 +86,10 @@ export async function kserveRoutes(app: FastifyInstance, options: KServeOptions)
     if (error instanceof ServeError) return reply.code(error.statusCode).send({ error: error.message });
     if (error instanceof BatchTooLargeError) return reply.code(400).send({ error: error.message });
     if (error instanceof QueueFullError) return reply.code(503).header('Retry-After', '1').send({ error: error.message });
+    if (error instanceof InputError) return reply.code(400).send({ error: oneLine(error.message) });
     const status = (error as FastifyError).statusCode ?? 500;
-    if (status >= 400 && status < 500) return reply.code(status).send({ error: error.message });
-    return reply.code(500).send({ error: `internal error: ${error.message}` });
+    if (status >= 400 && status < 500) return reply.code(status).send({ error: clientMessage(error as FastifyError) });
+    return reply.code(500).send({ error: `internal error: ${oneLine(error.message)}` });
   });
   app.setNotFoundHandler((request, reply) => {
     reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}: see GET /v2 and GET /v2/models/${modelName}` });
@@ -158,6 +159,26 @@ export async function kserveRoutes(app: FastifyInstance, options: KServeOptions)
   }
 }
 
+const oneLine = (text: string) => text.split('\n')[0]!.trim();
+
+/** Fastify's own client errors, in the protocol's words and with the fix (the original text stays in the log). */
+function clientMessage(error: FastifyError): string {
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return 'the body must be JSON: send Content-Type: application/json with {"inputs": [...]} (binary tensors are not supported)';
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return "the request body is larger than the server's --body-limit: send fewer items per request";
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return `the body is not valid JSON (${oneLine(error.message)}): send one JSON object {"inputs": [...]}`;
+    default:
+      if (error.code?.startsWith('Z_')) {
+        return `the body is not valid compressed data (${oneLine(error.message)}): send the body compressed as its Content-Encoding header says, or leave the header out`;
+      }
+      return oneLine(error.message);
+  }
+}
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -198,6 +219,16 @@ function readInput(spec: ModelSpec, inputs: unknown, maxBatch: number): Float32A
   if (tensor.data.length !== n * size || !nestedOk) {
     throw badRequest('BAD_INPUT', `input "${spec.input.name}" data has ${tensor.data.length} values ` +
       `(${tensor.dims.length === 1 ? 'flat' : `nested [${tensor.dims.join(', ')}]`}) for shape [${dims.join(', ')}] (${n * size}): send them flat, row-major, or nested as the shape`);
+  }
+  if (spec.input.name === IO_NAMES.images) {
+    // Checked here, per request, so that one client's 0-255 values are its own 400 and never reach a shared run.
+    for (let i = 0; i < tensor.data.length; i++) {
+      const v = tensor.data[i]!;
+      if (v < 0 || v > 1) {
+        throw badRequest('OUT_OF_RANGE', `input "${spec.input.name}" data has the value ${v} at flat index ${i} (item ${Math.floor(i / size)}): ` +
+          `pixel values must be in [0, 1]${v > 1 && v <= 255 ? ': divide 0-255 values by 255 before sending' : ''}`);
+      }
+    }
   }
   return Array.from({ length: n }, (_, k) => tensor.data.slice(k * size, (k + 1) * size));
 }

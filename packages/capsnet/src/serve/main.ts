@@ -59,14 +59,23 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     log,
     ...(opts.presenceThreshold !== undefined ? { presenceThreshold: opts.presenceThreshold } : {}),
   };
+  // The files are read once: the classifier is loaded from these bytes and the page gets the same bytes
+  // (serve/files.ts), whatever happens to the files on disk later.
+  const [modelBytes, decoderBytes] = await Promise.all([readFile(modelPath), readFile(decoderPath)]);
   let classifier: Classifier;
-  if (opts.device === 'wasm') {
-    // onnxruntime-web's wasm build also runs in Node: the browser's CPU path, served here for comparison.
-    const { CapsNet } = await import('@capsnet-onnx/runtime/web');
-    classifier = await CapsNet.load(await readFile(modelPath), { ...loadOptions, decoder: await readFile(decoderPath) });
-  } else {
-    const { CapsNet } = await import('@capsnet-onnx/runtime/node');
-    classifier = await CapsNet.load(modelPath, { ...loadOptions, decoder: decoderPath });
+  try {
+    if (opts.device === 'wasm') {
+      // onnxruntime-web's wasm build also runs in Node: the browser's CPU path, served here for comparison.
+      const { CapsNet } = await import('@capsnet-onnx/runtime/web');
+      classifier = await CapsNet.load(modelBytes, { ...loadOptions, decoder: decoderBytes });
+    } else {
+      const { CapsNet } = await import('@capsnet-onnx/runtime/node');
+      classifier = await CapsNet.load(modelBytes, { ...loadOptions, decoder: decoderBytes });
+    }
+  } catch (e) {
+    // Loaded from bytes, the runtime calls the file "the model": name it (the error keeps its class).
+    if (e instanceof Error) e.message = `${opts.model}: ${e.message}`;
+    throw e;
   }
   const server = await createServer({
     allowedHosts: opts.allowedHost,
@@ -74,6 +83,8 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     classifier,
     modelPath,
     decoderPath,
+    modelBytes,
+    decoderBytes,
     maxBatch: opts.maxBatch,
     batchWaitMs: opts.batchWaitMs,
     maxQueue: opts.maxQueue,

@@ -4,7 +4,7 @@
  * onnxruntime-web. Every response carries COOP/COEP headers so the page is cross-origin isolated and
  * onnxruntime-web can use wasm threads.
  *
- * Hardened for a careless or hostile client: PNG decoding runs in a worker pool (serve/image-pool.ts) with
+ * Hardened for a careless or hostile client: image decoding runs in a worker pool (serve/image-pool.ts) with
  * per-request limits; every input error is a 4xx in the API's JSON shape; gzip/deflate/br bodies are inflated
  * under the same body limit; requests must name an allowed Host (DNS rebinding); cross-origin POSTs are refused
  * unless `cors` names their origin; the page gets a Content-Security-Policy; no response names a server path.
@@ -20,11 +20,10 @@
  *   /v2/...             the KServe v2 / Open Inference Protocol (serve/kserve.ts)
  *   GET  /              the page; /model.onnx, /model.decoder.onnx, /ort/*, /web/* its assets
  */
-import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import { type Readable, pipeline } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
-import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,11 +33,12 @@ import cors from '@fastify/cors';
 import type { Classification, Classifier } from '@capsnet-onnx/runtime';
 import { Batcher, BatchTooLargeError, QueueFullError, type BatchPolicy, type BatchResult, type BatchStats } from './batcher.ts';
 import { ServeError, badRequest } from './errors.ts';
-import { checkPolarity, PreprocessError, type Polarity, publicDataName } from '@capsnet-onnx/core';
+import { checkPolarity, InputError, PreprocessError, type Polarity, publicDataName } from '@capsnet-onnx/core';
 import { capsulesFromJson, imageFromJson, type InputShape, type UploadTarget } from './images.ts';
 import { ImagePool, type ImagePoolOptions, type PngUpload } from './image-pool.ts';
 import { loadSamples, type SampleSet } from './samples.ts';
 import { kserveRoutes } from './kserve.ts';
+import { EtagCache, LoadedFile, matchesEtag } from './files.ts';
 import { WEB_DIST } from '../web/paths.ts';
 import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets';
 
@@ -50,6 +50,12 @@ export interface ServerOptions {
   /** Served at /model.onnx and /model.decoder.onnx for the page; without them the page cannot run. */
   modelPath?: string;
   decoderPath?: string;
+  /**
+   * The bytes the classifier was loaded from (what /model.onnx and /model.decoder.onnx serve). Default: the
+   * files at modelPath and decoderPath, read once when the server starts.
+   */
+  modelBytes?: Uint8Array;
+  decoderBytes?: Uint8Array;
   /** Most images (or capsule sets) in one inference run, and in one request. Default 32. */
   maxBatch?: number;
   /** Longest a queued request waits for company before its run starts. Default 2 ms. */
@@ -246,20 +252,43 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   // Refuse to start a model that cannot run or whose outputs disagree with its metadata, instead of
   // answering every request with a 500 later.
   await probeClassifier(classifier);
-  let health: { at: number; check: Promise<string | null> } | undefined;
-  const healthCheck = (): Promise<string | null> => {
-    // One probe at a time, reused for a second, so /healthz stays cheap under polling.
-    if (!health || Date.now() - health.at > 1000) {
-      health = { at: Date.now(), check: probeClassifier(classifier).then(() => null, (e: Error) => e.message) };
+  // /healthz is answered outside the inference queue: a probe runs at most once a second, and while inference is
+  // busy (a run in flight or requests queued) the answer is the last finished probe's, never a wait behind the
+  // queue. When idle it waits for a fresh probe, so a model that just broke is reported at once.
+  let lastProbe: string | null = null; // the start-up probe passed
+  let health: { at: number; check: Promise<string | null>; done: boolean } = { at: Date.now(), check: Promise.resolve(null), done: true };
+  const inferenceBusy = () => [classifyBatcher, decodeBatcher].some((b) => {
+    const s = b.stats();
+    return s.inFlight || s.queued > 0;
+  });
+  const healthCheck = (): Promise<string | null> | string | null => {
+    if (Date.now() - health.at > 1000) {
+      const probe = { at: Date.now(), check: Promise.resolve(null as string | null), done: false };
+      probe.check = probeClassifier(classifier).then(() => null, (e: Error) => e.message).then((problem) => {
+        probe.done = true;
+        lastProbe = problem;
+        return problem;
+      });
+      health = probe;
     }
+    if (!health.done && inferenceBusy()) return lastProbe;
     return health.check;
   };
   const images = new ImagePool(options.images);
   await images.warmUp();
+  const loaded = async (path: string | undefined, bytes: Uint8Array | undefined, route: string) =>
+    path === undefined ? null : bytes ? new LoadedFile(path, bytes, route, log) : LoadedFile.read(path, route, log);
+  const modelFile = await loaded(options.modelPath, options.modelBytes, '/model.onnx');
+  const decoderFile = await loaded(options.decoderPath, options.decoderBytes, '/model.decoder.onnx');
+  const etags = new EtagCache();
   let allowedHosts = allowedHostNames('127.0.0.1', options.allowedHosts ?? []);
 
-  const classifyBatcher = new Batcher<Float32Array, Classification>((images) => classifier.classify(images), policy);
-  const decodeBatcher = new Batcher<Float32Array, Float32Array>((capsules) => classifier.decode(capsules), policy);
+  // Every request is checked on its own before it joins a batch (batcher.ts): one client's bad values are that
+  // client's 400 and never fail the run they would have shared.
+  const classifyBatcher = new Batcher<Float32Array, Classification>((images) => classifier.classify(images), policy, (items) =>
+    items.forEach((item, k) => checkValues(item, pixels, items.length === 1 ? 'the image' : `image ${k}`, 'pixel', [0, 1])));
+  const decodeBatcher = new Batcher<Float32Array, Float32Array>((capsules) => classifier.decode(capsules), policy, (items) =>
+    items.forEach((item, k) => checkValues(item, numClasses * digitDim, items.length === 1 ? 'the capsule set' : `capsule set ${k}`, 'capsule', null)));
   let samples: Promise<SampleSet> | undefined;
 
   const app = Fastify({ logger: false, bodyLimit, requestTimeout: 60_000, return503OnClosing: true, forceCloseConnections: 'idle' });
@@ -306,10 +335,12 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     });
   }
 
-  app.setErrorHandler((error: FastifyError | ServeError | BatchTooLargeError | QueueFullError, _request, reply) => {
+  app.setErrorHandler((error: FastifyError | ServeError | BatchTooLargeError | QueueFullError, request, reply) => {
     if (error instanceof ServeError) return reply.code(error.statusCode).send({ error: { code: error.code, message: error.message } });
     if (error instanceof BatchTooLargeError) return reply.code(413).send({ error: { code: 'TOO_MANY_IMAGES', message: error.message } });
     if (error instanceof QueueFullError) return reply.code(503).header('Retry-After', '1').send({ error: { code: 'OVERLOADED', message: error.message } });
+    // The runtime refusing a request's own input (after batcher.ts reran it alone): that request's 400.
+    if (error instanceof InputError) return reply.code(400).send({ error: { code: 'BAD_INPUT', message: withoutPaths(error.message.split('\n')[0]!) } });
     const status = (error as FastifyError).statusCode ?? 500;
     const fastifyCode = (error as FastifyError).code ?? '';
     if (status >= 400 && status < 500) {
@@ -320,8 +351,10 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
         message = `${message}: send application/json, image/png, image/jpeg or multipart/form-data`;
       } else if (fastifyCode === 'FST_ERR_CTP_INVALID_JSON_BODY' || fastifyCode === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
         message = `${message}: the body must be one JSON object`;
+      } else {
+        message = clientErrorMessage(error as FastifyError, request.headers['content-encoding'], policy.maxBatch) ?? message;
       }
-      return reply.code(status).send({ error: { code: FASTIFY_CODES[fastifyCode] ?? (fastifyCode || 'BAD_REQUEST'), message: withoutPaths(message) } });
+      return reply.code(status).send({ error: { code: FASTIFY_CODES[fastifyCode] ?? (fastifyCode || 'BAD_REQUEST'), message: withoutPaths(oneLine(message)) } });
     }
     log(`error: ${error.stack ?? error.message}`);
     return reply.code(500).send({ error: { code: 'INTERNAL', message: `internal error: ${withoutPaths(error.message)}` } });
@@ -331,7 +364,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}: see GET /v1/model and the page at /` } });
   });
 
-  // JSON, a raw PNG body, or multipart uploads (@fastify/multipart); anything else is a 415.
+  // JSON, a raw PNG or JPEG body, or multipart uploads (@fastify/multipart); anything else is a 415.
   app.removeContentTypeParser('text/plain');
   app.addContentTypeParser(['image/png', 'image/jpeg', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
   app.addHook('preParsing', async (request, _reply, payload) => {
@@ -361,7 +394,12 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (closing) return reply.code(503).send({ status: 'shutting-down' });
     const problem = await healthCheck();
     if (problem) return reply.code(503).send({ status: 'unhealthy', device: classifier.device, error: { code: 'MODEL_PROBE_FAILED', message: problem } });
-    return { status: 'ok', device: classifier.device, uptimeS: Math.round((Date.now() - startedAt) / 1000) };
+    const { classify, decode } = { classify: classifyBatcher.stats(), decode: decodeBatcher.stats() };
+    return {
+      status: 'ok', device: classifier.device, uptimeS: Math.round((Date.now() - startedAt) / 1000),
+      inference: { queued: classify.queued + decode.queued, running: classify.inFlight || decode.inFlight },
+      images: images.stats(),
+    };
   });
 
   app.get('/v1/model', async () => ({
@@ -372,7 +410,12 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     preprocessing: { ...metadata.preprocessing, recorded: metadata.preprocessingRecorded, presenceThreshold: metadata.presenceThreshold },
     batching: policy,
     limits: { bodyLimitBytes: bodyLimit, maxImagesPerRequest: policy.maxBatch },
-    files: { model: options.modelPath ? '/model.onnx' : null, decoder: options.decoderPath ? '/model.decoder.onnx' : null },
+    files: {
+      model: modelFile ? '/model.onnx' : null,
+      decoder: decoderFile ? '/model.decoder.onnx' : null,
+      // Whether the files on disk still hold what the server loaded (served from memory either way).
+      onDisk: { model: modelFile ? await modelFile.diskState() : null, decoder: decoderFile ? await decoderFile.diskState() : null },
+    },
   }));
 
   await app.register(kserveRoutes, { prefix: '/v2', classifier, classifyBatcher, decodeBatcher, maxBatch: policy.maxBatch, modelName: options.modelName ?? 'capsnet' });
@@ -394,7 +437,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (query.invert !== undefined) throw badRequest('BAD_QUERY', 'the invert parameter is now polarity: use polarity=dark-on-light (or auto, light-on-dark)');
     const polarity = parsePolarity(query.polarity);
     const images = await readImages(request, polarity);
-    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG body or PNG files');
+    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG or JPEG body, or PNG or JPEG files');
     if (images.length > policy.maxBatch) {
       throw new ServeError(413, 'TOO_MANY_IMAGES', `${images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
     }
@@ -453,14 +496,15 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
           files.push({ bytes: buffer, what: `file ${files.length + 1} (${(file.filename || file.fieldname).slice(0, 100)})` });
         }
       } catch (e) {
-        // Busboy's own errors (no boundary, a body cut short, a malformed part) are the client's: a 400.
+        // Busboy's own errors (no boundary, a body cut short, a malformed part) are the client's: a 400 in one
+        // line naming the fix, busboy's text kept in parentheses.
         const status = (e as FastifyError).statusCode;
         if (e instanceof ServeError || (status !== undefined && status >= 400 && status < 500)) throw e;
-        throw badRequest('BAD_MULTIPART', `the multipart body could not be read (${(e as Error).message}): send multipart/form-data with a boundary and complete parts`);
+        throw badRequest('BAD_MULTIPART', `the multipart body could not be read (${oneLine((e as Error).message)}): send multipart/form-data with a boundary and complete parts`);
       }
-      return images.decode(files, target, polarity);
+      return images.decode(files, target, polarity, request.ip);
     }
-    if (Buffer.isBuffer(request.body)) return images.decode([{ bytes: request.body, what: 'the request body' }], target, polarity);
+    if (Buffer.isBuffer(request.body)) return images.decode([{ bytes: request.body, what: 'the request body' }], target, polarity, request.ip);
     const body = jsonObject(request, '{"image": [...]} or {"images": [[...], ...]}');
     if (body.image !== undefined && body.images !== undefined) throw badRequest('BAD_INPUT', 'send either "image" or "images", not both');
     if (body.image !== undefined) return [imageFromJson(body.image, target, { polarity, what: 'image' })];
@@ -476,44 +520,51 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   // ---- the page and its assets ----------------------------------------------------------------------------
 
   const pageFiles = new Set(existsSync(PAGE_DIR) ? readdirSync(PAGE_DIR) : []);
-  const sendFile = async (reply: FastifyReply, path: string, cache: string) => {
-    reply.type(CONTENT_TYPES[extname(path)] ?? 'application/octet-stream').header('Cache-Control', cache);
-    return reply.send(await readFile(path));
+  /** Send `bytes` with an ETag, or 304 when the browser already holds them (If-None-Match). */
+  const sendCached = (request: FastifyRequest, reply: FastifyReply, type: string, etag: string, cache: string, body: () => unknown, size: number) => {
+    reply.type(type).header('Cache-Control', cache).header('ETag', etag);
+    if (matchesEtag(request.headers['if-none-match'], etag)) return reply.code(304).send();
+    reply.header('Content-Length', size);
+    return reply.send(body());
   };
-  const streamFile = (reply: FastifyReply, path: string, cache: string) => {
-    reply.type(CONTENT_TYPES[extname(path)] ?? 'application/octet-stream').header('Cache-Control', cache);
-    reply.header('Content-Length', statSync(path).size);
-    return reply.send(createReadStream(path));
+  const sendFile = async (request: FastifyRequest, reply: FastifyReply, path: string, cache: string) => {
+    const { etag, size } = await etags.get(path);
+    return sendCached(request, reply, CONTENT_TYPES[extname(path)] ?? 'application/octet-stream', etag, cache, () => createReadStream(path), size);
+  };
+  const sendLoaded = async (request: FastifyRequest, reply: FastifyReply, file: LoadedFile) => {
+    const state = await file.diskState();
+    if (state !== 'same') reply.header('X-Capsnet-File-On-Disk', state);
+    return sendCached(request, reply, CONTENT_TYPES['.onnx']!, file.etag, 'no-cache', () => Buffer.from(file.bytes.buffer, file.bytes.byteOffset, file.bytes.byteLength), file.bytes.byteLength);
   };
   const notFound = (what: string, fix: string) => new ServeError(404, 'NOT_FOUND', `${what} is not available: ${fix}`);
 
-  app.get('/', async (_request, reply) => sendFile(reply, join(PAGE_DIR, 'index.html'), 'no-cache'));
+  app.get('/', async (request, reply) => sendFile(request, reply, join(PAGE_DIR, 'index.html'), 'no-cache'));
   app.get('/page/:file', async (request, reply) => {
     const { file } = request.params as { file: string };
     if (!pageFiles.has(file)) throw notFound(`/page/${file}`, 'see the page at /');
-    return sendFile(reply, join(PAGE_DIR, file), 'no-cache');
+    return sendFile(request, reply, join(PAGE_DIR, file), 'no-cache');
   });
-  app.get('/model.onnx', async (_request, reply) => {
-    if (!options.modelPath) throw notFound('the model file', 'start the server with a model path');
-    return streamFile(reply, options.modelPath, 'no-cache');
+  app.get('/model.onnx', async (request, reply) => {
+    if (!modelFile) throw notFound('the model file', 'start the server with a model path');
+    return sendLoaded(request, reply, modelFile);
   });
-  app.get('/model.decoder.onnx', async (_request, reply) => {
-    if (!options.decoderPath || !existsSync(options.decoderPath)) throw notFound('the decoder file', 'export writes <model>.decoder.onnx beside the model');
-    return streamFile(reply, options.decoderPath, 'no-cache');
+  app.get('/model.decoder.onnx', async (request, reply) => {
+    if (!decoderFile) throw notFound('the decoder file', 'export writes <model>.decoder.onnx beside the model');
+    return sendLoaded(request, reply, decoderFile);
   });
   app.get('/ort/:file', async (request, reply) => {
     const { file } = request.params as { file: string };
     if (!ortDir || !/^ort[\w.-]*\.(mjs|wasm|map)$/.test(file) || !existsSync(join(ortDir, file))) {
       throw notFound(`/ort/${file}`, 'install onnxruntime-web beside capsnet-onnx (`npm install onnxruntime-web`)');
     }
-    return streamFile(reply, join(ortDir, file), 'public, max-age=3600');
+    return sendFile(request, reply, join(ortDir, file), 'public, max-age=3600');
   });
   app.get('/web/:file', async (request, reply) => {
     const { file } = request.params as { file: string };
     if (!/^[\w.-]+$/.test(file) || file.startsWith('.') || !existsSync(join(webDir, file))) {
       throw notFound(`/web/${file}`, 'the browser bundles ship in the capsnet-onnx package (in its repository: `npm run build:web`)');
     }
-    return streamFile(reply, join(webDir, file), 'no-cache');
+    return sendFile(request, reply, join(webDir, file), 'no-cache');
   });
 
   return {
@@ -543,6 +594,45 @@ function parsePolarity(value: unknown): Polarity {
     if (e instanceof PreprocessError) throw badRequest('BAD_QUERY', e.message);
     throw e;
   }
+}
+
+/**
+ * One item of a request, checked before it joins a batch: its length, finite values and (for pixels) the range
+ * [0, 1]. Throws the request's own 400 naming the item, the value and the fix.
+ */
+export function checkValues(item: Float32Array, size: number, what: string, unit: string, range: [number, number] | null): void {
+  if (!(item instanceof Float32Array) || item.length !== size) {
+    throw badRequest('WRONG_DIMENSIONS', `${what} has ${item?.length ?? 0} values; the model takes ${size}: send exactly that many`);
+  }
+  for (let i = 0; i < item.length; i++) {
+    const v = item[i]!;
+    if (!Number.isFinite(v)) throw badRequest('NOT_FINITE', `${what} has ${v} at flat index ${i}: send finite numbers only`);
+    if (range && (v < range[0] || v > range[1])) {
+      const hint = range[1] === 1 && v > 1 && v <= 255 ? ' (divide 0-255 values by 255 before sending)' : '';
+      throw badRequest('OUT_OF_RANGE', `${what} has the ${unit} value ${v} at flat index ${i}: ${unit} values must be in [${range[0]}, ${range[1]}]${hint}`);
+    }
+  }
+}
+
+const oneLine = (text: string) => text.split('\n')[0]!.trim();
+
+/**
+ * Third-party client errors (zlib's, busboy's through @fastify/multipart) as one line naming the field and the
+ * fix, their own text in parentheses; null for the others.
+ */
+export function clientErrorMessage(error: FastifyError, contentEncoding: string | string[] | undefined, maxBatch: number): string | null {
+  const code = error.code ?? '';
+  const own = oneLine(error.message);
+  if (code.startsWith('Z_') || code === 'ERR__ERROR_FORMAT_PADDING_1' || code.startsWith('ERR_BROTLI')) {
+    const encoding = String(contentEncoding ?? 'the Content-Encoding').slice(0, 20);
+    return `the body is not valid ${encoding} data (${own}): send the body compressed as its Content-Encoding header says, or leave the header out`;
+  }
+  if (code === 'FST_FILES_LIMIT') return `more than ${maxBatch} files in one upload (--max-batch): split the request`;
+  if (code === 'FST_PARTS_LIMIT' || code === 'FST_FIELDS_LIMIT') {
+    return `the multipart body has too many parts (${own}): send at most ${maxBatch} files and 10 other fields`;
+  }
+  if (code === 'FST_INVALID_MULTIPART_CONTENT_TYPE') return 'the body is not multipart/form-data: send files as multipart/form-data, or one PNG or JPEG as the body';
+  return null;
 }
 
 /** Zero every capsule but the longest, as the decoder expects at inference time. */
