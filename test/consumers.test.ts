@@ -366,18 +366,9 @@ for (const end of ENDS) describe(`consumer apps from the tarballs, ${end} versio
     }
     steps.push('parity node-cpu, node-wasm, chromium-wasm: pass');
 
-    const server = execa(bin, ['serve', 'model.onnx', '--port', '0', '--threads', '1'], { cwd: app.dir, env, extendEnv: false, all: true });
+    const server = startServe(bin, 'model.onnx', app.dir);
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        let text = '';
-        server.all!.on('data', (chunk: Buffer) => {
-          text += chunk.toString();
-          const m = /listening on (http:\/\/\S+)/.exec(text);
-          if (m) resolve(m[1]!);
-        });
-        server.catch((e: Error) => reject(new Error(`serve exited: ${text}${e.message}`)));
-        setTimeout(() => reject(new Error(`serve did not start: ${text}`)), 120_000);
-      });
+      const url = await server.url;
       const image = Array.from(readFileSync(join(work, 'digits.u8')).subarray(0, 784), (v) => v / 255);
       const response = await fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image }) });
       assert.equal(response.status, 200);
@@ -393,8 +384,7 @@ for (const end of ENDS) describe(`consumer apps from the tarballs, ${end} versio
       page.lengths.forEach((v, k) => assert.ok(Math.abs(v - served[k]!) < 1e-3, `class ${k}: page ${v}, server ${served[k]}`));
       steps.push('serve: POST /v1/classify 200; the page classifies a digit in Chromium (wasm) as the server does');
     } finally {
-      server.kill('SIGTERM');
-      await server.catch(() => undefined);
+      await server.stop();
     }
     assert.deepEqual(diffTrees(before, hashTree(pkgDir)), [], 'the CLI wrote into its own install folder');
     steps.push('install folder unchanged (sha256 of every file)');
@@ -410,24 +400,14 @@ describe('an app that overrides the onnxruntime-web capsnet-onnx pins', () => {
     const app = await install('cli-override', { '@capsnet-onnx/core': tgz(tarballs.core), '@capsnet-onnx/runtime': tgz(tarballs.runtime), 'capsnet-onnx': tgz(tarballs.capsnet) },
       { overrides: { 'onnxruntime-web': other } });
     assert.equal(resolvedVersion(app.dir, 'capsnet-onnx', 'onnxruntime-web'), other);
-    const server = execa(join(app.dir, 'node_modules', '.bin', 'capsnet'), ['serve', modelPath, '--port', '0', '--threads', '1'], { cwd: app.dir, env: appEnv(), extendEnv: false, all: true });
-    let text = '';
+    const server = startServe(join(app.dir, 'node_modules', '.bin', 'capsnet'), modelPath, app.dir);
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        server.all!.on('data', (chunk: Buffer) => {
-          text += chunk.toString();
-          const m = /listening on (http:\/\/\S+)/.exec(text);
-          if (m) resolve(m[1]!);
-        });
-        server.catch((e: Error) => reject(new Error(`serve exited: ${text}${e.message}`)));
-        setTimeout(() => reject(new Error(`serve did not start: ${text}`)), 120_000);
-      });
-      const health = await fetch(`${url}/healthz`);
+      const health = await fetch(`${await server.url}/healthz`);
       assert.equal(health.status, 200);
     } finally {
-      server.kill('SIGTERM');
-      await server.catch(() => undefined);
+      await server.stop();
     }
+    const text = server.output();
     const line = text.split('\n').find((l) => l.includes('built with onnxruntime-web'));
     assert.ok(line, `no version message:\n${text}`);
     assert.ok(line.includes(pinned) && line.includes(other) && line.includes(`onnxruntime-web@${pinned}`), line);
@@ -435,6 +415,29 @@ describe('an app that overrides the onnxruntime-web capsnet-onnx pins', () => {
     record('cli with onnxruntime-web overridden', app, `serve: "${line.trim().slice(0, 160)}..."; API up`);
   });
 });
+
+/** `capsnet serve MODEL` from an app's install, in the background: its URL once it listens, its output, and a SIGTERM stop. */
+function startServe(bin: string, model: string, cwd: string) {
+  const server = execa(bin, ['serve', model, '--port', '0', '--threads', '1'], { cwd, env: appEnv(), extendEnv: false, all: true });
+  let text = '';
+  const url = new Promise<string>((resolve, reject) => {
+    server.all!.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(text);
+      if (m) resolve(m[1]!);
+    });
+    server.catch((e: Error) => reject(new Error(`serve exited: ${text}${e.message}`)));
+    setTimeout(() => reject(new Error(`serve did not start: ${text}`)), 120_000);
+  });
+  return {
+    url,
+    output: () => text,
+    async stop() {
+      server.kill('SIGTERM');
+      await server.catch(() => undefined);
+    },
+  };
+}
 
 /** Open the serve page in headless Chromium on wasm, click its first sample digit, and return its input and lengths. */
 async function pageClassifiesADigit(url: string): Promise<{ input: number[]; lengths: number[] }> {
