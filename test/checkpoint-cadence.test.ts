@@ -7,7 +7,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { CheckpointCadence, DEFAULT_CHECKPOINT_INTERVAL_S, checkpointWritesPerEpoch, parseDuration } from '../packages/capsnet/src/train/checkpoint-cadence.ts';
+import { CheckpointCadence, DEFAULT_CHECKPOINT_INTERVAL_S, checkpointWritesPerEpoch } from '../packages/capsnet/src/train/checkpoint-cadence.ts';
+import { timeSpan } from '../packages/capsnet/src/cli/args.ts';
+
+const parseDuration = timeSpan('--checkpoint-interval');
 import { train } from '../packages/capsnet/src/train/trainer.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { tempDir } from './support/dataset-files.ts';

@@ -95,7 +95,9 @@ export const AUTHORS_CODE_CHOICES: Required<Pick<CapsNetConfig,
   learningRateFloor: 1e-6,
 };
 
-export type PresetName = 'paper' | 'small';
+/** The model sizes presetConfig knows: the paper's, and a narrower one for CPUs. */
+export const PRESET_NAMES = ['paper', 'small'] as const;
+export type PresetName = (typeof PRESET_NAMES)[number];
 
 export interface DataShape {
   inputHeight: number;

@@ -1,18 +1,8 @@
 /** Registers `capsnet classify`. Light on purpose: the runtime (and ONNX Runtime) load only when it runs. */
 import { readFileSync } from 'node:fs';
-import { InvalidArgumentError, Option, type Command } from 'commander';
-
-const positive = (name: string) => (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
-  return n;
-};
-
-const threshold = (value: string) => {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError(`--presence-threshold must be a number in [0, 1), got "${value}"`);
-  return n;
-};
+import { Option, type Command } from 'commander';
+import { POLARITIES, type Polarity } from '@capsnet-onnx/core';
+import { positiveInt, presenceThreshold } from './args.ts';
 
 /** With --json, every error (commander's included) is one JSON object on stdout: {"error": {"message": ...}}. */
 const wantsJson = () => process.argv.includes('--json');
@@ -30,16 +20,16 @@ export function registerRuntimeCommands(program: Command): void {
     .argument('<images...>', 'PNG/JPEG files, IDX image files (e.g. t10k-images-idx3-ubyte[.gz]), directories, or -')
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cpu', 'cuda', 'webgpu']).default('auto'))
     .option('--json', 'print JSON instead of text (errors too)', false)
-    .option('--top <k>', 'scores to show per image (text output)', positive('--top'), 3)
-    .option('--limit <n>', 'at most N images from each IDX file', positive('--limit'))
+    .option('--top <k>', 'scores to show per image (text output)', positiveInt('--top'), 3)
+    .option('--limit <n>', 'at most N images from each IDX file', positiveInt('--limit'))
     .addOption(
       new Option('--polarity <polarity>', 'ink against ground in PNG/JPEG files: auto detects it from the border')
-        .choices(['auto', 'light-on-dark', 'dark-on-light'])
+        .choices(POLARITIES)
         .default('auto'),
     )
-    .option('--presence-threshold <length>', "capsule length below which no class is present (default: the model's, 0.1)", threshold)
-    .option('--max-batch <n>', 'images per ONNX Runtime run', positive('--max-batch'), 256)
-    .option('--threads <n>', 'CPU threads (device cpu)', positive('--threads'))
+    .option('--presence-threshold <length>', "capsule length below which no class is present (default: the model's, 0.1)", presenceThreshold('--presence-threshold'))
+    .option('--max-batch <n>', 'images per ONNX Runtime run', positiveInt('--max-batch'), 256)
+    .option('--threads <n>', 'CPU threads (device cpu)', positiveInt('--threads'))
     .addHelpText(
       'after',
       '\nA file that cannot be classified (missing, unreadable, not an image, the wrong size) gets its own row with\n' +
@@ -66,7 +56,7 @@ interface ClassifyCliOptions {
   json: boolean;
   top: number;
   limit?: number;
-  polarity: 'auto' | 'light-on-dark' | 'dark-on-light';
+  polarity: Polarity;
   presenceThreshold?: number;
   maxBatch: number;
   threads?: number;

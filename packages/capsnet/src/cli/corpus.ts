@@ -1,13 +1,8 @@
 /** `capsnet corpus`: the test corpus of digits in the styles people hand them over (data/corpus.ts). */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
-
-const positive = (name: string) => (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
-  return n;
-};
+import type { Command } from 'commander';
+import { positiveInt, seed } from './args.ts';
 
 export function registerCorpusCommands(program: Command): void {
   const corpus = program.command('corpus').description('test digits drawn as people hand them over: write the corpus, score classify results on it');
@@ -15,8 +10,8 @@ export function registerCorpusCommands(program: Command): void {
     .command('write')
     .description('write N embedded test digits in every style (mnist, paper, canvas, corner, photo) and blanks to DIR/<style>/<n>-<label>.<png|jpg>')
     .argument('<dir>', 'output folder (created; existing files of the same name are replaced)')
-    .option('--count <n>', 'digits per style (blanks: a quarter as many per blank style)', positive('--count'), 200)
-    .option('--seed <n>', 'seed for placement, sizes, light and noise', positive('--seed'), 1)
+    .option('--count <n>', 'digits per style (blanks: a quarter as many per blank style)', positiveInt('--count'), 200)
+    .option('--seed <n>', 'seed for placement, sizes, light and noise', seed('--seed'), 1)
     .action(async (dir: string, opts: { count: number; seed: number }) => {
       const { makeDigitCorpus, DIGIT_STYLES, BLANK_STYLES } = await import('../data/corpus.ts');
       const images = makeDigitCorpus(opts.count, opts.seed);

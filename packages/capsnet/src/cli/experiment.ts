@@ -2,23 +2,10 @@
  * `capsnet experiment perturb|affine|multimnist|routing|all [options]` and `capsnet experiment report DIR`.
  * Light on purpose: each experiment's module (and TensorFlow.js) loads only when its command runs.
  */
-import { InvalidArgumentError, Option, type Command } from 'commander';
-
-function positiveInt(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
-    return n;
-  };
-}
-
-function fraction(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!(n > 0 && n <= 1)) throw new InvalidArgumentError(`${name} must be a fraction in (0, 1], e.g. 0.992, got "${value}"`);
-    return n;
-  };
-}
+import { Option, type Command } from 'commander';
+import { BACKEND_NAMES } from '../train/names.ts';
+import { OVERLAYS, SCALES, type Overlay, type Scale } from '../experiments/names.ts';
+import { fraction, integerList, positiveInt, seed } from './args.ts';
 
 /** A result table as aligned text columns on stdout. */
 function printTable(table: { title: string; columns: string[]; rows: Array<Array<string | number | null>> }): void {
@@ -31,21 +18,13 @@ function printTable(table: { title: string; columns: string[]; rows: Array<Array
   }
 }
 
-function digitList(value: string): number[] {
-  const digits = value.split(',').map((d) => Number(d.trim()));
-  if (digits.length === 0 || digits.some((d) => !Number.isInteger(d) || d < 0)) {
-    throw new InvalidArgumentError(`--digits takes comma-separated class indices such as 0,3,7, got "${value}"`);
-  }
-  return digits;
-}
-
 const SCALE_HELP = 'ci: minutes on a 2-core CPU (narrow nets, a few thousand images); paper: the paper\'s sizes and epochs on the full MNIST (--data idx:DIR), for a GPU machine';
 
 interface CommonOpts {
-  scale: 'ci' | 'paper';
+  scale: Scale;
   out: string;
   seed: number;
-  backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow' | 'webgpu';
+  backend: 'auto' | (typeof BACKEND_NAMES)[number];
   data: string;
   trainLimit?: number;
   testLimit?: number;
@@ -55,10 +34,10 @@ interface CommonOpts {
 
 function withCommonOptions(command: Command): Command {
   return command
-    .addOption(new Option('--scale <scale>', SCALE_HELP).choices(['ci', 'paper']).default('ci'))
+    .addOption(new Option('--scale <scale>', SCALE_HELP).choices(SCALES).default('ci'))
     .option('--out <dir>', 'directory for the figures (PNG) and the result table (JSON)', 'runs/experiments')
-    .option('--seed <n>', 'seed for initialisation, data generation and shuffling', (v) => Number.parseInt(v, 10), 42)
-    .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'))
+    .option('--seed <n>', 'seed for initialisation, data generation and shuffling', seed('--seed'), 42)
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option('--data <spec>', 'MNIST source: mnist-sample (10k embedded digits; refused at --scale paper) or idx:DIR (the full MNIST, required for --scale paper)', 'mnist-sample')
     .option('--train-limit <n>', 'override the scale: use at most N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'override the scale: use at most N test images', positiveInt('--test-limit'))
@@ -87,7 +66,7 @@ export function registerExperimentCommands(program: Command): void {
     .description('figure 4: decode the winning capsule with each of its 16 dimensions tweaked by -0.25..+0.25 (via the ONNX decoder)')
     .option('--run <dir>', 'use this trained run directory (exported to ONNX here) instead of training one')
     .option('--model <file>', 'use this exported model.onnx (and model.decoder.onnx beside it) instead of training one')
-    .option('--digits <list>', 'classes to show, e.g. 0,3,7 (default: all)', digitList)
+    .option('--digits <list>', 'classes to show, e.g. 0,3,7 (default: all)', integerList('--digits', { min: 0, example: '0,3,7' }))
     .action(async (opts: CommonOpts & { run?: string; model?: string; digits?: number[] }) => {
       if (opts.run && opts.model) throw new Error('pass either --run or --model, not both');
       const { runPerturb } = await import('../experiments/perturb.ts');
@@ -116,18 +95,17 @@ export function registerExperimentCommands(program: Command): void {
 
   withCommonOptions(experiment.command('multimnist'))
     .description('section 6: overlapping digit pairs on 36x36, two-target training, both-labels accuracy, two-colour reconstructions')
-    .addOption(new Option('--overlay <mode>', 'how the two digits combine: add = sum clipped to 1 (the authors\' generator), max = pixel-wise max').choices(['max', 'add']).default('add'))
-    .action(async (opts: CommonOpts & { overlay: 'max' | 'add' }) => {
+    .addOption(new Option('--overlay <mode>', 'how the two digits combine: add = sum clipped to 1 (the authors\' generator), max = pixel-wise max').choices(OVERLAYS).default('add'))
+    .action(async (opts: CommonOpts & { overlay: Overlay }) => {
       const { runMultiMnist } = await import('../experiments/multimnist.ts');
       summary(await runMultiMnist({ ...baseOptions(opts), overlay: opts.overlay }), opts.out);
     });
 
   withCommonOptions(experiment.command('routing'))
     .description('appendix A: per-iteration change of the coupling coefficients and logits for 1, 2, 3, 5, 7 iterations during training (log scale), and 1 vs 3 iterations over --seeds seeds')
-    .option('--iterations <list>', 'routing iterations of the traced models', digitList, [1, 2, 3, 5, 7])
+    .option('--iterations <list>', 'routing iterations of the traced models', integerList('--iterations', { min: 1, example: '1,2,3,5,7' }), [1, 2, 3, 5, 7])
     .option('--seeds <n>', 'seeds for the 1-vs-3 comparison', positiveInt('--seeds'), 3)
     .action(async (opts: CommonOpts & { iterations: number[]; seeds: number }) => {
-      if (opts.iterations.some((r) => r < 1)) throw new InvalidArgumentError('--iterations takes positive counts such as 1,2,3,5,7');
       const { runRouting } = await import('../experiments/routing.ts');
       const result = await runRouting({ ...baseOptions(opts), iterations: opts.iterations, seeds: opts.seeds });
       for (const table of result.tables) printTable(table);

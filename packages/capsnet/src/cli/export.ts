@@ -1,7 +1,8 @@
 /** `capsnet export` and `capsnet inspect`. Light on purpose: the exporter loads only when a command runs. */
 import { dirname, join } from 'node:path';
 import { type Command, Option } from 'commander';
-import { positiveInt } from './train.ts';
+import { COMPUTE_PRECISIONS, type ComputePrecision, INSTANCE_KINDS, type InstanceKind, PRECISIONS, type Precision } from '../export/names.ts';
+import { INT32_MAX, integer, positiveInt } from './args.ts';
 
 export function registerExportCommands(program: Command): void {
   program
@@ -11,21 +12,21 @@ export function registerExportCommands(program: Command): void {
     .option('-o, --out <file>', 'model file to write (default: RUN_DIR/model.onnx)')
     .option('--routing <n>', 'routing iterations to unroll (default: the checkpoint\'s)', positiveInt('--routing'))
     .addOption(new Option('--precision <p>', 'weight storage: fp32, fp16 (half the file) or int8 (per-channel DequantizeLinear, a quarter)')
-      .choices(['fp32', 'fp16', 'int8']).default('fp32'))
+      .choices(PRECISIONS).default('fp32'))
     .addOption(new Option('--compute <p>', 'with --precision fp16: fp16 (default: convolutions, u_hat and the decoder in half, squash and routing ' +
-      'in float32) or fp32 (float32 maths, for WebGPU adapters without shader-f16)').choices(['fp32', 'fp16']))
+      'in float32) or fp32 (float32 maths, for WebGPU adapters without shader-f16)').choices(COMPUTE_PRECISIONS))
     .option('--triton <dir>', 'write a Triton model repository there (DIR/NAME/config.pbtxt, DIR/NAME/1/model.onnx, and NAME_decoder); ' +
       'without -o, only the repository')
     .option('--triton-name <name>', 'model name in the Triton repository', 'capsnet')
-    .option('--max-batch-size <n>', 'Triton max_batch_size', positiveInt('--max-batch-size'), 32)
-    .option('--max-queue-delay-us <n>', 'Triton dynamic_batching.max_queue_delay_microseconds', positiveInt('--max-queue-delay-us'), 2000)
-    .addOption(new Option('--instance-kind <kind>', 'Triton instance_group kind').choices(['auto', 'cpu', 'gpu']).default('auto'))
-    .option('--instances <n>', 'Triton instance_group count', positiveInt('--instances'), 1)
+    .option('--max-batch-size <n>', 'Triton max_batch_size', integer('--max-batch-size', { min: 1, max: INT32_MAX, field: "Triton's int32 max_batch_size" }), 32)
+    .option('--max-queue-delay-us <n>', 'Triton dynamic_batching.max_queue_delay_microseconds', integer('--max-queue-delay-us', { min: 1, field: "Triton's uint64, as a JavaScript safe integer" }), 2000)
+    .addOption(new Option('--instance-kind <kind>', 'Triton instance_group kind').choices(INSTANCE_KINDS).default('auto'))
+    .option('--instances <n>', 'Triton instance_group count', integer('--instances', { min: 1, max: INT32_MAX, field: "Triton's int32 instance_group count" }), 1)
     .option('--overwrite', 'replace the model, its decoder and Triton model folders if they exist (without it, an existing one is an error)', false)
     .option('--json', 'print the result as JSON', false)
     .action(async (runDir: string, opts: {
-      out?: string; routing?: number; precision: 'fp32' | 'fp16' | 'int8'; compute?: 'fp32' | 'fp16'; triton?: string; tritonName: string; maxBatchSize: number;
-      maxQueueDelayUs: number; instanceKind: 'auto' | 'cpu' | 'gpu'; instances: number; json: boolean;
+      out?: string; routing?: number; precision: Precision; compute?: ComputePrecision; triton?: string; tritonName: string; maxBatchSize: number;
+      maxQueueDelayUs: number; instanceKind: InstanceKind; instances: number; json: boolean;
       overwrite: boolean;
     }) => {
       const { exportRun } = await import('../export/exporter.ts');

@@ -2,16 +2,8 @@
  * `capsnet`: one command line for the whole pipeline. Each folder registers its own subcommands and loads its
  * heavy modules only when one of them runs, so `capsnet classify` never loads TensorFlow.js.
  */
-import { Command } from 'commander';
 import { OutputExistsError, systemErrorLine } from '../files/atomic.ts';
-import { packageVersion } from '../files/package-version.ts';
-import { registerTrainCommands } from './train.ts';
-import { registerServeCommands } from './serve.ts';
-import { registerExportCommands } from './export.ts';
-import { registerRuntimeCommands } from './classify.ts';
-import { registerParityCommands } from './parity.ts';
-import { registerExperimentCommands } from './experiment.ts';
-import { registerCorpusCommands } from './corpus.ts';
+import { createProgram } from './program.ts';
 
 function userMessage(error: Error): string {
   if (error instanceof OutputExistsError) return error.commandLineMessage;
@@ -23,19 +15,7 @@ function userMessage(error: Error): string {
   return error.message;
 }
 
-const program = new Command('capsnet')
-  .description('Train a CapsNet in TensorFlow.js, export it to ONNX with routing unrolled, and serve it with ONNX Runtime.')
-  .version(packageVersion(), '-V, --version', 'print the capsnet-onnx version')
-  // The error stays the last line a user sees; the full help is one flag away.
-  .showHelpAfterError('(add --help for usage)');
-
-registerTrainCommands(program);
-registerServeCommands(program);
-registerExportCommands(program);
-registerRuntimeCommands(program);
-registerParityCommands(program);
-registerExperimentCommands(program);
-registerCorpusCommands(program);
+const program = createProgram();
 
 try {
   await program.parseAsync(process.argv);

@@ -1,11 +1,17 @@
 /** Registers `capsnet parity`. Light on purpose: everything heavy is imported inside the action. */
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { ALL_BACKENDS, BACKEND_DESCRIPTIONS } from '../parity/backends.ts';
+import { TIMER_MAX_MS, integer, nonNegativeInt } from './args.ts';
 
-const list = (value: string) => value.split(',').map((s) => s.trim()).filter(Boolean);
-const count = (name: string) => (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got "${value}"`);
-  return n;
+/** A comma-separated list of backends (or `all`), checked against the parity harness's list when parsed. */
+const backendList = (flag: string) => (value: string): string[] => {
+  const names = value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (names.length === 1 && names[0] === 'all') return [...ALL_BACKENDS];
+  const unknown = names.filter((b) => !(ALL_BACKENDS as readonly string[]).includes(b));
+  if (names.length === 0 || unknown.length) {
+    throw new InvalidArgumentError(`${flag} takes comma-separated backends from ${ALL_BACKENDS.join(', ')} (or all)${unknown.length ? `; unknown: ${unknown.join(', ')}` : ''}`);
+  }
+  return names;
 };
 
 export function registerParityCommands(program: Command): void {
@@ -14,15 +20,16 @@ export function registerParityCommands(program: Command): void {
     .description('run the same inputs through the tfjs reference and every ONNX Runtime backend; print the parity matrix; exit 1 past tolerance')
     .argument('<model>', 'model.onnx from `capsnet export` (its .decoder.onnx beside it)')
     .option('--checkpoint <dir>', 'run directory the model was exported from (default: the model\'s directory)')
-    .option('--backends <list>', 'comma-separated: node-cpu,node-cuda,node-webgpu,node-wasm,chromium-wasm,chromium-webgpu (default: all)', list)
-    .option('--require <list>', 'backends whose skip counts as a failure (e.g. node-cuda,node-webgpu on a GPU machine)', list)
-    .option('--digits <n>', 'real test images', count('--digits'), 16)
-    .option('--random <n>', 'uniform random images', count('--random'), 6)
-    .option('--webgpu-count <n>', 'inputs for the WebGPU backends (slow on a software adapter)', count('--webgpu-count'), 4)
-    .option('--latency-runs <n>', 'timed batch-1 runs per backend', count('--latency-runs'), 20)
-    .option('--webgpu-latency-runs <n>', 'timed batch-1 runs for the WebGPU backends', count('--webgpu-latency-runs'), 2)
-    .option('--timeout <s>', 'per-backend time limit in seconds', count('--timeout'), 300)
+    .option('--backends <list>', `comma-separated: ${ALL_BACKENDS.join(',')} (default: all)`, backendList('--backends'))
+    .option('--require <list>', 'backends whose skip counts as a failure (e.g. node-cuda,node-webgpu on a GPU machine)', backendList('--require'))
+    .option('--digits <n>', 'real test images', nonNegativeInt('--digits'), 16)
+    .option('--random <n>', 'uniform random images', nonNegativeInt('--random'), 6)
+    .option('--webgpu-count <n>', 'inputs for the WebGPU backends (slow on a software adapter)', nonNegativeInt('--webgpu-count'), 4)
+    .option('--latency-runs <n>', 'timed batch-1 runs per backend', nonNegativeInt('--latency-runs'), 20)
+    .option('--webgpu-latency-runs <n>', 'timed batch-1 runs for the WebGPU backends', nonNegativeInt('--webgpu-latency-runs'), 2)
+    .option('--timeout <s>', 'per-backend time limit in seconds', integer('--timeout', { min: 1, max: Math.floor(TIMER_MAX_MS / 1000) }), 300)
     .option('--json <file>', 'also write the full report as JSON')
+    .addHelpText('after', `\nBackends:\n${ALL_BACKENDS.map((b) => `  ${b.padEnd(16)} ${BACKEND_DESCRIPTIONS[b]}`).join('\n')}`)
     .action(async (model: string, opts) => {
       const { dirname } = await import('node:path');
       const { isBaselineRun, baselineParity } = await import('../parity/baseline.ts');

@@ -1,24 +1,10 @@
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
-import type { CapsNetConfig } from '@capsnet-onnx/core';
+import { type CapsNetConfig, PRESET_NAMES } from '@capsnet-onnx/core';
 import { DATA_SPECS } from '../data/datasets.ts';
-import { DEFAULT_CHECKPOINT_INTERVAL_S, parseDuration } from '../train/checkpoint-cadence.ts';
-
-export function positiveInt(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
-    return n;
-  };
-}
-
-export function nonNegativeNumber(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0, got "${value}"`);
-    return n;
-  };
-}
+import { DEFAULT_CHECKPOINT_INTERVAL_S } from '../train/checkpoint-cadence.ts';
+import { BACKEND_NAMES, MODEL_NAMES } from '../train/names.ts';
+import { nonNegativeInt, nonNegativeNumber, positiveInt, seed, timeSpan } from './args.ts';
 
 function timestamp(): string {
   return new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
@@ -34,32 +20,22 @@ export function registerTrainCommands(program: Command): void {
   program
     .command('train')
     .description('train a CapsNet (or the paper\'s baseline CNN); writes DIR/checkpoint.bin and appends one JSON line per epoch to DIR/metrics.jsonl')
-    .addOption(new Option('--model <family>', 'network: capsnet, or baseline-cnn (Table 1\'s CNN: 35.4M parameters at --preset paper, 4x narrower at small)').choices(['capsnet', 'baseline-cnn']).default('capsnet'))
-    .addOption(new Option('--preset <name>', 'model size').choices(['paper', 'small']).default('paper'))
+    .addOption(new Option('--model <family>', 'network: capsnet, or baseline-cnn (Table 1\'s CNN: 35.4M parameters at --preset paper, 4x narrower at small)').choices(MODEL_NAMES).default('capsnet'))
+    .addOption(new Option('--preset <name>', 'model size').choices(PRESET_NAMES).default('paper'))
     .option('--data <spec>', `${DATA_SPECS}; each brings the paper's protocol for it (crops, jitter, standardisation...)`, 'mnist-sample')
     .option('--epochs <n>', 'epochs to train (in total, counting resumed ones)', positiveInt('--epochs'), 10)
     .option('--batch-size <n>', 'images per step', positiveInt('--batch-size'), 128)
     .option('--routing <n>', 'routing iterations (default: 3, the paper\'s)', positiveInt('--routing'))
-    .addOption(new Option('--backend <name>', 'training backend').choices(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'))
-    .option('--seed <n>', 'seed for initialisation, shuffling and shifts', (v) => Number.parseInt(v, 10), 42)
+    .addOption(new Option('--backend <name>', 'training backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
+    .option('--seed <n>', 'seed for initialisation, shuffling and shifts', seed('--seed'), 42)
     .option('--out <dir>', 'run directory (default: runs/<timestamp>)')
     .option('--resume', `continue the run in --out from its checkpoint; only ${RESUME_SAFE_FLAGS.join(', ')} may differ from the run's`, false)
     .option('--overwrite', 'replace the run already in --out (without it, an existing run is reused only with --resume)', false)
     .option('--allow-suspicious-data', 'train even when the labels skip classes, hold one class, or leave a class without examples', false)
-    .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)...', (v: string) => {
-      const n = Number(v);
-      if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`--checkpoint-every must be a whole number of steps >= 0, got "${v}"`);
-      return n;
-    }, 50)
+    .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)...', nonNegativeInt('--checkpoint-every'), 50)
     .addOption(new Option('--checkpoint-interval <time>', '...but at most once per interval since the last checkpoint: 90s, 5m, 1h (0: at every --checkpoint-every step)')
       .default(DEFAULT_CHECKPOINT_INTERVAL_S, '5m')
-      .argParser((v: string) => {
-        try {
-          return parseDuration(v);
-        } catch (e) {
-          throw new InvalidArgumentError((e as Error).message);
-        }
-      }))
+      .argParser(timeSpan('--checkpoint-interval')))
     .option('--train-limit <n>', 'train on only the first N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'evaluate on only the first N test images', positiveInt('--test-limit'))
     .option('--primary-caps <n>', 'primary capsule types (the paper: 32; 64 on CIFAR-10, 16 on SVHN)', positiveInt('--primary-caps'))

@@ -6,10 +6,9 @@ import { type CapsNetConfig, type DataShape, presetConfig } from '@capsnet-onnx/
 import { type Dataset, type Split, loadDataset } from '../data/datasets.ts';
 import type { BackendRequest } from './backend.ts';
 
-export type Scale = 'ci' | 'paper';
-export const SCALES: readonly Scale[] = ['ci', 'paper'];
-export const EXPERIMENTS = ['perturb', 'affine', 'multimnist', 'routing', 'mnist-table'] as const;
-export type ExperimentName = (typeof EXPERIMENTS)[number];
+import type { ExperimentName, Scale } from './names.ts';
+
+export { EXPERIMENTS, type ExperimentName, SCALES, type Scale } from './names.ts';
 
 export interface ExperimentOptions {
   scale: Scale;

@@ -7,6 +7,7 @@
  */
 import type { Split } from '../data/datasets.ts';
 import { Rng } from '@capsnet-onnx/core';
+import type { Overlay } from './names.ts';
 
 /** Copy an h x w image into a `canvas` x `canvas` one with its top-left corner at (x, y); parts outside are cut. */
 export function placeOnCanvas(src: ArrayLike<number>, h: number, w: number, canvas: number, x: number, y: number, out: Float32Array = new Float32Array(canvas * canvas)): Float32Array {
@@ -189,7 +190,7 @@ export function affineSet(split: Split, count: number, digitSize: number, ranges
   return out;
 }
 
-export type Overlay = 'max' | 'add';
+export type { Overlay } from './names.ts';
 
 export interface MultiMnistOptions {
   /** Maximum shift of each digit in each direction (paper: 4). */

@@ -28,19 +28,10 @@
  *   only; DequantizeLinear has kernels on the CPU, wasm and WebGPU providers, so one int8 file runs everywhere.
  *   A quarter of the bytes; float32 compute.
  */
+import { COMPUTE_PRECISIONS, type ComputePrecision, type Precision } from './names.ts';
 import { DataType, type TensorProto } from './onnx-schema.ts';
 
-export const PRECISIONS = ['fp32', 'fp16', 'int8'] as const;
-export type Precision = (typeof PRECISIONS)[number];
-
-export function parsePrecision(value: string): Precision {
-  if ((PRECISIONS as readonly string[]).includes(value)) return value as Precision;
-  throw new Error(`unknown precision "${value}": choose one of ${PRECISIONS.join(', ')}`);
-}
-
-/** What the arithmetic of an export runs in: float32 throughout, or fp16's mixed precision (see above). */
-export const COMPUTE_PRECISIONS = ['fp32', 'fp16'] as const;
-export type ComputePrecision = (typeof COMPUTE_PRECISIONS)[number];
+export { COMPUTE_PRECISIONS, type ComputePrecision, PRECISIONS, type Precision } from './names.ts';
 
 /**
  * The compute precision of an export with weights at `precision`: `compute` when given (fp16 weights only),

@@ -18,6 +18,7 @@ import protobuf from 'protobufjs';
 import textformat from 'protobufjs/ext/textformat.js';
 import { type CapsNetConfig, IO_NAMES, derivedSizes } from '@capsnet-onnx/core';
 import { refuseToReplace } from '../files/atomic.ts';
+import type { InstanceKind } from './names.ts';
 
 /**
  * The part of Triton Inference Server's model configuration schema (ModelConfig, package inference, proto3) that
@@ -96,8 +97,7 @@ message ModelConfig {
   string backend = 17;
 }
 `;
-export const INSTANCE_KINDS = ['auto', 'cpu', 'gpu'] as const;
-export type InstanceKind = (typeof INSTANCE_KINDS)[number];
+export { INSTANCE_KINDS, type InstanceKind } from './names.ts';
 
 /** Model names Triton accepts as folder names and URL path segments. */
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;

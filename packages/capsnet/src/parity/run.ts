@@ -14,18 +14,7 @@ import { type BackendRow, type Tolerances, compare, formatMatrix, median, nearTi
 import type { MeasureRequest } from './measure.ts';
 import { PARITY_BATCH, loadReferenceModel, referenceOutputs } from './reference.ts';
 import type { NodeBackend, WorkerReply, WorkerRequest } from './worker.ts';
-
-export const ALL_BACKENDS = ['node-cpu', 'node-cuda', 'node-webgpu', 'node-wasm', 'chromium-wasm', 'chromium-webgpu'] as const;
-export type Backend = (typeof ALL_BACKENDS)[number];
-
-export const BACKEND_DESCRIPTIONS: Record<Backend, string> = {
-  'node-cpu': 'onnxruntime-node, cpu execution provider',
-  'node-cuda': 'onnxruntime-node, cuda execution provider',
-  'node-webgpu': 'onnxruntime-node, webgpu execution provider (Dawn over Vulkan; SwiftShader where there is no GPU)',
-  'node-wasm': 'onnxruntime-web, wasm, in Node',
-  'chromium-wasm': 'onnxruntime-web, wasm, in headless Chromium',
-  'chromium-webgpu': 'onnxruntime-web, webgpu, in headless Chromium',
-};
+import { ALL_BACKENDS, type Backend } from './backends.ts';
 
 export interface ParityOptions {
   model: string;

@@ -14,7 +14,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 
-export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+import type { BackendName } from './names.ts';
+
+export type { BackendName } from './names.ts';
 
 export interface InitializedBackend {
   name: BackendName;

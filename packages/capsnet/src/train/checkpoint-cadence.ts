@@ -58,11 +58,3 @@ export function checkpointWritesPerEpoch(stepsPerEpoch: number, every: number, i
   }
   return writes + 1;
 }
-
-/** "90s", "5m", "1h", "1.5h", "300" (seconds), "0" -> seconds; anything else is an error naming the forms. */
-export function parseDuration(value: string, flag = '--checkpoint-interval'): number {
-  const match = /^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?$/i.exec(value.trim());
-  if (!match) throw new Error(`${flag} must be a duration like 90s, 5m or 1h (or seconds, 0 for none), got "${value}"`);
-  const unit = (match[2] ?? 's').toLowerCase();
-  return Number(match[1]) * (unit.startsWith('h') ? 3600 : unit.startsWith('m') ? 60 : 1);
-}

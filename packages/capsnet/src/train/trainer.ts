@@ -78,8 +78,30 @@ export function baselineForPreset(preset: PresetName, shape: Dataset['shape'], o
   return baselineConfig('mnist', shape, { ...base, ...overrides });
 }
 
+/**
+ * The numbers a library caller passes are held to the command line's rules (cli/args.ts): a NaN or fractional seed
+ * would train with another seed than a resume reads back, and a NaN checkpoint interval would turn checkpoints off.
+ */
+function checkTrainNumbers(options: TrainOptions): void {
+  const INT32 = 2 ** 31 - 1;
+  const rules: Array<[name: string, value: number | undefined, min: number, max: number, optional?: boolean]> = [
+    ['seed', options.seed, 0, 2 ** 32 - 1],
+    ['epochs', options.epochs, 1, INT32],
+    ['batchSize', options.batchSize, 1, INT32],
+    ['checkpointEvery', options.checkpointEvery, 0, INT32],
+    ['routing', options.routing, 1, INT32, true],
+    ['trainLimit', options.trainLimit, 1, INT32, true],
+    ['testLimit', options.testLimit, 1, INT32, true],
+  ];
+  for (const [name, value, min, max, optional] of rules) {
+    if (value === undefined && optional) continue;
+    if (!Number.isInteger(value) || value! < min || value! > max) throw new Error(`train: ${name} must be an integer from ${min} to ${max}, got ${value}`);
+  }
+}
+
 export async function train(options: TrainOptions): Promise<{ runDir: string; metrics: EpochMetrics[]; config: CapsNetConfig; parameters: number }> {
   const { log } = options;
+  checkTrainNumbers(options);
   // Every input is checked before anything is created: the run directory, the checkpoint, the flags, the data.
   const checkpointIntervalS = options.checkpointIntervalS ?? DEFAULT_CHECKPOINT_INTERVAL_S;
   void new CheckpointCadence(options.checkpointEvery, checkpointIntervalS); // throws on a bad cadence

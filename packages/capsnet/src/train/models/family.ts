@@ -11,8 +11,9 @@ import { accuracyOf, type Params, type StepLoss, scoresInBatches } from '../loop
 import { capsuleLengths, encode, forward, initParams, marginLoss, reconstructionLoss } from '../model.ts';
 import { baselineForward, baselineLoss, initBaseline } from './baseline-cnn.ts';
 
-export const MODEL_NAMES = ['capsnet', 'baseline-cnn'] as const;
-export type ModelName = (typeof MODEL_NAMES)[number];
+import type { ModelName } from '../names.ts';
+
+export { MODEL_NAMES, type ModelName } from '../names.ts';
 
 export interface ModelFamily {
   name: ModelName;

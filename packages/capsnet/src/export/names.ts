@@ -1,0 +1,16 @@
+/**
+ * The export's vocabularies, in a module with no imports so that the command line can offer them as choices
+ * without loading the exporter (protobufjs).
+ */
+
+/** Weight storage precisions (export/precision.ts). */
+export const PRECISIONS = ['fp32', 'fp16', 'int8'] as const;
+export type Precision = (typeof PRECISIONS)[number];
+
+/** What the arithmetic of an export runs in: float32 throughout, or fp16's mixed precision (export/precision.ts). */
+export const COMPUTE_PRECISIONS = ['fp32', 'fp16'] as const;
+export type ComputePrecision = (typeof COMPUTE_PRECISIONS)[number];
+
+/** Triton instance_group kinds (export/triton.ts): auto is KIND_AUTO (a GPU when there is one). */
+export const INSTANCE_KINDS = ['auto', 'cpu', 'gpu'] as const;
+export type InstanceKind = (typeof INSTANCE_KINDS)[number];

@@ -1,0 +1,12 @@
+/**
+ * Training's vocabularies, in a module with no imports so that the command line can offer them as choices without
+ * loading TensorFlow.js.
+ */
+
+/** The network families `capsnet train --model` trains (train/models/family.ts). */
+export const MODEL_NAMES = ['capsnet', 'baseline-cnn'] as const;
+export type ModelName = (typeof MODEL_NAMES)[number];
+
+/** TensorFlow.js backends (train/backend.ts); `auto` picks the first that starts. */
+export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
