@@ -177,7 +177,7 @@ export function integerList(flag: string, range: { min: number; max?: number; ex
     expected: `comma-separated integers from ${range.min} to ${max}, e.g. ${range.example}`,
   };
   return registered(rule, (value: string) => {
-    const items = value.split(',').map((s) => s.trim());
+    const items = value.split(',');
     if (items.length === 0 || items.some((s) => !DIGITS.test(s))) refuse(rule, value);
     const numbers = items.map((s) => BigInt(s));
     if (numbers.some((n) => n < BigInt(range.min) || n > BigInt(max))) refuse(rule, value);
