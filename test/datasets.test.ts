@@ -11,6 +11,7 @@ import { Rng, presetConfig } from '@capsnet-onnx/core';
 import { DataError, loadDataset, protocolOverrides } from '../packages/capsnet/src/data/datasets.ts';
 import { readMatArrays } from '../packages/capsnet/src/data/matlab.ts';
 import { augmentBatch, networkView } from '../packages/capsnet/src/data/augment.ts';
+import { imagesFromIdx } from '../packages/capsnet/src/cli/image-files.ts';
 import {
   CIFAR_CLASSES, cifarRecords, copySvhnV5, cyclicLabels, idxFile, norbMatrix, patternByte, svhnFixturePixel, tempDir, writeCifar10,
   writeIdxSet, writeSmallNorb, writeSvhnV73,
@@ -148,9 +149,9 @@ describe('smallNORB', () => {
   });
 
   test('wrong magic, mismatched counts and bad categories are named', () => {
-    const dir = writeSmallNorb(tempDir('norbbad'), [0, 1], [1], 4);
-    const dat = join(dir, 'smallnorb-5x46789x9x18x6x2x4x4-training-dat.mat');
-    const cat = join(dir, 'smallnorb-5x46789x9x18x6x2x4x4-training-cat.mat');
+    const dir = writeSmallNorb(tempDir('norbbad'), [0, 1], [1]);
+    const dat = join(dir, 'smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat');
+    const cat = join(dir, 'smallnorb-5x46789x9x18x6x2x96x96-training-cat.mat');
     writeFileSync(cat, norbMatrix('int32', [3], [0, 1, 2]));
     assert.throws(() => loadDataset(`smallnorb:${dir}`), /has 2 image pairs but .*training-cat\.mat has 3 categories/);
     writeFileSync(cat, norbMatrix('int32', [2], [0, 7]));
@@ -158,6 +159,67 @@ describe('smallNORB', () => {
     writeFileSync(dat, Buffer.alloc(64));
     assert.throws(() => loadDataset(`smallnorb:${dir}`), /training-dat\.mat has magic 0x0: not a smallNORB byte or int32 matrix/);
     assert.throws(() => loadDataset(`smallnorb:${tempDir('norbnone')}`), /missing smallnorb-\*-training-dat\.mat\[\.gz\]/);
+  });
+});
+
+describe('geometry: images whose size disagrees with the format are refused (issue 20, item 5)', () => {
+  test('smallNORB: 96x64 and 95x95 pairs name the file, the size found and 96x96', () => {
+    for (const [h, w] of [[96, 64], [95, 95], [48, 48]] as const) {
+      const dir = writeSmallNorb(tempDir('norbgeo'), cyclicLabels(5, 5), cyclicLabels(5, 5), h, false, w);
+      assert.throws(() => loadDataset(`smallnorb:${dir}`), (e: Error) => e instanceof DataError &&
+        new RegExp(`smallnorb-5x46789x9x18x6x2x${h}x${w}-training-dat\\.mat holds ${h}x${w} image pairs .*found ${h}x${w}, expected 96x96`).test(e.message), `${h}x${w}`);
+    }
+    // A header whose sizes do not account for the bytes (read at them, the stride would be wrong).
+    const dir = writeSmallNorb(tempDir('norblong'), cyclicLabels(5, 5), cyclicLabels(5, 5));
+    const dat = join(dir, 'smallnorb-5x01235x9x18x6x2x96x96-testing-dat.mat');
+    writeFileSync(dat, Buffer.concat([norbMatrix('byte', [5, 2, 96, 96], new Array(5 * 2 * 96 * 96).fill(1)), Buffer.alloc(96)]));
+    assert.throws(() => loadDataset(`smallnorb:${dir}`), /testing-dat\.mat has 92280 bytes but its header says 5x2x96x96 \(92184 bytes\): the header's sizes do not match the data/);
+  });
+
+  test('CIFAR-10: records of other image sizes name the size found and 32x32', () => {
+    const dir = writeCifar10(tempDir('cifargeo'), [[1, 2]], [3]);
+    writeFileSync(join(dir, 'data_batch_1.bin'), Buffer.alloc(3 * (1 + 3 * 28 * 28)));
+    assert.throws(() => loadDataset(`cifar10:${dir}`), (e: Error) => e instanceof DataError &&
+      /data_batch_1\.bin has 7059 bytes, not a whole number of 3,073-byte CIFAR-10 records \(a label byte and a 32x32x3 image\): its size fits records of 28x28 RGB images \(found 28x28, expected 32x32\)/.test(e.message));
+  });
+
+  test('SVHN: X of another size names the size found and 32x32x3; doubles that are not bytes are refused', async () => {
+    const dir = copySvhnV5(tempDir('svhngeo'));
+    const y = Array.from({ length: 4 }, (_, i) => i + 1);
+    await writeSvhnV73(join(dir, 'test_32x32.mat'), { dims: [28, 28, 3, 4], data: new Array(28 * 28 * 3 * 4).fill(7) }, y);
+    assert.throws(() => loadDataset(`svhn:${dir}`), /test_32x32\.mat: X is 28x28x3x4, found 28x28x3 images, expected 32x32x3 x N/);
+    await writeSvhnV73(join(dir, 'test_32x32.mat'), { dims: [32, 32, 3, 4], data: new Array(32 * 32 * 3 * 4).fill(0.25) }, y, 'double');
+    assert.throws(() => loadDataset(`svhn:${dir}`), /test_32x32\.mat: X holds 0\.25 at element 1: SVHN's X holds bytes 0-255 \(uint8\)/);
+    // Doubles that hold whole bytes read as the bytes they are.
+    await writeSvhnV73(join(dir, 'test_32x32.mat'), { dims: [32, 32, 3, 4], data: new Array(32 * 32 * 3 * 4).fill(51) }, y, 'double');
+    assert.ok(near(loadDataset(`svhn:${dir}`).test.images[5]!, 0.2));
+  });
+
+  test('a broken EMNIST mapping file is refused with its line, not silently half-applied', () => {
+    const dir = writeIdxSet(tempDir('emnistmap'), { h: 2, w: 2, c: 1, train: cyclicLabels(6, 3, 1), test: cyclicLabels(3, 3, 1), emnistSplit: 'letters' });
+    const mapping = join(dir, 'emnist-letters-mapping.txt');
+    writeFileSync(mapping, '1 65 97\n2 66 98\n3 C c\n');
+    assert.throws(() => loadDataset(`emnist-letters:${dir}`), /emnist-letters-mapping\.txt line 3 is "3 C c": an EMNIST mapping line is "label code \[code\.\.\.\]"/);
+    writeFileSync(mapping, '1 65 97\n3 67 99\n');
+    assert.throws(() => loadDataset(`emnist-letters:${dir}`), /emnist-letters-mapping\.txt has no line for label\(s\) 2 of the data: fix the file or remove it/);
+    writeFileSync(mapping, '1 65 97\n2 66 98\n2 67 99\n3 67 99\n');
+    assert.throws(() => loadDataset(`emnist-letters:${dir}`), /line 3 maps label 2 a second time/);
+    writeFileSync(mapping, '1 65 97\r\n2 66 98\r\n3 67 99\r\n\r\n');
+    assert.deepEqual(loadDataset(`emnist-letters:${dir}`).classLabels, ['A/a', 'B/b', 'C/c']);
+  });
+
+  test('IDX: more bytes than the header says, and zero-sized images, name the file and both sizes', () => {
+    const dir = writeIdxSet(tempDir('idxgeo'), { h: 4, w: 4, c: 1, train: cyclicLabels(4, 2), test: cyclicLabels(2, 2) });
+    // 4 images of 4x6 under a header that says 4x4: read at 4x4, every image after the first is cut in the wrong place.
+    writeFileSync(join(dir, 'train-images-idx3-ubyte'), Buffer.concat([idxFile([4, 4, 4], new Array(64).fill(9)), Buffer.alloc(32)]));
+    assert.throws(() => loadDataset(`idx:${dir}`), /train-images-idx3-ubyte has 112 bytes but its header says 4x4x4 unsigned byte \(80 bytes\): the sizes in the header do not match the data/);
+    writeFileSync(join(dir, 'train-images-idx3-ubyte'), idxFile([4, 0, 4], []));
+    assert.throws(() => loadDataset(`idx:${dir}`), /train-images-idx3-ubyte holds 4x0x4 images: found 0x4x1, expected a height, width and channel count of at least 1/);
+    // classify's IDX reader holds the same line.
+    const metadata = { inputHeight: 4, inputWidth: 4, inputChannels: 1 } as Parameters<typeof imagesFromIdx>[1];
+    assert.throws(() => imagesFromIdx(Buffer.concat([idxFile([4, 4, 4], new Array(64).fill(9)), Buffer.alloc(32)]), metadata, 'digits-idx3-ubyte'),
+      /digits-idx3-ubyte has 96 bytes of pixels but its header says 4 images of 4x4 \(64 bytes\): the sizes in the header do not match the data/);
+    assert.equal(imagesFromIdx(idxFile([4, 4, 4], new Array(64).fill(51)), metadata, 'ok').count, 4);
   });
 });
 

@@ -105,17 +105,20 @@ export function norbMatrix(kind: 'byte' | 'int32', dims: number[], values: Array
   return Buffer.concat([header, data]);
 }
 
-/** smallNORB -dat/-cat/-info files (side x side stereo pairs; view v adds 60 v so the two channels differ). */
-export function writeSmallNorb(dir: string, train: number[], test: number[], side = 96, gzip = false): string {
+/**
+ * smallNORB -dat/-cat/-info files (side x side stereo pairs, or side x width; view v adds 60 v so the two channels
+ * differ). The real files are 96x96: other sizes are for the readers' refusals.
+ */
+export function writeSmallNorb(dir: string, train: number[], test: number[], side = 96, gzip = false, width = side): string {
   mkdirSync(dir, { recursive: true });
   for (const [split, tag, labels] of [['training', '46789', train], ['testing', '01235', test]] as const) {
     const pixels: number[] = [];
     labels.forEach((label, n) => {
-      for (let v = 0; v < 2; v++) for (let y = 0; y < side; y++) for (let x = 0; x < side; x++) pixels.push((patternByte(label, n, y, x, 0) + 60 * v) % 256);
+      for (let v = 0; v < 2; v++) for (let y = 0; y < side; y++) for (let x = 0; x < width; x++) pixels.push((patternByte(label, n, y, x, 0) + 60 * v) % 256);
     });
-    const base = `smallnorb-5x${tag}x9x18x6x2x${side}x${side}-${split}`;
+    const base = `smallnorb-5x${tag}x9x18x6x2x${side}x${width}-${split}`;
     const files: Array<[string, Buffer]> = [
-      [`${base}-dat.mat`, norbMatrix('byte', [labels.length, 2, side, side], pixels)],
+      [`${base}-dat.mat`, norbMatrix('byte', [labels.length, 2, side, width], pixels)],
       [`${base}-cat.mat`, norbMatrix('int32', [labels.length], labels)],
       [`${base}-info.mat`, norbMatrix('int32', [labels.length, 4], new Array(labels.length * 4).fill(0))],
     ];
@@ -142,14 +145,15 @@ export function svhnFixturePixel(label: number, image: number, y: number, x: num
  * A MATLAB v7.3 file (HDF5 behind a 512-byte text header, the layout MATLAB writes) with the same X and y as the
  * v5 arrays given, written by h5wasm with chunked, gzip-compressed storage like MATLAB's.
  */
-export async function writeSvhnV73(file: string, X: { dims: number[]; data: ArrayLike<number> }, y: ArrayLike<number>): Promise<void> {
+export async function writeSvhnV73(file: string, X: { dims: number[]; data: ArrayLike<number> }, y: ArrayLike<number>, xType: 'uint8' | 'double' = 'uint8'): Promise<void> {
   const { default: h5wasm } = await import('h5wasm/node');
   await h5wasm.ready;
   const plain = `${file}.h5`;
   const h5 = new h5wasm.File(plain, 'w');
   // HDF5 holds MATLAB's column-major array with the dimensions reversed: the same bytes, in the same order.
   const shape = [...X.dims].reverse();
-  h5.create_dataset({ name: 'X', data: Uint8Array.from(X.data), shape, dtype: '<B', chunks: [1, ...shape.slice(1)], compression: 'gzip', compression_opts: [3] } as never);
+  const data = xType === 'uint8' ? Uint8Array.from(X.data) : Float64Array.from(X.data);
+  h5.create_dataset({ name: 'X', data, shape, dtype: xType === 'uint8' ? '<B' : '<d', chunks: [1, ...shape.slice(1)], compression: 'gzip', compression_opts: [3] } as never);
   h5.create_dataset({ name: 'y', data: Float64Array.from(y), shape: [1, y.length], dtype: '<d' });
   h5.close();
   const header = Buffer.alloc(512, 0x20);

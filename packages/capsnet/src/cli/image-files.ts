@@ -69,6 +69,10 @@ export function imagesFromIdx(bytes: Uint8Array, metadata: ModelMetadata, name: 
     throw new InputError(`${name} holds ${h}x${w} images but the model takes ${metadata.inputHeight}x${metadata.inputWidth}`);
   }
   if (bytes.length < 16 + total * h * w) throw new InputError(`${name} is truncated: its header says ${total} images of ${h}x${w}`);
+  if (bytes.length > 16 + total * h * w) {
+    throw new InputError(`${name} has ${bytes.length - 16} bytes of pixels but its header says ${total} images of ${h}x${w} (${total * h * w} bytes): ` +
+      'the sizes in the header do not match the data');
+  }
   const count = Math.min(total, limit);
   const images = new Float32Array(count * h * w);
   for (let i = 0; i < images.length; i++) images[i] = bytes[16 + i]! / 255;

@@ -12,14 +12,25 @@ const PLANE = SIDE * SIDE;
 const RECORD = 1 + 3 * PLANE;
 const USAGE = '--data cifar10:DIR with data_batch_1.bin ... data_batch_5.bin, test_batch.bin and batches.meta.txt (the "binary version")';
 
+/** The side of square RGB images whose one-label-byte records would fill `length` bytes exactly, other than 32. */
+function otherSide(length: number): number | undefined {
+  for (let side = 8; side <= 512; side++) {
+    if (side !== SIDE && length > 0 && length % (1 + 3 * side * side) === 0 && length / (1 + 3 * side * side) <= 100_000) return side;
+  }
+  return undefined;
+}
+
 /** Records of one batch file -> NHWC images in [0, 1] and labels 0..9. */
 export function readCifar10Batch(file: string): Split {
   const bytes = readMaybeGzipped(file);
   if (bytes.length === 0 || bytes.length % RECORD !== 0) {
+    const side = otherSide(bytes.length);
     const hint = bytes.length % (RECORD + 1) === 0 && bytes.length > 0
       ? ': its size fits CIFAR-100\'s 3,074-byte records (two label bytes), which this reader does not take'
-      : ': the file is truncated or not the binary version (the Python "pickle" version is not read)';
-    throw new DataError(`${file} has ${bytes.length} bytes, not a whole number of 3,073-byte CIFAR-10 records${hint}`);
+      : side !== undefined
+        ? `: its size fits records of ${side}x${side} RGB images (found ${side}x${side}, expected ${SIDE}x${SIDE}); resize them to CIFAR-10's 32x32`
+        : ': the file is truncated or not the binary version (the Python "pickle" version is not read)';
+    throw new DataError(`${file} has ${bytes.length} bytes, not a whole number of 3,073-byte CIFAR-10 records (a label byte and a ${SIDE}x${SIDE}x3 image)${hint}`);
   }
   const count = bytes.length / RECORD;
   const images = new Float32Array(count * 3 * PLANE);

@@ -48,6 +48,12 @@ export function readIdx(file: string): IdxArray {
   if (bytes.length < expected) {
     throw new DataError(`${file} is truncated: its header says ${dims.join('x')} ${IDX_TYPES[type].name} (${expected} bytes) but it has ${bytes.length} bytes`);
   }
+  // More bytes than the header accounts for: the header's sizes are not the data's (read at them, every image
+  // after the first would be cut at the wrong stride).
+  if (bytes.length > expected) {
+    throw new DataError(`${file} has ${bytes.length} bytes but its header says ${dims.join('x')} ${IDX_TYPES[type].name} (${expected} bytes): ` +
+      'the sizes in the header do not match the data; re-create the file with the right dimensions');
+  }
   return { file, type, dims, bytes, offset };
 }
 
@@ -71,6 +77,9 @@ export function readIdxImages(file: string, transpose = false): IdxImages {
     throw new DataError(`${file} holds a ${dims.length}-D array (${dims.join('x')}): IDX images must be N x H x W or N x H x W x C`);
   }
   const [count, height, width, channels = 1] = dims as [number, number, number, number?];
+  if (height === 0 || width === 0 || channels === 0) {
+    throw new DataError(`${file} holds ${dims.join('x')} images: found ${height}x${width}x${channels}, expected a height, width and channel count of at least 1`);
+  }
   if (dims.length === 4 && channels > 4 && height <= 4) {
     throw new DataError(`${file} is ${dims.join('x')}, which looks channels-first: IDX images must be N x H x W x C (channels last); transpose them`);
   }
@@ -143,11 +152,20 @@ function findFile(dir: string, base: string, names: string[]): string {
  */
 function readEmnistMapping(file: string): Map<number, string> {
   const map = new Map<number, string>();
-  for (const line of readMaybeGzipped(file).toString('utf8').split('\n')) {
-    const fields = line.trim().split(/\s+/).map(Number);
-    if (fields.length < 2 || fields.some((f) => !Number.isInteger(f))) continue;
-    map.set(fields[0]!, fields.slice(1).map((code) => String.fromCharCode(code)).join('/'));
-  }
+  const lines = readMaybeGzipped(file).toString('utf8').split(/\r?\n/);
+  lines.forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '') return;
+    const fields = line.split(/\s+/);
+    // A broken mapping would silently name classes wrong (or leave them numbered): refuse it with the line.
+    if (fields.length < 2 || !fields.every((f) => /^[0-9]+$/.test(f)) || fields.slice(1).some((f) => Number(f) > 0x10ffff)) {
+      throw new DataError(`${file} line ${i + 1} is "${line.slice(0, 60)}": an EMNIST mapping line is "label code [code...]" (decimal character codes); ` +
+        'fix the file or remove it (the classes are then named by their labels)');
+    }
+    const label = Number(fields[0]);
+    if (map.has(label)) throw new DataError(`${file} line ${i + 1} maps label ${label} a second time: fix the file or remove it`);
+    map.set(label, fields.slice(1).map((code) => String.fromCodePoint(Number(code))).join('/'));
+  });
   return map;
 }
 
@@ -196,7 +214,12 @@ export function loadIdxDirectory(dir: string, split?: string): Dataset {
   const mappingFile = emnist ? [`emnist-${emnist}-mapping.txt`, `emnist-${emnist}-mapping.txt.gz`].map((f) => join(dir, f)).find(existsSync) : undefined;
   if (mappingFile) {
     const mapping = readEmnistMapping(mappingFile);
-    classLabels = classLabels.map((label, k) => mapping.get(k + classes.offset) ?? label);
+    const missing = classLabels.map((_, k) => k + classes.offset).filter((label) => !mapping.has(label));
+    if (missing.length) {
+      throw new DataError(`${mappingFile} has no line for label(s) ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', ...' : ''} of the data: ` +
+        'fix the file or remove it (the classes are then named by their labels)');
+    }
+    classLabels = classLabels.map((_, k) => mapping.get(k + classes.offset)!);
   }
   return {
     name: emnist ? `emnist-${emnist}:${dir}` : `idx:${dir}`,

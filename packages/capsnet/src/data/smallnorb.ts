@@ -14,6 +14,8 @@ import { type Dataset, type Split, DataError, downsampleMean, readMaybeGzipped, 
 
 export const SMALLNORB_CLASSES = ['animal', 'human', 'airplane', 'truck', 'car'];
 const MAGIC = { byte: 0x1e3d4c55, int32: 0x1e3d4c54 } as const;
+/** Every smallNORB image is 96x96 (each of the two stereo views). */
+const SIDE = 96;
 const USAGE = '--data smallnorb:DIR with the smallnorb-*-{training,testing}-{dat,cat}.mat[.gz] files';
 
 interface NorbMatrix {
@@ -40,16 +42,24 @@ export function readNorbMatrix(file: string): NorbMatrix {
   const dims = Array.from({ length: ndim }, (_, i) => bytes.readInt32LE(8 + 4 * i));
   const expected = offset + dims.reduce((a, b) => a * b, 1) * (kind === 'byte' ? 1 : 4);
   if (bytes.length < expected) throw new DataError(`${file} is truncated: its header says ${dims.join('x')} (${expected} bytes) but it has ${bytes.length}`);
+  if (bytes.length > expected) {
+    throw new DataError(`${file} has ${bytes.length} bytes but its header says ${dims.join('x')} (${expected} bytes): the header's sizes do not match the data`);
+  }
   return { file, kind, dims, bytes, offset };
 }
 
 /** -dat [N, 2, H, W] bytes -> NHWC [N, H/2, W/2, 2] in [0, 1] (view 0 = left camera = channel 0). */
-function readImages(file: string): { images: Float32Array; count: number; side: number } {
+function readImages(file: string): { images: Float32Array; count: number } {
   const m = readNorbMatrix(file);
   if (m.kind !== 'byte' || m.dims.length !== 4 || m.dims[1] !== 2) {
     throw new DataError(`${file} holds a ${m.kind} ${m.dims.join('x')} matrix: a smallNORB -dat file holds bytes N x 2 x 96 x 96`);
   }
   const [count, , h, w] = m.dims as [number, number, number, number];
+  // The images are 96x96 by definition; any other size (a crop, a resize, a transposed header) would be read at the
+  // wrong stride or give the network a size the protocol does not describe.
+  if (h !== SIDE || w !== SIDE) {
+    throw new DataError(`${file} holds ${h}x${w} image pairs (${m.dims.join('x')}): found ${h}x${w}, expected ${SIDE}x${SIDE}, smallNORB's size; use the original -dat files`);
+  }
   const full = new Float32Array(count * h * w * 2);
   for (let n = 0; n < count; n++) {
     for (let v = 0; v < 2; v++) {
@@ -57,7 +67,7 @@ function readImages(file: string): { images: Float32Array; count: number; side: 
       for (let p = 0; p < h * w; p++) full[(n * h * w + p) * 2 + v] = m.bytes[src + p]! / 255;
     }
   }
-  return { images: downsampleMean(full, count, h, w, 2, 2), count, side: h / 2 };
+  return { images: downsampleMean(full, count, h, w, 2, 2), count };
 }
 
 function readCategories(file: string): Int32Array {
@@ -75,10 +85,10 @@ function findPart(dir: string, files: string[], split: 'training' | 'testing', p
   return found && join(dir, found);
 }
 
-function loadSplit(dir: string, files: string[], split: 'training' | 'testing'): Split & { side: number } {
+function loadSplit(dir: string, files: string[], split: 'training' | 'testing'): Split {
   const datFile = findPart(dir, files, split, 'dat', true)!;
   const catFile = findPart(dir, files, split, 'cat', true)!;
-  const { images, count, side } = readImages(datFile);
+  const { images, count } = readImages(datFile);
   const labels = readCategories(catFile);
   if (labels.length !== count) throw new DataError(`${datFile} has ${count} image pairs but ${catFile} has ${labels.length} categories: the files must match`);
   const infoFile = findPart(dir, files, split, 'info', false);
@@ -86,7 +96,7 @@ function loadSplit(dir: string, files: string[], split: 'training' | 'testing'):
     const info = readNorbMatrix(infoFile);
     if (info.dims[0] !== count) throw new DataError(`${infoFile} describes ${info.dims[0]} images but ${datFile} has ${count}`);
   }
-  return { images, labels, count, side };
+  return { images, labels, count };
 }
 
 export function loadSmallNorb(dir: string): Dataset {
@@ -94,12 +104,12 @@ export function loadSmallNorb(dir: string): Dataset {
   const files = readdirSync(dir);
   const train = loadSplit(dir, files, 'training');
   const test = loadSplit(dir, files, 'testing');
-  if (train.side !== test.side) throw new DataError(`smallNORB training images are ${2 * train.side} pixels wide but testing images ${2 * test.side}`);
+  const side = SIDE / 2;
   return {
     name: `smallnorb:${dir}`,
-    shape: { inputHeight: train.side, inputWidth: train.side, inputChannels: 2, numClasses: 5 },
+    shape: { inputHeight: side, inputWidth: side, inputChannels: 2, numClasses: 5 },
     classLabels: SMALLNORB_CLASSES,
-    source: `smallNORB ${2 * train.side}x${2 * train.side} stereo pairs (2 channels), 2x2 mean to ${train.side}x${train.side}, bytes / 255`,
+    source: `smallNORB ${2 * side}x${2 * side} stereo pairs (2 channels), 2x2 mean to ${side}x${side}, bytes / 255`,
     train: { images: train.images, labels: train.labels, count: train.count },
     test: { images: test.images, labels: test.labels, count: test.count },
   };

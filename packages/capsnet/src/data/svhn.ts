@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { type Dataset, type Split, DataError, requireDirectory } from './common.ts';
 import { readMatArrays } from './matlab.ts';
 
+/** Cropped digits are 32x32 RGB. */
+const SIDE = 32;
 const USAGE = '--data svhn:DIR with train_32x32.mat and test_32x32.mat (the "cropped digits" format)';
 
 /** X (column-major H x W x C x N) -> NHWC in [0, 1]; y: 10 -> 0. */
@@ -15,10 +17,22 @@ export function readSvhnFile(file: string): Split & { height: number; width: num
   const arrays = readMatArrays(file, ['X', 'y']);
   const X = arrays.get('X')!;
   const y = arrays.get('y')!;
-  if (X.dims.length !== 4 || X.dims[2] !== 3) {
-    throw new DataError(`${file}: X is ${X.dims.join('x')}, not height x width x 3 x N: is it a cropped-digits (32x32) file?`);
+  if (X.dims.length !== 4 || X.dims[0] !== SIDE || X.dims[1] !== SIDE || X.dims[2] !== 3) {
+    throw new DataError(`${file}: X is ${X.dims.join('x')}, found ${X.dims.slice(0, 3).join('x')} images, expected ${SIDE}x${SIDE}x3 x N ` +
+      '(height x width x channel x image): is it a cropped-digits (32x32) file?');
   }
   const [h, w, c, n] = X.dims as [number, number, number, number];
+  // SVHN's X is uint8. Saved as doubles it is read the same only when every value is still a whole number in
+  // 0-255; doubles already scaled to [0, 1] (or standardised) would silently become near-black images at / 255.
+  if (!(X.data instanceof Uint8Array)) {
+    for (let i = 0; i < X.data.length; i++) {
+      const v = X.data[i]!;
+      if (!(Number.isInteger(v) && v >= 0 && v <= 255)) {
+        throw new DataError(`${file}: X holds ${v} at element ${i + 1}: SVHN's X holds bytes 0-255 (uint8); ` +
+          'this file was saved with other values (scaled to [0, 1] or standardised?): save the original uint8 X');
+      }
+    }
+  }
   const labelCount = y.dims.reduce((a, b) => a * b, 1);
   if (labelCount !== n) throw new DataError(`${file}: X holds ${n} images but y holds ${labelCount} labels`);
   const images = new Float32Array(n * h * w * c);
