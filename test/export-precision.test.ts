@@ -270,6 +270,7 @@ describe('Triton model repository', () => {
       name: 'tiny',
       platform: 'onnxruntime_onnx',
       backend: 'onnxruntime',
+      version_policy: { specific: { versions: [1] } },
       max_batch_size: 8,
       input: [{ name: 'images', data_type: 'TYPE_FP32', dims: [12, 10, 1] }],
       output: [

@@ -1,10 +1,13 @@
 /**
  * Child process for test/faults.test.ts: trains or exports a tiny CapsNet and, when CAPSNET_FAULT says so, kills
  * itself with SIGKILL at the Nth atomic write: `rename:N` between a temp file's write and its rename, `write:N`
- * halfway through writing a temp file (through its descriptor, as files/atomic.ts writes). (The test also kills children from outside at random times.)
+ * halfway through writing a temp file (through its descriptor, as files/atomic.ts writes), `step:N` at the Nth
+ * change to the file system under FAULT_DIR (mkdir, open for writing, write (half of it), rename, copy or remove:
+ * every step of an export, in order). (The test also kills children from outside at random times.)
  *
  *   node --import tsx test/fault-child.ts train RUN_DIR EPOCHS
  *   node --import tsx test/fault-child.ts export RUN_DIR MODEL_PATH
+ *   node --import tsx test/fault-child.ts triton RUN_DIR REPOSITORY_DIR     (--triton, with overwrite)
  */
 import fs, { existsSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
@@ -47,6 +50,39 @@ if (kind === 'rename') {
     }
     return (write as (...a: unknown[]) => number)(fd, data, offset, length, ...rest);
   }) as typeof fs.writeSync;
+} else if (kind === 'step') {
+  // Only changes under FAULT_DIR count (tsx's own cache writes elsewhere would make the count vary).
+  const under = (path: fs.PathLike | fs.PathOrFileDescriptor) => String(path).startsWith(process.env.FAULT_DIR ?? '/nonexistent');
+  const step = (path: fs.PathLike | fs.PathOrFileDescriptor) => under(path) && ++count === target;
+  const { mkdirSync, renameSync, rmSync, copyFileSync, writeFileSync, openSync, writeSync } = fs;
+  const ours = new Set<number>();
+  fs.mkdirSync = ((path: fs.PathLike, options?: fs.MakeDirectoryOptions) => (step(path) ? die() : mkdirSync(path, options))) as typeof fs.mkdirSync;
+  fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => (step(from) ? die() : renameSync(from, to));
+  fs.rmSync = (path: fs.PathLike, options?: fs.RmOptions) => (step(path) ? die() : rmSync(path, options));
+  fs.copyFileSync = (from: fs.PathLike, to: fs.PathLike, mode?: number) => (step(to) ? die() : copyFileSync(from, to, mode));
+  fs.openSync = ((path: fs.PathLike, flags?: fs.OpenMode, ...rest: unknown[]) => {
+    const writing = flags !== undefined && flags !== 'r';
+    if (writing && step(path)) die();
+    const fd = (openSync as (...a: unknown[]) => number)(path, flags, ...rest);
+    if (writing && under(path)) ours.add(fd);
+    return fd;
+  }) as typeof fs.openSync;
+  fs.writeSync = ((fd: number, data: NodeJS.ArrayBufferView, offset: number = 0, length?: number, ...rest: unknown[]) => {
+    if (ours.has(fd) && ++count === target) {
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      writeSync(fd, bytes, offset, (length ?? bytes.length - offset) >> 1);
+      die();
+    }
+    return (writeSync as (...a: unknown[]) => number)(fd, data, offset, length, ...rest);
+  }) as typeof fs.writeSync;
+  fs.writeFileSync = ((path: fs.PathOrFileDescriptor, data: string | NodeJS.ArrayBufferView, options?: fs.WriteFileOptions) => {
+    if (step(path)) {
+      const bytes = typeof data === 'string' ? Buffer.from(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      writeFileSync(path, bytes.subarray(0, bytes.length >> 1));
+      die();
+    }
+    return writeFileSync(path, data, options);
+  }) as typeof fs.writeFileSync;
 }
 syncBuiltinESMExports();
 
@@ -58,6 +94,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       preset: 'small', data: 'mnist-sample', epochs: Number(arg), backend: (process.env.FAULT_BACKEND ?? 'cpu') as 'cpu', out: runDir, resume: existsSync(join(runDir, 'checkpoint.bin')),
       checkpointEvery: 1, checkpointIntervalS: 0, configOverrides: FAULT_CONFIG, ...FAULT_RUN, log: () => {}, progressBar: false,
     });
+  } else if (command === 'triton') {
+    const { exportCheckpoint } = await import('../../packages/capsnet/src/export/exporter.ts');
+    exportCheckpoint(runDir, { triton: { dir: arg }, exportedAt: EXPORTED_AT, overwrite: true });
   } else {
     const { exportCheckpoint } = await import('../../packages/capsnet/src/export/exporter.ts');
     // The fault test puts an older pair there on purpose and re-exports over it.

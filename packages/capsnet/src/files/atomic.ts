@@ -35,7 +35,7 @@ export function processAlive(pid: number): boolean {
 }
 
 /**
- * Remove the temp files in `dir` whose writer is no longer running (optionally only those of the given target
+ * Remove the temp files (and temp folders) in `dir` whose writer is no longer running (optionally only those of the given target
  * names). Returns the names removed. A missing directory has none.
  */
 export function sweepTempFiles(dir: string, targets?: string[]): string[] {
@@ -52,7 +52,8 @@ export function sweepTempFiles(dir: string, targets?: string[]): string[] {
     const pid = Number(match.groups.pid);
     if (targets && !targets.includes(match.groups.target!)) continue;
     if (pid !== process.pid && processAlive(pid)) continue;
-    rmSync(join(dir, name), { force: true });
+    // A temp folder (a Triton model repository being built) goes with its contents.
+    rmSync(join(dir, name), { force: true, recursive: true });
     removed.push(name);
   }
   return removed;
