@@ -28,8 +28,15 @@ export function registerCorpusCommands(program: Command): void {
     .action(async (file: string | undefined) => {
       const { scoreByStyle } = await import('../data/corpus.ts');
       let input: { results?: Array<{ image: string; label: number | null }>; error?: { message: string } };
+      let text: string;
       try {
-        input = JSON.parse(readFileSync(file ?? 0, 'utf8'));
+        text = readFileSync(file ?? 0, 'utf8');
+      } catch (e) {
+        const { systemErrorLine } = await import('../files/atomic.ts');
+        throw new Error(systemErrorLine(e, file ?? 'standard input') ?? `cannot read ${file ?? 'standard input'}: ${(e as Error).message}`, { cause: e });
+      }
+      try {
+        input = JSON.parse(text);
       } catch (e) {
         throw new Error(`${file ?? 'standard input'} is not JSON (${(e as Error).message}): pipe in \`capsnet classify MODEL DIR --json\``);
       }

@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type { DataShape } from '@capsnet-onnx/core';
+import { systemErrorLine } from '../files/atomic.ts';
 
 export interface Split {
   images: Float32Array;
@@ -72,7 +73,9 @@ export function readMaybeGzipped(file: string): Buffer {
   try {
     raw = readFileSync(file);
   } catch (e) {
-    throw new DataError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EISDIR') throw new DataError(`${file} is a directory, not a data file: check the --data directory's contents`, { cause: e });
+    throw new DataError(systemErrorLine(e, file) ?? `cannot read ${file}: ${(e as Error).message}`, { cause: e });
   }
   if (recording) recording[basename(file)] = createHash('sha256').update(raw).digest('hex');
   if (!file.endsWith('.gz')) return raw;

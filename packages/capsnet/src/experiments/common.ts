@@ -148,7 +148,6 @@ export interface ExperimentStart extends LoadedData {
 export async function startExperiment(options: ExperimentOptions, ciLimits?: { train: number; test: number }): Promise<ExperimentStart> {
   const elapsed = timer();
   const startedAt = new Date().toISOString();
-  mkdirSync(options.out, { recursive: true });
   // Loaded here, not at the top: report.ts reads this module and must not pull in TensorFlow.js.
   const { setupBackend } = await import('./backend.ts');
   const backend = await setupBackend(options.backend, options.log);
@@ -156,6 +155,8 @@ export async function startExperiment(options: ExperimentOptions, ciLimits?: { t
   const data = ciLimits
     ? loadData(options.data, options.trainLimit ?? (ci ? ciLimits.train : undefined), options.testLimit ?? (ci ? ciLimits.test : undefined), options.scale)
     : loadData(options.data, undefined, undefined, options.scale);
+  // Created once the data and the backend are there: a refusal above leaves no empty --out behind.
+  mkdirSync(options.out, { recursive: true });
   return { ...data, elapsed, startedAt, backend, ci };
 }
 

@@ -184,7 +184,9 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
   const notes: string[] = [];
   const metrics: Record<string, number> = {};
   const settings: Record<string, unknown> = { steps: PERTURB_STEPS };
-  mkdirSync(options.out, { recursive: true });
+  // Refusals come before --out is created.
+  if (options.model && !existsSync(options.model)) throw new Error(`--model ${options.model} does not exist: pass the model.onnx that \`capsnet export\` wrote`);
+  if (options.run) loadCheckpoint(options.run);
   const backend = await setupBackend(options.backend, options.log);
 
   // 1. the model
@@ -217,6 +219,7 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
     if (exported.path) modelPath = exported.path;
     else notes.push(`Could not export ${runDir} to ONNX (${exported.why}); decoded with TensorFlow.js instead.`);
   }
+  mkdirSync(options.out, { recursive: true });
   let codec: Codec;
   if (modelPath) {
     try {

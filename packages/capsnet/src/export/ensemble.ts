@@ -14,7 +14,8 @@ import { encodeModel } from './onnx-schema.ts';
 import { GraphBuilder, buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildDecoderGraph, capsNetBody, declareOutputs, decoder, imageShapeText, imagesInput, maskLongestCapsule } from './capsnet-graph.ts';
 import {
-  type ExportProvenance, type ExportResult, PRODUCER_NAME, checkOutputPath, dataProvenance, exportMetadata, producerVersion, recordDecoderHash,
+  type ExportProvenance, type ExportResult, PRODUCER_NAME, PROTOBUF_LIMIT, checkOutputPath, dataProvenance, estimateModelBytes, exportMetadata, producerVersion,
+  recordDecoderHash,
 } from './exporter.ts';
 import { refuseToReplace, sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
 
@@ -33,6 +34,15 @@ export interface EnsembleMember {
 /** What the members must share to be averaged: the input they take and the classes they score. */
 function checkCompatible(members: EnsembleMember[]): void {
   if (members.length < 2) throw new Error(`an ensemble needs at least 2 members, got ${members.length}: pass two or more run directories`);
+  // The same checkpoint twice would weigh one model double while counting as two members.
+  const seen = new Map<string, string>();
+  for (const m of members) {
+    const earlier = seen.get(m.checkpointSha256);
+    if (earlier !== undefined) {
+      throw new Error(`${m.source} holds the same checkpoint as ${earlier} (SHA-256 ${m.checkpointSha256.slice(0, 12)}): each ensemble member must be a different trained run`);
+    }
+    seen.set(m.checkpointSha256, m.source);
+  }
   const first = members[0]!;
   const key = (m: EnsembleMember) => JSON.stringify({
     input: [m.config.inputHeight, m.config.inputWidth, m.config.inputChannels],
@@ -52,6 +62,11 @@ function checkCompatible(members: EnsembleMember[]): void {
 /** Build the ensemble's model and decoder in memory. */
 export function buildEnsembleModels(members: EnsembleMember[], exportedAt?: Date) {
   checkCompatible(members);
+  const bytes = members.reduce((n, m) => n + estimateModelBytes(m.config), 0);
+  if (bytes * 1.01 > PROTOBUF_LIMIT) {
+    throw new Error(`the ensemble would be about ${(bytes / 2 ** 30).toFixed(2)} GiB of float32 weights, past protobuf's 2 GiB limit on an ONNX file: ` +
+      'ensemble fewer or smaller members');
+  }
   for (const m of members) validateConfig(m.config);
   const first = members[0]!;
   const config = first.config;

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
-  type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, publicDataName, validateConfig,
+  type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, paramShapes, publicDataName, validateConfig,
 } from '@capsnet-onnx/core';
 import type { CheckpointState } from '../files/checkpoint.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
@@ -110,6 +110,35 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
   const decoderBytes = encodeModel(built.decoder);
   recordDecoderHash(built.model, decoderBytes);
   return { ...built, decoderBytes };
+}
+
+/** Protobuf's limit on one message, so on an ONNX file without external data: 2 GiB - 1 bytes. */
+export const PROTOBUF_LIMIT = 2 ** 31 - 1;
+const BYTES_PER_WEIGHT: Record<Precision, number> = { fp32: 4, fp16: 2, int8: 1 };
+
+/**
+ * The weight bytes of the classifier file (which holds every weight, the decoder's included) at `precision`: what
+ * sets its size (the graph itself is a few KB). int8 adds one float scale per output channel, counted as 1% here.
+ */
+export function estimateModelBytes(config: CapsNetConfig, precision: Precision = 'fp32'): number {
+  const weights = Object.values(paramShapes(config)).reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0);
+  return Math.ceil(weights * BYTES_PER_WEIGHT[precision] * (precision === 'int8' ? 1.01 : 1));
+}
+
+/**
+ * Refuse, before anything is built, an export whose file would pass protobuf's 2 GiB limit (building it would take
+ * minutes and gigabytes before failing), naming the limit and the precisions that fit.
+ */
+export function checkProtobufLimit(config: CapsNetConfig, precision: Precision = 'fp32', limit = PROTOBUF_LIMIT): void {
+  const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+  const bytes = estimateModelBytes(config, precision);
+  // A margin of 1% for the graph, names and metadata.
+  if (bytes * 1.01 <= limit) return;
+  const fits = (['fp16', 'int8'] as const).filter((p) => BYTES_PER_WEIGHT[p] < BYTES_PER_WEIGHT[precision] && estimateModelBytes(config, p) * 1.01 <= limit);
+  throw new Error(`the model would be about ${gib(bytes)} of ${precision} weights, past protobuf's 2 GiB limit on an ONNX file: ` +
+    (fits.length
+      ? `export with ${fits.map((p) => `--precision ${p} (about ${gib(estimateModelBytes(config, p))})`).join(' or ')}`
+      : 'no precision brings it under the limit: train a smaller model (fewer classes, primary capsules or decoder units)'));
 }
 
 /** Fail early, with the fix, on an output path that cannot be written. */
@@ -241,6 +270,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     };
   }
   const computePrecision = computePrecisionFor(options.precision ?? 'fp32', options.compute);
+  checkProtobufLimit(checkpoint.config, options.precision ?? 'fp32');
   const config: CapsNetConfig = {
     ...checkpoint.config,
     ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),

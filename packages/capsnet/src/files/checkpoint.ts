@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type BaselineCnnConfig, type CapsNetConfig, baselineParamShapes, paramShapes, validateBaselineConfig, validateConfig } from '@capsnet-onnx/core';
-import { writeFileAtomic } from './atomic.ts';
+import { systemErrorLine, writeFileAtomic } from './atomic.ts';
 
 export const CHECKPOINT_FILE = 'checkpoint.bin';
 const MAGIC = 'CAPSCKPT';
@@ -151,7 +151,12 @@ export function decodeCheckpoint(bytes: Uint8Array, source = 'checkpoint'): Chec
   const fail = (problem: string): never => {
     throw new CheckpointError(`${source}: ${problem}`);
   };
-  if (bytes.length < 12 || new TextDecoder().decode(bytes.subarray(0, 8)) !== MAGIC) {
+  if (bytes.length === 0) {
+    fail('the file is empty (0 bytes): a run killed before its first checkpoint, or a copy that failed; train again (--overwrite) or restore the file');
+  }
+  const magic = new TextDecoder().decode(bytes.subarray(0, Math.min(8, bytes.length)));
+  if (bytes.length < 12 && MAGIC.startsWith(magic)) fail(`truncated at ${bytes.length} bytes, inside its header: the file is corrupted, re-run training or restore it`);
+  if (bytes.length < 12 || magic !== MAGIC) {
     fail('not a capsnet checkpoint (bad magic): pass the directory that `capsnet train --out` wrote');
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -163,6 +168,7 @@ export function decodeCheckpoint(bytes: Uint8Array, source = 'checkpoint'): Chec
   } catch {
     return fail('corrupted header (invalid JSON): re-run training or restore the file');
   }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('corrupted header (not a JSON object): re-run training or restore the file');
   if (header.format !== 1 || !Array.isArray(header.tensors)) fail(`unsupported checkpoint format ${String(header.format)}`);
   if (header.model !== undefined && header.model.family !== 'baseline-cnn') fail(`unknown model family ${JSON.stringify(header.model.family)}`);
   try {
@@ -206,7 +212,14 @@ export function loadCheckpoint(runDir: string): CheckpointState & { sha256: stri
   if (!existsSync(path)) {
     throw new CheckpointError(`no checkpoint at ${path}: pass the directory that \`capsnet train --out DIR\` wrote`);
   }
-  const bytes = readFileSync(path);
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EISDIR') throw new CheckpointError(`${path} is a directory, not a checkpoint: pass the run directory that \`capsnet train --out DIR\` wrote (it holds checkpoint.bin)`, { cause: e });
+    throw new CheckpointError(systemErrorLine(e, path) ?? `cannot read ${path}: ${(e as Error).message}`, { cause: e });
+  }
   const state = decodeCheckpoint(bytes, path);
   return { ...state, sha256: createHash('sha256').update(bytes).digest('hex'), path };
 }

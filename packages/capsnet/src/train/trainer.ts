@@ -1,5 +1,5 @@
 /** `capsnet train`: the training loop (train/loop.ts steps, any model family in train/models/), seeded shuffling and shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume. */
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import cliProgress from 'cli-progress';
@@ -137,6 +137,15 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   if (suspicious) throw new DataError(`${dataset.name}: ${suspicious}`);
   const backend = await initBackend(options.backend, log);
   log(`backend: ${backend.name} (${backend.detail})`);
+  // A run that fails before its first checkpoint leaves no folder behind that it created (declared before the run
+  // directory's lock, so it is disposed after the lock is released).
+  let finished = false;
+  const createdDir = !existsSync(options.out);
+  using _cleanup = {
+    [Symbol.dispose]: () => {
+      if (!finished && createdDir && !existsSync(checkpointPath(options.out))) rmSync(options.out, { recursive: true, force: true });
+    },
+  };
   using runDir = openRunDir(options.out, { overwrite: options.overwrite ?? false });
   if (runDir.swept.length) log(`removed ${runDir.swept.length} temp file(s) left by a killed run: ${runDir.swept.join(', ')}`);
   if (resumed) log(`resuming from ${checkpointPath(options.out)}: epoch ${resumed.epoch}, step ${resumed.step}`);
@@ -154,7 +163,9 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   const metrics: EpochMetrics[] = resumed ? [...resumed.metrics] : [];
   const metricsPath = join(options.out, METRICS_FILE);
   // The checkpoint is the source of truth: a kill between checkpoint and append must not leave a gap or a duplicate.
-  writeFileAtomic(metricsPath, metrics.map((m) => JSON.stringify(m) + '\n').join(''));
+  // A new run starts without the file (the first epoch's line creates it): no empty metrics.jsonl.
+  if (resumed) writeFileAtomic(metricsPath, metrics.map((m) => JSON.stringify(m) + '\n').join(''));
+  else rmSync(metricsPath, { force: true });
 
   const cadence = new CheckpointCadence(options.checkpointEvery, checkpointIntervalS, options.clock);
   const snapshot = async (epoch: number, progress?: EpochProgress) => {
@@ -226,6 +237,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   }
   optimizer.dispose();
   tf.dispose(Object.values(params));
+  finished = true;
   return { runDir: options.out, metrics, config, parameters: parameterCount };
 }
 
