@@ -13,7 +13,7 @@ import * as ort from 'onnxruntime-node';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { type CapsNetConfig, derivedSizes, paperConfig, presetConfig, paramShapes, decoderPathFor } from '@capsnet-onnx/core';
-import { saveCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
+import { loadCheckpoint, saveCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { pythonOnnxAvailable, runChecker } from './support/onnx-checker.ts';
 import { type CapsNetParams, forward, initParams } from '../packages/capsnet/src/train/model.ts';
 import { METADATA_KEYS } from '@capsnet-onnx/runtime/node';
@@ -363,8 +363,11 @@ describe('capsnet export / inspect', () => {
     writeFileSync(join(defaultRun, 'checkpoint.bin'), readFileSync(join(run(), 'checkpoint.bin')));
     writeFileSync(join(defaultRun, 'model.onnx'), 'mine');
     await refused(['export', defaultRun], join(defaultRun, 'model.onnx'));
-    // Asked: replaced, and the result is a loadable pair.
-    for (const args of [['export', run(), '-o', out, '--overwrite'], ['ensemble', run(), run(), '-o', out, '--overwrite']]) {
+    // Asked: replaced, and the result is a loadable pair. (An ensemble's members must be different checkpoints.)
+    const second = join(dir, 'second-run');
+    mkdirSync(second, { recursive: true });
+    saveCheckpoint(second, { ...loadCheckpoint(run()), seed: 12345 });
+    for (const args of [['export', run(), '-o', out, '--overwrite'], ['ensemble', run(), second, '-o', out, '--overwrite']]) {
       const result = await cli(...args);
       assert.equal(result.exitCode, 0, result.stderr);
       assert.equal(inspectFile(out).metadata[METADATA_KEYS.dataset], 'mnist-sample');

@@ -143,7 +143,12 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   const createdDir = !existsSync(options.out);
   using _cleanup = {
     [Symbol.dispose]: () => {
-      if (!finished && createdDir && !existsSync(checkpointPath(options.out))) rmSync(options.out, { recursive: true, force: true });
+      if (finished || !createdDir || !existsSync(options.out) || existsSync(checkpointPath(options.out))) return;
+      try {
+        rmSync(options.out, { recursive: true, force: true });
+      } catch {
+        // best effort: the error that ended the run is the one to report
+      }
     },
   };
   using runDir = openRunDir(options.out, { overwrite: options.overwrite ?? false });
