@@ -28,12 +28,13 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { machineInfo, writeReport } from './report.ts';
 import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backend.ts';
+import { BACKEND_NAMES } from '../packages/capsnet/src/train/names.ts';
 import { type CapsNetConfig, presetConfig, type PresetName, convKernelFlops, countFlops, derivedSizes } from '@capsnet-onnx/core';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
-const ALL_BACKENDS: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
+const ALL_BACKENDS: BackendName[] = [...BACKEND_NAMES];
 
 interface Job {
   backend: BackendName;
