@@ -21,7 +21,7 @@ import { CLI, ROOT } from './support/fixtures.ts';
 /** Options that take free text (paths, names, addresses, specs) or lists checked by their own parser. */
 const TEXT_OPTIONS = new Set([
   'train --data', 'train --out',
-  'serve --host', 'serve --decoder', 'serve --model-name', 'serve --allowed-host', 'serve --cors',
+  'serve --host', 'serve --decoder', 'serve --data', 'serve --model-name', 'serve --allowed-host', 'serve --cors',
   'export --out', 'export --triton', 'export --triton-name', 'ensemble --out',
   'parity --checkpoint', 'parity --backends', 'parity --require', 'parity --json',
   ...['perturb', 'affine', 'mnist-table', 'multimnist', 'routing', 'all'].flatMap((e) => [`experiment ${e} --out`, `experiment ${e} --data`]),
@@ -75,6 +75,8 @@ function badValues(rule: NumericRule): string[] {
         ...(rule.kind === 'integer list' ? ['1,,2', '1,x'] : [])];
     case 'bytes':
       return [...common, '1e3', '1.5', String(rule.min - 1), past(rule.max), '9999999gb'];
+    case 'time':
+      return [...common, '1e3', '5 m', '5x', '-5m', '1.5.3s', String(rule.max + 1), '9999999h'];
     case 'number':
       return [...common, '1e400', '--3', rule.max === Number.MAX_VALUE ? '1e309' : rule.maxInclusive ? String(rule.max * 1.5 + 1) : String(rule.max),
         ...(rule.minInclusive ? [] : [String(rule.min)])];
@@ -90,6 +92,8 @@ function goodValues(rule: NumericRule): Array<[string, unknown]> {
       return [[`${rule.min},${rule.min + 1}`, [rule.min, rule.min + 1]]];
     case 'bytes':
       return [['4mb', 4 * 1024 * 1024], ['1.5kb', 1536], ['1048576', 1048576]];
+    case 'time':
+      return [['90s', 90], ['5m', 300], ['1.5h', 5400], ['0', 0], [String(rule.max), rule.max]];
     case 'number':
       return rule.max === Number.MAX_VALUE ? [['5e-4', 5e-4], ['0.5', 0.5], ['3', 3]] : [[String((rule.min + Math.min(rule.max, 1)) / 2), (rule.min + Math.min(rule.max, 1)) / 2]];
   }
@@ -105,7 +109,7 @@ describe('capsnet: every number parsed once, strictly, by type', () => {
     // The table covers the flags of the issue: Triton's counts, seeds, checkpoint intervals, sizes, fractions.
     const names = new Set(NUMERIC.map((f) => `${f.path.join(' ')} ${f.option.long}`));
     for (const name of ['train --seed', 'train --checkpoint-every', 'export --instances', 'export --max-batch-size', 'export --max-queue-delay-us',
-      'serve --body-limit', 'serve --port', 'serve --batch-wait-ms', 'experiment affine --target-accuracy', 'experiment routing --iterations',
+      'serve --body-limit', 'serve --port', 'serve --batch-wait-ms', 'train --checkpoint-interval', 'experiment affine --target-accuracy', 'experiment routing --iterations',
       'corpus write --seed', 'classify --presence-threshold', 'parity --timeout']) {
       assert.ok(names.has(name), `${name} is parsed by cli/args.ts`);
     }
