@@ -24,12 +24,12 @@
  * Temp folders of a killed export, versions no config serves, and the previous writer's in-repository temp folders
  * are swept at the next export (a model folder the previous writer had moved aside is moved back).
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import protobuf from 'protobufjs';
 import textformat from 'protobufjs/ext/textformat.js';
 import { type CapsNetConfig, IO_NAMES, derivedSizes } from '@capsnet-onnx/core';
-import { asFileSystemError, processAlive, refuseToReplace, sweepTempFiles, tempPathFor } from '../files/atomic.ts';
+import { asFileSystemError, processAlive, refuseToReplace, sweepTempFiles, syncDirectory, tempPathFor, writeFileDurable } from '../files/atomic.ts';
 import type { InstanceKind } from './names.ts';
 
 /**
@@ -353,19 +353,24 @@ export function writeTritonRepository(
     for (const p of plan) {
       const folder = join(stage, p.folder);
       mkdirSync(join(folder, String(version)), { recursive: true });
-      writeFileSync(join(folder, String(version), 'model.onnx'), p.onnx);
-      if (p.labels) writeFileSync(join(folder, labelsFile), `${classLabels.join('\n')}\n`);
-      writeFileSync(join(folder, 'config.pbtxt'), configText(tritonModelConfig(config, p.model, options, { version, labels: labelsFile }), header));
+      // Each file and folder is flushed before it is renamed into the repository (as files/atomic.ts does), so a
+      // power loss cannot leave a switched config.pbtxt beside an empty model.
+      writeFileDurable(join(folder, String(version), 'model.onnx'), p.onnx);
+      if (p.labels) writeFileDurable(join(folder, labelsFile), `${classLabels.join('\n')}\n`);
+      writeFileDurable(join(folder, 'config.pbtxt'), configText(tritonModelConfig(config, p.model, options, { version, labels: labelsFile }), header));
+      for (const d of [join(folder, String(version)), folder]) syncDirectory(d);
       files.push(...['config.pbtxt', ...(p.labels ? [labelsFile] : []), join(String(version), 'model.onnx')].map((f) => join(options.dir, p.folder, f)));
     }
   } catch (e) {
     rmSync(stage, { recursive: true, force: true });
     fail(e, options.dir);
   }
+  syncDirectory(stage);
   if (!existsSync(root)) {
     // A new repository: both models appear at once.
     try {
       renameSync(stage, root);
+      syncDirectory(dirname(root));
     } catch (e) {
       rmSync(stage, { recursive: true, force: true });
       fail(e, options.dir);
@@ -378,6 +383,7 @@ export function writeTritonRepository(
       const target = join(root, p.folder);
       if (!existing[k]) {
         renameSync(join(stage, p.folder), target);
+        syncDirectory(root);
         return;
       }
       renameSync(join(stage, p.folder, String(version)), join(target, String(version)));
@@ -385,7 +391,9 @@ export function writeTritonRepository(
       // Kept for a rollback should the other folder fail; then the switch: one rename.
       const oldConfig = join(stage, `${p.folder}.config.pbtxt.old`);
       if (existsSync(join(target, 'config.pbtxt'))) copyFileSync(join(target, 'config.pbtxt'), oldConfig);
+      syncDirectory(target);
       renameSync(join(stage, p.folder, 'config.pbtxt'), join(target, 'config.pbtxt'));
+      syncDirectory(target);
       switched.push({ folder: target, oldConfig });
     });
   } catch (e) {

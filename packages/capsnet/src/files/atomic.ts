@@ -104,7 +104,7 @@ export function asFileSystemError(e: unknown, path: string): Error {
 }
 
 /** Write `bytes` to a new file and flush it to the disk (fsync) before returning. */
-function writeFileDurable(path: string, bytes: string | Uint8Array): void {
+export function writeFileDurable(path: string, bytes: string | Uint8Array): void {
   const fd = openSync(path, 'w');
   try {
     const data = typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
