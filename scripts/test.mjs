@@ -21,6 +21,7 @@ const E2E = {
   'export-parity.test.ts': 'trains and checks exports across backends',
   'export-webgpu.test.ts': "onnxruntime-node's WebGPU on SwiftShader",
   'faults.test.ts': 'SIGKILLs training and export many times',
+  'triton-faults.test.ts': 'SIGKILLs export --triton at each of its steps (about 30 child processes)',
   'durable-files.test.ts': 'strace',
   'datasets-e2e.test.ts': 'trains on every data set format, Fashion-MNIST from Debian',
   'experiments.test.ts': "runs the paper's experiments at ci scale",
