@@ -44,16 +44,20 @@ describe('durable writes (fsync before rename, directory after)', { skip: strace
   after(() => rmSync(work, { recursive: true, force: true }));
 
   for (const [what, args] of [
-    ['train (checkpoints, metrics.jsonl)', ['train', join(work, 'run'), '1']],
+    // Resumed, so that metrics.jsonl is rewritten from the checkpoint (a new run has none until its first epoch ends).
+    ['train (checkpoints, metrics.jsonl)', ['train', join(work, 'run'), '2']],
     ['export (model and decoder)', ['export', join(work, 'run'), join(work, 'model.onnx')]],
+    ['export --triton (a new repository, moved in whole)', ['triton', join(work, 'run'), join(work, 'models')]],
   ] as const) {
     test(what, async () => {
       const log = join(work, `${args[0]}.strace`);
+      if (args[0] === 'train') await execa(process.execPath, ['--import', 'tsx', CHILD, 'train', join(work, 'run'), '1'], { cwd: ROOT, env: { FAULT_BACKEND: 'cpu' } });
       await execa('strace', ['-f', '-y', '-qq', '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2', '-o', log,
         process.execPath, '--import', 'tsx', CHILD, ...args], { cwd: ROOT, env: { FAULT_BACKEND: 'cpu' } });
       const { renames, fsyncs } = parse(readFileSync(log, 'utf8'));
       const targets = renames.map((r) => basename(r.to));
       if (args[0] === 'train') assert.ok(targets.includes('checkpoint.bin') && targets.includes('metrics.jsonl'), `renamed: ${targets.join(', ')}`);
+      else if (args[0] === 'triton') assert.deepEqual(targets, ['models']);
       else assert.deepEqual(new Set(targets), new Set(['model.onnx', 'model.decoder.onnx']));
       for (const r of renames) {
         assert.ok(fsyncs.some((f) => f.path === r.from && f.line < r.line), `${r.from} was renamed to ${r.to} without an fsync first`);
