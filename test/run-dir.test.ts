@@ -61,6 +61,19 @@ describe('run directories', { timeout: 300_000 }, () => {
     assert.deepEqual(readdirSync(out).sort(), ['checkpoint.bin', 'metrics.jsonl']);
   });
 
+  test('without a terminal, a progress line per interval (issue 22): step, images/s, loss, ETA', async () => {
+    const lines: string[] = [];
+    await train(options(join(base, 'progress'), { trainLimit: 48, log: (l) => lines.push(l), progressLineS: 0 }));
+    const progress = lines.filter((l) => l.startsWith('epoch 1/1 step'));
+    assert.equal(progress.length, 3, lines.join('\n'));
+    for (const [k, line] of progress.entries()) {
+      assert.match(line, new RegExp(`^epoch 1/1 step ${k + 1}/3 \\(${Math.floor((100 * (k + 1)) / 3)}%\\): \\d+\\.\\d img/s, loss \\d+\\.\\d{4}, ETA \\d+s for the epoch$`));
+    }
+    const quiet: string[] = [];
+    await train(options(join(base, 'quiet'), { trainLimit: 48, log: (l) => quiet.push(l) }));
+    assert.deepEqual(quiet.filter((l) => l.includes(' step ')), [], 'no lines unless asked');
+  });
+
   test('the CLI compares only the flags typed with the checkpoint', async () => {
     const out = join(base, 'run');
     const r = await execa('node', [CLI, 'train', '--out', out, '--resume', '--seed', '3', '--epochs', '5'], { cwd: ROOT, reject: false });

@@ -42,7 +42,10 @@ export function registerTrainCommands(program: Command): void {
     .option('--none-of-the-above', 'add a "none-of-the-above" capsule to the routing softmax (default: on for cifar10)')
     .option('--no-none-of-the-above', 'route over the classes only')
     .option('--reconstruction-weight <w>', 'weight of the reconstruction loss (paper: 0.0005; 0 = none, the default for cifar10)', nonNegativeNumber('--reconstruction-weight'))
-    .option('--no-progress', 'no progress bar')
+    .option('--no-progress', 'no progress bar, and no progress lines')
+    .addOption(new Option('--progress-interval <time>', 'when stderr is not a terminal (a log file, CI): a progress line at most this often (0: every step)')
+      .default(30, '30s')
+      .argParser(timeSpan('--progress-interval')))
     .action(async (opts, command: Command) => {
       if (opts.resume && !opts.out) throw new Error('--resume needs --out DIR: the run directory to continue');
       if (opts.model === 'baseline-cnn' && opts.routing !== undefined) throw new Error('--routing applies to --model capsnet; the baseline CNN has no routing');
@@ -66,6 +69,7 @@ export function registerTrainCommands(program: Command): void {
         configOverrides: modelOverrides(opts),
         log: (line) => console.log(line),
         progressBar: opts.progress && Boolean(process.stderr.isTTY),
+        ...(opts.progress && !process.stderr.isTTY ? { progressLineS: opts.progressInterval } : {}),
         overwrite: opts.overwrite,
         allowSuspiciousData: opts.allowSuspiciousData,
         givenFlags: givenRunFlags(opts, command),

@@ -53,6 +53,11 @@ export interface TrainOptions {
   baselineOverrides?: Partial<BaselineCnnConfig>;
   log: (line: string) => void;
   progressBar: boolean;
+  /**
+   * Without a bar, a progress line through `log` at most every this many seconds (0: every step): step, images/s,
+   * loss and the epoch's ETA, so a long epoch in a log file or CI is not silence. Absent: no lines.
+   */
+  progressLineS?: number;
   /** Replace the run already in `out` (without it, a run directory is reused only with `resume`). */
   overwrite?: boolean;
   /** Train on labels that skip classes or hold one class (see train/data-checks.ts). */
@@ -62,6 +67,14 @@ export interface TrainOptions {
 }
 
 export const METRICS_FILE = 'metrics.jsonl';
+
+/** 754 -> "12m 34s", 42.3 -> "42s", 3700 -> "1h 01m". */
+export function formatSeconds(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
 
 /** CapsNet variables from stored weights. */
 export function paramsFromWeights(config: CapsNetConfig, weights: Record<string, Float32Array>): CapsNetParams {
@@ -200,6 +213,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
         )
       : undefined;
     bar?.start(stepsPerEpoch, progress.stepsDone, { ips: '-', loss: '-' });
+    let lastLine = -Infinity;
     for (let s = progress.stepsDone; s < stepsPerEpoch; s++) {
       const started = performance.now();
       const indices = order.subarray(s * run.batchSize, Math.min((s + 1) * run.batchSize, train.count));
@@ -217,6 +231,12 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       for (const [k, v] of Object.entries(parts)) progress.parts![k] = (progress.parts![k] ?? 0) + v * indices.length;
       progress.seconds += (performance.now() - started) / 1000;
       bar?.update(s + 1, { ips: (progress.images / progress.seconds).toFixed(1), loss: loss.toFixed(4) });
+      if (options.progressLineS !== undefined && !bar && performance.now() - lastLine >= options.progressLineS * 1000) {
+        lastLine = performance.now();
+        const perStep = progress.seconds / progress.stepsDone;
+        log(`epoch ${epoch + 1}/${options.epochs} step ${s + 1}/${stepsPerEpoch} (${Math.floor((100 * (s + 1)) / stepsPerEpoch)}%): ` +
+          `${(progress.images / progress.seconds).toFixed(1)} img/s, loss ${loss.toFixed(4)}, ETA ${formatSeconds(perStep * (stepsPerEpoch - s - 1))} for the epoch`);
+      }
       if (cadence.due(s + 1, stepsPerEpoch)) await snapshot(epoch, progress);
     }
     bar?.stop();
