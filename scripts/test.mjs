@@ -29,6 +29,7 @@ const E2E = {
   'export-precision.test.ts': 'fp16 and int8 exports checked on onnxruntime-node and onnxruntime-web',
   'train.test.ts': 'several CLI training runs',
   'wasm-capsule-kernels.test.ts': 'recompiles the AssemblyScript kernels and checks them against the cpu backend',
+  'serve-model.test.ts': 'capsnet serve processes on a trained model',
   'gpu-table.test.ts': 'every GPU-table step, on SwiftShader',
   'gpu-bundle.test.ts': 'builds the offline GPU bundle (xz) and runs it without network on SwiftShader',
   'parity-memory.test.ts': "runs capsnet parity on 24 and on 500 inputs (two minutes: the tfjs reference on 500 images)",

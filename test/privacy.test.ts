@@ -72,17 +72,21 @@ describe('exports carry no path or machine detail', () => {
     const root = tempDir('privacy');
     const dataDir = writeIdxSet(join(root, 'private-digits'), { h: 20, w: 20, c: 1, train: cyclicLabels(48, 3), test: cyclicLabels(12, 3) });
     const runDir = join(root, 'run');
-    await train({
-      preset: 'small', data: `idx:${dataDir}`, epochs: 1, batchSize: 16, backend: 'wasm', seed: 3, out: runDir, resume: false, checkpointEvery: 0,
-      configOverrides: TINY, log: () => {}, progressBar: false,
-    });
+    // Two runs (seeds 3 and 4): an ensemble's members must be different trained runs.
+    const secondRun = join(root, 'run-2');
+    for (const [out, seed] of [[runDir, 3], [secondRun, 4]] as const) {
+      await train({
+        preset: 'small', data: `idx:${dataDir}`, epochs: 1, batchSize: 16, backend: 'wasm', seed, out, resume: false, checkpointEvery: 0,
+        configOverrides: TINY, log: () => {}, progressBar: false,
+      });
+    }
     const shipped = join(root, 'shipped');
     const { mkdirSync } = await import('node:fs');
     mkdirSync(shipped);
     exportCheckpoint(runDir, { out: join(shipped, 'model.onnx'), triton: { dir: join(shipped, 'triton') } });
     exportCheckpoint(runDir, { out: join(shipped, 'model.fp16.onnx'), precision: 'fp16' });
     exportCheckpoint(runDir, { out: join(shipped, 'model.int8.onnx'), precision: 'int8' });
-    exportEnsemble([runDir, runDir], { out: join(shipped, 'ensemble.onnx') });
+    exportEnsemble([runDir, secondRun], { out: join(shipped, 'ensemble.onnx') });
 
     const needles = machineDetails(dataDir, runDir);
     assert.ok(needles.some((n) => n.what === 'data directory'), 'the data directory is always searched');
