@@ -19,7 +19,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { encode as encodePng } from 'fast-png';
 import { makeDigitCorpus } from '../packages/capsnet/src/data/corpus.ts';
@@ -171,6 +171,10 @@ export const COMMANDS: Record<string, Decision> = {
   'npm ci && npm start': { inRoot: true },
   'npm test': { exempt: 'the whole test suite: this test is part of it' },
   'npm start': { exempt: 'runs as part of `npm ci && npm start`' },
+  'ONNXRUNTIME_NODE_INSTALL=skip npm ci': { inRoot: true },
+  'npm ci': { exempt: 'the first step of this test, in the fresh clone; and again in `npm ci && npm start`' },
+  'npm run test:quick': { exempt: 'a tier of the test suite, which the lead runs (`npm test`); not nested inside one of its own tests' },
+  'npm run test:e2e': { exempt: 'the test suite\'s end-to-end tier: this test is part of it' },
   // Training
   'npx capsnet train [--model capsnet|baseline-cnn] [--preset paper|small] [--data SPEC] [--epochs N] [--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] [--resume | --overwrite] [--allow-suspicious-data] [--primary-caps N] [--[no-]none-of-the-above] [--reconstruction-weight W]': {
     form: 'npx capsnet train --preset small --epochs 1 --train-limit 512 --test-limit 128 --out run --no-progress',
@@ -223,7 +227,12 @@ export const COMMANDS: Record<string, Decision> = {
   'npm run bench:infer': { exempt: SAME_AS_QUICK },
   'npm run bench:serve': { exempt: SAME_AS_QUICK },
   'npm run bench:install': { exempt: SAME_AS_QUICK },
+  'npm run bench:train -- --preset small --backends wasm --steps 1 --no-torch --no-unfused': {},
+  'npm run bench:infer -- --preset small --backends ort-node-cpu-1t,ort-web-wasm,page-wasm --latency-runs 5 --throughput-runs 1': {},
+  'npm run bench:serve -- --model model.onnx --requests 64 --concurrency 8 --rounds 1': { files: { 'model.onnx': 'model' } },
+  'npm run bench:precision -- --checkpoint RUN_DIR --test-limit 200 --backends ort-node-cpu-1t --latency-runs 3': { files: { run: 'run' } },
   'npm run build:kernels': {},
+  'npm run build:web': {},
   'npm run bench:train -- --backends wasm --batch 32,128 --no-unfused --wait-idle 30': { exempt: `paper size, batches 32 and 128: ${SAME_AS_QUICK}` },
   // Paper experiments
   'npx capsnet experiment NAME --scale ci|paper': { exempt: SYNOPSIS },
@@ -368,7 +377,7 @@ async function freePort(preferred: number): Promise<number> {
 
 /** One run of `bash -c command` in cwd, output captured. */
 function bash(command: string, cwd: string, env: NodeJS.ProcessEnv, stdinFile?: string) {
-  const child = spawn('bash', ['-c', command], { cwd, env, detached: true, stdio: [stdinFile ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', ['-o', 'pipefail', '-c', command], { cwd, env, detached: true, stdio: [stdinFile ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
   if (stdinFile) child.stdin!.end(readFileSync(stdinFile));
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
@@ -387,7 +396,11 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
   let env: NodeJS.ProcessEnv = {};
   let count = 0;
 
-  before(async () => {
+  // The clone, its npm ci and the CLI-made inputs: made once, by the first command that runs (a filtered run
+  // that selects none of them makes nothing).
+  let ready: Promise<void> | undefined;
+  const setup = () => (ready ??= prepare());
+  async function prepare(): Promise<void> {
     clone = mkdtempSync(join(tmpdir(), 'capsnet-readme-'));
     const { stdout } = await execa('git', ['ls-files', '-co', '--exclude-standard', '-z'], { cwd: ROOT });
     for (const file of stdout.split('\0').filter(Boolean)) {
@@ -440,9 +453,10 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
     writeFileSync(join(sources, 't10k-images-idx3-ubyte'), idx);
     // a PNG for the server's multipart upload: the first test digit, 8-bit gray, as MNIST stores it
     writeFileSync(join(sources, 'upload.png'), encodePng({ width: 28, height: 28, channels: 1, depth: 8, data: Uint8Array.from(split.images.subarray(0, 784), (v) => Math.round(v * 255)) }));
-  });
+  }
 
   after(() => {
+    if (rows.length === 0) return;
     const width = Math.min(100, Math.max(...rows.map((r) => r.command.length)));
     const lines = rows.map((r) => `| ${r.command.padEnd(width)} | ${r.result} | ${r.seconds.toFixed(1)} |`);
     console.log(['', `| command | result | seconds |`, '| --- | --- | --- |', ...lines, `total ${rows.reduce((s, r) => s + r.seconds, 0).toFixed(0)} s`].join('\n'));
@@ -520,6 +534,7 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
     }
     if (text.startsWith('npx capsnet train [--model')) continue; // ran in before(): the run RUN_DIR names
     test(`${text}  (${where})`, async () => {
+      await setup();
       let command = commandFor(text, decision);
       let note = '';
       const folder = decision.inRoot ? clone : join(clone, 'readme-runs', `${String(++count).padStart(2, '0')}-${text.replace(/[^a-z0-9]+/gi, '-').slice(0, 40)}`);
