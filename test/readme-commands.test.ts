@@ -179,7 +179,7 @@ export const COMMANDS: Record<string, Decision> = {
   'npm run test:quick': { exempt: 'a tier of the test suite, which the lead runs (`npm test`); not nested inside one of its own tests' },
   'npm run test:e2e': { exempt: 'the test suite\'s end-to-end tier: this test is part of it' },
   // Training
-  'npx capsnet train [--model capsnet|baseline-cnn] [--preset paper|small] [--data SPEC] [--epochs N] [--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] [--resume | --overwrite] [--allow-suspicious-data] [--primary-caps N] [--[no-]none-of-the-above] [--reconstruction-weight W]': {
+  'npx capsnet train [--model capsnet|baseline-cnn] [--preset paper|small] [--data SPEC] [--epochs N] [--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] [--resume | --overwrite] [--allow-suspicious-data] [--checkpoint-every 50] [--checkpoint-interval 5m] [--primary-caps N] [--[no-]none-of-the-above] [--reconstruction-weight W]': {
     form: 'npx capsnet train --preset small --epochs 1 --train-limit 512 --test-limit 128 --out run --no-progress',
     because: 'the defaults train the paper-size model for 50 epochs; this is the run RUN_DIR names in every other row',
   },
@@ -240,6 +240,9 @@ export const COMMANDS: Record<string, Decision> = {
   'npm run build:kernels': {},
   'npm run build:web': {},
   'npm run bench:train -- --backends wasm --batch 32,128 --no-unfused --wait-idle 30': { exempt: `paper size, batches 32 and 128: ${SAME_AS_QUICK}` },
+  // Checking a GPU
+  'npm run gpu:bundle': { exempt: 'builds the offline GPU bundle (minutes: xz, a training run, apt-get download): test/gpu-bundle.test.ts builds it and runs it' },
+  'gpu-bundle/run.sh gpu-results': { exempt: 'runs on the GPU machine, from the bundle; test/gpu-bundle.test.ts runs it at tiny sizes on SwiftShader' },
   // Paper experiments
   'npx capsnet experiment NAME --scale ci|paper': { exempt: SYNOPSIS },
   'npx capsnet experiment perturb --scale ci --train-limit 512 --test-limit 128 --out experiments': {},
