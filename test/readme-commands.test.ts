@@ -133,6 +133,7 @@ export function synopsisToCommand(text: string): string {
 /** What a command's folder holds before it runs (path in the folder -> its source). */
 type Source =
   | 'run' //           the trained run directory (RUN_DIR points at it)
+  | 'run2' //          a second run, another seed (an ensemble's members must differ)
   | 'model' //         model.onnx and model.decoder.onnx, exported by the CLI from the run
   | 'int8' //          model.int8.onnx and its decoder, exported by the CLI
   | 'digit.png' //     a test digit, black ink on white paper (the corpus writer's rendering)
@@ -184,7 +185,11 @@ export const COMMANDS: Record<string, Decision> = {
     form: 'npx capsnet train --preset small --epochs 1 --train-limit 512 --test-limit 128 --out run --no-progress',
     because: 'the defaults train the paper-size model for 50 epochs; this is the run RUN_DIR names in every other row',
   },
-  'npx capsnet ensemble RUN_DIR RUN_DIR... -o ensemble.onnx': { files: { run: 'run' } },
+  'npx capsnet ensemble RUN_DIR RUN_DIR... -o ensemble.onnx': {
+    form: 'npx capsnet ensemble "$RUN_DIR" run2 -o ensemble.onnx',
+    because: 'the members must be different runs: RUN_DIR and a second one',
+    files: { run: 'run', run2: 'run2' },
+  },
   'npx capsnet train --preset small --epochs 3 --batch-size 32': {
     form: 'npx capsnet train --preset small --epochs 3 --batch-size 32 --train-limit 256 --test-limit 64 --no-progress',
     because: '3 epochs of 8,000 digits take minutes: the same flags on a few hundred',
@@ -461,6 +466,7 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
     assert.doesNotMatch(trained.all ?? '', STACK_LINE);
     rows.push({ command: train, result: 'ok (the run RUN_DIR names)', seconds: trainSeconds });
     folders.set(trainText, sources);
+    await cli('train a second run (--seed 2) for the ensemble', `${train.replace('--out run', '--out run2')} --seed 2`);
     await cli('export run -o model.onnx', 'npx capsnet export run -o model.onnx');
     await cli('export run --precision int8 -o model.int8.onnx', 'npx capsnet export run --precision int8 -o model.int8.onnx');
     // The corpus writer's own renderings (capsnet corpus write), and an IDX file of raw test digits.
@@ -508,7 +514,7 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
         cpSync(join(sources, `${name}.onnx`), to);
         cpSync(join(sources, `${name}.decoder.onnx`), to.replace(/\.onnx$/, '.decoder.onnx'));
       } else {
-        const from = { run: 'run', 'digit.png': 'digit.png', 'photo.jpg': 'photo.jpg', idx: 't10k-images-idx3-ubyte', images: 'images' }[source];
+        const from = { run: 'run', run2: 'run2', 'digit.png': 'digit.png', 'photo.jpg': 'photo.jpg', idx: 't10k-images-idx3-ubyte', images: 'images' }[source];
         cpSync(join(sources, from), to, { recursive: true });
       }
     }
