@@ -20,7 +20,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readModelMetadata } from '@capsnet-onnx/core';
-import { machineInfo, writeReport } from './report.ts';
+import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { median } from '../packages/capsnet/src/parity/matrix.ts';
 import { timeClassifier } from '../packages/capsnet/src/parity/measure.ts';
@@ -240,7 +240,8 @@ async function main(): Promise<void> {
     },
   });
   const log = (line: string) => console.log(line);
-  const prepared = values.model ? { model: resolve(values.model), checkpoint: values.checkpoint } : await prepareModel(values.preset as PresetName, log);
+  values.out = userPath(values.out!);
+  const prepared = values.model ? { model: existingPath(values.model, '--model'), checkpoint: values.checkpoint && existingPath(values.checkpoint, '--checkpoint') } : await prepareModel(values.preset as PresetName, log);
   const metadata = readModelMetadata(readFileSync(prepared.model));
   const config = { ...presetConfig('paper'), ...metadata.config } as CapsNetConfig;
   const checkpoint = prepared.checkpoint ?? (existsSync(join(dirname(prepared.model), 'checkpoint.bin')) ? dirname(prepared.model) : undefined);

@@ -15,7 +15,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
-import { machineInfo, writeReport } from './report.ts';
+import { machineInfo, userPath, writeReport } from './report.ts';
 import { ROOT } from '../test/support/fixtures.ts';
 import { type InstalledApp, footprint, installApp, packWorkspaces, tgz } from '../test/support/packages.ts';
 
@@ -72,6 +72,7 @@ console.table(rows.map((r) => ({ app: r.app, 'install s': r.installS.toFixed(1),
 console.log(`browser bundle, minified: runtime + core ${(runtimeBytes / 1000).toFixed(1)} KB; with onnxruntime-web ${(fullBytes / 1000).toFixed(1)} KB (its .wasm is fetched separately)`);
 console.table(checks.map((c) => ({ target: c.target, measured: `${c.value.toFixed(2)} ${c.unit}`, met: c.value <= c.limit ? 'yes' : 'NO' })));
 
+values.out = userPath(values.out!);
 writeReport(values.out!, {
   date: new Date().toISOString(),
   machine: machineInfo(),

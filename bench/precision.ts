@@ -19,7 +19,7 @@ import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import { type ComputePrecision, type Precision } from '../packages/capsnet/src/export/precision.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { loadDataset, loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
-import { machineInfo, writeReport } from './report.ts';
+import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -91,6 +91,8 @@ async function main(): Promise<void> {
     },
   });
   if (!values.checkpoint) throw new Error('give --checkpoint RUN_DIR: a trained run (accuracy needs trained weights), e.g. from `capsnet train --preset small`');
+  values.checkpoint = existingPath(values.checkpoint, '--checkpoint');
+  values.out = userPath(values.out!);
   const checkpoint = loadCheckpoint(values.checkpoint);
   const data = checkpoint.dataset === 'mnist-sample' ? loadMnistSample() : loadDataset(checkpoint.dataset);
   const pixels = data.shape.inputHeight * data.shape.inputWidth * data.shape.inputChannels;

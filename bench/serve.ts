@@ -18,7 +18,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Classification } from '@capsnet-onnx/runtime/node';
 import { exportedSmallModel, startServeProcess } from '../test/support/serve.ts';
-import { machineInfo, writeReport } from './report.ts';
+import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
@@ -62,7 +62,8 @@ function percentile(sorted: number[], p: number): number {
 const r2 = (x: number) => Math.round(x * 100) / 100;
 
 async function main() {
-  const model = resolve(args.model ?? (await exportedSmallModel()));
+  const model = args.model ? existingPath(args.model, '--model') : resolve(await exportedSmallModel());
+  args.out = userPath(args.out!);
   const { test: split } = loadMnistSample();
   const count = Math.min(DISTINCT, split.count);
   const pixels = 28 * 28;

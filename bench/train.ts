@@ -26,7 +26,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { machineInfo, writeReport } from './report.ts';
+import { machineInfo, userPath, writeReport } from './report.ts';
 import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backend.ts';
 import { BACKEND_NAMES } from '../packages/capsnet/src/train/names.ts';
 import { type CapsNetConfig, presetConfig, type PresetName, convKernelFlops, countFlops, derivedSizes } from '@capsnet-onnx/core';
@@ -588,7 +588,7 @@ async function main(): Promise<void> {
   console.log('');
   console.log(formatReport(rows));
 
-  const outPath = resolve(values.out!);
+  const outPath = userPath(values.out!);
   writeReport(outPath, {
     created: new Date().toISOString(),
     preset,
