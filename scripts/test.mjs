@@ -14,6 +14,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The end-to-end tier, each with what makes it slow or what it needs beyond `npm ci`. */
 const E2E = {
   'consumers.test.ts': 'packs the tarballs and installs fresh apps from the npm registry, twice (lowest and newest versions)',
+  'readme-commands.test.ts': "copies the repository, runs npm ci, npm start and every README command in it",
   'runtime-browser.test.ts': 'headless Chromium',
   'serve-page.test.ts': 'headless Chromium, WebGPU on SwiftShader',
   'serve-page-hostile.test.ts': 'headless Chromium',

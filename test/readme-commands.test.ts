@@ -259,14 +259,14 @@ export const COMMANDS: Record<string, Decision> = {
     form: `npx capsnet experiment mnist-table --scale ci ${TINY_EXPERIMENT} --seeds 1`,
     because: 'five models over three seeds at ci scale take tens of minutes on 2 cores',
   },
-  'npx capsnet experiment mnist-table --scale paper --data idx:DIR --seeds 3': { exempt: PAPER },
-  'npx capsnet experiment routing --scale paper --data idx:DIR --seeds 3': { exempt: PAPER },
-  'npx capsnet experiment routing --scale paper --data idx:DIR': { exempt: PAPER },
+  'npx capsnet experiment mnist-table --scale paper --data mnist --seeds 3': { exempt: PAPER },
+  'npx capsnet experiment routing --scale paper --data mnist --seeds 3': { exempt: PAPER },
+  'npx capsnet experiment routing --scale paper --data mnist': { exempt: PAPER },
   'npx capsnet experiment affine --scale ci --affnist-generated': {
     form: `npx capsnet experiment affine --scale ci --affnist-generated ${TINY_EXPERIMENT} --epochs 1`,
     because: 'training two models to 85% takes tens of minutes on 2 cores',
   },
-  'npx capsnet experiment multimnist --scale paper --data idx:DIR': { exempt: PAPER },
+  'npx capsnet experiment multimnist --scale paper --data mnist': { exempt: PAPER },
   'npx capsnet experiment perturb --scale ci': {
     form: `npx capsnet experiment perturb --scale ci ${TINY_EXPERIMENT}`,
     because: 'its ci training takes minutes on 2 cores',
