@@ -39,8 +39,7 @@ import { ImagePool, type ImagePoolOptions, type PngUpload } from './image-pool.t
 import { loadSamples, type SampleSet } from './samples.ts';
 import { kserveRoutes } from './kserve.ts';
 import { EtagCache, LoadedFile, matchesEtag } from './files.ts';
-import { WEB_DIST } from '../web/paths.ts';
-import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets';
+import { WEB_DIST, ownOnnxruntimeWeb } from '../web/paths.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const PAGE_DIR = join(HERE, 'page');
@@ -208,7 +207,7 @@ function onnxruntimeWebDist(): string | undefined {
   try {
     // capsnet-onnx's own onnxruntime-web (an exact dependency): the version the page's bundle embeds, which may
     // differ from an app's copy of onnxruntime-web.
-    return ortWasmDir(import.meta.url);
+    return ownOnnxruntimeWeb().dir;
   } catch {
     return undefined;
   }
