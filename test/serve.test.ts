@@ -265,6 +265,21 @@ describe('server (fake classifier)', () => {
       assert.equal(typeof json.error.message, 'string');
       assert.match(response.headers.get('content-type') ?? '', /application\/json/);
     }
+    // A prototype-poisoning key is named as such (issue 20: it used to be called "not valid JSON"), on /v1 and /v2.
+    for (const [path, body] of [
+      ['/v1/classify', '{"image": [0], "__proto__": {"polluted": 1}}'],
+      ['/v1/classify', '{"images": [{"constructor": {"prototype": {"polluted": 1}}}]}'],
+      ['/v2/models/capsnet/infer', '{"inputs": [], "__proto__": {}}'],
+    ] as const) {
+      const poisoned = await postJson(base, path, body);
+      assert.equal(poisoned.status, 400, JSON.stringify(poisoned.json));
+      // /v1 errors are { error: { code, message } }, the KServe protocol's { error: message }.
+      const message: string = typeof poisoned.json.error === 'string' ? poisoned.json.error : poisoned.json.error.message;
+      assert.match(message, /has a "(__proto__|constructor\.prototype)" key, which the server refuses .*: remove it/);
+      assert.doesNotMatch(message, /not valid JSON/);
+    }
+    const invalid = await postJson(base, '/v1/classify', '{"image": [1, 2');
+    assert.match(invalid.json.error.message, /^Body is not valid JSON \(.+\): the body must be one JSON object$/);
     const infinity = await postJson(base, '/v1/classify', `{"image": [${[...flat(0).slice(1), '1e999'].join(',')}]}`);
     assert.equal(infinity.status, 400);
     assert.equal(infinity.json.error.code, 'NOT_FINITE');

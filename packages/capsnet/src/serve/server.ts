@@ -195,6 +195,7 @@ const FASTIFY_CODES: Record<string, string> = {
   FST_FILES_LIMIT: 'TOO_MANY_IMAGES',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
   FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_JSON',
+  PROTOTYPE_KEY: 'BAD_JSON',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_JSON',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_CONTENT_LENGTH',
   FST_INVALID_MULTIPART_CONTENT_TYPE: 'BAD_MULTIPART',
@@ -365,6 +366,23 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
 
   // JSON, a raw PNG or JPEG body, or multipart uploads (@fastify/multipart); anything else is a 415.
   app.removeContentTypeParser('text/plain');
+  // Fastify's own JSON parser refuses a __proto__ or constructor.prototype key (prototype poisoning) but says only
+  // "not valid JSON": the same rule, with the reason said.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, (_request, body, done) => {
+    const text = String(body);
+    const refuse = (code: string, message: string) => done(Object.assign(new Error(message), { statusCode: 400, code }), undefined);
+    if (text.trim() === '') return refuse('FST_ERR_CTP_EMPTY_JSON_BODY', "Body cannot be empty when content-type is set to 'application/json'");
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      return refuse('FST_ERR_CTP_INVALID_JSON_BODY', `Body is not valid JSON (${oneLine((e as Error).message)})`);
+    }
+    const key = prototypeKey(value);
+    if (key) return refuse('PROTOTYPE_KEY', `the JSON body has a ${key} key, which the server refuses (it could change the prototype of objects): remove it`);
+    done(null, value);
+  });
   app.addContentTypeParser(['image/png', 'image/jpeg', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
   app.addHook('preParsing', async (request, _reply, payload) => {
     const encoding = String(request.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
@@ -614,6 +632,26 @@ export function checkValues(item: Float32Array, size: number, what: string, unit
 }
 
 const oneLine = (text: string) => text.split('\n')[0]!.trim();
+
+/** The first `"__proto__"` or `"constructor.prototype"` key anywhere in a parsed JSON value; undefined when none. */
+export function prototypeKey(value: unknown): string | undefined {
+  const pending: unknown[] = [value];
+  while (pending.length) {
+    const item = pending.pop();
+    if (typeof item !== 'object' || item === null) continue;
+    if (Array.isArray(item)) {
+      for (const v of item) if (typeof v === 'object' && v !== null) pending.push(v);
+      continue;
+    }
+    if (Object.hasOwn(item, '__proto__')) return '"__proto__"';
+    const constructor = (item as Record<string, unknown>).constructor;
+    if (Object.hasOwn(item, 'constructor') && typeof constructor === 'object' && constructor !== null && Object.hasOwn(constructor, 'prototype')) {
+      return '"constructor.prototype"';
+    }
+    for (const v of Object.values(item)) if (typeof v === 'object' && v !== null) pending.push(v);
+  }
+  return undefined;
+}
 
 /**
  * Third-party client errors (zlib's, busboy's through @fastify/multipart) as one line naming the field and the
