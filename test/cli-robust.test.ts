@@ -122,3 +122,41 @@ describe('runtime', () => {
     await assert.rejects(CapsNet.load(a.model, { decoder: b.decoder, device: 'cpu' }), /the decoder does not belong to the model: .*run `capsnet export` again/);
   });
 });
+
+describe('capsnet serve through npx', () => {
+  test('SIGTERM to npx stops the server too (npm exec ends its shell, not the command: no orphan left serving)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'capsnet-npx-'));
+    let npx: ReturnType<typeof execa> | undefined;
+    try {
+      const tiny = tinyModel();
+      writeFileSync(join(dir, 'model.onnx'), tiny.model);
+      writeFileSync(join(dir, 'model.decoder.onnx'), tiny.decoder);
+      // A user's shell: no npm_* variables from `npm test`, no NODE_OPTIONS.
+      const env: NodeJS.ProcessEnv = {};
+      for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) && k !== 'NODE_OPTIONS') env[k] = v;
+      const child = execa('npx', ['capsnet', 'serve', join(dir, 'model.onnx'), '--port', '0', '--threads', '1'], { cwd: ROOT, env, extendEnv: false, all: true, reject: false });
+      npx = child;
+      let text = '';
+      await new Promise<void>((resolve, reject) => {
+        child.all!.on('data', (chunk: Buffer) => {
+          text += chunk.toString();
+          if (text.includes('listening on')) resolve();
+        });
+        setTimeout(() => reject(new Error(`serve did not start: ${text}`)), 120_000);
+      });
+      const port = /listening on http:\/\/[^:]+:(\d+)/.exec(text)![1]!;
+      child.kill('SIGTERM');
+      // Not `await child`: an orphaned server would hold its output open.
+      if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
+      // The server notices its shell is gone, finishes in-flight requests and exits.
+      const deadline = Date.now() + 20_000;
+      const serving = async () => fetch(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false);
+      while ((await serving()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+      assert.equal(await serving(), false, `the server on port ${port} still answers after npx got SIGTERM`);
+    } finally {
+      npx?.all?.destroy();
+      await execa('pkill', ['-f', dir], { reject: false }); // an orphan, if the test failed
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

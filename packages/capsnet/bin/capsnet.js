@@ -23,6 +23,20 @@ const source = new URL('../src/cli/main.ts', import.meta.url);
 const fromSource = existsSync(source);
 const hasSourceCondition = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].includes(SOURCE_CONDITION);
 
+// Run by npx (npm exec), this process sits under `sh -c` under npm, and a SIGTERM to npx ends npm and the shell but
+// not this process: `serve` would go on as an orphan. So when npx's shell goes away, act as if the SIGTERM had come
+// here (serve then finishes its in-flight requests and exits). Only under npx: a server started with nohup or `&`
+// is meant to outlive its shell.
+if (process.env.npm_command === 'exec') {
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(watch);
+    process.kill(process.pid, 'SIGTERM');
+  }, 500);
+  watch.unref();
+}
+
 // Measured on this process's own command line: a child that got its arguments on stdin never relays them again.
 const longArgv = process.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0) > ARGV_LIMIT;
 if (process.env[FROM_STDIN] === '1') {
