@@ -23,6 +23,19 @@ const die = (): never => {
   for (;;); // SIGKILL arrives before this matters
 };
 
+/** The Nth fault point (counted with the others) a write through one of `fds` is: write half its bytes, then die. */
+function dieHalfwayThroughNthWrite(fds: Set<number>): void {
+  const write = fs.writeSync;
+  fs.writeSync = ((fd: number, data: NodeJS.ArrayBufferView, offset: number = 0, length?: number, ...rest: unknown[]) => {
+    if (fds.has(fd) && ++count === target) {
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      write(fd, bytes, offset, (length ?? bytes.length - offset) >> 1);
+      die();
+    }
+    return (write as (...a: unknown[]) => number)(fd, data, offset, length, ...rest);
+  }) as typeof fs.writeSync;
+}
+
 const [kind, at] = (process.env.CAPSNET_FAULT ?? ':').split(':');
 const target = Number(at);
 let count = 0;
@@ -35,26 +48,18 @@ if (kind === 'rename') {
 } else if (kind === 'write') {
   // Temp files are written through a descriptor (openSync, writeSync, fsyncSync: files/atomic.ts).
   const open = fs.openSync;
-  const write = fs.writeSync;
   const tempFds = new Set<number>();
   fs.openSync = ((path: fs.PathLike, ...rest: unknown[]) => {
     const fd = (open as (...a: unknown[]) => number)(path, ...rest);
     if (String(path).includes('.tmp-')) tempFds.add(fd);
     return fd;
   }) as typeof fs.openSync;
-  fs.writeSync = ((fd: number, data: NodeJS.ArrayBufferView, offset: number = 0, length?: number, ...rest: unknown[]) => {
-    if (tempFds.has(fd) && ++count === target) {
-      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      write(fd, bytes, offset, (length ?? bytes.length - offset) >> 1);
-      die();
-    }
-    return (write as (...a: unknown[]) => number)(fd, data, offset, length, ...rest);
-  }) as typeof fs.writeSync;
+  dieHalfwayThroughNthWrite(tempFds);
 } else if (kind === 'step') {
   // Only changes under FAULT_DIR count (tsx's own cache writes elsewhere would make the count vary).
   const under = (path: fs.PathLike | fs.PathOrFileDescriptor) => String(path).startsWith(process.env.FAULT_DIR ?? '/nonexistent');
   const step = (path: fs.PathLike | fs.PathOrFileDescriptor) => under(path) && ++count === target;
-  const { mkdirSync, renameSync, rmSync, copyFileSync, writeFileSync, openSync, writeSync } = fs;
+  const { mkdirSync, renameSync, rmSync, copyFileSync, writeFileSync, openSync } = fs;
   const ours = new Set<number>();
   fs.mkdirSync = ((path: fs.PathLike, options?: fs.MakeDirectoryOptions) => (step(path) ? die() : mkdirSync(path, options))) as typeof fs.mkdirSync;
   fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => (step(from) ? die() : renameSync(from, to));
@@ -67,14 +72,7 @@ if (kind === 'rename') {
     if (writing && under(path)) ours.add(fd);
     return fd;
   }) as typeof fs.openSync;
-  fs.writeSync = ((fd: number, data: NodeJS.ArrayBufferView, offset: number = 0, length?: number, ...rest: unknown[]) => {
-    if (ours.has(fd) && ++count === target) {
-      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      writeSync(fd, bytes, offset, (length ?? bytes.length - offset) >> 1);
-      die();
-    }
-    return (writeSync as (...a: unknown[]) => number)(fd, data, offset, length, ...rest);
-  }) as typeof fs.writeSync;
+  dieHalfwayThroughNthWrite(ours);
   fs.writeFileSync = ((path: fs.PathOrFileDescriptor, data: string | NodeJS.ArrayBufferView, options?: fs.WriteFileOptions) => {
     if (step(path)) {
       const bytes = typeof data === 'string' ? Buffer.from(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
