@@ -16,7 +16,7 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readModelMetadata } from '@capsnet-onnx/core';
@@ -29,8 +29,15 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
 
 export const BENCH_BACKENDS = [
-  'ort-node-cpu-1t', 'ort-node-cpu-2t', 'ort-node-cuda', 'ort-node-webgpu', 'ort-web-wasm', 'ort-web-wasm-mt',
-  'page-wasm', 'page-wasm-mt', 'tfjs',
+  'ort-node-cpu-1t',
+  'ort-node-cpu-2t',
+  'ort-node-cuda',
+  'ort-node-webgpu',
+  'ort-web-wasm',
+  'ort-web-wasm-mt',
+  'page-wasm',
+  'page-wasm-mt',
+  'tfjs',
 ] as const;
 /**
  * onnxruntime-web's wasm threads: the "-mt" rows ask for one per core; the others keep ORT's default, which is
@@ -119,7 +126,8 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
       await r!.data();
       tf.dispose([l!, r!]);
     };
-    const cpu0 = process.cpuUsage(), t0 = performance.now();
+    const cpu0 = process.cpuUsage(),
+      t0 = performance.now();
     const speed = await timeClassifier({ classify: (x: Float32Array) => run(x, x.length / pixels) }, one, batch, req.latencyRuns, req.throughputRuns);
     return { ok: { ranOn: `tfjs ${backend.name}: ${backend.detail}`, ...speed, cpuPerWall: cpuPerWall(cpu0, t0) } };
   }
@@ -145,7 +153,8 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
     }
   }
   try {
-    const cpu0 = process.cpuUsage(), t0 = performance.now();
+    const cpu0 = process.cpuUsage(),
+      t0 = performance.now();
     const speed = await timeClassifier(model, one, batch, req.latencyRuns, req.throughputRuns);
     return { ok: { ranOn: model.deviceReport + threadsNote, ...speed, cpuPerWall: cpuPerWall(cpu0, t0) } };
   } finally {
@@ -158,16 +167,31 @@ async function benchInPage(req: BenchRequest, mt: boolean, timeoutMs: number): P
   const { benchWasmInChromium } = await import('../packages/capsnet/src/parity/browser.ts');
   const decoder = req.modelPath.replace(/(\.onnx)?$/i, '.decoder.onnx');
   const pixels = req.config.inputHeight * req.config.inputWidth * req.config.inputChannels;
-  const [reply] = await benchWasmInChromium(req.modelPath, decoder, [{
-    // One per core of the page's machine (navigator.hardwareConcurrency there; the same machine here).
-    threads: mt ? availableParallelism() : undefined,
-    batch: req.batch, pixels, latencyRuns: req.latencyRuns, throughputRuns: req.throughputRuns,
-  }], timeoutMs);
+  const [reply] = await benchWasmInChromium(
+    req.modelPath,
+    decoder,
+    [
+      {
+        // One per core of the page's machine (navigator.hardwareConcurrency there; the same machine here).
+        threads: mt ? availableParallelism() : undefined,
+        batch: req.batch,
+        pixels,
+        latencyRuns: req.latencyRuns,
+        throughputRuns: req.throughputRuns,
+      },
+    ],
+    timeoutMs,
+  );
   if (!reply || !('ok' in reply)) return reply ?? { error: 'no reply from the page' };
   const r = reply.ok;
   const threads = `${r.threads} thread${r.threads === 1 ? '' : 's'}${mt ? ' (one per core)' : " (ORT's default)"}`;
-  return { ok: { ranOn: `${r.deviceReport} in ${r.browser}, ${threads}, crossOriginIsolated=${r.crossOriginIsolated}`,
-    latenciesMs: r.latenciesMs, batchMs: r.batchMs } };
+  return {
+    ok: {
+      ranOn: `${r.deviceReport} in ${r.browser}, ${threads}, crossOriginIsolated=${r.crossOriginIsolated}`,
+      latenciesMs: r.latenciesMs,
+      batchMs: r.batchMs,
+    },
+  };
 }
 
 interface Row {
@@ -203,8 +227,18 @@ async function prepareModel(preset: PresetName, log: (l: string) => void): Promi
   for (const [name, v] of Object.entries(initParams(config, 1))) weights[name] = (await v.data()) as Float32Array;
   mkdirSync(dir, { recursive: true });
   saveCheckpoint(dir, {
-    config, epoch: 0, step: 0, seed: 1, dataset: 'mnist-sample', classLabels: Array.from({ length: 10 }, (_, i) => String(i)),
-    backend: 'cpu', metrics: [], run: { batchSize: 1 }, weights, optimizer: { m: {}, v: {} }, producer: 'capsnet-onnx bench-infer',
+    config,
+    epoch: 0,
+    step: 0,
+    seed: 1,
+    dataset: 'mnist-sample',
+    classLabels: Array.from({ length: 10 }, (_, i) => String(i)),
+    backend: 'cpu',
+    metrics: [],
+    run: { batchSize: 1 },
+    weights,
+    optimizer: { m: {}, v: {} },
+    producer: 'capsnet-onnx bench-infer',
   });
   const { execa } = await import('execa');
   await execa('node', [join(ROOT, 'packages', 'capsnet', 'bin', 'capsnet.js'), 'export', dir, '-o', model], { cwd: ROOT, stdio: 'inherit' });
@@ -216,7 +250,13 @@ const num = (x: number | undefined, digits = 1) => (x === undefined || !Number.i
 function table(rows: Row[]): string {
   const header = ['backend', 'batch-1 ms', 'batch-1 img/s', 'batch', 'batch ms', 'img/s', 'GFLOP/s', 'CPU/wall', 'ran on / reason'];
   const body = rows.map((r) => [
-    r.backend, num(r.batch1Ms, 2), num(r.batch1ImagesPerS), r.batch ? String(r.batch) : '-', num(r.batchMs), num(r.imagesPerS), num(r.gflops, 2),
+    r.backend,
+    num(r.batch1Ms, 2),
+    num(r.batch1ImagesPerS),
+    r.batch ? String(r.batch) : '-',
+    num(r.batchMs),
+    num(r.imagesPerS),
+    num(r.gflops, 2),
     num(r.cpuPerWall, 2),
     r.status === 'ok' ? r.ranOn : `${r.status}: ${r.reason}`,
   ]);
@@ -241,7 +281,9 @@ async function main(): Promise<void> {
   });
   const log = (line: string) => console.log(line);
   values.out = userPath(values.out!);
-  const prepared = values.model ? { model: existingPath(values.model, '--model'), checkpoint: values.checkpoint && existingPath(values.checkpoint, '--checkpoint') } : await prepareModel(values.preset as PresetName, log);
+  const prepared = values.model
+    ? { model: existingPath(values.model, '--model'), checkpoint: values.checkpoint && existingPath(values.checkpoint, '--checkpoint') }
+    : await prepareModel(values.preset as PresetName, log);
   const metadata = readModelMetadata(readFileSync(prepared.model));
   const config = { ...presetConfig('paper'), ...metadata.config } as CapsNetConfig;
   const checkpoint = prepared.checkpoint ?? (existsSync(join(dirname(prepared.model), 'checkpoint.bin')) ? dirname(prepared.model) : undefined);
@@ -252,8 +294,10 @@ async function main(): Promise<void> {
   const selected = values.backends ? values.backends.split(',').map((s) => s.trim()) : [...BENCH_BACKENDS];
   const unknown = selected.filter((b) => !(BENCH_BACKENDS as readonly string[]).includes(b));
   if (unknown.length) throw new Error(`unknown backend(s) ${unknown.join(', ')}: choose from ${BENCH_BACKENDS.join(', ')}`);
-  log(`bench:infer: ${prepared.model} (${metadata.inputHeight}x${metadata.inputWidth}x${metadata.inputChannels}, ` +
-    `${(flops / 1e6).toFixed(1)} MFLOP per image); batch-1 median of ${latencyRuns} runs, batch-${batch} median of ${throughputRuns}`);
+  log(
+    `bench:infer: ${prepared.model} (${metadata.inputHeight}x${metadata.inputWidth}x${metadata.inputChannels}, ` +
+      `${(flops / 1e6).toFixed(1)} MFLOP per image); batch-1 median of ${latencyRuns} runs, batch-${batch} median of ${throughputRuns}`,
+  );
   const rows: Row[] = [];
   for (const backend of selected as BenchBackend[]) {
     const gpu = backend === 'ort-node-webgpu' ? webGpuWorkerEnv() : null;
@@ -264,7 +308,10 @@ async function main(): Promise<void> {
     // A software WebGPU adapter takes seconds per image: a few runs at a small batch.
     const small = gpu?.software ?? false;
     const req: BenchRequest = {
-      backend, modelPath: prepared.model, checkpoint, config,
+      backend,
+      modelPath: prepared.model,
+      checkpoint,
+      config,
       batch: small ? Math.min(batch, 4) : batch,
       latencyRuns: small ? Math.min(latencyRuns, 2) : latencyRuns,
       throughputRuns: small ? 1 : throughputRuns,
@@ -279,8 +326,17 @@ async function main(): Promise<void> {
       const bm = median(reply.ok.batchMs);
       const ips = (req.batch * 1000) / bm;
       rows.push({
-        backend, ranOn: [reply.ok.ranOn, gpu?.note].filter(Boolean).join('; '), status: 'ok', batch1Ms: b1, batch1ImagesPerS: 1000 / b1,
-        batch: req.batch, batchMs: bm, imagesPerS: ips, gflops: (ips * flops) / 1e9, latenciesMs: reply.ok.latenciesMs, batchRunsMs: reply.ok.batchMs,
+        backend,
+        ranOn: [reply.ok.ranOn, gpu?.note].filter(Boolean).join('; '),
+        status: 'ok',
+        batch1Ms: b1,
+        batch1ImagesPerS: 1000 / b1,
+        batch: req.batch,
+        batchMs: bm,
+        imagesPerS: ips,
+        gflops: (ips * flops) / 1e9,
+        latenciesMs: reply.ok.latenciesMs,
+        batchRunsMs: reply.ok.batchMs,
         ...(reply.ok.cpuPerWall != null ? { cpuPerWall: reply.ok.cpuPerWall } : {}),
       });
     } else if ('skipped' in reply) rows.push({ backend, ranOn: '', status: 'skipped', reason: reply.skipped });
@@ -291,7 +347,14 @@ async function main(): Promise<void> {
   log(table(rows));
   const report = {
     model: prepared.model,
-    config: { inputHeight: config.inputHeight, inputWidth: config.inputWidth, inputChannels: config.inputChannels, conv1Filters: config.conv1Filters, primaryMaps: config.primaryMaps, routingIterations: config.routingIterations },
+    config: {
+      inputHeight: config.inputHeight,
+      inputWidth: config.inputWidth,
+      inputChannels: config.inputChannels,
+      conv1Filters: config.conv1Filters,
+      primaryMaps: config.primaryMaps,
+      routingIterations: config.routingIterations,
+    },
     flopsPerImage: flops,
     batch,
     latencyRuns,

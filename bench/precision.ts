@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { CapsNet } from '@capsnet-onnx/runtime/node';
 import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
-import { type ComputePrecision, type Precision } from '../packages/capsnet/src/export/precision.ts';
+import type { ComputePrecision, Precision } from '../packages/capsnet/src/export/precision.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { loadDataset, loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
@@ -40,7 +40,10 @@ interface LatencyRow {
 
 /** The exports compared, fp32 first (the baseline of every ratio). */
 const VARIANTS: Array<{ precision: Precision; compute?: ComputePrecision }> = [
-  { precision: 'fp32' }, { precision: 'fp16', compute: 'fp32' }, { precision: 'fp16', compute: 'fp16' }, { precision: 'int8' },
+  { precision: 'fp32' },
+  { precision: 'fp16', compute: 'fp32' },
+  { precision: 'fp16', compute: 'fp16' },
+  { precision: 'int8' },
 ];
 
 interface PrecisionRow {
@@ -65,7 +68,10 @@ async function evaluate(model: string, images: Float32Array, count: number, pixe
     for (let start = 0; start < count; start += 100) {
       const n = Math.min(100, count - start);
       const m = net.metadata;
-      const results = await net.classify({ data: images.subarray(start * pixels, (start + n) * pixels), shape: [n, m.inputHeight, m.inputWidth, m.inputChannels] });
+      const results = await net.classify({
+        data: images.subarray(start * pixels, (start + n) * pixels),
+        shape: [n, m.inputHeight, m.inputWidth, m.inputChannels],
+      });
       results.forEach((r, k) => {
         labels[start + k] = r.longest;
         lengths.push(r.lengths);
@@ -90,7 +96,8 @@ async function main(): Promise<void> {
       out: { type: 'string', default: join(ROOT, 'bench-results', 'precision.json') },
     },
   });
-  if (!values.checkpoint) throw new Error('give --checkpoint RUN_DIR: a trained run (accuracy needs trained weights), e.g. from `capsnet train --preset small`');
+  if (!values.checkpoint)
+    throw new Error('give --checkpoint RUN_DIR: a trained run (accuracy needs trained weights), e.g. from `capsnet train --preset small`');
   values.checkpoint = existingPath(values.checkpoint, '--checkpoint');
   values.out = userPath(values.out!);
   const checkpoint = loadCheckpoint(values.checkpoint);
@@ -115,9 +122,30 @@ async function main(): Promise<void> {
       lengths.forEach((row, i) => row.forEach((v, j) => (maxAbs = Math.max(maxAbs, Math.abs(v - fp32!.lengths[i]![j]!)))));
       log(`${precision} weights, ${exported.computePrecision} compute: ${exported.modelBytes} bytes, accuracy ${(100 * accuracy).toFixed(2)}%; latency...`);
       const inferJson = join(dir, `infer.${precision}-${exported.computePrecision}.json`);
-      await execa('node', ['--conditions=capsnet-source', '--import', 'tsx', join(ROOT, 'bench', 'infer.ts'), '--model', out, '--checkpoint', values.checkpoint,
-        '--backends', values.backends!, '--batch', values.batch!, '--latency-runs', values['latency-runs']!, '--throughput-runs', '3', '--out', inferJson],
-      { cwd: ROOT, stdio: 'inherit' });
+      await execa(
+        'node',
+        [
+          '--conditions=capsnet-source',
+          '--import',
+          'tsx',
+          join(ROOT, 'bench', 'infer.ts'),
+          '--model',
+          out,
+          '--checkpoint',
+          values.checkpoint,
+          '--backends',
+          values.backends!,
+          '--batch',
+          values.batch!,
+          '--latency-runs',
+          values['latency-runs']!,
+          '--throughput-runs',
+          '3',
+          '--out',
+          inferJson,
+        ],
+        { cwd: ROOT, stdio: 'inherit' },
+      );
       const infer = JSON.parse(readFileSync(inferJson, 'utf8')) as { rows: LatencyRow[] };
       const fp32Accuracy = rows[0]?.accuracy ?? accuracy;
       const drop = 100 * (fp32Accuracy - accuracy);
@@ -133,7 +161,13 @@ async function main(): Promise<void> {
         accuracyDropPoints: drop,
         agreementWithFp32: agree,
         maxAbsLengthDiff: maxAbs,
-        latency: infer.rows.map((r) => ({ backend: r.backend, status: r.status, batch1Ms: r.batch1Ms, imagesPerS: r.imagesPerS, ...(r.reason ? { reason: r.reason } : {}) })),
+        latency: infer.rows.map((r) => ({
+          backend: r.backend,
+          status: r.status,
+          batch1Ms: r.batch1Ms,
+          imagesPerS: r.imagesPerS,
+          ...(r.reason ? { reason: r.reason } : {}),
+        })),
         meetsTargets: sizeRatio <= target.maxSizeRatio && drop <= target.maxAccuracyDropPoints,
       });
     }
@@ -142,25 +176,51 @@ async function main(): Promise<void> {
   }
 
   const backends = rows[0]!.latency.map((l) => l.backend);
-  const header = ['precision', 'compute', 'model bytes', '% of fp32', 'decoder bytes', 'accuracy %', 'drop (pts)', 'agree fp32 %', 'max |d len|',
-    ...backends.map((b) => `${b} ms (b1)`), ...backends.map((b) => `${b} img/s`), 'targets'];
+  const header = [
+    'precision',
+    'compute',
+    'model bytes',
+    '% of fp32',
+    'decoder bytes',
+    'accuracy %',
+    'drop (pts)',
+    'agree fp32 %',
+    'max |d len|',
+    ...backends.map((b) => `${b} ms (b1)`),
+    ...backends.map((b) => `${b} img/s`),
+    'targets',
+  ];
   const body = rows.map((r) => [
-    r.precision, r.computePrecision, String(r.modelBytes), fmt(100 * r.sizeRatio, 1), String(r.decoderBytes), fmt(100 * r.accuracy, 2), fmt(r.accuracyDropPoints, 2),
-    fmt(100 * r.agreementWithFp32, 2), r.maxAbsLengthDiff.toExponential(1),
+    r.precision,
+    r.computePrecision,
+    String(r.modelBytes),
+    fmt(100 * r.sizeRatio, 1),
+    String(r.decoderBytes),
+    fmt(100 * r.accuracy, 2),
+    fmt(r.accuracyDropPoints, 2),
+    fmt(100 * r.agreementWithFp32, 2),
+    r.maxAbsLengthDiff.toExponential(1),
     ...backends.map((b) => fmt(r.latency.find((l) => l.backend === b)?.batch1Ms, 2)),
     ...backends.map((b) => fmt(r.latency.find((l) => l.backend === b)?.imagesPerS, 1)),
     r.precision === 'fp32' ? '-' : r.meetsTargets ? 'met' : 'MISSED',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   log('');
   log([line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n'));
   // A backend that could not run a file (WebGPU without shader-f16 for fp16 compute) is '-' above; say why.
   for (const r of rows) {
-    for (const l of r.latency) if (l.status !== 'ok') log(`${r.precision} weights, ${r.computePrecision} compute, ${l.backend}: ${l.status}: ${l.reason ?? ''}`);
+    for (const l of r.latency)
+      if (l.status !== 'ok') log(`${r.precision} weights, ${r.computePrecision} compute, ${l.backend}: ${l.status}: ${l.reason ?? ''}`);
   }
-  log(`targets: int8 <= ${100 * TARGETS.int8.maxSizeRatio}% of the fp32 file and within ${TARGETS.int8.maxAccuracyDropPoints} point; ` +
-    `fp16 within ${TARGETS.fp16.maxAccuracyDropPoints} points. Latency: median batch-1 ms and batch-${values.batch} images/s (bench/infer.ts).`);
+  log(
+    `targets: int8 <= ${100 * TARGETS.int8.maxSizeRatio}% of the fp32 file and within ${TARGETS.int8.maxAccuracyDropPoints} point; ` +
+      `fp16 within ${TARGETS.fp16.maxAccuracyDropPoints} points. Latency: median batch-1 ms and batch-${values.batch} images/s (bench/infer.ts).`,
+  );
   const report = {
     checkpoint: values.checkpoint,
     dataset: checkpoint.dataset,

@@ -40,7 +40,12 @@ const CONCURRENCY = Number(args.concurrency);
 const DISTINCT = Number(args.images);
 const ROUNDS = Number(args.rounds);
 if (ROUNDS > REQUESTS) throw new Error('--rounds must not exceed --requests');
-for (const [name, n] of [['--requests', REQUESTS], ['--concurrency', CONCURRENCY], ['--images', DISTINCT], ['--rounds', ROUNDS]] as const) {
+for (const [name, n] of [
+  ['--requests', REQUESTS],
+  ['--concurrency', CONCURRENCY],
+  ['--images', DISTINCT],
+  ['--rounds', ROUNDS],
+] as const) {
   if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new Error(`${name} must be an integer from 1 to 100000`);
 }
 
@@ -128,7 +133,12 @@ async function main() {
     benchmark: 'serve',
     date: new Date().toISOString(),
     host: { ...machineInfo(), loadAverageBefore: r2(loadBefore) },
-    model: { path: relative(ROOT, model), bytes: statSync(model).size, dataset: metadata.dataset, input: [metadata.inputHeight, metadata.inputWidth, metadata.inputChannels] },
+    model: {
+      path: relative(ROOT, model),
+      bytes: statSync(model).size,
+      dataset: metadata.dataset,
+      input: [metadata.inputHeight, metadata.inputWidth, metadata.inputChannels],
+    },
     device: args.device,
     threads: args.threads ? Number(args.threads) : `capsnet serve's default (cores - 1 = ${Math.max(1, cpus().length - 1)})`,
     load: { requests: REQUESTS, rounds: ROUNDS, concurrency: CONCURRENCY, imagesPerRequest: 1, distinctImages: count, target: '127.0.0.1' },
@@ -153,7 +163,15 @@ interface Round {
 /** One server process, one timed burst of `requests` requests; every answer checked against `expected`. */
 async function runRound(model: string, config: Config, requests: number, bodies: string[], expected: Classification[], firstId: number): Promise<Round> {
   const threads = args.threads ? ['--threads', args.threads] : [];
-  const server = await startServeProcess(model, ['--device', args.device!, '--max-batch', String(config.maxBatch), '--batch-wait-ms', String(config.batchWaitMs), ...threads]);
+  const server = await startServeProcess(model, [
+    '--device',
+    args.device!,
+    '--max-batch',
+    String(config.maxBatch),
+    '--batch-wait-ms',
+    String(config.batchWaitMs),
+    ...threads,
+  ]);
   if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(server.url)) throw new Error(`refusing to load ${server.url}: loopback only`);
   try {
     // Warm-up (not timed): opens the client's connections; the first runs of a session allocate.

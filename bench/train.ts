@@ -22,7 +22,7 @@
  */
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
@@ -153,7 +153,6 @@ function fmt(x: number | null, digits: number): string {
   return x == null || !Number.isFinite(x) ? '-' : x.toFixed(digits);
 }
 
-
 function seededUniform(n: number, seed: number): Float32Array {
   let a = seed >>> 0;
   const out = new Float32Array(n);
@@ -168,10 +167,16 @@ function seededUniform(n: number, seed: number): Float32Array {
 
 async function timeKernels(config: CapsNetConfig, batch: number, gate: () => Promise<void>): Promise<KernelTiming[]> {
   const layers = [
-    { layer: 'conv1', h: config.inputHeight, w: config.inputWidth, c: config.inputChannels, k: config.conv1Kernel,
-      o: config.conv1Filters, s: 1 },
-    { layer: 'primaryCaps', h: config.inputHeight - config.conv1Kernel + 1, w: config.inputWidth - config.conv1Kernel + 1,
-      c: config.conv1Filters, k: config.primaryKernel, o: config.primaryMaps * config.primaryDim, s: config.primaryStride },
+    { layer: 'conv1', h: config.inputHeight, w: config.inputWidth, c: config.inputChannels, k: config.conv1Kernel, o: config.conv1Filters, s: 1 },
+    {
+      layer: 'primaryCaps',
+      h: config.inputHeight - config.conv1Kernel + 1,
+      w: config.inputWidth - config.conv1Kernel + 1,
+      c: config.conv1Filters,
+      k: config.primaryKernel,
+      o: config.primaryMaps * config.primaryDim,
+      s: config.primaryStride,
+    },
   ];
   const out: KernelTiming[] = [];
   for (const L of layers) {
@@ -187,12 +192,18 @@ async function timeKernels(config: CapsNetConfig, batch: number, gate: () => Pro
     // so re-running on the same tensors would leave the packing out of the timing.
     const runs: [KernelTiming['kernel'], [tf.Tensor, tf.Tensor], (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, number][] = [
       ['forward', [x, f], (a, b) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, L.s, 'valid'), flops.forward],
-      ['filter gradient', [x, dy], (a, b) =>
-        tf.engine().runKernel('Conv2DBackpropFilter', { x: a, dy: b }, { ...attrs, filterShape: fShape }) as tf.Tensor,
-      flops.filterGrad],
-      ['input gradient', [dy, f], (a, b) =>
-        tf.engine().runKernel('Conv2DBackpropInput', { dy: a, filter: b }, { ...attrs, inputShape: xShape }) as tf.Tensor,
-      flops.inputGrad],
+      [
+        'filter gradient',
+        [x, dy],
+        (a, b) => tf.engine().runKernel('Conv2DBackpropFilter', { x: a, dy: b }, { ...attrs, filterShape: fShape }) as tf.Tensor,
+        flops.filterGrad,
+      ],
+      [
+        'input gradient',
+        [dy, f],
+        (a, b) => tf.engine().runKernel('Conv2DBackpropInput', { dy: a, filter: b }, { ...attrs, inputShape: xShape }) as tf.Tensor,
+        flops.inputGrad,
+      ],
     ];
     for (const [kernel, operands, run, fl] of runs) {
       const times: number[] = [];
@@ -218,9 +229,14 @@ async function timeKernels(config: CapsNetConfig, batch: number, gate: () => Pro
  * Best of `runs` timings of `run` (after one warm-up), each on fresh operands from `prepare` (disposed after):
  * wall seconds and CPU seconds (user + system, all threads; what other processes on a shared machine inflate least).
  */
-async function bestOf(runs: number, gate: () => Promise<void>, prepare: () => tf.Tensor[],
-  run: (operands: tf.Tensor[]) => tf.Tensor[]): Promise<{ wall: number; cpu: number }> {
-  let wall = Infinity, cpu = Infinity;
+async function bestOf(
+  runs: number,
+  gate: () => Promise<void>,
+  prepare: () => tf.Tensor[],
+  run: (operands: tf.Tensor[]) => tf.Tensor[],
+): Promise<{ wall: number; cpu: number }> {
+  let wall = Infinity,
+    cpu = Infinity;
   for (let i = 0; i <= runs; i++) {
     const operands = prepare();
     await Promise.all(operands.map((t) => t.data()));
@@ -245,39 +261,69 @@ async function bestOf(runs: number, gate: () => Promise<void>, prepare: () => tf
  * The parts follow train/model.ts: convolutions (conv1, PrimaryCaps), u_hat (with the primary squash),
  * routing, decoder (masked by the label), losses (margin + reconstruction), then Adam.
  */
-async function timeParts(config: CapsNetConfig, params: Record<string, tf.Variable>, x: tf.Tensor4D, y: tf.Tensor2D,
-  gate: () => Promise<void>): Promise<PartTiming[]> {
+async function timeParts(
+  config: CapsNetConfig,
+  params: Record<string, tf.Variable>,
+  x: tf.Tensor4D,
+  y: tf.Tensor2D,
+  gate: () => Promise<void>,
+): Promise<PartTiming[]> {
   const model = await import('../packages/capsnet/src/train/model.ts');
   const { Adam } = await import('../packages/capsnet/src/train/adam.ts');
   const { numPrimaryCaps } = derivedSizes(config);
   const batch = x.shape[0];
   // Inputs of each part: what the part before it produces in the step.
   const primaryConv = tf.tidy(() => model.convolutions(params, x, config));
-  const uHat = tf.tidy(() => model.predictionVectors(
-    model.squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
-    params['digit/W'] as tf.Tensor3D, config));
+  const uHat = tf.tidy(() =>
+    model.predictionVectors(
+      model.squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
+      params['digit/W'] as tf.Tensor3D,
+      config,
+    ),
+  );
   const capsules = tf.tidy(() => model.dynamicRouting(uHat, config.routingIterations, config.squashEpsilon).capsules);
   const reconstruction = tf.tidy(() => model.decode(params, model.maskCapsules(capsules, y), config));
   const decoderNames = Object.keys(params).filter((n) => n.startsWith('decoder/'));
   const convNames = ['conv1/kernel', 'conv1/bias', 'primary/kernel', 'primary/bias'];
   const fresh = (ts: tf.Tensor[]) => () => ts.map((t) => tf.add(t, 0));
-  const asParams = (names: string[], ts: tf.Tensor[]) =>
-    Object.fromEntries(names.map((n, i) => [n, ts[i]!])) as unknown as Record<string, tf.Variable>;
+  const asParams = (names: string[], ts: tf.Tensor[]) => Object.fromEntries(names.map((n, i) => [n, ts[i]!])) as unknown as Record<string, tf.Variable>;
 
-  interface Part { part: string; inputs: tf.Tensor[]; f: (ts: tf.Tensor[]) => tf.Tensor; wrt: number[] }
+  interface Part {
+    part: string;
+    inputs: tf.Tensor[];
+    f: (ts: tf.Tensor[]) => tf.Tensor;
+    wrt: number[];
+  }
   const parts: Part[] = [
-    { part: 'convolutions', inputs: convNames.map((n) => params[n]!), wrt: [0, 1, 2, 3],
-      f: (ts) => model.convolutions(asParams(convNames, ts), x, config) },
-    { part: 'u_hat', inputs: [primaryConv, params['digit/W']!], wrt: [0, 1],
-      f: ([p, W]) => model.predictionVectors(model.squash(tf.reshape(p!, [batch, numPrimaryCaps, config.primaryDim]),
-        config.squashEpsilon) as tf.Tensor3D, W as tf.Tensor3D, config) },
-    { part: 'routing', inputs: [uHat], wrt: [0],
-      f: ([u]) => model.dynamicRouting(u as tf.Tensor4D, config.routingIterations, config.squashEpsilon).capsules },
-    { part: 'decoder', inputs: [capsules, ...decoderNames.map((n) => params[n]!)], wrt: decoderNames.map((_, i) => i + 1).concat([0]),
-      f: ([c, ...w]) => model.decode(asParams(decoderNames, w), model.maskCapsules(c as tf.Tensor3D, y), config) },
-    { part: 'losses', inputs: [capsules, reconstruction], wrt: [0, 1],
-      f: ([c, r]) => tf.add(model.marginLoss(model.capsuleLengths(c!, config.squashEpsilon) as tf.Tensor2D, y, config),
-        model.reconstructionLoss(r as tf.Tensor2D, x, config)) },
+    { part: 'convolutions', inputs: convNames.map((n) => params[n]!), wrt: [0, 1, 2, 3], f: (ts) => model.convolutions(asParams(convNames, ts), x, config) },
+    {
+      part: 'u_hat',
+      inputs: [primaryConv, params['digit/W']!],
+      wrt: [0, 1],
+      f: ([p, W]) =>
+        model.predictionVectors(
+          model.squash(tf.reshape(p!, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
+          W as tf.Tensor3D,
+          config,
+        ),
+    },
+    { part: 'routing', inputs: [uHat], wrt: [0], f: ([u]) => model.dynamicRouting(u as tf.Tensor4D, config.routingIterations, config.squashEpsilon).capsules },
+    {
+      part: 'decoder',
+      inputs: [capsules, ...decoderNames.map((n) => params[n]!)],
+      wrt: decoderNames.map((_, i) => i + 1).concat([0]),
+      f: ([c, ...w]) => model.decode(asParams(decoderNames, w), model.maskCapsules(c as tf.Tensor3D, y), config),
+    },
+    {
+      part: 'losses',
+      inputs: [capsules, reconstruction],
+      wrt: [0, 1],
+      f: ([c, r]) =>
+        tf.add(
+          model.marginLoss(model.capsuleLengths(c!, config.squashEpsilon) as tf.Tensor2D, y, config),
+          model.reconstructionLoss(r as tf.Tensor2D, x, config),
+        ),
+    },
   ];
   const out: PartTiming[] = [];
   for (const [index, p] of parts.entries()) {
@@ -286,19 +332,41 @@ async function timeParts(config: CapsNetConfig, params: Record<string, tf.Variab
     const outShape = probe.shape;
     probe.dispose();
     // The gradient arriving from the next part (a scalar loss needs none).
-    const dyValues = outShape.length === 0 ? null : seededUniform(outShape.reduce((a, b) => a * b, 1), 50 + index);
-    const total = await bestOf(3, gate, () => [...fresh(p.inputs)(), ...(dyValues ? [tf.tensor(dyValues, outShape)] : [])],
-      (ops) => tf.tidy(() => {
-        const ts = ops.slice(0, p.inputs.length);
-        const g = tf.grads((...wrt: tf.Tensor[]) => {
-          const all = [...ts];
-          p.wrt.forEach((k, i) => { all[k] = wrt[i]!; });
-          return p.f(all);
-        });
-        return g(p.wrt.map((k) => ts[k]!), dyValues ? ops[p.inputs.length] : undefined);
-      }));
-    out.push({ part: p.part, forward_s: forward.wall, backward_s: Math.max(0, total.wall - forward.wall), total_s: total.wall,
-      forward_cpu_s: forward.cpu, total_cpu_s: total.cpu });
+    const dyValues =
+      outShape.length === 0
+        ? null
+        : seededUniform(
+            outShape.reduce((a, b) => a * b, 1),
+            50 + index,
+          );
+    const total = await bestOf(
+      3,
+      gate,
+      () => [...fresh(p.inputs)(), ...(dyValues ? [tf.tensor(dyValues, outShape)] : [])],
+      (ops) =>
+        tf.tidy(() => {
+          const ts = ops.slice(0, p.inputs.length);
+          const g = tf.grads((...wrt: tf.Tensor[]) => {
+            const all = [...ts];
+            p.wrt.forEach((k, i) => {
+              all[k] = wrt[i]!;
+            });
+            return p.f(all);
+          });
+          return g(
+            p.wrt.map((k) => ts[k]!),
+            dyValues ? ops[p.inputs.length] : undefined,
+          );
+        }),
+    );
+    out.push({
+      part: p.part,
+      forward_s: forward.wall,
+      backward_s: Math.max(0, total.wall - forward.wall),
+      total_s: total.wall,
+      forward_cpu_s: forward.cpu,
+      total_cpu_s: total.cpu,
+    });
   }
   // Adam over every weight, with its moments already created (as after the first step).
   const optimizer = new Adam({ learningRate: config.learningRate, decayRate: config.decayRate, decaySteps: config.decaySteps });
@@ -307,7 +375,9 @@ async function timeParts(config: CapsNetConfig, params: Record<string, tf.Variab
   const grads = () => names.map((n, i) => tf.tensor(seededUniform(copies[n]!.size, 100 + i), copies[n]!.shape));
   const apply = (gs: tf.Tensor[]) => {
     optimizer.apply(copies, Object.fromEntries(names.map((n, i) => [n, gs[i]!])));
-    return Object.values(copies).map((v) => tf.add(v, 0)).slice(0, 1);
+    return Object.values(copies)
+      .map((v) => tf.add(v, 0))
+      .slice(0, 1);
   };
   await bestOf(0, gate, grads, apply);
   const adam = await bestOf(3, gate, grads, apply);
@@ -327,8 +397,7 @@ async function runWorker(job: Job): Promise<WorkerResult> {
   const config = presetConfig(job.preset);
   const params = initParams(config, 1);
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
-  const x = tf.tensor4d(seededUniform(job.batch * pixels, 7),
-    [job.batch, config.inputHeight, config.inputWidth, config.inputChannels]);
+  const x = tf.tensor4d(seededUniform(job.batch * pixels, 7), [job.batch, config.inputHeight, config.inputWidth, config.inputChannels]);
   const labels = Int32Array.from({ length: job.batch }, (_, i) => i % config.numClasses);
   const y = tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), config.numClasses), 'float32') as tf.Tensor2D;
   const optimizer = new Adam({ learningRate: config.learningRate, decayRate: config.decayRate, decaySteps: config.decaySteps });
@@ -398,20 +467,39 @@ async function runWorker(job: Job): Promise<WorkerResult> {
   }
   const parts = job.parts && job.stepSkipReason == null ? await timeParts(config, params, x, y, gate) : [];
   const kernels = job.kernels ? await timeKernels(config, job.batch, gate) : [];
-  return { backend: b.name, detail: b.detail, batch: job.batch, stepSeconds, stepCpuSeconds, forwardSeconds, kernels, parts, loss,
-    leakedTensorsPerStep: leaked, worstBusy, peakRssMb: process.resourceUsage().maxRSS / 1024 };
+  return {
+    backend: b.name,
+    detail: b.detail,
+    batch: job.batch,
+    stepSeconds,
+    stepCpuSeconds,
+    forwardSeconds,
+    kernels,
+    parts,
+    loss,
+    leakedTensorsPerStep: leaked,
+    worstBusy,
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+  };
 }
 
 // ------------------------------------------------------------------------------------------ parent side
 
-interface TorchResult { torch: string; threads: number; step_s: number[]; step_cpu_s: number[]; forward_s: number[]; loss: number; peak_rss_mb: number }
+interface TorchResult {
+  torch: string;
+  threads: number;
+  step_s: number[];
+  step_cpu_s: number[];
+  forward_s: number[];
+  loss: number;
+  peak_rss_mb: number;
+}
 
 /**
  * The PyTorch reference (scripts/bench_train_torch.py): the same model and step on the CPU at the same batch and
  * threads. Returns null with the reason when python3 cannot import torch (Debian: apt-get install python3-torch).
  */
-async function runTorch(config: CapsNetConfig, batch: number, steps: number, threads: number, timeoutMs: number):
-Promise<TorchResult | { skipped: string }> {
+async function runTorch(config: CapsNetConfig, batch: number, steps: number, threads: number, timeoutMs: number): Promise<TorchResult | { skipped: string }> {
   const { execa } = await import('execa');
   // CAPSNET_PYTHON, else the first of python3 on the PATH and Debian's /usr/bin/python3 that imports torch.
   const candidates = process.env.CAPSNET_PYTHON ? [process.env.CAPSNET_PYTHON] : ['python3', '/usr/bin/python3'];
@@ -426,10 +514,18 @@ Promise<TorchResult | { skipped: string }> {
   if (python == null) {
     return { skipped: `${candidates.join(' and ')} cannot import torch (Debian: apt-get install python3-torch; or set CAPSNET_PYTHON)` };
   }
-  const run = await execa(python, [join(ROOT, 'scripts', 'bench_train_torch.py'), JSON.stringify(config), String(batch),
-    String(steps), String(threads)], { reject: false, timeout: timeoutMs,
-    env: { OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) } });
-  if (run.exitCode !== 0) return { skipped: `bench_train_torch.py failed: ${String(run.stderr || run.message).split('\n').slice(-3).join(' ')}` };
+  const run = await execa(python, [join(ROOT, 'scripts', 'bench_train_torch.py'), JSON.stringify(config), String(batch), String(steps), String(threads)], {
+    reject: false,
+    timeout: timeoutMs,
+    env: { OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
+  });
+  if (run.exitCode !== 0)
+    return {
+      skipped: `bench_train_torch.py failed: ${String(run.stderr || run.message)
+        .split('\n')
+        .slice(-3)
+        .join(' ')}`,
+    };
   return JSON.parse(run.stdout.trim().split('\n').at(-1)!) as TorchResult;
 }
 
@@ -458,37 +554,59 @@ async function main(): Promise<void> {
   const steps = Math.max(1, Number(values.steps));
   const timeoutMs = Number(values['timeout-s']) * 1000;
   const flops = countFlops(config);
-  const backends = values.backends!.split(',').map((s) => s.trim()).filter(Boolean) as BackendName[];
+  const backends = values
+    .backends!.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean) as BackendName[];
   for (const name of backends) {
     if (!ALL_BACKENDS.includes(name)) throw new Error(`unknown backend '${name}' (choose from ${ALL_BACKENDS.join(', ')})`);
   }
 
-  console.log(`CapsNet ${preset} preset: ${(flops.forward.total / 1e6).toFixed(0)} MFLOP forward, ` +
-    `${(flops.trainStep / 1e6).toFixed(0)} MFLOP per training image (train/flops.ts); batch ${batches.join(', ')}, ` +
-    `${steps} timed step(s) after a warm-up; ${os.cpus().length} CPU cores, load average ${os.loadavg()[0]!.toFixed(2)}`);
+  console.log(
+    `CapsNet ${preset} preset: ${(flops.forward.total / 1e6).toFixed(0)} MFLOP forward, ` +
+      `${(flops.trainStep / 1e6).toFixed(0)} MFLOP per training image (train/flops.ts); batch ${batches.join(', ')}, ` +
+      `${steps} timed step(s) after a warm-up; ${os.cpus().length} CPU cores, load average ${os.loadavg()[0]!.toFixed(2)}`,
+  );
 
   // wasm runs once per thread count (default: backend.ts's choice, all cores), with the fused capsule kernels and,
   // for comparison in the same run, without them (the composite tfjs ops).
-  const wasmThreads: (number | undefined)[] = values['wasm-threads'] != null
-    ? values['wasm-threads'].split(',').map((t) => Number(t))
-    : [undefined];
+  const wasmThreads: (number | undefined)[] = values['wasm-threads'] != null ? values['wasm-threads'].split(',').map((t) => Number(t)) : [undefined];
   const jobs: Job[] = [];
   for (const batch of batches) {
     for (const backend of backends) {
       for (const threads of backend === 'wasm' ? wasmThreads : [undefined]) {
         for (const fused of backend === 'wasm' && !values['no-unfused'] ? [false, true] : [true]) {
-          jobs.push({ backend, preset, batch, steps, kernels: backend === 'wasm' && fused && !values['no-kernels'],
-            parts: backend === 'wasm' && !values['no-parts'], fused,
-            waitIdleS: Number(values['wait-idle']), ...(threads != null ? { threads } : {}) });
+          jobs.push({
+            backend,
+            preset,
+            batch,
+            steps,
+            kernels: backend === 'wasm' && fused && !values['no-kernels'],
+            parts: backend === 'wasm' && !values['no-parts'],
+            fused,
+            waitIdleS: Number(values['wait-idle']),
+            ...(threads != null ? { threads } : {}),
+          });
         }
       }
     }
   }
 
   const rows: Row[] = [];
-  const skippedRow = (backend: string, batch: number | null, reason: string): Row => ({ backend, detail: '', batch, step_s: null,
-    forward_s: null, step_over_forward: null, images_per_s: null, step_gflops_per_s: null, forward_gflops_per_s: null,
-    step_cpu_s: null, peak_rss_mb: null, note: `skipped: ${reason}` });
+  const skippedRow = (backend: string, batch: number | null, reason: string): Row => ({
+    backend,
+    detail: '',
+    batch,
+    step_s: null,
+    forward_s: null,
+    step_over_forward: null,
+    images_per_s: null,
+    step_gflops_per_s: null,
+    forward_gflops_per_s: null,
+    step_cpu_s: null,
+    peak_rss_mb: null,
+    note: `skipped: ${reason}`,
+  });
   for (const job of jobs) {
     const backend = job.backend;
     let env = process.env;
@@ -502,7 +620,8 @@ async function main(): Promise<void> {
       } else {
         job.batch = 1;
         job.steps = 1;
-        job.stepSkipReason = "step skipped: tfjs-backend-cpu's Conv2DBackpropFilter/Input are scalar JS loops, minutes " +
+        job.stepSkipReason =
+          "step skipped: tfjs-backend-cpu's Conv2DBackpropFilter/Input are scalar JS loops, minutes " +
           'per paper-size step even at batch 1 (pass --cpu-batch 1 to time it anyway)';
         note = 'reduced: forward only, batch 1';
       }
@@ -532,23 +651,31 @@ async function main(): Promise<void> {
       continue;
     }
     const worst = reply.worstBusy ?? busyBefore;
-    const busyNote = worst != null && worst > 0.1
-      ? `other processes kept up to ${(100 * worst).toFixed(0)}% of the CPUs busy: timings inflated` : '';
+    const busyNote = worst != null && worst > 0.1 ? `other processes kept up to ${(100 * worst).toFixed(0)}% of the CPUs busy: timings inflated` : '';
     const stepS = reply.stepSeconds ? median(reply.stepSeconds) : null;
     const fwdS = median(reply.forwardSeconds);
     const threadsUsed = /(\d+) threads?/.exec(reply.detail)?.[1];
     const row: Row = {
-      backend: (backend === 'wasm' && threadsUsed ? `wasm ${threadsUsed}t` : backend) + variant, detail: reply.detail,
-      batch: reply.batch, step_s: stepS, forward_s: fwdS,
+      backend: (backend === 'wasm' && threadsUsed ? `wasm ${threadsUsed}t` : backend) + variant,
+      detail: reply.detail,
+      batch: reply.batch,
+      step_s: stepS,
+      forward_s: fwdS,
       step_over_forward: stepS != null ? stepS / fwdS : null,
       images_per_s: stepS != null ? reply.batch / stepS : null,
       step_gflops_per_s: stepS != null ? (flops.trainStep * reply.batch) / stepS / 1e9 : null,
       forward_gflops_per_s: (flops.forward.total * reply.batch) / fwdS / 1e9,
       step_cpu_s: reply.stepCpuSeconds ? median(reply.stepCpuSeconds) : null,
       peak_rss_mb: reply.peakRssMb,
-      note: [note, backend === 'wasm' && !job.fused ? 'fused capsule kernels off (setFusedKernels(false))' : '',
-        job.stepSkipReason, reply.leakedTensorsPerStep > 0 ? `LEAK: ${reply.leakedTensorsPerStep} tensors/step` : '',
-        busyNote].filter(Boolean).join('; '),
+      note: [
+        note,
+        backend === 'wasm' && !job.fused ? 'fused capsule kernels off (setFusedKernels(false))' : '',
+        job.stepSkipReason,
+        reply.leakedTensorsPerStep > 0 ? `LEAK: ${reply.leakedTensorsPerStep} tensors/step` : '',
+        busyNote,
+      ]
+        .filter(Boolean)
+        .join('; '),
       cpu_busy_by_others: worst,
       raw: { step_s: reply.stepSeconds, forward_s: reply.forwardSeconds },
     };
@@ -571,14 +698,21 @@ async function main(): Promise<void> {
         rows.push(skippedRow('pytorch cpu', batch, t.skipped));
         continue;
       }
-      const stepS = median(t.step_s), fwdS = median(t.forward_s);
+      const stepS = median(t.step_s),
+        fwdS = median(t.forward_s);
       rows.push({
-        backend: `pytorch ${t.threads}t`, detail: `PyTorch ${t.torch} on the CPU, ${t.threads} threads (scripts/bench_train_torch.py)`,
-        batch, step_s: stepS, forward_s: fwdS, step_over_forward: stepS / fwdS, images_per_s: batch / stepS,
-        step_gflops_per_s: (flops.trainStep * batch) / stepS / 1e9, forward_gflops_per_s: (flops.forward.total * batch) / fwdS / 1e9,
-        step_cpu_s: median(t.step_cpu_s), peak_rss_mb: t.peak_rss_mb,
-        note: busyBefore != null && busyBefore > 0.1
-          ? `other processes kept up to ${(100 * busyBefore).toFixed(0)}% of the CPUs busy: timings inflated` : '',
+        backend: `pytorch ${t.threads}t`,
+        detail: `PyTorch ${t.torch} on the CPU, ${t.threads} threads (scripts/bench_train_torch.py)`,
+        batch,
+        step_s: stepS,
+        forward_s: fwdS,
+        step_over_forward: stepS / fwdS,
+        images_per_s: batch / stepS,
+        step_gflops_per_s: (flops.trainStep * batch) / stepS / 1e9,
+        forward_gflops_per_s: (flops.forward.total * batch) / fwdS / 1e9,
+        step_cpu_s: median(t.step_cpu_s),
+        peak_rss_mb: t.peak_rss_mb,
+        note: busyBefore != null && busyBefore > 0.1 ? `other processes kept up to ${(100 * busyBefore).toFixed(0)}% of the CPUs busy: timings inflated` : '',
         cpu_busy_by_others: busyBefore,
         raw: { step_s: t.step_s, forward_s: t.forward_s },
       });
@@ -607,8 +741,12 @@ function ratios(rows: Row[]): { backend: string; batch: number; step_vs_pytorch:
   for (const r of rows) {
     const ref = rows.find((t) => t.backend.startsWith('pytorch') && t.batch === r.batch && t.step_s != null);
     if (!ref || r === ref || r.step_s == null || r.backend.startsWith('pytorch')) continue;
-    out.push({ backend: r.backend, batch: r.batch!, step_vs_pytorch: r.step_s / ref.step_s!,
-      step_cpu_vs_pytorch: r.step_cpu_s != null && ref.step_cpu_s != null ? r.step_cpu_s / ref.step_cpu_s : null });
+    out.push({
+      backend: r.backend,
+      batch: r.batch!,
+      step_vs_pytorch: r.step_s / ref.step_s!,
+      step_cpu_vs_pytorch: r.step_cpu_s != null && ref.step_cpu_s != null ? r.step_cpu_s / ref.step_cpu_s : null,
+    });
   }
   return out;
 }
@@ -622,17 +760,32 @@ function textTable(header: string[], body: string[][], indent = ''): string {
 /** The main table, the ratios to PyTorch, each row's step cut into parts, and the convolution kernels. */
 function formatReport(rows: Row[]): string {
   const out: string[] = [];
-  out.push(textTable(
-    ['backend', 'batch', 'step s', 'step CPU s', 'forward s', 'step/fwd', 'images/s', 'step GFLOP/s', 'fwd GFLOP/s', 'peak RSS MB', 'note'],
-    rows.map((r) => [r.backend, r.batch == null ? '-' : String(r.batch), fmt(r.step_s, 3), fmt(r.step_cpu_s, 2), fmt(r.forward_s, 3),
-      fmt(r.step_over_forward, 2), fmt(r.images_per_s, 1), fmt(r.step_gflops_per_s, 1), fmt(r.forward_gflops_per_s, 1),
-      fmt(r.peak_rss_mb, 0), r.note])));
+  out.push(
+    textTable(
+      ['backend', 'batch', 'step s', 'step CPU s', 'forward s', 'step/fwd', 'images/s', 'step GFLOP/s', 'fwd GFLOP/s', 'peak RSS MB', 'note'],
+      rows.map((r) => [
+        r.backend,
+        r.batch == null ? '-' : String(r.batch),
+        fmt(r.step_s, 3),
+        fmt(r.step_cpu_s, 2),
+        fmt(r.forward_s, 3),
+        fmt(r.step_over_forward, 2),
+        fmt(r.images_per_s, 1),
+        fmt(r.step_gflops_per_s, 1),
+        fmt(r.forward_gflops_per_s, 1),
+        fmt(r.peak_rss_mb, 0),
+        r.note,
+      ]),
+    ),
+  );
   const rs = ratios(rows);
   if (rs.length > 0) {
     out.push('\nstep time / PyTorch step time at the same batch (same run; CPU = user + system seconds of all threads):');
     for (const r of rs) {
-      out.push(`  ${r.backend.padEnd(22)} batch ${String(r.batch).padEnd(4)} ${r.step_vs_pytorch.toFixed(2)}x wall, ` +
-        `${r.step_cpu_vs_pytorch == null ? '-' : r.step_cpu_vs_pytorch.toFixed(2)}x CPU`);
+      out.push(
+        `  ${r.backend.padEnd(22)} batch ${String(r.batch).padEnd(4)} ${r.step_vs_pytorch.toFixed(2)}x wall, ` +
+          `${r.step_cpu_vs_pytorch == null ? '-' : r.step_cpu_vs_pytorch.toFixed(2)}x CPU`,
+      );
     }
   }
   for (const r of rows) {
@@ -640,22 +793,41 @@ function formatReport(rows: Row[]): string {
     const sum = r.parts.reduce((a, p) => a + p.total_s, 0);
     const ms = (x: number | null) => (x == null ? '-' : (x * 1000).toFixed(0));
     const sumCpu = r.parts.reduce((a, p) => a + p.total_cpu_s, 0);
-    const body = r.parts.map((p) => [p.part, ms(p.forward_s), ms(p.backward_s), ms(p.total_s),
-      r.step_s ? `${((100 * p.total_s) / r.step_s).toFixed(0)}%` : '-', ms(p.forward_cpu_s),
-      p.forward_cpu_s == null ? '-' : ms(Math.max(0, p.total_cpu_s - p.forward_cpu_s)), ms(p.total_cpu_s),
-      r.step_cpu_s ? `${((100 * p.total_cpu_s) / r.step_cpu_s).toFixed(0)}%` : '-']);
-    body.push(['sum of parts', '', '', ms(sum), r.step_s ? `${((100 * sum) / r.step_s).toFixed(0)}%` : '-', '', '', ms(sumCpu),
-      r.step_cpu_s ? `${((100 * sumCpu) / r.step_cpu_s).toFixed(0)}%` : '-']);
-    out.push(`\n${r.backend} at batch ${r.batch}: the step in parts, each timed alone (best of 3; step median ` +
-      `${ms(r.step_s)} ms wall, ${ms(r.step_cpu_s)} ms CPU):`);
+    const body = r.parts.map((p) => [
+      p.part,
+      ms(p.forward_s),
+      ms(p.backward_s),
+      ms(p.total_s),
+      r.step_s ? `${((100 * p.total_s) / r.step_s).toFixed(0)}%` : '-',
+      ms(p.forward_cpu_s),
+      p.forward_cpu_s == null ? '-' : ms(Math.max(0, p.total_cpu_s - p.forward_cpu_s)),
+      ms(p.total_cpu_s),
+      r.step_cpu_s ? `${((100 * p.total_cpu_s) / r.step_cpu_s).toFixed(0)}%` : '-',
+    ]);
+    body.push([
+      'sum of parts',
+      '',
+      '',
+      ms(sum),
+      r.step_s ? `${((100 * sum) / r.step_s).toFixed(0)}%` : '-',
+      '',
+      '',
+      ms(sumCpu),
+      r.step_cpu_s ? `${((100 * sumCpu) / r.step_cpu_s).toFixed(0)}%` : '-',
+    ]);
+    out.push(
+      `\n${r.backend} at batch ${r.batch}: the step in parts, each timed alone (best of 3; step median ` +
+        `${ms(r.step_s)} ms wall, ${ms(r.step_cpu_s)} ms CPU):`,
+    );
     out.push(textTable(['part', 'fwd ms', 'bwd ms', 'total ms', 'of step', 'fwd CPU ms', 'bwd CPU ms', 'total CPU ms', 'of step CPU'], body, '  '));
   }
   for (const r of rows) {
     if (!r.kernels) continue;
     out.push(`\n${r.backend} convolution kernels at batch ${r.batch} (best of 3 after a warm-up):`);
     for (const k of r.kernels) {
-      out.push(`  ${k.layer.padEnd(12)} ${k.kernel.padEnd(16)} ${(k.seconds * 1000).toFixed(0).padStart(6)} ms  ` +
-        `${k.gflops.toFixed(1).padStart(6)} GFLOP/s`);
+      out.push(
+        `  ${k.layer.padEnd(12)} ${k.kernel.padEnd(16)} ${(k.seconds * 1000).toFixed(0).padStart(6)} ms  ` + `${k.gflops.toFixed(1).padStart(6)} GFLOP/s`,
+      );
     }
   }
   return out.join('\n');

@@ -19,8 +19,18 @@ async function step(title: string, args: string[]): Promise<void> {
 try {
   // A second `npm start` continues the run it left (a run directory is reused only with --resume).
   const again = existsSync(join(out, 'checkpoint.bin'));
-  await step(again ? `continue the run in ${out} (delete it to start over)` : 'train the small preset on the embedded MNIST digits',
-    ['train', '--preset', 'small', '--epochs', epochs, '--batch-size', '32', '--out', out, ...(again ? ['--resume'] : [])]);
+  await step(again ? `continue the run in ${out} (delete it to start over)` : 'train the small preset on the embedded MNIST digits', [
+    'train',
+    '--preset',
+    'small',
+    '--epochs',
+    epochs,
+    '--batch-size',
+    '32',
+    '--out',
+    out,
+    ...(again ? ['--resume'] : []),
+  ]);
   // On a second run model.onnx is the one this demo exported into its own run directory: replace it.
   await step('export to ONNX, routing unrolled', ['export', out, '-o', join(out, 'model.onnx'), ...(again ? ['--overwrite'] : [])]);
   await step('inspect the file', ['inspect', join(out, 'model.onnx')]);

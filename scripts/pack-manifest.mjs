@@ -31,7 +31,11 @@ function writeAtomic(path, text) {
 export function withoutCondition(value) {
   if (Array.isArray(value)) return value.map(withoutCondition);
   if (value === null || typeof value !== 'object') return value;
-  return Object.fromEntries(Object.entries(value).filter(([key]) => key !== CONDITION).map(([key, v]) => [key, withoutCondition(v)]));
+  return Object.fromEntries(
+    Object.entries(value)
+      .filter(([key]) => key !== CONDITION)
+      .map(([key, v]) => [key, withoutCondition(v)]),
+  );
 }
 
 /** Put the original package.json back if a backup is there (and, with `owner`, only if that pack made it). */
@@ -106,7 +110,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   else if (command === 'restore') restore();
   else if (command === 'watch') await watch(Number(pid));
   else {
-    console.error('usage: node scripts/pack-manifest.mjs strip|restore (run by a workspace\'s prepack / postpack)');
+    console.error("usage: node scripts/pack-manifest.mjs strip|restore (run by a workspace's prepack / postpack)");
     process.exitCode = 2;
   }
 }

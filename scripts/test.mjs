@@ -14,7 +14,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The end-to-end tier, each with what makes it slow or what it needs beyond `npm ci`. */
 const E2E = {
   'consumers.test.ts': 'packs the tarballs and installs fresh apps from the npm registry, twice (lowest and newest versions)',
-  'readme-commands.test.ts': "copies the repository, runs npm ci, npm start and every README command in it",
+  'readme-commands.test.ts': 'copies the repository, runs npm ci, npm start and every README command in it',
   'runtime-browser.test.ts': 'headless Chromium',
   'serve-page.test.ts': 'headless Chromium, WebGPU on SwiftShader',
   'serve-page-hostile.test.ts': 'headless Chromium',
@@ -33,7 +33,7 @@ const E2E = {
   'serve-model.test.ts': 'capsnet serve processes on a trained model',
   'gpu-table.test.ts': 'every GPU-table step, on SwiftShader',
   'gpu-bundle.test.ts': 'builds the offline GPU bundle (xz) and runs it without network on SwiftShader',
-  'parity-memory.test.ts': "runs capsnet parity on 24 and on 500 inputs (two minutes: the tfjs reference on 500 images)",
+  'parity-memory.test.ts': 'runs capsnet parity on 24 and on 500 inputs (two minutes: the tfjs reference on 500 images)',
 };
 
 const [tier = 'all', ...only] = process.argv.slice(2);
@@ -42,7 +42,9 @@ if (!['quick', 'e2e', 'all'].includes(tier)) {
   process.exit(2);
 }
 const testDir = join(ROOT, 'test');
-const files = readdirSync(testDir).filter((f) => f.endsWith('.test.ts')).sort();
+const files = readdirSync(testDir)
+  .filter((f) => f.endsWith('.test.ts'))
+  .sort();
 const stale = Object.keys(E2E).filter((f) => !files.includes(f));
 if (stale.length) {
   console.error(`scripts/test.mjs: E2E names files that do not exist: ${stale.join(', ')}`);

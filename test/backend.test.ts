@@ -5,7 +5,14 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import { BackendUnavailableError, type InitializedBackend, initBackend, nvidiaGpuVisible, releaseWebgpu, wasmThreadsWanted } from '../packages/capsnet/src/train/backend.ts';
+import {
+  BackendUnavailableError,
+  type InitializedBackend,
+  initBackend,
+  nvidiaGpuVisible,
+  releaseWebgpu,
+  wasmThreadsWanted,
+} from '../packages/capsnet/src/train/backend.ts';
 import { wasmConvKernelsRegistered } from '../packages/capsnet/src/train/wasm-kernels.ts';
 
 const require = createRequire(import.meta.url);
@@ -23,7 +30,11 @@ const nativeInstalled = installed('@tensorflow/tfjs-node') || installed('@tensor
 
 /** A 3x3 matmul whose exact answer is known, read back asynchronously (webgpu cannot dataSync). */
 async function checkArithmetic(t: InitializedBackend['tf']): Promise<void> {
-  const a = t.tensor2d([[1, 2, 3], [4, 5, 6], [7, 8, 10]]);
+  const a = t.tensor2d([
+    [1, 2, 3],
+    [4, 5, 6],
+    [7, 8, 10],
+  ]);
   const p = t.matMul(a, a);
   assert.deepEqual(Array.from(await p.data()), [30, 36, 45, 66, 81, 102, 109, 134, 169]);
   t.dispose([a, p]);
@@ -45,9 +56,11 @@ describe('initBackend', () => {
     assert.ok(wasmConvKernelsRegistered());
     await checkArithmetic(b.tf);
     // A conv gradient runs (the stock wasm backend has no Conv2DBackpropFilter at all).
-    const x = tf.ones([1, 5, 5, 1]), dy = tf.ones([1, 3, 3, 2]);
-    const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy },
-      { strides: 1, pad: 'valid', dataFormat: 'NHWC', filterShape: [3, 3, 1, 2] }) as tf.Tensor;
+    const x = tf.ones([1, 5, 5, 1]),
+      dy = tf.ones([1, 3, 3, 2]);
+    const dw = tf
+      .engine()
+      .runKernel('Conv2DBackpropFilter', { x, dy }, { strides: 1, pad: 'valid', dataFormat: 'NHWC', filterShape: [3, 3, 1, 2] }) as tf.Tensor;
     assert.deepEqual(Array.from(await dw.data()), new Array(18).fill(9));
     tf.dispose([x, dy, dw]);
   });
@@ -63,8 +76,11 @@ describe('initBackend', () => {
     try {
       for (const bad of ['0', 'abc', '2.5', '-1']) {
         process.env.CAPSNET_WASM_THREADS = bad;
-        assert.throws(() => wasmThreadsWanted(), (e: unknown) => e instanceof BackendUnavailableError &&
-          e.message.startsWith(`CAPSNET_WASM_THREADS=${bad} is not a thread count`) && !e.message.includes('\n'));
+        assert.throws(
+          () => wasmThreadsWanted(),
+          (e: unknown) =>
+            e instanceof BackendUnavailableError && e.message.startsWith(`CAPSNET_WASM_THREADS=${bad} is not a thread count`) && !e.message.includes('\n'),
+        );
       }
       // auto stops there too, instead of falling back to the slow cpu backend.
       await assert.rejects(initBackend('auto'), /^BackendUnavailableError: CAPSNET_WASM_THREADS=-1 is not a thread count/);
@@ -88,7 +104,8 @@ describe('initBackend', () => {
       console.log(JSON.stringify({ detail: b.detail, logs, sum: (await s.data())[0], uHat: Array.from(await uHat.data()) }));`;
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
       env: { ...process.env, CAPSNET_WASM_THREADS: '2', CAPSNET_WASM_START_TIMEOUT_S: '0.001' },
-      encoding: 'utf8', timeout: 60_000,
+      encoding: 'utf8',
+      timeout: 60_000,
     });
     const r = JSON.parse(out.trim().split('\n').at(-1)!) as { detail: string; logs: string[]; sum: number; uHat: number[] };
     assert.match(r.detail, /XNNPACK SIMD, 1 thread,/);
@@ -103,14 +120,17 @@ describe('initBackend', () => {
       return;
     }
     const logs: string[] = [];
-    await assert.rejects(initBackend('tensorflow', (m) => logs.push(m)), (e: unknown) => {
-      assert.ok(e instanceof BackendUnavailableError);
-      assert.match(e.message, /tfjs-node not installed/);
-      assert.match(e.message, /npm install @tensorflow\/tfjs-node/);
-      assert.match(e.message, /libtensorflow/);
-      assert.ok(!e.message.includes('\n'), 'one-line message');
-      return true;
-    });
+    await assert.rejects(
+      initBackend('tensorflow', (m) => logs.push(m)),
+      (e: unknown) => {
+        assert.ok(e instanceof BackendUnavailableError);
+        assert.match(e.message, /tfjs-node not installed/);
+        assert.match(e.message, /npm install @tensorflow\/tfjs-node/);
+        assert.match(e.message, /libtensorflow/);
+        assert.ok(!e.message.includes('\n'), 'one-line message');
+        return true;
+      },
+    );
     assert.ok(logs.some((l) => l.includes('@tensorflow/tfjs-node')));
   });
 

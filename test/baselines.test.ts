@@ -13,8 +13,16 @@ import * as ort from 'onnxruntime-node';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import {
-  AUTHORS_CODE_CHOICES, type BaselineCnnConfig, MNIST_SHAPE, PAPER_BASELINE_PARAMETERS, Rng, baselineConfig, baselineParameterCount,
-  capsnetParameterCount, matchedBaseline, presetConfig,
+  AUTHORS_CODE_CHOICES,
+  type BaselineCnnConfig,
+  MNIST_SHAPE,
+  PAPER_BASELINE_PARAMETERS,
+  Rng,
+  baselineConfig,
+  baselineParameterCount,
+  capsnetParameterCount,
+  matchedBaseline,
+  presetConfig,
 } from '@capsnet-onnx/core';
 import { Adam } from '../packages/capsnet/src/train/adam.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
@@ -110,15 +118,30 @@ describe('baseline CNN export', () => {
   test('`capsnet train --model baseline-cnn` trains through the shared loop, checkpoints, exports and passes parity', { timeout: 240_000 }, async () => {
     const out = join(scratch, 'baseline-run');
     const result = await train({
-      model: 'baseline-cnn', preset: 'small', data: 'mnist-sample', epochs: 1, batchSize: 16, backend: 'cpu', seed: 5, out, resume: false,
-      checkpointEvery: 0, trainLimit: 32, testLimit: 16, log: () => {}, progressBar: false,
+      model: 'baseline-cnn',
+      preset: 'small',
+      data: 'mnist-sample',
+      epochs: 1,
+      batchSize: 16,
+      backend: 'cpu',
+      seed: 5,
+      out,
+      resume: false,
+      checkpointEvery: 0,
+      trainLimit: 32,
+      testLimit: 16,
+      log: () => {},
+      progressBar: false,
       baselineOverrides: { convChannels: [4, 4, 4], fc: [8, 8], poolAfter: [0, 1] },
     });
     const checkpoint = loadCheckpoint(out);
     assert.equal(checkpoint.model?.family, 'baseline-cnn');
     assert.deepEqual(checkpoint.model?.config.convChannels, [4, 4, 4]);
     assert.equal(result.parameters, baselineParameterCount(checkpoint.model!.config));
-    const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     assert.equal(metrics.length, 1);
     assert.ok(Number.isFinite(metrics[0].cross_entropy_loss) && Number.isFinite(metrics[0].train_cross_entropy_loss));
     assert.equal('margin_loss' in metrics[0], false);
@@ -129,8 +152,10 @@ describe('baseline CNN export', () => {
     assert.ok(parity.ok, `max |logit diff| ${parity.maxAbsLogitDiff}`);
     assert.equal(parity.argmaxAgreement, 1);
     assert.throws(() => exportRun(out, { out: join(out, 'other.onnx'), routingIterations: 2 }), /baseline CNN \(no routing\)/);
-    assert.throws(() => exportRun(out, { out: join(out, 'other.onnx'), compute: 'fp32' }),
-      /other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN \(fp32 weights and compute\)/);
+    assert.throws(
+      () => exportRun(out, { out: join(out, 'other.onnx'), compute: 'fp32' }),
+      /other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN \(fp32 weights and compute\)/,
+    );
     // Its one file is guarded like a CapsNet's pair: replaced only when asked.
     assert.throws(() => exportRun(out, { out: join(out, 'model.onnx') }), /model\.onnx already exists: pass overwrite: true to replace it/);
     const cli = await execa('node', [CLI, 'export', out, '-o', join(out, 'model.onnx')], { cwd: ROOT, reject: false });
@@ -141,16 +166,19 @@ describe('baseline CNN export', () => {
 });
 
 describe("the authors' code's choices", () => {
-  test('defaults are the paper\'s: absent fields change nothing; validation names the field', () => {
+  test("defaults are the paper's: absent fields change nothing; validation names the field", () => {
     const paper = presetConfig('small', MNIST_SHAPE);
     for (const key of Object.keys(AUTHORS_CODE_CHOICES)) assert.equal(key in paper, false, key);
     assert.throws(() => presetConfig('small', MNIST_SHAPE, { marginLossScale: 0 }), /config\.marginLossScale must be a positive number/);
     assert.throws(() => presetConfig('small', MNIST_SHAPE, { init: 'he' as never }), /config\.init/);
   });
 
-  test('margin loss: the authors\' 0.5 and class mean are 0.5 / classes of the paper\'s sum', () => {
+  test("margin loss: the authors' 0.5 and class mean are 0.5 / classes of the paper's sum", () => {
     const config = presetConfig('small', MNIST_SHAPE);
-    const lengths = tf.tensor2d(Float32Array.from({ length: 30 }, (_, i) => (i * 0.37) % 1), [3, 10]);
+    const lengths = tf.tensor2d(
+      Float32Array.from({ length: 30 }, (_, i) => (i * 0.37) % 1),
+      [3, 10],
+    );
     const labels = tf.oneHot(tf.tensor1d([1, 4, 9], 'int32'), 10).toFloat() as tf.Tensor2D;
     const paper = marginLoss(lengths, labels, config).dataSync()[0]!;
     const authors = marginLoss(lengths, labels, { ...config, marginLossScale: 0.5, marginLossReduction: 'mean' }).dataSync()[0]!;
@@ -165,8 +193,11 @@ describe("the authors' code's choices", () => {
   });
 
   test('the DigitCaps bias and primary scaling export with parity; truncated-normal init stays within 2 sigma', async () => {
-    const config = presetConfig('small', { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
-      { ...AUTHORS_CODE_CHOICES, conv1Filters: 8, primaryMaps: 2, decoderHidden: [8, 8], routingIterations: 3 });
+    const config = presetConfig(
+      'small',
+      { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
+      { ...AUTHORS_CODE_CHOICES, conv1Filters: 8, primaryMaps: 2, decoderHidden: [8, 8], routingIterations: 3 },
+    );
     const params = initParams(config, 11);
     const w = (await params['digit/W']!.data()) as Float32Array;
     assert.ok(w.every((v) => Math.abs(v) <= 0.2 + 1e-7) && w.some((v) => Math.abs(v) > 0.1), 'W ~ truncated N(0, 0.1)');

@@ -70,8 +70,18 @@ describe('capsnet train under the cadence (injected clock)', { timeout: 300_000 
   };
   const run = (out: string, extra: Partial<Parameters<typeof train>[0]>) =>
     train({
-      preset: 'small', data: 'mnist-sample', epochs: 2, backend: 'wasm', out, resume: false, checkpointEvery: 1, configOverrides: FAULT_CONFIG,
-      ...FAULT_RUN, log: () => {}, progressBar: false, ...extra,
+      preset: 'small',
+      data: 'mnist-sample',
+      epochs: 2,
+      backend: 'wasm',
+      out,
+      resume: false,
+      checkpointEvery: 1,
+      configOverrides: FAULT_CONFIG,
+      ...FAULT_RUN,
+      log: () => {},
+      progressBar: false,
+      ...extra,
     });
 
   test('which steps are checkpointed, and a crash after a time-chosen one resumes bit-identical', async () => {
@@ -79,7 +89,8 @@ describe('capsnet train under the cadence (injected clock)', { timeout: 300_000 
     const writes = async (name: string, intervalS: number | undefined) => {
       const seen: string[] = [];
       await run(join(root, name), {
-        ...(intervalS === undefined ? {} : { checkpointIntervalS: intervalS }), clock: ticking(),
+        ...(intervalS === undefined ? {} : { checkpointIntervalS: intervalS }),
+        clock: ticking(),
         onCheckpoint: (w) => seen.push(`${w.midEpoch ? 'mid' : 'end'}@${w.step}`),
       });
       return seen;
@@ -93,12 +104,16 @@ describe('capsnet train under the cadence (injected clock)', { timeout: 300_000 
 
     // A crash right after the time-chosen checkpoint at step 5, then --resume: the same bits as uninterrupted.
     const crashed = join(root, 'crashed');
-    await assert.rejects(run(crashed, {
-      checkpointIntervalS: 80, clock: ticking(),
-      onCheckpoint: (w) => {
-        if (w.step === 5) throw new Error('simulated crash');
-      },
-    }), /simulated crash/);
+    await assert.rejects(
+      run(crashed, {
+        checkpointIntervalS: 80,
+        clock: ticking(),
+        onCheckpoint: (w) => {
+          if (w.step === 5) throw new Error('simulated crash');
+        },
+      }),
+      /simulated crash/,
+    );
     const atCrash = loadCheckpoint(crashed);
     assert.equal(atCrash.step, 5);
     assert.equal(atCrash.progress?.stepsDone, 2);
@@ -109,6 +124,9 @@ describe('capsnet train under the cadence (injected clock)', { timeout: 300_000 
       assert.ok(Buffer.from(a.weights[name]!.buffer).equals(Buffer.from(b.weights[name]!.buffer)), `weight ${name} differs`);
       assert.ok(Buffer.from(a.optimizer.v[name]!.buffer).equals(Buffer.from(b.optimizer.v[name]!.buffer)), `Adam v of ${name} differs`);
     }
-    assert.deepEqual(b.metrics.map((m) => m.train_loss), a.metrics.map((m) => m.train_loss));
+    assert.deepEqual(
+      b.metrics.map((m) => m.train_loss),
+      a.metrics.map((m) => m.train_loss),
+    );
   });
 });

@@ -20,18 +20,39 @@ import { CLI, ROOT } from './support/fixtures.ts';
 
 /** Options that take free text (paths, names, addresses, specs) or lists checked by their own parser. */
 const TEXT_OPTIONS = new Set([
-  'train --data', 'train --out',
-  'serve --host', 'serve --decoder', 'serve --data', 'serve --model-name', 'serve --allowed-host', 'serve --cors',
-  'export --out', 'export --triton', 'export --triton-name', 'ensemble --out',
-  'parity --checkpoint', 'parity --backends', 'parity --require', 'parity --json',
+  'train --data',
+  'train --out',
+  'serve --host',
+  'serve --decoder',
+  'serve --data',
+  'serve --model-name',
+  'serve --allowed-host',
+  'serve --cors',
+  'export --out',
+  'export --triton',
+  'export --triton-name',
+  'ensemble --out',
+  'parity --checkpoint',
+  'parity --backends',
+  'parity --require',
+  'parity --json',
   ...['perturb', 'affine', 'mnist-table', 'multimnist', 'routing', 'all'].flatMap((e) => [`experiment ${e} --out`, `experiment ${e} --data`]),
-  'experiment perturb --run', 'experiment perturb --model', 'experiment affine --affnist-dir',
+  'experiment perturb --run',
+  'experiment perturb --model',
+  'experiment affine --affnist-dir',
 ]);
 
 /** Positional arguments that let each command's options be parsed. */
 const POSITIONALS: Record<string, string[]> = {
-  serve: ['model.onnx'], export: ['run'], ensemble: ['a', 'b'], inspect: ['m.onnx'], classify: ['model.onnx', 'x.png'],
-  parity: ['model.onnx'], 'corpus write': ['dir'], 'corpus score': [], 'experiment report': ['dir'],
+  serve: ['model.onnx'],
+  export: ['run'],
+  ensemble: ['a', 'b'],
+  inspect: ['m.onnx'],
+  classify: ['model.onnx', 'x.png'],
+  parity: ['model.onnx'],
+  'corpus write': ['dir'],
+  'corpus score': [],
+  'experiment report': ['dir'],
 };
 
 interface Flag {
@@ -71,15 +92,28 @@ function badValues(rule: NumericRule): string[] {
   switch (rule.kind) {
     case 'integer':
     case 'integer list':
-      return [...common, '1e3', '1.5', '+3', past(rule.max), '99999999999999999999', ...(rule.min > 0 ? [String(rule.min - 1)] : []),
-        ...(rule.kind === 'integer list' ? ['1,,2', '1,x'] : [])];
+      return [
+        ...common,
+        '1e3',
+        '1.5',
+        '+3',
+        past(rule.max),
+        '99999999999999999999',
+        ...(rule.min > 0 ? [String(rule.min - 1)] : []),
+        ...(rule.kind === 'integer list' ? ['1,,2', '1,x'] : []),
+      ];
     case 'bytes':
       return [...common, '1e3', '1.5', String(rule.min - 1), past(rule.max), '9999999gb'];
     case 'time':
       return [...common, '1e3', '5 m', '5x', '-5m', '1.5.3s', String(rule.max + 1), '9999999h'];
     case 'number':
-      return [...common, '1e400', '--3', rule.max === Number.MAX_VALUE ? '1e309' : rule.maxInclusive ? String(rule.max * 1.5 + 1) : String(rule.max),
-        ...(rule.minInclusive ? [] : [String(rule.min)])];
+      return [
+        ...common,
+        '1e400',
+        '--3',
+        rule.max === Number.MAX_VALUE ? '1e309' : rule.maxInclusive ? String(rule.max * 1.5 + 1) : String(rule.max),
+        ...(rule.minInclusive ? [] : [String(rule.min)]),
+      ];
   }
 }
 
@@ -87,15 +121,35 @@ function badValues(rule: NumericRule): string[] {
 function goodValues(rule: NumericRule): Array<[string, unknown]> {
   switch (rule.kind) {
     case 'integer':
-      return [[String(rule.min), rule.min], [String(rule.max), rule.max], [`0${rule.min + 1}`, rule.min + 1]];
+      return [
+        [String(rule.min), rule.min],
+        [String(rule.max), rule.max],
+        [`0${rule.min + 1}`, rule.min + 1],
+      ];
     case 'integer list':
       return [[`${rule.min},${rule.min + 1}`, [rule.min, rule.min + 1]]];
     case 'bytes':
-      return [['4mb', 4 * 1024 * 1024], ['1.5kb', 1536], ['1048576', 1048576]];
+      return [
+        ['4mb', 4 * 1024 * 1024],
+        ['1.5kb', 1536],
+        ['1048576', 1048576],
+      ];
     case 'time':
-      return [['90s', 90], ['5m', 300], ['1.5h', 5400], ['0', 0], [String(rule.max), rule.max]];
+      return [
+        ['90s', 90],
+        ['5m', 300],
+        ['1.5h', 5400],
+        ['0', 0],
+        [String(rule.max), rule.max],
+      ];
     case 'number':
-      return rule.max === Number.MAX_VALUE ? [['5e-4', 5e-4], ['0.5', 0.5], ['3', 3]] : [[String((rule.min + Math.min(rule.max, 1)) / 2), (rule.min + Math.min(rule.max, 1)) / 2]];
+      return rule.max === Number.MAX_VALUE
+        ? [
+            ['5e-4', 5e-4],
+            ['0.5', 0.5],
+            ['3', 3],
+          ]
+        : [[String((rule.min + Math.min(rule.max, 1)) / 2), (rule.min + Math.min(rule.max, 1)) / 2]];
   }
 }
 
@@ -105,12 +159,28 @@ const NUMERIC = FLAGS.filter((f) => f.rule);
 describe('capsnet: every number parsed once, strictly, by type', () => {
   test('every option that takes a value is numeric (cli/args.ts), a choice, or a listed text option', () => {
     const unclassified = FLAGS.filter((f) => !f.rule && !f.option.argChoices && !TEXT_OPTIONS.has(`${f.path.join(' ')} ${f.option.long}`));
-    assert.deepEqual(unclassified.map((f) => `${f.path.join(' ')} ${f.option.long}`), []);
+    assert.deepEqual(
+      unclassified.map((f) => `${f.path.join(' ')} ${f.option.long}`),
+      [],
+    );
     // The table covers the flags of the issue: Triton's counts, seeds, checkpoint intervals, sizes, fractions.
     const names = new Set(NUMERIC.map((f) => `${f.path.join(' ')} ${f.option.long}`));
-    for (const name of ['train --seed', 'train --checkpoint-every', 'export --instances', 'export --max-batch-size', 'export --max-queue-delay-us',
-      'serve --body-limit', 'serve --port', 'serve --batch-wait-ms', 'train --checkpoint-interval', 'experiment affine --target-accuracy', 'experiment routing --iterations',
-      'corpus write --seed', 'classify --presence-threshold', 'parity --timeout']) {
+    for (const name of [
+      'train --seed',
+      'train --checkpoint-every',
+      'export --instances',
+      'export --max-batch-size',
+      'export --max-queue-delay-us',
+      'serve --body-limit',
+      'serve --port',
+      'serve --batch-wait-ms',
+      'train --checkpoint-interval',
+      'experiment affine --target-accuracy',
+      'experiment routing --iterations',
+      'corpus write --seed',
+      'classify --presence-threshold',
+      'parity --timeout',
+    ]) {
       assert.ok(names.has(name), `${name} is parsed by cli/args.ts`);
     }
     assert.ok(NUMERIC.length >= 40, `${NUMERIC.length} numeric flags`);
@@ -136,7 +206,7 @@ describe('capsnet: every number parsed once, strictly, by type', () => {
     assert.ok(cases > 400, `${cases} cases`);
   });
 
-  test('the ranges are the target fields\': int32 for Triton counts, uint32 seeds, JS safe integers for uint64 and byte sizes', () => {
+  test("the ranges are the target fields': int32 for Triton counts, uint32 seeds, JS safe integers for uint64 and byte sizes", () => {
     const rule = (name: string) => NUMERIC.find((f) => `${f.path.join(' ')} ${f.option.long}` === name)!.rule!;
     assert.equal(rule('export --instances').max, 2 ** 31 - 1);
     assert.equal(rule('export --max-batch-size').max, 2 ** 31 - 1);
@@ -147,14 +217,17 @@ describe('capsnet: every number parsed once, strictly, by type', () => {
     assert.equal(rule('serve --body-limit').max, Number.MAX_SAFE_INTEGER);
     assert.equal(rule('serve --port').max, 65535);
     // The issue's cases, literally.
-    assert.match(parseError(['export', 'run', '--instances', '99999999999'])!.message, /--instances must be an integer from 1 to 2147483647 \(Triton's int32 instance_group count\), got "99999999999"$/);
+    assert.match(
+      parseError(['export', 'run', '--instances', '99999999999'])!.message,
+      /--instances must be an integer from 1 to 2147483647 \(Triton's int32 instance_group count\), got "99999999999"$/,
+    );
     assert.match(parseError(['export', 'run', '--max-batch-size', '4294967297'])!.message, /--max-batch-size must be an integer from 1 to 2147483647/);
     assert.match(parseError(['train', '--seed', 'abc'])!.message, /--seed must be an integer from 0 to 4294967295 \(a uint32\), got "abc"$/);
     assert.match(parseError(['train', '--seed', '1e3'])!.message, /--seed must be an integer/);
     assert.match(parseError(['train', '--checkpoint-every', 'abc'])!.message, /--checkpoint-every must be an integer from 0 to 2147483647, got "abc"$/);
   });
 
-  test('choices come from the library\'s constants', async () => {
+  test("choices come from the library's constants", async () => {
     const { PRECISIONS, COMPUTE_PRECISIONS, INSTANCE_KINDS } = await import('../packages/capsnet/src/export/names.ts');
     const { MODEL_NAMES, BACKEND_NAMES } = await import('../packages/capsnet/src/train/names.ts');
     const { SCALES, OVERLAYS } = await import('../packages/capsnet/src/experiments/names.ts');
@@ -206,8 +279,17 @@ describe('capsnet: every number parsed once, strictly, by type', () => {
     const dir = mkdtempSync(join(tmpdir(), 'capsnet-args-lib-'));
     try {
       const base = {
-        preset: 'small' as const, data: 'mnist-sample', epochs: 1, batchSize: 8, backend: 'cpu' as const, seed: 1, out: join(dir, 'run'), resume: false,
-        checkpointEvery: 0, log: () => {}, progressBar: false,
+        preset: 'small' as const,
+        data: 'mnist-sample',
+        epochs: 1,
+        batchSize: 8,
+        backend: 'cpu' as const,
+        seed: 1,
+        out: join(dir, 'run'),
+        resume: false,
+        checkpointEvery: 0,
+        log: () => {},
+        progressBar: false,
       };
       await assert.rejects(train({ ...base, seed: Number.NaN }), /train: seed must be an integer from 0 to 4294967295, got NaN/);
       await assert.rejects(train({ ...base, seed: 1.5 }), /train: seed must be an integer/);

@@ -30,7 +30,12 @@ describe('capsnet classify with very long file lists', () => {
     // 2,000 paths of about 190 bytes: some 380 KB of arguments, ten times what onnxruntime-node survives.
     const images = join(dir, `images-${'long-directory-name-'.repeat(5)}`);
     mkdirSync(images);
-    const png = encodePng(new Float32Array(12 * 10).map((_, i) => (i % 7) / 7), 12, 10, 1);
+    const png = encodePng(
+      new Float32Array(12 * 10).map((_, i) => (i % 7) / 7),
+      12,
+      10,
+      1,
+    );
     files = Array.from({ length: 2000 }, (_, i) => join(images, `digit-${String(i).padStart(4, '0')}-${'x'.repeat(60)}.png`));
     for (const f of files) writeFileSync(f, png);
   });
@@ -50,8 +55,13 @@ describe('capsnet classify with very long file lists', () => {
     const images = join(files[0]!, '..');
     const fromDir = JSON.parse((await execa('node', [CLI, 'classify', model, images, '--json', '--device', 'cpu'], { cwd: ROOT })).stdout);
     assert.equal(fromDir.results.length, 2000);
-    const fromStdin = JSON.parse((await execa('node', [CLI, 'classify', model, '-', '--json', '--device', 'cpu'], { cwd: ROOT, input: files.slice(0, 50).join('\n') })).stdout);
-    assert.deepEqual(fromStdin.results.map((r: { image: string }) => r.image), files.slice(0, 50));
+    const fromStdin = JSON.parse(
+      (await execa('node', [CLI, 'classify', model, '-', '--json', '--device', 'cpu'], { cwd: ROOT, input: files.slice(0, 50).join('\n') })).stdout,
+    );
+    assert.deepEqual(
+      fromStdin.results.map((r: { image: string }) => r.image),
+      files.slice(0, 50),
+    );
   });
 });
 
@@ -76,7 +86,10 @@ describe('system errors are one line naming the path and the fix', () => {
   test('a failed atomic write names the target, not its temp file, and leaves no temp file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'capsnet-eisdir-'));
     mkdirSync(join(dir, 'model.onnx'));
-    assert.throws(() => writeFileAtomic(join(dir, 'model.onnx'), 'x'), (e: Error) => /model\.onnx is a directory, not a file/.test(e.message) && !/tmp/.test(e.message.split(' is a directory')[0]!.slice(-12)));
+    assert.throws(
+      () => writeFileAtomic(join(dir, 'model.onnx'), 'x'),
+      (e: Error) => /model\.onnx is a directory, not a file/.test(e.message) && !/tmp/.test(e.message.split(' is a directory')[0]!.slice(-12)),
+    );
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -87,14 +100,35 @@ describe('system errors are one line naming the path and the fix', () => {
       writeFileSync(join(dir, 'a-file'), 'x');
       const run = join(dir, 'run');
       mkdirSync(run);
-      writeFileSync(join(run, 'checkpoint.bin'), encodeCheckpoint({
-        config: TINY_CONFIG, epoch: 1, step: 1, seed: 1, run: { batchSize: 1 }, dataset: 'tiny', classLabels: ['a', 'b', 'c', 'd'], backend: 'cpu', metrics: [],
-        weights: tinyModel().weights, optimizer: { m: {}, v: {} },
-      }));
+      writeFileSync(
+        join(run, 'checkpoint.bin'),
+        encodeCheckpoint({
+          config: TINY_CONFIG,
+          epoch: 1,
+          step: 1,
+          seed: 1,
+          run: { batchSize: 1 },
+          dataset: 'tiny',
+          classLabels: ['a', 'b', 'c', 'd'],
+          backend: 'cpu',
+          metrics: [],
+          weights: tinyModel().weights,
+          optimizer: { m: {}, v: {} },
+        }),
+      );
       const cases: [string[], RegExp][] = [
-        [['export', run, '-o', '/sys/capsnet-model.onnx'], /^capsnet: (permission denied for|operation not permitted on) \/sys\/capsnet-model(\.decoder)?\.onnx: .*\((EACCES|EPERM)\)$/m],
-        [['train', '--preset', 'small', '--train-limit', '64', '--backend', 'cpu', '--no-progress', '--out', '/sys/capsnet-run'], /^capsnet: (permission denied for|operation not permitted on) \/sys\/capsnet-run: .*\((EACCES|EPERM)\)$/m],
-        [['train', '--preset', 'small', '--train-limit', '64', '--backend', 'cpu', '--no-progress', '--out', join(dir, 'a-file', 'run')], /^capsnet: a parent of .*a-file\/run is a file, not a directory/m],
+        [
+          ['export', run, '-o', '/sys/capsnet-model.onnx'],
+          /^capsnet: (permission denied for|operation not permitted on) \/sys\/capsnet-model(\.decoder)?\.onnx: .*\((EACCES|EPERM)\)$/m,
+        ],
+        [
+          ['train', '--preset', 'small', '--train-limit', '64', '--backend', 'cpu', '--no-progress', '--out', '/sys/capsnet-run'],
+          /^capsnet: (permission denied for|operation not permitted on) \/sys\/capsnet-run: .*\((EACCES|EPERM)\)$/m,
+        ],
+        [
+          ['train', '--preset', 'small', '--train-limit', '64', '--backend', 'cpu', '--no-progress', '--out', join(dir, 'a-file', 'run')],
+          /^capsnet: a parent of .*a-file\/run is a file, not a directory/m,
+        ],
       ];
       for (const [args, expected] of cases) {
         const r = await execa('node', [CLI, ...args], { cwd: ROOT, reject: false });
@@ -119,7 +153,10 @@ describe('runtime', () => {
   test('a decoder from another export is refused with the fix', async () => {
     const a = tinyModel();
     const b = tinyModel({ 'capsnet.dataset': 'another export' });
-    await assert.rejects(CapsNet.load(a.model, { decoder: b.decoder, device: 'cpu' }), /the decoder does not belong to the model: .*run `capsnet export` again/);
+    await assert.rejects(
+      CapsNet.load(a.model, { decoder: b.decoder, device: 'cpu' }),
+      /the decoder does not belong to the model: .*run `capsnet export` again/,
+    );
   });
 });
 
@@ -134,7 +171,13 @@ describe('capsnet serve through npx', () => {
       // A user's shell: no npm_* variables from `npm test`, no NODE_OPTIONS.
       const env: NodeJS.ProcessEnv = {};
       for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) && k !== 'NODE_OPTIONS') env[k] = v;
-      const child = execa('npx', ['capsnet', 'serve', join(dir, 'model.onnx'), '--port', '0', '--threads', '1'], { cwd: ROOT, env, extendEnv: false, all: true, reject: false });
+      const child = execa('npx', ['capsnet', 'serve', join(dir, 'model.onnx'), '--port', '0', '--threads', '1'], {
+        cwd: ROOT,
+        env,
+        extendEnv: false,
+        all: true,
+        reject: false,
+      });
       npx = child;
       let text = '';
       await new Promise<void>((resolve, reject) => {
@@ -150,7 +193,11 @@ describe('capsnet serve through npx', () => {
       if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
       // The server notices its shell is gone, finishes in-flight requests and exits.
       const deadline = Date.now() + 20_000;
-      const serving = async () => fetch(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false);
+      const serving = async () =>
+        fetch(`http://127.0.0.1:${port}/healthz`).then(
+          () => true,
+          () => false,
+        );
       while ((await serving()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
       assert.equal(await serving(), false, `the server on port ${port} still answers after npx got SIGTERM`);
     } finally {

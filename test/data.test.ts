@@ -18,13 +18,21 @@ function idx(dims: number[], values: number[]): Buffer {
 function writeIdxDir(files: Partial<Record<'trainImages' | 'trainLabels' | 'testImages' | 'testLabels', Buffer>>, gzip = false): string {
   const dir = mkdtempSync(join(tmpdir(), 'capsnet-idx-'));
   const defaults = {
-    trainImages: idx([3, 2, 2], Array.from({ length: 12 }, (_, i) => i * 20)),
+    trainImages: idx(
+      [3, 2, 2],
+      Array.from({ length: 12 }, (_, i) => i * 20),
+    ),
     trainLabels: idx([3], [0, 1, 2]),
     testImages: idx([2, 2, 2], [255, 0, 0, 0, 0, 0, 0, 255]),
     testLabels: idx([2], [2, 0]),
     ...files,
   };
-  const names = { trainImages: 'train-images-idx3-ubyte', trainLabels: 'train-labels-idx1-ubyte', testImages: 't10k-images-idx3-ubyte', testLabels: 't10k-labels-idx1-ubyte' };
+  const names = {
+    trainImages: 'train-images-idx3-ubyte',
+    trainLabels: 'train-labels-idx1-ubyte',
+    testImages: 't10k-images-idx3-ubyte',
+    testLabels: 't10k-labels-idx1-ubyte',
+  };
   for (const [key, bytes] of Object.entries(defaults)) {
     const name = names[key as keyof typeof names];
     writeFileSync(join(dir, gzip ? `${name}.gz` : name), gzip ? gzipSync(bytes) : bytes);
@@ -59,7 +67,10 @@ describe('IDX directories', () => {
 
   test('an image file where labels belong names the file and the problem', () => {
     const dir = writeIdxDir({ trainLabels: idx([3, 1, 1], [0, 1, 2]) });
-    assert.throws(() => loadIdxDirectory(dir), (e: Error) => e instanceof DataError && /train-labels-idx1-ubyte holds a 3x1x1 array: a label file must be one dimension/.test(e.message));
+    assert.throws(
+      () => loadIdxDirectory(dir),
+      (e: Error) => e instanceof DataError && /train-labels-idx1-ubyte holds a 3x1x1 array: a label file must be one dimension/.test(e.message),
+    );
   });
 
   test('truncated file', () => {
@@ -107,8 +118,11 @@ describe('random shifts', () => {
     const rng = new Rng(5);
     for (let trial = 0; trial < 200; trial++) {
       const out = shiftImages(image, 1, shape, 2, rng);
-      const at = out.findIndex((v) => v === 1);
-      assert.equal(out.reduce((a, b) => a + b, 0), 1);
+      const at = out.indexOf(1);
+      assert.equal(
+        out.reduce((a, b) => a + b, 0),
+        1,
+      );
       const dy = Math.floor(at / 8) - 3;
       const dx = (at % 8) - 4;
       assert.ok(Math.abs(dy) <= 2 && Math.abs(dx) <= 2, `shift ${dy},${dx}`);

@@ -38,17 +38,42 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { name: 'IDX, 4-D colour', spec: () => `idx:${writeIdxSet(tempDir('e2e-idx'), { h: 20, w: 20, c: 3, train: cyclicLabels(48, 3), test: cyclicLabels(12, 3) })}`, input: [20, 20, 3], classes: 3, routed: 3 },
-  { name: 'EMNIST letters', spec: () => `emnist-letters:${writeIdxSet(tempDir('e2e-emnist'), { h: 20, w: 20, c: 1, train: cyclicLabels(52, 26, 1), test: cyclicLabels(26, 26, 1), emnistSplit: 'letters' })}`, input: [20, 20, 1], classes: 26, routed: 26 },
-  { name: 'CIFAR-10', spec: () => `cifar10:${writeCifar10(tempDir('e2e-cifar'), [cyclicLabels(24, 10), cyclicLabels(24, 10, 0, 4)], cyclicLabels(10, 10))}`, input: [24, 24, 3], classes: 10, routed: 11 },
+  {
+    name: 'IDX, 4-D colour',
+    spec: () => `idx:${writeIdxSet(tempDir('e2e-idx'), { h: 20, w: 20, c: 3, train: cyclicLabels(48, 3), test: cyclicLabels(12, 3) })}`,
+    input: [20, 20, 3],
+    classes: 3,
+    routed: 3,
+  },
+  {
+    name: 'EMNIST letters',
+    spec: () =>
+      `emnist-letters:${writeIdxSet(tempDir('e2e-emnist'), { h: 20, w: 20, c: 1, train: cyclicLabels(52, 26, 1), test: cyclicLabels(26, 26, 1), emnistSplit: 'letters' })}`,
+    input: [20, 20, 1],
+    classes: 26,
+    routed: 26,
+  },
+  {
+    name: 'CIFAR-10',
+    spec: () => `cifar10:${writeCifar10(tempDir('e2e-cifar'), [cyclicLabels(24, 10), cyclicLabels(24, 10, 0, 4)], cyclicLabels(10, 10))}`,
+    input: [24, 24, 3],
+    classes: 10,
+    routed: 11,
+  },
   { name: 'SVHN (.mat v5)', spec: () => `svhn:${copySvhnV5(tempDir('e2e-svhn'))}`, input: [32, 32, 3], classes: 10, routed: 10 },
-  { name: 'smallNORB', spec: () => `smallnorb:${writeSmallNorb(tempDir('e2e-norb'), cyclicLabels(30, 5), cyclicLabels(10, 5))}`, input: [32, 32, 2], classes: 5, routed: 5 },
+  {
+    name: 'smallNORB',
+    spec: () => `smallnorb:${writeSmallNorb(tempDir('e2e-norb'), cyclicLabels(30, 5), cyclicLabels(10, 5))}`,
+    input: [32, 32, 2],
+    classes: 5,
+    routed: 5,
+  },
 ];
 
 describe('section 7 in the network', () => {
   test('per-image standardisation: zero mean, unit deviation, and a flat image stays finite', async () => {
     const { tf } = await initBackend('cpu');
-    const varied = Float32Array.from({ length: 2 * 3 * 2 }, (_, i) => (i * 7) % 5 / 4);
+    const varied = Float32Array.from({ length: 2 * 3 * 2 }, (_, i) => ((i * 7) % 5) / 4);
     const images = tf.tensor4d([...varied, ...new Array(12).fill(0.6)], [2, 3, 2, 2]);
     const out = (await standardizePerImage(images).data()) as Float32Array;
     const first = out.subarray(0, 12);
@@ -60,9 +85,20 @@ describe('section 7 in the network', () => {
 
   test('"none-of-the-above" takes part in the routing softmax but is no class', async () => {
     const { tf } = await initBackend('cpu');
-    const config = presetConfig('small', { inputHeight: 12, inputWidth: 12, inputChannels: 3, numClasses: 4 }, {
-      conv1Filters: 4, conv1Kernel: 3, primaryMaps: 2, primaryDim: 4, primaryKernel: 3, digitDim: 6, decoderHidden: [8], noneOfTheAbove: true,
-    });
+    const config = presetConfig(
+      'small',
+      { inputHeight: 12, inputWidth: 12, inputChannels: 3, numClasses: 4 },
+      {
+        conv1Filters: 4,
+        conv1Kernel: 3,
+        primaryMaps: 2,
+        primaryDim: 4,
+        primaryKernel: 3,
+        digitDim: 6,
+        decoderHidden: [8],
+        noneOfTheAbove: true,
+      },
+    );
     assert.deepEqual(paramShapes(config)['digit/W']!.slice(2), [5 * 6]);
     const params = initParams(config, 3);
     const out = forward(params, tf.randomUniform([2, 12, 12, 3], 0, 1, 'float32', 1) as never, config);
@@ -70,7 +106,10 @@ describe('section 7 in the network', () => {
     assert.deepEqual(out.capsules.shape, [2, 4, 6]);
     assert.equal(out.coupling.shape[2], 5);
     const sums = (await tf.sum(out.coupling, -1).data()) as Float32Array;
-    assert.ok(sums.every((v) => Math.abs(v - 1) < 1e-5), 'each primary capsule distributes its vote over 4 classes and none-of-the-above');
+    assert.ok(
+      sums.every((v) => Math.abs(v - 1) < 1e-5),
+      'each primary capsule distributes its vote over 4 classes and none-of-the-above',
+    );
   });
 });
 
@@ -81,8 +120,18 @@ describe('each format: load, train one short epoch, export, parity on node-cpu',
       const out = tempDir('e2e-run');
       const lines: string[] = [];
       const result = await train({
-        preset: 'small', data: spec, epochs: 1, batchSize: 16, backend: 'wasm', seed: 5, out, resume: false, checkpointEvery: 0,
-        configOverrides: TINY, log: (line) => lines.push(line), progressBar: false,
+        preset: 'small',
+        data: spec,
+        epochs: 1,
+        batchSize: 16,
+        backend: 'wasm',
+        seed: 5,
+        out,
+        resume: false,
+        checkpointEvery: 0,
+        configOverrides: TINY,
+        log: (line) => lines.push(line),
+        progressBar: false,
       });
       const { config, metrics } = result;
       assert.deepEqual([config.inputHeight, config.inputWidth, config.inputChannels], c.input, lines.join('\n'));
@@ -98,21 +147,55 @@ describe('each format: load, train one short epoch, export, parity on node-cpu',
       await session.release();
       assert.ok(exported.modelBytes > 0);
 
-      const report = await runParity({ model: join(out, 'model.onnx'), backends: ['node-cpu'], digits: 6, random: 2, latencyRuns: 1, timeoutS: 120, log: () => {} });
+      const report = await runParity({
+        model: join(out, 'model.onnx'),
+        backends: ['node-cpu'],
+        digits: 6,
+        random: 2,
+        latencyRuns: 1,
+        timeoutS: 120,
+        log: () => {},
+      });
       const row = report.rows.find((r) => r.backend === 'node-cpu')!;
       assert.equal(row.status, 'pass', `${row.reason ?? ''} ${JSON.stringify(report.failures)}`);
-      assert.ok(report.inputs.filter((k) => k.includes('(label')).length === 6, `real test images in the parity run: ${report.inputNote ?? report.inputs.join(', ')}`);
+      assert.ok(
+        report.inputs.filter((k) => k.includes('(label')).length === 6,
+        `real test images in the parity run: ${report.inputNote ?? report.inputs.join(', ')}`,
+      );
     });
   }
 });
 
 describe('CIFAR-10 through the CLI, and capsnet ensemble', () => {
-  test('two runs with --primary-caps become one graph whose lengths are the mean of its members\'', async () => {
+  test("two runs with --primary-caps become one graph whose lengths are the mean of its members'", async () => {
     const data = writeCifar10(tempDir('ens-cifar'), [cyclicLabels(32, 10)], cyclicLabels(10, 10, 0, 2));
     const runs = [tempDir('ens-a'), tempDir('ens-b')];
     for (const [k, out] of runs.entries()) {
-      const trained = await execa('node', [CLI, 'train', '--data', `cifar10:${data}`, '--preset', 'small', '--primary-caps', '3', '--epochs', '1',
-        '--batch-size', '16', '--backend', 'wasm', '--seed', String(k + 1), '--no-progress', '--out', out], { cwd: ROOT });
+      const trained = await execa(
+        'node',
+        [
+          CLI,
+          'train',
+          '--data',
+          `cifar10:${data}`,
+          '--preset',
+          'small',
+          '--primary-caps',
+          '3',
+          '--epochs',
+          '1',
+          '--batch-size',
+          '16',
+          '--backend',
+          'wasm',
+          '--seed',
+          String(k + 1),
+          '--no-progress',
+          '--out',
+          out,
+        ],
+        { cwd: ROOT },
+      );
       assert.match(trained.stdout, /24x24x3 crops of 32x32, 10 classes/);
       exportCheckpoint(out, { out: join(out, 'model.onnx') });
     }
@@ -150,7 +233,10 @@ describe('CIFAR-10 through the CLI, and capsnet ensemble', () => {
     // by its base name only, so the strip reads the directory given as `capsnet serve --data`).
     const samples = await loadSamples(readModelMetadata(readFileSync(join(runs[0]!, 'model.onnx'))), 1, `cifar10:${data}`);
     assert.equal(samples.samples.length, 10, samples.note);
-    assert.deepEqual(samples.samples.find((x) => x.index === 0)!.pixels, Array.from(view.images.subarray(0, 24 * 24 * 3), (v) => Math.round(v * 1000) / 1000));
+    assert.deepEqual(
+      samples.samples.find((x) => x.index === 0)!.pixels,
+      Array.from(view.images.subarray(0, 24 * 24 * 3), (v) => Math.round(v * 1000) / 1000),
+    );
 
     // The runtime loads the ensemble like any export.
     const classifier = await CapsNet.load(ensemblePath, { device: 'cpu' });
@@ -166,8 +252,18 @@ describe('CIFAR-10 through the CLI, and capsnet ensemble', () => {
     // Members must take the same input and score the same classes: an SVHN run cannot join CIFAR-10 ones.
     const mismatch = tempDir('ens-svhn');
     await train({
-      preset: 'small', data: `svhn:${copySvhnV5(tempDir('ens-svhn-data'))}`, epochs: 1, batchSize: 20, backend: 'wasm', seed: 1, out: mismatch,
-      resume: false, checkpointEvery: 0, configOverrides: TINY, log: () => {}, progressBar: false,
+      preset: 'small',
+      data: `svhn:${copySvhnV5(tempDir('ens-svhn-data'))}`,
+      epochs: 1,
+      batchSize: 20,
+      backend: 'wasm',
+      seed: 1,
+      out: mismatch,
+      resume: false,
+      checkpointEvery: 0,
+      configOverrides: TINY,
+      log: () => {},
+      progressBar: false,
     });
     assert.throws(() => exportEnsemble([runs[0]!, mismatch], { out: join(mismatch, 'bad.onnx') }), /does not take the same input or score the same classes/);
     assert.throws(() => exportEnsemble([runs[0]!], { out: join(mismatch, 'bad.onnx') }), /an ensemble needs at least 2 members/);

@@ -13,8 +13,19 @@ import { readMatArrays } from '../packages/capsnet/src/data/matlab.ts';
 import { augmentBatch, networkView } from '../packages/capsnet/src/data/augment.ts';
 import { imagesFromIdx } from '../packages/capsnet/src/cli/image-files.ts';
 import {
-  CIFAR_CLASSES, cifarRecords, copySvhnV5, cyclicLabels, idxFile, norbMatrix, patternByte, svhnFixturePixel, tempDir, writeCifar10,
-  writeIdxSet, writeSmallNorb, writeSvhnV73,
+  CIFAR_CLASSES,
+  cifarRecords,
+  copySvhnV5,
+  cyclicLabels,
+  idxFile,
+  norbMatrix,
+  patternByte,
+  svhnFixturePixel,
+  tempDir,
+  writeCifar10,
+  writeIdxSet,
+  writeSmallNorb,
+  writeSvhnV73,
 } from './support/dataset-files.ts';
 
 const near = (a: number, b: number) => Math.abs(a - b) < 1e-6;
@@ -35,7 +46,11 @@ describe('IDX with channels, float32 and EMNIST names', () => {
     const bad = tempDir('idxbad');
     writeIdxSet(bad, { h: 1, w: 2, c: 1, train: [0], test: [0] });
     writeFileSync(join(bad, 'train-images-idx3-ubyte'), idxFile([1, 1, 2], [0.5, 3], 0x0d));
-    assert.throws(() => loadDataset(`idx:${bad}`), (e: Error) => e instanceof DataError && /train-images-idx3-ubyte: float32 pixel 1 \(image 0\) is 3: float32 IDX pixels must lie in \[0, 1\]/.test(e.message));
+    assert.throws(
+      () => loadDataset(`idx:${bad}`),
+      (e: Error) =>
+        e instanceof DataError && /train-images-idx3-ubyte: float32 pixel 1 \(image 0\) is 3: float32 IDX pixels must lie in \[0, 1\]/.test(e.message),
+    );
   });
 
   test('channels-first and gzipped-under-a-plain-name files get errors that say what to do', () => {
@@ -48,12 +63,16 @@ describe('IDX with channels, float32 and EMNIST names', () => {
 
   test('EMNIST letters by NIST file names: labels 1-26 become classes 0-25 named from the mapping, images transposed upright', () => {
     const dir = writeIdxSet(tempDir('emnist'), { h: 4, w: 6, c: 1, train: cyclicLabels(52, 26, 1), test: cyclicLabels(10, 26, 1, 5), emnistSplit: 'letters' });
-    writeFileSync(join(dir, 'emnist-letters-mapping.txt'), Array.from({ length: 26 }, (_, k) => `${k + 1} ${65 + k} ${97 + k}`).join('\n') + '\n');
+    writeFileSync(join(dir, 'emnist-letters-mapping.txt'), `${Array.from({ length: 26 }, (_, k) => `${k + 1} ${65 + k} ${97 + k}`).join('\n')}\n`);
     for (const spec of [`emnist-letters:${dir}`, `idx:${dir}`, `emnist:${dir}`]) {
       const data = loadDataset(spec);
       assert.equal(data.shape.numClasses, 26, spec);
       assert.equal(data.labelOffset, 1);
-      assert.deepEqual([...new Set(data.train.labels)].sort((a, b) => a - b), Array.from({ length: 26 }, (_, k) => k), 'contiguous classes from 0');
+      assert.deepEqual(
+        [...new Set(data.train.labels)].sort((a, b) => a - b),
+        Array.from({ length: 26 }, (_, k) => k),
+        'contiguous classes from 0',
+      );
       assert.equal(data.classLabels[0], 'A/a');
       assert.equal(data.classLabels[25], 'Z/z');
       assert.equal(data.test.labels[0], 5);
@@ -108,8 +127,15 @@ describe('SVHN .mat files', () => {
     // make.py: image i has label (i + seed) % 10 + 1; train seed 0, test seed 3.
     assert.deepEqual([...data.train.labels.subarray(0, 11)], [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]);
     assert.equal(data.test.labels[6], 0);
-    for (const [split, i, label] of [[data.train, 9, 10], [data.test, 2, 6]] as const) {
-      for (const [y, x, c] of [[0, 0, 0], [31, 2, 1], [7, 30, 2]]) {
+    for (const [split, i, label] of [
+      [data.train, 9, 10],
+      [data.test, 2, 6],
+    ] as const) {
+      for (const [y, x, c] of [
+        [0, 0, 0],
+        [31, 2, 1],
+        [7, 30, 2],
+      ]) {
         assert.ok(near(split.images[((i * 32 + y!) * 32 + x!) * 3 + c!]!, svhnFixturePixel(label, i, y!, x!, c!)), `image ${i} (${y}, ${x}, ${c})`);
       }
     }
@@ -143,7 +169,12 @@ describe('smallNORB', () => {
       assert.equal(data.classLabels[2], 'airplane');
       assert.deepEqual([...data.test.labels], [2, 3, 4, 0, 1]);
       // Image 3 (label 3), output (y 10, x 20), right view: the mean of the 2x2 block at (20, 40), each + 60.
-      const block = [[20, 40], [20, 41], [21, 40], [21, 41]].map(([y, x]) => (patternByte(3, 3, y!, x!, 0) + 60) % 256);
+      const block = [
+        [20, 40],
+        [20, 41],
+        [21, 40],
+        [21, 41],
+      ].map(([y, x]) => (patternByte(3, 3, y!, x!, 0) + 60) % 256);
       assert.ok(near(data.train.images[((3 * 48 + 10) * 48 + 20) * 2 + 1]!, block.reduce((a, b) => a + b, 0) / 4 / 255));
     }
   });
@@ -164,23 +195,41 @@ describe('smallNORB', () => {
 
 describe('geometry: images whose size disagrees with the format are refused (issue 20, item 5)', () => {
   test('smallNORB: 96x64 and 95x95 pairs name the file, the size found and 96x96', () => {
-    for (const [h, w] of [[96, 64], [95, 95], [48, 48]] as const) {
+    for (const [h, w] of [
+      [96, 64],
+      [95, 95],
+      [48, 48],
+    ] as const) {
       const dir = writeSmallNorb(tempDir('norbgeo'), cyclicLabels(5, 5), cyclicLabels(5, 5), h, false, w);
-      assert.throws(() => loadDataset(`smallnorb:${dir}`), (e: Error) => e instanceof DataError &&
-        new RegExp(`smallnorb-5x46789x9x18x6x2x${h}x${w}-training-dat\\.mat holds ${h}x${w} image pairs .*found ${h}x${w}, expected 96x96`).test(e.message), `${h}x${w}`);
+      assert.throws(
+        () => loadDataset(`smallnorb:${dir}`),
+        (e: Error) =>
+          e instanceof DataError &&
+          new RegExp(`smallnorb-5x46789x9x18x6x2x${h}x${w}-training-dat\\.mat holds ${h}x${w} image pairs .*found ${h}x${w}, expected 96x96`).test(e.message),
+        `${h}x${w}`,
+      );
     }
     // A header whose sizes do not account for the bytes (read at them, the stride would be wrong).
     const dir = writeSmallNorb(tempDir('norblong'), cyclicLabels(5, 5), cyclicLabels(5, 5));
     const dat = join(dir, 'smallnorb-5x01235x9x18x6x2x96x96-testing-dat.mat');
     writeFileSync(dat, Buffer.concat([norbMatrix('byte', [5, 2, 96, 96], new Array(5 * 2 * 96 * 96).fill(1)), Buffer.alloc(96)]));
-    assert.throws(() => loadDataset(`smallnorb:${dir}`), /testing-dat\.mat has 92280 bytes but its header says 5x2x96x96 \(92184 bytes\): the header's sizes do not match the data/);
+    assert.throws(
+      () => loadDataset(`smallnorb:${dir}`),
+      /testing-dat\.mat has 92280 bytes but its header says 5x2x96x96 \(92184 bytes\): the header's sizes do not match the data/,
+    );
   });
 
   test('CIFAR-10: records of other image sizes name the size found and 32x32', () => {
     const dir = writeCifar10(tempDir('cifargeo'), [[1, 2]], [3]);
     writeFileSync(join(dir, 'data_batch_1.bin'), Buffer.alloc(3 * (1 + 3 * 28 * 28)));
-    assert.throws(() => loadDataset(`cifar10:${dir}`), (e: Error) => e instanceof DataError &&
-      /data_batch_1\.bin has 7059 bytes, not a whole number of 3,073-byte CIFAR-10 records \(a label byte and a 32x32x3 image\): its size fits records of 28x28 RGB images \(found 28x28, expected 32x32\)/.test(e.message));
+    assert.throws(
+      () => loadDataset(`cifar10:${dir}`),
+      (e: Error) =>
+        e instanceof DataError &&
+        /data_batch_1\.bin has 7059 bytes, not a whole number of 3,073-byte CIFAR-10 records \(a label byte and a 32x32x3 image\): its size fits records of 28x28 RGB images \(found 28x28, expected 32x32\)/.test(
+          e.message,
+        ),
+    );
   });
 
   test('SVHN: X of another size names the size found and 32x32x3; doubles that are not bytes are refused', async () => {
@@ -199,9 +248,15 @@ describe('geometry: images whose size disagrees with the format are refused (iss
     const dir = writeIdxSet(tempDir('emnistmap'), { h: 2, w: 2, c: 1, train: cyclicLabels(6, 3, 1), test: cyclicLabels(3, 3, 1), emnistSplit: 'letters' });
     const mapping = join(dir, 'emnist-letters-mapping.txt');
     writeFileSync(mapping, '1 65 97\n2 66 98\n3 C c\n');
-    assert.throws(() => loadDataset(`emnist-letters:${dir}`), /emnist-letters-mapping\.txt line 3 is "3 C c": an EMNIST mapping line is "label code \[code\.\.\.\]"/);
+    assert.throws(
+      () => loadDataset(`emnist-letters:${dir}`),
+      /emnist-letters-mapping\.txt line 3 is "3 C c": an EMNIST mapping line is "label code \[code\.\.\.\]"/,
+    );
     writeFileSync(mapping, '1 65 97\n3 67 99\n');
-    assert.throws(() => loadDataset(`emnist-letters:${dir}`), /emnist-letters-mapping\.txt has no line for label\(s\) 2 of the data: fix the file or remove it/);
+    assert.throws(
+      () => loadDataset(`emnist-letters:${dir}`),
+      /emnist-letters-mapping\.txt has no line for label\(s\) 2 of the data: fix the file or remove it/,
+    );
     writeFileSync(mapping, '1 65 97\n2 66 98\n2 67 99\n3 67 99\n');
     assert.throws(() => loadDataset(`emnist-letters:${dir}`), /line 3 maps label 2 a second time/);
     writeFileSync(mapping, '1 65 97\r\n2 66 98\r\n3 67 99\r\n\r\n');
@@ -212,13 +267,21 @@ describe('geometry: images whose size disagrees with the format are refused (iss
     const dir = writeIdxSet(tempDir('idxgeo'), { h: 4, w: 4, c: 1, train: cyclicLabels(4, 2), test: cyclicLabels(2, 2) });
     // 4 images of 4x6 under a header that says 4x4: read at 4x4, every image after the first is cut in the wrong place.
     writeFileSync(join(dir, 'train-images-idx3-ubyte'), Buffer.concat([idxFile([4, 4, 4], new Array(64).fill(9)), Buffer.alloc(32)]));
-    assert.throws(() => loadDataset(`idx:${dir}`), /train-images-idx3-ubyte has 112 bytes but its header says 4x4x4 unsigned byte \(80 bytes\): the sizes in the header do not match the data/);
+    assert.throws(
+      () => loadDataset(`idx:${dir}`),
+      /train-images-idx3-ubyte has 112 bytes but its header says 4x4x4 unsigned byte \(80 bytes\): the sizes in the header do not match the data/,
+    );
     writeFileSync(join(dir, 'train-images-idx3-ubyte'), idxFile([4, 0, 4], []));
-    assert.throws(() => loadDataset(`idx:${dir}`), /train-images-idx3-ubyte holds 4x0x4 images: found 0x4x1, expected a height, width and channel count of at least 1/);
+    assert.throws(
+      () => loadDataset(`idx:${dir}`),
+      /train-images-idx3-ubyte holds 4x0x4 images: found 0x4x1, expected a height, width and channel count of at least 1/,
+    );
     // classify's IDX reader holds the same line.
     const metadata = { inputHeight: 4, inputWidth: 4, inputChannels: 1 } as Parameters<typeof imagesFromIdx>[1];
-    assert.throws(() => imagesFromIdx(Buffer.concat([idxFile([4, 4, 4], new Array(64).fill(9)), Buffer.alloc(32)]), metadata, 'digits-idx3-ubyte'),
-      /digits-idx3-ubyte has 96 bytes of pixels but its header says 4 images of 4x4 \(64 bytes\): the sizes in the header do not match the data/);
+    assert.throws(
+      () => imagesFromIdx(Buffer.concat([idxFile([4, 4, 4], new Array(64).fill(9)), Buffer.alloc(32)]), metadata, 'digits-idx3-ubyte'),
+      /digits-idx3-ubyte has 96 bytes of pixels but its header says 4 images of 4x4 \(64 bytes\): the sizes in the header do not match the data/,
+    );
     assert.equal(imagesFromIdx(idxFile([4, 4, 4], new Array(64).fill(51)), metadata, 'ok').count, 4);
   });
 });
@@ -248,12 +311,24 @@ describe('section-7 protocols and augmentation', () => {
   });
 
   test('random crops stay inside the image and flips mirror it; the test view is the centre crop', () => {
-    const config = presetConfig('small', { inputHeight: 6, inputWidth: 6, inputChannels: 1, numClasses: 2 }, {
-      inputHeight: 4, inputWidth: 4, crop: { sourceHeight: 6, sourceWidth: 6 }, jitter: { flip: true, brightness: 0, contrast: 0 }, maxShift: 0,
-      conv1Kernel: 1, primaryKernel: 1,
-    });
+    const config = presetConfig(
+      'small',
+      { inputHeight: 6, inputWidth: 6, inputChannels: 1, numClasses: 2 },
+      {
+        inputHeight: 4,
+        inputWidth: 4,
+        crop: { sourceHeight: 6, sourceWidth: 6 },
+        jitter: { flip: true, brightness: 0, contrast: 0 },
+        maxShift: 0,
+        conv1Kernel: 1,
+        primaryKernel: 1,
+      },
+    );
     // Pixel value = 10 y + x, so every crop's origin and orientation can be read back from its corner.
-    const source = Float32Array.from({ length: 36 * 40 }, (_, i) => { const p = i % 36; return (10 * Math.floor(p / 6) + (p % 6)) / 100; });
+    const source = Float32Array.from({ length: 36 * 40 }, (_, i) => {
+      const p = i % 36;
+      return (10 * Math.floor(p / 6) + (p % 6)) / 100;
+    });
     const out = augmentBatch(source, 40, config, new Rng(3));
     assert.equal(out.length, 40 * 16);
     let flipped = 0;
@@ -266,21 +341,32 @@ describe('section-7 protocols and augmentation', () => {
       origins.add(`${top},${left}`);
       const mirrored = img[0]! > img[3]!;
       if (mirrored) flipped++;
-      for (let y = 0; y < 4; y++) for (let x = 0; x < 4; x++) {
-        const sx = mirrored ? left + 3 - x : left + x;
-        assert.ok(near(img[y * 4 + x]!, (10 * (top + y) + sx) / 100));
-      }
+      for (let y = 0; y < 4; y++)
+        for (let x = 0; x < 4; x++) {
+          const sx = mirrored ? left + 3 - x : left + x;
+          assert.ok(near(img[y * 4 + x]!, (10 * (top + y) + sx) / 100));
+        }
     }
     assert.ok(flipped > 5 && flipped < 35, `${flipped} of 40 flipped`);
     assert.ok(origins.size > 4, `${origins.size} distinct crop origins`);
     const centre = networkView({ images: source.subarray(0, 36), labels: new Int32Array(1), count: 1 }, config);
-    assert.deepEqual(Array.from(centre.images.subarray(0, 4), (v) => Math.round(v * 100)), [11, 12, 13, 14]);
+    assert.deepEqual(
+      Array.from(centre.images.subarray(0, 4), (v) => Math.round(v * 100)),
+      [11, 12, 13, 14],
+    );
   });
 
   test('brightness and contrast jitter move the image mean and spread within their bounds', () => {
-    const config = presetConfig('small', { inputHeight: 4, inputWidth: 4, inputChannels: 1, numClasses: 2 }, {
-      jitter: { flip: false, brightness: 0.25, contrast: 0.5 }, maxShift: 0, conv1Kernel: 1, primaryKernel: 1,
-    });
+    const config = presetConfig(
+      'small',
+      { inputHeight: 4, inputWidth: 4, inputChannels: 1, numClasses: 2 },
+      {
+        jitter: { flip: false, brightness: 0.25, contrast: 0.5 },
+        maxShift: 0,
+        conv1Kernel: 1,
+        primaryKernel: 1,
+      },
+    );
     const source = Float32Array.from({ length: 16 * 50 }, (_, i) => 0.3 + 0.2 * ((i % 16) / 15));
     const out = augmentBatch(source, 50, config, new Rng(1));
     const deltas: number[] = [];

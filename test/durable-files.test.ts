@@ -24,7 +24,11 @@ function straceMissing(): string | undefined {
   }
 }
 
-interface Renamed { from: string; to: string; line: number }
+interface Renamed {
+  from: string;
+  to: string;
+  line: number;
+}
 
 /** The renames of temp files, and which paths were fsynced at which line, from `strace -f -y` output. */
 function parse(log: string): { renames: Renamed[]; fsyncs: { path: string; line: number }[] } {
@@ -51,17 +55,27 @@ describe('durable writes (fsync before rename, directory after)', { skip: strace
   ] as const) {
     test(what, async () => {
       const log = join(work, `${args[0]}.strace`);
-      if (args[0] === 'train') await execa(process.execPath, ['--import', 'tsx', CHILD, 'train', join(work, 'run'), '1'], { cwd: ROOT, env: { FAULT_BACKEND: 'cpu' } });
-      await execa('strace', ['-f', '-y', '-qq', '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2', '-o', log,
-        process.execPath, '--import', 'tsx', CHILD, ...args], { cwd: ROOT, env: { FAULT_BACKEND: 'cpu' } });
+      if (args[0] === 'train')
+        await execa(process.execPath, ['--import', 'tsx', CHILD, 'train', join(work, 'run'), '1'], { cwd: ROOT, env: { FAULT_BACKEND: 'cpu' } });
+      await execa(
+        'strace',
+        ['-f', '-y', '-qq', '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2', '-o', log, process.execPath, '--import', 'tsx', CHILD, ...args],
+        { cwd: ROOT, env: { FAULT_BACKEND: 'cpu' } },
+      );
       const { renames, fsyncs } = parse(readFileSync(log, 'utf8'));
       const targets = renames.map((r) => basename(r.to));
       if (args[0] === 'train') assert.ok(targets.includes('checkpoint.bin') && targets.includes('metrics.jsonl'), `renamed: ${targets.join(', ')}`);
       else if (args[0] === 'triton') assert.deepEqual(targets, ['models']);
       else assert.deepEqual(new Set(targets), new Set(['model.onnx', 'model.decoder.onnx']));
       for (const r of renames) {
-        assert.ok(fsyncs.some((f) => f.path === r.from && f.line < r.line), `${r.from} was renamed to ${r.to} without an fsync first`);
-        assert.ok(fsyncs.some((f) => f.path === dirname(r.to) && f.line > r.line), `${dirname(r.to)} was not fsynced after ${basename(r.to)} was renamed into it`);
+        assert.ok(
+          fsyncs.some((f) => f.path === r.from && f.line < r.line),
+          `${r.from} was renamed to ${r.to} without an fsync first`,
+        );
+        assert.ok(
+          fsyncs.some((f) => f.path === dirname(r.to) && f.line > r.line),
+          `${dirname(r.to)} was not fsynced after ${basename(r.to)} was renamed into it`,
+        );
       }
     });
   }

@@ -15,7 +15,14 @@ import { EXPERIMENTS, type ExperimentResult } from '../packages/capsnet/src/expe
 import { Canvas, distinctColors, readPng } from '../packages/capsnet/src/experiments/draw.ts';
 import { conv2dFilterGradient } from '../packages/capsnet/src/train/cpu-kernels.ts';
 import {
-  AFFNIST_STYLE, MULTIMNIST, affineSet, inkBox, multiMnist, placeOnCanvas, randomlyPlaced, warpAffine,
+  AFFNIST_STYLE,
+  MULTIMNIST,
+  affineSet,
+  inkBox,
+  multiMnist,
+  placeOnCanvas,
+  randomlyPlaced,
+  warpAffine,
 } from '../packages/capsnet/src/experiments/generators.ts';
 import { pairAccuracy, topTwo } from '../packages/capsnet/src/experiments/multimnist.ts';
 import { PERTURB_STEPS, perturbedCapsules } from '../packages/capsnet/src/experiments/perturb.ts';
@@ -100,7 +107,14 @@ describe('generators', () => {
     let maxShift = 0;
     for (let i = 0; i < set.count; i++) {
       const p = set.params[i]!;
-      assert.ok(Math.abs(p.rotation) <= (20 * Math.PI) / 180 + 1e-9 && Math.abs(p.shear) <= 0.2 && p.scaleX >= 0.8 && p.scaleX <= 1.2 && p.scaleY >= 0.8 && p.scaleY <= 1.2);
+      assert.ok(
+        Math.abs(p.rotation) <= (20 * Math.PI) / 180 + 1e-9 &&
+          Math.abs(p.shear) <= 0.2 &&
+          p.scaleX >= 0.8 &&
+          p.scaleX <= 1.2 &&
+          p.scaleY >= 0.8 &&
+          p.scaleY <= 1.2,
+      );
       maxRotation = Math.max(maxRotation, Math.abs(p.rotation));
       maxShift = Math.max(maxShift, Math.abs(p.tx), Math.abs(p.ty));
       const img = set.images.subarray(i * 1600, (i + 1) * 1600);
@@ -163,7 +177,10 @@ describe('affNIST reader', () => {
 
   test('explains unsupported inputs', () => {
     const hdf5 = Buffer.concat([Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(600)]);
-    assert.throws(() => parseMat(hdf5, 'v73.mat'), (e: Error) => e instanceof AffnistError && /v7\.3/.test(e.message));
+    assert.throws(
+      () => parseMat(hdf5, 'v73.mat'),
+      (e: Error) => e instanceof AffnistError && /v7\.3/.test(e.message),
+    );
     const empty = join(scratch, 'empty');
     mkdirSync(empty);
     assert.throws(() => loadAffnist(empty), /no \.mat files and no IDX pair/);
@@ -174,14 +191,51 @@ describe('affNIST reader', () => {
 describe('figures', () => {
   test('line plots, bar charts and image grids are real, non-blank PNGs of the requested size', () => {
     const line = linePlot({
-      title: 'Logit change', xLabel: 'step', yLabel: 'change', logY: true,
-      series: [{ name: 'iteration 1', points: [[1, 1], [2, 0.5], [3, 0.2]] }, { name: 'iteration 2', points: [[1, 0.1], [2, 0.03], [3, 0.01]] }],
+      title: 'Logit change',
+      xLabel: 'step',
+      yLabel: 'change',
+      logY: true,
+      series: [
+        {
+          name: 'iteration 1',
+          points: [
+            [1, 1],
+            [2, 0.5],
+            [3, 0.2],
+          ],
+        },
+        {
+          name: 'iteration 2',
+          points: [
+            [1, 0.1],
+            [2, 0.03],
+            [3, 0.01],
+          ],
+        },
+      ],
     });
-    const bars = barChart({ title: 'Accuracy', yLabel: '%', categories: ['a', 'b'], series: [{ name: 'caps', values: [90, 80] }, { name: 'cnn', values: [85, 60] }], yMax: 100 });
+    const bars = barChart({
+      title: 'Accuracy',
+      yLabel: '%',
+      categories: ['a', 'b'],
+      series: [
+        { name: 'caps', values: [90, 80] },
+        { name: 'cnn', values: [85, 60] },
+      ],
+      yMax: 100,
+    });
     const grid = imageGrid({
-      title: 'grid', rows: [[{ width: 28, height: 28, layers: [{ pixels: mnist.test.images.subarray(0, 784) }] }]], scale: 2, rowLabels: ['r1'], colLabels: ['c1'],
+      title: 'grid',
+      rows: [[{ width: 28, height: 28, layers: [{ pixels: mnist.test.images.subarray(0, 784) }] }]],
+      scale: 2,
+      rowLabels: ['r1'],
+      colLabels: ['c1'],
     });
-    for (const [name, canvas, w, h] of [['line', line, 640, 400], ['bars', bars, 640, 400], ['grid', grid, grid.width, grid.height]] as const) {
+    for (const [name, canvas, w, h] of [
+      ['line', line, 640, 400],
+      ['bars', bars, 640, 400],
+      ['grid', grid, grid.width, grid.height],
+    ] as const) {
       const path = join(scratch, `${name}.png`);
       canvas.save(path);
       const png = pngInfo(path);
@@ -201,7 +255,10 @@ describe('figures', () => {
   });
 
   test('nice ticks are round and cover the range', () => {
-    assert.deepEqual(niceTicks(0, 1, 5).map((v) => Number(v.toFixed(9))), [0, 0.2, 0.4, 0.6, 0.8, 1]);
+    assert.deepEqual(
+      niceTicks(0, 1, 5).map((v) => Number(v.toFixed(9))),
+      [0, 0.2, 0.4, 0.6, 0.8, 1],
+    );
     assert.deepEqual(niceTicks(0, 100, 4), [0, 25, 50, 75, 100]);
     const t = niceTicks(3, 97, 5);
     assert.ok(t[0]! >= 3 && t.at(-1)! <= 97 && t.length >= 4);
@@ -217,7 +274,11 @@ describe('experiment pieces', () => {
     assert.equal(grid.length, dim * PERTURB_STEPS.length * classes * dim);
     assert.deepEqual(PERTURB_STEPS.length, 11);
     const per = classes * dim;
-    for (const [d, s] of [[0, 0], [5, 10], [15, 3]] as const) {
+    for (const [d, s] of [
+      [0, 0],
+      [5, 10],
+      [15, 3],
+    ] as const) {
       const row = grid.subarray((d * 11 + s) * per, (d * 11 + s + 1) * per);
       for (let k = 0; k < per; k++) {
         const inWinner = k >= 3 * dim && k < 4 * dim;
@@ -230,7 +291,11 @@ describe('experiment pieces', () => {
   test('MultiMNIST accuracy counts a pair only when the top two are exactly its labels', () => {
     const scores = Float32Array.from([0.9, 0.8, 0.1, 0.0, /* */ 0.9, 0.1, 0.8, 0.0, /* */ 0.1, 0.2, 0.9, 0.8]);
     const top = topTwo(scores, 4);
-    assert.deepEqual(top, [[0, 1], [0, 2], [2, 3]]);
+    assert.deepEqual(top, [
+      [0, 1],
+      [0, 2],
+      [2, 3],
+    ]);
     const acc = pairAccuracy(top, Int32Array.from([1, 0, 0]), Int32Array.from([0, 1, 1]));
     assert.equal(acc.both, 1 / 3);
     assert.equal(acc.digits, 3 / 6);
@@ -246,16 +311,21 @@ describe('experiment pieces', () => {
     const dyShape = [2, outH, outW, 4];
     const dy = Float32Array.from({ length: 2 * outH * outW * 4 }, () => rng.normal());
     const got = conv2dFilterGradient(x, xShape, dy, dyShape, filterShape, 2, 2, 1, 1);
-    for (let ky = 0; ky < 3; ky++) for (let kx = 0; kx < 3; kx++) for (let ci = 0; ci < 3; ci++) for (let co = 0; co < 4; co++) {
-      let want = 0;
-      for (let n = 0; n < 2; n++) for (let oy = 0; oy < outH; oy++) for (let ox = 0; ox < outW; ox++) {
-        const iy = oy * 2 + ky - 1;
-        const ix = ox * 2 + kx - 1;
-        if (iy < 0 || iy >= 7 || ix < 0 || ix >= 6) continue;
-        want += x[((n * 7 + iy) * 6 + ix) * 3 + ci]! * dy[((n * outH + oy) * outW + ox) * 4 + co]!;
-      }
-      assert.ok(Math.abs(got[((ky * 3 + kx) * 3 + ci) * 4 + co]! - want) < 1e-4);
-    }
+    for (let ky = 0; ky < 3; ky++)
+      for (let kx = 0; kx < 3; kx++)
+        for (let ci = 0; ci < 3; ci++)
+          for (let co = 0; co < 4; co++) {
+            let want = 0;
+            for (let n = 0; n < 2; n++)
+              for (let oy = 0; oy < outH; oy++)
+                for (let ox = 0; ox < outW; ox++) {
+                  const iy = oy * 2 + ky - 1;
+                  const ix = ox * 2 + kx - 1;
+                  if (iy < 0 || iy >= 7 || ix < 0 || ix >= 6) continue;
+                  want += x[((n * 7 + iy) * 6 + ix) * 3 + ci]! * dy[((n * outH + oy) * outW + ox) * 4 + co]!;
+                }
+            assert.ok(Math.abs(got[((ky * 3 + kx) * 3 + ci) * 4 + co]! - want) < 1e-4);
+          }
   });
 });
 
@@ -265,10 +335,23 @@ describe('report', () => {
     mkdirSync(dir);
     new Canvas(10, 10).save(join(dir, 'a.png'));
     const result: ExperimentResult = {
-      experiment: 'routing', title: 'Routing | test', paper: 'paper says', scale: 'ci', seed: 1, backend: 'cpu', data: 'mnist-sample',
-      command: 'capsnet experiment routing', startedAt: '2024-01-01T00:00:00Z', seconds: 12, metrics: { accuracy_trained_3_tested_3: 0.9 },
-      settings: { a: 1 }, tables: [{ title: 'T1', columns: ['x', 'y'], rows: [[1, 'a|b']] }],
-      figures: [{ file: 'a.png', caption: 'fig A', width: 10, height: 10 }, { file: 'gone.png', caption: 'fig B', width: 1, height: 1 }],
+      experiment: 'routing',
+      title: 'Routing | test',
+      paper: 'paper says',
+      scale: 'ci',
+      seed: 1,
+      backend: 'cpu',
+      data: 'mnist-sample',
+      command: 'capsnet experiment routing',
+      startedAt: '2024-01-01T00:00:00Z',
+      seconds: 12,
+      metrics: { accuracy_trained_3_tested_3: 0.9 },
+      settings: { a: 1 },
+      tables: [{ title: 'T1', columns: ['x', 'y'], rows: [[1, 'a|b']] }],
+      figures: [
+        { file: 'a.png', caption: 'fig A', width: 10, height: 10 },
+        { file: 'gone.png', caption: 'fig B', width: 1, height: 1 },
+      ],
       notes: ['a note'],
     };
     writeFileSync(join(dir, 'routing.json'), JSON.stringify(result));
@@ -292,7 +375,11 @@ describe('end to end (ci scale, cut down)', () => {
     const tiny = ['--scale', 'ci', '--train-limit', '96', '--test-limit', '64', '--batch-size', '32', '--out', out];
     const env = { CAPSNET_WASM_THREADS: '1' };
     // routing first: every command must create --out itself
-    const extra: Record<string, string[]> = { routing: ['--iterations', '1,3', '--seeds', '2'], affine: ['--epochs', '1'], 'mnist-table': ['--seeds', '2', '--train-limit', '32', '--test-limit', '32'] };
+    const extra: Record<string, string[]> = {
+      routing: ['--iterations', '1,3', '--seeds', '2'],
+      affine: ['--epochs', '1'],
+      'mnist-table': ['--seeds', '2', '--train-limit', '32', '--test-limit', '32'],
+    };
     for (const name of ['routing', 'perturb', 'affine', 'multimnist', 'mnist-table']) {
       const run = await execa('node', [CLI, 'experiment', name, ...tiny, ...(extra[name] ?? [])], { cwd: ROOT, env, reject: false });
       assert.equal(run.exitCode, 0, `experiment ${name} failed:\n${run.stderr}`);
@@ -322,13 +409,18 @@ describe('end to end (ci scale, cut down)', () => {
     const routing = JSON.parse(readFileSync(join(out, 'routing.json'), 'utf8')) as ExperimentResult;
     // one row per traced model; 1 vs 3 over two seeds
     assert.equal(routing.tables[0]!.rows.length, 2);
-    assert.deepEqual(routing.tables.at(-1)!.rows.map((r) => r[1]), [2, 2]);
+    assert.deepEqual(
+      routing.tables.at(-1)!.rows.map((r) => r[1]),
+      [2, 2],
+    );
     const multi = JSON.parse(readFileSync(join(out, 'multimnist.json'), 'utf8')) as ExperimentResult;
     assert.ok(multi.metrics.both_labels_accuracy! >= 0 && multi.metrics.both_labels_accuracy! <= 1);
     assert.ok(multi.metrics.cnn_both_labels_accuracy! >= 0 && multi.metrics.cnn_both_labels_accuracy! <= 1, 'the MultiMNIST baseline was scored');
     const affine = JSON.parse(readFileSync(join(out, 'affine.json'), 'utf8')) as ExperimentResult;
     assert.ok(!JSON.stringify(affine.tables).includes('GENERATED'), 'the generated affine set is used only when asked for');
-    const table = JSON.parse(readFileSync(join(out, 'mnist-table.json'), 'utf8')) as { rows: Array<{ model: string; parameters: number; error_mean: number; error_std: number; errors: number[] }> };
+    const table = JSON.parse(readFileSync(join(out, 'mnist-table.json'), 'utf8')) as {
+      rows: Array<{ model: string; parameters: number; error_mean: number; error_std: number; errors: number[] }>;
+    };
     assert.equal(table.rows.length, 5);
     for (const row of table.rows) {
       assert.equal(row.errors.length, 2);

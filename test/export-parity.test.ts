@@ -54,12 +54,24 @@ function argmax(data: ArrayLike<number>, offset: number, n: number): number {
 
 /** Run ONNX Runtime and tfjs over `count` images in batches; the largest absolute difference per output. */
 async function compare(
-  modelBytes: Uint8Array, params: CapsNetParams, config: CapsNetConfig, images: Float32Array, count: number, labels?: Int32Array, batch = 250,
+  modelBytes: Uint8Array,
+  params: CapsNetParams,
+  config: CapsNetConfig,
+  images: Float32Array,
+  count: number,
+  labels?: Int32Array,
+  batch = 250,
 ): Promise<Comparison> {
   const session = await ort.InferenceSession.create(modelBytes, { executionProviders: ['cpu'] });
   const { pixels } = derivedSizes(config);
   const J = config.numClasses;
-  const result: Comparison = { images: count, maxDiff: { lengths: 0, capsules: 0, reconstruction: 0, coupling: 0 }, argmaxMismatches: 0, correct: 0, minTop2Gap: Infinity };
+  const result: Comparison = {
+    images: count,
+    maxDiff: { lengths: 0, capsules: 0, reconstruction: 0, coupling: 0 },
+    argmaxMismatches: 0,
+    correct: 0,
+    minTop2Gap: Infinity,
+  };
   for (let start = 0; start < count; start += batch) {
     const n = Math.min(batch, count - start);
     const x = images.subarray(start * pixels, (start + n) * pixels);
@@ -97,7 +109,9 @@ async function compare(
 
 function assertParity(label: string, c: Comparison): void {
   const diffs = OUTPUTS.map((o) => `${o} ${c.maxDiff[o].toExponential(2)}`).join(', ');
-  console.log(`${label}: ${c.images} images, max |ORT - tfjs|: ${diffs}; argmax mismatches ${c.argmaxMismatches} (smallest top-2 length gap ${c.minTop2Gap.toExponential(2)})`);
+  console.log(
+    `${label}: ${c.images} images, max |ORT - tfjs|: ${diffs}; argmax mismatches ${c.argmaxMismatches} (smallest top-2 length gap ${c.minTop2Gap.toExponential(2)})`,
+  );
   for (const o of OUTPUTS) assert.ok(c.maxDiff[o] <= TOLERANCE[o], `${label}: ${o} differs by ${c.maxDiff[o]} > ${TOLERANCE[o]}`);
   assert.equal(c.argmaxMismatches, 0, `${label}: argmax differs on ${c.argmaxMismatches} images`);
 }
@@ -133,13 +147,18 @@ describe('ONNX Runtime CPU vs tfjs', () => {
     assertParity(`trained small (routing ${checkpoint.config.routingIterations})`, full);
     const accuracy = full.correct / split.count;
     const recorded = checkpoint.metrics.at(-1)?.test_accuracy;
-    console.log(`ONNX accuracy ${(100 * accuracy).toFixed(2)}% on ${split.count} digits; checkpoint recorded ${recorded === undefined ? 'none' : (100 * recorded).toFixed(2) + '%'}`);
+    console.log(
+      `ONNX accuracy ${(100 * accuracy).toFixed(2)}% on ${split.count} digits; checkpoint recorded ${recorded === undefined ? 'none' : `${(100 * recorded).toFixed(2)}%`}`,
+    );
     if (recorded !== undefined) assert.ok(Math.abs(accuracy - recorded) <= 0.0025, `accuracy ${accuracy} vs recorded ${recorded}`);
 
     for (const iterations of [1, 2, 3, 5]) {
       const config = { ...checkpoint.config, routingIterations: iterations };
       const { model } = buildCapsNetModels(config, checkpoint.weights, {
-        classLabels: checkpoint.classLabels, dataset: checkpoint.dataset, testAccuracy: null, checkpointSha256: checkpoint.sha256,
+        classLabels: checkpoint.classLabels,
+        dataset: checkpoint.dataset,
+        testAccuracy: null,
+        checkpointSha256: checkpoint.sha256,
       });
       assert.equal(model.graph.node.filter((n) => n.op_type === 'Softmax').length, iterations);
       assertParity(`trained small, routing ${iterations}`, await compare(encodeModel(model), params, config, split.images, 200));
@@ -155,7 +174,12 @@ describe('ONNX Runtime CPU vs tfjs', () => {
     params['digit/W']!.assign(tf.mul(params['digit/W']!, 20));
     const weights: Record<string, Float32Array> = {};
     for (const [name, v] of Object.entries(params)) weights[name] = (await v.data()) as Float32Array;
-    const { model } = buildCapsNetModels(config, weights, { classLabels: ['a', 'b', 'c', 'd', 'e'], dataset: 'random', testAccuracy: null, checkpointSha256: '' });
+    const { model } = buildCapsNetModels(config, weights, {
+      classLabels: ['a', 'b', 'c', 'd', 'e'],
+      dataset: 'random',
+      testAccuracy: null,
+      checkpointSha256: '',
+    });
     let state = 12345;
     const count = 100;
     const images = Float32Array.from({ length: count * 32 * 32 * 3 }, () => {

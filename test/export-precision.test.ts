@@ -14,7 +14,13 @@ import { METADATA_KEYS, derivedSizes, readModelMetadata } from '@capsnet-onnx/co
 import { buildCapsNetModels } from '../packages/capsnet/src/export/exporter.ts';
 import { formatSummary, summarizeModel } from '../packages/capsnet/src/export/inspect.ts';
 import { DataType, encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
-import { type ComputePrecision, computePrecisionFor, float16BitsToNumber, float32ToFloat16Bits, quantizeInt8PerChannel } from '../packages/capsnet/src/export/precision.ts';
+import {
+  type ComputePrecision,
+  computePrecisionFor,
+  float16BitsToNumber,
+  float32ToFloat16Bits,
+  quantizeInt8PerChannel,
+} from '../packages/capsnet/src/export/precision.ts';
 import { parseConfigText, writeTritonRepository } from '../packages/capsnet/src/export/triton.ts';
 import { loadCheckpoint, saveCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
@@ -66,7 +72,8 @@ const maxAbs = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.
 
 describe('fp16 and int8 exports', () => {
   const weights = syntheticWeights(TINY_CONFIG, 1, (name) => (name === 'digit/W' ? 1 : 0.4));
-  const build = (precision: 'fp32' | 'fp16' | 'int8', compute?: ComputePrecision) => buildCapsNetModels(TINY_CONFIG, weights, { ...TINY_PROVENANCE, precision, compute });
+  const build = (precision: 'fp32' | 'fp16' | 'int8', compute?: ComputePrecision) =>
+    buildCapsNetModels(TINY_CONFIG, weights, { ...TINY_PROVENANCE, precision, compute });
 
   test('weights are stored as FLOAT16 / INT8 and widened by Cast / DequantizeLinear; metadata and inspect say so', () => {
     const fp16 = build('fp16', 'fp32').model;
@@ -86,7 +93,7 @@ describe('fp16 and int8 exports', () => {
     assert.equal(readModelMetadata(encodeModel(build('fp32').model)).precision, 'fp32');
   });
 
-  test('on ORT cpu the quantised graphs compute what the fp32 one does, within the precision\'s error', async () => {
+  test("on ORT cpu the quantised graphs compute what the fp32 one does, within the precision's error", async () => {
     const c = TINY_CONFIG;
     const n = 6;
     const pixels = c.inputHeight * c.inputWidth * c.inputChannels;
@@ -137,14 +144,18 @@ describe('fp16 and int8 exports', () => {
 
 describe('fp16 compute (mixed precision)', () => {
   const weights = syntheticWeights(TINY_CONFIG, 5, (name) => (name === 'digit/W' ? 1 : 0.4));
-  const build = (precision: 'fp32' | 'fp16' | 'int8', compute?: ComputePrecision) => buildCapsNetModels(TINY_CONFIG, weights, { ...TINY_PROVENANCE, precision, compute });
+  const build = (precision: 'fp32' | 'fp16' | 'int8', compute?: ComputePrecision) =>
+    buildCapsNetModels(TINY_CONFIG, weights, { ...TINY_PROVENANCE, precision, compute });
 
   test('--compute: fp16 weights default to fp16 compute; fp32 and int8 weights refuse it in one line', () => {
     assert.equal(computePrecisionFor('fp16'), 'fp16');
     assert.equal(computePrecisionFor('fp16', 'fp32'), 'fp32');
     assert.equal(computePrecisionFor('fp32'), 'fp32');
     assert.equal(computePrecisionFor('int8'), 'fp32');
-    assert.throws(() => computePrecisionFor('fp32', 'fp16'), /^Error: --compute applies to --precision fp16 only \(fp32 weights always compute in float32\): drop --compute, or add --precision fp16$/);
+    assert.throws(
+      () => computePrecisionFor('fp32', 'fp16'),
+      /^Error: --compute applies to --precision fp16 only \(fp32 weights always compute in float32\): drop --compute, or add --precision fp16$/,
+    );
     assert.throws(() => computePrecisionFor('int8', 'fp32'), /--compute applies to --precision fp16 only \(int8 weights/);
     assert.throws(() => computePrecisionFor('fp16', 'bf16'), /unknown compute precision "bf16": choose one of fp32, fp16/);
   });
@@ -166,8 +177,13 @@ describe('fp16 compute (mixed precision)', () => {
       writeFileSync(files.widened, encodeModel(widened.model));
       const types = inferredNodeTypes(files.model);
       const layers = TINY_CONFIG.decoderHidden.length + 1;
-      const halfNodes = ['conv1/Conv', 'conv1/Relu', 'primary/Conv', 'digit/MatMul',
-        ...Array.from({ length: layers }, (_, l) => [`decoder/dense${l}/MatMul`, `decoder/dense${l}/Add`]).flat()];
+      const halfNodes = [
+        'conv1/Conv',
+        'conv1/Relu',
+        'primary/Conv',
+        'digit/MatMul',
+        ...Array.from({ length: layers }, (_, l) => [`decoder/dense${l}/MatMul`, `decoder/dense${l}/Add`]).flat(),
+      ];
       for (const node of halfNodes) assert.equal(types[node], 'FLOAT16', node);
       const delicate = Object.keys(types).filter((n) => /squash\/|^routing\/|^lengths\/|^mask\//.test(n));
       assert.ok(delicate.length > 30, `${delicate.length} squash/routing/lengths/mask nodes`);
@@ -176,13 +192,20 @@ describe('fp16 compute (mixed precision)', () => {
       assert.equal(types[`decoder/dense${layers - 1}/Sigmoid`], 'FLOAT', 'the sigmoid runs in float32');
       // Three half sections (conv1 + PrimaryCaps, u_hat, the decoder), each entered and left by a Cast; the
       // graph's inputs and outputs stay float32.
-      const casts = (kind: string) => Object.keys(types).filter((n) => n.endsWith(`/${kind}`)).sort();
+      const casts = (kind: string) =>
+        Object.keys(types)
+          .filter((n) => n.endsWith(`/${kind}`))
+          .sort();
       assert.deepEqual(casts('ToHalf'), ['conv1/ToHalf', 'decoder/ToHalf', 'digit/ToHalf']);
       assert.deepEqual(casts('ToFloat'), ['decoder/dense2/ToFloat', 'digit/ToFloat', 'primary/ToFloat']);
       for (const v of [...half.model.graph.input, ...half.model.graph.output]) assert.equal(v.type?.tensor_type?.elem_type, DataType.FLOAT, v.name);
       const decoderTypes = inferredNodeTypes(files.decoder);
       assert.equal(decoderTypes['decoder/dense0/MatMul'], 'FLOAT16');
-      assert.deepEqual(Object.entries(inferredNodeTypes(files.widened)).filter(([, v]) => v === 'FLOAT16'), [], '--compute fp32: no float16 node');
+      assert.deepEqual(
+        Object.entries(inferredNodeTypes(files.widened)).filter(([, v]) => v === 'FLOAT16'),
+        [],
+        '--compute fp32: no float16 node',
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -197,7 +220,10 @@ describe('fp16 compute (mixed precision)', () => {
     const summary = summarizeModel(half, encodeModel(half).length);
     assert.equal(summary.computePrecision, 'fp16');
     assert.ok(summary.nodeTypes.float16! >= 8 && summary.nodeTypes.float! > summary.nodeTypes.float16!, JSON.stringify(summary.nodeTypes));
-    assert.match(formatSummary(summary), /^precision: fp16 weights \(float16 [\d.]+ KiB.*\); fp16 compute \(\d+ float nodes, \d+ float16 nodes\); inputs and outputs float32$/m);
+    assert.match(
+      formatSummary(summary),
+      /^precision: fp16 weights \(float16 [\d.]+ KiB.*\); fp16 compute \(\d+ float nodes, \d+ float16 nodes\); inputs and outputs float32$/m,
+    );
     assert.match(formatSummary(summarizeModel(build('fp16', 'fp32').model, 1)), /; fp32 compute \(\d+ float nodes\);/);
   });
 
@@ -225,12 +251,17 @@ describe('fp16 compute (mixed precision)', () => {
     const rounded = await lengthsOf('fp16', undefined, 'disabled');
     const widened = await lengthsOf('fp16', 'fp32');
     const tol = FP16_COMPUTE_TOLERANCES;
-    console.log(`fp16 compute vs fp32 on ${n} digits, max |length diff|: ORT cpu ${maxAbs(half, fp32).toExponential(2)}, ` +
-      `activations rounded (optimisations off) ${maxAbs(rounded, fp32).toExponential(2)}; fp16 weights only ${maxAbs(widened, fp32).toExponential(2)}; tolerance ${tol.lengths}`);
+    console.log(
+      `fp16 compute vs fp32 on ${n} digits, max |length diff|: ORT cpu ${maxAbs(half, fp32).toExponential(2)}, ` +
+        `activations rounded (optimisations off) ${maxAbs(rounded, fp32).toExponential(2)}; fp16 weights only ${maxAbs(widened, fp32).toExponential(2)}; tolerance ${tol.lengths}`,
+    );
     assert.ok(maxAbs(rounded, half) > 0, 'with optimisations off the activations really are rounded to fp16');
     const K = c.numClasses;
     const argmax = (a: Float32Array, i: number) => Array.from(a.subarray(i * K, (i + 1) * K)).reduce((best, v, k, all) => (v > all[best]! ? k : best), 0);
-    for (const [name, lengths] of [['ORT cpu', half], ['rounded', rounded]] as const) {
+    for (const [name, lengths] of [
+      ['ORT cpu', half],
+      ['rounded', rounded],
+    ] as const) {
       assert.ok(maxAbs(lengths, fp32) <= tol.lengths, `${name}: lengths differ by ${maxAbs(lengths, fp32)}`);
       for (let i = 0; i < n; i++) {
         const sorted = Array.from(fp32.subarray(i * K, (i + 1) * K)).sort((a, b) => b - a);
@@ -254,8 +285,13 @@ describe('Triton model repository', () => {
 
   test('config.pbtxt parses as ModelConfig text format with the inputs, outputs, dims, batching and instances written', () => {
     const repo = join(dir, 'repo');
-    const written = writeTritonRepository({ dir: repo, name: 'tiny', maxBatchSize: 8, maxQueueDelayUs: 500, instanceKind: 'gpu', instanceCount: 2 },
-      TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'test export');
+    const written = writeTritonRepository(
+      { dir: repo, name: 'tiny', maxBatchSize: 8, maxQueueDelayUs: 500, instanceKind: 'gpu', instanceCount: 2 },
+      TINY_CONFIG,
+      TINY_PROVENANCE.classLabels,
+      bytes,
+      'test export',
+    );
     assert.deepEqual(readdirSync(repo).sort(), ['tiny', 'tiny_decoder']);
     assert.deepEqual(readFileSync(join(repo, 'tiny', '1', 'model.onnx')), Buffer.from(bytes.model));
     assert.deepEqual(readFileSync(join(repo, 'tiny_decoder', '1', 'model.onnx')), Buffer.from(bytes.decoder));
@@ -296,8 +332,11 @@ describe('Triton model repository', () => {
     const repo = join(dir, 'again');
     writeTritonRepository({ dir: repo }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'first');
     const before = readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8');
-    assert.throws(() => writeTritonRepository({ dir: repo }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'second'),
-      (e: Error) => e.name === 'OutputExistsError' && /capsnet already exists: pass overwrite: true to replace it, or choose another triton\.name/.test(e.message));
+    assert.throws(
+      () => writeTritonRepository({ dir: repo }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'second'),
+      (e: Error) =>
+        e.name === 'OutputExistsError' && /capsnet already exists: pass overwrite: true to replace it, or choose another triton\.name/.test(e.message),
+    );
     assert.equal(readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8'), before);
     writeTritonRepository({ dir: repo, overwrite: true }, TINY_CONFIG, TINY_PROVENANCE.classLabels, bytes, 'third');
     assert.match(readFileSync(join(repo, 'capsnet', 'config.pbtxt'), 'utf8'), /^# third/);
@@ -307,7 +346,10 @@ describe('Triton model repository', () => {
     assert.throws(() => writeTritonRepository({ dir: file }, TINY_CONFIG, [], bytes, ''), /is a file: give a directory/);
     assert.throws(() => writeTritonRepository({ dir: join(dir, 'r'), name: '../up' }, TINY_CONFIG, [], bytes, ''), /must be letters, digits/);
     assert.ok(!existsSync(join(dir, 'r')));
-    assert.deepEqual(readdirSync(repo).filter((f) => f.startsWith('.tmp')), []);
+    assert.deepEqual(
+      readdirSync(repo).filter((f) => f.startsWith('.tmp')),
+      [],
+    );
   });
 });
 
@@ -317,15 +359,27 @@ describe('capsnet export --precision / --triton (CLI)', () => {
     dir = mkdtempSync(join(tmpdir(), 'capsnet-precision-cli-'));
     mkdirSync(join(dir, 'run'));
     saveCheckpoint(join(dir, 'run'), {
-      config: TINY_CONFIG, epoch: 1, step: 1, seed: 1, run: { batchSize: 8 }, dataset: 'mnist-sample', classLabels: TINY_PROVENANCE.classLabels,
-      backend: 'cpu', metrics: [], weights: syntheticWeights(TINY_CONFIG, 4, () => 0.2), optimizer: { m: {}, v: {} },
+      config: TINY_CONFIG,
+      epoch: 1,
+      step: 1,
+      seed: 1,
+      run: { batchSize: 8 },
+      dataset: 'mnist-sample',
+      classLabels: TINY_PROVENANCE.classLabels,
+      backend: 'cpu',
+      metrics: [],
+      weights: syntheticWeights(TINY_CONFIG, 4, () => 0.2),
+      optimizer: { m: {}, v: {} },
     });
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
   const cli = (...args: string[]) => execa('node', [CLI, ...args], { cwd: ROOT, reject: false });
 
   test('--compute: fp16 by default with --precision fp16, fp32 on request, a one-line error with fp32 or int8 weights', async () => {
-    for (const [args, expected] of [[[], 'fp16'], [['--compute', 'fp32'], 'fp32']] as const) {
+    for (const [args, expected] of [
+      [[], 'fp16'],
+      [['--compute', 'fp32'], 'fp32'],
+    ] as const) {
       const out = join(dir, `m.${expected}.onnx`);
       const exported = await cli('export', join(dir, 'run'), '--precision', 'fp16', ...args, '-o', out, '--json');
       assert.equal(exported.exitCode, 0, exported.stderr);
@@ -334,10 +388,16 @@ describe('capsnet export --precision / --triton (CLI)', () => {
       assert.match(inspect.stdout, new RegExp(`^precision: fp16 weights .*; ${expected} compute \\(`, 'm'));
       assert.match(inspect.stdout, new RegExp(`^  capsnet\\.compute_precision: ${expected}$`, 'm'));
     }
-    for (const args of [['--compute', 'fp16'], ['--precision', 'int8', '--compute', 'fp32']]) {
+    for (const args of [
+      ['--compute', 'fp16'],
+      ['--precision', 'int8', '--compute', 'fp32'],
+    ]) {
       const refused = await cli('export', join(dir, 'run'), ...args, '-o', join(dir, 'refused.onnx'));
       assert.equal(refused.exitCode, 1, args.join(' '));
-      assert.match(refused.stderr, /^capsnet: --compute applies to --precision fp16 only \((fp32|int8) weights always compute in float32\): drop --compute, or add --precision fp16$/m);
+      assert.match(
+        refused.stderr,
+        /^capsnet: --compute applies to --precision fp16 only \((fp32|int8) weights always compute in float32\): drop --compute, or add --precision fp16$/m,
+      );
       assert.doesNotMatch(refused.stderr, /\n\s+at /, 'one line, no stack');
       assert.ok(!existsSync(join(dir, 'refused.onnx')), 'nothing written');
     }

@@ -27,10 +27,19 @@ import { TOLERANCES } from '../packages/capsnet/src/parity/matrix.ts';
 import { CLI, ROOT } from './support/fixtures.ts';
 import { syntheticWeights } from './support/tiny-model.ts';
 
-
-const tiny = presetConfig('small', { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 }, {
-  conv1Filters: 8, conv1Kernel: 5, primaryMaps: 2, primaryDim: 4, primaryKernel: 5, digitDim: 6, decoderHidden: [16, 24],
-});
+const tiny = presetConfig(
+  'small',
+  { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
+  {
+    conv1Filters: 8,
+    conv1Kernel: 5,
+    primaryMaps: 2,
+    primaryDim: 4,
+    primaryKernel: 5,
+    digitDim: 6,
+    decoderHidden: [16, 24],
+  },
+);
 const LABELS = ['zero', 'one', 'two', 'three'];
 
 /** tfjs params from initParams, with digit/W scaled up so capsule lengths are well apart (clear argmax). */
@@ -98,7 +107,13 @@ before(async () => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const provenance = { classLabels: LABELS, dataset: 'unit-test', testAccuracy: 0.5, checkpointSha256: 'f'.repeat(64), exportedAt: new Date('2024-01-02T03:04:05Z') };
+const provenance = {
+  classLabels: LABELS,
+  dataset: 'unit-test',
+  testAccuracy: 0.5,
+  checkpointSha256: 'f'.repeat(64),
+  exportedAt: new Date('2024-01-02T03:04:05Z'),
+};
 
 describe('ONNX schema and graph', () => {
   const { weights } = tinyParams(tiny, 1);
@@ -115,7 +130,10 @@ describe('ONNX schema and graph', () => {
       assert.equal(back.graph.doc_string, original.graph.doc_string);
       assert.equal(back.graph.node.length, original.graph.node.length);
       const norm = (n: NodeProto) => ({
-        name: n.name, op_type: n.op_type, input: n.input, output: n.output,
+        name: n.name,
+        op_type: n.op_type,
+        input: n.input,
+        output: n.output,
         attribute: (n.attribute ?? []).map((a) => ({ name: a.name, type: a.type, f: a.f, i: a.i, ints: a.ints ?? [], floats: a.floats ?? [] })),
       });
       original.graph.node.forEach((n, k) => assert.deepEqual(norm(back.graph.node[k]!), norm(n), `node ${n.name}`));
@@ -129,7 +147,10 @@ describe('ONNX schema and graph', () => {
       });
       assert.deepEqual(back.metadata_props, original.metadata_props);
       for (const side of ['input', 'output'] as const) {
-        assert.deepEqual(back.graph[side].map((v) => [v.name, v.doc_string, v.type]), original.graph[side].map((v) => [v.name, v.doc_string, v.type]));
+        assert.deepEqual(
+          back.graph[side].map((v) => [v.name, v.doc_string, v.type]),
+          original.graph[side].map((v) => [v.name, v.doc_string, v.type]),
+        );
       }
     }
   });
@@ -147,7 +168,11 @@ describe('ONNX schema and graph', () => {
       node.input.forEach((input, k) => {
         if (int64.has(input!)) assert.ok(['Reshape', 'Unsqueeze', 'ReduceSum'].includes(node.op_type) && k === 1, `${node.name} reads int64 ${input}`);
       });
-      if (node.op_type === 'Cast') assert.deepEqual(node.attribute?.map((a) => [a.name, a.i]), [['to', DataType.FLOAT]]);
+      if (node.op_type === 'Cast')
+        assert.deepEqual(
+          node.attribute?.map((a) => [a.name, a.i]),
+          [['to', DataType.FLOAT]],
+        );
     }
   });
 
@@ -168,7 +193,11 @@ describe('ONNX schema and graph', () => {
 
   test('inputs, outputs, doc strings and metadata follow runtime/contract.ts', () => {
     const { numPrimaryCaps, pixels } = derivedSizes(tiny);
-    const io = (v: ModelProto['graph']['input'][number]) => [v.name, v.type!.tensor_type!.elem_type, v.type!.tensor_type!.shape!.dim.map((d) => d.dim_value ?? d.dim_param)];
+    const io = (v: ModelProto['graph']['input'][number]) => [
+      v.name,
+      v.type!.tensor_type!.elem_type,
+      v.type!.tensor_type!.shape!.dim.map((d) => d.dim_value ?? d.dim_param),
+    ];
     assert.deepEqual(model.graph.input.map(io), [['images', DataType.FLOAT, ['N', 20, 20, 1]]]);
     assert.deepEqual(model.graph.output.map(io), [
       ['lengths', DataType.FLOAT, ['N', 4]],
@@ -247,11 +276,16 @@ describe('ONNX Runtime', () => {
   test('ties in the capsule lengths mask exactly one capsule, the first, like tf.argMax', async () => {
     // The mask subgraph on its own, fed lengths that tie by construction: a tie computed by MatMul kernels is not
     // exact on every CPU (AVX2 and AVX-512 sum in different orders), so the exact rule is tested on chosen values.
-    const J = 4, D = 3;
+    const J = 4,
+      D = 3;
     const g = new GraphBuilder('mask_only');
     const lengthsIn = g.input('lengths', ['N', J], 'chosen capsule lengths');
     const capsulesIn = g.input('capsules', ['N', J, D], 'capsules');
-    g.output(g.scope('mask', () => maskLongestCapsule(g, lengthsIn, capsulesIn, J)), ['N', J, D], 'masked');
+    g.output(
+      g.scope('mask', () => maskLongestCapsule(g, lengthsIn, capsulesIn, J)),
+      ['N', J, D],
+      'masked',
+    );
     const session = await ort.InferenceSession.create(encodeModel(buildModel(g.graph(), { producerName: 'test', producerVersion: '0', metadata: {} })));
     const rows = [
       [0.5, 0.5, 0.2, 0.5], // three-way tie: the first wins
@@ -269,10 +303,11 @@ describe('ONNX Runtime', () => {
     });
     const masked = out[Object.keys(out)[0]!]!.data as Float32Array;
     for (let r = 0; r < n; r++) {
-      for (let j = 0; j < J; j++) for (let d = 0; d < D; d++) {
-        const k = (r * J + j) * D + d;
-        assert.equal(masked[k], j === expected[r] ? caps[k] : 0, `row ${r} class ${j}`);
-      }
+      for (let j = 0; j < J; j++)
+        for (let d = 0; d < D; d++) {
+          const k = (r * J + j) * D + d;
+          assert.equal(masked[k], j === expected[r] ? caps[k] : 0, `row ${r} class ${j}`);
+        }
       assert.equal(tf.argMax(tf.tensor1d(rows[r]!), 0).dataSync()[0], expected[r], 'tf.argMax picks the same class');
     }
     await session.release();
@@ -285,14 +320,16 @@ describe('node placement log parser', () => {
     const all = parseNodePlacements(`${prefix} Node placements\n${prefix}  All nodes placed on [WebGpuExecutionProvider]. Number of nodes: 81\n`);
     assert.deepEqual(all, [{ provider: 'WebGpuExecutionProvider', count: 81, nodes: [] }]);
     assert.deepEqual(cpuComputeNodes(all!), []);
-    const mixed = parseNodePlacements([
-      `${prefix} Node placements`,
-      `${prefix}  Node(s) placed on [CPUExecutionProvider]. Number of nodes: 2`,
-      `${prefix}   Equal (mask/Equal)`,
-      `${prefix}   MemcpyToHost (Memcpy_token_0)`,
-      `${prefix}  Node(s) placed on [WebGpuExecutionProvider]. Number of nodes: 1`,
-      `${prefix}   Relu (conv1/Relu)`,
-    ].join('\n'));
+    const mixed = parseNodePlacements(
+      [
+        `${prefix} Node placements`,
+        `${prefix}  Node(s) placed on [CPUExecutionProvider]. Number of nodes: 2`,
+        `${prefix}   Equal (mask/Equal)`,
+        `${prefix}   MemcpyToHost (Memcpy_token_0)`,
+        `${prefix}  Node(s) placed on [WebGpuExecutionProvider]. Number of nodes: 1`,
+        `${prefix}   Relu (conv1/Relu)`,
+      ].join('\n'),
+    );
     assert.deepEqual(cpuComputeNodes(mixed!), [{ opType: 'Equal', name: 'mask/Equal' }]);
     assert.equal(parseNodePlacements('no placements here'), null);
   });
@@ -306,8 +343,17 @@ describe('capsnet export / inspect', () => {
   before(() => {
     mkdirSync(run(), { recursive: true });
     saveCheckpoint(run(), {
-      config: tiny, epoch: 1, step: 5, seed: 1, run: { batchSize: 32 }, dataset: 'mnist-sample', classLabels: LABELS, backend: 'cpu',
-      metrics: [{ epoch: 1, step: 5, test_accuracy: 0.875 } as never], weights: syntheticWeights(tiny, 5, () => 0.05), optimizer: { m: {}, v: {} },
+      config: tiny,
+      epoch: 1,
+      step: 5,
+      seed: 1,
+      run: { batchSize: 32 },
+      dataset: 'mnist-sample',
+      classLabels: LABELS,
+      backend: 'cpu',
+      metrics: [{ epoch: 1, step: 5, test_accuracy: 0.875 } as never],
+      weights: syntheticWeights(tiny, 5, () => 0.05),
+      optimizer: { m: {}, v: {} },
     });
   });
 
@@ -321,8 +367,14 @@ describe('capsnet export / inspect', () => {
     const summary = JSON.parse((await cli('inspect', out, '--json')).stdout);
     assert.equal(summary.fileSize, statSync(out).size);
     assert.deepEqual(summary.opset, [{ domain: 'ai.onnx', version: 17 }]);
-    assert.deepEqual(summary.inputs.map((i: { name: string; shape: unknown[] }) => [i.name, i.shape]), [['images', ['N', 20, 20, 1]]]);
-    assert.deepEqual(summary.outputs.map((o: { name: string }) => o.name), ['lengths', 'capsules', 'reconstruction', 'coupling']);
+    assert.deepEqual(
+      summary.inputs.map((i: { name: string; shape: unknown[] }) => [i.name, i.shape]),
+      [['images', ['N', 20, 20, 1]]],
+    );
+    assert.deepEqual(
+      summary.outputs.map((o: { name: string }) => o.name),
+      ['lengths', 'capsules', 'reconstruction', 'coupling'],
+    );
     assert.equal(summary.metadata[METADATA_KEYS.testAccuracy], '0.875');
     assert.equal(summary.metadata[METADATA_KEYS.dataset], 'mnist-sample');
     assert.match(summary.metadata[METADATA_KEYS.checkpointSha256], /^[0-9a-f]{64}$/);
@@ -352,8 +404,11 @@ describe('capsnet export / inspect', () => {
       const before = mine.map(stamp);
       await refused(['export', run(), '-o', out], mine[0]!);
       await refused(['ensemble', run(), run(), '-o', out], mine[0]!);
-      assert.throws(() => exportCheckpoint(run(), { out }), (e: Error) =>
-        e.name === 'OutputExistsError' && e.message === `${mine[0]} already exists: pass overwrite: true to replace it, or choose another out path`);
+      assert.throws(
+        () => exportCheckpoint(run(), { out }),
+        (e: Error) =>
+          e.name === 'OutputExistsError' && e.message === `${mine[0]} already exists: pass overwrite: true to replace it, or choose another out path`,
+      );
       assert.deepEqual(mine.map(stamp), before, 'nothing was touched');
       assert.deepEqual(listing(target), mine.map((p) => p.slice(target.length + 1)).sort(), 'no temp file, no half pair');
     }
@@ -367,7 +422,10 @@ describe('capsnet export / inspect', () => {
     const second = join(dir, 'second-run');
     mkdirSync(second, { recursive: true });
     saveCheckpoint(second, { ...loadCheckpoint(run()), seed: 12345 });
-    for (const args of [['export', run(), '-o', out, '--overwrite'], ['ensemble', run(), second, '-o', out, '--overwrite']]) {
+    for (const args of [
+      ['export', run(), '-o', out, '--overwrite'],
+      ['ensemble', run(), second, '-o', out, '--overwrite'],
+    ]) {
       const result = await cli(...args);
       assert.equal(result.exitCode, 0, result.stderr);
       assert.equal(inspectFile(out).metadata[METADATA_KEYS.dataset], 'mnist-sample');
@@ -377,7 +435,7 @@ describe('capsnet export / inspect', () => {
     assert.deepEqual(listing(target), ['model.decoder.onnx', 'model.onnx']);
   });
 
-  test('exportCheckpoint\'s errors (the capsnet-onnx API) name no command-line flag', () => {
+  test("exportCheckpoint's errors (the capsnet-onnx API) name no command-line flag", () => {
     const file = join(dir, 'plain-file');
     writeFileSync(file, 'x');
     const calls: (() => unknown)[] = [
@@ -464,8 +522,12 @@ describe('paper-size model', () => {
     writeFileSync(file, bytes);
     const seconds = (performance.now() - started) / 1000;
     const ratio = bytes.length / (4 * parameters);
-    t.diagnostic(`paper model: ${parameters} parameters, ${bytes.length} bytes (${(100 * ratio).toFixed(3)}% of 4 x params), built+encoded+written in ${seconds.toFixed(3)} s`);
-    console.log(`paper model: ${parameters} parameters, file ${bytes.length} bytes = ${(100 * ratio).toFixed(3)}% of 4 x params, export ${seconds.toFixed(3)} s`);
+    t.diagnostic(
+      `paper model: ${parameters} parameters, ${bytes.length} bytes (${(100 * ratio).toFixed(3)}% of 4 x params), built+encoded+written in ${seconds.toFixed(3)} s`,
+    );
+    console.log(
+      `paper model: ${parameters} parameters, file ${bytes.length} bytes = ${(100 * ratio).toFixed(3)}% of 4 x params, export ${seconds.toFixed(3)} s`,
+    );
     assert.equal(parameters, 8215568);
     assert.ok(Math.abs(ratio - 1) < 0.01, `file size ratio ${ratio}`);
     if (!pythonOnnxAvailable()) {

@@ -26,7 +26,9 @@ const EPOCHS = '2';
 /** Run the child; `fault` kills it from inside, `killAfterMs` from outside. Resolves with how it ended. */
 async function child(args: string[], options: { fault?: string; killAfterMs?: number } = {}) {
   const run = execa('node', ['--import', 'tsx', CHILD, ...args], {
-    cwd: ROOT, reject: false, env: { FAULT_BACKEND: 'wasm', ...(options.fault ? { CAPSNET_FAULT: options.fault } : {}) },
+    cwd: ROOT,
+    reject: false,
+    env: { FAULT_BACKEND: 'wasm', ...(options.fault ? { CAPSNET_FAULT: options.fault } : {}) },
   });
   const timer = options.killAfterMs === undefined ? undefined : setTimeout(() => run.kill('SIGKILL'), options.killAfterMs);
   const result = await run;
@@ -68,10 +70,22 @@ describe('SIGKILL during train, then resume', { timeout: 600_000 }, () => {
       assert.ok(Buffer.from(a.weights[name]!.buffer).equals(Buffer.from(b.weights[name]!.buffer)), `seed ${SEED}: weight ${name} differs`);
       assert.ok(Buffer.from(a.optimizer.v[name]!.buffer).equals(Buffer.from(b.optimizer.v[name]!.buffer)), `seed ${SEED}: Adam v of ${name} differs`);
     }
-    const metrics = (dir: string) => readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const metrics = (dir: string) =>
+      readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
     const [ma, mb] = [metrics(reference), metrics(killed)];
-    assert.deepEqual(mb.map((m) => m.epoch), [1, 2]);
-    for (const key of ['test_accuracy', 'margin_loss', 'train_loss', 'step']) assert.deepEqual(mb.map((m) => m[key]), ma.map((m) => m[key]), `seed ${SEED}: ${key}`);
+    assert.deepEqual(
+      mb.map((m) => m.epoch),
+      [1, 2],
+    );
+    for (const key of ['test_accuracy', 'margin_loss', 'train_loss', 'step'])
+      assert.deepEqual(
+        mb.map((m) => m[key]),
+        ma.map((m) => m[key]),
+        `seed ${SEED}: ${key}`,
+      );
     assert.deepEqual(leftovers(killed), [], `seed ${SEED}`);
     assert.deepEqual(leftovers(reference), []);
   });
@@ -90,7 +104,11 @@ describe('SIGKILL during train, then resume', { timeout: 600_000 }, () => {
     writeFileSync(out, old.model);
     writeFileSync(decoderOf(out), old.decoder);
     const faults: { fault?: string; killAfterMs?: number }[] = [
-      { fault: 'write:1' }, { fault: 'write:2' }, { fault: 'rename:1' }, { fault: 'rename:2' }, { killAfterMs: 300 + Math.round(rng.next() * 1500) },
+      { fault: 'write:1' },
+      { fault: 'write:2' },
+      { fault: 'rename:1' },
+      { fault: 'rename:2' },
+      { killAfterMs: 300 + Math.round(rng.next() * 1500) },
     ];
     for (const f of faults) {
       await child(['export', reference, out], f);

@@ -64,15 +64,23 @@ function cannedResults(steps: Record<string, { rows: Row[]; done: boolean; rc: n
 describe('GPU check summary (canned results)', () => {
   test('ratios pair the tfjs-webgpu and PyTorch rows of the same batch; a cut step and a crashed step get rows', () => {
     const out = cannedResults({
-      a: { done: true, rc: 0, rows: [
-        { row: 'a ort-webgpu paper fp32 parity', status: 'pass', lengths: 2e-7, capsules: 1e-7, reconstruction: 3e-7, argmax: '32/32', batch: 32 },
-        { row: 'a ort-webgpu paper fp32 b256', status: 'ok', ms: 40, batch: 256, imagesPerS: 6400, gflops: 1000 },
-      ] },
+      a: {
+        done: true,
+        rc: 0,
+        rows: [
+          { row: 'a ort-webgpu paper fp32 parity', status: 'pass', lengths: 2e-7, capsules: 1e-7, reconstruction: 3e-7, argmax: '32/32', batch: 32 },
+          { row: 'a ort-webgpu paper fp32 b256', status: 'ok', ms: 40, batch: 256, imagesPerS: 6400, gflops: 1000 },
+        ],
+      },
       b: { done: false, rc: 124, rows: [{ row: 'b tfjs-webgpu step paper b32', status: 'ok', ms: 90, batch: 32, imagesPerS: 355 }] },
-      c: { done: true, rc: 0, rows: [
-        { row: 'c pytorch-cuda paper step b32', status: 'ok', ms: 10, batch: 32, imagesPerS: 3200 },
-        { row: 'c pytorch-cuda paper forward b256', status: 'ok', ms: 8, batch: 256, imagesPerS: 32000 },
-      ] },
+      c: {
+        done: true,
+        rc: 0,
+        rows: [
+          { row: 'c pytorch-cuda paper step b32', status: 'ok', ms: 10, batch: 32, imagesPerS: 3200 },
+          { row: 'c pytorch-cuda paper forward b256', status: 'ok', ms: 8, batch: 256, imagesPerS: 32000 },
+        ],
+      },
       d: { done: false, rc: 1, rows: [], log: 'starting\nError: libcublasLt.so.12: cannot open shared object file\n' },
     });
     const s = summarize(out, 300);
@@ -124,8 +132,12 @@ describe('GPU bundle', () => {
     const total = Object.values(sizes).reduce((a, b) => a + b, 0);
     console.log(`bundle: ${(total / 2 ** 20).toFixed(2)} MiB: ${parts.map((f) => `${f} ${(sizes[f]! / 2 ** 20).toFixed(2)}`).join(', ')}`);
     assert.ok(total <= 56 * 2 ** 20, `bundle is ${total} bytes`);
-    for (const part of ['node.tar.xz', 'ort.tar.xz', 'dawn.tar.xz', 'app.tar.xz', 'data.tar.xz', 'run.sh', 'BUNDLE.json']) assert.ok(parts.includes(part), `no ${part}`);
-    assert.ok(parts.some((f) => /^libvulkan1_.*_amd64\.deb$/.test(f)), 'no Vulkan loader .deb');
+    for (const part of ['node.tar.xz', 'ort.tar.xz', 'dawn.tar.xz', 'app.tar.xz', 'data.tar.xz', 'run.sh', 'BUNDLE.json'])
+      assert.ok(parts.includes(part), `no ${part}`);
+    assert.ok(
+      parts.some((f) => /^libvulkan1_.*_amd64\.deb$/.test(f)),
+      'no Vulkan loader .deb',
+    );
     // Nothing for other platforms, and no npm client or package manager inside.
     const listing = spawnSync('sh', ['-c', `for f in "${BUNDLE}"/*.tar.xz; do tar -tJf "$f"; done`], { encoding: 'utf8' }).stdout;
     assert.doesNotMatch(listing, /darwin|win32|linux-arm64|\/npm\/|npx/, 'files for other platforms or npm in the bundle');
@@ -136,13 +148,24 @@ describe('GPU bundle', () => {
     const out = mkdtempSync(join(tmpdir(), 'capsnet-gpu-check-'));
     dirs.push(out);
     const env = {
-      PATH: bin, HOME: out, LANG: 'C.UTF-8', CAPSNET_GPU_CHECK_TINY: '1', CAPSNET_GPU_BUNDLE_UNPACK: 'python',
-      VK_ICD_FILENAMES: SWIFTSHADER_ICD, XDG_RUNTIME_DIR: '/tmp',
+      PATH: bin,
+      HOME: out,
+      LANG: 'C.UTF-8',
+      CAPSNET_GPU_CHECK_TINY: '1',
+      CAPSNET_GPU_BUNDLE_UNPACK: 'python',
+      VK_ICD_FILENAMES: SWIFTSHADER_ICD,
+      XDG_RUNTIME_DIR: '/tmp',
     };
     const probe = spawnSync('sh', ['-c', 'for c in node npm npx pip pip3; do command -v $c && exit 1; done; exit 0'], { env, encoding: 'utf8' });
     assert.equal(probe.status, 0, `the bare PATH still has ${probe.stdout}`);
     const started = performance.now();
-    const run = await execa('unshare', ['-n', join(BUNDLE, 'run.sh'), join(out, 'result')], { env, extendEnv: false, reject: false, all: true, timeout: 600_000 });
+    const run = await execa('unshare', ['-n', join(BUNDLE, 'run.sh'), join(out, 'result')], {
+      env,
+      extendEnv: false,
+      reject: false,
+      all: true,
+      timeout: 600_000,
+    });
     const seconds = (performance.now() - started) / 1000;
     console.log(run.all);
     console.log(`run.sh: exit ${run.exitCode} in ${seconds.toFixed(0)} s`);

@@ -23,47 +23,104 @@ after(() => {
 /** Canned results shaped like a GPU machine's: CUDA and WebGPU pass, tensorflow could not load. */
 function writeCanned(dir: string): void {
   const parity = {
-    model: 'm.onnx', checkpoint: 'run', tolerances: {}, inputs: [], nearTies: [], referenceLabels: [], failures: [], ok: true,
+    model: 'm.onnx',
+    checkpoint: 'run',
+    tolerances: {},
+    inputs: [],
+    nearTies: [],
+    referenceLabels: [],
+    failures: [],
+    ok: true,
     rows: [
       { backend: 'tfjs (reference)', ranOn: 'tfjs', status: 'reference' },
-      { backend: 'node-cuda', ranOn: 'cuda (onnxruntime-node)', status: 'pass',
+      {
+        backend: 'node-cuda',
+        ranOn: 'cuda (onnxruntime-node)',
+        status: 'pass',
         maxAbs: { lengths: 2.5e-6, capsules: 3.1e-6, reconstruction: 4e-6, decoder: 1e-6 },
-        argmax: { agree: 12, compared: 12, mismatches: [], flippedTies: [] } },
+        argmax: { agree: 12, compared: 12, mismatches: [], flippedTies: [] },
+      },
     ],
   };
-  const infer = { rows: [
-    { backend: 'ort-node-cuda', status: 'ok', ranOn: 'cuda (onnxruntime-node)', batch1Ms: 1.234, batch: 64, imagesPerS: 9876.5, gflops: 4012.3 },
-    { backend: 'ort-node-webgpu', status: 'skipped', reason: 'no adapter', ranOn: '' },
-  ] };
-  const train = { rows: [
-    { backend: 'webgpu', detail: 'tfjs webgpu on NVIDIA H200', batch: 32, step_s: 0.0851, step_over_forward: 2.9,
-      images_per_s: 376.0, step_gflops_per_s: 452.4, note: '' },
-    { backend: 'tensorflow', detail: '', batch: null, step_s: null, step_over_forward: null, images_per_s: null,
-      step_gflops_per_s: null, note: 'skipped: @tensorflow/tfjs-node-gpu is not installed' },
-  ] };
+  const infer = {
+    rows: [
+      { backend: 'ort-node-cuda', status: 'ok', ranOn: 'cuda (onnxruntime-node)', batch1Ms: 1.234, batch: 64, imagesPerS: 9876.5, gflops: 4012.3 },
+      { backend: 'ort-node-webgpu', status: 'skipped', reason: 'no adapter', ranOn: '' },
+    ],
+  };
+  const train = {
+    rows: [
+      {
+        backend: 'webgpu',
+        detail: 'tfjs webgpu on NVIDIA H200',
+        batch: 32,
+        step_s: 0.0851,
+        step_over_forward: 2.9,
+        images_per_s: 376.0,
+        step_gflops_per_s: 452.4,
+        note: '',
+      },
+      {
+        backend: 'tensorflow',
+        detail: '',
+        batch: null,
+        step_s: null,
+        step_over_forward: null,
+        images_per_s: null,
+        step_gflops_per_s: null,
+        note: 'skipped: @tensorflow/tfjs-node-gpu is not installed',
+      },
+    ],
+  };
   // The fp16 export with fp16 compute: CUDA passes within its tolerances, WebGPU's adapter lacks shader-f16.
   const parityFp16 = {
-    ...parity, precision: 'fp16', computePrecision: 'fp16',
+    ...parity,
+    precision: 'fp16',
+    computePrecision: 'fp16',
     rows: [
       parity.rows[0],
-      { backend: 'node-cuda', ranOn: 'cuda (onnxruntime-node)', status: 'pass',
+      {
+        backend: 'node-cuda',
+        ranOn: 'cuda (onnxruntime-node)',
+        status: 'pass',
         maxAbs: { lengths: 3.2e-4, capsules: 2.1e-4, reconstruction: 9e-4, decoder: 8e-4 },
-        argmax: { agree: 12, compared: 12, mismatches: [], flippedTies: [] } },
-      { backend: 'node-webgpu', ranOn: '', status: 'skipped', reason: 'device "webgpu" cannot run m.onnx: the model computes in fp16 (capsnet.compute_precision) and the WebGPU adapter lacks the shader-f16 feature: re-export it' },
+        argmax: { agree: 12, compared: 12, mismatches: [], flippedTies: [] },
+      },
+      {
+        backend: 'node-webgpu',
+        ranOn: '',
+        status: 'skipped',
+        reason:
+          'device "webgpu" cannot run m.onnx: the model computes in fp16 (capsnet.compute_precision) and the WebGPU adapter lacks the shader-f16 feature: re-export it',
+      },
     ],
   };
-  const inferFp16 = { rows: [
-    { backend: 'ort-node-cuda', status: 'ok', ranOn: 'cuda (onnxruntime-node)', batch1Ms: 0.987, batch: 64, imagesPerS: 15432.1, gflops: 6270.2 },
-  ] };
+  const inferFp16 = {
+    rows: [{ backend: 'ort-node-cuda', status: 'ok', ranOn: 'cuda (onnxruntime-node)', batch1Ms: 0.987, batch: 64, imagesPerS: 15432.1, gflops: 6270.2 }],
+  };
   writeFileSync(join(dir, 'parity.json'), JSON.stringify(parity));
   writeFileSync(join(dir, 'parity-fp16.json'), JSON.stringify(parityFp16));
   writeFileSync(join(dir, 'infer-fp16.json'), JSON.stringify(inferFp16));
   writeFileSync(join(dir, 'infer.json'), JSON.stringify(infer));
   writeFileSync(join(dir, 'train.json'), JSON.stringify(train));
   mkdirSync(join(dir, 'epoch'));
-  writeFileSync(join(dir, 'epoch', 'metrics.jsonl'), `${JSON.stringify({ epoch: 1, step: 63, test_accuracy: 0.9612, margin_loss: 0.1,
-    reconstruction_loss: 0.02, train_loss: 0.2, train_margin_loss: 0.2, train_reconstruction_loss: 0.03, images_per_second: 2104.7,
-    learning_rate: 0.001, backend: 'webgpu', seconds: 4.31 })}\n`);
+  writeFileSync(
+    join(dir, 'epoch', 'metrics.jsonl'),
+    `${JSON.stringify({
+      epoch: 1,
+      step: 63,
+      test_accuracy: 0.9612,
+      margin_loss: 0.1,
+      reconstruction_loss: 0.02,
+      train_loss: 0.2,
+      train_margin_loss: 0.2,
+      train_reconstruction_loss: 0.03,
+      images_per_second: 2104.7,
+      learning_rate: 0.001,
+      backend: 'webgpu',
+      seconds: 4.31,
+    })}\n`,
+  );
   writeFileSync(join(dir, 'epoch.status'), 'backend webgpu, batch 128, exit 0\n');
 }
 
@@ -109,8 +166,11 @@ describe('gpu-check summary table', () => {
   test('the command prints the table and writes summary.json', () => {
     const dir = tempDir();
     writeCanned(dir);
-    const out = execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'packages', 'capsnet', 'src', 'parity', 'gpu-table.ts'), dir, '--json', join(dir, 'summary.json')],
-      { cwd: ROOT, encoding: 'utf8' });
+    const out = execFileSync(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'packages', 'capsnet', 'src', 'parity', 'gpu-table.ts'), dir, '--json', join(dir, 'summary.json')],
+      { cwd: ROOT, encoding: 'utf8' },
+    );
     assert.match(out, /train epoch webgpu/);
     const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
     assert.equal(summary.train.rows[0].backend, 'webgpu');

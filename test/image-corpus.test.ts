@@ -54,7 +54,8 @@ describe('the corpus through the CLI, HTTP and the runtime (small trained model)
     for (let start = 0; start < corpus.length; start += 16) {
       const form = new FormData();
       const part = corpus.slice(start, start + 16);
-      for (const image of part) form.append('image', new Blob([Uint8Array.from(image.bytes)], { type: image.file.endsWith('.jpg') ? 'image/jpeg' : 'image/png' }), image.file);
+      for (const image of part)
+        form.append('image', new Blob([Uint8Array.from(image.bytes)], { type: image.file.endsWith('.jpg') ? 'image/jpeg' : 'image/png' }), image.file);
       const response = await fetch(`${server.url}/v1/classify?reconstruction=false`, { method: 'POST', body: form });
       const json = await response.json();
       assert.equal(response.status, 200, JSON.stringify(json));
@@ -80,7 +81,11 @@ describe('the corpus through the CLI, HTTP and the runtime (small trained model)
 
   test('each style is within 5 points of the plain digits, on every path; blanks are "no digit"', () => {
     const table: string[] = [];
-    for (const [path, labels] of [['runtime', new Map([...runtime].map(([f, r]) => [f, r.label]))], ['CLI', cli], ['HTTP', http]] as const) {
+    for (const [path, labels] of [
+      ['runtime', new Map([...runtime].map(([f, r]) => [f, r.label]))],
+      ['CLI', cli],
+      ['HTTP', http],
+    ] as const) {
       const accuracy = (style: string) => {
         const images = corpus.filter((i) => i.style === style);
         return images.filter((i) => labels.get(i.file) === i.label).length / images.length;

@@ -10,8 +10,17 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import {
-  DEFAULT_IMAGE_LIMITS, ImageError, METADATA_KEYS, decodeImage, defaultPreprocessing, hasInk, prepareImage, readImageHeader, readModelMetadata,
-  type Preprocessing, type RgbaImage,
+  DEFAULT_IMAGE_LIMITS,
+  ImageError,
+  METADATA_KEYS,
+  decodeImage,
+  defaultPreprocessing,
+  hasInk,
+  prepareImage,
+  readImageHeader,
+  readModelMetadata,
+  type Preprocessing,
+  type RgbaImage,
 } from '@capsnet-onnx/core';
 import { CapsNet } from '@capsnet-onnx/runtime/node';
 import { encode as encodePng } from 'fast-png';
@@ -47,17 +56,57 @@ describe('decoding', () => {
     for (const depth of [1, 2, 4, 8] as const) {
       const max = 2 ** depth - 1;
       const samples = Array.from(GRAY, (v) => (v ? max : 0));
-      files.push([`gray ${depth}-bit`, encodePng({ width: W, height: H, channels: 1, depth, data: depth === 8 ? Uint8Array.from(samples) : pack(samples, W, H, depth) })]);
+      files.push([
+        `gray ${depth}-bit`,
+        encodePng({ width: W, height: H, channels: 1, depth, data: depth === 8 ? Uint8Array.from(samples) : pack(samples, W, H, depth) }),
+      ]);
     }
     files.push(['gray 16-bit', encodePng({ width: W, height: H, channels: 1, depth: 16, data: Uint16Array.from(GRAY, (v) => v * 257) })]);
-    files.push(['gray+alpha 8-bit', encodePng({ width: W, height: H, channels: 2, depth: 8, data: Uint8Array.from({ length: 2 * W * H }, (_, i) => (i % 2 ? 255 : GRAY[i >> 1]!)) })]);
-    files.push(['RGB 8-bit', encodePng({ width: W, height: H, channels: 3, depth: 8, data: Uint8Array.from({ length: 3 * W * H }, (_, i) => GRAY[Math.floor(i / 3)]!) })]);
-    files.push(['RGB 16-bit', encodePng({ width: W, height: H, channels: 3, depth: 16, data: Uint16Array.from({ length: 3 * W * H }, (_, i) => GRAY[Math.floor(i / 3)]! * 257) })]);
-    files.push(['RGBA 16-bit', encodePng({ width: W, height: H, channels: 4, depth: 16, data: Uint16Array.from({ length: 4 * W * H }, (_, i) => (i % 4 === 3 ? 65535 : GRAY[i >> 2]! * 257)) })]);
-    files.push(['RGBA 8-bit Adam7', encodePng({ width: W, height: H, channels: 4, depth: 8, data: Uint8Array.from({ length: 4 * W * H }, (_, i) => (i % 4 === 3 ? 255 : GRAY[i >> 2]!)) }, { interlace: 'Adam7' })]);
+    files.push([
+      'gray+alpha 8-bit',
+      encodePng({ width: W, height: H, channels: 2, depth: 8, data: Uint8Array.from({ length: 2 * W * H }, (_, i) => (i % 2 ? 255 : GRAY[i >> 1]!)) }),
+    ]);
+    files.push([
+      'RGB 8-bit',
+      encodePng({ width: W, height: H, channels: 3, depth: 8, data: Uint8Array.from({ length: 3 * W * H }, (_, i) => GRAY[Math.floor(i / 3)]!) }),
+    ]);
+    files.push([
+      'RGB 16-bit',
+      encodePng({ width: W, height: H, channels: 3, depth: 16, data: Uint16Array.from({ length: 3 * W * H }, (_, i) => GRAY[Math.floor(i / 3)]! * 257) }),
+    ]);
+    files.push([
+      'RGBA 16-bit',
+      encodePng({
+        width: W,
+        height: H,
+        channels: 4,
+        depth: 16,
+        data: Uint16Array.from({ length: 4 * W * H }, (_, i) => (i % 4 === 3 ? 65535 : GRAY[i >> 2]! * 257)),
+      }),
+    ]);
+    files.push([
+      'RGBA 8-bit Adam7',
+      encodePng(
+        { width: W, height: H, channels: 4, depth: 8, data: Uint8Array.from({ length: 4 * W * H }, (_, i) => (i % 4 === 3 ? 255 : GRAY[i >> 2]!)) },
+        { interlace: 'Adam7' },
+      ),
+    ]);
     for (const depth of [1, 4, 8] as const) {
       const indices = Array.from(GRAY, (v) => (v ? 1 : 0));
-      files.push([`palette ${depth}-bit`, encodePng({ width: W, height: H, channels: 1, depth, palette: [[0, 0, 0], [255, 255, 255]], data: depth === 8 ? Uint8Array.from(indices) : pack(indices, W, H, depth) })]);
+      files.push([
+        `palette ${depth}-bit`,
+        encodePng({
+          width: W,
+          height: H,
+          channels: 1,
+          depth,
+          palette: [
+            [0, 0, 0],
+            [255, 255, 255],
+          ],
+          data: depth === 8 ? Uint8Array.from(indices) : pack(indices, W, H, depth),
+        }),
+      ]);
     }
     for (const [name, bytes] of files) {
       const image = decodeImage(bytes, DEFAULT_IMAGE_LIMITS, name);
@@ -69,7 +118,17 @@ describe('decoding', () => {
     }
     // Palette transparency (tRNS): the white entry fully transparent (first: fast-png's encoder writes only the
     // alphas below 255, in order, so a transparent entry must lead).
-    const indexed = encodePng({ width: W, height: H, channels: 1, depth: 8, palette: [[255, 255, 255, 0], [0, 0, 0, 255]], data: Uint8Array.from(GRAY, (v) => (v ? 0 : 1)) });
+    const indexed = encodePng({
+      width: W,
+      height: H,
+      channels: 1,
+      depth: 8,
+      palette: [
+        [255, 255, 255, 0],
+        [0, 0, 0, 255],
+      ],
+      data: Uint8Array.from(GRAY, (v) => (v ? 0 : 1)),
+    });
     const withAlpha = decodeImage(indexed);
     assert.deepEqual([withAlpha.data[3], withAlpha.data[4 * (2 * W + 5) + 3]], [0, 255]);
   });
@@ -91,7 +150,10 @@ describe('decoding', () => {
     assert.deepEqual(readImageHeader(png, limits), { format: 'png', width: W, height: H });
     const huge = png.slice();
     new DataView(huge.buffer).setUint32(16, 1_000_000); // IHDR width; the CRC is stale, so a decoder would fail later
-    assert.throws(() => decodeImage(huge, limits), (e: Error) => e instanceof ImageError && e.code === 'TOO_LARGE' && /1000000x10/.test(e.message));
+    assert.throws(
+      () => decodeImage(huge, limits),
+      (e: Error) => e instanceof ImageError && e.code === 'TOO_LARGE' && /1000000x10/.test(e.message),
+    );
     // A second IHDR (claiming a huge size) after the first: read, and refused.
     const ihdr = png.subarray(8, 8 + 25).slice();
     new DataView(ihdr.buffer).setUint32(8, 100_000);
@@ -99,14 +161,23 @@ describe('decoding', () => {
     twice.set(png.subarray(0, 33));
     twice.set(ihdr, 33);
     twice.set(png.subarray(33), 58);
-    assert.throws(() => decodeImage(twice, limits), (e: Error) => e instanceof ImageError && e.code === 'TOO_LARGE' && /IHDR chunk number 2/.test(e.message));
+    assert.throws(
+      () => decodeImage(twice, limits),
+      (e: Error) => e instanceof ImageError && e.code === 'TOO_LARGE' && /IHDR chunk number 2/.test(e.message),
+    );
     new DataView(twice.buffer).setUint32(33 + 8, W);
     assert.throws(() => decodeImage(twice, limits), /2 IHDR chunks; a PNG has exactly one/);
     const jpg = readFileSync(join(ROOT, 'test/fixtures/digit-progressive.jpg'));
     assert.deepEqual(readImageHeader(jpg, limits), { format: 'jpeg', width: 40, height: 32 });
     assert.throws(() => decodeImage(jpg, { maxSide: 36, maxPixels: 10_000 }), /40x32 \(JPEG frame header\); the limit is 36 px/);
-    assert.throws(() => decodeImage(new TextEncoder().encode('GIF89a')), (e: Error) => e instanceof ImageError && e.code === 'NOT_AN_IMAGE');
-    assert.throws(() => decodeImage(png.subarray(0, 40)), (e: Error) => e instanceof ImageError && e.code === 'BAD_IMAGE');
+    assert.throws(
+      () => decodeImage(new TextEncoder().encode('GIF89a')),
+      (e: Error) => e instanceof ImageError && e.code === 'NOT_AN_IMAGE',
+    );
+    assert.throws(
+      () => decodeImage(png.subarray(0, 40)),
+      (e: Error) => e instanceof ImageError && e.code === 'BAD_IMAGE',
+    );
   });
 });
 
@@ -153,7 +224,10 @@ describe('preparing', () => {
     // The override: told the paper is light-on-dark, the white sheet is the "ink" and fills the box.
     const forced = prepareImage(picture(100, 90, stroke, [0, 0, 0, 255], [255, 255, 255, 255]), SHAPE, MNIST, { polarity: 'light-on-dark' });
     assert.notDeepEqual(Array.from(forced.pixels), Array.from(light.pixels));
-    assert.throws(() => prepareImage(picture(4, 4, [0, 0, 1, 1], [0, 0, 0, 255], [255, 255, 255, 255]), SHAPE, MNIST, { polarity: 'invert' as never }), /polarity must be auto, light-on-dark, dark-on-light/);
+    assert.throws(
+      () => prepareImage(picture(4, 4, [0, 0, 1, 1], [0, 0, 0, 255], [255, 255, 255, 255]), SHAPE, MNIST, { polarity: 'invert' as never }),
+      /polarity must be auto, light-on-dark, dark-on-light/,
+    );
   });
 
   test('blank pictures have no ink: a cleared canvas, a white sheet, a faint smudge', () => {

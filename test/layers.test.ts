@@ -26,7 +26,15 @@ const ALLOWED: Record<string, string[]> = {
   [`${CAPSNET}/web`]: ['packages/runtime/src'],
   [`${CAPSNET}/api`]: ['packages/core/src', 'packages/runtime/src', `${CAPSNET}/files`, `${CAPSNET}/export`],
   [`${CAPSNET}/serve`]: ['packages/core/src', 'packages/runtime/src', `${CAPSNET}/data`, `${CAPSNET}/files`, `${CAPSNET}/web`],
-  [`${CAPSNET}/parity`]: ['packages/core/src', 'packages/runtime/src', `${CAPSNET}/files`, `${CAPSNET}/data`, `${CAPSNET}/train`, `${CAPSNET}/export`, `${CAPSNET}/web`],
+  [`${CAPSNET}/parity`]: [
+    'packages/core/src',
+    'packages/runtime/src',
+    `${CAPSNET}/files`,
+    `${CAPSNET}/data`,
+    `${CAPSNET}/train`,
+    `${CAPSNET}/export`,
+    `${CAPSNET}/web`,
+  ],
   [`${CAPSNET}/experiments`]: ['packages/core/src', 'packages/runtime/src', `${CAPSNET}/files`, `${CAPSNET}/data`, `${CAPSNET}/train`, `${CAPSNET}/export`],
   [`${CAPSNET}/cli`]: ['*'],
   bench: ['*', 'test/support'],
@@ -45,7 +53,9 @@ const PACKAGE_DIRS: Record<string, string> = {
   '@capsnet-onnx/core': 'packages/core/src',
   '@capsnet-onnx/runtime': 'packages/runtime/src',
 };
-const PROJECT_FOLDERS = Object.keys(ALLOWED).filter((f) => f !== 'test').concat('test/support');
+const PROJECT_FOLDERS = Object.keys(ALLOWED)
+  .filter((f) => f !== 'test')
+  .concat('test/support');
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(join(ROOT, dir), { recursive: true, encoding: 'utf8' })
@@ -93,7 +103,11 @@ function edgeProblem(file: string, spec: string): string | undefined {
 
 describe('layers', () => {
   test('every import follows the allowed edges', () => {
-    const bad = ALL.flatMap(({ file }) => importsOf(file).map((spec) => edgeProblem(file, spec)).filter((p) => p !== undefined));
+    const bad = ALL.flatMap(({ file }) =>
+      importsOf(file)
+        .map((spec) => edgeProblem(file, spec))
+        .filter((p) => p !== undefined),
+    );
     assert.deepEqual(bad, []);
   });
 
@@ -108,18 +122,29 @@ describe('layers', () => {
         seen.add(file);
         for (const spec of importsOf(file)) {
           const t = target(file, spec);
-          if (t.pkg !== undefined) { seen.add(`pkg:${t.pkg}`); continue; }
+          if (t.pkg !== undefined) {
+            seen.add(`pkg:${t.pkg}`);
+            continue;
+          }
           const path = t.path!;
-          const next = byFile.has(path) ? [path] : ALL.map((f) => f.file).filter((f) => f === join(path, 'index.ts') || (path.endsWith('/src') && f.startsWith(`${path}/`)));
+          const next = byFile.has(path)
+            ? [path]
+            : ALL.map((f) => f.file).filter((f) => f === join(path, 'index.ts') || (path.endsWith('/src') && f.startsWith(`${path}/`)));
           stack.push(...next);
         }
       }
       return seen;
     };
     const exportReach = [...reach(sourceFiles(`${CAPSNET}/export`))];
-    assert.deepEqual(exportReach.filter((x) => x.startsWith('pkg:@tensorflow')), []);
+    assert.deepEqual(
+      exportReach.filter((x) => x.startsWith('pkg:@tensorflow')),
+      [],
+    );
     const runtimeReach = [...reach(sourceFiles('packages/runtime/src'))];
-    assert.deepEqual(runtimeReach.filter((x) => x.startsWith(CAPSNET) || x.startsWith('pkg:@tensorflow')), []);
+    assert.deepEqual(
+      runtimeReach.filter((x) => x.startsWith(CAPSNET) || x.startsWith('pkg:@tensorflow')),
+      [],
+    );
     assert.ok(runtimeReach.includes('pkg:onnxruntime-web') && runtimeReach.includes('pkg:onnxruntime-node'), 'the check sees the runtime imports');
   });
 

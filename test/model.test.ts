@@ -5,13 +5,26 @@ import '@tensorflow/tfjs-backend-cpu';
 import { derivedSizes, paperConfig, presetConfig, paramShapes, Rng } from '@capsnet-onnx/core';
 import { dynamicRouting, forward, initParams, marginLoss, reconstructionLoss, squash } from '../packages/capsnet/src/train/model.ts';
 
-const tiny = presetConfig('small', { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 }, {
-  conv1Filters: 8, conv1Kernel: 5, primaryMaps: 2, primaryDim: 4, primaryKernel: 5, digitDim: 6, decoderHidden: [16, 24],
-});
+const tiny = presetConfig(
+  'small',
+  { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
+  {
+    conv1Filters: 8,
+    conv1Kernel: 5,
+    primaryMaps: 2,
+    primaryDim: 4,
+    primaryKernel: 5,
+    digitDim: 6,
+    decoderHidden: [16, 24],
+  },
+);
 
 function randomImages(n: number, h: number, w: number, c: number, seed: number): tf.Tensor4D {
   const rng = new Rng(seed);
-  return tf.tensor4d(Float32Array.from({ length: n * h * w * c }, () => rng.next()), [n, h, w, c]);
+  return tf.tensor4d(
+    Float32Array.from({ length: n * h * w * c }, () => rng.next()),
+    [n, h, w, c],
+  );
 }
 
 before(async () => {
@@ -43,20 +56,31 @@ describe('squash', () => {
     const s = tf.zeros([1, 5]);
     const v = await squash(s, 1e-7).data();
     assert.ok(v.every((x) => x === 0));
-    const g = await tf.grad((x: tf.Tensor) => tf.sum(squash(x, 1e-7)))(s).data();
-    assert.ok(g.every((x) => Number.isFinite(x)), `gradient ${g}`);
+    const g = await tf
+      .grad((x: tf.Tensor) => tf.sum(squash(x, 1e-7)))(s)
+      .data();
+    assert.ok(
+      g.every((x) => Number.isFinite(x)),
+      `gradient ${g}`,
+    );
   });
 });
 
 describe('routing', () => {
   test('coupling coefficients are a softmax over the output capsules, not the input ones', async () => {
     const rng = new Rng(3);
-    const uHat = tf.tensor4d(Float32Array.from({ length: 2 * 7 * 4 * 3 }, () => rng.normal()), [2, 7, 4, 3]);
+    const uHat = tf.tensor4d(
+      Float32Array.from({ length: 2 * 7 * 4 * 3 }, () => rng.normal()),
+      [2, 7, 4, 3],
+    );
     const { coupling } = dynamicRouting(uHat, 3, 1e-7);
     const overOutputs = await tf.sum(coupling, -1).data();
     for (const s of overOutputs) assert.ok(Math.abs(s - 1) < 1e-5, `sum over j = ${s}`);
     const overInputs = await tf.sum(coupling, 1).data();
-    assert.ok(overInputs.some((s) => Math.abs(s - 1) > 1e-2), 'sum over i should not be 1');
+    assert.ok(
+      overInputs.some((s) => Math.abs(s - 1) > 1e-2),
+      'sum over i should not be 1',
+    );
     // after 3 iterations the couplings are no longer uniform: agreement moved them
     const c = await coupling.data();
     assert.ok(c.some((x) => Math.abs(x - 0.25) > 1e-3));
@@ -94,9 +118,15 @@ describe('routing', () => {
 
 describe('forward and losses', () => {
   test('output shapes follow the config, for 3-channel 32x32 input and 5 classes', () => {
-    const config = presetConfig('small', { inputHeight: 32, inputWidth: 32, inputChannels: 3, numClasses: 5 }, {
-      conv1Filters: 8, primaryMaps: 2, decoderHidden: [16, 32],
-    });
+    const config = presetConfig(
+      'small',
+      { inputHeight: 32, inputWidth: 32, inputChannels: 3, numClasses: 5 },
+      {
+        conv1Filters: 8,
+        primaryMaps: 2,
+        decoderHidden: [16, 32],
+      },
+    );
     const out = forward(initParams(config, 2), randomImages(2, 32, 32, 3, 1), config);
     const { numPrimaryCaps } = derivedSizes(config);
     assert.deepEqual(out.lengths.shape, [2, 5]);
@@ -121,8 +151,14 @@ describe('forward and losses', () => {
   });
 
   test('margin loss matches eq. 4', async () => {
-    const lengths = tf.tensor2d([[0.95, 0.5, 0.05], [0.2, 0.3, 0.8]]);
-    const labels = tf.tensor2d([[1, 0, 0], [0, 0, 1]]);
+    const lengths = tf.tensor2d([
+      [0.95, 0.5, 0.05],
+      [0.2, 0.3, 0.8],
+    ]);
+    const labels = tf.tensor2d([
+      [1, 0, 0],
+      [0, 0, 1],
+    ]);
     const expected = (0 + 0.5 * 0.4 ** 2 + 0 + (0.1 ** 2 + 0.5 * 0.1 ** 2 + 0.5 * 0.2 ** 2)) / 2;
     const got = (await marginLoss(lengths, labels, paperConfig()).data())[0]!;
     assert.ok(Math.abs(got - expected) < 1e-6, `${got} vs ${expected}`);
@@ -130,9 +166,12 @@ describe('forward and losses', () => {
 
   test('reconstruction loss is 0.0005 x summed squared error, averaged over the batch', async () => {
     const images = tf.ones([2, 2, 2, 1]) as tf.Tensor4D;
-    const recon = tf.tensor2d([[0.5, 0.5, 0.5, 0.5], [1, 1, 1, 0]]);
+    const recon = tf.tensor2d([
+      [0.5, 0.5, 0.5, 0.5],
+      [1, 1, 1, 0],
+    ]);
     const got = (await reconstructionLoss(recon, images, paperConfig()).data())[0]!;
-    assert.ok(Math.abs(got - 0.0005 * (1 + 1) / 2) < 1e-9);
+    assert.ok(Math.abs(got - (0.0005 * (1 + 1)) / 2) < 1e-9);
   });
 
   test('same seed gives the same weights, another seed different ones', async () => {

@@ -28,8 +28,17 @@ const CONFIG = presetConfig('small', { inputHeight: 28, inputWidth: 28, inputCha
 function fixture(): { runDir: string; model: string } {
   const runDir = tempDir('parity-memory');
   saveCheckpoint(runDir, {
-    config: CONFIG, epoch: 0, step: 0, seed: 1, dataset: 'mnist-sample', classLabels: Array.from({ length: 10 }, (_, i) => String(i)), backend: 'cpu',
-    metrics: [], run: { batchSize: 32 }, weights: syntheticWeights(CONFIG, 3, (name) => (name === 'digit/W' ? 0.5 : 0.1)), optimizer: { m: {}, v: {} },
+    config: CONFIG,
+    epoch: 0,
+    step: 0,
+    seed: 1,
+    dataset: 'mnist-sample',
+    classLabels: Array.from({ length: 10 }, (_, i) => String(i)),
+    backend: 'cpu',
+    metrics: [],
+    run: { batchSize: 32 },
+    weights: syntheticWeights(CONFIG, 3, (name) => (name === 'digit/W' ? 0.5 : 0.1)),
+    optimizer: { m: {}, v: {} },
   });
   mkdirSync(join(runDir, 'export'));
   const model = join(runDir, 'export', 'model.onnx');
@@ -43,8 +52,27 @@ describe('capsnet parity memory is flat in --digits', { timeout: 600_000 }, () =
     const parity = async (inputs: number): Promise<ParityReport> => {
       const json = join(runDir, `parity-${inputs}.json`);
       // --digits N --random 0: N test digits plus the all-zero and all-one images.
-      const run = await execa('node', [CLI, 'parity', model, '--checkpoint', runDir, '--backends', 'node-cpu,node-wasm', '--digits', String(inputs - 2),
-        '--random', '0', '--latency-runs', '1', '--json', json], { cwd: ROOT, reject: false });
+      const run = await execa(
+        'node',
+        [
+          CLI,
+          'parity',
+          model,
+          '--checkpoint',
+          runDir,
+          '--backends',
+          'node-cpu,node-wasm',
+          '--digits',
+          String(inputs - 2),
+          '--random',
+          '0',
+          '--latency-runs',
+          '1',
+          '--json',
+          json,
+        ],
+        { cwd: ROOT, reject: false },
+      );
       assert.equal(run.exitCode, 0, `${run.stdout}\n${run.stderr}`);
       return JSON.parse(readFileSync(json, 'utf8')) as ParityReport;
     };

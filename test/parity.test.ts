@@ -21,16 +21,33 @@ function syntheticReference(): Reference {
   const lengths = Float32Array.from([0.9, 0.1, 0.3, 0.5, 0.5 + 5e-6, 0.2]); // image 1: a near-tie between classes 0 and 1
   return {
     config: { numClasses: 3, digitDim: 1 } as Reference['config'],
-    dataset: '', classLabels: ['a', 'b', 'c'], checkpointSha256: '', checkpointPath: '',
-    lengths, capsules: lengths.slice(), reconstruction: new Float32Array(4), masked: new Float32Array(6),
-    labels: [0, 1], topGap: [0.4, 5e-6], latenciesMs: [], backend: 'test',
+    dataset: '',
+    classLabels: ['a', 'b', 'c'],
+    checkpointSha256: '',
+    checkpointPath: '',
+    lengths,
+    capsules: lengths.slice(),
+    reconstruction: new Float32Array(4),
+    masked: new Float32Array(6),
+    labels: [0, 1],
+    topGap: [0.4, 5e-6],
+    latenciesMs: [],
+    backend: 'test',
   };
 }
 
 function result(ref: Reference, change: (r: MeasureResult) => void): MeasureResult {
   const r: MeasureResult = {
-    device: 'cpu', deviceReport: 'cpu', count: 2, lengths: ref.lengths.slice(), capsules: ref.capsules.slice(),
-    reconstruction: ref.reconstruction.slice(), decoded: ref.reconstruction.slice(), labels: [...ref.labels], latenciesMs: [1, 3, 2], loadMs: 0,
+    device: 'cpu',
+    deviceReport: 'cpu',
+    count: 2,
+    lengths: ref.lengths.slice(),
+    capsules: ref.capsules.slice(),
+    reconstruction: ref.reconstruction.slice(),
+    decoded: ref.reconstruction.slice(),
+    labels: [...ref.labels],
+    latenciesMs: [1, 3, 2],
+    loadMs: 0,
   };
   change(r);
   return r;
@@ -39,24 +56,87 @@ function result(ref: Reference, change: (r: MeasureResult) => void): MeasureResu
 describe('parity comparison', () => {
   test('tolerances: lengths 1e-5, capsules and reconstruction 1e-4; NaN fails', () => {
     const ref = syntheticReference();
-    assert.equal(compare('x', '', result(ref, () => {}), ref).status, 'pass');
-    assert.equal(compare('x', '', result(ref, (r) => (r.lengths[2]! += 0.9e-5)), ref).status, 'pass');
-    const bad = compare('x', '', result(ref, (r) => (r.lengths[2]! += 2e-5)), ref);
+    assert.equal(
+      compare(
+        'x',
+        '',
+        result(ref, () => {}),
+        ref,
+      ).status,
+      'pass',
+    );
+    assert.equal(
+      compare(
+        'x',
+        '',
+        result(ref, (r) => (r.lengths[2]! += 0.9e-5)),
+        ref,
+      ).status,
+      'pass',
+    );
+    const bad = compare(
+      'x',
+      '',
+      result(ref, (r) => (r.lengths[2]! += 2e-5)),
+      ref,
+    );
     assert.equal(bad.status, 'fail');
     assert.match(bad.reason!, /lengths 2\.0e-5 > 0\.00001/);
-    assert.equal(compare('x', '', result(ref, (r) => (r.capsules[0]! += 2e-4)), ref).status, 'fail');
-    assert.equal(compare('x', '', result(ref, (r) => (r.decoded[1] = 2e-4)), ref).status, 'fail');
-    assert.equal(compare('x', '', result(ref, (r) => (r.reconstruction[0] = Number.NaN)), ref).status, 'fail');
-    assert.equal(compare('x', '', result(ref, () => {}), ref).medianMs, 2);
+    assert.equal(
+      compare(
+        'x',
+        '',
+        result(ref, (r) => (r.capsules[0]! += 2e-4)),
+        ref,
+      ).status,
+      'fail',
+    );
+    assert.equal(
+      compare(
+        'x',
+        '',
+        result(ref, (r) => (r.decoded[1] = 2e-4)),
+        ref,
+      ).status,
+      'fail',
+    );
+    assert.equal(
+      compare(
+        'x',
+        '',
+        result(ref, (r) => (r.reconstruction[0] = Number.NaN)),
+        ref,
+      ).status,
+      'fail',
+    );
+    assert.equal(
+      compare(
+        'x',
+        '',
+        result(ref, () => {}),
+        ref,
+      ).medianMs,
+      2,
+    );
   });
 
   test('argmax must agree except at near-ties, which are reported', () => {
     const ref = syntheticReference();
-    const flippedTie = compare('x', '', result(ref, (r) => (r.labels[1] = 0)), ref);
+    const flippedTie = compare(
+      'x',
+      '',
+      result(ref, (r) => (r.labels[1] = 0)),
+      ref,
+    );
     assert.equal(flippedTie.status, 'pass');
     assert.deepEqual(flippedTie.argmax!.flippedTies, [{ image: 1, gap: 5e-6 }]);
     assert.match(formatMatrix([flippedTie], [{ image: 1, gap: 5e-6 }]), /near-ties in the reference.*\n.*x picked another class at near-tie image\(s\) 1/);
-    const flipped = compare('x', '', result(ref, (r) => (r.labels[0] = 2)), ref);
+    const flipped = compare(
+      'x',
+      '',
+      result(ref, (r) => (r.labels[0] = 2)),
+      ref,
+    );
     assert.equal(flipped.status, 'fail');
     assert.match(flipped.reason!, /argmax differs on image\(s\) 0/);
     assert.equal(TOLERANCES.tieGap, 1e-5);
@@ -74,7 +154,7 @@ describe('parity comparison', () => {
     assert.throws(() => tolerancesFor('bf16'), /precision "bf16" has no parity tolerances: known are fp32, fp16, int8/);
   });
 
-  test('fp16 files with fp16 compute get the fp16-compute tolerances; older files (no compute key) their weights\' ones', () => {
+  test("fp16 files with fp16 compute get the fp16-compute tolerances; older files (no compute key) their weights' ones", () => {
     const ref = syntheticReference();
     const off = result(ref, (r) => (r.lengths[2]! += 1e-3));
     assert.equal(compare('x', '', off, ref, tolerancesFor('fp16', 'fp32')).status, 'fail');
@@ -106,7 +186,9 @@ describe('capsnet parity on a trained checkpoint', () => {
   test('every backend that runs matches the tfjs reference; cuda is skipped with its reason', async () => {
     const json = join(work, 'parity.json');
     const run = await execa('node', [CLI, 'parity', model, '--checkpoint', runDir, '--json', json, '--latency-runs', '5', '--webgpu-count', '4'], {
-      cwd: ROOT, reject: false, all: true,
+      cwd: ROOT,
+      reject: false,
+      all: true,
     });
     const report = JSON.parse(readFileSync(json, 'utf8')) as ParityReport;
     assert.equal(run.exitCode, 0, run.all);
@@ -125,7 +207,10 @@ describe('capsnet parity on a trained checkpoint', () => {
       if (rows[name]!.status === 'pass') assert.equal(rows[name]!.count, 4);
     }
     const cuda = rows['node-cuda']!;
-    assert.ok(cuda.status === 'pass' || (cuda.status === 'skipped' && /ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node|NVIDIA/.test(cuda.reason!)), cuda.reason);
+    assert.ok(
+      cuda.status === 'pass' || (cuda.status === 'skipped' && /ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node|NVIDIA/.test(cuda.reason!)),
+      cuda.reason,
+    );
     for (const row of report.rows.filter((r) => r.status === 'pass')) {
       assert.ok(row.maxAbs!.lengths <= 1e-5 && row.maxAbs!.capsules <= 1e-4 && row.maxAbs!.reconstruction <= 1e-4, row.backend);
       assert.ok(row.medianMs! > 0);

@@ -46,7 +46,9 @@ function machineDetails(dataDir: string, runDir: string): Array<{ what: string; 
 }
 
 function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).map((f) => join(dir, f)).filter((f) => statSync(f).isFile());
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .map((f) => join(dir, f))
+    .filter((f) => statSync(f).isFile());
 }
 
 /** The needles found in `bytes` (UTF-8; every string the exporter writes is UTF-8). */
@@ -74,10 +76,23 @@ describe('exports carry no path or machine detail', () => {
     const runDir = join(root, 'run');
     // Two runs (seeds 3 and 4): an ensemble's members must be different trained runs.
     const secondRun = join(root, 'run-2');
-    for (const [out, seed] of [[runDir, 3], [secondRun, 4]] as const) {
+    for (const [out, seed] of [
+      [runDir, 3],
+      [secondRun, 4],
+    ] as const) {
       await train({
-        preset: 'small', data: `idx:${dataDir}`, epochs: 1, batchSize: 16, backend: 'wasm', seed, out, resume: false, checkpointEvery: 0,
-        configOverrides: TINY, log: () => {}, progressBar: false,
+        preset: 'small',
+        data: `idx:${dataDir}`,
+        epochs: 1,
+        batchSize: 16,
+        backend: 'wasm',
+        seed,
+        out,
+        resume: false,
+        checkpointEvery: 0,
+        configOverrides: TINY,
+        log: () => {},
+        progressBar: false,
       });
     }
     const shipped = join(root, 'shipped');
@@ -89,22 +104,48 @@ describe('exports carry no path or machine detail', () => {
     exportEnsemble([runDir, secondRun], { out: join(shipped, 'ensemble.onnx') });
 
     const needles = machineDetails(dataDir, runDir);
-    assert.ok(needles.some((n) => n.what === 'data directory'), 'the data directory is always searched');
+    assert.ok(
+      needles.some((n) => n.what === 'data directory'),
+      'the data directory is always searched',
+    );
     // The search works: the checkpoint (local, what --resume reads) holds the data directory's path.
-    assert.deepEqual(found(readFileSync(join(runDir, 'checkpoint.bin')), needles.filter((n) => n.what === 'data directory')), [`data directory (${resolve(dataDir)})`]);
+    assert.deepEqual(
+      found(
+        readFileSync(join(runDir, 'checkpoint.bin')),
+        needles.filter((n) => n.what === 'data directory'),
+      ),
+      [`data directory (${resolve(dataDir)})`],
+    );
 
     const artefacts = filesUnder(shipped);
     const names = artefacts.map((f) => f.slice(shipped.length + 1)).sort();
     assert.deepEqual(names, [
-      'ensemble.decoder.onnx', 'ensemble.onnx', 'model.decoder.onnx', 'model.fp16.decoder.onnx', 'model.fp16.onnx', 'model.int8.decoder.onnx',
-      'model.int8.onnx', 'model.onnx', 'triton/capsnet/1/model.onnx', 'triton/capsnet/config.pbtxt', 'triton/capsnet/labels.txt',
-      'triton/capsnet_decoder/1/model.onnx', 'triton/capsnet_decoder/config.pbtxt',
+      'ensemble.decoder.onnx',
+      'ensemble.onnx',
+      'model.decoder.onnx',
+      'model.fp16.decoder.onnx',
+      'model.fp16.onnx',
+      'model.int8.decoder.onnx',
+      'model.int8.onnx',
+      'model.onnx',
+      'triton/capsnet/1/model.onnx',
+      'triton/capsnet/config.pbtxt',
+      'triton/capsnet/labels.txt',
+      'triton/capsnet_decoder/1/model.onnx',
+      'triton/capsnet_decoder/config.pbtxt',
     ]);
     for (const file of artefacts) assert.deepEqual(found(readFileSync(file), needles), [], `${file} reveals the machine it was made on`);
     console.log(`searched ${artefacts.length} artefacts (${names.join(', ')}) for ${needles.map((n) => n.what).join(', ')}: none found`);
 
     // What is recorded instead: the name and the files' SHA-256, as sha256sum prints them.
-    const expectedFiles = Object.fromEntries(readdirSync(dataDir).map((f) => [f, createHash('sha256').update(readFileSync(join(dataDir, f))).digest('hex')]));
+    const expectedFiles = Object.fromEntries(
+      readdirSync(dataDir).map((f) => [
+        f,
+        createHash('sha256')
+          .update(readFileSync(join(dataDir, f)))
+          .digest('hex'),
+      ]),
+    );
     for (const file of artefacts.filter((f) => f.endsWith('.onnx') && !f.includes('decoder'))) {
       const props = readOnnxHeader(readFileSync(file)).props;
       assert.equal(props[METADATA_KEYS.dataset], 'idx:private-digits', file);
@@ -124,7 +165,10 @@ describe('exports carry no path or machine detail', () => {
       assert.deepEqual(model.json.metadata.datasetFiles, expectedFiles);
       const samples = await getJson(server.url, '/v1/samples');
       assert.equal(samples.json.samples.length, 9, JSON.stringify(samples.json).slice(0, 300));
-      for (const [route, body] of [['/v1/model', model.json], ['/v1/samples', samples.json]] as const) {
+      for (const [route, body] of [
+        ['/v1/model', model.json],
+        ['/v1/samples', samples.json],
+      ] as const) {
         assert.deepEqual(found(Buffer.from(JSON.stringify(body)), needles), [], `${route} reveals the machine`);
       }
     } finally {
@@ -148,8 +192,19 @@ describe('exports carry no path or machine detail', () => {
     const before = readFileSync(join(runDir, 'checkpoint.bin'));
     await assert.rejects(
       train({
-        preset: 'small', data: `idx:${dataDir}`, epochs: 2, batchSize: 16, backend: 'wasm', seed: 3, out: runDir, resume: true, checkpointEvery: 0,
-        configOverrides: TINY, log: () => {}, progressBar: false, givenFlags: {},
+        preset: 'small',
+        data: `idx:${dataDir}`,
+        epochs: 2,
+        batchSize: 16,
+        backend: 'wasm',
+        seed: 3,
+        out: runDir,
+        resume: true,
+        checkpointEvery: 0,
+        configOverrides: TINY,
+        log: () => {},
+        progressBar: false,
+        givenFlags: {},
       }),
       /t10k-labels-idx1-ubyte changed since the run .* started \(SHA-256 differs\): restore the files/,
     );

@@ -79,7 +79,10 @@ export function commandsOf(markdown: string, file = 'README.md'): ReadmeCommand[
     const first = i;
     while (/\\\s*$/.test(joined) && i + 1 < lines.length) joined = joined.replace(/\\\s*$/, ' ') + lines[++i]!;
     for (let k = first + 1; k <= i; k++) prose.push('');
-    const text = joined.replace(/(^|\s)#.*$/, '').replace(/\s+/g, ' ').trim();
+    const text = joined
+      .replace(/(^|\s)#.*$/, '')
+      .replace(/\s+/g, ' ')
+      .trim();
     if (text) out.push({ text, where: `${file}:${first + 1}` });
   }
   // Inline spans, with the fenced blocks blanked (line numbers kept); a span may wrap onto the next line.
@@ -162,8 +165,10 @@ interface Exempt {
 }
 type Decision = Runs | Exempt;
 
-const TRITON = 'needs Triton Inference Server (docker, NVIDIA runtime): not on this machine; the repository it serves is written by the export --triton row, which runs';
-const UNPUBLISHED = 'installs the packages from the npm registry, where they are not published: test/consumers.test.ts installs the same from `npm pack` tarballs';
+const TRITON =
+  'needs Triton Inference Server (docker, NVIDIA runtime): not on this machine; the repository it serves is written by the export --triton row, which runs';
+const UNPUBLISHED =
+  'installs the packages from the npm registry, where they are not published: test/consumers.test.ts installs the same from `npm pack` tarballs';
 const NUGET = "downloads onnxruntime-node's CUDA provider from a NuGet feed that no machine here reaches (and needs an NVIDIA GPU)";
 const PAPER = 'paper scale: the full MNIST (--data mnist) for hours, on a GPU; its ci-scale form runs';
 const SAME_AS_QUICK = 'same script as its quick form below, which runs';
@@ -179,12 +184,13 @@ export const COMMANDS: Record<string, Decision> = {
   'ONNXRUNTIME_NODE_INSTALL=skip npm ci': { inRoot: true },
   'npm ci': { exempt: 'the first step of this test, in the fresh clone; and again in `npm ci && npm start`' },
   'npm run test:quick': { exempt: 'a tier of the test suite, which the lead runs (`npm test`); not nested inside one of its own tests' },
-  'npm run test:e2e': { exempt: 'the test suite\'s end-to-end tier: this test is part of it' },
+  'npm run test:e2e': { exempt: "the test suite's end-to-end tier: this test is part of it" },
   // Training
-  'npx capsnet train [--model capsnet|baseline-cnn] [--preset paper|small] [--data SPEC] [--epochs N] [--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] [--resume | --overwrite] [--allow-suspicious-data] [--checkpoint-every 50] [--checkpoint-interval 5m] [--primary-caps N] [--[no-]none-of-the-above] [--reconstruction-weight W]': {
-    form: 'npx capsnet train --preset small --epochs 1 --train-limit 512 --test-limit 128 --out run --no-progress',
-    because: 'the defaults train the paper-size model for 50 epochs; this is the run RUN_DIR names in every other row',
-  },
+  'npx capsnet train [--model capsnet|baseline-cnn] [--preset paper|small] [--data SPEC] [--epochs N] [--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] [--resume | --overwrite] [--allow-suspicious-data] [--checkpoint-every 50] [--checkpoint-interval 5m] [--primary-caps N] [--[no-]none-of-the-above] [--reconstruction-weight W]':
+    {
+      form: 'npx capsnet train --preset small --epochs 1 --train-limit 512 --test-limit 128 --out run --no-progress',
+      because: 'the defaults train the paper-size model for 50 epochs; this is the run RUN_DIR names in every other row',
+    },
   'npx capsnet ensemble RUN_DIR RUN_DIR... -o ensemble.onnx': {
     form: 'npx capsnet ensemble "$RUN_DIR" run2 -o ensemble.onnx',
     because: 'the members must be different runs: RUN_DIR and a second one',
@@ -203,12 +209,22 @@ export const COMMANDS: Record<string, Decision> = {
   'npx capsnet inspect model.int8.onnx': { files: { 'model.int8.onnx': 'int8' } },
   'npm run bench:precision -- --checkpoint RUN_DIR': { exempt: SAME_AS_QUICK },
   'npx capsnet serve model.int8.onnx': { files: { 'model.int8.onnx': 'int8' }, serve: true },
-  'npx capsnet export RUN_DIR --triton models [--precision fp16] [--triton-name capsnet] [--max-batch-size 32] [--max-queue-delay-us 2000] [--instance-kind auto|cpu|gpu] [--instances 1]': { files: { run: 'run' } },
-  'docker run --gpus all -p 8000:8000 -v "$PWD/models:/models" nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models': { exempt: TRITON },
-  'curl -s localhost:8000/v2/models/capsnet/infer -H \'content-type: application/json\' -d @request.json': { exempt: TRITON },
+  'npx capsnet export RUN_DIR --triton models [--precision fp16] [--triton-name capsnet] [--max-batch-size 32] [--max-queue-delay-us 2000] [--instance-kind auto|cpu|gpu] [--instances 1]':
+    { files: { run: 'run' } },
+  'docker run --gpus all -p 8000:8000 -v "$PWD/models:/models" nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models': {
+    exempt: TRITON,
+  },
+  "curl -s localhost:8000/v2/models/capsnet/infer -H 'content-type: application/json' -d @request.json": { exempt: TRITON },
   // Runtime
   'npx capsnet classify model.onnx digit.png photo.jpg DIR t10k-images-idx3-ubyte - [--polarity auto|light-on-dark|dark-on-light] [--json]': {
-    files: { 'model.onnx': 'model', 'digit.png': 'digit.png', 'photo.jpg': 'photo.jpg', DIR: 'images', 't10k-images-idx3-ubyte': 'idx', 'stdin.png': 'digit.png' },
+    files: {
+      'model.onnx': 'model',
+      'digit.png': 'digit.png',
+      'photo.jpg': 'photo.jpg',
+      DIR: 'images',
+      't10k-images-idx3-ubyte': 'idx',
+      'stdin.png': 'digit.png',
+    },
     stdin: 'stdin.png',
   },
   'npx capsnet corpus write digits --count 5': {},
@@ -225,18 +241,24 @@ export const COMMANDS: Record<string, Decision> = {
   'npx capsnet classify model.onnx DIR --json | npx capsnet corpus score': { files: { 'model.onnx': 'model', DIR: 'images' } },
   // Install and embed
   'npm pack --workspaces --pack-destination DIR': { files: { DIR: 'empty' } },
-  'npm install DIR/*.tgz': { exempt: 'installs the tarballs into an app (a folder outside the repository, or npm installs into the workspace root): test/consumers.test.ts does exactly this' },
+  'npm install DIR/*.tgz': {
+    exempt:
+      'installs the tarballs into an app (a folder outside the repository, or npm installs into the workspace root): test/consumers.test.ts does exactly this',
+  },
   'ONNXRUNTIME_NODE_INSTALL=skip npm install @capsnet-onnx/runtime onnxruntime-node': { exempt: UNPUBLISHED },
   'npm install --ignore-scripts': { exempt: UNPUBLISHED },
   // Parity, serving
-  'npx capsnet parity model.onnx --checkpoint RUN_DIR [--backends node-cpu,node-webgpu,...] [--json report.json]': { files: { 'model.onnx': 'model', run: 'run' } },
+  'npx capsnet parity model.onnx --checkpoint RUN_DIR [--backends node-cpu,node-webgpu,...] [--json report.json]': {
+    files: { 'model.onnx': 'model', run: 'run' },
+  },
   'npx capsnet serve model.onnx --device auto --port 8080': { files: { 'model.onnx': 'model' }, serve: true },
   // Benchmarks
   'npm run bench:train': { exempt: SAME_AS_QUICK },
   'npm run bench:infer': { exempt: SAME_AS_QUICK },
   'npm run bench:serve': { exempt: SAME_AS_QUICK },
   'npm run bench:install': {
-    exempt: 'no quick form: it packs the tarballs (as the `npm pack --workspaces` row, which runs) and installs five apps from them, ' +
+    exempt:
+      'no quick form: it packs the tarballs (as the `npm pack --workspaces` row, which runs) and installs five apps from them, ' +
       'about 7 minutes on 2 loaded cores; test/consumers.test.ts installs the same apps and checks them',
   },
   'npm run bench:train -- --preset small --backends wasm --steps 1 --no-torch --no-unfused': {},
@@ -247,7 +269,9 @@ export const COMMANDS: Record<string, Decision> = {
   'npm run build:web': {},
   'npm run bench:train -- --backends wasm --batch 32,128 --no-unfused --wait-idle 30': { exempt: `paper size, batches 32 and 128: ${SAME_AS_QUICK}` },
   // Checking a GPU
-  'npm run gpu:bundle': { exempt: 'builds the offline GPU bundle (minutes: xz, a training run, apt-get download): test/gpu-bundle.test.ts builds it and runs it' },
+  'npm run gpu:bundle': {
+    exempt: 'builds the offline GPU bundle (minutes: xz, a training run, apt-get download): test/gpu-bundle.test.ts builds it and runs it',
+  },
   'gpu-bundle/run.sh gpu-results': { exempt: 'runs on the GPU machine, from the bundle; test/gpu-bundle.test.ts runs it at tiny sizes on SwiftShader' },
   // Paper experiments
   'npx capsnet experiment NAME --scale ci|paper': { exempt: SYNOPSIS },
@@ -318,7 +342,9 @@ describe('README commands: the table', () => {
   });
 
   test('no README shows a bare `capsnet ...` command: from a clone it is `npx capsnet ...`', () => {
-    const bare = readmeCommands().filter((c) => /(^|[|&;]\s*)capsnet /.test(c.text)).map((c) => `${c.where}: ${c.text}`);
+    const bare = readmeCommands()
+      .filter((c) => /(^|[|&;]\s*)capsnet /.test(c.text))
+      .map((c) => `${c.where}: ${c.text}`);
     assert.deepEqual(bare, []);
   });
 
@@ -332,7 +358,8 @@ describe('README commands: the table', () => {
       assert.ok(command.startsWith(fixedPrefix(text)) || command.startsWith(synopsisToCommand(fixedPrefix(text))), `${text}\n  runs as\n${command}`);
       if (decision.form) assert.ok(decision.because, `${text}: say why the concrete form differs`);
       for (const source of Object.values(decision.files ?? {})) {
-        if (typeof source === 'object') assert.ok(source.from in COMMANDS && !('exempt' in COMMANDS[source.from]!), `${text}: reads from '${source.from}', which does not run`);
+        if (typeof source === 'object')
+          assert.ok(source.from in COMMANDS && !('exempt' in COMMANDS[source.from]!), `${text}: reads from '${source.from}', which does not run`);
       }
     }
   });
@@ -360,7 +387,10 @@ describe('README commands: the table', () => {
       { text: 'capsnet train --x', where: 'X.md:1' },
       { text: 'npx capsnet a b', where: 'X.md:2' },
     ]);
-    assert.equal(synopsisToCommand('npx capsnet t [--a N] [--[no-]b] --out DIR idx:DIR RUN_DIR RUN_DIR... [--x | --y]'), 'npx capsnet t --out "$DIR" idx:"$DIR" "$RUN_DIR" "$RUN_DIR"');
+    assert.equal(
+      synopsisToCommand('npx capsnet t [--a N] [--[no-]b] --out DIR idx:DIR RUN_DIR RUN_DIR... [--x | --y]'),
+      'npx capsnet t --out "$DIR" idx:"$DIR" "$RUN_DIR" "$RUN_DIR"',
+    );
     assert.equal(fixedPrefix('npx capsnet export RUN_DIR -o m'), 'npx capsnet export');
     assert.equal(fixedPrefix('npx capsnet inspect model.onnx [--json]'), 'npx capsnet inspect model.onnx');
     assert.equal(fixedPrefix('npx capsnet experiment perturb --scale ci'), 'npx capsnet experiment perturb --scale ci');
@@ -399,7 +429,10 @@ async function innermostNode(pid: number): Promise<number> {
   let found = pid;
   for (;;) {
     const { stdout } = await execa('ps', ['-o', 'pid=,args=', '--ppid', String(pid)], { reject: false });
-    const children = stdout.split('\n').map((l) => /^\s*(\d+)\s+(\S+)/.exec(l)).filter((m) => m !== null)
+    const children = stdout
+      .split('\n')
+      .map((l) => /^\s*(\d+)\s+(\S+)/.exec(l))
+      .filter((m) => m !== null)
       .map((m) => ({ pid: Number(m[1]), program: m[2]!.split('/').pop()! }))
       .filter((c) => ['node', 'npm', 'sh', 'bash'].includes(c.program));
     const next = children[children.length - 1];
@@ -488,14 +521,19 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
     for (let i = 0; i < n * 784; i++) idx[16 + i] = Math.round(split.images[i]! * 255);
     writeFileSync(join(sources, 't10k-images-idx3-ubyte'), idx);
     // a PNG for the server's multipart upload: the first test digit, 8-bit gray, as MNIST stores it
-    writeFileSync(join(sources, 'upload.png'), encodePng({ width: 28, height: 28, channels: 1, depth: 8, data: Uint8Array.from(split.images.subarray(0, 784), (v) => Math.round(v * 255)) }));
+    writeFileSync(
+      join(sources, 'upload.png'),
+      encodePng({ width: 28, height: 28, channels: 1, depth: 8, data: Uint8Array.from(split.images.subarray(0, 784), (v) => Math.round(v * 255)) }),
+    );
   }
 
   after(() => {
     if (rows.length === 0) return;
     const width = Math.min(100, Math.max(...rows.map((r) => r.command.length)));
     const lines = [...rows, ...exempted].map((r) => `| ${r.command.padEnd(width)} | ${r.result} | ${r.seconds.toFixed(1)} |`);
-    console.log(['', `| command | result | seconds |`, '| --- | --- | --- |', ...lines, `total ${rows.reduce((s, r) => s + r.seconds, 0).toFixed(0)} s`].join('\n'));
+    console.log(
+      ['', `| command | result | seconds |`, '| --- | --- | --- |', ...lines, `total ${rows.reduce((s, r) => s + r.seconds, 0).toFixed(0)} s`].join('\n'),
+    );
     if (clone && !process.env.CAPSNET_KEEP_README_CLONE) rmSync(clone, { recursive: true, force: true });
     else if (clone) console.log(`clone kept: ${clone}`);
   });
@@ -541,7 +579,11 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
       assert.equal(uploaded.results?.length, 1);
       assert.equal(uploaded.results![0]!.lengths.length, 10);
       const { test: split } = loadMnistSample();
-      const json = await fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image: Array.from(split.images.subarray(0, 784)) }) });
+      const json = await fetch(`${url}/v1/classify`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ image: Array.from(split.images.subarray(0, 784)) }),
+      });
       const classified = (await json.json()) as { results?: Array<{ longest: number }> };
       assert.equal(json.status, 200, JSON.stringify(classified));
       assert.equal(classified.results?.length, 1);
@@ -564,7 +606,9 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
   }
 
   // In README order, except that the commands that change the clone itself (npm ci) run last.
-  const ordered = readmeCommands().sort((a, b) => Number(!!(COMMANDS[a.text] as Runs | undefined)?.inRoot) - Number(!!(COMMANDS[b.text] as Runs | undefined)?.inRoot));
+  const ordered = readmeCommands().sort(
+    (a, b) => Number(!!(COMMANDS[a.text] as Runs | undefined)?.inRoot) - Number(!!(COMMANDS[b.text] as Runs | undefined)?.inRoot),
+  );
   for (const { text, where } of ordered) {
     const decision = COMMANDS[text];
     if (!decision) continue; // the fast test names it
@@ -578,7 +622,9 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
       await setup();
       let command = commandFor(text, decision);
       let note = '';
-      const folder = decision.inRoot ? clone : join(clone, 'readme-runs', `${String(++count).padStart(2, '0')}-${text.replace(/[^a-z0-9]+/gi, '-').slice(0, 40)}`);
+      const folder = decision.inRoot
+        ? clone
+        : join(clone, 'readme-runs', `${String(++count).padStart(2, '0')}-${text.replace(/[^a-z0-9]+/gi, '-').slice(0, 40)}`);
       mkdirSync(folder, { recursive: true });
       populate(folder, decision.files ?? {});
       folders.set(text, folder);

@@ -30,8 +30,17 @@ describe('refusals name the problem and create nothing', { timeout: 300_000 }, (
     run = join(dir, 'run');
     mkdirSync(run);
     saveCheckpoint(run, {
-      config: TINY_CONFIG, epoch: 1, step: 1, seed: 1, run: { batchSize: 8 }, dataset: 'tiny', classLabels: ['a', 'b', 'c', 'd'], backend: 'cpu', metrics: [],
-      weights: syntheticWeights(TINY_CONFIG, 1, () => 0.3), optimizer: { m: {}, v: {} },
+      config: TINY_CONFIG,
+      epoch: 1,
+      step: 1,
+      seed: 1,
+      run: { batchSize: 8 },
+      dataset: 'tiny',
+      classLabels: ['a', 'b', 'c', 'd'],
+      backend: 'cpu',
+      metrics: [],
+      weights: syntheticWeights(TINY_CONFIG, 1, () => 0.3),
+      optimizer: { m: {}, v: {} },
     });
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -40,7 +49,11 @@ describe('refusals name the problem and create nothing', { timeout: 300_000 }, (
     const empty = join(dir, 'empty');
     mkdirSync(empty);
     writeFileSync(join(empty, 'checkpoint.bin'), '');
-    assert.throws(() => loadCheckpoint(empty), (e: Error) => /checkpoint\.bin: the file is empty \(0 bytes\): .*train again \(--overwrite\) or restore the file/.test(e.message) && !/magic/.test(e.message));
+    assert.throws(
+      () => loadCheckpoint(empty),
+      (e: Error) =>
+        /checkpoint\.bin: the file is empty \(0 bytes\): .*train again \(--overwrite\) or restore the file/.test(e.message) && !/magic/.test(e.message),
+    );
     writeFileSync(join(empty, 'checkpoint.bin'), 'CAPS');
     assert.throws(() => loadCheckpoint(empty), /checkpoint\.bin: truncated at 4 bytes, inside its header/);
     const folder = join(dir, 'folder');
@@ -55,13 +68,19 @@ describe('refusals name the problem and create nothing', { timeout: 300_000 }, (
     const copy = join(dir, 'run-copy');
     cpSync(run, copy, { recursive: true });
     const out = join(dir, 'ensemble.onnx');
-    assert.throws(() => exportEnsemble([run, copy], { out }), /run-copy holds the same checkpoint as .*run \(SHA-256 [0-9a-f]{12}\): each ensemble member must be a different trained run/);
+    assert.throws(
+      () => exportEnsemble([run, copy], { out }),
+      /run-copy holds the same checkpoint as .*run \(SHA-256 [0-9a-f]{12}\): each ensemble member must be a different trained run/,
+    );
     assert.ok(!existsSync(out));
   });
 
   test('a refused Triton export creates no repository folder', () => {
     const repo = join(dir, 'models');
-    assert.throws(() => exportCheckpoint(run, { triton: { dir: repo, maxBatchSize: 2 ** 31 } }), /Triton maxBatchSize must be an integer from 1 to 2147483647, got 2147483648/);
+    assert.throws(
+      () => exportCheckpoint(run, { triton: { dir: repo, maxBatchSize: 2 ** 31 } }),
+      /Triton maxBatchSize must be an integer from 1 to 2147483647, got 2147483648/,
+    );
     assert.throws(() => exportCheckpoint(run, { triton: { dir: repo, instanceCount: 1.5 } }), /Triton instanceCount must be an integer/);
     assert.throws(() => exportCheckpoint(run, { triton: { dir: repo, name: '../x' } }), /must be letters, digits/);
     assert.ok(!existsSync(repo));
@@ -87,8 +106,19 @@ describe('refusals name the problem and create nothing', { timeout: 300_000 }, (
 
   test('a run that fails before its first checkpoint leaves no folder it created and no empty metrics.jsonl', async () => {
     const options = (out: string) => ({
-      preset: 'small' as const, data: 'mnist-sample', epochs: 1, batchSize: 16, backend: 'cpu' as const, seed: 7, out, resume: false, checkpointEvery: 0,
-      trainLimit: 16, testLimit: 16, configOverrides: FAULT_CONFIG, progressBar: false,
+      preset: 'small' as const,
+      data: 'mnist-sample',
+      epochs: 1,
+      batchSize: 16,
+      backend: 'cpu' as const,
+      seed: 7,
+      out,
+      resume: false,
+      checkpointEvery: 0,
+      trainLimit: 16,
+      testLimit: 16,
+      configOverrides: FAULT_CONFIG,
+      progressBar: false,
       // Fails once the run directory is open (after the "model:" line), as a failing first step would.
       log: (line: string) => {
         if (line.startsWith('model:')) throw new Error('stopped by the test');
@@ -104,11 +134,13 @@ describe('refusals name the problem and create nothing', { timeout: 300_000 }, (
   });
 });
 
-describe('protobuf\'s 2 GiB limit', () => {
+describe("protobuf's 2 GiB limit", () => {
   test('3,755 classes at paper size are refused before building, naming the limit and the precisions that fit', () => {
     const config = presetConfig('paper', { inputHeight: 28, inputWidth: 28, inputChannels: 1, numClasses: 3755 });
-    assert.throws(() => checkProtobufLimit(config, 'fp32'),
-      /^Error: the model would be about 2\.\d\d GiB of fp32 weights, past protobuf's 2 GiB limit on an ONNX file: export with --precision fp16 \(about 1\.\d\d GiB\) or --precision int8 \(about 0\.\d\d GiB\)$/);
+    assert.throws(
+      () => checkProtobufLimit(config, 'fp32'),
+      /^Error: the model would be about 2\.\d\d GiB of fp32 weights, past protobuf's 2 GiB limit on an ONNX file: export with --precision fp16 \(about 1\.\d\d GiB\) or --precision int8 \(about 0\.\d\d GiB\)$/,
+    );
     checkProtobufLimit(config, 'fp16');
     checkProtobufLimit(config, 'int8');
     const huge = presetConfig('paper', { inputHeight: 28, inputWidth: 28, inputChannels: 1, numClasses: 10000 });
@@ -116,14 +148,23 @@ describe('protobuf\'s 2 GiB limit', () => {
     assert.throws(() => checkProtobufLimit(huge, 'int8', 2 ** 30), /no precision brings it under the limit: train a smaller model/);
   });
 
-  test('the estimate is the file\'s size within a few kilobytes', () => {
+  test("the estimate is the file's size within a few kilobytes", () => {
     const dir = mkdtempSync(join(tmpdir(), 'capsnet-estimate-'));
     try {
       const run = join(dir, 'run');
       mkdirSync(run);
       saveCheckpoint(run, {
-        config: TINY_CONFIG, epoch: 1, step: 1, seed: 1, run: { batchSize: 8 }, dataset: 'tiny', classLabels: ['a', 'b', 'c', 'd'], backend: 'cpu', metrics: [],
-        weights: syntheticWeights(TINY_CONFIG, 1, () => 0.3), optimizer: { m: {}, v: {} },
+        config: TINY_CONFIG,
+        epoch: 1,
+        step: 1,
+        seed: 1,
+        run: { batchSize: 8 },
+        dataset: 'tiny',
+        classLabels: ['a', 'b', 'c', 'd'],
+        backend: 'cpu',
+        metrics: [],
+        weights: syntheticWeights(TINY_CONFIG, 1, () => 0.3),
+        optimizer: { m: {}, v: {} },
       });
       for (const precision of ['fp32', 'fp16'] as const) {
         const result = exportCheckpoint(run, { out: join(dir, `m.${precision}.onnx`), precision });

@@ -16,8 +16,21 @@ import { FAULT_CONFIG } from './support/fault-child.ts';
 import { CLI, ROOT } from './support/fixtures.ts';
 
 const options = (out: string, extra: Partial<TrainOptions> = {}): TrainOptions => ({
-  preset: 'small', data: 'mnist-sample', epochs: 1, batchSize: 16, backend: 'wasm', seed: 7, out, resume: false, checkpointEvery: 0,
-  trainLimit: 16, testLimit: 16, configOverrides: FAULT_CONFIG, log: () => {}, progressBar: false, ...extra,
+  preset: 'small',
+  data: 'mnist-sample',
+  epochs: 1,
+  batchSize: 16,
+  backend: 'wasm',
+  seed: 7,
+  out,
+  resume: false,
+  checkpointEvery: 0,
+  trainLimit: 16,
+  testLimit: 16,
+  configOverrides: FAULT_CONFIG,
+  log: () => {},
+  progressBar: false,
+  ...extra,
 });
 
 /** Four IDX files of 28x28 blank images with the given training labels (test labels: 0). */
@@ -48,7 +61,10 @@ describe('run directories', { timeout: 300_000 }, () => {
     const out = join(base, 'run');
     await train(options(out));
     const before = readFileSync(join(out, 'checkpoint.bin'));
-    await assert.rejects(train(options(out)), /already holds a run \(checkpoint\.bin, metrics\.jsonl\): continue it with --resume, replace it with --overwrite/);
+    await assert.rejects(
+      train(options(out)),
+      /already holds a run \(checkpoint\.bin, metrics\.jsonl\): continue it with --resume, replace it with --overwrite/,
+    );
     assert.ok(readFileSync(join(out, 'checkpoint.bin')).equals(before), 'the refused run must not touch the checkpoint');
     await assert.rejects(
       train(options(out, { resume: true, seed: 8, batchSize: 8, epochs: 2 })),
@@ -67,11 +83,18 @@ describe('run directories', { timeout: 300_000 }, () => {
     const progress = lines.filter((l) => l.startsWith('epoch 1/1 step'));
     assert.equal(progress.length, 3, lines.join('\n'));
     for (const [k, line] of progress.entries()) {
-      assert.match(line, new RegExp(`^epoch 1/1 step ${k + 1}/3 \\(${Math.floor((100 * (k + 1)) / 3)}%\\): \\d+\\.\\d img/s, loss \\d+\\.\\d{4}, ETA \\d+s for the epoch$`));
+      assert.match(
+        line,
+        new RegExp(`^epoch 1/1 step ${k + 1}/3 \\(${Math.floor((100 * (k + 1)) / 3)}%\\): \\d+\\.\\d img/s, loss \\d+\\.\\d{4}, ETA \\d+s for the epoch$`),
+      );
     }
     const quiet: string[] = [];
     await train(options(join(base, 'quiet'), { trainLimit: 48, log: (l) => quiet.push(l) }));
-    assert.deepEqual(quiet.filter((l) => l.includes(' step ')), [], 'no lines unless asked');
+    assert.deepEqual(
+      quiet.filter((l) => l.includes(' step ')),
+      [],
+      'no lines unless asked',
+    );
   });
 
   test('the CLI compares only the flags typed with the checkpoint', async () => {
@@ -94,7 +117,7 @@ describe('run directories', { timeout: 300_000 }, () => {
     await new Promise((r) => dead.once('exit', r));
     lock(dead.pid!);
     writeFileSync(join(out, `.checkpoint.bin.tmp-${dead.pid}-0`), 'half a checkpoint');
-    writeFileSync(join(out, `.checkpoint.bin.tmp-${sleeper.pid}-0`), 'a live writer\'s temp file');
+    writeFileSync(join(out, `.checkpoint.bin.tmp-${sleeper.pid}-0`), "a live writer's temp file");
     await train(options(out));
     assert.deepEqual(readdirSync(out).sort(), [`.checkpoint.bin.tmp-${sleeper.pid}-0`, 'checkpoint.bin', 'metrics.jsonl']);
   });
@@ -102,7 +125,10 @@ describe('run directories', { timeout: 300_000 }, () => {
   test('suspicious labels stop the run before anything is created, unless allowed', async () => {
     const oneClass = idxDir(join(base, 'one-class'), new Array(16).fill(0));
     const out = join(base, 'never');
-    await assert.rejects(train(options(out, { data: `idx:${oneClass}` })), /all 16 training labels are 0: a classifier needs examples of at least two classes; .*--allow-suspicious-data/);
+    await assert.rejects(
+      train(options(out, { data: `idx:${oneClass}` })),
+      /all 16 training labels are 0: a classifier needs examples of at least two classes; .*--allow-suspicious-data/,
+    );
     const skipping = idxDir(join(base, 'skipping'), [0, 1, 2, 5, 0, 1, 2, 5]);
     await assert.rejects(train(options(out, { data: `idx:${skipping}` })), /2 of the 6 classes have no training example \(classes 3, 4\).*labels skip classes/);
     await assert.rejects(train(options(out, { data: `idx:${join(base, 'missing')}` })), /does not exist/);

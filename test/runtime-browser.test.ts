@@ -25,14 +25,23 @@ before(() => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-test('in Chromium, auto passes over a software WebGPU adapter for wasm, and a named webgpu runs on WebGPU', { skip: !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}` }, async () => {
+test('in Chromium, auto passes over a software WebGPU adapter for wasm, and a named webgpu runs on WebGPU', {
+  skip: !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}`,
+}, async () => {
   const images = Float32Array.from({ length: 2 * PIXELS }, (_, i) => (i % 13) / 12);
   const masked = new Float32Array(2 * numClasses * digitDim);
   const logs: string[] = [];
-  const [auto, webgpu] = await runInChromium(join(dir, 'model.onnx'), join(dir, 'model.decoder.onnx'), images, masked, [
-    { device: 'auto', count: 2, latencyRuns: 1 },
-    { device: 'webgpu', count: 2, latencyRuns: 1 },
-  ], (l) => logs.push(l));
+  const [auto, webgpu] = await runInChromium(
+    join(dir, 'model.onnx'),
+    join(dir, 'model.decoder.onnx'),
+    images,
+    masked,
+    [
+      { device: 'auto', count: 2, latencyRuns: 1 },
+      { device: 'webgpu', count: 2, latencyRuns: 1 },
+    ],
+    (l) => logs.push(l),
+  );
   assert.ok(auto && 'ok' in auto, JSON.stringify(auto));
   const software = /swiftshader/i.test(logs.join('\n'));
   if (software) {
@@ -51,23 +60,35 @@ test('in Chromium, auto passes over a software WebGPU adapter for wasm, and a na
   if ('ok' in webgpu) assert.equal(webgpu.ok.device, 'webgpu');
 });
 
-test('in Chromium, an fp16-compute model runs on wasm, and a named webgpu runs it or, without shader-f16, says how to fix it', { skip: !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}` }, async () => {
+test('in Chromium, an fp16-compute model runs on wasm, and a named webgpu runs it or, without shader-f16, says how to fix it', {
+  skip: !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}`,
+}, async () => {
   const built = buildCapsNetModels(TINY_CONFIG, tiny.weights, { ...TINY_PROVENANCE, precision: 'fp16' });
   writeFileSync(join(dir, 'half.onnx'), encodeModel(built.model));
   writeFileSync(join(dir, 'half.decoder.onnx'), encodeModel(built.decoder));
   const images = Float32Array.from({ length: 2 * PIXELS }, (_, i) => (i % 13) / 12);
   const masked = new Float32Array(2 * numClasses * digitDim);
   const logs: string[] = [];
-  const [wasm, webgpu] = await runInChromium(join(dir, 'half.onnx'), join(dir, 'half.decoder.onnx'), images, masked, [
-    { device: 'wasm', count: 2, latencyRuns: 1 },
-    { device: 'webgpu', count: 2, latencyRuns: 1 },
-  ], (l) => logs.push(l));
+  const [wasm, webgpu] = await runInChromium(
+    join(dir, 'half.onnx'),
+    join(dir, 'half.decoder.onnx'),
+    images,
+    masked,
+    [
+      { device: 'wasm', count: 2, latencyRuns: 1 },
+      { device: 'webgpu', count: 2, latencyRuns: 1 },
+    ],
+    (l) => logs.push(l),
+  );
   const ref = await (await tinyReference(tiny)).classify(images);
   assert.ok(wasm && 'ok' in wasm, JSON.stringify(wasm));
   assert.ok(webgpu, 'a reply for webgpu');
   if ('skipped' in webgpu) {
     console.log(`case: the WebGPU adapter lacks shader-f16; skipped with: ${webgpu.skipped}`);
-    assert.match(webgpu.skipped, /^device "webgpu" cannot run \/model\.onnx: the model computes in fp16 \(capsnet\.compute_precision\) and the WebGPU adapter \(.+\) lacks the shader-f16 feature: re-export it with `capsnet export RUN_DIR --precision fp16 --compute fp32`/);
+    assert.match(
+      webgpu.skipped,
+      /^device "webgpu" cannot run \/model\.onnx: the model computes in fp16 \(capsnet\.compute_precision\) and the WebGPU adapter \(.+\) lacks the shader-f16 feature: re-export it with `capsnet export RUN_DIR --precision fp16 --compute fp32`/,
+    );
   } else {
     assert.ok('ok' in webgpu, JSON.stringify(webgpu));
     console.log('case: the WebGPU adapter has shader-f16; the model ran on it');

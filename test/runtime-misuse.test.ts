@@ -40,8 +40,12 @@ describe('runtime misuse (tiny CapsNet, onnxruntime-node cpu)', () => {
   });
 
   test('a detached buffer is named as such, not "empty batch"', async () => {
-    for (const call of [() => model.classify(detached(new Float32Array(PIXELS))), () => model.classify([detached(new Float32Array(PIXELS))]),
-      () => model.decode(detached(new Float32Array(K * D))), () => model.decode([detached(new Float32Array(K * D))])]) {
+    for (const call of [
+      () => model.classify(detached(new Float32Array(PIXELS))),
+      () => model.classify([detached(new Float32Array(PIXELS))]),
+      () => model.decode(detached(new Float32Array(K * D))),
+      () => model.decode([detached(new Float32Array(K * D))]),
+    ]) {
       await assert.rejects(call(), (e: unknown) => {
         assert.ok(e instanceof InputError);
         assert.match((e as Error).message, /ArrayBuffer is detached .*: pass a copy made before the transfer/);
@@ -58,10 +62,16 @@ describe('runtime misuse (tiny CapsNet, onnxruntime-node cpu)', () => {
     await short.classify(new Float32Array(PIXELS));
     await short.dispose();
     await short.dispose(); // twice is fine
-    for (const [name, call] of [['classify', () => short.classify(new Float32Array(PIXELS))], ['decode', () => short.decode(new Float32Array(K * D))]] as const) {
+    for (const [name, call] of [
+      ['classify', () => short.classify(new Float32Array(PIXELS))],
+      ['decode', () => short.decode(new Float32Array(K * D))],
+    ] as const) {
       await assert.rejects(call(), (e: unknown) => {
         assert.ok(e instanceof ClassifierDisposedError, String(e));
-        assert.equal((e as Error).message, `${name}() was called after dispose(): this classifier has released its model; load it again with CapsNet.load(...)`);
+        assert.equal(
+          (e as Error).message,
+          `${name}() was called after dispose(): this classifier has released its model; load it again with CapsNet.load(...)`,
+        );
         return true;
       });
     }
@@ -75,8 +85,13 @@ describe('runtime misuse (tiny CapsNet, onnxruntime-node cpu)', () => {
       await assert.rejects(wrong.classify(new Float32Array((H + 2) * W * C)), (e: unknown) => {
         assert.ok(e instanceof ModelFormatError, String(e));
         assert.ok(oneLine(e), (e as Error).message);
-        assert.match((e as Error).message, new RegExp(`^classify: ONNX Runtime could not run the model on "images" \\[1, ${H + 2}, ${W}, ${C}\\] \\(.*dimensions.*\\): ` +
-          'the graph does not take the shape its metadata promises; re-export it'));
+        assert.match(
+          (e as Error).message,
+          new RegExp(
+            `^classify: ONNX Runtime could not run the model on "images" \\[1, ${H + 2}, ${W}, ${C}\\] \\(.*dimensions.*\\): ` +
+              'the graph does not take the shape its metadata promises; re-export it',
+          ),
+        );
         assert.match(String(((e as Error).cause as Error).message), /\n/); // ORT's own text, several lines
         return true;
       });
@@ -90,9 +105,16 @@ describe('a CapsNet export whose metadata a graph tool stripped', () => {
   test('is named as ours with its metadata missing, not "not a CapsNet export"', async () => {
     const keys = Object.fromEntries(Object.values(METADATA_KEYS).map((k) => [k, undefined]));
     const stripped = tinyModel(keys);
-    const message = /^the ONNX file was written by capsnet-onnx [^ ]+ but its CapsNet metadata \("capsnet\.config"\) is missing \(it has no metadata_props at all\): a graph tool .* dropped it; .*export again with `capsnet export`$/;
-    assert.throws(() => readModelMetadata(stripped.model), (e: unknown) => e instanceof ModelFormatError && message.test((e as Error).message));
-    await assert.rejects(CapsNet.load(stripped.model, { decoder: stripped.decoder, device: 'cpu' }), (e: unknown) => e instanceof ModelFormatError && message.test((e as Error).message));
+    const message =
+      /^the ONNX file was written by capsnet-onnx [^ ]+ but its CapsNet metadata \("capsnet\.config"\) is missing \(it has no metadata_props at all\): a graph tool .* dropped it; .*export again with `capsnet export`$/;
+    assert.throws(
+      () => readModelMetadata(stripped.model),
+      (e: unknown) => e instanceof ModelFormatError && message.test((e as Error).message),
+    );
+    await assert.rejects(
+      CapsNet.load(stripped.model, { decoder: stripped.decoder, device: 'cpu' }),
+      (e: unknown) => e instanceof ModelFormatError && message.test((e as Error).message),
+    );
   });
 
   test('a file from another producer without our metadata is still "not a CapsNet export"', () => {

@@ -74,8 +74,10 @@ describe('metadata', () => {
   });
 
   test('a model without CapsNet metadata, or with bad labels, is refused with the fix', () => {
-    assert.throws(() => readModelMetadata(tinyModel({ [METADATA_KEYS.config]: undefined }).model), (e: Error) =>
-      e instanceof ModelFormatError && /capsnet export/.test(e.message));
+    assert.throws(
+      () => readModelMetadata(tinyModel({ [METADATA_KEYS.config]: undefined }).model),
+      (e: Error) => e instanceof ModelFormatError && /capsnet export/.test(e.message),
+    );
     assert.throws(() => readModelMetadata(tinyModel({ [METADATA_KEYS.classLabels]: '["a"]' }).model), /JSON array of 4 labels/);
     assert.throws(() => readModelMetadata(new Uint8Array([0x0a, 0xff, 0xff])), ModelFormatError);
   });
@@ -99,7 +101,10 @@ describe('model files that cannot be read', () => {
 
   test('Node: a missing model or decoder is a ModelFileError that names the path; a directory is UNREADABLE', async () => {
     const missing = join(dir, 'missing.onnx');
-    await assert.rejects(CapsNet.load(missing), fileError('NOT_FOUND', missing, /^model file .*missing\.onnx does not exist: check the path, or export one with `capsnet export`$/));
+    await assert.rejects(
+      CapsNet.load(missing),
+      fileError('NOT_FOUND', missing, /^model file .*missing\.onnx does not exist: check the path, or export one with `capsnet export`$/),
+    );
     await assert.rejects(CapsNet.load(modelPath, { decoder: missing }), fileError('NOT_FOUND', missing, /^decoder file .*missing\.onnx does not exist/));
     const folder = join(dir, 'folder.onnx');
     mkdirSync(folder, { recursive: true });
@@ -133,17 +138,27 @@ describe('model files that cannot be read', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     try {
-      await assert.rejects(WebCapsNet.load(`${base}/missing.onnx`), fileError('NOT_FOUND', `${base}/missing.onnx`, /^model file .* was not found \(HTTP 404\): check the URL, or export one with `capsnet export`$/));
+      await assert.rejects(
+        WebCapsNet.load(`${base}/missing.onnx`),
+        fileError('NOT_FOUND', `${base}/missing.onnx`, /^model file .* was not found \(HTTP 404\): check the URL, or export one with `capsnet export`$/),
+      );
       await assert.rejects(WebCapsNet.load(`${base}/broken.onnx`), fileError('UNREADABLE', `${base}/broken.onnx`, /HTTP 500/));
-      await assert.rejects(WebCapsNet.load(`${base}/model.onnx`, { decoder: `${base}/gone.onnx` }), fileError('NOT_FOUND', `${base}/gone.onnx`, /^decoder file .* was not found \(HTTP 404\)/));
+      await assert.rejects(
+        WebCapsNet.load(`${base}/model.onnx`, { decoder: `${base}/gone.onnx` }),
+        fileError('NOT_FOUND', `${base}/gone.onnx`, /^decoder file .* was not found \(HTTP 404\)/),
+      );
     } finally {
       server.close();
     }
   });
 
-  test('the runtime\'s other errors name no command-line flag', async () => {
+  test("the runtime's other errors name no command-line flag", async () => {
     const errors: Error[] = [];
-    const collect = async (p: Promise<unknown>) => p.then(() => assert.fail('expected an error'), (e: Error) => errors.push(e));
+    const collect = async (p: Promise<unknown>) =>
+      p.then(
+        () => assert.fail('expected an error'),
+        (e: Error) => errors.push(e),
+      );
     await collect(CapsNet.load(modelPath, { maxBatch: 0 }));
     await collect(CapsNet.load(tiny.model, { device: 'wasm' }));
     await collect(CapsNet.load(tiny.model, { presenceThreshold: 2 }));
@@ -162,7 +177,13 @@ describe('model files that cannot be read', () => {
 
 describe('providers', () => {
   test('each provider lists exactly one execution provider, its own', () => {
-    for (const [provider, name] of [[nodeCpu, 'cpu'], [nodeCuda, 'cuda'], [nodeWebGpu, 'webgpu'], [webWasm, 'wasm'], [webWebGpu, 'webgpu']] as const) {
+    for (const [provider, name] of [
+      [nodeCpu, 'cpu'],
+      [nodeCuda, 'cuda'],
+      [nodeWebGpu, 'webgpu'],
+      [webWasm, 'wasm'],
+      [webWebGpu, 'webgpu'],
+    ] as const) {
       const eps = provider.sessionOptions({}).executionProviders!;
       assert.equal(eps.length, 1, `${provider.runtime} ${provider.device}`);
       assert.equal(typeof eps[0] === 'string' ? eps[0] : eps[0]!.name, name);
@@ -182,7 +203,11 @@ describe('providers', () => {
       const cudaReason = (await CapsNet.probe()).cuda;
       assert.equal(model.device, cudaReason ? 'cpu' : 'cuda');
       assert.match(model.deviceReport, /^auto chose/);
-      if (cudaReason) assert.ok(logs.some((l) => l.startsWith('auto: passing over cuda')), logs.join('\n'));
+      if (cudaReason)
+        assert.ok(
+          logs.some((l) => l.startsWith('auto: passing over cuda')),
+          logs.join('\n'),
+        );
     } finally {
       await model.dispose();
     }
@@ -192,13 +217,20 @@ describe('providers', () => {
     const cudaReason = (await CapsNet.probe()).cuda;
     if (!cudaReason) t.diagnostic('CUDA is available here: only the wasm/webgpu refusals are checked');
     else {
-      await assert.rejects(CapsNet.load(modelPath, { device: 'cuda' }), (e: Error) =>
-        e instanceof DeviceUnavailableError && /device "cuda" is unavailable/.test(e.message) && /ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node/.test(e.message));
+      await assert.rejects(
+        CapsNet.load(modelPath, { device: 'cuda' }),
+        (e: Error) =>
+          e instanceof DeviceUnavailableError &&
+          /device "cuda" is unavailable/.test(e.message) &&
+          /ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node/.test(e.message),
+      );
     }
     await assert.rejects(CapsNet.load(modelPath, { device: 'wasm' }), /@capsnet-onnx\/runtime\/web/);
     await assert.rejects(CapsNet.load(modelPath, { device: 'tpu' as never }), /unknown device "tpu"/);
-    await assert.rejects(WebCapsNet.load(tiny.model, { device: 'webgpu' }), (e: Error) =>
-      e instanceof DeviceUnavailableError && /@capsnet-onnx\/runtime\/node/.test(e.message));
+    await assert.rejects(
+      WebCapsNet.load(tiny.model, { device: 'webgpu' }),
+      (e: Error) => e instanceof DeviceUnavailableError && /@capsnet-onnx\/runtime\/node/.test(e.message),
+    );
     await assert.rejects(WebCapsNet.load(tiny.model, { device: 'cuda' }), /CUDA runs only in Node/);
   });
 
@@ -302,7 +334,10 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
         [[image(1), 'x'], /image 1 is string: an array of images holds/],
         ['pixels', /got string/],
         // The bytes of an image file (PNG and JPEG signatures) are named as such, with the decoding step to add.
-        [Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...new Array(300).fill(0)]), /bytes are a PNG file, not pixels: .*decodeImage\(bytes\)/],
+        [
+          Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...new Array(300).fill(0)]),
+          /bytes are a PNG file, not pixels: .*decodeImage\(bytes\)/,
+        ],
         [Uint8Array.from([0xff, 0xd8, 0xff, 0xe0, ...new Array(300).fill(0)]), /bytes are a JPEG file, not pixels: .*decodeImage/],
       ];
       for (const [input, message] of cases) {
@@ -353,39 +388,71 @@ describe('image files', () => {
     new DataView(idx.buffer).setUint32(4, 2);
     new DataView(idx.buffer).setUint32(8, H);
     new DataView(idx.buffer).setUint32(12, W);
-    idx.set(Uint8Array.from(image(1), (v) => Math.round(v * 255)), 16);
+    idx.set(
+      Uint8Array.from(image(1), (v) => Math.round(v * 255)),
+      16,
+    );
     writeFileSync(join(dir, 'test-images-idx3-ubyte'), idx);
     const labels = Uint8Array.from([0, 0, 8, 1, 0, 0, 0, 2, 3, 1]);
     writeFileSync(join(dir, 'test-labels-idx1-ubyte'), labels);
-    const json = await execa('node', [CLI, 'classify', modelPath, join(dir, 'big.png'), join(dir, 'test-images-idx3-ubyte'), '--device', 'cpu', '--json'], { cwd: ROOT });
+    const json = await execa('node', [CLI, 'classify', modelPath, join(dir, 'big.png'), join(dir, 'test-images-idx3-ubyte'), '--device', 'cpu', '--json'], {
+      cwd: ROOT,
+    });
     const out = JSON.parse(json.stdout);
     assert.equal(out.device, 'cpu');
     assert.equal(out.results.length, 3);
     assert.deepEqual(Object.keys(out.results[0].scores), ['class0', 'class1', 'class2', 'class3']);
-    assert.deepEqual(out.results.slice(1).map((r: { trueLabel: number }) => r.trueLabel), [3, 1]);
+    assert.deepEqual(
+      out.results.slice(1).map((r: { trueLabel: number }) => r.trueLabel),
+      [3, 1],
+    );
     const [expected] = await (await CapsNet.load(tiny.model, { device: 'cpu' })).classify(Uint8Array.from(image(1), (v) => Math.round(v * 255)));
     assert.equal(out.results[1].label, expected!.label);
     // A directory: its PNG, JPEG and IDX image files (not the labels file, not the models), in name order.
     const listed = JSON.parse((await execa('node', [CLI, 'classify', modelPath, dir, '--device', 'cpu', '--json'], { cwd: ROOT })).stdout);
-    assert.deepEqual(listed.results.map((r: { image: string }) => r.image.slice(dir.length + 1)), ['big.png', 'photo.jpg', 'test-images-idx3-ubyte[0]', 'test-images-idx3-ubyte[1]']);
+    assert.deepEqual(
+      listed.results.map((r: { image: string }) => r.image.slice(dir.length + 1)),
+      ['big.png', 'photo.jpg', 'test-images-idx3-ubyte[0]', 'test-images-idx3-ubyte[1]'],
+    );
     // `-`: one image on stdin, or a list of paths.
-    const piped = JSON.parse((await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], { cwd: ROOT, inputFile: join(dir, 'photo.jpg') })).stdout);
+    const piped = JSON.parse(
+      (await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], { cwd: ROOT, inputFile: join(dir, 'photo.jpg') })).stdout,
+    );
     assert.equal(piped.results[0].image, '-');
     assert.deepEqual(piped.results[0].scores, listed.results[1].scores);
-    const list = JSON.parse((await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], { cwd: ROOT, input: `${join(dir, 'big.png')}\n\n${join(dir, 'photo.jpg')}\n` })).stdout);
-    assert.deepEqual(list.results.map((r: { scores: unknown }) => r.scores), listed.results.slice(0, 2).map((r: { scores: unknown }) => r.scores));
+    const list = JSON.parse(
+      (
+        await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], {
+          cwd: ROOT,
+          input: `${join(dir, 'big.png')}\n\n${join(dir, 'photo.jpg')}\n`,
+        })
+      ).stdout,
+    );
+    assert.deepEqual(
+      list.results.map((r: { scores: unknown }) => r.scores),
+      listed.results.slice(0, 2).map((r: { scores: unknown }) => r.scores),
+    );
     const text = await execa('node', [CLI, 'classify', modelPath, join(dir, 'big.png'), '--device', 'cpu'], { cwd: ROOT });
     assert.match(text.stdout, /big\.png\s+(class\d|no digit \(.+\))\s+scores: class\d \d\.\d{4}/);
     // A file that is not an image is reported (in text on stderr, in JSON as its row) and the rest still run.
-    const bad = await execa('node', [CLI, 'classify', modelPath, join(dir, 'test-labels-idx1-ubyte'), join(dir, 'big.png'), '--device', 'cpu'], { cwd: ROOT, reject: false });
+    const bad = await execa('node', [CLI, 'classify', modelPath, join(dir, 'test-labels-idx1-ubyte'), join(dir, 'big.png'), '--device', 'cpu'], {
+      cwd: ROOT,
+      reject: false,
+    });
     assert.equal(bad.exitCode, 1);
     assert.match(bad.stdout, /labels file: pass the images file/);
     assert.match(bad.stdout, /big\.png/);
-    const badJson = await execa('node', [CLI, 'classify', modelPath, join(dir, 'test-labels-idx1-ubyte'), '--device', 'cpu', '--json'], { cwd: ROOT, reject: false });
+    const badJson = await execa('node', [CLI, 'classify', modelPath, join(dir, 'test-labels-idx1-ubyte'), '--device', 'cpu', '--json'], {
+      cwd: ROOT,
+      reject: false,
+    });
     assert.equal(badJson.exitCode, 1);
     assert.equal(JSON.parse(badJson.stdout).results[0].error.code, 'BAD_IMAGE');
     // With --json, fatal errors and option errors are JSON too.
-    for (const args of [[join(dir, 'big.png'), '--model-typo'], [join(dir, 'big.png'), '--polarity', 'sideways']]) {
+    for (const args of [
+      [join(dir, 'big.png'), '--model-typo'],
+      [join(dir, 'big.png'), '--polarity', 'sideways'],
+    ]) {
       const fatal = await execa('node', [CLI, 'classify', modelPath, ...args, '--json'], { cwd: ROOT, reject: false });
       assert.equal(fatal.exitCode, 1);
       assert.match(JSON.parse(fatal.stdout).error.message, /unknown option '--model-typo'|sideways/);
@@ -401,8 +468,14 @@ describe('image files', () => {
     const json = await execa('node', [...args, '--json'], { cwd: ROOT, reject: false });
     assert.equal(json.exitCode, 1, json.stderr);
     const rows = JSON.parse(json.stdout).results as { image: string; label: unknown; error?: { code: string; message: string } }[];
-    assert.deepEqual(rows.map((r) => r.image), [good, missing, notDir, dangling, good]);
-    assert.deepEqual(rows.map((r) => r.error?.code ?? 'ok'), ['ok', 'NOT_FOUND', 'UNREADABLE', 'NOT_FOUND', 'ok']);
+    assert.deepEqual(
+      rows.map((r) => r.image),
+      [good, missing, notDir, dangling, good],
+    );
+    assert.deepEqual(
+      rows.map((r) => r.error?.code ?? 'ok'),
+      ['ok', 'NOT_FOUND', 'UNREADABLE', 'NOT_FOUND', 'ok'],
+    );
     assert.match(rows[1]!.error!.message, /missing\.png does not exist: check the path/);
     assert.match(rows[2]!.error!.message, /a-file\/x\.png cannot be read: a parent of it is a file, not a directory \(ENOTDIR\)/);
     assert.deepEqual(rows[4], rows[0]);
@@ -416,9 +489,16 @@ describe('image files', () => {
     assert.match(text.stderr, /3 of 5 images could not be read/);
     assert.doesNotMatch(text.stderr, /\n\s+at /);
     // A list of paths on standard input follows the same rule.
-    const piped = await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], { cwd: ROOT, reject: false, input: `${missing}\n${good}\n` });
+    const piped = await execa('node', [CLI, 'classify', modelPath, '-', '--device', 'cpu', '--json'], {
+      cwd: ROOT,
+      reject: false,
+      input: `${missing}\n${good}\n`,
+    });
     assert.equal(piped.exitCode, 1);
-    assert.deepEqual(JSON.parse(piped.stdout).results.map((r: { error?: { code: string } }) => r.error?.code ?? 'ok'), ['NOT_FOUND', 'ok']);
+    assert.deepEqual(
+      JSON.parse(piped.stdout).results.map((r: { error?: { code: string } }) => r.error?.code ?? 'ok'),
+      ['NOT_FOUND', 'ok'],
+    );
     rmSync(links, { recursive: true, force: true });
   });
 });

@@ -25,7 +25,11 @@ describe('serving the files that were loaded', () => {
     writeFileSync(join(dir, 'model.decoder.onnx'), decoder);
     writeFileSync(join(dir, 'capsnet.js'), 'export const page = 1;\n');
     server = await createServer({
-      classifier: new FakeClassifier(), modelPath: join(dir, 'model.onnx'), decoderPath: join(dir, 'model.decoder.onnx'), webDir: dir, log: (l) => logs.push(l),
+      classifier: new FakeClassifier(),
+      modelPath: join(dir, 'model.onnx'),
+      decoderPath: join(dir, 'model.decoder.onnx'),
+      webDir: dir,
+      log: (l) => logs.push(l),
     });
     base = await server.listen(0, '127.0.0.1');
   });
@@ -90,6 +94,9 @@ describe('serving the files that were loaded', () => {
     writeFileSync(join(dir, 'model.onnx'), model);
     const restored = await get('/model.onnx');
     assert.equal(restored.headers.get('x-capsnet-file-on-disk'), null);
-    assert.ok(logs.every((l) => !/error|stack|ENOENT/i.test(l)), logs.join('\n'));
+    assert.ok(
+      logs.every((l) => !/error|stack|ENOENT/i.test(l)),
+      logs.join('\n'),
+    );
   });
 });

@@ -47,7 +47,10 @@ class LyingClassifier extends FakeClassifier {
 
 describe('serving: a model that disagrees with its metadata', () => {
   test('createServer refuses it (fake classifier, 5 classes claimed, 10 computed)', async () => {
-    await assert.rejects(createServer({ classifier: new LyingClassifier() }), /does not match its metadata: it computes 10 class scores, its metadata says 5 classes/);
+    await assert.rejects(
+      createServer({ classifier: new LyingClassifier() }),
+      /does not match its metadata: it computes 10 class scores, its metadata says 5 classes/,
+    );
   });
 
   test('createServer refuses a real ONNX model whose metadata claims 5 of its 4 classes', async () => {
@@ -152,20 +155,33 @@ describe('serving: hostile and careless requests', () => {
     const json = JSON.stringify({ image: flat(0.5) });
     const plain = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': 'application/json' }, body: json });
     assert.equal(plain.status, 200);
-    for (const [encoding, zip] of [['gzip', gzipSync], ['deflate', deflateSync], ['br', brotliCompressSync]] as const) {
-      const r = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': encoding }, body: zip(json) });
+    for (const [encoding, zip] of [
+      ['gzip', gzipSync],
+      ['deflate', deflateSync],
+      ['br', brotliCompressSync],
+    ] as const) {
+      const r = await raw(base, '/v1/classify', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+        body: zip(json),
+      });
       assert.equal(r.status, 200, `${encoding}: ${r.text.slice(0, 200)}`);
       assert.deepEqual(r.json.results, plain.json.results);
     }
     // Multipart uploads too: the same files, compressed, give the same answers.
     const form = new FormData();
-    for (const v of [0.2, 0.7]) form.append('file', new Blob([new Uint8Array(encodePng(Float32Array.from(flat(v)), 28, 28, 1))], { type: 'image/png' }), `${v}.png`);
+    for (const v of [0.2, 0.7])
+      form.append('file', new Blob([new Uint8Array(encodePng(Float32Array.from(flat(v)), 28, 28, 1))], { type: 'image/png' }), `${v}.png`);
     const encodedForm = new Response(form);
     const formType = encodedForm.headers.get('content-type')!;
     const formBytes = new Uint8Array(await encodedForm.arrayBuffer());
     const plainForm = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': formType }, body: formBytes });
     assert.equal(plainForm.status, 200, plainForm.text.slice(0, 200));
-    for (const [encoding, zip] of [['gzip', gzipSync], ['deflate', deflateSync], ['br', brotliCompressSync]] as const) {
+    for (const [encoding, zip] of [
+      ['gzip', gzipSync],
+      ['deflate', deflateSync],
+      ['br', brotliCompressSync],
+    ] as const) {
       const r = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': formType, 'content-encoding': encoding }, body: zip(formBytes) });
       assert.equal(r.status, 200, `multipart ${encoding}: ${r.text.slice(0, 200)}`);
       assert.deepEqual(r.json.results, plainForm.json.results);
@@ -204,7 +220,11 @@ describe('serving: hostile and careless requests', () => {
     const foreign = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': 'text/plain', origin: 'http://evil.example' }, body });
     assert.equal(foreign.status, 403);
     assert.equal(foreign.json.error.code, 'CROSS_ORIGIN');
-    const multipartForm = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': 'multipart/form-data; boundary=x', origin: 'http://evil.example' }, body: '--x--\r\n' });
+    const multipartForm = await raw(base, '/v1/classify', {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=x', origin: 'http://evil.example' },
+      body: '--x--\r\n',
+    });
     assert.equal(multipartForm.status, 403);
     const own = await raw(base, '/v1/classify', { method: 'POST', headers: { 'content-type': 'application/json', origin: base }, body });
     assert.equal(own.status, 200);
@@ -236,7 +256,11 @@ describe('serving: no server path in any response', () => {
       override readonly metadata: ModelMetadata = { ...FAKE_METADATA, dataset: `idx:${secret}` };
     }
     const local = new PrivateData();
-    const server = await createServer({ classifier: local, modelPath: '/srv/models/private/model.onnx', decoderPath: '/srv/models/private/missing.decoder.onnx' });
+    const server = await createServer({
+      classifier: local,
+      modelPath: '/srv/models/private/model.onnx',
+      decoderPath: '/srv/models/private/missing.decoder.onnx',
+    });
     const base = await server.listen(0, '127.0.0.1');
     try {
       const responses = await Promise.all(['/v1/model', '/v1/samples', '/model.decoder.onnx', '/web/nothing.js', '/nothing'].map((p) => raw(base, p)));

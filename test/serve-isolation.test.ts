@@ -34,14 +34,21 @@ const v2 = (data: number[], n = 1) => ({ inputs: [{ name: 'images', shape: [n, H
 describe('batcher isolation (unit)', () => {
   test('a request the validator refuses gets its error alone and never joins a run', async () => {
     const runs: number[][] = [];
-    const batcher = new Batcher<number, number>(async (xs) => {
-      runs.push(xs);
-      return xs.map((x) => x * 2);
-    }, { maxBatch: 8, maxWaitMs: 20 }, (xs) => {
-      if (xs.some((x) => x > 1)) throw new RangeError(`value ${xs.find((x) => x > 1)} is above 1`);
-    });
+    const batcher = new Batcher<number, number>(
+      async (xs) => {
+        runs.push(xs);
+        return xs.map((x) => x * 2);
+      },
+      { maxBatch: 8, maxWaitMs: 20 },
+      (xs) => {
+        if (xs.some((x) => x > 1)) throw new RangeError(`value ${xs.find((x) => x > 1)} is above 1`);
+      },
+    );
     const results = await Promise.allSettled([batcher.submit([0.5]), batcher.submit([255]), batcher.submit([0.25, 0.75])]);
-    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
     assert.match(String((results[1] as PromiseRejectedResult).reason), /value 255 is above 1/);
     assert.deepEqual(runs, [[0.5, 0.25, 0.75]]);
     assert.equal(batcher.stats().invalidRequests, 1);
@@ -49,11 +56,14 @@ describe('batcher isolation (unit)', () => {
 
   test('a batched run that throws is split: each request runs alone and only the culprit fails', async () => {
     const runs: number[][] = [];
-    const batcher = new Batcher<number, number>(async (xs) => {
-      runs.push(xs);
-      if (xs.includes(13)) throw new Error('unlucky 13');
-      return xs.map((x) => x + 1);
-    }, { maxBatch: 8, maxWaitMs: 20 });
+    const batcher = new Batcher<number, number>(
+      async (xs) => {
+        runs.push(xs);
+        if (xs.includes(13)) throw new Error('unlucky 13');
+        return xs.map((x) => x + 1);
+      },
+      { maxBatch: 8, maxWaitMs: 20 },
+    );
     const results = await Promise.allSettled([batcher.submit([1]), batcher.submit([13, 2]), batcher.submit([3, 4])]);
     assert.deepEqual((results[0] as PromiseFulfilledResult<{ outputs: number[] }>).value.outputs, [2]);
     assert.match(String((results[1] as PromiseRejectedResult).reason), /unlucky 13/);
@@ -85,7 +95,7 @@ describe('serving: mixed traffic on a real model (tiny CapsNet, onnxruntime-node
     const rounds = 20;
     let valid = 0;
     let ok = 0;
-    let badStatuses: number[] = [];
+    const badStatuses: number[] = [];
     const before = server.stats().classify;
     for (let round = 0; round < rounds; round++) {
       const inputs = Array.from({ length: 15 }, (_, k) => image(round * 15 + k));
@@ -94,7 +104,9 @@ describe('serving: mixed traffic on a real model (tiny CapsNet, onnxruntime-node
       const requests = [
         postJson(base, `/v2/models/capsnet/infer`, v2(bad)),
         // Valid traffic on both APIs: odd k on /v2, even k on /v1 (a flat prepared image).
-        ...inputs.map((x, k) => (k % 2 ? postJson(base, '/v2/models/capsnet/infer', v2(Array.from(x))) : postJson(base, '/v1/classify', { image: Array.from(x) }))),
+        ...inputs.map((x, k) =>
+          k % 2 ? postJson(base, '/v2/models/capsnet/infer', v2(Array.from(x))) : postJson(base, '/v1/classify', { image: Array.from(x) }),
+        ),
       ];
       const [badAnswer, ...answers] = await Promise.all(requests);
       badStatuses.push(badAnswer!.status);
@@ -115,8 +127,10 @@ describe('serving: mixed traffic on a real model (tiny CapsNet, onnxruntime-node
     // The rounds shared runs (batching still works) and no run failed.
     assert.ok(stats.runs - before.runs < stats.requests - before.requests, JSON.stringify(stats));
     assert.equal(stats.failedRequests, 0);
-    console.log(`# mixed traffic: ${ok}/${valid} valid requests 200 with the direct answer (max diff < ${TOLERANCE}); bad requests: ${badStatuses.join(', ')}; ` +
-      `${stats.runs - before.runs} runs for ${stats.requests - before.requests} batched requests`);
+    console.log(
+      `# mixed traffic: ${ok}/${valid} valid requests 200 with the direct answer (max diff < ${TOLERANCE}); bad requests: ${badStatuses.join(', ')}; ` +
+        `${stats.runs - before.runs} runs for ${stats.requests - before.requests} batched requests`,
+    );
   });
 
   test('a batch that fails at run time is split: only the request that fails alone gets an error', async () => {
@@ -178,10 +192,20 @@ describe('serving: third-party text as one line naming the field and the fix (is
 
   test('zlib, busboy and Fastify texts are wrapped; the /v2 415 says what to send', async () => {
     const cases: [string, Record<string, string>, BodyInit, number, RegExp][] = [
-      ['/v1/classify', { 'content-type': 'application/json', 'content-encoding': 'gzip' }, 'not gzip at all', 400,
-        /^the body is not valid gzip data \(incorrect header check\): send the body compressed as its Content-Encoding header says, or leave the header out$/],
-      ['/v2/models/capsnet/infer', { 'content-type': 'text/plain' }, '{"inputs": []}', 415,
-        /^the body must be JSON: send Content-Type: application\/json with \{"inputs": \[\.\.\.\]\}/],
+      [
+        '/v1/classify',
+        { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+        'not gzip at all',
+        400,
+        /^the body is not valid gzip data \(incorrect header check\): send the body compressed as its Content-Encoding header says, or leave the header out$/,
+      ],
+      [
+        '/v2/models/capsnet/infer',
+        { 'content-type': 'text/plain' },
+        '{"inputs": []}',
+        415,
+        /^the body must be JSON: send Content-Type: application\/json with \{"inputs": \[\.\.\.\]\}/,
+      ],
       ['/v2/models/capsnet/infer', { 'content-type': 'application/json' }, '{"inputs": [', 400, /^the body is not valid JSON \(.*\): send one JSON object/],
       ['/v1/classify', { 'content-type': 'application/json' }, '{}', 400, /a PNG or JPEG body, or PNG or JPEG files|"image"/],
     ];
@@ -203,7 +227,9 @@ describe('serving: third-party text as one line naming the field and the fix (is
 
   test("V8's allocation failures in the decoding worker are a 413 naming the image, not V8's text alone", () => {
     const result = decodeTask({
-      bytes: new Uint8Array(Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAGUlEQVR4AWNk+M/AwPifgYGBiQEImBiAAAAgNQIFPdhLDQAAAABJRU5ErkJggg==', 'base64')),
+      bytes: new Uint8Array(
+        Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAGUlEQVR4AWNk+M/AwPifgYGBiQEImBiAAAAgNQIFPdhLDQAAAABJRU5ErkJggg==', 'base64'),
+      ),
       // A target no machine can hold: the prepared image's allocation fails.
       target: { shape: { height: 2 ** 20, width: 2 ** 20, channels: 3 }, preprocessing: { method: 'resize', polarity: 'any' } },
       polarity: 'auto',

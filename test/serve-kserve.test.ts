@@ -67,7 +67,10 @@ describe('KServe v2 protocol', () => {
     assert.equal(json.model_name, 'digits');
     assert.equal(json.model_version, '1');
     assert.equal(json.id, 'req-7');
-    assert.deepEqual(json.outputs.map((o: { name: string }) => o.name), ['lengths', 'capsules']);
+    assert.deepEqual(
+      json.outputs.map((o: { name: string }) => o.name),
+      ['lengths', 'capsules'],
+    );
     const [lengths, capsules] = json.outputs;
     assert.equal(lengths.datatype, 'FP32');
     assert.deepEqual(lengths.shape, [2, 10]);
@@ -86,9 +89,18 @@ describe('KServe v2 protocol', () => {
     });
     assert.equal(status, 200, JSON.stringify(json));
     assert.equal(json.id, undefined);
-    assert.deepEqual(json.outputs.map((o: { name: string; shape: number[] }) => [o.name, o.shape]),
-      [['lengths', [1, 10]], ['capsules', [1, 10, 16]], ['reconstruction', [1, 784]]]);
-    assert.ok(json.outputs[2].data.every((v: number) => v === 0.5), 'the fake reconstructs its input');
+    assert.deepEqual(
+      json.outputs.map((o: { name: string; shape: number[] }) => [o.name, o.shape]),
+      [
+        ['lengths', [1, 10]],
+        ['capsules', [1, 10, 16]],
+        ['reconstruction', [1, 784]],
+      ],
+    );
+    assert.ok(
+      json.outputs[2].data.every((v: number) => v === 0.5),
+      'the fake reconstructs its input',
+    );
   });
 
   test('the decoder model runs masked capsules through the decode batcher', async () => {
@@ -123,7 +135,12 @@ describe('KServe v2 protocol', () => {
       ['wrong input name', infer({ inputs: [{ ...good, name: 'x' }] }), 400, /unknown input "x".*its input is "images"/],
       ['wrong datatype', infer({ inputs: [{ ...good, datatype: 'INT64' }] }), 400, /datatype "INT64"; the model takes FP32/],
       ['wrong shape', infer({ inputs: [{ ...good, shape: [1, 784] }] }), 400, /shape \[1, 784\]; the model takes \[N, 28, 28, 1\]/],
-      ['batch too large', infer({ inputs: [{ ...good, shape: [5, 28, 28, 1], data: new Array(5 * 784).fill(0) }] }), 400, /batch of 5; the most in one request is 4/],
+      [
+        'batch too large',
+        infer({ inputs: [{ ...good, shape: [5, 28, 28, 1], data: new Array(5 * 784).fill(0) }] }),
+        400,
+        /batch of 5; the most in one request is 4/,
+      ],
       ['too few values', infer({ inputs: [{ ...good, data: new Array(783).fill(0) }] }), 400, /783 values/],
       ['not finite', infer({ inputs: [{ ...good, data: [...new Array(783).fill(0), 'x'] }] }), 400, /finite numbers/],
       ['unknown output', infer({ inputs: [good], outputs: [{ name: 'coupling' }] }), 400, /unknown output\(s\) "coupling".*does not return it/],

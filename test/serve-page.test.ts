@@ -43,7 +43,15 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
       headless: true,
       viewport: { width: 1280, height: 860 },
       // --enable-unsafe-webgpu: a WebGPU adapter even without a GPU (SwiftShader), for the provider switch test.
-      args: [...(WEBGPU ? ['--enable-unsafe-webgpu'] : []), '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        ...(WEBGPU ? ['--enable-unsafe-webgpu'] : []),
+        '--no-sandbox',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     page = context.pages()[0] ?? (await context.newPage());
     page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
@@ -149,7 +157,10 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
 
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: join(ARTIFACTS, 'serve-page.png'), fullPage: true });
-    assert.deepEqual(consoleLines.filter((l) => /^(error|pageerror)/.test(l)), []);
+    assert.deepEqual(
+      consoleLines.filter((l) => /^(error|pageerror)/.test(l)),
+      [],
+    );
   });
 
   test('an opened image file goes through the bundled pipeline: same label as the runtime; a blank canvas is "no digit"', async () => {
@@ -161,7 +172,11 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
     for (const image of [blank, photo]) {
       const [reference] = await direct.classify(decodeImage(image.bytes));
       const before = await page.evaluate(() => (window as any).capsnet.classifyCount);
-      await page.locator('#file').setInputFiles({ name: image.file.split('/')[1]!, mimeType: image.file.endsWith('.jpg') ? 'image/jpeg' : 'image/png', buffer: Buffer.from(image.bytes) });
+      await page.locator('#file').setInputFiles({
+        name: image.file.split('/')[1]!,
+        mimeType: image.file.endsWith('.jpg') ? 'image/jpeg' : 'image/png',
+        buffer: Buffer.from(image.bytes),
+      });
       await page.waitForFunction((n) => (window as any).capsnet.classifyCount > n, before);
       await idle();
       assert.equal(await page.evaluate(() => (window as any).capsnet.result.label), reference!.label, image.file);

@@ -29,22 +29,31 @@ const fakeLabel = (pixels: Float32Array) => Math.min(9, Math.round((9 * pixels.r
 describe('Batcher', () => {
   test('packs concurrent requests into one run, keeps each request whole and in order', async () => {
     const sizes: number[] = [];
-    const batcher = new Batcher<number, number>(async (xs) => {
-      sizes.push(xs.length);
-      return xs.map((x) => x * 10);
-    }, { maxBatch: 8, maxWaitMs: 20 });
+    const batcher = new Batcher<number, number>(
+      async (xs) => {
+        sizes.push(xs.length);
+        return xs.map((x) => x * 10);
+      },
+      { maxBatch: 8, maxWaitMs: 20 },
+    );
     const results = await Promise.all([batcher.submit([1, 2]), batcher.submit([3]), batcher.submit([4, 5, 6])]);
-    assert.deepEqual(results.map((r) => r.outputs), [[10, 20], [30], [40, 50, 60]]);
+    assert.deepEqual(
+      results.map((r) => r.outputs),
+      [[10, 20], [30], [40, 50, 60]],
+    );
     assert.deepEqual(sizes, [6]);
     assert.ok(results.every((r) => r.batchSize === 6));
   });
 
   test('a full batch starts at once; a request that does not fit waits for the next run', async () => {
     const sizes: number[] = [];
-    const batcher = new Batcher<number, number>(async (xs) => {
-      sizes.push(xs.length);
-      return xs;
-    }, { maxBatch: 4, maxWaitMs: 10_000 });
+    const batcher = new Batcher<number, number>(
+      async (xs) => {
+        sizes.push(xs.length);
+        return xs;
+      },
+      { maxBatch: 4, maxWaitMs: 10_000 },
+    );
     const started = performance.now();
     await Promise.all([batcher.submit([1, 2, 3]), batcher.submit([4, 5]), batcher.submit([6, 7])]);
     // [1,2,3] + [4,5] does not fit in 4: the first run takes [1,2,3] when [4,5] fills the queue past 4, the
@@ -58,13 +67,16 @@ describe('Batcher', () => {
     const sizes: number[] = [];
     let concurrent = 0;
     let maxConcurrent = 0;
-    const batcher = new Batcher<number, number>(async (xs) => {
-      sizes.push(xs.length);
-      maxConcurrent = Math.max(maxConcurrent, ++concurrent);
-      await new Promise((r) => setTimeout(r, 30));
-      concurrent--;
-      return xs;
-    }, { maxBatch: 64, maxWaitMs: 0 });
+    const batcher = new Batcher<number, number>(
+      async (xs) => {
+        sizes.push(xs.length);
+        maxConcurrent = Math.max(maxConcurrent, ++concurrent);
+        await new Promise((r) => setTimeout(r, 30));
+        concurrent--;
+        return xs;
+      },
+      { maxBatch: 64, maxWaitMs: 0 },
+    );
     const first = batcher.submit([0]);
     await new Promise((r) => setTimeout(r, 5));
     const rest = Array.from({ length: 10 }, (_, i) => batcher.submit([i + 1]));
@@ -77,13 +89,16 @@ describe('Batcher', () => {
 
   test('a failed run rejects its requests only; the next run works', async () => {
     let fail = true;
-    const batcher = new Batcher<number, number>(async (xs) => {
-      if (fail) {
-        fail = false;
-        throw new Error('boom');
-      }
-      return xs;
-    }, { maxBatch: 4, maxWaitMs: 0 });
+    const batcher = new Batcher<number, number>(
+      async (xs) => {
+        if (fail) {
+          fail = false;
+          throw new Error('boom');
+        }
+        return xs;
+      },
+      { maxBatch: 4, maxWaitMs: 0 },
+    );
     await assert.rejects(batcher.submit([1]), /boom/);
     assert.deepEqual((await batcher.submit([2])).outputs, [2]);
     assert.equal(batcher.stats().failedRequests, 1);
@@ -117,11 +132,28 @@ describe('image conversion', () => {
   test('PNG and JPEG: one answer for light-on-dark and dark-on-light (polarity auto); an override is obeyed', () => {
     const digit = bar(28);
     const light = decodeUpload(encodePng(digit, 28, 28, 1), DIGITS);
-    const dark = decodeUpload(encodePng(digit.map((v) => 1 - v), 28, 28, 1), DIGITS);
+    const dark = decodeUpload(
+      encodePng(
+        digit.map((v) => 1 - v),
+        28,
+        28,
+        1,
+      ),
+      DIGITS,
+    );
     assert.deepEqual(Array.from(dark), Array.from(light));
     assert.ok(light.some((v) => v > 0.9));
     // Told that the dark-on-light image is light-on-dark, the white sheet is the ink: a different input.
-    const forced = decodeUpload(encodePng(digit.map((v) => 1 - v), 28, 28, 1), DIGITS, { polarity: 'light-on-dark' });
+    const forced = decodeUpload(
+      encodePng(
+        digit.map((v) => 1 - v),
+        28,
+        28,
+        1,
+      ),
+      DIGITS,
+      { polarity: 'light-on-dark' },
+    );
     assert.notDeepEqual(Array.from(forced), Array.from(light));
     const rgba = new Uint8Array(280 * 280 * 4);
     const big = bar(280);
@@ -167,7 +199,10 @@ describe('server (fake classifier)', () => {
     assert.equal(one.json.results[0].reconstruction.length, 784);
     const nested = Array.from({ length: 14 }, (_, y) => Array.from(bar(14).subarray(y * 14, (y + 1) * 14)));
     const many = await postJson(base, '/v1/classify?reconstruction=false', { images: [flat(0), flat(1), nested] });
-    assert.deepEqual(many.json.results.map((r: { label: number }) => r.label), [0, 9, fakeLabel(imageFromJson(nested, DIGITS))]);
+    assert.deepEqual(
+      many.json.results.map((r: { label: number }) => r.label),
+      [0, 9, fakeLabel(imageFromJson(nested, DIGITS))],
+    );
     assert.equal(many.json.results[0].reconstruction, undefined);
   });
 
@@ -181,7 +216,23 @@ describe('server (fake classifier)', () => {
     bar(56).forEach((v, p) => rgba.set([255 - 255 * v, 255 - 255 * v, 255 - 255 * v, 255], 4 * p));
     const photo = Uint8Array.from(jpeg.encode({ data: rgba, width: 56, height: 56 }, 95).data);
     const form = new FormData();
-    form.append('a', new Blob([new Uint8Array(encodePng(bar(56).map((v) => 1 - v), 56, 56, 1))], { type: 'image/png' }), 'dark-on-light.png');
+    form.append(
+      'a',
+      new Blob(
+        [
+          new Uint8Array(
+            encodePng(
+              bar(56).map((v) => 1 - v),
+              56,
+              56,
+              1,
+            ),
+          ),
+        ],
+        { type: 'image/png' },
+      ),
+      'dark-on-light.png',
+    );
     form.append('b', new Blob([new Uint8Array(light)], { type: 'image/png' }), 'light-on-dark.png');
     form.append('c', new Blob([photo], { type: 'image/jpeg' }), 'photo.jpg');
     const multi = await fetch(`${base}/v1/classify?polarity=auto`, { method: 'POST', body: form });

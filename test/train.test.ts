@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -13,13 +13,30 @@ const tinyShape = { inputHeight: 28, inputWidth: 28, inputChannels: 1, numClasse
 const QUICK = ['--preset', 'small', '--train-limit', '256', '--test-limit', '200', '--batch-size', '32', '--no-progress', '--backend', 'wasm'];
 
 function readMetrics(dir: string) {
-  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line));
 }
 
 describe('checkpoints', () => {
   const config = presetConfig('small', tinyShape);
-  const weights = Object.fromEntries(Object.entries(paramShapes(config)).map(([n, s]) => [n, Float32Array.from({ length: s.reduce((a, b) => a * b, 1) }, (_, i) => i % 7)]));
-  const state = { config, epoch: 2, step: 10, seed: 3, run: { batchSize: 32 }, dataset: 'mnist-sample', classLabels: ['0'], backend: 'cpu', metrics: [], weights, optimizer: { m: weights, v: weights } };
+  const weights = Object.fromEntries(
+    Object.entries(paramShapes(config)).map(([n, s]) => [n, Float32Array.from({ length: s.reduce((a, b) => a * b, 1) }, (_, i) => i % 7)]),
+  );
+  const state = {
+    config,
+    epoch: 2,
+    step: 10,
+    seed: 3,
+    run: { batchSize: 32 },
+    dataset: 'mnist-sample',
+    classLabels: ['0'],
+    backend: 'cpu',
+    metrics: [],
+    weights,
+    optimizer: { m: weights, v: weights },
+  };
 
   test('round trip keeps every weight and moment', () => {
     const back = decodeCheckpoint(encodeCheckpoint(state));
@@ -33,9 +50,19 @@ describe('checkpoints', () => {
 
   test('truncated, corrupted and mismatched files give clear errors', () => {
     const bytes = encodeCheckpoint(state);
-    assert.throws(() => decodeCheckpoint(bytes.subarray(0, bytes.length - 8)), (e: Error) => e instanceof CheckpointError && /truncated or corrupted/.test(e.message));
+    assert.throws(
+      () => decodeCheckpoint(bytes.subarray(0, bytes.length - 8)),
+      (e: Error) => e instanceof CheckpointError && /truncated or corrupted/.test(e.message),
+    );
     assert.throws(() => decodeCheckpoint(new TextEncoder().encode('hello world, not a checkpoint')), /bad magic/);
-    const wrongConfig = encodeCheckpoint({ ...state, config: { ...config, conv1Filters: 32 }, weights: Object.fromEntries(Object.entries(paramShapes({ ...config, conv1Filters: 32 })).map(([n, s]) => [n, new Float32Array(s.reduce((a, b) => a * b, 1))])), optimizer: { m: {}, v: {} } });
+    const wrongConfig = encodeCheckpoint({
+      ...state,
+      config: { ...config, conv1Filters: 32 },
+      weights: Object.fromEntries(
+        Object.entries(paramShapes({ ...config, conv1Filters: 32 })).map(([n, s]) => [n, new Float32Array(s.reduce((a, b) => a * b, 1))]),
+      ),
+      optimizer: { m: {}, v: {} },
+    });
     // Swap in a header that claims a different architecture than the stored tensors.
     const header = JSON.parse(new TextDecoder().decode(wrongConfig.subarray(12, 12 + new DataView(wrongConfig.buffer).getUint32(8, true))));
     header.config.conv1Filters = 64;
@@ -82,17 +109,47 @@ describe('capsnet train', () => {
     assert.equal(killed.signal, 'SIGKILL', `the child should still be training when killed: ${killed.stdout}`);
     const before = loadCheckpoint(out);
     assert.ok(before.step > 0 && before.epoch < 3, `checkpoint at step ${before.step}, epoch ${before.epoch}`);
-    const resumed = await execa('node', [CLI, 'train', '--out', out, '--resume', '--epochs', '3', '--no-progress', '--backend', 'wasm', '--train-limit', '256', '--test-limit', '200', '--batch-size', '32'], { cwd: ROOT });
+    const resumed = await execa(
+      'node',
+      [
+        CLI,
+        'train',
+        '--out',
+        out,
+        '--resume',
+        '--epochs',
+        '3',
+        '--no-progress',
+        '--backend',
+        'wasm',
+        '--train-limit',
+        '256',
+        '--test-limit',
+        '200',
+        '--batch-size',
+        '32',
+      ],
+      { cwd: ROOT },
+    );
     assert.match(resumed.stdout, new RegExp(`resuming from .*: epoch ${before.epoch}, step ${before.step}`));
     const after = loadCheckpoint(out);
     assert.equal(after.epoch, 3);
     assert.equal(after.step, 3 * 8);
-    assert.deepEqual(readMetrics(out).map((m) => m.epoch), [1, 2, 3]);
-    assert.deepEqual(readdirSync(out).filter((f) => f.includes('tmp')), []);
+    assert.deepEqual(
+      readMetrics(out).map((m) => m.epoch),
+      [1, 2, 3],
+    );
+    assert.deepEqual(
+      readdirSync(out).filter((f) => f.includes('tmp')),
+      [],
+    );
   });
 
   test('bad input is one clear line, not a stack trace', async () => {
-    const bad = await execa('node', [CLI, 'train', '--data', 'idx:/nonexistent', '--backend', 'cpu', '--out', mkdtempSync(join(tmpdir(), 'capsnet-bad-'))], { cwd: ROOT, reject: false });
+    const bad = await execa('node', [CLI, 'train', '--data', 'idx:/nonexistent', '--backend', 'cpu', '--out', mkdtempSync(join(tmpdir(), 'capsnet-bad-'))], {
+      cwd: ROOT,
+      reject: false,
+    });
     assert.equal(bad.exitCode, 1);
     assert.match(bad.stderr, /^capsnet: data directory \/nonexistent does not exist/m);
     assert.doesNotMatch(bad.stderr, /\n\s+at /);

@@ -33,10 +33,16 @@ function snapshot(dir: string): Snapshot {
 /** What a model folder serves: its config.pbtxt, the model in the version it pins, and its labels file. */
 function served(folder: string): Snapshot {
   const text = readFileSync(join(folder, 'config.pbtxt'));
-  const config = parseConfigText(text.toString('utf8')) as { version_policy?: { specific?: { versions?: number[] } }; output?: Array<{ label_filename?: string }> };
+  const config = parseConfigText(text.toString('utf8')) as {
+    version_policy?: { specific?: { versions?: number[] } };
+    output?: Array<{ label_filename?: string }>;
+  };
   const versions = config.version_policy?.specific?.versions ?? [];
   assert.equal(versions.length, 1, `${folder}: config.pbtxt pins one version`);
-  const out: Snapshot = new Map([['config.pbtxt', text], [`${versions[0]}/model.onnx`, readFileSync(join(folder, String(versions[0]), 'model.onnx'))]]);
+  const out: Snapshot = new Map([
+    ['config.pbtxt', text],
+    [`${versions[0]}/model.onnx`, readFileSync(join(folder, String(versions[0]), 'model.onnx'))],
+  ]);
   const labels = config.output?.find((o) => o.label_filename)?.label_filename;
   if (labels) out.set(labels, readFileSync(join(folder, labels)));
   return out;
@@ -48,7 +54,9 @@ function same(a: Snapshot, b: Snapshot): boolean {
 
 async function child(runDir: string, repo: string, faultDir: string, fault?: string): Promise<'killed' | 'finished'> {
   const r = await execa('node', ['--import', 'tsx', CHILD, 'triton', runDir, repo], {
-    cwd: ROOT, reject: false, env: { FAULT_DIR: faultDir, ...(fault ? { CAPSNET_FAULT: fault } : {}) },
+    cwd: ROOT,
+    reject: false,
+    env: { FAULT_DIR: faultDir, ...(fault ? { CAPSNET_FAULT: fault } : {}) },
   });
   if (r.signal === 'SIGKILL') return 'killed';
   assert.equal(r.exitCode, 0, `${fault ?? 'no fault'}: ${r.stderr.slice(-800)}`);
@@ -64,12 +72,24 @@ describe('SIGKILL at each step of export --triton', { timeout: 600_000 }, () => 
 
   before(() => {
     base = mkdtempSync(join(tmpdir(), 'capsnet-triton-faults-'));
-    for (const [key, seed, labels] of [['old', 1, ['a', 'b', 'c', 'd']], ['new', 2, ['w', 'x', 'y', 'z']]] as const) {
+    for (const [key, seed, labels] of [
+      ['old', 1, ['a', 'b', 'c', 'd']],
+      ['new', 2, ['w', 'x', 'y', 'z']],
+    ] as const) {
       runs[key] = join(base, `run-${key}`);
       mkdirSync(runs[key]);
       saveCheckpoint(runs[key], {
-        config: TINY_CONFIG, epoch: 1, step: 1, seed, run: { batchSize: 8 }, dataset: `tiny-${key}`, classLabels: [...labels], backend: 'cpu', metrics: [],
-        weights: syntheticWeights(TINY_CONFIG, seed, () => 0.3), optimizer: { m: {}, v: {} },
+        config: TINY_CONFIG,
+        epoch: 1,
+        step: 1,
+        seed,
+        run: { batchSize: 8 },
+        dataset: `tiny-${key}`,
+        classLabels: [...labels],
+        backend: 'cpu',
+        metrics: [],
+        weights: syntheticWeights(TINY_CONFIG, seed, () => 0.3),
+        optimizer: { m: {}, v: {} },
       });
     }
     const ref = join(base, 'reference');
@@ -85,8 +105,11 @@ describe('SIGKILL at each step of export --triton', { timeout: 600_000 }, () => 
       servedBy.old.set(f, served(join(ref, 'old', f)));
       servedBy.new.set(f, served(join(ref, 'replaced', f)));
     }
-    assert.deepEqual([...reference.replaced.keys()].sort(), ['capsnet/2/model.onnx', 'capsnet/config.pbtxt', 'capsnet/labels.2.txt', 'capsnet_decoder/2/model.onnx',
-      'capsnet_decoder/config.pbtxt'], 'an overwrite serves version 2 and leaves no version 1');
+    assert.deepEqual(
+      [...reference.replaced.keys()].sort(),
+      ['capsnet/2/model.onnx', 'capsnet/config.pbtxt', 'capsnet/labels.2.txt', 'capsnet_decoder/2/model.onnx', 'capsnet_decoder/config.pbtxt'],
+      'an overwrite serves version 2 and leaves no version 1',
+    );
   });
   after(() => rmSync(base, { recursive: true, force: true }));
 
@@ -102,12 +125,14 @@ describe('SIGKILL at each step of export --triton', { timeout: 600_000 }, () => 
       if ((await child(runs.new, repo, parent, `step:${n}`)) === 'finished') break;
       steps = n;
       assert.deepEqual(readdirSync(repo).sort(), FOLDERS, `step ${n}: the repository holds its two model folders and nothing else`);
-      const side = Object.fromEntries(FOLDERS.map((f) => {
-        const now = served(join(repo, f));
-        const which = same(now, servedBy.old.get(f)!) ? 'old' : same(now, servedBy.new.get(f)!) ? 'new' : undefined;
-        assert.ok(which, `step ${n}: ${f} serves neither the old model nor the new one whole`);
-        return [f, which];
-      }));
+      const side = Object.fromEntries(
+        FOLDERS.map((f) => {
+          const now = served(join(repo, f));
+          const which = same(now, servedBy.old.get(f)!) ? 'old' : same(now, servedBy.new.get(f)!) ? 'new' : undefined;
+          assert.ok(which, `step ${n}: ${f} serves neither the old model nor the new one whole`);
+          return [f, which];
+        }),
+      );
       const state = `classifier ${side.capsnet}, decoder ${side.capsnet_decoder}`;
       assert.notEqual(state, 'classifier new, decoder old', `step ${n}: a new classifier beside an old decoder`);
       if (!states.has(state) && side.capsnet !== side.capsnet_decoder) {
@@ -127,15 +152,21 @@ describe('SIGKILL at each step of export --triton', { timeout: 600_000 }, () => 
       assert.equal(await child(runs.new, repo, parent, `step:${n}`), 'killed');
     };
     await killAt(3);
-    assert.equal(readdirSync(parent).length, 2, 'the killed export\'s temp folder is beside the repository');
+    assert.equal(readdirSync(parent).length, 2, "the killed export's temp folder is beside the repository");
     await child(runs.new, repo, parent);
-    assert.ok(same(snapshot(repo), reference.replaced), 'the repository after the re-export is a clean export\'s');
+    assert.ok(same(snapshot(repo), reference.replaced), "the repository after the re-export is a clean export's");
     assert.deepEqual(readdirSync(parent), ['models'], 'no temp folder left beside the repository');
     // Killed while removing the old version: the re-export is the next version, with nothing else left.
     await killAt(steps);
     await child(runs.new, repo, parent);
     const files = snapshot(repo);
-    assert.deepEqual([...files.keys()].sort(), ['capsnet/3/model.onnx', 'capsnet/config.pbtxt', 'capsnet/labels.3.txt', 'capsnet_decoder/3/model.onnx', 'capsnet_decoder/config.pbtxt']);
+    assert.deepEqual([...files.keys()].sort(), [
+      'capsnet/3/model.onnx',
+      'capsnet/config.pbtxt',
+      'capsnet/labels.3.txt',
+      'capsnet_decoder/3/model.onnx',
+      'capsnet_decoder/config.pbtxt',
+    ]);
     assert.ok(files.get('capsnet/3/model.onnx')!.equals(reference.replaced.get('capsnet/2/model.onnx')!));
     assert.ok(files.get('capsnet_decoder/3/model.onnx')!.equals(reference.replaced.get('capsnet_decoder/2/model.onnx')!));
     assert.deepEqual(readdirSync(parent), ['models']);

@@ -35,7 +35,13 @@ function expectClose(got: Float32Array[], want: Float32Array[], names: string[],
   }
 }
 
-interface Shape { N: number; I: number; J: number; D: number; R: number }
+interface Shape {
+  N: number;
+  I: number;
+  J: number;
+  D: number;
+  R: number;
+}
 
 function randomShapes(seed: number, count: number): Shape[] {
   const r = rng(seed);
@@ -64,7 +70,8 @@ describe('fused capsule kernels on wasm', () => {
     test(`routing, forward and gradient, matches cpu at ${label}`, async () => {
       const seed = 1000 + 10 * index;
       const uHatValues = values(s.N * s.I * s.J * s.D, seed);
-      const dV = values(s.N * s.J * s.D, seed + 1), dC = values(s.N * s.I * s.J, seed + 2);
+      const dV = values(s.N * s.J * s.D, seed + 1),
+        dC = values(s.N * s.I * s.J, seed + 2);
       const epsilon = 1e-7;
       const run = () => {
         const uHat = tf.tensor4d(uHatValues, [s.N, s.I, s.J, s.D]);
@@ -72,8 +79,7 @@ describe('fused capsule kernels on wasm', () => {
         // A loss that reaches both outputs, so the gradient through the last coupling is checked too.
         const routingGrad = tf.grad((x: tf.Tensor) => {
           const out = dynamicRouting(x as tf.Tensor4D, s.R, epsilon);
-          return tf.add(tf.sum(tf.mul(out.capsules, tf.tensor(dV, [s.N, s.J, s.D]))),
-            tf.sum(tf.mul(out.coupling, tf.tensor(dC, [s.N, s.I, s.J]))));
+          return tf.add(tf.sum(tf.mul(out.capsules, tf.tensor(dV, [s.N, s.J, s.D]))), tf.sum(tf.mul(out.coupling, tf.tensor(dC, [s.N, s.I, s.J]))));
         });
         return [routed.capsules, routed.coupling, routingGrad(uHat)];
       };
@@ -84,16 +90,18 @@ describe('fused capsule kernels on wasm', () => {
   }
 
   for (const [index, s] of randomShapes(20261130, 6).entries()) {
-    const P = 1 + (index * 3) % 9;
+    const P = 1 + ((index * 3) % 9);
     const label = JSON.stringify({ N: s.N, I: s.I, P, J: s.J, D: s.D });
     test(`u_hat, forward and gradients, matches cpu at ${label}`, async () => {
       const cfg = presetConfig('small', { inputHeight: 28, inputWidth: 28, inputChannels: 1, numClasses: s.J }, { digitDim: s.D, primaryDim: P });
-      const uValues = values(s.N * s.I * P, 2000 + index), wValues = values(s.I * P * s.J * s.D, 2100 + index);
+      const uValues = values(s.N * s.I * P, 2000 + index),
+        wValues = values(s.I * P * s.J * s.D, 2100 + index);
       const dy = values(s.N * s.I * s.J * s.D, 2200 + index);
       const run = () => {
-        const u = tf.tensor3d(uValues, [s.N, s.I, P]), W = tf.tensor3d(wValues, [s.I, P, s.J * s.D]);
-        const f = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(predictionVectors(a as tf.Tensor3D, b as tf.Tensor3D, cfg),
-          tf.tensor(dy, [s.N, s.I, s.J, s.D])));
+        const u = tf.tensor3d(uValues, [s.N, s.I, P]),
+          W = tf.tensor3d(wValues, [s.I, P, s.J * s.D]);
+        const f = (a: tf.Tensor, b: tf.Tensor) =>
+          tf.sum(tf.mul(predictionVectors(a as tf.Tensor3D, b as tf.Tensor3D, cfg), tf.tensor(dy, [s.N, s.I, s.J, s.D])));
         const [du, dw] = tf.grads(f)([u, W]);
         return [predictionVectors(u, W, cfg), du!, dw!];
       };
@@ -103,7 +111,8 @@ describe('fused capsule kernels on wasm', () => {
 
   test('the gradient through the capsules alone (coupling unused) matches cpu', async () => {
     const [N, I, J, D, R] = [3, 50, 10, 16, 3];
-    const uHatValues = values(N * I * J * D, 7), dV = values(N * J * D, 8);
+    const uHatValues = values(N * I * J * D, 7),
+      dV = values(N * J * D, 8);
     const run = () => {
       const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(dynamicRouting(x as tf.Tensor4D, R, 1e-7).capsules, tf.tensor(dV, [N, J, D]))));
       return [g(tf.tensor4d(uHatValues, [N, I, J, D]))];
@@ -124,12 +133,36 @@ describe('fused capsule kernels on wasm', () => {
     // d is large enough to be split between threads (wasm-capsule-kernels.ts shares weights of 64K values and more).
     const shapes = { a: [3, 4], b: [17], c: [2, 3, 5], d: [70001] };
     const run = () => {
-      const params = Object.fromEntries(Object.entries(shapes).map(([n, sh], i) =>
-        [n, tf.variable(tf.tensor(values(sh.reduce((x, y) => x * y), 30 + i), sh), true, `adam-test-${tf.getBackend()}-${n}`)]));
+      const params = Object.fromEntries(
+        Object.entries(shapes).map(([n, sh], i) => [
+          n,
+          tf.variable(
+            tf.tensor(
+              values(
+                sh.reduce((x, y) => x * y),
+                30 + i,
+              ),
+              sh,
+            ),
+            true,
+            `adam-test-${tf.getBackend()}-${n}`,
+          ),
+        ]),
+      );
       const opt = new Adam({ learningRate: 0.01, decayRate: 0.9, decaySteps: 3 });
       for (let step = 0; step < 2; step++) {
-        const grads = Object.fromEntries(Object.entries(shapes).map(([n, sh], i) =>
-          [n, tf.tensor(values(sh.reduce((x, y) => x * y), 40 + 10 * step + i), sh)]));
+        const grads = Object.fromEntries(
+          Object.entries(shapes).map(([n, sh], i) => [
+            n,
+            tf.tensor(
+              values(
+                sh.reduce((x, y) => x * y),
+                40 + 10 * step + i,
+              ),
+              sh,
+            ),
+          ]),
+        );
         opt.apply(params, grads);
       }
       const out = Object.values(params).map((v) => v.clone());
@@ -141,8 +174,11 @@ describe('fused capsule kernels on wasm', () => {
   });
 
   test("a whole small CapsNet's loss and gradients match cpu", async () => {
-    const config = presetConfig('small', { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
-      { conv1Filters: 8, primaryMaps: 2, decoderHidden: [16, 24] });
+    const config = presetConfig(
+      'small',
+      { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
+      { conv1Filters: 8, primaryMaps: 2, decoderHidden: [16, 24] },
+    );
     const batch = 3;
     const images = values(batch * 400, 50).map((x) => (x + 1) / 2);
     const run = () => {
@@ -150,14 +186,27 @@ describe('fused capsule kernels on wasm', () => {
       const x = tf.tensor4d(images, [batch, 20, 20, 1]);
       const y = tf.oneHot(tf.tensor1d([0, 3, 1], 'int32'), 4).toFloat() as tf.Tensor2D;
       const names = Object.keys(params).sort();
-      const { value, grads } = tf.variableGrads(() => trainingLosses(params, x, y, config).total, names.map((n) => params[n]!));
+      const { value, grads } = tf.variableGrads(
+        () => trainingLosses(params, x, y, config).total,
+        names.map((n) => params[n]!),
+      );
       const out = [value, ...names.map((n) => grads[params[n]!.name]!)];
       tf.dispose(Object.values(params));
       return out;
     };
     const want = await on('cpu', run);
     const got = await on('wasm', run);
-    expectClose(got, want, ['loss', ...Object.keys(paramShapes(config)).sort().map((n) => `d ${n}`)], 'small CapsNet');
+    expectClose(
+      got,
+      want,
+      [
+        'loss',
+        ...Object.keys(paramShapes(config))
+          .sort()
+          .map((n) => `d ${n}`),
+      ],
+      'small CapsNet',
+    );
   });
 });
 
@@ -167,7 +216,9 @@ function sectionIds(bytes: Uint8Array): number[] {
   let at = 8; // magic + version
   while (at < bytes.length) {
     const id = bytes[at++]!;
-    let length = 0, shift = 0, byte: number;
+    let length = 0,
+      shift = 0,
+      byte: number;
     do {
       byte = bytes[at++]!;
       length |= (byte & 0x7f) << shift;
@@ -184,8 +235,7 @@ describe('the wasm kernel binaries', () => {
     test(`the committed ${variant} build is what assembly/capsule-kernels.ts compiles to`, async () => {
       const committed = new Uint8Array(readFileSync(KERNEL_BINARIES[variant]));
       const built = await compileKernels(variant);
-      assert.ok(Buffer.from(built).equals(Buffer.from(committed)),
-        `${KERNEL_BINARIES[variant]} is stale: run npm run build:kernels and commit the result`);
+      assert.ok(Buffer.from(built).equals(Buffer.from(committed)), `${KERNEL_BINARIES[variant]} is stale: run npm run build:kernels and commit the result`);
     });
 
     test(`the ${variant} build has no data segment and no start function, so it writes only where it is pointed`, () => {
@@ -199,11 +249,13 @@ describe('the wasm kernel binaries', () => {
 
   test('the plain build runs on a non-shared memory and matches a direct loop', () => {
     const memory = new WebAssembly.Memory({ initial: 1 });
-    const kernels = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(KERNEL_BINARIES.plain)), { env: { memory } })
-      .exports as unknown as { predictionVectors(...args: number[]): void };
+    const kernels = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(KERNEL_BINARIES.plain)), { env: { memory } }).exports as unknown as {
+      predictionVectors(...args: number[]): void;
+    };
     const [N, I, P, K] = [2, 3, 5, 7];
     const heap = new Float32Array(memory.buffer);
-    const u = values(N * I * P, 1), W = values(I * P * K, 2);
+    const u = values(N * I * P, 1),
+      W = values(I * P * K, 2);
     heap.set(u, 0);
     heap.set(W, N * I * P);
     const out = N * I * P + I * P * K;

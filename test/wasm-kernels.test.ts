@@ -34,8 +34,20 @@ async function gradients(backend: 'cpu' | 'wasm', c: Case, seed: number): Promis
   const p = Array.isArray(c.pad) ? c.pad : null;
   const oh = outSize(h, kh, sh, c.pad, p?.[1][0] ?? 0, p?.[1][1] ?? 0);
   const ow = outSize(w, kw, sw, c.pad, p?.[2][0] ?? 0, p?.[2][1] ?? 0);
-  const x = tf.tensor4d(values(c.x.reduce((a, b) => a * b), seed), c.x);
-  const f = tf.tensor4d(values(c.filter.reduce((a, b) => a * b), seed + 1), c.filter);
+  const x = tf.tensor4d(
+    values(
+      c.x.reduce((a, b) => a * b),
+      seed,
+    ),
+    c.x,
+  );
+  const f = tf.tensor4d(
+    values(
+      c.filter.reduce((a, b) => a * b),
+      seed + 1,
+    ),
+    c.filter,
+  );
   const dy = tf.tensor4d(values(n * oh * ow * co, seed + 2), [n, oh, ow, co]);
   const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC' };
   const dwT = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: c.filter }) as tf.Tensor;
@@ -49,7 +61,10 @@ async function gradients(backend: 'cpu' | 'wasm', c: Case, seed: number): Promis
 }
 
 /** Both algorithms of each kernel (train/wasm-kernels.ts picks one by shape; force each in turn). */
-const METHODS = [{ filter: 'im2col', input: 'rows' }, { filter: 'conv', input: 'columns' }] as const;
+const METHODS = [
+  { filter: 'im2col', input: 'rows' },
+  { filter: 'conv', input: 'columns' },
+] as const;
 
 async function check(c: Case, seed: number): Promise<void> {
   const ref = await gradients('cpu', c, seed);
@@ -57,7 +72,8 @@ async function check(c: Case, seed: number): Promise<void> {
     const previous = setConvGradMethod(m);
     try {
       const got = await gradients('wasm', c, seed);
-      const ew = relErr(got.dw, ref.dw), ex = relErr(got.dx, ref.dx);
+      const ew = relErr(got.dw, ref.dw),
+        ex = relErr(got.dx, ref.dx);
       const label = `x ${c.x} filter ${c.filter} strides ${c.strides} pad ${JSON.stringify(c.pad)} methods ${JSON.stringify(m)}`;
       assert.ok(ew < 1e-5, `filter gradient rel err ${ew.toExponential(2)} for ${label}`);
       assert.ok(ex < 1e-5, `input gradient rel err ${ex.toExponential(2)} for ${label}`);
@@ -75,8 +91,10 @@ function directGradients(c: Case, x: Float32Array, w: Float32Array, dy: Float32A
   const [N, H, W, C] = c.x;
   const [KH, KW, , CO] = c.filter;
   const s = c.strides as number;
-  const OH = Math.floor((H - KH) / s) + 1, OW = Math.floor((W - KW) / s) + 1;
-  const dw = new Float64Array(KH * KW * C * CO), dx = new Float64Array(N * H * W * C);
+  const OH = Math.floor((H - KH) / s) + 1,
+    OW = Math.floor((W - KW) / s) + 1;
+  const dw = new Float64Array(KH * KW * C * CO),
+    dx = new Float64Array(N * H * W * C);
   for (let n = 0; n < N; n++) {
     for (let oh = 0; oh < OH; oh++) {
       for (let ow = 0; ow < OW; ow++) {
@@ -89,10 +107,10 @@ function directGradients(c: Case, x: Float32Array, w: Float32Array, dy: Float32A
               const wi = ((kh * KW + kw) * C + ci) * CO;
               let acc = 0;
               for (let co = 0; co < CO; co++) {
-                dw[wi + co] += xv * dy[g + co]!;
+                dw[wi + co] = dw[wi + co]! + xv * dy[g + co]!;
                 acc += w[wi + co]! * dy[g + co]!;
               }
-              dx[xi + ci] += acc;
+              dx[xi + ci] = dx[xi + ci]! + acc;
             }
           }
         }
@@ -110,8 +128,10 @@ function randomCases(seed: number, perCombo: number): Case[] {
   for (const strides of [1, 2]) {
     for (const pad of ['valid', 'same'] as const) {
       for (let i = 0; i < perCombo; i++) {
-        const k = int(1, 5), k2 = int(1, 5);
-        const h = int(Math.max(k, 3), 13), w = int(Math.max(k2, 3), 13);
+        const k = int(1, 5),
+          k2 = int(1, 5);
+        const h = int(Math.max(k, 3), 13),
+          w = int(Math.max(k2, 3), 13);
         cases.push({ x: [int(1, 3), h, w, int(1, 6)], filter: [k, k2, 0, int(1, 7)], strides, pad });
       }
     }
@@ -137,7 +157,20 @@ describe('wasm conv gradient kernels', () => {
 
   test('match cpu with unequal strides and explicit padding', async () => {
     await check({ x: [2, 9, 7, 3], filter: [3, 2, 3, 4], strides: [2, 1], pad: 'same' }, 7);
-    await check({ x: [1, 8, 9, 2], filter: [3, 3, 2, 3], strides: [1, 2], pad: [[0, 0], [1, 2], [0, 1], [0, 0]] }, 8);
+    await check(
+      {
+        x: [1, 8, 9, 2],
+        filter: [3, 3, 2, 3],
+        strides: [1, 2],
+        pad: [
+          [0, 0],
+          [1, 2],
+          [0, 1],
+          [0, 0],
+        ],
+      },
+      8,
+    );
     await check({ x: [2, 5, 5, 2], filter: [5, 5, 2, 3], strides: 3, pad: 'valid' }, 9); // 1x1 output
   });
 
@@ -154,13 +187,18 @@ describe('wasm conv gradient kernels', () => {
   ] as [string, Case][]) {
     test(`match a float64 direct loop at the full ${name} shape`, async () => {
       const s = c.strides as number;
-      const oh = Math.floor((c.x[1] - c.filter[0]) / s) + 1, ow = Math.floor((c.x[2] - c.filter[1]) / s) + 1;
+      const oh = Math.floor((c.x[1] - c.filter[0]) / s) + 1,
+        ow = Math.floor((c.x[2] - c.filter[1]) / s) + 1;
       const dyShape: [number, number, number, number] = [c.x[0], oh, ow, c.filter[3]];
       const size = (shape: number[]) => shape.reduce((a, b) => a * b);
-      const xv = values(size(c.x), 21), wv = values(size(c.filter), 22), dyv = values(size(dyShape), 23);
+      const xv = values(size(c.x), 21),
+        wv = values(size(c.filter), 22),
+        dyv = values(size(dyShape), 23);
       const ref = directGradients(c, xv, wv, dyv);
       await tf.setBackend('wasm');
-      const x = tf.tensor4d(xv, c.x), f = tf.tensor4d(wv, c.filter), dy = tf.tensor4d(dyv, dyShape);
+      const x = tf.tensor4d(xv, c.x),
+        f = tf.tensor4d(wv, c.filter),
+        dy = tf.tensor4d(dyv, dyShape);
       const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC' };
       for (const m of METHODS) {
         const previous = setConvGradMethod(m);
@@ -227,11 +265,12 @@ describe('wasm conv gradient kernels', () => {
 
   test('reject NCHW with a clear message', async () => {
     await tf.setBackend('wasm');
-    const x = tf.zeros([1, 2, 5, 5]), dy = tf.zeros([1, 2, 3, 3]);
+    const x = tf.zeros([1, 2, 5, 5]),
+      dy = tf.zeros([1, 2, 3, 3]);
     assert.throws(
-      () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy },
-        { strides: 1, pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 2, 2] }),
-      /NHWC/);
+      () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { strides: 1, pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 2, 2] }),
+      /NHWC/,
+    );
     tf.dispose([x, dy]);
   });
 });
@@ -249,8 +288,20 @@ describe('wasm BatchMatMul with transposed operands', () => {
     for (const [i, [sa, sb, ta, tb]] of cases.entries()) {
       const run = async (backend: 'cpu' | 'wasm') => {
         await tf.setBackend(backend);
-        const a = tf.tensor(values(sa.reduce((x, y) => x * y), 40 + i), sa);
-        const b = tf.tensor(values(sb.reduce((x, y) => x * y), 60 + i), sb);
+        const a = tf.tensor(
+          values(
+            sa.reduce((x, y) => x * y),
+            40 + i,
+          ),
+          sa,
+        );
+        const b = tf.tensor(
+          values(
+            sb.reduce((x, y) => x * y),
+            60 + i,
+          ),
+          sb,
+        );
         const c = tf.matMul(a, b, ta, tb);
         const out = { shape: c.shape, data: (await c.data()) as Float32Array };
         tf.dispose([a, b, c]);
@@ -267,7 +318,8 @@ describe('wasm BatchMatMul with transposed operands', () => {
   test('frees its transposed copies', async () => {
     await tf.setBackend('wasm');
     const backend = tf.backend() as unknown as { numDataIds(): number };
-    const a = tf.tensor(values(32 * 300, 1), [32, 300]), b = tf.tensor(values(32 * 260, 2), [32, 260]);
+    const a = tf.tensor(values(32 * 300, 1), [32, 300]),
+      b = tf.tensor(values(32 * 260, 2), [32, 260]);
     tf.dispose(tf.matMul(a, b, true, false));
     const before = backend.numDataIds();
     for (let i = 0; i < 3; i++) tf.dispose([tf.matMul(a, b, true, false), tf.matMul(b, a, true, false)]);
@@ -279,9 +331,13 @@ describe('wasm BatchMatMul with transposed operands', () => {
 describe('the wasm transpose kernel (assembly/training-kernels.ts)', () => {
   test('transposes a non-square, non-tile-multiple matrix between offsets, a row range at a time', () => {
     const memory = new WebAssembly.Memory({ initial: 1 });
-    const { transpose } = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(KERNEL_BINARIES.plain)), { env: { memory } })
-      .exports as unknown as { transpose(...args: number[]): void };
-    const rows = 37, cols = 45, off = 5, dstOff = off + rows * cols + 3;
+    const { transpose } = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(KERNEL_BINARIES.plain)), { env: { memory } }).exports as unknown as {
+      transpose(...args: number[]): void;
+    };
+    const rows = 37,
+      cols = 45,
+      off = 5,
+      dstOff = off + rows * cols + 3;
     const heap = new Float32Array(memory.buffer);
     for (let i = 0; i < rows * cols; i++) heap[off + i] = i;
     heap.fill(-1, dstOff - 3, dstOff + rows * cols + 3);

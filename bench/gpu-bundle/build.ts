@@ -45,13 +45,20 @@ function log(line: string): void {
 }
 
 function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => statSync(join(dir, f)).isFile()).sort();
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => statSync(join(dir, f)).isFile())
+    .sort();
 }
 
 /** DIR's files as NAME.tar.xz in `stage`, from the cache when the same bytes were packed before. */
 function packXz(name: string, dir: string, stage: string): void {
   const hash = createHash('sha256');
-  for (const f of filesUnder(dir)) hash.update(f).update('\0').update(readFileSync(join(dir, f))).update(String(statSync(join(dir, f)).mode & 0o111));
+  for (const f of filesUnder(dir))
+    hash
+      .update(f)
+      .update('\0')
+      .update(readFileSync(join(dir, f)))
+      .update(String(statSync(join(dir, f)).mode & 0o111));
   const cached = join(CACHE, `${name}-${hash.digest('hex').slice(0, 16)}.tar.xz`);
   if (!existsSync(cached)) {
     const t0 = performance.now();
@@ -81,8 +88,10 @@ function vulkanDeb(): string {
     const r = spawnSync('apt-get', ['download', 'libvulkan1:amd64'], { cwd: CACHE, encoding: 'utf8', timeout: 120_000 });
     if (r.status !== 0 || !find()) {
       const why = r.error ? r.error.message : (r.stderr || r.stdout).trim().split('\n').pop();
-      throw new BundleError(`could not get the Vulkan loader: apt-get download libvulkan1 failed (${why}); ` +
-        `put a libvulkan1_*_amd64.deb in ${relative(ROOT, CACHE)}/ or set CAPSNET_VULKAN_DEB=FILE`);
+      throw new BundleError(
+        `could not get the Vulkan loader: apt-get download libvulkan1 failed (${why}); ` +
+          `put a libvulkan1_*_amd64.deb in ${relative(ROOT, CACHE)}/ or set CAPSNET_VULKAN_DEB=FILE`,
+      );
     }
   }
   return join(CACHE, find()!);
@@ -102,15 +111,17 @@ async function bundleApp(outfile: string): Promise<void> {
     conditions: ['capsnet-source'],
     // onnxruntime-node loads its binding by a computed path: it travels as files beside check.mjs.
     external: ['onnxruntime-node'],
-    plugins: [{
-      // Backends the check never starts (train/backend.ts's wasm and tensorflow): empty modules, so that their
-      // native or wasm files are not needed.
-      name: 'absent-backends',
-      setup(b) {
-        b.onResolve({ filter: /^@tensorflow\/tfjs-(node|node-gpu|backend-wasm)(\/.*)?$/ }, (a) => ({ path: a.path, namespace: 'absent' }));
-        b.onLoad({ filter: /.*/, namespace: 'absent' }, () => ({ contents: 'module.exports = {};', loader: 'js' }));
+    plugins: [
+      {
+        // Backends the check never starts (train/backend.ts's wasm and tensorflow): empty modules, so that their
+        // native or wasm files are not needed.
+        name: 'absent-backends',
+        setup(b) {
+          b.onResolve({ filter: /^@tensorflow\/tfjs-(node|node-gpu|backend-wasm)(\/.*)?$/ }, (a) => ({ path: a.path, namespace: 'absent' }));
+          b.onLoad({ filter: /.*/, namespace: 'absent' }, () => ({ contents: 'module.exports = {};', loader: 'js' }));
+        },
       },
-    }],
+    ],
     banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
     logLevel: 'warning',
   });
@@ -134,7 +145,11 @@ async function smallModel(dir: string, testImages: Float32Array): Promise<Record
   const accuracy = state.metrics.at(-1)?.test_accuracy ?? null;
   for (const precision of ['fp32', 'fp16'] as const) {
     const built = buildCapsNetModels(state.config, state.weights, {
-      classLabels: state.classLabels, dataset: state.dataset, testAccuracy: accuracy, checkpointSha256: sha, precision,
+      classLabels: state.classLabels,
+      dataset: state.dataset,
+      testAccuracy: accuracy,
+      checkpointSha256: sha,
+      precision,
       // The training time, not now: the same checkpoint exports to the same bytes, so the packed data is cached.
       exportedAt: new Date(statSync(state.path).mtimeMs),
     });
@@ -148,15 +163,26 @@ async function smallModel(dir: string, testImages: Float32Array): Promise<Record
   const count = 16;
   const pixels = c.inputHeight * c.inputWidth * c.inputChannels;
   const session = await ort.InferenceSession.create(join(dir, 'model.onnx'), { executionProviders: ['cpu'] });
-  const outs = await session.run({ [IO_NAMES.images]: new ort.Tensor('float32', testImages.slice(0, count * pixels), [count, c.inputHeight, c.inputWidth, c.inputChannels]) },
-    ['lengths', 'capsules', 'reconstruction']);
+  const outs = await session.run(
+    { [IO_NAMES.images]: new ort.Tensor('float32', testImages.slice(0, count * pixels), [count, c.inputHeight, c.inputWidth, c.inputChannels]) },
+    ['lengths', 'capsules', 'reconstruction'],
+  );
   await session.release();
-  writeFileSync(join(dir, 'reference.json'), JSON.stringify({
-    count, lengths: Array.from(outs.lengths!.data as Float32Array), capsules: Array.from(outs.capsules!.data as Float32Array),
-    reconstruction: Array.from(outs.reconstruction!.data as Float32Array),
-  }));
-  const manifest = { config: c, testAccuracy: accuracy, trainedOn: `${state.dataset}, ${state.run.trainLimit ?? 'all'} training digits, ${state.epoch} epoch(s)`,
-    parameters: Object.values(paramShapes(c)).reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0) };
+  writeFileSync(
+    join(dir, 'reference.json'),
+    JSON.stringify({
+      count,
+      lengths: Array.from(outs.lengths!.data as Float32Array),
+      capsules: Array.from(outs.capsules!.data as Float32Array),
+      reconstruction: Array.from(outs.reconstruction!.data as Float32Array),
+    }),
+  );
+  const manifest = {
+    config: c,
+    testAccuracy: accuracy,
+    trainedOn: `${state.dataset}, ${state.run.trainLimit ?? 'all'} training digits, ${state.epoch} epoch(s)`,
+    parameters: Object.values(paramShapes(c)).reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0),
+  };
   writeFileSync(join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   return manifest;
 }
@@ -165,7 +191,8 @@ async function smallModel(dir: string, testImages: Float32Array): Promise<Record
 function writeDigits(dir: string, split: 'train' | 'test', images: Float32Array, labels: Int32Array): void {
   const u16 = Uint16Array.from(images, (v) => Math.round(v * 1000));
   for (let i = 0; i < images.length; i++) {
-    if (Math.abs(u16[i]! / 1000 - images[i]!) > 1e-6) throw new BundleError(`digit pixel ${images[i]} is not a multiple of 0.001: the uint16 packing would change it`);
+    if (Math.abs(u16[i]! / 1000 - images[i]!) > 1e-6)
+      throw new BundleError(`digit pixel ${images[i]} is not a multiple of 0.001: the uint16 packing would change it`);
   }
   writeFileSync(join(dir, `digits-${split}.u16`), new Uint8Array(u16.buffer));
   writeFileSync(join(dir, `digits-${split}.labels`), Uint8Array.from(labels));
@@ -174,7 +201,9 @@ function writeDigits(dir: string, split: 'train' | 'test', images: Float32Array,
 export async function buildBundle(): Promise<{ dir: string; parts: Record<string, number>; total: number }> {
   const t0 = performance.now();
   if (process.platform !== 'linux' || process.arch !== 'x64') {
-    throw new BundleError(`the bundle carries this machine's node binary and the linux-x64 native libraries: build it on linux x64 (this is ${process.platform} ${process.arch})`);
+    throw new BundleError(
+      `the bundle carries this machine's node binary and the linux-x64 native libraries: build it on linux x64 (this is ${process.platform} ${process.arch})`,
+    );
   }
   if (existsSync(BUNDLE_DIR) && !existsSync(join(BUNDLE_DIR, 'BUNDLE.json'))) {
     throw new BundleError(`${BUNDLE_DIR} exists and was not written by npm run gpu:bundle (no BUNDLE.json): move it away first`);
@@ -221,7 +250,11 @@ export async function buildBundle(): Promise<{ dir: string; parts: Record<string
     chmodSync(join(stage, 'run.sh'), 0o755);
     rmSync(src, { recursive: true, force: true });
 
-    const parts = Object.fromEntries(readdirSync(stage).sort().map((f) => [f, statSync(join(stage, f)).size]));
+    const parts = Object.fromEntries(
+      readdirSync(stage)
+        .sort()
+        .map((f) => [f, statSync(join(stage, f)).size]),
+    );
     const manifest = {
       builtAt: new Date().toISOString(),
       node: process.version,
@@ -236,8 +269,12 @@ export async function buildBundle(): Promise<{ dir: string; parts: Record<string
     parts['BUNDLE.json'] = statSync(join(stage, 'BUNDLE.json')).size;
     const total = Object.values(parts).reduce((a, b) => a + b, 0);
     if (total > MAX_BYTES) {
-      throw new BundleError(`the bundle would be ${(total / 2 ** 20).toFixed(1)} MiB, over the 56 MiB that travels to the GPU machine: ` +
-        Object.entries(parts).map(([k, v]) => `${k} ${(v / 2 ** 20).toFixed(1)}`).join(', '));
+      throw new BundleError(
+        `the bundle would be ${(total / 2 ** 20).toFixed(1)} MiB, over the 56 MiB that travels to the GPU machine: ` +
+          Object.entries(parts)
+            .map(([k, v]) => `${k} ${(v / 2 ** 20).toFixed(1)}`)
+            .join(', '),
+      );
     }
     rmSync(BUNDLE_DIR, { recursive: true, force: true });
     renameSync(stage, BUNDLE_DIR);
@@ -252,9 +289,12 @@ export async function buildBundle(): Promise<{ dir: string; parts: Record<string
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  buildBundle().then(() => process.exit(0), (e: unknown) => {
-    if (e instanceof BundleError) console.error(`gpu:bundle: ${e.message}`);
-    else console.error(e);
-    process.exit(1);
-  });
+  buildBundle().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      if (e instanceof BundleError) console.error(`gpu:bundle: ${e.message}`);
+      else console.error(e);
+      process.exit(1);
+    },
+  );
 }

@@ -71,7 +71,12 @@ class Step {
   readonly file: StepFile;
   private readonly path: string;
   private readonly started = performance.now();
-  constructor(out: string, step: string, title: string, private readonly budgetS: number) {
+  constructor(
+    out: string,
+    step: string,
+    title: string,
+    private readonly budgetS: number,
+  ) {
     mkdirSync(join(out, 'steps'), { recursive: true });
     this.path = join(out, 'steps', `${step}.json`);
     this.file = { step, title, rows: [], info: { tiny: TINY }, done: false };
@@ -80,8 +85,10 @@ class Step {
   add(row: Row): void {
     this.file.rows.push(row);
     const nums = [row.lengths, row.capsules, row.reconstruction].map((x) => (x == null ? '-' : x.toExponential(1)));
-    console.log(`${row.status.padEnd(5)} ${row.row}: ${row.argmax ? `${nums.join(' ')} argmax ${row.argmax} ` : ''}` +
-      `${row.ms != null ? `${row.ms.toFixed(2)} ms ` : ''}${row.imagesPerS != null ? `${row.imagesPerS.toFixed(1)} img/s ` : ''}${row.note ?? ''}`);
+    console.log(
+      `${row.status.padEnd(5)} ${row.row}: ${row.argmax ? `${nums.join(' ')} argmax ${row.argmax} ` : ''}` +
+        `${row.ms != null ? `${row.ms.toFixed(2)} ms ` : ''}${row.imagesPerS != null ? `${row.imagesPerS.toFixed(1)} img/s ` : ''}${row.note ?? ''}`,
+    );
     this.flush();
   }
   info(key: string, value: unknown): void {
@@ -102,7 +109,13 @@ class Step {
 }
 
 function errorLine(e: unknown): string {
-  return (e instanceof Error ? e.message : String(e)).split('\n').find((l) => l.trim())?.trim().slice(0, 300) ?? String(e);
+  return (
+    (e instanceof Error ? e.message : String(e))
+      .split('\n')
+      .find((l) => l.trim())
+      ?.trim()
+      .slice(0, 300) ?? String(e)
+  );
 }
 
 // ------------------------------------------------------------------------------------------------- data
@@ -125,7 +138,7 @@ export function readDigits(dataDir: string, split: 'test' | 'train'): Digits {
 /** `n` images (repeating the set when it has fewer) as one NHWC batch. */
 function batchOf(d: Digits, n: number, pixels: number): Float32Array {
   const out = new Float32Array(n * pixels);
-  for (let i = 0; i < n; i++) out.set(d.images.subarray((i % d.count) * pixels, (i % d.count + 1) * pixels), i * pixels);
+  for (let i = 0; i < n; i++) out.set(d.images.subarray((i % d.count) * pixels, ((i % d.count) + 1) * pixels), i * pixels);
   return out;
 }
 
@@ -159,9 +172,13 @@ export function compareOutputs(ref: Outputs, got: Outputs, n: number, k: number,
   const mismatches: number[] = [];
   const same: boolean[] = [];
   for (let i = 0; i < n; i++) {
-    const a = argmax(ref.lengths, i), b = argmax(got.lengths, i);
+    const a = argmax(ref.lengths, i),
+      b = argmax(got.lengths, i);
     same.push(a === b);
-    if (a === b) { agree++; continue; }
+    if (a === b) {
+      agree++;
+      continue;
+    }
     const sorted = Array.from(ref.lengths.subarray(i * k, (i + 1) * k)).sort((x, y) => y - x);
     if (sorted[0]! - sorted[1]! >= tol.tieGap) mismatches.push(i);
   }
@@ -228,8 +245,11 @@ async function exportCheckModels(workDir: string): Promise<{ fp32: string; fp16:
   const paths = { fp32: join(workDir, `${PAPER_NAME}.onnx`), fp16: join(workDir, `${PAPER_NAME}.fp16.onnx`) };
   for (const precision of ['fp32', 'fp16'] as const) {
     const built = buildCapsNetModels(config, weights, {
-      classLabels: Array.from({ length: config.numClasses }, (_, i) => String(i)), dataset: 'mnist-sample', testAccuracy: null,
-      checkpointSha256: '0'.repeat(64), precision,
+      classLabels: Array.from({ length: config.numClasses }, (_, i) => String(i)),
+      dataset: 'mnist-sample',
+      testAccuracy: null,
+      checkpointSha256: '0'.repeat(64),
+      precision,
     });
     writeFileSync(paths[precision], encodeModel(built.model));
     writeFileSync(paths[precision].replace(/\.onnx$/, '.decoder.onnx'), built.decoderBytes);
@@ -273,8 +293,13 @@ async function epRows(step: Step, ort: Ort, ep: 'webgpu' | 'cuda', model: OrtMod
   await cpu.release();
   const r = compareOutputs(ref, got, n, c.numClasses, tol);
   step.add({
-    row: `${label} parity`, status: r.failed.length ? 'fail' : 'pass', lengths: r.lengths, capsules: r.capsules,
-    reconstruction: r.reconstruction, argmax: r.argmax, batch: n,
+    row: `${label} parity`,
+    status: r.failed.length ? 'fail' : 'pass',
+    lengths: r.lengths,
+    capsules: r.capsules,
+    reconstruction: r.reconstruction,
+    argmax: r.argmax,
+    batch: n,
     note: r.failed.length ? r.failed.join('; ') : `vs ORT cpu on ${n} test digits (${model.fp16 ? 'fp16-compute' : 'fp32'} tolerances: lengths ${tol.lengths})`,
   });
   const flops = countFlops(c).forward.total;
@@ -295,8 +320,15 @@ async function epRows(step: Step, ort: Ort, ep: 'webgpu' | 'cuda', model: OrtMod
         if (times.length >= 3 && performance.now() > until) break;
       }
       const ms = median(times);
-      step.add({ row: `${label} b${batch}`, status: 'ok', ms, batch, imagesPerS: batch / ms * 1000, gflops: flops * batch / ms / 1e6,
-        note: `median of ${times.length} runs (host copies included)` });
+      step.add({
+        row: `${label} b${batch}`,
+        status: 'ok',
+        ms,
+        batch,
+        imagesPerS: (batch / ms) * 1000,
+        gflops: (flops * batch) / ms / 1e6,
+        note: `median of ${times.length} runs (host copies included)`,
+      });
     } catch (e) {
       step.add({ row: `${label} b${batch}`, status: 'error', note: errorLine(e) });
     }
@@ -344,9 +376,14 @@ async function stepCudaEp(out: string, dataDir: string, budget: number): Promise
   const dirs = [bin, ...(extra ? [extra] : [])];
   const found = dirs.map((d) => join(d, lib)).find((p) => existsSync(p));
   if (!found) {
-    step.add({ row: 'd ort-cuda', status: 'skip', note: `${lib} not found in ${dirs.join(', ')}: onnxruntime-node's npm package has no CUDA provider ` +
-      '(NuGet Microsoft.ML.OnnxRuntime.Gpu.Linux of the same version has it); put it with libonnxruntime_providers_shared.so in a folder ' +
-      'named by CAPSNET_ORT_CUDA_DIR' });
+    step.add({
+      row: 'd ort-cuda',
+      status: 'skip',
+      note:
+        `${lib} not found in ${dirs.join(', ')}: onnxruntime-node's npm package has no CUDA provider ` +
+        '(NuGet Microsoft.ML.OnnxRuntime.Gpu.Linux of the same version has it); put it with libonnxruntime_providers_shared.so in a folder ' +
+        'named by CAPSNET_ORT_CUDA_DIR',
+    });
     step.finish();
     return;
   }
@@ -357,9 +394,16 @@ async function stepCudaEp(out: string, dataDir: string, budget: number): Promise
     }
   }
   const ldd = spawnSync('ldd', [join(bin, lib)], { encoding: 'utf8' });
-  const missing = (ldd.stdout ?? '').split('\n').filter((l) => /not found/.test(l)).map((l) => l.trim().split(/\s/)[0]);
+  const missing = (ldd.stdout ?? '')
+    .split('\n')
+    .filter((l) => /not found/.test(l))
+    .map((l) => l.trim().split(/\s/)[0]);
   if (missing.length) {
-    step.add({ row: 'd ort-cuda', status: 'skip', note: `${found} is here but its libraries are not: ${missing.join(', ')} (CUDA 12 and cuDNN 9; add their folders to LD_LIBRARY_PATH)` });
+    step.add({
+      row: 'd ort-cuda',
+      status: 'skip',
+      note: `${found} is here but its libraries are not: ${missing.join(', ')} (CUDA 12 and cuDNN 9; add their folders to LD_LIBRARY_PATH)`,
+    });
     step.finish();
     return;
   }
@@ -370,7 +414,8 @@ async function stepCudaEp(out: string, dataDir: string, budget: number): Promise
   for (const m of [
     { label: `${PAPER_NAME} fp32`, path: paper.fp32, config: paper.config, fp16: false, batches },
     { label: `${PAPER_NAME} fp16`, path: paper.fp16, config: paper.config, fp16: true, batches },
-  ]) await epRows(step, ort, 'cuda', m, digits, 'd ort-cuda');
+  ])
+    await epRows(step, ort, 'cuda', m, digits, 'd ort-cuda');
   step.finish();
 }
 
@@ -399,19 +444,40 @@ async function stepTrain(out: string, dataDir: string, budget: number): Promise<
   //    bundle was built, data/small/reference.json): the training backend computes the same network.
   try {
     const ckpt = loadCheckpoint(join(dataDir, 'small'));
-    const ref = JSON.parse(readFileSync(join(dataDir, 'small', 'reference.json'), 'utf8')) as { count: number; lengths: number[]; capsules: number[]; reconstruction: number[] };
+    const ref = JSON.parse(readFileSync(join(dataDir, 'small', 'reference.json'), 'utf8')) as {
+      count: number;
+      lengths: number[];
+      capsules: number[];
+      reconstruction: number[];
+    };
     const c = ckpt.config;
     const { paramShapes } = await import('@capsnet-onnx/core');
     const params = loop.paramsFromWeights(paramShapes(c), ckpt.weights);
     const pixels = c.inputHeight * c.inputWidth * c.inputChannels;
     const x = tf.tensor4d(test.images.slice(0, ref.count * pixels), [ref.count, c.inputHeight, c.inputWidth, c.inputChannels]);
     const f = model.forward(params, x, c);
-    const got = { lengths: await f.lengths.data() as Float32Array, capsules: await f.capsules.data() as Float32Array, reconstruction: await f.reconstruction.data() as Float32Array };
-    const r = compareOutputs({ lengths: Float32Array.from(ref.lengths), capsules: Float32Array.from(ref.capsules), reconstruction: Float32Array.from(ref.reconstruction) },
-      got, ref.count, c.numClasses, TOLERANCES);
-    step.add({ row: 'b tfjs-webgpu forward (small, trained)', status: r.failed.length ? 'fail' : 'pass', lengths: r.lengths, capsules: r.capsules,
-      reconstruction: r.reconstruction, argmax: r.argmax, batch: ref.count,
-      note: r.failed.length ? r.failed.join('; ') : `vs its fp32 export on ORT cpu (fp32 tolerances), ${ref.count} test digits` });
+    const got = {
+      lengths: (await f.lengths.data()) as Float32Array,
+      capsules: (await f.capsules.data()) as Float32Array,
+      reconstruction: (await f.reconstruction.data()) as Float32Array,
+    };
+    const r = compareOutputs(
+      { lengths: Float32Array.from(ref.lengths), capsules: Float32Array.from(ref.capsules), reconstruction: Float32Array.from(ref.reconstruction) },
+      got,
+      ref.count,
+      c.numClasses,
+      TOLERANCES,
+    );
+    step.add({
+      row: 'b tfjs-webgpu forward (small, trained)',
+      status: r.failed.length ? 'fail' : 'pass',
+      lengths: r.lengths,
+      capsules: r.capsules,
+      reconstruction: r.reconstruction,
+      argmax: r.argmax,
+      batch: ref.count,
+      note: r.failed.length ? r.failed.join('; ') : `vs its fp32 export on ORT cpu (fp32 tolerances), ${ref.count} test digits`,
+    });
     tf.dispose([x, f.lengths, f.capsules, f.reconstruction, f.coupling, ...Object.values(params)]);
   } catch (e) {
     step.add({ row: 'b tfjs-webgpu forward (small, trained)', status: 'error', note: errorLine(e) });
@@ -431,7 +497,10 @@ async function stepTrain(out: string, dataDir: string, budget: number): Promise<
       const params = model.initParams(config, 1);
       const optimizer = loop.adamFor(config);
       const x = tf.tensor4d(batchOf(train, batch, pixels), [batch, config.inputHeight, config.inputWidth, config.inputChannels]);
-      const y = loop.oneHot(Int32Array.from({ length: batch }, (_, i) => train.labels[i % train.count]!), config.numClasses);
+      const y = loop.oneHot(
+        Int32Array.from({ length: batch }, (_, i) => train.labels[i % train.count]!),
+        config.numClasses,
+      );
       const once = () => loop.trainStep(optimizer, params, () => model.trainingLosses(params, x, y, config));
       await once();
       const times: number[] = [];
@@ -442,8 +511,15 @@ async function stepTrain(out: string, dataDir: string, budget: number): Promise<
         times.push(performance.now() - t0);
       }
       const ms = median(times);
-      step.add({ row, status: 'ok', ms, batch, imagesPerS: batch / ms * 1000, gflops: stepFlops * batch / ms / 1e6,
-        note: `median of ${runs} steps after a warm-up (forward + backward + Adam)` });
+      step.add({
+        row,
+        status: 'ok',
+        ms,
+        batch,
+        imagesPerS: (batch / ms) * 1000,
+        gflops: (stepFlops * batch) / ms / 1e6,
+        note: `median of ${runs} steps after a warm-up (forward + backward + Adam)`,
+      });
       optimizer.dispose();
       tf.dispose([x, y, ...Object.values(params)]);
     } catch (e) {
@@ -480,13 +556,25 @@ async function stepTrain(out: string, dataDir: string, budget: number): Promise<
       const seconds = (performance.now() - t0) / 1000;
       optimizer.dispose();
       // Class scores are the capsule lengths: the decoder is not needed (nor, on a software adapter, compiled again).
-      const scores = await loop.scoresInBatches((x) => model.capsuleLengths(model.encode(params, x, c).capsules, c.squashEpsilon) as import('@tensorflow/tfjs-core').Tensor2D,
-        c, test.images, testCount, TINY ? batch : 250);
+      const scores = await loop.scoresInBatches(
+        (x) => model.capsuleLengths(model.encode(params, x, c).capsules, c.squashEpsilon) as import('@tensorflow/tfjs-core').Tensor2D,
+        c,
+        test.images,
+        testCount,
+        TINY ? batch : 250,
+      );
       const accuracy = loop.accuracyOf(scores, test.labels.subarray(0, testCount), c.numClasses);
-      step.add({ row, status: done === steps ? 'ok' : 'cut', ms: seconds * 1000 / Math.max(done, 1), batch, imagesPerS: done * batch / seconds,
-        gflops: countFlops(c).trainStep * done * batch / seconds / 1e9,
-        note: `${done}/${steps} steps on ${train.count} training digits in ${seconds.toFixed(1)} s (final loss ${loss.toFixed(4)}); ` +
-          `test accuracy ${(100 * accuracy).toFixed(2)}% on ${testCount} test digits${done === steps ? '' : '; stopped early: the step budget ran low'}` });
+      step.add({
+        row,
+        status: done === steps ? 'ok' : 'cut',
+        ms: (seconds * 1000) / Math.max(done, 1),
+        batch,
+        imagesPerS: (done * batch) / seconds,
+        gflops: (countFlops(c).trainStep * done * batch) / seconds / 1e9,
+        note:
+          `${done}/${steps} steps on ${train.count} training digits in ${seconds.toFixed(1)} s (final loss ${loss.toFixed(4)}); ` +
+          `test accuracy ${(100 * accuracy).toFixed(2)}% on ${testCount} test digits${done === steps ? '' : '; stopped early: the step budget ran low'}`,
+      });
       step.info('trainAccuracy', accuracy);
       tf.dispose(Object.values(params));
     } catch (e) {
@@ -499,15 +587,24 @@ async function stepTrain(out: string, dataDir: string, budget: number): Promise<
 
 // ---------------------------------------------------------------------------------------- PyTorch (c)
 
-interface TorchLine { torch: string; step_s: number[]; forward_s: number[]; device: string }
+interface TorchLine {
+  torch: string;
+  step_s: number[];
+  forward_s: number[];
+  device: string;
+}
 
 function stepTorch(out: string, script: string, budget: number): void {
-  const step = new Step(out, 'c', 'c. anchor: the same CapsNet in PyTorch on CUDA (the machine\'s python3)', budget);
+  const step = new Step(out, 'c', "c. anchor: the same CapsNet in PyTorch on CUDA (the machine's python3)", budget);
   const python = process.env.CAPSNET_PYTHON ?? 'python3';
-  const probe = spawnSync(python, ['-c', 'import json, torch; print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(), "built": torch.version.cuda}))'],
-    { encoding: 'utf8', timeout: 60_000 });
+  const probe = spawnSync(
+    python,
+    ['-c', 'import json, torch; print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(), "built": torch.version.cuda}))'],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
   const skip = (note: string) => {
-    for (const row of [...STEP_BATCHES.map((b) => `step b${b}`), `forward b${INFER_TOP}`]) step.add({ row: `c pytorch-cuda ${PAPER_NAME} ${row}`, status: 'skip', note });
+    for (const row of [...STEP_BATCHES.map((b) => `step b${b}`), `forward b${INFER_TOP}`])
+      step.add({ row: `c pytorch-cuda ${PAPER_NAME} ${row}`, status: 'skip', note });
     step.finish();
   };
   if (probe.error) return skip(`no ${python} to run PyTorch (${errorLine(probe.error)})`);
@@ -527,25 +624,40 @@ function stepTorch(out: string, script: string, budget: number): void {
       step.add({ row, status: 'skip', note: `not run: ${step.left().toFixed(0)} s of the step's budget left` });
       continue;
     }
-    const run = spawnSync(python, [script, JSON.stringify(config), String(batch), '5', '4', '--device', 'cuda'],
-      { encoding: 'utf8', timeout: left * 1000 });
+    const run = spawnSync(python, [script, JSON.stringify(config), String(batch), '5', '4', '--device', 'cuda'], { encoding: 'utf8', timeout: left * 1000 });
     const result = (run.stdout ?? '').split('\n').find((l) => l.startsWith('{'));
     if (run.status !== 0 || !result) {
-      step.add({ row, status: 'error', note: `bench_train_torch.py ${run.error ? errorLine(run.error) : `exit ${run.status}`}: ${(run.stderr ?? '').trim().split('\n').pop() ?? ''}` });
+      step.add({
+        row,
+        status: 'error',
+        note: `bench_train_torch.py ${run.error ? errorLine(run.error) : `exit ${run.status}`}: ${(run.stderr ?? '').trim().split('\n').pop() ?? ''}`,
+      });
       continue;
     }
     const r = JSON.parse(result) as TorchLine;
     const s = median(kind === 'step' ? r.step_s : r.forward_s);
     const f = kind === 'step' ? flops.trainStep : flops.forward.total;
-    step.add({ row, status: 'ok', ms: s * 1000, batch, imagesPerS: batch / s, gflops: f * batch / s / 1e9,
-      note: `torch ${r.torch} on ${r.device}, median of 5 after a warm-up${kind === 'forward' ? ' (no_grad forward, decoder masked by the label)' : ''}` });
+    step.add({
+      row,
+      status: 'ok',
+      ms: s * 1000,
+      batch,
+      imagesPerS: batch / s,
+      gflops: (f * batch) / s / 1e9,
+      note: `torch ${r.torch} on ${r.device}, median of 5 after a warm-up${kind === 'forward' ? ' (no_grad forward, decoder masked by the label)' : ''}`,
+    });
   }
   step.finish();
 }
 
 // ------------------------------------------------------------------------------------------- table (e)
 
-const STEPS: Array<[string, string]> = [['a', 'a. inference on ORT WebGPU'], ['b', 'b. training on tfjs-webgpu'], ['c', 'c. PyTorch CUDA'], ['d', 'd. ORT CUDA EP']];
+const STEPS: Array<[string, string]> = [
+  ['a', 'a. inference on ORT WebGPU'],
+  ['b', 'b. training on tfjs-webgpu'],
+  ['c', 'c. PyTorch CUDA'],
+  ['d', 'd. ORT CUDA EP'],
+];
 
 /** run.sh's record of a step's process: exit code, seconds, budget. */
 function statusOf(out: string, step: string): { rc: number; seconds: number; budget: number } | null {
@@ -560,7 +672,10 @@ function statusOf(out: string, step: string): { rc: number; seconds: number; bud
 
 function logTail(out: string, step: string): string {
   try {
-    const lines = readFileSync(join(out, 'steps', `${step}.log`), 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+    const lines = readFileSync(join(out, 'steps', `${step}.log`), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
     return lines.slice(-2).join(' | ').slice(0, 300);
   } catch {
     return 'no log';
@@ -587,7 +702,9 @@ export function summarize(out: string, wallSeconds: number | null = null): Summa
     let file: StepFile | null = null;
     try {
       file = JSON.parse(readFileSync(join(out, 'steps', `${name}.json`), 'utf8')) as StepFile;
-    } catch { /* not written */ }
+    } catch {
+      /* not written */
+    }
     const proc = statusOf(out, name);
     steps.push({ step: name, title: file?.title ?? title, process: proc, done: file?.done ?? false, info: file?.info ?? {} });
     if (file?.info.adapter) adapter = file.info.adapter;
@@ -595,7 +712,11 @@ export function summarize(out: string, wallSeconds: number | null = null): Summa
     if (!proc) {
       if (!file?.done) rows.push({ row: `${name} (${title})`, status: 'error', note: 'did not run (no status from run.sh)' });
     } else if (proc.rc === 124 || proc.rc === 137) {
-      rows.push({ row: `${name} (${title})`, status: 'cut', note: `cut at its budget of ${proc.budget} s${file?.rows.length ? '; the rows above are what it finished' : ''}` });
+      rows.push({
+        row: `${name} (${title})`,
+        status: 'cut',
+        note: `cut at its budget of ${proc.budget} s${file?.rows.length ? '; the rows above are what it finished' : ''}`,
+      });
     } else if (proc.rc === 125) {
       rows.push({ row: `${name} (${title})`, status: 'skip', note: 'not started: the 8-minute budget was spent' });
     } else if (proc.rc !== 0 || !file?.done) {
@@ -609,16 +730,29 @@ export function summarize(out: string, wallSeconds: number | null = null): Summa
     else ratios.push({ row: `e ${label}`, status: 'skip', note: `needs ${needs}` });
   };
   for (const b of STEP_BATCHES) {
-    ratio(`tfjs-webgpu step / pytorch-cuda step b${b}`, find(new RegExp(`^b tfjs-webgpu step \\S+ b${b}$`)), find(new RegExp(`^c pytorch-cuda \\S+ step b${b}$`)),
-      (n, d) => n.ms! / d.ms!, 'time per step; above 1: tfjs-webgpu is slower', `rows "b tfjs-webgpu step b${b}" and "c pytorch-cuda step b${b}"`);
+    ratio(
+      `tfjs-webgpu step / pytorch-cuda step b${b}`,
+      find(new RegExp(`^b tfjs-webgpu step \\S+ b${b}$`)),
+      find(new RegExp(`^c pytorch-cuda \\S+ step b${b}$`)),
+      (n, d) => n.ms! / d.ms!,
+      'time per step; above 1: tfjs-webgpu is slower',
+      `rows "b tfjs-webgpu step b${b}" and "c pytorch-cuda step b${b}"`,
+    );
   }
-  ratio(`ort-webgpu img/s / pytorch-cuda img/s b${INFER_TOP}`, find(new RegExp(`^a ort-webgpu \\S+ fp32 b${INFER_TOP}$`)),
-    find(new RegExp(`^c pytorch-cuda \\S+ forward b${INFER_TOP}$`)), (n, d) => n.imagesPerS! / d.imagesPerS!,
-    'inference throughput; below 1: ORT WebGPU is slower', `rows "a ort-webgpu fp32 b${INFER_TOP}" and "c pytorch-cuda forward b${INFER_TOP}"`);
+  ratio(
+    `ort-webgpu img/s / pytorch-cuda img/s b${INFER_TOP}`,
+    find(new RegExp(`^a ort-webgpu \\S+ fp32 b${INFER_TOP}$`)),
+    find(new RegExp(`^c pytorch-cuda \\S+ forward b${INFER_TOP}$`)),
+    (n, d) => n.imagesPerS! / d.imagesPerS!,
+    'inference throughput; below 1: ORT WebGPU is slower',
+    `rows "a ort-webgpu fp32 b${INFER_TOP}" and "c pytorch-cuda forward b${INFER_TOP}"`,
+  );
   let env: Record<string, string> = {};
   try {
     env = JSON.parse(readFileSync(join(out, 'env.json'), 'utf8'));
-  } catch { /* run.sh did not write it */ }
+  } catch {
+    /* run.sh did not write it */
+  }
   const ok = rows.every((r) => r.status !== 'fail' && r.status !== 'error' && r.status !== 'cut');
   return { tiny: TINY, adapter, env, steps, rows, ratios, ok, wallSeconds };
 }
@@ -627,8 +761,19 @@ export function formatTable(s: Summary): string {
   const header = ['row', 'status', 'lengths', 'capsules', 'recon', 'argmax', 'ms', 'batch', 'img/s', 'GFLOP/s', 'note'];
   const e = (x: number | undefined) => (x == null ? '-' : Number.isNaN(x) ? 'NaN' : x === 0 ? '0' : x.toExponential(1));
   const f = (x: number | undefined, d: number) => (x == null || !Number.isFinite(x) ? '-' : x.toFixed(d));
-  const cells = [...s.rows, ...s.ratios].map((r) => [r.row, r.status, e(r.lengths), e(r.capsules), e(r.reconstruction), r.argmax ?? '-',
-    f(r.ms, 2), r.batch == null ? '-' : String(r.batch), f(r.imagesPerS, 1), f(r.gflops, 1), r.note ?? '']);
+  const cells = [...s.rows, ...s.ratios].map((r) => [
+    r.row,
+    r.status,
+    e(r.lengths),
+    e(r.capsules),
+    e(r.reconstruction),
+    r.argmax ?? '-',
+    f(r.ms, 2),
+    r.batch == null ? '-' : String(r.batch),
+    f(r.imagesPerS, 1),
+    f(r.gflops, 1),
+    r.note ?? '',
+  ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => (i === header.length - 1 ? 0 : c[i]!.length))));
   const line = (c: string[]) => c.map((x, i) => (i === c.length - 1 ? x : x.padEnd(widths[i]!))).join('  ');
   const a = s.adapter as { name?: string; shaderF16?: boolean; error?: string } | null;
@@ -638,8 +783,12 @@ export function formatTable(s: Summary): string {
     `Vulkan: ICD ${s.env.icd ?? '?'}; loader ${s.env.loader ?? '?'}${s.env.gpu ? `; GPU ${s.env.gpu}` : ''}`,
     '',
   ];
-  const tail = ['', 'parity: vs ORT cpu on the same inputs (max |diff| of lengths, capsules, reconstruction; argmax agreement); ms: per run or step; ' +
-    'GFLOP/s: core/flops.ts multiply-adds', `result: ${s.ok ? 'OK' : 'FAILED (a row is fail, error or cut)'}${s.wallSeconds != null ? `; wall ${s.wallSeconds} s` : ''}`];
+  const tail = [
+    '',
+    'parity: vs ORT cpu on the same inputs (max |diff| of lengths, capsules, reconstruction; argmax agreement); ms: per run or step; ' +
+      'GFLOP/s: core/flops.ts multiply-adds',
+    `result: ${s.ok ? 'OK' : 'FAILED (a row is fail, error or cut)'}${s.wallSeconds != null ? `; wall ${s.wallSeconds} s` : ''}`,
+  ];
   return [...head, line(header), line(widths.map((w, i) => '-'.repeat(i === widths.length - 1 ? 4 : w))), ...cells.map(line), ...tail].join('\n');
 }
 
@@ -647,7 +796,9 @@ export function formatTable(s: Summary): string {
 
 async function probeAdapter(): Promise<void> {
   try {
-    const webgpu = await import('webgpu') as unknown as { create: (o: string[]) => { requestAdapter(): Promise<{ info?: Record<string, string>; features: Set<string> } | null> } };
+    const webgpu = (await import('webgpu')) as unknown as {
+      create: (o: string[]) => { requestAdapter(): Promise<{ info?: Record<string, string>; features: Set<string> } | null> };
+    };
     const adapter = await webgpu.create([]).requestAdapter();
     if (!adapter) {
       console.log(JSON.stringify({ error: 'no WebGPU adapter (Dawn found no Vulkan device: check the ICD and the loader)' }));
@@ -663,9 +814,16 @@ async function probeAdapter(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: {
-    out: { type: 'string' }, data: { type: 'string' }, budget: { type: 'string' }, script: { type: 'string' }, wall: { type: 'string' },
-  } });
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      out: { type: 'string' },
+      data: { type: 'string' },
+      budget: { type: 'string' },
+      script: { type: 'string' },
+      wall: { type: 'string' },
+    },
+  });
   const cmd = positionals[0];
   if (cmd === 'adapter') return probeAdapter();
   const out = values.out;
@@ -673,17 +831,24 @@ async function main(): Promise<void> {
   const budget = Number(values.budget ?? 120);
   const data = values.data ?? '';
   switch (cmd) {
-    case 'infer': await stepInfer(out, data, budget); break;
-    case 'train': await stepTrain(out, data, budget); break;
-    case 'torch': stepTorch(out, values.script ?? 'bench_train_torch.py', budget); break;
-    case 'cuda-ep': await stepCudaEp(out, data, budget); break;
+    case 'infer':
+      await stepInfer(out, data, budget);
+      break;
+    case 'train':
+      await stepTrain(out, data, budget);
+      break;
+    case 'torch':
+      stepTorch(out, values.script ?? 'bench_train_torch.py', budget);
+      break;
+    case 'cuda-ep':
+      await stepCudaEp(out, data, budget);
+      break;
     case 'table': {
       const s = summarize(out, values.wall ? Number(values.wall) : null);
       console.log(formatTable(s));
       writeFileAtomic(join(out, 'summary.json'), `${JSON.stringify(s, null, 2)}\n`);
-      process.exit(s.ok ? 0 : 1);
+      return process.exit(s.ok ? 0 : 1);
     }
-    // eslint-disable-next-line no-fallthrough
     default:
       throw new Error(`unknown step "${cmd}": use infer, train, torch, cuda-ep, table or adapter`);
   }

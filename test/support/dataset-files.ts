@@ -51,14 +51,23 @@ function imageBytes(labels: number[], h: number, w: number, c: number): number[]
 }
 
 /** Four IDX files of N x h x w x c images (c > 1: a 4-D file), standard or EMNIST names, optionally float32. */
-export function writeIdxSet(dir: string, options: { h: number; w: number; c: number; train: number[]; test: number[]; float?: boolean; emnistSplit?: string; gzip?: boolean }): string {
+export function writeIdxSet(
+  dir: string,
+  options: { h: number; w: number; c: number; train: number[]; test: number[]; float?: boolean; emnistSplit?: string; gzip?: boolean },
+): string {
   mkdirSync(dir, { recursive: true });
   const { h, w, c } = options;
   const name = (standard: string, emnist: string) => (options.emnistSplit ? `emnist-${options.emnistSplit}-${emnist}` : standard);
   const images = (labels: number[]) => {
     const bytes = imageBytes(labels, h, w, c);
     const dims = c > 1 ? [labels.length, h, w, c] : [labels.length, h, w];
-    return options.float ? idxFile(dims, bytes.map((b) => b / 255), 0x0d) : idxFile(dims, bytes);
+    return options.float
+      ? idxFile(
+          dims,
+          bytes.map((b) => b / 255),
+          0x0d,
+        )
+      : idxFile(dims, bytes);
   };
   const files: Array<[string, Buffer]> = [
     [name('train-images-idx3-ubyte', 'train-images-idx3-ubyte'), images(options.train)],
@@ -75,7 +84,8 @@ export function cifarRecords(labels: number[]): Buffer {
   const out = Buffer.alloc(labels.length * 3073);
   labels.forEach((label, n) => {
     out[n * 3073] = label;
-    for (let c = 0; c < 3; c++) for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) out[n * 3073 + 1 + c * 1024 + y * 32 + x] = patternByte(label, n, y, x, c);
+    for (let c = 0; c < 3; c++)
+      for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) out[n * 3073 + 1 + c * 1024 + y * 32 + x] = patternByte(label, n, y, x, c);
   });
   return out;
 }
@@ -86,7 +96,7 @@ export function writeCifar10(dir: string, batches: number[][], test: number[]): 
   mkdirSync(dir, { recursive: true });
   batches.forEach((labels, k) => writeFileSync(join(dir, `data_batch_${k + 1}.bin`), cifarRecords(labels)));
   writeFileSync(join(dir, 'test_batch.bin'), cifarRecords(test));
-  writeFileSync(join(dir, 'batches.meta.txt'), CIFAR_CLASSES.join('\n') + '\n\n');
+  writeFileSync(join(dir, 'batches.meta.txt'), `${CIFAR_CLASSES.join('\n')}\n\n`);
   return dir;
 }
 
@@ -111,7 +121,10 @@ export function norbMatrix(kind: 'byte' | 'int32', dims: number[], values: Array
  */
 export function writeSmallNorb(dir: string, train: number[], test: number[], side = 96, gzip = false, width = side): string {
   mkdirSync(dir, { recursive: true });
-  for (const [split, tag, labels] of [['training', '46789', train], ['testing', '01235', test]] as const) {
+  for (const [split, tag, labels] of [
+    ['training', '46789', train],
+    ['testing', '01235', test],
+  ] as const) {
     const pixels: number[] = [];
     labels.forEach((label, n) => {
       for (let v = 0; v < 2; v++) for (let y = 0; y < side; y++) for (let x = 0; x < width; x++) pixels.push((patternByte(label, n, y, x, 0) + 60 * v) % 256);
@@ -145,7 +158,12 @@ export function svhnFixturePixel(label: number, image: number, y: number, x: num
  * A MATLAB v7.3 file (HDF5 behind a 512-byte text header, the layout MATLAB writes) with the same X and y as the
  * v5 arrays given, written by h5wasm with chunked, gzip-compressed storage like MATLAB's.
  */
-export async function writeSvhnV73(file: string, X: { dims: number[]; data: ArrayLike<number> }, y: ArrayLike<number>, xType: 'uint8' | 'double' = 'uint8'): Promise<void> {
+export async function writeSvhnV73(
+  file: string,
+  X: { dims: number[]; data: ArrayLike<number> },
+  y: ArrayLike<number>,
+  xType: 'uint8' | 'double' = 'uint8',
+): Promise<void> {
   const { default: h5wasm } = await import('h5wasm/node');
   await h5wasm.ready;
   const plain = `${file}.h5`;
@@ -153,7 +171,15 @@ export async function writeSvhnV73(file: string, X: { dims: number[]; data: Arra
   // HDF5 holds MATLAB's column-major array with the dimensions reversed: the same bytes, in the same order.
   const shape = [...X.dims].reverse();
   const data = xType === 'uint8' ? Uint8Array.from(X.data) : Float64Array.from(X.data);
-  h5.create_dataset({ name: 'X', data, shape, dtype: xType === 'uint8' ? '<B' : '<d', chunks: [1, ...shape.slice(1)], compression: 'gzip', compression_opts: [3] } as never);
+  h5.create_dataset({
+    name: 'X',
+    data,
+    shape,
+    dtype: xType === 'uint8' ? '<B' : '<d',
+    chunks: [1, ...shape.slice(1)],
+    compression: 'gzip',
+    compression_opts: [3],
+  } as never);
   h5.create_dataset({ name: 'y', data: Float64Array.from(y), shape: [1, y.length], dtype: '<d' });
   h5.close();
   const header = Buffer.alloc(512, 0x20);

@@ -89,8 +89,18 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   if (command === 'train') {
     const { train } = await import('../../packages/capsnet/src/train/trainer.ts');
     await train({
-      preset: 'small', data: 'mnist-sample', epochs: Number(arg), backend: (process.env.FAULT_BACKEND ?? 'cpu') as 'cpu', out: runDir, resume: existsSync(join(runDir, 'checkpoint.bin')),
-      checkpointEvery: 1, checkpointIntervalS: 0, configOverrides: FAULT_CONFIG, ...FAULT_RUN, log: () => {}, progressBar: false,
+      preset: 'small',
+      data: 'mnist-sample',
+      epochs: Number(arg),
+      backend: (process.env.FAULT_BACKEND ?? 'cpu') as 'cpu',
+      out: runDir,
+      resume: existsSync(join(runDir, 'checkpoint.bin')),
+      checkpointEvery: 1,
+      checkpointIntervalS: 0,
+      configOverrides: FAULT_CONFIG,
+      ...FAULT_RUN,
+      log: () => {},
+      progressBar: false,
     });
   } else if (command === 'triton') {
     const { exportCheckpoint } = await import('../../packages/capsnet/src/export/exporter.ts');

@@ -28,7 +28,10 @@ function trainingCodeHash(): string {
 export async function trainedSmallRun(): Promise<string> {
   const dir = join(ARTIFACTS, 'fixtures', `small-${trainingCodeHash()}`);
   if (existsSync(join(dir, 'checkpoint.bin'))) return dir;
-  await execa('node', [CLI, 'train', '--preset', 'small', '--epochs', '1', '--train-limit', '3000', '--batch-size', '32',
-    '--seed', '1', '--out', dir, '--no-progress'], { cwd: ROOT, stdio: 'inherit' });
+  await execa(
+    'node',
+    [CLI, 'train', '--preset', 'small', '--epochs', '1', '--train-limit', '3000', '--batch-size', '32', '--seed', '1', '--out', dir, '--no-progress'],
+    { cwd: ROOT, stdio: 'inherit' },
+  );
   return dir;
 }

@@ -22,7 +22,8 @@ export function values(n: number, seed: number): Float32Array {
 /** max|a - b| / max|b|; fails when b is all zeros (the comparison would test nothing). */
 export function relErr(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
-  let diff = 0, scale = 0;
+  let diff = 0,
+    scale = 0;
   for (let i = 0; i < a.length; i++) {
     diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
     scale = Math.max(scale, Math.abs(b[i]!));

@@ -18,13 +18,19 @@ export function pythonOnnxAvailable(): string | null {
 
 export function runChecker(...files: string[]): { ok: boolean; error: string | null; ir_version: number; opset: [string, number][] }[] {
   try {
-    return execFileSync(PYTHON, [CHECKER, ...files], { encoding: 'utf8' }).trim().split('\n').map((l) => JSON.parse(l));
+    return execFileSync(PYTHON, [CHECKER, ...files], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
   } catch (e) {
     const out = (e as { stdout?: string }).stdout ?? '';
-    return out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    return out
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
   }
 }
-
 
 /** Node name -> the element type onnx's strict shape inference gives its first output (e.g. 'FLOAT16'), after the full check passed. */
 export function inferredNodeTypes(file: string): Record<string, string> {

@@ -34,7 +34,13 @@ export function appEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 /** `npm pack --workspaces` from the repository root (each package builds itself in prepack) into a fresh folder. */
 export async function packWorkspaces(dest = mkdtempSync(join(tmpdir(), 'capsnet-pack-'))): Promise<Tarballs> {
   mkdirSync(dest, { recursive: true });
-  await execa('npm', ['pack', '--workspaces', '--pack-destination', dest, '--loglevel=error'], { cwd: ROOT, env: appEnv(), extendEnv: false, stdout: 'ignore', stderr: 'pipe' });
+  await execa('npm', ['pack', '--workspaces', '--pack-destination', dest, '--loglevel=error'], {
+    cwd: ROOT,
+    env: appEnv(),
+    extendEnv: false,
+    stdout: 'ignore',
+    stderr: 'pipe',
+  });
   const files = readdirSync(dest);
   const find = (re: RegExp) => {
     const f = files.find((name) => re.test(name));
@@ -135,14 +141,20 @@ export async function installApp(
   const dir = mkdtempSync(join(tmpdir(), `capsnet-app-${name}-`));
   if (options.template) cpSync(join(ROOT, 'test', 'consumers', 'apps', options.template), dir, { recursive: true });
   const pkg = {
-    name: `capsnet-consumer-${name}`, private: true, type: 'module', scripts: options.scripts ?? {}, dependencies, devDependencies: options.devDependencies ?? {},
+    name: `capsnet-consumer-${name}`,
+    private: true,
+    type: 'module',
+    scripts: options.scripts ?? {},
+    dependencies,
+    devDependencies: options.devDependencies ?? {},
     ...(options.overrides ? { overrides: options.overrides } : {}),
   };
   writeFileSync(join(dir, 'package.json'), JSON.stringify(pkg, null, 2));
   const started = performance.now();
   await execa('npm', ['install', '--no-audit', '--no-fund', options.preferOnline ? '--prefer-online' : '--prefer-offline', '--loglevel=error'], {
     cwd: dir,
-    env: appEnv({ ONNXRUNTIME_NODE_INSTALL: 'skip' }), extendEnv: false,
+    env: appEnv({ ONNXRUNTIME_NODE_INSTALL: 'skip' }),
+    extendEnv: false,
     stdout: 'ignore',
     stderr: 'pipe',
   });

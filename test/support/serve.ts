@@ -71,7 +71,11 @@ export class FakeClassifier implements Classifier {
 }
 
 export async function postJson(base: string, path: string, body: unknown): Promise<{ status: number; json: any; headers: Headers }> {
-  const response = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const response = await fetch(`${base}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   return { status: response.status, json: await response.json(), headers: response.headers };
 }
 

@@ -12,9 +12,19 @@ import { type ExportProvenance, buildCapsNetModels, recordDecoderHash } from '..
 import { encodeModel } from '../../packages/capsnet/src/export/onnx-schema.ts';
 
 /** 12x10 (not square, so a swapped height and width shows): conv1 -> 10x8, primary capsules 4x3x2 = 24 of 4-D. */
-export const TINY_CONFIG: CapsNetConfig = presetConfig('small', { inputHeight: 12, inputWidth: 10, inputChannels: 1, numClasses: 4 }, {
-  conv1Filters: 4, conv1Kernel: 3, primaryMaps: 2, primaryDim: 4, primaryKernel: 3, digitDim: 6, decoderHidden: [8, 16],
-});
+export const TINY_CONFIG: CapsNetConfig = presetConfig(
+  'small',
+  { inputHeight: 12, inputWidth: 10, inputChannels: 1, numClasses: 4 },
+  {
+    conv1Filters: 4,
+    conv1Kernel: 3,
+    primaryMaps: 2,
+    primaryDim: 4,
+    primaryKernel: 3,
+    digitDim: 6,
+    decoderHidden: [8, 16],
+  },
+);
 
 export const TINY_PROVENANCE: ExportProvenance = {
   classLabels: ['class0', 'class1', 'class2', 'class3'],

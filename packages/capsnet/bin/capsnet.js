@@ -50,7 +50,10 @@ if (longArgv || (fromSource && !hasSourceCondition)) {
   if (fromSource && !hasSourceCondition) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${SOURCE_CONDITION}`.trim();
   if (longArgv) {
     if (args.includes('-')) {
-      const names = readFileSync(0, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+      const names = readFileSync(0, 'utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean);
       args = args.flatMap((a) => (a === '-' ? names : [a]));
     }
     env[FROM_STDIN] = '1';

@@ -15,8 +15,21 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 export const KERNEL_SOURCE = `${root}assembly/training-kernels.ts`;
 export const KERNEL_BINARIES = { plain: `${root}src/train/kernels/training-kernels.wasm`, shared: `${root}src/train/kernels/training-kernels-shared.wasm` };
 
-const COMMON = ['--optimizeLevel', '3', '--shrinkLevel', '1', '--runtime', 'stub', '--noAssert', '--enable', 'simd',
-  '--importMemory', '--noExportMemory', '--initialMemory', '1'];
+const COMMON = [
+  '--optimizeLevel',
+  '3',
+  '--shrinkLevel',
+  '1',
+  '--runtime',
+  'stub',
+  '--noAssert',
+  '--enable',
+  'simd',
+  '--importMemory',
+  '--noExportMemory',
+  '--initialMemory',
+  '1',
+];
 // A shared memory must declare a maximum, and an imported memory's own maximum may not exceed it: 65536 pages
 // (4 GiB, the most wasm32 addresses) accepts any. The plain build declares none, which accepts any memory too.
 const VARIANTS = { plain: [], shared: ['--sharedMemory', '--maximumMemory', '65536', '--enable', 'threads'] };
@@ -27,9 +40,16 @@ export async function compileKernels(variant) {
   let binary = null;
   const stderr = [];
   const { error } = await asc.main([KERNEL_SOURCE, ...COMMON, ...VARIANTS[variant], '--outFile', 'kernels.wasm'], {
-    writeFile: (name, contents) => { if (name.endsWith('.wasm')) binary = contents; },
+    writeFile: (name, contents) => {
+      if (name.endsWith('.wasm')) binary = contents;
+    },
     stdout: { write: () => true },
-    stderr: { write: (s) => { stderr.push(String(s)); return true; } },
+    stderr: {
+      write: (s) => {
+        stderr.push(String(s));
+        return true;
+      },
+    },
   });
   if (error || binary == null) throw new Error(`assemblyscript failed on ${KERNEL_SOURCE}: ${error?.message ?? ''}\n${stderr.join('')}`);
   return binary;

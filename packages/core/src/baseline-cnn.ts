@@ -70,7 +70,8 @@ export function validateBaselineConfig(config: BaselineCnnConfig): void {
   ints('input shape', [config.inputHeight, config.inputWidth, config.inputChannels, config.numClasses]);
   if (config.convChannels.length === 0) throw new Error('baseline config.convChannels needs at least one convolution');
   if (!['same', 'valid'].includes(config.padding)) throw new Error(`baseline config.padding must be "same" or "valid", got ${JSON.stringify(config.padding)}`);
-  if (!['softmax', 'sigmoid'].includes(config.output)) throw new Error(`baseline config.output must be "softmax" or "sigmoid", got ${JSON.stringify(config.output)}`);
+  if (!['softmax', 'sigmoid'].includes(config.output))
+    throw new Error(`baseline config.output must be "softmax" or "sigmoid", got ${JSON.stringify(config.output)}`);
   if (!(config.dropout >= 0 && config.dropout < 1)) throw new Error(`baseline config.dropout must be in [0, 1), got ${config.dropout}`);
   const { height, width } = featureSize(config);
   if (height < 1 || width < 1) throw new Error(`input ${config.inputHeight}x${config.inputWidth} is too small for the baseline's convolutions`);
@@ -134,4 +135,3 @@ export function matchedBaseline(shape: DataShape, target: number, base: Omit<Bas
   const width = Math.max(1, Math.round(1 + (target - a) / perUnit));
   return withWidth(width);
 }
-

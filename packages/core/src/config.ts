@@ -83,8 +83,12 @@ export interface CapsNetConfig {
 }
 
 /** Every field of the authors'-code block set as the authors' code has it (see CapsNetConfig). */
-export const AUTHORS_CODE_CHOICES: Required<Pick<CapsNetConfig,
-  'marginLossScale' | 'marginLossReduction' | 'digitCapsBias' | 'primaryScale' | 'primaryBiasInit' | 'init' | 'adamEpsilon' | 'learningRateFloor'>> = {
+export const AUTHORS_CODE_CHOICES: Required<
+  Pick<
+    CapsNetConfig,
+    'marginLossScale' | 'marginLossReduction' | 'digitCapsBias' | 'primaryScale' | 'primaryBiasInit' | 'init' | 'adamEpsilon' | 'learningRateFloor'
+  >
+> = {
   marginLossScale: 0.5,
   marginLossReduction: 'mean',
   digitCapsBias: 0.1,
@@ -176,8 +180,19 @@ export function derivedSizes(config: CapsNetConfig) {
 
 export function validateConfig(config: CapsNetConfig): void {
   const positiveInts: (keyof CapsNetConfig)[] = [
-    'inputHeight', 'inputWidth', 'inputChannels', 'numClasses', 'conv1Filters', 'conv1Kernel', 'primaryMaps',
-    'primaryDim', 'primaryKernel', 'primaryStride', 'digitDim', 'routingIterations', 'decaySteps',
+    'inputHeight',
+    'inputWidth',
+    'inputChannels',
+    'numClasses',
+    'conv1Filters',
+    'conv1Kernel',
+    'primaryMaps',
+    'primaryDim',
+    'primaryKernel',
+    'primaryStride',
+    'digitDim',
+    'routingIterations',
+    'decaySteps',
   ];
   for (const key of positiveInts) {
     const value = config[key];
@@ -213,7 +228,9 @@ export function validateConfig(config: CapsNetConfig): void {
     }
   }
   if (config.crop && (config.crop.sourceHeight < config.inputHeight || config.crop.sourceWidth < config.inputWidth)) {
-    throw new Error(`config.crop: ${config.inputHeight}x${config.inputWidth} crops do not fit in ${config.crop.sourceHeight}x${config.crop.sourceWidth} images`);
+    throw new Error(
+      `config.crop: ${config.inputHeight}x${config.inputWidth} crops do not fit in ${config.crop.sourceHeight}x${config.crop.sourceWidth} images`,
+    );
   }
   const { primaryH, primaryW } = derivedSizes(config);
   if (primaryH < 1 || primaryW < 1) {

@@ -27,7 +27,11 @@ export type ImageErrorCode = 'NOT_AN_IMAGE' | 'BAD_IMAGE' | 'TOO_LARGE';
 /** A file that is not a supported image, is corrupt, or is larger than the limits; the message names the fix. */
 export class ImageError extends Error {
   override name = 'ImageError';
-  constructor(readonly code: ImageErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly code: ImageErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
   }
 }
@@ -106,7 +110,15 @@ function pngHeader(bytes: Uint8Array, limits: ImageLimits, what: string): PngLay
 /** Samples per pixel of each PNG colour type (gray, -, RGB, palette, gray+alpha, -, RGBA). */
 const PNG_CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
 /** Adam7's seven passes: [x start, y start, x step, y step]. */
-const ADAM7 = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]] as const;
+const ADAM7 = [
+  [0, 0, 8, 8],
+  [4, 0, 8, 8],
+  [0, 4, 4, 8],
+  [2, 0, 4, 4],
+  [0, 2, 2, 4],
+  [1, 0, 2, 2],
+  [0, 1, 1, 2],
+] as const;
 
 /**
  * The exact number of bytes a PNG's IDAT stream inflates to under its IHDR: one filter byte per row plus the
@@ -160,9 +172,13 @@ function checkPngData(bytes: Uint8Array, layout: PngLayout, what: string): void 
     }
   } catch (e) {
     if (e instanceof ImageError) throw e;
-    throw new ImageError('BAD_IMAGE', `${what}: its compressed pixel data (IDAT) is not a valid zlib stream: the PNG is corrupt; re-save it with an image editor`, {
-      cause: e,
-    });
+    throw new ImageError(
+      'BAD_IMAGE',
+      `${what}: its compressed pixel data (IDAT) is not a valid zlib stream: the PNG is corrupt; re-save it with an image editor`,
+      {
+        cause: e,
+      },
+    );
   }
 }
 
@@ -243,13 +259,27 @@ export function applyOrientation(image: RgbaImage, orientation: ExifOrientation)
       let sx: number;
       let sy: number;
       switch (orientation) {
-        case 2: [sx, sy] = [w - 1 - x, y]; break;
-        case 3: [sx, sy] = [w - 1 - x, h - 1 - y]; break;
-        case 4: [sx, sy] = [x, h - 1 - y]; break;
-        case 5: [sx, sy] = [y, x]; break;
-        case 6: [sx, sy] = [y, h - 1 - x]; break;
-        case 7: [sx, sy] = [w - 1 - y, h - 1 - x]; break;
-        default: [sx, sy] = [w - 1 - y, x]; break; // 8
+        case 2:
+          [sx, sy] = [w - 1 - x, y];
+          break;
+        case 3:
+          [sx, sy] = [w - 1 - x, h - 1 - y];
+          break;
+        case 4:
+          [sx, sy] = [x, h - 1 - y];
+          break;
+        case 5:
+          [sx, sy] = [y, x];
+          break;
+        case 6:
+          [sx, sy] = [y, h - 1 - x];
+          break;
+        case 7:
+          [sx, sy] = [w - 1 - y, h - 1 - x];
+          break;
+        default:
+          [sx, sy] = [w - 1 - y, x];
+          break; // 8
       }
       const from = 4 * (sy * w + sx);
       const to = 4 * (y * W + x);
@@ -302,7 +332,11 @@ function jpegHeader(bytes: Uint8Array, limits: ImageLimits, what: string): { wid
 }
 
 /** Format and size from the headers alone (every one checked against `limits`); decodes no pixels. */
-export function readImageHeader(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS, what = 'the image'): { format: ImageFormat; width: number; height: number } {
+export function readImageHeader(
+  bytes: Uint8Array,
+  limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+  what = 'the image',
+): { format: ImageFormat; width: number; height: number } {
   const format = imageFormat(bytes);
   if (format === 'png') {
     const { width, height } = pngHeader(bytes, limits, what);
@@ -404,7 +438,10 @@ export function decodeImage(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMA
   if (header.format === 'png') checkPngData(bytes, pngHeader(bytes, limits, what), what);
   const image = header.format === 'png' ? pngToRgba(bytes, what) : jpegToRgba(bytes, limits, what);
   if (image.width !== header.width || image.height !== header.height) {
-    throw new ImageError('BAD_IMAGE', `${what}: decoded ${image.width}x${image.height} but its header says ${header.width}x${header.height}: the file is corrupt`);
+    throw new ImageError(
+      'BAD_IMAGE',
+      `${what}: decoded ${image.width}x${image.height} but its header says ${header.width}x${header.height}: the file is corrupt`,
+    );
   }
   return applyOrientation(image, readExifOrientation(bytes));
 }

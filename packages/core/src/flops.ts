@@ -60,9 +60,16 @@ export function countFlops(config: CapsNetConfig): FlopCounts {
 
 /** FLOPs of the three convolution kernels of one conv layer at a batch size: forward, dL/dW, dL/dx. */
 export function convKernelFlops(
-  batch: number, inH: number, inW: number, inC: number, kernel: number, outC: number, stride: number,
+  batch: number,
+  inH: number,
+  inW: number,
+  inC: number,
+  kernel: number,
+  outC: number,
+  stride: number,
 ): { forward: number; filterGrad: number; inputGrad: number } {
-  const outH = Math.floor((inH - kernel) / stride) + 1, outW = Math.floor((inW - kernel) / stride) + 1;
+  const outH = Math.floor((inH - kernel) / stride) + 1,
+    outW = Math.floor((inW - kernel) / stride) + 1;
   const f = 2 * batch * outH * outW * kernel * kernel * inC * outC;
   return { forward: f, filterGrad: f, inputGrad: f };
 }

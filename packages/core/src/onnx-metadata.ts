@@ -15,7 +15,10 @@ export interface OnnxHeader {
 
 class Reader {
   pos = 0;
-  constructor(private readonly bytes: Uint8Array, private readonly end = bytes.length) {}
+  constructor(
+    private readonly bytes: Uint8Array,
+    private readonly end = bytes.length,
+  ) {}
 
   get done(): boolean {
     return this.pos >= this.end;
@@ -40,8 +43,7 @@ class Reader {
     else if (wireType === 2) {
       const length = this.varint(); // read before adding: `pos += varint()` would add to the old position
       this.pos += length;
-    }
-    else if (wireType === 5) this.pos += 4;
+    } else if (wireType === 5) this.pos += 4;
     else throw new ModelFormatError(`unsupported protobuf wire type ${wireType}`);
     if (this.pos > this.end) throw new ModelFormatError('truncated protobuf field');
   }
@@ -190,7 +192,9 @@ function datasetFiles(raw: string | undefined): Record<string, string> {
     value = undefined;
   }
   if (!value || typeof value !== 'object' || Array.isArray(value) || !Object.values(value).every((v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v))) {
-    throw new ModelFormatError(`metadata "${METADATA_KEYS.datasetFiles}" must be a JSON object of file names to SHA-256 hex digests, got ${raw.slice(0, 80)}: re-export the model`);
+    throw new ModelFormatError(
+      `metadata "${METADATA_KEYS.datasetFiles}" must be a JSON object of file names to SHA-256 hex digests, got ${raw.slice(0, 80)}: re-export the model`,
+    );
   }
   return { ...(value as Record<string, string>) };
 }

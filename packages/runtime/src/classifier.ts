@@ -13,7 +13,15 @@ import {
   type LoadOptions,
   type ModelMetadata,
 } from './contract.ts';
-import { ClassifierDisposedError, DeviceUnavailableError, InputError, ModelFileError, ModelFormatError, type Polarity, readModelMetadata } from '@capsnet-onnx/core';
+import {
+  ClassifierDisposedError,
+  DeviceUnavailableError,
+  InputError,
+  ModelFileError,
+  ModelFormatError,
+  type Polarity,
+  readModelMetadata,
+} from '@capsnet-onnx/core';
 import { checkMaxBatch, checkPolarityOption, toCapsuleBatch, toImageBatch } from './inputs.ts';
 import { type Provider, errorMessage, fp16ComputeUnavailable, isMissingShaderF16 } from './providers/provider.ts';
 import { selectProvider } from './registry.ts';
@@ -145,10 +153,16 @@ export class OrtClassifier implements Classifier {
     try {
       return await this.#serial(() => session.run(feeds, outputs));
     } catch (e) {
-      const text = String((e as Error)?.message ?? e).split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
+      const text = String((e as Error)?.message ?? e)
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean)
+        .join('; ');
       const [name, tensor] = Object.entries(feeds)[0]!;
       if (this.#disposed || /disposed|invalid session/i.test(text)) {
-        throw new ClassifierDisposedError(`${what}: the classifier was disposed while the call waited: load the model again with CapsNet.load(...)`, { cause: e });
+        throw new ClassifierDisposedError(`${what}: the classifier was disposed while the call waited: load the model again with CapsNet.load(...)`, {
+          cause: e,
+        });
       }
       const shape = /dimension|shape|rank/i.test(text);
       throw new (shape ? ModelFormatError : Error)(
@@ -279,23 +293,24 @@ export async function loadClassifier(
     options.device ?? 'auto',
     providers,
     autoOrder,
-    (p) => openFp16Checked(p, metadata, modelName, async (probe) => {
-      const sessionOptions = withPrecision(p.sessionOptions(options), metadata.precision);
-      const session = await ort.InferenceSession.create(modelBytes, sessionOptions);
-      try {
-        checkSession(session, [IO_NAMES.images], [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction], modelName);
-        if (probe) await probeRun(ort, session, metadata);
-        let decoderSession: InferenceSession | null = null;
-        if (decoderBytes instanceof Uint8Array) {
-          decoderSession = await ort.InferenceSession.create(decoderBytes, sessionOptions);
-          checkSession(decoderSession, [IO_NAMES.maskedCapsules], [IO_NAMES.reconstruction], `the decoder of ${modelName}`);
+    (p) =>
+      openFp16Checked(p, metadata, modelName, async (probe) => {
+        const sessionOptions = withPrecision(p.sessionOptions(options), metadata.precision);
+        const session = await ort.InferenceSession.create(modelBytes, sessionOptions);
+        try {
+          checkSession(session, [IO_NAMES.images], [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction], modelName);
+          if (probe) await probeRun(ort, session, metadata);
+          let decoderSession: InferenceSession | null = null;
+          if (decoderBytes instanceof Uint8Array) {
+            decoderSession = await ort.InferenceSession.create(decoderBytes, sessionOptions);
+            checkSession(decoderSession, [IO_NAMES.maskedCapsules], [IO_NAMES.reconstruction], `the decoder of ${modelName}`);
+          }
+          return { session, decoderSession };
+        } catch (e) {
+          await session.release();
+          throw e;
         }
-        return { session, decoderSession };
-      } catch (e) {
-        await session.release();
-        throw e;
-      }
-    }),
+      }),
     log,
     entry,
   );

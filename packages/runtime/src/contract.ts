@@ -7,7 +7,16 @@ import type { ModelMetadata, Polarity } from '@capsnet-onnx/core';
 
 // The file format and the errors come from the core; an app needs only this package.
 export {
-  ClassifierDisposedError, DeviceUnavailableError, InputError, ModelFileError, ModelFormatError, IO_NAMES, METADATA_KEYS, type ModelMetadata, decoderPathFor, readModelMetadata,
+  ClassifierDisposedError,
+  DeviceUnavailableError,
+  InputError,
+  ModelFileError,
+  ModelFormatError,
+  IO_NAMES,
+  METADATA_KEYS,
+  type ModelMetadata,
+  decoderPathFor,
+  readModelMetadata,
 } from '@capsnet-onnx/core';
 
 export type DeviceName = 'cpu' | 'cuda' | 'webgpu' | 'wasm';

@@ -104,7 +104,8 @@ export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBat
 
   const prepare = (image: ImageDataLike, label: string, out: Float32Array, offset: number): boolean => {
     checkAttached(image.data, `${label}.data`);
-    if (!isPixelArray(image.data)) throw new InputError(`${label}.data must be a Uint8ClampedArray, Uint8Array, Float32Array or number[]; got ${describe(image.data)}`);
+    if (!isPixelArray(image.data))
+      throw new InputError(`${label}.data must be a Uint8ClampedArray, Uint8Array, Float32Array or number[]; got ${describe(image.data)}`);
     if (Array.isArray(image.data)) checkNumberArray(image.data, `${label}.data`, forms);
     try {
       const prepared = prepareImage(image, shape, metadata.preprocessing, { polarity }, label);
@@ -125,9 +126,12 @@ export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBat
     }
     const [n, sh, sw, sc] = dims;
     if (sh !== h || sw !== w || sc !== c) {
-      throw new InputError(`a prepared batch of shape [${dims.join(', ')}] does not fit the model's [N, ${h}, ${w}, ${c}]: pass { data, width, height } pictures to have them resized`);
+      throw new InputError(
+        `a prepared batch of shape [${dims.join(', ')}] does not fit the model's [N, ${h}, ${w}, ${c}]: pass { data, width, height } pictures to have them resized`,
+      );
     }
-    if (!isPixelArray(images.data)) throw new InputError(`data must be a Float32Array, Uint8Array, Uint8ClampedArray or number[]; got ${describe(images.data)}`);
+    if (!isPixelArray(images.data))
+      throw new InputError(`data must be a Float32Array, Uint8Array, Uint8ClampedArray or number[]; got ${describe(images.data)}`);
     if (images.data.length !== n * pixels) {
       throw new InputError(`data has ${images.data.length} values but shape [${dims.join(', ')}] needs ${n * pixels}`);
     }
@@ -155,12 +159,15 @@ export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBat
       // The bytes of an image file are the first thing people try: name the step they are missing.
       const format = images instanceof Float32Array ? null : imageFormat(images as Uint8Array);
       if (format) {
-        throw new InputError(`these ${images.length} bytes are a ${format.toUpperCase()} file, not pixels: decode it first, ` +
-          'e.g. classify(decodeImage(bytes)) (decodeImage is exported by this package)');
+        throw new InputError(
+          `these ${images.length} bytes are a ${format.toUpperCase()} file, not pixels: decode it first, ` +
+            'e.g. classify(decodeImage(bytes)) (decodeImage is exported by this package)',
+        );
       }
       const k = images.length / pixels;
       let hint = forms;
-      if (Number.isInteger(k)) hint = `for a batch of ${k} images pass { data, shape: [${k}, ${h}, ${w}, ${c}] }; for one picture of another size pass { data, width, height }`;
+      if (Number.isInteger(k))
+        hint = `for a batch of ${k} images pass { data, shape: [${k}, ${h}, ${w}, ${c}] }; for one picture of another size pass { data, width, height }`;
       else if (c !== 4 && images.length % 4 === 0) hint = `for RGBA pixels (e.g. a canvas's ImageData) pass { data, width, height }; ${forms}`;
       throw new InputError(`one image must have exactly ${size}, got ${images.length} values: ${hint}`);
     }
@@ -181,7 +188,9 @@ export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBat
       ink.push(prepare(image, `image ${n}`, data, n * pixels));
     } else if (image instanceof Float32Array || isBytes(image)) {
       if (image.length !== pixels) {
-        throw new InputError(`image ${n} has ${image.length} values, expected ${size} (row-major HWC); pass { data, width, height } for a picture of another size`);
+        throw new InputError(
+          `image ${n} has ${image.length} values, expected ${size} (row-major HWC); pass { data, width, height } for a picture of another size`,
+        );
       }
       copyPixels(image, data, n * pixels, `image ${n}`);
       ink.push(hasInk(data.subarray(n * pixels, (n + 1) * pixels)));

@@ -24,8 +24,20 @@ export { CUDA_INSTALL_COMMAND, nvidiaDriverPresent } from './providers/node-cuda
 export { swiftShaderEnv } from './providers/swiftshader.ts';
 // The image pipeline (the core's), for apps that decode files or want to see what the model sees.
 export {
-  DEFAULT_IMAGE_LIMITS, ImageError, decodeImage, imageFormat, readImageHeader, type ImageLimits, type RgbaImage,
-  POLARITIES, PreprocessError, prepareImage, type Polarity, type PreparedImage, type Preprocessing, type Raster,
+  DEFAULT_IMAGE_LIMITS,
+  ImageError,
+  decodeImage,
+  imageFormat,
+  readImageHeader,
+  type ImageLimits,
+  type RgbaImage,
+  POLARITIES,
+  PreprocessError,
+  prepareImage,
+  type Polarity,
+  type PreparedImage,
+  type Preprocessing,
+  type Raster,
 } from '@capsnet-onnx/core';
 
 export const NODE_PROVIDERS: readonly Provider[] = [nodeCpu, nodeCuda, nodeWebGpu];
@@ -57,7 +69,8 @@ export const CapsNet = {
     else if (typeof options.decoder === 'string') decoder = await readModel(options.decoder, 'decoder');
     else if (typeof fileOrBytes === 'string') {
       const path = decoderPathFor(fileOrBytes);
-      decoder = async () => (existsSync(path) ? readModel(path, 'decoder') : { missing: `${path} does not exist (\`capsnet export\` writes it beside the model)`, path });
+      decoder = async () =>
+        existsSync(path) ? readModel(path, 'decoder') : { missing: `${path} does not exist (\`capsnet export\` writes it beside the model)`, path };
     } else decoder = async () => ({ missing: 'the model was loaded from bytes: pass { decoder: bytes or path } to CapsNet.load' });
     return loadClassifier(await ortNode(), bytes, name, decoder, NODE_PROVIDERS, NODE_AUTO_ORDER, options, '@capsnet-onnx/runtime/node (onnxruntime-node)');
   },

@@ -11,8 +11,7 @@ export interface OrtNode extends OrtApi {
   listSupportedBackends(): { name: string }[];
 }
 
-export const ORT_NODE_INSTALL =
-  'ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node';
+export const ORT_NODE_INSTALL = 'ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node';
 
 let loading: Promise<OrtNode> | undefined;
 

@@ -67,7 +67,8 @@ export async function selectProvider<T>(
     }
     try {
       const value = await open(provider);
-      const report = `auto chose ${device} (${provider.runtime}; order ${autoOrder.join(' > ')})` +
+      const report =
+        `auto chose ${device} (${provider.runtime}; order ${autoOrder.join(' > ')})` +
         (passed.length ? `; passed over ${passed.map((p) => p.split(':')[0]).join(', ')}` : '');
       log(`device: ${report}`);
       return { value, provider, report };

@@ -17,8 +17,20 @@ import { webWebGpu } from './providers/web-webgpu.ts';
 export * from './contract.ts';
 // The image pipeline (the core's), for apps that decode files or want to see what the model sees.
 export {
-  DEFAULT_IMAGE_LIMITS, ImageError, decodeImage, imageFormat, readImageHeader, type ImageLimits, type RgbaImage,
-  POLARITIES, PreprocessError, prepareImage, type Polarity, type PreparedImage, type Preprocessing, type Raster,
+  DEFAULT_IMAGE_LIMITS,
+  ImageError,
+  decodeImage,
+  imageFormat,
+  readImageHeader,
+  type ImageLimits,
+  type RgbaImage,
+  POLARITIES,
+  PreprocessError,
+  prepareImage,
+  type Polarity,
+  type PreparedImage,
+  type Preprocessing,
+  type Raster,
 } from '@capsnet-onnx/core';
 export { webGpuAdapterInfo, describeAdapter } from './providers/web-webgpu.ts';
 
@@ -64,17 +76,28 @@ export const CapsNet = {
     let bytes: Uint8Array;
     if (typeof urlOrBytes === 'string') {
       const fetched = await fetchBytes(urlOrBytes, 'model');
-      if (!fetched) throw new ModelFileError(`model file ${urlOrBytes} was not found (HTTP 404): check the URL, or export one with \`capsnet export\``, urlOrBytes, 'NOT_FOUND');
+      if (!fetched)
+        throw new ModelFileError(
+          `model file ${urlOrBytes} was not found (HTTP 404): check the URL, or export one with \`capsnet export\``,
+          urlOrBytes,
+          'NOT_FOUND',
+        );
       bytes = fetched;
     } else bytes = toModelBytes(urlOrBytes, 'the model');
     let decoder: DecoderSource;
     if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
     else {
-      const url = typeof options.decoder === 'string' ? options.decoder : typeof urlOrBytes === 'string' ? urlOrBytes.replace(/(\.onnx)?(\?.*)?$/i, '.decoder.onnx$2') : null;
+      const url =
+        typeof options.decoder === 'string'
+          ? options.decoder
+          : typeof urlOrBytes === 'string'
+            ? urlOrBytes.replace(/(\.onnx)?(\?.*)?$/i, '.decoder.onnx$2')
+            : null;
       decoder = async () => {
         if (!url) return { missing: 'the model was loaded from bytes: pass { decoder: bytes or URL } to CapsNet.load' };
         const fetched = await fetchBytes(url, 'decoder');
-        if (!fetched && typeof options.decoder === 'string') throw new ModelFileError(`decoder file ${url} was not found (HTTP 404): check the URL`, url, 'NOT_FOUND');
+        if (!fetched && typeof options.decoder === 'string')
+          throw new ModelFileError(`decoder file ${url} was not found (HTTP 404): check the URL`, url, 'NOT_FOUND');
         return fetched ?? { missing: `${url} was not found (\`capsnet export\` writes it beside the model)`, path: url };
       };
     }

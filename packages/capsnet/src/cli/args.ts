@@ -61,7 +61,13 @@ export function integer(flag: string, range: { min: number; max?: number; field?
   const max = range.max ?? Number.MAX_SAFE_INTEGER;
   const field = range.field ? ` (${range.field})` : '';
   const rule: NumericRule = {
-    flag, kind: 'integer', min, max, minInclusive: true, maxInclusive: true, expected: `an integer from ${min} to ${max}${field}`,
+    flag,
+    kind: 'integer',
+    min,
+    max,
+    minInclusive: true,
+    maxInclusive: true,
+    expected: `an integer from ${min} to ${max}${field}`,
   };
   return registered(rule, (value: string) => {
     if (!DIGITS.test(value)) refuse(rule, value);
@@ -95,13 +101,24 @@ export function port(flag: string): (value: string) => number {
  * A real number in a range: plain decimal (an exponent allowed: 5e-4), finite, no sign. `minExclusive` /
  * `maxExclusive` open either end, e.g. (0, 1] for a fraction.
  */
-export function decimal(flag: string, range: { min: number; max: number; minExclusive?: boolean; maxExclusive?: boolean; unit?: string }): (value: string) => number {
+export function decimal(
+  flag: string,
+  range: { min: number; max: number; minExclusive?: boolean; maxExclusive?: boolean; unit?: string },
+): (value: string) => number {
   const { min, max } = range;
   const open = range.minExclusive ? '(' : '[';
   const close = range.maxExclusive ? ')' : ']';
   const rule: NumericRule = {
-    flag, kind: 'number', min, max, minInclusive: !range.minExclusive, maxInclusive: !range.maxExclusive,
-    expected: max === Number.MAX_VALUE ? `a number >= ${min}${range.unit ? ` (${range.unit})` : ''}` : `a number in ${open}${min}, ${max}${close}${range.unit ? ` (${range.unit})` : ''}`,
+    flag,
+    kind: 'number',
+    min,
+    max,
+    minInclusive: !range.minExclusive,
+    maxInclusive: !range.maxExclusive,
+    expected:
+      max === Number.MAX_VALUE
+        ? `a number >= ${min}${range.unit ? ` (${range.unit})` : ''}`
+        : `a number in ${open}${min}, ${max}${close}${range.unit ? ` (${range.unit})` : ''}`,
   };
   return registered(rule, (value: string) => {
     if (!DECIMAL.test(value)) refuse(rule, value);
@@ -133,7 +150,12 @@ const UNIT_BYTES: Record<string, number> = { b: 1, k: 1024, m: 1024 ** 2, g: 102
 export function byteSize(flag: string, min = 1): (value: string) => number {
   const max = Number.MAX_SAFE_INTEGER;
   const rule: NumericRule = {
-    flag, kind: 'bytes', min, max, minInclusive: true, maxInclusive: true,
+    flag,
+    kind: 'bytes',
+    min,
+    max,
+    minInclusive: true,
+    maxInclusive: true,
     expected: `a size from ${min} bytes to ${max} bytes, written like 4mb, 512kb or 1048576`,
   };
   return registered(rule, (value: string) => {
@@ -156,7 +178,12 @@ const TIME = /^([0-9]+(?:\.[0-9]+)?)(s|sec|m|min|h)?$/i;
 export function timeSpan(flag: string): (value: string) => number {
   const max = Math.floor(TIMER_MAX_MS / 1000);
   const rule: NumericRule = {
-    flag, kind: 'time', min: 0, max, minInclusive: true, maxInclusive: true,
+    flag,
+    kind: 'time',
+    min: 0,
+    max,
+    minInclusive: true,
+    maxInclusive: true,
     expected: `a duration like 90s, 5m or 1h (or seconds, 0 for none), at most ${max} s`,
   };
   return registered(rule, (value: string) => {
@@ -173,7 +200,12 @@ export function timeSpan(flag: string): (value: string) => number {
 export function integerList(flag: string, range: { min: number; max?: number; example: string }): (value: string) => number[] {
   const max = range.max ?? INT32_MAX;
   const rule: NumericRule = {
-    flag, kind: 'integer list', min: range.min, max, minInclusive: true, maxInclusive: true,
+    flag,
+    kind: 'integer list',
+    min: range.min,
+    max,
+    minInclusive: true,
+    maxInclusive: true,
     expected: `comma-separated integers from ${range.min} to ${max}, e.g. ${range.example}`,
   };
   return registered(rule, (value: string) => {

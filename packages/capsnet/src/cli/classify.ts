@@ -22,12 +22,12 @@ export function registerRuntimeCommands(program: Command): void {
     .option('--json', 'print JSON instead of text (errors too)', false)
     .option('--top <k>', 'scores to show per image (text output)', positiveInt('--top'), 3)
     .option('--limit <n>', 'at most N images from each IDX file', positiveInt('--limit'))
-    .addOption(
-      new Option('--polarity <polarity>', 'ink against ground in PNG/JPEG files: auto detects it from the border')
-        .choices(POLARITIES)
-        .default('auto'),
+    .addOption(new Option('--polarity <polarity>', 'ink against ground in PNG/JPEG files: auto detects it from the border').choices(POLARITIES).default('auto'))
+    .option(
+      '--presence-threshold <length>',
+      "capsule length below which no class is present (default: the model's, 0.1)",
+      presenceThreshold('--presence-threshold'),
     )
-    .option('--presence-threshold <length>', "capsule length below which no class is present (default: the model's, 0.1)", presenceThreshold('--presence-threshold'))
     .option('--max-batch <n>', 'images per ONNX Runtime run', positiveInt('--max-batch'), 256)
     .option('--threads <n>', 'CPU threads (device cpu)', positiveInt('--threads'))
     .addHelpText(
@@ -97,7 +97,10 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
           ...(trueLabel !== undefined ? { trueLabel } : {}),
         });
         const order = Array.from(r.lengths.keys()).sort((a, b) => r.lengths[b]! - r.lengths[a]!);
-        const top = order.slice(0, opts.top).map((k) => `${m.classLabels[k]} ${r.lengths[k]!.toFixed(4)}`).join('  ');
+        const top = order
+          .slice(0, opts.top)
+          .map((k) => `${m.classLabels[k]} ${r.lengths[k]!.toFixed(4)}`)
+          .join('  ');
         const truth = trueLabel === undefined ? '' : `  (true ${m.classLabels[trueLabel] ?? trueLabel}${trueLabel === r.label ? '' : ', WRONG'})`;
         texts.push(`${name}\t${r.label === null ? `no digit (${r.reason})` : r.labelName}   scores: ${top}${truth}`);
       });
@@ -123,7 +126,13 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
     const failed = rows.filter((r) => r.error).length;
     if (failed) process.exitCode = 1;
     if (opts.json) {
-      await writeOut(JSON.stringify({ model: modelPath, device: model.device, deviceReport: model.deviceReport, results: rows, ...(accuracy !== undefined ? { accuracy } : {}) }, null, 2));
+      await writeOut(
+        JSON.stringify(
+          { model: modelPath, device: model.device, deviceReport: model.deviceReport, results: rows, ...(accuracy !== undefined ? { accuracy } : {}) },
+          null,
+          2,
+        ),
+      );
       return;
     }
     const width = Math.max(...rows.map((r) => r.image.length));

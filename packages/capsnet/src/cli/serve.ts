@@ -21,11 +21,21 @@ export function registerServeCommands(program: Command): void {
     .option('--body-limit <size>', 'largest request body (at least 1kb)', byteSize('--body-limit', 1024), 4 * 1024 * 1024)
     .option('--shutdown-timeout <s>', 'on SIGTERM, seconds to finish in-flight requests before exiting anyway', duration('--shutdown-timeout', 's'), 10)
     .option('--model-name <name>', 'model name on the KServe v2 routes (/v2/models/NAME; the decoder is NAME_decoder)', 'capsnet')
-    .option('--data <spec>', "data set whose test images the page offers, e.g. idx:DIR (default: the model's, when built in; exports name directory data without its path)")
+    .option(
+      '--data <spec>',
+      "data set whose test images the page offers, e.g. idx:DIR (default: the model's, when built in; exports name directory data without its path)",
+    )
     .option('--log-requests', 'log one line per request', false)
-    .option('--presence-threshold <length>', "capsule length below which no class is present (default: the model's, 0.1)", presenceThreshold('--presence-threshold'))
-    .option('--allowed-host <name>', 'also accept requests whose Host header names NAME (repeatable; loopback names and --host are always accepted)',
-      (value: string, previous: string[] = []) => [...previous, value])
+    .option(
+      '--presence-threshold <length>',
+      "capsule length below which no class is present (default: the model's, 0.1)",
+      presenceThreshold('--presence-threshold'),
+    )
+    .option(
+      '--allowed-host <name>',
+      'also accept requests whose Host header names NAME (repeatable; loopback names and --host are always accepted)',
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
     .option('--cors <origin>', 'let pages from ORIGIN (e.g. https://app.example) call the API; without it cross-origin requests are refused')
     .action(async (model: string, opts) => {
       const { serve } = await import('../serve/main.ts');

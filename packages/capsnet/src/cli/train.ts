@@ -12,20 +12,36 @@ function timestamp(): string {
 
 /** The run flags typed on the command line (not defaulted): what --resume compares with the checkpoint. */
 function givenRunFlags(opts: Record<string, unknown>, command: Command): RunFlags {
-  const keys: (keyof RunFlags)[] = ['preset', 'data', 'batchSize', 'routing', 'seed', 'trainLimit', 'testLimit', 'model', 'primaryCaps', 'noneOfTheAbove', 'reconstructionWeight'];
+  const keys: (keyof RunFlags)[] = [
+    'preset',
+    'data',
+    'batchSize',
+    'routing',
+    'seed',
+    'trainLimit',
+    'testLimit',
+    'model',
+    'primaryCaps',
+    'noneOfTheAbove',
+    'reconstructionWeight',
+  ];
   return Object.fromEntries(keys.filter((k) => command.getOptionValueSource(k) === 'cli').map((k) => [k, opts[k]])) as RunFlags;
 }
 
 export function registerTrainCommands(program: Command): void {
   program
     .command('train')
-    .description('train a CapsNet (or the paper\'s baseline CNN); writes DIR/checkpoint.bin and appends one JSON line per epoch to DIR/metrics.jsonl')
-    .addOption(new Option('--model <family>', 'network: capsnet, or baseline-cnn (Table 1\'s CNN: 35.4M parameters at --preset paper, 4x narrower at small)').choices(MODEL_NAMES).default('capsnet'))
+    .description("train a CapsNet (or the paper's baseline CNN); writes DIR/checkpoint.bin and appends one JSON line per epoch to DIR/metrics.jsonl")
+    .addOption(
+      new Option('--model <family>', "network: capsnet, or baseline-cnn (Table 1's CNN: 35.4M parameters at --preset paper, 4x narrower at small)")
+        .choices(MODEL_NAMES)
+        .default('capsnet'),
+    )
     .addOption(new Option('--preset <name>', 'model size').choices(PRESET_NAMES).default('paper'))
     .option('--data <spec>', `${DATA_SPECS}; each brings the paper's protocol for it (crops, jitter, standardisation...)`, 'mnist-sample')
     .option('--epochs <n>', 'epochs to train (in total, counting resumed ones)', positiveInt('--epochs'), 10)
     .option('--batch-size <n>', 'images per step', positiveInt('--batch-size'), 128)
-    .option('--routing <n>', 'routing iterations (default: 3, the paper\'s)', positiveInt('--routing'))
+    .option('--routing <n>', "routing iterations (default: 3, the paper's)", positiveInt('--routing'))
     .addOption(new Option('--backend <name>', 'training backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option('--seed <n>', 'seed for initialisation, shuffling and shifts', seed('--seed'), 42)
     .option('--out <dir>', 'run directory (default: runs/<timestamp>)')
@@ -33,19 +49,30 @@ export function registerTrainCommands(program: Command): void {
     .option('--overwrite', 'replace the run already in --out (without it, an existing run is reused only with --resume)', false)
     .option('--allow-suspicious-data', 'train even when the labels skip classes, hold one class, or leave a class without examples', false)
     .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)...', nonNegativeInt('--checkpoint-every'), 50)
-    .addOption(new Option('--checkpoint-interval <time>', '...but at most once per interval since the last checkpoint: 90s, 5m, 1h (0: at every --checkpoint-every step)')
-      .default(DEFAULT_CHECKPOINT_INTERVAL_S, '5m')
-      .argParser(timeSpan('--checkpoint-interval')))
+    .addOption(
+      new Option(
+        '--checkpoint-interval <time>',
+        '...but at most once per interval since the last checkpoint: 90s, 5m, 1h (0: at every --checkpoint-every step)',
+      )
+        .default(DEFAULT_CHECKPOINT_INTERVAL_S, '5m')
+        .argParser(timeSpan('--checkpoint-interval')),
+    )
     .option('--train-limit <n>', 'train on only the first N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'evaluate on only the first N test images', positiveInt('--test-limit'))
     .option('--primary-caps <n>', 'primary capsule types (the paper: 32; 64 on CIFAR-10, 16 on SVHN)', positiveInt('--primary-caps'))
     .option('--none-of-the-above', 'add a "none-of-the-above" capsule to the routing softmax (default: on for cifar10)')
     .option('--no-none-of-the-above', 'route over the classes only')
-    .option('--reconstruction-weight <w>', 'weight of the reconstruction loss (paper: 0.0005; 0 = none, the default for cifar10)', nonNegativeNumber('--reconstruction-weight'))
+    .option(
+      '--reconstruction-weight <w>',
+      'weight of the reconstruction loss (paper: 0.0005; 0 = none, the default for cifar10)',
+      nonNegativeNumber('--reconstruction-weight'),
+    )
     .option('--no-progress', 'no progress bar, and no progress lines')
-    .addOption(new Option('--progress-interval <time>', 'when stderr is not a terminal (a log file, CI): a progress line at most this often (0: every step)')
-      .default(30, '30s')
-      .argParser(timeSpan('--progress-interval')))
+    .addOption(
+      new Option('--progress-interval <time>', 'when stderr is not a terminal (a log file, CI): a progress line at most this often (0: every step)')
+        .default(30, '30s')
+        .argParser(timeSpan('--progress-interval')),
+    )
     .action(async (opts, command: Command) => {
       if (opts.resume && !opts.out) throw new Error('--resume needs --out DIR: the run directory to continue');
       if (opts.model === 'baseline-cnn' && opts.routing !== undefined) throw new Error('--routing applies to --model capsnet; the baseline CNN has no routing');
@@ -75,7 +102,9 @@ export function registerTrainCommands(program: Command): void {
         givenFlags: givenRunFlags(opts, command),
       });
       const last = result.metrics.at(-1);
-      console.log(`done: ${out}${last ? ` (test accuracy ${(100 * last.test_accuracy).toFixed(2)}%, ${result.parameters.toLocaleString('en-US')} parameters)` : ''}`);
+      console.log(
+        `done: ${out}${last ? ` (test accuracy ${(100 * last.test_accuracy).toFixed(2)}%, ${result.parameters.toLocaleString('en-US')} parameters)` : ''}`,
+      );
     });
 }
 

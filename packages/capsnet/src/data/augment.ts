@@ -16,7 +16,13 @@ export function sourceShape(config: CapsNetConfig): { height: number; width: num
 }
 
 /** Copy the h x w window at (top, left) of each source image, mirrored left-right where `flip(n)` says so. */
-function cropImages(images: Float32Array, count: number, config: CapsNetConfig, origin: (n: number) => [number, number], flip: (n: number) => boolean): Float32Array {
+function cropImages(
+  images: Float32Array,
+  count: number,
+  config: CapsNetConfig,
+  origin: (n: number) => [number, number],
+  flip: (n: number) => boolean,
+): Float32Array {
   const src = sourceShape(config);
   const { inputHeight: h, inputWidth: w, inputChannels: c } = config;
   const out = new Float32Array(count * h * w * c);
@@ -65,9 +71,18 @@ export function augmentBatch(images: Float32Array, count: number, config: CapsNe
   let out = images;
   if (config.crop || config.jitter?.flip) {
     const src = sourceShape(config);
-    const origins = Array.from({ length: count }, () => [rng.int(src.height - config.inputHeight + 1), rng.int(src.width - config.inputWidth + 1)] as [number, number]);
+    const origins = Array.from(
+      { length: count },
+      () => [rng.int(src.height - config.inputHeight + 1), rng.int(src.width - config.inputWidth + 1)] as [number, number],
+    );
     const flips = Array.from({ length: count }, () => Boolean(config.jitter?.flip) && rng.next() < 0.5);
-    out = cropImages(images, count, config, (n) => origins[n]!, (n) => flips[n]!);
+    out = cropImages(
+      images,
+      count,
+      config,
+      (n) => origins[n]!,
+      (n) => flips[n]!,
+    );
   }
   if (config.jitter && (config.jitter.brightness > 0 || config.jitter.contrast > 0)) {
     if (out === images) out = images.slice();
@@ -82,6 +97,15 @@ export function networkView(split: Split, config: CapsNetConfig): Split {
   const src = sourceShape(config);
   const top = Math.floor((src.height - config.inputHeight) / 2);
   const left = Math.floor((src.width - config.inputWidth) / 2);
-  return { images: cropImages(split.images, split.count, config, () => [top, left], () => false), labels: split.labels, count: split.count };
+  return {
+    images: cropImages(
+      split.images,
+      split.count,
+      config,
+      () => [top, left],
+      () => false,
+    ),
+    labels: split.labels,
+    count: split.count,
+  };
 }
-

@@ -25,12 +25,15 @@ export function readCifar10Batch(file: string): Split {
   const bytes = readMaybeGzipped(file);
   if (bytes.length === 0 || bytes.length % RECORD !== 0) {
     const side = otherSide(bytes.length);
-    const hint = bytes.length % (RECORD + 1) === 0 && bytes.length > 0
-      ? ': its size fits CIFAR-100\'s 3,074-byte records (two label bytes), which this reader does not take'
-      : side !== undefined
-        ? `: its size fits records of ${side}x${side} RGB images (found ${side}x${side}, expected ${SIDE}x${SIDE}); resize them to CIFAR-10's 32x32`
-        : ': the file is truncated or not the binary version (the Python "pickle" version is not read)';
-    throw new DataError(`${file} has ${bytes.length} bytes, not a whole number of 3,073-byte CIFAR-10 records (a label byte and a ${SIDE}x${SIDE}x3 image)${hint}`);
+    const hint =
+      bytes.length % (RECORD + 1) === 0 && bytes.length > 0
+        ? ": its size fits CIFAR-100's 3,074-byte records (two label bytes), which this reader does not take"
+        : side !== undefined
+          ? `: its size fits records of ${side}x${side} RGB images (found ${side}x${side}, expected ${SIDE}x${SIDE}); resize them to CIFAR-10's 32x32`
+          : ': the file is truncated or not the binary version (the Python "pickle" version is not read)';
+    throw new DataError(
+      `${file} has ${bytes.length} bytes, not a whole number of 3,073-byte CIFAR-10 records (a label byte and a ${SIDE}x${SIDE}x3 image)${hint}`,
+    );
   }
   const count = bytes.length / RECORD;
   const images = new Float32Array(count * 3 * PLANE);
@@ -72,12 +75,18 @@ function batchesDir(dir: string): string {
 export function loadCifar10(root: string): Dataset {
   requireDirectory(root, USAGE);
   const dir = batchesDir(root);
-  const trainFiles = readdirSync(dir).filter((f) => /^data_batch_\d+\.bin$/.test(f)).sort();
+  const trainFiles = readdirSync(dir)
+    .filter((f) => /^data_batch_\d+\.bin$/.test(f))
+    .sort();
   if (trainFiles.length === 0) throw new DataError(`no data_batch_N.bin in ${dir}: pass ${USAGE}`);
   if (!existsSync(join(dir, 'test_batch.bin'))) throw new DataError(`missing test_batch.bin in ${dir}: pass ${USAGE}`);
   const metaFile = join(dir, 'batches.meta.txt');
   if (!existsSync(metaFile)) throw new DataError(`missing batches.meta.txt in ${dir}: it names the 10 classes; pass ${USAGE}`);
-  const classLabels = readMaybeGzipped(metaFile).toString('utf8').split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+  const classLabels = readMaybeGzipped(metaFile)
+    .toString('utf8')
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter(Boolean);
   if (classLabels.length !== 10) throw new DataError(`${metaFile} names ${classLabels.length} classes: CIFAR-10's has one name on each of 10 lines`);
   return {
     name: `cifar10:${root}`,

@@ -105,9 +105,7 @@ export function labelsToClasses(
   const numClasses = Math.max(2, max - min + 1);
   const bad = test.labels.findIndex((l) => l < min || l > min + numClasses - 1);
   if (bad >= 0) {
-    throw new DataError(
-      `${test.file}: label ${test.labels[bad]} at index ${bad} is out of range: the training labels go from ${min} to ${max}`,
-    );
+    throw new DataError(`${test.file}: label ${test.labels[bad]} at index ${bad} is out of range: the training labels go from ${min} to ${max}`);
   }
   const shift = (labels: Int32Array) => (min === 0 ? labels : labels.map((l) => l - min));
   return { train: shift(train.labels), test: shift(test.labels), offset: min, numClasses };

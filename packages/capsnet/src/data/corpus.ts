@@ -37,7 +37,11 @@ export interface CorpusImage {
 /** RGBA 8-bit canvas helpers. */
 class Sheet {
   readonly data: Uint8ClampedArray;
-  constructor(readonly width: number, readonly height: number, rgba: [number, number, number, number]) {
+  constructor(
+    readonly width: number,
+    readonly height: number,
+    rgba: [number, number, number, number],
+  ) {
     this.data = new Uint8ClampedArray(width * height * 4);
     for (let p = 0; p < width * height; p++) this.data.set(rgba, 4 * p);
   }

@@ -51,11 +51,17 @@ const MNIST_PROTOCOL: DataProtocol = { summary: 'random shifts of up to 2 pixels
  * those of TensorFlow's CIFAR-10 input pipeline, as the paper gives none.
  */
 const CIFAR10_PROTOCOL: DataProtocol = {
-  summary: '24x24 random crops (centre at test), flips, brightness/contrast jitter, per-image standardisation, "none-of-the-above", no reconstruction, 64 primary capsule types (section 7)',
+  summary:
+    '24x24 random crops (centre at test), flips, brightness/contrast jitter, per-image standardisation, "none-of-the-above", no reconstruction, 64 primary capsule types (section 7)',
   input: (shape) => ({
-    inputHeight: 24, inputWidth: 24, crop: { sourceHeight: shape.inputHeight, sourceWidth: shape.inputWidth },
-    jitter: { flip: true, brightness: 63 / 255, contrast: 0.8 }, standardize: 'per-image', noneOfTheAbove: true,
-    reconstructionWeight: 0, maxShift: 0,
+    inputHeight: 24,
+    inputWidth: 24,
+    crop: { sourceHeight: shape.inputHeight, sourceWidth: shape.inputWidth },
+    jitter: { flip: true, brightness: 63 / 255, contrast: 0.8 },
+    standardize: 'per-image',
+    noneOfTheAbove: true,
+    reconstructionWeight: 0,
+    maxShift: 0,
   }),
   paper: { primaryMaps: 64 },
 };
@@ -64,8 +70,11 @@ const CIFAR10_PROTOCOL: DataProtocol = {
 const SMALLNORB_PROTOCOL: DataProtocol = {
   summary: '96x96 stereo pairs resized to 48x48, 32x32 random crops (centre at test), per-image standardisation (section 7)',
   input: (shape) => ({
-    inputHeight: 32, inputWidth: 32, crop: { sourceHeight: shape.inputHeight, sourceWidth: shape.inputWidth },
-    standardize: 'per-image', maxShift: 0,
+    inputHeight: 32,
+    inputWidth: 32,
+    crop: { sourceHeight: shape.inputHeight, sourceWidth: shape.inputWidth },
+    standardize: 'per-image',
+    maxShift: 0,
   }),
 };
 

@@ -11,12 +11,12 @@ import { join } from 'node:path';
 import { type Dataset, DataError, checkCounts, labelsToClasses, readMaybeGzipped, requireDirectory } from './common.ts';
 
 const IDX_TYPES: Record<number, { name: string; bytes: number }> = {
-  0x08: { name: 'unsigned byte', bytes: 1 },
-  0x09: { name: 'signed byte', bytes: 1 },
-  0x0b: { name: 'int16', bytes: 2 },
-  0x0c: { name: 'int32', bytes: 4 },
-  0x0d: { name: 'float32', bytes: 4 },
-  0x0e: { name: 'float64', bytes: 8 },
+  8: { name: 'unsigned byte', bytes: 1 },
+  9: { name: 'signed byte', bytes: 1 },
+  11: { name: 'int16', bytes: 2 },
+  12: { name: 'int32', bytes: 4 },
+  13: { name: 'float32', bytes: 4 },
+  14: { name: 'float64', bytes: 8 },
 };
 
 export interface IdxArray {
@@ -51,8 +51,10 @@ export function readIdx(file: string): IdxArray {
   // More bytes than the header accounts for: the header's sizes are not the data's (read at them, every image
   // after the first would be cut at the wrong stride).
   if (bytes.length > expected) {
-    throw new DataError(`${file} has ${bytes.length} bytes but its header says ${dims.join('x')} ${IDX_TYPES[type].name} (${expected} bytes): ` +
-      'the sizes in the header do not match the data; re-create the file with the right dimensions');
+    throw new DataError(
+      `${file} has ${bytes.length} bytes but its header says ${dims.join('x')} ${IDX_TYPES[type].name} (${expected} bytes): ` +
+        'the sizes in the header do not match the data; re-create the file with the right dimensions',
+    );
   }
   return { file, type, dims, bytes, offset };
 }
@@ -78,7 +80,9 @@ export function readIdxImages(file: string, transpose = false): IdxImages {
   }
   const [count, height, width, channels = 1] = dims as [number, number, number, number?];
   if (height === 0 || width === 0 || channels === 0) {
-    throw new DataError(`${file} holds ${dims.join('x')} images: found ${height}x${width}x${channels}, expected a height, width and channel count of at least 1`);
+    throw new DataError(
+      `${file} holds ${dims.join('x')} images: found ${height}x${width}x${channels}, expected a height, width and channel count of at least 1`,
+    );
   }
   if (dims.length === 4 && channels > 4 && height <= 4) {
     throw new DataError(`${file} is ${dims.join('x')}, which looks channels-first: IDX images must be N x H x W x C (channels last); transpose them`);
@@ -94,12 +98,21 @@ export function readIdxImages(file: string, transpose = false): IdxImages {
     for (let i = 0; i < size; i++) {
       const v = bytes.readFloatBE(offset + 4 * i);
       if (!(v >= 0 && v <= 1)) {
-        throw new DataError(`${file}: float32 pixel ${i} (image ${Math.floor(i / (height * width * channels))}) is ${v}: float32 IDX pixels must lie in [0, 1]`);
+        throw new DataError(
+          `${file}: float32 pixel ${i} (image ${Math.floor(i / (height * width * channels))}) is ${v}: float32 IDX pixels must lie in [0, 1]`,
+        );
       }
       pixels[i] = v;
     }
   }
-  return { file, pixels: transpose ? transposeImages(pixels, count, height, width, channels) : pixels, count, height: transpose ? width : height, width: transpose ? height : width, channels };
+  return {
+    file,
+    pixels: transpose ? transposeImages(pixels, count, height, width, channels) : pixels,
+    count,
+    height: transpose ? width : height,
+    width: transpose ? height : width,
+    channels,
+  };
 }
 
 function transposeImages(pixels: Float32Array, n: number, h: number, w: number, c: number): Float32Array {
@@ -135,7 +148,15 @@ const EMNIST = /^emnist-([a-z]+)-train-images-idx3-ubyte(\.gz)?$/;
 
 /** The EMNIST splits whose training images are in `dir`. */
 export function emnistSplits(dir: string): string[] {
-  return existsSync(dir) ? [...new Set(readdirSync(dir).map((f) => EMNIST.exec(f)?.[1]).filter((s): s is string => Boolean(s)))].sort() : [];
+  return existsSync(dir)
+    ? [
+        ...new Set(
+          readdirSync(dir)
+            .map((f) => EMNIST.exec(f)?.[1])
+            .filter((s): s is string => Boolean(s)),
+        ),
+      ].sort()
+    : [];
 }
 
 function findFile(dir: string, base: string, names: string[]): string {
@@ -159,12 +180,20 @@ function readEmnistMapping(file: string): Map<number, string> {
     const fields = line.split(/\s+/);
     // A broken mapping would silently name classes wrong (or leave them numbered): refuse it with the line.
     if (fields.length < 2 || !fields.every((f) => /^[0-9]+$/.test(f)) || fields.slice(1).some((f) => Number(f) > 0x10ffff)) {
-      throw new DataError(`${file} line ${i + 1} is "${line.slice(0, 60)}": an EMNIST mapping line is "label code [code...]" (decimal character codes); ` +
-        'fix the file or remove it (the classes are then named by their labels)');
+      throw new DataError(
+        `${file} line ${i + 1} is "${line.slice(0, 60)}": an EMNIST mapping line is "label code [code...]" (decimal character codes); ` +
+          'fix the file or remove it (the classes are then named by their labels)',
+      );
     }
     const label = Number(fields[0]);
     if (map.has(label)) throw new DataError(`${file} line ${i + 1} maps label ${label} a second time: fix the file or remove it`);
-    map.set(label, fields.slice(1).map((code) => String.fromCodePoint(Number(code))).join('/'));
+    map.set(
+      label,
+      fields
+        .slice(1)
+        .map((code) => String.fromCodePoint(Number(code)))
+        .join('/'),
+    );
   });
   return map;
 }
@@ -187,8 +216,10 @@ export function loadIdxDirectory(dir: string, split?: string): Dataset {
     }
     emnist = split ?? splits[0]!;
     if (!splits.includes(emnist)) {
-      throw new DataError(`no EMNIST split "${emnist}" in ${dir} (emnist-${emnist}-train-images-idx3-ubyte[.gz] is missing)` +
-        (splits.length ? `: it holds ${splits.join(', ')}` : ''));
+      throw new DataError(
+        `no EMNIST split "${emnist}" in ${dir} (emnist-${emnist}-train-images-idx3-ubyte[.gz] is missing)` +
+          (splits.length ? `: it holds ${splits.join(', ')}` : ''),
+      );
     }
     names = {
       trainImages: `emnist-${emnist}-train-images-idx3-ubyte`,
@@ -216,8 +247,10 @@ export function loadIdxDirectory(dir: string, split?: string): Dataset {
     const mapping = readEmnistMapping(mappingFile);
     const missing = classLabels.map((_, k) => k + classes.offset).filter((label) => !mapping.has(label));
     if (missing.length) {
-      throw new DataError(`${mappingFile} has no line for label(s) ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', ...' : ''} of the data: ` +
-        'fix the file or remove it (the classes are then named by their labels)');
+      throw new DataError(
+        `${mappingFile} has no line for label(s) ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', ...' : ''} of the data: ` +
+          'fix the file or remove it (the classes are then named by their labels)',
+      );
     }
     classLabels = classLabels.map((_, k) => mapping.get(k + classes.offset)!);
   }

@@ -70,8 +70,10 @@ function readHdf5(file: string, bytes: Buffer, at: number, names: string[]): Map
     try {
       value = dataset.value as ArrayLike<number>;
     } catch (e) {
-      throw new DataError(`${file}: cannot read variable "${name}" (${(e as Error).message ?? e}); ` +
-        (e instanceof RangeError ? 'it is too large for the v7.3 reader: re-save the file with save(..., \'-v7\')' : 're-save the file with save(..., \'-v7\')'));
+      throw new DataError(
+        `${file}: cannot read variable "${name}" (${(e as Error).message ?? e}); ` +
+          (e instanceof RangeError ? "it is too large for the v7.3 reader: re-save the file with save(..., '-v7')" : "re-save the file with save(..., '-v7')"),
+      );
     }
     if (!Array.isArray(dataset.shape) || typeof value?.length !== 'number') throw new DataError(`${file}: variable "${name}" is not a numeric array`);
     out.set(name, { name, dims: [...dataset.shape].reverse(), data: value });
@@ -114,7 +116,7 @@ function readLevel5(file: string, bytes: Buffer, names: string[]): Map<string, M
   const out = new Map<string, MatArray>();
   const walk = (buf: Uint8Array, from: number) => {
     const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-    for (let at = from; at < buf.length && out.size < wanted.size;) {
+    for (let at = from; at < buf.length && out.size < wanted.size; ) {
       if (buf.length - at < 8) break; // trailing padding
       const element = readTag(file, view, at, le, buf.length);
       if (element.type === MI.COMPRESSED) {
@@ -151,7 +153,9 @@ function readMatrix(file: string, view: DataView, matrix: Element, le: boolean, 
   const name = new TextDecoder('latin1').decode(new Uint8Array(view.buffer, view.byteOffset + nameTag.start, nameTag.end - nameTag.start));
   if (!wanted.has(name)) return undefined;
   if (!NUMERIC_CLASSES.has(arrayClass) || complex) {
-    throw new DataError(`${file}: variable "${name}" is ${complex ? 'complex' : `of MATLAB class ${arrayClass}, not a numeric array`}: save it as a real numeric array`);
+    throw new DataError(
+      `${file}: variable "${name}" is ${complex ? 'complex' : `of MATLAB class ${arrayClass}, not a numeric array`}: save it as a real numeric array`,
+    );
   }
   const real = readTag(file, view, nameTag.next, le, matrix.end);
   const kind = NUMERIC[real.type];

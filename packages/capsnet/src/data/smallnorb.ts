@@ -32,8 +32,10 @@ export function readNorbMatrix(file: string): NorbMatrix {
   const magic = bytes.readUInt32LE(0);
   const kind = magic === MAGIC.byte ? 'byte' : magic === MAGIC.int32 ? 'int32' : undefined;
   if (!kind) {
-    throw new DataError(`${file} has magic 0x${magic.toString(16)}: not a smallNORB byte or int32 matrix` +
-      (bytes[0] === 0x1f && bytes[1] === 0x8b ? ' (it is gzipped under a plain name: gunzip it or add .gz)' : ''));
+    throw new DataError(
+      `${file} has magic 0x${magic.toString(16)}: not a smallNORB byte or int32 matrix` +
+        (bytes[0] === 0x1f && bytes[1] === 0x8b ? ' (it is gzipped under a plain name: gunzip it or add .gz)' : ''),
+    );
   }
   const ndim = bytes.readInt32LE(4);
   if (ndim < 1 || ndim > 8) throw new DataError(`${file}: header says ${ndim} dimensions`);
@@ -43,7 +45,9 @@ export function readNorbMatrix(file: string): NorbMatrix {
   const expected = offset + dims.reduce((a, b) => a * b, 1) * (kind === 'byte' ? 1 : 4);
   if (bytes.length < expected) throw new DataError(`${file} is truncated: its header says ${dims.join('x')} (${expected} bytes) but it has ${bytes.length}`);
   if (bytes.length > expected) {
-    throw new DataError(`${file} has ${bytes.length} bytes but its header says ${dims.join('x')} (${expected} bytes): the header's sizes do not match the data`);
+    throw new DataError(
+      `${file} has ${bytes.length} bytes but its header says ${dims.join('x')} (${expected} bytes): the header's sizes do not match the data`,
+    );
   }
   return { file, kind, dims, bytes, offset };
 }
@@ -58,7 +62,9 @@ function readImages(file: string): { images: Float32Array; count: number } {
   // The images are 96x96 by definition; any other size (a crop, a resize, a transposed header) would be read at the
   // wrong stride or give the network a size the protocol does not describe.
   if (h !== SIDE || w !== SIDE) {
-    throw new DataError(`${file} holds ${h}x${w} image pairs (${m.dims.join('x')}): found ${h}x${w}, expected ${SIDE}x${SIDE}, smallNORB's size; use the original -dat files`);
+    throw new DataError(
+      `${file} holds ${h}x${w} image pairs (${m.dims.join('x')}): found ${h}x${w}, expected ${SIDE}x${SIDE}, smallNORB's size; use the original -dat files`,
+    );
   }
   const full = new Float32Array(count * h * w * 2);
   for (let n = 0; n < count; n++) {
@@ -114,4 +120,3 @@ export function loadSmallNorb(dir: string): Dataset {
     test: { images: test.images, labels: test.labels, count: test.count },
   };
 }
-

@@ -18,8 +18,10 @@ export function readSvhnFile(file: string): Split & { height: number; width: num
   const X = arrays.get('X')!;
   const y = arrays.get('y')!;
   if (X.dims.length !== 4 || X.dims[0] !== SIDE || X.dims[1] !== SIDE || X.dims[2] !== 3) {
-    throw new DataError(`${file}: X is ${X.dims.join('x')}, found ${X.dims.slice(0, 3).join('x')} images, expected ${SIDE}x${SIDE}x3 x N ` +
-      '(height x width x channel x image): is it a cropped-digits (32x32) file?');
+    throw new DataError(
+      `${file}: X is ${X.dims.join('x')}, found ${X.dims.slice(0, 3).join('x')} images, expected ${SIDE}x${SIDE}x3 x N ` +
+        '(height x width x channel x image): is it a cropped-digits (32x32) file?',
+    );
   }
   const [h, w, c, n] = X.dims as [number, number, number, number];
   // SVHN's X is uint8. Saved as doubles it is read the same only when every value is still a whole number in
@@ -28,8 +30,10 @@ export function readSvhnFile(file: string): Split & { height: number; width: num
     for (let i = 0; i < X.data.length; i++) {
       const v = X.data[i]!;
       if (!(Number.isInteger(v) && v >= 0 && v <= 255)) {
-        throw new DataError(`${file}: X holds ${v} at element ${i + 1}: SVHN's X holds bytes 0-255 (uint8); ` +
-          'this file was saved with other values (scaled to [0, 1] or standardised?): save the original uint8 X');
+        throw new DataError(
+          `${file}: X holds ${v} at element ${i + 1}: SVHN's X holds bytes 0-255 (uint8); ` +
+            'this file was saved with other values (scaled to [0, 1] or standardised?): save the original uint8 X',
+        );
       }
     }
   }
@@ -49,7 +53,8 @@ export function readSvhnFile(file: string): Split & { height: number; width: num
   const labels = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const label = y.data[i]!;
-    if (!Number.isInteger(label) || label < 0 || label > 10) throw new DataError(`${file}: y(${i + 1}) is ${label}; SVHN labels are 1-10 (10 meaning the digit 0)`);
+    if (!Number.isInteger(label) || label < 0 || label > 10)
+      throw new DataError(`${file}: y(${i + 1}) is ${label}; SVHN labels are 1-10 (10 meaning the digit 0)`);
     labels[i] = label === 10 ? 0 : label;
   }
   return { images, labels, count: n, height: h, width: w };

@@ -27,8 +27,36 @@ export class AffnistError extends Error {
 
 // ---- MAT level 5 -------------------------------------------------------------------------------------------------
 
-const MI = { INT8: 1, UINT8: 2, INT16: 3, UINT16: 4, INT32: 5, UINT32: 6, SINGLE: 7, DOUBLE: 9, INT64: 12, UINT64: 13, MATRIX: 14, COMPRESSED: 15, UTF8: 16 } as const;
-const MX = { CELL: 1, STRUCT: 2, CHAR: 4, DOUBLE: 6, SINGLE: 7, INT8: 8, UINT8: 9, INT16: 10, UINT16: 11, INT32: 12, UINT32: 13, INT64: 14, UINT64: 15 } as const;
+const MI = {
+  INT8: 1,
+  UINT8: 2,
+  INT16: 3,
+  UINT16: 4,
+  INT32: 5,
+  UINT32: 6,
+  SINGLE: 7,
+  DOUBLE: 9,
+  INT64: 12,
+  UINT64: 13,
+  MATRIX: 14,
+  COMPRESSED: 15,
+  UTF8: 16,
+} as const;
+const MX = {
+  CELL: 1,
+  STRUCT: 2,
+  CHAR: 4,
+  DOUBLE: 6,
+  SINGLE: 7,
+  INT8: 8,
+  UINT8: 9,
+  INT16: 10,
+  UINT16: 11,
+  INT32: 12,
+  UINT32: 13,
+  INT64: 14,
+  UINT64: 15,
+} as const;
 
 export type MatValue =
   | { kind: 'numeric'; dims: number[]; data: Float64Array }
@@ -43,7 +71,12 @@ interface Element {
 }
 
 class Reader {
-  constructor(private readonly buf: Buffer, private pos: number, private readonly little: boolean, private readonly file: string) {}
+  constructor(
+    private readonly buf: Buffer,
+    private pos: number,
+    private readonly little: boolean,
+    private readonly file: string,
+  ) {}
 
   get done(): boolean {
     return this.pos + 8 > this.buf.length;
@@ -79,17 +112,29 @@ function numbers(el: Element, little: boolean): Float64Array {
   const d = el.data;
   const read = (size: number, f: (at: number) => number) => Float64Array.from({ length: Math.floor(d.length / size) }, (_, i) => f(i * size));
   switch (el.type) {
-    case MI.INT8: return read(1, (i) => d.readInt8(i));
-    case MI.UINT8: case MI.UTF8: return read(1, (i) => d.readUInt8(i));
-    case MI.INT16: return read(2, (i) => (little ? d.readInt16LE(i) : d.readInt16BE(i)));
-    case MI.UINT16: return read(2, (i) => (little ? d.readUInt16LE(i) : d.readUInt16BE(i)));
-    case MI.INT32: return read(4, (i) => (little ? d.readInt32LE(i) : d.readInt32BE(i)));
-    case MI.UINT32: return read(4, (i) => (little ? d.readUInt32LE(i) : d.readUInt32BE(i)));
-    case MI.SINGLE: return read(4, (i) => (little ? d.readFloatLE(i) : d.readFloatBE(i)));
-    case MI.DOUBLE: return read(8, (i) => (little ? d.readDoubleLE(i) : d.readDoubleBE(i)));
-    case MI.INT64: return read(8, (i) => Number(little ? d.readBigInt64LE(i) : d.readBigInt64BE(i)));
-    case MI.UINT64: return read(8, (i) => Number(little ? d.readBigUInt64LE(i) : d.readBigUInt64BE(i)));
-    default: throw new AffnistError(`unsupported MAT data type ${el.type}`);
+    case MI.INT8:
+      return read(1, (i) => d.readInt8(i));
+    case MI.UINT8:
+    case MI.UTF8:
+      return read(1, (i) => d.readUInt8(i));
+    case MI.INT16:
+      return read(2, (i) => (little ? d.readInt16LE(i) : d.readInt16BE(i)));
+    case MI.UINT16:
+      return read(2, (i) => (little ? d.readUInt16LE(i) : d.readUInt16BE(i)));
+    case MI.INT32:
+      return read(4, (i) => (little ? d.readInt32LE(i) : d.readInt32BE(i)));
+    case MI.UINT32:
+      return read(4, (i) => (little ? d.readUInt32LE(i) : d.readUInt32BE(i)));
+    case MI.SINGLE:
+      return read(4, (i) => (little ? d.readFloatLE(i) : d.readFloatBE(i)));
+    case MI.DOUBLE:
+      return read(8, (i) => (little ? d.readDoubleLE(i) : d.readDoubleBE(i)));
+    case MI.INT64:
+      return read(8, (i) => Number(little ? d.readBigInt64LE(i) : d.readBigInt64BE(i)));
+    case MI.UINT64:
+      return read(8, (i) => Number(little ? d.readBigUInt64LE(i) : d.readBigUInt64BE(i)));
+    default:
+      throw new AffnistError(`unsupported MAT data type ${el.type}`);
   }
 }
 
@@ -104,7 +149,12 @@ function parseMatrix(data: Buffer, little: boolean, file: string): { name: strin
     const namesRaw = r.next().data;
     const names: string[] = [];
     for (let at = 0; at + fieldLength <= namesRaw.length; at += fieldLength) {
-      names.push(namesRaw.subarray(at, at + fieldLength).toString('latin1').replace(/\0.*$/s, ''));
+      names.push(
+        namesRaw
+          .subarray(at, at + fieldLength)
+          .toString('latin1')
+          .replace(/\0.*$/s, ''),
+      );
     }
     const count = dims.reduce((a, b) => a * b, 1);
     const fields: Array<Record<string, MatValue>> = [];
@@ -170,7 +220,7 @@ export function affnistFromMat(vars: Record<string, MatValue>, file: string): Im
   for (const v of Object.values(vars)) if (v.kind === 'struct' && v.fields[0]?.image) fields = v.fields[0];
   fields ??= vars;
   const image = fields.image;
-  if (!image || image.kind !== 'numeric') throw new AffnistError(`${file}: no numeric 'image' field (expected struct affNISTdata with image and label_int)`);
+  if (image?.kind !== 'numeric') throw new AffnistError(`${file}: no numeric 'image' field (expected struct affNISTdata with image and label_int)`);
   const [pixels, count] = image.dims as [number, number];
   const size = Math.round(Math.sqrt(pixels));
   if (size * size !== pixels) throw new AffnistError(`${file}: 'image' is ${image.dims.join('x')}, expected (side*side) x N`);
@@ -200,7 +250,8 @@ export function affnistFromMat(vars: Record<string, MatValue>, file: string): Im
 export function concatSets(sets: ImageSet[], source: string): ImageSet {
   if (sets.length === 0) throw new AffnistError(`${source}: no images found`);
   const size = sets[0]!.size;
-  for (const s of sets) if (s.size !== size) throw new AffnistError(`${s.source} holds ${s.size}x${s.size} images but ${sets[0]!.source} holds ${size}x${size}`);
+  for (const s of sets)
+    if (s.size !== size) throw new AffnistError(`${s.source} holds ${s.size}x${s.size} images but ${sets[0]!.source} holds ${size}x${size}`);
   const count = sets.reduce((n, s) => n + s.count, 0);
   const images = new Float32Array(count * size * size);
   const labels = new Int32Array(count);
@@ -220,10 +271,19 @@ export function loadAffnist(path: string): ImageSet {
     if (!path.endsWith('.mat')) throw new AffnistError(`${path}: pass a .mat file or a directory (of .mat files or IDX files)`);
     return affnistFromMat(parseMat(readFileSync(path), path), path);
   }
-  const mats = readdirSync(path).filter((f) => f.endsWith('.mat'))
+  const mats = readdirSync(path)
+    .filter((f) => f.endsWith('.mat'))
     .sort((a, b) => (parseInt(a, 10) || 0) - (parseInt(b, 10) || 0) || a.localeCompare(b));
-  if (mats.length > 0) return concatSets(mats.map((f) => affnistFromMat(parseMat(readFileSync(join(path, f)), join(path, f)), join(path, f))), path);
-  const find = (names: string[]) => names.flatMap((n) => [n, `${n}.gz`]).map((n) => join(path, n)).find((p) => existsSync(p));
+  if (mats.length > 0)
+    return concatSets(
+      mats.map((f) => affnistFromMat(parseMat(readFileSync(join(path, f)), join(path, f)), join(path, f))),
+      path,
+    );
+  const find = (names: string[]) =>
+    names
+      .flatMap((n) => [n, `${n}.gz`])
+      .map((n) => join(path, n))
+      .find((p) => existsSync(p));
   const imagesFile = find(['test-images-idx3-ubyte', 't10k-images-idx3-ubyte', 'test-images.idx3-ubyte']);
   const labelsFile = find(['test-labels-idx1-ubyte', 't10k-labels-idx1-ubyte', 'test-labels.idx1-ubyte']);
   if (!imagesFile || !labelsFile) {
@@ -232,7 +292,8 @@ export function loadAffnist(path: string): ImageSet {
   const images = readIdxImages(imagesFile);
   const labels = readIdxLabels(labelsFile);
   if (images.height !== images.width) throw new AffnistError(`${basename(imagesFile)}: images are ${images.height}x${images.width}, expected square`);
-  if (images.count !== labels.labels.length) throw new AffnistError(`${imagesFile} has ${images.count} images but ${labelsFile} has ${labels.labels.length} labels`);
+  if (images.count !== labels.labels.length)
+    throw new AffnistError(`${imagesFile} has ${images.count} images but ${labelsFile} has ${labels.labels.length} labels`);
   return { images: images.pixels, labels: labels.labels, count: images.count, size: images.height, source: path };
 }
 
@@ -269,12 +330,17 @@ export function encodeAffnistMat(images: Uint8Array, labels: Uint8Array, side: n
   const small = Buffer.alloc(8);
   small.writeUInt32LE((4 << 16) | MI.INT32, 0);
   fieldLen.copy(small, 4);
-  const struct = matrix('affNISTdata', MX.STRUCT, [1, 1], [
-    small,
-    element(MI.INT8, namesBuf),
-    matrix('', MX.UINT8, [side * side, count], [element(MI.UINT8, Buffer.from(images))]),
-    matrix('', MX.UINT8, [1, count], [element(MI.UINT8, Buffer.from(labels))]),
-  ]);
+  const struct = matrix(
+    'affNISTdata',
+    MX.STRUCT,
+    [1, 1],
+    [
+      small,
+      element(MI.INT8, namesBuf),
+      matrix('', MX.UINT8, [side * side, count], [element(MI.UINT8, Buffer.from(images))]),
+      matrix('', MX.UINT8, [1, count], [element(MI.UINT8, Buffer.from(labels))]),
+    ],
+  );
   const header = Buffer.alloc(128, 0x20);
   header.write('MATLAB 5.0 MAT-file, written by capsnet-onnx experiments', 0, 'latin1');
   header.fill(0, 116, 124);

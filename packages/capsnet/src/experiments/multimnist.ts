@@ -15,7 +15,15 @@ import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
 import { type GridCell, imageGrid } from './charts.ts';
 import { COLORS } from './draw.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, pct, runInfo, startExperiment, writeResult,
+  type ExperimentOptions,
+  type ExperimentResult,
+  type ResultFigure,
+  EPOCHS,
+  capsConfigFor,
+  pct,
+  runInfo,
+  startExperiment,
+  writeResult,
 } from './common.ts';
 import { MULTIMNIST, type MultiMnistSet, type Overlay, multiMnist } from './generators.ts';
 import { fit, scoresInBatches } from '../train/loop.ts';
@@ -30,7 +38,13 @@ export interface MultiMnistRunOptions extends ExperimentOptions {
 function pairTensors(set: MultiMnistSet, config: CapsNetConfig) {
   const shape: [number, number, number, number] = [set.count, config.inputHeight, config.inputWidth, 1];
   const hot = (labels: Int32Array) => tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), config.numClasses), 'float32') as tf.Tensor2D;
-  return { x: tf.tensor4d(set.images, shape), first: tf.tensor4d(set.first, shape), second: tf.tensor4d(set.second, shape), yA: hot(set.labelsA), yB: hot(set.labelsB) };
+  return {
+    x: tf.tensor4d(set.images, shape),
+    first: tf.tensor4d(set.first, shape),
+    second: tf.tensor4d(set.second, shape),
+    yA: hot(set.labelsA),
+    yB: hot(set.labelsB),
+  };
 }
 
 /** Margin loss with both labels present plus a reconstruction loss for each digit, masked by its own capsule. */
@@ -80,14 +94,23 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
   const testPairs = options.testLimit ?? (ci ? 500 : 1000 * test.count);
   const epochs = options.epochs ?? EPOCHS.multimnist[options.scale];
   const batchSize = options.batchSize ?? (ci ? 32 : 128);
-  const config = capsConfigFor(options.scale, { inputHeight: generator.canvas, inputWidth: generator.canvas, inputChannels: 1, numClasses: dataset.shape.numClasses });
+  const config = capsConfigFor(options.scale, {
+    inputHeight: generator.canvas,
+    inputWidth: generator.canvas,
+    inputChannels: 1,
+    numClasses: dataset.shape.numClasses,
+  });
   const digitSize = dataset.shape.inputHeight;
   const steps = Math.max(1, Math.ceil(pairsPerEpoch / batchSize) * epochs);
-  options.log(`multimnist: ${steps} steps of ${batchSize} fresh ${generator.canvas}x${generator.canvas} pairs (${overlay} overlay) from ${train.count} ${dataset.name} digits`);
+  options.log(
+    `multimnist: ${steps} steps of ${batchSize} fresh ${generator.canvas}x${generator.canvas} pairs (${overlay} overlay) from ${train.count} ${dataset.name} digits`,
+  );
 
   const params = initParams(config, options.seed);
   const fitResult = await fit({
-    params, steps, optimizer: config,
+    params,
+    steps,
+    optimizer: config,
     loss: (step) => {
       const set = multiMnist(train, batchSize, digitSize, generator, new Rng(options.seed * 100003 + step));
       const losses = multiMnistLosses(params, set, config);
@@ -101,9 +124,13 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
   const cnnConfig = baselineConfig('multimnist', config, ci ? narrowed(PAPER_BASELINES.multimnist, 8) : {});
   const cnn = baselineFamily(cnnConfig, options.seed);
   const cnnParams = cnn.init(options.seed);
-  options.log(`multimnist: training the baseline CNN (conv ${cnnConfig.convChannels.join('/')}, fc ${cnnConfig.fc.join('/')}, ${baselineParameterCount(cnnConfig).toLocaleString('en-US')} parameters)`);
+  options.log(
+    `multimnist: training the baseline CNN (conv ${cnnConfig.convChannels.join('/')}, fc ${cnnConfig.fc.join('/')}, ${baselineParameterCount(cnnConfig).toLocaleString('en-US')} parameters)`,
+  );
   const cnnFit = await fit({
-    params: cnnParams, steps, optimizer: config,
+    params: cnnParams,
+    steps,
+    optimizer: config,
     loss: (step) => {
       const set = multiMnist(train, batchSize, digitSize, generator, new Rng(options.seed * 100003 + step));
       const x = tf.tensor4d(set.images, [set.count, config.inputHeight, config.inputWidth, 1]);
@@ -173,8 +200,13 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
     const right = new Set(top[i]).has(testSet.labelsA[i]!) && new Set(top[i]).has(testSet.labelsB[i]!);
     inputRow.push({ width: size, height: size, layers: [{ pixels: input }], caption: `L:${testSet.labelsA[i]},${testSet.labelsB[i]}` });
     reconRow.push({
-      width: size, height: size,
-      layers: [{ pixels: Float32Array.from(input, (v) => 0.3 * v) }, { pixels: ra.subarray(i * area, (i + 1) * area), tint: COLORS.red }, { pixels: rb.subarray(i * area, (i + 1) * area), tint: COLORS.green }],
+      width: size,
+      height: size,
+      layers: [
+        { pixels: Float32Array.from(input, (v) => 0.3 * v) },
+        { pixels: ra.subarray(i * area, (i + 1) * area), tint: COLORS.red },
+        { pixels: rb.subarray(i * area, (i + 1) * area), tint: COLORS.green },
+      ],
       caption: `P:${top[i]![0]},${top[i]![1]}`,
       captionColor: right ? COLORS.black : COLORS.red,
     });
@@ -185,53 +217,130 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
     rowLabels: ['input', 'recon'],
     scale: 3,
     gap: 6,
-    footer: ['L: true labels (first, second). P: two longest capsules (red caption = wrong).',
-      'Red: decoder masked by the first digit\'s capsule; green: by the second\'s; over the dimmed input.'],
+    footer: [
+      'L: true labels (first, second). P: two longest capsules (red caption = wrong).',
+      "Red: decoder masked by the first digit's capsule; green: by the second's; over the dimmed input.",
+    ],
   });
   canvas.save(join(options.out, 'multimnist-reconstructions.png'));
   const samples = imageGrid({
     title: 'MultiMNIST generator samples',
-    rows: [0, 1].map((r) => Array.from({ length: Math.min(10, testSet.count - 10 * r) }, (_, k) => {
-      const i = 10 * r + k;
-      return { width: size, height: size, layers: [{ pixels: testSet.images.subarray(i * area, (i + 1) * area) }], caption: `${testSet.labelsA[i]}+${testSet.labelsB[i]}` };
-    })).filter((row) => row.length > 0),
+    rows: [0, 1]
+      .map((r) =>
+        Array.from({ length: Math.min(10, testSet.count - 10 * r) }, (_, k) => {
+          const i = 10 * r + k;
+          return {
+            width: size,
+            height: size,
+            layers: [{ pixels: testSet.images.subarray(i * area, (i + 1) * area) }],
+            caption: `${testSet.labelsA[i]}+${testSet.labelsB[i]}`,
+          };
+        }),
+      )
+      .filter((row) => row.length > 0),
     scale: 2,
     gap: 4,
   });
   samples.save(join(options.out, 'multimnist-samples.png'));
   const figures: ResultFigure[] = [
-    { file: 'multimnist-reconstructions.png', caption: 'Top: MultiMNIST test inputs with their labels. Bottom: the reconstructions masked by each digit\'s capsule, red for the first and green for the second, over the input; captions give the two longest capsules.', width: canvas.width, height: canvas.height },
-    { file: 'multimnist-samples.png', caption: `Generated test pairs: two digits of different classes, each shifted up to ${generator.maxShift} px, ${overlay} overlay on ${size}x${size}.`, width: samples.width, height: samples.height },
+    {
+      file: 'multimnist-reconstructions.png',
+      caption:
+        "Top: MultiMNIST test inputs with their labels. Bottom: the reconstructions masked by each digit's capsule, red for the first and green for the second, over the input; captions give the two longest capsules.",
+      width: canvas.width,
+      height: canvas.height,
+    },
+    {
+      file: 'multimnist-samples.png',
+      caption: `Generated test pairs: two digits of different classes, each shifted up to ${generator.maxShift} px, ${overlay} overlay on ${size}x${size}.`,
+      width: samples.width,
+      height: samples.height,
+    },
   ];
   tf.dispose(Object.values(params));
 
   const result: ExperimentResult = {
     experiment: 'multimnist',
     title: 'MultiMNIST: recognising and segmenting overlapping digits (section 6)',
-    paper: 'Table 1 / section 6: CapsNet 5.2% error on MultiMNIST (3 routing iterations, with reconstruction; 7.5% with 1 iteration), 11.36M parameters, trained on 60M generated pairs and tested on 10M; the baseline CNN 8.1% error, 24.56M parameters.',
+    paper:
+      'Table 1 / section 6: CapsNet 5.2% error on MultiMNIST (3 routing iterations, with reconstruction; 7.5% with 1 iteration), 11.36M parameters, trained on 60M generated pairs and tested on 10M; the baseline CNN 8.1% error, 24.56M parameters.',
     ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics: {
-      both_labels_accuracy: acc.both, digit_accuracy: acc.digits, train_seconds: Number(fitResult.seconds.toFixed(1)),
-      cnn_both_labels_accuracy: cnnAcc.both, cnn_digit_accuracy: cnnAcc.digits, capsnet_parameters: capsParameters, cnn_parameters: cnnParameters,
+      both_labels_accuracy: acc.both,
+      digit_accuracy: acc.digits,
+      train_seconds: Number(fitResult.seconds.toFixed(1)),
+      cnn_both_labels_accuracy: cnnAcc.both,
+      cnn_digit_accuracy: cnnAcc.digits,
+      capsnet_parameters: capsParameters,
+      cnn_parameters: cnnParameters,
     },
     settings: {
-      canvas: generator.canvas, maxShift: generator.maxShift, overlay, pairsPerEpoch, epochs, batchSize, steps, testPairs: testSet.count, decoderRefineSteps: decoderSteps,
-      config: { conv1Filters: config.conv1Filters, primaryMaps: config.primaryMaps, decoderHidden: config.decoderHidden, routingIterations: config.routingIterations },
+      canvas: generator.canvas,
+      maxShift: generator.maxShift,
+      overlay,
+      pairsPerEpoch,
+      epochs,
+      batchSize,
+      steps,
+      testPairs: testSet.count,
+      decoderRefineSteps: decoderSteps,
+      config: {
+        conv1Filters: config.conv1Filters,
+        primaryMaps: config.primaryMaps,
+        decoderHidden: config.decoderHidden,
+        routingIterations: config.routingIterations,
+      },
     },
-    tables: [{
-      title: 'MultiMNIST test accuracy',
-      columns: ['model', 'parameters', 'test pairs', 'both labels right (top two = the two labels)', 'digits found', 'error (both)', 'paper error', 'training pairs seen', 'train seconds'],
-      rows: [
-        ['CapsNet', capsParameters, testSet.count, pct(acc.both), pct(acc.digits), pct(1 - acc.both), '5.2% (11.36M parameters)', steps * batchSize, Number(fitResult.seconds.toFixed(1))],
-        ['baseline CNN', cnnParameters, testSet.count, pct(cnnAcc.both), pct(cnnAcc.digits), pct(1 - cnnAcc.both), '8.1% (24.56M parameters)', steps * batchSize, Number(cnnFit.seconds.toFixed(1))],
-      ],
-    }],
+    tables: [
+      {
+        title: 'MultiMNIST test accuracy',
+        columns: [
+          'model',
+          'parameters',
+          'test pairs',
+          'both labels right (top two = the two labels)',
+          'digits found',
+          'error (both)',
+          'paper error',
+          'training pairs seen',
+          'train seconds',
+        ],
+        rows: [
+          [
+            'CapsNet',
+            capsParameters,
+            testSet.count,
+            pct(acc.both),
+            pct(acc.digits),
+            pct(1 - acc.both),
+            '5.2% (11.36M parameters)',
+            steps * batchSize,
+            Number(fitResult.seconds.toFixed(1)),
+          ],
+          [
+            'baseline CNN',
+            cnnParameters,
+            testSet.count,
+            pct(cnnAcc.both),
+            pct(cnnAcc.digits),
+            pct(1 - cnnAcc.both),
+            '8.1% (24.56M parameters)',
+            steps * batchSize,
+            Number(cnnFit.seconds.toFixed(1)),
+          ],
+        ],
+      },
+    ],
     figures,
     notes: [
       `Training pairs are generated fresh for every batch from the ${train.count} training digits; test pairs from the ${test.count} test digits (first digit in order, second at random from another class).`,
       `Baseline CNN: conv ${cnnConfig.convChannels.join('/')} 5x5 same with 2x2 max pooling after each, fc ${cnnConfig.fc.join('/')}, sigmoid cross entropy on the two labels (the authors' ConvModel; 24.54M parameters at paper size by our count, the paper says 24.56M).`,
       'Loss: margin loss with both labels present + 0.0005 x (reconstruction of digit A masked by capsule A vs digit A alone + the same for B).',
-      ...(decoderSteps > 0 ? [`ci scale: after the joint training, the decoder alone was trained ${decoderSteps} more steps on the frozen capsules of fixed training pairs (each digit masked by its own capsule), for legible reconstructions; the classification numbers are untouched by it.`] : []),
+      ...(decoderSteps > 0
+        ? [
+            `ci scale: after the joint training, the decoder alone was trained ${decoderSteps} more steps on the frozen capsules of fixed training pairs (each digit masked by its own capsule), for legible reconstructions; the classification numbers are untouched by it.`,
+          ]
+        : []),
     ],
   };
   writeResult(options.out, result);

@@ -18,7 +18,16 @@ import { capsuleLengths, decode as tfDecode, encode } from '../train/model.ts';
 import { setupBackend } from './backend.ts';
 import { imageGrid } from './charts.ts';
 import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, loadData, pct, runInfo, timer, writeResult,
+  type ExperimentOptions,
+  type ExperimentResult,
+  type ResultFigure,
+  EPOCHS,
+  capsConfigFor,
+  loadData,
+  pct,
+  runInfo,
+  timer,
+  writeResult,
 } from './common.ts';
 import { epochBatches, readWeights, stepsFor } from '../train/loop.ts';
 import { capsNetAccuracy, maskedCapsulesOf, paramsFrom, refineDecoder, trainCapsNet } from './training.ts';
@@ -92,7 +101,10 @@ async function onnxCodec(modelPath: string): Promise<Codec> {
       const capsules = new Float32Array(count * caps);
       for (let start = 0; start < count; start += 256) {
         const n = Math.min(256, count - start);
-        const results = await model.classify({ data: images.slice(start * pixels, (start + n) * pixels), shape: [n, m.inputHeight, m.inputWidth, m.inputChannels] });
+        const results = await model.classify({
+          data: images.slice(start * pixels, (start + n) * pixels),
+          shape: [n, m.inputHeight, m.inputWidth, m.inputChannels],
+        });
         results.forEach((r, i) => {
           lengths.set(r.lengths, (start + i) * m.numClasses);
           capsules.set(r.capsules, (start + i) * caps);
@@ -116,14 +128,20 @@ async function onnxCodec(modelPath: string): Promise<Codec> {
 /** Train a CapsNet at the experiment's scale and save it as a run directory the exporter can read. */
 async function trainModel(options: PerturbOptions, runDir: string, backend: string): Promise<{ accuracy: number; seconds: number; decoderSteps: number }> {
   const ci = options.scale === 'ci';
-  const { dataset, train, test } = loadData(options.data, options.trainLimit ?? (ci ? 6000 : undefined), options.testLimit ?? (ci ? 1000 : undefined), options.scale);
+  const { dataset, train, test } = loadData(
+    options.data,
+    options.trainLimit ?? (ci ? 6000 : undefined),
+    options.testLimit ?? (ci ? 1000 : undefined),
+    options.scale,
+  );
   const config = capsConfigFor(options.scale, dataset.shape);
   const batchSize = options.batchSize ?? (ci ? 32 : 128);
   const epochs = options.epochs ?? EPOCHS.perturb[options.scale];
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   const elapsed = timer();
   const nextBatch = epochBatches(train.images, train.labels, train.count, pixels, batchSize, options.seed, (batch, step) => ({
-    ...batch, images: shiftImages(batch.images, batch.count, config, config.maxShift, new Rng(options.seed * 7919 + step)),
+    ...batch,
+    images: shiftImages(batch.images, batch.count, config, config.maxShift, new Rng(options.seed * 7919 + step)),
   }));
   const steps = stepsFor(train.count, batchSize, epochs);
   options.log(`perturb: training a ${options.scale}-scale CapsNet on ${train.count} ${dataset.name} images for ${epochs} epoch(s), ${steps} steps`);
@@ -139,13 +157,33 @@ async function trainModel(options: PerturbOptions, runDir: string, backend: stri
   const seconds = elapsed();
   options.log(`perturb: test accuracy ${pct(accuracy)} on ${test.count} images (${seconds.toFixed(0)} s)`);
   const state: CheckpointState = {
-    config, epoch: epochs, step: steps, seed: options.seed, dataset: dataset.name, classLabels: dataset.classLabels, backend,
+    config,
+    epoch: epochs,
+    step: steps,
+    seed: options.seed,
+    dataset: dataset.name,
+    classLabels: dataset.classLabels,
+    backend,
     run: { batchSize, trainLimit: train.count, testLimit: test.count },
-    metrics: [{
-      epoch: epochs, step: steps, test_accuracy: accuracy, margin_loss: 0, reconstruction_loss: 0, train_loss: fit.finalLoss,
-      train_margin_loss: 0, train_reconstruction_loss: 0, images_per_second: fit.imagesPerSecond, learning_rate: 0, backend, seconds: fit.seconds,
-    }],
-    weights: await readWeights(params), optimizer: { m: {}, v: {} }, producer: 'capsnet-onnx experiments',
+    metrics: [
+      {
+        epoch: epochs,
+        step: steps,
+        test_accuracy: accuracy,
+        margin_loss: 0,
+        reconstruction_loss: 0,
+        train_loss: fit.finalLoss,
+        train_margin_loss: 0,
+        train_reconstruction_loss: 0,
+        images_per_second: fit.imagesPerSecond,
+        learning_rate: 0,
+        backend,
+        seconds: fit.seconds,
+      },
+    ],
+    weights: await readWeights(params),
+    optimizer: { m: {}, v: {} },
+    producer: 'capsnet-onnx experiments',
   };
   mkdirSync(runDir, { recursive: true });
   saveCheckpoint(runDir, state);
@@ -185,7 +223,8 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
   const metrics: Record<string, number> = {};
   const settings: Record<string, unknown> = { steps: PERTURB_STEPS };
   // Refusals come before --out is created.
-  if (options.model && !existsSync(options.model)) throw new Error(`--model ${options.model} does not exist: pass the model.onnx that \`capsnet export\` wrote`);
+  if (options.model && !existsSync(options.model))
+    throw new Error(`--model ${options.model} does not exist: pass the model.onnx that \`capsnet export\` wrote`);
   if (options.run) loadCheckpoint(options.run);
   const backend = await setupBackend(options.backend, options.log);
 
@@ -205,7 +244,9 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
       settings.trained = { runDir, seconds: Number(trained.seconds.toFixed(1)), decoderRefineSteps: trained.decoderSteps };
       notes.push(`No --run or --model given: trained a ${options.scale}-scale CapsNet here (${runDir}), test accuracy ${pct(trained.accuracy)}.`);
       if (trained.decoderSteps > 0) {
-        notes.push(`ci scale: after the short joint training, the decoder alone was trained ${trained.decoderSteps} more steps (batch 64) on the frozen capsules, so the grids show what the capsules encode rather than an untrained decoder's average digit.`);
+        notes.push(
+          `ci scale: after the short joint training, the decoder alone was trained ${trained.decoderSteps} more steps (batch 64) on the frozen capsules, so the grids show what the capsules encode rather than an untrained decoder's average digit.`,
+        );
       }
     }
     const checkpoint = loadCheckpoint(runDir);
@@ -247,8 +288,10 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
     dataset = loadDataset(options.data);
   }
   if (dataset.shape.inputHeight !== shape.inputHeight || dataset.shape.inputWidth !== shape.inputWidth || dataset.shape.inputChannels !== shape.inputChannels) {
-    throw new Error(`the model takes ${shape.inputHeight}x${shape.inputWidth}x${shape.inputChannels} images but ${dataset.name} has ` +
-      `${dataset.shape.inputHeight}x${dataset.shape.inputWidth}x${dataset.shape.inputChannels}: pass --data for the model's data set`);
+    throw new Error(
+      `the model takes ${shape.inputHeight}x${shape.inputWidth}x${shape.inputChannels} images but ${dataset.name} has ` +
+        `${dataset.shape.inputHeight}x${dataset.shape.inputWidth}x${dataset.shape.inputChannels}: pass --data for the model's data set`,
+    );
   }
   const classes = options.digits ?? Array.from({ length: Math.min(10, shape.numClasses) }, (_, i) => i);
   const candidates = Math.min(dataset.test.count, 500);
@@ -283,7 +326,7 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
     }
     // per-dimension effect: mean absolute pixel difference between the -0.25 and +0.25 reconstructions
     const effect = Array.from({ length: shape.digitDim }, (_, d) => {
-      const lo = recon.subarray((d * PERTURB_STEPS.length) * pixels, (d * PERTURB_STEPS.length + 1) * pixels);
+      const lo = recon.subarray(d * PERTURB_STEPS.length * pixels, (d * PERTURB_STEPS.length + 1) * pixels);
       const hi = recon.subarray((d * PERTURB_STEPS.length + PERTURB_STEPS.length - 1) * pixels, (d * PERTURB_STEPS.length + PERTURB_STEPS.length) * pixels);
       let sum = 0;
       for (let i = 0; i < pixels; i++) sum += Math.abs(hi[i]! - lo[i]!);
@@ -291,11 +334,22 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
     });
     const ranked = effect.map((e, d) => [d, e] as const).sort((a, b) => b[1] - a[1]);
     const length = candLengths[index * shape.numClasses + winner]!;
-    rows.push([digit, index, winner, Number(length.toFixed(3)), ranked.slice(0, 3).map(([d]) => d + 1).join(', '),
-      Number(ranked[0]![1].toFixed(4)), Number(ranked.at(-1)![1].toFixed(4))]);
+    rows.push([
+      digit,
+      index,
+      winner,
+      Number(length.toFixed(3)),
+      ranked
+        .slice(0, 3)
+        .map(([d]) => d + 1)
+        .join(', '),
+      Number(ranked[0]![1].toFixed(4)),
+      Number(ranked.at(-1)![1].toFixed(4)),
+    ]);
 
     const cell = (k: number) => ({
-      width: shape.inputWidth, height: shape.inputHeight,
+      width: shape.inputWidth,
+      height: shape.inputHeight,
       layers: [{ pixels: recon.subarray(k * pixels, k * pixels + shape.inputHeight * shape.inputWidth) }],
     });
     const canvas = imageGrid({
@@ -309,7 +363,12 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
     });
     const file = `perturb-digit-${digit}.png`;
     canvas.save(join(options.out, file));
-    figures.push({ file, caption: `Digit ${digit}: each row tweaks one of the ${shape.digitDim} dimensions of the winning capsule from -0.25 to +0.25 (steps of 0.05).`, width: canvas.width, height: canvas.height });
+    figures.push({
+      file,
+      caption: `Digit ${digit}: each row tweaks one of the ${shape.digitDim} dimensions of the winning capsule from -0.25 to +0.25 (steps of 0.05).`,
+      width: canvas.width,
+      height: canvas.height,
+    });
     options.log(`perturb: wrote ${file}`);
   }
   await codec.dispose();
@@ -326,11 +385,13 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
     ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
     settings,
-    tables: [{
-      title: 'Per digit: the three dimensions whose +-0.25 tweak changes the reconstruction most (mean |pixel change|)',
-      columns: ['digit', 'test index', 'winning capsule', 'length', 'most effective dims', 'max effect', 'min effect'],
-      rows,
-    }],
+    tables: [
+      {
+        title: 'Per digit: the three dimensions whose +-0.25 tweak changes the reconstruction most (mean |pixel change|)',
+        columns: ['digit', 'test index', 'winning capsule', 'length', 'most effective dims', 'max effect', 'min effect'],
+        rows,
+      },
+    ],
     figures,
     notes,
   };

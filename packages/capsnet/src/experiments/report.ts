@@ -45,13 +45,29 @@ export function readResults(dir: string): ExperimentResult[] {
 export function renderReport(dir: string, results: ExperimentResult[]): string {
   const lines: string[] = ['# CapsNet paper experiments', ''];
   lines.push('Reproductions of the experiments of Sabour, Frosst & Hinton (2017), "Dynamic Routing Between Capsules".', '');
-  lines.push(table(['experiment', 'scale', 'data', 'backend', 'seconds', 'headline'], results.map((r) => [
-    `[${r.experiment}](#${r.experiment})`, r.scale, r.data, r.backend, r.seconds.toFixed(0),
-    Object.entries(r.metrics).slice(0, 4).map(([k, v]) => `${k} ${formatMetric(k, v)}`).join(', '),
-  ])), '');
+  lines.push(
+    table(
+      ['experiment', 'scale', 'data', 'backend', 'seconds', 'headline'],
+      results.map((r) => [
+        `[${r.experiment}](#${r.experiment})`,
+        r.scale,
+        r.data,
+        r.backend,
+        r.seconds.toFixed(0),
+        Object.entries(r.metrics)
+          .slice(0, 4)
+          .map(([k, v]) => `${k} ${formatMetric(k, v)}`)
+          .join(', '),
+      ]),
+    ),
+    '',
+  );
   if (results.some((r) => r.scale === 'ci')) {
-    lines.push('> `ci` scale: small networks trained for minutes on a CPU, so the numbers show the effects qualitatively, not the paper\'s values. ' +
-      'Run with `--scale paper` (and `--data idx:DIR` for the full MNIST) on a GPU machine for the paper\'s settings.', '');
+    lines.push(
+      "> `ci` scale: small networks trained for minutes on a CPU, so the numbers show the effects qualitatively, not the paper's values. " +
+        "Run with `--scale paper` (and `--data idx:DIR` for the full MNIST) on a GPU machine for the paper's settings.",
+      '',
+    );
   }
   for (const r of results) {
     lines.push(`<a id="${r.experiment}"></a>`, `## ${r.title}`, '');
@@ -59,7 +75,13 @@ export function renderReport(dir: string, results: ExperimentResult[]): string {
     lines.push(`- scale ${r.scale}, seed ${r.seed}, data ${r.data}, backend ${r.backend}, ${r.seconds.toFixed(0)} s, started ${r.startedAt}`);
     lines.push(`- paper: ${r.paper}`, '');
     if (Object.keys(r.metrics).length) {
-      lines.push(table(['metric', 'value'], Object.entries(r.metrics).map(([k, v]) => [k, formatMetric(k, v)])), '');
+      lines.push(
+        table(
+          ['metric', 'value'],
+          Object.entries(r.metrics).map(([k, v]) => [k, formatMetric(k, v)]),
+        ),
+        '',
+      );
     }
     for (const t of r.tables) lines.push(`**${t.title}**`, '', table(t.columns, t.rows), '');
     for (const f of r.figures) {
@@ -68,7 +90,16 @@ export function renderReport(dir: string, results: ExperimentResult[]): string {
     }
     if (r.notes.length) lines.push(...r.notes.map((n) => `- ${n}`), '');
     const settings = JSON.stringify(r.settings);
-    lines.push('<details><summary>settings</summary>', '', '```json', settings.length > 4000 ? settings.slice(0, 4000) + ' ...' : JSON.stringify(r.settings, null, 2), '```', '', '</details>', '');
+    lines.push(
+      '<details><summary>settings</summary>',
+      '',
+      '```json',
+      settings.length > 4000 ? `${settings.slice(0, 4000)} ...` : JSON.stringify(r.settings, null, 2),
+      '```',
+      '',
+      '</details>',
+      '',
+    );
   }
   return lines.join('\n');
 }

@@ -18,9 +18,7 @@ import type { CapsNetConfig } from '@capsnet-onnx/core';
 import { type CapsNetParams, encode } from '../train/model.ts';
 import { capsnetFamily } from '../train/models/family.ts';
 import { linePlot } from './charts.ts';
-import {
-  type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult,
-} from './common.ts';
+import { type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult } from './common.ts';
 import { meanStd } from './mnist-table.ts';
 import { trainShifted } from './training.ts';
 
@@ -78,8 +76,16 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
     const config = { ...base, routingIterations: r };
     const history: Array<{ step: number; trace: RoutingTrace }> = [];
     const run = await trainShifted({
-      family: capsnetFamily(config), seed, train, test, epochs, batchSize, maxShift: config.maxShift, optimizer: config,
-      label: `routing r=${r} seed ${seed}`, log: options.log,
+      family: capsnetFamily(config),
+      seed,
+      train,
+      test,
+      epochs,
+      batchSize,
+      maxShift: config.maxShift,
+      optimizer: config,
+      label: `routing r=${r} seed ${seed}`,
+      log: options.log,
       afterStep: traced
         ? async (step, params) => {
             if (step === 0 || (step + 1) % probeEvery === 0 || step + 1 === stepsPerRun) {
@@ -108,26 +114,35 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
     ['coupling', 'mean |c(r+1) - c(r)|', 'routing-coupling-change.png'],
     ['logits', 'mean |b(r) - b(r-1)|', 'routing-logit-change.png'],
   ] as const) {
-    save(file, `End of training: ${label} by routing iteration r, one line per model (trained and probed with R iterations), log scale.`, linePlot({
-      title: `Routing: ${label} per iteration, end of training`,
-      xLabel: 'routing iteration r',
-      yLabel: `${label} (log)`,
-      logY: true,
-      markers: true,
-      series: iterationsList.map((r) => ({ name: `R=${r}`, points: finalTrace(r)[key].map((v, k) => [k + 1, v] as [number, number]) })),
-    }));
+    save(
+      file,
+      `End of training: ${label} by routing iteration r, one line per model (trained and probed with R iterations), log scale.`,
+      linePlot({
+        title: `Routing: ${label} per iteration, end of training`,
+        xLabel: 'routing iteration r',
+        yLabel: `${label} (log)`,
+        logY: true,
+        markers: true,
+        series: iterationsList.map((r) => ({ name: `R=${r}`, points: finalTrace(r)[key].map((v, k) => [k + 1, v] as [number, number]) })),
+      }),
+    );
   }
   // During training (figure A.1, left): the deepest model's per-iteration coupling change over steps.
   const deepest = Math.max(...iterationsList);
-  save('routing-during-training.png', `Coupling change of each routing iteration over the training of the R=${deepest} model (probe of ${probeCount} test images), log scale.`, linePlot({
-    title: `Coupling change per iteration during training (R=${deepest})`,
-    xLabel: 'training step',
-    yLabel: 'mean |c(r+1) - c(r)| (log)',
-    logY: true,
-    series: Array.from({ length: deepest }, (_, k) => ({
-      name: `r=${k + 1}`, points: traces[deepest]!.map((h) => [h.step, h.trace.coupling[k]!] as [number, number]),
-    })),
-  }));
+  save(
+    'routing-during-training.png',
+    `Coupling change of each routing iteration over the training of the R=${deepest} model (probe of ${probeCount} test images), log scale.`,
+    linePlot({
+      title: `Coupling change per iteration during training (R=${deepest})`,
+      xLabel: 'training step',
+      yLabel: 'mean |c(r+1) - c(r)| (log)',
+      logY: true,
+      series: Array.from({ length: deepest }, (_, k) => ({
+        name: `r=${k + 1}`,
+        points: traces[deepest]!.map((h) => [h.step, h.trace.coupling[k]!] as [number, number]),
+      })),
+    }),
+  );
 
   const stats = (r: number) => meanStd(errors[r]!.map((e) => e.error));
   const metrics: Record<string, number> = {};
@@ -147,17 +162,32 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
   const result: ExperimentResult = {
     experiment: 'routing',
     title: 'Routing iterations: convergence of routing during training (appendix A) and 1 vs 3 iterations (Table 1)',
-    paper: 'Appendix A: after 500 epochs on MNIST the average change of the routing logits per iteration has stabilised, and it decreases almost linearly in log scale with more routing iterations; 3 iterations recommended. ' +
+    paper:
+      'Appendix A: after 500 epochs on MNIST the average change of the routing logits per iteration has stabilised, and it decreases almost linearly in log scale with more routing iterations; 3 iterations recommended. ' +
       'Table 1 (with reconstruction): routing 1 gives 0.29 +- 0.011% error, routing 3 gives 0.25 +- 0.005% (without reconstruction: 0.34 +- 0.032% vs 0.35 +- 0.036%).',
     ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
-    settings: { iterations: iterationsList, seeds, probeImages: probeCount, probeEvery, trainImages: train.count, testImages: test.count, epochs, batchSize, steps: stepsPerRun,
-      config: { conv1Filters: base.conv1Filters, primaryMaps: base.primaryMaps, decoderHidden: base.decoderHidden } },
+    settings: {
+      iterations: iterationsList,
+      seeds,
+      probeImages: probeCount,
+      probeEvery,
+      trainImages: train.count,
+      testImages: test.count,
+      epochs,
+      batchSize,
+      steps: stepsPerRun,
+      config: { conv1Filters: base.conv1Filters, primaryMaps: base.primaryMaps, decoderHidden: base.decoderHidden },
+    },
     tables: [
       {
         title: 'End of training: mean |c(r+1) - c(r)| (coupling change) per routing iteration r; rows = models trained with R iterations',
         columns: ['R', ...Array.from({ length: maxR }, (_, k) => `r=${k + 1}`), `test error (seed ${seeds[0]})`],
-        rows: iterationsList.map((r) => [r, ...Array.from({ length: maxR }, (_, k) => sci(finalTrace(r).coupling[k])), `${(100 * metrics[`r${r}_error_seed${seeds[0]}`]!).toFixed(2)}%`]),
+        rows: iterationsList.map((r) => [
+          r,
+          ...Array.from({ length: maxR }, (_, k) => sci(finalTrace(r).coupling[k])),
+          `${(100 * metrics[`r${r}_error_seed${seeds[0]}`]!).toFixed(2)}%`,
+        ]),
       },
       {
         title: 'End of training: mean |b(r) - b(r-1)| (logit change) per routing iteration r',
@@ -172,15 +202,26 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
       {
         title: `Test error (%), routing 1 vs 3, mean +- std over seeds ${seeds.join(', ')}`,
         columns: ['routing iterations', 'seeds', 'errors %', 'mean +- std %', 'paper (with reconstruction) %'],
-        rows: [1, 3].filter((r) => errors[r]).map((r) => [r, errors[r]!.length, errors[r]!.map((e) => (100 * e.error).toFixed(2)).join(', '),
-          `${(100 * stats(r).mean).toFixed(2)} +- ${(100 * stats(r).std).toFixed(2)}`, r === 1 ? '0.29 +- 0.011' : '0.25 +- 0.005']),
+        rows: [1, 3]
+          .filter((r) => errors[r])
+          .map((r) => [
+            r,
+            errors[r]!.length,
+            errors[r]!.map((e) => (100 * e.error).toFixed(2)).join(', '),
+            `${(100 * stats(r).mean).toFixed(2)} +- ${(100 * stats(r).std).toFixed(2)}`,
+            r === 1 ? '0.29 +- 0.011' : '0.25 +- 0.005',
+          ]),
       },
     ],
     figures,
     notes: [
       `Each model: ${train.count} ${dataset.name} images with shifts up to ${base.maxShift} px, ${epochs} epoch(s) (${stepsPerRun} steps of ${batchSize}); traced every ${probeEvery} step(s) on ${probeCount} test images.`,
       'b(r) - b(r-1) = u_hat . v(r) exactly, so the logit change levels off at mean |u_hat . v*| once the outputs settle; it cannot decay to zero. The coupling change (and the capsule change) is what decays as routing converges.',
-      ...(ci ? ['ci scale: a few minutes of training; the 1 vs 3 difference the paper reports (0.04 points) is far below the seed-to-seed spread of ci runs and needs paper scale (full MNIST, hundreds of epochs).'] : []),
+      ...(ci
+        ? [
+            'ci scale: a few minutes of training; the 1 vs 3 difference the paper reports (0.04 points) is far below the seed-to-seed spread of ci runs and needs paper scale (full MNIST, hundreds of epochs).',
+          ]
+        : []),
     ],
   };
   writeResult(options.out, result);

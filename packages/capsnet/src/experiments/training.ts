@@ -52,7 +52,12 @@ export async function trainCapsNet(options: CapsNetTrainOptions): Promise<{ para
 
 /** Capsule lengths [count, classes] for a set of images, in batches, with an optional routing-iteration override. */
 export async function capsuleLengthsOf(
-  params: CapsNetParams, config: CapsNetConfig, images: Float32Array, count: number, routingIterations = config.routingIterations, batchSize = 100,
+  params: CapsNetParams,
+  config: CapsNetConfig,
+  images: Float32Array,
+  count: number,
+  routingIterations = config.routingIterations,
+  batchSize = 100,
 ): Promise<Float32Array> {
   const family = capsnetFamily({ ...config, routingIterations });
   return familyScores(family, params, images, count, batchSize);
@@ -60,14 +65,24 @@ export async function capsuleLengthsOf(
 
 /** CapsNet test accuracy (longest capsule). */
 export async function capsNetAccuracy(
-  params: CapsNetParams, config: CapsNetConfig, images: Float32Array, labels: Int32Array, count: number, routingIterations?: number,
+  params: CapsNetParams,
+  config: CapsNetConfig,
+  images: Float32Array,
+  labels: Int32Array,
+  count: number,
+  routingIterations?: number,
 ): Promise<number> {
   return accuracyOf(await capsuleLengthsOf(params, config, images, count, routingIterations), labels.subarray(0, count), config.numClasses);
 }
 
 /** Capsules [count, classes * digitDim] of `images`, masked by `labels` (everything but that class's capsule zeroed). */
 export async function maskedCapsulesOf(
-  params: CapsNetParams, config: CapsNetConfig, images: Float32Array, labels: Int32Array, count: number, batchSize = 100,
+  params: CapsNetParams,
+  config: CapsNetConfig,
+  images: Float32Array,
+  labels: Int32Array,
+  count: number,
+  batchSize = 100,
 ): Promise<Float32Array> {
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   const per = config.numClasses * config.digitDim;
@@ -91,15 +106,25 @@ export async function maskedCapsulesOf(
  * cheap pass (no convolution gradients) lets it learn what the capsules already encode.
  */
 export async function refineDecoder(
-  params: CapsNetParams, config: CapsNetConfig, masked: Float32Array, targets: Float32Array, count: number, steps: number,
-  batchSize: number, seed: number, log: (line: string) => void, label = 'decoder',
+  params: CapsNetParams,
+  config: CapsNetConfig,
+  masked: Float32Array,
+  targets: Float32Array,
+  count: number,
+  steps: number,
+  batchSize: number,
+  seed: number,
+  log: (line: string) => void,
+  label = 'decoder',
 ): Promise<FitResult> {
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   const per = config.numClasses * config.digitDim;
   const decoderParams = Object.fromEntries(Object.entries(params).filter(([name]) => name.startsWith('decoder/')));
   const rng = new Rng(seed + 17);
   return fit({
-    params: decoderParams, steps, optimizer: { ...config, decayRate: 1, decaySteps: 1 },
+    params: decoderParams,
+    steps,
+    optimizer: { ...config, decayRate: 1, decaySteps: 1 },
     loss: () => {
       const caps = new Float32Array(batchSize * per);
       const target = new Float32Array(batchSize * pixels);
@@ -148,17 +173,26 @@ export async function trainShifted(run: ShiftedRun): Promise<{ params: Params; a
   const pixels = shape.inputHeight * shape.inputWidth * shape.inputChannels;
   const steps = stepsFor(run.train.count, run.batchSize, run.epochs);
   const nextBatch = epochBatches(run.train.images, run.train.labels, run.train.count, pixels, run.batchSize, seed, (batch, step) => ({
-    ...batch, images: shiftImages(batch.images, batch.count, shape, run.maxShift, new Rng(seed * 7919 + step)),
+    ...batch,
+    images: shiftImages(batch.images, batch.count, shape, run.maxShift, new Rng(seed * 7919 + step)),
   }));
   const params = family.init(seed);
   const result = await fit({
-    params, steps, optimizer: run.optimizer, label: run.label, log: run.log,
+    params,
+    steps,
+    optimizer: run.optimizer,
+    label: run.label,
+    log: run.log,
     loss: (step) => {
       const { x, y } = toTensors(nextBatch(step), shape);
       return { ...family.losses(params, x, y, step), count: x.shape[0] };
     },
     afterStep: run.afterStep ? (step) => run.afterStep!(step, params) : undefined,
   });
-  const accuracy = accuracyOf(await familyScores(family, params, run.test.images, run.test.count), run.test.labels.subarray(0, run.test.count), shape.numClasses);
+  const accuracy = accuracyOf(
+    await familyScores(family, params, run.test.images, run.test.count),
+    run.test.labels.subarray(0, run.test.count),
+    shape.numClasses,
+  );
   return { params, accuracy, fit: result, steps };
 }

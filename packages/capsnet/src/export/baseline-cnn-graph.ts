@@ -29,8 +29,11 @@ export function buildBaselineCnnGraph(config: BaselineCnnConfig, weights: Weight
     `Baseline CNN (Sabour, Frosst & Hinton 2017, ${config.output === 'softmax' ? 'Table 1' : 'MultiMNIST'}): ${config.convChannels.length} ` +
       `${config.kernel}x${config.kernel} ${config.padding} convolutions (${config.convChannels.join('/')}), fully connected ${config.fc.join('/')}, ${config.output} output.`,
   );
-  const images = g.input(BASELINE_IO_NAMES.images, [N, config.inputHeight, config.inputWidth, config.inputChannels],
-    `float32 [${N}, H=${config.inputHeight}, W=${config.inputWidth}, C=${config.inputChannels}]: row-major NHWC pixels in [0, 1]; ${N} is the dynamic batch size.`);
+  const images = g.input(
+    BASELINE_IO_NAMES.images,
+    [N, config.inputHeight, config.inputWidth, config.inputChannels],
+    `float32 [${N}, H=${config.inputHeight}, W=${config.inputWidth}, C=${config.inputChannels}]: row-major NHWC pixels in [0, 1]; ${N} is the dynamic batch size.`,
+  );
   let h = g.transpose(images, [0, 3, 1, 2]);
   let height = config.inputHeight;
   let width = config.inputWidth;
@@ -62,12 +65,13 @@ export function buildBaselineCnnGraph(config: BaselineCnnConfig, weights: Weight
   });
   const { height: fh, width: fw } = featureSize(config);
   let f = g.scope('flatten', () => g.reshape(g.transpose(h, [0, 2, 3, 1]), [-1, fh * fw * config.convChannels.at(-1)!]));
-  const dense = (name: string, x: string, relu: boolean, output?: string) => g.scope(name, () => {
-    const kernel = g.initializer(`${name}/kernel`, shapes[`${name}/kernel`]!, weights[`${name}/kernel`]!);
-    const bias = g.initializer(`${name}/bias`, shapes[`${name}/bias`]!, weights[`${name}/bias`]!);
-    const z = g.add(g.matMul(x, kernel), bias, relu ? undefined : { output });
-    return relu ? g.relu(z) : z;
-  });
+  const dense = (name: string, x: string, relu: boolean, output?: string) =>
+    g.scope(name, () => {
+      const kernel = g.initializer(`${name}/kernel`, shapes[`${name}/kernel`]!, weights[`${name}/kernel`]!);
+      const bias = g.initializer(`${name}/bias`, shapes[`${name}/bias`]!, weights[`${name}/bias`]!);
+      const z = g.add(g.matMul(x, kernel), bias, relu ? undefined : { output });
+      return relu ? g.relu(z) : z;
+    });
   config.fc.forEach((_, layer) => {
     f = dense(`fc${layer + 1}`, f, true);
   });

@@ -59,8 +59,16 @@ function squash(g: GraphBuilder, s: string, epsilon: number, output?: string): s
  * Decoder: masked capsules [N, classes, digitDim] -> dense ReLU ... -> dense sigmoid [N, H*W*C]. With fp16
  * compute the dense layers run in half precision and the final sigmoid in float32.
  */
-export function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights, precision: Precision, masked: string, output: string, weightPrefix = '',
-  compute: ComputePrecision = 'fp32'): string {
+export function decoder(
+  g: GraphBuilder,
+  config: CapsNetConfig,
+  weights: Weights,
+  precision: Precision,
+  masked: string,
+  output: string,
+  weightPrefix = '',
+  compute: ComputePrecision = 'fp32',
+): string {
   const shapes = paramShapes(config);
   const half = compute === 'fp16';
   const layers = config.decoderHidden.length + 1;
@@ -68,8 +76,20 @@ export function decoder(g: GraphBuilder, config: CapsNetConfig, weights: Weights
   for (let layer = 0; layer < layers; layer++) {
     h = g.scope(`decoder/dense${layer}`, () => {
       // [in, out]: one quantisation scale per output unit.
-      const kernel = g.weight(`${weightPrefix}decoder/dense${layer}/kernel`, shapes[`decoder/dense${layer}/kernel`]!, weights[`decoder/dense${layer}/kernel`]!, precision, 1, half);
-      const bias = g.initializer(`${weightPrefix}decoder/dense${layer}/bias`, shapes[`decoder/dense${layer}/bias`]!, weights[`decoder/dense${layer}/bias`]!, half);
+      const kernel = g.weight(
+        `${weightPrefix}decoder/dense${layer}/kernel`,
+        shapes[`decoder/dense${layer}/kernel`]!,
+        weights[`decoder/dense${layer}/kernel`]!,
+        precision,
+        1,
+        half,
+      );
+      const bias = g.initializer(
+        `${weightPrefix}decoder/dense${layer}/bias`,
+        shapes[`decoder/dense${layer}/bias`]!,
+        weights[`decoder/dense${layer}/bias`]!,
+        half,
+      );
       const z = g.add(g.matMul(h, kernel), bias);
       return layer + 1 < layers ? g.relu(z) : g.sigmoid(g.toFloat(z, half), { output });
     });
@@ -89,7 +109,10 @@ function standardizePerImage(g: GraphBuilder, images: string, config: CapsNetCon
 /** What the caller must do to an image before feeding it, for the input's doc string. */
 function inputProtocolText(config: CapsNetConfig): string {
   const parts: string[] = [];
-  if (config.crop) parts.push(` Trained on random crops of ${config.crop.sourceHeight}x${config.crop.sourceWidth} images: feed their centre ${config.inputHeight}x${config.inputWidth} crop.`);
+  if (config.crop)
+    parts.push(
+      ` Trained on random crops of ${config.crop.sourceHeight}x${config.crop.sourceWidth} images: feed their centre ${config.inputHeight}x${config.inputWidth} crop.`,
+    );
   if (config.standardize === 'per-image') parts.push(' The graph standardises each image itself (per-image mean and standard deviation).');
   return parts.join('');
 }
@@ -135,8 +158,15 @@ export interface BodyOutputs {
  * One CapsNet from images to class scores inside `g`: conv1, primary capsules, digit capsules with routing
  * unrolled, capsule lengths. images: [N, H, W, C] in [0, 1].
  */
-export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Weights, images: string, naming: BodyNaming, precision: Precision = 'fp32',
-  compute: ComputePrecision = 'fp32'): BodyOutputs {
+export function capsNetBody(
+  g: GraphBuilder,
+  config: CapsNetConfig,
+  weights: Weights,
+  images: string,
+  naming: BodyNaming,
+  precision: Precision = 'fp32',
+  compute: ComputePrecision = 'fp32',
+): BodyOutputs {
   checkWeights(config, weights);
   // fp16 compute: conv1, PrimaryCaps' Conv and the u_hat MatMul run in half precision (export/precision.ts).
   const half = compute === 'fp16';
@@ -150,8 +180,14 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
   // Conv1: valid, stride 1, bias, ReLU. The graph works in NCHW for Conv; the kernels were transposed once, here.
   const conv1 = g.scope('conv1', () => {
     // OIHW: one quantisation scale per output channel.
-    const kernel = g.weight(name('conv1/kernel'), [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
-      hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!), precision, 0, half);
+    const kernel = g.weight(
+      name('conv1/kernel'),
+      [config.conv1Filters, config.inputChannels, config.conv1Kernel, config.conv1Kernel],
+      hwioToOihw(weights['conv1/kernel']!, shapes['conv1/kernel']!),
+      precision,
+      0,
+      half,
+    );
     const bias = g.initializer(name('conv1/bias'), shapes['conv1/bias']!, weights['conv1/bias']!, half);
     const nchw = g.toHalf(g.transpose(input, [0, 3, 1, 2]), half);
     const k = config.conv1Kernel;
@@ -162,8 +198,14 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
   // c = map * primaryDim + d and capsule i = (y * w + x) * maps + map, exactly as tfjs reshapes; then squash.
   const u = g.scope('primary', () => {
     const channels = config.primaryMaps * primaryDim;
-    const kernel = g.weight(name('primary/kernel'), [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
-      hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!), precision, 0, half);
+    const kernel = g.weight(
+      name('primary/kernel'),
+      [channels, config.conv1Filters, config.primaryKernel, config.primaryKernel],
+      hwioToOihw(weights['primary/kernel']!, shapes['primary/kernel']!),
+      precision,
+      0,
+      half,
+    );
     const bias = g.initializer(name('primary/bias'), shapes['primary/bias']!, weights['primary/bias']!, half);
     const k = config.primaryKernel;
     const conv = g.toFloat(g.conv(conv1, kernel, bias, { kernel_shape: [k, k], strides: [config.primaryStride, config.primaryStride] }), half);
@@ -183,13 +225,16 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
 
   // Procedure 1, routing by agreement, unrolled. The logits b start at zero per example; a zero tensor of the
   // dynamic shape [N, I, R] is made with float ops only (0 * a per-capsule sum of u, broadcast over classes).
-  let logits = g.scope('routing', () => g.mul(g.reduceSum(u, [-1], true), g.constFloat(new Array<number>(R).fill(0), [R], 'routing/zeros'), { name: 'ZeroLogits' }));
+  let logits = g.scope('routing', () =>
+    g.mul(g.reduceSum(u, [-1], true), g.constFloat(new Array<number>(R).fill(0), [R], 'routing/zeros'), { name: 'ZeroLogits' }),
+  );
   let capsules = '';
   let coupling = '';
   // The authors' code's DigitCaps bias [R, D] before squash (config.digitCapsBias); absent in the paper's network.
-  const digitBias = weights['digit/bias'] && shapes['digit/bias']
-    ? g.scope('digit', () => g.initializer(name('digit/bias'), shapes['digit/bias']!, weights['digit/bias']!))
-    : undefined;
+  const digitBias =
+    weights['digit/bias'] && shapes['digit/bias']
+      ? g.scope('digit', () => g.initializer(name('digit/bias'), shapes['digit/bias']!, weights['digit/bias']!))
+      : undefined;
   for (let r = 0; r < routingIterations; r++) {
     const last = r + 1 === routingIterations;
     g.scope(`routing/iter${r + 1}`, () => {
@@ -212,16 +257,20 @@ export function capsNetBody(g: GraphBuilder, config: CapsNetConfig, weights: Wei
 
   // Class scores: |v_j| with the same epsilon under the root as squash.
   const lengths = g.scope('lengths', () =>
-    g.sqrt(g.add(g.reduceSum(g.mul(capsules, capsules), [-1], false), g.constFloat(eps)), { output: io(IO_NAMES.lengths) }));
+    g.sqrt(g.add(g.reduceSum(g.mul(capsules, capsules), [-1], false), g.constFloat(eps)), { output: io(IO_NAMES.lengths) }),
+  );
   return { lengths, capsules, coupling };
 }
 
 /** The graph's image input, documented with the shape and the protocol the model was trained with. */
 export function imagesInput(g: GraphBuilder, config: CapsNetConfig): string {
   const N = BATCH_DIM;
-  return g.input(IO_NAMES.images, [N, config.inputHeight, config.inputWidth, config.inputChannels],
+  return g.input(
+    IO_NAMES.images,
+    [N, config.inputHeight, config.inputWidth, config.inputChannels],
     `float32 [${N}, H=${config.inputHeight}, W=${config.inputWidth}, C=${config.inputChannels}]: row-major NHWC pixels in [0, 1] ` +
-      `(the layout train/ uses); ${N} is the dynamic batch size.${inputProtocolText(config)}`);
+      `(the layout train/ uses); ${N} is the dynamic batch size.${inputProtocolText(config)}`,
+  );
 }
 
 /** The four graph outputs' shapes and documentation. */
@@ -231,10 +280,17 @@ export function declareOutputs(g: GraphBuilder, config: CapsNetConfig, lengthsDo
   const N = BATCH_DIM;
   g.output(IO_NAMES.lengths, [N, J], `float32 [${N}, ${J}]: ${lengthsDoc}`);
   g.output(IO_NAMES.capsules, [N, J, D], `float32 [${N}, ${J}, ${D}]: the digit capsules v_j after the last routing iteration.`);
-  g.output(IO_NAMES.reconstruction, [N, pixels],
-    `float32 [${N}, ${pixels}]: decoder output, NHWC pixels in [0, 1], with the capsules masked to the longest one (first one on ties).`);
-  g.output(IO_NAMES.coupling, [N, I, R], `float32 [${N}, ${I}, ${R}]: coupling coefficients c_ij of the last routing iteration (softmax over classes` +
-    `${R === J ? '' : ', the last column being "none-of-the-above"'}).`);
+  g.output(
+    IO_NAMES.reconstruction,
+    [N, pixels],
+    `float32 [${N}, ${pixels}]: decoder output, NHWC pixels in [0, 1], with the capsules masked to the longest one (first one on ties).`,
+  );
+  g.output(
+    IO_NAMES.coupling,
+    [N, I, R],
+    `float32 [${N}, ${I}, ${R}]: coupling coefficients c_ij of the last routing iteration (softmax over classes` +
+      `${R === J ? '' : ', the last column being "none-of-the-above"'}).`,
+  );
 }
 
 /** The full model: images -> lengths, capsules, reconstruction (masked by the longest capsule), coupling. */
@@ -260,11 +316,16 @@ export function buildDecoderGraph(config: CapsNetConfig, weights: Weights, preci
   const { pixels } = derivedSizes(config);
   const { numClasses: J, digitDim: D } = config;
   const N = BATCH_DIM;
-  const g = new GraphBuilder('capsnet_decoder',
+  const g = new GraphBuilder(
+    'capsnet_decoder',
     `CapsNet reconstruction decoder for ${imageShapeText(config)} images: masked digit capsules -> ` +
-      `${[...config.decoderHidden, pixels].join(' -> ')} (ReLU, ..., sigmoid).`);
-  const masked = g.input(IO_NAMES.maskedCapsules, [N, J, D],
-    `float32 [${N}, ${J}, ${D}]: digit capsules with every capsule but one (usually the longest) set to zero.`);
+      `${[...config.decoderHidden, pixels].join(' -> ')} (ReLU, ..., sigmoid).`,
+  );
+  const masked = g.input(
+    IO_NAMES.maskedCapsules,
+    [N, J, D],
+    `float32 [${N}, ${J}, ${D}]: digit capsules with every capsule but one (usually the longest) set to zero.`,
+  );
   decoder(g, config, weights, precision, masked, IO_NAMES.reconstruction, '', compute);
   g.output(IO_NAMES.reconstruction, [N, pixels], `float32 [${N}, ${pixels}]: reconstructed NHWC pixels in [0, 1].`);
   return g.graph();

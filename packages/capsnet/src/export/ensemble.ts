@@ -14,7 +14,15 @@ import { encodeModel } from './onnx-schema.ts';
 import { GraphBuilder, buildModel, countParameters } from './graph-builder.ts';
 import { type Weights, buildDecoderGraph, capsNetBody, declareOutputs, decoder, imageShapeText, imagesInput, maskLongestCapsule } from './capsnet-graph.ts';
 import {
-  type ExportProvenance, type ExportResult, PRODUCER_NAME, PROTOBUF_LIMIT, checkOutputPath, dataProvenance, estimateModelBytes, exportMetadata, producerVersion,
+  type ExportProvenance,
+  type ExportResult,
+  PRODUCER_NAME,
+  PROTOBUF_LIMIT,
+  checkOutputPath,
+  dataProvenance,
+  estimateModelBytes,
+  exportMetadata,
+  producerVersion,
   recordDecoderHash,
 } from './exporter.ts';
 import { refuseToReplace, sweepTempFiles, writeFilesAtomic } from '../files/atomic.ts';
@@ -39,22 +47,27 @@ function checkCompatible(members: EnsembleMember[]): void {
   for (const m of members) {
     const earlier = seen.get(m.checkpointSha256);
     if (earlier !== undefined) {
-      throw new Error(`${m.source} holds the same checkpoint as ${earlier} (SHA-256 ${m.checkpointSha256.slice(0, 12)}): each ensemble member must be a different trained run`);
+      throw new Error(
+        `${m.source} holds the same checkpoint as ${earlier} (SHA-256 ${m.checkpointSha256.slice(0, 12)}): each ensemble member must be a different trained run`,
+      );
     }
     seen.set(m.checkpointSha256, m.source);
   }
   const first = members[0]!;
-  const key = (m: EnsembleMember) => JSON.stringify({
-    input: [m.config.inputHeight, m.config.inputWidth, m.config.inputChannels],
-    numClasses: m.config.numClasses,
-    crop: m.config.crop ?? null,
-    standardize: m.config.standardize ?? null,
-    classLabels: m.classLabels,
-  });
+  const key = (m: EnsembleMember) =>
+    JSON.stringify({
+      input: [m.config.inputHeight, m.config.inputWidth, m.config.inputChannels],
+      numClasses: m.config.numClasses,
+      crop: m.config.crop ?? null,
+      standardize: m.config.standardize ?? null,
+      classLabels: m.classLabels,
+    });
   for (const m of members.slice(1)) {
     if (key(m) !== key(first)) {
-      throw new Error(`${m.source} does not take the same input or score the same classes as ${first.source} ` +
-        `(${key(m)} vs ${key(first)}): ensemble models trained on the same data set`);
+      throw new Error(
+        `${m.source} does not take the same input or score the same classes as ${first.source} ` +
+          `(${key(m)} vs ${key(first)}): ensemble models trained on the same data set`,
+      );
     }
   }
 }
@@ -64,18 +77,24 @@ export function buildEnsembleModels(members: EnsembleMember[], exportedAt?: Date
   checkCompatible(members);
   const bytes = members.reduce((n, m) => n + estimateModelBytes(m.config), 0);
   if (bytes * 1.01 > PROTOBUF_LIMIT) {
-    throw new Error(`the ensemble would be about ${(bytes / 2 ** 30).toFixed(2)} GiB of float32 weights, past protobuf's 2 GiB limit on an ONNX file: ` +
-      'ensemble fewer or smaller members');
+    throw new Error(
+      `the ensemble would be about ${(bytes / 2 ** 30).toFixed(2)} GiB of float32 weights, past protobuf's 2 GiB limit on an ONNX file: ` +
+        'ensemble fewer or smaller members',
+    );
   }
   for (const m of members) validateConfig(m.config);
   const first = members[0]!;
   const config = first.config;
   const J = config.numClasses;
-  const g = new GraphBuilder('capsnet_ensemble',
+  const g = new GraphBuilder(
+    'capsnet_ensemble',
     `Ensemble of ${members.length} CapsNets (Sabour, Frosst & Hinton 2017) for ${imageShapeText(config)} images and ${J} classes, ` +
-      'each with its routing unrolled; the class scores are the mean of the members\' capsule lengths.');
+      "each with its routing unrolled; the class scores are the mean of the members' capsule lengths.",
+  );
   const images = imagesInput(g, config);
-  const bodies = members.map((m, k) => g.scope(`member${k + 1}`, () => capsNetBody(g, m.config, m.weights, images, { weightPrefix: `member${k + 1}/`, io: false })));
+  const bodies = members.map((m, k) =>
+    g.scope(`member${k + 1}`, () => capsNetBody(g, m.config, m.weights, images, { weightPrefix: `member${k + 1}/`, io: false })),
+  );
   const lengths = g.scope('ensemble', () => {
     let sum = bodies[0]!.lengths;
     for (const body of bodies.slice(1)) sum = g.add(sum, body.lengths);
@@ -89,7 +108,11 @@ export function buildEnsembleModels(members: EnsembleMember[], exportedAt?: Date
 
   const metadata = {
     ...exportMetadata(config, {
-      classLabels: first.classLabels, ...first.data, testAccuracy: null, checkpointSha256: first.checkpointSha256, exportedAt,
+      classLabels: first.classLabels,
+      ...first.data,
+      testAccuracy: null,
+      checkpointSha256: first.checkpointSha256,
+      exportedAt,
     }),
     [METADATA_KEYS.ensemble]: JSON.stringify({
       members: members.length,
@@ -101,7 +124,10 @@ export function buildEnsembleModels(members: EnsembleMember[], exportedAt?: Date
   const common = { producerName: PRODUCER_NAME, producerVersion: producerVersion(), metadata };
   return {
     model: buildModel(g.graph(), { ...common, doc: `CapsNet ensemble of ${members.length} exported by ${PRODUCER_NAME} ${producerVersion()}.` }),
-    decoder: buildModel(buildDecoderGraph(config, first.weights), { ...common, doc: `Member 1's reconstruction decoder, exported by ${PRODUCER_NAME} ${producerVersion()}.` }),
+    decoder: buildModel(buildDecoderGraph(config, first.weights), {
+      ...common,
+      doc: `Member 1's reconstruction decoder, exported by ${PRODUCER_NAME} ${producerVersion()}.`,
+    }),
   };
 }
 
@@ -117,8 +143,13 @@ export function exportEnsemble(runDirs: string[], options: { out: string; export
     const checkpoint = loadCheckpoint(dir);
     if (checkpoint.model?.family === 'baseline-cnn') throw new Error(`${dir} holds a baseline CNN: an ensemble averages CapsNets' capsule lengths`);
     return {
-      config: checkpoint.config, weights: checkpoint.weights, source: dir, checkpointSha256: checkpoint.sha256,
-      testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null, classLabels: checkpoint.classLabels, data: dataProvenance(checkpoint),
+      config: checkpoint.config,
+      weights: checkpoint.weights,
+      source: dir,
+      checkpointSha256: checkpoint.sha256,
+      testAccuracy: checkpoint.metrics.at(-1)?.test_accuracy ?? null,
+      classLabels: checkpoint.classLabels,
+      data: dataProvenance(checkpoint),
     };
   });
   const { model, decoder: decoderModel } = buildEnsembleModels(members, options.exportedAt);
@@ -128,11 +159,22 @@ export function exportEnsemble(runDirs: string[], options: { out: string; export
   const decoderPath = decoderPathFor(options.out);
   // As `capsnet export`: temp files of a killed run are swept, and the decoder lands before the model.
   sweepTempFiles(dirname(resolve(options.out)), [basename(options.out), basename(decoderPath)]);
-  writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+  writeFilesAtomic([
+    { path: decoderPath, bytes: decoderBytes },
+    { path: options.out, bytes: modelBytes },
+  ]);
   return {
-    family: 'capsnet', precision: 'fp32', computePrecision: 'fp32', modelPath: options.out, decoderPath, modelBytes: modelBytes.length, decoderBytes: decoderBytes.length,
-    parameters: countParameters(model.graph), routingIterations: members[0]!.config.routingIterations,
-    seconds: (performance.now() - started) / 1000, model, decoder: decoderModel,
+    family: 'capsnet',
+    precision: 'fp32',
+    computePrecision: 'fp32',
+    modelPath: options.out,
+    decoderPath,
+    modelBytes: modelBytes.length,
+    decoderBytes: decoderBytes.length,
+    parameters: countParameters(model.graph),
+    routingIterations: members[0]!.config.routingIterations,
+    seconds: (performance.now() - started) / 1000,
+    model,
+    decoder: decoderModel,
   };
 }
-

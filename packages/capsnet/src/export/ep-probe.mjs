@@ -31,6 +31,6 @@ try {
   await session.release();
   console.log(`PROBE ${JSON.stringify(result)}`);
 } catch (e) {
-  console.log(`PROBE ${JSON.stringify({ ok: false, error: String(e && e.message ? e.message : e).split('\n')[0] })}`);
+  console.log(`PROBE ${JSON.stringify({ ok: false, error: String(e?.message ? e.message : e).split('\n')[0] })}`);
   process.exitCode = 1;
 }

@@ -3,10 +3,17 @@
  * model.decoder.onnx (masked capsules -> reconstruction), both written atomically.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
-  type CapsNetConfig, METADATA_KEYS, type Preprocessing, decoderPathFor, defaultPreprocessing, paramShapes, publicDataName, validateConfig,
+  type CapsNetConfig,
+  METADATA_KEYS,
+  type Preprocessing,
+  decoderPathFor,
+  defaultPreprocessing,
+  paramShapes,
+  publicDataName,
+  validateConfig,
 } from '@capsnet-onnx/core';
 import type { CheckpointState } from '../files/checkpoint.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
@@ -135,10 +142,12 @@ export function checkProtobufLimit(config: CapsNetConfig, precision: Precision =
   // A margin of 1% for the graph, names and metadata.
   if (bytes * 1.01 <= limit) return;
   const fits = (['fp16', 'int8'] as const).filter((p) => BYTES_PER_WEIGHT[p] < BYTES_PER_WEIGHT[precision] && estimateModelBytes(config, p) * 1.01 <= limit);
-  throw new Error(`the model would be about ${gib(bytes)} of ${precision} weights, past protobuf's 2 GiB limit on an ONNX file: ` +
-    (fits.length
-      ? `export with ${fits.map((p) => `--precision ${p} (about ${gib(estimateModelBytes(config, p))})`).join(' or ')}`
-      : 'no precision brings it under the limit: train a smaller model (fewer classes, primary capsules or decoder units)'));
+  throw new Error(
+    `the model would be about ${gib(bytes)} of ${precision} weights, past protobuf's 2 GiB limit on an ONNX file: ` +
+      (fits.length
+        ? `export with ${fits.map((p) => `--precision ${p} (about ${gib(estimateModelBytes(config, p))})`).join(' or ')}`
+        : 'no precision brings it under the limit: train a smaller model (fewer classes, primary capsules or decoder units)'),
+  );
 }
 
 /** Fail early, with the fix, on an output path that cannot be written. */
@@ -217,7 +226,9 @@ export function exportRun(runDir: string, options: ExportOptions): ExportResult 
  * What an export records of a checkpoint's data: its public name and files' hashes (never the local spec), and
  * the preprocessing rule decided from the full spec as before (so a path that says "mnist" still selects MNIST's).
  */
-export function dataProvenance(checkpoint: Pick<CheckpointState, 'dataset' | 'data' | 'config'>): Pick<ExportProvenance, 'dataset' | 'datasetFiles' | 'preprocessing'> {
+export function dataProvenance(
+  checkpoint: Pick<CheckpointState, 'dataset' | 'data' | 'config'>,
+): Pick<ExportProvenance, 'dataset' | 'datasetFiles' | 'preprocessing'> {
   const { config } = checkpoint;
   return {
     dataset: checkpoint.data?.name ?? publicDataName(checkpoint.dataset),
@@ -257,7 +268,9 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   if (checkpoint.model?.family === 'baseline-cnn') {
     if (options.routingIterations !== undefined) throw new Error('routing iterations apply to CapsNet runs; this run is a baseline CNN (no routing)');
     if (options.triton || (options.precision ?? 'fp32') !== 'fp32' || options.compute !== undefined || options.out === undefined) {
-      throw new Error('other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN (fp32 weights and compute): export it to one model file');
+      throw new Error(
+        'other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN (fp32 weights and compute): export it to one model file',
+      );
     }
     const model = buildBaselineCnnModel(checkpoint.model.config, checkpoint.weights, provenance);
     const modelBytes = encodeModel(model);
@@ -265,8 +278,12 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     writeFilesAtomic([{ path: options.out, bytes: modelBytes }]);
     return {
       // the network's weights, as `capsnet train` prints them (countParameters would add the flatten's shape constant)
-      family: 'baseline-cnn', modelPath: options.out, modelBytes: modelBytes.length, parameters: baselineParameterCount(checkpoint.model.config),
-      seconds: (performance.now() - started) / 1000, model,
+      family: 'baseline-cnn',
+      modelPath: options.out,
+      modelBytes: modelBytes.length,
+      parameters: baselineParameterCount(checkpoint.model.config),
+      seconds: (performance.now() - started) / 1000,
+      model,
     };
   }
   const computePrecision = computePrecisionFor(options.precision ?? 'fp32', options.compute);
@@ -282,12 +299,20 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     // Temp files of an export that was killed are swept first. The decoder lands before the model; a kill between
     // the two renames leaves a pair whose hashes disagree, which every loader refuses (see recordDecoderHash).
     sweepTempFiles(dirname(resolve(options.out)), [basename(options.out), basename(decoderPath)]);
-    writeFilesAtomic([{ path: decoderPath, bytes: decoderBytes }, { path: options.out, bytes: modelBytes }]);
+    writeFilesAtomic([
+      { path: decoderPath, bytes: decoderBytes },
+      { path: options.out, bytes: modelBytes },
+    ]);
   }
   const triton = options.triton
-    ? writeTritonRepository({ ...options.triton, overwrite: options.overwrite }, config, checkpoint.classLabels, { model: modelBytes, decoder: decoderBytes },
-      `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
-        `(${options.precision ?? 'fp32'} weights, ${computePrecision} compute, routing unrolled x${config.routingIterations}).`)
+    ? writeTritonRepository(
+        { ...options.triton, overwrite: options.overwrite },
+        config,
+        checkpoint.classLabels,
+        { model: modelBytes, decoder: decoderBytes },
+        `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
+          `(${options.precision ?? 'fp32'} weights, ${computePrecision} compute, routing unrolled x${config.routingIterations}).`,
+      )
     : undefined;
   return {
     family: 'capsnet',

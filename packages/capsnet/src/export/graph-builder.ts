@@ -7,7 +7,16 @@
  * Ops follow their opset-17 signatures (ReduceSum and Unsqueeze take axes as an int64 input; ReduceMax takes
  * them as an attribute). Int64 tensors only ever appear as constant shape/axes initializers.
  */
-import { AttributeType, DataType, type AttributeProto, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './onnx-schema.ts';
+import {
+  AttributeType,
+  DataType,
+  type AttributeProto,
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+} from './onnx-schema.ts';
 import { type Precision, float16Tensor, int8Tensor, quantizeInt8PerChannel } from './precision.ts';
 
 export const OPSET_VERSION = 17;
@@ -88,7 +97,10 @@ export class GraphBuilder {
   private readonly counters = new Map<string, number>();
   private prefix = '';
 
-  constructor(readonly name: string, readonly doc = '') {}
+  constructor(
+    readonly name: string,
+    readonly doc = '',
+  ) {}
 
   /** Run `body` with node names prefixed by `scope/` (nested scopes join with '/'). */
   scope<T>(scope: string, body: () => T): T {
@@ -233,19 +245,43 @@ export class GraphBuilder {
 
   // ---- ops (opset 17 signatures) ----
 
-  add(a: string, b: string, o?: OpOptions) { return this.op('Add', [a, b], {}, o); }
-  sub(a: string, b: string, o?: OpOptions) { return this.op('Sub', [a, b], {}, o); }
-  mul(a: string, b: string, o?: OpOptions) { return this.op('Mul', [a, b], {}, o); }
-  div(a: string, b: string, o?: OpOptions) { return this.op('Div', [a, b], {}, o); }
-  sqrt(x: string, o?: OpOptions) { return this.op('Sqrt', [x], {}, o); }
-  relu(x: string, o?: OpOptions) { return this.op('Relu', [x], {}, o); }
-  sigmoid(x: string, o?: OpOptions) { return this.op('Sigmoid', [x], {}, o); }
-  identity(x: string, o?: OpOptions) { return this.op('Identity', [x], {}, o); }
-  matMul(a: string, b: string, o?: OpOptions) { return this.op('MatMul', [a, b], {}, o); }
-  transpose(x: string, perm: number[], o?: OpOptions) { return this.op('Transpose', [x], { perm }, o); }
+  add(a: string, b: string, o?: OpOptions) {
+    return this.op('Add', [a, b], {}, o);
+  }
+  sub(a: string, b: string, o?: OpOptions) {
+    return this.op('Sub', [a, b], {}, o);
+  }
+  mul(a: string, b: string, o?: OpOptions) {
+    return this.op('Mul', [a, b], {}, o);
+  }
+  div(a: string, b: string, o?: OpOptions) {
+    return this.op('Div', [a, b], {}, o);
+  }
+  sqrt(x: string, o?: OpOptions) {
+    return this.op('Sqrt', [x], {}, o);
+  }
+  relu(x: string, o?: OpOptions) {
+    return this.op('Relu', [x], {}, o);
+  }
+  sigmoid(x: string, o?: OpOptions) {
+    return this.op('Sigmoid', [x], {}, o);
+  }
+  identity(x: string, o?: OpOptions) {
+    return this.op('Identity', [x], {}, o);
+  }
+  matMul(a: string, b: string, o?: OpOptions) {
+    return this.op('MatMul', [a, b], {}, o);
+  }
+  transpose(x: string, perm: number[], o?: OpOptions) {
+    return this.op('Transpose', [x], { perm }, o);
+  }
   /** Shape is a constant: 0 copies the input's dim, -1 is inferred (used for the batch dim). */
-  reshape(x: string, shape: number[], o?: OpOptions) { return this.op('Reshape', [x, this.constInt64(shape)], {}, o); }
-  unsqueeze(x: string, axes: number[], o?: OpOptions) { return this.op('Unsqueeze', [x, this.constInt64(axes)], {}, o); }
+  reshape(x: string, shape: number[], o?: OpOptions) {
+    return this.op('Reshape', [x, this.constInt64(shape)], {}, o);
+  }
+  unsqueeze(x: string, axes: number[], o?: OpOptions) {
+    return this.op('Unsqueeze', [x, this.constInt64(axes)], {}, o);
+  }
   reduceSum(x: string, axes: number[], keepdims: boolean, o?: OpOptions) {
     return this.op('ReduceSum', [x, this.constInt64(axes)], { keepdims: keepdims ? 1 : 0 }, o);
   }
@@ -255,14 +291,22 @@ export class GraphBuilder {
   reduceMean(x: string, axes: number[], keepdims: boolean, o?: OpOptions) {
     return this.op('ReduceMean', [x], { axes, keepdims: keepdims ? 1 : 0 }, o);
   }
-  max(a: string, b: string, o?: OpOptions) { return this.op('Max', [a, b], {}, o); }
+  max(a: string, b: string, o?: OpOptions) {
+    return this.op('Max', [a, b], {}, o);
+  }
   /** x[starts:ends] along `axes`, with constant int64 starts/ends/axes inputs. */
   slice(x: string, starts: number[], ends: number[], axes: number[], o?: OpOptions) {
     return this.op('Slice', [x, this.constInt64(starts), this.constInt64(ends), this.constInt64(axes)], {}, o);
   }
-  softmax(x: string, axis: number, o?: OpOptions) { return this.op('Softmax', [x], { axis }, o); }
-  greaterOrEqual(a: string, b: string, o?: OpOptions) { return this.op('GreaterOrEqual', [a, b], {}, o); }
-  cast(x: string, to: number, o?: OpOptions) { return this.op('Cast', [x], { to }, o); }
+  softmax(x: string, axis: number, o?: OpOptions) {
+    return this.op('Softmax', [x], { axis }, o);
+  }
+  greaterOrEqual(a: string, b: string, o?: OpOptions) {
+    return this.op('GreaterOrEqual', [a, b], {}, o);
+  }
+  cast(x: string, to: number, o?: OpOptions) {
+    return this.op('Cast', [x], { to }, o);
+  }
   conv(x: string, w: string, b: string, attrs: { kernel_shape: number[]; strides: number[] }, o?: OpOptions) {
     return this.op('Conv', [x, w, b], { kernel_shape: attrs.kernel_shape, strides: attrs.strides, pads: [0, 0, 0, 0], dilations: [1, 1], group: 1 }, o);
   }

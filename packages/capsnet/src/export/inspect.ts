@@ -98,8 +98,7 @@ function nodeOutputTypes(model: ModelProto): Record<string, number> {
   for (const t of model.graph.initializer ?? []) types.set(t.name ?? '', t.data_type);
   const counts: Record<string, number> = {};
   for (const node of model.graph.node) {
-    const cast = node.op_type === 'Cast' ? node.attribute?.find((a) => a.name === 'to')?.i
-      : node.op_type === 'DequantizeLinear' ? DataType.FLOAT : undefined;
+    const cast = node.op_type === 'Cast' ? node.attribute?.find((a) => a.name === 'to')?.i : node.op_type === 'DequantizeLinear' ? DataType.FLOAT : undefined;
     const type = cast ?? (['GreaterOrEqual', 'Greater', 'Less', 'Equal', 'Shape'].includes(node.op_type) ? DataType.BOOL : types.get(node.input[0] ?? ''));
     for (const out of node.output) types.set(out, type ?? 0);
     if (type === DataType.FLOAT || type === DataType.FLOAT16) {
@@ -147,11 +146,23 @@ export function formatSummary(s: ModelSummary): string {
   lines.push(`graph: ${s.graphName}${s.doc ? ` (${s.doc})` : ''}`);
   lines.push('inputs:', ...s.inputs.map(formatTensor));
   lines.push('outputs:', ...s.outputs.map(formatTensor));
-  lines.push(`parameters: ${s.parameters.toLocaleString('en-US')} in ${s.initializers} initializers ` +
-    `(4 bytes each: ${formatBytes(4 * s.parameters)}; file is ${((100 * s.fileSize) / Math.max(1, 4 * s.parameters)).toFixed(2)}% of that)`);
-  lines.push(`precision: ${s.precision} weights (${Object.entries(s.initializerBytes).map(([type, bytes]) => `${type} ${formatBytes(bytes)}`).join(', ')}); ` +
-    `${s.computePrecision} compute (${Object.entries(s.nodeTypes).map(([type, n]) => `${n} ${type} nodes`).join(', ')}); inputs and outputs float32`);
-  lines.push(`nodes: ${s.nodes}; ops: ${Object.entries(s.ops).map(([op, n]) => `${op} x${n}`).join(', ')}`);
+  lines.push(
+    `parameters: ${s.parameters.toLocaleString('en-US')} in ${s.initializers} initializers ` +
+      `(4 bytes each: ${formatBytes(4 * s.parameters)}; file is ${((100 * s.fileSize) / Math.max(1, 4 * s.parameters)).toFixed(2)}% of that)`,
+  );
+  lines.push(
+    `precision: ${s.precision} weights (${Object.entries(s.initializerBytes)
+      .map(([type, bytes]) => `${type} ${formatBytes(bytes)}`)
+      .join(', ')}); ` +
+      `${s.computePrecision} compute (${Object.entries(s.nodeTypes)
+        .map(([type, n]) => `${n} ${type} nodes`)
+        .join(', ')}); inputs and outputs float32`,
+  );
+  lines.push(
+    `nodes: ${s.nodes}; ops: ${Object.entries(s.ops)
+      .map(([op, n]) => `${op} x${n}`)
+      .join(', ')}`,
+  );
   lines.push('metadata:');
   for (const [key, value] of Object.entries(s.metadata)) lines.push(`  ${key}: ${value}`);
   return lines.join('\n');

@@ -29,9 +29,7 @@ export const DataType = {
 } as const;
 export type DataTypeValue = (typeof DataType)[keyof typeof DataType];
 
-export const DATA_TYPE_NAMES: Record<number, string> = Object.fromEntries(
-  Object.entries(DataType).map(([name, value]) => [value, name.toLowerCase()]),
-);
+export const DATA_TYPE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(DataType).map(([name, value]) => [value, name.toLowerCase()]));
 
 /** AttributeProto.AttributeType values. */
 export const AttributeType = {
@@ -301,7 +299,9 @@ export function onnxType(name: 'ModelProto' | 'GraphProto' | 'NodeProto' | 'Tens
 
 /** Serialise a model. The object is encoded as is (no copying of tensor bytes beyond the one into the output). */
 export function encodeModel(model: ModelProto): Uint8Array {
-  return onnxType('ModelProto').encode(model as unknown as protobuf.Message).finish();
+  return onnxType('ModelProto')
+    .encode(model as unknown as protobuf.Message)
+    .finish();
 }
 
 /** Parse ONNX bytes into plain objects (int64 as numbers, bytes as Uint8Array views, repeated fields always arrays). */

@@ -70,7 +70,7 @@ export function float32ToFloat16Bits(value: number): number {
     // Normal half: keep 10 mantissa bits, round the 13 dropped ones to nearest even (a carry may bump the exponent).
     let half = ((e + 15) << 10) | (mantissa >>> 13);
     const rest = mantissa & 0x1fff;
-    if (rest > 0x1000 || (rest === 0x1000 && (half & 1))) half++;
+    if (rest > 0x1000 || (rest === 0x1000 && half & 1)) half++;
     return sign | half;
   }
   if (e < -25) return sign; // below half the smallest subnormal: rounds to zero
@@ -81,7 +81,7 @@ export function float32ToFloat16Bits(value: number): number {
   let half = mantissa >>> dropped;
   const rest = mantissa & ((1 << dropped) - 1);
   const halfway = 1 << (dropped - 1);
-  if (rest > halfway || (rest === halfway && (half & 1))) half++;
+  if (rest > halfway || (rest === halfway && half & 1)) half++;
   return sign | half;
 }
 

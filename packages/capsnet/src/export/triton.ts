@@ -177,7 +177,10 @@ export interface TritonVersion {
 
 /** The ModelConfig (as a plain object with the proto's field names) for one of the two models. */
 export function tritonModelConfig(
-  config: CapsNetConfig, model: 'classifier' | 'decoder', options: Omit<TritonOptions, 'dir'> = {}, files: TritonVersion = {},
+  config: CapsNetConfig,
+  model: 'classifier' | 'decoder',
+  options: Omit<TritonOptions, 'dir'> = {},
+  files: TritonVersion = {},
 ): Record<string, unknown> {
   const name = options.name ?? 'capsnet';
   const { numPrimaryCaps: I, pixels } = derivedSizes(config);
@@ -191,9 +194,7 @@ export function tritonModelConfig(
     // Pinned, so that a new version folder beside it changes nothing until config.pbtxt itself is replaced.
     version_policy: { specific: { versions: [files.version ?? 1] } },
     max_batch_size: options.maxBatchSize ?? 32,
-    input: classifier
-      ? [fp32(IO_NAMES.images, [config.inputHeight, config.inputWidth, config.inputChannels])]
-      : [fp32(IO_NAMES.maskedCapsules, [J, D])],
+    input: classifier ? [fp32(IO_NAMES.images, [config.inputHeight, config.inputWidth, config.inputChannels])] : [fp32(IO_NAMES.maskedCapsules, [J, D])],
     output: classifier
       ? [
           fp32(IO_NAMES.lengths, [J], { label_filename: files.labels ?? 'labels.txt' }),
@@ -212,7 +213,10 @@ export function configText(object: Record<string, unknown>, header: string): str
   const type = modelConfigType();
   checkFields(type, object, '');
   const body = textformat.toText(type, type.fromObject(object));
-  return `${header.split('\n').map((l) => `# ${l}`.trimEnd()).join('\n')}\n${body.endsWith('\n') ? body : `${body}\n`}`;
+  return `${header
+    .split('\n')
+    .map((l) => `# ${l}`.trimEnd())
+    .join('\n')}\n${body.endsWith('\n') ? body : `${body}\n`}`;
 }
 
 /** Parse config.pbtxt text into a plain object (enums by name, int64 as numbers). */
@@ -239,31 +243,43 @@ export function checkTritonOptions(options: TritonWriteOptions): void {
   if (!MODEL_NAME.test(name)) throw new Error(`the Triton model name "${name}" must be letters, digits, '_', '.' or '-', starting with a letter or digit`);
   // The fields' own types: protobuf would wrap an int32 past 2^31 - 1 (99999999999 instances became 1215752191).
   const int32 = 2 ** 31 - 1;
-  for (const [field, value, max] of [['maxBatchSize', options.maxBatchSize, int32], ['instanceCount', options.instanceCount, int32],
-    ['maxQueueDelayUs', options.maxQueueDelayUs, Number.MAX_SAFE_INTEGER]] as const) {
+  for (const [field, value, max] of [
+    ['maxBatchSize', options.maxBatchSize, int32],
+    ['instanceCount', options.instanceCount, int32],
+    ['maxQueueDelayUs', options.maxQueueDelayUs, Number.MAX_SAFE_INTEGER],
+  ] as const) {
     if (value !== undefined && !(Number.isInteger(value) && value >= 1 && value <= max)) {
       throw new Error(`Triton ${field} must be an integer from 1 to ${max}, got ${value}`);
     }
   }
   const root = resolve(options.dir);
-  if (existsSync(root) && !statSync(root).isDirectory()) throw new Error(`the Triton repository ${options.dir} is a file: give a directory for the model repository`);
+  if (existsSync(root) && !statSync(root).isDirectory())
+    throw new Error(`the Triton repository ${options.dir} is a file: give a directory for the model repository`);
   if (!existsSync(dirname(root))) throw new Error(`the parent of the Triton repository ${options.dir} does not exist: create it first`);
-  refuseToReplace([name, `${name}_decoder`].map((model) => join(options.dir, model)), options.overwrite, {
-    option: 'triton.name or triton.dir', flag: '--triton-name or --triton directory',
-  });
+  refuseToReplace(
+    [name, `${name}_decoder`].map((model) => join(options.dir, model)),
+    options.overwrite,
+    {
+      option: 'triton.name or triton.dir',
+      flag: '--triton-name or --triton directory',
+    },
+  );
 }
 
 /** The numbered version folders in a model folder. */
 function versionsIn(folder: string): number[] {
   if (!existsSync(folder)) return [];
-  return readdirSync(folder, { withFileTypes: true }).filter((e) => e.isDirectory() && /^[1-9][0-9]{0,8}$/.test(e.name)).map((e) => Number(e.name));
+  return readdirSync(folder, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && /^[1-9][0-9]{0,8}$/.test(e.name))
+    .map((e) => Number(e.name));
 }
 
 /** The version and labels file a model folder's config.pbtxt serves, or undefined when it pins none or cannot be read. */
 function servedFiles(folder: string): { version: number; labels?: string } | undefined {
   try {
     const config = parseConfigText(readFileSync(join(folder, 'config.pbtxt'), 'utf8')) as {
-      version_policy?: { specific?: { versions?: number[] } }; output?: Array<{ label_filename?: string }>;
+      version_policy?: { specific?: { versions?: number[] } };
+      output?: Array<{ label_filename?: string }>;
     };
     const versions = config.version_policy?.specific?.versions;
     if (versions?.length !== 1) return undefined;
@@ -339,7 +355,10 @@ export function writeTritonRepository(
     throw new Error(`cannot write the Triton repository ${options.dir}: ${line}`, { cause: e });
   };
   try {
-    sweepTritonLeftovers(options.dir, plan.map((p) => p.folder));
+    sweepTritonLeftovers(
+      options.dir,
+      plan.map((p) => p.folder),
+    );
   } catch (e) {
     fail(e, options.dir);
   }
@@ -400,14 +419,20 @@ export function writeTritonRepository(
     for (const s of switched) if (existsSync(s.oldConfig)) renameSync(s.oldConfig, join(s.folder, 'config.pbtxt'));
     rmSync(stage, { recursive: true, force: true });
     try {
-      sweepTritonLeftovers(options.dir, plan.map((p) => p.folder));
+      sweepTritonLeftovers(
+        options.dir,
+        plan.map((p) => p.folder),
+      );
     } catch {
       // the next export sweeps again
     }
     fail(e, options.dir);
   }
   rmSync(stage, { recursive: true, force: true });
-  sweepTritonLeftovers(options.dir, plan.map((p) => p.folder));
+  sweepTritonLeftovers(
+    options.dir,
+    plan.map((p) => p.folder),
+  );
   return { models: plan.map((p) => join(options.dir, p.folder)).reverse(), files: reorder(files, name) };
 }
 

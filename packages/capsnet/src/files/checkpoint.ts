@@ -155,7 +155,8 @@ export function decodeCheckpoint(bytes: Uint8Array, source = 'checkpoint'): Chec
     fail('the file is empty (0 bytes): a run killed before its first checkpoint, or a copy that failed; train again (--overwrite) or restore the file');
   }
   const magic = new TextDecoder().decode(bytes.subarray(0, Math.min(8, bytes.length)));
-  if (bytes.length < 12 && MAGIC.startsWith(magic)) fail(`truncated at ${bytes.length} bytes, inside its header: the file is corrupted, re-run training or restore it`);
+  if (bytes.length < 12 && MAGIC.startsWith(magic))
+    fail(`truncated at ${bytes.length} bytes, inside its header: the file is corrupted, re-run training or restore it`);
   if (bytes.length < 12 || magic !== MAGIC) {
     fail('not a capsnet checkpoint (bad magic): pass the directory that `capsnet train --out` wrote');
   }
@@ -217,7 +218,11 @@ export function loadCheckpoint(runDir: string): CheckpointState & { sha256: stri
     bytes = readFileSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EISDIR') throw new CheckpointError(`${path} is a directory, not a checkpoint: pass the run directory that \`capsnet train --out DIR\` wrote (it holds checkpoint.bin)`, { cause: e });
+    if (code === 'EISDIR')
+      throw new CheckpointError(
+        `${path} is a directory, not a checkpoint: pass the run directory that \`capsnet train --out DIR\` wrote (it holds checkpoint.bin)`,
+        { cause: e },
+      );
     throw new CheckpointError(systemErrorLine(e, path) ?? `cannot read ${path}: ${(e as Error).message}`, { cause: e });
   }
   const state = decodeCheckpoint(bytes, path);

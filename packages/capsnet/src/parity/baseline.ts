@@ -46,11 +46,15 @@ export async function baselineParity(model: string, checkpointDir = dirname(mode
   await setCpuBackend();
   await tf.ready();
   const params = paramsFromWeights(baselineParamShapes(config), state.weights, false, 'parity/');
-  const ref = tf.tidy(() => baselineForward(params, tf.tensor4d(inputs.images, [inputs.count, config.inputHeight, config.inputWidth, config.inputChannels]), config));
+  const ref = tf.tidy(() =>
+    baselineForward(params, tf.tensor4d(inputs.images, [inputs.count, config.inputHeight, config.inputWidth, config.inputChannels]), config),
+  );
   const expected = (await ref.data()) as Float32Array;
   tf.dispose([ref, ...Object.values(params)]);
   const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'] });
-  const feeds = { [BASELINE_IO_NAMES.images]: new ort.Tensor('float32', inputs.images, [inputs.count, config.inputHeight, config.inputWidth, config.inputChannels]) };
+  const feeds = {
+    [BASELINE_IO_NAMES.images]: new ort.Tensor('float32', inputs.images, [inputs.count, config.inputHeight, config.inputWidth, config.inputChannels]),
+  };
   const out = await session.run(feeds);
   const got = out[BASELINE_IO_NAMES.logits]!.data as Float32Array;
   await session.release();
@@ -60,7 +64,14 @@ export async function baselineParity(model: string, checkpointDir = dirname(mode
   const b = argmaxRows(got, config.numClasses);
   const agree = a.reduce((n, v, i) => n + Number(v === b[i]), 0) / a.length;
   return {
-    model, checkpoint: state.path, backend: 'node-cpu', inputs: inputs.count, kinds: inputs.kinds, maxAbsLogitDiff, argmaxAgreement: agree,
-    tolerance: BASELINE_LOGIT_TOLERANCE, ok: maxAbsLogitDiff <= BASELINE_LOGIT_TOLERANCE,
+    model,
+    checkpoint: state.path,
+    backend: 'node-cpu',
+    inputs: inputs.count,
+    kinds: inputs.kinds,
+    maxAbsLogitDiff,
+    argmaxAgreement: agree,
+    tolerance: BASELINE_LOGIT_TOLERANCE,
+    ok: maxAbsLogitDiff <= BASELINE_LOGIT_TOLERANCE,
   };
 }

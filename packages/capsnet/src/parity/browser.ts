@@ -99,7 +99,9 @@ export async function runInChromium(
   return withHarness(files, timeoutMs, async (openPage) => {
     const { page, errors } = await openPage();
     const env = await page.evaluate(() => (globalThis as any).capsnetHarness.environment());
-    log(`chromium: ${env.userAgent.match(/HeadlessChrome\/\S+/)?.[0] ?? 'chromium'}, crossOriginIsolated=${env.crossOriginIsolated}, WebGPU adapter: ${env.webgpu ?? 'none'}`);
+    log(
+      `chromium: ${env.userAgent.match(/HeadlessChrome\/\S+/)?.[0] ?? 'chromium'}, crossOriginIsolated=${env.crossOriginIsolated}, WebGPU adapter: ${env.webgpu ?? 'none'}`,
+    );
     const replies: BrowserReply[] = [];
     for (const run of runs) {
       const unavailable = run.device === 'auto' ? null : (env.probe[run.device] as string | null);
@@ -108,10 +110,14 @@ export async function runInChromium(
         continue;
       }
       try {
-        const r = await page.evaluate(
-          (req) => (globalThis as any).capsnetHarness.run(req),
-          { device: run.device, modelUrl: '/model.onnx', inputsUrl: '/inputs.bin', maskedUrl: '/masked.bin', count: run.count, latencyRuns: run.latencyRuns },
-        );
+        const r = await page.evaluate((req) => (globalThis as any).capsnetHarness.run(req), {
+          device: run.device,
+          modelUrl: '/model.onnx',
+          inputsUrl: '/inputs.bin',
+          maskedUrl: '/masked.bin',
+          count: run.count,
+          latencyRuns: run.latencyRuns,
+        });
         replies.push({
           ok: { ...r, lengths: decode(r.lengths), capsules: decode(r.capsules), reconstruction: decode(r.reconstruction), decoded: decode(r.decoded) },
           adapter: run.device === 'webgpu' ? env.webgpu : null,
@@ -145,8 +151,12 @@ export type PageSpeedReply =
  * bench:infer in the page: onnxruntime-web's wasm provider in headless Chromium (cross-origin isolated, so
  * threads are allowed), one fresh page per request because ORT fixes its thread count at its first session.
  */
-export async function benchWasmInChromium(modelPath: string, decoderPath: string, requests: PageSpeedRequest[],
-  timeoutMs = 300_000): Promise<PageSpeedReply[]> {
+export async function benchWasmInChromium(
+  modelPath: string,
+  decoderPath: string,
+  requests: PageSpeedRequest[],
+  timeoutMs = 300_000,
+): Promise<PageSpeedReply[]> {
   const missing = noChromium();
   if (missing) return requests.map(() => ({ skipped: missing }));
   return withHarness({ '/model.onnx': modelPath, '/model.decoder.onnx': decoderPath }, timeoutMs, async (openPage) => {
@@ -156,8 +166,7 @@ export async function benchWasmInChromium(modelPath: string, decoderPath: string
       try {
         const env = await page.evaluate(() => (globalThis as any).capsnetHarness.environment());
         const r = await page.evaluate((req) => (globalThis as any).capsnetHarness.bench(req), { modelUrl: '/model.onnx', ...request });
-        replies.push({ ok: { ...r, hardwareConcurrency: env.hardwareConcurrency,
-          browser: env.userAgent.match(/HeadlessChrome\/\S+/)?.[0] ?? 'chromium' } });
+        replies.push({ ok: { ...r, hardwareConcurrency: env.hardwareConcurrency, browser: env.userAgent.match(/HeadlessChrome\/\S+/)?.[0] ?? 'chromium' } });
       } catch (e) {
         replies.push({ error: `${(e as Error).message.split('\n')[0]}${errors.length ? ` (page errors: ${errors.join('; ')})` : ''}` });
       } finally {

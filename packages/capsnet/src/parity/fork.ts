@@ -58,7 +58,6 @@ export function forkWorker<R>(modulePath: string, args: string[], message: unkno
   });
 }
 
-
 const ADAPTER_PROBE = `
 import { create } from 'webgpu';
 const adapter = await create([]).requestAdapter();

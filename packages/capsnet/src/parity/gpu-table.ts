@@ -103,7 +103,9 @@ export function readGpuCheck(dir: string): GpuCheckResults {
   }
   const batch = Number(/batch (\d+)/.exec(status)?.[1] ?? NaN);
   try {
-    const lines = readFileSync(join(dir, 'epoch', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.trim());
+    const lines = readFileSync(join(dir, 'epoch', 'metrics.jsonl'), 'utf8')
+      .split('\n')
+      .filter((l) => l.trim());
     const last = lines.at(-1);
     epoch = last
       ? { metrics: JSON.parse(last) as EpochLine, batch: Number.isFinite(batch) ? batch : null }
@@ -130,14 +132,23 @@ export function gpuTable(r: GpuCheckResults): string {
       const p = par?.rows.find((row) => row.backend === parityName);
       const b = inf?.rows.find((row) => row.backend === benchName);
       if (!p && !b) continue;
-      const reasons = [p && p.status !== 'pass' && p.status !== 'reference' ? `parity ${p.status}: ${p.reason}` : '', b && b.status !== 'ok' ? `bench ${b.status}: ${b.reason}` : '']
-        .filter(Boolean).join('; ');
+      const reasons = [
+        p && p.status !== 'pass' && p.status !== 'reference' ? `parity ${p.status}: ${p.reason}` : '',
+        b && b.status !== 'ok' ? `bench ${b.status}: ${b.reason}` : '',
+      ]
+        .filter(Boolean)
+        .join('; ');
       rows.push([
         `${label} ${benchName}`,
         p?.status ?? 'not run',
-        fmt(p?.maxAbs?.lengths), fmt(p?.maxAbs?.capsules), fmt(p?.maxAbs?.reconstruction),
+        fmt(p?.maxAbs?.lengths),
+        fmt(p?.maxAbs?.capsules),
+        fmt(p?.maxAbs?.reconstruction),
         p?.argmax ? `${p.argmax.agree}/${p.argmax.compared}` : '-',
-        num(b?.batch1Ms, 2), b?.batch ? String(b.batch) : '-', num(b?.imagesPerS), num(b?.gflops, 2),
+        num(b?.batch1Ms, 2),
+        b?.batch ? String(b.batch) : '-',
+        num(b?.imagesPerS),
+        num(b?.gflops, 2),
         reasons || (b?.ranOn ?? p?.ranOn ?? ''),
       ]);
     }
@@ -145,26 +156,59 @@ export function gpuTable(r: GpuCheckResults): string {
   };
   inferRows('infer', parity, infer, 'infer.json');
   // The fp16 parity's tfjs reference row is the fp32 one's again.
-  inferRows('infer fp16', parityFp16, inferFp16, 'infer-fp16.json', PAIRS.filter(([bench]) => bench !== 'tfjs'));
+  inferRows(
+    'infer fp16',
+    parityFp16,
+    inferFp16,
+    'infer-fp16.json',
+    PAIRS.filter(([bench]) => bench !== 'tfjs'),
+  );
   for (const t of r.train?.rows ?? []) {
-    rows.push([`train step ${t.backend}`, '-', '-', '-', '-', '-', num(t.step_s == null ? null : t.step_s * 1000, 0),
-      t.batch == null ? '-' : String(t.batch), num(t.images_per_s), num(t.step_gflops_per_s, 1),
-      [t.note, t.step_over_forward != null ? `step/forward ${t.step_over_forward.toFixed(2)}` : '', t.detail].filter(Boolean).join('; ')]);
+    rows.push([
+      `train step ${t.backend}`,
+      '-',
+      '-',
+      '-',
+      '-',
+      '-',
+      num(t.step_s == null ? null : t.step_s * 1000, 0),
+      t.batch == null ? '-' : String(t.batch),
+      num(t.images_per_s),
+      num(t.step_gflops_per_s, 1),
+      [t.note, t.step_over_forward != null ? `step/forward ${t.step_over_forward.toFixed(2)}` : '', t.detail].filter(Boolean).join('; '),
+    ]);
   }
   if (!r.train) rows.push(['train step', '-', '-', '-', '-', '-', '-', '-', '-', '-', `not run: train.json ${r.problems['train.json']}`]);
   if ('metrics' in r.epoch) {
     const m = r.epoch.metrics;
-    rows.push([`train epoch ${m.backend}`, '-', '-', '-', '-', '-', num(m.seconds * 1000, 0), r.epoch.batch == null ? '-' : String(r.epoch.batch),
-      num(m.images_per_second), '-', `small preset, epoch ${m.epoch} (${m.step} steps), test accuracy ${(100 * m.test_accuracy).toFixed(2)}%`]);
+    rows.push([
+      `train epoch ${m.backend}`,
+      '-',
+      '-',
+      '-',
+      '-',
+      '-',
+      num(m.seconds * 1000, 0),
+      r.epoch.batch == null ? '-' : String(r.epoch.batch),
+      num(m.images_per_second),
+      '-',
+      `small preset, epoch ${m.epoch} (${m.step} steps), test accuracy ${(100 * m.test_accuracy).toFixed(2)}%`,
+    ]);
   } else {
     rows.push(['train epoch', '-', '-', '-', '-', '-', '-', '-', '-', '-', `not run: ${r.epoch.missing}`]);
   }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (i === header.length - 1 ? 0 : row[i]!.length))));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   const out = [line(header), line(widths.map((w, i) => '-'.repeat(i === widths.length - 1 ? 15 : w))), ...rows.map(line)];
-  out.push('', 'ms: batch-1 latency (infer), one training step (train step), the whole epoch with its evaluation (train epoch); ' +
-    'infer fp16: the fp16 export with fp16 compute, its parity held to the fp16-compute tolerances');
-  for (const [name, report, file] of [['parity', parity, 'parity.json'], ['parity fp16', parityFp16, 'parity-fp16.json']] as const) {
+  out.push(
+    '',
+    'ms: batch-1 latency (infer), one training step (train step), the whole epoch with its evaluation (train epoch); ' +
+      'infer fp16: the fp16 export with fp16 compute, its parity held to the fp16-compute tolerances',
+  );
+  for (const [name, report, file] of [
+    ['parity', parity, 'parity.json'],
+    ['parity fp16', parityFp16, 'parity-fp16.json'],
+  ] as const) {
     if (report) out.push(report.ok ? `${name}: OK` : `${name}: FAILED: ${report.failures.join('; ')}`);
     else out.push(`${name}: not run (${file} ${r.problems[file]})`);
   }

@@ -21,7 +21,11 @@ export interface InputCounts {
   seed?: number;
 }
 
-function realTestImages(config: CapsNetConfig, dataset: string | undefined, wanted: number): { images: Float32Array; labels: Int32Array; name: string } | string {
+function realTestImages(
+  config: CapsNetConfig,
+  dataset: string | undefined,
+  wanted: number,
+): { images: Float32Array; labels: Int32Array; name: string } | string {
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   const tries = [dataset, 'mnist-sample'].filter((d): d is string => Boolean(d));
   const problems: string[] = [];
@@ -32,7 +36,9 @@ function realTestImages(config: CapsNetConfig, dataset: string | undefined, want
       // A model trained on crops takes the centre crop of the data set's images.
       const source = sourceShape(config);
       if (shape.inputHeight !== source.height || shape.inputWidth !== source.width || shape.inputChannels !== source.channels) {
-        problems.push(`${spec} images are ${shape.inputHeight}x${shape.inputWidth}x${shape.inputChannels}, the model takes ${config.inputHeight}x${config.inputWidth}x${config.inputChannels}`);
+        problems.push(
+          `${spec} images are ${shape.inputHeight}x${shape.inputWidth}x${shape.inputChannels}, the model takes ${config.inputHeight}x${config.inputWidth}x${config.inputChannels}`,
+        );
         continue;
       }
       const n = Math.min(wanted, data.test.count);

@@ -173,10 +173,17 @@ export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; ga
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   const out = [line(header), line(widths.map((w, i) => (i === widths.length - 1 ? '-'.repeat(15) : '-'.repeat(w)))), ...body.map(line)];
   if (ties.length) {
-    const shown = ties.slice(0, 12).map((t) => `${t.image} (gap ${fmt(t.gap)})`).join(', ');
-    out.push('', `near-ties in the reference (top two lengths within ${tol.tieGap}; argmax may differ there): ${ties.length} image(s): ${shown}${ties.length > 12 ? ', ...' : ''}`);
+    const shown = ties
+      .slice(0, 12)
+      .map((t) => `${t.image} (gap ${fmt(t.gap)})`)
+      .join(', ');
+    out.push(
+      '',
+      `near-ties in the reference (top two lengths within ${tol.tieGap}; argmax may differ there): ${ties.length} image(s): ${shown}${ties.length > 12 ? ', ...' : ''}`,
+    );
     for (const r of rows) {
-      if (r.argmax?.flippedTies.length) out.push(`  ${r.backend} picked another class at near-tie image(s) ${r.argmax.flippedTies.map((t) => t.image).join(', ')}`);
+      if (r.argmax?.flippedTies.length)
+        out.push(`  ${r.backend} picked another class at near-tie image(s) ${r.argmax.flippedTies.map((t) => t.image).join(', ')}`);
     }
   }
   return out.join('\n');

@@ -51,7 +51,10 @@ export async function measure(model: Classifier, request: MeasureRequest, loadMs
   const batchSize = request.batchSize ?? 32;
   for (let start = 0; start < count; start += batchSize) {
     const n = Math.min(batchSize, count - start);
-    const results = await model.classify({ data: request.images.subarray(start * pixels, (start + n) * pixels), shape: [n, m.inputHeight, m.inputWidth, m.inputChannels] });
+    const results = await model.classify({
+      data: request.images.subarray(start * pixels, (start + n) * pixels),
+      shape: [n, m.inputHeight, m.inputWidth, m.inputChannels],
+    });
     results.forEach((r, i) => {
       lengths.set(r.lengths, (start + i) * m.numClasses);
       capsules.set(r.capsules, (start + i) * caps);
@@ -77,13 +80,21 @@ export interface SpeedResult {
 }
 
 /** Batch-1 latency and batch throughput of a classifier, for the benchmarks (Node worker and browser page alike). */
-export async function timeClassifier(model: { classify(images: Float32Array): Promise<unknown> } | Classifier, one: Float32Array, batch: Float32Array, latencyRuns: number,
-  throughputRuns: number): Promise<SpeedResult> {
+export async function timeClassifier(
+  model: { classify(images: Float32Array): Promise<unknown> } | Classifier,
+  one: Float32Array,
+  batch: Float32Array,
+  latencyRuns: number,
+  throughputRuns: number,
+): Promise<SpeedResult> {
   // A runtime Classifier takes a batch with its shape only (it does not guess one from a flat array's length).
   const run = (input: Float32Array) => {
     if (!('metadata' in model)) return model.classify(input);
     const m = model.metadata;
-    return model.classify({ data: input, shape: [input.length / (m.inputHeight * m.inputWidth * m.inputChannels), m.inputHeight, m.inputWidth, m.inputChannels] });
+    return model.classify({
+      data: input,
+      shape: [input.length / (m.inputHeight * m.inputWidth * m.inputChannels), m.inputHeight, m.inputWidth, m.inputChannels],
+    });
   };
   const timed = async (runs: number, input: Float32Array) => {
     await run(input);

@@ -61,7 +61,13 @@ function run(model: LoadedCheckpoint, images: Float32Array, count: number) {
  */
 export const PARITY_BATCH = 32;
 
-export async function referenceOutputs(model: LoadedCheckpoint, images: Float32Array, count: number, latencyRuns: number, batchSize = PARITY_BATCH): Promise<Reference> {
+export async function referenceOutputs(
+  model: LoadedCheckpoint,
+  images: Float32Array,
+  count: number,
+  latencyRuns: number,
+  batchSize = PARITY_BATCH,
+): Promise<Reference> {
   const { config } = model;
   const k = config.numClasses;
   const d = config.digitDim;

@@ -116,18 +116,22 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   const inputs = parityInputs(reference.config, reference.dataset, { digits: options.digits ?? 16, random: options.random ?? 6 });
   const webgpuCount = Math.min(inputs.count, options.webgpuCount ?? 4);
   log(`parity: ${options.model} (${metadata.precision} weights, ${metadata.computePrecision} compute) against ${reference.path} (tfjs cpu reference)`);
-  log(`inputs: ${inputs.count} (${inputs.kinds.filter((k) => !k.startsWith('random') && k !== 'zeros' && k !== 'ones').length} real test images, ` +
-    `${inputs.kinds.filter((k) => k.startsWith('random')).length} random, all-zero, all-one); WebGPU backends take the first ${webgpuCount}` +
-    (inputs.note ? `; ${inputs.note}` : ''));
+  log(
+    `inputs: ${inputs.count} (${inputs.kinds.filter((k) => !k.startsWith('random') && k !== 'zeros' && k !== 'ones').length} real test images, ` +
+      `${inputs.kinds.filter((k) => k.startsWith('random')).length} random, all-zero, all-one); WebGPU backends take the first ${webgpuCount}` +
+      (inputs.note ? `; ${inputs.note}` : ''),
+  );
   const ref = await referenceOutputs(reference, inputs.images, inputs.count, latencyRuns);
-  const rows: BackendRow[] = [{
-    backend: 'tfjs (reference)',
-    ranOn: `${ref.backend}, float32`,
-    status: 'reference',
-    count: inputs.count,
-    medianMs: median(ref.latenciesMs),
-    latenciesMs: ref.latenciesMs,
-  }];
+  const rows: BackendRow[] = [
+    {
+      backend: 'tfjs (reference)',
+      ranOn: `${ref.backend}, float32`,
+      status: 'reference',
+      count: inputs.count,
+      medianMs: median(ref.latenciesMs),
+      latenciesMs: ref.latenciesMs,
+    },
+  ];
   const pixels = inputs.images.length / inputs.count;
   const capsSize = reference.config.numClasses * reference.config.digitDim;
   const requestFor = (backend: string): MeasureRequest => {
@@ -200,7 +204,13 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   return report;
 }
 
-function toRow(backend: string, reply: WorkerReply | { ok: import('./measure.ts').MeasureResult; adapter?: string | null }, ref: Awaited<ReturnType<typeof referenceOutputs>>, note: string, tol: Tolerances): BackendRow {
+function toRow(
+  backend: string,
+  reply: WorkerReply | { ok: import('./measure.ts').MeasureResult; adapter?: string | null },
+  ref: Awaited<ReturnType<typeof referenceOutputs>>,
+  note: string,
+  tol: Tolerances,
+): BackendRow {
   if ('skipped' in reply) return { backend, ranOn: '', status: 'skipped', reason: reply.skipped };
   if ('error' in reply) return { backend, ranOn: '', status: 'error', reason: reply.error };
   return compare(backend, [reply.ok.deviceReport, note].filter(Boolean).join('; '), reply.ok, ref, tol);
@@ -211,7 +221,9 @@ export function printReport(report: ParityReport, log: (line: string) => void = 
   const t = report.tolerances;
   log(formatMatrix(report.rows, report.nearTies, t));
   log('');
-  log(`tolerances (${report.precision} weights, ${report.computePrecision ?? 'fp32'} compute): lengths <= ${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
-    `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the tfjs float32 reference; median ms: batch-1 classify; peak MiB: the peak resident memory of the process that ran the row`);
+  log(
+    `tolerances (${report.precision} weights, ${report.computePrecision ?? 'fp32'} compute): lengths <= ${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
+      `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the tfjs float32 reference; median ms: batch-1 classify; peak MiB: the peak resident memory of the process that ran the row`,
+  );
   log(report.ok ? 'parity: OK' : `parity: FAILED\n  ${report.failures.join('\n  ')}`);
 }

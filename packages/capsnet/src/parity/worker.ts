@@ -23,7 +23,12 @@ async function open(req: WorkerRequest): Promise<{ model: Classifier; loadMs: nu
   const start = performance.now();
   if (req.backend === 'node-wasm') {
     const { CapsNet } = await import('@capsnet-onnx/runtime/web');
-    const model = await CapsNet.load(readFileSync(req.modelPath), { device: 'wasm', decoder: readFileSync(req.decoderPath), threads: req.threads, maxBatch: 1024 });
+    const model = await CapsNet.load(readFileSync(req.modelPath), {
+      device: 'wasm',
+      decoder: readFileSync(req.decoderPath),
+      threads: req.threads,
+      maxBatch: 1024,
+    });
     return { model, loadMs: performance.now() - start };
   }
   const { CapsNet } = await import('@capsnet-onnx/runtime/node');
@@ -32,7 +37,13 @@ async function open(req: WorkerRequest): Promise<{ model: Classifier; loadMs: nu
   if (reason) return { skipped: reason };
   try {
     // GPU devices must run every node themselves: a partial CPU fallback would not be that device's parity.
-    const model = await CapsNet.load(req.modelPath, { device, decoder: req.decoderPath, threads: req.threads, maxBatch: 1024, noCpuFallback: device !== 'cpu' });
+    const model = await CapsNet.load(req.modelPath, {
+      device,
+      decoder: req.decoderPath,
+      threads: req.threads,
+      maxBatch: 1024,
+      noCpuFallback: device !== 'cpu',
+    });
     return { model, loadMs: performance.now() - start };
   } catch (e) {
     // No WebGPU adapter, or one without shader-f16 for an fp16-compute model, is this machine's hardware, like

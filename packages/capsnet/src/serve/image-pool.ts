@@ -63,8 +63,9 @@ function declaredPixels(bytes: Uint8Array): number {
 }
 
 /** A 4x4 gray PNG with one dark pixel: the warm-up task's image. */
-const WARM_UP_PNG = Uint8Array.from(Buffer.from(
-  'iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAGUlEQVR4AWNk+M/AwPifgYGBiQEImBiAAAAgNQIFPdhLDQAAAABJRU5ErkJggg==', 'base64'));
+const WARM_UP_PNG = Uint8Array.from(
+  Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAGUlEQVR4AWNk+M/AwPifgYGBiQEImBiAAAAgNQIFPdhLDQAAAABJRU5ErkJggg==', 'base64'),
+);
 
 interface Job {
   task: DecodeTask;
@@ -109,7 +110,10 @@ export class ImagePool {
   /** Start a worker, load its code and run the decoder once, so that the first request's budget is not spent on it. */
   async warmUp(): Promise<void> {
     await this.#pool.run({
-      bytes: WARM_UP_PNG, target: { shape: { height: 4, width: 4, channels: 1 }, preprocessing: { method: 'mnist', polarity: 'light-on-dark' } }, polarity: 'auto', what: 'warm-up',
+      bytes: WARM_UP_PNG,
+      target: { shape: { height: 4, width: 4, channels: 1 }, preprocessing: { method: 'mnist', polarity: 'light-on-dark' } },
+      polarity: 'auto',
+      what: 'warm-up',
     } satisfies DecodeTask);
   }
 
@@ -128,8 +132,11 @@ export class ImagePool {
   /** A request's declared pixels against `maxRequestPixels`: the 413 to throw when over, else null. */
   tooManyPixels(total: number): ServeError | null {
     if (total <= this.maxRequestPixels) return null;
-    return new ServeError(413, 'TOO_MANY_PIXELS',
-      `the request's images hold ${total} pixels together; the most one request may hold is ${this.maxRequestPixels}: send smaller images or fewer per request`);
+    return new ServeError(
+      413,
+      'TOO_MANY_PIXELS',
+      `the request's images hold ${total} pixels together; the most one request may hold is ${this.maxRequestPixels}: send smaller images or fewer per request`,
+    );
   }
 
   /**
@@ -144,7 +151,14 @@ export class ImagePool {
     if (files.length === 0) return Promise.resolve([]);
     return new Promise((resolve, reject) => {
       const request: RequestQueue = {
-        client, jobs: [], controller: new AbortController(), results: new Array(files.length), remaining: files.length, failed: false, resolve, reject,
+        client,
+        jobs: [],
+        controller: new AbortController(),
+        results: new Array(files.length),
+        remaining: files.length,
+        failed: false,
+        resolve,
+        reject,
       };
       request.jobs = files.map((f, index) => ({
         task: { bytes: f.bytes, target, polarity, what: f.what },
@@ -198,8 +212,11 @@ export class ImagePool {
         },
         (error: unknown) => {
           if (timeout.aborted) {
-            throw new ServeError(413, 'DECODE_TIMEOUT',
-              `decoding ${job.task.what} took longer than its budget of ${job.budgetMs} ms (${this.budget.baseMs} ms + ${this.budget.perPixelMs * 1000} ms per 1000 pixels): send smaller images`);
+            throw new ServeError(
+              413,
+              'DECODE_TIMEOUT',
+              `decoding ${job.task.what} took longer than its budget of ${job.budgetMs} ms (${this.budget.baseMs} ms + ${this.budget.perPixelMs * 1000} ms per 1000 pixels): send smaller images`,
+            );
           }
           throw error;
         },

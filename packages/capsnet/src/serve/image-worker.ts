@@ -29,9 +29,17 @@ export function decodeTask(task: DecodeTask): DecodeResult {
     // V8's own words for an allocation it could not make ("Array buffer allocation failed", "Invalid typed array
     // length"): the image needs more memory than this worker has.
     if (e instanceof RangeError && /allocation failed|invalid (typed )?array( buffer)? length/i.test(text)) {
-      return { error: { statusCode: 413, code: 'TOO_LARGE', message: `${task.what} needs more memory to decode than the server can give it (${text}): send a smaller image` } };
+      return {
+        error: {
+          statusCode: 413,
+          code: 'TOO_LARGE',
+          message: `${task.what} needs more memory to decode than the server can give it (${text}): send a smaller image`,
+        },
+      };
     }
     // Whatever else a decoder throws on a malformed file (zlib, a RangeError) is still the file's fault.
-    return { error: { statusCode: 400, code: 'BAD_IMAGE', message: `${task.what} could not be decoded (${text}): the file is corrupt; re-save it as PNG or JPEG` } };
+    return {
+      error: { statusCode: 400, code: 'BAD_IMAGE', message: `${task.what} could not be decoded (${text}): the file is corrupt; re-save it as PNG or JPEG` },
+    };
   }
 }

@@ -8,7 +8,15 @@
  */
 import { PNG } from 'pngjs';
 import {
-  DEFAULT_IMAGE_LIMITS, ImageError, PreprocessError, decodeImage, prepareImage, type ImageLimits, type InputShape, type Polarity, type Preprocessing,
+  DEFAULT_IMAGE_LIMITS,
+  ImageError,
+  PreprocessError,
+  decodeImage,
+  prepareImage,
+  type ImageLimits,
+  type InputShape,
+  type Polarity,
+  type Preprocessing,
 } from '@capsnet-onnx/core';
 import { ServeError, badRequest } from './errors.ts';
 

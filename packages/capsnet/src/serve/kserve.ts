@@ -132,9 +132,10 @@ export async function kserveRoutes(app: FastifyInstance, options: KServeOptions)
       }
       const batch = readInput(spec, inputs, maxBatch);
       const wanted = requestedOutputs(spec, outputs);
-      const tensors = spec === classifierSpec
-        ? classifierOutputs((await options.classifyBatcher.submit(batch)).outputs, wanted)
-        : decoderOutputs((await options.decodeBatcher.submit(batch)).outputs, wanted);
+      const tensors =
+        spec === classifierSpec
+          ? classifierOutputs((await options.classifyBatcher.submit(batch)).outputs, wanted)
+          : decoderOutputs((await options.decodeBatcher.submit(batch)).outputs, wanted);
       return {
         model_name: spec.name,
         model_version: MODEL_VERSION,
@@ -217,16 +218,22 @@ function readInput(spec: ModelSpec, inputs: unknown, maxBatch: number): Float32A
   const tensor = numericTensor(input.data, `input "${spec.input.name}" data`, n * size);
   const nestedOk = tensor.dims.length === 1 || tensor.dims.join(',') === dims.join(',');
   if (tensor.data.length !== n * size || !nestedOk) {
-    throw badRequest('BAD_INPUT', `input "${spec.input.name}" data has ${tensor.data.length} values ` +
-      `(${tensor.dims.length === 1 ? 'flat' : `nested [${tensor.dims.join(', ')}]`}) for shape [${dims.join(', ')}] (${n * size}): send them flat, row-major, or nested as the shape`);
+    throw badRequest(
+      'BAD_INPUT',
+      `input "${spec.input.name}" data has ${tensor.data.length} values ` +
+        `(${tensor.dims.length === 1 ? 'flat' : `nested [${tensor.dims.join(', ')}]`}) for shape [${dims.join(', ')}] (${n * size}): send them flat, row-major, or nested as the shape`,
+    );
   }
   if (spec.input.name === IO_NAMES.images) {
     // Checked here, per request, so that one client's 0-255 values are its own 400 and never reach a shared run.
     for (let i = 0; i < tensor.data.length; i++) {
       const v = tensor.data[i]!;
       if (v < 0 || v > 1) {
-        throw badRequest('OUT_OF_RANGE', `input "${spec.input.name}" data has the value ${v} at flat index ${i} (item ${Math.floor(i / size)}): ` +
-          `pixel values must be in [0, 1]${v > 1 && v <= 255 ? ': divide 0-255 values by 255 before sending' : ''}`);
+        throw badRequest(
+          'OUT_OF_RANGE',
+          `input "${spec.input.name}" data has the value ${v} at flat index ${i} (item ${Math.floor(i / size)}): ` +
+            `pixel values must be in [0, 1]${v > 1 && v <= 255 ? ': divide 0-255 values by 255 before sending' : ''}`,
+        );
       }
     }
   }
@@ -242,14 +249,17 @@ function requestedOutputs(spec: ModelSpec, outputs: unknown): string[] {
   }
   const wanted = outputs.map((o) => (o as { name: string }).name);
   for (const o of outputs as Record<string, unknown>[]) {
-    if (isObject(o.parameters) && (o.parameters.binary_data !== undefined && o.parameters.binary_data !== false)) {
+    if (isObject(o.parameters) && o.parameters.binary_data !== undefined && o.parameters.binary_data !== false) {
       throw badRequest('BAD_INPUT', `binary tensor data is not supported: leave out "binary_data" for output "${o.name}"`);
     }
   }
   const unknown = wanted.filter((n) => !names.includes(n));
   if (unknown.length) {
     const coupling = unknown.includes(IO_NAMES.coupling) ? ` ("${IO_NAMES.coupling}" is in the ONNX file but capsnet serve does not return it)` : '';
-    throw badRequest('BAD_INPUT', `unknown output(s) ${unknown.map((n) => `"${n}"`).join(', ')} for model "${spec.name}": choose from ${names.join(', ')}${coupling}`);
+    throw badRequest(
+      'BAD_INPUT',
+      `unknown output(s) ${unknown.map((n) => `"${n}"`).join(', ')} for model "${spec.name}": choose from ${names.join(', ')}${coupling}`,
+    );
   }
   return [...new Set(wanted)];
 }

@@ -1,6 +1,6 @@
 /** `capsnet serve` itself: load the model, start the server, and shut down gracefully on SIGTERM/SIGINT. */
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { decoderPathFor } from '@capsnet-onnx/core';
@@ -38,7 +38,6 @@ async function ensureWebBundle(log: (line: string) => void): Promise<void> {
     log(`the page at / needs the browser bundle (${(e as Error).message.split('\n')[0]}); the API works without it`);
   }
 }
-
 
 export async function serve(opts: ServeCommandOptions): Promise<void> {
   const modelPath = resolve(opts.model);

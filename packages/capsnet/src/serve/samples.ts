@@ -31,7 +31,12 @@ export async function loadSamples(metadata: ModelMetadata, perClass: number, dat
   const spec = dataSpec || metadata.dataset || 'mnist-sample';
   const dir = /^[a-z0-9]+(?:-[a-z0-9]+)?:(.*)$/i.exec(spec)?.[1];
   if (!dataSpec && dir !== undefined && !/^([/\\]|[A-Za-z]:[/\\])/.test(dir)) {
-    return { dataset: spec, shape, samples: [], note: `the model records its data as "${spec}", without the directory: pass --data ${spec.split(':')[0]}:DIR to offer its test images` };
+    return {
+      dataset: spec,
+      shape,
+      samples: [],
+      note: `the model records its data as "${spec}", without the directory: pass --data ${spec.split(':')[0]}:DIR to offer its test images`,
+    };
   }
   let dataset;
   try {
@@ -41,14 +46,23 @@ export async function loadSamples(metadata: ModelMetadata, perClass: number, dat
     const config = metadata.config as unknown as CapsNetConfig;
     if (config.crop && dataset.shape.inputHeight === config.crop.sourceHeight && dataset.shape.inputWidth === config.crop.sourceWidth) {
       const { networkView } = await import('../data/augment.ts');
-      dataset = { ...dataset, shape: { ...dataset.shape, inputHeight: config.inputHeight, inputWidth: config.inputWidth }, test: networkView(dataset.test, config) };
+      dataset = {
+        ...dataset,
+        shape: { ...dataset.shape, inputHeight: config.inputHeight, inputWidth: config.inputWidth },
+        test: networkView(dataset.test, config),
+      };
     }
   } catch (e) {
     return { dataset: spec, shape, samples: [], note: `test images of "${spec}" are not available here: ${(e as Error).message}` };
   }
   const { inputHeight, inputWidth, inputChannels } = dataset.shape;
   if (inputHeight !== shape[0] || inputWidth !== shape[1] || inputChannels !== shape[2]) {
-    return { dataset: spec, shape, samples: [], note: `"${spec}" images are ${inputHeight}x${inputWidth}x${inputChannels}, not the model's ${shape.join('x')}` };
+    return {
+      dataset: spec,
+      shape,
+      samples: [],
+      note: `"${spec}" images are ${inputHeight}x${inputWidth}x${inputChannels}, not the model's ${shape.join('x')}`,
+    };
   }
   const size = inputHeight * inputWidth * inputChannels;
   const taken = new Map<number, number>();

@@ -24,7 +24,6 @@ import { createReadStream, existsSync, readdirSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import { type Readable, pipeline } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
-import { createRequire } from 'node:module';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -113,8 +112,16 @@ const CONTENT_TYPES: Record<string, string> = {
  * onnxruntime-web ('wasm-unsafe-eval'); no inline script, no plugins, no framing.
  */
 export const PAGE_CSP = [
-  "default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self' blob:", "connect-src 'self' blob: data:",
-  "img-src 'self' data: blob:", "style-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
+  "default-src 'self'",
+  "script-src 'self' 'wasm-unsafe-eval'",
+  "worker-src 'self' blob:",
+  "connect-src 'self' blob: data:",
+  "img-src 'self' data: blob:",
+  "style-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
 ].join('; ');
 
 /** Absolute file system paths in a message, reduced to their last part: no response names a server path. */
@@ -257,18 +264,24 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   // queue. When idle it waits for a fresh probe, so a model that just broke is reported at once.
   let lastProbe: string | null = null; // the start-up probe passed
   let health: { at: number; check: Promise<string | null>; done: boolean } = { at: Date.now(), check: Promise.resolve(null), done: true };
-  const inferenceBusy = () => [classifyBatcher, decodeBatcher].some((b) => {
-    const s = b.stats();
-    return s.inFlight || s.queued > 0;
-  });
+  const inferenceBusy = () =>
+    [classifyBatcher, decodeBatcher].some((b) => {
+      const s = b.stats();
+      return s.inFlight || s.queued > 0;
+    });
   const healthCheck = (): Promise<string | null> | string | null => {
     if (Date.now() - health.at > 1000) {
       const probe = { at: Date.now(), check: Promise.resolve(null as string | null), done: false };
-      probe.check = probeClassifier(classifier).then(() => null, (e: Error) => e.message).then((problem) => {
-        probe.done = true;
-        lastProbe = problem;
-        return problem;
-      });
+      probe.check = probeClassifier(classifier)
+        .then(
+          () => null,
+          (e: Error) => e.message,
+        )
+        .then((problem) => {
+          probe.done = true;
+          lastProbe = problem;
+          return problem;
+        });
       health = probe;
     }
     if (!health.done && inferenceBusy()) return lastProbe;
@@ -285,10 +298,17 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
 
   // Every request is checked on its own before it joins a batch (batcher.ts): one client's bad values are that
   // client's 400 and never fail the run they would have shared.
-  const classifyBatcher = new Batcher<Float32Array, Classification>((images) => classifier.classify(images), policy, (items) =>
-    items.forEach((item, k) => checkValues(item, pixels, items.length === 1 ? 'the image' : `image ${k}`, 'pixel', [0, 1])));
-  const decodeBatcher = new Batcher<Float32Array, Float32Array>((capsules) => classifier.decode(capsules), policy, (items) =>
-    items.forEach((item, k) => checkValues(item, numClasses * digitDim, items.length === 1 ? 'the capsule set' : `capsule set ${k}`, 'capsule', null)));
+  const classifyBatcher = new Batcher<Float32Array, Classification>(
+    (images) => classifier.classify(images),
+    policy,
+    (items) => items.forEach((item, k) => checkValues(item, pixels, items.length === 1 ? 'the image' : `image ${k}`, 'pixel', [0, 1])),
+  );
+  const decodeBatcher = new Batcher<Float32Array, Float32Array>(
+    (capsules) => classifier.decode(capsules),
+    policy,
+    (items) =>
+      items.forEach((item, k) => checkValues(item, numClasses * digitDim, items.length === 1 ? 'the capsule set' : `capsule set ${k}`, 'capsule', null)),
+  );
   let samples: Promise<SampleSet> | undefined;
 
   const app = Fastify({ logger: false, bodyLimit, requestTimeout: 60_000, return503OnClosing: true, forceCloseConnections: 'idle' });
@@ -297,7 +317,12 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     // DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends Host: evil.example.
     const host = request.headers.host;
     if (host !== undefined && !allowedHosts.has(hostOf(host))) {
-      return reply.code(403).send({ error: { code: 'HOST_NOT_ALLOWED', message: `Host ${JSON.stringify(host.slice(0, 100))} is not served here: use the server's own address, or start it with --allowed-host NAME` } });
+      return reply.code(403).send({
+        error: {
+          code: 'HOST_NOT_ALLOWED',
+          message: `Host ${JSON.stringify(host.slice(0, 100))} is not served here: use the server's own address, or start it with --allowed-host NAME`,
+        },
+      });
     }
     // A cross-origin "simple" POST (a form, or fetch without preflight) reaches the handler before any CORS
     // check in the browser: refuse it unless --cors names its origin.
@@ -310,7 +335,12 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
         sameOrigin = false;
       }
       if (!sameOrigin) {
-        return reply.code(403).send({ error: { code: 'CROSS_ORIGIN', message: `requests from origin ${JSON.stringify(origin.slice(0, 100))} are not allowed: start the server with --cors ORIGIN to allow one` } });
+        return reply.code(403).send({
+          error: {
+            code: 'CROSS_ORIGIN',
+            message: `requests from origin ${JSON.stringify(origin.slice(0, 100))} are not allowed: start the server with --cors ORIGIN to allow one`,
+          },
+        });
       }
     }
   });
@@ -338,7 +368,11 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   app.setErrorHandler((error: FastifyError | ServeError | BatchTooLargeError | QueueFullError, request, reply) => {
     if (error instanceof ServeError) return reply.code(error.statusCode).send({ error: { code: error.code, message: error.message } });
     if (error instanceof BatchTooLargeError) return reply.code(413).send({ error: { code: 'TOO_MANY_IMAGES', message: error.message } });
-    if (error instanceof QueueFullError) return reply.code(503).header('Retry-After', '1').send({ error: { code: 'OVERLOADED', message: error.message } });
+    if (error instanceof QueueFullError)
+      return reply
+        .code(503)
+        .header('Retry-After', '1')
+        .send({ error: { code: 'OVERLOADED', message: error.message } });
     // The runtime refusing a request's own input (after batcher.ts reran it alone): that request's 400.
     if (error instanceof InputError) return reply.code(400).send({ error: { code: 'BAD_INPUT', message: withoutPaths(error.message.split('\n')[0]!) } });
     const status = (error as FastifyError).statusCode ?? 500;
@@ -354,14 +388,18 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
       } else {
         message = clientErrorMessage(error as FastifyError, request.headers['content-encoding'], policy.maxBatch) ?? message;
       }
-      return reply.code(status).send({ error: { code: FASTIFY_CODES[fastifyCode] ?? (fastifyCode || 'BAD_REQUEST'), message: withoutPaths(oneLine(message)) } });
+      return reply
+        .code(status)
+        .send({ error: { code: FASTIFY_CODES[fastifyCode] ?? (fastifyCode || 'BAD_REQUEST'), message: withoutPaths(oneLine(message)) } });
     }
     log(`error: ${error.stack ?? error.message}`);
     return reply.code(500).send({ error: { code: 'INTERNAL', message: `internal error: ${withoutPaths(error.message)}` } });
   });
 
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}: see GET /v1/model and the page at /` } });
+    reply
+      .code(404)
+      .send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}: see GET /v1/model and the page at /` } });
   });
 
   // JSON, a raw PNG or JPEG body, or multipart uploads (@fastify/multipart); anything else is a 415.
@@ -383,12 +421,20 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (key) return refuse('PROTOTYPE_KEY', `the JSON body has a ${key} key, which the server refuses (it could change the prototype of objects): remove it`);
     done(null, value);
   });
-  app.addContentTypeParser(['image/png', 'image/jpeg', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body));
+  app.addContentTypeParser(['image/png', 'image/jpeg', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit }, (_request, body, done) =>
+    done(null, body),
+  );
   app.addHook('preParsing', async (request, _reply, payload) => {
-    const encoding = String(request.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+    const encoding = String(request.headers['content-encoding'] ?? 'identity')
+      .trim()
+      .toLowerCase();
     if (encoding === 'identity' || encoding === '') return payload;
     if (!['gzip', 'x-gzip', 'deflate', 'br'].includes(encoding)) {
-      throw new ServeError(415, 'UNSUPPORTED_ENCODING', `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not supported: send gzip, deflate, br or an uncompressed body`);
+      throw new ServeError(
+        415,
+        'UNSUPPORTED_ENCODING',
+        `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not supported: send gzip, deflate, br or an uncompressed body`,
+      );
     }
     const inflated = decompressBody(encoding, payload);
     // (request.isMultipart() is not known yet: the content-type parsers run after this hook.)
@@ -398,7 +444,11 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
       // size limit is counted on the inflated files (readImages).
       const incoming = request.raw;
       request.raw = Object.assign(inflated, {
-        headers: incoming.headers, url: incoming.url, method: incoming.method, socket: incoming.socket, httpVersion: incoming.httpVersion,
+        headers: incoming.headers,
+        url: incoming.url,
+        method: incoming.method,
+        socket: incoming.socket,
+        httpVersion: incoming.httpVersion,
       }) as unknown as typeof incoming;
     }
     return inflated;
@@ -413,7 +463,9 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (problem) return reply.code(503).send({ status: 'unhealthy', device: classifier.device, error: { code: 'MODEL_PROBE_FAILED', message: problem } });
     const { classify, decode } = { classify: classifyBatcher.stats(), decode: decodeBatcher.stats() };
     return {
-      status: 'ok', device: classifier.device, uptimeS: Math.round((Date.now() - startedAt) / 1000),
+      status: 'ok',
+      device: classifier.device,
+      uptimeS: Math.round((Date.now() - startedAt) / 1000),
       inference: { queued: classify.queued + decode.queued, running: classify.inFlight || decode.inFlight },
       images: images.stats(),
     };
@@ -435,7 +487,14 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     },
   }));
 
-  await app.register(kserveRoutes, { prefix: '/v2', classifier, classifyBatcher, decodeBatcher, maxBatch: policy.maxBatch, modelName: options.modelName ?? 'capsnet' });
+  await app.register(kserveRoutes, {
+    prefix: '/v2',
+    classifier,
+    classifyBatcher,
+    decodeBatcher,
+    maxBatch: policy.maxBatch,
+    modelName: options.modelName ?? 'capsnet',
+  });
 
   app.get('/v1/stats', async () => ({ classify: classifyBatcher.stats(), decode: decodeBatcher.stats() }));
 
@@ -454,7 +513,8 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (query.invert !== undefined) throw badRequest('BAD_QUERY', 'the invert parameter is now polarity: use polarity=dark-on-light (or auto, light-on-dark)');
     const polarity = parsePolarity(query.polarity);
     const images = await readImages(request, polarity);
-    if (images.length === 0) throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG or JPEG body, or PNG or JPEG files');
+    if (images.length === 0)
+      throw badRequest('NO_IMAGE', 'no image in the request: send {"image": ...}, {"images": [...]}, a PNG or JPEG body, or PNG or JPEG files');
     if (images.length > policy.maxBatch) {
       throw new ServeError(413, 'TOO_MANY_IMAGES', `${images.length} images in one request; the most is ${policy.maxBatch}: split the request`);
     }
@@ -479,7 +539,8 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   app.post('/v1/decode', async (request) => {
     const body = jsonObject(request, '{"capsules": [[...]]} or {"batch": [...]}');
     let sets: Float32Array[];
-    if (body.capsules !== undefined && body.batch !== undefined) throw badRequest('BAD_INPUT', 'send either "capsules" (one set) or "batch" (a list of sets), not both');
+    if (body.capsules !== undefined && body.batch !== undefined)
+      throw badRequest('BAD_INPUT', 'send either "capsules" (one set) or "batch" (a list of sets), not both');
     if (body.capsules !== undefined) sets = [capsulesFromJson(body.capsules, numClasses, digitDim, 'capsules')];
     else if (Array.isArray(body.batch)) {
       if (body.batch.length > policy.maxBatch) {
@@ -490,7 +551,12 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     if (sets.length === 0) throw badRequest('NO_INPUT', '"batch" is empty');
     if (flag(body.mask, false)) sets = sets.map((s) => maskLongest(s, numClasses, digitDim));
     const result = await decodeBatcher.submit(sets);
-    return { device: classifier.device, shape: [shape.height, shape.width, shape.channels], reconstructions: result.outputs.map(round6), batch: batchInfo(result) };
+    return {
+      device: classifier.device,
+      shape: [shape.height, shape.width, shape.channels],
+      reconstructions: result.outputs.map(round6),
+      batch: batchInfo(result),
+    };
   });
 
   function jsonObject(request: FastifyRequest, expected: string): Record<string, unknown> {
@@ -509,7 +575,8 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
         for await (const file of request.files()) {
           const buffer = await file.toBuffer();
           bytes += buffer.length;
-          if (bytes > bodyLimit) throw new ServeError(413, 'BODY_TOO_LARGE', `the uploaded files are larger than ${bodyLimit} bytes together (the server's --body-limit)`);
+          if (bytes > bodyLimit)
+            throw new ServeError(413, 'BODY_TOO_LARGE', `the uploaded files are larger than ${bodyLimit} bytes together (the server's --body-limit)`);
           files.push({ bytes: buffer, what: `file ${files.length + 1} (${(file.filename || file.fieldname).slice(0, 100)})` });
         }
       } catch (e) {
@@ -517,7 +584,10 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
         // line naming the fix, busboy's text kept in parentheses.
         const status = (e as FastifyError).statusCode;
         if (e instanceof ServeError || (status !== undefined && status >= 400 && status < 500)) throw e;
-        throw badRequest('BAD_MULTIPART', `the multipart body could not be read (${oneLine((e as Error).message)}): send multipart/form-data with a boundary and complete parts`);
+        throw badRequest(
+          'BAD_MULTIPART',
+          `the multipart body could not be read (${oneLine((e as Error).message)}): send multipart/form-data with a boundary and complete parts`,
+        );
       }
       return images.decode(files, target, polarity, request.ip);
     }
@@ -551,7 +621,15 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
   const sendLoaded = async (request: FastifyRequest, reply: FastifyReply, file: LoadedFile) => {
     const state = await file.diskState();
     if (state !== 'same') reply.header('X-Capsnet-File-On-Disk', state);
-    return sendCached(request, reply, CONTENT_TYPES['.onnx']!, file.etag, 'no-cache', () => Buffer.from(file.bytes.buffer, file.bytes.byteOffset, file.bytes.byteLength), file.bytes.byteLength);
+    return sendCached(
+      request,
+      reply,
+      CONTENT_TYPES['.onnx']!,
+      file.etag,
+      'no-cache',
+      () => Buffer.from(file.bytes.buffer, file.bytes.byteOffset, file.bytes.byteLength),
+      file.bytes.byteLength,
+    );
   };
   const notFound = (what: string, fix: string) => new ServeError(404, 'NOT_FOUND', `${what} is not available: ${fix}`);
 
@@ -644,8 +722,8 @@ export function prototypeKey(value: unknown): string | undefined {
       continue;
     }
     if (Object.hasOwn(item, '__proto__')) return '"__proto__"';
-    const constructor = (item as Record<string, unknown>).constructor;
-    if (Object.hasOwn(item, 'constructor') && typeof constructor === 'object' && constructor !== null && Object.hasOwn(constructor, 'prototype')) {
+    const ctor = (item as Record<string, unknown>).constructor;
+    if (Object.hasOwn(item, 'constructor') && typeof ctor === 'object' && ctor !== null && Object.hasOwn(ctor, 'prototype')) {
       return '"constructor.prototype"';
     }
     for (const v of Object.values(item)) if (typeof v === 'object' && v !== null) pending.push(v);
@@ -668,7 +746,8 @@ export function clientErrorMessage(error: FastifyError, contentEncoding: string 
   if (code === 'FST_PARTS_LIMIT' || code === 'FST_FIELDS_LIMIT') {
     return `the multipart body has too many parts (${own}): send at most ${maxBatch} files and 10 other fields`;
   }
-  if (code === 'FST_INVALID_MULTIPART_CONTENT_TYPE') return 'the body is not multipart/form-data: send files as multipart/form-data, or one PNG or JPEG as the body';
+  if (code === 'FST_INVALID_MULTIPART_CONTENT_TYPE')
+    return 'the body is not multipart/form-data: send files as multipart/form-data, or one PNG or JPEG as the body';
   return null;
 }
 

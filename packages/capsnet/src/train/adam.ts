@@ -29,12 +29,12 @@ export class Adam {
 
   /** lr * decayRate^(step / decaySteps), continuous as in tf.train.exponential_decay. */
   learningRate(step = this.step): number {
-    return Math.max(this.options.floor ?? 0, this.options.learningRate * Math.pow(this.options.decayRate, step / this.options.decaySteps));
+    return Math.max(this.options.floor ?? 0, this.options.learningRate * this.options.decayRate ** (step / this.options.decaySteps));
   }
 
   apply(params: Record<string, tf.Variable>, grads: Record<string, tf.Tensor>): void {
     const t = this.step + 1;
-    const lr = this.learningRate(this.step) * Math.sqrt(1 - Math.pow(this.beta2, t)) / (1 - Math.pow(this.beta1, t));
+    const lr = (this.learningRate(this.step) * Math.sqrt(1 - this.beta2 ** t)) / (1 - this.beta1 ** t);
     const fused = fusedKernelAvailable(FUSED_KERNELS.adam);
     tf.tidy(() => {
       for (const [name, grad] of Object.entries(grads)) {
@@ -43,8 +43,15 @@ export class Adam {
         const v = this.moment(this.v, name, param);
         if (fused) {
           // The same update in one pass (train/wasm-capsule-kernels.ts); it updates m and v in place.
-          param.assign(tf.engine().runKernel(FUSED_KERNELS.adam, { param, grad, m, v },
-            { learningRate: lr, beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon }) as tf.Tensor);
+          param.assign(
+            tf
+              .engine()
+              .runKernel(
+                FUSED_KERNELS.adam,
+                { param, grad, m, v },
+                { learningRate: lr, beta1: this.beta1, beta2: this.beta2, epsilon: this.epsilon },
+              ) as tf.Tensor,
+          );
           continue;
         }
         m.assign(tf.add(tf.mul(m, this.beta1), tf.mul(grad, 1 - this.beta1)));
@@ -75,7 +82,10 @@ export class Adam {
 
   loadState(state: { m: Record<string, Float32Array>; v: Record<string, Float32Array> }, params: Record<string, tf.Variable>, step: number): void {
     this.step = step;
-    for (const [store, values] of [[this.m, state.m], [this.v, state.v]] as const) {
+    for (const [store, values] of [
+      [this.m, state.m],
+      [this.v, state.v],
+    ] as const) {
       for (const [name, data] of Object.entries(values)) {
         store.get(name)?.dispose();
         store.set(name, tf.variable(tf.tensor(data, params[name]!.shape), false));

@@ -35,8 +35,8 @@ export class BackendUnavailableError extends Error {
   }
 }
 
-const NATIVE_FIX = 'npm install @tensorflow/tfjs-node (or @tensorflow/tfjs-node-gpu for CUDA) on a machine that ' +
-  'can download libtensorflow from storage.googleapis.com';
+const NATIVE_FIX =
+  'npm install @tensorflow/tfjs-node (or @tensorflow/tfjs-node-gpu for CUDA) on a machine that ' + 'can download libtensorflow from storage.googleapis.com';
 
 function errorText(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
@@ -45,8 +45,7 @@ function errorText(e: unknown): string {
 
 function isModuleNotFound(e: unknown, pkg: string): boolean {
   const err = e as { code?: string; message?: string };
-  return (err?.code === 'ERR_MODULE_NOT_FOUND' || err?.code === 'MODULE_NOT_FOUND') &&
-    String(err.message ?? '').includes(pkg);
+  return (err?.code === 'ERR_MODULE_NOT_FOUND' || err?.code === 'MODULE_NOT_FOUND') && String(err.message ?? '').includes(pkg);
 }
 
 /** Why a native package cannot be used, in one line; null if it imported. */
@@ -59,8 +58,7 @@ async function importNative(pkg: NativePackage): Promise<string | null> {
     if (isModuleNotFound(e, pkg)) {
       return `${pkg} not installed: it is an optional dependency whose install needs libtensorflow from the internet`;
     }
-    return `${pkg} is installed but failed to load (${errorText(e)}); reinstall it where libtensorflow can be ` +
-      'downloaded';
+    return `${pkg} is installed but failed to load (${errorText(e)}); reinstall it where libtensorflow can be downloaded`;
   }
 }
 
@@ -68,7 +66,9 @@ async function importNative(pkg: NativePackage): Promise<string | null> {
 export function nvidiaGpuVisible(): boolean {
   try {
     if (fs.existsSync('/proc/driver/nvidia/gpus') && fs.readdirSync('/proc/driver/nvidia/gpus').length > 0) return true;
-  } catch { /* not readable: fall through */ }
+  } catch {
+    /* not readable: fall through */
+  }
   return fs.existsSync('/dev/nvidia0');
 }
 
@@ -87,9 +87,7 @@ type NativePackage = '@tensorflow/tfjs-node' | '@tensorflow/tfjs-node-gpu';
 
 async function startTensorflow(pkg: NativePackage): Promise<InitializedBackend> {
   await setBackendOrThrow('tensorflow', `${pkg} imported but its backend did not start`);
-  const where = pkg === '@tensorflow/tfjs-node-gpu'
-    ? (nvidiaGpuVisible() ? 'CUDA GPU' : 'no GPU visible, so libtensorflow runs on the CPU')
-    : 'CPU';
+  const where = pkg === '@tensorflow/tfjs-node-gpu' ? (nvidiaGpuVisible() ? 'CUDA GPU' : 'no GPU visible, so libtensorflow runs on the CPU') : 'CPU';
   return { name: 'tensorflow', detail: `${pkg} (libtensorflow, ${where})`, tf };
 }
 
@@ -103,8 +101,8 @@ async function initTensorflow(log: Log): Promise<InitializedBackend> {
   }
   for (const r of reasons) log(`backend tensorflow: ${r}`);
   throw new BackendUnavailableError(
-    `The 'tensorflow' backend is not available: ${reasons.join('; ')}. Fix: ${NATIVE_FIX}; ` +
-    'or choose another backend (--backend wasm).');
+    `The 'tensorflow' backend is not available: ${reasons.join('; ')}. Fix: ${NATIVE_FIX}; or choose another backend (--backend wasm).`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------- wasm
@@ -158,7 +156,7 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
   (await import('./wasm-capsule-kernels.ts')).registerWasmCapsuleKernels();
   const threads = await import('./wasm-threads.ts');
 
-  if (tf.engine().registry['wasm'] == null) {
+  if (tf.engine().registry.wasm == null) {
     // Not initialized yet in this process: choose single- or multi-threaded binary now.
     const want = wasmThreadsWanted();
     let restore: (() => void) | null = null;
@@ -175,11 +173,14 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
         failure = errorText(e);
       }
       // tfjs reports a failed backend factory as console.warn('Initialization of backend wasm failed'), then the error.
-      if (!ok && !failure) failure = held.filter((l) => !/^Initialization of backend/.test(l)).map((l) => l.split('\n')[0]!.replace(/^Error: /, '')).join(' ');
+      if (!ok && !failure)
+        failure = held
+          .filter((l) => !/^Initialization of backend/.test(l))
+          .map((l) => l.split('\n')[0]!.replace(/^Error: /, ''))
+          .join(' ');
     });
     if (!ok && restore != null) {
-      log(`backend wasm: the ${want}-thread build did not start (${failure || 'setBackend failed'}); ` +
-        'using the single-threaded SIMD build');
+      log(`backend wasm: the ${want}-thread build did not start (${failure || 'setBackend failed'}); using the single-threaded SIMD build`);
       restore();
       restore = null;
       threadedWasmFailed = true;
@@ -197,7 +198,8 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
   const n = wasmThreadsUsed ?? threads.wasmThreadsCount();
   return {
     name: 'wasm',
-    detail: `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ` +
+    detail:
+      `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ` +
       'conv gradients and fused capsule kernels in wasm SIMD (train/wasm-kernels.ts, train/wasm-capsule-kernels.ts)',
     tf,
   };
@@ -224,15 +226,23 @@ async function quietly<T>(f: () => Promise<T>, held: string[] = []): Promise<T> 
 
 function vulkanHint(): string {
   if (process.platform !== 'linux') return '';
-  const loaderDirs = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib',
-    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean)];
+  const loaderDirs = [
+    '/usr/lib/x86_64-linux-gnu',
+    '/usr/lib/aarch64-linux-gnu',
+    '/usr/lib64',
+    '/usr/lib',
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+  ];
   const hasLoader = loaderDirs.some((d) => fs.existsSync(`${d}/libvulkan.so.1`));
   const chromium = '/usr/lib/chromium';
   const swiftshader = fs.existsSync(`${chromium}/vk_swiftshader_icd.json`);
   const parts: string[] = [];
   if (!hasLoader) {
-    parts.push('the Vulkan loader libvulkan.so.1 is not on the library path (apt-get install libvulkan1' +
-      (fs.existsSync(`${chromium}/libvulkan.so.1`) ? `, or start node with LD_LIBRARY_PATH=${chromium}` : '') + ')');
+    parts.push(
+      'the Vulkan loader libvulkan.so.1 is not on the library path (apt-get install libvulkan1' +
+        (fs.existsSync(`${chromium}/libvulkan.so.1`) ? `, or start node with LD_LIBRARY_PATH=${chromium}` : '') +
+        ')',
+    );
   }
   if (swiftshader && process.env.VK_ICD_FILENAMES == null) {
     parts.push(`for a software GPU set VK_ICD_FILENAMES=${chromium}/vk_swiftshader_icd.json XDG_RUNTIME_DIR=/tmp`);
@@ -245,7 +255,7 @@ let webgpuNavigator: { gpu: unknown } | null = null;
 async function initWebgpu(_log: Log): Promise<InitializedBackend> {
   let webgpu: { create: (options: string[]) => unknown; globals: object };
   try {
-    webgpu = await import('webgpu') as unknown as typeof webgpu;
+    webgpu = (await import('webgpu')) as unknown as typeof webgpu;
   } catch (e) {
     throw new BackendUnavailableError(`The 'webgpu' backend needs the \`webgpu\` npm package (Dawn): ${errorText(e)}`);
   }
@@ -260,7 +270,9 @@ async function initWebgpu(_log: Log): Promise<InitializedBackend> {
       Object.defineProperty(g.navigator, 'gpu', { value: webgpuNavigator.gpu, configurable: true, writable: true });
     }
   }
-  const gpu = g.navigator!.gpu as { requestAdapter(): Promise<{ info?: { vendor?: string; architecture?: string; device?: string; description?: string } } | null> };
+  const gpu = g.navigator!.gpu as {
+    requestAdapter(): Promise<{ info?: { vendor?: string; architecture?: string; device?: string; description?: string } } | null>;
+  };
   const adapter = await gpu.requestAdapter();
   if (adapter == null) {
     throw new BackendUnavailableError(`The 'webgpu' backend found no WebGPU adapter.${vulkanHint()}`);
@@ -268,12 +280,12 @@ async function initWebgpu(_log: Log): Promise<InitializedBackend> {
   await import('@tensorflow/tfjs-backend-webgpu');
   await quietly(() => setBackendOrThrow('webgpu', 'tfjs-backend-webgpu did not start'));
   const info = adapter.info ?? {};
-  const name = [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(' ') ||
-    'unnamed adapter';
+  const name = [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(' ') || 'unnamed adapter';
   const software = /swiftshader|llvmpipe|lavapipe/i.test(name) || /swiftshader/i.test(process.env.VK_ICD_FILENAMES ?? '');
   return {
     name: 'webgpu',
-    detail: `@tensorflow/tfjs-backend-webgpu on Dawn (${name}${software ? ', software rasterizer: very slow' : ''}); ` +
+    detail:
+      `@tensorflow/tfjs-backend-webgpu on Dawn (${name}${software ? ', software rasterizer: very slow' : ''}); ` +
       'read tensors with await data(), not dataSync()',
     tf,
   };

@@ -29,8 +29,15 @@ interface SyncReadable {
 
 /** dW for an NHWC convolution (no dilation), in plain typed-array loops. Exported for tests. */
 export function conv2dFilterGradient(
-  x: Float32Array, xShape: readonly number[], dy: Float32Array, dyShape: readonly number[],
-  filterShape: readonly number[], strideH: number, strideW: number, padTop: number, padLeft: number,
+  x: Float32Array,
+  xShape: readonly number[],
+  dy: Float32Array,
+  dyShape: readonly number[],
+  filterShape: readonly number[],
+  strideH: number,
+  strideW: number,
+  padTop: number,
+  padLeft: number,
 ): Float32Array {
   const [batch, inH, inW, inC] = xShape as [number, number, number, number];
   const [, outH, outW, outC] = dyShape as [number, number, number, number];
@@ -67,7 +74,14 @@ function kernelFunc({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap;
   const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as Conv2DBackpropFilterAttrs;
   if (dataFormat === 'NCHW') throw new Error('fast Conv2DBackpropFilter supports NHWC only');
   const info = tf.backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number], filterShape, strides, 1, pad, dimRoundingMode, false, 'channelsLast',
+    x.shape as [number, number, number, number],
+    filterShape,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+    false,
+    'channelsLast',
   );
   const b = backend as SyncReadable;
   const xs = Float32Array.from(b.readSync(x.dataId) as ArrayLike<number>);

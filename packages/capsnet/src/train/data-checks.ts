@@ -21,8 +21,10 @@ export function suspiciousLabels(train: Split, numClasses: number): string | und
   const empty = counts.flatMap((c, k) => (c === 0 ? [k] : []));
   if (empty.length) {
     const list = empty.length > 8 ? `${empty.slice(0, 8).join(', ')} and ${empty.length - 8} more` : empty.join(', ');
-    return `${empty.length} of the ${numClasses} classes have no training example (class${empty.length > 1 ? 'es' : ''} ${list}): ` +
-      `the classes are 0..${numClasses - 1} because the largest label is ${numClasses - 1}, so the labels skip classes; ${fix}`;
+    return (
+      `${empty.length} of the ${numClasses} classes have no training example (class${empty.length > 1 ? 'es' : ''} ${list}): ` +
+      `the classes are 0..${numClasses - 1} because the largest label is ${numClasses - 1}, so the labels skip classes; ${fix}`
+    );
   }
   return undefined;
 }

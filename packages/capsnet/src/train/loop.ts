@@ -22,8 +22,11 @@ export interface OptimizerConfig {
 /** Adam with the config's exponential decay, epsilon and learning-rate floor. */
 export function adamFor(config: OptimizerConfig): Adam {
   return new Adam({
-    learningRate: config.learningRate, decayRate: config.decayRate, decaySteps: config.decaySteps,
-    epsilon: config.adamEpsilon, floor: config.learningRateFloor,
+    learningRate: config.learningRate,
+    decayRate: config.decayRate,
+    decaySteps: config.decaySteps,
+    epsilon: config.adamEpsilon,
+    floor: config.learningRateFloor,
   });
 }
 
@@ -37,7 +40,10 @@ export interface StepLoss {
  * One optimizer step: gradients of `loss()` with respect to every variable in `params`, applied by `optimizer`.
  * Returns the scalar losses ({ total, ...parts }). Throws a one-line error when the loss is not finite.
  */
-export async function trainStep(optimizer: Adam, params: Params, loss: () => StepLoss, label = 'training'): Promise<Record<string, number>> {
+/** A step's losses as numbers: `total` (what the gradient minimised) and the named parts it sums. */
+export type StepLosses = { total: number } & Record<string, number>;
+
+export async function trainStep(optimizer: Adam, params: Params, loss: () => StepLoss, label = 'training'): Promise<StepLosses> {
   const varToName = new Map(Object.entries(params).map(([name, v]) => [v.name, name]));
   let parts: Record<string, tf.Scalar> = {};
   const { value, grads } = tf.variableGrads(() => {
@@ -51,11 +57,11 @@ export async function trainStep(optimizer: Adam, params: Params, loss: () => Ste
   const keys = ['total', ...Object.keys(parts)];
   const values = await Promise.all([value, ...Object.values(parts)].map(async (t) => (await t.data())[0]!));
   tf.dispose([value, ...Object.values(parts), ...Object.values(grads)]);
-  const out = Object.fromEntries(keys.map((k, i) => [k, values[i]!]));
-  if (!Number.isFinite(out.total)) {
-    throw new Error(`${label}: loss became ${out.total} at step ${optimizer.step}: lower the learning rate or check the data`);
+  const total = values[0]!;
+  if (!Number.isFinite(total)) {
+    throw new Error(`${label}: loss became ${total} at step ${optimizer.step}: lower the learning rate or check the data`);
   }
-  return out;
+  return { ...Object.fromEntries(keys.map((k, i) => [k, values[i]!])), total };
 }
 
 /** The training set's order for one epoch: a permutation seeded by the run's seed and the epoch number. */
@@ -82,7 +88,12 @@ export function gather(images: Float32Array, labels: Int32Array, pixels: number,
 
 /** Batches of a fixed set, reshuffled every epoch with `epochOrder`; `transform` can augment each batch. */
 export function epochBatches(
-  images: Float32Array, labels: Int32Array, count: number, pixels: number, batchSize: number, seed: number,
+  images: Float32Array,
+  labels: Int32Array,
+  count: number,
+  pixels: number,
+  batchSize: number,
+  seed: number,
   transform?: (batch: Batch, step: number) => Batch,
 ): (step: number) => Batch {
   const stepsPerEpoch = Math.ceil(count / batchSize);
@@ -145,14 +156,19 @@ export function accuracyOf(scores: Float32Array, labels: Int32Array, classes: nu
 
 /** Class scores [count, classes] of `images` in batches: `score` maps an NHWC batch to [n, classes]. */
 export async function scoresInBatches(
-  score: (x: tf.Tensor4D) => tf.Tensor2D, shape: { inputHeight: number; inputWidth: number; inputChannels: number; numClasses: number },
-  images: Float32Array, count: number, batchSize = 100,
+  score: (x: tf.Tensor4D) => tf.Tensor2D,
+  shape: { inputHeight: number; inputWidth: number; inputChannels: number; numClasses: number },
+  images: Float32Array,
+  count: number,
+  batchSize = 100,
 ): Promise<Float32Array> {
   const pixels = shape.inputHeight * shape.inputWidth * shape.inputChannels;
   const out = new Float32Array(count * shape.numClasses);
   for (let start = 0; start < count; start += batchSize) {
     const n = Math.min(batchSize, count - start);
-    const s = tf.tidy(() => score(tf.tensor4d(images.subarray(start * pixels, (start + n) * pixels), [n, shape.inputHeight, shape.inputWidth, shape.inputChannels])));
+    const s = tf.tidy(() =>
+      score(tf.tensor4d(images.subarray(start * pixels, (start + n) * pixels), [n, shape.inputHeight, shape.inputWidth, shape.inputChannels])),
+    );
     out.set((await s.data()) as Float32Array, start * shape.numClasses);
     s.dispose();
   }
@@ -198,11 +214,16 @@ export async function fit(options: FitOptions): Promise<FitResult> {
   try {
     for (let step = 0; step < steps; step++) {
       let count = 0;
-      const losses = await trainStep(optimizer, params, () => {
-        const out = options.loss(step);
-        count = out.count;
-        return out;
-      }, options.label);
+      const losses = await trainStep(
+        optimizer,
+        params,
+        () => {
+          const out = options.loss(step);
+          count = out.count;
+          return out;
+        },
+        options.label,
+      );
       images += count;
       windowLoss += losses.total!;
       windowSteps++;

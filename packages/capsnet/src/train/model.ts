@@ -12,7 +12,12 @@ import { FUSED_KERNELS, fusedKernelAvailable } from './fused.ts';
 export type CapsNetParams = Record<string, tf.Variable>;
 
 /** Standard deviations of the authors' code's truncated-normal initialisation, by weight name prefix. */
-const TRUNCATED_NORMAL_STDDEV: Array<[string, number]> = [['conv1/', 0.05], ['primary/', 0.01], ['digit/', 0.1], ['decoder/', 0.1]];
+const TRUNCATED_NORMAL_STDDEV: Array<[string, number]> = [
+  ['conv1/', 0.05],
+  ['primary/', 0.01],
+  ['digit/', 0.1],
+  ['decoder/', 0.1],
+];
 
 /** A normal truncated at two standard deviations (redrawn outside), as TensorFlow's truncated_normal. */
 function truncatedNormal(rng: Rng, stddev: number): number {
@@ -215,13 +220,7 @@ export function maskCapsules(capsules: tf.Tensor3D, mask: tf.Tensor2D): tf.Tenso
  * The whole network. With `labels` (one-hot) the decoder is masked by the true class (training);
  * without, by the longest capsule (inference).
  */
-export function forward(
-  params: CapsNetParams,
-  images: tf.Tensor4D,
-  config: CapsNetConfig,
-  labels?: tf.Tensor2D,
-  keepLogits = false,
-): ForwardOutput {
+export function forward(params: CapsNetParams, images: tf.Tensor4D, config: CapsNetConfig, labels?: tf.Tensor2D, keepLogits = false): ForwardOutput {
   const { capsules, coupling, logitHistory } = encode(params, images, config, keepLogits);
   const lengths = capsuleLengths(capsules, config.squashEpsilon) as tf.Tensor2D;
   const mask = labels ?? longestCapsuleMask(lengths);

@@ -5,10 +5,25 @@ import * as tf from '@tensorflow/tfjs-core';
 import cliProgress from 'cli-progress';
 import { type BackendName, initBackend } from './backend.ts';
 import {
-  type BaselineCnnConfig, type CapsNetConfig, PAPER_BASELINES, type PresetName, Rng, baselineConfig, countShapes, narrowed, presetConfig, publicDataName,
+  type BaselineCnnConfig,
+  type CapsNetConfig,
+  PAPER_BASELINES,
+  type PresetName,
+  Rng,
+  baselineConfig,
+  countShapes,
+  narrowed,
+  presetConfig,
+  publicDataName,
 } from '@capsnet-onnx/core';
 import {
-  type BaselineModelSpec, type CheckpointState, type EpochMetrics, type EpochProgress, checkpointPath, loadCheckpoint, saveCheckpoint,
+  type BaselineModelSpec,
+  type CheckpointState,
+  type EpochMetrics,
+  type EpochProgress,
+  checkpointPath,
+  loadCheckpoint,
+  saveCheckpoint,
 } from '../files/checkpoint.ts';
 import { DataError, type Dataset, type Split, loadDataset, protocolOverrides } from '../data/datasets.ts';
 import { augmentBatch, networkView, sourceShape } from '../data/augment.ts';
@@ -137,7 +152,9 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   const seed = resumed?.seed ?? options.seed;
   const modelSpec: BaselineModelSpec | undefined = resumed
     ? resumed.model
-    : options.model === 'baseline-cnn' ? { family: 'baseline-cnn', config: baselineForPreset(options.preset, dataset.shape, options.baselineOverrides) } : undefined;
+    : options.model === 'baseline-cnn'
+      ? { family: 'baseline-cnn', config: baselineForPreset(options.preset, dataset.shape, options.baselineOverrides) }
+      : undefined;
   const family: ModelFamily = modelSpec ? baselineFamily(modelSpec.config, seed) : capsnetFamily(config);
   const run = resumed?.run ?? { batchSize: options.batchSize, trainLimit: options.trainLimit, testLimit: options.testLimit, preset: options.preset };
   const source = sourceShape(config);
@@ -171,35 +188,52 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
 
   const params = resumed ? variablesFromWeights(family.paramShapes, resumed.weights) : family.init(seed);
   const parameterCount = countShapes(family.paramShapes);
-  log(modelSpec
-    ? `model: baseline CNN, conv ${modelSpec.config.convChannels.join('/')} ${modelSpec.config.kernel}x${modelSpec.config.kernel} ${modelSpec.config.padding}` +
-      `${modelSpec.config.poolAfter.length ? `, pooling after conv ${modelSpec.config.poolAfter.map((p) => p + 1).join(',')}` : ', no pooling'}, fc ${modelSpec.config.fc.join('/')}, ` +
-      `dropout ${modelSpec.config.dropout}: ${parameterCount.toLocaleString('en-US')} parameters`
-    : `model: CapsNet, conv1 ${config.conv1Filters}, ${config.primaryMaps} primary maps, routing ${config.routingIterations}: ${parameterCount.toLocaleString('en-US')} parameters`);
+  log(
+    modelSpec
+      ? `model: baseline CNN, conv ${modelSpec.config.convChannels.join('/')} ${modelSpec.config.kernel}x${modelSpec.config.kernel} ${modelSpec.config.padding}` +
+          `${modelSpec.config.poolAfter.length ? `, pooling after conv ${modelSpec.config.poolAfter.map((p) => p + 1).join(',')}` : ', no pooling'}, fc ${modelSpec.config.fc.join('/')}, ` +
+          `dropout ${modelSpec.config.dropout}: ${parameterCount.toLocaleString('en-US')} parameters`
+      : `model: CapsNet, conv1 ${config.conv1Filters}, ${config.primaryMaps} primary maps, routing ${config.routingIterations}: ${parameterCount.toLocaleString('en-US')} parameters`,
+  );
   const optimizer = adamFor(config);
   if (resumed) optimizer.loadState(resumed.optimizer, params, resumed.step);
   const metrics: EpochMetrics[] = resumed ? [...resumed.metrics] : [];
   const metricsPath = join(options.out, METRICS_FILE);
   // The checkpoint is the source of truth: a kill between checkpoint and append must not leave a gap or a duplicate.
   // A new run starts without the file (the first epoch's line creates it): no empty metrics.jsonl.
-  if (resumed) writeFileAtomic(metricsPath, metrics.map((m) => JSON.stringify(m) + '\n').join(''));
+  if (resumed) writeFileAtomic(metricsPath, metrics.map((m) => `${JSON.stringify(m)}\n`).join(''));
   else rmSync(metricsPath, { force: true });
 
   const cadence = new CheckpointCadence(options.checkpointEvery, checkpointIntervalS, options.clock);
   const snapshot = async (epoch: number, progress?: EpochProgress) => {
     saveCheckpoint(options.out, {
-      config, ...(modelSpec ? { model: modelSpec } : {}), epoch, step: optimizer.step, seed, run, dataset: dataset.name, data, classLabels: dataset.classLabels, backend: backend.name,
-      metrics, progress, weights: await readWeights(params), optimizer: await optimizer.exportState(), producer: 'capsnet-onnx',
+      config,
+      ...(modelSpec ? { model: modelSpec } : {}),
+      epoch,
+      step: optimizer.step,
+      seed,
+      run,
+      dataset: dataset.name,
+      data,
+      classLabels: dataset.classLabels,
+      backend: backend.name,
+      metrics,
+      progress,
+      weights: await readWeights(params),
+      optimizer: await optimizer.exportState(),
+      producer: 'capsnet-onnx',
     });
     cadence.wrote();
     options.onCheckpoint?.({ epoch, step: optimizer.step, midEpoch: progress !== undefined });
   };
 
-  log(`data: ${dataset.name}, ${train.count} train / ${Math.min(run.testLimit ?? Infinity, dataset.test.count)} test images, ` +
-    `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}` +
-    `${config.crop ? ` crops of ${source.height}x${source.width}` : ''}, ${config.numClasses} classes` +
-    `${dataset.labelOffset ? ` (file labels ${dataset.labelOffset}-${dataset.labelOffset + config.numClasses - 1})` : ''}` +
-    `${dataset.source ? `; ${dataset.source}` : ''}`);
+  log(
+    `data: ${dataset.name}, ${train.count} train / ${Math.min(run.testLimit ?? Infinity, dataset.test.count)} test images, ` +
+      `${config.inputHeight}x${config.inputWidth}x${config.inputChannels}` +
+      `${config.crop ? ` crops of ${source.height}x${source.width}` : ''}, ${config.numClasses} classes` +
+      `${dataset.labelOffset ? ` (file labels ${dataset.labelOffset}-${dataset.labelOffset + config.numClasses - 1})` : ''}` +
+      `${dataset.source ? `; ${dataset.source}` : ''}`,
+  );
   for (let epoch = resumed?.epoch ?? 0; epoch < options.epochs; epoch++) {
     const saved = resumed?.progress && epoch === resumed.epoch ? resumed.progress : undefined;
     const progress: EpochProgress = saved
@@ -234,8 +268,10 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       if (options.progressLineS !== undefined && !bar && performance.now() - lastLine >= options.progressLineS * 1000) {
         lastLine = performance.now();
         const perStep = progress.seconds / progress.stepsDone;
-        log(`epoch ${epoch + 1}/${options.epochs} step ${s + 1}/${stepsPerEpoch} (${Math.floor((100 * (s + 1)) / stepsPerEpoch)}%): ` +
-          `${(progress.images / progress.seconds).toFixed(1)} img/s, loss ${loss.toFixed(4)}, ETA ${formatSeconds(perStep * (stepsPerEpoch - s - 1))} for the epoch`);
+        log(
+          `epoch ${epoch + 1}/${options.epochs} step ${s + 1}/${stepsPerEpoch} (${Math.floor((100 * (s + 1)) / stepsPerEpoch)}%): ` +
+            `${(progress.images / progress.seconds).toFixed(1)} img/s, loss ${loss.toFixed(4)}, ETA ${formatSeconds(perStep * (stepsPerEpoch - s - 1))} for the epoch`,
+        );
       }
       if (cadence.due(s + 1, stepsPerEpoch)) await snapshot(epoch, progress);
     }
@@ -255,10 +291,14 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     };
     metrics.push(record);
     await snapshot(epoch + 1);
-    appendFileSync(metricsPath, JSON.stringify(record) + '\n');
-    const lossText = Object.entries(test.losses).map(([k, v]) => `${k.replace('_', ' ')} ${v.toFixed(4)}`).join(', ');
-    log(`epoch ${record.epoch}: test accuracy ${(100 * record.test_accuracy).toFixed(2)}%, ${lossText}, ` +
-      `${record.images_per_second.toFixed(1)} img/s, ${record.seconds.toFixed(1)} s`);
+    appendFileSync(metricsPath, `${JSON.stringify(record)}\n`);
+    const lossText = Object.entries(test.losses)
+      .map(([k, v]) => `${k.replace('_', ' ')} ${v.toFixed(4)}`)
+      .join(', ');
+    log(
+      `epoch ${record.epoch}: test accuracy ${(100 * record.test_accuracy).toFixed(2)}%, ${lossText}, ` +
+        `${record.images_per_second.toFixed(1)} img/s, ${record.seconds.toFixed(1)} s`,
+    );
   }
   optimizer.dispose();
   tf.dispose(Object.values(params));
@@ -273,8 +313,10 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
 function checkSameDataFiles(runDir: string, recorded: Record<string, string>, now: Record<string, string>): void {
   const changed = Object.keys(recorded).filter((name) => now[name] !== undefined && now[name] !== recorded[name]);
   if (changed.length) {
-    throw new DataError(`--resume: ${changed.join(', ')} changed since the run in ${runDir} started (SHA-256 differs): ` +
-      'restore the files it was trained on, or start a new run (--overwrite, or another --out)');
+    throw new DataError(
+      `--resume: ${changed.join(', ')} changed since the run in ${runDir} started (SHA-256 differs): ` +
+        'restore the files it was trained on, or start a new run (--overwrite, or another --out)',
+    );
   }
 }
 
@@ -283,15 +325,32 @@ function runFlagsOf(source: TrainOptions | CheckpointState): RunFlags {
   if ('weights' in source) {
     const { run } = source;
     return {
-      preset: run.preset, data: source.dataset, batchSize: run.batchSize, routing: source.config.routingIterations, seed: source.seed, trainLimit: run.trainLimit, testLimit: run.testLimit,
-      model: source.model?.family ?? 'capsnet', primaryCaps: source.config.primaryMaps, noneOfTheAbove: source.config.noneOfTheAbove ?? false,
+      preset: run.preset,
+      data: source.dataset,
+      batchSize: run.batchSize,
+      routing: source.config.routingIterations,
+      seed: source.seed,
+      trainLimit: run.trainLimit,
+      testLimit: run.testLimit,
+      model: source.model?.family ?? 'capsnet',
+      primaryCaps: source.config.primaryMaps,
+      noneOfTheAbove: source.config.noneOfTheAbove ?? false,
       reconstructionWeight: source.config.reconstructionWeight,
     };
   }
   const overrides = source.configOverrides ?? {};
   return {
-    preset: source.preset, data: source.data, batchSize: source.batchSize, routing: source.routing, seed: source.seed, trainLimit: source.trainLimit, testLimit: source.testLimit,
-    model: source.model, primaryCaps: overrides.primaryMaps, noneOfTheAbove: overrides.noneOfTheAbove, reconstructionWeight: overrides.reconstructionWeight,
+    preset: source.preset,
+    data: source.data,
+    batchSize: source.batchSize,
+    routing: source.routing,
+    seed: source.seed,
+    trainLimit: source.trainLimit,
+    testLimit: source.testLimit,
+    model: source.model,
+    primaryCaps: overrides.primaryMaps,
+    noneOfTheAbove: overrides.noneOfTheAbove,
+    reconstructionWeight: overrides.reconstructionWeight,
   };
 }
 

@@ -34,7 +34,10 @@ function requireFloat32(kernel: string, tensors: TensorInfo[]): void {
   }
 }
 
-interface RoutingAttrs { iterations: number; epsilon: number }
+interface RoutingAttrs {
+  iterations: number;
+  epsilon: number;
+}
 
 function routingShape(kernel: string, uHat: TensorInfo, attrs: RoutingAttrs): [number, number, number, number, number] {
   if (uHat.shape.length !== 4) throw new Error(`${kernel}: uHat must be [N, inputCaps, classes, dim], got [${uHat.shape}]`);
@@ -49,17 +52,25 @@ function routingShape(kernel: string, uHat: TensorInfo, attrs: RoutingAttrs): [n
  * Runs a routing kernel over the batch, one share of the examples per thread, each with its own scratch block on
  * the heap (released afterwards, also on a throw). args(n0, n1, scratch) gives one share's arguments.
  */
-function routeInParts(be: WasmBackendLike, name: 'routingForward' | 'routingBackward', [N, I, J, D, R]: number[],
-  args: (n0: number, n1: number, scratch: number) => number[]): void {
+function routeInParts(
+  be: WasmBackendLike,
+  name: 'routingForward' | 'routingBackward',
+  [N, I, J, D, R]: number[],
+  args: (n0: number, n1: number, scratch: number) => number[],
+): void {
   const { local, threads } = simdKernels(be);
   const floats = local.routingScratchFloats(I!, J!, D!, R!);
   const scratch = be.makeOutput([threads.parts * floats], 'float32');
   try {
     const base = pointer(be, scratch);
-    threads.run(name, (part, parts) => {
-      const [n0, n1] = partRange(N!, parts, part);
-      return args(n0, n1, base + 4 * part * floats);
-    }, N! < 2);
+    threads.run(
+      name,
+      (part, parts) => {
+        const [n0, n1] = partRange(N!, parts, part);
+        return args(n0, n1, base + 4 * part * floats);
+      },
+      N! < 2,
+    );
   } finally {
     be.disposeData(scratch.dataId);
   }
@@ -74,8 +85,18 @@ function dynamicRoutingKernel({ inputs, backend, attrs }: KernelArgs): TensorInf
   const v = be.makeOutput([N, J, D], 'float32');
   const c = be.makeOutput([N, I, J], 'float32');
   const [pu, pv, pc] = [pointer(be, uHat), pointer(be, v), pointer(be, c)];
-  routeInParts(be, 'routingForward', [N, I, J, D, R], (n0, n1, scratch) =>
-    [pu + 4 * n0 * I * J * D, pv + 4 * n0 * J * D, pc + 4 * n0 * I * J, scratch, n1 - n0, I, J, D, R, a.epsilon]);
+  routeInParts(be, 'routingForward', [N, I, J, D, R], (n0, n1, scratch) => [
+    pu + 4 * n0 * I * J * D,
+    pv + 4 * n0 * J * D,
+    pc + 4 * n0 * I * J,
+    scratch,
+    n1 - n0,
+    I,
+    J,
+    D,
+    R,
+    a.epsilon,
+  ]);
   return [v, c];
 }
 
@@ -87,19 +108,35 @@ function dynamicRoutingGradKernel({ inputs, backend, attrs }: KernelArgs): Tenso
   const [N, I, J, D, R] = routingShape(FUSED_KERNELS.dynamicRoutingGrad, uHat, a);
   const du = be.makeOutput([N, I, J, D], 'float32');
   const [pu, pdv, pdc, pdu] = [pointer(be, uHat), pointer(be, dCapsules), pointer(be, dCoupling), pointer(be, du)];
-  routeInParts(be, 'routingBackward', [N, I, J, D, R], (n0, n1, scratch) =>
-    [pu + 4 * n0 * I * J * D, pdv + 4 * n0 * J * D, pdc + 4 * n0 * I * J, pdu + 4 * n0 * I * J * D, scratch, n1 - n0, I, J, D, R, a.epsilon]);
+  routeInParts(be, 'routingBackward', [N, I, J, D, R], (n0, n1, scratch) => [
+    pu + 4 * n0 * I * J * D,
+    pdv + 4 * n0 * J * D,
+    pdc + 4 * n0 * I * J,
+    pdu + 4 * n0 * I * J * D,
+    scratch,
+    n1 - n0,
+    I,
+    J,
+    D,
+    R,
+    a.epsilon,
+  ]);
   return du;
 }
 
-interface PredictionAttrs { classes: number; digitDim: number }
+interface PredictionAttrs {
+  classes: number;
+  digitDim: number;
+}
 
 function predictionShape(kernel: string, u: TensorInfo, W: TensorInfo, attrs: PredictionAttrs): [number, number, number, number] {
   const [N, I, P] = u.shape as [number, number, number];
   const K = attrs.classes * attrs.digitDim;
   if (u.shape.length !== 3 || W.shape.length !== 3 || W.shape[0] !== I || W.shape[1] !== P || W.shape[2] !== K) {
-    throw new Error(`${kernel}: u must be [N, I, P] and W [I, P, classes*digitDim], got u [${u.shape}], W [${W.shape}] ` +
-      `with classes ${attrs.classes}, digitDim ${attrs.digitDim}`);
+    throw new Error(
+      `${kernel}: u must be [N, I, P] and W [I, P, classes*digitDim], got u [${u.shape}], W [${W.shape}] ` +
+        `with classes ${attrs.classes}, digitDim ${attrs.digitDim}`,
+    );
   }
   return [N, I, P, K];
 }
@@ -136,7 +173,12 @@ function predictionVectorsGradKernel({ inputs, backend, attrs }: KernelArgs): Te
   return [dU, dW];
 }
 
-interface AdamAttrs { learningRate: number; beta1: number; beta2: number; epsilon: number }
+interface AdamAttrs {
+  learningRate: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+}
 
 /**
  * Writes the moments m and v in place (they are the optimizer's own variables, never shared: adam.ts creates them
@@ -157,10 +199,14 @@ function adamKernel({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { threads } = simdKernels(be);
   // Small weights (biases) in one part: waking a helper costs more than their update.
   const single = n < 1 << 16;
-  threads.run('adam', (part, parts) => {
-    const [k0, k1] = partRange(n, parts, part);
-    return [...ptrs.map((p) => p + 4 * k0), k1 - k0, a.learningRate, a.beta1, a.beta2, a.epsilon];
-  }, single);
+  threads.run(
+    'adam',
+    (part, parts) => {
+      const [k0, k1] = partRange(n, parts, part);
+      return [...ptrs.map((p) => p + 4 * k0), k1 - k0, a.learningRate, a.beta1, a.beta2, a.epsilon];
+    },
+    single,
+  );
   return out;
 }
 
@@ -188,8 +234,10 @@ export function registerWasmCapsuleKernels(): void {
       const [uHat] = saved as [tf.Tensor];
       const [dCapsules, dCoupling] = dys as tf.Tensor[];
       return {
-        uHat: () => tf.engine().runKernel(FUSED_KERNELS.dynamicRoutingGrad, { uHat, dCapsules: dCapsules!, dCoupling: dCoupling! },
-          attrs as unknown as NamedAttrMap) as tf.Tensor,
+        uHat: () =>
+          tf
+            .engine()
+            .runKernel(FUSED_KERNELS.dynamicRoutingGrad, { uHat, dCapsules: dCapsules!, dCoupling: dCoupling! }, attrs as unknown as NamedAttrMap) as tf.Tensor,
       };
     },
   });
@@ -200,8 +248,9 @@ export function registerWasmCapsuleKernels(): void {
       const [u, W] = saved as [tf.Tensor, tf.Tensor];
       // One kernel call yields both gradients. It runs here, not in the thunks: tfjs runs each thunk in its own
       // tidy, which would dispose the other gradient. (One that is not needed is disposed with the backward pass.)
-      const [dU, dW] = tf.engine().runKernel(FUSED_KERNELS.predictionVectorsGrad, { u, W, dUHat: dy as tf.Tensor },
-        attrs as unknown as NamedAttrMap) as tf.Tensor[];
+      const [dU, dW] = tf
+        .engine()
+        .runKernel(FUSED_KERNELS.predictionVectorsGrad, { u, W, dUHat: dy as tf.Tensor }, attrs as unknown as NamedAttrMap) as tf.Tensor[];
       return { u: () => dU!, W: () => dW! };
     },
   });

@@ -74,7 +74,8 @@ function convDilated(backend: WasmBackendLike, x: TensorInfo, filter: TensorInfo
 function validColumns(ci: Conv2DInfo): { lo: Int32Array; hi: Int32Array } {
   const { filterWidth: KW, strideWidth: sw, inWidth: W, outWidth: OW } = ci;
   const pl = ci.padInfo.left;
-  const lo = new Int32Array(KW), hi = new Int32Array(KW);
+  const lo = new Int32Array(KW),
+    hi = new Int32Array(KW);
   for (let kw = 0; kw < KW; kw++) {
     // ow*sw + kw - pl >= 0  and  ow*sw + kw - pl <= W - 1
     lo[kw] = Math.max(0, Math.ceil((pl - kw) / sw));
@@ -99,15 +100,18 @@ function imagesPerGroup(ci: Conv2DInfo): number {
 function im2colT(ci: Conv2DInfo, xT: Float32Array, n0: number, nb: number, colT: Float32Array): void {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = ci;
   const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
-  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const pt = ci.padInfo.top,
+    pl = ci.padInfo.left;
   const { lo, hi } = validColumns(ci);
-  const Mc = nb * OH * OW, plane = OH * OW;
+  const Mc = nb * OH * OW,
+    plane = OH * OW;
   for (let c = 0; c < C; c++) {
     for (let nl = 0; nl < nb; nl++) {
       const img = (c * N + n0 + nl) * H * W;
       for (let kh = 0; kh < KH; kh++) {
         for (let kw = 0; kw < KW; kw++) {
-          const owLo = lo[kw]!, owHi = hi[kw]!;
+          const owLo = lo[kw]!,
+            owHi = hi[kw]!;
           let d = ((kh * KW + kw) * C + c) * Mc + nl * plane;
           for (let oh = 0; oh < OH; oh++, d += OW) {
             const ih = oh * sh + kh - pt;
@@ -145,8 +149,10 @@ type RoundingAttr = 'floor' | 'round' | 'ceil' | undefined;
 function filterGradViaConv(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInfo, dy: TensorInfo): TensorInfo {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
   const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
-  const pt = ci.padInfo.top, pl = ci.padInfo.left;
-  const Hc = (OH - 1) * sh + KH, Wc = (OW - 1) * sw + KW;
+  const pt = ci.padInfo.top,
+    pl = ci.padInfo.left;
+  const Hc = (OH - 1) * sh + KH,
+    Wc = (OW - 1) * sw + KW;
   const xp = backend.makeOutput([C, Hc, Wc, N], 'float32');
   const dyp = backend.makeOutput([OH, OW, N, CO], 'float32');
   heapF32(backend, xp, C * Hc * Wc * N).fill(0);
@@ -169,7 +175,8 @@ function filterGradViaConv(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorIn
   backend.disposeData(xp.dataId);
   backend.disposeData(dyp.dataId);
   const dw = backend.makeOutput([KH, KW, C, CO], 'float32');
-  const o = heapF32(backend, out, C * KH * KW * CO), d = heapF32(backend, dw, KH * KW * C * CO);
+  const o = heapF32(backend, out, C * KH * KW * CO),
+    d = heapF32(backend, dw, KH * KW * C * CO);
   // (c, kh, kw, co) -> (kh, kw, c, co): whole CO rows move.
   for (let c = 0; c < C; c++) {
     for (let k = 0; k < KH * KW; k++) {
@@ -205,7 +212,8 @@ function filterGradIm2col(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInf
     if (acc == null) {
       acc = part;
     } else {
-      const a = heapF32(backend, acc, outSize), p = heapF32(backend, part, outSize);
+      const a = heapF32(backend, acc, outSize),
+        p = heapF32(backend, part, outSize);
       for (let i = 0; i < outSize; i++) a[i]! += p[i]!;
       backend.disposeData(part.dataId);
     }
@@ -225,8 +233,7 @@ function dyRows(backend: WasmBackendLike, dy: TensorInfo, ci: Conv2DInfo, n0: nu
   const rows = nb * OH * OW;
   if (nb === N) return { dataId: dy.dataId, shape: [rows, CO], dtype: 'float32' };
   const part = backend.makeOutput([rows, CO], 'float32');
-  heapF32(backend, part, rows * CO).set(
-    heapF32(backend, dy, N * OH * OW * CO).subarray(n0 * OH * OW * CO, (n0 + nb) * OH * OW * CO));
+  heapF32(backend, part, rows * CO).set(heapF32(backend, dy, N * OH * OW * CO).subarray(n0 * OH * OW * CO, (n0 + nb) * OH * OW * CO));
   return part;
 }
 
@@ -239,8 +246,7 @@ const method: { filter: FilterGradMethod; input: InputGradMethod } = { filter: '
  *   filter: 'conv' = XNNPACK dilated convolution (filterGradViaConv), 'im2col' = JS im2col + GEMM.
  *   input:  'rows' = dy . W^T then row-wise col2im, 'columns' = W . dy^T then column-wise col2im.
  */
-export function setConvGradMethod(next: { filter?: FilterGradMethod; input?: InputGradMethod }):
-{ filter: FilterGradMethod; input: InputGradMethod } {
+export function setConvGradMethod(next: { filter?: FilterGradMethod; input?: InputGradMethod }): { filter: FilterGradMethod; input: InputGradMethod } {
   const previous = { ...method };
   if (next.filter) method.filter = next.filter;
   if (next.input) method.input = next.input;
@@ -251,14 +257,24 @@ function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unkno
   const backend = args.backend as WasmBackendLike;
   const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
   const attrs = args.attrs as unknown as {
-    strides: [number, number] | number; pad: PadAttr; dataFormat: 'NHWC' | 'NCHW';
-    dimRoundingMode?: RoundingAttr; filterShape: [number, number, number, number];
+    strides: [number, number] | number;
+    pad: PadAttr;
+    dataFormat: 'NHWC' | 'NCHW';
+    dimRoundingMode?: RoundingAttr;
+    filterShape: [number, number, number, number];
   };
   checkNHWC(attrs.dataFormat, 'Conv2DBackpropFilter');
   if (x.dtype !== 'float32' || dy.dtype !== 'float32') throw new Error('Conv2DBackpropFilter: float32 only');
   const ci = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad,
-    attrs.dimRoundingMode, false, 'channelsLast');
+    x.shape as [number, number, number, number],
+    attrs.filterShape,
+    attrs.strides,
+    1,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    false,
+    'channelsLast',
+  );
   // The convolution form wins at both of the paper's layers once the operands are fresh tensors, as they are
   // in training (XNNPACK caches packed GEMM weights per tensor id, so re-running on the same dy flatters
   // im2col): batch 32, 2 threads, conv1 63 vs 89 ms, PrimaryCaps 396 vs 463 ms. im2col stays as the option
@@ -276,7 +292,8 @@ function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unkno
 function inputGradRows(backend: WasmBackendLike, ci: Conv2DInfo, dy: TensorInfo, filter: TensorInfo): TensorInfo {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
   const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
-  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const pt = ci.padInfo.top,
+    pl = ci.padInfo.left;
   const K = KH * KW * C;
   const wT = backend.makeOutput([CO, K], 'float32');
   transposeOnHeap(backend, pointer(backend, filter), K, CO, pointer(backend, wT));
@@ -291,7 +308,8 @@ function inputGradRows(backend: WasmBackendLike, ci: Conv2DInfo, dy: TensorInfo,
     const dyPart = dyRows(backend, dy, ci, n0, nb);
     const col = gemm(backend, dyPart, wT);
     if (dyPart.dataId !== dy.dataId) backend.disposeData(dyPart.dataId);
-    const cv = heapF32(backend, col, Mc * K), d = heapF32(backend, dx, N * H * W * C);
+    const cv = heapF32(backend, col, Mc * K),
+      d = heapF32(backend, dx, N * H * W * C);
     for (let nl = 0; nl < nb; nl++) {
       const n = n0 + nl;
       for (let oh = 0; oh < OH; oh++) {
@@ -304,12 +322,13 @@ function inputGradRows(backend: WasmBackendLike, ci: Conv2DInfo, dy: TensorInfo,
             const src = m * K + kh * rowLen;
             const dst = ((n * H + ih) * W + iw0) * C;
             if (iw0 >= 0 && iw0 + KW <= W) {
-              for (let i = 0; i < rowLen; i++) d[dst + i] += cv[src + i]!;
+              for (let i = 0; i < rowLen; i++) d[dst + i] = d[dst + i]! + cv[src + i]!;
             } else {
               for (let kw = 0; kw < KW; kw++) {
                 if (ow < lo[kw]! || ow >= hi[kw]!) continue;
-                const s2 = src + kw * C, d2 = dst + kw * C;
-                for (let c = 0; c < C; c++) d[d2 + c] += cv[s2 + c]!;
+                const s2 = src + kw * C,
+                  d2 = dst + kw * C;
+                for (let c = 0; c < C; c++) d[d2 + c] = d[d2 + c]! + cv[s2 + c]!;
               }
             }
           }
@@ -331,7 +350,8 @@ function inputGradColumns(backend: WasmBackendLike, ci: Conv2DInfo, dy: TensorIn
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
   const K = ci.filterHeight * ci.filterWidth * C;
   const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
-  const pt = ci.padInfo.top, pl = ci.padInfo.left;
+  const pt = ci.padInfo.top,
+    pl = ci.padInfo.left;
   const P = N * H * W;
   const dxT = backend.makeOutput([C, P], 'float32');
   heapF32(backend, dxT, C * P).fill(0);
@@ -364,14 +384,24 @@ function conv2dBackpropInput(args: { inputs: NamedTensorInfoMap; backend: unknow
   const backend = args.backend as WasmBackendLike;
   const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
   const attrs = args.attrs as unknown as {
-    strides: [number, number] | number; pad: PadAttr; dataFormat: 'NHWC' | 'NCHW';
-    dimRoundingMode?: RoundingAttr; inputShape: [number, number, number, number];
+    strides: [number, number] | number;
+    pad: PadAttr;
+    dataFormat: 'NHWC' | 'NCHW';
+    dimRoundingMode?: RoundingAttr;
+    inputShape: [number, number, number, number];
   };
   checkNHWC(attrs.dataFormat, 'Conv2DBackpropInput');
   if (dy.dtype !== 'float32' || filter.dtype !== 'float32') throw new Error('Conv2DBackpropInput: float32 only');
   const ci = backend_util.computeConv2DInfo(
-    attrs.inputShape, filter.shape as [number, number, number, number], attrs.strides, 1, attrs.pad,
-    attrs.dimRoundingMode, false, 'channelsLast');
+    attrs.inputShape,
+    filter.shape as [number, number, number, number],
+    attrs.strides,
+    1,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    false,
+    'channelsLast',
+  );
   // The row form streams W^T (K*CO floats) as XNNPACK's packed weights once per block of output rows, so it wins
   // while that fits in cache (batch 32, 2 threads: conv1, 21K floats, 31 vs 80 ms; small preset's PrimaryCaps,
   // 331K floats, 65 vs 86 ms single-threaded) and loses beyond (PrimaryCaps, 5.3M floats: 697 vs 561 ms).
@@ -397,9 +427,17 @@ function batchMatMul(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs
   const stock = stockBatchMatMul! as unknown as (a: typeof args) => TensorInfo | TensorInfo[];
   const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
   const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
-  const batchA = a.shape.slice(0, -2).reduce((x, y) => x * y, 1), batchB = b.shape.slice(0, -2).reduce((x, y) => x * y, 1);
-  if ((!transposeA && !transposeB) || a.dtype !== 'float32' || b.dtype !== 'float32' || batchA !== 1 || batchB !== 1 ||
-    a.shape.length < 2 || b.shape.length < 2) {
+  const batchA = a.shape.slice(0, -2).reduce((x, y) => x * y, 1),
+    batchB = b.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+  if (
+    (!transposeA && !transposeB) ||
+    a.dtype !== 'float32' ||
+    b.dtype !== 'float32' ||
+    batchA !== 1 ||
+    batchB !== 1 ||
+    a.shape.length < 2 ||
+    b.shape.length < 2
+  ) {
     return stock(args) as TensorInfo;
   }
   const [ar, ac] = a.shape.slice(-2) as [number, number];
@@ -418,8 +456,7 @@ function batchMatMul(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs
     b2 = backend.makeOutput([k, n], 'float32');
     transposeOnHeap(backend, pointer(backend, b), br, bc, pointer(backend, b2));
   }
-  const out = stock({ inputs: { a: a2, b: b2 }, backend: args.backend,
-    attrs: { transposeA: false, transposeB: false } }) as TensorInfo;
+  const out = stock({ inputs: { a: a2, b: b2 }, backend: args.backend, attrs: { transposeA: false, transposeB: false } }) as TensorInfo;
   if (a2.dataId !== a.dataId) backend.disposeData(a2.dataId);
   if (b2.dataId !== b.dataId) backend.disposeData(b2.dataId);
   // Same output rank as the stock kernel: the broadcast batch dims (all 1 here), then [m, n].
@@ -471,7 +508,9 @@ export function registerWasmConvKernels(): void {
 
 /** True when our kernels (not the package's) are the ones registered for 'wasm'. */
 export function wasmConvKernelsRegistered(): boolean {
-  return tf.getKernel('Conv2DBackpropFilter', 'wasm')?.kernelFunc === conv2dBackpropFilterConfig.kernelFunc &&
+  return (
+    tf.getKernel('Conv2DBackpropFilter', 'wasm')?.kernelFunc === conv2dBackpropFilterConfig.kernelFunc &&
     tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc === conv2dBackpropInputConfig.kernelFunc &&
-    tf.getKernel('BatchMatMul', 'wasm')?.kernelFunc === batchMatMulConfig.kernelFunc;
+    tf.getKernel('BatchMatMul', 'wasm')?.kernelFunc === batchMatMulConfig.kernelFunc
+  );
 }

@@ -65,8 +65,13 @@ export class KernelThreads {
    * @param names the kernel exports a call may name
    * @param helpers worker threads besides the caller (parallel parts = helpers + 1)
    */
-  constructor(private readonly local: Kernels, module: WebAssembly.Module, memory: WebAssembly.Memory,
-    private readonly names: readonly string[], helpers: number) {
+  constructor(
+    private readonly local: Kernels,
+    module: WebAssembly.Module,
+    memory: WebAssembly.Memory,
+    private readonly names: readonly string[],
+    helpers: number,
+  ) {
     this.args = new Float64Array(new SharedArrayBuffer(Math.max(1, helpers) * (MAX_ARGS + 2) * 8));
     for (let index = 0; index < helpers; index++) {
       const worker = new Worker(HELPER_SCRIPT, {
@@ -75,8 +80,12 @@ export class KernelThreads {
         workerData: { module, memory, control: this.control.buffer, args: this.args.buffer, index, names },
       });
       worker.unref();
-      worker.on('error', () => { this.broken = true; });
-      worker.on('exit', () => { this.broken = true; });
+      worker.on('error', () => {
+        this.broken = true;
+      });
+      worker.on('exit', () => {
+        this.broken = true;
+      });
       this.workers.push(worker);
     }
   }
@@ -124,6 +133,7 @@ export class KernelThreads {
       for (let done = Atomics.load(this.control, DONE); done < helpers; done = Atomics.load(this.control, DONE)) {
         if (Date.now() > deadline) {
           this.broken = true;
+          // biome-ignore lint/correctness/noUnsafeFinally: a helper still writing to the heap outranks this thread's own error
           throw new Error(`train/wasm-simd.ts: ${name}: a helper thread did not finish in ${HELPER_TIMEOUT_MS / 1000} s`);
         }
         Atomics.wait(this.control, DONE, done, 100);
@@ -135,7 +145,8 @@ export class KernelThreads {
 
 /** [start, end) of part `part` of `parts` over `count` items (the first parts take one more when it does not divide). */
 export function partRange(count: number, parts: number, part: number): [number, number] {
-  const base = Math.floor(count / parts), extra = count % parts;
+  const base = Math.floor(count / parts),
+    extra = count % parts;
   const start = part * base + Math.min(part, extra);
   return [start, start + base + (part < extra ? 1 : 0)];
 }
@@ -158,12 +169,29 @@ export interface SimdKernels {
   adam(p: number, g: number, m: number, v: number, pOut: number, n: number, lr: number, beta1: number, beta2: number, epsilon: number): void;
   transpose(src: number, srcStride: number, dst: number, dstStride: number, r0: number, r1: number, cols: number): void;
   nhwcToChwn(x: number, xp: number, N: number, H: number, W: number, C: number, Hc: number, Wc: number, pt: number, pl: number, h0: number, h1: number): void;
-  col2imT(colT: number, dxT: number, N: number, H: number, W: number, C: number, OH: number, OW: number, KH: number, KW: number,
-    sh: number, sw: number, pt: number, pl: number, n0: number, nb: number, c0: number, c1: number): void;
+  col2imT(
+    colT: number,
+    dxT: number,
+    N: number,
+    H: number,
+    W: number,
+    C: number,
+    OH: number,
+    OW: number,
+    KH: number,
+    KW: number,
+    sh: number,
+    sw: number,
+    pt: number,
+    pl: number,
+    n0: number,
+    nb: number,
+    c0: number,
+    c1: number,
+  ): void;
 }
 
-const KERNEL_NAMES = ['predictionVectors', 'predictionVectorsGrad', 'routingForward', 'routingBackward', 'adam', 'transpose',
-  'nhwcToChwn', 'col2imT'] as const;
+const KERNEL_NAMES = ['predictionVectors', 'predictionVectorsGrad', 'routingForward', 'routingBackward', 'adam', 'transpose', 'nhwcToChwn', 'col2imT'] as const;
 
 /**
  * Where the wasm backend's Emscripten module keeps its WebAssembly.Memory (tfjs-backend-wasm 4.22): the threaded
@@ -187,8 +215,9 @@ export function simdKernels(backend: WasmBackendLike): KernelSet {
   const { wasmMemory, asm } = (backend as BackendWithMemory).wasm;
   const memory = wasmMemory instanceof WebAssembly.Memory ? wasmMemory : asm?.memory;
   if (!(memory instanceof WebAssembly.Memory)) {
-    throw new Error('train/wasm-simd.ts: this tfjs-backend-wasm build does not expose its memory (wasmMemory or asm.memory); ' +
-      'install the version in package.json');
+    throw new Error(
+      'train/wasm-simd.ts: this tfjs-backend-wasm build does not expose its memory (wasmMemory or asm.memory); ' + 'install the version in package.json',
+    );
   }
   let set = instances.get(memory);
   if (set == null) {
@@ -198,8 +227,7 @@ export function simdKernels(backend: WasmBackendLike): KernelSet {
     const module = new WebAssembly.Module(readFileSync(file));
     const local = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as SimdKernels;
     const helpers = shared ? Math.max(0, getThreadsCount() - 1) : 0;
-    const threads = new KernelThreads(local as unknown as Record<string, (...args: number[]) => unknown>, module, memory,
-      KERNEL_NAMES, helpers);
+    const threads = new KernelThreads(local as unknown as Record<string, (...args: number[]) => unknown>, module, memory, KERNEL_NAMES, helpers);
     set = { local, threads };
     instances.set(memory, set);
   }

@@ -122,16 +122,20 @@ export function useThreadedWasm(threads: number, timeoutMs = 60_000): () => void
   const priority = 2; // what tfjs-backend-wasm registers with
   tf.removeBackend('wasm');
   tfwasm.setThreadsCount(threads);
-  tf.registerBackend('wasm', async () => {
-    const mod = await withTimeout(instantiateThreaded(threads), timeoutMs, 'starting the threaded wasm module');
-    const BackendWasm = tfwasm.BackendWasm as unknown as new (m: EmscriptenModule) => tf.KernelBackend;
-    const backend = new BackendWasm(mod); // starts XNNPACK's pool threads
-    // Emscripten ref()s the worker of every running pthread so that Node waits for it; XNNPACK's pool
-    // threads never end, so the process would never exit. They hold no state that needs flushing.
-    const pthread = mod.PThread as { runningWorkers?: { unref?: () => void }[] } | undefined;
-    for (const w of pthread?.runningWorkers ?? []) w.unref?.();
-    return backend;
-  }, priority);
+  tf.registerBackend(
+    'wasm',
+    async () => {
+      const mod = await withTimeout(instantiateThreaded(threads), timeoutMs, 'starting the threaded wasm module');
+      const BackendWasm = tfwasm.BackendWasm as unknown as new (m: EmscriptenModule) => tf.KernelBackend;
+      const backend = new BackendWasm(mod); // starts XNNPACK's pool threads
+      // Emscripten ref()s the worker of every running pthread so that Node waits for it; XNNPACK's pool
+      // threads never end, so the process would never exit. They hold no state that needs flushing.
+      const pthread = mod.PThread as { runningWorkers?: { unref?: () => void }[] } | undefined;
+      for (const w of pthread?.runningWorkers ?? []) w.unref?.();
+      return backend;
+    },
+    priority,
+  );
   return () => {
     tf.removeBackend('wasm');
     tf.registerBackend('wasm', stock, priority);

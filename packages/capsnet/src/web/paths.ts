@@ -62,8 +62,10 @@ export async function webBundles(rebuild: boolean): Promise<{ dir: string; ortDi
     }
     const built = builtWith(WEB_DIST);
     if (built !== ort.version) {
-      throw new Error(`capsnet-onnx's browser bundles were built with onnxruntime-web ${built ?? '(unknown)'}, but onnxruntime-web ${ort.version} ` +
-        `is installed beside it: install onnxruntime-web@${built} in your app, or remove the override that replaced it`);
+      throw new Error(
+        `capsnet-onnx's browser bundles were built with onnxruntime-web ${built ?? '(unknown)'}, but onnxruntime-web ${ort.version} ` +
+          `is installed beside it: install onnxruntime-web@${built} in your app, or remove the override that replaced it`,
+      );
     }
     return { dir: WEB_DIST, ortDir: ort.dir };
   }

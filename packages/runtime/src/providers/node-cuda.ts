@@ -45,8 +45,10 @@ export const nodeCuda: Provider = {
     if (!nvidiaDriverPresent()) return `no NVIDIA GPU driver found (/proc/driver/nvidia/version is missing): ${INSTALL_HINT}, or use device "cpu"`;
     const library = cudaProviderLibrary();
     if (!existsSync(library)) {
-      return `the CUDA provider library is not installed (${relative(process.cwd(), library) || library} is missing: installs with ` +
-        `ONNXRUNTIME_NODE_INSTALL=skip leave it out): ${INSTALL_HINT}, or use device "cpu"`;
+      return (
+        `the CUDA provider library is not installed (${relative(process.cwd(), library) || library} is missing: installs with ` +
+        `ONNXRUNTIME_NODE_INSTALL=skip leave it out): ${INSTALL_HINT}, or use device "cpu"`
+      );
     }
     return null;
   },
@@ -54,8 +56,11 @@ export const nodeCuda: Provider = {
     return gpuSessionOptions({ name: 'cuda', deviceId: 0 }, options);
   },
   explainFailure(error) {
-    return explainGpuFailure(error, (message) =>
-      `${message}. The CUDA provider needs the NVIDIA driver, the CUDA 12 runtime (libcudart.so.12, libcublas.so.12) ` +
-      'and cuDNN 9 (libcudnn.so.9) on the library path (LD_LIBRARY_PATH); check `nvidia-smi`, install them, or use device "cpu"');
+    return explainGpuFailure(
+      error,
+      (message) =>
+        `${message}. The CUDA provider needs the NVIDIA driver, the CUDA 12 runtime (libcudart.so.12, libcublas.so.12) ` +
+        'and cuDNN 9 (libcudnn.so.9) on the library path (LD_LIBRARY_PATH); check `nvidia-smi`, install them, or use device "cpu"',
+    );
   },
 };

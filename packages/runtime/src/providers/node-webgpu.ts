@@ -28,7 +28,11 @@ export const nodeWebGpu: Provider = {
       return (
         `${message}. onnxruntime-node's WebGPU runs on Dawn over Vulkan: install the Vulkan loader (libvulkan1) and your GPU's ` +
         'Vulkan driver (the NVIDIA driver with its Vulkan ICD, or mesa-vulkan-drivers)' +
-        (sw ? `; without a GPU, Chromium's software SwiftShader works: ${Object.entries(sw).map(([k, v]) => `${k}=${v}`).join(' ')}` : '')
+        (sw
+          ? `; without a GPU, Chromium's software SwiftShader works: ${Object.entries(sw)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(' ')}`
+          : '')
       );
     });
   },

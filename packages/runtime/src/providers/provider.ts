@@ -48,8 +48,10 @@ const NO_SHADER_F16 = /requires f16 but the device does not support it|shader-f1
 
 /** The one-line reason a device cannot run an fp16-compute model, with the fixes; `why`: what it lacks. */
 export function fp16ComputeUnavailable(device: DeviceName, model: string, why: string): string {
-  return `device "${device}" cannot run ${model}: the model computes in fp16 (capsnet.compute_precision) and ${why}: ` +
-    're-export it with `capsnet export RUN_DIR --precision fp16 --compute fp32` (fp16 weights, float32 maths), or load it on another device';
+  return (
+    `device "${device}" cannot run ${model}: the model computes in fp16 (capsnet.compute_precision) and ${why}: ` +
+    're-export it with `capsnet export RUN_DIR --precision fp16 --compute fp32` (fp16 weights, float32 maths), or load it on another device'
+  );
 }
 
 /** True when a run failed because the WebGPU adapter has no shader-f16 feature. */

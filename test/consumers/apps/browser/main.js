@@ -9,11 +9,19 @@ async function main() {
   const model = await CapsNet.load('/model.onnx', { device: 'wasm', ...(wasmPaths ? { wasmPaths } : {}) });
   const { inputHeight: h, inputWidth: w, inputChannels: c } = model.metadata;
   const results = await model.classify({ data: digits, shape: [digits.length / (h * w * c), h, w, c] });
-  const wasm = performance.getEntriesByType('resource').map((e) => e.name).filter((n) => n.endsWith('.wasm'));
+  const wasm = performance
+    .getEntriesByType('resource')
+    .map((e) => e.name)
+    .filter((n) => n.endsWith('.wasm'));
   return { device: model.device, predictions: results.map((r) => r.label), lengths: results.map((r) => Array.from(r.lengths)), wasm };
 }
 
 main().then(
-  (result) => { globalThis.consumerResult = result; document.getElementById('out').textContent = JSON.stringify(result.predictions); },
-  (error) => { globalThis.consumerResult = { error: String(error?.message ?? error) }; },
+  (result) => {
+    globalThis.consumerResult = result;
+    document.getElementById('out').textContent = JSON.stringify(result.predictions);
+  },
+  (error) => {
+    globalThis.consumerResult = { error: String(error?.message ?? error) };
+  },
 );

@@ -18,11 +18,13 @@ try {
   badInput = e instanceof InputError ? e.message : `not an InputError: ${e}`;
 }
 await model.dispose();
-console.log(JSON.stringify({
-  device: model.device,
-  predictions: results.map((r) => r.label),
-  lengths: results.map((r) => Array.from(r.lengths)),
-  correct: results.filter((r, i) => r.label === labels[i]).length,
-  reconstructionPixels: reconstruction.length,
-  badInput,
-}));
+console.log(
+  JSON.stringify({
+    device: model.device,
+    predictions: results.map((r) => r.label),
+    lengths: results.map((r) => Array.from(r.lengths)),
+    correct: results.filter((r, i) => r.label === labels[i]).length,
+    reconstructionPixels: reconstruction.length,
+    badInput,
+  }),
+);

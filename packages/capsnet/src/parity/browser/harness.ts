@@ -83,15 +83,19 @@ const harness = {
    * bench:infer's page rows: batch-1 latency and batch throughput on random images. onnxruntime-web fixes its
    * thread count at its first session, so the Node side opens a fresh page for each thread count.
    */
-  async bench(request: { modelUrl: string; threads?: number; batch: number; pixels: number; latencyRuns: number; throughputRuns: number }):
-  Promise<SpeedResult & { deviceReport: string; threads: number; crossOriginIsolated: boolean }> {
+  async bench(request: {
+    modelUrl: string;
+    threads?: number;
+    batch: number;
+    pixels: number;
+    latencyRuns: number;
+    throughputRuns: number;
+  }): Promise<SpeedResult & { deviceReport: string; threads: number; crossOriginIsolated: boolean }> {
     const model = await CapsNet.load(request.modelUrl, { device: 'wasm', threads: request.threads, maxBatch: request.batch });
     try {
       const random = (n: number) => Float32Array.from({ length: n }, () => Math.random());
-      const speed = await timeClassifier(model, random(request.pixels), random(request.batch * request.pixels),
-        request.latencyRuns, request.throughputRuns);
-      return { ...speed, deviceReport: model.deviceReport, threads: ortEnv.wasm.numThreads ?? 1,
-        crossOriginIsolated: globalThis.crossOriginIsolated === true };
+      const speed = await timeClassifier(model, random(request.pixels), random(request.batch * request.pixels), request.latencyRuns, request.throughputRuns);
+      return { ...speed, deviceReport: model.deviceReport, threads: ortEnv.wasm.numThreads ?? 1, crossOriginIsolated: globalThis.crossOriginIsolated === true };
     } finally {
       await model.dispose();
     }

@@ -268,7 +268,11 @@ function buildBars() {
   state.info.metadata.classLabels.forEach((name, k) => {
     const li = document.createElement('li');
     li.dataset.class = String(k);
-    li.append(el('span', { className: 'name' }, name), el('span', { className: 'track' }, el('span', { className: 'fill' })), el('span', { className: 'value' }, '–'));
+    li.append(
+      el('span', { className: 'name' }, name),
+      el('span', { className: 'track' }, el('span', { className: 'fill' })),
+      el('span', { className: 'value' }, '–'),
+    );
     bars.append(li);
   });
 }
@@ -281,7 +285,15 @@ function buildSliders() {
   for (let d = 0; d < digitDim; d++) {
     const row = document.createElement('label');
     row.className = 'slider';
-    const input = el('input', { type: 'range', min: SLIDER_MIN, max: SLIDER_MAX, step: SLIDER_STEP, value: 0, 'data-dim': d, 'aria-label': `capsule dimension ${d + 1}` });
+    const input = el('input', {
+      type: 'range',
+      min: SLIDER_MIN,
+      max: SLIDER_MAX,
+      step: SLIDER_STEP,
+      value: 0,
+      'data-dim': d,
+      'aria-label': `capsule dimension ${d + 1}`,
+    });
     const output = el('output', {}, '0.00');
     row.append(el('span', { className: 'dim' }, String(d + 1)), input, output);
     input.addEventListener('input', () => {

@@ -65,7 +65,13 @@ export function baselineFamily(config: BaselineCnnConfig, seed: number): ModelFa
 }
 
 /** Test accuracy (argmax of the scores) and the mean of each loss part (no dropout: scores run the test-time net). */
-export async function evaluate(family: ModelFamily, params: Params, split: Split, batchSize = 100, limit = split.count): Promise<{ accuracy: number; losses: Record<string, number> }> {
+export async function evaluate(
+  family: ModelFamily,
+  params: Params,
+  split: Split,
+  batchSize = 100,
+  limit = split.count,
+): Promise<{ accuracy: number; losses: Record<string, number> }> {
   const { inputHeight, inputWidth, inputChannels, numClasses } = family.shape;
   const pixels = inputHeight * inputWidth * inputChannels;
   const count = Math.min(limit, split.count);
@@ -93,4 +99,3 @@ export async function evaluate(family: ModelFamily, params: Params, split: Split
 export function familyScores(family: ModelFamily, params: Params, images: Float32Array, count: number, batchSize = 100): Promise<Float32Array> {
   return scoresInBatches((x) => family.scores(params, x), family.shape, images, count, batchSize);
 }
-
