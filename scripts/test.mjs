@@ -1,9 +1,9 @@
-// The test tiers: `node scripts/test.mjs quick|e2e|all [files...]` runs test/*.test.ts of that tier with node --test,
+// The test tiers: `node scripts/test.mjs quick|e2e|all [files...]` runs the test files of that tier with node --test,
 // TypeScript through tsx and the workspace packages resolved to their sources.
-//   quick  the unit tier (`npm run test:quick`, under 3 minutes on 2 cores): needs only `npm ci`
-//   e2e    the files named in E2E below: Chromium, SwiftShader's WebGPU, registry installs, SIGKILL, strace
+//   quick  test/unit/<layer>/*.test.ts (`npm run test:quick`, under 3 minutes on 2 cores): needs only `npm ci`
+//   e2e    test/e2e/*.test.ts: Chromium, SwiftShader's WebGPU, registry installs, SIGKILL, strace
 //   all    both (`npm test`, which CI runs)
-// A file is in the quick tier unless E2E names it; a name in E2E that matches no file is an error.
+// Every end-to-end file says in E2E below what makes it slow; a test file anywhere else under test/ is an error.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-/** The end-to-end tier, each with what makes it slow or what it needs beyond `npm ci`. */
+/** The end-to-end tier (test/e2e/), each file with what makes it slow or what it needs beyond `npm ci`. */
 const E2E = {
   'consumers.test.ts': 'packs the tarballs and installs fresh apps from the npm registry, twice (lowest and newest versions)',
   'readme-commands.test.ts': 'copies the repository, runs npm ci, npm start and every README command in it',
@@ -41,19 +41,27 @@ if (!['quick', 'e2e', 'all'].includes(tier)) {
   console.error(`scripts/test.mjs: unknown tier ${tier}: use quick, e2e or all`);
   process.exit(2);
 }
-const testDir = join(ROOT, 'test');
-const files = readdirSync(testDir)
+const unitFiles = readdirSync(join(ROOT, 'test', 'unit'), { recursive: true, encoding: 'utf8' })
   .filter((f) => f.endsWith('.test.ts'))
-  .sort();
-const stale = Object.keys(E2E).filter((f) => !files.includes(f));
-if (stale.length) {
-  console.error(`scripts/test.mjs: E2E names files that do not exist: ${stale.join(', ')}`);
+  .map((f) => join('test', 'unit', f));
+const e2eNames = readdirSync(join(ROOT, 'test', 'e2e')).filter((f) => f.endsWith('.test.ts'));
+const stray = readdirSync(join(ROOT, 'test'), { recursive: true, encoding: 'utf8' }).filter(
+  (f) => f.endsWith('.test.ts') && !f.startsWith(`unit/`) && !f.startsWith(`e2e/`) && !f.includes('node_modules'),
+);
+const problems = [
+  ...stray.map((f) => `test/${f} is in neither tier: move it to test/unit/<layer>/ or test/e2e/`),
+  ...e2eNames.filter((f) => !(f in E2E)).map((f) => `test/e2e/${f} has no reason in E2E: add one`),
+  ...Object.keys(E2E)
+    .filter((f) => !e2eNames.includes(f))
+    .map((f) => `E2E names ${f}, which is not in test/e2e/`),
+];
+if (problems.length) {
+  console.error(`scripts/test.mjs: ${problems.join('; ')}`);
   process.exit(2);
 }
-const chosen = files
-  .filter((f) => tier === 'all' || (tier === 'e2e') === f in E2E)
-  .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
-  .map((f) => join('test', f));
+const tiers = { quick: unitFiles, e2e: e2eNames.map((f) => join('test', 'e2e', f)), all: [] };
+tiers.all = [...tiers.quick, ...tiers.e2e];
+const chosen = tiers[tier].sort().filter((f) => only.length === 0 || only.some((o) => f.includes(o)));
 if (chosen.length === 0) {
   console.error(`scripts/test.mjs: no test file in tier ${tier}${only.length ? ` matches ${only.join(' ')}` : ''}`);
   process.exit(2);

@@ -1,5 +1,5 @@
 /**
- * Child process for test/faults.test.ts: trains or exports a tiny CapsNet and, when CAPSNET_FAULT says so, kills
+ * Child process for test/e2e/faults.test.ts: trains or exports a tiny CapsNet and, when CAPSNET_FAULT says so, kills
  * itself with SIGKILL at the Nth atomic write: `rename:N` between a temp file's write and its rename, `write:N`
  * halfway through writing a temp file (through its descriptor, as files/atomic.ts writes), `step:N` at the Nth
  * change to the file system under FAULT_DIR (mkdir, open for writing, write (half of it), rename, copy or remove:

@@ -1,7 +1,7 @@
 /**
  * The published packages as a user gets them: `npm pack` tarballs installed into fresh apps outside the repository
  * (never through its node_modules), with the environment an app's shell would have. Shared by the consumer tests
- * (test/consumers.test.ts) and the footprint benchmark (bench/install.ts).
+ * (test/e2e/consumers.test.ts) and the footprint benchmark (bench/install.ts).
  */
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

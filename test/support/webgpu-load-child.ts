@@ -1,5 +1,5 @@
 /**
- * Child process for test/export-webgpu.test.ts: loads a model on onnxruntime-node's webgpu device through the
+ * Child process for test/e2e/export-webgpu.test.ts: loads a model on onnxruntime-node's webgpu device through the
  * runtime (WebGPU's Vulkan variables must be set when the process starts) and classifies one image. Prints one
  * JSON line: { ok: true, device, lengths } or { ok: false, name, message }.
  *

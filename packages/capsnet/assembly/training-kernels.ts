@@ -6,7 +6,7 @@
 // The module imports tfjs-backend-wasm's own memory, so every pointer below is a byte offset of a tensor on that
 // heap (or of scratch the caller allocated there): the kernels read and write the tensors in place, with no copy.
 // It has no data segment and no allocator, so it never writes anywhere it was not given a pointer to
-// (test/wasm-capsule-kernels.test.ts checks the built binary for that).
+// (test/e2e/wasm-capsule-kernels.test.ts checks the built binary for that).
 //
 // Built by `npm run build:kernels` (packages/capsnet/scripts/build-kernels.mjs) into two binaries that differ only
 // in the memory they import: shared (tfjs's multi-threaded build) and not shared (its single-threaded build).

@@ -1,7 +1,7 @@
 // Compiles the AssemblyScript training kernels (assembly/training-kernels.ts) to the two wasm binaries that
 // train/wasm-capsule-kernels.ts loads: one importing a shared memory (tfjs-backend-wasm's multi-threaded build)
 // and one importing a plain memory (its single-threaded build). The binaries are committed, so that installing
-// or running the toolchain never needs the compiler; test/wasm-capsule-kernels.test.ts rebuilds them in memory and
+// or running the toolchain never needs the compiler; test/e2e/wasm-capsule-kernels.test.ts rebuilds them in memory and
 // requires the committed files to be byte-identical to what this source compiles to.
 //
 //   npm run build:kernels            # rewrite src/train/kernels/*.wasm from assembly/

@@ -13,7 +13,7 @@
 // R-pass recomputation of the forward, which keeps only the small per-iteration c_ij and s_j).
 //
 // The kernels are registered under the names in train/fused.ts; model.ts and adam.ts call them when they are
-// registered for the active backend. test/wasm-capsule-kernels.test.ts checks every output and gradient against
+// registered for the active backend. test/e2e/wasm-capsule-kernels.test.ts checks every output and gradient against
 // the composite ops on the cpu backend, and the committed binaries against their source.
 
 import * as tf from '@tensorflow/tfjs-core';

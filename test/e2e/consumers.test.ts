@@ -1,0 +1,627 @@
+/**
+ * The packages as users get them: `npm pack --workspaces` tarballs installed into fresh apps in the OS temp folder
+ * (never through this repository's node_modules), with a user's environment (no npm_* variables, no NODE_OPTIONS,
+ * so no TypeScript loader and no source condition) and onnxruntime-node's CUDA download skipped the documented way.
+ *
+ *   node-js      plain-JavaScript ESM Node app: classifies real test digits through '@capsnet-onnx/runtime'
+ *   typescript   the same install, type-checked strict + noUncheckedIndexedAccess + exactOptionalPropertyTypes,
+ *                moduleResolution node16 and bundler, including misuse the types must reject
+ *   browser      bundled with esbuild (wasm served from ortWasmDir() via { wasmPaths }) and built with Vite (wasm
+ *                emitted by Vite), each served on 127.0.0.1 and run in headless Chromium on device wasm
+ *   cli          capsnet-onnx: --version, train, export, classify, parity (node-cpu, node-wasm, chromium-wasm), serve
+ *                answering a classify and its page classifying a digit in Chromium; its install folder hashed before
+ *                and after: nothing written there
+ *
+ * Every app is installed twice, at both ends of every version range our packages declare (issue 19): `lowest`, each
+ * range's minimum as the app's direct dependency (npm reuses it for our packages), and `newest`, what the registry
+ * has today (asked online, not from npm's cache). A range that admits an untested version is a defect.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { execa } from 'execa';
+import semver from 'semver';
+import { exportCheckpoint } from '../../packages/capsnet/src/export/exporter.ts';
+import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
+import { CHROMIUM } from '../../packages/capsnet/src/parity/browser.ts';
+import { serveFiles } from '../../packages/capsnet/src/parity/serve.ts';
+import { ROOT, trainedSmallRun } from '../support/fixtures.ts';
+import {
+  type InstalledApp,
+  type Tarballs,
+  type Workspace,
+  WORKSPACES,
+  appEnv,
+  declaredRanges,
+  footprint,
+  installApp,
+  lowestVersions,
+  newestInRange,
+  packWorkspaces,
+  resolvedVersion,
+  tgz,
+} from '../support/packages.ts';
+
+const DIGITS = 48;
+const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+type End = 'lowest' | 'newest';
+const ENDS: End[] = ['lowest', 'newest'];
+
+interface Row {
+  app: string;
+  installS: string;
+  nodeModulesMB: string;
+  packages: number | string;
+  result: string;
+}
+const table: Row[] = [];
+function record(app: string, installed: InstalledApp | null, result: string): void {
+  const f = installed ? footprint(installed.dir) : null;
+  table.push({
+    app,
+    installS: installed ? (installed.installMs / 1000).toFixed(1) : '(shared)',
+    nodeModulesMB: f ? (f.bytes / 1e6).toFixed(1) : '(shared)',
+    packages: f ? f.packages : '(shared)',
+    result,
+  });
+}
+
+/** Temp folders this file made (apps, tarballs): removed at the end unless CAPSNET_KEEP_APPS=1. */
+const made: string[] = [];
+async function install(...args: Parameters<typeof installApp>): Promise<InstalledApp> {
+  const app = await installApp(...args);
+  made.push(app.dir);
+  return app;
+}
+let tarballs: Tarballs;
+let work: string;
+/** The workspaces' package.json files: packing must leave them as they were. */
+const MANIFESTS = ['core', 'runtime', 'capsnet'].map((w) => join(ROOT, 'packages', w, 'package.json'));
+let manifestsBefore: string[];
+let modelPath: string;
+let runDir: string;
+let labels: number[];
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'capsnet-consumers-'));
+  made.push(work);
+  manifestsBefore = MANIFESTS.map((m) => readFileSync(m, 'utf8'));
+  tarballs = await packWorkspaces(join(work, 'tarballs'));
+  runDir = await trainedSmallRun();
+  mkdirSync(join(work, 'model'));
+  modelPath = join(work, 'model', 'model.onnx');
+  exportCheckpoint(runDir, { out: modelPath });
+  // Real test digits as the bytes an app reads from a file (0-255; the sample's pixels are bytes / 255).
+  const test = loadMnistSample().test;
+  const bytes = new Uint8Array(DIGITS * 784);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = Math.round(test.images[i]! * 255);
+  writeFileSync(join(work, 'digits.u8'), bytes);
+  labels = Array.from(test.labels.subarray(0, DIGITS));
+  writeFileSync(join(work, 'labels.json'), JSON.stringify(labels));
+});
+
+/** package -> declared range -> the version each end installed, for the closing table. */
+const rangeRows = new Map<string, { range: string; lowest?: string; newest?: string }>();
+
+after(() => {
+  console.log('\nconsumer apps (installed from the npm pack tarballs):');
+  console.table(table);
+  console.log('\nversion ranges tested at both ends (the installed version each declaring package resolves):');
+  console.table([...rangeRows.entries()].map(([pkg, r]) => ({ package: pkg, ...r })));
+  if (process.env.CAPSNET_KEEP_APPS) console.log(`kept: ${made.join(' ')}`);
+  else for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Installed packages (name@version needs-range) whose engines.node excludes `node`, nested node_modules included. */
+function enginesExcluding(nodeModules: string, node: string): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(nodeModules, { withFileTypes: true })) {
+    if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
+    const dir = join(nodeModules, entry.name);
+    if (entry.name.startsWith('@')) {
+      out.push(...enginesExcluding(dir, node));
+      continue;
+    }
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) {
+      const { name, version, engines } = JSON.parse(readFileSync(manifest, 'utf8')) as { name: string; version: string; engines?: { node?: string } };
+      if (engines?.node && !semver.satisfies(node, engines.node)) out.push(`${name}@${version} needs node ${engines.node}`);
+    }
+    if (existsSync(join(dir, 'node_modules'))) out.push(...enginesExcluding(join(dir, 'node_modules'), node));
+  }
+  return out;
+}
+
+function tarballNames(t: Tarballs): string[] {
+  return [t.core, t.runtime, t.capsnet].map((f) => f.split('/').at(-1)!);
+}
+
+describe('npm pack --workspaces', () => {
+  test('writes every tarball, compiled JavaScript with types, no sources, tests or training code in the runtime', async () => {
+    assert.ok(tarballNames(tarballs)[1]!.includes('runtime'));
+    const list = async (file: string) => (await execa('tar', ['tzf', file])).stdout.split('\n');
+    const runtime = await list(tarballs.runtime);
+    assert.ok(runtime.includes('package/dist/node.js') && runtime.includes('package/dist/node.d.ts') && runtime.includes('package/dist/web.js'));
+    assert.deepEqual(
+      runtime.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|test|fixture|train|tfjs/.test(f)),
+      [],
+    );
+    const capsnet = await list(tarballs.capsnet);
+    for (const f of [
+      'package/bin/capsnet.js',
+      'package/dist/cli/main.js',
+      'package/dist/api/index.d.ts',
+      'package/dist/serve/page/app.js',
+      'package/dist/parity/browser/index.html',
+      'package/dist/export/ep-probe.mjs',
+      'package/dist/web/capsnet.js',
+      'package/dist/web/parity-harness.js',
+      'package/dist/train/kernels/training-kernels.wasm',
+      'package/dist/train/kernels/training-kernels-shared.wasm',
+    ]) {
+      assert.ok(capsnet.includes(f), `${f} is missing from ${tarballs.capsnet}`);
+    }
+    // No sources, and no wasm but the training kernels (ONNX Runtime's and tfjs's come with their own packages).
+    assert.deepEqual(
+      capsnet.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|\.wasm$/.test(f) && !f.startsWith('package/dist/train/kernels/')),
+      [],
+    );
+  });
+});
+
+describe('the packed package.json', () => {
+  test("names no `capsnet-source` condition (it points at src/, not shipped), and packing leaves the repository's as they were", async () => {
+    for (const file of [tarballs.core, tarballs.runtime, tarballs.capsnet]) {
+      const manifest = (await execa('tar', ['-xzOf', file, 'package/package.json'])).stdout;
+      assert.ok(!manifest.includes('capsnet-source'), `${file}'s package.json still names capsnet-source`);
+      const { exports } = JSON.parse(manifest) as { exports: Record<string, unknown> };
+      assert.ok(JSON.stringify(exports).includes('./dist/'), `${file}: exports lost their dist entries`);
+    }
+    assert.deepEqual(
+      MANIFESTS.map((m) => readFileSync(m, 'utf8')),
+      manifestsBefore,
+    );
+    assert.ok(
+      manifestsBefore.every((m) => m.includes('"capsnet-source"')),
+      'the repository keeps its source condition',
+    );
+  });
+
+  test("a pack that fails after prepack (npm skips postpack) still gets the repository's package.json back", async () => {
+    const before = readFileSync(MANIFESTS[0]!, 'utf8');
+    const failed = await execa('npm', ['pack', '-w', 'packages/core', '--pack-destination', join(work, 'no-such-dir'), '--loglevel=error'], {
+      cwd: ROOT,
+      env: appEnv(),
+      extendEnv: false,
+      reject: false,
+    });
+    assert.notEqual(failed.exitCode, 0, 'the pack was meant to fail');
+    // The watcher left by prepack restores it once npm has exited (it polls every 200 ms).
+    const deadline = Date.now() + 10_000;
+    while (readFileSync(MANIFESTS[0]!, 'utf8') !== before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(readFileSync(MANIFESTS[0]!, 'utf8'), before);
+    assert.equal(existsSync(join(ROOT, 'packages', 'core', '.package.json.pack-backup')), false);
+  });
+});
+
+/**
+ * The app's dependencies at one end: our tarballs, then for `lowest` every range's minimum pinned exactly, for
+ * `newest` the peers by their declared ranges (the registry's newest).
+ */
+function endDependencies(end: End, workspaces: Workspace[], peers: string[]): Record<string, string> {
+  const deps: Record<string, string> = {};
+  for (const w of workspaces) deps[WORKSPACES[w]] = tgz(tarballs[w]);
+  const ranges = declaredRanges(workspaces).filter((r) => !r.peer || peers.includes(r.name));
+  if (end === 'lowest') return { ...deps, ...lowestVersions(ranges) };
+  for (const peer of peers) deps[peer] = ranges.find((r) => r.name === peer)!.range;
+  return deps;
+}
+
+/**
+ * Every declared range of `workspaces` resolves, in `app`, to the end's version: the range's minimum, or its newest
+ * today. A peer the app did not choose (`peers`) is whatever another package brought (the CLI's exact onnxruntime-web
+ * serves the runtime's peer range): it must satisfy the range, and the apps that choose it test its ends.
+ */
+async function assertEnd(end: End, app: InstalledApp, workspaces: Workspace[], peers: string[]): Promise<void> {
+  const wrong: string[] = [];
+  for (const { declarer, name, range, peer } of declaredRanges(workspaces)) {
+    const installed = resolvedVersion(app.dir, declarer, name);
+    if (peer && !peers.includes(name)) {
+      if (installed !== undefined && !semver.satisfies(installed, range)) wrong.push(`${declarer} -> peer ${name}@${range}: ${installed}`);
+      continue;
+    }
+    const expected = end === 'lowest' ? semver.minVersion(range)!.version : await newestInRange(name, range);
+    if (installed !== expected) wrong.push(`${declarer} -> ${name}@${range}: ${installed ?? 'not installed'}, expected ${expected}`);
+    const key = `${name} (${declarer})`;
+    const row = rangeRows.get(key) ?? { range };
+    row[end] = installed;
+    rangeRows.set(key, row);
+  }
+  assert.deepEqual(wrong, [], `the ${end} install did not get the ${end} versions`);
+}
+
+for (const end of ENDS)
+  describe(`consumer apps from the tarballs, ${end} versions`, () => {
+    let nodeApp: InstalledApp;
+
+    test('plain-JavaScript ESM Node app classifies real test digits', async () => {
+      nodeApp = await install(`node-${end}`, endDependencies(end, ['core', 'runtime'], ['onnxruntime-node']), {
+        template: 'node-js',
+        devDependencies: { '@types/node': '^20.19.0' },
+        preferOnline: end === 'newest',
+      });
+      await assertEnd(end, nodeApp, ['core', 'runtime'], ['onnxruntime-node']);
+      // A Node-only app does not install onnxruntime-web (an optional peer of the runtime).
+      assert.equal(existsSync(join(nodeApp.dir, 'node_modules', 'onnxruntime-web')), false);
+      const { stdout } = await execa('node', ['main.mjs', modelPath, join(work, 'digits.u8'), join(work, 'labels.json')], {
+        cwd: nodeApp.dir,
+        env: appEnv(),
+        extendEnv: false,
+      });
+      const out = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
+        device: string;
+        predictions: number[];
+        correct: number;
+        reconstructionPixels: number;
+        badInput: string | null;
+      };
+      assert.equal(out.device, 'cpu');
+      assert.equal(out.predictions.length, DIGITS);
+      assert.ok(out.correct >= 0.8 * DIGITS, `only ${out.correct}/${DIGITS} digits right`);
+      assert.equal(out.reconstructionPixels, 784);
+      assert.match(out.badInput ?? '', /one image must have exactly 28x28x1 = 784 values, got 3 values: .*\{ data, shape: \[N, 28, 28, 1\] \}/);
+      record(`node-js (ESM, onnxruntime-node), ${end}`, nodeApp, `${out.correct}/${DIGITS} digits right on ${out.device}`);
+      writeFileSync(join(work, `node-lengths-${end}.json`), JSON.stringify((JSON.parse(stdout) as { lengths: number[][] }).lengths));
+    });
+
+    test('an app that forgot onnxruntime-node gets the install command, not a failed import', {
+      skip: end === 'lowest' && 'once is enough: it installs no ONNX Runtime',
+    }, async () => {
+      const app = await install('no-ort', { '@capsnet-onnx/core': tgz(tarballs.core), '@capsnet-onnx/runtime': tgz(tarballs.runtime) });
+      assert.equal(existsSync(join(app.dir, 'node_modules', 'onnxruntime-node')), false);
+      const script =
+        "import { CapsNet } from '@capsnet-onnx/runtime';" +
+        ' try { await CapsNet.load(new Uint8Array(8)); console.log("loaded?"); } catch (e) { console.log(`${e.name}: ${e.message}`); }';
+      const { stdout } = await execa('node', ['--input-type=module', '-e', script], { cwd: app.dir, env: appEnv(), extendEnv: false });
+      assert.match(stdout, /^DeviceUnavailableError: onnxruntime-node is not installed: .*npm install onnxruntime-node/);
+    });
+
+    test('TypeScript app type-checks with strict options under node16 and bundler resolution', async () => {
+      assert.ok(nodeApp, 'needs the Node app install');
+      const { cpSync } = await import('node:fs');
+      cpSync(join(ROOT, 'test', 'consumers', 'apps', 'typescript'), nodeApp.dir, { recursive: true });
+      for (const config of ['tsconfig.node16.json', 'tsconfig.bundler.json']) {
+        const r = await execa('node', [TSC, '-p', config], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
+        assert.equal(r.exitCode, 0, `${config}:\n${r.stdout}\n${r.stderr}`);
+      }
+      // The misuse file really is checked: without its @ts-expect-error lines it fails.
+      const misuse = join(nodeApp.dir, 'src', 'must-fail.ts');
+      writeFileSync(misuse, readFileSync(misuse, 'utf8').replace(/^\/\/ @ts-expect-error.*$/gm, ''));
+      const r = await execa('node', [TSC, '-p', 'tsconfig.node16.json'], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
+      assert.equal((r.stdout.match(/must-fail\.ts\(\d+,\d+\): error/g) ?? []).length, 3, r.stdout);
+      record(`typescript (node16 + bundler), ${end}`, null, 'tsc strict, noUncheckedIndexedAccess, exactOptionalPropertyTypes: 0 errors; 3 misuses rejected');
+    });
+
+    describe('browser apps', () => {
+      let browserApp: InstalledApp;
+      let wasmDir: string;
+
+      before(async () => {
+        browserApp = await install(`browser-${end}`, endDependencies(end, ['core', 'runtime'], ['onnxruntime-web']), {
+          template: 'browser',
+          devDependencies: { esbuild: '^0.28.2', vite: '^8.0.0' },
+          preferOnline: end === 'newest',
+        });
+        await assertEnd(end, browserApp, ['core', 'runtime'], ['onnxruntime-web']);
+        // The documented asset path, asked of the app's own install.
+        const r = await execa(
+          'node',
+          ['--input-type=module', '-e', "import { ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets'; console.log(ortWasmDir())"],
+          { cwd: browserApp.dir, env: appEnv(), extendEnv: false },
+        );
+        wasmDir = r.stdout.trim();
+        assert.ok(wasmDir.startsWith(browserApp.dir), wasmDir);
+      });
+
+      async function runPage(files: Record<string, string | Uint8Array>, query: string) {
+        const server = await serveFiles({ ...files, '/model.onnx': modelPath, '/digits.u8': join(work, 'digits.u8') });
+        const { chromium } = await import('playwright-core');
+        const browser = await chromium.launch({
+          executablePath: CHROMIUM,
+          headless: true,
+          args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+        });
+        try {
+          const page = await browser.newPage();
+          await page.goto(`${server.origin}/index.html${query}`);
+          await page.waitForFunction(() => 'consumerResult' in globalThis, undefined, { timeout: 120_000 });
+          return (await page.evaluate(() => (globalThis as unknown as { consumerResult: unknown }).consumerResult)) as {
+            error?: string;
+            device: string;
+            predictions: number[];
+            lengths: number[][];
+            wasm: string[];
+          };
+        } finally {
+          await browser.close();
+          await server.close();
+        }
+      }
+
+      function checkAgainstNode(result: Awaited<ReturnType<typeof runPage>>): number {
+        assert.equal(result.error, undefined, result.error);
+        assert.equal(result.device, 'wasm');
+        const nodeLengths = JSON.parse(readFileSync(join(work, `node-lengths-${end}.json`), 'utf8')) as number[][];
+        let maxDiff = 0;
+        result.lengths.forEach((row, n) =>
+          row.forEach((v, k) => {
+            maxDiff = Math.max(maxDiff, Math.abs(v - nodeLengths[n]![k]!));
+          }),
+        );
+        // wasm and the Node CPU kernels sum in different orders: agree to float32 rounding, not bit for bit.
+        assert.ok(maxDiff < 1e-4, `capsule lengths differ from onnxruntime-node's by ${maxDiff}`);
+        const correct = result.predictions.filter((p, i) => p === labels[i]).length;
+        assert.ok(correct >= 0.8 * DIGITS, `only ${correct}/${DIGITS}`);
+        return correct;
+      }
+
+      test('esbuild bundle, wasm served from ortWasmDir() through { wasmPaths }', async () => {
+        await execa('npx', ['--no', 'esbuild', 'main.js', '--bundle', '--format=esm', '--platform=browser', '--target=es2022', '--outdir=dist-esbuild'], {
+          cwd: browserApp.dir,
+          env: appEnv(),
+          extendEnv: false,
+        });
+        const files: Record<string, string> = {
+          '/index.html': join(browserApp.dir, 'index.html'),
+          '/main.js': join(browserApp.dir, 'dist-esbuild', 'main.js'),
+        };
+        // The documented way: the folder ortWasmDir() returns, served at the prefix passed as wasmPaths.
+        for (const f of readdirSync(wasmDir).filter((f) => /^ort-wasm.*\.(wasm|mjs)$/.test(f))) files[`/ort/${f}`] = join(wasmDir, f);
+        const result = await runPage(files, '?wasmPaths=/ort/');
+        const correct = checkAgainstNode(result);
+        assert.ok(
+          result.wasm.some((u) => u.includes('/ort/ort-wasm')),
+          `wasm fetched from ${result.wasm.join(', ')}`,
+        );
+        const size = statSync(join(browserApp.dir, 'dist-esbuild', 'main.js')).size;
+        record(`browser esbuild (onnxruntime-web), ${end}`, browserApp, `${correct}/${DIGITS} in Chromium on wasm; bundle ${(size / 1e6).toFixed(2)} MB`);
+      });
+
+      test('Vite build, wasm emitted by Vite', async () => {
+        await execa('npx', ['--no', 'vite', 'build'], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
+        const dist = join(browserApp.dir, 'dist-vite');
+        const files: Record<string, string> = {};
+        for (const f of readdirSync(dist, { recursive: true, encoding: 'utf8' })) {
+          if (statSync(join(dist, f)).isFile()) files[`/${f}`] = join(dist, f);
+        }
+        assert.ok(
+          Object.keys(files).some((f) => f.endsWith('.wasm')),
+          `Vite emitted no .wasm: ${Object.keys(files).join(', ')}`,
+        );
+        const result = await runPage(files, '');
+        const correct = checkAgainstNode(result);
+        record(`browser vite (same install), ${end}`, null, `${correct}/${DIGITS} in Chromium on wasm; ${Object.keys(files).length} files emitted`);
+      });
+    });
+
+    test('the capsnet CLI from its tarball: --version, train, export, classify, parity, serve', async () => {
+      const app = await install(`cli-${end}`, endDependencies(end, ['core', 'runtime', 'capsnet'], []), { preferOnline: end === 'newest' });
+      await assertEnd(end, app, ['core', 'runtime', 'capsnet'], []);
+      const pkgDir = join(app.dir, 'node_modules', 'capsnet-onnx');
+      // Every package installed runs on the oldest Node capsnet-onnx supports, so npm prints no EBADENGINE. (fastify's
+      // light-my-request 6.8 pulls cookie@2, Node >= 22; capsnet-onnx depends on light-my-request ~6.6, which fastify's
+      // ^6.0.0 dedupes to. Drop that pin when capsnet-onnx requires Node 22.)
+      const oldest = semver.minVersion((JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node)!;
+      assert.deepEqual(enginesExcluding(join(app.dir, 'node_modules'), oldest.version), [], `packages that need a newer Node than ${oldest.version}`);
+      const before = hashTree(pkgDir);
+      const bin = join(app.dir, 'node_modules', '.bin', 'capsnet');
+      const env = appEnv();
+      const capsnet = (args: string[], timeout = 300_000) => execa(bin, args, { cwd: app.dir, env, extendEnv: false, timeout, all: true });
+      const steps: string[] = [];
+
+      const version = await capsnet(['--version']);
+      assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { version: string }).version);
+      steps.push(`--version ${version.stdout.trim()}`);
+
+      await capsnet([
+        'train',
+        '--preset',
+        'small',
+        '--epochs',
+        '1',
+        '--train-limit',
+        '256',
+        '--test-limit',
+        '64',
+        '--batch-size',
+        '32',
+        '--out',
+        'run',
+        '--no-progress',
+      ]);
+      assert.ok(existsSync(join(app.dir, 'run', 'checkpoint.bin')));
+      steps.push('train (256 digits, 1 epoch)');
+
+      await capsnet(['export', 'run', '-o', 'model.onnx']);
+      assert.ok(existsSync(join(app.dir, 'model.onnx')) && existsSync(join(app.dir, 'model.decoder.onnx')));
+      steps.push('export');
+
+      // An IDX file of real test digits, as the CLI reads them.
+      const idx = Buffer.alloc(16 + DIGITS * 784);
+      idx.writeUInt32BE(0x803, 0);
+      idx.writeUInt32BE(DIGITS, 4);
+      idx.writeUInt32BE(28, 8);
+      idx.writeUInt32BE(28, 12);
+      Buffer.from(readFileSync(join(work, 'digits.u8'))).copy(idx, 16);
+      writeFileSync(join(app.dir, 'digits-idx3-ubyte'), idx);
+      const classify = await capsnet(['classify', 'model.onnx', 'digits-idx3-ubyte', '--json', '--device', 'cpu']);
+      const classified = JSON.parse(classify.stdout) as { device: string; results: unknown[] };
+      assert.equal(classified.device, 'cpu');
+      assert.equal(classified.results.length, DIGITS);
+      steps.push(`classify (${DIGITS} digits)`);
+
+      const parity = await capsnet(
+        [
+          'parity',
+          'model.onnx',
+          '--checkpoint',
+          'run',
+          '--backends',
+          'node-cpu,node-wasm,chromium-wasm',
+          '--digits',
+          '8',
+          '--random',
+          '2',
+          '--latency-runs',
+          '2',
+          '--json',
+          'parity.json',
+        ],
+        600_000,
+      );
+      const report = JSON.parse(readFileSync(join(app.dir, 'parity.json'), 'utf8')) as {
+        rows: { backend: string; status: string; reason?: string }[];
+        ok: boolean;
+      };
+      for (const b of ['node-cpu', 'node-wasm', 'chromium-wasm']) {
+        const row = report.rows.find((r) => r.backend === b);
+        assert.equal(row?.status, 'pass', `${b}: ${JSON.stringify(row)}\n${parity.all}`);
+      }
+      steps.push('parity node-cpu, node-wasm, chromium-wasm: pass');
+
+      const server = startServe(bin, 'model.onnx', app.dir);
+      try {
+        const url = await server.url;
+        const image = Array.from(readFileSync(join(work, 'digits.u8')).subarray(0, 784), (v) => v / 255);
+        const response = await fetch(`${url}/v1/classify`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ image }),
+        });
+        assert.equal(response.status, 200);
+        const body = (await response.json()) as Record<string, unknown>;
+        assert.ok(JSON.stringify(body).includes('"label"'), JSON.stringify(body).slice(0, 300));
+        const bundle = await fetch(`${url}/web/capsnet.js`);
+        assert.equal(bundle.status, 200);
+        const page = await pageClassifiesADigit(url);
+        assert.equal(page.lengths.length, 10);
+        // The same digit through the server's onnxruntime-node: the page's onnxruntime-web agrees to float32 rounding.
+        const reply = await fetch(`${url}/v1/classify`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ image: page.input }),
+        });
+        const served = ((await reply.json()) as { results: { lengths: number[] }[] }).results[0]!.lengths;
+        page.lengths.forEach((v, k) => assert.ok(Math.abs(v - served[k]!) < 1e-3, `class ${k}: page ${v}, server ${served[k]}`));
+        steps.push('serve: POST /v1/classify 200; the page classifies a digit in Chromium (wasm) as the server does');
+      } finally {
+        await server.stop();
+      }
+      assert.deepEqual(diffTrees(before, hashTree(pkgDir)), [], 'the CLI wrote into its own install folder');
+      steps.push('install folder unchanged (sha256 of every file)');
+      record(`cli (capsnet-onnx), ${end}`, app, steps.join('; '));
+    });
+  });
+
+describe('an app that overrides the onnxruntime-web capsnet-onnx pins', () => {
+  test('serve says which versions differ and how to fix it, in one line, and the API still answers', async () => {
+    const pinned = (JSON.parse(readFileSync(join(ROOT, 'packages', 'capsnet', 'package.json'), 'utf8')) as { dependencies: Record<string, string> })
+      .dependencies['onnxruntime-web']!;
+    assert.ok(semver.valid(pinned), `capsnet-onnx must pin onnxruntime-web exactly (its browser bundles embed its JavaScript), not ${pinned}`);
+    const other = await newestInRange('onnxruntime-web', `^${semver.major(pinned)}.0.0 >${pinned}`).catch(() => newestInRange('onnxruntime-web', `<${pinned}`));
+    const app = await install(
+      'cli-override',
+      { '@capsnet-onnx/core': tgz(tarballs.core), '@capsnet-onnx/runtime': tgz(tarballs.runtime), 'capsnet-onnx': tgz(tarballs.capsnet) },
+      { overrides: { 'onnxruntime-web': other } },
+    );
+    assert.equal(resolvedVersion(app.dir, 'capsnet-onnx', 'onnxruntime-web'), other);
+    const server = startServe(join(app.dir, 'node_modules', '.bin', 'capsnet'), modelPath, app.dir);
+    try {
+      const health = await fetch(`${await server.url}/healthz`);
+      assert.equal(health.status, 200);
+    } finally {
+      await server.stop();
+    }
+    const text = server.output();
+    const line = text.split('\n').find((l) => l.includes('built with onnxruntime-web'));
+    assert.ok(line, `no version message:\n${text}`);
+    assert.ok(line.includes(pinned) && line.includes(other) && line.includes(`onnxruntime-web@${pinned}`), line);
+    assert.doesNotMatch(text, /LinkError|\n\s+at /);
+    record('cli with onnxruntime-web overridden', app, `serve: "${line.trim().slice(0, 160)}..."; API up`);
+  });
+});
+
+/** `capsnet serve MODEL` from an app's install, in the background: its URL once it listens, its output, and a SIGTERM stop. */
+function startServe(bin: string, model: string, cwd: string) {
+  const server = execa(bin, ['serve', model, '--port', '0', '--threads', '1'], { cwd, env: appEnv(), extendEnv: false, all: true });
+  let text = '';
+  const url = new Promise<string>((resolve, reject) => {
+    server.all!.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(text);
+      if (m) resolve(m[1]!);
+    });
+    server.catch((e: Error) => reject(new Error(`serve exited: ${text}${e.message}`)));
+    setTimeout(() => reject(new Error(`serve did not start: ${text}`)), 120_000);
+  });
+  return {
+    url,
+    output: () => text,
+    async stop() {
+      server.kill('SIGTERM');
+      await server.catch(() => undefined);
+    },
+  };
+}
+
+/** Open the serve page in headless Chromium on wasm, click its first sample digit, and return its input and lengths. */
+async function pageClassifiesADigit(url: string): Promise<{ input: number[]; lengths: number[] }> {
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  });
+  const errors: string[] = [];
+  try {
+    const page = await browser.newPage();
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(m.text());
+    });
+    await page.goto(`${url}/?device=wasm`);
+    await page.waitForFunction(() => (window as any).capsnet?.model || document.querySelector('#error:not([hidden])'), null, { timeout: 120_000 });
+    assert.ok(
+      await page.evaluate(() => Boolean((window as any).capsnet.model)),
+      `the page did not load the model: ${await page.locator('#error').textContent()}\n${errors.join('\n')}`,
+    );
+    await page.locator('#samples button').first().click();
+    await page.waitForFunction(() => (window as any).capsnet.classifyCount > 0 && (window as any).capsnet.busy === 0, null, { timeout: 60_000 });
+    return await page.evaluate(() => ({
+      input: Array.from((window as any).capsnet.input as Float32Array),
+      lengths: Array.from((window as any).capsnet.result.lengths as number[]),
+    }));
+  } finally {
+    await browser.close();
+  }
+}
+
+/** path (relative) -> sha256 of every file under `dir`. */
+function hashTree(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const f of readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    const path = join(dir, f);
+    if (statSync(path).isFile()) out.set(relative(dir, path), createHash('sha256').update(readFileSync(path)).digest('hex'));
+  }
+  return out;
+}
+
+function diffTrees(a: Map<string, string>, b: Map<string, string>): string[] {
+  const changed: string[] = [];
+  for (const [k, v] of b) if (a.get(k) !== v) changed.push(a.has(k) ? `changed ${k}` : `added ${k}`);
+  for (const k of a.keys()) if (!b.has(k)) changed.push(`removed ${k}`);
+  return changed;
+}
