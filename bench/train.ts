@@ -14,7 +14,7 @@
  * label, plus the losses, on weights it has not seen before, as after each Adam update), so step/forward compares
  * like with like. On wasm the script also times the three
  * convolution kernels (forward, filter gradient, input gradient) of conv1 and PrimaryCaps at the same batch.
- * GFLOP/s counts the multiply-adds of train/flops.ts (element-wise work left out).
+ * GFLOP/s counts the multiply-adds of core/flops.ts (element-wise work left out).
  *
  * Reduced runs are stated in the table, never silent: the cpu backend's convolution gradients are scalar JS
  * loops (minutes per paper-size step even at batch 1), so by default it gets the forward pass at batch 1 only;
@@ -564,7 +564,7 @@ async function main(): Promise<void> {
 
   console.log(
     `CapsNet ${preset} preset: ${(flops.forward.total / 1e6).toFixed(0)} MFLOP forward, ` +
-      `${(flops.trainStep / 1e6).toFixed(0)} MFLOP per training image (train/flops.ts); batch ${batches.join(', ')}, ` +
+      `${(flops.trainStep / 1e6).toFixed(0)} MFLOP per training image (core/flops.ts); batch ${batches.join(', ')}, ` +
       `${steps} timed step(s) after a warm-up; ${os.cpus().length} CPU cores, load average ${os.loadavg()[0]!.toFixed(2)}`,
   );
 

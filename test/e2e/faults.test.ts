@@ -2,7 +2,7 @@
  * Fault tests (issue 11): SIGKILL at random points of `train` (from outside at random times, and from inside in
  * the middle of a checkpoint write or between its write and rename) and of `export`, several times in a row, then
  * resume / re-export. The results must be bit-identical to an uninterrupted run and no temp file may be left.
- * Kept lean: a tiny CapsNet, 48 images, 2 epochs of 3 steps (test/fault-child.ts).
+ * Kept lean: a tiny CapsNet, 48 images, 2 epochs of 3 steps (test/support/fault-child.ts).
  *
  * The random points come from CAPSNET_FAULT_SEED (default: the clock); a failure prints the seed to replay.
  */

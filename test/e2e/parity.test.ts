@@ -1,5 +1,5 @@
 /**
- * Parity on a genuinely trained small checkpoint (test/fixtures.ts): `capsnet parity` runs 24 inputs (16 real
+ * Parity on a genuinely trained small checkpoint (test/support/fixtures.ts): `capsnet parity` runs 24 inputs (16 real
  * test digits, 6 random, all-zero, all-one) through the tfjs reference, onnxruntime-node cpu, onnxruntime-web
  * wasm in Node and in headless Chromium, and the first 4 of them (one of each kind) through the WebGPU backends
  * (SwiftShader here: seconds per run); node-cuda is skipped with its reason where there is no GPU.

@@ -1,6 +1,6 @@
 /**
  * The browser runtime (dist/web bundle of @capsnet-onnx/runtime/web + onnxruntime-web) in headless Chromium on a tiny real
- * CapsNet (test/tiny-model.ts): `auto` and a named `webgpu`, lengths checked against the tfjs forward pass. About 15 s.
+ * CapsNet (test/support/tiny-model.ts): `auto` and a named `webgpu`, lengths checked against the tfjs forward pass. About 15 s.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';

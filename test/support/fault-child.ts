@@ -5,9 +5,9 @@
  * change to the file system under FAULT_DIR (mkdir, open for writing, write (half of it), rename, copy or remove:
  * every step of an export, in order). (The test also kills children from outside at random times.)
  *
- *   node --import tsx test/fault-child.ts train RUN_DIR EPOCHS
- *   node --import tsx test/fault-child.ts export RUN_DIR MODEL_PATH
- *   node --import tsx test/fault-child.ts triton RUN_DIR REPOSITORY_DIR     (--triton, with overwrite)
+ *   node --import tsx test/support/fault-child.ts train RUN_DIR EPOCHS
+ *   node --import tsx test/support/fault-child.ts export RUN_DIR MODEL_PATH
+ *   node --import tsx test/support/fault-child.ts triton RUN_DIR REPOSITORY_DIR     (--triton, with overwrite)
  */
 import fs, { existsSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';

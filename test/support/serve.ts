@@ -85,7 +85,7 @@ export async function getJson(base: string, path: string): Promise<{ status: num
 }
 
 /**
- * The small trained fixture (test/fixtures.ts), exported once with the real CLI beside its run directory:
+ * The small trained fixture (test/support/fixtures.ts), exported once with the real CLI beside its run directory:
  * returns the model path (the decoder is `<model>.decoder.onnx`).
  */
 export async function exportedSmallModel(): Promise<string> {

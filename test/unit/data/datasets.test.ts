@@ -1,6 +1,6 @@
 /**
  * The data-set readers on small generated files (train/data/*), the data-set table's protocols, and the
- * augmentation that feeds the network (train/augment.ts). No tfjs: these run in a second or two.
+ * augmentation that feeds the network (data/augment.ts). No tfjs: these run in a second or two.
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';

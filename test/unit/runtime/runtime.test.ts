@@ -1,5 +1,5 @@
 /**
- * The runtime on a tiny real CapsNet (test/tiny-model.ts: random weights, exported by export/exporter.ts), so
+ * The runtime on a tiny real CapsNet (test/support/tiny-model.ts: random weights, exported by export/exporter.ts), so
  * every check here takes milliseconds; outputs are checked against train/model.ts's tfjs forward pass. The
  * trained-model checks across backends are in parity.test.ts.
  */

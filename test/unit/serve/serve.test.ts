@@ -1,6 +1,6 @@
 /**
  * The server against a fake Classifier: fast, deterministic checks of every endpoint, every error path, the
- * batching policy and graceful close. test/serve-model.test.ts runs the real exported model.
+ * batching policy and graceful close. test/e2e/serve-model.test.ts runs the real exported model.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';

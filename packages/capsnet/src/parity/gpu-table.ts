@@ -25,7 +25,7 @@ interface BenchRow {
   gflops?: number;
 }
 
-/** The parts of a bench:train row (scripts/bench-train.ts) the summary shows. */
+/** The parts of a bench:train row (bench/train.ts) the summary shows. */
 interface TrainRow {
   backend: string;
   detail: string;
@@ -37,7 +37,7 @@ interface TrainRow {
   note: string;
 }
 
-/** One line of a run's metrics.jsonl (train/checkpoint.ts's EpochMetrics), the fields shown here. */
+/** One line of a run's metrics.jsonl (files/checkpoint.ts's EpochMetrics), the fields shown here. */
 interface EpochLine {
   epoch: number;
   step: number;
