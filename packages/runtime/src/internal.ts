@@ -21,4 +21,3 @@ export { nodeProviders } from './node-providers.ts';
 export { cudaProviderLibrary, nvidiaDriverPresent, ortNodeBinDir } from './providers/node-cuda.ts';
 export { SWIFTSHADER_DIR, swiftShaderEnv } from './providers/swiftshader.ts';
 export { defineProvider, type Fp16Compute, type Provider, type ProviderImpl } from './providers/provider.ts';
-export { selectProvider } from './registry.ts';
