@@ -25,13 +25,13 @@ import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { median } from '../packages/capsnet/src/parity/matrix.ts';
 import { timeClassifier } from '../packages/capsnet/src/parity/measure.ts';
-import { type BenchTarget, benchTargets } from '../packages/capsnet/src/parity/backends.ts';
+import { type BenchTarget, benchTargets } from '../packages/capsnet/src/parity/devices.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
 
 /**
- * The rows, from the runtime's device table (parity/backends.ts's benchTargets): ort-node-cpu-1t, ort-node-cpu-2t,
+ * The rows, from the runtime's device table (parity/devices.ts's benchTargets): ort-node-cpu-1t, ort-node-cpu-2t,
  * ort-node-cuda, ort-node-webgpu, ort-web-wasm, ort-web-wasm-mt, page-wasm, page-wasm-mt, tfjs today. onnxruntime-web's
  * wasm threads: the "-mt" rows ask for one per core; the others keep ORT's default, which is half the cores (at most
  * 4), so 1 on a 2-core machine. In the page (headless Chromium, cross-origin isolated) ORT allows threads as in Node.

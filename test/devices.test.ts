@@ -14,7 +14,7 @@ import { CapsNet as NodeCapsNet } from '@capsnet-onnx/runtime/node';
 import { CapsNet as WebCapsNet } from '@capsnet-onnx/runtime/web';
 import { selectProvider } from '../packages/runtime/src/registry.ts';
 import { createProgram } from '../packages/capsnet/src/cli/program.ts';
-import { PARITY_DEVICES, benchTargets, parityDevices } from '../packages/capsnet/src/parity/backends.ts';
+import { PARITY_DEVICES, benchTargets, parityDevices } from '../packages/capsnet/src/parity/devices.ts';
 import { BENCH_BACKENDS } from '../bench/infer.ts';
 import { ROOT } from './support/fixtures.ts';
 

@@ -1,7 +1,7 @@
 /** Registers `capsnet parity`. Light on purpose: everything heavy is imported inside the action. */
 import { type Command, Option } from 'commander';
 import { DEVICE_TABLE, type DeviceRow } from '@capsnet-onnx/runtime/internal';
-import { parityDevices } from '../parity/backends.ts';
+import { parityDevices } from '../parity/devices.ts';
 import { TIMER_MAX_MS, deprecatedFlag, integer, nameList, nonNegativeInt } from './args.ts';
 
 export function registerParityCommands(program: Command, rows: readonly DeviceRow[] = DEVICE_TABLE): void {

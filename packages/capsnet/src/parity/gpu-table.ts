@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { writeFileAtomic } from '../files/atomic.ts';
 import { fmt } from './matrix.ts';
 import type { ParityReport } from './run.ts';
-import { benchTargets } from './backends.ts';
+import { benchTargets } from './devices.ts';
 
 interface BenchRow {
   backend: string;
@@ -62,7 +62,7 @@ export interface GpuCheckResults {
 }
 
 /**
- * Benchmark row -> parity row, from the device table (parity/backends.ts): tfjs with the reference, each Node bench
+ * Benchmark row -> parity row, from the device table (parity/devices.ts): tfjs with the reference, each Node bench
  * row with its device's node-* parity row. A thread variant the bench did not run (ort-web-wasm-mt) is left out
  * when another row already shows that device's parity.
  */

@@ -14,14 +14,14 @@ import { type BackendRow, type Tolerances, compare, formatMatrix, median, nearTi
 import type { MeasureRequest } from './measure.ts';
 import { PARITY_BATCH, loadReferenceModel, referenceOutputs } from './reference.ts';
 import type { WorkerReply, WorkerRequest } from './worker.ts';
-import { PARITY_DEVICES, parityDevices } from './backends.ts';
+import { PARITY_DEVICES, parityDevices } from './devices.ts';
 
 export interface ParityOptions {
   model: string;
   decoder?: string;
   /** Run directory (or checkpoint.bin) the model was exported from; default: the model's directory. */
   checkpoint?: string;
-  /** Parity devices (parity/backends.ts, e.g. node-cpu, chromium-wasm); default: all. */
+  /** Parity devices (parity/devices.ts, e.g. node-cpu, chromium-wasm); default: all. */
   devices?: readonly string[];
   /** @deprecated the old name of `devices`. */
   backends?: readonly string[];

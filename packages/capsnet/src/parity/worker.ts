@@ -5,11 +5,11 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Classifier, DeviceName } from '@capsnet-onnx/runtime';
-import { type ParityDevice, parityDevices } from './backends.ts';
+import { type ParityDevice, parityDevices } from './devices.ts';
 import { measure, type MeasureRequest, type MeasureResult } from './measure.ts';
 
 export interface WorkerRequest {
-  /** A parity device run in Node (`node-<device>`, see parity/backends.ts). */
+  /** A parity device run in Node (`node-<device>`, see parity/devices.ts). */
   device: string;
   modelPath: string;
   decoderPath: string;
