@@ -20,32 +20,36 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readModelMetadata } from '@capsnet-onnx/core';
+import type { DeviceName } from '@capsnet-onnx/runtime';
 import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { median } from '../packages/capsnet/src/parity/matrix.ts';
 import { timeClassifier } from '../packages/capsnet/src/parity/measure.ts';
+import { type BenchTarget, benchTargets } from '../packages/capsnet/src/parity/devices.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
 
-export const BENCH_BACKENDS = [
-  'ort-node-cpu-1t',
-  'ort-node-cpu-2t',
-  'ort-node-cuda',
-  'ort-node-webgpu',
-  'ort-web-wasm',
-  'ort-web-wasm-mt',
-  'page-wasm',
-  'page-wasm-mt',
-  'tfjs',
-] as const;
 /**
- * onnxruntime-web's wasm threads: the "-mt" rows ask for one per core; the others keep ORT's default, which is
- * half the cores (at most 4), so 1 on a 2-core machine. In the page (headless Chromium, cross-origin isolated)
- * ORT allows threads as in Node.
+ * The rows, from the runtime's device table (parity/devices.ts's benchTargets): ort-node-cpu-1t, ort-node-cpu-2t,
+ * ort-node-cuda, ort-node-webgpu, ort-web-wasm, ort-web-wasm-mt, page-wasm, page-wasm-mt, tfjs today. onnxruntime-web's
+ * wasm threads: the "-mt" rows ask for one per core; the others keep ORT's default, which is half the cores (at most
+ * 4), so 1 on a 2-core machine. In the page (headless Chromium, cross-origin isolated) ORT allows threads as in Node.
  */
-const WASM_MT = new Set<string>(['ort-web-wasm-mt', 'page-wasm-mt']);
-type BenchBackend = (typeof BENCH_BACKENDS)[number];
+export const BENCH_TARGETS: readonly BenchTarget[] = benchTargets();
+export const BENCH_BACKENDS: readonly string[] = BENCH_TARGETS.map((t) => t.name);
+type BenchBackend = string;
+
+function targetOf(name: string): BenchTarget {
+  const target = BENCH_TARGETS.find((t) => t.name === name);
+  if (!target) throw new Error(`unknown backend ${name}: choose from ${BENCH_BACKENDS.join(', ')}`);
+  return target;
+}
+
+/** A target's thread count: one per core for `per-core`, else its own (undefined: ONNX Runtime's default). */
+function threadsOf(target: BenchTarget): number | undefined {
+  return target.threads === 'per-core' ? availableParallelism() : target.threads;
+}
 
 /** FLOPs of one image's forward pass (classify: encoder, routing, masked decoder). */
 export function flopsPerImage(config: CapsNetConfig): number {
@@ -104,7 +108,8 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
   const pixels = req.config.inputHeight * req.config.inputWidth * req.config.inputChannels;
   const one = randomImages(1, pixels, 1);
   const batch = randomImages(req.batch, pixels, 2);
-  if (req.backend === 'tfjs') {
+  const target = targetOf(req.backend);
+  if (!target.row) {
     const { initBackend } = await import('../packages/capsnet/src/train/backend.ts');
     const backend = await initBackend((process.env.CAPSNET_BENCH_TFJS_BACKEND ?? 'auto') as 'auto');
     const tf = backend.tf;
@@ -133,22 +138,22 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
   }
   let model;
   let threadsNote = '';
-  if (req.backend === 'ort-web-wasm' || req.backend === 'ort-web-wasm-mt') {
+  const device = target.row.name as DeviceName;
+  const threads = threadsOf(target);
+  if (target.row.runtime === 'web') {
     const { CapsNet } = await import('@capsnet-onnx/runtime/web');
-    const threads = WASM_MT.has(req.backend) ? availableParallelism() : undefined;
-    model = await CapsNet.load(readFileSync(req.modelPath), { device: 'wasm', maxBatch: req.batch, threads });
+    model = await CapsNet.load(readFileSync(req.modelPath), { device, maxBatch: req.batch, threads });
     const { env } = await import('onnxruntime-web');
     threadsNote = `, ${env.wasm.numThreads} thread${env.wasm.numThreads === 1 ? '' : 's'}${threads ? ' (one per core)' : " (ORT's default)"}`;
   } else {
     const { CapsNet } = await import('@capsnet-onnx/runtime/node');
-    const device = req.backend === 'ort-node-cuda' ? 'cuda' : req.backend === 'ort-node-webgpu' ? 'webgpu' : 'cpu';
     const reason = (await CapsNet.probe())[device];
     if (reason) return { skipped: reason };
-    const threads = req.backend === 'ort-node-cpu-1t' ? 1 : req.backend === 'ort-node-cpu-2t' ? 2 : undefined;
     try {
       model = await CapsNet.load(req.modelPath, { device, threads, maxBatch: req.batch });
     } catch (e) {
-      if (device === 'webgpu' && /adapter/i.test((e as Error).message)) return { skipped: (e as Error).message };
+      // No WebGPU adapter here is this machine's hardware: a skip with the reason.
+      if (target.row.processor === 'gpu' && /adapter/i.test((e as Error).message)) return { skipped: (e as Error).message };
       throw e;
     }
   }
@@ -292,7 +297,7 @@ async function main(): Promise<void> {
   const latencyRuns = Number(values['latency-runs']);
   const throughputRuns = Number(values['throughput-runs']);
   const selected = values.backends ? values.backends.split(',').map((s) => s.trim()) : [...BENCH_BACKENDS];
-  const unknown = selected.filter((b) => !(BENCH_BACKENDS as readonly string[]).includes(b));
+  const unknown = selected.filter((b) => !BENCH_BACKENDS.includes(b));
   if (unknown.length) throw new Error(`unknown backend(s) ${unknown.join(', ')}: choose from ${BENCH_BACKENDS.join(', ')}`);
   log(
     `bench:infer: ${prepared.model} (${metadata.inputHeight}x${metadata.inputWidth}x${metadata.inputChannels}, ` +
@@ -300,7 +305,9 @@ async function main(): Promise<void> {
   );
   const rows: Row[] = [];
   for (const backend of selected as BenchBackend[]) {
-    const gpu = backend === 'ort-node-webgpu' ? webGpuWorkerEnv() : null;
+    const target = targetOf(backend);
+    // onnxruntime-node's WebGPU (Dawn over Vulkan) needs its Vulkan variables at process start.
+    const gpu = target.row?.provider === 'node-webgpu' ? webGpuWorkerEnv() : null;
     if (gpu) {
       const adapter = await describeWebGpuAdapter(gpu.env);
       if (adapter) gpu.note = `Dawn adapter: ${adapter}; ${gpu.note}`;
@@ -318,9 +325,10 @@ async function main(): Promise<void> {
     };
     log(`${backend}: running${gpu ? ` (${gpu.note})` : ''}...`);
     const started = Date.now();
-    const reply = backend.startsWith('page-')
-      ? await benchInPage(req, WASM_MT.has(backend), Number(values.timeout) * 1000)
-      : await forkWorker<Reply>(SELF, ['--worker'], req, gpu?.env ?? process.env, Number(values.timeout) * 1000);
+    const reply =
+      target.host === 'chromium'
+        ? await benchInPage(req, target.threads === 'per-core', Number(values.timeout) * 1000)
+        : await forkWorker<Reply>(SELF, ['--worker'], req, gpu?.env ?? process.env, Number(values.timeout) * 1000);
     if ('ok' in reply) {
       const b1 = median(reply.ok.latenciesMs);
       const bm = median(reply.ok.batchMs);

@@ -34,7 +34,7 @@ try {
   // On a second run model.onnx is the one this demo exported into its own run directory: replace it.
   await step('export to ONNX, routing unrolled', ['export', out, '-o', join(out, 'model.onnx'), ...(again ? ['--overwrite'] : [])]);
   await step('inspect the file', ['inspect', join(out, 'model.onnx')]);
-  await step('parity: tfjs reference vs ONNX Runtime in Node', ['parity', join(out, 'model.onnx'), '--checkpoint', out, '--backends', 'node-cpu,node-wasm']);
+  await step('parity: tfjs reference vs ONNX Runtime in Node', ['parity', join(out, 'model.onnx'), '--checkpoint', out, '--devices', 'node-cpu,node-wasm']);
   console.log(`\ndone: ${out}/model.onnx (serve it with: npx capsnet serve ${out}/model.onnx)`);
 } catch (e) {
   console.error(`demo failed at a step above (${(e as Error).message.split('\n')[0]})`);

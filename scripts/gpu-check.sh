@@ -107,7 +107,7 @@ if [ $# -eq 0 ]; then RUN=bench-results/models/paper; MODEL=$RUN/model.onnx; fi
 step "parity"
 [ -f "$MODEL" ] || die "no model at $MODEL"
 timeout $(( $(left) - TRAIN_BUDGET )) npx capsnet parity "$MODEL" --checkpoint "$RUN" \
-  --backends node-cpu,node-cuda,node-webgpu,node-wasm --require node-cuda,node-webgpu \
+  --devices node-cpu,node-cuda,node-webgpu,node-wasm --require node-cuda,node-webgpu \
   --digits 8 --random 4 --webgpu-count 14 --latency-runs 10 --webgpu-latency-runs 10 --timeout 90 --json "$OUT/parity.json"
 PARITY=$?
 
@@ -121,7 +121,7 @@ if npx capsnet export "$RUN" --precision fp16 -o "$OUT/model.fp16.onnx"; then
   timeout "$F16" node --import tsx bench/infer.ts --backends ort-node-cuda,ort-node-webgpu --model "$OUT/model.fp16.onnx" --checkpoint "$RUN" \
     --out "$OUT/infer-fp16.json" --latency-runs 10 --throughput-runs 3 --timeout 60 || echo "fp16 benchmark did not finish (see above)"
   timeout "$F16" npx capsnet parity "$OUT/model.fp16.onnx" --checkpoint "$RUN" \
-    --backends node-cpu,node-cuda,node-webgpu --require node-cuda,node-webgpu \
+    --devices node-cpu,node-cuda,node-webgpu --require node-cuda,node-webgpu \
     --digits 8 --random 4 --webgpu-count 14 --latency-runs 10 --webgpu-latency-runs 10 --timeout 60 --json "$OUT/parity-fp16.json"
   PARITY16=$?
 else

@@ -248,7 +248,7 @@ export const COMMANDS: Record<string, Decision> = {
   'ONNXRUNTIME_NODE_INSTALL=skip npm install @capsnet-onnx/runtime onnxruntime-node': { exempt: UNPUBLISHED },
   'npm install --ignore-scripts': { exempt: UNPUBLISHED },
   // Parity, serving
-  'npx capsnet parity model.onnx --checkpoint RUN_DIR [--backends node-cpu,node-webgpu,...] [--json report.json]': {
+  'npx capsnet parity model.onnx --checkpoint RUN_DIR [--devices node-cpu,node-webgpu,...] [--json report.json]': {
     files: { 'model.onnx': 'model', run: 'run' },
   },
   'npx capsnet serve model.onnx --device auto --port 8080': { files: { 'model.onnx': 'model' }, serve: true },

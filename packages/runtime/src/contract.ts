@@ -19,8 +19,9 @@ export {
   readModelMetadata,
 } from '@capsnet-onnx/core';
 
-export type DeviceName = 'cpu' | 'cuda' | 'webgpu' | 'wasm';
-export type DeviceRequest = DeviceName | 'auto';
+// Device names come from the device table (devices.ts).
+export { DEVICE_TABLE, type DeviceName, type DeviceRequest, type DeviceRow, type DeviceRuntime, type DeviceHost } from './devices.ts';
+import type { DeviceName, DeviceRequest } from './devices.ts';
 
 export interface Classification {
   /** The class present in the image, or null: no ink, or no capsule reaches the presence threshold (see `reason`). */

@@ -4,9 +4,10 @@
  *   const model = await CapsNet.load('model.onnx', { device: 'auto' });
  *   const [result] = await model.classify(pixels);
  *
- * `auto` tries cuda, then cpu. WebGPU is used only when asked for by name: onnxruntime-node's Dawn picks the
- * adapter without telling us which, and on a machine without a GPU it is a software renderer (SwiftShader) far
- * slower than the CPU provider; where CUDA exists it is the faster GPU path.
+ * The devices are the device table's `node` rows (devices.ts). `auto` tries cuda, then cpu. WebGPU is used only when
+ * asked for by name: onnxruntime-node's Dawn picks the adapter without telling us which, and on a machine without a
+ * GPU it is a software renderer (SwiftShader) far slower than the CPU provider; where CUDA exists it is the faster
+ * GPU path.
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -14,14 +15,11 @@ import { type DecoderSource, loadClassifier, toModelBytes } from './classifier.t
 import { ortNode } from './ort-node.ts';
 import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
 import { ModelFileError, decoderPathFor } from '@capsnet-onnx/core';
-import { nodeCpu } from './providers/node-cpu.ts';
-import { nodeCuda } from './providers/node-cuda.ts';
-import { nodeWebGpu } from './providers/node-webgpu.ts';
-import type { Provider } from './providers/provider.ts';
+import { autoOrder, devicesOf } from './devices.ts';
+import { nodeProviders } from './node-providers.ts';
 
 export * from './contract.ts';
-export { CUDA_INSTALL_COMMAND, nvidiaDriverPresent } from './providers/node-cuda.ts';
-export { swiftShaderEnv } from './providers/swiftshader.ts';
+export { CUDA_INSTALL_COMMAND } from './devices.ts';
 // The image pipeline (the core's), for apps that decode files or want to see what the model sees.
 export {
   DEFAULT_IMAGE_LIMITS,
@@ -40,8 +38,7 @@ export {
   type Raster,
 } from '@capsnet-onnx/core';
 
-export const NODE_PROVIDERS: readonly Provider[] = [nodeCpu, nodeCuda, nodeWebGpu];
-export const NODE_AUTO_ORDER: readonly DeviceName[] = ['cuda', 'cpu'];
+const NODE_AUTO_ORDER = autoOrder('node') as DeviceName[];
 
 /** A model or decoder file's bytes; a missing or unreadable file is a ModelFileError naming it. */
 async function readModel(path: string, what: 'model' | 'decoder'): Promise<Uint8Array> {
@@ -57,7 +54,7 @@ async function readModel(path: string, what: 'model' | 'decoder'): Promise<Uint8
 }
 
 export const CapsNet = {
-  devices: NODE_PROVIDERS.map((p) => p.device),
+  devices: devicesOf('node').map((r) => r.name as DeviceName),
   autoOrder: NODE_AUTO_ORDER,
 
   /** Load model.onnx (path or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it. */
@@ -72,13 +69,22 @@ export const CapsNet = {
       decoder = async () =>
         existsSync(path) ? readModel(path, 'decoder') : { missing: `${path} does not exist (\`capsnet export\` writes it beside the model)`, path };
     } else decoder = async () => ({ missing: 'the model was loaded from bytes: pass { decoder: bytes or path } to CapsNet.load' });
-    return loadClassifier(await ortNode(), bytes, name, decoder, NODE_PROVIDERS, NODE_AUTO_ORDER, options, '@capsnet-onnx/runtime/node (onnxruntime-node)');
+    return loadClassifier(
+      await ortNode(),
+      bytes,
+      name,
+      decoder,
+      await nodeProviders(),
+      NODE_AUTO_ORDER,
+      options,
+      '@capsnet-onnx/runtime/node (onnxruntime-node)',
+    );
   },
 
   /** Each Node device and why it cannot run here (null: it can be tried). */
   async probe(): Promise<Record<string, string | null>> {
     const out: Record<string, string | null> = {};
-    for (const p of NODE_PROVIDERS) out[p.device] = await p.unavailable();
+    for (const p of await nodeProviders()) out[p.device] = await p.unavailable();
     return out;
   },
 };

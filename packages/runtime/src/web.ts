@@ -10,6 +10,7 @@ import * as ort from 'onnxruntime-web';
 import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
 import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
 import { ModelFileError } from '@capsnet-onnx/core';
+import { autoOrder, devicesOf } from './devices.ts';
 import { threadCount, type Provider } from './providers/provider.ts';
 import { webWasm } from './providers/web-wasm.ts';
 import { webWebGpu } from './providers/web-webgpu.ts';
@@ -34,8 +35,19 @@ export {
 } from '@capsnet-onnx/core';
 export { webGpuAdapterInfo, describeAdapter } from './providers/web-webgpu.ts';
 
-export const WEB_PROVIDERS: readonly Provider[] = [webWebGpu, webWasm];
-export const WEB_AUTO_ORDER: readonly DeviceName[] = ['webgpu', 'wasm'];
+/**
+ * onnxruntime-web's providers, the device table's `web` rows. Imported here by name, not by file name as the Node
+ * entry does, because browser bundlers follow static imports only: a new browser provider is a row, a file and a
+ * line here. A row without its provider is an error at import.
+ */
+const IMPLEMENTED: readonly Provider[] = [webWebGpu, webWasm];
+const WEB_PROVIDERS: readonly Provider[] = devicesOf('web').map((row) => {
+  const provider = IMPLEMENTED.find((p) => p.row === row);
+  if (!provider)
+    throw new Error(`device-table row ${row.provider} has no provider in @capsnet-onnx/runtime/web: import providers/${row.provider}.ts in web.ts`);
+  return provider;
+});
+const WEB_AUTO_ORDER = autoOrder('web') as DeviceName[];
 
 export { ORT_WASM_FILES } from './wasm-files.ts';
 

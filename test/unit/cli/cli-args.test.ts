@@ -33,6 +33,7 @@ const TEXT_OPTIONS = new Set([
   'export --triton-name',
   'ensemble --out',
   'parity --checkpoint',
+  'parity --devices',
   'parity --backends',
   'parity --require',
   'parity --json',
@@ -243,6 +244,11 @@ describe('capsnet: every number parsed once, strictly, by type', () => {
     assert.deepEqual(choices('experiment affine --scale'), [...SCALES]);
     assert.deepEqual(choices('experiment multimnist --overlay'), [...OVERLAYS]);
     assert.deepEqual(choices('classify --polarity'), [...POLARITIES]);
+    // --device: the runtime's device table, the same for every command that runs a model.
+    const { nodeDeviceNames } = await import('@capsnet-onnx/runtime/internal');
+    assert.deepEqual(choices('classify --device'), ['auto', ...nodeDeviceNames()]);
+    assert.deepEqual(choices('serve --device'), ['auto', ...nodeDeviceNames()]);
+    assert.ok(choices('classify --device')!.includes('wasm'), 'classify runs onnxruntime-web wasm in Node, as serve does');
   });
 
   test('through the capsnet binary: exit status 1, the usage error as the first line, no stack, nothing created', async () => {
@@ -270,6 +276,28 @@ describe('capsnet: every number parsed once, strictly, by type', () => {
       const json = await execa('node', [CLI, 'classify', join(dir, 'model.onnx'), 'x.png', '--json', '--max-batch', '1e3'], { cwd: ROOT, reject: false });
       assert.equal(json.exitCode, 1);
       assert.match(JSON.parse(json.stdout).error.message, /--max-batch must be an integer from 1 to 2147483647, got "1e3"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('parity --backends, the old name of --devices, still works and says so in one line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'capsnet-args-parity-'));
+    try {
+      const model = join(dir, 'model.onnx');
+      const old = await execa('node', [CLI, 'parity', model, '--backends', 'node-cpu'], { cwd: ROOT, reject: false });
+      const now = await execa('node', [CLI, 'parity', model, '--devices', 'node-cpu'], { cwd: ROOT, reject: false });
+      const lines = old.stderr.split('\n').filter(Boolean);
+      assert.equal(lines[0], 'capsnet parity: --backends is deprecated, use --devices (it takes the same values)');
+      // After the note, the same outcome as --devices (here: the missing model, named).
+      assert.equal(old.exitCode, now.exitCode);
+      assert.deepEqual(lines.slice(1), now.stderr.split('\n').filter(Boolean));
+      assert.match(now.stderr, /model .*model\.onnx does not exist/);
+      assert.doesNotMatch(now.stderr, /deprecated/);
+      assert.match(
+        parseError(['parity', 'm.onnx', '--backends', 'node-tpu'])!.message,
+        /--backends takes comma-separated devices from node-cpu, .*; unknown: node-tpu/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

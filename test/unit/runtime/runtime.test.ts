@@ -203,11 +203,18 @@ describe('providers', () => {
       const cudaReason = (await CapsNet.probe()).cuda;
       assert.equal(model.device, cudaReason ? 'cpu' : 'cuda');
       assert.match(model.deviceReport, /^auto chose/);
-      if (cudaReason)
+      if (cudaReason) {
         assert.ok(
           logs.some((l) => l.startsWith('auto: passing over cuda')),
           logs.join('\n'),
         );
+        // The report says why for each device passed over: the problem, without the install advice.
+        const problem = cudaReason.split(/: (?![^(]*\))/)[0]!;
+        assert.ok(model.deviceReport.includes(`passed over cuda (skipped: ${problem})`), model.deviceReport);
+        assert.doesNotMatch(model.deviceReport, /npm rebuild/);
+      }
+      // webgpu is never auto's choice in Node, and the report says why (the device table's reason).
+      assert.match(model.deviceReport, /webgpu \(not tried: Dawn picks the adapter/);
     } finally {
       await model.dispose();
     }
@@ -231,7 +238,12 @@ describe('providers', () => {
       WebCapsNet.load(tiny.model, { device: 'webgpu' }),
       (e: Error) => e instanceof DeviceUnavailableError && /@capsnet-onnx\/runtime\/node/.test(e.message),
     );
-    await assert.rejects(WebCapsNet.load(tiny.model, { device: 'cuda' }), /CUDA runs only in Node/);
+    await assert.rejects(WebCapsNet.load(tiny.model, { device: 'cuda' }), /cuda runs on onnxruntime-node only: use @capsnet-onnx\/runtime\/node/);
+    // The CPU device of the other runtime is named as the alternative.
+    await assert.rejects(
+      CapsNet.load(modelPath, { device: 'wasm' }),
+      /wasm runs on onnxruntime-web only: use @capsnet-onnx\/runtime\/web, or device "cpu" here/,
+    );
   });
 
   test('webgpu in Node either runs on webgpu or says how to get a Vulkan adapter', async () => {
@@ -408,6 +420,28 @@ describe('image files', () => {
     );
     const [expected] = await (await CapsNet.load(tiny.model, { device: 'cpu' })).classify(Uint8Array.from(image(1), (v) => Math.round(v * 255)));
     assert.equal(out.results[1].label, expected!.label);
+    // --device wasm: onnxruntime-web's wasm in Node (as `capsnet serve --device wasm`), the same classes and scores.
+    const wasm = JSON.parse(
+      (
+        await execa('node', [CLI, 'classify', modelPath, join(dir, 'big.png'), join(dir, 'test-images-idx3-ubyte'), '--device', 'wasm', '--json'], {
+          cwd: ROOT,
+        })
+      ).stdout,
+    );
+    assert.equal(wasm.device, 'wasm');
+    assert.match(wasm.deviceReport, /onnxruntime-web/);
+    assert.deepEqual(
+      wasm.results.map((r: { label: number | null }) => r.label),
+      out.results.map((r: { label: number | null }) => r.label),
+    );
+    for (const [i, r] of (wasm.results as Array<{ scores: Record<string, number> }>).entries()) {
+      for (const [k, v] of Object.entries(r.scores))
+        assert.ok(Math.abs(v - out.results[i].scores[k]) < 1e-4, `${k}: wasm ${v}, cpu ${out.results[i].scores[k]}`);
+    }
+    const missingWasm = await execa('node', [CLI, 'classify', join(dir, 'nope.onnx'), join(dir, 'big.png'), '--device', 'wasm'], { cwd: ROOT, reject: false });
+    assert.equal(missingWasm.exitCode, 1);
+    assert.match(missingWasm.stderr, /model file .*nope\.onnx does not exist/);
+    assert.doesNotMatch(missingWasm.stderr, /\n\s+at /, 'no stack');
     // A directory: its PNG, JPEG and IDX image files (not the labels file, not the models), in name order.
     const listed = JSON.parse((await execa('node', [CLI, 'classify', modelPath, dir, '--device', 'cpu', '--json'], { cwd: ROOT })).stdout);
     assert.deepEqual(

@@ -1,5 +1,6 @@
 /**
- * The command line's number parsers: every numeric flag of every `capsnet` command is parsed once, here, strictly,
+ * The command line's parsers, shared by every command: numbers, name lists and the `--device` option (its choices
+ * from the runtime's device table). Every numeric flag of every `capsnet` command is parsed once, here, strictly,
  * by the type of the field it ends up in. A value that is not written as that type (`abc`, `1e3` or `1.5` for an
  * integer, `-5`, `0x10`, an empty string) or that lies outside the field's range (int32 for Triton's counts, uint32
  * for seeds, JS safe integers for byte sizes and uint64 fields) is a usage error naming the flag and its range:
@@ -9,7 +10,8 @@
  * Each parser is registered with its rule (`numericRule`), so a test can find every numeric flag of every command
  * and feed it bad values, and so a flag added with an ad-hoc parser is noticed.
  */
-import { InvalidArgumentError } from 'commander';
+import { DEVICE_TABLE, type DeviceRow, autoOrder, nodeDeviceNames } from '@capsnet-onnx/runtime/internal';
+import { InvalidArgumentError, Option } from 'commander';
 
 /** Largest int32 (protobuf int32 fields such as Triton's max_batch_size and instance count; ONNX Runtime's thread counts). */
 export const INT32_MAX = 2 ** 31 - 1;
@@ -225,4 +227,40 @@ export function presenceThreshold(flag: string): (value: string) => number {
 /** A fraction in (0, 1], e.g. an accuracy to reach. */
 export function fraction(flag: string): (value: string) => number {
   return decimal(flag, { min: 0, max: 1, minExclusive: true });
+}
+
+/**
+ * A comma-separated list of names from `names` (or `all`, every one), e.g. `capsnet parity --devices node-cpu,node-wasm`;
+ * an unknown or missing name is a usage error listing the choices.
+ */
+export function nameList(flag: string, names: readonly string[], what: string): (value: string) => string[] {
+  return (value: string) => {
+    const picked = value
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (picked.length === 1 && picked[0] === 'all') return [...names];
+    const unknown = picked.filter((n) => !names.includes(n));
+    if (picked.length === 0 || unknown.length) {
+      throw new InvalidArgumentError(
+        `${flag} takes comma-separated ${what} from ${names.join(', ')} (or all)${unknown.length ? `; unknown: ${unknown.join(', ')}` : ''}`,
+      );
+    }
+    return picked;
+  };
+}
+
+/**
+ * `--device`: `auto` or a device of the runtime's device table that runs in Node (onnxruntime-node's, and
+ * onnxruntime-web's wasm), the same choices for every command that runs a model.
+ */
+export function deviceOption(rows: readonly DeviceRow[] = DEVICE_TABLE): Option {
+  return new Option('--device <name>', `ONNX Runtime execution provider (auto: the first of ${autoOrder('node', rows).join(', ')} that works here)`)
+    .choices(['auto', ...nodeDeviceNames(rows)])
+    .default('auto');
+}
+
+/** Prints the one-line note for a flag kept under its old name. */
+export function deprecatedFlag(command: string, old: string, now: string): void {
+  console.error(`capsnet ${command}: ${old} is deprecated, use ${now} (it takes the same values)`);
 }

@@ -1,14 +1,15 @@
 /** Registers `capsnet classify`. Light on purpose: the runtime (and ONNX Runtime) load only when it runs. */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { POLARITIES, type Polarity } from '@capsnet-onnx/core';
-import { positiveInt, presenceThreshold } from './args.ts';
+import { POLARITIES, type Polarity, decoderPathFor } from '@capsnet-onnx/core';
+import { DEVICE_TABLE, type DeviceName, type DeviceRow, nodeDevice } from '@capsnet-onnx/runtime/internal';
+import { deviceOption, positiveInt, presenceThreshold } from './args.ts';
 
 /** With --json, every error (commander's included) is one JSON object on stdout: {"error": {"message": ...}}. */
 const wantsJson = () => process.argv.includes('--json');
 const printJsonError = (message: string) => console.log(JSON.stringify({ error: { message } }));
 
-export function registerRuntimeCommands(program: Command): void {
+export function registerRuntimeCommands(program: Command, rows: readonly DeviceRow[] = DEVICE_TABLE): void {
   program
     .command('classify')
     .description(
@@ -18,7 +19,7 @@ export function registerRuntimeCommands(program: Command): void {
     )
     .argument('<model>', 'model.onnx from `capsnet export`')
     .argument('<images...>', 'PNG/JPEG files, IDX image files (e.g. t10k-images-idx3-ubyte[.gz]), directories, or -')
-    .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cpu', 'cuda', 'webgpu']).default('auto'))
+    .addOption(deviceOption(rows))
     .option('--json', 'print JSON instead of text (errors too)', false)
     .option('--top <k>', 'scores to show per image (text output)', positiveInt('--top'), 3)
     .option('--limit <n>', 'at most N images from each IDX file', positiveInt('--limit'))
@@ -29,7 +30,7 @@ export function registerRuntimeCommands(program: Command): void {
       presenceThreshold('--presence-threshold'),
     )
     .option('--max-batch <n>', 'images per ONNX Runtime run', positiveInt('--max-batch'), 256)
-    .option('--threads <n>', 'CPU threads (device cpu)', positiveInt('--threads'))
+    .option('--threads <n>', 'CPU threads (devices cpu and wasm)', positiveInt('--threads'))
     .addHelpText(
       'after',
       '\nA file that cannot be classified (missing, unreadable, not an image, the wrong size) gets its own row with\n' +
@@ -52,7 +53,7 @@ export function registerRuntimeCommands(program: Command): void {
 }
 
 interface ClassifyCliOptions {
-  device: 'auto' | 'cpu' | 'cuda' | 'webgpu';
+  device: DeviceName | 'auto';
   json: boolean;
   top: number;
   limit?: number;
@@ -63,18 +64,10 @@ interface ClassifyCliOptions {
 }
 
 async function classify(modelPath: string, files: string[], opts: ClassifyCliOptions): Promise<void> {
-  const { CapsNet } = await import('@capsnet-onnx/runtime/node');
   const { expandArguments, loadSource } = await import('./image-files.ts');
   const log = opts.json ? () => {} : (line: string) => console.error(line);
   const sources = expandArguments(files, () => new Uint8Array(readFileSync(0)));
-  const model = await CapsNet.load(modelPath, {
-    device: opts.device,
-    maxBatch: opts.maxBatch,
-    threads: opts.threads,
-    log,
-    polarity: opts.polarity,
-    ...(opts.presenceThreshold !== undefined ? { presenceThreshold: opts.presenceThreshold } : {}),
-  });
+  const model = await loadModel(modelPath, opts, log);
   type Result = Awaited<ReturnType<typeof model.classify>>[number];
   const progress = await startProgress(sources.length);
   try {
@@ -146,6 +139,46 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
   } finally {
     progress.stop();
     await model.dispose();
+  }
+}
+
+/**
+ * The model on the device asked for: onnxruntime-node's devices (and `auto`) through @capsnet-onnx/runtime/node,
+ * onnxruntime-web's that run in Node (wasm) through @capsnet-onnx/runtime/web, as `capsnet serve` does.
+ */
+async function loadModel(modelPath: string, opts: ClassifyCliOptions, log: (line: string) => void) {
+  const options = {
+    device: opts.device,
+    maxBatch: opts.maxBatch,
+    threads: opts.threads,
+    log,
+    polarity: opts.polarity,
+    ...(opts.presenceThreshold !== undefined ? { presenceThreshold: opts.presenceThreshold } : {}),
+  };
+  if (opts.device === 'auto' || nodeDevice(opts.device)?.runtime !== 'web') {
+    const { CapsNet } = await import('@capsnet-onnx/runtime/node');
+    return CapsNet.load(modelPath, options);
+  }
+  // onnxruntime-web takes bytes (or URLs): read the files here, with the Node entry's messages for a bad path.
+  const { CapsNet } = await import('@capsnet-onnx/runtime/web');
+  const { ModelFileError } = await import('@capsnet-onnx/core');
+  const read = (path: string, what: string): Uint8Array => {
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new ModelFileError(`${what} file ${path} does not exist: check the path, or export one with \`capsnet export\``, path, 'NOT_FOUND');
+      }
+      throw new ModelFileError(`cannot read ${what} file ${path}: ${(e as Error).message}`, path, 'UNREADABLE');
+    }
+  };
+  const decoder = decoderPathFor(modelPath);
+  try {
+    return await CapsNet.load(read(modelPath, 'model'), { ...options, ...(existsSync(decoder) ? { decoder: read(decoder, 'decoder') } : {}) });
+  } catch (e) {
+    // Loaded from bytes, the runtime calls the file "the model": name it (the error keeps its class).
+    if (e instanceof Error && !(e instanceof ModelFileError)) e.message = `${modelPath}: ${e.message}`;
+    throw e;
   }
 }
 

@@ -2,15 +2,16 @@
  * `capsnet serve`: registered here, loaded lazily (serve/main.ts pulls in Fastify and ONNX Runtime only when
  * the command runs).
  */
-import { Option, type Command } from 'commander';
-import { byteSize, duration, port, positiveInt, presenceThreshold } from './args.ts';
+import type { Command } from 'commander';
+import { DEVICE_TABLE, type DeviceRow } from '@capsnet-onnx/runtime/internal';
+import { byteSize, deviceOption, duration, port, positiveInt, presenceThreshold } from './args.ts';
 
-export function registerServeCommands(program: Command): void {
+export function registerServeCommands(program: Command, rows: readonly DeviceRow[] = DEVICE_TABLE): void {
   program
     .command('serve')
     .description('serve a model over HTTP (JSON API with request batching) and the in-browser demo page at /')
     .argument('<model>', 'model.onnx written by `capsnet export` (its decoder beside it as model.decoder.onnx)')
-    .addOption(new Option('--device <name>', 'execution provider').choices(['auto', 'cpu', 'cuda', 'webgpu', 'wasm']).default('auto'))
+    .addOption(deviceOption(rows))
     .option('--port <n>', 'TCP port (0: any free port)', port('--port'), 8080)
     .option('--host <address>', 'address to listen on (0.0.0.0 for every interface)', '127.0.0.1')
     .option('--decoder <file>', 'decoder model (default: <model>.decoder.onnx)')

@@ -1,6 +1,6 @@
 /** Worker processes for parity and the inference benchmark: one ONNX Runtime per process, its own environment. */
 import { execFile, fork } from 'node:child_process';
-import { nvidiaDriverPresent, swiftShaderEnv } from '@capsnet-onnx/runtime/node';
+import { nvidiaDriverPresent, swiftShaderEnv } from '@capsnet-onnx/runtime/internal';
 
 /**
  * Environment for a worker process; for onnxruntime-node's WebGPU, SwiftShader where this Linux machine has no

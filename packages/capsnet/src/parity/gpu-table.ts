@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { writeFileAtomic } from '../files/atomic.ts';
 import { fmt } from './matrix.ts';
 import type { ParityReport } from './run.ts';
+import { benchTargets } from './devices.ts';
 
 interface BenchRow {
   backend: string;
@@ -60,15 +61,15 @@ export interface GpuCheckResults {
   problems: Record<string, string>;
 }
 
-/** Benchmark backend -> parity backend. */
-const PAIRS: Array<[string, string]> = [
-  ['tfjs', 'tfjs (reference)'],
-  ['ort-node-cpu-1t', 'node-cpu'],
-  ['ort-node-cpu-2t', 'node-cpu'],
-  ['ort-node-cuda', 'node-cuda'],
-  ['ort-node-webgpu', 'node-webgpu'],
-  ['ort-web-wasm', 'node-wasm'],
-];
+/**
+ * Benchmark row -> parity row, from the device table (parity/devices.ts): tfjs with the reference, each Node bench
+ * row with its device's node-* parity row. A thread variant the bench did not run (ort-web-wasm-mt) is left out
+ * when another row already shows that device's parity.
+ */
+const PAIRS: Array<[string, string]> = benchTargets()
+  .filter((t) => t.parity !== null)
+  .sort((a, b) => Number(a.row !== null) - Number(b.row !== null))
+  .map((t) => [t.name, t.parity!]);
 
 function readJson<T>(path: string, problems: Record<string, string>, name: string): T | null {
   let text: string;
@@ -128,10 +129,13 @@ export function gpuTable(r: GpuCheckResults): string {
   const rows: string[][] = [];
   const num = (x: number | null | undefined, d = 1) => (x == null || !Number.isFinite(x) ? '-' : x.toFixed(d));
   const inferRows = (label: string, par: ParityReport | null, inf: { rows: BenchRow[] } | null, file: string, pairs = PAIRS) => {
+    const shown = new Set<string>();
     for (const [benchName, parityName] of pairs) {
       const p = par?.rows.find((row) => row.backend === parityName);
       const b = inf?.rows.find((row) => row.backend === benchName);
       if (!p && !b) continue;
+      if (!b && shown.has(parityName)) continue;
+      shown.add(parityName);
       const reasons = [
         p && p.status !== 'pass' && p.status !== 'reference' ? `parity ${p.status}: ${p.reason}` : '',
         b && b.status !== 'ok' ? `bench ${b.status}: ${b.reason}` : '',

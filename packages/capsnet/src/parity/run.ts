@@ -1,6 +1,6 @@
 /**
  * `capsnet parity`: the same inputs through the tfjs reference and every ONNX Runtime backend, one matrix.
- * Node backends run in forked worker processes (parity/worker.ts); the browser ones in headless Chromium.
+ * Devices that run in Node run in forked worker processes (parity/worker.ts); the browser ones in headless Chromium.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -13,16 +13,19 @@ import { parityInputs } from './inputs.ts';
 import { type BackendRow, type Tolerances, compare, formatMatrix, median, nearTies, tolerancesFor } from './matrix.ts';
 import type { MeasureRequest } from './measure.ts';
 import { PARITY_BATCH, loadReferenceModel, referenceOutputs } from './reference.ts';
-import type { NodeBackend, WorkerReply, WorkerRequest } from './worker.ts';
-import { ALL_BACKENDS, type Backend } from './backends.ts';
+import type { WorkerReply, WorkerRequest } from './worker.ts';
+import { PARITY_DEVICES, parityDevices } from './devices.ts';
 
 export interface ParityOptions {
   model: string;
   decoder?: string;
   /** Run directory (or checkpoint.bin) the model was exported from; default: the model's directory. */
   checkpoint?: string;
+  /** Parity devices (parity/devices.ts, e.g. node-cpu, chromium-wasm); default: all. */
+  devices?: readonly string[];
+  /** @deprecated the old name of `devices`. */
   backends?: readonly string[];
-  /** Backends whose skip is a failure (e.g. node-cuda on a GPU machine). */
+  /** Devices whose skip is a failure (e.g. node-cuda on a GPU machine). */
   require?: readonly string[];
   digits?: number;
   random?: number;
@@ -55,11 +58,11 @@ export interface ParityReport {
 
 const isWebGpu = (b: string) => b.endsWith('webgpu');
 
-export function parseBackends(list: readonly string[] | undefined): Backend[] {
-  if (!list || list.length === 0 || (list.length === 1 && list[0] === 'all')) return [...ALL_BACKENDS];
-  const unknown = list.filter((b) => !(ALL_BACKENDS as readonly string[]).includes(b));
-  if (unknown.length) throw new Error(`unknown backend(s) ${unknown.join(', ')}: choose from ${ALL_BACKENDS.join(', ')}`);
-  return ALL_BACKENDS.filter((b) => list.includes(b));
+export function parseDevices(list: readonly string[] | undefined): string[] {
+  if (!list || list.length === 0 || (list.length === 1 && list[0] === 'all')) return [...PARITY_DEVICES];
+  const unknown = list.filter((b) => !PARITY_DEVICES.includes(b));
+  if (unknown.length) throw new Error(`unknown parity device(s) ${unknown.join(', ')}: choose from ${PARITY_DEVICES.join(', ')}`);
+  return PARITY_DEVICES.filter((b) => list.includes(b));
 }
 
 function findCheckpoint(model: string, checkpoint: string | undefined): string {
@@ -69,7 +72,7 @@ function findCheckpoint(model: string, checkpoint: string | undefined): string {
   throw new Error(`no checkpoint beside ${model}: pass --checkpoint RUN_DIR (the run directory it was exported from)`);
 }
 
-async function workerEnv(backend: Backend): Promise<{ env: NodeJS.ProcessEnv; note: string }> {
+async function workerEnv(backend: string): Promise<{ env: NodeJS.ProcessEnv; note: string }> {
   if (backend === 'node-webgpu') {
     const { env, note } = webGpuWorkerEnv();
     const adapter = await describeWebGpuAdapter(env);
@@ -87,8 +90,9 @@ export function runWorker(req: WorkerRequest, env: NodeJS.ProcessEnv, timeoutMs:
 
 export async function runParity(options: ParityOptions): Promise<ParityReport> {
   const log = options.log ?? ((line: string) => console.log(line));
-  const backends = parseBackends(options.backends);
-  const required = options.require?.length ? parseBackends(options.require) : [];
+  const backends = parseDevices(options.devices ?? options.backends);
+  const required = options.require?.length ? parseDevices(options.require) : [];
+  const hostOf = (name: string) => parityDevices().find((d) => d.name === name)!;
   const model = resolve(options.model);
   if (!existsSync(model)) throw new Error(`model ${options.model} does not exist: create it with \`capsnet export RUN_DIR -o ${options.model}\``);
   const decoder = resolve(options.decoder ?? model.replace(/(\.onnx)?$/i, '.decoder.onnx'));
@@ -145,20 +149,20 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
     };
   };
 
-  for (const backend of backends.filter((b): b is NodeBackend & Backend => b.startsWith('node-'))) {
+  for (const backend of backends.filter((b) => hostOf(b).host === 'node')) {
     const { env, note } = await workerEnv(backend);
     log(`${backend}: running${note ? ` (${note})` : ''}...`);
     const started = Date.now();
-    const reply = await runWorker({ backend, modelPath: model, decoderPath: decoder, request: requestFor(backend) }, env, timeoutMs);
+    const reply = await runWorker({ device: backend, modelPath: model, decoderPath: decoder, request: requestFor(backend) }, env, timeoutMs);
     rows.push(toRow(backend, reply, ref, note, tolerances));
     log(`${backend}: ${rows.at(-1)!.status} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
 
-  const browserBackends = backends.filter((b) => b.startsWith('chromium-'));
+  const browserBackends = backends.filter((b) => hostOf(b).host === 'chromium');
   if (browserBackends.length) {
     const runs: BrowserRun[] = browserBackends.map((b) => {
       const req = requestFor(b);
-      return { device: b === 'chromium-webgpu' ? 'webgpu' : 'wasm', count: req.count, latencyRuns: req.latencyRuns };
+      return { device: hostOf(b).row.name as BrowserRun['device'], count: req.count, latencyRuns: req.latencyRuns };
     });
     log(`${browserBackends.join(', ')}: running in headless Chromium...`);
     const started = Date.now();

@@ -1,12 +1,7 @@
 /** onnxruntime-node, CPU execution provider: always available in Node. */
-import type { Provider } from './provider.ts';
-import { errorMessage, threadCount } from './provider.ts';
+import { defineProvider, errorMessage, threadCount } from './provider.ts';
 
-export const nodeCpu: Provider = {
-  device: 'cpu',
-  runtime: 'onnxruntime-node',
-  // ORT's CPU provider has fp16 kernels for few ops on x86 (its InsertCastTransformer widens the rest).
-  fp16Compute: 'widened',
+export const nodeCpu = defineProvider('node-cpu', {
   async unavailable() {
     return null;
   },
@@ -21,4 +16,6 @@ export const nodeCpu: Provider = {
   explainFailure(error) {
     return errorMessage(error);
   },
-};
+});
+
+export default nodeCpu;

@@ -6,15 +6,11 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
-import type { Provider } from './provider.ts';
-import { explainGpuFailure, gpuSessionOptions } from './provider.ts';
+import { DEVICE_TABLE } from '../devices.ts';
+import { defineProvider, explainGpuFailure, gpuSessionOptions } from './provider.ts';
 
-/**
- * Installs the CUDA provider into the app's own onnxruntime-node (its installer reads ONNXRUNTIME_NODE_INSTALL);
- * works in any app folder, after an install that skipped the download with ONNXRUNTIME_NODE_INSTALL=skip.
- */
-export const CUDA_INSTALL_COMMAND = 'ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node';
-const INSTALL_HINT = `on a machine with an NVIDIA GPU (driver, CUDA 12, cuDNN 9) run \`${CUDA_INSTALL_COMMAND}\` in your app`;
+export { CUDA_INSTALL_COMMAND } from '../devices.ts';
+const INSTALL_HINT = DEVICE_TABLE.find((r) => r.provider === 'node-cuda')!.install;
 
 /** Where onnxruntime-node keeps its native libraries for this platform. */
 export function ortNodeBinDir(): string {
@@ -32,10 +28,7 @@ export function nvidiaDriverPresent(): boolean {
   return existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidia0');
 }
 
-export const nodeCuda: Provider = {
-  device: 'cuda',
-  runtime: 'onnxruntime-node',
-  fp16Compute: 'native',
+export const nodeCuda = defineProvider('node-cuda', {
   async unavailable() {
     const platform = `${process.platform}/${process.arch}`;
     if (platform !== 'linux/x64' && platform !== 'win32/x64') {
@@ -63,4 +56,6 @@ export const nodeCuda: Provider = {
         'and cuDNN 9 (libcudnn.so.9) on the library path (LD_LIBRARY_PATH); check `nvidia-smi`, install them, or use device "cpu"',
     );
   },
-};
+});
+
+export default nodeCuda;

@@ -4,15 +4,10 @@
  * (SwiftShader), which is why Node's `auto` does not pick WebGPU.
  */
 import { ortNode } from '../ort-node.ts';
-import type { Provider } from './provider.ts';
-import { explainGpuFailure, webGpuSessionOptions } from './provider.ts';
+import { defineProvider, explainGpuFailure, webGpuSessionOptions } from './provider.ts';
 import { swiftShaderEnv } from './swiftshader.ts';
 
-export const nodeWebGpu: Provider = {
-  device: 'webgpu',
-  runtime: 'onnxruntime-node',
-  // ORT does not expose Dawn's adapter to JavaScript: only a run tells whether it has shader-f16.
-  fp16Compute: 'adapter',
+export const nodeWebGpu = defineProvider('node-webgpu', {
   async unavailable() {
     const { listSupportedBackends } = await ortNode();
     if (!listSupportedBackends().some((b) => b.name === 'webgpu')) {
@@ -36,4 +31,6 @@ export const nodeWebGpu: Provider = {
       );
     });
   },
-};
+});
+
+export default nodeWebGpu;

@@ -4,6 +4,7 @@
  */
 import type { InferenceSession } from 'onnxruntime-common';
 import type { DeviceName, LoadOptions } from '../contract.ts';
+import { DEVICE_TABLE, type DeviceRow, RUNTIME_PACKAGES } from '../devices.ts';
 
 /**
  * How a provider runs the half-precision ops of an fp16-compute export (`capsnet.compute_precision` fp16):
@@ -18,6 +19,8 @@ export interface Provider {
   readonly device: DeviceName;
   /** The ONNX Runtime package behind it: `onnxruntime-node` or `onnxruntime-web`. */
   readonly runtime: 'onnxruntime-node' | 'onnxruntime-web';
+  /** Its row in the device table (devices.ts). */
+  readonly row: DeviceRow;
   /** Why this provider cannot run here and how to get it; null when it can be tried. */
   unavailable(): Promise<string | null>;
   /** For `auto` only: a reason to pass over a provider that works but should not be picked unasked. */
@@ -33,6 +36,19 @@ export interface Provider {
   sessionOptions(options: LoadOptions): InferenceSession.SessionOptions;
   /** A session-creation failure, explained with the fix. */
   explainFailure(error: unknown): string;
+}
+
+/** What a provider file writes; its name, runtime and fp16 mode come from its row in the device table. */
+export type ProviderImpl = Omit<Provider, 'device' | 'runtime' | 'row' | 'fp16Compute'>;
+
+/**
+ * The provider of device-table row `file` (its `provider` field, the file's own name): the row's name, runtime and
+ * fp16 mode joined to the implementation. A file without a row is a programming error, thrown at import.
+ */
+export function defineProvider(file: string, impl: ProviderImpl, rows: readonly DeviceRow[] = DEVICE_TABLE): Provider {
+  const row = rows.find((r) => r.provider === file);
+  if (!row) throw new Error(`providers/${file}.ts has no row in the device table (packages/runtime/src/devices.ts): add one`);
+  return { ...impl, device: row.name as DeviceName, runtime: RUNTIME_PACKAGES[row.runtime].ort, fp16Compute: row.fp16, row };
 }
 
 export function errorMessage(error: unknown): string {

@@ -1,13 +1,8 @@
 /** onnxruntime-web, WebAssembly execution provider: the CPU path in browsers (and in Node, for parity checks). */
-import type { Provider } from './provider.ts';
-import { errorMessage } from './provider.ts';
+import { defineProvider, errorMessage } from './provider.ts';
 import { ORT_WASM_FILES } from '../wasm-files.ts';
 
-export const webWasm: Provider = {
-  device: 'wasm',
-  runtime: 'onnxruntime-web',
-  // The wasm build is ORT's CPU provider: ops without fp16 kernels are widened to float32 by ORT.
-  fp16Compute: 'widened',
+export const webWasm = defineProvider('web-wasm', {
   async unavailable() {
     return typeof WebAssembly === 'object' ? null : 'this JavaScript engine has no WebAssembly: use a current browser';
   },
@@ -21,4 +16,6 @@ export const webWasm: Provider = {
           'and pass its URL prefix as CapsNet.load(url, { wasmPaths }); bundlers that handle new URL(file, import.meta.url), such as Vite, emit it themselves'
       : message;
   },
-};
+});
+
+export default webWasm;

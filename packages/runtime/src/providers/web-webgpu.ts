@@ -2,8 +2,7 @@
  * onnxruntime-web, WebGPU execution provider (browser only: onnxruntime-web's Node build is wasm-only; in Node,
  * WebGPU is onnxruntime-node's, see node-webgpu.ts).
  */
-import type { Provider } from './provider.ts';
-import { explainGpuFailure, webGpuSessionOptions } from './provider.ts';
+import { defineProvider, explainGpuFailure, webGpuSessionOptions } from './provider.ts';
 
 interface AdapterInfo {
   vendor?: string;
@@ -45,10 +44,7 @@ export function describeAdapter(info: AdapterInfo): string {
   return [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unknown adapter';
 }
 
-export const webWebGpu: Provider = {
-  device: 'webgpu',
-  runtime: 'onnxruntime-web',
-  fp16Compute: 'adapter',
+export const webWebGpu = defineProvider('web-webgpu', {
   async fp16Unsupported() {
     const info = await webGpuAdapterInfo();
     return info && !info.shaderF16 ? `the WebGPU adapter (${describeAdapter(info)}) lacks the shader-f16 feature` : null;
@@ -73,4 +69,6 @@ export const webWebGpu: Provider = {
   },
   sessionOptions: webGpuSessionOptions,
   explainFailure: (error) => explainGpuFailure(error),
-};
+});
+
+export default webWebGpu;
