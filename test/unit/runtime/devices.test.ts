@@ -12,11 +12,11 @@ import { type Command, CommanderError } from 'commander';
 import { DEVICE_TABLE, type DeviceRow, autoOrder, defineProvider, deviceNames, nodeDeviceNames, nodeProviders } from '@capsnet-onnx/runtime/internal';
 import { CapsNet as NodeCapsNet } from '@capsnet-onnx/runtime/node';
 import { CapsNet as WebCapsNet } from '@capsnet-onnx/runtime/web';
-import { selectProvider } from '../packages/runtime/src/registry.ts';
-import { createProgram } from '../packages/capsnet/src/cli/program.ts';
-import { PARITY_DEVICES, benchTargets, parityDevices } from '../packages/capsnet/src/parity/devices.ts';
-import { BENCH_BACKENDS } from '../bench/infer.ts';
-import { ROOT } from './support/fixtures.ts';
+import { selectProvider } from '../../../packages/runtime/src/registry.ts';
+import { createProgram } from '../../../packages/capsnet/src/cli/program.ts';
+import { PARITY_DEVICES, benchTargets, parityDevices } from '../../../packages/capsnet/src/parity/devices.ts';
+import { BENCH_BACKENDS } from '../../../bench/infer.ts';
+import { ROOT } from '../../support/fixtures.ts';
 
 /** A provider that does not exist: a GPU execution provider of onnxruntime-node that auto never picks. */
 const FAKE: DeviceRow = {
