@@ -11,6 +11,7 @@ import { registerRuntimeCommands } from './classify.ts';
 import { registerParityCommands } from './parity.ts';
 import { registerExperimentCommands } from './experiment.ts';
 import { registerCorpusCommands } from './corpus.ts';
+import { registerPlotCommands } from './plot.ts';
 
 export function createProgram(): Command {
   const program = new Command('capsnet')
@@ -19,6 +20,7 @@ export function createProgram(): Command {
     // The error stays the last line a user sees; the full help is one flag away.
     .showHelpAfterError('(add --help for usage)');
   registerTrainCommands(program);
+  registerPlotCommands(program);
   registerServeCommands(program);
   registerExportCommands(program);
   registerRuntimeCommands(program);

@@ -21,8 +21,10 @@ export const COLORS = {
 /** A Vega-Lite spec (https://vega.github.io/vega-lite/docs/spec.html), rendered by `renderSvg`. */
 export type FigureSpec = TopLevelSpec;
 
+export const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
+
 /** Readable at print size: 11-12 px labels and titles in a common sans-serif face, a white background. */
-const CONFIG = {
+export const CONFIG = {
   font: 'Helvetica, Arial, sans-serif',
   background: 'white',
   title: { fontSize: 15, subtitleFontSize: 12, anchor: 'middle' },
@@ -84,7 +86,7 @@ export function linePlot(options: LinePlotOptions): FigureSpec {
   const markers = options.markers ?? options.series.every((s) => s.points.length <= 30);
   const domain = options.yMin !== undefined && options.yMax !== undefined ? { domain: [options.yMin, options.yMax] } : {};
   return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    $schema: SCHEMA,
     config: CONFIG,
     title: options.title,
     width: options.width ?? 480,
@@ -161,7 +163,7 @@ export function barChart(options: BarChartOptions): FigureSpec {
   const yScale = { domain: [Math.min(0, ...values), options.yMax ?? Math.max(1e-9, ...values) * 1.12] };
   const xOffset = { field: 'series', type: 'nominal', sort: options.series.map((s) => s.name) } as const;
   return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    $schema: SCHEMA,
     config: CONFIG,
     title: options.title,
     width: Math.max(320, options.categories.length * (36 * options.series.length + 40)),
@@ -276,7 +278,7 @@ export function imageGrid(options: ImageGridOptions): FigureSpec {
   } as const;
   const subtitle = options.footer?.length ? { subtitle: options.footer } : {};
   return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    $schema: SCHEMA,
     config: { ...CONFIG, view: { stroke: null } },
     ...(options.title ? { title: { text: options.title, ...subtitle } } : options.footer?.length ? { title: { text: '', ...subtitle } } : {}),
     width: { step: cellW + gap },
