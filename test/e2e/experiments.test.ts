@@ -10,9 +10,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
 import { Rng } from '@capsnet-onnx/core';
 import { AffnistError, affnistFromMat, encodeAffnistMat, loadAffnist, parseMat } from '../../packages/capsnet/src/experiments/affnist.ts';
-import { barChart, imageGrid, linePlot, niceTicks } from '../../packages/capsnet/src/experiments/charts.ts';
 import { EXPERIMENTS, type ExperimentResult } from '../../packages/capsnet/src/experiments/common.ts';
-import { Canvas, distinctColors, readPng } from '../../packages/capsnet/src/experiments/draw.ts';
 import { conv2dFilterGradient } from '../../packages/capsnet/src/train/cpu-kernels.ts';
 import {
   AFFNIST_STYLE,
@@ -28,6 +26,7 @@ import { pairAccuracy, topTwo } from '../../packages/capsnet/src/experiments/mul
 import { PERTURB_STEPS, perturbedCapsules } from '../../packages/capsnet/src/experiments/perturb.ts';
 import { writeReport } from '../../packages/capsnet/src/experiments/report.ts';
 import { CLI, ROOT } from '../support/fixtures.ts';
+import { svgInfo } from '../support/svg.ts';
 
 const mnist = loadMnistSample();
 const sum = (a: ArrayLike<number>) => Array.from(a).reduce((s, v) => s + v, 0);
@@ -41,11 +40,6 @@ before(async () => {
 after(() => {
   rmSync(scratch, { recursive: true, force: true });
 });
-
-function pngInfo(path: string) {
-  const png = readPng(readFileSync(path));
-  return { ...png, colors: distinctColors(png.data) };
-}
 
 describe('generators', () => {
   test('MultiMNIST pairs: 36x36, classes differ, shifts within 4 px, overlay is the max of the two digits', () => {
@@ -188,82 +182,7 @@ describe('affNIST reader', () => {
   });
 });
 
-describe('figures', () => {
-  test('line plots, bar charts and image grids are real, non-blank PNGs of the requested size', () => {
-    const line = linePlot({
-      title: 'Logit change',
-      xLabel: 'step',
-      yLabel: 'change',
-      logY: true,
-      series: [
-        {
-          name: 'iteration 1',
-          points: [
-            [1, 1],
-            [2, 0.5],
-            [3, 0.2],
-          ],
-        },
-        {
-          name: 'iteration 2',
-          points: [
-            [1, 0.1],
-            [2, 0.03],
-            [3, 0.01],
-          ],
-        },
-      ],
-    });
-    const bars = barChart({
-      title: 'Accuracy',
-      yLabel: '%',
-      categories: ['a', 'b'],
-      series: [
-        { name: 'caps', values: [90, 80] },
-        { name: 'cnn', values: [85, 60] },
-      ],
-      yMax: 100,
-    });
-    const grid = imageGrid({
-      title: 'grid',
-      rows: [[{ width: 28, height: 28, layers: [{ pixels: mnist.test.images.subarray(0, 784) }] }]],
-      scale: 2,
-      rowLabels: ['r1'],
-      colLabels: ['c1'],
-    });
-    for (const [name, canvas, w, h] of [
-      ['line', line, 640, 400],
-      ['bars', bars, 640, 400],
-      ['grid', grid, grid.width, grid.height],
-    ] as const) {
-      const path = join(scratch, `${name}.png`);
-      canvas.save(path);
-      const png = pngInfo(path);
-      assert.equal(png.width, w);
-      assert.equal(png.height, h);
-      assert.ok(png.colors >= 3, `${name} looks blank (${png.colors} colours)`);
-    }
-    assert.ok(grid.width >= 56 && grid.height >= 56);
-  });
-
-  test('text draws ink; a fresh canvas is blank', () => {
-    const c = new Canvas(60, 12);
-    assert.equal(distinctColors(c.data), 1);
-    c.text(1, 1, 'Acc 9%');
-    assert.equal(distinctColors(c.data), 2);
-    assert.throws(() => new Canvas(0, 5), /positive/);
-  });
-
-  test('nice ticks are round and cover the range', () => {
-    assert.deepEqual(
-      niceTicks(0, 1, 5).map((v) => Number(v.toFixed(9))),
-      [0, 0.2, 0.4, 0.6, 0.8, 1],
-    );
-    assert.deepEqual(niceTicks(0, 100, 4), [0, 25, 50, 75, 100]);
-    const t = niceTicks(3, 97, 5);
-    assert.ok(t[0]! >= 3 && t.at(-1)! <= 97 && t.length >= 4);
-  });
-});
+// The figure functions (figures.ts) are tested in plot.test.ts.
 
 describe('experiment pieces', () => {
   test('perturbation grid: 16 x 11 copies of the winning capsule, one dimension moved per row, others masked', () => {
@@ -333,7 +252,7 @@ describe('report', () => {
   test('assembles the JSON tables and figures of a directory into REPORT.md', () => {
     const dir = join(scratch, 'report');
     mkdirSync(dir);
-    new Canvas(10, 10).save(join(dir, 'a.png'));
+    writeFileSync(join(dir, 'a.svg'), '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>');
     const result: ExperimentResult = {
       experiment: 'routing',
       title: 'Routing | test',
@@ -349,8 +268,8 @@ describe('report', () => {
       settings: { a: 1 },
       tables: [{ title: 'T1', columns: ['x', 'y'], rows: [[1, 'a|b']] }],
       figures: [
-        { file: 'a.png', caption: 'fig A', width: 10, height: 10 },
-        { file: 'gone.png', caption: 'fig B', width: 1, height: 1 },
+        { file: 'a.svg', caption: 'fig A', width: 10, height: 10 },
+        { file: 'gone.svg', caption: 'fig B', width: 1, height: 1 },
       ],
       notes: ['a note'],
     };
@@ -359,7 +278,7 @@ describe('report', () => {
     const md = readFileSync(path, 'utf8');
     assert.match(md, /## Routing \| test/);
     assert.match(md, /\| 1 \| a\\\|b \|/);
-    assert.match(md, /!\[fig A\]\(a\.png\)/);
+    assert.match(md, /!\[fig A\]\(a\.svg\)/);
     assert.match(md, /fig B\* \(file missing\)/);
     assert.match(md, /90\.00%/);
     assert.match(md, /- a note/);
@@ -393,10 +312,14 @@ describe('end to end (ci scale, cut down)', () => {
       assert.ok(result.figures.length >= 1, `${name} wrote no figures`);
       assert.ok(result.tables[0]!.rows.length >= 1, `${name} has an empty table`);
       for (const figure of result.figures) {
-        const png = pngInfo(join(out, figure.file));
-        assert.equal(png.width, figure.width);
-        assert.equal(png.height, figure.height);
-        assert.ok(png.colors >= 3, `${figure.file} looks blank`);
+        assert.match(figure.file, /\.svg$/);
+        const svg = svgInfo(join(out, figure.file));
+        assert.equal(svg.width, figure.width);
+        assert.equal(svg.height, figure.height);
+        assert.ok(
+          svg.texts.some((t) => t.trim().length > 0),
+          `${figure.file} has no text (title, axes, labels)`,
+        );
       }
     }
     const perturb = JSON.parse(readFileSync(join(out, 'perturb.json'), 'utf8')) as ExperimentResult;
@@ -404,7 +327,8 @@ describe('end to end (ci scale, cut down)', () => {
     assert.ok(perturb.metrics.onnx_vs_tfjs_max_abs_diff! < 1e-4);
     // one 16 x 11 grid per class
     assert.equal(perturb.figures.length, 10);
-    const grid = pngInfo(join(out, 'perturb-digit-0.png'));
+    const grid = svgInfo(join(out, 'perturb-digit-0.svg'));
+    assert.equal(grid.images, 16 * 11);
     assert.ok(grid.height > 16 * 56 && grid.width > 11 * 56);
     const routing = JSON.parse(readFileSync(join(out, 'routing.json'), 'utf8')) as ExperimentResult;
     // one row per traced model; 1 vs 3 over two seeds

@@ -200,6 +200,7 @@ export const COMMANDS: Record<string, Decision> = {
     form: 'npx capsnet train --preset small --epochs 3 --batch-size 32 --train-limit 256 --test-limit 64 --no-progress',
     because: '3 epochs of 8,000 digits take minutes: the same flags on a few hundred',
   },
+  'npx capsnet plot RUN_DIR [-o FILE.svg] [--overwrite]': { files: { run: 'run' } },
   // Export
   'npx capsnet export RUN_DIR -o model.onnx': { files: { run: 'run' } },
   'npx capsnet inspect model.onnx [--json]': { files: { 'model.onnx': 'model' } },

@@ -29,6 +29,7 @@ const TEXT_OPTIONS = new Set([
   'serve --allowed-host',
   'serve --cors',
   'export --out',
+  'plot --out',
   'export --triton',
   'export --triton-name',
   'ensemble --out',

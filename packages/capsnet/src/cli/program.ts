@@ -12,6 +12,7 @@ import { registerRuntimeCommands } from './classify.ts';
 import { registerParityCommands } from './parity.ts';
 import { registerExperimentCommands } from './experiment.ts';
 import { registerCorpusCommands } from './corpus.ts';
+import { registerPlotCommands } from './plot.ts';
 
 /** `devices`: the device table the `--device` and parity choices come from (a test passes its own rows). */
 export function createProgram(devices: readonly DeviceRow[] = DEVICE_TABLE): Command {
@@ -21,6 +22,7 @@ export function createProgram(devices: readonly DeviceRow[] = DEVICE_TABLE): Com
     // The error stays the last line a user sees; the full help is one flag away.
     .showHelpAfterError('(add --help for usage)');
   registerTrainCommands(program);
+  registerPlotCommands(program);
   registerServeCommands(program, devices);
   registerExportCommands(program);
   registerRuntimeCommands(program, devices);

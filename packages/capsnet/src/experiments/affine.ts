@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { Rng } from '@capsnet-onnx/core';
 import { type ImageSet, loadAffnist } from './affnist.ts';
-import { barChart, imageGrid } from './charts.ts';
+import { barChart, imageGrid, saveFigure } from './figures.ts';
 import { accuracyOf, epochBatches, fit, stepsFor } from '../train/loop.ts';
 import { type BaselineCnnConfig, PAPER_BASELINES, baselineParameterCount, matchedBaseline, narrowed } from '@capsnet-onnx/core';
 import { type ModelFamily, baselineFamily, capsnetFamily, familyScores } from '../train/models/family.ts';
@@ -212,23 +212,24 @@ export async function runAffine(options: AffineOptions): Promise<ExperimentResul
   tf.dispose([...Object.values(caps.params), ...Object.values(cnnParams)] as tf.Tensor[]);
 
   const figures: ResultFigure[] = [];
-  const chart = barChart({
-    title: 'Accuracy on translated vs affine-transformed digits',
-    yLabel: 'test accuracy (%)',
-    categories: testSets.map((s) => s.name),
-    series: [
-      { name: 'CapsNet', values: capsAcc.map((v) => 100 * v) },
-      { name: 'baseline CNN', values: cnnAcc.map((v) => 100 * v) },
-    ],
-    format: (v) => v.toFixed(1),
-    yMax: 100,
-  });
-  chart.save(join(options.out, 'affine-accuracy.png'));
+  const chart = await saveFigure(
+    join(options.out, 'affine-accuracy.svg'),
+    barChart({
+      title: 'Accuracy on translated vs affine-transformed digits',
+      yLabel: 'test accuracy (%)',
+      categories: testSets.map((s) => s.name),
+      series: [
+        { name: 'CapsNet', values: capsAcc.map((v) => 100 * v) },
+        { name: 'baseline CNN', values: cnnAcc.map((v) => 100 * v) },
+      ],
+      format: (v) => v.toFixed(1),
+      yMax: 100,
+    }),
+  );
   figures.push({
-    file: 'affine-accuracy.png',
+    file: 'affine-accuracy.svg',
     caption: 'Test accuracy of the CapsNet and the baseline CNN, both trained on randomly placed MNIST digits.',
-    width: chart.width,
-    height: chart.height,
+    ...chart,
   });
   const shown = Math.min(12, test.count);
   const cells = (set: { images: Float32Array }) =>
@@ -244,25 +245,26 @@ export async function runAffine(options: AffineOptions): Promise<ExperimentResul
     sampleRows.push(cells(real).slice(0, Math.min(shown, real.count)));
     sampleLabels.push('affNIST');
   }
-  const samples = imageGrid({
-    title: 'Affine test sets (same test digits per column)',
-    rows: sampleRows,
-    rowLabels: sampleLabels,
-    scale: 2,
-    gap: 4,
-    footer: (affine?.params ?? [])
-      .slice(0, 3)
-      .map(
-        (p, i) =>
-          `#${i}: rot ${((p.rotation * 180) / Math.PI).toFixed(1)} deg, shear ${p.shear.toFixed(2)}, scale ${p.scaleX.toFixed(2)}x${p.scaleY.toFixed(2)}, shift ${p.tx.toFixed(1)},${p.ty.toFixed(1)}`,
-      ),
-  });
-  samples.save(join(options.out, 'affine-samples.png'));
+  const samples = await saveFigure(
+    join(options.out, 'affine-samples.svg'),
+    imageGrid({
+      title: 'Affine test sets (same test digits per column)',
+      rows: sampleRows,
+      rowLabels: sampleLabels,
+      scale: 2,
+      gap: 4,
+      footer: (affine?.params ?? [])
+        .slice(0, 3)
+        .map(
+          (p, i) =>
+            `#${i}: rot ${((p.rotation * 180) / Math.PI).toFixed(1)} deg, shear ${p.shear.toFixed(2)}, scale ${p.scaleX.toFixed(2)}x${p.scaleY.toFixed(2)}, shift ${p.tx.toFixed(1)},${p.ty.toFixed(1)}`,
+        ),
+    }),
+  );
   figures.push({
-    file: 'affine-samples.png',
+    file: 'affine-samples.svg',
     caption: `The same test digits centred and randomly translated (training distribution)${affine ? ', and in the GENERATED affine set (not affNIST)' : ''}${real ? ', and real affNIST digits' : ''}.`,
-    width: samples.width,
-    height: samples.height,
+    ...samples,
   });
 
   const metrics: Record<string, number> = {

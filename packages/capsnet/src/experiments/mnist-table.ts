@@ -18,7 +18,7 @@ import {
   presetConfig,
 } from '@capsnet-onnx/core';
 import { type ModelFamily, baselineFamily, capsnetFamily } from '../train/models/family.ts';
-import { barChart } from './charts.ts';
+import { barChart, saveFigure } from './figures.ts';
 import { type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult } from './common.ts';
 import { trainShifted } from './training.ts';
 
@@ -134,22 +134,23 @@ export async function runMnistTable(options: MnistTableOptions): Promise<Experim
   }
 
   const figures: ResultFigure[] = [];
-  const chart = barChart({
-    title: `MNIST test error over ${seedCount} seed(s) (Table 1)`,
-    yLabel: 'test error (%)',
-    categories: rows.map((r) => (r.routing === null ? 'baseline' : `r${r.routing}${r.reconstruction ? '+rec' : ''}`)),
-    series: [
-      { name: `ours (${options.scale}), mean`, values: rows.map((r) => 100 * r.errorMean) },
-      { name: 'paper', values: rows.map((r) => r.paper.mnistError) },
-    ],
-    format: (v) => v.toFixed(2),
-  });
-  chart.save(join(options.out, 'mnist-table.png'));
+  const chart = await saveFigure(
+    join(options.out, 'mnist-table.svg'),
+    barChart({
+      title: `MNIST test error over ${seedCount} seed(s) (Table 1)`,
+      yLabel: 'test error (%)',
+      categories: rows.map((r) => (r.routing === null ? 'baseline' : `r${r.routing}${r.reconstruction ? '+rec' : ''}`)),
+      series: [
+        { name: `ours (${options.scale}), mean`, values: rows.map((r) => 100 * r.errorMean) },
+        { name: 'paper', values: rows.map((r) => r.paper.mnistError) },
+      ],
+      format: (v) => v.toFixed(2),
+    }),
+  );
   figures.push({
-    file: 'mnist-table.png',
+    file: 'mnist-table.svg',
     caption: `Mean MNIST test error of each Table 1 model over seeds ${seeds.join(', ')}, next to the paper's.`,
-    width: chart.width,
-    height: chart.height,
+    ...chart,
   });
 
   const fmtPct = (v: number) => `${(100 * v).toFixed(2)}`;

@@ -12,8 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type CapsNetParams, capsuleLengths, decode, encode, initParams, marginLoss, maskCapsules, reconstructionLoss } from '../train/model.ts';
 import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
-import { type GridCell, imageGrid } from './charts.ts';
-import { COLORS } from './draw.ts';
+import { COLORS, type GridCell, imageGrid, saveFigure } from './figures.ts';
 import {
   type ExperimentOptions,
   type ExperimentResult,
@@ -211,50 +210,52 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
       captionColor: right ? COLORS.black : COLORS.red,
     });
   }
-  const canvas = imageGrid({
-    title: 'MultiMNIST: inputs and two-colour reconstructions',
-    rows: [inputRow, reconRow],
-    rowLabels: ['input', 'recon'],
-    scale: 3,
-    gap: 6,
-    footer: [
-      'L: true labels (first, second). P: two longest capsules (red caption = wrong).',
-      "Red: decoder masked by the first digit's capsule; green: by the second's; over the dimmed input.",
-    ],
-  });
-  canvas.save(join(options.out, 'multimnist-reconstructions.png'));
-  const samples = imageGrid({
-    title: 'MultiMNIST generator samples',
-    rows: [0, 1]
-      .map((r) =>
-        Array.from({ length: Math.min(10, testSet.count - 10 * r) }, (_, k) => {
-          const i = 10 * r + k;
-          return {
-            width: size,
-            height: size,
-            layers: [{ pixels: testSet.images.subarray(i * area, (i + 1) * area) }],
-            caption: `${testSet.labelsA[i]}+${testSet.labelsB[i]}`,
-          };
-        }),
-      )
-      .filter((row) => row.length > 0),
-    scale: 2,
-    gap: 4,
-  });
-  samples.save(join(options.out, 'multimnist-samples.png'));
+  const canvas = await saveFigure(
+    join(options.out, 'multimnist-reconstructions.svg'),
+    imageGrid({
+      title: 'MultiMNIST: inputs and two-colour reconstructions',
+      rows: [inputRow, reconRow],
+      rowLabels: ['input', 'recon'],
+      scale: 3,
+      gap: 6,
+      footer: [
+        'L: true labels (first, second). P: two longest capsules (red caption = wrong).',
+        "Red: decoder masked by the first digit's capsule; green: by the second's; over the dimmed input.",
+      ],
+    }),
+  );
+  const samples = await saveFigure(
+    join(options.out, 'multimnist-samples.svg'),
+    imageGrid({
+      title: 'MultiMNIST generator samples',
+      rows: [0, 1]
+        .map((r) =>
+          Array.from({ length: Math.min(10, testSet.count - 10 * r) }, (_, k) => {
+            const i = 10 * r + k;
+            return {
+              width: size,
+              height: size,
+              layers: [{ pixels: testSet.images.subarray(i * area, (i + 1) * area) }],
+              caption: `${testSet.labelsA[i]}+${testSet.labelsB[i]}`,
+            };
+          }),
+        )
+        .filter((row) => row.length > 0),
+      scale: 2,
+      gap: 4,
+    }),
+  );
   const figures: ResultFigure[] = [
     {
-      file: 'multimnist-reconstructions.png',
+      file: 'multimnist-reconstructions.svg',
       caption:
         "Top: MultiMNIST test inputs with their labels. Bottom: the reconstructions masked by each digit's capsule, red for the first and green for the second, over the input; captions give the two longest capsules.",
-      width: canvas.width,
-      height: canvas.height,
+      ...canvas,
     },
     {
-      file: 'multimnist-samples.png',
+      file: 'multimnist-samples.svg',
       caption: `Generated test pairs: two digits of different classes, each shifted up to ${generator.maxShift} px, ${overlay} overlay on ${size}x${size}.`,
-      width: samples.width,
-      height: samples.height,
+      ...samples,
     },
   ];
   tf.dispose(Object.values(params));

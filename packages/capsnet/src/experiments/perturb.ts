@@ -16,7 +16,7 @@ import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
 import { loadDataset, shiftImages } from '../data/datasets.ts';
 import { capsuleLengths, decode as tfDecode, encode } from '../train/model.ts';
 import { setupBackend } from './backend.ts';
-import { imageGrid } from './charts.ts';
+import { imageGrid, saveFigure } from './figures.ts';
 import {
   type ExperimentOptions,
   type ExperimentResult,
@@ -352,22 +352,25 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
       height: shape.inputHeight,
       layers: [{ pixels: recon.subarray(k * pixels, k * pixels + shape.inputHeight * shape.inputWidth) }],
     });
-    const canvas = imageGrid({
-      title: `Digit ${digit}: capsule ${winner} dimensions x perturbation`,
-      rows: Array.from({ length: shape.digitDim }, (_, d) => PERTURB_STEPS.map((_, s) => cell(d * PERTURB_STEPS.length + s))),
-      rowLabels: Array.from({ length: shape.digitDim }, (_, d) => `D${d + 1}`),
-      colLabels: PERTURB_STEPS.map((s) => (s === 0 ? '0' : `${s > 0 ? '+' : '-'}.${String(Math.round(Math.abs(s) * 100)).padStart(2, '0')}`)),
-      scale: 2,
-      gap: 3,
-      footer: [`test image #${index}, label ${digit}, |v| = ${length.toFixed(3)}, decoder: ${codec.kind.split(' ')[0]}`],
-    });
-    const file = `perturb-digit-${digit}.png`;
-    canvas.save(join(options.out, file));
+    const file = `perturb-digit-${digit}.svg`;
+    const size = await saveFigure(
+      join(options.out, file),
+      imageGrid({
+        title: `Digit ${digit}: capsule ${winner} dimensions x perturbation`,
+        rowTitle: 'capsule dimension',
+        colTitle: 'perturbation added to the dimension',
+        rows: Array.from({ length: shape.digitDim }, (_, d) => PERTURB_STEPS.map((_, s) => cell(d * PERTURB_STEPS.length + s))),
+        rowLabels: Array.from({ length: shape.digitDim }, (_, d) => `D${d + 1}`),
+        colLabels: PERTURB_STEPS.map((s) => (s === 0 ? '0' : `${s > 0 ? '+' : '-'}.${String(Math.round(Math.abs(s) * 100)).padStart(2, '0')}`)),
+        scale: 2,
+        gap: 3,
+        footer: [`test image #${index}, label ${digit}, |v| = ${length.toFixed(3)}, decoder: ${codec.kind.split(' ')[0]}`],
+      }),
+    );
     figures.push({
       file,
       caption: `Digit ${digit}: each row tweaks one of the ${shape.digitDim} dimensions of the winning capsule from -0.25 to +0.25 (steps of 0.05).`,
-      width: canvas.width,
-      height: canvas.height,
+      ...size,
     });
     options.log(`perturb: wrote ${file}`);
   }

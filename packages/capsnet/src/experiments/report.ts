@@ -1,4 +1,4 @@
-/** `capsnet experiment report DIR`: the experiments' JSON tables and PNG figures in DIR, as DIR/REPORT.md. */
+/** `capsnet experiment report DIR`: the experiments' JSON tables and SVG figures in DIR, as DIR/REPORT.md. */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { EXPERIMENTS, type ExperimentResult, resultPath } from './common.ts';

@@ -17,7 +17,7 @@ import '@tensorflow/tfjs';
 import type { CapsNetConfig } from '@capsnet-onnx/core';
 import { type CapsNetParams, encode } from '../train/model.ts';
 import { capsnetFamily } from '../train/models/family.ts';
-import { linePlot } from './charts.ts';
+import { type FigureSpec, linePlot, saveFigure } from './figures.ts';
 import { type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult } from './common.ts';
 import { meanStd } from './mnist-table.ts';
 import { trainShifted } from './training.ts';
@@ -105,22 +105,21 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
 
   const finalTrace = (r: number) => traces[r]!.at(-1)!.trace;
   const figures: ResultFigure[] = [];
-  const save = (file: string, caption: string, canvas: { save(path: string): void; width: number; height: number }) => {
-    canvas.save(join(options.out, file));
-    figures.push({ file, caption, width: canvas.width, height: canvas.height });
+  const save = async (file: string, caption: string, spec: FigureSpec) => {
+    figures.push({ file, caption, ...(await saveFigure(join(options.out, file), spec)) });
   };
   // End of training, by routing iteration: one line per trained model (figure A.1, right).
   for (const [key, label, file] of [
-    ['coupling', 'mean |c(r+1) - c(r)|', 'routing-coupling-change.png'],
-    ['logits', 'mean |b(r) - b(r-1)|', 'routing-logit-change.png'],
+    ['coupling', 'mean |c(r+1) - c(r)|', 'routing-coupling-change.svg'],
+    ['logits', 'mean |b(r) - b(r-1)|', 'routing-logit-change.svg'],
   ] as const) {
-    save(
+    await save(
       file,
       `End of training: ${label} by routing iteration r, one line per model (trained and probed with R iterations), log scale.`,
       linePlot({
         title: `Routing: ${label} per iteration, end of training`,
         xLabel: 'routing iteration r',
-        yLabel: `${label} (log)`,
+        yLabel: `${label} (log scale)`,
         logY: true,
         markers: true,
         series: iterationsList.map((r) => ({ name: `R=${r}`, points: finalTrace(r)[key].map((v, k) => [k + 1, v] as [number, number]) })),
@@ -129,13 +128,13 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
   }
   // During training (figure A.1, left): the deepest model's per-iteration coupling change over steps.
   const deepest = Math.max(...iterationsList);
-  save(
-    'routing-during-training.png',
+  await save(
+    'routing-during-training.svg',
     `Coupling change of each routing iteration over the training of the R=${deepest} model (probe of ${probeCount} test images), log scale.`,
     linePlot({
       title: `Coupling change per iteration during training (R=${deepest})`,
       xLabel: 'training step',
-      yLabel: 'mean |c(r+1) - c(r)| (log)',
+      yLabel: 'mean |c(r+1) - c(r)| (log scale)',
       logY: true,
       series: Array.from({ length: deepest }, (_, k) => ({
         name: `r=${k + 1}`,
