@@ -33,6 +33,7 @@ import { type Row, formatReport, ratios } from './train-report.ts';
 import { type Job, type WorkerResult, runStepWorker } from './train-step.ts';
 import { type EpochJob, runEpochWorker } from './train-epoch-worker.ts';
 import { runTorch } from './train-torch.ts';
+import { type EpochRow, formatEpochReport, runEpochRows } from './train-epoch.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -54,8 +55,29 @@ async function main(): Promise<void> {
       'no-torch': { type: 'boolean', default: false },
       'wasm-threads': { type: 'string' },
       'wait-idle': { type: 'string', default: '0' },
+      'no-epoch': { type: 'boolean', default: false },
+      'only-epoch': { type: 'boolean', default: false },
+      data: { type: 'string', default: 'mnist' },
+      'epoch-batch': { type: 'string', default: '32,128' },
+      'epoch-images': { type: 'string', default: '3200' },
+      'epoch-test': { type: 'string', default: '1000' },
+      'steady-window': { type: 'string', default: '5' },
+      'steady-tolerance': { type: 'string', default: '10' },
     },
   });
+  const positive = (flag: string): number => {
+    const n = Number(values[flag as keyof typeof values]);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag} wants a positive integer, got '${values[flag as keyof typeof values]}'`);
+    return n;
+  };
+  const epochBatches = values['epoch-batch']!.split(',').map((b) => Number(b.trim()));
+  if (!epochBatches.every((b) => Number.isInteger(b) && b > 0)) throw new Error(`--epoch-batch wants positive integers, got '${values['epoch-batch']}'`);
+  const tolerance = Number(values['steady-tolerance']);
+  if (!(tolerance >= 0 && tolerance <= 100)) throw new Error(`--steady-tolerance wants a percentage from 0 to 100, got '${values['steady-tolerance']}'`);
+  const epochImages = positive('epoch-images');
+  const epochTest = positive('epoch-test');
+  const steadyWindow = positive('steady-window');
+  if (values['no-epoch'] && values['only-epoch']) throw new Error('--no-epoch and --only-epoch exclude each other: pass one');
   const preset = values.preset as PresetName;
   const config = presetConfig(preset);
   const batches = values.batch!.split(',').map((b) => Number(b.trim()));
@@ -101,6 +123,7 @@ async function main(): Promise<void> {
     }
   }
 
+  if (values['only-epoch']) jobs.length = 0;
   const rows: Row[] = [];
   const skippedRow = (backend: string, batch: number | null, reason: string): Row => ({
     backend,
@@ -194,7 +217,7 @@ async function main(): Promise<void> {
   }
 
   // The PyTorch reference at each batch, with as many threads as the wasm rows used.
-  if (!values['no-torch']) {
+  if (!values['no-torch'] && !values['only-epoch']) {
     const wasmRow = rows.find((r) => r.backend.startsWith('wasm ') && r.step_s != null);
     const threads = Number(/^wasm (\d+)t/.exec(wasmRow?.backend ?? '')?.[1] ?? wasmThreadsWanted());
     for (const batch of batches) {
@@ -227,8 +250,36 @@ async function main(): Promise<void> {
     }
   }
 
-  console.log('');
-  console.log(formatReport(rows));
+  if (rows.length > 0) {
+    console.log('');
+    console.log(formatReport(rows));
+  }
+
+  // Whole-epoch rows (train-epoch.ts): what a user's `capsnet train` sees, next to PyTorch.
+  let epochRows: EpochRow[] = [];
+  if (!values['no-epoch']) {
+    console.log(`\nwhole epochs: ${epochImages} training and ${epochTest} test images of --data ${values.data}, batch ${epochBatches.join(', ')}`);
+    epochRows = await runEpochRows(
+      {
+        preset,
+        config,
+        data: values.data!,
+        batches: epochBatches,
+        trainImages: epochImages,
+        testImages: epochTest,
+        seed: 42,
+        window: steadyWindow,
+        tolerance: tolerance / 100,
+        torch: !values['no-torch'],
+        ...(wasmThreads[0] != null ? { threads: wasmThreads[0] } : {}),
+        timeoutMs,
+        workerScript: SELF,
+      },
+      (line) => console.log(line),
+    );
+    console.log('');
+    console.log(formatEpochReport(epochRows));
+  }
 
   const outPath = userPath(values.out!);
   writeReport(outPath, {
@@ -239,6 +290,16 @@ async function main(): Promise<void> {
     machine: machineInfo(),
     rows,
     ratios: ratios(rows),
+    epoch: values['no-epoch']
+      ? null
+      : {
+          data: values.data,
+          train_images: epochImages,
+          test_images: epochTest,
+          steady_window: steadyWindow,
+          steady_tolerance: tolerance / 100,
+          rows: epochRows,
+        },
   });
   console.log(`\nwrote ${outPath}`);
 }
