@@ -1,9 +1,12 @@
 /**
  * `npm run bench:train`: wall time of one training step (forward + backward + Adam) of the CapsNet on every
- * tfjs backend that loads here, next to the forward pass alone at the same batch. Prints a table and writes
- * bench-results/train.json (temp file + rename).
+ * tfjs backend that loads here, next to the forward pass alone at the same batch; then whole epochs as a user
+ * sees them (train-epoch.ts: one pass over a slice of the official MNIST through `capsnet train`'s loop on wasm,
+ * next to PyTorch). Prints the tables and writes bench-results/train.json (temp file + rename).
  *
- *   npm run bench:train                                   # paper-size model, batch 32, all backends
+ *   npm run bench:train                                   # paper-size model, batch 32, all backends; epochs at 32 and 128
+ *   npm run bench:train -- --only-epoch --epoch-images 768 --epoch-test 200 --steady-window 3   # the epoch rows, quick
+ *   npm run bench:train -- --no-epoch                     # the step rows only
  *   npm run bench:train -- --backends wasm --steps 5      # one backend, more timed steps
  *   npm run bench:train -- --preset small --batch 64
  *   npm run bench:train -- --cpu-batch 1                  # also time the cpu backend's step (minutes)
@@ -14,13 +17,12 @@
  * label, plus the losses, on weights it has not seen before, as after each Adam update), so step/forward compares
  * like with like. On wasm the script also times the three
  * convolution kernels (forward, filter gradient, input gradient) of conv1 and PrimaryCaps at the same batch.
- * GFLOP/s counts the multiply-adds of train/flops.ts (element-wise work left out).
+ * GFLOP/s counts the multiply-adds of the core's countFlops (packages/core/src/flops.ts; element-wise work left out).
  *
  * Reduced runs are stated in the table, never silent: the cpu backend's convolution gradients are scalar JS
  * loops (minutes per paper-size step even at batch 1), so by default it gets the forward pass at batch 1 only;
  * WebGPU on a software adapter (SwiftShader) gets batch 1 and a time limit.
  */
-import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -93,10 +95,13 @@ async function main(): Promise<void> {
     if (!ALL_BACKENDS.includes(name)) throw new Error(`unknown backend '${name}' (choose from ${ALL_BACKENDS.join(', ')})`);
   }
 
+  const machine = machineInfo();
   console.log(
     `CapsNet ${preset} preset: ${(flops.forward.total / 1e6).toFixed(0)} MFLOP forward, ` +
-      `${(flops.trainStep / 1e6).toFixed(0)} MFLOP per training image (train/flops.ts); batch ${batches.join(', ')}, ` +
-      `${steps} timed step(s) after a warm-up; ${os.cpus().length} CPU cores, load average ${os.loadavg()[0]!.toFixed(2)}`,
+      `${(flops.trainStep / 1e6).toFixed(0)} MFLOP per training image (packages/core/src/flops.ts)` +
+      `${values['only-epoch'] ? '' : `; step rows at batch ${batches.join(', ')}, ${steps} timed step(s) after a warm-up`}\n` +
+      `${machine.cpuModel} (${machine.cpuFlags.join(' ') || 'no SIMD flags read'}), ${machine.cpus} cores, ` +
+      `load average ${machine.loadAverages['1m']} / ${machine.loadAverages['5m']} / ${machine.loadAverages['15m']} (1 / 5 / 15 min)`,
   );
 
   // wasm runs once per thread count (default: backend.ts's choice, all cores), with the fused capsule kernels and,
@@ -287,7 +292,8 @@ async function main(): Promise<void> {
     preset,
     config,
     flops_per_image: { forward: flops.forward, backward: flops.backward, train_step: flops.trainStep },
-    machine: machineInfo(),
+    machine,
+    machine_at_end: { loadAverages: machineInfo().loadAverages },
     rows,
     ratios: ratios(rows),
     epoch: values['no-epoch']
