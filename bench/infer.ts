@@ -11,19 +11,18 @@
  *
  * Each backend runs in its own process (one ONNX Runtime or tfjs per process). WebGPU on a software adapter
  * (SwiftShader, where there is no GPU) takes seconds per image, so it gets small counts there.
- * FLOPs: multiply-adds count 2, from the config (conv1, primary caps, u_hat, routing sums, decoder); element-wise
- * work (squash, softmax, biases) is left out.
+ * FLOPs: the core's count of one image's forward pass (`countFlops` in packages/core/src/flops.ts: multiply-adds
+ * count 2; element-wise work such as squash, softmax and biases is left out).
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readModelMetadata } from '@capsnet-onnx/core';
+import { type CapsNetConfig, countFlops, presetConfig, type PresetName, readModelMetadata } from '@capsnet-onnx/core';
 import type { DeviceName } from '@capsnet-onnx/runtime';
-import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
+import { existingPath, machineInfo, median, seededUniform, userPath, writeReport } from './harness.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
-import { median } from '../packages/capsnet/src/parity/matrix.ts';
 import { timeClassifier } from '../packages/capsnet/src/parity/measure.ts';
 import { type BenchTarget, benchTargets } from '../packages/capsnet/src/parity/devices.ts';
 
@@ -51,21 +50,6 @@ function threadsOf(target: BenchTarget): number | undefined {
   return target.threads === 'per-core' ? availableParallelism() : target.threads;
 }
 
-/** FLOPs of one image's forward pass (classify: encoder, routing, masked decoder). */
-export function flopsPerImage(config: CapsNetConfig): number {
-  const { conv1H, conv1W, primaryH, primaryW, numPrimaryCaps, pixels } = derivedSizes(config);
-  const k = config.numClasses * config.digitDim;
-  const conv1 = 2 * config.conv1Kernel ** 2 * config.inputChannels * config.conv1Filters * conv1H * conv1W;
-  const primary = 2 * config.primaryKernel ** 2 * config.conv1Filters * config.primaryMaps * config.primaryDim * primaryH * primaryW;
-  const uHat = 2 * numPrimaryCaps * config.primaryDim * k;
-  // Each iteration: s_j = sum_i c_ij u_hat; all but the last: agreement u_hat . v_j.
-  const routing = 2 * numPrimaryCaps * k * (2 * config.routingIterations - 1);
-  const widths = [k, ...config.decoderHidden, pixels];
-  let decoder = 0;
-  for (let i = 0; i + 1 < widths.length; i++) decoder += 2 * widths[i]! * widths[i + 1]!;
-  return conv1 + primary + uHat + routing + decoder;
-}
-
 interface BenchRequest {
   backend: BenchBackend;
   modelPath: string;
@@ -86,14 +70,6 @@ interface BenchResult {
 
 type Reply = { ok: BenchResult } | { skipped: string } | { error: string };
 
-function randomImages(count: number, pixels: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: count * pixels }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  });
-}
-
 function availableParallelism(): number {
   return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
 }
@@ -106,8 +82,8 @@ function cpuPerWall(cpu0: NodeJS.CpuUsage, t0: number): number {
 /** Worker side: one backend, warm-up, then timed batch-1 and batch-N runs. */
 async function benchInWorker(req: BenchRequest): Promise<Reply> {
   const pixels = req.config.inputHeight * req.config.inputWidth * req.config.inputChannels;
-  const one = randomImages(1, pixels, 1);
-  const batch = randomImages(req.batch, pixels, 2);
+  const one = seededUniform(pixels, 1);
+  const batch = seededUniform(req.batch * pixels, 2);
   const target = targetOf(req.backend);
   if (!target.row) {
     const { initBackend } = await import('../packages/capsnet/src/train/backend.ts');
@@ -292,7 +268,7 @@ async function main(): Promise<void> {
   const metadata = readModelMetadata(readFileSync(prepared.model));
   const config = { ...presetConfig('paper'), ...metadata.config } as CapsNetConfig;
   const checkpoint = prepared.checkpoint ?? (existsSync(join(dirname(prepared.model), 'checkpoint.bin')) ? dirname(prepared.model) : undefined);
-  const flops = flopsPerImage(config);
+  const flops = countFlops(config).forward.total;
   const batch = Number(values.batch);
   const latencyRuns = Number(values['latency-runs']);
   const throughputRuns = Number(values['throughput-runs']);

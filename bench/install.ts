@@ -15,7 +15,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
-import { machineInfo, userPath, writeReport } from './report.ts';
+import { machineInfo, userPath, writeReport } from './harness.ts';
 import { ROOT } from '../test/support/fixtures.ts';
 import { type InstalledApp, footprint, installApp, packWorkspaces, tgz } from '../test/support/packages.ts';
 

@@ -19,7 +19,7 @@ import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import type { ComputePrecision, Precision } from '../packages/capsnet/src/export/precision.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { loadDataset, loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
-import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
+import { existingPath, machineInfo, userPath, writeReport } from './harness.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 

@@ -18,7 +18,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Classification } from '@capsnet-onnx/runtime/node';
 import { exportedSmallModel, startServeProcess } from '../test/support/serve.ts';
-import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
+import { existingPath, machineInfo, percentile, userPath, writeReport } from './harness.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
@@ -60,10 +60,6 @@ const CONFIGS: Config[] = [
   { name: 'unbatched', maxBatch: 1, batchWaitMs: 0 },
 ];
 
-function percentile(sorted: number[], p: number): number {
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[index]!;
-}
 const r2 = (x: number) => Math.round(x * 100) / 100;
 
 async function main() {

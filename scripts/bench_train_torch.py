@@ -46,7 +46,8 @@ class CapsNet(torch.nn.Module):
         widths = [k, *c["decoderHidden"], c["inputHeight"] * c["inputWidth"] * c["inputChannels"]]
         self.decoder = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
 
-    def forward(self, x, labels):
+    def forward(self, x, labels, with_lengths=False):
+        """The training loss (margin + weighted reconstruction); with_lengths: (loss, capsule lengths [N, classes])."""
         c = self.c
         n = x.shape[0]
         eps = c["squashEpsilon"]
@@ -74,7 +75,7 @@ class CapsNet(torch.nn.Module):
         absent = (1 - labels) * c["lambda"] * F.relu(lengths - c["mMinus"]) ** 2
         margin = (present + absent).sum(-1).mean()
         recon = ((h - x.reshape(n, -1)) ** 2).sum(-1).mean() * c["reconstructionWeight"]
-        return margin + recon
+        return (margin + recon, lengths) if with_lengths else margin + recon
 
 
 USAGE = "usage: bench_train_torch.py CONFIG_JSON BATCH STEPS THREADS [--device cpu|cuda]"

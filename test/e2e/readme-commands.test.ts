@@ -262,7 +262,11 @@ export const COMMANDS: Record<string, Decision> = {
       'no quick form: it packs the tarballs (as the `npm pack --workspaces` row, which runs) and installs five apps from them, ' +
       'about 7 minutes on 2 loaded cores; test/e2e/consumers.test.ts installs the same apps and checks them',
   },
-  'npm run bench:train -- --preset small --backends wasm --steps 1 --no-torch --no-unfused': {},
+  'npm run bench:train -- --preset small --backends wasm --steps 1 --no-torch --no-unfused --no-epoch': {},
+  'npm run bench:train -- --preset small --only-epoch --epoch-images 320 --epoch-test 100 --epoch-batch 32 --steady-window 3 --no-torch': {},
+  'npm run bench:train -- --only-epoch --epoch-images 768 --epoch-test 200 --steady-window 3': {
+    exempt: `paper size, whole epochs at batches 32 and 128 with PyTorch: ${SAME_AS_QUICK}`,
+  },
   'npm run bench:infer -- --preset small --backends ort-node-cpu-1t,ort-web-wasm,page-wasm --latency-runs 5 --throughput-runs 1': {},
   'npm run bench:serve -- --model model.onnx --requests 64 --concurrency 8 --rounds 1': { files: { 'model.onnx': 'model' } },
   'npm run bench:precision -- --checkpoint RUN_DIR --test-limit 200 --backends ort-node-cpu-1t --latency-runs 3': { files: { run: 'run' } },
