@@ -105,10 +105,10 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
   const one = randomImages(1, pixels, 1);
   const batch = randomImages(req.batch, pixels, 2);
   if (req.backend === 'tfjs') {
-    const { initBackend } = await import('../packages/capsnet/src/train/backend.ts');
+    const { initBackend } = await import('../packages/capsnet/src/train/backends/backend.ts');
     const backend = await initBackend((process.env.CAPSNET_BENCH_TFJS_BACKEND ?? 'auto') as 'auto');
     const tf = backend.tf;
-    const { forward, initParams } = await import('../packages/capsnet/src/train/model.ts');
+    const { forward, initParams } = await import('../packages/capsnet/src/model/capsnet.ts');
     const { paramShapes } = await import('@capsnet-onnx/core');
     let params;
     if (req.checkpoint) {
@@ -220,7 +220,7 @@ async function prepareModel(preset: PresetName, log: (l: string) => void): Promi
   const tf = await import('@tensorflow/tfjs-core');
   await import('@tensorflow/tfjs-backend-cpu');
   await tf.setBackend('cpu');
-  const { initParams } = await import('../packages/capsnet/src/train/model.ts');
+  const { initParams } = await import('../packages/capsnet/src/model/capsnet.ts');
   const { saveCheckpoint } = await import('../packages/capsnet/src/files/checkpoint.ts');
   const config = presetConfig(preset);
   const weights: Record<string, Float32Array> = {};

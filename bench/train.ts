@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { machineInfo, userPath, writeReport } from './report.ts';
-import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backend.ts';
+import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backends/backend.ts';
 import { BACKEND_NAMES } from '../packages/capsnet/src/train/names.ts';
 import { type CapsNetConfig, presetConfig, type PresetName, convKernelFlops, countFlops, derivedSizes } from '@capsnet-onnx/core';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
@@ -49,7 +49,7 @@ interface Job {
   kernels: boolean;
   /** Before each timed repetition, wait up to this long for idle CPUs (0: don't). */
   waitIdleS: number;
-  /** wasm: use the fused capsule kernels (train/wasm-capsule-kernels.ts); false times the composite tfjs ops. */
+  /** wasm: use the fused capsule kernels (train/backends/wasm-capsule-kernels.ts); false times the composite tfjs ops. */
   fused: boolean;
   /** Time the step's parts (convolutions, u_hat, routing, decoder, losses, optimizer) too. */
   parts: boolean;
@@ -258,7 +258,7 @@ async function bestOf(
 /**
  * The step cut into its parts, each timed alone at the step's shapes: forward, then forward + backward (the
  * gradients the step needs: weights, and the input where an earlier part needs it), backward = the difference.
- * The parts follow train/model.ts: convolutions (conv1, PrimaryCaps), u_hat (with the primary squash),
+ * The parts follow model/capsnet.ts: convolutions (conv1, PrimaryCaps), u_hat (with the primary squash),
  * routing, decoder (masked by the label), losses (margin + reconstruction), then Adam.
  */
 async function timeParts(
@@ -268,7 +268,7 @@ async function timeParts(
   y: tf.Tensor2D,
   gate: () => Promise<void>,
 ): Promise<PartTiming[]> {
-  const model = await import('../packages/capsnet/src/train/model.ts');
+  const model = await import('../packages/capsnet/src/model/capsnet.ts');
   const { Adam } = await import('../packages/capsnet/src/train/adam.ts');
   const { numPrimaryCaps } = derivedSizes(config);
   const batch = x.shape[0];
@@ -388,10 +388,10 @@ async function timeParts(
 }
 
 async function runWorker(job: Job): Promise<WorkerResult> {
-  const { initBackend } = await import('../packages/capsnet/src/train/backend.ts');
-  const { initParams, trainingLosses } = await import('../packages/capsnet/src/train/model.ts');
+  const { initBackend } = await import('../packages/capsnet/src/train/backends/backend.ts');
+  const { initParams, trainingLosses } = await import('../packages/capsnet/src/model/capsnet.ts');
   const { Adam } = await import('../packages/capsnet/src/train/adam.ts');
-  const { setFusedKernels } = await import('../packages/capsnet/src/train/fused.ts');
+  const { setFusedKernels } = await import('../packages/capsnet/src/model/fused.ts');
   const b = await initBackend(job.backend);
   setFusedKernels(job.fused);
   const config = presetConfig(job.preset);

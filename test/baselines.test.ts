@@ -26,9 +26,9 @@ import {
 } from '@capsnet-onnx/core';
 import { Adam } from '../packages/capsnet/src/train/adam.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
-import { forward, initParams, marginLoss } from '../packages/capsnet/src/train/model.ts';
+import { forward, initParams, marginLoss } from '../packages/capsnet/src/model/capsnet.ts';
 import { readWeights } from '../packages/capsnet/src/train/loop.ts';
-import { baselineForward, initBaseline } from '../packages/capsnet/src/train/models/baseline-cnn.ts';
+import { baselineForward, initBaseline } from '../packages/capsnet/src/model/baseline-cnn.ts';
 import { train } from '../packages/capsnet/src/train/trainer.ts';
 import { buildBaselineCnnModel, buildCapsNetModels, exportRun } from '../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';

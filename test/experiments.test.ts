@@ -13,7 +13,7 @@ import { AffnistError, affnistFromMat, encodeAffnistMat, loadAffnist, parseMat }
 import { barChart, imageGrid, linePlot, niceTicks } from '../packages/capsnet/src/experiments/charts.ts';
 import { EXPERIMENTS, type ExperimentResult } from '../packages/capsnet/src/experiments/common.ts';
 import { Canvas, distinctColors, readPng } from '../packages/capsnet/src/experiments/draw.ts';
-import { conv2dFilterGradient } from '../packages/capsnet/src/train/cpu-kernels.ts';
+import { conv2dFilterGradient } from '../packages/capsnet/src/train/backends/cpu-kernels.ts';
 import {
   AFFNIST_STYLE,
   MULTIMNIST,

@@ -1,5 +1,5 @@
 /**
- * Exported model vs the tfjs forward pass (train/model.ts, wasm backend): ONNX Runtime CPU must give the same
+ * Exported model vs the tfjs forward pass (model/capsnet.ts, wasm backend): ONNX Runtime CPU must give the same
  * lengths (<= 1e-5), capsules and reconstructions (<= 1e-4) and identical argmax, for
  *  - the trained small-preset checkpoint on all 2,000 embedded test digits,
  *  - the same weights re-exported with 1, 2, 3 and 5 routing iterations,
@@ -17,7 +17,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import { type CapsNetConfig, derivedSizes, presetConfig } from '@capsnet-onnx/core';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
-import { type CapsNetParams, forward, initParams } from '../packages/capsnet/src/train/model.ts';
+import { type CapsNetParams, forward, initParams } from '../packages/capsnet/src/model/capsnet.ts';
 import { paramsFromWeights } from '../packages/capsnet/src/train/trainer.ts';
 import { buildCapsNetModels, exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
@@ -37,7 +37,7 @@ interface Comparison {
   minTop2Gap: number;
 }
 
-/** train/model.ts forward, keeping only the four outputs the ONNX model has. */
+/** model/capsnet.ts forward, keeping only the four outputs the ONNX model has. */
 function tfForward(params: CapsNetParams, x: Float32Array, dims: [number, number, number, number], config: CapsNetConfig): Record<OutputName, tf.Tensor> {
   const [lengths, capsules, reconstruction, coupling] = tf.tidy(() => {
     const out = forward(params, tf.tensor4d(x, dims), config);

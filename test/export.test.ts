@@ -15,7 +15,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { type CapsNetConfig, derivedSizes, paperConfig, presetConfig, paramShapes, decoderPathFor } from '@capsnet-onnx/core';
 import { loadCheckpoint, saveCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { pythonOnnxAvailable, runChecker } from './support/onnx-checker.ts';
-import { type CapsNetParams, forward, initParams } from '../packages/capsnet/src/train/model.ts';
+import { type CapsNetParams, forward, initParams } from '../packages/capsnet/src/model/capsnet.ts';
 import { METADATA_KEYS } from '@capsnet-onnx/runtime/node';
 import { buildCapsNetModels, exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import { DataType, type ModelProto, type NodeProto, decodeModel, encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
@@ -59,7 +59,7 @@ function randomImages(n: number, config: CapsNetConfig, seed: number): Float32Ar
   });
 }
 
-/** train/model.ts forward on the tiny config, keeping the four outputs the ONNX model has. */
+/** model/capsnet.ts forward on the tiny config, keeping the four outputs the ONNX model has. */
 function tfForward(params: CapsNetParams, images: Float32Array, n: number) {
   const [lengths, capsules, reconstruction, coupling] = tf.tidy(() => {
     const out = forward(params, tf.tensor4d(images, [n, tiny.inputHeight, tiny.inputWidth, tiny.inputChannels]), tiny);

@@ -3,7 +3,7 @@ import { before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { derivedSizes, paperConfig, presetConfig, paramShapes, Rng } from '@capsnet-onnx/core';
-import { dynamicRouting, forward, initParams, marginLoss, reconstructionLoss, squash } from '../packages/capsnet/src/train/model.ts';
+import { dynamicRouting, forward, initParams, marginLoss, reconstructionLoss, squash } from '../packages/capsnet/src/model/capsnet.ts';
 
 const tiny = presetConfig(
   'small',

@@ -423,8 +423,8 @@ async function stepCudaEp(out: string, dataDir: string, budget: number): Promise
 
 async function stepTrain(out: string, dataDir: string, budget: number): Promise<void> {
   const step = new Step(out, 'b', 'b. training: tfjs-backend-webgpu in Node through Dawn', budget);
-  const { initBackend, releaseWebgpu } = await import('../../packages/capsnet/src/train/backend.ts');
-  const model = await import('../../packages/capsnet/src/train/model.ts');
+  const { initBackend, releaseWebgpu } = await import('../../packages/capsnet/src/train/backends/backend.ts');
+  const model = await import('../../packages/capsnet/src/model/capsnet.ts');
   const loop = await import('../../packages/capsnet/src/train/loop.ts');
   const { loadCheckpoint } = await import('../../packages/capsnet/src/files/checkpoint.ts');
   let backend: Awaited<ReturnType<typeof initBackend>>;

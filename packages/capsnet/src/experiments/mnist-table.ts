@@ -17,7 +17,7 @@ import {
   narrowed,
   presetConfig,
 } from '@capsnet-onnx/core';
-import { type ModelFamily, baselineFamily, capsnetFamily } from '../train/models/family.ts';
+import { type ModelFamily, baselineFamily, capsnetFamily } from '../train/family.ts';
 import { barChart } from './charts.ts';
 import { type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult } from './common.ts';
 import { trainShifted } from './training.ts';

@@ -14,7 +14,7 @@ import '@tensorflow/tfjs';
 import { type CheckpointState, loadCheckpoint, saveCheckpoint } from '../files/checkpoint.ts';
 import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
 import { loadDataset, shiftImages } from '../data/datasets.ts';
-import { capsuleLengths, decode as tfDecode, encode } from '../train/model.ts';
+import { capsuleLengths, decode as tfDecode, encode } from '../model/capsnet.ts';
 import { setupBackend } from './backend.ts';
 import { imageGrid } from './charts.ts';
 import {

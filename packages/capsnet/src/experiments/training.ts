@@ -1,6 +1,6 @@
 /**
  * CapsNet helpers for the experiments, on the one training loop (train/loop.ts) and the CapsNet family
- * (train/models/family.ts): train from a batch generator, capsule lengths and accuracy with a routing override,
+ * (train/family.ts): train from a batch generator, capsule lengths and accuracy with a routing override,
  * masked capsules, and a decoder-only refinement pass.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -8,8 +8,8 @@ import '@tensorflow/tfjs';
 import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
 import { type Split, shiftImages } from '../data/datasets.ts';
 import { type Batch, type FitResult, type OptimizerConfig, type Params, accuracyOf, epochBatches, fit, paramsFromWeights, stepsFor } from '../train/loop.ts';
-import { type CapsNetParams, decode, encode, maskCapsules, reconstructionLoss } from '../train/model.ts';
-import { type ModelFamily, capsnetFamily, familyScores } from '../train/models/family.ts';
+import { type CapsNetParams, decode, encode, maskCapsules, reconstructionLoss } from '../model/capsnet.ts';
+import { type ModelFamily, capsnetFamily, familyScores } from '../train/family.ts';
 
 export function toTensors(batch: Batch, config: Pick<CapsNetConfig, 'inputHeight' | 'inputWidth' | 'inputChannels' | 'numClasses'>) {
   const x = tf.tensor4d(batch.images, [batch.count, config.inputHeight, config.inputWidth, config.inputChannels]);

@@ -1,6 +1,6 @@
 /**
- * The CapsNet of train/model.ts as ONNX graphs, op for op, with dynamic routing unrolled for a fixed number of
- * iterations (no Loop, no If). Reads top to bottom like `forward` in train/model.ts. Every op is float32 except
+ * The CapsNet of model/capsnet.ts as ONNX graphs, op for op, with dynamic routing unrolled for a fixed number of
+ * iterations (no Loop, no If). Reads top to bottom like `forward` in model/capsnet.ts. Every op is float32 except
  * the constant int64 shape/axes inputs of Reshape, Unsqueeze and ReduceSum, the one bool GreaterOrEqual that
  * feeds a Cast in the argmax mask, the Cast or DequantizeLinear that widens each stored weight to float32 in fp16
  * (compute fp32) and int8 exports, and, in fp16 exports with fp16 compute, the half-precision sections: conv1,
@@ -46,7 +46,7 @@ export function checkWeights(config: CapsNetConfig, weights: Weights): void {
   }
 }
 
-/** Eq. 1, as train/model.ts computes it: |s|^2/(1+|s|^2) / sqrt(|s|^2 + eps) * s, over the last axis. */
+/** Eq. 1, as model/capsnet.ts computes it: |s|^2/(1+|s|^2) / sqrt(|s|^2 + eps) * s, over the last axis. */
 function squash(g: GraphBuilder, s: string, epsilon: number, output?: string): string {
   return g.scope('squash', () => {
     const squaredNorm = g.reduceSum(g.mul(s, s), [-1], true);
@@ -97,7 +97,7 @@ export function decoder(
   return h;
 }
 
-/** Section 7's per-image standardisation, as train/model.ts's standardizePerImage. Call inside a scope. */
+/** Section 7's per-image standardisation, as model/capsnet.ts's standardizePerImage. Call inside a scope. */
 function standardizePerImage(g: GraphBuilder, images: string, config: CapsNetConfig): string {
   const mean = g.reduceMean(images, [1, 2, 3], true);
   const centred = g.sub(images, mean);

@@ -1,13 +1,13 @@
 /**
- * The parity reference: the checkpoint's TensorFlow.js forward pass (train/model.ts), on tfjs's plain-JS CPU
+ * The parity reference: the checkpoint's TensorFlow.js forward pass (model/capsnet.ts), on tfjs's plain-JS CPU
  * backend in float32. Everything ONNX Runtime produces is compared against this.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { type CapsNetConfig, paramShapes } from '@capsnet-onnx/core';
 import { paramsFromWeights } from '../train/loop.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
-import { setCpuBackend } from '../train/backend.ts';
-import { type CapsNetParams, forward } from '../train/model.ts';
+import { setCpuBackend } from '../train/backends/backend.ts';
+import { type CapsNetParams, forward } from '../model/capsnet.ts';
 
 export interface Reference {
   config: CapsNetConfig;

@@ -1,7 +1,7 @@
 /**
  * The one training loop's parts, shared by `capsnet train` (train/trainer.ts) and every experiment: the optimizer a
  * config asks for, one gradient step, seeded epoch batching, weights <-> variables, and `fit` (a step loop with hooks
- * for generated batches). A model family (train/models/) supplies the loss and the class scores.
+ * for generated batches). A model family (train/family.ts) supplies the loss and the class scores.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';

@@ -1,9 +1,9 @@
-/** `capsnet train`: the training loop (train/loop.ts steps, any model family in train/models/), seeded shuffling and shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume. */
+/** `capsnet train`: the training loop (train/loop.ts steps, any model family in train/family.ts), seeded shuffling and shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume. */
 import { appendFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import cliProgress from 'cli-progress';
-import { type BackendName, initBackend } from './backend.ts';
+import { type BackendName, initBackend } from './backends/backend.ts';
 import {
   type BaselineCnnConfig,
   type CapsNetConfig,
@@ -31,9 +31,9 @@ import { suspiciousLabels } from './data-checks.ts';
 import { CheckpointCadence, DEFAULT_CHECKPOINT_INTERVAL_S } from './checkpoint-cadence.ts';
 import { type RunFlags, checkResumeFlags, checkRunDir, openRunDir } from './run-dir.ts';
 import { writeFileAtomic } from '../files/atomic.ts';
-import type { CapsNetParams } from './model.ts';
+import type { CapsNetParams } from '../model/capsnet.ts';
 import { adamFor, epochOrder, gather, oneHot, paramsFromWeights as variablesFromWeights, readWeights, trainStep } from './loop.ts';
-import { type ModelFamily, type ModelName, baselineFamily, capsnetFamily, evaluate } from './models/family.ts';
+import { type ModelFamily, type ModelName, baselineFamily, capsnetFamily, evaluate } from './family.ts';
 
 export { oneHot, readWeights };
 

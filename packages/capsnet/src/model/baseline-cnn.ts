@@ -1,6 +1,6 @@
 /**
  * The baseline CNNs (config, presets and shapes in @capsnet-onnx/core's baseline-cnn.ts) in TensorFlow.js: seeded
- * initialisation, the forward pass and the loss. A model family (train/models/family.ts) that trains through the
+ * initialisation, the forward pass and the loss. A model family (train/family.ts) that trains through the
  * same loop as CapsNet and exports to ONNX (export/baseline-cnn-graph.ts).
  * Layout: images NHWC in [0, 1]; weights named conv{k}/kernel [5, 5, in, out] (HWIO), conv{k}/bias, fc{k}/kernel
  * [in, out], fc{k}/bias, out/kernel, out/bias.
@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type BaselineCnnConfig, Rng, baselineParamShapes } from '@capsnet-onnx/core';
-import { glorotUniform } from '../model.ts';
+import { glorotUniform } from './capsnet.ts';
 
 export type BaselineParams = Record<string, tf.Variable>;
 

@@ -112,7 +112,7 @@ export interface RoutingResult {
  * uHat: [N, inputCaps, classes, digitDim]; bias (optional, the authors' code's): [classes, digitDim].
  */
 export function dynamicRouting(uHat: tf.Tensor4D, iterations: number, epsilon: number, keepLogits = false, bias?: tf.Tensor): RoutingResult {
-  // The same procedure in one kernel where the backend has it (train/wasm-capsule-kernels.ts); it keeps no
+  // The same procedure in one kernel where the backend has it (train/backends/wasm-capsule-kernels.ts); it keeps no
   // history and has no bias.
   if (!keepLogits && !bias && fusedKernelAvailable(FUSED_KERNELS.dynamicRouting)) {
     const [capsules, coupling] = tf.engine().runKernel(FUSED_KERNELS.dynamicRouting, { uHat }, { iterations, epsilon }) as [tf.Tensor3D, tf.Tensor3D];
