@@ -13,7 +13,10 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 export const KERNEL_SOURCE = `${root}assembly/training-kernels.ts`;
-export const KERNEL_BINARIES = { plain: `${root}src/train/backends/kernels/training-kernels.wasm`, shared: `${root}src/train/backends/kernels/training-kernels-shared.wasm` };
+export const KERNEL_BINARIES = {
+  plain: `${root}src/train/backends/kernels/training-kernels.wasm`,
+  shared: `${root}src/train/backends/kernels/training-kernels-shared.wasm`,
+};
 
 const COMMON = [
   '--optimizeLevel',
