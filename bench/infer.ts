@@ -19,7 +19,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readModelMetadata } from '@capsnet-onnx/core';
+import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readModelMetadata, routingFlops } from '@capsnet-onnx/core';
 import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { median } from '../packages/capsnet/src/parity/matrix.ts';
@@ -54,8 +54,7 @@ export function flopsPerImage(config: CapsNetConfig): number {
   const conv1 = 2 * config.conv1Kernel ** 2 * config.inputChannels * config.conv1Filters * conv1H * conv1W;
   const primary = 2 * config.primaryKernel ** 2 * config.conv1Filters * config.primaryMaps * config.primaryDim * primaryH * primaryW;
   const uHat = 2 * numPrimaryCaps * config.primaryDim * k;
-  // Each iteration: s_j = sum_i c_ij u_hat; all but the last: agreement u_hat . v_j.
-  const routing = 2 * numPrimaryCaps * k * (2 * config.routingIterations - 1);
+  const routing = routingFlops(config.routing, numPrimaryCaps, k);
   const widths = [k, ...config.decoderHidden, pixels];
   let decoder = 0;
   for (let i = 0; i + 1 < widths.length; i++) decoder += 2 * widths[i]! * widths[i + 1]!;
@@ -114,7 +113,8 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
     if (req.checkpoint) {
       const { loadCheckpoint } = await import('../packages/capsnet/src/files/checkpoint.ts');
       const state = loadCheckpoint(req.checkpoint);
-      params = Object.fromEntries(Object.entries(paramShapes(state.config)).map(([n, s]) => [n, tf.variable(tf.tensor(state.weights[n]!, s), false)]));
+      const { variablesFromWeights } = await import('../packages/capsnet/src/model/layers.ts');
+      params = variablesFromWeights(paramShapes(state.config), state.weights, false);
     } else params = initParams(req.config, 0);
     const c = req.config;
     const run = async (images: Float32Array, n: number) => {
@@ -285,7 +285,7 @@ async function main(): Promise<void> {
     ? { model: existingPath(values.model, '--model'), checkpoint: values.checkpoint && existingPath(values.checkpoint, '--checkpoint') }
     : await prepareModel(values.preset as PresetName, log);
   const metadata = readModelMetadata(readFileSync(prepared.model));
-  const config = { ...presetConfig('paper'), ...metadata.config } as CapsNetConfig;
+  const config = metadata.config;
   const checkpoint = prepared.checkpoint ?? (existsSync(join(dirname(prepared.model), 'checkpoint.bin')) ? dirname(prepared.model) : undefined);
   const flops = flopsPerImage(config);
   const batch = Number(values.batch);
@@ -353,7 +353,7 @@ async function main(): Promise<void> {
       inputChannels: config.inputChannels,
       conv1Filters: config.conv1Filters,
       primaryMaps: config.primaryMaps,
-      routingIterations: config.routingIterations,
+      routingIterations: config.routing.iterations,
     },
     flopsPerImage: flops,
     batch,

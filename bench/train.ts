@@ -269,6 +269,8 @@ async function timeParts(
   gate: () => Promise<void>,
 ): Promise<PartTiming[]> {
   const model = await import('../packages/capsnet/src/model/capsnet.ts');
+  const routing = await import('../packages/capsnet/src/model/routing.ts');
+  const layers = await import('../packages/capsnet/src/model/layers.ts');
   const { Adam } = await import('../packages/capsnet/src/train/adam.ts');
   const { numPrimaryCaps } = derivedSizes(config);
   const batch = x.shape[0];
@@ -276,12 +278,12 @@ async function timeParts(
   const primaryConv = tf.tidy(() => model.convolutions(params, x, config));
   const uHat = tf.tidy(() =>
     model.predictionVectors(
-      model.squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
+      layers.squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
       params['digit/W'] as tf.Tensor3D,
       config,
     ),
   );
-  const capsules = tf.tidy(() => model.dynamicRouting(uHat, config.routingIterations, config.squashEpsilon).capsules);
+  const capsules = tf.tidy(() => routing.route(uHat, config.routing, config.squashEpsilon).capsules);
   const reconstruction = tf.tidy(() => model.decode(params, model.maskCapsules(capsules, y), config));
   const decoderNames = Object.keys(params).filter((n) => n.startsWith('decoder/'));
   const convNames = ['conv1/kernel', 'conv1/bias', 'primary/kernel', 'primary/bias'];
@@ -302,12 +304,12 @@ async function timeParts(
       wrt: [0, 1],
       f: ([p, W]) =>
         model.predictionVectors(
-          model.squash(tf.reshape(p!, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
+          layers.squash(tf.reshape(p!, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
           W as tf.Tensor3D,
           config,
         ),
     },
-    { part: 'routing', inputs: [uHat], wrt: [0], f: ([u]) => model.dynamicRouting(u as tf.Tensor4D, config.routingIterations, config.squashEpsilon).capsules },
+    { part: 'routing', inputs: [uHat], wrt: [0], f: ([u]) => routing.route(u as tf.Tensor4D, config.routing, config.squashEpsilon).capsules },
     {
       part: 'decoder',
       inputs: [capsules, ...decoderNames.map((n) => params[n]!)],
@@ -320,7 +322,7 @@ async function timeParts(
       wrt: [0, 1],
       f: ([c, r]) =>
         tf.add(
-          model.marginLoss(model.capsuleLengths(c!, config.squashEpsilon) as tf.Tensor2D, y, config),
+          model.marginLoss(layers.capsuleLengths(c!, config.squashEpsilon) as tf.Tensor2D, y, config),
           model.reconstructionLoss(r as tf.Tensor2D, x, config),
         ),
     },

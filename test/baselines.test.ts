@@ -196,7 +196,7 @@ describe("the authors' code's choices", () => {
     const config = presetConfig(
       'small',
       { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
-      { ...AUTHORS_CODE_CHOICES, conv1Filters: 8, primaryMaps: 2, decoderHidden: [8, 8], routingIterations: 3 },
+      { ...AUTHORS_CODE_CHOICES, conv1Filters: 8, primaryMaps: 2, decoderHidden: [8, 8], routing: { algorithm: 'dynamic', iterations: 3 } },
     );
     const params = initParams(config, 11);
     const w = (await params['digit/W']!.data()) as Float32Array;

@@ -14,11 +14,11 @@ import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
-import { type CapsNetConfig, derivedSizes, presetConfig } from '@capsnet-onnx/core';
+import { type CapsNetConfig, derivedSizes, paramShapes, presetConfig } from '@capsnet-onnx/core';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 import { type CapsNetParams, forward, initParams } from '../packages/capsnet/src/model/capsnet.ts';
-import { paramsFromWeights } from '../packages/capsnet/src/train/trainer.ts';
+import { variablesFromWeights } from '../packages/capsnet/src/model/layers.ts';
 import { buildCapsNetModels, exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
 import { ROOT, trainedSmallRun } from './support/fixtures.ts';
@@ -141,10 +141,10 @@ describe('ONNX Runtime CPU vs tfjs', () => {
       assert.equal(check.status, 0, `onnx.checker: ${check.stdout}${check.stderr}`);
       console.log(`onnx.checker.check_model(full_check=True) on the trained model and its decoder: ok`);
     }
-    const params = paramsFromWeights(checkpoint.config, checkpoint.weights);
+    const params = variablesFromWeights(paramShapes(checkpoint.config), checkpoint.weights);
     const { test: split } = loadMnistSample();
     const full = await compare(encodeModel(exported.model), params, checkpoint.config, split.images, split.count, split.labels);
-    assertParity(`trained small (routing ${checkpoint.config.routingIterations})`, full);
+    assertParity(`trained small (routing ${checkpoint.config.routing.iterations})`, full);
     const accuracy = full.correct / split.count;
     const recorded = checkpoint.metrics.at(-1)?.test_accuracy;
     console.log(
@@ -153,7 +153,7 @@ describe('ONNX Runtime CPU vs tfjs', () => {
     if (recorded !== undefined) assert.ok(Math.abs(accuracy - recorded) <= 0.0025, `accuracy ${accuracy} vs recorded ${recorded}`);
 
     for (const iterations of [1, 2, 3, 5]) {
-      const config = { ...checkpoint.config, routingIterations: iterations };
+      const config = { ...checkpoint.config, routing: { ...checkpoint.config.routing, iterations } };
       const { model } = buildCapsNetModels(config, checkpoint.weights, {
         classLabels: checkpoint.classLabels,
         dataset: checkpoint.dataset,

@@ -11,7 +11,8 @@ import { paramShapes, presetConfig } from '@capsnet-onnx/core';
 import { Adam } from '../packages/capsnet/src/train/adam.ts';
 import { initBackend } from '../packages/capsnet/src/train/backends/backend.ts';
 import { FUSED_KERNELS, fusedKernelAvailable, setFusedKernels } from '../packages/capsnet/src/model/fused.ts';
-import { dynamicRouting, initParams, predictionVectors, trainingLosses } from '../packages/capsnet/src/model/capsnet.ts';
+import { initParams, predictionVectors, trainingLosses } from '../packages/capsnet/src/model/capsnet.ts';
+import { dynamicRouting } from '../packages/capsnet/src/model/routing.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
 import { compileKernels, KERNEL_BINARIES } from '../packages/capsnet/scripts/build-kernels.mjs';
 import { relErr, rng, values } from './support/numeric.ts';

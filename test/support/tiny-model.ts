@@ -7,7 +7,7 @@
 import { type CapsNetConfig, METADATA_KEYS, presetConfig, paramShapes, Rng } from '@capsnet-onnx/core';
 import { initBackend } from '../../packages/capsnet/src/train/backends/backend.ts';
 import { decode, forward } from '../../packages/capsnet/src/model/capsnet.ts';
-import { paramsFromWeights } from '../../packages/capsnet/src/train/trainer.ts';
+import { variablesFromWeights } from '../../packages/capsnet/src/model/layers.ts';
 import { type ExportProvenance, buildCapsNetModels, recordDecoderHash } from '../../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../../packages/capsnet/src/export/onnx-schema.ts';
 
@@ -86,7 +86,7 @@ export interface TinyReference {
 export async function tinyReference(tiny: TinyModel): Promise<TinyReference> {
   const { tf } = await initBackend('cpu');
   const { config } = tiny;
-  const params = paramsFromWeights(config, tiny.weights);
+  const params = variablesFromWeights(paramShapes(config), tiny.weights);
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   return {
     async classify(images) {

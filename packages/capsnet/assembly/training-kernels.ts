@@ -8,6 +8,12 @@
 // It has no data segment and no allocator, so it never writes anywhere it was not given a pointer to
 // (test/wasm-capsule-kernels.test.ts checks the built binary for that).
 //
+// Routing (routingForward/routingBackward) is one of three implementations of core/routing.ts's `dynamic`
+// algorithm, which must agree: the TensorFlow.js one (packages/capsnet/src/model/routing.ts, whose composite ops
+// are this gradient's reference in test/wasm-capsule-kernels.test.ts) and the ONNX one unrolled into every export
+// (packages/capsnet/src/export/routing.ts). Only `dynamic` has a kernel here; another algorithm runs as composite
+// tfjs ops.
+//
 // Built by `npm run build:kernels` (packages/capsnet/scripts/build-kernels.mjs) into two binaries that differ only
 // in the memory they import: shared (tfjs's multi-threaded build) and not shared (its single-threaded build).
 //

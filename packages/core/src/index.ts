@@ -5,6 +5,7 @@
  * the one image pipeline (decode.ts: PNG/JPEG with size limits; image.ts: alpha, polarity, MNIST normalisation).
  */
 export * from './config.ts';
+export * from './routing.ts';
 export * from './params.ts';
 export * from './baseline-cnn.ts';
 export * from './format.ts';

@@ -92,7 +92,11 @@ export async function runMnistTable(options: MnistTableOptions): Promise<Experim
       parameters = baselineParameterCount(cnnConfig);
       paperSizeParameters = baselineParameterCount(baselineConfig('mnist', PAPER_BASELINE_PARAMETERS.mnist.shape));
     } else {
-      config = { ...capsBase, routingIterations: paper.routing, reconstructionWeight: paper.reconstruction ? capsBase.reconstructionWeight : 0 };
+      config = {
+        ...capsBase,
+        routing: { ...capsBase.routing, iterations: paper.routing },
+        reconstructionWeight: paper.reconstruction ? capsBase.reconstructionWeight : 0,
+      };
       const fixed = config;
       family = () => capsnetFamily(fixed);
       parameters = capsnetParameterCount(config, paper.reconstruction!);

@@ -10,7 +10,8 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
-import { type CapsNetParams, capsuleLengths, decode, encode, initParams, marginLoss, maskCapsules, reconstructionLoss } from '../model/capsnet.ts';
+import { type CapsNetParams, decode, encode, initParams, marginLoss, maskCapsules, reconstructionLoss } from '../model/capsnet.ts';
+import { capsuleLengths } from '../model/layers.ts';
 import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
 import { type GridCell, imageGrid } from './charts.ts';
 import { COLORS } from './draw.ts';
@@ -288,7 +289,7 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
         conv1Filters: config.conv1Filters,
         primaryMaps: config.primaryMaps,
         decoderHidden: config.decoderHidden,
-        routingIterations: config.routingIterations,
+        routingIterations: config.routing.iterations,
       },
     },
     tables: [

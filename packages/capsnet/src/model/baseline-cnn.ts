@@ -8,20 +8,21 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type BaselineCnnConfig, Rng, baselineParamShapes } from '@capsnet-onnx/core';
-import { glorotUniform } from './capsnet.ts';
+import { type Params, glorotUniform, variablesFromWeights } from './layers.ts';
 
-export type BaselineParams = Record<string, tf.Variable>;
+export type BaselineParams = Params;
 
 /** Glorot-uniform kernels, zero biases, seeded. */
 export function initBaseline(config: BaselineCnnConfig, seed: number): BaselineParams {
   const rng = new Rng(seed);
-  const params: BaselineParams = {};
-  for (const [name, shape] of Object.entries(baselineParamShapes(config))) {
+  const shapes = baselineParamShapes(config);
+  const weights: Record<string, Float32Array> = {};
+  for (const [name, shape] of Object.entries(shapes)) {
     const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
     if (name.endsWith('/kernel')) glorotUniform(values, shape, rng);
-    params[name] = tf.variable(tf.tensor(values, shape), true);
+    weights[name] = values;
   }
-  return params;
+  return variablesFromWeights(shapes, weights);
 }
 
 /** Logits [N, classes]. With `dropoutSeed`, dropout is applied to the last hidden layer (training). */

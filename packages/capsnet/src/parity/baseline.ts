@@ -12,7 +12,8 @@ import * as ort from 'onnxruntime-node';
 import { type CapsNetConfig, baselineParamShapes } from '@capsnet-onnx/core';
 import { checkpointPath, loadCheckpoint } from '../files/checkpoint.ts';
 import { setCpuBackend } from '../train/backends/backend.ts';
-import { argmaxRows, paramsFromWeights } from '../train/loop.ts';
+import { argmaxRows } from '../train/loop.ts';
+import { variablesFromWeights } from '../model/layers.ts';
 import { baselineForward } from '../model/baseline-cnn.ts';
 import { BASELINE_IO_NAMES } from '../export/baseline-cnn-graph.ts';
 import { parityInputs } from './inputs.ts';
@@ -45,7 +46,7 @@ export async function baselineParity(model: string, checkpointDir = dirname(mode
   const inputs = parityInputs(config as unknown as CapsNetConfig, state.dataset, counts);
   await setCpuBackend();
   await tf.ready();
-  const params = paramsFromWeights(baselineParamShapes(config), state.weights, false, 'parity/');
+  const params = variablesFromWeights(baselineParamShapes(config), state.weights, false, 'parity/');
   const ref = tf.tidy(() =>
     baselineForward(params, tf.tensor4d(inputs.images, [inputs.count, config.inputHeight, config.inputWidth, config.inputChannels]), config),
   );

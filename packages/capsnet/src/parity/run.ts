@@ -13,6 +13,7 @@ import { parityInputs } from './inputs.ts';
 import { type BackendRow, type Tolerances, compare, formatMatrix, median, nearTies, tolerancesFor } from './matrix.ts';
 import type { MeasureRequest } from './measure.ts';
 import { PARITY_BATCH, loadReferenceModel, referenceOutputs } from './reference.ts';
+import { type CouplingCheck, couplingParity } from './coupling.ts';
 import type { NodeBackend, WorkerReply, WorkerRequest } from './worker.ts';
 import { ALL_BACKENDS, type Backend } from './backends.ts';
 
@@ -48,6 +49,8 @@ export interface ParityReport {
   nearTies: Array<{ image: number; gap: number }>;
   /** The reference's argmax per input. */
   referenceLabels: number[];
+  /** The routing the file unrolls (the reference ran it too) and its coupling coefficients against the reference's. */
+  coupling: CouplingCheck;
   rows: BackendRow[];
   failures: string[];
   ok: boolean;
@@ -100,17 +103,27 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
 
   const metadata = readModelMetadata(readFileSync(model));
   const tolerances = tolerancesFor(metadata.precision, metadata.computePrecision);
-  const reference = await loadReferenceModel(runDir);
-  if (metadata.checkpointSha256 && metadata.checkpointSha256 !== reference.sha256) {
+  const checkpoint = await loadReferenceModel(runDir);
+  if (metadata.checkpointSha256 && metadata.checkpointSha256 !== checkpoint.sha256) {
     throw new Error(
-      `${options.model} was exported from checkpoint sha256 ${metadata.checkpointSha256.slice(0, 12)}..., but ${reference.path} is ` +
-        `${reference.sha256.slice(0, 12)}...: pass the run directory it came from, or re-export`,
+      `${options.model} was exported from checkpoint sha256 ${metadata.checkpointSha256.slice(0, 12)}..., but ${checkpoint.path} is ` +
+        `${checkpoint.sha256.slice(0, 12)}...: pass the run directory it came from, or re-export`,
     );
   }
-  for (const key of ['inputHeight', 'inputWidth', 'inputChannels', 'numClasses', 'digitDim', 'routingIterations'] as const) {
-    if (metadata[key] !== reference.config[key]) {
-      throw new Error(`${options.model} has ${key} ${metadata[key]} but the checkpoint has ${reference.config[key]}: they are different models`);
+  for (const key of ['inputHeight', 'inputWidth', 'inputChannels', 'numClasses', 'digitDim'] as const) {
+    if (metadata[key] !== checkpoint.config[key]) {
+      throw new Error(`${options.model} has ${key} ${metadata[key]} but the checkpoint has ${checkpoint.config[key]}: they are different models`);
     }
+  }
+  // The reference runs the file's routing: the weights do not depend on it, and `capsnet export --routing N`
+  // re-exports them with another iteration count.
+  const routing = { ...metadata.config.routing, iterations: metadata.routingIterations };
+  const reference = { ...checkpoint, config: { ...checkpoint.config, routing } };
+  const trained = checkpoint.config.routing;
+  if (trained.algorithm !== routing.algorithm || trained.iterations !== routing.iterations) {
+    log(
+      `routing: the file unrolls ${routing.algorithm} x${routing.iterations} (trained with ${trained.algorithm} x${trained.iterations}); the reference runs the file's`,
+    );
   }
 
   const inputs = parityInputs(reference.config, reference.dataset, { digits: options.digits ?? 16, random: options.random ?? 6 });
@@ -175,7 +188,11 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
     log(`chromium: done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
 
+  log('coupling: the routing coupling coefficients on node-cpu against the reference...');
+  const coupling = await couplingParity(model, inputs.images, inputs.count, ref, tolerances.lengths);
+
   const failures: string[] = [];
+  if (!coupling.ok) failures.push(`coupling: max |diff| ${coupling.maxAbs} > ${coupling.tolerance} (${routing.algorithm} routing x${routing.iterations})`);
   for (const row of rows) {
     if (row.status === 'fail' || row.status === 'error') failures.push(`${row.backend}: ${row.reason}`);
     if (row.status === 'skipped' && (required as string[]).includes(row.backend)) failures.push(`${row.backend} is required but was skipped: ${row.reason}`);
@@ -193,6 +210,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
     ...(inputs.note ? { inputNote: inputs.note } : {}),
     nearTies: nearTies(ref, tolerances),
     referenceLabels: ref.labels,
+    coupling,
     rows,
     failures,
     ok: failures.length === 0,
@@ -224,6 +242,10 @@ export function printReport(report: ParityReport, log: (line: string) => void = 
   log(
     `tolerances (${report.precision} weights, ${report.computePrecision ?? 'fp32'} compute): lengths <= ${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
       `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the tfjs float32 reference; median ms: batch-1 classify; peak MiB: the peak resident memory of the process that ran the row`,
+  );
+  const c = report.coupling;
+  log(
+    `coupling (${c.routing.algorithm} routing x${c.routing.iterations}, ${c.ranOn}): max |diff| ${c.maxAbs.toExponential(2)} <= ${c.tolerance}: ${c.ok ? 'pass' : 'FAIL'}`,
   );
   log(report.ok ? 'parity: OK' : `parity: FAILED\n  ${report.failures.join('\n  ')}`);
 }

@@ -7,8 +7,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { type BaselineCnnConfig, type CapsNetConfig, type DataShape, baselineParamShapes, paramShapes } from '@capsnet-onnx/core';
 import type { Split } from '../data/datasets.ts';
-import { accuracyOf, type Params, type StepLoss, scoresInBatches } from './loop.ts';
-import { capsuleLengths, encode, forward, initParams, marginLoss, reconstructionLoss } from '../model/capsnet.ts';
+import { accuracyOf, type StepLoss, scoresInBatches } from './loop.ts';
+import type { Params } from '../model/layers.ts';
+import { encode, forward, initParams, marginLoss, reconstructionLoss } from '../model/capsnet.ts';
+import { capsuleLengths } from '../model/layers.ts';
 import { baselineForward, baselineLoss, initBaseline } from '../model/baseline-cnn.ts';
 
 import type { ModelName } from './names.ts';
