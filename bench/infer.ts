@@ -19,7 +19,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type CapsNetConfig, derivedSizes, presetConfig, type PresetName, readModelMetadata, routingFlops } from '@capsnet-onnx/core';
+import { type CapsNetConfig, decoderPathFor, derivedSizes, presetConfig, type PresetName, readModelMetadata, routingFlops } from '@capsnet-onnx/core';
 import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { median } from '../packages/capsnet/src/parity/matrix.ts';
@@ -165,7 +165,7 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
 /** The page rows: onnxruntime-web wasm in headless Chromium (parity/browser.ts), threads as `mt` says. */
 async function benchInPage(req: BenchRequest, mt: boolean, timeoutMs: number): Promise<Reply> {
   const { benchWasmInChromium } = await import('../packages/capsnet/src/parity/browser.ts');
-  const decoder = req.modelPath.replace(/(\.onnx)?$/i, '.decoder.onnx');
+  const decoder = decoderPathFor(req.modelPath);
   const pixels = req.config.inputHeight * req.config.inputWidth * req.config.inputChannels;
   const [reply] = await benchWasmInChromium(
     req.modelPath,

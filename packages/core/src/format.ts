@@ -118,3 +118,9 @@ function lastPathPart(path: string): string {
 export function decoderPathFor(modelPath: string): string {
   return modelPath.replace(/(\.onnx)?$/i, '.decoder.onnx');
 }
+
+/** decoderPathFor for a URL: the query stays at the end (`/m/model.onnx?v=2` -> `/m/model.decoder.onnx?v=2`). */
+export function decoderUrlFor(modelUrl: string): string {
+  const query = modelUrl.indexOf('?');
+  return query < 0 ? decoderPathFor(modelUrl) : decoderPathFor(modelUrl.slice(0, query)) + modelUrl.slice(query);
+}

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type CheckpointState, loadCheckpoint, saveCheckpoint } from '../files/checkpoint.ts';
-import { type CapsNetConfig, Rng, paramShapes } from '@capsnet-onnx/core';
+import { type CapsNetConfig, Rng, decoderPathFor, paramShapes } from '@capsnet-onnx/core';
 import { loadDataset, shiftImages } from '../data/datasets.ts';
 import { decode as tfDecode, encode } from '../model/capsnet.ts';
 import { capsuleLengths } from '../model/layers.ts';
@@ -96,7 +96,7 @@ async function onnxCodec(modelPath: string): Promise<Codec> {
   const caps = m.numClasses * m.digitDim;
   const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
   return {
-    kind: `onnx (${modelPath}, decoder ${modelPath.replace(/(\.onnx)?$/i, '.decoder.onnx')}, onnxruntime-node ${model.device})`,
+    kind: `onnx (${modelPath}, decoder ${decoderPathFor(modelPath)}, onnxruntime-node ${model.device})`,
     shape: m,
     async encode(images, count) {
       const lengths = new Float32Array(count * m.numClasses);

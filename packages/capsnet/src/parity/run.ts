@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readModelMetadata } from '@capsnet-onnx/core';
+import { decoderPathFor, readModelMetadata } from '@capsnet-onnx/core';
 import { writeFileAtomic } from '../files/atomic.ts';
 import { type BrowserRun, runInChromium } from './browser.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from './fork.ts';
@@ -94,7 +94,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   const required = options.require?.length ? parseBackends(options.require) : [];
   const model = resolve(options.model);
   if (!existsSync(model)) throw new Error(`model ${options.model} does not exist: create it with \`capsnet export RUN_DIR -o ${options.model}\``);
-  const decoder = resolve(options.decoder ?? model.replace(/(\.onnx)?$/i, '.decoder.onnx'));
+  const decoder = resolve(options.decoder ?? decoderPathFor(model));
   if (!existsSync(decoder)) throw new Error(`decoder ${decoder} does not exist: \`capsnet export\` writes it beside the model`);
   const runDir = findCheckpoint(options.model, options.checkpoint);
   const timeoutMs = (options.timeoutS ?? 300) * 1000;
