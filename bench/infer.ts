@@ -19,7 +19,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type CapsNetConfig, countFlops, presetConfig, type PresetName, readModelMetadata } from '@capsnet-onnx/core';
+import { type CapsNetConfig, countFlops, presetConfig, type PresetName, readModelMetadata, decoderPathFor } from '@capsnet-onnx/core';
 import type { DeviceName } from '@capsnet-onnx/runtime';
 import { existingPath, machineInfo, median, seededUniform, userPath, writeReport } from './harness.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
@@ -86,16 +86,17 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
   const batch = seededUniform(req.batch * pixels, 2);
   const target = targetOf(req.backend);
   if (!target.row) {
-    const { initBackend } = await import('../packages/capsnet/src/train/backend.ts');
+    const { initBackend } = await import('../packages/capsnet/src/train/backends/backend.ts');
     const backend = await initBackend((process.env.CAPSNET_BENCH_TFJS_BACKEND ?? 'auto') as 'auto');
     const tf = backend.tf;
-    const { forward, initParams } = await import('../packages/capsnet/src/train/model.ts');
+    const { forward, initParams } = await import('../packages/capsnet/src/model/capsnet.ts');
     const { paramShapes } = await import('@capsnet-onnx/core');
     let params;
     if (req.checkpoint) {
       const { loadCheckpoint } = await import('../packages/capsnet/src/files/checkpoint.ts');
       const state = loadCheckpoint(req.checkpoint);
-      params = Object.fromEntries(Object.entries(paramShapes(state.config)).map(([n, s]) => [n, tf.variable(tf.tensor(state.weights[n]!, s), false)]));
+      const { variablesFromWeights } = await import('../packages/capsnet/src/model/layers.ts');
+      params = variablesFromWeights(paramShapes(state.config), state.weights, false);
     } else params = initParams(req.config, 0);
     const c = req.config;
     const run = async (images: Float32Array, n: number) => {
@@ -146,7 +147,7 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
 /** The page rows: onnxruntime-web wasm in headless Chromium (parity/browser.ts), threads as `mt` says. */
 async function benchInPage(req: BenchRequest, mt: boolean, timeoutMs: number): Promise<Reply> {
   const { benchWasmInChromium } = await import('../packages/capsnet/src/parity/browser.ts');
-  const decoder = req.modelPath.replace(/(\.onnx)?$/i, '.decoder.onnx');
+  const decoder = decoderPathFor(req.modelPath);
   const pixels = req.config.inputHeight * req.config.inputWidth * req.config.inputChannels;
   const [reply] = await benchWasmInChromium(
     req.modelPath,
@@ -201,7 +202,7 @@ async function prepareModel(preset: PresetName, log: (l: string) => void): Promi
   const tf = await import('@tensorflow/tfjs-core');
   await import('@tensorflow/tfjs-backend-cpu');
   await tf.setBackend('cpu');
-  const { initParams } = await import('../packages/capsnet/src/train/model.ts');
+  const { initParams } = await import('../packages/capsnet/src/model/capsnet.ts');
   const { saveCheckpoint } = await import('../packages/capsnet/src/files/checkpoint.ts');
   const config = presetConfig(preset);
   const weights: Record<string, Float32Array> = {};
@@ -266,7 +267,7 @@ async function main(): Promise<void> {
     ? { model: existingPath(values.model, '--model'), checkpoint: values.checkpoint && existingPath(values.checkpoint, '--checkpoint') }
     : await prepareModel(values.preset as PresetName, log);
   const metadata = readModelMetadata(readFileSync(prepared.model));
-  const config = { ...presetConfig('paper'), ...metadata.config } as CapsNetConfig;
+  const config = metadata.config;
   const checkpoint = prepared.checkpoint ?? (existsSync(join(dirname(prepared.model), 'checkpoint.bin')) ? dirname(prepared.model) : undefined);
   const flops = countFlops(config).forward.total;
   const batch = Number(values.batch);
@@ -337,7 +338,7 @@ async function main(): Promise<void> {
       inputChannels: config.inputChannels,
       conv1Filters: config.conv1Filters,
       primaryMaps: config.primaryMaps,
-      routingIterations: config.routingIterations,
+      routingIterations: config.routing.iterations,
     },
     flopsPerImage: flops,
     batch,

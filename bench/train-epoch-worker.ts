@@ -157,9 +157,10 @@ async function timePartsAlone(
   const { Rng } = await import('@capsnet-onnx/core');
   const { loadDataset } = await import('../packages/capsnet/src/data/datasets.ts');
   const { augmentBatch, networkView, sourceShape } = await import('../packages/capsnet/src/data/augment.ts');
-  const { epochOrder, gather, oneHot, paramsFromWeights } = await import('../packages/capsnet/src/train/loop.ts');
+  const { epochOrder, gather, oneHot } = await import('../packages/capsnet/src/train/loop.ts');
+  const { variablesFromWeights } = await import('../packages/capsnet/src/model/layers.ts');
   const { imagesTensor } = await import('../packages/capsnet/src/train/trainer.ts');
-  const { capsnetFamily, evaluate } = await import('../packages/capsnet/src/train/models/family.ts');
+  const { capsnetFamily, evaluate } = await import('../packages/capsnet/src/train/family.ts');
   const { loadCheckpoint, saveCheckpoint } = await import('../packages/capsnet/src/files/checkpoint.ts');
 
   const dataset = loadDataset(job.data);
@@ -181,7 +182,7 @@ async function timePartsAlone(
 
   const state = loadCheckpoint(runDir);
   const family = capsnetFamily(config);
-  const params = paramsFromWeights(family.paramShapes, state.weights);
+  const params = variablesFromWeights(family.paramShapes, state.weights);
   const testCount = Math.min(job.testImages, dataset.test.count);
   const test = networkView(
     { images: dataset.test.images.subarray(0, testCount * pixels), labels: dataset.test.labels.subarray(0, testCount), count: testCount },

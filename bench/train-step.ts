@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { type CapsNetConfig, convKernelFlops, derivedSizes, type PresetName, presetConfig } from '@capsnet-onnx/core';
-import type { BackendName } from '../packages/capsnet/src/train/backend.ts';
+import type { BackendName } from '../packages/capsnet/src/train/backends/backend.ts';
 import { seededUniform, waitForIdle } from './harness.ts';
 
 export interface Job {
@@ -156,7 +156,7 @@ async function bestOf(
 /**
  * The step cut into its parts, each timed alone at the step's shapes: forward, then forward + backward (the
  * gradients the step needs: weights, and the input where an earlier part needs it), backward = the difference.
- * The parts follow train/model.ts: convolutions (conv1, PrimaryCaps), u_hat (with the primary squash),
+ * The parts follow model/capsnet.ts: convolutions (conv1, PrimaryCaps), u_hat (with the primary squash),
  * routing, decoder (masked by the label), losses (margin + reconstruction), then Adam.
  */
 async function timeParts(
@@ -166,7 +166,9 @@ async function timeParts(
   y: tf.Tensor2D,
   gate: () => Promise<void>,
 ): Promise<PartTiming[]> {
-  const model = await import('../packages/capsnet/src/train/model.ts');
+  const model = await import('../packages/capsnet/src/model/capsnet.ts');
+  const routing = await import('../packages/capsnet/src/model/routing.ts');
+  const layers = await import('../packages/capsnet/src/model/layers.ts');
   const { Adam } = await import('../packages/capsnet/src/train/adam.ts');
   const { numPrimaryCaps } = derivedSizes(config);
   const batch = x.shape[0];
@@ -174,12 +176,12 @@ async function timeParts(
   const primaryConv = tf.tidy(() => model.convolutions(params, x, config));
   const uHat = tf.tidy(() =>
     model.predictionVectors(
-      model.squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
+      layers.squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
       params['digit/W'] as tf.Tensor3D,
       config,
     ),
   );
-  const capsules = tf.tidy(() => model.dynamicRouting(uHat, config.routingIterations, config.squashEpsilon).capsules);
+  const capsules = tf.tidy(() => routing.route(uHat, config.routing, config.squashEpsilon).capsules);
   const reconstruction = tf.tidy(() => model.decode(params, model.maskCapsules(capsules, y), config));
   const decoderNames = Object.keys(params).filter((n) => n.startsWith('decoder/'));
   const convNames = ['conv1/kernel', 'conv1/bias', 'primary/kernel', 'primary/bias'];
@@ -200,12 +202,12 @@ async function timeParts(
       wrt: [0, 1],
       f: ([p, W]) =>
         model.predictionVectors(
-          model.squash(tf.reshape(p!, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
+          layers.squash(tf.reshape(p!, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon) as tf.Tensor3D,
           W as tf.Tensor3D,
           config,
         ),
     },
-    { part: 'routing', inputs: [uHat], wrt: [0], f: ([u]) => model.dynamicRouting(u as tf.Tensor4D, config.routingIterations, config.squashEpsilon).capsules },
+    { part: 'routing', inputs: [uHat], wrt: [0], f: ([u]) => routing.route(u as tf.Tensor4D, config.routing, config.squashEpsilon).capsules },
     {
       part: 'decoder',
       inputs: [capsules, ...decoderNames.map((n) => params[n]!)],
@@ -218,7 +220,7 @@ async function timeParts(
       wrt: [0, 1],
       f: ([c, r]) =>
         tf.add(
-          model.marginLoss(model.capsuleLengths(c!, config.squashEpsilon) as tf.Tensor2D, y, config),
+          model.marginLoss(layers.capsuleLengths(c!, config.squashEpsilon) as tf.Tensor2D, y, config),
           model.reconstructionLoss(r as tf.Tensor2D, x, config),
         ),
     },
@@ -286,10 +288,10 @@ async function timeParts(
 }
 
 export async function runStepWorker(job: Job): Promise<WorkerResult> {
-  const { initBackend } = await import('../packages/capsnet/src/train/backend.ts');
-  const { initParams, trainingLosses } = await import('../packages/capsnet/src/train/model.ts');
+  const { initBackend } = await import('../packages/capsnet/src/train/backends/backend.ts');
+  const { initParams, trainingLosses } = await import('../packages/capsnet/src/model/capsnet.ts');
   const { Adam } = await import('../packages/capsnet/src/train/adam.ts');
-  const { setFusedKernels } = await import('../packages/capsnet/src/train/fused.ts');
+  const { setFusedKernels } = await import('../packages/capsnet/src/model/fused.ts');
   const b = await initBackend(job.backend);
   setFusedKernels(job.fused);
   const config = presetConfig(job.preset);

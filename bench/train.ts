@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type PresetName, countFlops, presetConfig } from '@capsnet-onnx/core';
-import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backend.ts';
+import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backends/backend.ts';
 import { BACKEND_NAMES } from '../packages/capsnet/src/train/names.ts';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { busyNote, cpuBusy, machineInfo, median, userPath, writeReport } from './harness.ts';

@@ -113,7 +113,7 @@ async function bundleApp(outfile: string): Promise<void> {
     external: ['onnxruntime-node'],
     plugins: [
       {
-        // Backends the check never starts (train/backend.ts's wasm and tensorflow): empty modules, so that their
+        // Backends the check never starts (train/backends/backend.ts's wasm and tensorflow): empty modules, so that their
         // native or wasm files are not needed.
         name: 'absent-backends',
         setup(b) {

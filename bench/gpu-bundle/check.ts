@@ -423,9 +423,10 @@ async function stepCudaEp(out: string, dataDir: string, budget: number): Promise
 
 async function stepTrain(out: string, dataDir: string, budget: number): Promise<void> {
   const step = new Step(out, 'b', 'b. training: tfjs-backend-webgpu in Node through Dawn', budget);
-  const { initBackend, releaseWebgpu } = await import('../../packages/capsnet/src/train/backend.ts');
-  const model = await import('../../packages/capsnet/src/train/model.ts');
+  const { initBackend, releaseWebgpu } = await import('../../packages/capsnet/src/train/backends/backend.ts');
+  const model = await import('../../packages/capsnet/src/model/capsnet.ts');
   const loop = await import('../../packages/capsnet/src/train/loop.ts');
+  const layers = await import('../../packages/capsnet/src/model/layers.ts');
   const { loadCheckpoint } = await import('../../packages/capsnet/src/files/checkpoint.ts');
   let backend: Awaited<ReturnType<typeof initBackend>>;
   try {
@@ -452,7 +453,7 @@ async function stepTrain(out: string, dataDir: string, budget: number): Promise<
     };
     const c = ckpt.config;
     const { paramShapes } = await import('@capsnet-onnx/core');
-    const params = loop.paramsFromWeights(paramShapes(c), ckpt.weights);
+    const params = layers.variablesFromWeights(paramShapes(c), ckpt.weights);
     const pixels = c.inputHeight * c.inputWidth * c.inputChannels;
     const x = tf.tensor4d(test.images.slice(0, ref.count * pixels), [ref.count, c.inputHeight, c.inputWidth, c.inputChannels]);
     const f = model.forward(params, x, c);
@@ -557,7 +558,7 @@ async function stepTrain(out: string, dataDir: string, budget: number): Promise<
       optimizer.dispose();
       // Class scores are the capsule lengths: the decoder is not needed (nor, on a software adapter, compiled again).
       const scores = await loop.scoresInBatches(
-        (x) => model.capsuleLengths(model.encode(params, x, c).capsules, c.squashEpsilon) as import('@tensorflow/tfjs-core').Tensor2D,
+        (x) => layers.capsuleLengths(model.encode(params, x, c).capsules, c.squashEpsilon) as import('@tensorflow/tfjs-core').Tensor2D,
         c,
         test.images,
         testCount,

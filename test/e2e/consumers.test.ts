@@ -159,14 +159,14 @@ describe('npm pack --workspaces', () => {
       'package/dist/export/ep-probe.mjs',
       'package/dist/web/capsnet.js',
       'package/dist/web/parity-harness.js',
-      'package/dist/train/kernels/training-kernels.wasm',
-      'package/dist/train/kernels/training-kernels-shared.wasm',
+      'package/dist/train/backends/kernels/training-kernels.wasm',
+      'package/dist/train/backends/kernels/training-kernels-shared.wasm',
     ]) {
       assert.ok(capsnet.includes(f), `${f} is missing from ${tarballs.capsnet}`);
     }
     // No sources, and no wasm but the training kernels (ONNX Runtime's and tfjs's come with their own packages).
     assert.deepEqual(
-      capsnet.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|\.wasm$/.test(f) && !f.startsWith('package/dist/train/kernels/')),
+      capsnet.filter((f) => /\/src\/|\.ts$(?<!\.d\.ts)|\.wasm$/.test(f) && !f.startsWith('package/dist/train/backends/kernels/')),
       [],
     );
   });

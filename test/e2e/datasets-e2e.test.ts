@@ -14,8 +14,9 @@ import { METADATA_KEYS, paramShapes, presetConfig, readModelMetadata, readOnnxHe
 import { CapsNet } from '@capsnet-onnx/runtime/node';
 import { loadCheckpoint } from '../../packages/capsnet/src/files/checkpoint.ts';
 import { train } from '../../packages/capsnet/src/train/trainer.ts';
-import { initBackend } from '../../packages/capsnet/src/train/backend.ts';
-import { forward, initParams, standardizePerImage } from '../../packages/capsnet/src/train/model.ts';
+import { initBackend } from '../../packages/capsnet/src/train/backends/backend.ts';
+import { forward, initParams } from '../../packages/capsnet/src/model/capsnet.ts';
+import { standardizePerImage } from '../../packages/capsnet/src/model/layers.ts';
 import { exportCheckpoint } from '../../packages/capsnet/src/export/exporter.ts';
 import { exportEnsemble } from '../../packages/capsnet/src/export/ensemble.ts';
 import { runParity } from '../../packages/capsnet/src/parity/run.ts';

@@ -11,7 +11,7 @@ import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
 import { Rng } from '@capsnet-onnx/core';
 import { AffnistError, affnistFromMat, encodeAffnistMat, loadAffnist, parseMat } from '../../packages/capsnet/src/experiments/affnist.ts';
 import { EXPERIMENTS, type ExperimentResult } from '../../packages/capsnet/src/experiments/common.ts';
-import { conv2dFilterGradient } from '../../packages/capsnet/src/train/cpu-kernels.ts';
+import { conv2dFilterGradient } from '../../packages/capsnet/src/train/backends/cpu-kernels.ts';
 import {
   AFFNIST_STYLE,
   MULTIMNIST,

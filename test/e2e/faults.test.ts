@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { loadCheckpoint } from '../../packages/capsnet/src/files/checkpoint.ts';
-import { Rng } from '@capsnet-onnx/core';
+import { Rng, decoderPathFor } from '@capsnet-onnx/core';
 import { CapsNet } from '@capsnet-onnx/runtime/node';
 import { ROOT } from '../support/fixtures.ts';
 import { tinyModel } from '../support/tiny-model.ts';
@@ -96,7 +96,7 @@ describe('SIGKILL during train, then resume', { timeout: 600_000 }, () => {
     const clean = join(base, 'clean.onnx');
     await child(['export', reference, clean]);
     const out = join(base, 'export', 'model.onnx');
-    const decoderOf = (p: string) => p.replace(/\.onnx$/, '.decoder.onnx');
+    const decoderOf = decoderPathFor;
     // An older pair in place, so a kill between the two renames leaves a new decoder beside an old model.
     const old = tinyModel();
     rmSync(join(base, 'export'), { recursive: true, force: true });

@@ -28,6 +28,7 @@ function syntheticReference(): Reference {
     lengths,
     capsules: lengths.slice(),
     reconstruction: new Float32Array(4),
+    coupling: new Float32Array(0),
     masked: new Float32Array(6),
     labels: [0, 1],
     topGap: [0.4, 5e-6],
@@ -195,6 +196,9 @@ describe('capsnet parity on a trained checkpoint', () => {
     assert.equal(report.ok, true);
     assert.match(run.stdout, /backend\s+n\s+lengths\s+capsules\s+recon\s+decoder\s+argmax\s+median ms/);
     assert.match(run.stdout, /parity: OK/);
+    assert.deepEqual(report.coupling.routing, { algorithm: 'dynamic', iterations: 3 });
+    assert.ok(report.coupling.ok && report.coupling.maxAbs <= 1e-5, `coupling ${report.coupling.maxAbs}`);
+    assert.match(run.stdout, /coupling \(dynamic routing x3, onnxruntime-node, cpu execution provider\): max \|diff\| \S+ <= 0\.00001: pass/);
     const rows = Object.fromEntries(report.rows.map((r) => [r.backend, r]));
     assert.deepEqual(Object.keys(rows), ['tfjs (reference)', 'node-cpu', 'node-cuda', 'node-webgpu', 'node-wasm', 'chromium-wasm', 'chromium-webgpu']);
     for (const name of ['node-cpu', 'node-wasm', 'chromium-wasm']) {
@@ -223,6 +227,26 @@ describe('capsnet parity on a trained checkpoint', () => {
     assert.equal(digits.length, 16);
     const correct = digits.filter((d) => report.referenceLabels[d.i] === d.label).length;
     assert.ok(correct >= 11, `reference got ${correct}/16 digits`);
+  });
+
+  test('a model re-exported with --routing 2 is checked at its own iteration count, coupling included', async () => {
+    const routed = join(work, 'routing2.onnx');
+    const exported = await execa('node', [CLI, 'export', runDir, '-o', routed, '--routing', '2'], { cwd: ROOT, reject: false, all: true });
+    assert.equal(exported.exitCode, 0, exported.all);
+    const json = join(work, 'parity-routing2.json');
+    const run = await execa('node', [CLI, 'parity', routed, '--checkpoint', runDir, '--backends', 'node-cpu', '--json', json, '--latency-runs', '1'], {
+      cwd: ROOT,
+      reject: false,
+      all: true,
+    });
+    assert.equal(run.exitCode, 0, run.all);
+    const report = JSON.parse(readFileSync(json, 'utf8')) as ParityReport;
+    assert.equal(report.ok, true, report.failures.join('; '));
+    assert.match(run.stdout, /routing: the file unrolls dynamic x2 \(trained with dynamic x3\); the reference runs the file's/);
+    assert.deepEqual(report.coupling.routing, { algorithm: 'dynamic', iterations: 2 });
+    assert.ok(report.coupling.maxAbs <= 1e-5, `coupling ${report.coupling.maxAbs}`);
+    const cpu = report.rows.find((r) => r.backend === 'node-cpu')!;
+    assert.equal(cpu.status, 'pass', cpu.reason);
   });
 
   test('a model checked against the wrong checkpoint is refused', async () => {

@@ -1,4 +1,4 @@
-// The fused u_hat, routing and Adam kernels (train/wasm-capsule-kernels.ts) against the composite tfjs ops on the cpu
+// The fused u_hat, routing and Adam kernels (train/backends/wasm-capsule-kernels.ts) against the composite tfjs ops on the cpu
 // backend. Each case computes the same outputs and gradients on both backends from identical seeded inputs and
 // requires max|wasm - cpu| / max|cpu| < 1e-5. Also: the committed wasm binaries are what their AssemblyScript source
 // compiles to, and they cannot write outside the pointers they are given (no data segment, no start function).
@@ -9,9 +9,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { paramShapes, presetConfig } from '@capsnet-onnx/core';
 import { Adam } from '../../packages/capsnet/src/train/adam.ts';
-import { initBackend } from '../../packages/capsnet/src/train/backend.ts';
-import { FUSED_KERNELS, fusedKernelAvailable, setFusedKernels } from '../../packages/capsnet/src/train/fused.ts';
-import { dynamicRouting, initParams, predictionVectors, trainingLosses } from '../../packages/capsnet/src/train/model.ts';
+import { initBackend } from '../../packages/capsnet/src/train/backends/backend.ts';
+import { FUSED_KERNELS, fusedKernelAvailable, setFusedKernels } from '../../packages/capsnet/src/model/fused.ts';
+import { initParams, predictionVectors, trainingLosses } from '../../packages/capsnet/src/model/capsnet.ts';
+import { dynamicRouting } from '../../packages/capsnet/src/model/routing.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
 import { compileKernels, KERNEL_BINARIES } from '../../packages/capsnet/scripts/build-kernels.mjs';
 import { relErr, rng, values } from '../support/numeric.ts';

@@ -15,8 +15,14 @@ export const CLI = join(ROOT, 'packages', 'capsnet', 'bin', 'capsnet.js');
 
 function trainingCodeHash(): string {
   const hash = createHash('sha256');
-  // Everything a trained checkpoint depends on: the core (config, shapes), the data sets, the trainer, the file format.
-  for (const dir of ['packages/core/src', 'packages/capsnet/src/train', 'packages/capsnet/src/data', 'packages/capsnet/src/files']) {
+  // Everything a trained checkpoint depends on: the core (config, shapes), the data sets, the network, the trainer, the file format.
+  for (const dir of [
+    'packages/core/src',
+    'packages/capsnet/src/model',
+    'packages/capsnet/src/train',
+    'packages/capsnet/src/data',
+    'packages/capsnet/src/files',
+  ]) {
     for (const file of readdirSync(join(ROOT, dir), { recursive: true, encoding: 'utf8' }).sort()) {
       if (file.endsWith('.ts')) hash.update(file).update(readFileSync(join(ROOT, dir, file)));
     }

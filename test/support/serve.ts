@@ -1,5 +1,6 @@
 /** Shared by the serve tests: a fake Classifier (deterministic, countable, optionally slow) and HTTP helpers. */
 import type { Classification, Classifier, ImageInput, ModelMetadata } from '@capsnet-onnx/runtime/node';
+import { paperConfig } from '@capsnet-onnx/core';
 
 export const FAKE_METADATA: ModelMetadata = {
   inputHeight: 28,
@@ -19,7 +20,7 @@ export const FAKE_METADATA: ModelMetadata = {
   computePrecision: 'fp32',
   producer: 'test',
   producerVersion: '0',
-  config: {},
+  config: paperConfig(),
   preprocessing: { method: 'mnist', polarity: 'light-on-dark' },
   preprocessingRecorded: true,
   presenceThreshold: 0.1,

@@ -1,13 +1,13 @@
 /**
- * A tiny real CapsNet for tests: train/model.ts's network on 12x10x1 inputs and 4 classes with seeded random
+ * A tiny real CapsNet for tests: model/capsnet.ts's network on 12x10x1 inputs and 4 classes with seeded random
  * weights, exported by export/exporter.ts like any checkpoint, so the runtime tests run the real graph (routing
- * unrolled) in milliseconds. `tinyReference` is what its outputs are checked against: train/model.ts's forward
+ * unrolled) in milliseconds. `tinyReference` is what its outputs are checked against: model/capsnet.ts's forward
  * pass on tfjs's cpu backend. `syntheticWeights` (no tfjs) also serves the export tests.
  */
 import { type CapsNetConfig, METADATA_KEYS, presetConfig, paramShapes, Rng } from '@capsnet-onnx/core';
-import { initBackend } from '../../packages/capsnet/src/train/backend.ts';
-import { decode, forward } from '../../packages/capsnet/src/train/model.ts';
-import { paramsFromWeights } from '../../packages/capsnet/src/train/trainer.ts';
+import { initBackend } from '../../packages/capsnet/src/train/backends/backend.ts';
+import { decode, forward } from '../../packages/capsnet/src/model/capsnet.ts';
+import { variablesFromWeights } from '../../packages/capsnet/src/model/layers.ts';
 import { type ExportProvenance, buildCapsNetModels, recordDecoderHash } from '../../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../../packages/capsnet/src/export/onnx-schema.ts';
 
@@ -82,11 +82,11 @@ export interface TinyReference {
   decode(masked: Float32Array): Promise<Float32Array>;
 }
 
-/** train/model.ts on tfjs's cpu backend, with the tiny model's weights. */
+/** model/capsnet.ts on tfjs's cpu backend, with the tiny model's weights. */
 export async function tinyReference(tiny: TinyModel): Promise<TinyReference> {
   const { tf } = await initBackend('cpu');
   const { config } = tiny;
-  const params = paramsFromWeights(config, tiny.weights);
+  const params = variablesFromWeights(paramShapes(config), tiny.weights);
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   return {
     async classify(images) {

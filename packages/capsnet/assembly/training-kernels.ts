@@ -1,12 +1,18 @@
 // AssemblyScript source of the wasm SIMD training kernels: the prediction vectors u_hat (eq. 2) forward and
-// backward, routing by agreement (procedure 1) forward and backward and Adam (train/wasm-capsule-kernels.ts), and
-// the data movement around XNNPACK in the convolution gradients (train/wasm-kernels.ts). train/wasm-simd.ts loads
+// backward, routing by agreement (procedure 1) forward and backward and Adam (train/backends/wasm-capsule-kernels.ts), and
+// the data movement around XNNPACK in the convolution gradients (train/backends/wasm-kernels.ts). train/backends/wasm-simd.ts loads
 // the module and shares each call between threads: every kernel takes the range of its work it should do.
 //
 // The module imports tfjs-backend-wasm's own memory, so every pointer below is a byte offset of a tensor on that
 // heap (or of scratch the caller allocated there): the kernels read and write the tensors in place, with no copy.
 // It has no data segment and no allocator, so it never writes anywhere it was not given a pointer to
 // (test/e2e/wasm-capsule-kernels.test.ts checks the built binary for that).
+//
+// Routing (routingForward/routingBackward) is one of three implementations of core/routing.ts's `dynamic`
+// algorithm, which must agree: the TensorFlow.js one (packages/capsnet/src/model/routing.ts, whose composite ops
+// are this gradient's reference in test/wasm-capsule-kernels.test.ts) and the ONNX one unrolled into every export
+// (packages/capsnet/src/export/routing.ts). Only `dynamic` has a kernel here; another algorithm runs as composite
+// tfjs ops.
 //
 // Built by `npm run build:kernels` (packages/capsnet/scripts/build-kernels.mjs) into two binaries that differ only
 // in the memory they import: shared (tfjs's multi-threaded build) and not shared (its single-threaded build).
@@ -137,7 +143,7 @@ function routingLayout(scratch: usize, I: i32, J: i32, D: i32, R: i32): void {
   gradC = at(gradBNext, IJ);
 }
 
-/** v = |s|^2 / (1 + |s|^2) s / sqrt(|s|^2 + eps) for each D-vector (eq. 1, as train/model.ts's squash). */
+/** v = |s|^2 / (1 + |s|^2) s / sqrt(|s|^2 + eps) for each D-vector (eq. 1, as model/capsnet.ts's squash). */
 function squash(s: usize, v: usize, J: i32, D: i32, eps: f64): void {
   for (let j = 0; j < J; j++) {
     const sj = at(s, j * D);

@@ -1,10 +1,10 @@
 // Compiles the AssemblyScript training kernels (assembly/training-kernels.ts) to the two wasm binaries that
-// train/wasm-capsule-kernels.ts loads: one importing a shared memory (tfjs-backend-wasm's multi-threaded build)
+// train/backends/wasm-capsule-kernels.ts loads: one importing a shared memory (tfjs-backend-wasm's multi-threaded build)
 // and one importing a plain memory (its single-threaded build). The binaries are committed, so that installing
 // or running the toolchain never needs the compiler; test/e2e/wasm-capsule-kernels.test.ts rebuilds them in memory and
 // requires the committed files to be byte-identical to what this source compiles to.
 //
-//   npm run build:kernels            # rewrite src/train/kernels/*.wasm from assembly/
+//   npm run build:kernels            # rewrite src/train/backends/kernels/*.wasm from assembly/
 //
 // --shrinkLevel 1 keeps AssemblyScript's Math.exp off its lookup table: the module must have no data segment,
 // because it shares tfjs's heap and a segment would be written over tfjs's own data at instantiation.
@@ -13,7 +13,10 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 export const KERNEL_SOURCE = `${root}assembly/training-kernels.ts`;
-export const KERNEL_BINARIES = { plain: `${root}src/train/kernels/training-kernels.wasm`, shared: `${root}src/train/kernels/training-kernels-shared.wasm` };
+export const KERNEL_BINARIES = {
+  plain: `${root}src/train/backends/kernels/training-kernels.wasm`,
+  shared: `${root}src/train/backends/kernels/training-kernels-shared.wasm`,
+};
 
 const COMMON = [
   '--optimizeLevel',
@@ -59,7 +62,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   for (const variant of Object.keys(VARIANTS)) {
     const bytes = await compileKernels(variant);
     const out = KERNEL_BINARIES[variant];
-    mkdirSync(`${root}src/train/kernels`, { recursive: true });
+    mkdirSync(`${root}src/train/backends/kernels`, { recursive: true });
     writeFileSync(`${out}.tmp`, bytes);
     renameSync(`${out}.tmp`, out);
     console.log(`${out}: ${bytes.length} bytes`);

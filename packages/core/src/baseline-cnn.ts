@@ -1,6 +1,6 @@
 /**
  * The paper's baseline CNNs: config, presets, weight shapes and parameter counts (no TensorFlow.js; the network
- * itself is in packages/capsnet/src/train/models/baseline-cnn.ts, the ONNX graph in export/baseline-cnn-graph.ts).
+ * itself is in packages/capsnet/src/model/baseline-cnn.ts, the ONNX graph in export/baseline-cnn-graph.ts).
  *
  * Table 1 (MNIST), section 5: three 5x5 stride-1 convolutions with 256, 256 and 128 channels, fully connected 328
  * and 192, the last connected with dropout to a softmax over the classes, cross entropy. The paper gives 35.4M

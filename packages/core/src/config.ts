@@ -1,3 +1,5 @@
+import { PAPER_ROUTING, type RoutingConfig, validateRouting } from './routing.ts';
+
 /**
  * One config object for the whole model. The defaults are the paper's numbers
  * (Sabour, Frosst & Hinton 2017, section 4); the input shape and class count come from the data.
@@ -17,7 +19,8 @@ export interface CapsNetConfig {
   primaryStride: number;
   /** DigitCaps: one `digitDim`-D capsule per class. */
   digitDim: number;
-  routingIterations: number;
+  /** How the primary capsules are routed to the class capsules (core/routing.ts); the paper: dynamic, 3 iterations. */
+  routing: RoutingConfig;
   /** Decoder hidden layer widths; the output layer has H*W*C sigmoid units. */
   decoderHidden: number[];
   /** Margin loss, eq. 4. */
@@ -118,7 +121,7 @@ const PAPER: Omit<CapsNetConfig, keyof DataShape> = {
   primaryKernel: 9,
   primaryStride: 2,
   digitDim: 16,
-  routingIterations: 3,
+  routing: PAPER_ROUTING,
   decoderHidden: [512, 1024],
   mPlus: 0.9,
   mMinus: 0.1,
@@ -145,7 +148,13 @@ export const MNIST_SHAPE: DataShape = { inputHeight: 28, inputWidth: 28, inputCh
 export function presetConfig(preset: PresetName, shape: DataShape = MNIST_SHAPE, overrides: Partial<CapsNetConfig> = {}): CapsNetConfig {
   const base = preset === 'paper' ? PAPER : preset === 'small' ? SMALL : undefined;
   if (!base) throw new Error(`unknown preset "${preset}": use "paper" or "small"`);
-  const config = { ...base, ...shape, ...overrides, decoderHidden: [...(overrides.decoderHidden ?? base.decoderHidden)] };
+  const config = {
+    ...base,
+    ...shape,
+    ...overrides,
+    decoderHidden: [...(overrides.decoderHidden ?? base.decoderHidden)],
+    routing: { ...(overrides.routing ?? base.routing) },
+  };
   validateConfig(config);
   return config;
 }
@@ -191,7 +200,6 @@ export function validateConfig(config: CapsNetConfig): void {
     'primaryKernel',
     'primaryStride',
     'digitDim',
-    'routingIterations',
     'decaySteps',
   ];
   for (const key of positiveInts) {
@@ -200,8 +208,9 @@ export function validateConfig(config: CapsNetConfig): void {
       throw new Error(`config.${key} must be a positive integer, got ${JSON.stringify(value)}`);
     }
   }
+  validateRouting(config.routing);
   if (config.numClasses < 2) throw new Error(`config.numClasses must be at least 2, got ${config.numClasses}`);
-  if (!config.decoderHidden.every((w) => Number.isInteger(w) && w > 0)) {
+  if (!Array.isArray(config.decoderHidden) || !config.decoderHidden.every((w) => Number.isInteger(w) && w > 0)) {
     throw new Error(`config.decoderHidden must be positive integers, got ${JSON.stringify(config.decoderHidden)}`);
   }
   const finite = (key: keyof CapsNetConfig, positive: boolean) => {

@@ -8,6 +8,7 @@
 // except that conv1 needs no dL/d(image). So a training step is about 3x the forward pass.
 
 import { type CapsNetConfig, derivedSizes } from './config.ts';
+import { routingFlops } from './routing.ts';
 
 export interface LayerFlops {
   conv1: number;
@@ -39,8 +40,7 @@ export function countFlops(config: CapsNetConfig): FlopCounts {
   const primaryCaps = 2 * config.primaryKernel ** 2 * config.conv1Filters * primaryChannels * primaryH * primaryW;
   // u_hat_j|i = W_ij u_i: for every input capsule i an [primaryDim] x [primaryDim, classes * digitDim] product.
   const uHat = 2 * numPrimaryCaps * config.primaryDim * digitWidth;
-  // Each iteration forms s_j = sum_i c_ij u_hat_j|i; every iteration but the last adds u_hat_j|i . v_j to b_ij.
-  const routing = 2 * numPrimaryCaps * digitWidth * (2 * config.routingIterations - 1);
+  const routing = routingFlops(config.routing, numPrimaryCaps, digitWidth);
   const widths = [digitWidth, ...config.decoderHidden, pixels];
   let decoder = 0;
   for (let i = 0; i + 1 < widths.length; i++) decoder += 2 * widths[i]! * widths[i + 1]!;

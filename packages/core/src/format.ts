@@ -1,3 +1,4 @@
+import type { CapsNetConfig } from './config.ts';
 import type { Preprocessing } from './image.ts';
 
 /**
@@ -41,8 +42,11 @@ export interface ModelMetadata {
   computePrecision: string;
   producer: string;
   producerVersion: string;
-  /** The full training config, as JSON-decoded from `capsnet.config`. */
-  config: Record<string, unknown>;
+  /**
+   * The full training config, JSON-decoded from `capsnet.config` and checked as training checks it; files written
+   * before `routing` existed have their `routingIterations` read as routing { algorithm: 'dynamic', iterations }.
+   */
+  config: CapsNetConfig;
   /**
    * How images are prepared for this model (`capsnet.preprocessing`); files exported without that record get
    * image.ts's `defaultPreprocessing` (MNIST's normalisation for one-channel MNIST-like models).
@@ -113,4 +117,10 @@ function lastPathPart(path: string): string {
 /** The decoder file beside a model: `<dir>/model.onnx` -> `<dir>/model.decoder.onnx` (any other name gains the suffix). */
 export function decoderPathFor(modelPath: string): string {
   return modelPath.replace(/(\.onnx)?$/i, '.decoder.onnx');
+}
+
+/** decoderPathFor for a URL: the query stays at the end (`/m/model.onnx?v=2` -> `/m/model.decoder.onnx?v=2`). */
+export function decoderUrlFor(modelUrl: string): string {
+  const query = modelUrl.indexOf('?');
+  return query < 0 ? decoderPathFor(modelUrl) : decoderPathFor(modelUrl.slice(0, query)) + modelUrl.slice(query);
 }

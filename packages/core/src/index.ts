@@ -1,10 +1,11 @@
 /**
  * @capsnet-onnx/core: what every layer shares, with no TensorFlow.js and no ONNX Runtime, safe in Node and the
- * browser. The training config and its presets (paper section 4), the weights' names and shapes, the ONNX file
+ * browser. The training config and its presets (paper section 4), the routing algorithms (routing.ts), the weights' names and shapes, the ONNX file
  * format (I/O names, metadata keys, metadata parsing, the decoder's path), a seeded RNG, FLOP counts, errors, and
  * the one image pipeline (decode.ts: PNG/JPEG with size limits; image.ts: alpha, polarity, MNIST normalisation).
  */
 export * from './config.ts';
+export * from './routing.ts';
 export * from './params.ts';
 export * from './baseline-cnn.ts';
 export * from './format.ts';

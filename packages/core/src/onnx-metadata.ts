@@ -6,6 +6,8 @@
 import { PreprocessError, defaultPreprocessing, parsePreprocessing } from './image.ts';
 import { METADATA_KEYS, PRODUCER_NAME, type ModelMetadata } from './format.ts';
 import { ModelFormatError } from './errors.ts';
+import { type CapsNetConfig, validateConfig } from './config.ts';
+import { withRoutingConfig } from './routing.ts';
 
 export interface OnnxHeader {
   producerName: string;
@@ -102,6 +104,16 @@ function positiveInt(config: Record<string, unknown>, key: string): number {
   return value;
 }
 
+/** The training config a file stores, checked as training checks it (validateConfig); a bad one names the fix. */
+function storedConfig(stored: Record<string, unknown>): CapsNetConfig {
+  try {
+    validateConfig(stored as unknown as CapsNetConfig);
+  } catch (e) {
+    throw new ModelFormatError(`metadata "${METADATA_KEYS.config}": ${(e as Error).message}: re-export the model`);
+  }
+  return stored as unknown as CapsNetConfig;
+}
+
 /** The CapsNet metadata of an exported model; errors name the missing piece and the fix. */
 export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
   const { props } = header;
@@ -123,14 +135,16 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
         : `the ONNX file has no "${METADATA_KEYS.config}" metadata, so it is not a CapsNet export: export one with \`capsnet export\``,
     );
   }
-  let config: Record<string, unknown>;
+  let stored: Record<string, unknown>;
   try {
-    config = JSON.parse(raw) as Record<string, unknown>;
-    if (!config || typeof config !== 'object' || Array.isArray(config)) throw new Error('not an object');
+    stored = JSON.parse(raw) as Record<string, unknown>;
+    if (!stored || typeof stored !== 'object' || Array.isArray(stored)) throw new Error('not an object');
   } catch (e) {
     throw new ModelFormatError(`metadata "${METADATA_KEYS.config}" is not a JSON object (${(e as Error).message}): re-export the model`);
   }
-  const numClasses = positiveInt(config, 'numClasses');
+  // Files exported before `routing` existed carry `routingIterations` (core/routing.ts).
+  stored = withRoutingConfig(stored);
+  const numClasses = positiveInt(stored, 'numClasses');
   let classLabels = Array.from({ length: numClasses }, (_, i) => String(i));
   const rawLabels = props[METADATA_KEYS.classLabels];
   if (rawLabels !== undefined) {
@@ -148,7 +162,9 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
   const accuracy = props[METADATA_KEYS.testAccuracy];
   const accuracyValue = accuracy === undefined || accuracy === '' ? Number.NaN : Number(accuracy);
   const routing = props[METADATA_KEYS.routingIterations];
-  const shape = { height: positiveInt(config, 'inputHeight'), width: positiveInt(config, 'inputWidth'), channels: positiveInt(config, 'inputChannels') };
+  const shape = { height: positiveInt(stored, 'inputHeight'), width: positiveInt(stored, 'inputWidth'), channels: positiveInt(stored, 'inputChannels') };
+  const digitDim = positiveInt(stored, 'digitDim');
+  const config = storedConfig(stored);
   const dataset = props[METADATA_KEYS.dataset] ?? '';
   let recorded;
   try {
@@ -162,8 +178,8 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
     inputWidth: shape.width,
     inputChannels: shape.channels,
     numClasses,
-    digitDim: positiveInt(config, 'digitDim'),
-    routingIterations: routing !== undefined && Number.isInteger(Number(routing)) ? Number(routing) : positiveInt(config, 'routingIterations'),
+    digitDim,
+    routingIterations: routing !== undefined && Number.isInteger(Number(routing)) ? Number(routing) : config.routing.iterations,
     classLabels,
     dataset,
     datasetFiles: datasetFiles(props[METADATA_KEYS.datasetFiles]),
@@ -200,7 +216,7 @@ function datasetFiles(raw: string | undefined): Record<string, string> {
 }
 
 /** The recorded threshold, else the config's margin-loss m-, else 0.1 (the paper's m-). */
-function presenceThreshold(raw: string | undefined, config: Record<string, unknown>): number {
+function presenceThreshold(raw: string | undefined, config: CapsNetConfig): number {
   if (raw !== undefined && raw !== '') {
     const value = Number(raw);
     if (!Number.isFinite(value) || value < 0 || value >= 1) {

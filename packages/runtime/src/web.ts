@@ -9,7 +9,7 @@
 import * as ort from 'onnxruntime-web';
 import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
 import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
-import { ModelFileError } from '@capsnet-onnx/core';
+import { ModelFileError, decoderUrlFor } from '@capsnet-onnx/core';
 import { autoOrder, devicesOf } from './devices.ts';
 import { threadCount, type Provider } from './providers/provider.ts';
 import { webWasm } from './providers/web-wasm.ts';
@@ -99,12 +99,7 @@ export const CapsNet = {
     let decoder: DecoderSource;
     if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
     else {
-      const url =
-        typeof options.decoder === 'string'
-          ? options.decoder
-          : typeof urlOrBytes === 'string'
-            ? urlOrBytes.replace(/(\.onnx)?(\?.*)?$/i, '.decoder.onnx$2')
-            : null;
+      const url = typeof options.decoder === 'string' ? options.decoder : typeof urlOrBytes === 'string' ? decoderUrlFor(urlOrBytes) : null;
       decoder = async () => {
         if (!url) return { missing: 'the model was loaded from bytes: pass { decoder: bytes or URL } to CapsNet.load' };
         const fetched = await fetchBytes(url, 'decoder');

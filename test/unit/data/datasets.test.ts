@@ -276,13 +276,16 @@ describe('geometry: images whose size disagrees with the format are refused (iss
       () => loadDataset(`idx:${dir}`),
       /train-images-idx3-ubyte holds 4x0x4 images: found 0x4x1, expected a height, width and channel count of at least 1/,
     );
-    // classify's IDX reader holds the same line.
+    // classify's IDX reader is the same parser (data/idx.ts), with the same line.
     const metadata = { inputHeight: 4, inputWidth: 4, inputChannels: 1 } as Parameters<typeof imagesFromIdx>[1];
     assert.throws(
       () => imagesFromIdx(Buffer.concat([idxFile([4, 4, 4], new Array(64).fill(9)), Buffer.alloc(32)]), metadata, 'digits-idx3-ubyte'),
-      /digits-idx3-ubyte has 96 bytes of pixels but its header says 4 images of 4x4 \(64 bytes\): the sizes in the header do not match the data/,
+      /^InputError: digits-idx3-ubyte has 112 bytes but its header says 4x4x4 unsigned byte \(80 bytes\): the sizes in the header do not match the data/,
     );
-    assert.equal(imagesFromIdx(idxFile([4, 4, 4], new Array(64).fill(51)), metadata, 'ok').count, 4);
+    const ok = imagesFromIdx(idxFile([4, 4, 4], new Array(64).fill(51)), metadata, 'ok');
+    assert.equal(ok.count, 4);
+    assert.equal(ok.images[63], Math.fround(51 / 255));
+    assert.equal(imagesFromIdx(idxFile([4, 4, 4], new Array(64).fill(51)), metadata, 'ok', 2).images.length, 32);
   });
 });
 

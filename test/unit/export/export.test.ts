@@ -15,8 +15,8 @@ import '@tensorflow/tfjs-backend-cpu';
 import { type CapsNetConfig, derivedSizes, paperConfig, presetConfig, paramShapes, decoderPathFor } from '@capsnet-onnx/core';
 import { loadCheckpoint, saveCheckpoint } from '../../../packages/capsnet/src/files/checkpoint.ts';
 import { pythonOnnxAvailable, runChecker } from '../../support/onnx-checker.ts';
-import { type CapsNetParams, forward, initParams } from '../../../packages/capsnet/src/train/model.ts';
-import { METADATA_KEYS } from '@capsnet-onnx/runtime/node';
+import { type CapsNetParams, forward, initParams } from '../../../packages/capsnet/src/model/capsnet.ts';
+import { METADATA_KEYS, readModelMetadata } from '@capsnet-onnx/runtime/node';
 import { buildCapsNetModels, exportCheckpoint } from '../../../packages/capsnet/src/export/exporter.ts';
 import { DataType, type ModelProto, type NodeProto, decodeModel, encodeModel } from '../../../packages/capsnet/src/export/onnx-schema.ts';
 import { GraphBuilder, buildModel } from '../../../packages/capsnet/src/export/graph-builder.ts';
@@ -59,7 +59,7 @@ function randomImages(n: number, config: CapsNetConfig, seed: number): Float32Ar
   });
 }
 
-/** train/model.ts forward on the tiny config, keeping the four outputs the ONNX model has. */
+/** model/capsnet.ts forward on the tiny config, keeping the four outputs the ONNX model has. */
 function tfForward(params: CapsNetParams, images: Float32Array, n: number) {
   const [lengths, capsules, reconstruction, coupling] = tf.tidy(() => {
     const out = forward(params, tf.tensor4d(images, [n, tiny.inputHeight, tiny.inputWidth, tiny.inputChannels]), tiny);
@@ -162,7 +162,7 @@ describe('ONNX schema and graph', () => {
     for (const banned of ['Loop', 'If', 'Scan', 'ArgMax', 'OneHot', 'Equal', 'Shape', 'Gather', 'Expand', 'ConstantOfShape', 'Tile']) {
       assert.ok(!ops.has(banned), `${banned} must not appear`);
     }
-    assert.equal(model.graph.node.filter((n) => n.op_type === 'Softmax').length, tiny.routingIterations);
+    assert.equal(model.graph.node.filter((n) => n.op_type === 'Softmax').length, tiny.routing.iterations);
     const int64 = new Set(model.graph.initializer!.filter((t) => t.data_type === DataType.INT64).map((t) => t.name));
     for (const node of model.graph.node) {
       node.input.forEach((input, k) => {
@@ -461,7 +461,33 @@ describe('capsnet export / inspect', () => {
     const summary = inspectFile(out);
     assert.equal(summary.ops.Softmax, 5);
     assert.equal(summary.metadata[METADATA_KEYS.routingIterations], '5');
-    assert.equal(JSON.parse(summary.metadata[METADATA_KEYS.config]!).routingIterations, 5);
+    assert.deepEqual(JSON.parse(summary.metadata[METADATA_KEYS.config]!).routing, { algorithm: 'dynamic', iterations: 5 });
+  });
+
+  test('a checkpoint and an ONNX file written before `routing` existed read routingIterations as dynamic routing', () => {
+    const old = join(dir, 'old-run');
+    mkdirSync(old, { recursive: true });
+    const { routing: _routing, ...rest } = tiny;
+    const state = loadCheckpoint(run());
+    saveCheckpoint(old, { ...state, config: { ...rest, routingIterations: 2 } as unknown as CapsNetConfig });
+    assert.deepEqual(loadCheckpoint(old).config.routing, { algorithm: 'dynamic', iterations: 2 });
+    assert.equal('routingIterations' in loadCheckpoint(old).config, false);
+    const out = join(dir, 'old-run.onnx');
+    assert.equal(exportCheckpoint(old, { out }).routingIterations, 2);
+    assert.equal(inspectFile(out).ops.Softmax, 2);
+    // An older export's capsnet.config (routingIterations) and its capsnet.routing_iterations key.
+    const bytes = readFileSync(out);
+    const model = decodeModel(bytes);
+    const entry = model.metadata_props!.find((p) => p.key === METADATA_KEYS.config)!;
+    entry.value = JSON.stringify({ ...rest, routingIterations: 2 });
+    const meta = readModelMetadata(encodeModel(model));
+    assert.deepEqual(meta.config.routing, { algorithm: 'dynamic', iterations: 2 });
+    assert.equal(meta.routingIterations, 2);
+    entry.value = JSON.stringify({ ...rest, routing: { algorithm: 'em', iterations: 2 } });
+    assert.throws(
+      () => readModelMetadata(encodeModel(model)),
+      /^ModelFormatError: metadata "capsnet.config": config.routing.algorithm must be one of "dynamic", got "em": re-export the model$/,
+    );
   });
 
   test('missing, corrupted and mismatched checkpoints and bad -o paths fail with one line and leave no file', async () => {

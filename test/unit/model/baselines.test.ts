@@ -26,9 +26,9 @@ import {
 } from '@capsnet-onnx/core';
 import { Adam } from '../../../packages/capsnet/src/train/adam.ts';
 import { loadCheckpoint } from '../../../packages/capsnet/src/files/checkpoint.ts';
-import { forward, initParams, marginLoss } from '../../../packages/capsnet/src/train/model.ts';
+import { forward, initParams, marginLoss } from '../../../packages/capsnet/src/model/capsnet.ts';
 import { readWeights } from '../../../packages/capsnet/src/train/loop.ts';
-import { baselineForward, initBaseline } from '../../../packages/capsnet/src/train/models/baseline-cnn.ts';
+import { baselineForward, initBaseline } from '../../../packages/capsnet/src/model/baseline-cnn.ts';
 import { train } from '../../../packages/capsnet/src/train/trainer.ts';
 import { buildBaselineCnnModel, buildCapsNetModels, exportRun } from '../../../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../../../packages/capsnet/src/export/onnx-schema.ts';
@@ -196,7 +196,7 @@ describe("the authors' code's choices", () => {
     const config = presetConfig(
       'small',
       { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
-      { ...AUTHORS_CODE_CHOICES, conv1Filters: 8, primaryMaps: 2, decoderHidden: [8, 8], routingIterations: 3 },
+      { ...AUTHORS_CODE_CHOICES, conv1Filters: 8, primaryMaps: 2, decoderHidden: [8, 8], routing: { algorithm: 'dynamic', iterations: 3 } },
     );
     const params = initParams(config, 11);
     const w = (await params['digit/W']!.data()) as Float32Array;

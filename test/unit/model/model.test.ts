@@ -2,8 +2,21 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { derivedSizes, paperConfig, presetConfig, paramShapes, Rng } from '@capsnet-onnx/core';
-import { dynamicRouting, forward, initParams, marginLoss, reconstructionLoss, squash } from '../../../packages/capsnet/src/train/model.ts';
+import {
+  type CapsNetConfig,
+  countFlops,
+  derivedSizes,
+  paperConfig,
+  presetConfig,
+  paramShapes,
+  Rng,
+  routingFlops,
+  validateConfig,
+  withRoutingConfig,
+} from '@capsnet-onnx/core';
+import { forward, initParams, marginLoss, reconstructionLoss } from '../../../packages/capsnet/src/model/capsnet.ts';
+import { squash } from '../../../packages/capsnet/src/model/layers.ts';
+import { dynamicRouting, route } from '../../../packages/capsnet/src/model/routing.ts';
 
 const tiny = presetConfig(
   'small',
@@ -31,11 +44,56 @@ before(async () => {
   await tf.setBackend('cpu');
 });
 
+describe('routing config', () => {
+  test('a config names its routing algorithm and iterations; bad ones are refused by name', () => {
+    const c = paperConfig();
+    assert.throws(
+      () => validateConfig({ ...c, routing: { algorithm: 'em' as 'dynamic', iterations: 3 } }),
+      /^Error: config.routing.algorithm must be one of "dynamic", got "em"$/,
+    );
+    assert.throws(
+      () => validateConfig({ ...c, routing: { algorithm: 'dynamic', iterations: 0 } }),
+      /^Error: config.routing.iterations must be a positive integer, got 0$/,
+    );
+    assert.throws(() => validateConfig({ ...c, routing: undefined as never }), /^Error: config.routing must be \{ algorithm, iterations \}, got undefined$/);
+    assert.deepEqual(presetConfig('small', undefined, { routing: { algorithm: 'dynamic', iterations: 5 } }).routing, { algorithm: 'dynamic', iterations: 5 });
+  });
+
+  test('older configs: routingIterations becomes dynamic routing; a config that has routing keeps it', () => {
+    const { routing: _r, ...old } = paperConfig();
+    const migrated = withRoutingConfig({ ...old, routingIterations: 2 }) as unknown as CapsNetConfig;
+    assert.deepEqual(migrated.routing, { algorithm: 'dynamic', iterations: 2 });
+    assert.equal('routingIterations' in migrated, false);
+    const current = paperConfig();
+    assert.equal(withRoutingConfig(current), current);
+  });
+
+  test("the routing's FLOPs are core's countFlops routing term", () => {
+    const c = paperConfig();
+    const { numPrimaryCaps } = derivedSizes(c);
+    assert.equal(countFlops(c).forward.routing, routingFlops(c.routing, numPrimaryCaps, c.numClasses * c.digitDim));
+    assert.equal(routingFlops({ algorithm: 'dynamic', iterations: 1 }, 1152, 160), 2 * 1152 * 160);
+  });
+
+  test('route() runs the named algorithm: dynamic is procedure 1', async () => {
+    const rng = new Rng(3);
+    const uHat = tf.tensor4d(
+      Float32Array.from({ length: 2 * 6 * 3 * 4 }, () => rng.normal()),
+      [2, 6, 3, 4],
+    );
+    const a = route(uHat, { algorithm: 'dynamic', iterations: 2 }, 1e-7);
+    const b = dynamicRouting(uHat, 2, 1e-7);
+    assert.deepEqual(await a.capsules.data(), await b.capsules.data());
+    assert.deepEqual(await a.coupling.data(), await b.coupling.data());
+  });
+});
+
 describe('config', () => {
   test('the paper preset has 1152 primary capsules on 28x28 and its published sizes', () => {
     const c = paperConfig();
     assert.equal(derivedSizes(c).numPrimaryCaps, 1152);
-    assert.deepEqual([c.conv1Filters, c.primaryMaps, c.primaryDim, c.digitDim, c.routingIterations], [256, 32, 8, 16, 3]);
+    assert.deepEqual([c.conv1Filters, c.primaryMaps, c.primaryDim, c.digitDim], [256, 32, 8, 16]);
+    assert.deepEqual(c.routing, { algorithm: 'dynamic', iterations: 3 });
     assert.deepEqual(paramShapes(c)['digit/W'], [1152, 8, 160]);
     assert.deepEqual(paramShapes(c)['decoder/dense2/kernel'], [1024, 784]);
   });

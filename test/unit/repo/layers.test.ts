@@ -4,7 +4,8 @@
  * architecture: see the README's "Layout".
  *
  *   core (pure)  <-  runtime (core + ONNX Runtime)
- *   core  <-  files (atomic writes, checkpoint format)  <-  data  <-  train (TensorFlow.js)
+ *   core  <-  files (atomic writes, checkpoint format)  <-  data  <-  train (the loop, run directory, train/backends/)
+ *   core  <-  model (the networks in TensorFlow.js: layers, routing, CapsNet, baseline CNN)  <-  train
  *   core, files  <-  export (never TensorFlow.js, not even through another module)
  *   serve, parity, experiments above them; then the CLI; benchmarks and tests over everything.
  */
@@ -21,7 +22,8 @@ const ALLOWED: Record<string, string[]> = {
   'packages/runtime/src': ['packages/core/src'],
   [`${CAPSNET}/files`]: ['packages/core/src'],
   [`${CAPSNET}/data`]: ['packages/core/src', `${CAPSNET}/files`],
-  [`${CAPSNET}/train`]: ['packages/core/src', `${CAPSNET}/files`, `${CAPSNET}/data`],
+  [`${CAPSNET}/model`]: ['packages/core/src'],
+  [`${CAPSNET}/train`]: ['packages/core/src', `${CAPSNET}/files`, `${CAPSNET}/data`, `${CAPSNET}/model`],
   [`${CAPSNET}/export`]: ['packages/core/src', `${CAPSNET}/files`],
   [`${CAPSNET}/web`]: ['packages/runtime/src'],
   [`${CAPSNET}/api`]: ['packages/core/src', 'packages/runtime/src', `${CAPSNET}/files`, `${CAPSNET}/export`],
@@ -31,11 +33,20 @@ const ALLOWED: Record<string, string[]> = {
     'packages/runtime/src',
     `${CAPSNET}/files`,
     `${CAPSNET}/data`,
+    `${CAPSNET}/model`,
     `${CAPSNET}/train`,
     `${CAPSNET}/export`,
     `${CAPSNET}/web`,
   ],
-  [`${CAPSNET}/experiments`]: ['packages/core/src', 'packages/runtime/src', `${CAPSNET}/files`, `${CAPSNET}/data`, `${CAPSNET}/train`, `${CAPSNET}/export`],
+  [`${CAPSNET}/experiments`]: [
+    'packages/core/src',
+    'packages/runtime/src',
+    `${CAPSNET}/files`,
+    `${CAPSNET}/data`,
+    `${CAPSNET}/model`,
+    `${CAPSNET}/train`,
+    `${CAPSNET}/export`,
+  ],
   [`${CAPSNET}/cli`]: ['*'],
   bench: ['*', 'test/support'],
   // Repository scripts (npm start's demo, packaging the pretrained models) sit at the top, like the CLI.
@@ -150,12 +161,16 @@ describe('layers', () => {
   });
 
   test('the check catches forbidden edges', () => {
-    assert.match(edgeProblem(`${CAPSNET}/export/exporter.ts`, '../train/model.ts') ?? '', /export -> .*train is not an allowed edge/);
+    assert.match(edgeProblem(`${CAPSNET}/export/exporter.ts`, '../model/capsnet.ts') ?? '', /export -> .*model is not an allowed edge/);
+    assert.match(edgeProblem(`${CAPSNET}/model/capsnet.ts`, '../train/loop.ts') ?? '', /model -> .*train is not an allowed edge/);
+    assert.match(edgeProblem(`${CAPSNET}/model/routing.ts`, '../files/checkpoint.ts') ?? '', /model -> .*files is not an allowed edge/);
+    assert.equal(edgeProblem(`${CAPSNET}/train/family.ts`, '../model/capsnet.ts'), undefined);
+    assert.equal(edgeProblem(`${CAPSNET}/train/backends/wasm-capsule-kernels.ts`, '../../model/fused.ts'), undefined);
     assert.match(edgeProblem(`${CAPSNET}/serve/server.ts`, '../cli/main.ts') ?? '', /not an allowed edge/);
     assert.match(edgeProblem('packages/core/src/config.ts', 'node:fs') ?? '', /forbidden in packages\/core/);
     assert.match(edgeProblem('packages/runtime/src/node.ts', '@tensorflow/tfjs-core') ?? '', /forbidden/);
-    assert.match(edgeProblem(`${CAPSNET}/train/model.ts`, '../../../../test/support/fixtures.ts') ?? '', /not an allowed edge/);
+    assert.match(edgeProblem(`${CAPSNET}/model/capsnet.ts`, '../../../../test/support/fixtures.ts') ?? '', /not an allowed edge/);
     assert.equal(edgeProblem(`${CAPSNET}/export/exporter.ts`, '@capsnet-onnx/core'), undefined);
-    assert.ok(importsOf(`${CAPSNET}/train/model.ts`).includes('@tensorflow/tfjs-core'), 'imports are read');
+    assert.ok(importsOf(`${CAPSNET}/model/capsnet.ts`).includes('@tensorflow/tfjs-core'), 'imports are read');
   });
 });

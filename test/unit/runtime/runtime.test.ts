@@ -1,6 +1,6 @@
 /**
  * The runtime on a tiny real CapsNet (test/support/tiny-model.ts: random weights, exported by export/exporter.ts), so
- * every check here takes milliseconds; outputs are checked against train/model.ts's tfjs forward pass. The
+ * every check here takes milliseconds; outputs are checked against model/capsnet.ts's tfjs forward pass. The
  * trained-model checks across backends are in parity.test.ts.
  */
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// train/backend.ts: each backend it can start here, and the errors for the ones it cannot.
+// train/backends/backend.ts: each backend it can start here, and the errors for the ones it cannot.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -12,8 +12,8 @@ import {
   nvidiaGpuVisible,
   releaseWebgpu,
   wasmThreadsWanted,
-} from '../../../packages/capsnet/src/train/backend.ts';
-import { wasmConvKernelsRegistered } from '../../../packages/capsnet/src/train/wasm-kernels.ts';
+} from '../../../packages/capsnet/src/train/backends/backend.ts';
+import { wasmConvKernelsRegistered } from '../../../packages/capsnet/src/train/backends/wasm-kernels.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -94,7 +94,7 @@ describe('initBackend', () => {
 
   test('wasm falls back to the single-threaded build when the threaded one does not start', () => {
     // In a child process (a backend is initialized once per process): a start timeout nothing can meet.
-    const backendTs = fileURLToPath(new URL('../../../packages/capsnet/src/train/backend.ts', import.meta.url));
+    const backendTs = fileURLToPath(new URL('../../../packages/capsnet/src/train/backends/backend.ts', import.meta.url));
     const script = `const { initBackend } = await import(${JSON.stringify(backendTs)});
       const logs = []; const b = await initBackend('wasm', (m) => logs.push(m));
       const tf = b.tf; const s = tf.sum(tf.tensor1d([1, 2, 3]));

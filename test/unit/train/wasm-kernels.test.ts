@@ -1,13 +1,13 @@
-// The wasm conv gradient kernels (train/wasm-kernels.ts) against tfjs's cpu backend.
+// The wasm conv gradient kernels (train/backends/wasm-kernels.ts) against tfjs's cpu backend.
 // Each case runs the same kernels tfjs's Conv2D gradient calls (Conv2DBackpropFilter, Conv2DBackpropInput)
 // on both backends with identical seeded inputs and requires max|wasm - cpu| / max|cpu| < 1e-5.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { initBackend } from '../../../packages/capsnet/src/train/backend.ts';
+import { initBackend } from '../../../packages/capsnet/src/train/backends/backend.ts';
 import { readFileSync } from 'node:fs';
-import { setConvGradMethod, setIm2colBudget, wasmConvKernelsRegistered } from '../../../packages/capsnet/src/train/wasm-kernels.ts';
+import { setConvGradMethod, setIm2colBudget, wasmConvKernelsRegistered } from '../../../packages/capsnet/src/train/backends/wasm-kernels.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
 import { KERNEL_BINARIES } from '../../../packages/capsnet/scripts/build-kernels.mjs';
 import { relErr, rng, values } from '../../support/numeric.ts';
@@ -60,7 +60,7 @@ async function gradients(backend: 'cpu' | 'wasm', c: Case, seed: number): Promis
   return { dw, dx };
 }
 
-/** Both algorithms of each kernel (train/wasm-kernels.ts picks one by shape; force each in turn). */
+/** Both algorithms of each kernel (train/backends/wasm-kernels.ts picks one by shape; force each in turn). */
 const METHODS = [
   { filter: 'im2col', input: 'rows' },
   { filter: 'conv', input: 'columns' },

@@ -20,6 +20,8 @@ import {
   type ModelMetadata,
   type Polarity,
 } from '@capsnet-onnx/core';
+import { DataError } from '../data/common.ts';
+import { type IdxArray, idxImages, parseIdx, readIdxLabels } from '../data/idx.ts';
 
 /** One image ready for the model, or the reason its file could not be read. */
 export interface LoadedImage {
@@ -50,44 +52,59 @@ function gunzipIfNeeded(bytes: Uint8Array, name: string): Uint8Array {
   }
 }
 
-function readIdxLabels(imagesPath: string, count: number): Int32Array | undefined {
+/** The labels of the first `count` images, from the IDX labels file beside an images file, if one is there and readable. */
+function labelsBeside(imagesPath: string, count: number): Int32Array | undefined {
   const base = basename(imagesPath);
   if (!/images[-.]idx3/.test(base)) return undefined;
   for (const candidate of [base.replace(/images([-.])idx3/, 'labels$1idx1'), base.replace(/images([-.])idx3/, 'labels$1idx1').replace(/\.gz$/, '')]) {
     const path = join(dirname(imagesPath), candidate);
     if (!existsSync(path)) continue;
-    const bytes = gunzipIfNeeded(readFileSync(path), path);
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    if (bytes.length < 8 || view.getUint32(0) !== 0x801 || view.getUint32(4) < count || bytes.length < 8 + count) return undefined;
-    return Int32Array.from(bytes.subarray(8, 8 + count));
+    let labels: Int32Array;
+    try {
+      labels = readIdxLabels(path).labels;
+    } catch {
+      return undefined;
+    }
+    return labels.length >= count ? labels.subarray(0, count) : undefined;
   }
   return undefined;
 }
 
-/** IDX ubyte images [count, h, w] -> float32 in [0,1]; the header's sizes are checked before any pixel is read. */
+/**
+ * IDX images (data/idx.ts's parser: N x H x W or N x H x W x C, bytes or float32 in [0, 1]) -> float32 NHWC, at most
+ * `limit` of them; the header's sizes are checked against the data and the model before any pixel is read.
+ */
 export function imagesFromIdx(bytes: Uint8Array, metadata: ModelMetadata, name: string, limit = Infinity): { images: Float32Array; count: number } {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const magic = bytes.length >= 4 ? view.getUint32(0) : 0;
   if (magic === 0x801) throw new InputError(`${name} is an IDX labels file: pass the images file (…-images-idx3-ubyte)`);
-  if (magic !== 0x803 || bytes.length < 16) {
+  if (magic >>> 16 !== 0 || bytes.length < 16) {
     throw new InputError(`${name} is not a PNG, JPEG or IDX image file (it starts 0x${magic.toString(16).padStart(8, '0')}): convert it to PNG or JPEG`);
   }
-  const [total, h, w] = [view.getUint32(4), view.getUint32(8), view.getUint32(12)];
-  if (metadata.inputChannels !== 1) throw new InputError(`${name} holds grayscale images but the model takes ${metadata.inputChannels} channels`);
+  let idx: IdxArray;
+  try {
+    idx = parseIdx(bytes, name);
+  } catch (e) {
+    if (e instanceof DataError) throw new InputError(e.message);
+    throw e;
+  }
+  if (idx.dims.length !== 3 && idx.dims.length !== 4) {
+    throw new InputError(`${name} holds a ${idx.dims.length}-D array (${idx.dims.join('x')}): IDX images must be N x H x W or N x H x W x C`);
+  }
+  const [, h, w, c = 1] = idx.dims;
+  if (c !== metadata.inputChannels) {
+    throw new InputError(`${name} holds ${c === 1 ? 'grayscale' : `${c}-channel`} images but the model takes ${metadata.inputChannels} channels`);
+  }
   if (h !== metadata.inputHeight || w !== metadata.inputWidth) {
     throw new InputError(`${name} holds ${h}x${w} images but the model takes ${metadata.inputHeight}x${metadata.inputWidth}`);
   }
-  if (bytes.length < 16 + total * h * w) throw new InputError(`${name} is truncated: its header says ${total} images of ${h}x${w}`);
-  if (bytes.length > 16 + total * h * w) {
-    throw new InputError(
-      `${name} has ${bytes.length - 16} bytes of pixels but its header says ${total} images of ${h}x${w} (${total * h * w} bytes): ` +
-        'the sizes in the header do not match the data',
-    );
+  try {
+    const { pixels, count } = idxImages(idx, false, limit);
+    return { images: pixels, count };
+  } catch (e) {
+    if (e instanceof DataError) throw new InputError(e.message);
+    throw e;
   }
-  const count = Math.min(total, limit);
-  const images = new Float32Array(count * h * w);
-  for (let i = 0; i < images.length; i++) images[i] = bytes[16 + i]! / 255;
-  return { images, count };
 }
 
 /** Every image file under `dir` (PNG, JPEG by extension; IDX image files by name), sorted, recursively. */
@@ -208,7 +225,7 @@ export function loadSource(source: ImageSource, metadata: ModelMetadata, options
     }
     const bytes = gunzipIfNeeded(raw, name);
     const { images, count } = imagesFromIdx(bytes, metadata, name, options.limit);
-    const labels = 'path' in source ? readIdxLabels(source.path, count) : undefined;
+    const labels = 'path' in source ? labelsBeside(source.path, count) : undefined;
     const pixels = metadata.inputHeight * metadata.inputWidth;
     return Array.from({ length: count }, (_, i) => ({
       name: `${name}[${i}]`,

@@ -28,9 +28,17 @@ export interface IdxArray {
   offset: number;
 }
 
-/** Parse an IDX header and check that the file holds as many bytes as it claims. */
+/** Parse an IDX file (gunzipped if its name ends in .gz) and check that it holds as many bytes as it claims. */
 export function readIdx(file: string): IdxArray {
-  const bytes = readMaybeGzipped(file);
+  return parseIdx(readMaybeGzipped(file), file);
+}
+
+/**
+ * The one IDX parser (data sets here, `capsnet classify`'s IDX inputs in cli/image-files.ts): the header of
+ * gunzipped `data`, checked against the data's size. `file` names it in the errors (DataError).
+ */
+export function parseIdx(data: Uint8Array, file: string): IdxArray {
+  const bytes = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   if (bytes.length < 4) throw new DataError(`${file} is truncated: ${bytes.length} bytes is shorter than an IDX header`);
   const type = bytes[2]!;
   const ndims = bytes[3]!;
@@ -73,12 +81,17 @@ export interface IdxImages {
  * (EMNIST stores its images transposed).
  */
 export function readIdxImages(file: string, transpose = false): IdxImages {
-  const idx = readIdx(file);
-  const { dims, type, bytes, offset } = idx;
+  return idxImages(readIdx(file), transpose);
+}
+
+/** A parsed IDX array's images (see readIdxImages), at most `limit` of them. */
+export function idxImages(idx: IdxArray, transpose = false, limit = Infinity): IdxImages {
+  const { file, dims, type, bytes, offset } = idx;
   if (dims.length !== 3 && dims.length !== 4) {
     throw new DataError(`${file} holds a ${dims.length}-D array (${dims.join('x')}): IDX images must be N x H x W or N x H x W x C`);
   }
-  const [count, height, width, channels = 1] = dims as [number, number, number, number?];
+  const [total, height, width, channels = 1] = dims as [number, number, number, number?];
+  const count = Math.min(total, limit);
   if (height === 0 || width === 0 || channels === 0) {
     throw new DataError(
       `${file} holds ${dims.join('x')} images: found ${height}x${width}x${channels}, expected a height, width and channel count of at least 1`,

@@ -14,7 +14,7 @@ import { type ImageSet, loadAffnist } from './affnist.ts';
 import { barChart, imageGrid, saveFigure } from './figures.ts';
 import { accuracyOf, epochBatches, fit, stepsFor } from '../train/loop.ts';
 import { type BaselineCnnConfig, PAPER_BASELINES, baselineParameterCount, matchedBaseline, narrowed } from '@capsnet-onnx/core';
-import { type ModelFamily, baselineFamily, capsnetFamily, familyScores } from '../train/models/family.ts';
+import { type ModelFamily, baselineFamily, capsnetFamily, familyScores } from '../train/family.ts';
 import { capsnetParameterCount } from '@capsnet-onnx/core';
 import {
   type ExperimentOptions,

@@ -1,5 +1,5 @@
-/** Backend set-up for the experiments: train/backend.ts's `initBackend`, once per process (its kernels come with it). */
-import { type BackendName, initBackend } from '../train/backend.ts';
+/** Backend set-up for the experiments: train/backends/backend.ts's `initBackend`, once per process (its kernels come with it). */
+import { type BackendName, initBackend } from '../train/backends/backend.ts';
 
 export type BackendRequest = 'auto' | BackendName;
 

@@ -17,7 +17,7 @@ import {
   narrowed,
   presetConfig,
 } from '@capsnet-onnx/core';
-import { type ModelFamily, baselineFamily, capsnetFamily } from '../train/models/family.ts';
+import { type ModelFamily, baselineFamily, capsnetFamily } from '../train/family.ts';
 import { barChart, saveFigure } from './figures.ts';
 import { type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult } from './common.ts';
 import { trainShifted } from './training.ts';
@@ -92,7 +92,11 @@ export async function runMnistTable(options: MnistTableOptions): Promise<Experim
       parameters = baselineParameterCount(cnnConfig);
       paperSizeParameters = baselineParameterCount(baselineConfig('mnist', PAPER_BASELINE_PARAMETERS.mnist.shape));
     } else {
-      config = { ...capsBase, routingIterations: paper.routing, reconstructionWeight: paper.reconstruction ? capsBase.reconstructionWeight : 0 };
+      config = {
+        ...capsBase,
+        routing: { ...capsBase.routing, iterations: paper.routing },
+        reconstructionWeight: paper.reconstruction ? capsBase.reconstructionWeight : 0,
+      };
       const fixed = config;
       family = () => capsnetFamily(fixed);
       parameters = capsnetParameterCount(config, paper.reconstruction!);

@@ -4,13 +4,14 @@
  * reconstruction per digit, the decoder masked by that digit's capsule and scored against that digit alone.
  * A test pair counts as right when the two longest capsules are exactly its two labels. The figure draws the two
  * reconstructions in red and green over the input, as in the paper's figure 5. The MultiMNIST baseline CNN
- * (train/models/baseline-cnn.ts, sigmoid cross entropy on the two labels) trains on the same pairs and is scored the
+ * (model/baseline-cnn.ts, sigmoid cross entropy on the two labels) trains on the same pairs and is scored the
  * same way (its two largest logits).
  */
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
-import { type CapsNetParams, capsuleLengths, decode, encode, initParams, marginLoss, maskCapsules, reconstructionLoss } from '../train/model.ts';
+import { type CapsNetParams, decode, encode, initParams, marginLoss, maskCapsules, reconstructionLoss } from '../model/capsnet.ts';
+import { capsuleLengths } from '../model/layers.ts';
 import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
 import { COLORS, type GridCell, imageGrid, saveFigure } from './figures.ts';
 import {
@@ -27,7 +28,7 @@ import {
 import { MULTIMNIST, type MultiMnistSet, type Overlay, multiMnist } from './generators.ts';
 import { fit, scoresInBatches } from '../train/loop.ts';
 import { PAPER_BASELINES, baselineConfig, baselineParameterCount, capsnetParameterCount, narrowed } from '@capsnet-onnx/core';
-import { baselineFamily } from '../train/models/family.ts';
+import { baselineFamily } from '../train/family.ts';
 import { maskedCapsulesOf, refineDecoder } from './training.ts';
 
 export interface MultiMnistRunOptions extends ExperimentOptions {
@@ -289,7 +290,7 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
         conv1Filters: config.conv1Filters,
         primaryMaps: config.primaryMaps,
         decoderHidden: config.decoderHidden,
-        routingIterations: config.routingIterations,
+        routingIterations: config.routing.iterations,
       },
     },
     tables: [

@@ -12,9 +12,10 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type CheckpointState, loadCheckpoint, saveCheckpoint } from '../files/checkpoint.ts';
-import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
+import { type CapsNetConfig, Rng, decoderPathFor, paramShapes } from '@capsnet-onnx/core';
 import { loadDataset, shiftImages } from '../data/datasets.ts';
-import { capsuleLengths, decode as tfDecode, encode } from '../train/model.ts';
+import { decode as tfDecode, encode } from '../model/capsnet.ts';
+import { capsuleLengths } from '../model/layers.ts';
 import { setupBackend } from './backend.ts';
 import { imageGrid, saveFigure } from './figures.ts';
 import {
@@ -30,7 +31,8 @@ import {
   writeResult,
 } from './common.ts';
 import { epochBatches, readWeights, stepsFor } from '../train/loop.ts';
-import { capsNetAccuracy, maskedCapsulesOf, paramsFrom, refineDecoder, trainCapsNet } from './training.ts';
+import { capsNetAccuracy, maskedCapsulesOf, refineDecoder, trainCapsNet } from './training.ts';
+import { variablesFromWeights } from '../model/layers.ts';
 
 export interface PerturbOptions extends ExperimentOptions {
   /** Run directory (checkpoint) to use instead of training. */
@@ -61,7 +63,7 @@ interface Codec {
 }
 
 function tfjsCodec(config: CapsNetConfig, weights: Record<string, Float32Array>): Codec {
-  const params = paramsFrom(config, weights);
+  const params = variablesFromWeights(paramShapes(config), weights);
   const { inputHeight: h, inputWidth: w, inputChannels: c } = config;
   return {
     kind: 'tfjs',
@@ -94,7 +96,7 @@ async function onnxCodec(modelPath: string): Promise<Codec> {
   const caps = m.numClasses * m.digitDim;
   const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
   return {
-    kind: `onnx (${modelPath}, decoder ${modelPath.replace(/(\.onnx)?$/i, '.decoder.onnx')}, onnxruntime-node ${model.device})`,
+    kind: `onnx (${modelPath}, decoder ${decoderPathFor(modelPath)}, onnxruntime-node ${model.device})`,
     shape: m,
     async encode(images, count) {
       const lengths = new Float32Array(count * m.numClasses);

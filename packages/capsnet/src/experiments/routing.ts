@@ -15,8 +15,8 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import type { CapsNetConfig } from '@capsnet-onnx/core';
-import { type CapsNetParams, encode } from '../train/model.ts';
-import { capsnetFamily } from '../train/models/family.ts';
+import { type CapsNetParams, encode } from '../model/capsnet.ts';
+import { capsnetFamily } from '../train/family.ts';
 import { type FigureSpec, linePlot, saveFigure } from './figures.ts';
 import { type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult } from './common.ts';
 import { meanStd } from './mnist-table.ts';
@@ -41,7 +41,7 @@ export interface RoutingTrace {
 /** The three per-iteration changes of routing with `iterations` iterations on a probe batch. */
 export async function routingTrace(params: CapsNetParams, config: CapsNetConfig, probe: tf.Tensor4D, iterations: number): Promise<RoutingTrace> {
   const [logitT, couplingT, capsuleT] = tf.tidy(() => {
-    const { logitHistory: b, capsuleHistory: v } = encode(params, probe, { ...config, routingIterations: iterations }, true);
+    const { logitHistory: b, capsuleHistory: v } = encode(params, probe, { ...config, routing: { ...config.routing, iterations } }, true);
     const c = [tf.softmax(tf.zerosLike(b[0]!), -1), ...b.map((logits) => tf.softmax(logits, -1))];
     const meanAbs = (t: tf.Tensor) => tf.mean(tf.abs(t));
     return [
@@ -73,7 +73,7 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
   // test errors by iterations, one per seed it was trained with
   const errors: Record<number, Array<{ seed: number; error: number }>> = {};
   const runOne = async (r: number, seed: number, traced: boolean) => {
-    const config = { ...base, routingIterations: r };
+    const config = { ...base, routing: { ...base.routing, iterations: r } };
     const history: Array<{ step: number; trace: RoutingTrace }> = [];
     const run = await trainShifted({
       family: capsnetFamily(config),

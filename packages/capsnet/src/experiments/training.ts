@@ -1,15 +1,16 @@
 /**
  * CapsNet helpers for the experiments, on the one training loop (train/loop.ts) and the CapsNet family
- * (train/models/family.ts): train from a batch generator, capsule lengths and accuracy with a routing override,
+ * (train/family.ts): train from a batch generator, capsule lengths and accuracy with a routing override,
  * masked capsules, and a decoder-only refinement pass.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type CapsNetConfig, Rng } from '@capsnet-onnx/core';
 import { type Split, shiftImages } from '../data/datasets.ts';
-import { type Batch, type FitResult, type OptimizerConfig, type Params, accuracyOf, epochBatches, fit, paramsFromWeights, stepsFor } from '../train/loop.ts';
-import { type CapsNetParams, decode, encode, maskCapsules, reconstructionLoss } from '../train/model.ts';
-import { type ModelFamily, capsnetFamily, familyScores } from '../train/models/family.ts';
+import { type Batch, type FitResult, type OptimizerConfig, accuracyOf, epochBatches, fit, stepsFor } from '../train/loop.ts';
+import type { Params } from '../model/layers.ts';
+import { type CapsNetParams, decode, encode, maskCapsules, reconstructionLoss } from '../model/capsnet.ts';
+import { type ModelFamily, capsnetFamily, familyScores } from '../train/family.ts';
 
 export function toTensors(batch: Batch, config: Pick<CapsNetConfig, 'inputHeight' | 'inputWidth' | 'inputChannels' | 'numClasses'>) {
   const x = tf.tensor4d(batch.images, [batch.count, config.inputHeight, config.inputWidth, config.inputChannels]);
@@ -56,10 +57,10 @@ export async function capsuleLengthsOf(
   config: CapsNetConfig,
   images: Float32Array,
   count: number,
-  routingIterations = config.routingIterations,
+  routingIterations = config.routing.iterations,
   batchSize = 100,
 ): Promise<Float32Array> {
-  const family = capsnetFamily({ ...config, routingIterations });
+  const family = capsnetFamily({ ...config, routing: { ...config.routing, iterations: routingIterations } });
   return familyScores(family, params, images, count, batchSize);
 }
 
@@ -140,11 +141,6 @@ export async function refineDecoder(
     log,
     label,
   });
-}
-
-/** CapsNet variables from stored weights (train/loop.ts's paramsFromWeights with the CapsNet's shapes). */
-export function paramsFrom(config: CapsNetConfig, weights: Record<string, Float32Array>): CapsNetParams {
-  return paramsFromWeights(capsnetFamily(config).paramShapes, weights);
 }
 
 export interface ShiftedRun {

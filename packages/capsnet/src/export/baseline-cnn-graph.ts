@@ -1,5 +1,5 @@
 /**
- * The baseline CNNs of train/models/baseline-cnn.ts as an ONNX graph, op for op with `baselineForward` at test
+ * The baseline CNNs of model/baseline-cnn.ts as an ONNX graph, op for op with `baselineForward` at test
  * time (no dropout): images [N, H, W, C] NHWC in [0, 1] -> logits [N, classes] and probabilities [N, classes]
  * (softmax for the Table 1 CNN, sigmoid for the MultiMNIST one). Convolutions run in NCHW; the features go back to
  * NHWC before flattening, so fc1's rows keep tfjs's order.

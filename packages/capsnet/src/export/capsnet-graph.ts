@@ -1,6 +1,6 @@
 /**
- * The CapsNet of train/model.ts as ONNX graphs, op for op, with dynamic routing unrolled for a fixed number of
- * iterations (no Loop, no If). Reads top to bottom like `forward` in train/model.ts. Every op is float32 except
+ * The CapsNet of model/capsnet.ts as ONNX graphs, op for op, with its routing unrolled (export/routing.ts) for a
+ * fixed number of iterations (no Loop, no If). Reads top to bottom like `forward` in model/capsnet.ts. Every op is float32 except
  * the constant int64 shape/axes inputs of Reshape, Unsqueeze and ReduceSum, the one bool GreaterOrEqual that
  * feeds a Cast in the argmax mask, the Cast or DequantizeLinear that widens each stored weight to float32 in fp16
  * (compute fp32) and int8 exports, and, in fp16 exports with fp16 compute, the half-precision sections: conv1,
@@ -12,6 +12,7 @@ import { type CapsNetConfig, derivedSizes, paramShapes, IO_NAMES } from '@capsne
 import { DataType, type GraphProto } from './onnx-schema.ts';
 import { GraphBuilder } from './graph-builder.ts';
 import type { ComputePrecision, Precision } from './precision.ts';
+import { squash, unrolledRouting } from './routing.ts';
 
 export type Weights = Record<string, Float32Array>;
 
@@ -44,15 +45,6 @@ export function checkWeights(config: CapsNetConfig, weights: Weights): void {
       throw new Error(`weight ${name} has ${data.length} values but the config implies [${shape}] (${size}): the weights do not match the config`);
     }
   }
-}
-
-/** Eq. 1, as train/model.ts computes it: |s|^2/(1+|s|^2) / sqrt(|s|^2 + eps) * s, over the last axis. */
-function squash(g: GraphBuilder, s: string, epsilon: number, output?: string): string {
-  return g.scope('squash', () => {
-    const squaredNorm = g.reduceSum(g.mul(s, s), [-1], true);
-    const scale = g.div(squaredNorm, g.add(g.constFloat(1), squaredNorm));
-    return g.mul(g.div(scale, g.sqrt(g.add(squaredNorm, g.constFloat(epsilon)))), s, { output });
-  });
 }
 
 /**
@@ -97,7 +89,7 @@ export function decoder(
   return h;
 }
 
-/** Section 7's per-image standardisation, as train/model.ts's standardizePerImage. Call inside a scope. */
+/** Section 7's per-image standardisation, as model/capsnet.ts's standardizePerImage. Call inside a scope. */
 function standardizePerImage(g: GraphBuilder, images: string, config: CapsNetConfig): string {
   const mean = g.reduceMean(images, [1, 2, 3], true);
   const centred = g.sub(images, mean);
@@ -171,7 +163,7 @@ export function capsNetBody(
   // fp16 compute: conv1, PrimaryCaps' Conv and the u_hat MatMul run in half precision (export/precision.ts).
   const half = compute === 'fp16';
   const { numPrimaryCaps: I, routedCaps: R } = derivedSizes(config);
-  const { numClasses: J, digitDim: D, primaryDim, routingIterations, squashEpsilon: eps } = config;
+  const { numClasses: J, digitDim: D, primaryDim, squashEpsilon: eps } = config;
   const shapes = paramShapes(config);
   const name = (weight: string) => `${naming.weightPrefix}${weight}`;
   const io = (output: string) => (naming.io ? output : undefined);
@@ -223,43 +215,30 @@ export function capsNetBody(
     return g.reshape(g.transpose(byCapsule, [1, 0, 2]), [-1, I, R, D]);
   });
 
-  // Procedure 1, routing by agreement, unrolled. The logits b start at zero per example; a zero tensor of the
-  // dynamic shape [N, I, R] is made with float ops only (0 * a per-capsule sum of u, broadcast over classes).
-  let logits = g.scope('routing', () =>
-    g.mul(g.reduceSum(u, [-1], true), g.constFloat(new Array<number>(R).fill(0), [R], 'routing/zeros'), { name: 'ZeroLogits' }),
-  );
-  let capsules = '';
-  let coupling = '';
   // The authors' code's DigitCaps bias [R, D] before squash (config.digitCapsBias); absent in the paper's network.
   const digitBias =
     weights['digit/bias'] && shapes['digit/bias']
       ? g.scope('digit', () => g.initializer(name('digit/bias'), shapes['digit/bias']!, weights['digit/bias']!))
       : undefined;
-  for (let r = 0; r < routingIterations; r++) {
-    const last = r + 1 === routingIterations;
-    g.scope(`routing/iter${r + 1}`, () => {
-      // c_ij = softmax over the classes j (eq. 3)
-      coupling = g.softmax(logits, -1, { output: last ? io(IO_NAMES.coupling) : undefined });
-      // s_j = sum_i c_ij u_hat_j|i (eq. 2), v_j = squash(s_j) (eq. 1)
-      let s = g.reduceSum(g.mul(g.unsqueeze(coupling, [-1]), uHat), [1], false);
-      if (digitBias) s = g.add(s, digitBias);
-      // With "none-of-the-above" (R = J + 1) its capsule is routed like the others and dropped after the last iteration.
-      capsules = squash(g, s, eps, last && R === J ? io(IO_NAMES.capsules) : undefined);
-      if (!last) {
-        // b_ij += u_hat_j|i . v_j
-        const agreement = g.reduceSum(g.mul(uHat, g.unsqueeze(capsules, [1])), [-1], false);
-        logits = g.add(logits, agreement);
-      }
-    });
-  }
+  // Routing, unrolled (export/routing.ts). With "none-of-the-above" (R = J + 1) its capsule is routed like the
+  // others and dropped after the last iteration.
+  const routed = unrolledRouting(g, config.routing, {
+    u,
+    uHat,
+    routedCaps: R,
+    epsilon: eps,
+    bias: digitBias,
+    couplingOutput: io(IO_NAMES.coupling),
+    capsulesOutput: R === J ? io(IO_NAMES.capsules) : undefined,
+  });
 
-  if (R !== J) capsules = g.scope('none_of_the_above', () => g.slice(capsules, [0], [J], [1], { output: io(IO_NAMES.capsules) }));
+  const capsules = R === J ? routed.capsules : g.scope('none_of_the_above', () => g.slice(routed.capsules, [0], [J], [1], { output: io(IO_NAMES.capsules) }));
 
   // Class scores: |v_j| with the same epsilon under the root as squash.
   const lengths = g.scope('lengths', () =>
     g.sqrt(g.add(g.reduceSum(g.mul(capsules, capsules), [-1], false), g.constFloat(eps)), { output: io(IO_NAMES.lengths) }),
   );
-  return { lengths, capsules, coupling };
+  return { lengths, capsules, coupling: routed.coupling };
 }
 
 /** The graph's image input, documented with the shape and the protocol the model was trained with. */
@@ -299,7 +278,7 @@ export function buildCapsNetGraph(config: CapsNetConfig, weights: Weights, preci
   const g = new GraphBuilder(
     'capsnet',
     `CapsNet (Sabour, Frosst & Hinton 2017) for ${imageShapeText(config)} images and ${config.numClasses} classes: conv1, primary capsules, ` +
-      `digit capsules with ${config.routingIterations} routing-by-agreement iteration(s) unrolled, and the reconstruction decoder ` +
+      `digit capsules with ${config.routing.iterations} routing-by-agreement iteration(s) unrolled, and the reconstruction decoder ` +
       `masked by the longest capsule. The routing runs per example, so the batch dimension ${BATCH_DIM} is free.`,
   );
   const images = imagesInput(g, config);

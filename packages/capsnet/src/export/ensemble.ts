@@ -172,7 +172,7 @@ export function exportEnsemble(runDirs: string[], options: { out: string; export
     modelBytes: modelBytes.length,
     decoderBytes: decoderBytes.length,
     parameters: countParameters(model.graph),
-    routingIterations: members[0]!.config.routingIterations,
+    routingIterations: members[0]!.config.routing.iterations,
     seconds: (performance.now() - started) / 1000,
     model,
     decoder: decoderModel,

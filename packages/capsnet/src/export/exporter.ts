@@ -53,7 +53,7 @@ export interface ExportProvenance {
 export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenance): Record<string, string> {
   return {
     [METADATA_KEYS.config]: JSON.stringify(config),
-    [METADATA_KEYS.routingIterations]: String(config.routingIterations),
+    [METADATA_KEYS.routingIterations]: String(config.routing.iterations),
     [METADATA_KEYS.classLabels]: JSON.stringify(provenance.classLabels),
     // The data's name only, never a path of the machine that trained it (see publicDataName); its files' hashes.
     [METADATA_KEYS.dataset]: publicDataName(provenance.dataset),
@@ -107,7 +107,7 @@ export function buildCapsNetModels(config: CapsNetConfig, weights: Weights, prov
   const built = {
     model: buildModel(buildCapsNetGraph(config, weights, precision, compute), {
       ...common,
-      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routingIterations} iteration(s)${stored}).`,
+      doc: `CapsNet classifier exported by ${PRODUCER_NAME} ${producerVersion()} (routing unrolled, ${config.routing.iterations} iteration(s)${stored}).`,
     }),
     decoder: buildModel(buildDecoderGraph(config, weights, precision, compute), {
       ...common,
@@ -290,7 +290,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
   checkProtobufLimit(checkpoint.config, options.precision ?? 'fp32');
   const config: CapsNetConfig = {
     ...checkpoint.config,
-    ...(options.routingIterations !== undefined ? { routingIterations: options.routingIterations } : {}),
+    ...(options.routingIterations !== undefined ? { routing: { ...checkpoint.config.routing, iterations: options.routingIterations } } : {}),
   };
   const { model, decoder, decoderBytes } = buildCapsNetModels(config, checkpoint.weights, provenance);
   const modelBytes = encodeModel(model);
@@ -311,7 +311,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
         checkpoint.classLabels,
         { model: modelBytes, decoder: decoderBytes },
         `CapsNet exported by ${PRODUCER_NAME} ${producerVersion()} from checkpoint ${checkpoint.sha256.slice(0, 12)} ` +
-          `(${options.precision ?? 'fp32'} weights, ${computePrecision} compute, routing unrolled x${config.routingIterations}).`,
+          `(${options.precision ?? 'fp32'} weights, ${computePrecision} compute, routing unrolled x${config.routing.iterations}).`,
       )
     : undefined;
   return {
@@ -322,7 +322,7 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     modelBytes: modelBytes.length,
     decoderBytes: decoderBytes.length,
     parameters: countParameters(model.graph),
-    routingIterations: config.routingIterations,
+    routingIterations: config.routing.iterations,
     precision: options.precision ?? 'fp32',
     computePrecision,
     seconds: (performance.now() - started) / 1000,

@@ -8,7 +8,15 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type BaselineCnnConfig, type CapsNetConfig, baselineParamShapes, paramShapes, validateBaselineConfig, validateConfig } from '@capsnet-onnx/core';
+import {
+  type BaselineCnnConfig,
+  type CapsNetConfig,
+  baselineParamShapes,
+  paramShapes,
+  validateBaselineConfig,
+  validateConfig,
+  withRoutingConfig,
+} from '@capsnet-onnx/core';
 import { systemErrorLine, writeFileAtomic } from './atomic.ts';
 
 export const CHECKPOINT_FILE = 'checkpoint.bin';
@@ -173,6 +181,8 @@ export function decodeCheckpoint(bytes: Uint8Array, source = 'checkpoint'): Chec
   if (header.format !== 1 || !Array.isArray(header.tensors)) fail(`unsupported checkpoint format ${String(header.format)}`);
   if (header.model !== undefined && header.model.family !== 'baseline-cnn') fail(`unknown model family ${JSON.stringify(header.model.family)}`);
   try {
+    // Checkpoints written before `routing` existed carry `routingIterations` (core/routing.ts).
+    if (header.config && typeof header.config === 'object') header.config = withRoutingConfig(header.config);
     validateConfig(header.config);
     if (header.model) validateBaselineConfig(header.model.config);
   } catch (e) {

@@ -1,5 +1,5 @@
 /**
- * Parity for a baseline CNN export: the checkpoint's TensorFlow.js forward pass (train/models/baseline-cnn.ts, tfjs
+ * Parity for a baseline CNN export: the checkpoint's TensorFlow.js forward pass (model/baseline-cnn.ts, tfjs
  * cpu backend, float32) against the exported ONNX file on onnxruntime-node's CPU execution provider, on the same
  * inputs as `capsnet parity` (test digits, random images, all-zero and all-one). The CapsNet's provider matrix
  * (CUDA, WebGPU, browsers) is for CapsNet files; a baseline file is checked on node-cpu.
@@ -11,9 +11,10 @@ import '@tensorflow/tfjs';
 import * as ort from 'onnxruntime-node';
 import { type CapsNetConfig, baselineParamShapes } from '@capsnet-onnx/core';
 import { checkpointPath, loadCheckpoint } from '../files/checkpoint.ts';
-import { setCpuBackend } from '../train/backend.ts';
-import { argmaxRows, paramsFromWeights } from '../train/loop.ts';
-import { baselineForward } from '../train/models/baseline-cnn.ts';
+import { setCpuBackend } from '../train/backends/backend.ts';
+import { argmaxRows } from '../train/loop.ts';
+import { variablesFromWeights } from '../model/layers.ts';
+import { baselineForward } from '../model/baseline-cnn.ts';
 import { BASELINE_IO_NAMES } from '../export/baseline-cnn-graph.ts';
 import { parityInputs } from './inputs.ts';
 
@@ -45,7 +46,7 @@ export async function baselineParity(model: string, checkpointDir = dirname(mode
   const inputs = parityInputs(config as unknown as CapsNetConfig, state.dataset, counts);
   await setCpuBackend();
   await tf.ready();
-  const params = paramsFromWeights(baselineParamShapes(config), state.weights, false, 'parity/');
+  const params = variablesFromWeights(baselineParamShapes(config), state.weights, false, 'parity/');
   const ref = tf.tidy(() =>
     baselineForward(params, tf.tensor4d(inputs.images, [inputs.count, config.inputHeight, config.inputWidth, config.inputChannels]), config),
   );

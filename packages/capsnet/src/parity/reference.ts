@@ -1,13 +1,14 @@
 /**
- * The parity reference: the checkpoint's TensorFlow.js forward pass (train/model.ts), on tfjs's plain-JS CPU
- * backend in float32. Everything ONNX Runtime produces is compared against this.
+ * The parity reference: the checkpoint's TensorFlow.js forward pass (model/capsnet.ts), on tfjs's plain-JS CPU
+ * backend in float32. Everything ONNX Runtime produces is compared against this. It runs the file's routing
+ * (`capsnet export --routing N` re-exports the same weights with another iteration count): see run.ts.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { type CapsNetConfig, paramShapes } from '@capsnet-onnx/core';
-import { paramsFromWeights } from '../train/loop.ts';
+import { type CapsNetConfig, derivedSizes, paramShapes } from '@capsnet-onnx/core';
+import { variablesFromWeights } from '../model/layers.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
-import { setCpuBackend } from '../train/backend.ts';
-import { type CapsNetParams, forward } from '../train/model.ts';
+import { setCpuBackend } from '../train/backends/backend.ts';
+import { type CapsNetParams, forward } from '../model/capsnet.ts';
 
 export interface Reference {
   config: CapsNetConfig;
@@ -18,6 +19,8 @@ export interface Reference {
   lengths: Float32Array;
   capsules: Float32Array;
   reconstruction: Float32Array;
+  /** c_ij of the last routing iteration, [count, inputCaps, routedCaps] flat (parity/coupling.ts checks the file's). */
+  coupling: Float32Array;
   /** Capsules masked by the longest one: the decoder check's input. */
   masked: Float32Array;
   labels: number[];
@@ -41,7 +44,7 @@ export async function loadReferenceModel(runDir: string): Promise<LoadedCheckpoi
   await tf.ready();
   const state = loadCheckpoint(runDir);
   // Unnamed variables: tfjs names them globally, and a process may load more than one reference (tests do).
-  const params: CapsNetParams = paramsFromWeights(paramShapes(state.config), state.weights, false);
+  const params: CapsNetParams = variablesFromWeights(paramShapes(state.config), state.weights, false);
   return { config: state.config, dataset: state.dataset, classLabels: state.classLabels, sha256: state.sha256, path: state.path, params };
 }
 
@@ -50,7 +53,7 @@ function run(model: LoadedCheckpoint, images: Float32Array, count: number) {
   return tf.tidy(() => {
     const x = tf.tensor4d(images, [count, config.inputHeight, config.inputWidth, config.inputChannels]);
     const out = forward(model.params, x, config);
-    return [out.lengths, out.capsules, out.reconstruction] as const;
+    return [out.lengths, out.capsules, out.reconstruction, out.coupling] as const;
   });
 }
 
@@ -76,13 +79,17 @@ export async function referenceOutputs(
   const lengths = new Float32Array(count * k);
   const capsules = new Float32Array(count * k * d);
   const reconstruction = new Float32Array(count * outPixels);
+  const { numPrimaryCaps, routedCaps } = derivedSizes(config);
+  const couplingSize = numPrimaryCaps * routedCaps;
+  const coupling = new Float32Array(count * couplingSize);
   for (let start = 0; start < count; start += batchSize) {
     const n = Math.min(batchSize, count - start);
-    const [l, c, r] = run(model, images.subarray(start * pixels, (start + n) * pixels), n);
+    const [l, c, r, cc] = run(model, images.subarray(start * pixels, (start + n) * pixels), n);
     lengths.set((await l.data()) as Float32Array, start * k);
     capsules.set((await c.data()) as Float32Array, start * k * d);
     reconstruction.set((await r.data()) as Float32Array, start * outPixels);
-    tf.dispose([l, c, r]);
+    coupling.set((await cc.data()) as Float32Array, start * couplingSize);
+    tf.dispose([l, c, r, cc]);
   }
   const labels: number[] = [];
   const topGap: number[] = [];
@@ -114,6 +121,7 @@ export async function referenceOutputs(
     lengths,
     capsules,
     reconstruction,
+    coupling,
     masked,
     labels,
     topGap,

@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readModelMetadata } from '@capsnet-onnx/core';
+import { decoderPathFor, readModelMetadata } from '@capsnet-onnx/core';
 import { writeFileAtomic } from '../files/atomic.ts';
 import { type BrowserRun, runInChromium } from './browser.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from './fork.ts';
@@ -13,6 +13,7 @@ import { parityInputs } from './inputs.ts';
 import { type BackendRow, type Tolerances, compare, formatMatrix, median, nearTies, tolerancesFor } from './matrix.ts';
 import type { MeasureRequest } from './measure.ts';
 import { PARITY_BATCH, loadReferenceModel, referenceOutputs } from './reference.ts';
+import { type CouplingCheck, couplingParity } from './coupling.ts';
 import type { WorkerReply, WorkerRequest } from './worker.ts';
 import { PARITY_DEVICES, parityDevices } from './devices.ts';
 
@@ -51,6 +52,8 @@ export interface ParityReport {
   nearTies: Array<{ image: number; gap: number }>;
   /** The reference's argmax per input. */
   referenceLabels: number[];
+  /** The routing the file unrolls (the reference ran it too) and its coupling coefficients against the reference's. */
+  coupling: CouplingCheck;
   rows: BackendRow[];
   failures: string[];
   ok: boolean;
@@ -95,7 +98,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   const hostOf = (name: string) => parityDevices().find((d) => d.name === name)!;
   const model = resolve(options.model);
   if (!existsSync(model)) throw new Error(`model ${options.model} does not exist: create it with \`capsnet export RUN_DIR -o ${options.model}\``);
-  const decoder = resolve(options.decoder ?? model.replace(/(\.onnx)?$/i, '.decoder.onnx'));
+  const decoder = resolve(options.decoder ?? decoderPathFor(model));
   if (!existsSync(decoder)) throw new Error(`decoder ${decoder} does not exist: \`capsnet export\` writes it beside the model`);
   const runDir = findCheckpoint(options.model, options.checkpoint);
   const timeoutMs = (options.timeoutS ?? 300) * 1000;
@@ -104,17 +107,27 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
 
   const metadata = readModelMetadata(readFileSync(model));
   const tolerances = tolerancesFor(metadata.precision, metadata.computePrecision);
-  const reference = await loadReferenceModel(runDir);
-  if (metadata.checkpointSha256 && metadata.checkpointSha256 !== reference.sha256) {
+  const checkpoint = await loadReferenceModel(runDir);
+  if (metadata.checkpointSha256 && metadata.checkpointSha256 !== checkpoint.sha256) {
     throw new Error(
-      `${options.model} was exported from checkpoint sha256 ${metadata.checkpointSha256.slice(0, 12)}..., but ${reference.path} is ` +
-        `${reference.sha256.slice(0, 12)}...: pass the run directory it came from, or re-export`,
+      `${options.model} was exported from checkpoint sha256 ${metadata.checkpointSha256.slice(0, 12)}..., but ${checkpoint.path} is ` +
+        `${checkpoint.sha256.slice(0, 12)}...: pass the run directory it came from, or re-export`,
     );
   }
-  for (const key of ['inputHeight', 'inputWidth', 'inputChannels', 'numClasses', 'digitDim', 'routingIterations'] as const) {
-    if (metadata[key] !== reference.config[key]) {
-      throw new Error(`${options.model} has ${key} ${metadata[key]} but the checkpoint has ${reference.config[key]}: they are different models`);
+  for (const key of ['inputHeight', 'inputWidth', 'inputChannels', 'numClasses', 'digitDim'] as const) {
+    if (metadata[key] !== checkpoint.config[key]) {
+      throw new Error(`${options.model} has ${key} ${metadata[key]} but the checkpoint has ${checkpoint.config[key]}: they are different models`);
     }
+  }
+  // The reference runs the file's routing: the weights do not depend on it, and `capsnet export --routing N`
+  // re-exports them with another iteration count.
+  const routing = { ...metadata.config.routing, iterations: metadata.routingIterations };
+  const reference = { ...checkpoint, config: { ...checkpoint.config, routing } };
+  const trained = checkpoint.config.routing;
+  if (trained.algorithm !== routing.algorithm || trained.iterations !== routing.iterations) {
+    log(
+      `routing: the file unrolls ${routing.algorithm} x${routing.iterations} (trained with ${trained.algorithm} x${trained.iterations}); the reference runs the file's`,
+    );
   }
 
   const inputs = parityInputs(reference.config, reference.dataset, { digits: options.digits ?? 16, random: options.random ?? 6 });
@@ -179,7 +192,11 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
     log(`chromium: done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
 
+  log('coupling: the routing coupling coefficients on node-cpu against the reference...');
+  const coupling = await couplingParity(model, inputs.images, inputs.count, ref, tolerances.lengths);
+
   const failures: string[] = [];
+  if (!coupling.ok) failures.push(`coupling: max |diff| ${coupling.maxAbs} > ${coupling.tolerance} (${routing.algorithm} routing x${routing.iterations})`);
   for (const row of rows) {
     if (row.status === 'fail' || row.status === 'error') failures.push(`${row.backend}: ${row.reason}`);
     if (row.status === 'skipped' && (required as string[]).includes(row.backend)) failures.push(`${row.backend} is required but was skipped: ${row.reason}`);
@@ -197,6 +214,7 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
     ...(inputs.note ? { inputNote: inputs.note } : {}),
     nearTies: nearTies(ref, tolerances),
     referenceLabels: ref.labels,
+    coupling,
     rows,
     failures,
     ok: failures.length === 0,
@@ -228,6 +246,10 @@ export function printReport(report: ParityReport, log: (line: string) => void = 
   log(
     `tolerances (${report.precision} weights, ${report.computePrecision ?? 'fp32'} compute): lengths <= ${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
       `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the tfjs float32 reference; median ms: batch-1 classify; peak MiB: the peak resident memory of the process that ran the row`,
+  );
+  const c = report.coupling;
+  log(
+    `coupling (${c.routing.algorithm} routing x${c.routing.iterations}, ${c.ranOn}): max |diff| ${c.maxAbs.toExponential(2)} <= ${c.tolerance}: ${c.ok ? 'pass' : 'FAIL'}`,
   );
   log(report.ok ? 'parity: OK' : `parity: FAILED\n  ${report.failures.join('\n  ')}`);
 }

@@ -2,7 +2,7 @@
  * A few real test images for the page's "pick a digit" strip, from the data set the model was trained on
  * (its `capsnet.dataset` metadata; the embedded MNIST sample by default). Loaded once, on first request.
  */
-import type { CapsNetConfig, ModelMetadata } from '@capsnet-onnx/core';
+import type { ModelMetadata } from '@capsnet-onnx/core';
 
 export interface Sample {
   /** Index in the data set's test split. */
@@ -43,7 +43,7 @@ export async function loadSamples(metadata: ModelMetadata, perClass: number, dat
     const { loadDataset } = await import('../data/datasets.ts');
     dataset = loadDataset(spec);
     // A model trained on crops (section 7) is shown the centre crop of each test image, as it is fed.
-    const config = metadata.config as unknown as CapsNetConfig;
+    const { config } = metadata;
     if (config.crop && dataset.shape.inputHeight === config.crop.sourceHeight && dataset.shape.inputWidth === config.crop.sourceWidth) {
       const { networkView } = await import('../data/augment.ts');
       dataset = {

@@ -1,6 +1,6 @@
 /** Adam (Kingma & Ba) with the paper's exponentially decaying learning rate; its state is plain arrays so checkpoints can hold it. */
 import * as tf from '@tensorflow/tfjs-core';
-import { FUSED_KERNELS, fusedKernelAvailable } from './fused.ts';
+import { FUSED_KERNELS, fusedKernelAvailable } from '../model/fused.ts';
 
 export interface AdamOptions {
   learningRate: number;
@@ -42,7 +42,7 @@ export class Adam {
         const m = this.moment(this.m, name, param);
         const v = this.moment(this.v, name, param);
         if (fused) {
-          // The same update in one pass (train/wasm-capsule-kernels.ts); it updates m and v in place.
+          // The same update in one pass (train/backends/wasm-capsule-kernels.ts); it updates m and v in place.
           param.assign(
             tf
               .engine()

@@ -1,14 +1,13 @@
 /**
  * The one training loop's parts, shared by `capsnet train` (train/trainer.ts) and every experiment: the optimizer a
- * config asks for, one gradient step, seeded epoch batching, weights <-> variables, and `fit` (a step loop with hooks
- * for generated batches). A model family (train/models/) supplies the loss and the class scores.
+ * config asks for, one gradient step, seeded epoch batching, variables -> weights (the other way: model/layers.ts), and `fit` (a step loop with hooks
+ * for generated batches). A model family (train/family.ts) supplies the loss and the class scores.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { Adam } from './adam.ts';
 import { Rng } from '@capsnet-onnx/core';
-
-export type Params = Record<string, tf.Variable>;
+import type { Params } from '../model/layers.ts';
 
 /** The optimizer fields a training config carries (CapsNetConfig has them all). */
 export interface OptimizerConfig {
@@ -113,17 +112,6 @@ export function epochBatches(
 
 export function stepsFor(count: number, batchSize: number, epochs: number): number {
   return Math.max(1, Math.ceil(count / batchSize) * epochs);
-}
-
-/** The one place stored weights become tfjs variables: every name in `shapes` must be in `weights`. */
-export function paramsFromWeights(shapes: Record<string, number[]>, weights: Record<string, Float32Array>, trainable = true, prefix = ''): Params {
-  const params: Params = {};
-  for (const [name, shape] of Object.entries(shapes)) {
-    const w = weights[name];
-    if (!w) throw new Error(`weights are missing ${name}`);
-    params[name] = tf.variable(tf.tensor(w, shape), trainable, prefix ? `${prefix}${name}` : undefined);
-  }
-  return params;
 }
 
 export async function readWeights(params: Params): Promise<Record<string, Float32Array>> {

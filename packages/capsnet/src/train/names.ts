@@ -3,10 +3,10 @@
  * loading TensorFlow.js.
  */
 
-/** The network families `capsnet train --model` trains (train/models/family.ts). */
+/** The network families `capsnet train --model` trains (train/family.ts). */
 export const MODEL_NAMES = ['capsnet', 'baseline-cnn'] as const;
 export type ModelName = (typeof MODEL_NAMES)[number];
 
-/** TensorFlow.js backends (train/backend.ts); `auto` picks the first that starts. */
+/** TensorFlow.js backends (train/backends/backend.ts); `auto` picks the first that starts. */
 export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];

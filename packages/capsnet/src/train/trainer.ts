@@ -1,9 +1,9 @@
-/** `capsnet train`: the training loop (train/loop.ts steps, any model family in train/models/), seeded shuffling and shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume. */
+/** `capsnet train`: the training loop (train/loop.ts steps, any model family in train/family.ts), seeded shuffling and shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume. */
 import { appendFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import cliProgress from 'cli-progress';
-import { type BackendName, initBackend } from './backend.ts';
+import { type BackendName, initBackend } from './backends/backend.ts';
 import {
   type BaselineCnnConfig,
   type CapsNetConfig,
@@ -16,6 +16,7 @@ import {
   presetConfig,
   publicDataName,
 } from '@capsnet-onnx/core';
+import { PAPER_ROUTING } from '@capsnet-onnx/core';
 import {
   type BaselineModelSpec,
   type CheckpointState,
@@ -31,9 +32,9 @@ import { suspiciousLabels } from './data-checks.ts';
 import { CheckpointCadence, DEFAULT_CHECKPOINT_INTERVAL_S } from './checkpoint-cadence.ts';
 import { type RunFlags, checkResumeFlags, checkRunDir, openRunDir } from './run-dir.ts';
 import { writeFileAtomic } from '../files/atomic.ts';
-import type { CapsNetParams } from './model.ts';
-import { adamFor, epochOrder, gather, oneHot, paramsFromWeights as variablesFromWeights, readWeights, trainStep } from './loop.ts';
-import { type ModelFamily, type ModelName, baselineFamily, capsnetFamily, evaluate } from './models/family.ts';
+import { adamFor, epochOrder, gather, oneHot, readWeights, trainStep } from './loop.ts';
+import { variablesFromWeights } from '../model/layers.ts';
+import { type ModelFamily, type ModelName, baselineFamily, capsnetFamily, evaluate } from './family.ts';
 
 export { oneHot, readWeights };
 
@@ -91,11 +92,6 @@ export function formatSeconds(seconds: number): string {
   return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-/** CapsNet variables from stored weights. */
-export function paramsFromWeights(config: CapsNetConfig, weights: Record<string, Float32Array>): CapsNetParams {
-  return variablesFromWeights(capsnetFamily(config).paramShapes, weights);
-}
-
 export function imagesTensor(images: Float32Array, count: number, config: CapsNetConfig): tf.Tensor4D {
   return tf.tensor4d(images, [count, config.inputHeight, config.inputWidth, config.inputChannels]);
 }
@@ -147,7 +143,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     presetConfig(options.preset, dataset.shape, {
       ...protocolOverrides(options.data, dataset.shape, options.preset),
       ...options.configOverrides,
-      ...(options.routing !== undefined ? { routingIterations: options.routing } : {}),
+      ...(options.routing !== undefined ? { routing: { ...PAPER_ROUTING, iterations: options.routing } } : {}),
     });
   const seed = resumed?.seed ?? options.seed;
   const modelSpec: BaselineModelSpec | undefined = resumed
@@ -193,7 +189,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       ? `model: baseline CNN, conv ${modelSpec.config.convChannels.join('/')} ${modelSpec.config.kernel}x${modelSpec.config.kernel} ${modelSpec.config.padding}` +
           `${modelSpec.config.poolAfter.length ? `, pooling after conv ${modelSpec.config.poolAfter.map((p) => p + 1).join(',')}` : ', no pooling'}, fc ${modelSpec.config.fc.join('/')}, ` +
           `dropout ${modelSpec.config.dropout}: ${parameterCount.toLocaleString('en-US')} parameters`
-      : `model: CapsNet, conv1 ${config.conv1Filters}, ${config.primaryMaps} primary maps, routing ${config.routingIterations}: ${parameterCount.toLocaleString('en-US')} parameters`,
+      : `model: CapsNet, conv1 ${config.conv1Filters}, ${config.primaryMaps} primary maps, routing ${config.routing.algorithm} x${config.routing.iterations}: ${parameterCount.toLocaleString('en-US')} parameters`,
   );
   const optimizer = adamFor(config);
   if (resumed) optimizer.loadState(resumed.optimizer, params, resumed.step);
@@ -328,7 +324,7 @@ function runFlagsOf(source: TrainOptions | CheckpointState): RunFlags {
       preset: run.preset,
       data: source.dataset,
       batchSize: run.batchSize,
-      routing: source.config.routingIterations,
+      routing: source.config.routing.iterations,
       seed: source.seed,
       trainLimit: run.trainLimit,
       testLimit: run.testLimit,

@@ -2,7 +2,7 @@
  * Names of the fused training kernels and the switch that model.ts and adam.ts consult before calling them.
  *
  * A fused kernel does in one pass what the paper's formulation does in many tfjs ops (each of which writes a full
- * tensor). They exist where a backend registers them (train/wasm-capsule-kernels.ts registers them for 'wasm'
+ * tensor). They exist where a backend registers them (train/backends/wasm-capsule-kernels.ts registers them for 'wasm'
  * when that backend starts); everywhere else the composite ops in model.ts and adam.ts run, and they stay
  * the reference the fused kernels are tested against. This module only looks kernels up, so importing it loads no
  * backend.

@@ -6,8 +6,8 @@
  * reads the raw NHWC arrays and accumulates dW[kh, kw, ci, :] += x[n, y*s+kh, x*s+kw, ci] * dy[n, y, x, :], with
  * the innermost loop running over contiguous output channels.
  *
- * train/backend.ts installs it when it starts the cpu backend, so training, the experiments and the tests all get
- * it (the wasm backend has its own kernels in train/wasm-kernels.ts).
+ * train/backends/backend.ts installs it when it starts the cpu backend, so training, the experiments and the tests all get
+ * it (the wasm backend has its own kernels in train/backends/wasm-kernels.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
 

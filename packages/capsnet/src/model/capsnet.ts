@@ -1,15 +1,19 @@
 /**
  * CapsNet, as in Sabour, Frosst & Hinton (2017), "Dynamic Routing Between Capsules".
  * Reads top to bottom like section 4 of the paper; equation numbers refer to it.
- * Layout: images are NHWC in [0, 1]; every weight is a named tensor in `CapsNetParams`.
+ * Layout: images are NHWC in [0, 1]; every weight is a named tensor in `CapsNetParams`. The shared layers (squash,
+ * lengths, standardisation, init) are in model/layers.ts, the routing in model/routing.ts; the ONNX export of this
+ * network, op for op, is export/capsnet-graph.ts.
  */
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; the umbrella package's bundle registers them all.
 import '@tensorflow/tfjs';
 import { type CapsNetConfig, Rng, derivedSizes, hasDigitBias, paramShapes } from '@capsnet-onnx/core';
 import { FUSED_KERNELS, fusedKernelAvailable } from './fused.ts';
+import { type Params, capsuleLengths, glorotUniform, squash, standardizePerImage, truncatedNormal, variablesFromWeights } from './layers.ts';
+import { type RoutingResult, route } from './routing.ts';
 
-export type CapsNetParams = Record<string, tf.Variable>;
+export type CapsNetParams = Params;
 
 /** Standard deviations of the authors' code's truncated-normal initialisation, by weight name prefix. */
 const TRUNCATED_NORMAL_STDDEV: Array<[string, number]> = [
@@ -19,23 +23,6 @@ const TRUNCATED_NORMAL_STDDEV: Array<[string, number]> = [
   ['decoder/', 0.1],
 ];
 
-/** A normal truncated at two standard deviations (redrawn outside), as TensorFlow's truncated_normal. */
-function truncatedNormal(rng: Rng, stddev: number): number {
-  for (;;) {
-    const z = rng.normal();
-    if (Math.abs(z) <= 2) return z * stddev;
-  }
-}
-
-/** Fill `values` with Glorot-uniform draws for a dense [in, out] or conv [kh, kw, in, out] kernel of `shape`. */
-export function glorotUniform(values: Float32Array, shape: number[], rng: Rng): void {
-  const receptive = shape.length === 4 ? shape[0]! * shape[1]! : 1;
-  const fanIn = receptive * shape[shape.length - 2]!;
-  const fanOut = receptive * shape[shape.length - 1]!;
-  const limit = Math.sqrt(6 / (fanIn + fanOut));
-  for (let i = 0; i < values.length; i++) values[i] = (2 * rng.next() - 1) * limit;
-}
-
 /**
  * Seeded initialisation. config.init 'glorot' (default): Glorot-uniform kernels, N(0, 0.01^2) capsule transforms;
  * 'truncated-normal': the authors' code's truncated normals. Biases start at 0, except primary/bias at
@@ -43,8 +30,9 @@ export function glorotUniform(values: Float32Array, shape: number[], rng: Rng): 
  */
 export function initParams(config: CapsNetConfig, seed: number): CapsNetParams {
   const rng = new Rng(seed);
-  const params: CapsNetParams = {};
-  for (const [name, shape] of Object.entries(paramShapes(config))) {
+  const shapes = paramShapes(config);
+  const weights: Record<string, Float32Array> = {};
+  for (const [name, shape] of Object.entries(shapes)) {
     const size = shape.reduce((a, b) => a * b, 1);
     const values = new Float32Array(size);
     if (name === 'primary/bias') {
@@ -59,87 +47,9 @@ export function initParams(config: CapsNetConfig, seed: number): CapsNetParams {
     } else if (name.endsWith('/kernel')) {
       glorotUniform(values, shape, rng);
     }
-    params[name] = tf.variable(tf.tensor(values, shape), true);
+    weights[name] = values;
   }
-  return params;
-}
-
-/** Eq. 1: v = |s|^2 / (1 + |s|^2) * s / |s|, with epsilon under the root so s = 0 gives v = 0 and a finite gradient. */
-export function squash(s: tf.Tensor, epsilon: number, axis = -1): tf.Tensor {
-  return tf.tidy(() => {
-    const squaredNorm = tf.sum(tf.square(s), axis, true);
-    const scale = tf.div(squaredNorm, tf.add(1, squaredNorm));
-    return tf.mul(tf.div(scale, tf.sqrt(tf.add(squaredNorm, epsilon))), s);
-  });
-}
-
-/** Capsule length |v|, the probability that the entity exists (same epsilon as squash). */
-export function capsuleLengths(v: tf.Tensor, epsilon: number): tf.Tensor {
-  return tf.sqrt(tf.add(tf.sum(tf.square(v), -1), epsilon));
-}
-
-/**
- * Per-image standardisation (section 7's colour protocol): (x - mean) / max(std, 1/sqrt(H*W*C)) over each image's
- * pixels, as tf.image.per_image_standardization. images: [N, H, W, C].
- */
-export function standardizePerImage(images: tf.Tensor4D): tf.Tensor4D {
-  return tf.tidy(() => {
-    const [, h, w, c] = images.shape;
-    const mean = tf.mean(images, [1, 2, 3], true);
-    const centred = tf.sub(images, mean);
-    const std = tf.sqrt(tf.mean(tf.square(centred), [1, 2, 3], true));
-    return tf.div(centred, tf.maximum(std, 1 / Math.sqrt(h * w * c))) as tf.Tensor4D;
-  });
-}
-
-export interface RoutingResult {
-  /** v_j: [N, classes, digitDim] */
-  capsules: tf.Tensor3D;
-  /** c_ij of the last iteration: [N, inputCaps, classes] */
-  coupling: tf.Tensor3D;
-  /**
-   * With keepLogits (the routing experiment): b_ij after each agreement update r = 1..iterations, [N, inputCaps,
-   * classes] each. The last one is the update the next iteration would make; it does not change the outputs.
-   */
-  logitHistory: tf.Tensor3D[];
-  /** With keepLogits: v_j after each iteration r = 1..iterations, [N, classes, digitDim] each. */
-  capsuleHistory: tf.Tensor3D[];
-}
-
-/**
- * Procedure 1, routing by agreement. Logits b_ij are per example and start at zero; the softmax (eq. 3)
- * runs over the output capsules j, so each input capsule distributes its vote among the classes.
- * uHat: [N, inputCaps, classes, digitDim]; bias (optional, the authors' code's): [classes, digitDim].
- */
-export function dynamicRouting(uHat: tf.Tensor4D, iterations: number, epsilon: number, keepLogits = false, bias?: tf.Tensor): RoutingResult {
-  // The same procedure in one kernel where the backend has it (train/wasm-capsule-kernels.ts); it keeps no
-  // history and has no bias.
-  if (!keepLogits && !bias && fusedKernelAvailable(FUSED_KERNELS.dynamicRouting)) {
-    const [capsules, coupling] = tf.engine().runKernel(FUSED_KERNELS.dynamicRouting, { uHat }, { iterations, epsilon }) as [tf.Tensor3D, tf.Tensor3D];
-    return { capsules, coupling, logitHistory: [], capsuleHistory: [] };
-  }
-  const [batch, inputCaps, classes] = uHat.shape;
-  let logits: tf.Tensor3D = tf.zeros([batch, inputCaps, classes]);
-  const logitHistory: tf.Tensor3D[] = [];
-  const capsuleHistory: tf.Tensor3D[] = [];
-  let coupling: tf.Tensor3D = logits;
-  let capsules: tf.Tensor3D = logits;
-  for (let r = 0; r < iterations; r++) {
-    coupling = tf.softmax(logits, -1);
-    // s_j = sum_i c_ij u_hat_j|i (eq. 2)
-    let s = tf.sum(tf.mul(tf.expandDims(coupling, -1), uHat), 1) as tf.Tensor3D;
-    // The authors' code adds a learned bias [classes, digitDim] before squash (config.digitCapsBias).
-    if (bias) s = tf.add(s, bias);
-    capsules = squash(s, epsilon) as tf.Tensor3D;
-    if (keepLogits) capsuleHistory.push(capsules);
-    if (r + 1 < iterations || keepLogits) {
-      // b_ij += u_hat_j|i . v_j
-      const agreement = tf.sum(tf.mul(uHat, tf.expandDims(capsules, 1)), -1) as tf.Tensor3D;
-      logits = tf.add(logits, agreement);
-      if (keepLogits) logitHistory.push(logits);
-    }
-  }
-  return { capsules, coupling, logitHistory, capsuleHistory };
+  return variablesFromWeights(shapes, weights);
 }
 
 export interface ForwardOutput {
@@ -162,7 +72,7 @@ export function encode(params: CapsNetParams, images: tf.Tensor4D, config: CapsN
   // NHWC channel c = map * primaryDim + d, so capsule i = (y * w + x) * maps + map.
   const u = squash(tf.reshape(primaryConv, [batch, numPrimaryCaps, config.primaryDim]), config.squashEpsilon);
   const uHat = predictionVectors(u as tf.Tensor3D, params['digit/W'] as tf.Tensor3D, config);
-  const routed = dynamicRouting(uHat, config.routingIterations, config.squashEpsilon, keepLogits, hasDigitBias(config) ? params['digit/bias'] : undefined);
+  const routed = route(uHat, config.routing, config.squashEpsilon, keepLogits, hasDigitBias(config) ? params['digit/bias'] : undefined);
   if (routedCaps === config.numClasses) return routed;
   // "None-of-the-above" took part in the routing softmax; it is no class, so it leaves here (coupling keeps it).
   return { ...routed, capsules: tf.slice(routed.capsules, [0, 0, 0], [batch, config.numClasses, config.digitDim]) };

@@ -1,19 +1,21 @@
 /**
- * Model families: what the training loop needs to know about a network. CapsNet (train/model.ts) and the
- * baseline CNNs (train/models/baseline-cnn.ts) plug into `capsnet train`, the experiments and `evaluate` the same
+ * Model families: what the training loop needs to know about a network. CapsNet (model/capsnet.ts) and the
+ * baseline CNNs (model/baseline-cnn.ts) plug into `capsnet train`, the experiments and `evaluate` the same
  * way. Loss parts are named (margin, reconstruction, cross_entropy) and become metrics.jsonl fields
  * `<part>_loss` (test) and `train_<part>_loss`.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { type BaselineCnnConfig, type CapsNetConfig, type DataShape, baselineParamShapes, paramShapes } from '@capsnet-onnx/core';
-import type { Split } from '../../data/datasets.ts';
-import { accuracyOf, type Params, type StepLoss, scoresInBatches } from '../loop.ts';
-import { capsuleLengths, encode, forward, initParams, marginLoss, reconstructionLoss } from '../model.ts';
-import { baselineForward, baselineLoss, initBaseline } from './baseline-cnn.ts';
+import type { Split } from '../data/datasets.ts';
+import { accuracyOf, type StepLoss, scoresInBatches } from './loop.ts';
+import type { Params } from '../model/layers.ts';
+import { encode, forward, initParams, marginLoss, reconstructionLoss } from '../model/capsnet.ts';
+import { capsuleLengths } from '../model/layers.ts';
+import { baselineForward, baselineLoss, initBaseline } from '../model/baseline-cnn.ts';
 
-import type { ModelName } from '../names.ts';
+import type { ModelName } from './names.ts';
 
-export { MODEL_NAMES, type ModelName } from '../names.ts';
+export { MODEL_NAMES, type ModelName } from './names.ts';
 
 export interface ModelFamily {
   name: ModelName;

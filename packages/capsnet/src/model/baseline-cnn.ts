@@ -1,6 +1,6 @@
 /**
  * The baseline CNNs (config, presets and shapes in @capsnet-onnx/core's baseline-cnn.ts) in TensorFlow.js: seeded
- * initialisation, the forward pass and the loss. A model family (train/models/family.ts) that trains through the
+ * initialisation, the forward pass and the loss. A model family (train/family.ts) that trains through the
  * same loop as CapsNet and exports to ONNX (export/baseline-cnn-graph.ts).
  * Layout: images NHWC in [0, 1]; weights named conv{k}/kernel [5, 5, in, out] (HWIO), conv{k}/bias, fc{k}/kernel
  * [in, out], fc{k}/bias, out/kernel, out/bias.
@@ -8,20 +8,21 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type BaselineCnnConfig, Rng, baselineParamShapes } from '@capsnet-onnx/core';
-import { glorotUniform } from '../model.ts';
+import { type Params, glorotUniform, variablesFromWeights } from './layers.ts';
 
-export type BaselineParams = Record<string, tf.Variable>;
+export type BaselineParams = Params;
 
 /** Glorot-uniform kernels, zero biases, seeded. */
 export function initBaseline(config: BaselineCnnConfig, seed: number): BaselineParams {
   const rng = new Rng(seed);
-  const params: BaselineParams = {};
-  for (const [name, shape] of Object.entries(baselineParamShapes(config))) {
+  const shapes = baselineParamShapes(config);
+  const weights: Record<string, Float32Array> = {};
+  for (const [name, shape] of Object.entries(shapes)) {
     const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
     if (name.endsWith('/kernel')) glorotUniform(values, shape, rng);
-    params[name] = tf.variable(tf.tensor(values, shape), true);
+    weights[name] = values;
   }
-  return params;
+  return variablesFromWeights(shapes, weights);
 }
 
 /** Logits [N, classes]. With `dropoutSeed`, dropout is applied to the last hidden layer (training). */

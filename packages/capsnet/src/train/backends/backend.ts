@@ -4,8 +4,8 @@
 //               Optional dependencies whose install downloads libtensorflow, so they are often absent;
 //               imported dynamically so this module loads without them.
 //   webgpu      @tensorflow/tfjs-backend-webgpu on Dawn through the `webgpu` npm package.
-//   wasm        @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD) plus train/wasm-kernels.ts (conv gradients),
-//               multi-threaded through train/wasm-threads.ts when more than one core is available.
+//   wasm        @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD) plus train/backends/wasm-kernels.ts (conv gradients),
+//               multi-threaded through train/backends/wasm-threads.ts when more than one core is available.
 //   cpu         @tensorflow/tfjs-backend-cpu, plain JS: a last resort.
 //
 // 'auto' tries tfjs-node-gpu (only when a GPU is visible), tfjs-node, wasm, cpu, and logs why it skipped each.
@@ -14,9 +14,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 
-import type { BackendName } from './names.ts';
+import type { BackendName } from '../names.ts';
 
-export type { BackendName } from './names.ts';
+export type { BackendName } from '../names.ts';
 
 export interface InitializedBackend {
   name: BackendName;
@@ -109,7 +109,7 @@ async function initTensorflow(log: Log): Promise<InitializedBackend> {
 
 /**
  * Threads for wasm: CAPSNET_WASM_THREADS if set, else the available cores (XNNPACK caps it at 8). More than 1
- * loads tfjs's threaded SIMD binary through train/wasm-threads.ts; 1 loads the stock single-threaded SIMD one.
+ * loads tfjs's threaded SIMD binary through train/backends/wasm-threads.ts; 1 loads the stock single-threaded SIMD one.
  */
 export function wasmThreadsWanted(): number {
   const env = process.env.CAPSNET_WASM_THREADS;
@@ -200,7 +200,7 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
     name: 'wasm',
     detail:
       `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ` +
-      'conv gradients and fused capsule kernels in wasm SIMD (train/wasm-kernels.ts, train/wasm-capsule-kernels.ts)',
+      'conv gradients and fused capsule kernels in wasm SIMD (train/backends/wasm-kernels.ts, train/backends/wasm-capsule-kernels.ts)',
     tf,
   };
 }
@@ -321,7 +321,7 @@ async function initCpu(): Promise<InitializedBackend> {
   // tfjs-backend-cpu's own Conv2DBackpropFilter makes one TensorBuffer.get() per multiply-add: tens of seconds a step.
   const { installFastConvFilterGrad } = await import('./cpu-kernels.ts');
   installFastConvFilterGrad('cpu');
-  return { name: 'cpu', detail: '@tensorflow/tfjs-backend-cpu (plain JavaScript, slow), conv filter gradient from train/cpu-kernels.ts', tf };
+  return { name: 'cpu', detail: '@tensorflow/tfjs-backend-cpu (plain JavaScript, slow), conv filter gradient from train/backends/cpu-kernels.ts', tf };
 }
 
 // ---------------------------------------------------------------------------------------------- main

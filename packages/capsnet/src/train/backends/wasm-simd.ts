@@ -1,5 +1,5 @@
 // The wasm SIMD training kernels (assembly/training-kernels.ts, compiled by `npm run build:kernels` to
-// src/train/kernels/*.wasm) on the tfjs wasm backend's heap, and on more than one thread.
+// src/train/backends/kernels/*.wasm) on the tfjs wasm backend's heap, and on more than one thread.
 //
 // The module imports the backend's own WebAssembly.Memory, so a tensor's heap offset is its pointer and the kernels
 // work on tensors in place. The threaded build keeps that memory shared, so a worker_threads worker can instantiate
@@ -103,7 +103,7 @@ export class KernelThreads {
   run(name: string, argsOf: (part: number, parts: number) => number[], single = false): void {
     const kernel = this.local[name];
     const nameIndex = this.names.indexOf(name);
-    if (kernel == null || nameIndex < 0) throw new Error(`train/wasm-simd.ts: unknown kernel ${name}`);
+    if (kernel == null || nameIndex < 0) throw new Error(`train/backends/wasm-simd.ts: unknown kernel ${name}`);
     if (single) {
       kernel(...argsOf(0, 1));
       return;
@@ -115,7 +115,7 @@ export class KernelThreads {
     const helpers = this.workers.length;
     for (let h = 0; h < helpers; h++) {
       const a = argsOf(h + 1, this.parts);
-      if (a.length > MAX_ARGS) throw new Error(`train/wasm-simd.ts: ${name} has more than ${MAX_ARGS} arguments`);
+      if (a.length > MAX_ARGS) throw new Error(`train/backends/wasm-simd.ts: ${name} has more than ${MAX_ARGS} arguments`);
       const base = h * (MAX_ARGS + 2);
       this.args[base] = nameIndex;
       this.args[base + 1] = a.length;
@@ -134,12 +134,12 @@ export class KernelThreads {
         if (Date.now() > deadline) {
           this.broken = true;
           // biome-ignore lint/correctness/noUnsafeFinally: a helper still writing to the heap outranks this thread's own error
-          throw new Error(`train/wasm-simd.ts: ${name}: a helper thread did not finish in ${HELPER_TIMEOUT_MS / 1000} s`);
+          throw new Error(`train/backends/wasm-simd.ts: ${name}: a helper thread did not finish in ${HELPER_TIMEOUT_MS / 1000} s`);
         }
         Atomics.wait(this.control, DONE, done, 100);
       }
     }
-    if (Atomics.load(this.control, FAILED) === 1) throw new Error(`train/wasm-simd.ts: ${name} failed on a helper thread`);
+    if (Atomics.load(this.control, FAILED) === 1) throw new Error(`train/backends/wasm-simd.ts: ${name} failed on a helper thread`);
   }
 }
 
@@ -216,7 +216,8 @@ export function simdKernels(backend: WasmBackendLike): KernelSet {
   const memory = wasmMemory instanceof WebAssembly.Memory ? wasmMemory : asm?.memory;
   if (!(memory instanceof WebAssembly.Memory)) {
     throw new Error(
-      'train/wasm-simd.ts: this tfjs-backend-wasm build does not expose its memory (wasmMemory or asm.memory); ' + 'install the version in package.json',
+      'train/backends/wasm-simd.ts: this tfjs-backend-wasm build does not expose its memory (wasmMemory or asm.memory); ' +
+        'install the version in package.json',
     );
   }
   let set = instances.get(memory);
@@ -237,7 +238,7 @@ export function simdKernels(backend: WasmBackendLike): KernelSet {
 /** A tensor's byte offset on the wasm heap. */
 export function pointer(backend: WasmBackendLike, info: TensorInfo): number {
   const entry = backend.dataIdMap.get(info.dataId);
-  if (entry == null) throw new Error('train/wasm-simd.ts: tensor is not on the wasm backend');
+  if (entry == null) throw new Error('train/backends/wasm-simd.ts: tensor is not on the wasm backend');
   return entry.memoryOffset;
 }
 

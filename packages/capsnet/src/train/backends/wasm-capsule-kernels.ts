@@ -6,20 +6,20 @@
 // matmuls; one routing iteration at batch 32 writes several [N, 1152, 10, 16] tensors (24 MB each: the broadcast
 // product c_ij u_hat, the agreement product u_hat v_j) and its gradient as many again; Adam is eight element-wise
 // ops per weight, each a temporary the size of the weight. Here each is one loop nest in wasm SIMD
-// (assembly/training-kernels.ts, loaded by train/wasm-simd.ts) that works on the tensors in place, with the work
+// (assembly/training-kernels.ts, loaded by train/backends/wasm-simd.ts) that works on the tensors in place, with the work
 // shared between the backend's threads.
 // Routing walks one example at a time (its u_hat, 0.7 MB, fits in L2) and merges each iteration's agreement update
 // with the next iteration's weighted sum, so R iterations read u_hat R times forward and R times backward (after an
 // R-pass recomputation of the forward, which keeps only the small per-iteration c_ij and s_j).
 //
-// The kernels are registered under the names in train/fused.ts; model.ts and adam.ts call them when they are
+// The kernels are registered under the names in model/fused.ts; model.ts and adam.ts call them when they are
 // registered for the active backend. test/e2e/wasm-capsule-kernels.test.ts checks every output and gradient against
 // the composite ops on the cpu backend, and the committed binaries against their source.
 
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
-import { FUSED_KERNELS } from './fused.ts';
+import { FUSED_KERNELS } from '../../model/fused.ts';
 import { partRange, pointer, simdKernels, type WasmBackendLike } from './wasm-simd.ts';
 
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -30,7 +30,7 @@ type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedA
 
 function requireFloat32(kernel: string, tensors: TensorInfo[]): void {
   for (const t of tensors) {
-    if (t.dtype !== 'float32') throw new Error(`${kernel} (train/wasm-capsule-kernels.ts): float32 only, got ${t.dtype}`);
+    if (t.dtype !== 'float32') throw new Error(`${kernel} (train/backends/wasm-capsule-kernels.ts): float32 only, got ${t.dtype}`);
   }
 }
 
