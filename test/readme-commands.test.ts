@@ -196,8 +196,8 @@ export const COMMANDS: Record<string, Decision> = {
     because: 'the members must be different runs: RUN_DIR and a second one',
     files: { run: 'run', run2: 'run2' },
   },
-  'npx capsnet train --preset small --epochs 3 --batch-size 32': {
-    form: 'npx capsnet train --preset small --epochs 3 --batch-size 32 --train-limit 256 --test-limit 64 --no-progress',
+  'npx capsnet train --preset small --epochs 3 --batch-size 32 --data mnist-sample': {
+    form: 'npx capsnet train --preset small --epochs 3 --batch-size 32 --data mnist-sample --train-limit 256 --test-limit 64 --no-progress',
     because: '3 epochs of 8,000 digits take minutes: the same flags on a few hundred',
   },
   // Export
@@ -301,9 +301,9 @@ export const COMMANDS: Record<string, Decision> = {
   'node --test': { exempt: 'names the test runner in prose; `npm test` runs it' },
   // packages/capsnet/README.md
   'ONNXRUNTIME_NODE_INSTALL=skip npm install capsnet-onnx': { exempt: UNPUBLISHED },
-  'npx capsnet train --preset small --epochs 3 --batch-size 32 --out run': {
-    form: 'npx capsnet train --preset small --epochs 3 --batch-size 32 --out run --train-limit 256 --test-limit 64 --no-progress',
-    because: '3 epochs of 8,000 digits take minutes: the same flags on a few hundred',
+  'npx capsnet train --preset small --epochs 1 --batch-size 32 --train-limit 24000 --out run': {
+    form: 'npx capsnet train --preset small --epochs 1 --batch-size 32 --train-limit 256 --out run --test-limit 64 --no-progress',
+    because: 'an epoch of 24,000 official digits and the 10,000-digit test pass take minutes: the same flags on a few hundred',
   },
   'npx capsnet export run -o model.onnx': { files: { run: 'run' } },
   'npx capsnet serve model.onnx': { files: { 'model.onnx': 'model' }, serve: true },
