@@ -172,7 +172,7 @@ const UNPUBLISHED =
 const NUGET = "downloads onnxruntime-node's CUDA provider from a NuGet feed that no machine here reaches (and needs an NVIDIA GPU)";
 const PAPER = 'paper scale: the full MNIST (--data mnist) for hours, on a GPU; its ci-scale form runs';
 const SAME_AS_QUICK = 'same script as its quick form below, which runs';
-const SYNOPSIS = 'a synopsis over NAME and ci|paper: the ci forms of perturb, affine and mnist-table, `all` and `report` run as their own rows';
+const SYNOPSIS = 'a synopsis over NAME and ci|medium|paper: the ci forms of perturb, affine and mnist-table, `all` and `report` run as their own rows';
 const TINY_EXPERIMENT = '--train-limit 256 --test-limit 64 --batch-size 32';
 
 export const COMMANDS: Record<string, Decision> = {
@@ -274,7 +274,7 @@ export const COMMANDS: Record<string, Decision> = {
   },
   'gpu-bundle/run.sh gpu-results': { exempt: 'runs on the GPU machine, from the bundle; test/gpu-bundle.test.ts runs it at tiny sizes on SwiftShader' },
   // Paper experiments
-  'npx capsnet experiment NAME --scale ci|paper': { exempt: SYNOPSIS },
+  'npx capsnet experiment NAME --scale ci|medium|paper': { exempt: SYNOPSIS },
   'npx capsnet experiment perturb --scale ci --train-limit 512 --test-limit 128 --out experiments': {},
   'npx capsnet experiment report experiments': {
     files: { experiments: { from: 'npx capsnet experiment perturb --scale ci --train-limit 512 --test-limit 128 --out experiments', path: 'experiments' } },
@@ -302,13 +302,13 @@ export const COMMANDS: Record<string, Decision> = {
   // packages/capsnet/README.md
   'ONNXRUNTIME_NODE_INSTALL=skip npm install capsnet-onnx': { exempt: UNPUBLISHED },
   'npx capsnet train --preset small --epochs 1 --batch-size 32 --train-limit 24000 --out run': {
-    form: 'npx capsnet train --preset small --epochs 1 --batch-size 32 --train-limit 256 --out run --test-limit 64 --no-progress',
-    because: 'an epoch of 24,000 official digits and the 10,000-digit test pass take minutes: the same flags on a few hundred',
+    form: 'npx capsnet train --preset small --epochs 1 --batch-size 32 --train-limit 24000 --out run --train-limit 256 --test-limit 64 --no-progress',
+    because: 'an epoch of 24,000 official digits and the 10,000-digit test pass take minutes: the same flags on a few hundred (the last --train-limit counts)',
   },
   'npx capsnet export run -o model.onnx': { files: { run: 'run' } },
   'npx capsnet serve model.onnx': { files: { 'model.onnx': 'model' }, serve: true },
   // packages/capsnet/src/experiments/README.md
-  'npx capsnet experiment NAME --scale ci|paper --out DIR': { exempt: SYNOPSIS },
+  'npx capsnet experiment NAME --scale ci|medium|paper --out DIR': { exempt: SYNOPSIS },
   'npx capsnet experiment report DIR': {
     files: { DIR: { from: 'npx capsnet experiment perturb --scale ci --train-limit 512 --test-limit 128 --out experiments', path: 'experiments' } },
   },
