@@ -78,7 +78,8 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
   const probeCount = Math.min(test.count, ci ? 64 : 256);
   const probe = tf.tensor4d(test.images.slice(0, probeCount * pixels), [probeCount, base.inputHeight, base.inputWidth, base.inputChannels]);
   const stepsPerRun = Math.max(1, Math.ceil(train.count / batchSize) * epochs);
-  const probeEvery = Math.max(1, Math.floor(stepsPerRun / (ci ? 20 : 200)));
+  // probes per traced run: 20 at ci, 50 at medium (each routes the probe batch: a forward pass of 256 images), 200 at paper
+  const probeEvery = Math.max(1, Math.floor(stepsPerRun / { ci: 20, medium: 50, paper: 200 }[options.scale]));
 
   const traces: Record<number, Array<{ step: number; trace: RoutingTrace }>> = {};
   // test errors by iterations, one per seed it was trained with
