@@ -364,9 +364,18 @@ describe('end to end (ci scale, cut down)', () => {
     assert.match(both.stderr, /either --run or --model/);
     const report = await execa('node', [CLI, 'experiment', 'report', join(scratch, 'missing-dir')], { cwd: ROOT, reject: false });
     assert.match(report.stderr, /does not exist/);
-    const paper = await execa('node', [CLI, 'experiment', 'mnist-table', '--scale', 'paper', '--out', join(scratch, 'paper')], { cwd: ROOT, reject: false });
-    assert.notEqual(paper.exitCode, 0);
-    assert.match(paper.stderr, /full MNIST.*--data idx:DIR/);
-    assert.doesNotMatch(paper.stderr, /\n\s+at /, 'no stack trace');
+    // medium and paper scale are measured on the official test set: the embedded sample is refused, in one line
+    for (const scale of ['medium', 'paper']) {
+      const sample = await execa('node', [CLI, 'experiment', 'mnist-table', '--scale', scale, '--data', 'mnist-sample', '--out', join(scratch, scale)], {
+        cwd: ROOT,
+        reject: false,
+      });
+      assert.notEqual(sample.exitCode, 0);
+      assert.match(sample.stderr, new RegExp(`--scale ${scale} needs the full MNIST.*leave --data out .*--data idx:DIR`));
+      assert.doesNotMatch(sample.stderr, /\n\s+at /, 'no stack trace');
+    }
+    // --help names the three scales and says what the middle one can and cannot resolve
+    const help = await execa('node', [CLI, 'experiment', 'mnist-table', '--help'], { cwd: ROOT });
+    assert.match(help.stdout.replace(/\s+/g, ' '), /medium: under an hour .* resolves differences of about 0\.4 points .* not Table 1's/);
   });
 });

@@ -172,7 +172,7 @@ const UNPUBLISHED =
 const NUGET = "downloads onnxruntime-node's CUDA provider from a NuGet feed that no machine here reaches (and needs an NVIDIA GPU)";
 const PAPER = 'paper scale: the full MNIST (--data mnist) for hours, on a GPU; its ci-scale form runs';
 const SAME_AS_QUICK = 'same script as its quick form below, which runs';
-const SYNOPSIS = 'a synopsis over NAME and ci|paper: the ci forms of perturb, affine and mnist-table, `all` and `report` run as their own rows';
+const SYNOPSIS = 'a synopsis over NAME and ci|medium|paper: the ci forms of perturb, affine and mnist-table, `all` and `report` run as their own rows';
 const TINY_EXPERIMENT = '--train-limit 256 --test-limit 64 --batch-size 32';
 
 export const COMMANDS: Record<string, Decision> = {
@@ -196,8 +196,8 @@ export const COMMANDS: Record<string, Decision> = {
     because: 'the members must be different runs: RUN_DIR and a second one',
     files: { run: 'run', run2: 'run2' },
   },
-  'npx capsnet train --preset small --epochs 3 --batch-size 32': {
-    form: 'npx capsnet train --preset small --epochs 3 --batch-size 32 --train-limit 256 --test-limit 64 --no-progress',
+  'npx capsnet train --preset small --epochs 3 --batch-size 32 --data mnist-sample': {
+    form: 'npx capsnet train --preset small --epochs 3 --batch-size 32 --data mnist-sample --train-limit 256 --test-limit 64 --no-progress',
     because: '3 epochs of 8,000 digits take minutes: the same flags on a few hundred',
   },
   'npx capsnet plot RUN_DIR [-o FILE.svg] [--overwrite]': { files: { run: 'run' } },
@@ -279,7 +279,7 @@ export const COMMANDS: Record<string, Decision> = {
   },
   'gpu-bundle/run.sh gpu-results': { exempt: 'runs on the GPU machine, from the bundle; test/e2e/gpu-bundle.test.ts runs it at tiny sizes on SwiftShader' },
   // Paper experiments
-  'npx capsnet experiment NAME --scale ci|paper': { exempt: SYNOPSIS },
+  'npx capsnet experiment NAME --scale ci|medium|paper': { exempt: SYNOPSIS },
   'npx capsnet experiment perturb --scale ci --train-limit 512 --test-limit 128 --out experiments': {},
   'npx capsnet experiment report experiments': {
     files: { experiments: { from: 'npx capsnet experiment perturb --scale ci --train-limit 512 --test-limit 128 --out experiments', path: 'experiments' } },
@@ -306,14 +306,14 @@ export const COMMANDS: Record<string, Decision> = {
   'node --test': { exempt: 'names the test runner in prose; `npm test` runs it' },
   // packages/capsnet/README.md
   'ONNXRUNTIME_NODE_INSTALL=skip npm install capsnet-onnx': { exempt: UNPUBLISHED },
-  'npx capsnet train --preset small --epochs 3 --batch-size 32 --out run': {
-    form: 'npx capsnet train --preset small --epochs 3 --batch-size 32 --out run --train-limit 256 --test-limit 64 --no-progress',
-    because: '3 epochs of 8,000 digits take minutes: the same flags on a few hundred',
+  'npx capsnet train --preset small --epochs 1 --batch-size 32 --train-limit 24000 --out run': {
+    form: 'npx capsnet train --preset small --epochs 1 --batch-size 32 --train-limit 24000 --out run --train-limit 256 --test-limit 64 --no-progress',
+    because: 'an epoch of 24,000 official digits and the 10,000-digit test pass take minutes: the same flags on a few hundred (the last --train-limit counts)',
   },
   'npx capsnet export run -o model.onnx': { files: { run: 'run' } },
   'npx capsnet serve model.onnx': { files: { 'model.onnx': 'model' }, serve: true },
   // packages/capsnet/src/experiments/README.md
-  'npx capsnet experiment NAME --scale ci|paper --out DIR': { exempt: SYNOPSIS },
+  'npx capsnet experiment NAME --scale ci|medium|paper --out DIR': { exempt: SYNOPSIS },
   'npx capsnet experiment report DIR': {
     files: { DIR: { from: 'npx capsnet experiment perturb --scale ci --train-limit 512 --test-limit 128 --out experiments', path: 'experiments' } },
   },

@@ -36,7 +36,26 @@ export async function trainedSmallRun(): Promise<string> {
   if (existsSync(join(dir, 'checkpoint.bin'))) return dir;
   await execa(
     'node',
-    [CLI, 'train', '--preset', 'small', '--epochs', '1', '--train-limit', '3000', '--batch-size', '32', '--seed', '1', '--out', dir, '--no-progress'],
+    // the embedded sample (the offline test data; `--data mnist`, the default, is the official set)
+    [
+      CLI,
+      'train',
+      '--preset',
+      'small',
+      '--data',
+      'mnist-sample',
+      '--epochs',
+      '1',
+      '--train-limit',
+      '3000',
+      '--batch-size',
+      '32',
+      '--seed',
+      '1',
+      '--out',
+      dir,
+      '--no-progress',
+    ],
     { cwd: ROOT, stdio: 'inherit' },
   );
   return dir;

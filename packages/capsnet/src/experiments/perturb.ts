@@ -23,6 +23,8 @@ import {
   type ExperimentResult,
   type ResultFigure,
   EPOCHS,
+  LIMITS,
+  batchSizeFor,
   capsConfigFor,
   loadData,
   pct,
@@ -130,14 +132,10 @@ async function onnxCodec(modelPath: string): Promise<Codec> {
 /** Train a CapsNet at the experiment's scale and save it as a run directory the exporter can read. */
 async function trainModel(options: PerturbOptions, runDir: string, backend: string): Promise<{ accuracy: number; seconds: number; decoderSteps: number }> {
   const ci = options.scale === 'ci';
-  const { dataset, train, test } = loadData(
-    options.data,
-    options.trainLimit ?? (ci ? 6000 : undefined),
-    options.testLimit ?? (ci ? 1000 : undefined),
-    options.scale,
-  );
+  const limits = LIMITS.perturb[options.scale];
+  const { dataset, train, test } = loadData(options.data, options.trainLimit ?? limits.train, options.testLimit ?? limits.test, options.scale);
   const config = capsConfigFor(options.scale, dataset.shape);
-  const batchSize = options.batchSize ?? (ci ? 32 : 128);
+  const batchSize = batchSizeFor(options);
   const epochs = options.epochs ?? EPOCHS.perturb[options.scale];
   const pixels = config.inputHeight * config.inputWidth * config.inputChannels;
   const elapsed = timer();

@@ -18,7 +18,18 @@ import type { CapsNetConfig } from '@capsnet-onnx/core';
 import { type CapsNetParams, encode } from '../model/capsnet.ts';
 import { capsnetFamily } from '../train/family.ts';
 import { type FigureSpec, linePlot, saveFigure } from './figures.ts';
-import { type ExperimentOptions, type ExperimentResult, type ResultFigure, EPOCHS, capsConfigFor, runInfo, startExperiment, writeResult } from './common.ts';
+import {
+  type ExperimentOptions,
+  type ExperimentResult,
+  type ResultFigure,
+  EPOCHS,
+  batchSizeFor,
+  capsConfigFor,
+  resolutionNotes,
+  runInfo,
+  startExperiment,
+  writeResult,
+} from './common.ts';
 import { meanStd } from './mnist-table.ts';
 import { trainShifted } from './training.ts';
 
@@ -57,17 +68,18 @@ export async function routingTrace(params: CapsNetParams, config: CapsNetConfig,
 }
 
 export async function runRouting(options: RoutingOptions): Promise<ExperimentResult> {
-  const { dataset, train, test, backend, ci, startedAt, elapsed } = await startExperiment(options, { train: 2000, test: 1000 });
+  const { dataset, train, test, backend, ci, startedAt, elapsed } = await startExperiment(options, 'routing');
   const iterationsList = options.iterations ?? [1, 2, 3, 5, 7];
   const seeds = Array.from({ length: options.seeds ?? 3 }, (_, k) => options.seed + k);
-  const batchSize = options.batchSize ?? (ci ? 32 : 128);
+  const batchSize = batchSizeFor(options);
   const epochs = options.epochs ?? EPOCHS.routing[options.scale];
   const base = capsConfigFor(options.scale, dataset.shape);
   const pixels = base.inputHeight * base.inputWidth * base.inputChannels;
   const probeCount = Math.min(test.count, ci ? 64 : 256);
   const probe = tf.tensor4d(test.images.slice(0, probeCount * pixels), [probeCount, base.inputHeight, base.inputWidth, base.inputChannels]);
   const stepsPerRun = Math.max(1, Math.ceil(train.count / batchSize) * epochs);
-  const probeEvery = Math.max(1, Math.floor(stepsPerRun / (ci ? 20 : 200)));
+  // probes per traced run: 20 at ci, 50 at medium (each routes the probe batch: a forward pass of 256 images), 200 at paper
+  const probeEvery = Math.max(1, Math.floor(stepsPerRun / { ci: 20, medium: 50, paper: 200 }[options.scale]));
 
   const traces: Record<number, Array<{ step: number; trace: RoutingTrace }>> = {};
   // test errors by iterations, one per seed it was trained with
@@ -221,6 +233,7 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
             'ci scale: a few minutes of training; the 1 vs 3 difference the paper reports (0.04 points) is far below the seed-to-seed spread of ci runs and needs paper scale (full MNIST, hundreds of epochs).',
           ]
         : []),
+      ...resolutionNotes(options.scale, test.count, errors[3] ? stats(3).mean : (errors[iterationsList[0]!]?.[0]?.error ?? 0)),
     ],
   };
   writeResult(options.out, result);
