@@ -53,7 +53,8 @@ export interface ExportProvenance {
 export function exportMetadata(config: CapsNetConfig, provenance: ExportProvenance): Record<string, string> {
   return {
     [METADATA_KEYS.config]: JSON.stringify(config),
-    [METADATA_KEYS.routingIterations]: String(config.routing.iterations),
+    // The baseline CNN passes an empty config and drops this key.
+    [METADATA_KEYS.routingIterations]: String(config.routing?.iterations),
     [METADATA_KEYS.classLabels]: JSON.stringify(provenance.classLabels),
     // The data's name only, never a path of the machine that trained it (see publicDataName); its files' hashes.
     [METADATA_KEYS.dataset]: publicDataName(provenance.dataset),
