@@ -2,15 +2,15 @@
  * The page and the files it loads, as a Fastify plugin (register without a prefix):
  *
  *   GET /                    the page (serve/page/index.html), with its Content-Security-Policy
- *   GET /page/FILE           its script and stylesheet
- *   GET /web/FILE            the browser bundles (web/build.ts): capsnet.js, ...
+ *   GET /page/page.css       its stylesheet
+ *   GET /web/FILE            the browser bundles (web/build.ts): page.js (serve/page/app.ts), capsnet.js, ...
  *   GET /model.onnx          the model and decoder bytes the server loaded (serve/files.ts), from memory
  *   GET /model.decoder.onnx
  *   GET /ort/FILE            onnxruntime-web's .wasm and .mjs, from capsnet-onnx's own onnxruntime-web
  *
  * Every file carries an ETag (a content hash) so browsers revalidate and get 304 instead of downloading it again.
  */
-import { createReadStream, existsSync, readdirSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -19,6 +19,8 @@ import { notFound } from './errors.ts';
 import { EtagCache, LoadedFile, matchesEtag } from './files.ts';
 
 export const PAGE_DIR = join(dirname(fileURLToPath(import.meta.url)), 'page');
+/** The page's files served from PAGE_DIR; its script is the bundle /web/page.js (serve/page/app.ts). */
+const PAGE_FILES = new Set(['index.html', 'page.css']);
 
 const CONTENT_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -78,7 +80,6 @@ export async function staticFiles(app: FastifyInstance, options: StaticOptions):
   const { modelFile, decoderFile, webDir } = options;
   const ortDir = onnxruntimeWebDist();
   const etags = new EtagCache();
-  const pageFiles = new Set(existsSync(PAGE_DIR) ? readdirSync(PAGE_DIR) : []);
 
   /** Send `body()` with an ETag, or 304 when the browser already holds it (If-None-Match). */
   const sendCached = (request: FastifyRequest, reply: FastifyReply, type: string, etag: string, cache: string, body: () => unknown, size: number) => {
@@ -103,7 +104,7 @@ export async function staticFiles(app: FastifyInstance, options: StaticOptions):
   app.get('/', async (request, reply) => sendFile(request, reply, join(PAGE_DIR, 'index.html'), 'no-cache'));
   app.get('/page/:file', async (request, reply) => {
     const file = param(request);
-    if (!pageFiles.has(file)) throw notFound(`/page/${file}`, 'see the page at /');
+    if (!PAGE_FILES.has(file) || !existsSync(join(PAGE_DIR, file))) throw notFound(`/page/${file}`, 'see the page at /');
     return sendFile(request, reply, join(PAGE_DIR, file), 'no-cache');
   });
   app.get('/model.onnx', async (request, reply) => {
