@@ -130,12 +130,14 @@ describe('capsnet serve (real model)', () => {
     const onnx = await fetch(`${server.url}/model.onnx`);
     assert.deepEqual(new Uint8Array(await onnx.arrayBuffer()), new Uint8Array(readFileSync(model)));
     assert.equal((await fetch(`${server.url}/model.decoder.onnx`)).status, 200);
-    for (const path of ['/page/app.js', '/page/page.css', '/ort/ort-wasm-simd-threaded.jsep.wasm', '/ort/ort-wasm-simd-threaded.jsep.mjs']) {
+    for (const path of ['/web/page.js', '/page/page.css', '/ort/ort-wasm-simd-threaded.jsep.wasm', '/ort/ort-wasm-simd-threaded.jsep.mjs']) {
       const response = await fetch(`${server.url}${path}`);
       assert.equal(response.status, 200, path);
       await response.arrayBuffer();
     }
     assert.equal((await fetch(`${server.url}/ort/..%2Fpackage.json`)).status, 404);
+    // The page's TypeScript sources are not served: its script is the bundle /web/page.js.
+    assert.equal((await fetch(`${server.url}/page/app.ts`)).status, 404);
     const samples = await getJson(server.url, '/v1/samples');
     assert.equal(samples.json.samples.length, 30);
     assert.deepEqual([...new Set(samples.json.samples.map((s: { label: number }) => s.label))], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);

@@ -19,6 +19,6 @@ function cleanEnv() {
 rmSync(`${root}/dist`, { recursive: true, force: true });
 run([createRequire(import.meta.url).resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json']);
 /** Run-time assets that are not TypeScript: source path -> dist path (relative to src/ and dist/). */
-const ASSETS = ['train/backends/kernels', 'serve/page', 'parity/browser/index.html', 'export/ep-probe.mjs'];
+const ASSETS = ['train/backends/kernels', 'serve/page/index.html', 'serve/page/page.css', 'parity/browser/index.html', 'export/ep-probe.mjs'];
 for (const asset of ASSETS) cpSync(`${root}/src/${asset}`, `${root}/dist/${asset}`, { recursive: true });
 run(['dist/web/build.js']);

@@ -1,6 +1,6 @@
 /** `capsnet serve` itself: load the model, start the server, and shut down gracefully on SIGTERM/SIGINT. */
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { decoderPathFor } from '@capsnet-onnx/core';
@@ -30,10 +30,12 @@ export interface ServeCommandOptions {
   data?: string;
 }
 
-/** The page needs the runtime's browser bundle (dist/web/capsnet.js): shipped in the package, built on demand in the repository. */
+/** The page's bundle (dist/web/page.js, with the runtime): shipped in the package, built on demand in the repository. */
 async function ensureWebBundle(log: (line: string) => void): Promise<void> {
   try {
-    await webBundles(false);
+    const { dir } = await webBundles(false);
+    // In the repository, bundles built before the page was one (capsnet.js without page.js) are rebuilt.
+    if (!existsSync(join(dir, 'page.js')) && import.meta.url.endsWith('.ts')) await (await import('../web/build.ts')).buildWeb();
   } catch (e) {
     log(`the page at / needs the browser bundle (${(e as Error).message.split('\n')[0]}); the API works without it`);
   }

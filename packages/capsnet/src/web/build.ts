@@ -2,6 +2,7 @@
  * `npm run build:web` (and the package's build before `npm pack`): bundles the browser runtime with esbuild into
  * dist/web/ (ignored by git):
  *   capsnet.js          @capsnet-onnx/runtime/web + onnxruntime-web, an ES module: `import { CapsNet } from './capsnet.js'`
+ *   page.js             the serve page's script (serve/page/app.ts, with the runtime and onnxruntime-web)
  *   parity-harness.js   the parity page's script (parity/browser/harness.ts), index.html its page
  *   meta.json           esbuild's metafile for capsnet.js: every module in the browser runtime's import graph
  *   build-info.json     the onnxruntime-web version whose JavaScript the bundles embed (web/paths.ts checks it
@@ -44,6 +45,8 @@ export async function buildWeb(outDir = WEB_DIST): Promise<WebBuild> {
   const runtime = await build({ ...common, entryPoints: { capsnet: runtimeEntry }, outdir: outDir });
   const harness = fileURLToPath(new URL(`../parity/browser/harness.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url));
   await build({ ...common, entryPoints: { 'parity-harness': harness }, outdir: outDir });
+  const page = fileURLToPath(new URL(`../serve/page/app.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url));
+  await build({ ...common, entryPoints: { page }, outdir: outDir });
   copyFileSync(fileURLToPath(new URL('../parity/browser/index.html', import.meta.url)), join(outDir, 'index.html'));
   writeFileSync(join(outDir, 'meta.json'), JSON.stringify(runtime.metafile, null, 1));
   writeFileSync(join(outDir, BUILD_INFO), `${JSON.stringify({ onnxruntimeWeb: bundledOrtVersion(runtime.metafile) } satisfies BuildInfo)}\n`);
@@ -61,5 +64,5 @@ function bundledOrtVersion(meta: Metafile): string {
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const result = await buildWeb();
   const bytes = Object.values(result.runtimeMeta.outputs).reduce((n, o) => n + o.bytes, 0);
-  console.log(`dist/web: capsnet.js (${(bytes / 1e6).toFixed(2)} MB with source map), parity-harness.js, index.html`);
+  console.log(`dist/web: capsnet.js (${(bytes / 1e6).toFixed(2)} MB with source map), page.js, parity-harness.js, index.html`);
 }
