@@ -22,23 +22,7 @@ import type { Provider } from './providers/provider.ts';
 export * from './contract.ts';
 export { CUDA_INSTALL_COMMAND, nvidiaDriverPresent } from './providers/node-cuda.ts';
 export { swiftShaderEnv } from './providers/swiftshader.ts';
-// The image pipeline (the core's), for apps that decode files or want to see what the model sees.
-export {
-  DEFAULT_IMAGE_LIMITS,
-  ImageError,
-  decodeImage,
-  imageFormat,
-  readImageHeader,
-  type ImageLimits,
-  type RgbaImage,
-  POLARITIES,
-  PreprocessError,
-  prepareImage,
-  type Polarity,
-  type PreparedImage,
-  type Preprocessing,
-  type Raster,
-} from '@capsnet-onnx/core';
+export * from './image-exports.ts';
 
 export const NODE_PROVIDERS: readonly Provider[] = [nodeCpu, nodeCuda, nodeWebGpu];
 export const NODE_AUTO_ORDER: readonly DeviceName[] = ['cuda', 'cpu'];
@@ -60,12 +44,14 @@ export const CapsNet = {
   devices: NODE_PROVIDERS.map((p) => p.device),
   autoOrder: NODE_AUTO_ORDER,
 
-  /** Load model.onnx (path or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it. */
+  /** Load model.onnx (path or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it, none with `{ decoder: false }`. */
   async load(fileOrBytes: string | Uint8Array | ArrayBuffer, options: LoadOptions = {}): Promise<Classifier> {
     const bytes = typeof fileOrBytes === 'string' ? await readModel(fileOrBytes, 'model') : toModelBytes(fileOrBytes, 'the model');
     const name = typeof fileOrBytes === 'string' ? fileOrBytes : 'the model';
     let decoder: DecoderSource;
-    if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
+    if (options.decoder === false)
+      decoder = async () => ({ missing: 'the decoder was not loaded (CapsNet.load with { decoder: false }): load without it to decode' });
+    else if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
     else if (typeof options.decoder === 'string') decoder = await readModel(options.decoder, 'decoder');
     else if (typeof fileOrBytes === 'string') {
       const path = decoderPathFor(fileOrBytes);

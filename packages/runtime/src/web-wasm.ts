@@ -1,0 +1,30 @@
+/**
+ * Browser entry point for CPU-only apps: CapsNet over onnxruntime-web's plain wasm build (`onnxruntime-web/wasm`,
+ * a 14 MB binary, half the JSEP build's), device wasm. The files to serve at `wasmPaths`: `ORT_WASM_BUILDS.wasm`.
+ *
+ *   import { CapsNet } from '@capsnet-onnx/runtime/web/wasm';
+ *   const model = await CapsNet.load('/models/model.onnx', { wasmPaths: '/ort/', onProgress: ({ file, loaded, total }) => ... });
+ */
+import * as ort from 'onnxruntime-web/wasm';
+import type { DeviceName } from './contract.ts';
+import type { Provider } from './providers/provider.ts';
+import { webWasm } from './providers/web-wasm.ts';
+import { webCapsNet } from './web-entry.ts';
+
+export * from './contract.ts';
+export * from './image-exports.ts';
+export { ORT_WASM_BUILDS, ORT_WASM_FILES, type OrtWasmBuild } from './wasm-files.ts';
+export type { LoadProgress, WebLoadOptions } from './web-entry.ts';
+
+export const WEB_PROVIDERS: readonly Provider[] = [webWasm];
+export const WEB_AUTO_ORDER: readonly DeviceName[] = ['wasm'];
+
+export const CapsNet = webCapsNet({
+  name: '@capsnet-onnx/runtime/web/wasm (onnxruntime-web, plain wasm build)',
+  providers: WEB_PROVIDERS,
+  autoOrder: WEB_AUTO_ORDER,
+  buildFor: () => 'wasm',
+  importBuild: async () => ort,
+});
+
+export default CapsNet;
