@@ -5,7 +5,8 @@
  *   import { CapsNet } from '@capsnet-onnx/runtime/web/wasm';
  *   const model = await CapsNet.load('/models/model.onnx', { wasmPaths: '/ort/', onProgress: ({ file, loaded, total }) => ... });
  */
-import * as ort from 'onnxruntime-web/wasm';
+// onnxruntime-web/wasm in browsers; in Node its own build (also the plain wasm binary), whose threads work there.
+import * as ort from '#ort-web-wasm';
 import type { DeviceName } from './contract.ts';
 import type { Provider } from './providers/provider.ts';
 import { webWasm } from './providers/web-wasm.ts';

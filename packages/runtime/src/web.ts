@@ -30,7 +30,7 @@ export const CapsNet = webCapsNet({
   autoOrder: WEB_AUTO_ORDER,
   // wasm runs on the JSEP build too: once that is imported, a second binary is not worth fetching.
   buildFor: (device, loaded) => (device === 'webgpu' || loaded.has('jsep') ? 'jsep' : 'wasm'),
-  importBuild: (build): Promise<OrtWebModule> => (build === 'jsep' ? import('onnxruntime-web') : import('onnxruntime-web/wasm')),
+  importBuild: (build): Promise<OrtWebModule> => (build === 'jsep' ? import('onnxruntime-web') : import('#ort-web-wasm')),
 });
 
 export default CapsNet;
