@@ -575,6 +575,24 @@ describe('image files', () => {
     }
   });
 
+  test('`capsnet classify` on one IDX file of 1000 images reports its progress on stderr, one line per tenth', async () => {
+    const count = 1000;
+    const idx = new Uint8Array(16 + count * PIXELS);
+    const view = new DataView(idx.buffer);
+    [0x803, count, H, W].forEach((v, i) => view.setUint32(4 * i, v));
+    for (let i = 16; i < idx.length; i++) idx[i] = (i * 37) % 256;
+    const file = join(dir, 'many-images-idx3-ubyte');
+    writeFileSync(file, idx);
+    // Batches of 50: the count moves in steps of 50, so each tenth is reached exactly.
+    const run = await execa('node', [CLI, 'classify', modelPath, file, '--device', 'cpu', '--json', '--max-batch', '50'], { cwd: ROOT });
+    assert.equal(JSON.parse(run.stdout).results.length, count);
+    const lines = run.stderr.split('\n').filter((l) => l.startsWith('classified '));
+    assert.deepEqual(
+      lines,
+      Array.from({ length: 10 }, (_, k) => `classified ${100 * (k + 1)}/${count} images (${10 * (k + 1)}%)`),
+    );
+  });
+
   test('`capsnet classify` gives a missing or unreadable path its own error row and classifies the rest', async () => {
     writeFileSync(join(dir, 'a-file'), 'x');
     const links = mkdtempSync(join(tmpdir(), 'capsnet-links-'));
