@@ -1,9 +1,10 @@
 /**
  * A tiny raster canvas for the experiment figures: an RGBA buffer, filled rectangles, lines, a 5x7 bitmap font,
- * image blits, and PNG encoding through pngjs. No anti-aliasing; everything is integer pixels.
+ * image blits, and PNG encoding through fast-png. No anti-aliasing; everything is integer pixels.
  */
 import { writeFileSync } from 'node:fs';
-import { PNG } from 'pngjs';
+import { decodeImage } from '@capsnet-onnx/core';
+import { encode as encodePngFile } from 'fast-png';
 
 export type Rgb = readonly [number, number, number];
 
@@ -201,9 +202,14 @@ export class Canvas {
   }
 
   toPng(): Buffer {
-    const png = new PNG({ width: this.width, height: this.height });
-    png.data = Buffer.from(this.data.buffer, this.data.byteOffset, this.data.byteLength);
-    return PNG.sync.write(png);
+    const png = encodePngFile({
+      width: this.width,
+      height: this.height,
+      data: new Uint8Array(this.data.buffer, this.data.byteOffset, this.data.byteLength),
+      channels: 4,
+      depth: 8,
+    });
+    return Buffer.from(png.buffer, png.byteOffset, png.byteLength);
   }
 
   save(path: string): void {
@@ -213,8 +219,9 @@ export class Canvas {
 
 /** Decode a PNG file's bytes: width, height, and RGBA data (for tests and the report). */
 export function readPng(bytes: Buffer): { width: number; height: number; data: Uint8Array } {
-  const png = PNG.sync.read(bytes);
-  return { width: png.width, height: png.height, data: new Uint8Array(png.data) };
+  // The core's decoder: RGBA whatever the file's colour type.
+  const png = decodeImage(bytes);
+  return { width: png.width, height: png.height, data: new Uint8Array(png.data.buffer, png.data.byteOffset, png.data.byteLength) };
 }
 
 /** Number of distinct RGB colours in an RGBA buffer (capped): a blank figure has one. */
