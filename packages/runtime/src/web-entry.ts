@@ -45,6 +45,8 @@ export interface WebEntry {
   /** The build a provider runs on, and how to import it; `loaded` lists the builds already imported. */
   buildFor(device: DeviceName, loaded: ReadonlySet<OrtWasmBuild>): OrtWasmBuild;
   importBuild(build: OrtWasmBuild): Promise<OrtWebModule>;
+  /** Started (not awaited) at each load: `/web` loads the JPEG decoder there, so that its decodeImage stays synchronous. */
+  onLoad?(): void;
 }
 
 /** Bytes of `url`, reporting progress; null on HTTP 404; a failed fetch is a ModelFileError naming the URL. */
@@ -136,6 +138,7 @@ export function webCapsNet(entry: WebEntry) {
      */
     async load(urlOrBytes: string | Uint8Array | ArrayBuffer, options: WebLoadOptions = {}): Promise<Classifier> {
       const threads = threadCount(options.threads);
+      entry.onLoad?.();
       const onProgress = options.onProgress;
       if (onProgress !== undefined && typeof onProgress !== 'function') throw new TypeError('onProgress must be a function');
       // A build known before the device is chosen starts downloading with the model.

@@ -8,7 +8,10 @@
  *   const model = await CapsNet.load('/models/model.onnx', { device: 'auto', wasmPaths: '/ort/', decoder: false });
  *
  * `auto` tries webgpu, then wasm; it passes over a software WebGPU adapter (SwiftShader), slower than wasm.
+ * `CapsNet.load` also loads the JPEG decoder (jpeg-js, 20 KB), so that `decodeImage` decodes JPEG synchronously
+ * afterwards; the `/web/wasm` and `/web/webgpu` entries load it only when a JPEG is decoded.
  */
+import { loadJpegDecoder } from '@capsnet-onnx/core';
 import type { DeviceName } from './contract.ts';
 import type { Provider } from './providers/provider.ts';
 import { webWasm } from './providers/web-wasm.ts';
@@ -30,6 +33,9 @@ export const CapsNet = webCapsNet({
   autoOrder: WEB_AUTO_ORDER,
   // wasm runs on the JSEP build too: once that is imported, a second binary is not worth fetching.
   buildFor: (device, loaded) => (device === 'webgpu' || loaded.has('jsep') ? 'jsep' : 'wasm'),
+  // decodeImage of a JPEG is synchronous once jpeg-js is loaded: /web loads it with the model, so pages that decode
+  // files synchronously keep working; /web/wasm and /web/webgpu load it on the first JPEG (RgbaImage.read, classify).
+  onLoad: () => void loadJpegDecoder().catch(() => {}),
   importBuild: (build): Promise<OrtWebModule> => (build === 'jsep' ? import('onnxruntime-web') : import('#ort-web-wasm')),
 });
 
