@@ -449,9 +449,15 @@ describe('browser entries and load options (onnxruntime-web in Node)', () => {
       WebCapsNet.load(tiny.model, { device: 'wasm', decoder: false, log: (l) => logs.push(l) }),
     ]);
     try {
-      assert.ok(wasmLogs.some((l) => /onnxruntime-web build: plain wasm/.test(l)), wasmLogs.join('\n'));
+      assert.ok(
+        wasmLogs.some((l) => /onnxruntime-web build: plain wasm/.test(l)),
+        wasmLogs.join('\n'),
+      );
       // /web: the plain build, or the JSEP one when an earlier load (device webgpu) has imported it already.
-      assert.ok(logs.some((l) => /onnxruntime-web build: (plain wasm|JSEP)/.test(l)), logs.join('\n'));
+      assert.ok(
+        logs.some((l) => /onnxruntime-web build: (plain wasm|JSEP)/.test(l)),
+        logs.join('\n'),
+      );
       const images = [image(1), image(2)];
       const ref = await reference.classify(Float32Array.from(images.flatMap((x) => [...x])));
       const [a, b] = [await viaWasm.classify(images), await viaWeb.classify(images)];
