@@ -117,7 +117,7 @@ async function visit(context: import('playwright-core').BrowserContext, url: str
         const response = await request.response();
         const status = String(response?.status() ?? 'none');
         statuses[status] = (statuses[status] ?? 0) + 1;
-        bytes += (await request.sizes()).responseBodySize;
+        bytes += Math.max(0, (await request.sizes()).responseBodySize); // -1: served from the cache
       })().catch(() => {}),
     );
   });
