@@ -257,6 +257,11 @@ export const COMMANDS: Record<string, Decision> = {
   'npm run bench:train': { exempt: SAME_AS_QUICK },
   'npm run bench:infer': { exempt: SAME_AS_QUICK },
   'npm run bench:serve': { exempt: SAME_AS_QUICK },
+  'npm run bench:page': {
+    exempt:
+      'three browser entries in Chromium, cold and warm: about 3 minutes on 2 loaded cores; test/serve-page.test.ts and ' +
+      'test/runtime-browser.test.ts run the same page and entries in Chromium',
+  },
   'npm run bench:install': {
     exempt:
       'no quick form: it packs the tarballs (as the `npm pack --workspaces` row, which runs) and installs five apps from them, ' +

@@ -106,10 +106,12 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
     assert.equal(await page.evaluate(() => self.crossOriginIsolated), true);
     assert.match((await page.locator('#latency').textContent()) ?? '', /load \+ warm-up \d/);
     assert.equal(await page.locator('#samples button').count(), 30);
-    // The runtime bundle, the model and decoder from the server, onnxruntime-web's wasm from node_modules (/ort/).
-    for (const path of ['/web/page.js', '/model.onnx', '/model.decoder.onnx', '/ort/ort-wasm-simd-threaded.jsep.wasm']) {
+    // The page's bundle, the model and decoder from the server, onnxruntime-web's wasm from node_modules (/ort/):
+    // on wasm, its plain build, not the JSEP binary (twice the size) that only WebGPU needs.
+    for (const path of ['/web/page.js', '/model.onnx', '/model.decoder.onnx', '/ort/ort-wasm-simd-threaded.wasm']) {
       assert.ok(requested.includes(path), `the page did not fetch ${path}: ${requested.join(' ')}`);
     }
+    assert.ok(!requested.some((p) => /jsep/.test(p)), `the page fetched the JSEP build on wasm: ${requested.join(' ')}`);
   });
 
   test('a picked test digit gives the same capsule lengths as onnxruntime-node', async () => {

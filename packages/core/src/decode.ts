@@ -1,7 +1,7 @@
 /**
  * Image files to RGBA pixels, in Node and the browser alike: PNG through fast-png (every colour type and bit
  * depth, palette, tRNS, Adam7 interlacing; pure JS over fflate) and JPEG through jpeg-js (baseline and
- * progressive; pure JS). Before either decoder sees a byte of pixel data, every header the file carries (each
+ * progressive; pure JS, loaded on first use: jpeg.ts). Before either decoder sees a byte of pixel data, every header the file carries (each
  * PNG IHDR, each JPEG SOFn frame header) is read here and checked against `ImageLimits`, so a small file that
  * claims a huge image is refused without allocating for it, and a second IHDR cannot smuggle in other sizes.
  * A PNG's compressed pixel data (its IDAT chunks) is then inflated in small steps against the exact size its IHDR
@@ -10,7 +10,8 @@
  */
 import { convertIndexedToRgb, decode as decodePngFile } from 'fast-png';
 import { Unzlib } from 'fflate';
-import jpeg from 'jpeg-js';
+import { jpegToRgba } from './jpeg.ts';
+import type { RgbaImage } from './image-source.ts';
 
 /** Sizes accepted before decoding. The defaults cover a 12 MP phone photo; raise them per call if needed. */
 export interface ImageLimits {
@@ -34,13 +35,6 @@ export class ImageError extends Error {
   ) {
     super(message, options);
   }
-}
-
-/** 8-bit RGBA pixels, row-major: the shape of the DOM's ImageData. */
-export interface RgbaImage {
-  data: Uint8ClampedArray;
-  width: number;
-  height: number;
 }
 
 export type ImageFormat = 'png' | 'jpeg';
@@ -411,21 +405,6 @@ function unpackRows(packed: Uint8Array, width: number, height: number, depth: nu
     }
   }
   return out;
-}
-
-function jpegToRgba(bytes: Uint8Array, limits: ImageLimits, what: string): RgbaImage {
-  try {
-    const image = jpeg.decode(bytes, {
-      useTArray: true,
-      formatAsRGBA: true,
-      maxResolutionInMP: limits.maxPixels / 1e6,
-      // RGBA output plus the decoder's own planes; the header check above already bounds the size.
-      maxMemoryUsageInMB: Math.ceil((limits.maxPixels * 12) / 2 ** 20) + 64,
-    });
-    return { data: new Uint8ClampedArray(image.data.buffer, image.data.byteOffset, image.data.byteLength), width: image.width, height: image.height };
-  } catch (e) {
-    throw new ImageError('BAD_IMAGE', `${what}: cannot decode the JPEG (${(e as Error).message}): the file is corrupt or uses an unsupported JPEG mode`);
-  }
 }
 
 /**

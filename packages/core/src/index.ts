@@ -14,5 +14,7 @@ export * from './errors.ts';
 export * from './rng.ts';
 export * from './flops.ts';
 export * from './decode.ts';
+export { loadJpegDecoder } from './jpeg.ts';
+export * from './image-source.ts';
 export * from './image.ts';
 export * from './resample.ts';

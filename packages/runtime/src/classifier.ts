@@ -22,7 +22,7 @@ import {
   type Polarity,
   readModelMetadata,
 } from '@capsnet-onnx/core';
-import { checkMaxBatch, checkPolarityOption, toCapsuleBatch, toImageBatch } from './inputs.ts';
+import { checkMaxBatch, checkPolarityOption, readImageSources, toCapsuleBatch, toImageBatch } from './inputs.ts';
 import { type Provider, errorMessage, fp16ComputeUnavailable, isMissingShaderF16 } from './providers/provider.ts';
 import { selectProvider } from './registry.ts';
 
@@ -178,7 +178,7 @@ export class OrtClassifier implements Classifier {
     const m = this.metadata;
     const polarity = options.polarity === undefined ? this.#polarity : checkPolarityOption(options.polarity);
     const threshold = options.presenceThreshold === undefined ? this.#threshold : checkThreshold(options.presenceThreshold);
-    const { data, count, ink } = toImageBatch(images, m, this.#maxBatch, polarity);
+    const { data, count, ink } = toImageBatch(await readImageSources(images), m, this.#maxBatch, polarity);
     const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
     const feeds = { [IO_NAMES.images]: new this.ort.Tensor('float32', data, [count, m.inputHeight, m.inputWidth, m.inputChannels]) };
     const out = await this.#run(this.session, feeds, [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction], 'classify');
@@ -275,7 +275,7 @@ async function checkDecoderPair(metadata: ModelMetadata, decoder: Uint8Array, mo
  * when there is one) on it with that single execution provider.
  */
 export async function loadClassifier(
-  ort: OrtApi,
+  ortFor: OrtApi | ((provider: Provider) => Promise<OrtApi>),
   modelBytes: Uint8Array,
   modelName: string,
   decoder: DecoderSource,
@@ -295,6 +295,7 @@ export async function loadClassifier(
     autoOrder,
     (p) =>
       openFp16Checked(p, metadata, modelName, async (probe) => {
+        const ort = typeof ortFor === 'function' ? await ortFor(p) : ortFor;
         const sessionOptions = withPrecision(p.sessionOptions(options), metadata.precision);
         const session = await ort.InferenceSession.create(modelBytes, sessionOptions);
         try {
@@ -305,7 +306,7 @@ export async function loadClassifier(
             decoderSession = await ort.InferenceSession.create(decoderBytes, sessionOptions);
             checkSession(decoderSession, [IO_NAMES.maskedCapsules], [IO_NAMES.reconstruction], `the decoder of ${modelName}`);
           }
-          return { session, decoderSession };
+          return { ort, session, decoderSession };
         } catch (e) {
           await session.release();
           throw e;
@@ -319,7 +320,7 @@ export async function loadClassifier(
     polarity: checkPolarityOption(options.polarity),
     presenceThreshold: options.presenceThreshold === undefined ? metadata.presenceThreshold : checkThreshold(options.presenceThreshold),
   };
-  return new OrtClassifier(ort, provider.device, report, metadata, value.session, value.decoderSession, missing, maxBatch, defaults);
+  return new OrtClassifier(value.ort, provider.device, report, metadata, value.session, value.decoderSession, missing, maxBatch, defaults);
 }
 
 function checkThreshold(value: unknown): number {

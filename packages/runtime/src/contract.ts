@@ -3,7 +3,7 @@
  * `Classifier`; nothing outside runtime/providers knows which one runs. No TensorFlow.js, no training code.
  */
 
-import type { ModelMetadata, Polarity } from '@capsnet-onnx/core';
+import type { BlobLike, Drawable, ModelMetadata, Polarity } from '@capsnet-onnx/core';
 
 // The file format and the errors come from the core; an app needs only this package.
 export {
@@ -56,7 +56,16 @@ export interface ShapedBatch {
 }
 
 /**
+ * What a page holds, read by the core's `RgbaImage.read` and then run through the same image pipeline as
+ * `{ data, width, height }`: a Blob or File of PNG/JPEG bytes (Node's Blob too), and in a browser an
+ * HTMLCanvasElement, OffscreenCanvas, HTMLImageElement or ImageBitmap.
+ */
+export type ImageSourceInput = BlobLike | Drawable;
+
+/**
  * What `classify` takes, without guessing:
+ *   - a Blob/File, a canvas, an `<img>` or an ImageBitmap (`ImageSourceInput`), or an array of them: read into
+ *     RGBA pixels, then as `{ data, width, height }`;
  *   - `{ data, width, height }` (ImageData-like, any size, RGBA or gray/RGB by length), or an array of them:
  *     decoded pictures, run through the image pipeline (polarity, MNIST normalisation or resize);
  *   - `{ data, shape: [N, H, W, C] }`: a prepared batch of the model's size;
@@ -64,7 +73,12 @@ export interface ShapedBatch {
  * A flat array of k*H*W*C values without a shape, a sparse array or nested number arrays are InputErrors that
  * name the form to use.
  */
-export type ImageInput = PixelArray | ImageDataLike | ShapedBatch | Array<ImageDataLike | Float32Array | Uint8Array | Uint8ClampedArray>;
+export type ImageInput =
+  | PixelArray
+  | ImageDataLike
+  | ShapedBatch
+  | ImageSourceInput
+  | Array<ImageDataLike | Float32Array | Uint8Array | Uint8ClampedArray | ImageSourceInput>;
 
 export interface ClassifyOptions {
   /** How the ink relates to the ground in ImageData-like inputs (default: the load option, else `auto`). */
@@ -90,8 +104,11 @@ export interface LoadOptions {
   device?: DeviceRequest;
   /** Largest batch accepted by classify/decode (default 256). */
   maxBatch?: number;
-  /** Bytes or URL/path of the decoder file; by default `<model>.decoder.onnx` beside the model. */
-  decoder?: Uint8Array | ArrayBuffer | string;
+  /**
+   * Bytes or URL/path of the decoder file; by default `<model>.decoder.onnx` beside the model; `false`: load no
+   * decoder (an app that only classifies: `classify` still returns reconstructions, `decode()` is refused).
+   */
+  decoder?: Uint8Array | ArrayBuffer | string | false;
   /**
    * GPU devices (cuda, webgpu): fail at load if ONNX Runtime would run any node on its CPU execution provider
    * instead (ORT's `session.disable_cpu_ep_fallback`), so no part of the model silently runs elsewhere. Default false.

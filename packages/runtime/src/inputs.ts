@@ -2,10 +2,46 @@
  * Turns what callers pass to classify/decode into one flat float32 batch, or a clear error. Image inputs are
  * taken in the forms `ImageInput` lists and no others: nothing is guessed from an array's length.
  */
-import { InputError, PreprocessError, checkPolarity, hasInk, imageFormat, prepareImage, type ModelMetadata, type Polarity } from '@capsnet-onnx/core';
+import {
+  DEFAULT_IMAGE_LIMITS,
+  ImageError,
+  InputError,
+  PreprocessError,
+  RgbaImage,
+  checkPolarity,
+  isBlobSource,
+  isDrawableSource,
+  hasInk,
+  imageFormat,
+  prepareImage,
+  type ModelMetadata,
+  type Polarity,
+} from '@capsnet-onnx/core';
 import type { ImageDataLike, ImageInput, PixelArray, ShapedBatch } from './contract.ts';
 
 export const DEFAULT_MAX_BATCH = 256;
+
+const isSource = (value: unknown) => isBlobSource(value) || isDrawableSource(value);
+
+/**
+ * What pages hold (a Blob/File of PNG/JPEG bytes, a canvas, an `<img>`, an ImageBitmap), alone or in an array, read
+ * into RGBA pixels by the core's `RgbaImage.read`; every other input is returned as it is, for `toImageBatch`.
+ * An unreadable source is an InputError carrying the ImageError as its cause.
+ */
+export async function readImageSources(images: unknown): Promise<ImageInput> {
+  const read = async (source: unknown, what: string) => {
+    try {
+      return await RgbaImage.read(source as RgbaImage, DEFAULT_IMAGE_LIMITS, what);
+    } catch (e) {
+      throw e instanceof ImageError ? new InputError(e.message, { cause: e }) : e;
+    }
+  };
+  if (isSource(images)) return read(images, 'the image');
+  if (Array.isArray(images) && images.some(isSource)) {
+    return Promise.all(images.map((image: unknown, n) => (isSource(image) ? read(image, `image ${n}`) : image))) as Promise<ImageInput>;
+  }
+  return images as ImageInput;
+}
 
 export interface Batch {
   data: Float32Array;

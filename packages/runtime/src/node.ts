@@ -20,23 +20,7 @@ import { nodeProviders } from './node-providers.ts';
 
 export * from './contract.ts';
 export { CUDA_INSTALL_COMMAND } from './devices.ts';
-// The image pipeline (the core's), for apps that decode files or want to see what the model sees.
-export {
-  DEFAULT_IMAGE_LIMITS,
-  ImageError,
-  decodeImage,
-  imageFormat,
-  readImageHeader,
-  type ImageLimits,
-  type RgbaImage,
-  POLARITIES,
-  PreprocessError,
-  prepareImage,
-  type Polarity,
-  type PreparedImage,
-  type Preprocessing,
-  type Raster,
-} from '@capsnet-onnx/core';
+export * from './image-exports.ts';
 
 const NODE_AUTO_ORDER = autoOrder('node') as DeviceName[];
 
@@ -57,12 +41,14 @@ export const CapsNet = {
   devices: devicesOf('node').map((r) => r.name as DeviceName),
   autoOrder: NODE_AUTO_ORDER,
 
-  /** Load model.onnx (path or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it. */
+  /** Load model.onnx (path or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it, none with `{ decoder: false }`. */
   async load(fileOrBytes: string | Uint8Array | ArrayBuffer, options: LoadOptions = {}): Promise<Classifier> {
     const bytes = typeof fileOrBytes === 'string' ? await readModel(fileOrBytes, 'model') : toModelBytes(fileOrBytes, 'the model');
     const name = typeof fileOrBytes === 'string' ? fileOrBytes : 'the model';
     let decoder: DecoderSource;
-    if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
+    if (options.decoder === false)
+      decoder = async () => ({ missing: 'the decoder was not loaded (CapsNet.load with { decoder: false }): load without it to decode' });
+    else if (options.decoder !== undefined && typeof options.decoder !== 'string') decoder = toModelBytes(options.decoder, 'options.decoder');
     else if (typeof options.decoder === 'string') decoder = await readModel(options.decoder, 'decoder');
     else if (typeof fileOrBytes === 'string') {
       const path = decoderPathFor(fileOrBytes);

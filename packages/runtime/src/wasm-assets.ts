@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
 
 import { ORT_WASM_FILES } from './wasm-files.ts';
 
-export { ORT_WASM_FILES };
+export { ORT_WASM_BUILDS, ORT_WASM_FILES, type OrtWasmBuild } from './wasm-files.ts';
 
 /**
  * Absolute path of onnxruntime-web's dist/ folder, holding `ORT_WASM_FILES`, as resolved from `from` (a folder or

@@ -4,18 +4,21 @@
  * trained-model checks across backends are in parity.test.ts.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { PNG } from 'pngjs';
+import { encode as encodePng } from 'fast-png';
 import jpeg from 'jpeg-js';
 import { CapsNet, DeviceUnavailableError, InputError, METADATA_KEYS, ModelFileError, ModelFormatError, type Classifier } from '@capsnet-onnx/runtime/node';
 import { CapsNet as WebCapsNet } from '@capsnet-onnx/runtime/web';
-import { readModelMetadata, readOnnxHeader } from '@capsnet-onnx/core';
+import { CapsNet as WasmCapsNet, RgbaImage, type LoadProgress } from '@capsnet-onnx/runtime/web/wasm';
+import { CapsNet as WebGpuCapsNet } from '@capsnet-onnx/runtime/web/webgpu';
+import { ORT_WASM_BUILDS, ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets';
+import { decodeImage, readModelMetadata, readOnnxHeader } from '@capsnet-onnx/core';
 import { nodeCpu } from '../../../packages/runtime/src/providers/node-cpu.ts';
 import { nodeCuda } from '../../../packages/runtime/src/providers/node-cuda.ts';
 import { nodeWebGpu } from '../../../packages/runtime/src/providers/node-webgpu.ts';
@@ -387,11 +390,130 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
   });
 });
 
+describe('browser entries and load options (onnxruntime-web in Node)', () => {
+  /** A server of the model, its decoder and the plain wasm build's binary; it records the paths asked for. */
+  async function serveFiles(): Promise<{ base: string; asked: string[]; close: () => void }> {
+    const wasm = readFileSync(join(ortWasmDir(), ORT_WASM_BUILDS.wasm.wasm));
+    const files: Record<string, Uint8Array> = { '/model.onnx': tiny.model, '/model.decoder.onnx': tiny.decoder, [`/ort/${ORT_WASM_BUILDS.wasm.wasm}`]: wasm };
+    const asked: string[] = [];
+    const server = createServer((req, res) => {
+      asked.push(req.url ?? '');
+      const body = files[req.url ?? ''];
+      res.statusCode = body ? 200 : 404;
+      if (body) res.setHeader('Content-Length', body.length);
+      res.end(body ?? '');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, asked, close: () => server.close() };
+  }
+
+  test('onProgress reports the model, decoder and wasm bytes up to their totals; { decoder: false } fetches no decoder', async () => {
+    const { base, asked, close } = await serveFiles();
+    const wasmUrl = `${base}/ort/${ORT_WASM_BUILDS.wasm.wasm}`;
+    const wasmBytes = statSync(join(ortWasmDir(), ORT_WASM_BUILDS.wasm.wasm)).size;
+    try {
+      const events: LoadProgress[] = [];
+      const model = await WasmCapsNet.load(`${base}/model.onnx`, { onProgress: (p) => events.push({ ...p }), wasmPaths: { wasm: wasmUrl } });
+      try {
+        for (const [file, size] of [
+          ['model', tiny.model.length],
+          ['decoder', tiny.decoder.length],
+          ['wasm', wasmBytes],
+        ] as const) {
+          const mine = events.filter((e) => e.file === file);
+          assert.ok(mine.length >= 2, `${file}: a start and at least one step (${mine.length} events)`);
+          assert.deepEqual(mine.at(-1), {
+            file,
+            url: file === 'wasm' ? wasmUrl : `${base}/model${file === 'decoder' ? '.decoder' : ''}.onnx`,
+            loaded: size,
+            total: size,
+          });
+          mine.forEach((e, i) => assert.ok(i === 0 || e.loaded >= mine[i - 1]!.loaded, `${file}: loaded never goes back`));
+        }
+        assert.equal((await model.decode(new Float32Array(CAPS))).length, 1);
+      } finally {
+        await model.dispose();
+      }
+      asked.length = 0;
+      const classifyOnly = await WasmCapsNet.load(`${base}/model.onnx`, { decoder: false });
+      try {
+        assert.deepEqual(asked, ['/model.onnx'], 'only the model is fetched');
+        const [result] = await classifyOnly.classify(image(1));
+        assert.equal(result!.reconstruction.length, PIXELS, 'classify still reconstructs (the model graph does)');
+        await assert.rejects(classifyOnly.decode(new Float32Array(CAPS)), /decoder: false/);
+      } finally {
+        await classifyOnly.dispose();
+      }
+      await assert.rejects(WasmCapsNet.load(`${base}/model.onnx`, { onProgress: 'yes' as never }), /onProgress must be a function/);
+    } finally {
+      close();
+    }
+  });
+
+  test('/web/wasm and /web/webgpu list their devices; /web/wasm classifies as /web does; a device an entry lacks names the entry', async () => {
+    assert.deepEqual(WasmCapsNet.devices, ['wasm']);
+    assert.deepEqual(WebGpuCapsNet.devices, ['wasm', 'webgpu']);
+    assert.deepEqual(WebCapsNet.devices, ['wasm', 'webgpu']);
+    const logs: string[] = [];
+    const wasmLogs: string[] = [];
+    const [viaWasm, viaWeb] = await Promise.all([
+      WasmCapsNet.load(tiny.model, { decoder: tiny.decoder, log: (l) => wasmLogs.push(l) }),
+      WebCapsNet.load(tiny.model, { device: 'wasm', decoder: false, log: (l) => logs.push(l) }),
+    ]);
+    try {
+      assert.ok(
+        wasmLogs.some((l) => /onnxruntime-web build: plain wasm/.test(l)),
+        wasmLogs.join('\n'),
+      );
+      // /web: the plain build, or the JSEP one when an earlier load (device webgpu) has imported it already.
+      assert.ok(
+        logs.some((l) => /onnxruntime-web build: (plain wasm|JSEP)/.test(l)),
+        logs.join('\n'),
+      );
+      const images = [image(1), image(2)];
+      const ref = await reference.classify(Float32Array.from(images.flatMap((x) => [...x])));
+      const [a, b] = [await viaWasm.classify(images), await viaWeb.classify(images)];
+      for (let n = 0; n < 2; n++) {
+        assert.ok(maxDiff(a[n]!.lengths, ref.lengths.subarray(n * K, (n + 1) * K)) < 1e-5);
+        assert.ok(maxDiff(a[n]!.lengths, b[n]!.lengths) < 1e-6);
+      }
+    } finally {
+      await Promise.all([viaWasm.dispose(), viaWeb.dispose()]);
+    }
+    await assert.rejects(
+      WasmCapsNet.load(tiny.model, { device: 'webgpu' }),
+      (e: Error) => e instanceof DeviceUnavailableError && /not provided by @capsnet-onnx\/runtime\/web\/wasm/.test(e.message),
+    );
+  });
+
+  test('classify reads a Blob of PNG or JPEG bytes through the image pipeline, as decodeImage does; a Blob of junk is an InputError', async () => {
+    const rgba = new Uint8Array(20 * 24 * 4);
+    for (let p = 0; p < 20 * 24; p++) rgba.set(p % 20 > 7 && p % 20 < 12 ? [10, 10, 10, 255] : [245, 245, 245, 255], 4 * p);
+    const png = encodePng({ width: 20, height: 24, data: rgba, channels: 4, depth: 8 });
+    const jpg = new Uint8Array(jpeg.encode({ data: rgba, width: 20, height: 24 }, 90).data);
+    const model = await WasmCapsNet.load(tiny.model, { decoder: false });
+    try {
+      for (const bytes of [png, jpg]) {
+        const [fromBlob, fromPixels] = [await model.classify(new Blob([bytes as Uint8Array<ArrayBuffer>])), await model.classify(decodeImage(bytes))];
+        assert.deepEqual(fromBlob[0]!.lengths, fromPixels[0]!.lengths);
+        const batch = await model.classify([new Blob([bytes as Uint8Array<ArrayBuffer>]), decodeImage(bytes)]);
+        assert.deepEqual(batch[0]!.lengths, batch[1]!.lengths);
+        const read = await RgbaImage.read(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer);
+        assert.ok(read instanceof RgbaImage && read.width === 20 && read.height === 24);
+      }
+      await assert.rejects(model.classify(new Blob(['not an image'])), (e: Error) => e instanceof InputError && /the image/.test(e.message));
+      await assert.rejects(RgbaImage.read({ width: 3 } as never), /pass PNG\/JPEG bytes, a Blob or File, a canvas/);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
 describe('image files', () => {
   test('`capsnet classify` reads PNG, JPEG and IDX files, directories and `-`, and prints labels and scores', async () => {
-    const png = new PNG({ width: 15, height: 18 });
-    for (let i = 0; i < 15 * 18; i++) png.data.set([200, 100, 50, i % 2 ? 255 : 128], 4 * i);
-    writeFileSync(join(dir, 'big.png'), PNG.sync.write(png));
+    const png = new Uint8Array(15 * 18 * 4);
+    for (let i = 0; i < 15 * 18; i++) png.set([200, 100, 50, i % 2 ? 255 : 128], 4 * i);
+    writeFileSync(join(dir, 'big.png'), encodePng({ width: 15, height: 18, data: png, channels: 4, depth: 8 }));
     const rgba = new Uint8Array(30 * 24 * 4);
     for (let p = 0; p < 30 * 24; p++) rgba.set(p % 30 > 10 && p % 30 < 14 ? [20, 20, 20, 255] : [240, 240, 240, 255], 4 * p);
     writeFileSync(join(dir, 'photo.jpg'), jpeg.encode({ data: rgba, width: 30, height: 24 }, 90).data);
@@ -491,6 +613,24 @@ describe('image files', () => {
       assert.equal(fatal.exitCode, 1);
       assert.match(JSON.parse(fatal.stdout).error.message, /unknown option '--model-typo'|sideways/);
     }
+  });
+
+  test('`capsnet classify` on one IDX file of 1000 images reports its progress on stderr, one line per tenth', async () => {
+    const count = 1000;
+    const idx = new Uint8Array(16 + count * PIXELS);
+    const view = new DataView(idx.buffer);
+    [0x803, count, H, W].forEach((v, i) => view.setUint32(4 * i, v));
+    for (let i = 16; i < idx.length; i++) idx[i] = (i * 37) % 256;
+    const file = join(dir, 'many-images-idx3-ubyte');
+    writeFileSync(file, idx);
+    // Batches of 50: the count moves in steps of 50, so each tenth is reached exactly.
+    const run = await execa('node', [CLI, 'classify', modelPath, file, '--device', 'cpu', '--json', '--max-batch', '50'], { cwd: ROOT });
+    assert.equal(JSON.parse(run.stdout).results.length, count);
+    const lines = run.stderr.split('\n').filter((l) => l.startsWith('classified '));
+    assert.deepEqual(
+      lines,
+      Array.from({ length: 10 }, (_, k) => `classified ${100 * (k + 1)}/${count} images (${10 * (k + 1)}%)`),
+    );
   });
 
   test('`capsnet classify` gives a missing or unreadable path its own error row and classifies the rest', async () => {

@@ -15,7 +15,7 @@ export function registerRuntimeCommands(program: Command, rows: readonly DeviceR
     .description(
       'classify images with an exported model: PNG and JPEG files (prepared like the training data: see `polarity`), ' +
         'IDX image files, directories of them, or `-` (standard input: one image, or a list of paths one a line). ' +
-        'Prints each label (or "no digit" and why) and its capsule lengths (scores); progress goes to stderr',
+        'Prints each label (or "no digit" and why) and its capsule lengths (scores); progress (per image) goes to stderr',
     )
     .argument('<model>', 'model.onnx from `capsnet export`')
     .argument('<images...>', 'PNG/JPEG files, IDX image files (e.g. t10k-images-idx3-ubyte[.gz]), directories, or -')
@@ -78,6 +78,7 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
     const flush = async () => {
       if (pending.length === 0) return;
       const results: Result[] = await model.classify(pending.map((p) => p.pixels));
+      progress.tick(results.length);
       results.forEach((r, i) => {
         const { name, trueLabel } = pending[i]!;
         rows.push({
@@ -100,9 +101,12 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
       pending = [];
     };
     for (const source of sources) {
-      for (const image of loadSource(source, m, { polarity: opts.polarity, limit: opts.limit })) {
+      const images = loadSource(source, m, { polarity: opts.polarity, limit: opts.limit });
+      progress.grow(images.length - 1);
+      for (const image of images) {
         if (image.error) {
           await flush(); // keep the output in argument order
+          progress.tick(1);
           rows.push({ image: image.name, label: null, labelName: null, error: image.error });
           texts.push(`${image.name}\terror: ${image.error.message}`);
           continue;
@@ -110,7 +114,6 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
         pending.push({ name: image.name, pixels: image.pixels!, ...(image.trueLabel !== undefined ? { trueLabel: image.trueLabel } : {}) });
         if (pending.length >= opts.maxBatch) await flush();
       }
-      progress.tick();
     }
     await flush();
     progress.stop();
@@ -190,17 +193,53 @@ function writeOut(text: string): Promise<void> {
   return new Promise((resolve, reject) => process.stdout.write(`${text}\n`, (e) => (e ? reject(e) : resolve())));
 }
 
-/** A progress bar on stderr when it is a terminal and there are enough files to wait for; otherwise nothing. */
-async function startProgress(total: number): Promise<{ tick(): void; stop(): void }> {
-  if (!process.stderr.isTTY || total < 20) return { tick() {}, stop() {} };
+/** Runs with at least this many images report progress as lines on a stderr that is not a terminal. */
+const PROGRESS_LINES_FROM = 1000;
+
+/**
+ * Progress in images (an IDX file holds thousands), on stderr: a bar on a terminal (from 20 images), otherwise one
+ * line per tenth (from PROGRESS_LINES_FROM images), e.g. `classified 2000/10000 images (20%)`. `total` starts at one
+ * image per file; `grow` adds a file's other images once it is read.
+ */
+async function startProgress(files: number): Promise<{ grow(n: number): void; tick(n: number): void; stop(): void }> {
+  let total = files;
+  let done = 0;
+  if (!process.stderr.isTTY) {
+    let tenth = 0;
+    return {
+      grow: (n) => {
+        total += n;
+      },
+      tick: (n) => {
+        done += n;
+        if (total < PROGRESS_LINES_FROM) return;
+        const now = Math.floor((10 * done) / total);
+        if (now > tenth) {
+          tenth = now;
+          process.stderr.write(`classified ${done}/${total} images (${Math.round((100 * done) / total)}%)\n`);
+        }
+      },
+      stop: () => {},
+    };
+  }
   const { SingleBar, Presets } = await import('cli-progress');
-  const bar = new SingleBar({ stream: process.stderr, format: 'reading {bar} {value}/{total} files', clearOnComplete: true }, Presets.shades_classic);
-  bar.start(total, 0);
+  const bar = new SingleBar({ stream: process.stderr, format: 'classifying {bar} {value}/{total} images', clearOnComplete: true }, Presets.shades_classic);
+  let started = false;
   let stopped = false;
   return {
-    tick: () => bar.increment(),
+    grow: (n) => {
+      total += n;
+      if (started) bar.setTotal(total);
+    },
+    tick: (n) => {
+      done += n;
+      if (!started && total >= 20 && !stopped) {
+        bar.start(total, done);
+        started = true;
+      } else if (started) bar.update(done);
+    },
     stop: () => {
-      if (!stopped) bar.stop();
+      if (started && !stopped) bar.stop();
       stopped = true;
     },
   };

@@ -6,7 +6,7 @@
  * `decodeUpload` is the whole of the file path: bytes and plain options in, pixels out, so it can run anywhere
  * (a worker thread included).
  */
-import { PNG } from 'pngjs';
+import { encode as encodePngFile } from 'fast-png';
 import {
   DEFAULT_IMAGE_LIMITS,
   ImageError,
@@ -178,10 +178,11 @@ export function capsulesFromJson(value: unknown, numClasses: number, digitDim: n
 
 /** Encode gray or RGB float pixels in [0,1] as a PNG (tests, the bench and anything that wants a file). */
 export function encodePng(pixels: Float32Array, height: number, width: number, channels: number): Buffer {
-  const png = new PNG({ width, height });
+  const data = new Uint8Array(width * height * 4);
   for (let p = 0; p < width * height; p++) {
-    for (let k = 0; k < 3; k++) png.data[4 * p + k] = Math.round(255 * pixels[p * channels + (channels === 1 ? 0 : k)]!);
-    png.data[4 * p + 3] = 255;
+    for (let k = 0; k < 3; k++) data[4 * p + k] = Math.round(255 * pixels[p * channels + (channels === 1 ? 0 : k)]!);
+    data[4 * p + 3] = 255;
   }
-  return PNG.sync.write(png);
+  const png = encodePngFile({ width, height, data, channels: 4, depth: 8 });
+  return Buffer.from(png.buffer, png.byteOffset, png.byteLength);
 }

@@ -3,6 +3,8 @@
 import { CapsNet, DeviceUnavailableError, InputError, type Classification, type Classifier, type LoadOptions, type ModelMetadata } from '@capsnet-onnx/runtime';
 import { CapsNet as NodeCapsNet } from '@capsnet-onnx/runtime/node';
 import { CapsNet as WebCapsNet, ORT_WASM_FILES, type WebLoadOptions } from '@capsnet-onnx/runtime/web';
+import { CapsNet as WasmCapsNet, type LoadProgress, RgbaImage } from '@capsnet-onnx/runtime/web/wasm';
+import { CapsNet as WebGpuCapsNet } from '@capsnet-onnx/runtime/web/webgpu';
 import { ortWasmDir, ortWasmFiles } from '@capsnet-onnx/runtime/wasm-assets';
 
 const options: LoadOptions = { device: 'auto', maxBatch: 8, log: (line: string) => console.log(line) };
@@ -28,6 +30,22 @@ export function errors(e: unknown): string {
   return String(e);
 }
 
-export const entries = [NodeCapsNet.devices, WebCapsNet.devices, ORT_WASM_FILES, webOptions, webObjectPaths] as const;
+// The browser entries of one build each; a classify-only load with byte progress; page images through RgbaImage.
+const progressOptions: WebLoadOptions = { decoder: false, onProgress: (p: LoadProgress) => console.log(p.file, p.loaded, p.total ?? 'unknown') };
+export async function classifyFile(bytes: Uint8Array): Promise<Classification[]> {
+  const model = await WasmCapsNet.load('/model.onnx', progressOptions);
+  const image: RgbaImage = await RgbaImage.read(bytes);
+  return model.classify([image, { data: image.data, width: image.width, height: image.height }]);
+}
+
+export const entries = [
+  NodeCapsNet.devices,
+  WebCapsNet.devices,
+  WasmCapsNet.devices,
+  WebGpuCapsNet.devices,
+  ORT_WASM_FILES,
+  webOptions,
+  webObjectPaths,
+] as const;
 export const wasmDir: string = ortWasmDir();
 export const wasmFiles: { name: string; path: string }[] = ortWasmFiles();
