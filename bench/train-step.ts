@@ -21,7 +21,7 @@ export interface Job {
   kernels: boolean;
   /** Before each timed repetition, wait up to this long for idle CPUs (0: don't). */
   waitIdleS: number;
-  /** wasm: use the fused capsule kernels (train/wasm-capsule-kernels.ts); false times the composite tfjs ops. */
+  /** wasm: use the fused capsule kernels (train/backends/wasm-capsule-kernels.ts); false times the composite tfjs ops. */
   fused: boolean;
   /** Time the step's parts (convolutions, u_hat, routing, decoder, losses, optimizer) too. */
   parts: boolean;

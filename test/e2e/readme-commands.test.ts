@@ -259,8 +259,8 @@ export const COMMANDS: Record<string, Decision> = {
   'npm run bench:serve': { exempt: SAME_AS_QUICK },
   'npm run bench:page': {
     exempt:
-      'three browser entries in Chromium, cold and warm: about 3 minutes on 2 loaded cores; test/serve-page.test.ts and ' +
-      'test/runtime-browser.test.ts run the same page and entries in Chromium',
+      'three browser entries in Chromium, cold and warm: about 3 minutes on 2 loaded cores; test/e2e/serve-page.test.ts and ' +
+      'test/e2e/runtime-browser.test.ts run the same page and entries in Chromium',
   },
   'npm run bench:install': {
     exempt:

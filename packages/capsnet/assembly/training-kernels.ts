@@ -10,7 +10,7 @@
 //
 // Routing (routingForward/routingBackward) is one of three implementations of core/routing.ts's `dynamic`
 // algorithm, which must agree: the TensorFlow.js one (packages/capsnet/src/model/routing.ts, whose composite ops
-// are this gradient's reference in test/wasm-capsule-kernels.test.ts) and the ONNX one unrolled into every export
+// are this gradient's reference in test/e2e/wasm-capsule-kernels.test.ts) and the ONNX one unrolled into every export
 // (packages/capsnet/src/export/routing.ts). Only `dynamic` has a kernel here; another algorithm runs as composite
 // tfjs ops.
 //

@@ -2,10 +2,10 @@
  * Routing between the primary capsules and the class capsules, in TensorFlow.js: training, the experiments and
  * the parity reference run this. The algorithms' names, validation and FLOPs are in @capsnet-onnx/core's
  * routing.ts. The same algorithms are implemented twice more, and all three must agree:
- * - ONNX, unrolled into the exported graph: export/routing.ts (parity: `capsnet parity`, test/export-parity.test.ts);
+ * - ONNX, unrolled into the exported graph: export/routing.ts (parity: `capsnet parity`, test/e2e/export-parity.test.ts);
  * - AssemblyScript, a fused forward and hand-derived backward for the wasm backend: assembly/training-kernels.ts
  *   (registered as FUSED_KERNELS.dynamicRouting by train/backends/wasm-capsule-kernels.ts; tested against this
- *   file in test/wasm-capsule-kernels.test.ts).
+ *   file in test/e2e/wasm-capsule-kernels.test.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';

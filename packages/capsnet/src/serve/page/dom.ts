@@ -1,7 +1,7 @@
 /**
  * The page's DOM helpers. The page builds no HTML from strings: every element comes from document.createElement
  * and every piece of data (class labels, data set names, notes, error messages) goes in as a text node, so model
- * metadata can never become markup (test/serve-page-hostile.test.ts). Nothing here runs at import: the bundle is
+ * metadata can never become markup (test/e2e/serve-page-hostile.test.ts). Nothing here runs at import: the bundle is
  * also onnxruntime-web's pthread worker script, where there is no document.
  */
 

@@ -1,4 +1,4 @@
-/** What the page holds, as `window.capsnet` for the end-to-end tests (test/serve-page.test.ts) and the console. */
+/** What the page holds, as `window.capsnet` for the end-to-end tests (test/e2e/serve-page.test.ts) and the console. */
 import type { Classification, Classifier, DeviceRequest } from '@capsnet-onnx/runtime/web';
 import type { ModelInfo } from '../api.ts';
 import type { Figure4 } from './perturb.ts';

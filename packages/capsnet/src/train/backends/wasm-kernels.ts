@@ -3,8 +3,8 @@
 // tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter kernel at all (so a conv net cannot be trained on it),
 // and its Conv2DBackpropInput is a direct scalar loop nest (~9 s for PrimaryCaps at batch 32, 12x the forward
 // conv). Both are replaced here. The arithmetic always runs in the wasm backend's own XNNPACK kernels (SIMD, and
-// on its thread pool when the threaded binary is loaded, see train/wasm-threads.ts); around them, the data is
-// rearranged on the wasm heap by the SIMD kernels of train/wasm-simd.ts (transposes, col2im, the channel-major
+// on its thread pool when the threaded binary is loaded, see train/backends/wasm-threads.ts); around them, the data is
+// rearranged on the wasm heap by the SIMD kernels of train/backends/wasm-simd.ts (transposes, col2im, the channel-major
 // copy of x), on the same threads, or by JS where it is a plain row copy:
 //
 //   filter gradient: a dilated convolution over the batch, see filterGradViaConv
