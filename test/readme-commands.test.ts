@@ -1,7 +1,7 @@
 /**
  * Every command the READMEs show, run from a clean clone after `npm ci` exactly as written (issue 19, item 2).
  *
- * The commands are parsed out of the READMEs (README.md, packages/*\/README.md, packages/capsnet/src/*\/README.md):
+ * The commands are parsed out of the READMEs (README.md, docs/*.md, packages/*\/README.md, packages/capsnet/src/*\/README.md):
  * the lines of ```sh blocks (`\` continuations joined, `# comments` dropped) and the inline code spans that are
  * commands. COMMANDS holds a decision for each, keyed by its exact README text: it runs, or it is exempt with the
  * reason (printed as the test's skip line). The fast tests check that the READMEs and the table name the same
@@ -38,9 +38,15 @@ export interface ReadmeCommand {
   where: string;
 }
 
-/** README.md, packages/*\/README.md and packages/capsnet/src/*\/README.md, relative to the repository root. */
+/**
+ * README.md, the guides (docs/*.md), packages/*\/README.md and packages/capsnet/src/*\/README.md, relative to the
+ * repository root. The examples' READMEs are not here: test/consumers.test.ts runs each example as its README says.
+ */
 export function readmeFiles(root = ROOT): string[] {
   const files = ['README.md'];
+  for (const page of readdirSync(join(root, 'docs')).sort()) {
+    if (page.endsWith('.md')) files.push(`docs/${page}`);
+  }
   for (const pkg of readdirSync(join(root, 'packages')).sort()) {
     if (existsSync(join(root, 'packages', pkg, 'README.md'))) files.push(`packages/${pkg}/README.md`);
   }
@@ -185,6 +191,8 @@ export const COMMANDS: Record<string, Decision> = {
   'npm ci': { exempt: 'the first step of this test, in the fresh clone; and again in `npm ci && npm start`' },
   'npm run test:quick': { exempt: 'a tier of the test suite, which the lead runs (`npm test`); not nested inside one of its own tests' },
   'npm run test:e2e': { exempt: "the test suite's end-to-end tier: this test is part of it" },
+  // Install and embed: the API reference (TypeDoc into the git-ignored docs/api/)
+  'npm run docs:api': {},
   // Training
   'npx capsnet train [--model capsnet|baseline-cnn] [--preset paper|small] [--data SPEC] [--epochs N] [--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] [--resume | --overwrite] [--allow-suspicious-data] [--checkpoint-every 50] [--checkpoint-interval 5m] [--primary-caps N] [--[no-]none-of-the-above] [--reconstruction-weight W]':
     {
