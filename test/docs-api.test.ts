@@ -25,11 +25,11 @@ describe('npm run docs:api', () => {
     for (const entry of ['runtime_src_node', 'runtime_src_web', 'runtime_src_wasm-assets', 'core_src', 'capsnet_src_api']) {
       assert.ok(modules.includes(`${entry}.html`), `no page for ${entry}: ${modules.join(', ')}`);
     }
-    // The runtime's main class, with its doc comment rendered.
-    const classes = readdirSync(join(out, 'classes'));
-    const capsnet = classes.find((f) => /runtime_src_node\.CapsNet\.html$/.test(f));
-    assert.ok(capsnet, `no CapsNet page among ${classes.join(', ')}`);
-    assert.match(readFileSync(join(out, 'classes', capsnet), 'utf8'), /load/);
+    // The runtime's entry object and its contract, with their doc comments rendered.
+    const capsnet = join(out, 'variables', 'runtime_src_node.CapsNet.html');
+    assert.ok(existsSync(capsnet), `no page for the Node entry's CapsNet: ${readdirSync(join(out, 'variables')).join(', ')}`);
+    assert.match(readFileSync(capsnet, 'utf8'), /load/);
+    assert.ok(existsSync(join(out, 'interfaces', 'runtime_src_node.Classifier.html')), 'no page for the Classifier contract');
   });
 
   test('fails on an export without documentation, naming it', async () => {
