@@ -24,6 +24,7 @@ import { existingPath, machineInfo, userPath, writeReport } from './report.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { median } from '../packages/capsnet/src/parity/matrix.ts';
 import { timeClassifier } from '../packages/capsnet/src/parity/measure.ts';
+import { readEnv } from './env.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -106,7 +107,7 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
   const batch = randomImages(req.batch, pixels, 2);
   if (req.backend === 'tfjs') {
     const { initBackend } = await import('../packages/capsnet/src/train/backend.ts');
-    const backend = await initBackend((process.env.CAPSNET_BENCH_TFJS_BACKEND ?? 'auto') as 'auto');
+    const backend = await initBackend(readEnv('CAPSNET_BENCH_TFJS_BACKEND') as 'auto');
     const tf = backend.tf;
     const { forward, initParams } = await import('../packages/capsnet/src/train/model.ts');
     const { paramShapes } = await import('@capsnet-onnx/core');

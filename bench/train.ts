@@ -31,6 +31,7 @@ import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/tra
 import { BACKEND_NAMES } from '../packages/capsnet/src/train/names.ts';
 import { type CapsNetConfig, presetConfig, type PresetName, convKernelFlops, countFlops, derivedSizes } from '@capsnet-onnx/core';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
+import { readEnv } from './env.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -502,7 +503,8 @@ interface TorchResult {
 async function runTorch(config: CapsNetConfig, batch: number, steps: number, threads: number, timeoutMs: number): Promise<TorchResult | { skipped: string }> {
   const { execa } = await import('execa');
   // CAPSNET_PYTHON, else the first of python3 on the PATH and Debian's /usr/bin/python3 that imports torch.
-  const candidates = process.env.CAPSNET_PYTHON ? [process.env.CAPSNET_PYTHON] : ['python3', '/usr/bin/python3'];
+  const given = readEnv('CAPSNET_PYTHON');
+  const candidates = given ? [given] : ['python3', '/usr/bin/python3'];
   let python: string | null = null;
   for (const candidate of candidates) {
     const probe = await execa(candidate, ['-c', 'import torch'], { reject: false, timeout: 120_000 });

@@ -34,6 +34,7 @@ import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 import { CHROMIUM } from '../packages/capsnet/src/parity/browser.ts';
 import { serveFiles } from '../packages/capsnet/src/parity/serve.ts';
 import { ROOT, trainedSmallRun } from './support/fixtures.ts';
+import { readEnv } from './support/env.ts';
 import {
   EXAMPLES,
   type InstalledApp,
@@ -127,7 +128,7 @@ after(() => {
   console.table(table);
   console.log('\nversion ranges tested at both ends (the installed version each declaring package resolves):');
   console.table([...rangeRows.entries()].map(([pkg, r]) => ({ package: pkg, ...r })));
-  if (process.env.CAPSNET_KEEP_APPS) console.log(`kept: ${made.join(' ')}`);
+  if (readEnv('CAPSNET_KEEP_APPS')) console.log(`kept: ${made.join(' ')}`);
   else for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
 

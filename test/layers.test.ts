@@ -19,9 +19,11 @@ const CAPSNET = 'packages/capsnet/src';
 const ALLOWED: Record<string, string[]> = {
   'packages/core/src': [],
   'packages/runtime/src': ['packages/core/src'],
+  // The package's CAPSNET_* environment variables (env/env.ts): Node's process.env only, for every layer above.
+  [`${CAPSNET}/env`]: [],
   [`${CAPSNET}/files`]: ['packages/core/src'],
   [`${CAPSNET}/data`]: ['packages/core/src', `${CAPSNET}/files`],
-  [`${CAPSNET}/train`]: ['packages/core/src', `${CAPSNET}/files`, `${CAPSNET}/data`],
+  [`${CAPSNET}/train`]: ['packages/core/src', `${CAPSNET}/files`, `${CAPSNET}/data`, `${CAPSNET}/env`],
   [`${CAPSNET}/export`]: ['packages/core/src', `${CAPSNET}/files`],
   [`${CAPSNET}/web`]: ['packages/runtime/src'],
   [`${CAPSNET}/api`]: ['packages/core/src', 'packages/runtime/src', `${CAPSNET}/files`, `${CAPSNET}/export`],
@@ -34,6 +36,7 @@ const ALLOWED: Record<string, string[]> = {
     `${CAPSNET}/train`,
     `${CAPSNET}/export`,
     `${CAPSNET}/web`,
+    `${CAPSNET}/env`,
   ],
   [`${CAPSNET}/experiments`]: ['packages/core/src', 'packages/runtime/src', `${CAPSNET}/files`, `${CAPSNET}/data`, `${CAPSNET}/train`, `${CAPSNET}/export`],
   [`${CAPSNET}/cli`]: ['*'],

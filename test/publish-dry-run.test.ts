@@ -33,7 +33,9 @@ describe('npm publish --dry-run', () => {
         reject: false,
       });
       assert.equal(r.exitCode, 0, r.stderr);
-      const report = (JSON.parse(r.stdout) as Record<string, { name: string; version: string; files: { path: string }[] }>)[WORKSPACES[w]];
+      // npm's JSON report is the last thing on stdout, after what prepack's build prints (capsnet-onnx's bundles).
+      const json = r.stdout.slice(Math.max(0, r.stdout.search(/^\{$/m)));
+      const report = (JSON.parse(json) as Record<string, { name: string; version: string; files: { path: string }[] }>)[WORKSPACES[w]];
       assert.ok(report, r.stdout.slice(0, 500));
       assert.equal(report.name, WORKSPACES[w]);
       assert.equal(report.version, version);

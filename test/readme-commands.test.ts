@@ -28,6 +28,7 @@ import { makeDigitCorpus } from '../packages/capsnet/src/data/corpus.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 import { ROOT } from './support/fixtures.ts';
 import { appEnv } from './support/packages.ts';
+import { readEnv } from './support/env.ts';
 
 // ------------------------------------------------------------------------------------------------ the READMEs
 
@@ -553,7 +554,7 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
     console.log(
       ['', `| command | result | seconds |`, '| --- | --- | --- |', ...lines, `total ${rows.reduce((s, r) => s + r.seconds, 0).toFixed(0)} s`].join('\n'),
     );
-    if (clone && !process.env.CAPSNET_KEEP_README_CLONE) rmSync(clone, { recursive: true, force: true });
+    if (clone && !readEnv('CAPSNET_KEEP_README_CLONE')) rmSync(clone, { recursive: true, force: true });
     else if (clone) console.log(`clone kept: ${clone}`);
   });
 

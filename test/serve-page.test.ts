@@ -15,9 +15,10 @@ import type { Classifier } from '@capsnet-onnx/runtime/node';
 import { exportedSmallModel, startServeProcess } from './support/serve.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 import { ARTIFACTS } from './support/fixtures.ts';
+import { readEnv } from './support/env.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const WEBGPU = !process.env.CAPSNET_SKIP_WEBGPU;
+const WEBGPU = readEnv('CAPSNET_SKIP_WEBGPU') === undefined;
 const PIXELS = 784;
 
 describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)` }, () => {
