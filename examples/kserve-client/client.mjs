@@ -26,20 +26,28 @@ try {
   // Pixels go to the model as they are: float32 in [0, 1], NHWC, row-major. Bytes 0-255 are divided by 255.
   const bytes = new Uint8Array(await readFile(digitsPath));
   const n = bytes.length / (h * w * c);
-  const reply = await call(`/v2/models/${modelName}/infer`, {
-    id: 'example',
-    inputs: [{ name: 'images', shape: [n, h, w, c], datatype: 'FP32', data: Array.from(bytes, (v) => v / 255) }],
-    outputs: [{ name: 'lengths' }],
-  });
-  // lengths: [N, classes], flat and row-major; the class is the longest capsule.
-  const lengths = reply.outputs.find((o) => o.name === 'lengths');
-  const classes = lengths.shape[1];
+  // A server caps the images of one request (capsnet serve: --max-batch, 32 by default; Triton: max_batch_size), and
+  // refuses more with a 400 that says so: send them in requests of at most BATCH.
+  const BATCH = 16;
   const predictions = [];
-  for (let i = 0; i < n; i++) {
-    const row = lengths.data.slice(i * classes, (i + 1) * classes);
-    predictions.push(row.indexOf(Math.max(...row)));
+  let reply;
+  for (let start = 0; start < n; start += BATCH) {
+    const count = Math.min(BATCH, n - start);
+    const pixels = bytes.subarray(start * h * w * c, (start + count) * h * w * c);
+    reply = await call(`/v2/models/${modelName}/infer`, {
+      id: `digits-${start}`,
+      inputs: [{ name: 'images', shape: [count, h, w, c], datatype: 'FP32', data: Array.from(pixels, (v) => v / 255) }],
+      outputs: [{ name: 'lengths' }],
+    });
+    // lengths: [count, classes], flat and row-major; the class is the longest capsule.
+    const lengths = reply.outputs.find((o) => o.name === 'lengths');
+    const classes = lengths.shape[1];
+    for (let i = 0; i < count; i++) {
+      const row = lengths.data.slice(i * classes, (i + 1) * classes);
+      predictions.push(row.indexOf(Math.max(...row)));
+    }
   }
-  console.log(JSON.stringify({ model: reply.model_name, version: reply.model_version, predictions }));
+  console.log(JSON.stringify({ model: reply?.model_name, version: reply?.model_version, predictions }));
 } catch (error) {
   console.error(`kserve client: ${error.message}`);
   process.exit(1);
