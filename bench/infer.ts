@@ -25,6 +25,7 @@ import { existingPath, machineInfo, median, seededUniform, userPath, writeReport
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { timeClassifier } from '../packages/capsnet/src/parity/measure.ts';
 import { type BenchTarget, benchTargets } from '../packages/capsnet/src/parity/devices.ts';
+import { readEnv } from './env.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -87,7 +88,7 @@ async function benchInWorker(req: BenchRequest): Promise<Reply> {
   const target = targetOf(req.backend);
   if (!target.row) {
     const { initBackend } = await import('../packages/capsnet/src/train/backends/backend.ts');
-    const backend = await initBackend((process.env.CAPSNET_BENCH_TFJS_BACKEND ?? 'auto') as 'auto');
+    const backend = await initBackend(readEnv('CAPSNET_BENCH_TFJS_BACKEND') as 'auto');
     const tf = backend.tf;
     const { forward, initParams } = await import('../packages/capsnet/src/model/capsnet.ts');
     const { paramShapes } = await import('@capsnet-onnx/core');

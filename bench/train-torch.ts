@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CapsNetConfig } from '@capsnet-onnx/core';
 import type { EpochResult } from './train-epoch-worker.ts';
+import { readEnv } from './env.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -25,7 +26,8 @@ let pythonFound: Promise<string | { skipped: string }> | undefined;
 function findPython(): Promise<string | { skipped: string }> {
   pythonFound ??= (async () => {
     const { execa } = await import('execa');
-    const candidates = process.env.CAPSNET_PYTHON ? [process.env.CAPSNET_PYTHON] : ['python3', '/usr/bin/python3'];
+    const given = readEnv('CAPSNET_PYTHON');
+    const candidates = given ? [given] : ['python3', '/usr/bin/python3'];
     for (const candidate of candidates) {
       const probe = await execa(candidate, ['-c', 'import torch'], { reject: false, timeout: 120_000 });
       if (probe.exitCode === 0) return candidate;

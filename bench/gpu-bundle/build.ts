@@ -30,6 +30,7 @@ import { buildCapsNetModels } from '../../packages/capsnet/src/export/exporter.t
 import { encodeModel } from '../../packages/capsnet/src/export/onnx-schema.ts';
 import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
 import { trainedSmallRun } from '../../test/support/fixtures.ts';
+import { readEnv } from '../env.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -74,7 +75,7 @@ function packXz(name: string, dir: string, stage: string): void {
 
 /** The Vulkan loader .deb: CAPSNET_VULKAN_DEB, the cache, or `apt-get download libvulkan1` into the cache. */
 function vulkanDeb(): string {
-  const given = process.env.CAPSNET_VULKAN_DEB;
+  const given = readEnv('CAPSNET_VULKAN_DEB');
   if (given) {
     if (!existsSync(given) || !/libvulkan1_.*_amd64\.deb$/.test(basename(given))) {
       throw new BundleError(`CAPSNET_VULKAN_DEB=${given} is not a libvulkan1_*_amd64.deb file: give the path of one (apt-get download libvulkan1)`);

@@ -25,8 +25,9 @@ import { parseArgs } from 'node:util';
 import { type CapsNetConfig, countFlops, presetConfig } from '@capsnet-onnx/core';
 import { writeFileAtomic } from '../../packages/capsnet/src/files/atomic.ts';
 import { FP16_COMPUTE_TOLERANCES, TOLERANCES, type Tolerances } from '../../packages/capsnet/src/parity/matrix.ts';
+import { readEnv } from '../env.ts';
 
-export const TINY = process.env.CAPSNET_GPU_CHECK_TINY === '1';
+export const TINY = readEnv('CAPSNET_GPU_CHECK_TINY') === '1';
 
 /** A row of the table. status: pass/fail (parity), ok (a timing), skip (with its reason), error, cut. */
 export interface Row {
@@ -372,7 +373,7 @@ async function stepCudaEp(out: string, dataDir: string, budget: number): Promise
   const step = new Step(out, 'd', 'd. inference: onnxruntime-node CUDA EP', budget);
   const lib = 'libonnxruntime_providers_cuda.so';
   const bin = ortBinDir();
-  const extra = process.env.CAPSNET_ORT_CUDA_DIR;
+  const extra = readEnv('CAPSNET_ORT_CUDA_DIR');
   const dirs = [bin, ...(extra ? [extra] : [])];
   const found = dirs.map((d) => join(d, lib)).find((p) => existsSync(p));
   if (!found) {
@@ -597,7 +598,7 @@ interface TorchLine {
 
 function stepTorch(out: string, script: string, budget: number): void {
   const step = new Step(out, 'c', "c. anchor: the same CapsNet in PyTorch on CUDA (the machine's python3)", budget);
-  const python = process.env.CAPSNET_PYTHON ?? 'python3';
+  const python = readEnv('CAPSNET_PYTHON') ?? 'python3';
   const probe = spawnSync(
     python,
     ['-c', 'import json, torch; print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(), "built": torch.version.cuda}))'],

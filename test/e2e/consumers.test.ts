@@ -2,15 +2,20 @@
  * The packages as users get them: `npm pack --workspaces` tarballs installed into fresh apps in the OS temp folder
  * (never through this repository's node_modules), with a user's environment (no npm_* variables, no NODE_OPTIONS,
  * so no TypeScript loader and no source condition) and onnxruntime-node's CUDA download skipped the documented way.
+ * The apps are the examples (examples/<name>/, each with its README), run the way their READMEs say:
  *
- *   node-js      plain-JavaScript ESM Node app: classifies real test digits through '@capsnet-onnx/runtime'
- *   typescript   the same install, type-checked strict + noUncheckedIndexedAccess + exactOptionalPropertyTypes,
- *                moduleResolution node16 and bundler, including misuse the types must reject
- *   browser      bundled with esbuild (wasm served from ortWasmDir() via { wasmPaths }) and built with Vite (wasm
- *                emitted by Vite), each served on 127.0.0.1 and run in headless Chromium on device wasm
- *   cli          capsnet-onnx: --version, train, export, classify, parity (node-cpu, node-wasm, chromium-wasm), serve
- *                answering a classify and its page classifying a digit in Chromium; its install folder hashed before
- *                and after: nothing written there
+ *   node-js        plain-JavaScript ESM Node script: classifies real test digits through '@capsnet-onnx/runtime'
+ *   typescript     the same install, type-checked strict + noUncheckedIndexedAccess + exactOptionalPropertyTypes,
+ *                  moduleResolution node16 and bundler, including misuse the types must reject
+ *   vite           built with `npm run build` (wasm emitted by Vite), served on 127.0.0.1, run in headless Chromium
+ *   esbuild        bundled with `npm run build`, served by its server.mjs (wasm from ortWasmDir() at /ort/), Chromium
+ *   script-module  a plain <script type="module"> page with an import map (`npm run vendor`), Chromium
+ *   web-worker     the model in a module Web Worker (`npm run build`), Chromium
+ *                  (the four browser examples share one install, each in its own folder under it; device wasm)
+ *   kserve-client  the /v2 (KServe) client against `capsnet serve` from the CLI's install
+ *   cli            capsnet-onnx: --version, train, export, classify, parity (node-cpu, node-wasm, chromium-wasm), serve
+ *                  answering a classify and its page classifying a digit in Chromium; its install folder hashed before
+ *                  and after: nothing written there
  *
  * Every app is installed twice, at both ends of every version range our packages declare (issue 19): `lowest`, each
  * range's minimum as the app's direct dependency (npm reuses it for our packages), and `newest`, what the registry
@@ -18,7 +23,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -29,13 +34,16 @@ import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
 import { CHROMIUM } from '../../packages/capsnet/src/parity/browser.ts';
 import { serveFiles } from '../../packages/capsnet/src/parity/serve.ts';
 import { ROOT, trainedSmallRun } from '../support/fixtures.ts';
+import { readEnv } from '../support/env.ts';
 import {
+  EXAMPLES,
   type InstalledApp,
   type Tarballs,
   type Workspace,
   WORKSPACES,
   appEnv,
   declaredRanges,
+  exampleScripts,
   footprint,
   installApp,
   lowestVersions,
@@ -46,6 +54,15 @@ import {
 } from '../support/packages.ts';
 
 const DIGITS = 48;
+/** What a browser example leaves in globalThis.exampleResult. */
+interface PageResult {
+  error?: string;
+  device: string;
+  predictions: number[];
+  lengths: number[][];
+  /** The .wasm URLs the page fetched (not the worker's). */
+  wasm?: string[];
+}
 const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 type End = 'lowest' | 'newest';
 const ENDS: End[] = ['lowest', 'newest'];
@@ -111,7 +128,7 @@ after(() => {
   console.table(table);
   console.log('\nversion ranges tested at both ends (the installed version each declaring package resolves):');
   console.table([...rangeRows.entries()].map(([pkg, r]) => ({ package: pkg, ...r })));
-  if (process.env.CAPSNET_KEEP_APPS) console.log(`kept: ${made.join(' ')}`);
+  if (readEnv('CAPSNET_KEEP_APPS')) console.log(`kept: ${made.join(' ')}`);
   else for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -291,8 +308,8 @@ for (const end of ENDS)
 
     test('TypeScript app type-checks with strict options under node16 and bundler resolution', async () => {
       assert.ok(nodeApp, 'needs the Node app install');
-      const { cpSync } = await import('node:fs');
-      cpSync(join(ROOT, 'test', 'consumers', 'apps', 'typescript'), nodeApp.dir, { recursive: true });
+      // The example's sources and tsconfigs over the Node app's install (its package.json names the registry's packages).
+      cpSync(join(EXAMPLES, 'typescript'), nodeApp.dir, { recursive: true, filter: (f) => !f.endsWith('package.json') });
       for (const config of ['tsconfig.node16.json', 'tsconfig.bundler.json']) {
         const r = await execa('node', [TSC, '-p', config], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
         assert.equal(r.exitCode, 0, `${config}:\n${r.stdout}\n${r.stderr}`);
@@ -305,17 +322,21 @@ for (const end of ENDS)
       record(`typescript (node16 + bundler), ${end}`, null, 'tsc strict, noUncheckedIndexedAccess, exactOptionalPropertyTypes: 0 errors; 3 misuses rejected');
     });
 
-    describe('browser apps', () => {
+    describe('browser examples (one install, each example in its own folder)', () => {
       let browserApp: InstalledApp;
       let wasmDir: string;
+      const SUBFOLDERS = ['esbuild', 'script-module', 'web-worker'];
 
       before(async () => {
         browserApp = await install(`browser-${end}`, endDependencies(end, ['core', 'runtime'], ['onnxruntime-web']), {
-          template: 'browser',
+          template: 'vite',
+          scripts: exampleScripts('vite'),
           devDependencies: { esbuild: '^0.28.2', vite: '^8.0.0' },
           preferOnline: end === 'newest',
         });
         await assertEnd(end, browserApp, ['core', 'runtime'], ['onnxruntime-web']);
+        // The other browser examples in folders of the same install: node_modules resolves from the parent.
+        for (const name of SUBFOLDERS) cpSync(join(EXAMPLES, name), join(browserApp.dir, name), { recursive: true });
         // The documented asset path, asked of the app's own install.
         const r = await execa(
           'node',
@@ -326,8 +347,21 @@ for (const end of ENDS)
         assert.ok(wasmDir.startsWith(browserApp.dir), wasmDir);
       });
 
-      async function runPage(files: Record<string, string | Uint8Array>, query: string) {
-        const server = await serveFiles({ ...files, '/model.onnx': modelPath, '/digits.u8': join(work, 'digits.u8') });
+      /** `npm run SCRIPT` in an example's folder, as its README says (the install's .bin on the PATH: it is one folder up). */
+      async function npmRun(folder: string, script: string): Promise<void> {
+        const bin = join(browserApp.dir, 'node_modules', '.bin');
+        const r = await execa('npm', ['run', script, '--silent'], {
+          cwd: folder,
+          env: appEnv({ PATH: `${bin}:${process.env.PATH}` }),
+          extendEnv: false,
+          reject: false,
+          all: true,
+        });
+        assert.equal(r.exitCode, 0, `npm run ${script} in ${folder}:\n${r.all}`);
+      }
+
+      /** Open a page in headless Chromium and wait for the example's globalThis.exampleResult. */
+      async function openPage(url: string): Promise<PageResult> {
         const { chromium } = await import('playwright-core');
         const browser = await chromium.launch({
           executablePath: CHROMIUM,
@@ -336,25 +370,44 @@ for (const end of ENDS)
         });
         try {
           const page = await browser.newPage();
-          await page.goto(`${server.origin}/index.html${query}`);
-          await page.waitForFunction(() => 'consumerResult' in globalThis, undefined, { timeout: 120_000 });
-          return (await page.evaluate(() => (globalThis as unknown as { consumerResult: unknown }).consumerResult)) as {
-            error?: string;
-            device: string;
-            predictions: number[];
-            lengths: number[][];
-            wasm: string[];
-          };
+          const errors: string[] = [];
+          page.on('pageerror', (e) => errors.push(e.message));
+          await page.goto(url);
+          await page.waitForFunction(() => 'exampleResult' in globalThis, undefined, { timeout: 120_000 });
+          const result = (await page.evaluate(() => (globalThis as unknown as { exampleResult: unknown }).exampleResult)) as PageResult;
+          if (errors.length && !result.error) result.error = errors.join('; ');
+          return result;
         } finally {
           await browser.close();
-          await server.close();
         }
       }
 
-      function checkAgainstNode(result: Awaited<ReturnType<typeof runPage>>): number {
+      /** The example's own server.mjs, started as its README says, on a free port; the page opened in Chromium. */
+      async function runWithServer(folder: string): Promise<PageResult> {
+        const server = execa('node', ['server.mjs', modelPath, join(work, 'digits.u8'), '0'], { cwd: folder, env: appEnv(), extendEnv: false, all: true });
+        try {
+          const url = await new Promise<string>((resolve, reject) => {
+            let text = '';
+            server.all!.on('data', (chunk: Buffer) => {
+              text += chunk.toString();
+              const m = /listening on (http:\/\/\S+)/.exec(text);
+              if (m) resolve(m[1]!);
+            });
+            server.catch((e: Error) => reject(new Error(`server.mjs exited: ${text}${e.message}`)));
+            setTimeout(() => reject(new Error(`server.mjs did not start: ${text}`)), 60_000);
+          });
+          return await openPage(url);
+        } finally {
+          server.kill('SIGTERM');
+          await server.catch(() => undefined);
+        }
+      }
+
+      function checkAgainstNode(result: PageResult): number {
         assert.equal(result.error, undefined, result.error);
         assert.equal(result.device, 'wasm');
         const nodeLengths = JSON.parse(readFileSync(join(work, `node-lengths-${end}.json`), 'utf8')) as number[][];
+        assert.equal(result.lengths.length, DIGITS);
         let maxDiff = 0;
         result.lengths.forEach((row, n) =>
           row.forEach((v, k) => {
@@ -368,31 +421,22 @@ for (const end of ENDS)
         return correct;
       }
 
-      test('esbuild bundle, wasm served from ortWasmDir() through { wasmPaths }', async () => {
-        await execa('npx', ['--no', 'esbuild', 'main.js', '--bundle', '--format=esm', '--platform=browser', '--target=es2022', '--outdir=dist-esbuild'], {
-          cwd: browserApp.dir,
-          env: appEnv(),
-          extendEnv: false,
-        });
-        const files: Record<string, string> = {
-          '/index.html': join(browserApp.dir, 'index.html'),
-          '/main.js': join(browserApp.dir, 'dist-esbuild', 'main.js'),
-        };
-        // The documented way: the folder ortWasmDir() returns, served at the prefix passed as wasmPaths.
-        for (const f of readdirSync(wasmDir).filter((f) => /^ort-wasm.*\.(wasm|mjs)$/.test(f))) files[`/ort/${f}`] = join(wasmDir, f);
-        const result = await runPage(files, '?wasmPaths=/ort/');
+      test('examples/esbuild: npm run build, its server.mjs serves the wasm from ortWasmDir() at /ort/ ({ wasmPaths })', async () => {
+        const folder = join(browserApp.dir, 'esbuild');
+        await npmRun(folder, 'build');
+        const result = await runWithServer(folder);
         const correct = checkAgainstNode(result);
         assert.ok(
-          result.wasm.some((u) => u.includes('/ort/ort-wasm')),
-          `wasm fetched from ${result.wasm.join(', ')}`,
+          result.wasm?.some((u) => u.includes('/ort/ort-wasm')),
+          `wasm fetched from ${result.wasm?.join(', ')}`,
         );
-        const size = statSync(join(browserApp.dir, 'dist-esbuild', 'main.js')).size;
-        record(`browser esbuild (onnxruntime-web), ${end}`, browserApp, `${correct}/${DIGITS} in Chromium on wasm; bundle ${(size / 1e6).toFixed(2)} MB`);
+        const size = statSync(join(folder, 'dist', 'main.js')).size;
+        record(`examples/esbuild, ${end}`, browserApp, `${correct}/${DIGITS} in Chromium on wasm; bundle ${(size / 1e6).toFixed(2)} MB`);
       });
 
-      test('Vite build, wasm emitted by Vite', async () => {
-        await execa('npx', ['--no', 'vite', 'build'], { cwd: browserApp.dir, env: appEnv(), extendEnv: false });
-        const dist = join(browserApp.dir, 'dist-vite');
+      test('examples/vite: npm run build, wasm emitted by Vite', async () => {
+        await npmRun(browserApp.dir, 'build');
+        const dist = join(browserApp.dir, 'dist');
         const files: Record<string, string> = {};
         for (const f of readdirSync(dist, { recursive: true, encoding: 'utf8' })) {
           if (statSync(join(dist, f)).isFile()) files[`/${f}`] = join(dist, f);
@@ -401,9 +445,30 @@ for (const end of ENDS)
           Object.keys(files).some((f) => f.endsWith('.wasm')),
           `Vite emitted no .wasm: ${Object.keys(files).join(', ')}`,
         );
-        const result = await runPage(files, '');
-        const correct = checkAgainstNode(result);
-        record(`browser vite (same install), ${end}`, null, `${correct}/${DIGITS} in Chromium on wasm; ${Object.keys(files).length} files emitted`);
+        // What `vite preview` serves, plus the model and digits the README puts in public/.
+        const server = await serveFiles({ ...files, '/model.onnx': modelPath, '/digits.u8': join(work, 'digits.u8') });
+        try {
+          const result = await openPage(`${server.origin}/index.html`);
+          const correct = checkAgainstNode(result);
+          record(`examples/vite (same install), ${end}`, null, `${correct}/${DIGITS} in Chromium on wasm; ${Object.keys(files).length} files emitted`);
+        } finally {
+          await server.close();
+        }
+      });
+
+      test('examples/script-module: a plain <script type="module"> page with an import map, npm run vendor', async () => {
+        const folder = join(browserApp.dir, 'script-module');
+        await npmRun(folder, 'vendor');
+        assert.ok(existsSync(join(folder, 'vendor', 'capsnet-runtime.js')), 'npm run vendor wrote no vendor/capsnet-runtime.js');
+        const correct = checkAgainstNode(await runWithServer(folder));
+        record(`examples/script-module (same install), ${end}`, null, `${correct}/${DIGITS} in Chromium on wasm, no bundler for the page`);
+      });
+
+      test('examples/web-worker: the model in a module worker, npm run build', async () => {
+        const folder = join(browserApp.dir, 'web-worker');
+        await npmRun(folder, 'build');
+        const correct = checkAgainstNode(await runWithServer(folder));
+        record(`examples/web-worker (same install), ${end}`, null, `${correct}/${DIGITS} in Chromium on wasm, in a Web Worker`);
       });
     });
 
@@ -517,6 +582,34 @@ for (const end of ENDS)
         const served = ((await reply.json()) as { results: { lengths: number[] }[] }).results[0]!.lengths;
         page.lengths.forEach((v, k) => assert.ok(Math.abs(v - served[k]!) < 1e-3, `class ${k}: page ${v}, server ${served[k]}`));
         steps.push('serve: POST /v1/classify 200; the page classifies a digit in Chromium (wasm) as the server does');
+
+        // examples/kserve-client against this server's /v2, as its README runs it; its answers are /v1's longest capsules.
+        cpSync(join(EXAMPLES, 'kserve-client', 'client.mjs'), join(app.dir, 'kserve-client.mjs'));
+        const client = await execa('node', ['kserve-client.mjs', url, join(work, 'digits.u8')], { cwd: app.dir, env: appEnv(), extendEnv: false, all: true });
+        const v2 = JSON.parse(client.stdout.trim()) as { model: string; version: string; predictions: number[] };
+        assert.equal(v2.model, 'capsnet');
+        assert.equal(v2.predictions.length, DIGITS);
+        const digitBytes = readFileSync(join(work, 'digits.u8'));
+        const images = Array.from({ length: DIGITS }, (_, i) => Array.from(digitBytes.subarray(i * 784, (i + 1) * 784), (v) => v / 255));
+        // /v1 in requests of 16 too (a request holds at most --max-batch, 32, images).
+        const v1: { results: { longest: number; lengths: number[] }[] } = { results: [] };
+        for (let start = 0; start < DIGITS; start += 16) {
+          const reply = await fetch(`${url}/v1/classify?reconstruction=false`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ images: images.slice(start, start + 16) }),
+          });
+          assert.equal(reply.status, 200);
+          v1.results.push(...((await reply.json()) as typeof v1).results);
+        }
+        // Batches of another size may sum in another order: only a near-tie (top two within 1e-4) may differ.
+        const differ = v2.predictions.filter((p, i) => {
+          const r = v1.results[i]!;
+          const sorted = [...r.lengths].sort((a, b) => b - a);
+          return p !== r.longest && sorted[0]! - sorted[1]! > 1e-4;
+        });
+        assert.deepEqual(differ, [], `/v2 predictions ${v2.predictions.join(',')} vs /v1 ${v1.results.map((r) => r.longest).join(',')}`);
+        steps.push(`examples/kserve-client: ${DIGITS} digits over /v2, the same classes as /v1`);
       } finally {
         await server.stop();
       }

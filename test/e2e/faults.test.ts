@@ -17,9 +17,10 @@ import { Rng, decoderPathFor } from '@capsnet-onnx/core';
 import { CapsNet } from '@capsnet-onnx/runtime/node';
 import { ROOT } from '../support/fixtures.ts';
 import { tinyModel } from '../support/tiny-model.ts';
+import { readEnv } from '../support/env.ts';
 
 const CHILD = join(ROOT, 'test', 'support', 'fault-child.ts');
-const SEED = Number(process.env.CAPSNET_FAULT_SEED ?? Date.now() % 1_000_000);
+const SEED = Number(readEnv('CAPSNET_FAULT_SEED') ?? Date.now() % 1_000_000);
 const rng = new Rng(SEED);
 const EPOCHS = '2';
 

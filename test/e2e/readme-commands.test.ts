@@ -1,7 +1,7 @@
 /**
  * Every command the READMEs show, run from a clean clone after `npm ci` exactly as written (issue 19, item 2).
  *
- * The commands are parsed out of the READMEs (README.md, packages/*\/README.md, packages/capsnet/src/*\/README.md):
+ * The commands are parsed out of the READMEs (README.md, docs/*.md, packages/*\/README.md, packages/capsnet/src/*\/README.md):
  * the lines of ```sh blocks (`\` continuations joined, `# comments` dropped) and the inline code spans that are
  * commands. COMMANDS holds a decision for each, keyed by its exact README text: it runs, or it is exempt with the
  * reason (printed as the test's skip line). The fast tests check that the READMEs and the table name the same
@@ -28,6 +28,7 @@ import { makeDigitCorpus } from '../../packages/capsnet/src/data/corpus.ts';
 import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
 import { ROOT } from '../support/fixtures.ts';
 import { appEnv } from '../support/packages.ts';
+import { readEnv } from '../support/env.ts';
 
 // ------------------------------------------------------------------------------------------------ the READMEs
 
@@ -38,9 +39,15 @@ export interface ReadmeCommand {
   where: string;
 }
 
-/** README.md, packages/*\/README.md and packages/capsnet/src/*\/README.md, relative to the repository root. */
+/**
+ * README.md, the guides (docs/*.md), packages/*\/README.md and packages/capsnet/src/*\/README.md, relative to the
+ * repository root. The examples' READMEs are not here: test/consumers.test.ts runs each example as its README says.
+ */
 export function readmeFiles(root = ROOT): string[] {
   const files = ['README.md'];
+  for (const page of readdirSync(join(root, 'docs')).sort()) {
+    if (page.endsWith('.md')) files.push(`docs/${page}`);
+  }
   for (const pkg of readdirSync(join(root, 'packages')).sort()) {
     if (existsSync(join(root, 'packages', pkg, 'README.md'))) files.push(`packages/${pkg}/README.md`);
   }
@@ -185,6 +192,8 @@ export const COMMANDS: Record<string, Decision> = {
   'npm ci': { exempt: 'the first step of this test, in the fresh clone; and again in `npm ci && npm start`' },
   'npm run test:quick': { exempt: 'a tier of the test suite, which the lead runs (`npm test`); not nested inside one of its own tests' },
   'npm run test:e2e': { exempt: "the test suite's end-to-end tier: this test is part of it" },
+  // Install and embed: the API reference (TypeDoc into the git-ignored docs/api/)
+  'npm run docs:api': {},
   // Training
   'npx capsnet train [--model capsnet|baseline-cnn] [--preset paper|small] [--data SPEC] [--epochs N] [--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] [--resume | --overwrite] [--allow-suspicious-data] [--checkpoint-every 50] [--checkpoint-interval 5m] [--primary-caps N] [--[no-]none-of-the-above] [--reconstruction-weight W]':
     {
@@ -309,6 +318,17 @@ export const COMMANDS: Record<string, Decision> = {
   'npm pack': { exempt: 'names the step in prose; `npm pack --workspaces --pack-destination DIR` runs' },
   'npm run bench:*': { exempt: 'a glob naming the bench scripts; each runs in its own row' },
   'node --test': { exempt: 'names the test runner in prose; `npm test` runs it' },
+  // docs/releasing.md
+  'npx changeset': { exempt: 'interactive (asks on a terminal which packages changed and how): test/publish-dry-run.test.ts writes a changeset' },
+  'npx changeset status': { exempt: 'compares with the main branch in git, and the clone this test makes is a copy of the files, not a git repository' },
+  'npx changeset version': {
+    exempt: "consumes the changesets and rewrites the packages' versions: test/publish-dry-run.test.ts runs it on a copy of the manifests",
+  },
+  'npm install': { exempt: 'the release step that records new versions in the lock file; this test runs `npm ci`' },
+  'npm publish -w packages/core && npm publish -w packages/runtime && npm publish -w packages/capsnet': {
+    exempt: 'publishes to the npm registry: test/publish-dry-run.test.ts runs npm publish --dry-run of each package instead',
+  },
+  'git tag vX.Y.Z && git push origin vX.Y.Z': { exempt: "tags a release and pushes the tag to the project's remote" },
   // packages/capsnet/README.md
   'ONNXRUNTIME_NODE_INSTALL=skip npm install capsnet-onnx': { exempt: UNPUBLISHED },
   'npx capsnet train --preset small --epochs 1 --batch-size 32 --train-limit 24000 --out run': {
@@ -544,7 +564,7 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
     console.log(
       ['', `| command | result | seconds |`, '| --- | --- | --- |', ...lines, `total ${rows.reduce((s, r) => s + r.seconds, 0).toFixed(0)} s`].join('\n'),
     );
-    if (clone && !process.env.CAPSNET_KEEP_README_CLONE) rmSync(clone, { recursive: true, force: true });
+    if (clone && !readEnv('CAPSNET_KEEP_README_CLONE')) rmSync(clone, { recursive: true, force: true });
     else if (clone) console.log(`clone kept: ${clone}`);
   });
 

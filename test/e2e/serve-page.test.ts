@@ -18,9 +18,10 @@ import type { Classifier } from '@capsnet-onnx/runtime/node';
 import { exportedSmallModel, startServeProcess } from '../support/serve.ts';
 import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
 import { ARTIFACTS } from '../support/fixtures.ts';
+import { readEnv } from '../support/env.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const WEBGPU = !process.env.CAPSNET_SKIP_WEBGPU;
+const WEBGPU = readEnv('CAPSNET_SKIP_WEBGPU') === undefined;
 const PIXELS = 784;
 
 /** Draw a 28x28 digit on the page's pad as horizontal mouse strokes through its inked pixels. */

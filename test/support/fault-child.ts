@@ -12,6 +12,7 @@
 import fs, { existsSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
+import { readEnv } from './env.ts';
 
 /** A CapsNet small enough to train a step in milliseconds on 28x28 digits, with the paper's layer structure. */
 export const FAULT_CONFIG = { conv1Filters: 4, primaryMaps: 2, primaryDim: 4, digitDim: 6, decoderHidden: [8, 16] };
@@ -36,7 +37,7 @@ function dieHalfwayThroughNthWrite(fds: Set<number>): void {
   }) as typeof fs.writeSync;
 }
 
-const [kind, at] = (process.env.CAPSNET_FAULT ?? ':').split(':');
+const [kind, at] = (readEnv('CAPSNET_FAULT') ?? ':').split(':');
 const target = Number(at);
 let count = 0;
 if (kind === 'rename') {

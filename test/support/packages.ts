@@ -10,6 +10,14 @@ import { execa } from 'execa';
 import semver from 'semver';
 import { ROOT } from './fixtures.ts';
 
+/** The runnable examples (examples/<name>/), which the consumer tests install from the tarballs and run. */
+export const EXAMPLES = join(ROOT, 'examples');
+
+/** An example's package.json scripts: the commands its README tells a user to run. */
+export function exampleScripts(name: string): Record<string, string> {
+  return (JSON.parse(readFileSync(join(EXAMPLES, name, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts ?? {};
+}
+
 /** The three workspace packages by name -> their tarball path. */
 export interface Tarballs {
   core: string;
@@ -122,8 +130,9 @@ export function resolvedVersion(appDir: string, declarer: string, name: string):
 }
 
 /**
- * A fresh app in the OS temp folder: `template` (a folder under test/consumers/apps, optional) copied in, a
- * package.json with these dependencies, then `npm install` with onnxruntime-node's CUDA download skipped the
+ * A fresh app in the OS temp folder: `template` (an example under examples/, optional) copied in, a
+ * package.json with these dependencies (the example's own package.json is replaced: its ranges name the registry's
+ * packages, the app's name the tarballs), then `npm install` with onnxruntime-node's CUDA download skipped the
  * documented way (ONNXRUNTIME_NODE_INSTALL=skip). Offline-first from npm's cache, unless `preferOnline`: an app
  * that must get the newest versions published today asks the registry (a warm cache can hold stale metadata).
  */
@@ -139,7 +148,7 @@ export async function installApp(
   } = {},
 ): Promise<InstalledApp> {
   const dir = mkdtempSync(join(tmpdir(), `capsnet-app-${name}-`));
-  if (options.template) cpSync(join(ROOT, 'test', 'consumers', 'apps', options.template), dir, { recursive: true });
+  if (options.template) cpSync(join(EXAMPLES, options.template), dir, { recursive: true });
   const pkg = {
     name: `capsnet-consumer-${name}`,
     private: true,

@@ -1,6 +1,7 @@
 /** Shared by the serve tests: a fake Classifier (deterministic, countable, optionally slow) and HTTP helpers. */
 import type { Classification, Classifier, ImageInput, ModelMetadata } from '@capsnet-onnx/runtime/node';
 import { paperConfig } from '@capsnet-onnx/core';
+import { readEnv } from './env.ts';
 
 export const FAKE_METADATA: ModelMetadata = {
   inputHeight: 28,
@@ -91,7 +92,8 @@ export async function getJson(base: string, path: string): Promise<{ status: num
  */
 export async function exportedSmallModel(): Promise<string> {
   // CAPSNET_SERVE_MODEL=path/model.onnx runs the serve tests on another exported model instead.
-  if (process.env.CAPSNET_SERVE_MODEL) return process.env.CAPSNET_SERVE_MODEL;
+  const given = readEnv('CAPSNET_SERVE_MODEL');
+  if (given) return given;
   const { existsSync, mkdirSync } = await import('node:fs');
   const { dirname, join } = await import('node:path');
   const { execa } = await import('execa');

@@ -20,10 +20,12 @@ const CAPSNET = 'packages/capsnet/src';
 const ALLOWED: Record<string, string[]> = {
   'packages/core/src': [],
   'packages/runtime/src': ['packages/core/src'],
+  // The package's CAPSNET_* environment variables (env/env.ts): Node's process.env only, for every layer above.
+  [`${CAPSNET}/env`]: [],
   [`${CAPSNET}/files`]: ['packages/core/src'],
   [`${CAPSNET}/data`]: ['packages/core/src', `${CAPSNET}/files`],
   [`${CAPSNET}/model`]: ['packages/core/src'],
-  [`${CAPSNET}/train`]: ['packages/core/src', `${CAPSNET}/files`, `${CAPSNET}/data`, `${CAPSNET}/model`],
+  [`${CAPSNET}/train`]: ['packages/core/src', `${CAPSNET}/files`, `${CAPSNET}/data`, `${CAPSNET}/model`, `${CAPSNET}/env`],
   [`${CAPSNET}/export`]: ['packages/core/src', `${CAPSNET}/files`],
   [`${CAPSNET}/web`]: ['packages/runtime/src'],
   [`${CAPSNET}/api`]: ['packages/core/src', 'packages/runtime/src', `${CAPSNET}/files`, `${CAPSNET}/export`],
@@ -37,6 +39,7 @@ const ALLOWED: Record<string, string[]> = {
     `${CAPSNET}/train`,
     `${CAPSNET}/export`,
     `${CAPSNET}/web`,
+    `${CAPSNET}/env`,
   ],
   [`${CAPSNET}/experiments`]: [
     'packages/core/src',

@@ -2,6 +2,7 @@
  * `capsnet`: one command line for the whole pipeline. Each folder registers its own subcommands and loads its
  * heavy modules only when one of them runs, so `capsnet classify` never loads TensorFlow.js.
  */
+import { envFlag } from '../env/env.ts';
 import { OutputExistsError, systemErrorLine } from '../files/atomic.ts';
 import { createProgram } from './program.ts';
 
@@ -24,7 +25,7 @@ try {
   // Errors reach the user as one line naming the problem and the fix; CAPSNET_DEBUG=1 shows the stack. System
   // errors (disk full, read-only, permissions...) that no layer caught are turned into that line here.
   console.error(`capsnet: ${userMessage(error)}`);
-  if (process.env.CAPSNET_DEBUG) console.error(error.stack);
+  if (envFlag('CAPSNET_DEBUG')) console.error(error.stack);
   process.exitCode = 1;
 }
 // A command is finished when its action returns (serve returns only after shutdown); backends such as wasm's

@@ -6,11 +6,12 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ORT_WASM_FILES } from '@capsnet-onnx/runtime/wasm-assets';
+import { readEnv } from '../env/env.ts';
 import { webBundles } from '../web/paths.ts';
 import type { MeasureResult, SpeedResult } from './measure.ts';
 import { serveFiles } from './serve.ts';
 
-export const CHROMIUM = process.env.CAPSNET_CHROMIUM ?? '/usr/bin/chromium';
+export const CHROMIUM = readEnv('CAPSNET_CHROMIUM')!;
 
 /**
  * Flags: no sandbox (containers), nothing that phones home, and WebGPU enabled. Not --disable-gpu: with it this

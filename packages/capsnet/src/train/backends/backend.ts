@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 
+import { envFlag, readEnv } from '../../env/env.ts';
 import type { BackendName } from '../names.ts';
 
 export type { BackendName } from '../names.ts';
@@ -112,8 +113,8 @@ async function initTensorflow(log: Log): Promise<InitializedBackend> {
  * loads tfjs's threaded SIMD binary through train/backends/wasm-threads.ts; 1 loads the stock single-threaded SIMD one.
  */
 export function wasmThreadsWanted(): number {
-  const env = process.env.CAPSNET_WASM_THREADS;
-  if (env != null && env !== '') {
+  const env = readEnv('CAPSNET_WASM_THREADS');
+  if (env !== undefined) {
     if (!/^\s*\d+\s*$/.test(env) || Number(env) < 1) {
       throw new BackendUnavailableError(`CAPSNET_WASM_THREADS=${env} is not a thread count: set a whole number from 1 (e.g. 2), or unset it to use every core`);
     }
@@ -161,7 +162,7 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
     const want = wasmThreadsWanted();
     let restore: (() => void) | null = null;
     // CAPSNET_WASM_START_TIMEOUT_S bounds the threaded start (workers + compile); past it, 1 thread is used.
-    const startTimeoutS = Number(process.env.CAPSNET_WASM_START_TIMEOUT_S ?? 60);
+    const startTimeoutS = Number(readEnv('CAPSNET_WASM_START_TIMEOUT_S'));
     if (want > 1 && !threadedWasmFailed) restore = threads.useThreadedWasm(want, startTimeoutS * 1000);
     let ok = false;
     let failure = '';
@@ -213,7 +214,7 @@ async function quietly<T>(f: () => Promise<T>, held: string[] = []): Promise<T> 
   const warn = console.warn;
   console.warn = (...args: unknown[]) => {
     held.push(args.map((a) => (a instanceof Error ? a.message : String(a))).join(' '));
-    if (process.env.CAPSNET_DEBUG_BACKEND) warn(...args);
+    if (envFlag('CAPSNET_DEBUG_BACKEND')) warn(...args);
   };
   try {
     return await f();

@@ -1,2 +1,2 @@
 // onnxruntime-web's module finds its .wasm with new URL(file, import.meta.url): Vite emits it; nothing to copy.
-export default { build: { outDir: 'dist-vite', target: 'es2022' }, logLevel: 'warn' };
+export default { build: { outDir: 'dist', target: 'es2022' }, logLevel: 'warn' };
