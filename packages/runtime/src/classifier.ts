@@ -181,7 +181,19 @@ export class OrtClassifier implements Classifier {
     const { data, count, ink } = toImageBatch(await readImageSources(images), m, this.#maxBatch, polarity);
     const pixels = m.inputHeight * m.inputWidth * m.inputChannels;
     const feeds = { [IO_NAMES.images]: new this.ort.Tensor('float32', data, [count, m.inputHeight, m.inputWidth, m.inputChannels]) };
-    const out = await this.#run(this.session, feeds, [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction], 'classify');
+    const wanted: string[] = [IO_NAMES.lengths, IO_NAMES.capsules, IO_NAMES.reconstruction];
+    if (options.coupling) {
+      if (!this.session.outputNames.includes(IO_NAMES.coupling)) {
+        throw new ModelFormatError(
+          `classify({ coupling: true }): the model has no "${IO_NAMES.coupling}" output (it has ${this.session.outputNames.join(', ')}): ` +
+            're-export it with `capsnet export`',
+        );
+      }
+      wanted.push(IO_NAMES.coupling);
+    }
+    const out = await this.#run(this.session, feeds, wanted, 'classify');
+    const coupling = options.coupling ? (out[IO_NAMES.coupling]!.data as Float32Array) : undefined;
+    const couplingSize = coupling ? coupling.length / count : 0;
     const lengths = checkDims(out[IO_NAMES.lengths], [count, m.numClasses], IO_NAMES.lengths);
     const capsules = checkDims(out[IO_NAMES.capsules], [count, m.numClasses, m.digitDim], IO_NAMES.capsules);
     const reconstruction = checkDims(out[IO_NAMES.reconstruction], [count, pixels], IO_NAMES.reconstruction);
@@ -205,6 +217,7 @@ export class OrtClassifier implements Classifier {
         lengths: l,
         capsules: capsules.slice(n * caps, (n + 1) * caps),
         reconstruction: reconstruction.slice(n * pixels, (n + 1) * pixels),
+        ...(coupling ? { coupling: coupling.slice(n * couplingSize, (n + 1) * couplingSize) } : {}),
       });
     }
     for (const t of Object.values(out)) t.dispose();

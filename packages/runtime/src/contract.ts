@@ -37,6 +37,11 @@ export interface Classification {
   capsules: Float32Array;
   /** H*W*C in [0,1], decoder masked by the longest capsule. */
   reconstruction: Float32Array;
+  /**
+   * With `{ coupling: true }`: c_ij, primary capsules x routed capsules (the classes, plus "none-of-the-above" when
+   * the model routes to one), row-major; primary capsule i = (row * gridWidth + col) * primaryMaps + map.
+   */
+  coupling?: Float32Array;
 }
 
 /** Pixel values: Float32Array and number[] in [0, 1]; Uint8Array and Uint8ClampedArray 0-255. */
@@ -85,6 +90,12 @@ export interface ClassifyOptions {
   polarity?: Polarity;
   /** Override the model's presence threshold (capsule length) for this call. */
   presenceThreshold?: number;
+  /**
+   * Also return each image's coupling coefficients c_ij (the model's `coupling` output: the last routing
+   * iteration's softmax over the routed capsules, Sabour et al. 2017 procedure 1). Default false.
+   * @throws ModelFormatError when the file has no `coupling` output (re-export it with `capsnet export`).
+   */
+  coupling?: boolean;
 }
 
 export interface Classifier {

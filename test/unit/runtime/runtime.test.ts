@@ -18,7 +18,7 @@ import { CapsNet as WebCapsNet } from '@capsnet-onnx/runtime/web';
 import { CapsNet as WasmCapsNet, RgbaImage, type LoadProgress } from '@capsnet-onnx/runtime/web/wasm';
 import { CapsNet as WebGpuCapsNet } from '@capsnet-onnx/runtime/web/webgpu';
 import { ORT_WASM_BUILDS, ortWasmDir } from '@capsnet-onnx/runtime/wasm-assets';
-import { decodeImage, readModelMetadata, readOnnxHeader } from '@capsnet-onnx/core';
+import { decodeImage, derivedSizes, readModelMetadata, readOnnxHeader } from '@capsnet-onnx/core';
 import { nodeCpu } from '../../../packages/runtime/src/providers/node-cpu.ts';
 import { nodeCuda } from '../../../packages/runtime/src/providers/node-cuda.ts';
 import { nodeWebGpu } from '../../../packages/runtime/src/providers/node-webgpu.ts';
@@ -674,5 +674,34 @@ describe('image files', () => {
       ['NOT_FOUND', 'ok'],
     );
     rmSync(links, { recursive: true, force: true });
+  });
+});
+
+describe('coupling coefficients', () => {
+  test('classify({ coupling: true }) returns c_ij per image: primary capsules x classes, each row a softmax', async () => {
+    const model = await CapsNet.load(tiny.model, { decoder: tiny.decoder, device: 'cpu' });
+    try {
+      const { numPrimaryCaps } = derivedSizes(TINY_CONFIG);
+      const pixels = TINY_CONFIG.inputHeight * TINY_CONFIG.inputWidth * TINY_CONFIG.inputChannels;
+      const images = [0.2, 0.7].map((v, k) => Float32Array.from({ length: pixels }, (_, i) => ((i * (k + 3)) % 11) / 12 + v / 10));
+      const results = await model.classify(
+        {
+          data: Float32Array.from(images.flatMap((x) => Array.from(x))),
+          shape: [2, TINY_CONFIG.inputHeight, TINY_CONFIG.inputWidth, TINY_CONFIG.inputChannels],
+        },
+        { coupling: true },
+      );
+      for (const r of results) {
+        assert.equal(r.coupling!.length, numPrimaryCaps * TINY_CONFIG.numClasses);
+        for (let i = 0; i < numPrimaryCaps; i++) {
+          const row = r.coupling!.subarray(i * TINY_CONFIG.numClasses, (i + 1) * TINY_CONFIG.numClasses);
+          assert.ok(Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 1e-5, `capsule ${i}: coefficients sum to ${row.reduce((a, b) => a + b, 0)}`);
+        }
+      }
+      assert.notDeepEqual(results[0]!.coupling, results[1]!.coupling, 'each image has its own coefficients');
+      assert.equal((await model.classify(images[0]!))[0]!.coupling, undefined, 'not asked: not returned');
+    } finally {
+      await model.dispose();
+    }
   });
 });

@@ -52,7 +52,7 @@ export async function loadModelOn(device: DeviceRequest, metadata: ModelMetadata
     await exclusive(() => model.decode(new Float32Array(m.numClasses * m.digitDim)));
     let routing: RoutingSession | string;
     try {
-      routing = await RoutingSession.open(bytes, m, model.device);
+      routing = await exclusive(() => RoutingSession.open(model, m));
     } catch (e) {
       routing = `its coupling coefficients could not be computed (${message(e)})`;
     }

@@ -8,13 +8,10 @@
  * per position, the MEAN over the types of c_ij to the chosen class, on a diverging scale around 1/R (what routing
  * starts from): red where the position's capsules send more than that share to the class, blue where less.
  *
- * The runtime's classify() returns lengths, capsules and the reconstruction, not the coupling coefficients, so the
- * page opens a second onnxruntime-web session of the same model bytes, on the classifier's provider, that fetches
- * only the coupling outputs. A model that exports one output per iteration (`coupling_iter1`, ...) gets one map per
- * iteration; `capsnet export` writes the last iteration's only, and the page says so.
+ * The coefficients come from the classifier itself (`classify(image, { coupling: true })`), on the same session
+ * and device. `capsnet export` writes the last iteration's coefficients only, and the page says so.
  */
-import * as ort from 'onnxruntime-web';
-import type { ModelMetadata } from '@capsnet-onnx/runtime/web';
+import type { Classifier, ModelMetadata } from '@capsnet-onnx/runtime/web';
 import { context2d, el } from './dom.ts';
 
 /** Where the primary capsules sit: `rows` x `cols` positions, `types` capsules (one per PrimaryCaps map) each. */
@@ -68,52 +65,36 @@ export function positionMeans(map: CouplingMap, grid: PrimaryGrid, cls: number):
   return means;
 }
 
-/** Coupling outputs in iteration order: numbered ones first (`coupling_iter1`, ...), the plain `coupling` last. */
-function couplingOutputs(names: readonly string[]): string[] {
-  const order = (n: string) => Number(/(\d+)$/.exec(n)?.[1] ?? Number.POSITIVE_INFINITY);
-  return names.filter((n) => /^coupling($|[_/.-])/.test(n)).sort((a, b) => order(a) - order(b));
-}
-
-/** A session of the model that fetches only its coupling coefficients. */
+/** The coupling coefficients of the classifier's model, one image at a time. */
 export class RoutingSession {
+  readonly outputs = ['coupling'];
+
   private constructor(
-    private readonly session: ort.InferenceSession,
-    readonly outputs: string[],
-    private readonly shape: [number, number, number],
+    private readonly model: Classifier,
+    private readonly metadata: ModelMetadata,
   ) {}
 
-  /**
-   * Open `bytes` on the provider the classifier runs on (`webgpu` or `wasm`: onnxruntime-web's WebGPU sessions fail
-   * their next run when a wasm session is created beside them); the reason instead when the model has no coupling output.
-   */
-  static async open(bytes: Uint8Array, metadata: ModelMetadata, device: string): Promise<RoutingSession | string> {
-    const options: ort.InferenceSession.SessionOptions = { executionProviders: [device === 'webgpu' ? 'webgpu' : 'wasm'], graphOptimizationLevel: 'all' };
-    // An int8 file's weights sit behind DequantizeLinear: fold them once at load, as the runtime does.
-    if (metadata.precision === 'int8') options.extra = { session: { disable_quant_qdq: '1' } };
-    const session = await ort.InferenceSession.create(bytes, options);
-    const outputs = couplingOutputs(session.outputNames);
-    if (outputs.length === 0) {
-      await session.release();
-      return `the model has no coupling output (outputs: ${session.outputNames.join(', ')}): export it with \`capsnet export\``;
+  /** The session, or the reason (one line) when the model cannot give its coupling coefficients. */
+  static async open(model: Classifier, metadata: ModelMetadata): Promise<RoutingSession | string> {
+    const blank = new Float32Array(metadata.inputHeight * metadata.inputWidth * metadata.inputChannels);
+    try {
+      await model.classify(blank, { coupling: true });
+    } catch (e) {
+      return (e as Error).message;
     }
-    return new RoutingSession(session, outputs, [metadata.inputHeight, metadata.inputWidth, metadata.inputChannels]);
+    return new RoutingSession(model, metadata);
   }
 
   /** The coupling coefficients of one prepared image (H*W*C pixels in [0, 1]). */
   async run(image: Float32Array): Promise<CouplingMap[]> {
-    const feeds = { images: new ort.Tensor('float32', image, [1, ...this.shape]) };
-    const out = await this.session.run(feeds, this.outputs);
-    return this.outputs.map((name) => {
-      const tensor = out[name]!;
-      const map = { name, dims: [...tensor.dims], data: Float32Array.from(tensor.data as Float32Array) };
-      tensor.dispose();
-      return map;
-    });
+    const [result] = await this.model.classify(image, { coupling: true });
+    const data = result!.coupling!;
+    const routed = this.metadata.numClasses + (this.metadata.config.noneOfTheAbove ? 1 : 0);
+    return [{ name: 'coupling', dims: [1, data.length / routed, routed], data }];
   }
 
-  async dispose(): Promise<void> {
-    await this.session.release();
-  }
+  /** Nothing to release: the classifier owns the session. */
+  async dispose(): Promise<void> {}
 }
 
 /** Diverging colour around the uniform share: red above, blue below; `t` in [-1, 1]. */
