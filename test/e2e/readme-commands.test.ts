@@ -244,7 +244,8 @@ export const COMMANDS: Record<string, Decision> = {
   'npm pack --workspaces --pack-destination DIR': { files: { DIR: 'empty' } },
   'npm install DIR/*.tgz': {
     exempt:
-      'installs the tarballs into an app (a folder outside the repository, or npm installs into the workspace root): test/e2e/consumers.test.ts does exactly this',
+      'installs the tarballs into an app (a folder outside the repository, or npm installs into the ' +
+      'workspace root): test/e2e/consumers.test.ts does exactly this',
   },
   'ONNXRUNTIME_NODE_INSTALL=skip npm install @capsnet-onnx/runtime onnxruntime-node': { exempt: UNPUBLISHED },
   'npm install --ignore-scripts': { exempt: UNPUBLISHED },
