@@ -331,10 +331,10 @@ export async function runAffine(options: AffineOptions): Promise<ExperimentResul
     ['CapsNet', caps],
     ['CNN', cnn],
   ] as const) {
-    notes.push(
-      `${name}: ${pct(m.accuracy)} on the held-out placed digits after ${m.epochs} ` +
-        `epoch(s)${m.reached ? '' : ` (stopped at the ${maxEpochs}-epoch cap WITHOUT reaching the target ${pct(target)}: raise --epochs or lower --target-accuracy)`}.`,
-    );
+    const stopped = m.reached
+      ? ''
+      : ` (stopped at the ${maxEpochs}-epoch cap WITHOUT reaching the target ${pct(target)}: raise --epochs or lower --target-accuracy)`;
+    notes.push(`${name}: ${pct(m.accuracy)} on the held-out placed digits after ${m.epochs} epoch(s)${stopped}.`);
   }
   const result: ExperimentResult = {
     experiment: 'affine',
