@@ -172,7 +172,7 @@ describe('serving: inflation bombs from one client, ordinary uploads from others
   });
 
   const underAttack =
-    '3 ordinary PNG uploads stay under 200 ms (median; 3x the quiet median on a loaded machine) while another client ' + 'sends 32 bombs per request';
+    '3 ordinary PNG uploads stay under 200 ms (median; 3x the quiet median on a loaded machine) while another client sends 32 bombs per request';
   test(underAttack, async () => {
     const bombs = new FormData();
     for (let i = 0; i < 32; i++) bombs.append(`f${i}`, new Blob([new Uint8Array(BOMB)], { type: 'image/png' }), `bomb${i}.png`);
