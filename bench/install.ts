@@ -97,7 +97,8 @@ const checks = [
 
 console.table(rows.map((r) => ({ app: r.app, 'install s': r.installS.toFixed(1), 'node_modules MB': r.nodeModulesMB.toFixed(1), packages: r.packages })));
 console.log(
-  `browser bundle, minified: runtime + core ${(runtimeBytes / 1000).toFixed(1)} KB; with onnxruntime-web ${(fullBytes / 1000).toFixed(1)} KB (its .wasm is fetched separately)`,
+  `browser bundle, minified: runtime + core ${(runtimeBytes / 1000).toFixed(1)} KB; with ` +
+    `onnxruntime-web ${(fullBytes / 1000).toFixed(1)} KB (its .wasm is fetched separately)`,
 );
 console.table(checks.map((c) => ({ target: c.target, measured: `${c.value.toFixed(2)} ${c.unit}`, met: c.value <= c.limit ? 'yes' : 'NO' })));
 

@@ -9,7 +9,8 @@
  *   wasm     @capsnet-onnx/runtime/web/wasm: the plain wasm build only
  *   webgpu   @capsnet-onnx/runtime/web/webgpu: the JSEP build, which `/web` fetched for every device before
  *
- * Each entry gets a fresh browser profile (with a disk cache, as a user's browser has). A visit: open the page, wait until the model is loaded (the device badge names a device), draw one stroke on the
+ * Each entry gets a fresh browser profile (with a disk cache, as a user's browser has). A visit: open the page, wait
+ * until the model is loaded (the device badge names a device), draw one stroke on the
  * pad, wait for the prediction. Reported per visit: seconds to the model being ready and to the first prediction,
  * and the bytes the browser received (304 answers and cache hits carry none). Results go to
  * bench-results/page-load.json (temp file + rename).
@@ -209,8 +210,10 @@ try {
   console.log('\nentry   page JS   cold: ready  first class.  received   warm: ready  first class.  received   device');
   for (const r of rows) {
     console.log(
-      `${r.entry.padEnd(7)} ${`${(r.bundleBytes / 1e3).toFixed(0)} KB`.padStart(7)}   ${r.cold.readyS.toFixed(2).padStart(9)} s ${r.cold.firstClassificationS.toFixed(2).padStart(9)} s ` +
-        `${(r.cold.bytes / 1e6).toFixed(1).padStart(8)} MB   ${r.warm.readyS.toFixed(2).padStart(9)} s ${r.warm.firstClassificationS.toFixed(2).padStart(9)} s ` +
+      `${r.entry.padEnd(7)} ${`${(r.bundleBytes / 1e3).toFixed(0)} KB`.padStart(7)}   ` +
+        `${r.cold.readyS.toFixed(2).padStart(9)} s ${r.cold.firstClassificationS.toFixed(2).padStart(9)} s ` +
+        `${(r.cold.bytes / 1e6).toFixed(1).padStart(8)} MB   ${r.warm.readyS.toFixed(2).padStart(9)} s ` +
+        `${r.warm.firstClassificationS.toFixed(2).padStart(9)} s ` +
         `${(r.warm.bytes / 1e6).toFixed(1).padStart(8)} MB   ${r.device}`,
     );
   }

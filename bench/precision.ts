@@ -1,6 +1,7 @@
 /**
  * `npm run bench:precision -- --checkpoint RUN_DIR`: what fp16 and int8 exports cost and save against fp32.
- * For each precision (fp16 twice: with its default fp16 compute and with `--compute fp32`): model and decoder file sizes, accuracy on the checkpoint's whole test set (ORT-node cpu),
+ * For each precision (fp16 twice: with its default fp16 compute and with `--compute fp32`): model and decoder file
+ * sizes, accuracy on the checkpoint's whole test set (ORT-node cpu),
  * agreement with the fp32 export's predictions and the largest capsule-length difference from it, and latency per
  * backend (bench/infer.ts run on that file, one process per backend). Prints a table, checks the targets
  * (int8 <= 35% of the fp32 file and within 1 accuracy point; fp16 within 0.2 points), and writes

@@ -57,7 +57,9 @@ add_nvidia_wheels() { # lib dirs of pip's nvidia-* wheels under $1
   export LD_LIBRARY_PATH
 }
 if [ -n "$(missing)" ] && command -v python3 >/dev/null; then
-  for site in $(python3 -c 'import site,sys; print(" ".join(site.getsitepackages()+[site.getusersitepackages()]))' 2>/dev/null); do add_nvidia_wheels "$site"; done
+  for site in $(python3 -c 'import site,sys; print(" ".join(site.getsitepackages()+[site.getusersitepackages()]))' 2>/dev/null); do
+    add_nvidia_wheels "$site"
+  done
 fi
 CUDA_LIBS=${CAPSNET_CUDA_LIBS:-$HOME/.cache/capsnet-cuda-libs}
 add_nvidia_wheels "$CUDA_LIBS"
@@ -67,7 +69,8 @@ if [ -n "$(missing)" ] && command -v pip3 >/dev/null; then
     nvidia-cuda-runtime-cu12 nvidia-cublas-cu12 "nvidia-cudnn-cu12>=9,<10" nvidia-cufft-cu12 nvidia-curand-cu12 || echo "pip install failed or timed out"
   add_nvidia_wheels "$CUDA_LIBS"
 fi
-[ -z "$(missing)" ] && echo "CUDA provider and its libraries: OK" || echo "still missing: $(missing | tr '\n' ' ')(node-cuda will fail; install CUDA 12 + cuDNN 9)"
+[ -z "$(missing)" ] && echo "CUDA provider and its libraries: OK" ||
+  echo "still missing: $(missing | tr '\n' ' ')(node-cuda will fail; install CUDA 12 + cuDNN 9)"
 
 step "Vulkan for WebGPU"
 if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
@@ -87,7 +90,9 @@ if [ -z "${VK_ICD_FILENAMES:-}" ] && ! ls /usr/share/vulkan/icd.d/nvidia*.json /
     echo "no NVIDIA Vulkan driver (libGLX_nvidia.so.0); in a container set NVIDIA_DRIVER_CAPABILITIES=all. node-webgpu will fail"
   fi
 fi
-node --input-type=module -e "import { create } from 'webgpu'; const a = await create([]).requestAdapter(); const i = a?.info; console.log('Dawn adapter:', i ? [i.vendor, i.architecture, i.description].filter(Boolean).join(' ') : 'none'); process.exit(0)" 2>/dev/null || echo "Dawn adapter: probe failed"
+node --input-type=module -e "import { create } from 'webgpu'; const a = await create([]).requestAdapter(); const i = a?.info;
+  console.log('Dawn adapter:', i ? [i.vendor, i.architecture, i.description].filter(Boolean).join(' ') : 'none');
+  process.exit(0)" 2>/dev/null || echo "Dawn adapter: probe failed"
 
 MODEL_ARGS=()
 if [ $# -ge 1 ]; then
@@ -100,7 +105,8 @@ fi
 
 step "inference benchmark"
 rm -f "$OUT"/{parity,infer,parity-fp16,infer-fp16,train}.json "$OUT/epoch.status"
-timeout $(( $(left) - TRAIN_BUDGET - 100 )) node --import tsx bench/infer.ts --backends ort-node-cpu-1t,ort-node-cpu-2t,ort-node-cuda,ort-node-webgpu,ort-web-wasm,tfjs ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} --out "$OUT/infer.json" \
+timeout $(( $(left) - TRAIN_BUDGET - 100 )) node --import tsx bench/infer.ts \
+  --backends ort-node-cpu-1t,ort-node-cpu-2t,ort-node-cuda,ort-node-webgpu,ort-web-wasm,tfjs ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} --out "$OUT/infer.json" \
   --latency-runs 10 --throughput-runs 3 --timeout 90 || echo "benchmark did not finish (see above)"
 if [ $# -eq 0 ]; then RUN=bench-results/models/paper; MODEL=$RUN/model.onnx; fi
 

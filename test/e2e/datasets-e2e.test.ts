@@ -48,8 +48,10 @@ const CASES: Case[] = [
   },
   {
     name: 'EMNIST letters',
-    spec: () =>
-      `emnist-letters:${writeIdxSet(tempDir('e2e-emnist'), { h: 20, w: 20, c: 1, train: cyclicLabels(52, 26, 1), test: cyclicLabels(26, 26, 1), emnistSplit: 'letters' })}`,
+    spec: () => {
+      const letters = { h: 20, w: 20, c: 1, train: cyclicLabels(52, 26, 1), test: cyclicLabels(26, 26, 1), emnistSplit: 'letters' } as const;
+      return `emnist-letters:${writeIdxSet(tempDir('e2e-emnist'), letters)}`;
+    },
     input: [20, 20, 1],
     classes: 26,
     routed: 26,

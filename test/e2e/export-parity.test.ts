@@ -33,7 +33,8 @@ async function assertParity(label: string, model: string, runDir: string, iterat
   const m = cpu.maxAbs;
   console.log(
     `${label}: ${cpu.count} inputs, max |ORT - tfjs|: lengths ${m?.lengths.toExponential(2)}, capsules ${m?.capsules.toExponential(2)}, ` +
-      `reconstruction ${m?.reconstruction.toExponential(2)}, coupling ${report.coupling.maxAbs.toExponential(2)}; argmax ${cpu.argmax?.agree}/${cpu.argmax?.compared}`,
+      `reconstruction ${m?.reconstruction.toExponential(2)}, coupling ` +
+      `${report.coupling.maxAbs.toExponential(2)}; argmax ${cpu.argmax?.agree}/${cpu.argmax?.compared}`,
   );
   assert.equal(report.ok, true, `${label}: ${report.failures.join('; ')}`);
   assert.equal(cpu.status, 'pass', `${label}: ${cpu.reason}`);
@@ -87,7 +88,8 @@ describe('ONNX Runtime CPU vs tfjs, through capsnet parity', () => {
     const accuracy = correct / split.count;
     const recorded = checkpoint.metrics.at(-1)?.test_accuracy;
     console.log(
-      `ONNX accuracy ${(100 * accuracy).toFixed(2)}% on ${split.count} digits; checkpoint recorded ${recorded === undefined ? 'none' : `${(100 * recorded).toFixed(2)}%`}`,
+      `ONNX accuracy ${(100 * accuracy).toFixed(2)}% on ${split.count} digits; checkpoint recorded ` +
+        `${recorded === undefined ? 'none' : `${(100 * recorded).toFixed(2)}%`}`,
     );
     if (recorded !== undefined) assert.ok(Math.abs(accuracy - recorded) <= 0.0025, `accuracy ${accuracy} vs recorded ${recorded}`);
 

@@ -253,7 +253,8 @@ describe('fp16 compute (mixed precision)', () => {
     const tol = FP16_COMPUTE_TOLERANCES;
     console.log(
       `fp16 compute vs fp32 on ${n} digits, max |length diff|: ORT cpu ${maxAbs(half, fp32).toExponential(2)}, ` +
-        `activations rounded (optimisations off) ${maxAbs(rounded, fp32).toExponential(2)}; fp16 weights only ${maxAbs(widened, fp32).toExponential(2)}; tolerance ${tol.lengths}`,
+        `activations rounded (optimisations off) ${maxAbs(rounded, fp32).toExponential(2)}; fp16 weights ` +
+        `only ${maxAbs(widened, fp32).toExponential(2)}; tolerance ${tol.lengths}`,
     );
     assert.ok(maxAbs(rounded, half) > 0, 'with optimisations off the activations really are rounded to fp16');
     const K = c.numClasses;

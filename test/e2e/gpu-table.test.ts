@@ -91,7 +91,8 @@ function writeCanned(dir: string): void {
         ranOn: '',
         status: 'skipped',
         reason:
-          'device "webgpu" cannot run m.onnx: the model computes in fp16 (capsnet.compute_precision) and the WebGPU adapter lacks the shader-f16 feature: re-export it',
+          'device "webgpu" cannot run m.onnx: the model computes in fp16 (capsnet.compute_precision) and the ' +
+          'WebGPU adapter lacks the shader-f16 feature: re-export it',
       },
     ],
   };

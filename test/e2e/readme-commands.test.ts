@@ -182,6 +182,16 @@ const SAME_AS_QUICK = 'same script as its quick form below, which runs';
 const SYNOPSIS = 'a synopsis over NAME and ci|medium|paper: the ci forms of perturb, affine and mnist-table, `all` and `report` run as their own rows';
 const TINY_EXPERIMENT = '--train-limit 256 --test-limit 64 --batch-size 32';
 
+/** README usage lines too long for one source line. */
+const TRAIN_USAGE =
+  'npx capsnet train [--model capsnet|baseline-cnn] [--preset paper|small] [--data SPEC] [--epochs N] ' +
+  '[--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] ' +
+  '[--resume | --overwrite] [--allow-suspicious-data] [--checkpoint-every 50] [--checkpoint-interval ' +
+  '5m] [--primary-caps N] [--[no-]none-of-the-above] [--reconstruction-weight W]';
+const TRITON_EXPORT_USAGE =
+  'npx capsnet export RUN_DIR --triton models [--precision fp16] [--triton-name capsnet] ' +
+  '[--max-batch-size 32] [--max-queue-delay-us 2000] [--instance-kind auto|cpu|gpu] [--instances 1]';
+
 export const COMMANDS: Record<string, Decision> = {
   // README.md, top (the lead's section)
   // The e2e takes about 5 minutes on 2 idle cores with it (18 on 2 cores loaded ~8 deep), so npm ci runs again here.
@@ -195,11 +205,10 @@ export const COMMANDS: Record<string, Decision> = {
   // Install and embed: the API reference (TypeDoc into the git-ignored docs/api/)
   'npm run docs:api': {},
   // Training
-  'npx capsnet train [--model capsnet|baseline-cnn] [--preset paper|small] [--data SPEC] [--epochs N] [--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] [--resume | --overwrite] [--allow-suspicious-data] [--checkpoint-every 50] [--checkpoint-interval 5m] [--primary-caps N] [--[no-]none-of-the-above] [--reconstruction-weight W]':
-    {
-      form: 'npx capsnet train --preset small --epochs 1 --train-limit 512 --test-limit 128 --out run --no-progress',
-      because: 'the defaults train the paper-size model for 50 epochs; this is the run RUN_DIR names in every other row',
-    },
+  [TRAIN_USAGE]: {
+    form: 'npx capsnet train --preset small --epochs 1 --train-limit 512 --test-limit 128 --out run --no-progress',
+    because: 'the defaults train the paper-size model for 50 epochs; this is the run RUN_DIR names in every other row',
+  },
   'npx capsnet ensemble RUN_DIR RUN_DIR... -o ensemble.onnx': {
     form: 'npx capsnet ensemble "$RUN_DIR" run2 -o ensemble.onnx',
     because: 'the members must be different runs: RUN_DIR and a second one',
@@ -219,8 +228,7 @@ export const COMMANDS: Record<string, Decision> = {
   'npx capsnet inspect model.int8.onnx': { files: { 'model.int8.onnx': 'int8' } },
   'npm run bench:precision -- --checkpoint RUN_DIR': { exempt: SAME_AS_QUICK },
   'npx capsnet serve model.int8.onnx': { files: { 'model.int8.onnx': 'int8' }, serve: true },
-  'npx capsnet export RUN_DIR --triton models [--precision fp16] [--triton-name capsnet] [--max-batch-size 32] [--max-queue-delay-us 2000] [--instance-kind auto|cpu|gpu] [--instances 1]':
-    { files: { run: 'run' } },
+  [TRITON_EXPORT_USAGE]: { files: { run: 'run' } },
   'docker run --gpus all -p 8000:8000 -v "$PWD/models:/models" nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models': {
     exempt: TRITON,
   },
@@ -253,7 +261,8 @@ export const COMMANDS: Record<string, Decision> = {
   'npm pack --workspaces --pack-destination DIR': { files: { DIR: 'empty' } },
   'npm install DIR/*.tgz': {
     exempt:
-      'installs the tarballs into an app (a folder outside the repository, or npm installs into the workspace root): test/e2e/consumers.test.ts does exactly this',
+      'installs the tarballs into an app (a folder outside the repository, or npm installs into the ' +
+      'workspace root): test/e2e/consumers.test.ts does exactly this',
   },
   'ONNXRUNTIME_NODE_INSTALL=skip npm install @capsnet-onnx/runtime onnxruntime-node': { exempt: UNPUBLISHED },
   'npm install --ignore-scripts': { exempt: UNPUBLISHED },

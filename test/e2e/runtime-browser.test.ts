@@ -87,7 +87,10 @@ test('in Chromium, an fp16-compute model runs on wasm, and a named webgpu runs i
     console.log(`case: the WebGPU adapter lacks shader-f16; skipped with: ${webgpu.skipped}`);
     assert.match(
       webgpu.skipped,
-      /^device "webgpu" cannot run \/model\.onnx: the model computes in fp16 \(capsnet\.compute_precision\) and the WebGPU adapter \(.+\) lacks the shader-f16 feature: re-export it with `capsnet export RUN_DIR --precision fp16 --compute fp32`/,
+      new RegExp(
+        /^device "webgpu" cannot run \/model\.onnx: the model computes in fp16 \(capsnet\.compute_precision\)/.source +
+          / and the WebGPU adapter \(.+\) lacks the shader-f16 feature: re-export it with `capsnet export RUN_DIR --precision fp16 --compute fp32`/.source,
+      ),
     );
   } else {
     assert.ok('ok' in webgpu, JSON.stringify(webgpu));

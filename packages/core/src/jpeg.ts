@@ -31,7 +31,8 @@ export function jpegToRgba(bytes: Uint8Array, limits: ImageLimits, what: string)
   if (!decode) {
     throw new ImageError(
       'BAD_IMAGE',
-      `${what} is a JPEG and the JPEG decoder loads on first use here: use \`await RgbaImage.read(bytes)\`, or \`await loadJpegDecoder()\` once before decodeImage`,
+      `${what} is a JPEG and the JPEG decoder loads on first use here: use \`await ` +
+        `RgbaImage.read(bytes)\`, or \`await loadJpegDecoder()\` once before decodeImage`,
     );
   }
   try {

@@ -125,13 +125,16 @@ export function parseModelMetadata(header: OnnxHeader): ModelMetadata {
       throw new ModelFormatError(
         `the ONNX file was written by ${PRODUCER_NAME}${header.producerVersion ? ` ${header.producerVersion}` : ''} but its CapsNet metadata ` +
           `("${METADATA_KEYS.config}") is missing (${kept.length ? `it keeps only ${kept.slice(0, 5).join(', ')}` : 'it has no metadata_props at all'}): ` +
-          'a graph tool (an optimizer or converter) dropped it; run the tool keeping metadata_props, copy them back from the exported file, or export again with `capsnet export`',
+          'a graph tool (an optimizer or converter) dropped it; run the tool keeping metadata_props, copy ' +
+          'them back from the exported file, or export again with `capsnet export`',
       );
     }
     const family = props['capsnet.model'];
     throw new ModelFormatError(
       family
-        ? `the ONNX file is a ${family.slice(0, 40)} export, not a CapsNet (it has no "${METADATA_KEYS.config}" metadata): the runtime loads CapsNet exports; export a CapsNet run with \`capsnet export\``
+        ? `the ONNX file is a ${family.slice(0, 40)} export, not a CapsNet (it has no ` +
+            `"${METADATA_KEYS.config}" metadata): the runtime loads CapsNet exports; export a CapsNet run with ` +
+            `\`capsnet export\``
         : `the ONNX file has no "${METADATA_KEYS.config}" metadata, so it is not a CapsNet export: export one with \`capsnet export\``,
     );
   }

@@ -163,7 +163,8 @@ export function toImageBatch(images: ImageInput, metadata: ModelMetadata, maxBat
     const [n, sh, sw, sc] = dims;
     if (sh !== h || sw !== w || sc !== c) {
       throw new InputError(
-        `a prepared batch of shape [${dims.join(', ')}] does not fit the model's [N, ${h}, ${w}, ${c}]: pass { data, width, height } pictures to have them resized`,
+        `a prepared batch of shape [${dims.join(', ')}] does not fit the model's [N, ${h}, ${w}, ${c}]: ` +
+          'pass { data, width, height } pictures to have them resized',
       );
     }
     if (!isPixelArray(images.data))

@@ -549,7 +549,8 @@ describe('paper-size model', () => {
     const seconds = (performance.now() - started) / 1000;
     const ratio = bytes.length / (4 * parameters);
     t.diagnostic(
-      `paper model: ${parameters} parameters, ${bytes.length} bytes (${(100 * ratio).toFixed(3)}% of 4 x params), built+encoded+written in ${seconds.toFixed(3)} s`,
+      `paper model: ${parameters} parameters, ${bytes.length} bytes (${(100 * ratio).toFixed(3)}% of 4 x ` +
+        `params), built+encoded+written in ${seconds.toFixed(3)} s`,
     );
     console.log(
       `paper model: ${parameters} parameters, file ${bytes.length} bytes = ${(100 * ratio).toFixed(3)}% of 4 x params, export ${seconds.toFixed(3)} s`,

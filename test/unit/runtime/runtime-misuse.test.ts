@@ -105,8 +105,10 @@ describe('a CapsNet export whose metadata a graph tool stripped', () => {
   test('is named as ours with its metadata missing, not "not a CapsNet export"', async () => {
     const keys = Object.fromEntries(Object.values(METADATA_KEYS).map((k) => [k, undefined]));
     const stripped = tinyModel(keys);
-    const message =
-      /^the ONNX file was written by capsnet-onnx [^ ]+ but its CapsNet metadata \("capsnet\.config"\) is missing \(it has no metadata_props at all\): a graph tool .* dropped it; .*export again with `capsnet export`$/;
+    const message = new RegExp(
+      /^the ONNX file was written by capsnet-onnx [^ ]+ but its CapsNet metadata \("capsnet\.config"\)/.source +
+        / is missing \(it has no metadata_props at all\): a graph tool .* dropped it; .*export again with `capsnet export`$/.source,
+    );
     assert.throws(
       () => readModelMetadata(stripped.model),
       (e: unknown) => e instanceof ModelFormatError && message.test((e as Error).message),

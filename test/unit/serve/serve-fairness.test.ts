@@ -171,7 +171,9 @@ describe('serving: inflation bombs from one client, ordinary uploads from others
     await server.close();
   });
 
-  test('3 ordinary PNG uploads stay under 200 ms (median; 3x the quiet median on a loaded machine) while another client sends 32 bombs per request', async () => {
+  const underAttack =
+    '3 ordinary PNG uploads stay under 200 ms (median; 3x the quiet median on a loaded machine) while another client sends 32 bombs per request';
+  test(underAttack, async () => {
     const bombs = new FormData();
     for (let i = 0; i < 32; i++) bombs.append(`f${i}`, new Blob([new Uint8Array(BOMB)], { type: 'image/png' }), `bomb${i}.png`);
     const bombBody = new Response(bombs);
@@ -238,7 +240,8 @@ describe('serving: inflation bombs from one client, ordinary uploads from others
     const m = median(latencies);
     console.log(
       `# decode bombs: ${bombStatuses.length} requests of 32 bombs (3.3 MB each) answered 413 in median ${median(bombMs).toFixed(0)} ms; ` +
-        `ordinary uploads meanwhile: median ${m.toFixed(0)} ms, worst ${Math.max(...latencies).toFixed(0)} ms (${latencies.length}; without the attack: median ${median(quiet).toFixed(0)} ms); ` +
+        `ordinary uploads meanwhile: median ${m.toFixed(0)} ms, worst ${Math.max(...latencies).toFixed(0)} ms (${latencies.length}; ` +
+        `without the attack: median ${median(quiet).toFixed(0)} ms); ` +
         `/healthz median ${median(health).toFixed(0)} ms`,
     );
     // The issue's bound is 200 ms (ordinary uploads take ~20 ms on an idle machine; the old code: 9.1-9.7 s). On a

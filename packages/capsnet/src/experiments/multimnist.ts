@@ -108,7 +108,8 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
   const digitSize = dataset.shape.inputHeight;
   const steps = Math.max(1, Math.ceil(pairsPerEpoch / batchSize) * epochs);
   options.log(
-    `multimnist: ${steps} steps of ${batchSize} fresh ${generator.canvas}x${generator.canvas} pairs (${overlay} overlay) from ${train.count} ${dataset.name} digits`,
+    `multimnist: ${steps} steps of ${batchSize} fresh ${generator.canvas}x${generator.canvas} pairs ` +
+      `(${overlay} overlay) from ${train.count} ${dataset.name} digits`,
   );
 
   const params = initParams(config, options.seed);
@@ -130,7 +131,8 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
   const cnn = baselineFamily(cnnConfig, options.seed);
   const cnnParams = cnn.init(options.seed);
   options.log(
-    `multimnist: training the baseline CNN (conv ${cnnConfig.convChannels.join('/')}, fc ${cnnConfig.fc.join('/')}, ${baselineParameterCount(cnnConfig).toLocaleString('en-US')} parameters)`,
+    `multimnist: training the baseline CNN (conv ${cnnConfig.convChannels.join('/')}, fc ` +
+      `${cnnConfig.fc.join('/')}, ${baselineParameterCount(cnnConfig).toLocaleString('en-US')} parameters)`,
   );
   const cnnFit = await fit({
     params: cnnParams,
@@ -277,7 +279,9 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
     {
       file: 'multimnist-reconstructions.svg',
       caption:
-        "Top: MultiMNIST test inputs with their labels. Bottom: the reconstructions masked by each digit's capsule, red for the first and green for the second, over the input; captions give the two longest capsules.",
+        "Top: MultiMNIST test inputs with their labels. Bottom: the reconstructions masked by each digit's " +
+        'capsule, red for the first and green for the second, over the input; captions give the two longest ' +
+        'capsules.',
       ...canvas,
     },
     {
@@ -292,7 +296,9 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
     experiment: 'multimnist',
     title: 'MultiMNIST: recognising and segmenting overlapping digits (section 6)',
     paper:
-      'Table 1 / section 6: CapsNet 5.2% error on MultiMNIST (3 routing iterations, with reconstruction; 7.5% with 1 iteration), 11.36M parameters, trained on 60M generated pairs and tested on 10M; the baseline CNN 8.1% error, 24.56M parameters.',
+      'Table 1 / section 6: CapsNet 5.2% error on MultiMNIST (3 routing iterations, with reconstruction; ' +
+      '7.5% with 1 iteration), 11.36M parameters, trained on 60M generated pairs and tested on 10M; the ' +
+      'baseline CNN 8.1% error, 24.56M parameters.',
     ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics: {
       both_labels_accuracy: acc.both,
@@ -362,18 +368,28 @@ export async function runMultiMnist(options: MultiMnistRunOptions): Promise<Expe
     ],
     figures,
     notes: [
-      `Training pairs are generated for every batch from the ${train.count} training digits, each digit the first of a pair once per ${pairsPerEpoch}-pair epoch (second digit at random from another class); test pairs from the ${test.count} test digits (first digit in order, ${testPairs >= test.count ? `${Math.floor(testPairs / test.count)} pair(s) per test digit` : `the first ${testPairs}`}); both deterministic in --seed.`,
-      `Baseline CNN: conv ${cnnConfig.convChannels.join('/')} 5x5 same with 2x2 max pooling after each, fc ${cnnConfig.fc.join('/')}, sigmoid cross entropy on the two labels (the authors' ConvModel; 24.54M parameters at paper size by our count, the paper says 24.56M).`,
+      `Training pairs are generated for every batch from the ${train.count} training digits, each digit ` +
+        `the first of a pair once per ${pairsPerEpoch}-pair epoch (second digit at random from another ` +
+        `class); test pairs from the ${test.count} test digits (first digit in order, ` +
+        `${testPairs >= test.count ? `${Math.floor(testPairs / test.count)} pair(s) per test digit` : `the first ${testPairs}`}); ` +
+        'both deterministic in --seed.',
+      `Baseline CNN: conv ${cnnConfig.convChannels.join('/')} 5x5 same with 2x2 max pooling after each, ` +
+        `fc ${cnnConfig.fc.join('/')}, sigmoid cross entropy on the two labels (the authors' ConvModel; ` +
+        '24.54M parameters at paper size by our count, the paper says 24.56M).',
       'Loss: margin loss with both labels present + 0.0005 x (reconstruction of digit A masked by capsule A vs digit A alone + the same for B).',
       ...(options.scale === 'medium'
         ? [
-            `medium scale: the small preset CapsNet and the CNN at 1/8 of the paper's widths, ${epochs} x ${pairsPerEpoch} pairs (the paper: 60M); the paper's 5.2% vs 8.1% gap (2.9 points) is above this run's resolution, but such short training leaves both models far from the paper's errors.`,
+            `medium scale: the small preset CapsNet and the CNN at 1/8 of the paper's widths, ${epochs} x ` +
+              `${pairsPerEpoch} pairs (the paper: 60M); the paper's 5.2% vs 8.1% gap (2.9 points) is above this ` +
+              `run's resolution, but such short training leaves both models far from the paper's errors.`,
           ]
         : []),
       ...resolutionNotes(options.scale, testPairs, 1 - acc.both, 'both-labels error'),
       ...(decoderSteps > 0
         ? [
-            `ci scale: after the joint training, the decoder alone was trained ${decoderSteps} more steps on the frozen capsules of fixed training pairs (each digit masked by its own capsule), for legible reconstructions; the classification numbers are untouched by it.`,
+            `ci scale: after the joint training, the decoder alone was trained ${decoderSteps} more steps on ` +
+              'the frozen capsules of fixed training pairs (each digit masked by its own capsule), for legible ' +
+              'reconstructions; the classification numbers are untouched by it.',
           ]
         : []),
     ],

@@ -245,7 +245,9 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
       notes.push(`No --run or --model given: trained a ${options.scale}-scale CapsNet here (${runDir}), test accuracy ${pct(trained.accuracy)}.`);
       if (trained.decoderSteps > 0) {
         notes.push(
-          `ci scale: after the short joint training, the decoder alone was trained ${trained.decoderSteps} more steps (batch 64) on the frozen capsules, so the grids show what the capsules encode rather than an untrained decoder's average digit.`,
+          `ci scale: after the short joint training, the decoder alone was trained ${trained.decoderSteps} ` +
+            'more steps (batch 64) on the frozen capsules, so the grids show what the capsules encode rather ' +
+            `than an untrained decoder's average digit.`,
         );
       }
     }

@@ -65,7 +65,8 @@ export function renderReport(dir: string, results: ExperimentResult[]): string {
   if (results.some((r) => r.scale === 'ci')) {
     lines.push(
       "> `ci` scale: small networks trained for minutes on a CPU, so the numbers show the effects qualitatively, not the paper's values. " +
-        "`--scale medium` resolves gaps of about 0.4 points in under an hour per experiment on 2 CPU cores; `--scale paper` runs the paper's settings on a GPU machine.",
+        '`--scale medium` resolves gaps of about 0.4 points in under an hour per experiment on 2 CPU cores; ' +
+        "`--scale paper` runs the paper's settings on a GPU machine.",
       '',
     );
   }

@@ -174,8 +174,11 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
     experiment: 'routing',
     title: 'Routing iterations: convergence of routing during training (appendix A) and 1 vs 3 iterations (Table 1)',
     paper:
-      'Appendix A: after 500 epochs on MNIST the average change of the routing logits per iteration has stabilised, and it decreases almost linearly in log scale with more routing iterations; 3 iterations recommended. ' +
-      'Table 1 (with reconstruction): routing 1 gives 0.29 +- 0.011% error, routing 3 gives 0.25 +- 0.005% (without reconstruction: 0.34 +- 0.032% vs 0.35 +- 0.036%).',
+      'Appendix A: after 500 epochs on MNIST the average change of the routing logits per iteration has ' +
+      'stabilised, and it decreases almost linearly in log scale with more routing iterations; 3 ' +
+      'iterations recommended. ' +
+      'Table 1 (with reconstruction): routing 1 gives 0.29 +- 0.011% error, routing 3 gives 0.25 +- ' +
+      '0.005% (without reconstruction: 0.34 +- 0.032% vs 0.35 +- 0.036%).',
     ...runInfo(options, backend, dataset.name, startedAt, elapsed()),
     metrics,
     settings: {
@@ -226,11 +229,16 @@ export async function runRouting(options: RoutingOptions): Promise<ExperimentRes
     ],
     figures,
     notes: [
-      `Each model: ${train.count} ${dataset.name} images with shifts up to ${base.maxShift} px, ${epochs} epoch(s) (${stepsPerRun} steps of ${batchSize}); traced every ${probeEvery} step(s) on ${probeCount} test images.`,
-      'b(r) - b(r-1) = u_hat . v(r) exactly, so the logit change levels off at mean |u_hat . v*| once the outputs settle; it cannot decay to zero. The coupling change (and the capsule change) is what decays as routing converges.',
+      `Each model: ${train.count} ${dataset.name} images with shifts up to ${base.maxShift} px, ${epochs} ` +
+        `epoch(s) (${stepsPerRun} steps of ${batchSize}); traced every ${probeEvery} step(s) on ` +
+        `${probeCount} test images.`,
+      'b(r) - b(r-1) = u_hat . v(r) exactly, so the logit change levels off at mean |u_hat . v*| once the ' +
+        'outputs settle; it cannot decay to zero. The coupling change (and the capsule change) is what ' +
+        'decays as routing converges.',
       ...(ci
         ? [
-            'ci scale: a few minutes of training; the 1 vs 3 difference the paper reports (0.04 points) is far below the seed-to-seed spread of ci runs and needs paper scale (full MNIST, hundreds of epochs).',
+            'ci scale: a few minutes of training; the 1 vs 3 difference the paper reports (0.04 points) is far ' +
+              'below the seed-to-seed spread of ci runs and needs paper scale (full MNIST, hundreds of epochs).',
           ]
         : []),
       ...resolutionNotes(options.scale, test.count, errors[3] ? stats(3).mean : (errors[iterationsList[0]!]?.[0]?.error ?? 0)),

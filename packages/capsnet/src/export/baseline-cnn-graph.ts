@@ -27,12 +27,15 @@ export function buildBaselineCnnGraph(config: BaselineCnnConfig, weights: Weight
   const g = new GraphBuilder(
     'baseline_cnn',
     `Baseline CNN (Sabour, Frosst & Hinton 2017, ${config.output === 'softmax' ? 'Table 1' : 'MultiMNIST'}): ${config.convChannels.length} ` +
-      `${config.kernel}x${config.kernel} ${config.padding} convolutions (${config.convChannels.join('/')}), fully connected ${config.fc.join('/')}, ${config.output} output.`,
+      `${config.kernel}x${config.kernel} ${config.padding} convolutions ` +
+      `(${config.convChannels.join('/')}), fully connected ${config.fc.join('/')}, ${config.output} ` +
+      'output.',
   );
   const images = g.input(
     BASELINE_IO_NAMES.images,
     [N, config.inputHeight, config.inputWidth, config.inputChannels],
-    `float32 [${N}, H=${config.inputHeight}, W=${config.inputWidth}, C=${config.inputChannels}]: row-major NHWC pixels in [0, 1]; ${N} is the dynamic batch size.`,
+    `float32 [${N}, H=${config.inputHeight}, W=${config.inputWidth}, C=${config.inputChannels}]: ` +
+      `row-major NHWC pixels in [0, 1]; ${N} is the dynamic batch size.`,
   );
   let h = g.transpose(images, [0, 3, 1, 2]);
   let height = config.inputHeight;

@@ -103,7 +103,8 @@ function inputProtocolText(config: CapsNetConfig): string {
   const parts: string[] = [];
   if (config.crop)
     parts.push(
-      ` Trained on random crops of ${config.crop.sourceHeight}x${config.crop.sourceWidth} images: feed their centre ${config.inputHeight}x${config.inputWidth} crop.`,
+      ` Trained on random crops of ${config.crop.sourceHeight}x${config.crop.sourceWidth} images: feed ` +
+        `their centre ${config.inputHeight}x${config.inputWidth} crop.`,
     );
   if (config.standardize === 'per-image') parts.push(' The graph standardises each image itself (per-image mean and standard deviation).');
   return parts.join('');

@@ -48,7 +48,8 @@ function checkCompatible(members: EnsembleMember[]): void {
     const earlier = seen.get(m.checkpointSha256);
     if (earlier !== undefined) {
       throw new Error(
-        `${m.source} holds the same checkpoint as ${earlier} (SHA-256 ${m.checkpointSha256.slice(0, 12)}): each ensemble member must be a different trained run`,
+        `${m.source} holds the same checkpoint as ${earlier} (SHA-256 ${m.checkpointSha256.slice(0, 12)}): ` +
+          'each ensemble member must be a different trained run',
       );
     }
     seen.set(m.checkpointSha256, m.source);

@@ -270,7 +270,8 @@ function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): Ex
     if (options.routingIterations !== undefined) throw new Error('routing iterations apply to CapsNet runs; this run is a baseline CNN (no routing)');
     if (options.triton || (options.precision ?? 'fp32') !== 'fp32' || options.compute !== undefined || options.out === undefined) {
       throw new Error(
-        'other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a baseline CNN (fp32 weights and compute): export it to one model file',
+        'other precisions, compute precisions and Triton repositories apply to CapsNet runs; this run is a ' +
+          'baseline CNN (fp32 weights and compute): export it to one model file',
       );
     }
     const model = buildBaselineCnnModel(checkpoint.model.config, checkpoint.weights, provenance);

@@ -101,7 +101,8 @@ export async function runInChromium(
     const { page, errors } = await openPage();
     const env = await page.evaluate(() => (globalThis as any).capsnetHarness.environment());
     log(
-      `chromium: ${env.userAgent.match(/HeadlessChrome\/\S+/)?.[0] ?? 'chromium'}, crossOriginIsolated=${env.crossOriginIsolated}, WebGPU adapter: ${env.webgpu ?? 'none'}`,
+      `chromium: ${env.userAgent.match(/HeadlessChrome\/\S+/)?.[0] ?? 'chromium'}, ` +
+        `crossOriginIsolated=${env.crossOriginIsolated}, WebGPU adapter: ${env.webgpu ?? 'none'}`,
     );
     const replies: BrowserReply[] = [];
     for (const run of runs) {

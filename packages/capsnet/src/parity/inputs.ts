@@ -37,7 +37,8 @@ function realTestImages(
       const source = sourceShape(config);
       if (shape.inputHeight !== source.height || shape.inputWidth !== source.width || shape.inputChannels !== source.channels) {
         problems.push(
-          `${spec} images are ${shape.inputHeight}x${shape.inputWidth}x${shape.inputChannels}, the model takes ${config.inputHeight}x${config.inputWidth}x${config.inputChannels}`,
+          `${spec} images are ${shape.inputHeight}x${shape.inputWidth}x${shape.inputChannels}, the model ` +
+            `takes ${config.inputHeight}x${config.inputWidth}x${config.inputChannels}`,
         );
         continue;
       }

@@ -179,7 +179,8 @@ export function formatMatrix(rows: BackendRow[], ties: Array<{ image: number; ga
       .join(', ');
     out.push(
       '',
-      `near-ties in the reference (top two lengths within ${tol.tieGap}; argmax may differ there): ${ties.length} image(s): ${shown}${ties.length > 12 ? ', ...' : ''}`,
+      `near-ties in the reference (top two lengths within ${tol.tieGap}; argmax may differ there): ` +
+        `${ties.length} image(s): ${shown}${ties.length > 12 ? ', ...' : ''}`,
     );
     for (const r of rows) {
       if (r.argmax?.flippedTies.length)

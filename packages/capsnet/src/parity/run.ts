@@ -126,7 +126,8 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   const trained = checkpoint.config.routing;
   if (trained.algorithm !== routing.algorithm || trained.iterations !== routing.iterations) {
     log(
-      `routing: the file unrolls ${routing.algorithm} x${routing.iterations} (trained with ${trained.algorithm} x${trained.iterations}); the reference runs the file's`,
+      `routing: the file unrolls ${routing.algorithm} x${routing.iterations} (trained with ` +
+        `${trained.algorithm} x${trained.iterations}); the reference runs the file's`,
     );
   }
 
@@ -244,12 +245,16 @@ export function printReport(report: ParityReport, log: (line: string) => void = 
   log(formatMatrix(report.rows, report.nearTies, t));
   log('');
   log(
-    `tolerances (${report.precision} weights, ${report.computePrecision ?? 'fp32'} compute): lengths <= ${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
-      `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the tfjs float32 reference; median ms: batch-1 classify; peak MiB: the peak resident memory of the process that ran the row`,
+    `tolerances (${report.precision} weights, ${report.computePrecision ?? 'fp32'} compute): lengths <= ` +
+      `${t.lengths}, capsules <= ${t.capsules}, reconstruction <= ${t.reconstruction}, ` +
+      `argmax identical except near-ties (top two lengths within ${t.tieGap}); max |diff| against the ` +
+      'tfjs float32 reference; median ms: batch-1 classify; peak MiB: the peak resident memory of the ' +
+      'process that ran the row',
   );
   const c = report.coupling;
   log(
-    `coupling (${c.routing.algorithm} routing x${c.routing.iterations}, ${c.ranOn}): max |diff| ${c.maxAbs.toExponential(2)} <= ${c.tolerance}: ${c.ok ? 'pass' : 'FAIL'}`,
+    `coupling (${c.routing.algorithm} routing x${c.routing.iterations}, ${c.ranOn}): max |diff| ` +
+      `${c.maxAbs.toExponential(2)} <= ${c.tolerance}: ${c.ok ? 'pass' : 'FAIL'}`,
   );
   log(report.ok ? 'parity: OK' : `parity: FAILED\n  ${report.failures.join('\n  ')}`);
 }

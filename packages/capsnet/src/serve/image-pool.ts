@@ -215,7 +215,8 @@ export class ImagePool {
             throw new ServeError(
               413,
               'DECODE_TIMEOUT',
-              `decoding ${job.task.what} took longer than its budget of ${job.budgetMs} ms (${this.budget.baseMs} ms + ${this.budget.perPixelMs * 1000} ms per 1000 pixels): send smaller images`,
+              `decoding ${job.task.what} took longer than its budget of ${job.budgetMs} ms (${this.budget.baseMs} ` +
+                `ms + ${this.budget.perPixelMs * 1000} ms per 1000 pixels): send smaller images`,
             );
           }
           throw error;

@@ -174,7 +174,10 @@ function clientMessage(error: FastifyError): string {
       return `the body is not valid JSON (${oneLine(error.message)}): send one JSON object {"inputs": [...]}`;
     default:
       if (error.code?.startsWith('Z_')) {
-        return `the body is not valid compressed data (${oneLine(error.message)}): send the body compressed as its Content-Encoding header says, or leave the header out`;
+        return (
+          `the body is not valid compressed data (${oneLine(error.message)}): send the body compressed as its ` +
+          'Content-Encoding header says, or leave the header out'
+        );
       }
       return oneLine(error.message);
   }
@@ -221,7 +224,8 @@ function readInput(spec: ModelSpec, inputs: unknown, maxBatch: number): Float32A
     throw badRequest(
       'BAD_INPUT',
       `input "${spec.input.name}" data has ${tensor.data.length} values ` +
-        `(${tensor.dims.length === 1 ? 'flat' : `nested [${tensor.dims.join(', ')}]`}) for shape [${dims.join(', ')}] (${n * size}): send them flat, row-major, or nested as the shape`,
+        `(${tensor.dims.length === 1 ? 'flat' : `nested [${tensor.dims.join(', ')}]`}) for shape ` +
+        `[${dims.join(', ')}] (${n * size}): send them flat, row-major, or nested as the shape`,
     );
   }
   if (spec.input.name === IO_NAMES.images) {

@@ -109,7 +109,9 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
   }
   const m = classifier.metadata;
   log(
-    `listening on ${url} (device ${classifier.device}${classifier.device === 'cpu' || classifier.device === 'wasm' ? `, ${threads} thread${threads === 1 ? '' : 's'}` : ''}; ${m.inputHeight}x${m.inputWidth}x${m.inputChannels} -> ${m.numClasses} classes; ` +
+    `listening on ${url} (device ` +
+      `${classifier.device}${classifier.device === 'cpu' || classifier.device === 'wasm' ? `, ${threads} thread${threads === 1 ? '' : 's'}` : ''}; ` +
+      `${m.inputHeight}x${m.inputWidth}x${m.inputChannels} -> ${m.numClasses} classes; ` +
       `batches of up to ${opts.maxBatch}, waiting up to ${opts.batchWaitMs} ms)`,
   );
 

@@ -1,4 +1,7 @@
-/** `capsnet train`: the training loop (train/loop.ts steps, any model family in train/family.ts), seeded shuffling and shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume. */
+/**
+ * `capsnet train`: the training loop (train/loop.ts steps, any model family in train/family.ts), seeded shuffling and
+ * shifts, Adam with decay, per-epoch evaluation, atomic checkpoints, resume.
+ */
 import { appendFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -186,10 +189,14 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   const parameterCount = countShapes(family.paramShapes);
   log(
     modelSpec
-      ? `model: baseline CNN, conv ${modelSpec.config.convChannels.join('/')} ${modelSpec.config.kernel}x${modelSpec.config.kernel} ${modelSpec.config.padding}` +
-          `${modelSpec.config.poolAfter.length ? `, pooling after conv ${modelSpec.config.poolAfter.map((p) => p + 1).join(',')}` : ', no pooling'}, fc ${modelSpec.config.fc.join('/')}, ` +
+      ? `model: baseline CNN, conv ${modelSpec.config.convChannels.join('/')} ` +
+          `${modelSpec.config.kernel}x${modelSpec.config.kernel} ${modelSpec.config.padding}` +
+          `${modelSpec.config.poolAfter.length ? `, pooling after conv ${modelSpec.config.poolAfter.map((p) => p + 1).join(',')}` : ', no pooling'}, ` +
+          `fc ${modelSpec.config.fc.join('/')}, ` +
           `dropout ${modelSpec.config.dropout}: ${parameterCount.toLocaleString('en-US')} parameters`
-      : `model: CapsNet, conv1 ${config.conv1Filters}, ${config.primaryMaps} primary maps, routing ${config.routing.algorithm} x${config.routing.iterations}: ${parameterCount.toLocaleString('en-US')} parameters`,
+      : `model: CapsNet, conv1 ${config.conv1Filters}, ${config.primaryMaps} primary maps, routing ` +
+          `${config.routing.algorithm} x${config.routing.iterations}: ` +
+          `${parameterCount.toLocaleString('en-US')} parameters`,
   );
   const optimizer = adamFor(config);
   if (resumed) optimizer.loadState(resumed.optimizer, params, resumed.step);
@@ -266,7 +273,8 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
         const perStep = progress.seconds / progress.stepsDone;
         log(
           `epoch ${epoch + 1}/${options.epochs} step ${s + 1}/${stepsPerEpoch} (${Math.floor((100 * (s + 1)) / stepsPerEpoch)}%): ` +
-            `${(progress.images / progress.seconds).toFixed(1)} img/s, loss ${loss.toFixed(4)}, ETA ${formatSeconds(perStep * (stepsPerEpoch - s - 1))} for the epoch`,
+            `${(progress.images / progress.seconds).toFixed(1)} img/s, loss ${loss.toFixed(4)}, ETA ` +
+            `${formatSeconds(perStep * (stepsPerEpoch - s - 1))} for the epoch`,
         );
       }
       if (cadence.due(s + 1, stepsPerEpoch)) await snapshot(epoch, progress);

@@ -93,7 +93,8 @@ export function gpuSessionOptions(ep: InferenceSession.ExecutionProviderConfig, 
 /** The message ORT gives when noCpuFallback refused a partial placement, explained. */
 function explainCpuFallback(message: string): string | null {
   return /fallback to CPU EP has been explicitly disabled/i.test(message)
-    ? `${message} (noCpuFallback: some nodes of this model are not supported by this provider and would run on the CPU; load without noCpuFallback to allow that)`
+    ? `${message} (noCpuFallback: some nodes of this model are not supported by this provider and would ` +
+        'run on the CPU; load without noCpuFallback to allow that)'
     : null;
 }
 

@@ -53,7 +53,8 @@ export const webWebGpu = defineProvider('web-webgpu', {
     if (!gpu()) {
       return typeof window === 'undefined'
         ? 'onnxruntime-web has no WebGPU outside a browser: in Node, load @capsnet-onnx/runtime/node (onnxruntime-node has a webgpu device)'
-        : 'this browser exposes no WebGPU (navigator.gpu): use Chrome or Edge 113+ (or start Chromium with --enable-unsafe-webgpu) on an https or localhost page';
+        : 'this browser exposes no WebGPU (navigator.gpu): use Chrome or Edge 113+ (or start Chromium with ' +
+            '--enable-unsafe-webgpu) on an https or localhost page';
     }
     if (!(await webGpuAdapterInfo())) {
       return 'navigator.gpu.requestAdapter() found no adapter: enable hardware acceleration (see chrome://gpu) or update the GPU driver';
