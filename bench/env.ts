@@ -1,6 +1,6 @@
 /**
  * The `CAPSNET_*` environment variables of the benchmarks and the GPU bundle's check: the one place under bench/
- * that reads them, each with its default (docs/environment.md lists them; test/env.test.ts keeps both in step).
+ * that reads them, each with its default (docs/environment.md lists them; test/unit/repo/env.test.ts keeps both in step).
  * bench/gpu-bundle/run.sh, a shell script, reads its own two (CAPSNET_GPU_BUNDLE_UNPACK, CAPSNET_GPU_CHECK_BUDGET_S).
  */
 

@@ -41,7 +41,7 @@ export interface ReadmeCommand {
 
 /**
  * README.md, the guides (docs/*.md), packages/*\/README.md and packages/capsnet/src/*\/README.md, relative to the
- * repository root. The examples' READMEs are not here: test/consumers.test.ts runs each example as its README says.
+ * repository root. The examples' READMEs are not here: test/e2e/consumers.test.ts runs each example as its README says.
  */
 export function readmeFiles(root = ROOT): string[] {
   const files = ['README.md'];
@@ -328,14 +328,14 @@ export const COMMANDS: Record<string, Decision> = {
   'npm run bench:*': { exempt: 'a glob naming the bench scripts; each runs in its own row' },
   'node --test': { exempt: 'names the test runner in prose; `npm test` runs it' },
   // docs/releasing.md
-  'npx changeset': { exempt: 'interactive (asks on a terminal which packages changed and how): test/publish-dry-run.test.ts writes a changeset' },
+  'npx changeset': { exempt: 'interactive (asks on a terminal which packages changed and how): test/e2e/publish-dry-run.test.ts writes a changeset' },
   'npx changeset status': { exempt: 'compares with the main branch in git, and the clone this test makes is a copy of the files, not a git repository' },
   'npx changeset version': {
-    exempt: "consumes the changesets and rewrites the packages' versions: test/publish-dry-run.test.ts runs it on a copy of the manifests",
+    exempt: "consumes the changesets and rewrites the packages' versions: test/e2e/publish-dry-run.test.ts runs it on a copy of the manifests",
   },
   'npm install': { exempt: 'the release step that records new versions in the lock file; this test runs `npm ci`' },
   'npm publish -w packages/core && npm publish -w packages/runtime && npm publish -w packages/capsnet': {
-    exempt: 'publishes to the npm registry: test/publish-dry-run.test.ts runs npm publish --dry-run of each package instead',
+    exempt: 'publishes to the npm registry: test/e2e/publish-dry-run.test.ts runs npm publish --dry-run of each package instead',
   },
   'git tag vX.Y.Z && git push origin vX.Y.Z': { exempt: "tags a release and pushes the tag to the project's remote" },
   // packages/capsnet/README.md

@@ -1,6 +1,6 @@
 /**
  * The `CAPSNET_*` environment variables of the test suite: the one place under test/ that reads them, each with its
- * default (docs/environment.md lists them; test/env.test.ts keeps both in step).
+ * default (docs/environment.md lists them; test/unit/repo/env.test.ts keeps both in step).
  */
 
 /** Every variable the tests read: its default when unset or empty (undefined: none) and what it does. */

@@ -30,7 +30,7 @@ function codeFiles(): string[] {
   for (const dir of ['packages', 'bench', 'scripts', 'test']) {
     for (const f of readdirSync(join(ROOT, dir), { recursive: true, encoding: 'utf8' })) {
       const path = `${dir}/${f}`;
-      if (/(^|\/)(node_modules|dist|fixtures)\//.test(path) || path === 'test/env.test.ts') continue;
+      if (/(^|\/)(node_modules|dist|fixtures)\//.test(path) || path === 'test/unit/repo/env.test.ts') continue;
       if (/\.(ts|mts|mjs|js|sh)$/.test(path)) out.push(path);
     }
   }

@@ -2,7 +2,7 @@
  * The `CAPSNET_*` environment variables of the capsnet-onnx toolchain: the one place in the package that reads them
  * (issue 23 item 6), each with its default. They are read when asked for, not at import, so that a test or a parent
  * process may set them first. docs/environment.md lists these with the benchmarks', the tests' and the GPU bundle's;
- * test/env.test.ts keeps the list and the code in step.
+ * test/unit/repo/env.test.ts keeps the list and the code in step.
  *
  * `CAPSNET_ARGV_FROM_STDIN` is not here: it passes between bin/capsnet.js and the child it starts, and bin/capsnet.js
  * runs before any TypeScript can load.
@@ -19,7 +19,8 @@ export const VARIABLES = {
   CAPSNET_WASM_THREADS: {
     default: undefined,
     meaning:
-      "threads of tfjs's wasm backend (XNNPACK's pool and the fused capsule kernels), a whole number from 1; 1 loads the single-threaded build; unset: every core, at most 8",
+      "threads of tfjs's wasm backend (XNNPACK's pool and the fused capsule kernels), a whole number from 1; " +
+      '1 loads the single-threaded build; unset: every core, at most 8',
   },
   CAPSNET_WASM_START_TIMEOUT_S: {
     default: '60',
