@@ -96,7 +96,7 @@ async function install(...args: Parameters<typeof installApp>): Promise<Installe
 let tarballs: Tarballs;
 let work: string;
 /** The workspaces' package.json files: packing must leave them as they were. */
-const MANIFESTS = ['core', 'runtime', 'capsnet'].map((w) => join(ROOT, 'packages', w, 'package.json'));
+const MANIFESTS = Object.keys(WORKSPACES).map((w) => join(ROOT, 'packages', w, 'package.json'));
 let manifestsBefore: string[];
 let modelPath: string;
 let runDir: string;
@@ -153,7 +153,7 @@ function enginesExcluding(nodeModules: string, node: string): string[] {
 }
 
 function tarballNames(t: Tarballs): string[] {
-  return [t.core, t.runtime, t.capsnet].map((f) => f.split('/').at(-1)!);
+  return [t.core, t.runtime, t.mnist, t.capsnet].map((f) => f.split('/').at(-1)!);
 }
 
 describe('npm pack --workspaces', () => {
@@ -171,7 +171,8 @@ describe('npm pack --workspaces', () => {
       'package/bin/capsnet.js',
       'package/dist/cli/main.js',
       'package/dist/api/index.d.ts',
-      'package/dist/serve/page/app.js',
+      'package/dist/web/page.js',
+      'package/dist/serve/page/index.html',
       'package/dist/parity/browser/index.html',
       'package/dist/export/ep-probe.mjs',
       'package/dist/web/capsnet.js',
@@ -191,7 +192,7 @@ describe('npm pack --workspaces', () => {
 
 describe('the packed package.json', () => {
   test("names no `capsnet-source` condition (it points at src/, not shipped), and packing leaves the repository's as they were", async () => {
-    for (const file of [tarballs.core, tarballs.runtime, tarballs.capsnet]) {
+    for (const file of [tarballs.core, tarballs.runtime, tarballs.mnist, tarballs.capsnet]) {
       const manifest = (await execa('tar', ['-xzOf', file, 'package/package.json'])).stdout;
       assert.ok(!manifest.includes('capsnet-source'), `${file}'s package.json still names capsnet-source`);
       const { exports } = JSON.parse(manifest) as { exports: Record<string, unknown> };
@@ -473,7 +474,7 @@ for (const end of ENDS)
     });
 
     test('the capsnet CLI from its tarball: --version, train, export, classify, parity, serve', async () => {
-      const app = await install(`cli-${end}`, endDependencies(end, ['core', 'runtime', 'capsnet'], []), { preferOnline: end === 'newest' });
+      const app = await install(`cli-${end}`, endDependencies(end, ['core', 'runtime', 'mnist', 'capsnet'], []), { preferOnline: end === 'newest' });
       await assertEnd(end, app, ['core', 'runtime', 'capsnet'], []);
       const pkgDir = join(app.dir, 'node_modules', 'capsnet-onnx');
       // Every package installed runs on the oldest Node capsnet-onnx supports, so npm prints no EBADENGINE. (fastify's
@@ -528,13 +529,20 @@ for (const end of ENDS)
       assert.equal(classified.results.length, DIGITS);
       steps.push(`classify (${DIGITS} digits)`);
 
+      // The pretrained model (@capsnet-onnx/mnist, a dependency): no training, no model file.
+      const pretrained = await capsnet(['classify', '--pretrained', 'mnist-small', 'digits-idx3-ubyte', '--json', '--device', 'cpu']);
+      const predicted = (JSON.parse(pretrained.stdout) as { results: { label: number | null }[] }).results.map((r) => r.label);
+      const right = predicted.filter((p, i) => p === labels[i]).length;
+      assert.ok(right >= 0.9 * DIGITS, `the pretrained mnist-small got ${right} of ${DIGITS} test digits`);
+      steps.push(`classify --pretrained mnist-small (${right}/${DIGITS} right)`);
+
       const parity = await capsnet(
         [
           'parity',
           'model.onnx',
           '--checkpoint',
           'run',
-          '--backends',
+          '--devices',
           'node-cpu,node-wasm,chromium-wasm',
           '--digits',
           '8',
@@ -627,7 +635,12 @@ describe('an app that overrides the onnxruntime-web capsnet-onnx pins', () => {
     const other = await newestInRange('onnxruntime-web', `^${semver.major(pinned)}.0.0 >${pinned}`).catch(() => newestInRange('onnxruntime-web', `<${pinned}`));
     const app = await install(
       'cli-override',
-      { '@capsnet-onnx/core': tgz(tarballs.core), '@capsnet-onnx/runtime': tgz(tarballs.runtime), 'capsnet-onnx': tgz(tarballs.capsnet) },
+      {
+        '@capsnet-onnx/core': tgz(tarballs.core),
+        '@capsnet-onnx/runtime': tgz(tarballs.runtime),
+        '@capsnet-onnx/mnist': tgz(tarballs.mnist),
+        'capsnet-onnx': tgz(tarballs.capsnet),
+      },
       { overrides: { 'onnxruntime-web': other } },
     );
     assert.equal(resolvedVersion(app.dir, 'capsnet-onnx', 'onnxruntime-web'), other);

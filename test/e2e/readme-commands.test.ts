@@ -228,6 +228,8 @@ export const COMMANDS: Record<string, Decision> = {
   'npx capsnet inspect model.int8.onnx': { files: { 'model.int8.onnx': 'int8' } },
   'npm run bench:precision -- --checkpoint RUN_DIR': { exempt: SAME_AS_QUICK },
   'npx capsnet serve model.int8.onnx': { files: { 'model.int8.onnx': 'int8' }, serve: true },
+  'npx capsnet serve --pretrained mnist-small': { serve: true },
+  'npx capsnet classify --pretrained mnist-small:int8 digit.png': { files: { 'digit.png': 'digit.png' } },
   [TRITON_EXPORT_USAGE]: { files: { run: 'run' } },
   'docker run --gpus all -p 8000:8000 -v "$PWD/models:/models" nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models': {
     exempt: TRITON,
@@ -264,7 +266,17 @@ export const COMMANDS: Record<string, Decision> = {
       'installs the tarballs into an app (a folder outside the repository, or npm installs into the ' +
       'workspace root): test/e2e/consumers.test.ts does exactly this',
   },
+  'ONNXRUNTIME_NODE_INSTALL=skip npm install @capsnet-onnx/runtime @capsnet-onnx/mnist onnxruntime-node': { exempt: UNPUBLISHED },
+  'npm install @capsnet-onnx/runtime @capsnet-onnx/mnist onnxruntime-web': { exempt: UNPUBLISHED },
   'ONNXRUNTIME_NODE_INSTALL=skip npm install @capsnet-onnx/runtime onnxruntime-node': { exempt: UNPUBLISHED },
+  'npm run lint': {},
+  'npm run format': {},
+  'npm run typecheck': {},
+  'npx capsnet parity --help': {},
+  'npm run pretrained -- RUN_DIR --name mnist-small': {
+    exempt:
+      'replaces the shipped model in packages/mnist from a finished run on the full official MNIST (hours of training); test/unit/mnist checks what it wrote',
+  },
   'npm install --ignore-scripts': { exempt: UNPUBLISHED },
   // Parity, serving
   'npx capsnet parity model.onnx --checkpoint RUN_DIR [--devices node-cpu,node-webgpu,...] [--json report.json]': {

@@ -22,6 +22,7 @@ export function exampleScripts(name: string): Record<string, string> {
 export interface Tarballs {
   core: string;
   runtime: string;
+  mnist: string;
   capsnet: string;
 }
 
@@ -55,7 +56,12 @@ export async function packWorkspaces(dest = mkdtempSync(join(tmpdir(), 'capsnet-
     if (!f) throw new Error(`npm pack wrote no tarball matching ${re} in ${dest} (it wrote: ${files.join(', ')})`);
     return join(dest, f);
   };
-  return { core: find(/^capsnet-onnx-core-.*\.tgz$/), runtime: find(/^capsnet-onnx-runtime-.*\.tgz$/), capsnet: find(/^capsnet-onnx-\d.*\.tgz$/) };
+  return {
+    core: find(/^capsnet-onnx-core-.*\.tgz$/),
+    runtime: find(/^capsnet-onnx-runtime-.*\.tgz$/),
+    mnist: find(/^capsnet-onnx-mnist-.*\.tgz$/),
+    capsnet: find(/^capsnet-onnx-\d.*\.tgz$/),
+  };
 }
 
 export interface InstalledApp {
@@ -65,7 +71,7 @@ export interface InstalledApp {
 }
 
 /** The workspace packages' folder names under packages/ -> their package names. */
-export const WORKSPACES = { core: '@capsnet-onnx/core', runtime: '@capsnet-onnx/runtime', capsnet: 'capsnet-onnx' } as const;
+export const WORKSPACES = { core: '@capsnet-onnx/core', runtime: '@capsnet-onnx/runtime', mnist: '@capsnet-onnx/mnist', capsnet: 'capsnet-onnx' } as const;
 export type Workspace = keyof typeof WORKSPACES;
 
 /** One version range a workspace package declares (dependencies and peerDependencies), workspace siblings aside. */

@@ -3,7 +3,7 @@
  * byte progress), configuring the onnxruntime-web build each provider runs on, and the `CapsNet` object. An entry
  * names its providers and, per provider, which onnxruntime-web build (wasm-files.ts) to import.
  */
-import type * as OrtWeb from 'onnxruntime-web';
+import type { Env } from 'onnxruntime-common';
 import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
 import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
 import { ModelFileError, decoderUrlFor } from '@capsnet-onnx/core';
@@ -11,7 +11,11 @@ import { autoOrder, devicesOf } from './devices.ts';
 import { threadCount, type Provider } from './providers/provider.ts';
 import { ORT_WASM_BUILDS, type OrtWasmBuild } from './wasm-files.ts';
 
-export type OrtWebModule = typeof OrtWeb;
+/**
+ * What the entries need of an onnxruntime-web build, typed by onnxruntime-common (a dependency) so that the
+ * declarations need no onnxruntime-web: a Node app that type-checks against this package may not have it installed.
+ */
+export type OrtWebModule = OrtApi & { env: Env };
 
 /** One step of a load: `loaded` bytes of `file` so far, of `total` (null: the server sent no plain Content-Length). */
 export interface LoadProgress {

@@ -20,6 +20,8 @@ const CAPSNET = 'packages/capsnet/src';
 const ALLOWED: Record<string, string[]> = {
   'packages/core/src': [],
   'packages/runtime/src': ['packages/core/src'],
+  // The pretrained models: files and their cards, loadable in Node and browsers, importing nothing.
+  'packages/mnist/src': [],
   // The package's CAPSNET_* environment variables (env/env.ts): Node's process.env only, for every layer above.
   [`${CAPSNET}/env`]: [],
   [`${CAPSNET}/files`]: ['packages/core/src'],
@@ -61,12 +63,14 @@ const ALLOWED: Record<string, string[]> = {
 /** npm packages (and Node built-ins) a folder must not import. */
 const FORBIDDEN_PACKAGES: Record<string, RegExp> = {
   'packages/core/src': /^(node:|@tensorflow\/|onnxruntime-|fastify|esbuild)/,
+  'packages/mnist/src': /^(node:|@tensorflow\/|onnxruntime-|fastify|esbuild)/,
   'packages/runtime/src': /^(@tensorflow\/|fastify|esbuild|protobufjs|capsnet-onnx)/,
   [`${CAPSNET}/export`]: /^@tensorflow\//,
 };
 const PACKAGE_DIRS: Record<string, string> = {
   '@capsnet-onnx/core': 'packages/core/src',
   '@capsnet-onnx/runtime': 'packages/runtime/src',
+  '@capsnet-onnx/mnist': 'packages/mnist/src',
 };
 const PROJECT_FOLDERS = Object.keys(ALLOWED)
   .filter((f) => f !== 'test')

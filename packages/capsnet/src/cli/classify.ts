@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { POLARITIES, type Polarity, decoderPathFor } from '@capsnet-onnx/core';
 import { DEVICE_TABLE, type DeviceName, type DeviceRow, nodeDevice } from '@capsnet-onnx/runtime/internal';
+import { chooseModel, pretrainedOption } from './pretrained.ts';
 import { deviceOption, positiveInt, presenceThreshold } from './args.ts';
 
 /** With --json, every error (commander's included) is one JSON object on stdout: {"error": {"message": ...}}. */
@@ -17,8 +18,9 @@ export function registerRuntimeCommands(program: Command, rows: readonly DeviceR
         'IDX image files, directories of them, or `-` (standard input: one image, or a list of paths one a line). ' +
         'Prints each label (or "no digit" and why) and its capsule lengths (scores); progress (per image) goes to stderr',
     )
-    .argument('<model>', 'model.onnx from `capsnet export`')
-    .argument('<images...>', 'PNG/JPEG files, IDX image files (e.g. t10k-images-idx3-ubyte[.gz]), directories, or -')
+    .argument('[model]', 'model.onnx from `capsnet export` (with --pretrained: the first image)')
+    .argument('[images...]', 'PNG/JPEG files, IDX image files (e.g. t10k-images-idx3-ubyte[.gz]), directories, or -')
+    .addOption(pretrainedOption())
     .addOption(deviceOption(rows))
     .option('--json', 'print JSON instead of text (errors too)', false)
     .option('--top <k>', 'scores to show per image (text output)', positiveInt('--top'), 3)
@@ -41,8 +43,12 @@ export function registerRuntimeCommands(program: Command, rows: readonly DeviceR
     .configureOutput({
       outputError: (text, write) => (wantsJson() ? printJsonError(text.trim().replace(/^error: /, '')) : write(text)),
     })
-    .action(async (modelPath: string, files: string[], opts) => {
+    .action(async (first: string | undefined, rest: string[], { pretrained, ...opts }) => {
       try {
+        // With --pretrained every argument is an image.
+        const files = pretrained !== undefined && first !== undefined ? [first, ...rest] : rest;
+        const modelPath = chooseModel('classify', pretrained !== undefined ? undefined : first, pretrained);
+        if (files.length === 0) throw new Error('classify: no images given: name PNG/JPEG files, IDX files, directories, or - for standard input');
         await classify(modelPath, files, opts);
       } catch (e) {
         if (!opts.json) throw e;

@@ -5,12 +5,14 @@
 import type { Command } from 'commander';
 import { DEVICE_TABLE, type DeviceRow } from '@capsnet-onnx/runtime/internal';
 import { byteSize, deviceOption, duration, port, positiveInt, presenceThreshold } from './args.ts';
+import { chooseModel, pretrainedOption } from './pretrained.ts';
 
 export function registerServeCommands(program: Command, rows: readonly DeviceRow[] = DEVICE_TABLE): void {
   program
     .command('serve')
     .description('serve a model over HTTP (JSON API with request batching) and the in-browser demo page at /')
-    .argument('<model>', 'model.onnx written by `capsnet export` (its decoder beside it as model.decoder.onnx)')
+    .argument('[model]', 'model.onnx written by `capsnet export` (its decoder beside it as model.decoder.onnx); or --pretrained')
+    .addOption(pretrainedOption())
     .addOption(deviceOption(rows))
     .option('--port <n>', 'TCP port (0: any free port)', port('--port'), 8080)
     .option('--host <address>', 'address to listen on (0.0.0.0 for every interface)', '127.0.0.1')
@@ -38,7 +40,8 @@ export function registerServeCommands(program: Command, rows: readonly DeviceRow
       (value: string, previous: string[] = []) => [...previous, value],
     )
     .option('--cors <origin>', 'let pages from ORIGIN (e.g. https://app.example) call the API; without it cross-origin requests are refused')
-    .action(async (model: string, opts) => {
+    .action(async (file: string | undefined, { pretrained, ...opts }) => {
+      const model = chooseModel('serve', file, pretrained);
       const { serve } = await import('../serve/main.ts');
       await serve({ model, ...opts });
       // Serving ends in serve's own SIGTERM/SIGINT handler; the CLI exits as soon as an action returns.
