@@ -9,7 +9,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
 import { Rng } from '@capsnet-onnx/core';
-import { AffnistError, affnistFromMat, encodeAffnistMat, loadAffnist, parseMat } from '../../packages/capsnet/src/experiments/affnist.ts';
+import { encodeAffnistMat } from '../support/affnist-mat.ts';
+import { AffnistError, affnistFromMat, loadAffnist, parseMat } from '../../packages/capsnet/src/experiments/affnist.ts';
 import { EXPERIMENTS, type ExperimentResult } from '../../packages/capsnet/src/experiments/common.ts';
 import { conv2dFilterGradient } from '../../packages/capsnet/src/train/backends/cpu-kernels.ts';
 import {
