@@ -64,7 +64,9 @@ describe('repository hygiene', () => {
 
   test(`no line of code or JSON is over ${MAX_LINE} characters`, () => {
     const long: string[] = [];
-    for (const file of tracked.filter((f) => (isCode(f) || f.endsWith('.json')) && f !== 'package-lock.json')) {
+    // Generated data is exempt: the lock file and the pretrained models' cards (scripts/pretrained.ts writes them).
+    const generated = (f: string) => f === 'package-lock.json' || f.startsWith('packages/mnist/models/') || f.endsWith('/cards.ts');
+    for (const file of tracked.filter((f) => (isCode(f) || f.endsWith('.json')) && !generated(f))) {
       readFileSync(join(ROOT, file), 'utf8')
         .split('\n')
         .forEach((line, i) => {

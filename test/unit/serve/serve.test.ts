@@ -369,7 +369,12 @@ describe('server (fake classifier)', () => {
   });
 
   test('an upload larger than the body limit in total is a 413; a full queue is a 503', async () => {
-    const noisy = new Float32Array(200 * 200).map((_, i) => ((i * 7919) % 255) / 255);
+    // Noise that no PNG encoder compresses: three 200x200 images are about 120 KB against the 64 KB limit.
+    let seed = 12345;
+    const noisy = new Float32Array(200 * 200).map(() => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 24) / 255;
+    });
     const form = new FormData();
     for (let i = 0; i < 3; i++) form.append(`f${i}`, new Blob([new Uint8Array(encodePng(noisy, 200, 200, 1))], { type: 'image/png' }), `${i}.png`);
     const upload = await fetch(`${base}/v1/classify`, { method: 'POST', body: form });
