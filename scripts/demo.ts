@@ -7,23 +7,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { errorWithInterval } from '../packages/capsnet/src/experiments/stats.ts';
 
 const out = process.argv[2] ?? 'runs/demo';
 const epochs = process.env.DEMO_EPOCHS ?? '1';
 const trainLimit = process.env.DEMO_TRAIN_LIMIT ?? '24000';
 const started = performance.now();
 
-/**
- * "1.91% (95% interval 1.66-2.20%)": an error rate measured on n images with its Wilson interval (the formula of
- * packages/capsnet/src/experiments/stats.ts; scripts import no project code).
- */
-function errorWithInterval(error: number, n: number): string {
-  const z = 1.959964;
-  const centre = (error + (z * z) / (2 * n)) / (1 + (z * z) / n);
-  const half = (z / (1 + (z * z) / n)) * Math.sqrt((error * (1 - error)) / n + (z * z) / (4 * n * n));
-  const pct = (v: number) => (100 * v).toFixed(2);
-  return `${pct(error)}% (95% interval ${pct(Math.max(0, centre - half))}-${pct(Math.min(1, centre + half))}%, ${n.toLocaleString('en-US')} images)`;
-}
 const cli = join(import.meta.dirname, '..', 'packages', 'capsnet', 'bin', 'capsnet.js');
 
 async function step(title: string, args: string[]): Promise<void> {

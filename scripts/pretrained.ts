@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { CapsNet } from '@capsnet-onnx/runtime';
 import type { ModelCard, ParityRow, PrecisionResult } from '../packages/mnist/src/card.ts';
 import { loadDataset } from '../packages/capsnet/src/data/datasets.ts';
+import { wilsonInterval } from '../packages/capsnet/src/experiments/stats.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
 import { packageVersion } from '../packages/capsnet/src/files/package-version.ts';
@@ -91,7 +92,7 @@ for (const precision of PRECISIONS) {
   const accuracy = 1 - errors / test.count;
   results[precision] = {
     accuracy,
-    interval95: wilson(test.count - errors, test.count),
+    interval95: wilsonInterval(test.count - errors, test.count),
     errors,
     perClassErrors,
     modelBytes: statSync(file).size,
@@ -156,15 +157,6 @@ const card: ModelCard = {
 writeFileAtomic(join(outDir, 'MODEL_CARD.md'), cardMarkdown(card));
 writeCardsModule(card);
 console.log(`wrote ${outDir} and packages/mnist/src/cards.ts`);
-
-/** Wilson score interval for k successes in n trials at 95% (z = 1.96). */
-function wilson(k: number, n: number): [number, number] {
-  const z = 1.96;
-  const p = k / n;
-  const centre = (p + (z * z) / (2 * n)) / (1 + (z * z) / n);
-  const half = (z / (1 + (z * z) / n)) * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n));
-  return [centre - half, centre + half];
-}
 
 interface ParityReport {
   rows?: { backend: string; status: string; reason?: string; maxAbs?: { lengths: number }; argmax?: { agree: number; compared: number } }[];
