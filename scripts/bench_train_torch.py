@@ -6,9 +6,10 @@ Usage: python3 scripts/bench_train_torch.py CONFIG_JSON BATCH STEPS THREADS [--d
 torch.cuda.synchronize(), and THREADS only sets the CPU threads of the host side. Without CUDA it exits 3 with one
 line on stderr saying why.
 
-CONFIG_JSON is the project's CapsNetConfig (train/config.ts) as JSON. The model mirrors train/model.ts op for op
-(conv1 + ReLU, PrimaryCaps conv + squash, u_hat = W_ij u_i with W shared by all examples, `routingIterations`
-of routing by agreement, the decoder masked by the label, margin loss + 0.0005 x summed squared error, Adam with
+CONFIG_JSON is the project's CapsNetConfig (packages/core/src/config.ts) as JSON. The model mirrors
+packages/capsnet/src/model/capsnet.ts op for op (conv1 + ReLU, PrimaryCaps conv + squash, u_hat = W_ij u_i with W
+shared by all examples, `routing.iterations` of routing by agreement (the config's `routing.algorithm` must be
+"dynamic", the paper's: the only one written here), the decoder masked by the label, margin loss + 0.0005 x summed squared error, Adam with
 the same hyper-parameters), in PyTorch's own NCHW layout. Inputs are random images and cycling labels, as in the
 TypeScript bench. Prints one JSON line: {"torch": version, "threads": n, "step_s": [...], "step_cpu_s": [...] (user + system
 seconds of all threads), "forward_s": [...],
@@ -27,6 +28,15 @@ import torch.nn.functional as F
 def squash(s, eps, dim=-1):
     sq = (s * s).sum(dim, keepdim=True)
     return sq / (1 + sq) / torch.sqrt(sq + eps) * s
+
+
+def routing_iterations(c):
+    """Iterations of routing by agreement (procedure 1 of the paper) from the config's `routing` entry."""
+    routing = c.get("routing") or {}
+    if routing.get("algorithm") != "dynamic":
+        sys.exit(f"bench_train_torch.py: routing algorithm {routing.get('algorithm')!r} is not written in PyTorch here; "
+                 "bench the paper's (dynamic) routing or add it to this script")
+    return int(routing["iterations"])
 
 
 class CapsNet(torch.nn.Module):
@@ -60,11 +70,12 @@ class CapsNet(torch.nn.Module):
         u_hat = torch.bmm(u.transpose(0, 1), self.W).transpose(0, 1)
         u_hat = u_hat.reshape(n, self.num_primary, c["numClasses"], c["digitDim"])
         b = torch.zeros(n, self.num_primary, c["numClasses"], device=x.device)
-        for r in range(c["routingIterations"]):
+        iterations = routing_iterations(c)
+        for r in range(iterations):
             coupling = torch.softmax(b, dim=-1)
             s = (coupling.unsqueeze(-1) * u_hat).sum(1)
             v = squash(s, eps)
-            if r + 1 < c["routingIterations"]:
+            if r + 1 < iterations:
                 b = b + (u_hat * v.unsqueeze(1)).sum(-1)
         lengths = torch.sqrt((v * v).sum(-1) + eps)
         h = (v * labels.unsqueeze(-1)).reshape(n, -1)
