@@ -4,6 +4,7 @@
  * cores, load average) and the JSON writer (temp file + rename). FLOP counts come from the core
  * (`countFlops` in packages/core/src/flops.ts), never from a bench's own formula.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
@@ -208,4 +209,35 @@ export function existingPath(path: string, flag: string): string {
 export function writeReport(path: string, report: object): void {
   mkdirSync(dirname(path), { recursive: true });
   writeFileAtomic(path, `${JSON.stringify(report, null, 2)}\n`);
+}
+
+/**
+ * Runs `f` while `count` other processes each keep one CPU busy (a JavaScript busy loop in a child Node process, at
+ * the default priority), then stops them: how a benchmark measures a step on a machine it shares. The children
+ * are killed even when `f` throws, and die with this process.
+ */
+export async function withBusyProcesses<T>(count: number, f: () => Promise<T>): Promise<T> {
+  const children: ChildProcess[] = [];
+  for (let i = 0; i < count; i++) {
+    // The child exits by itself when its parent is gone (an orphan's stdin closes), so none outlive the bench.
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        "process.stdin.on('close', () => process.exit(0)); setImmediate(function spin() { const t = Date.now(); while (Date.now() - t < 50); setImmediate(spin); });",
+      ],
+      {
+        stdio: ['pipe', 'ignore', 'ignore'],
+        env: { PATH: process.env.PATH ?? '' },
+      },
+    );
+    children.push(child);
+  }
+  try {
+    // Let them start spinning before anything is timed.
+    await new Promise((r) => setTimeout(r, 500));
+    return await f();
+  } finally {
+    for (const child of children) child.kill('SIGKILL');
+  }
 }

@@ -38,6 +38,25 @@ export function ratios(rows: Row[]): { backend: string; batch: number; step_vs_p
   return out;
 }
 
+/** Rows timed beside busy processes (`--compete`) against the same backend's quiet row at the same batch. */
+export function contention(rows: Row[]): { backend: string; batch: number; busy_processes: number; slowdown: number; cpu_wall: number | null }[] {
+  const out = [];
+  for (const r of rows) {
+    const m = / \+ (\d+) busy process(?:es)?$/.exec(r.backend);
+    if (!m || r.step_s == null) continue;
+    const quiet = rows.find((q) => q.backend === r.backend.slice(0, m.index) && q.batch === r.batch && q.step_s != null);
+    if (!quiet) continue;
+    out.push({
+      backend: quiet.backend,
+      batch: r.batch!,
+      busy_processes: Number(m[1]),
+      slowdown: r.step_s / quiet.step_s!,
+      cpu_wall: r.step_cpu_s != null ? r.step_cpu_s / r.step_s : null,
+    });
+  }
+  return out;
+}
+
 /** The main table, the ratios to PyTorch, each row's step cut into parts, and the convolution kernels. */
 export function formatReport(rows: Row[]): string {
   const out: string[] = [];
@@ -66,6 +85,16 @@ export function formatReport(rows: Row[]): string {
       out.push(
         `  ${r.backend.padEnd(22)} batch ${String(r.batch).padEnd(4)} ${r.step_vs_pytorch.toFixed(2)}x wall, ` +
           `${r.step_cpu_vs_pytorch == null ? '-' : r.step_cpu_vs_pytorch.toFixed(2)}x CPU`,
+      );
+    }
+  }
+  const shared = contention(rows);
+  if (shared.length > 0) {
+    out.push('\nthe step beside busy processes / the same step alone (same run; issue 25 asks <= 2.2x for one busy process on 2 cores):');
+    for (const c of shared) {
+      out.push(
+        `  ${c.backend.padEnd(22)} batch ${String(c.batch).padEnd(4)} ${c.slowdown.toFixed(2)}x slower beside ${c.busy_processes} busy ` +
+          `process${c.busy_processes === 1 ? '' : 'es'} (CPU/wall ${c.cpu_wall == null ? '-' : c.cpu_wall.toFixed(2)})`,
       );
     }
   }

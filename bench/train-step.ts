@@ -25,6 +25,8 @@ export interface Job {
   fused: boolean;
   /** Time the step's parts (convolutions, u_hat, routing, decoder, losses, optimizer) too. */
   parts: boolean;
+  /** Other busy processes (one CPU each) running beside the worker while it is timed (bench/train.ts --compete). */
+  compete?: number;
 }
 
 /** One part of the training step, timed alone at the step's shapes (best of 3 after a warm-up). */

@@ -12,6 +12,11 @@
  *   npm run bench:train -- --cpu-batch 1                  # also time the cpu backend's step (minutes)
  *   npm run bench:train -- --wasm-threads 1,2             # wasm rows at these thread counts (default: auto and 1)
  *   npm run bench:train -- --wait-idle 120                # shared machine: wait (<= 120 s) for idle CPUs before each timing
+ *   npm run bench:train -- --compete 0                    # no wasm row beside a busy process (default: 1 busy process)
+ *
+ * `--compete N` (default 1) times the wasm step once more at each batch while N other processes each keep a CPU
+ * busy, and reports how much slower the step got (issue 25: a second busy process must not make it more than 2.2x
+ * slower on 2 cores; with 3 busy threads on 2 cores an even share is 1.5x).
  *
  * Each backend runs in its own process. "forward" is the same forward the step runs (decoder masked by the
  * label, plus the losses, on weights it has not seen before, as after each Adam update), so step/forward compares
@@ -30,8 +35,8 @@ import { type PresetName, countFlops, presetConfig } from '@capsnet-onnx/core';
 import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backends/backend.ts';
 import { BACKEND_NAMES } from '../packages/capsnet/src/train/names.ts';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
-import { busyNote, cpuBusy, machineInfo, median, userPath, writeReport } from './harness.ts';
-import { type Row, formatReport, ratios } from './train-report.ts';
+import { busyNote, cpuBusy, machineInfo, median, userPath, withBusyProcesses, writeReport } from './harness.ts';
+import { type Row, contention, formatReport, ratios } from './train-report.ts';
 import { type Job, type WorkerResult, runStepWorker } from './train-step.ts';
 import { type EpochJob, runEpochWorker } from './train-epoch-worker.ts';
 import { runTorch } from './train-torch.ts';
@@ -57,6 +62,7 @@ async function main(): Promise<void> {
       'no-torch': { type: 'boolean', default: false },
       'wasm-threads': { type: 'string' },
       'wait-idle': { type: 'string', default: '0' },
+      compete: { type: 'string', default: '1' },
       'no-epoch': { type: 'boolean', default: false },
       'only-epoch': { type: 'boolean', default: false },
       data: { type: 'string', default: 'mnist' },
@@ -128,6 +134,15 @@ async function main(): Promise<void> {
     }
   }
 
+  // The same wasm step beside busy processes: how it shares the machine (the default thread count, fused kernels).
+  const compete = Number(values.compete);
+  if (!Number.isInteger(compete) || compete < 0) throw new Error(`--compete wants a whole number of busy processes, got '${values.compete}'`);
+  if (compete > 0 && backends.includes('wasm')) {
+    for (const batch of batches) {
+      jobs.push({ backend: 'wasm', preset, batch, steps, kernels: false, parts: false, fused: true, waitIdleS: 0, compete });
+    }
+  }
+
   if (values['only-epoch']) jobs.length = 0;
   const rows: Row[] = [];
   const skippedRow = (backend: string, batch: number | null, reason: string): Row => ({
@@ -174,12 +189,14 @@ async function main(): Promise<void> {
     }
     // A software WebGPU adapter emulates the GPU on the CPU: give it a bounded time, then report it as skipped.
     const jobTimeoutMs = backend === 'webgpu' && note.includes('software') ? Math.min(timeoutMs, 300_000) : timeoutMs;
-    const variant = backend === 'wasm' ? (job.fused ? ' fused' : ' composite') : '';
+    const competing = job.compete ? ` + ${job.compete} busy process${job.compete === 1 ? '' : 'es'}` : '';
+    const variant = (backend === 'wasm' ? (job.fused ? ' fused' : ' composite') : '') + competing;
     const label = (job.threads != null ? `${backend} (${job.threads} thread${job.threads === 1 ? '' : 's'})` : backend) + variant;
     process.stdout.write(`${label}, batch ${job.batch}: running${note ? ` (${note})` : ''} ...\n`);
-    const busyBefore = await cpuBusy(500);
+    const busyBefore = job.compete ? null : await cpuBusy(500);
     const started = performance.now();
-    const reply = await forkWorker<WorkerResult>(SELF, ['--worker'], job, env, jobTimeoutMs);
+    const fork = () => forkWorker<WorkerResult>(SELF, ['--worker'], job, env, jobTimeoutMs);
+    const reply = job.compete ? await withBusyProcesses(job.compete, fork) : await fork();
     const wall = (performance.now() - started) / 1000;
     if ('error' in reply) {
       const reason = reply.error.replace(/\s+/g, ' ').slice(0, 400);
@@ -187,7 +204,8 @@ async function main(): Promise<void> {
       rows.push(skippedRow(label, job.batch, reason));
       continue;
     }
-    const worst = reply.worstBusy ?? busyBefore;
+    // Beside its own busy processes the load is the point of the row, not a caveat.
+    const worst = job.compete ? null : (reply.worstBusy ?? busyBefore);
     const stepS = reply.stepSeconds ? median(reply.stepSeconds) : null;
     const fwdS = median(reply.forwardSeconds);
     const threadsUsed = /(\d+) threads?/.exec(reply.detail)?.[1];
@@ -208,6 +226,7 @@ async function main(): Promise<void> {
         backend === 'wasm' && !job.fused ? 'fused capsule kernels off (setFusedKernels(false))' : '',
         job.stepSkipReason,
         reply.leakedTensorsPerStep > 0 ? `LEAK: ${reply.leakedTensorsPerStep} tensors/step` : '',
+        job.compete ? `${job.compete} busy process${job.compete === 1 ? '' : 'es'} beside it (--compete)` : '',
         busyNote(worst),
       ]
         .filter(Boolean)
@@ -296,6 +315,7 @@ async function main(): Promise<void> {
     machine_at_end: { loadAverages: machineInfo().loadAverages },
     rows,
     ratios: ratios(rows),
+    contention: contention(rows),
     epoch: values['no-epoch']
       ? null
       : {

@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { cpuDescription, median, percentile, seededUniform, steadyState, textTable } from '../../../bench/harness.ts';
+import { cpuDescription, median, percentile, seededUniform, steadyState, textTable, withBusyProcesses } from '../../../bench/harness.ts';
+import { type Row, contention, formatReport } from '../../../bench/train-report.ts';
 import { MNIST_TEST_IMAGES, MNIST_TRAIN_IMAGES, epochRow } from '../../../bench/train-epoch.ts';
 import type { EpochResult } from '../../../bench/train-epoch-worker.ts';
 
@@ -145,5 +146,54 @@ describe('epochRow', () => {
     assert.equal(row.full_mnist_epoch, null);
     assert.match(row.note, /no steady state in 4 steps/);
     assert.match(row.note, /60% of the CPUs busy/);
+  });
+});
+
+describe('the step beside busy processes (--compete)', () => {
+  const row = (backend: string, batch: number, step: number | null, cpu: number | null): Row => ({
+    backend,
+    detail: '',
+    batch,
+    step_s: step,
+    forward_s: 0.1,
+    step_over_forward: null,
+    images_per_s: null,
+    step_gflops_per_s: null,
+    forward_gflops_per_s: null,
+    step_cpu_s: cpu,
+    peak_rss_mb: null,
+    note: '',
+  });
+  test('each competing row is set against the quiet row of the same backend and batch', () => {
+    const rows = [
+      row('wasm 2t fused', 32, 0.8, 1.5),
+      row('wasm 2t fused', 128, 3.2, 6),
+      row('wasm 2t fused + 1 busy process', 32, 1.2, 1.4),
+      row('wasm 2t fused + 2 busy processes', 128, 6.4, null),
+      row('wasm 2t composite + 1 busy process', 32, 2, 2), // no quiet composite row: left out
+    ];
+    const got = contention(rows);
+    assert.deepEqual(
+      got.map((c) => [c.backend, c.batch, c.busy_processes]),
+      [
+        ['wasm 2t fused', 32, 1],
+        ['wasm 2t fused', 128, 2],
+      ],
+    );
+    assert.ok(Math.abs(got[0]!.slowdown - 1.5) < 1e-12);
+    assert.ok(Math.abs(got[0]!.cpu_wall! - 1.4 / 1.2) < 1e-12);
+    assert.equal(got[1]!.slowdown, 2);
+    assert.equal(got[1]!.cpu_wall, null);
+    assert.match(formatReport(rows), /1\.50x slower beside 1 busy process/);
+  });
+
+  test('withBusyProcesses returns what the function returns, and rethrows what it throws', async () => {
+    assert.equal(await withBusyProcesses(1, async () => 7), 7);
+    await assert.rejects(
+      withBusyProcesses(1, async () => {
+        throw new Error('inside');
+      }),
+      /inside/,
+    );
   });
 });

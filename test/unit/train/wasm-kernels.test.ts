@@ -174,6 +174,14 @@ describe('wasm conv gradient kernels', () => {
     await check({ x: [2, 5, 5, 2], filter: [5, 5, 2, 3], strides: 3, pad: 'valid' }, 9); // 1x1 output
   });
 
+  test('match cpu where a filter is narrower than its stride (inputs no tap reaches) and with stride 3', async () => {
+    // 1 x 2 filter, stride 3: input rows 1 and 2 of every 3 get no gradient, columns 2 of every 3 neither.
+    const narrow: Case = { x: [2, 7, 8, 3], filter: [1, 2, 3, 4], strides: 3, pad: 'valid' };
+    const same: Case = { x: [1, 9, 10, 2], filter: [4, 5, 2, 3], strides: [2, 3], pad: 'same' };
+    await check(narrow, 13);
+    await check(same, 14);
+  });
+
   test('match cpu at the conv1 and primary-capsule geometries (batch 2, fewer channels)', async () => {
     // tfjs's cpu Conv2DBackpropFilter is a plain JS loop: ~10 s for conv1 at 256 filters, so fewer channels here
     // and the full channel counts against a float64 direct loop below.

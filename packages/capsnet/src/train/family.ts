@@ -40,13 +40,15 @@ export function capsnetFamily(config: CapsNetConfig): ModelFamily {
     losses: (params, x, y): StepLoss => {
       if (config.reconstructionWeight === 0) {
         // Table 1's "no reconstruction" rows: margin loss alone, the decoder is not run.
-        const margin = marginLoss(capsuleLengths(encode(params, x, config).capsules, config.squashEpsilon) as tf.Tensor2D, y, config);
-        return { total: margin, parts: { margin } };
+        const lengths = capsuleLengths(encode(params, x, config).capsules, config.squashEpsilon) as tf.Tensor2D;
+        const margin = marginLoss(lengths, y, config);
+        return { total: margin, parts: { margin }, scores: lengths };
       }
       const out = forward(params, x, config, y);
       const margin = marginLoss(out.lengths, y, config);
       const reconstruction = reconstructionLoss(out.reconstruction, x, config);
-      return { total: tf.add(margin, reconstruction), parts: { margin, reconstruction } };
+      // The lengths do not depend on the mask (the decoder reads the capsules, routing does not read the labels).
+      return { total: tf.add(margin, reconstruction), parts: { margin, reconstruction }, scores: out.lengths };
     },
     scores: (params, x) => capsuleLengths(encode(params, x, config).capsules, config.squashEpsilon) as tf.Tensor2D,
   };
@@ -59,8 +61,10 @@ export function baselineFamily(config: BaselineCnnConfig, seed: number): ModelFa
     paramShapes: baselineParamShapes(config),
     init: (s) => initBaseline(config, s),
     losses: (params, x, y, step) => {
-      const crossEntropy = baselineLoss(baselineForward(params, x, config, step === undefined ? undefined : seed * 31 + step), y, config);
-      return { total: crossEntropy, parts: { cross_entropy: crossEntropy } };
+      const logits = baselineForward(params, x, config, step === undefined ? undefined : seed * 31 + step);
+      const crossEntropy = baselineLoss(logits, y, config);
+      // Without a step there is no dropout: these logits are the test-time scores.
+      return { total: crossEntropy, parts: { cross_entropy: crossEntropy }, ...(step === undefined ? { scores: logits } : {}) };
     },
     scores: (params, x) => baselineForward(params, x, config),
   };
@@ -86,8 +90,10 @@ export async function evaluate(
       const x = tf.tensor4d(split.images.subarray(start * pixels, (start + n) * pixels), [n, inputHeight, inputWidth, inputChannels]);
       const y = tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), numClasses), 'float32') as tf.Tensor2D;
       // Test-time losses: the CapsNet decoder masked by the true label as in training; the CNN without dropout.
-      const parts = family.losses(params, x, y).parts ?? {};
-      return [family.scores(params, x), Object.keys(parts), Object.values(parts)] as const;
+      // The scores come from the same forward pass where the family returns them (one network run per batch).
+      const loss = family.losses(params, x, y);
+      const parts = loss.parts ?? {};
+      return [loss.scores ?? family.scores(params, x), Object.keys(parts), Object.values(parts)] as const;
     });
     const s = (await scores.data()) as Float32Array;
     correct += Math.round(accuracyOf(s, labels, numClasses) * n);

@@ -33,6 +33,11 @@ export interface StepLoss {
   total: tf.Scalar;
   /** Named parts of the loss (e.g. margin, reconstruction), reported alongside the total. */
   parts?: Record<string, tf.Scalar>;
+  /**
+   * The class scores [N, classes] the loss was computed from (capsule lengths or logits), where they are the test-time
+   * scores: `evaluate` then scores a batch from the same forward pass instead of running the network again.
+   */
+  scores?: tf.Tensor2D;
 }
 
 /**

@@ -3,67 +3,84 @@
 //
 // The module imports the backend's own WebAssembly.Memory, so a tensor's heap offset is its pointer and the kernels
 // work on tensors in place. The threaded build keeps that memory shared, so a worker_threads worker can instantiate
-// the same module on the very same memory: a kernel call is cut into disjoint parts (examples of a batch,
-// capsules, rows, channels, ranges of a weight), the calling thread runs part 0 and each helper one more part, and
-// the call returns when all are done. XNNPACK's own threads are idle meanwhile, since tfjs runs one kernel at a time.
+// the same module on the very same memory: a kernel call is cut into disjoint chunks (examples of a batch,
+// capsules, rows, channels, ranges of a weight), and the calling thread and the helpers each claim chunks until
+// none are left; the call returns when every chunk is done. XNNPACK's own threads are idle meanwhile, since tfjs
+// runs one kernel at a time.
+//
+// There are several chunks per thread, claimed one at a time, so that a thread which gets less of a core (another
+// process on it, issue 25) simply does fewer chunks instead of holding up the call: with one fixed part per
+// thread, every call would wait for the slowest thread.
 //
 // The helpers wait on a shared control block (Atomics.wait) rather than on messages, because a kernel is a
-// synchronous call inside a tfjs op: the calling thread blocks on Atomics.wait until they finish (milliseconds).
-// Workers are unref'd, so they never keep a process alive; a trap in a helper is reported back and rethrown here,
-// and a dead or stuck helper makes every later call run all its parts on the calling thread.
+// synchronous call inside a tfjs op: the calling thread blocks on Atomics.wait until the chunks are done
+// (milliseconds). A chunk is claimed by compare-and-swap on one word holding (call number, next chunk), so a helper
+// that wakes late can never take a chunk of a later call for one of an earlier call. Workers are unref'd, so they
+// never keep a process alive; a trap in a helper is reported back and rethrown here, and a dead or stuck helper
+// makes every later call run all its chunks on the calling thread.
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 
 /** Control block (Int32 slots) shared with every helper. */
-const GENERATION = 0; // bumped by the caller to start a call
-const DONE = 1; // helpers that finished the current call
-const FAILED = 2; // 1 when a helper's kernel threw
-const CONTROL_SLOTS = 3;
-/** Arguments of one helper's part: [kernel name index, argument count, ...arguments]. */
+const CLAIM = 0; // (call number << 16) | next unclaimed chunk
+const CHUNKS = 1; // (call number << 16) | chunks in that call
+const COMPLETED = 2; // chunks of the current call that are done
+const FAILED = 3; // 1 when a kernel threw on a helper in the current call
+const CONTROL_SLOTS = 4;
+/** Per chunk: [kernel name index, argument count, ...arguments]. */
 const MAX_ARGS = 24;
+const SLOT = MAX_ARGS + 2;
+/** Chunks per thread in a call (see above). */
+const CHUNKS_PER_THREAD = 4;
 
 /** The helper's loop, evaluated as a CommonJS worker script (a string: no file to locate in src/ or dist/). */
 const HELPER_SCRIPT = `
 const { workerData } = require('node:worker_threads');
-const { module, memory, control, args, index, names } = workerData;
+const { module, memory, control, args, names } = workerData;
 const kernels = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const ctl = new Int32Array(control);
-const slots = new Float64Array(args, index * ${MAX_ARGS + 2} * 8, ${MAX_ARGS + 2});
-let seen = 0;
+const slots = new Float64Array(args);
 for (;;) {
-  Atomics.wait(ctl, ${GENERATION}, seen);
-  seen = Atomics.load(ctl, ${GENERATION});
+  const claim = Atomics.load(ctl, ${CLAIM});
+  const chunks = Atomics.load(ctl, ${CHUNKS});
+  // Only a chunk of the call that CHUNKS describes, and only one that is left; otherwise sleep until CLAIM moves.
+  if (claim >>> 16 !== chunks >>> 16 || (claim & 0xffff) >= (chunks & 0xffff)) {
+    Atomics.wait(ctl, ${CLAIM}, claim);
+    continue;
+  }
+  if (Atomics.compareExchange(ctl, ${CLAIM}, claim, claim + 1) !== claim) continue;
+  const base = (claim & 0xffff) * ${SLOT};
   try {
-    const count = slots[1];
-    kernels[names[slots[0]]](...Array.from(slots.subarray(2, 2 + count)));
+    kernels[names[slots[base]]](...Array.from(slots.subarray(base + 2, base + 2 + slots[base + 1])));
   } catch (e) {
     Atomics.store(ctl, ${FAILED}, 1);
   }
-  Atomics.add(ctl, ${DONE}, 1);
-  Atomics.notify(ctl, ${DONE});
+  Atomics.add(ctl, ${COMPLETED}, 1);
+  Atomics.notify(ctl, ${COMPLETED});
 }
 `;
 
 type Kernels = Record<string, (...args: number[]) => unknown>;
 
-/** How long a call waits for its helpers before giving up on them (a kernel part takes milliseconds). */
+/** How long a call waits for its helpers before giving up on them (a kernel chunk takes milliseconds). */
 const HELPER_TIMEOUT_MS = 120_000;
 
 export class KernelThreads {
   private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_SLOTS * 4));
   private readonly args: Float64Array;
   private readonly workers: Worker[] = [];
-  /** Set when a helper died or timed out: from then on every part runs on the calling thread. */
+  /** Set when a helper died or timed out: from then on every chunk runs on the calling thread. */
   private broken = false;
+  private call = 0;
 
   /**
    * @param local the kernels instantiated on the calling thread (on the same memory)
    * @param module the shared-memory build of the kernels, for the helpers
    * @param memory tfjs-backend-wasm's shared memory
    * @param names the kernel exports a call may name
-   * @param helpers worker threads besides the caller (parallel parts = helpers + 1)
+   * @param helpers worker threads besides the caller
    */
   constructor(
     private readonly local: Kernels,
@@ -72,12 +89,12 @@ export class KernelThreads {
     private readonly names: readonly string[],
     helpers: number,
   ) {
-    this.args = new Float64Array(new SharedArrayBuffer(Math.max(1, helpers) * (MAX_ARGS + 2) * 8));
+    this.args = new Float64Array(new SharedArrayBuffer((helpers + 1) * CHUNKS_PER_THREAD * SLOT * 8));
     for (let index = 0; index < helpers; index++) {
       const worker = new Worker(HELPER_SCRIPT, {
         eval: true,
         execArgv: [], // plain JavaScript: no need for the parent's loaders
-        workerData: { module, memory, control: this.control.buffer, args: this.args.buffer, index, names },
+        workerData: { module, memory, control: this.control.buffer, args: this.args.buffer, names },
       });
       worker.unref();
       worker.on('error', () => {
@@ -90,15 +107,15 @@ export class KernelThreads {
     }
   }
 
-  /** Parallel parts a call is cut into (the caller's included). */
+  /** Disjoint parts a call is cut into (argsOf's `parts`; with helpers, several per thread). */
   get parts(): number {
-    return this.workers.length + 1;
+    return this.workers.length === 0 ? 1 : (this.workers.length + 1) * CHUNKS_PER_THREAD;
   }
 
   /**
-   * Runs kernel `name` on argsOf(part, parts) for each part of the work (disjoint outputs per part): parts 1.. on
-   * the helpers, part 0 on the calling thread, and returns when all are done. Throws when a helper's part failed.
-   * `single`: the work is too small to share; it runs here as one part (argsOf(0, 1)).
+   * Runs kernel `name` on argsOf(part, parts) for each of `parts` disjoint parts of the work (disjoint outputs per
+   * part), claimed by the calling thread and the helpers, and returns when all are done. Throws when a part failed
+   * on a helper. `single`: the work is too small to share; it runs here as one part (argsOf(0, 1)).
    */
   run(name: string, argsOf: (part: number, parts: number) => number[], single = false): void {
     const kernel = this.local[name];
@@ -108,35 +125,48 @@ export class KernelThreads {
       kernel(...argsOf(0, 1));
       return;
     }
+    const parts = this.parts;
     if (this.broken || this.workers.length === 0) {
-      for (let part = 0; part < this.parts; part++) kernel(...argsOf(part, this.parts));
+      for (let part = 0; part < parts; part++) kernel(...argsOf(part, parts));
       return;
     }
-    const helpers = this.workers.length;
-    for (let h = 0; h < helpers; h++) {
-      const a = argsOf(h + 1, this.parts);
+    for (let part = 0; part < parts; part++) {
+      const a = argsOf(part, parts);
       if (a.length > MAX_ARGS) throw new Error(`train/backends/wasm-simd.ts: ${name} has more than ${MAX_ARGS} arguments`);
-      const base = h * (MAX_ARGS + 2);
+      const base = part * SLOT;
       this.args[base] = nameIndex;
       this.args[base + 1] = a.length;
       this.args.set(a, base + 2);
     }
-    Atomics.store(this.control, DONE, 0);
+    this.call = (this.call + 1) & 0x7fff;
+    const tag = this.call << 16;
+    Atomics.store(this.control, COMPLETED, 0);
     Atomics.store(this.control, FAILED, 0);
-    Atomics.add(this.control, GENERATION, 1);
-    Atomics.notify(this.control, GENERATION);
+    Atomics.store(this.control, CHUNKS, tag | parts);
+    Atomics.store(this.control, CLAIM, tag);
+    Atomics.notify(this.control, CLAIM);
+    let mine = 0;
     try {
-      kernel(...argsOf(0, this.parts));
+      for (;;) {
+        const claim = Atomics.load(this.control, CLAIM);
+        const part = claim & 0xffff;
+        if (part >= parts) break;
+        if (Atomics.compareExchange(this.control, CLAIM, claim, claim + 1) !== claim) continue;
+        mine++;
+        const base = part * SLOT;
+        kernel(...this.args.subarray(base + 2, base + 2 + this.args[base + 1]!));
+      }
     } finally {
-      // Wait for the helpers even if this thread's part threw: they are still writing to the heap.
+      // Wait for the helpers' chunks even if one of this thread's threw: they are still writing to the heap.
+      // The helpers claim whatever this thread left; a chunk it claimed and did not finish (it threw) counts as its own.
       const deadline = Date.now() + HELPER_TIMEOUT_MS;
-      for (let done = Atomics.load(this.control, DONE); done < helpers; done = Atomics.load(this.control, DONE)) {
+      for (let done = Atomics.load(this.control, COMPLETED); done + mine < parts; done = Atomics.load(this.control, COMPLETED)) {
         if (Date.now() > deadline) {
           this.broken = true;
           // biome-ignore lint/correctness/noUnsafeFinally: a helper still writing to the heap outranks this thread's own error
           throw new Error(`train/backends/wasm-simd.ts: ${name}: a helper thread did not finish in ${HELPER_TIMEOUT_MS / 1000} s`);
         }
-        Atomics.wait(this.control, DONE, done, 100);
+        Atomics.wait(this.control, COMPLETED, done, 100);
       }
     }
     if (Atomics.load(this.control, FAILED) === 1) throw new Error(`train/backends/wasm-simd.ts: ${name} failed on a helper thread`);
