@@ -9,12 +9,12 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { derivedSizes, presetConfig } from '@capsnet-onnx/core';
+import { derivedSizes } from '@capsnet-onnx/core';
 import { buildCapsNetModels } from '../../packages/capsnet/src/export/exporter.ts';
 import { DataType, encodeModel } from '../../packages/capsnet/src/export/onnx-schema.ts';
 import { GraphBuilder, buildModel } from '../../packages/capsnet/src/export/graph-builder.ts';
 import { SWIFTSHADER_ICD, cpuComputeNodes, probePlacement, webgpuEnv } from '../../packages/capsnet/src/export/placement.ts';
-import { syntheticWeights } from '../support/tiny-model.ts';
+import { syntheticWeights, SQUARE_CONFIG } from '../support/tiny-model.ts';
 import { ROOT } from '../support/fixtures.ts';
 import { execa } from 'execa';
 import { CapsNet } from '@capsnet-onnx/runtime/node';
@@ -23,19 +23,7 @@ import { FP16_COMPUTE_TOLERANCES } from '../../packages/capsnet/src/parity/matri
 /** ORT-WebGPU's message when a half-precision shader meets an adapter without shader-f16. */
 const NO_SHADER_F16 = /requires f16 but the device does not support it/;
 
-const tiny = presetConfig(
-  'small',
-  { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
-  {
-    conv1Filters: 8,
-    conv1Kernel: 5,
-    primaryMaps: 2,
-    primaryDim: 4,
-    primaryKernel: 5,
-    digitDim: 6,
-    decoderHidden: [16, 24],
-  },
-);
+const tiny = SQUARE_CONFIG;
 
 /** Why WebGPU cannot run here, if it cannot (a missing adapter is an environment problem, not a failure). */
 function unavailable(probe: { ok: boolean; error?: string; log: string }): string | null {

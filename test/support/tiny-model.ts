@@ -26,6 +26,24 @@ export const TINY_CONFIG: CapsNetConfig = presetConfig(
   },
 );
 
+/**
+ * A larger square test CapsNet (20x20x1, 4 classes: conv1 -> 16x16, primary capsules 6x6x2 = 72 of 4-D) for the
+ * export, model and WebGPU tests that need more than TINY_CONFIG's 24 capsules.
+ */
+export const SQUARE_CONFIG: CapsNetConfig = presetConfig(
+  'small',
+  { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
+  {
+    conv1Filters: 8,
+    conv1Kernel: 5,
+    primaryMaps: 2,
+    primaryDim: 4,
+    primaryKernel: 5,
+    digitDim: 6,
+    decoderHidden: [16, 24],
+  },
+);
+
 export const TINY_PROVENANCE: ExportProvenance = {
   classLabels: ['class0', 'class1', 'class2', 'class3'],
   dataset: 'tiny-random',

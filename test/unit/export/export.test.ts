@@ -12,7 +12,7 @@ import { execa } from 'execa';
 import * as ort from 'onnxruntime-node';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { type CapsNetConfig, derivedSizes, paperConfig, presetConfig, paramShapes, decoderPathFor } from '@capsnet-onnx/core';
+import { type CapsNetConfig, derivedSizes, paperConfig, paramShapes, decoderPathFor } from '@capsnet-onnx/core';
 import { loadCheckpoint, saveCheckpoint } from '../../../packages/capsnet/src/files/checkpoint.ts';
 import { pythonOnnxAvailable, runChecker } from '../../support/onnx-checker.ts';
 import { type CapsNetParams, forward, initParams } from '../../../packages/capsnet/src/model/capsnet.ts';
@@ -25,21 +25,9 @@ import { inspectFile } from '../../../packages/capsnet/src/export/inspect.ts';
 import { cpuComputeNodes, parseNodePlacements } from '../../../packages/capsnet/src/export/placement.ts';
 import { TOLERANCES } from '../../../packages/capsnet/src/parity/matrix.ts';
 import { CLI, ROOT } from '../../support/fixtures.ts';
-import { syntheticWeights } from '../../support/tiny-model.ts';
+import { syntheticWeights, SQUARE_CONFIG } from '../../support/tiny-model.ts';
 
-const tiny = presetConfig(
-  'small',
-  { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
-  {
-    conv1Filters: 8,
-    conv1Kernel: 5,
-    primaryMaps: 2,
-    primaryDim: 4,
-    primaryKernel: 5,
-    digitDim: 6,
-    decoderHidden: [16, 24],
-  },
-);
+const tiny = SQUARE_CONFIG;
 const LABELS = ['zero', 'one', 'two', 'three'];
 
 /** tfjs params from initParams, with digit/W scaled up so capsule lengths are well apart (clear argmax). */

@@ -17,20 +17,9 @@ import {
 import { forward, initParams, marginLoss, reconstructionLoss } from '../../../packages/capsnet/src/model/capsnet.ts';
 import { squash } from '../../../packages/capsnet/src/model/layers.ts';
 import { dynamicRouting, route } from '../../../packages/capsnet/src/model/routing.ts';
+import { SQUARE_CONFIG } from '../../support/tiny-model.ts';
 
-const tiny = presetConfig(
-  'small',
-  { inputHeight: 20, inputWidth: 20, inputChannels: 1, numClasses: 4 },
-  {
-    conv1Filters: 8,
-    conv1Kernel: 5,
-    primaryMaps: 2,
-    primaryDim: 4,
-    primaryKernel: 5,
-    digitDim: 6,
-    decoderHidden: [16, 24],
-  },
-);
+const tiny = SQUARE_CONFIG;
 
 function randomImages(n: number, h: number, w: number, c: number, seed: number): tf.Tensor4D {
   const rng = new Rng(seed);
