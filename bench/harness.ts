@@ -121,19 +121,49 @@ const CPU_FLAGS = [
   'sve',
 ];
 
-/** The CPU model and the SIMD flags of /proc/cpuinfo (Linux; elsewhere the model from os.cpus() and no flags). */
-export function cpuDescription(cpuinfo?: string): { model: string; flags: string[] } {
+/**
+ * AMD's microarchitecture from the x86 family and model numbers of /proc/cpuinfo (AMD's processor programming
+ * references): family 0x17 Zen to Zen 2, 0x19 Zen 3 or Zen 4 by model range, 0x1a Zen 5. Cloud VMs often report the
+ * model name as just "AMD EPYC", so the numbers are what tells a Zen 4 from a Zen 5. Null for other vendors.
+ */
+export function amdMicroarchitecture(vendor: string | undefined, family: number, model: number): string | null {
+  if (vendor !== 'AuthenticAMD') return null;
+  if (family === 0x17) return model >= 0x30 ? 'Zen 2' : 'Zen / Zen+';
+  if (family === 0x19) return (model >= 0x10 && model <= 0x1f) || (model >= 0x60 && model <= 0x7f) || (model >= 0xa0 && model <= 0xaf) ? 'Zen 4' : 'Zen 3';
+  if (family === 0x1a) return 'Zen 5';
+  return null;
+}
+
+/**
+ * The CPU model, its x86 family/model numbers and microarchitecture where known, and the SIMD flags of /proc/cpuinfo
+ * (Linux; elsewhere the model from os.cpus() and no flags).
+ */
+export function cpuDescription(cpuinfo?: string): {
+  model: string;
+  flags: string[];
+  family: number | null;
+  modelNumber: number | null;
+  microarchitecture: string | null;
+} {
   let text = cpuinfo;
   if (text == null) {
     try {
       text = readFileSync('/proc/cpuinfo', 'utf8');
     } catch {
-      return { model: cpus()[0]?.model ?? 'unknown', flags: [] };
+      return { model: cpus()[0]?.model ?? 'unknown', flags: [], family: null, modelNumber: null, microarchitecture: null };
     }
   }
   const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm').exec(text)?.[1]?.trim();
   const have = new Set((field('flags') ?? field('Features') ?? '').split(/\s+/));
-  return { model: field('model name') ?? cpus()[0]?.model ?? 'unknown', flags: CPU_FLAGS.filter((f) => have.has(f)) };
+  const family = field('cpu family') != null ? Number(field('cpu family')) : null;
+  const modelNumber = field('model') != null && /^\d+$/.test(field('model')!) ? Number(field('model')) : null;
+  return {
+    model: field('model name') ?? cpus()[0]?.model ?? 'unknown',
+    flags: CPU_FLAGS.filter((f) => have.has(f)),
+    family,
+    modelNumber,
+    microarchitecture: family != null && modelNumber != null ? amdMicroarchitecture(field('vendor_id'), family, modelNumber) : null,
+  };
 }
 
 /** Cores, CPU model and flags, platform, Node and the load averages now (timings on a loaded machine read high). */
@@ -143,6 +173,9 @@ export function machineInfo() {
   return {
     cpus: cpus().length,
     cpuModel: cpu.model,
+    cpuFamily: cpu.family,
+    cpuModelNumber: cpu.modelNumber,
+    microarchitecture: cpu.microarchitecture,
     cpuFlags: cpu.flags,
     platform: `${process.platform}/${process.arch}`,
     node: process.version,

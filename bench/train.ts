@@ -106,7 +106,8 @@ async function main(): Promise<void> {
     `CapsNet ${preset} preset: ${(flops.forward.total / 1e6).toFixed(0)} MFLOP forward, ` +
       `${(flops.trainStep / 1e6).toFixed(0)} MFLOP per training image (packages/core/src/flops.ts)` +
       `${values['only-epoch'] ? '' : `; step rows at batch ${batches.join(', ')}, ${steps} timed step(s) after a warm-up`}\n` +
-      `${machine.cpuModel} (${machine.cpuFlags.join(' ') || 'no SIMD flags read'}), ${machine.cpus} cores, ` +
+      `${machine.cpuModel}${machine.microarchitecture ? ` (${machine.microarchitecture}, family ${machine.cpuFamily} model ${machine.cpuModelNumber})` : ''} ` +
+      `(${machine.cpuFlags.join(' ') || 'no SIMD flags read'}), ${machine.cpus} cores, ` +
       `load average ${machine.loadAverages['1m']} / ${machine.loadAverages['5m']} / ${machine.loadAverages['15m']} (1 / 5 / 15 min)`,
   );
 

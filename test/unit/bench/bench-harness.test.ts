@@ -93,8 +93,19 @@ describe('inputs, tables and the machine', () => {
   });
 
   test('cpuDescription reads the model and the SIMD flags of /proc/cpuinfo text', () => {
-    const text = 'processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_vnni xsave\n';
-    assert.deepEqual(cpuDescription(text), { model: 'AMD EPYC 9R14', flags: ['sse4_2', 'avx', 'avx2', 'fma', 'avx512f', 'avx512_vnni'] });
+    const text =
+      'processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n' +
+      'flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_vnni xsave\n';
+    assert.deepEqual(cpuDescription(text), {
+      model: 'AMD EPYC',
+      flags: ['sse4_2', 'avx', 'avx2', 'fma', 'avx512f', 'avx512_vnni'],
+      family: 26,
+      modelNumber: 2,
+      microarchitecture: 'Zen 5',
+    });
+    assert.equal(cpuDescription(text.replace('cpu family\t: 26\nmodel\t\t: 2', 'cpu family\t: 25\nmodel\t\t: 17')).microarchitecture, 'Zen 4');
+    assert.equal(cpuDescription(text.replace('cpu family\t: 26\nmodel\t\t: 2', 'cpu family\t: 25\nmodel\t\t: 1')).microarchitecture, 'Zen 3');
+    assert.equal(cpuDescription(text.replace('AuthenticAMD', 'GenuineIntel')).microarchitecture, null);
     const arm = 'processor\t: 0\nFeatures\t: fp asimd evtstrm asimdhp\n';
     assert.deepEqual(cpuDescription(arm).flags, ['asimd', 'asimdhp']);
   });
