@@ -315,6 +315,43 @@ export function transpose(src: usize, srcStride: i32, dst: usize, dstStride: i32
 }
 
 /**
+ * colT[(kh, kw, ci), (n, oh, ow)] = xT[ci][n0 + n][oh sh + kh - pt][ow sw + kw - pl] (zero outside the image), for
+ * images n0 <= n < n0 + nb and the rows c0 <= t < c1 of colT, t = (kh KW + kw) C + ci (im2col, channel-major: the
+ * operand of wasm-kernels.ts's filter-gradient GEMM). Each row is OW-long runs of one image row, copied whole at
+ * stride 1.
+ */
+export function im2colT(xT: usize, colT: usize, N: i32, H: i32, W: i32, C: i32, OH: i32, OW: i32, KH: i32, KW: i32,
+  sh: i32, sw: i32, pt: i32, pl: i32, n0: i32, nb: i32, c0: i32, c1: i32): void {
+  const Mc = nb * OH * OW;
+  for (let t = c0; t < c1; t++) {
+    const c = t % C, k = t / C;
+    const kh = k / KW, kw = k % KW;
+    // Output columns whose input column ow sw + kw - pl lies in [0, W).
+    const lo = max(0, (pl - kw + sw - 1) / sw);
+    const hi = max(lo, min(OW, (W - 1 + pl - kw) >= 0 ? (W - 1 + pl - kw) / sw + 1 : 0));
+    for (let nl = 0; nl < nb; nl++) {
+      const img = (c * N + n0 + nl) * H * W;
+      for (let oh = 0; oh < OH; oh++) {
+        const d = t * Mc + (nl * OH + oh) * OW;
+        const ih = oh * sh + kh - pt;
+        if (ih < 0 || ih >= H || lo >= hi) {
+          zero(at(colT, d), OW);
+          continue;
+        }
+        if (lo > 0) zero(at(colT, d), lo);
+        if (hi < OW) zero(at(colT, d + hi), OW - hi);
+        const src = img + ih * W + kw - pl;
+        if (sw == 1) {
+          memory.copy(at(colT, d + lo), at(xT, src + lo), <usize>(hi - lo) << 2);
+        } else {
+          for (let ow = lo; ow < hi; ow++) set(colT, d + ow, get(xT, src + ow * sw));
+        }
+      }
+    }
+  }
+}
+
+/**
  * x [N, H, W, C] -> xp [C, Hc, Wc, N] with pixel (h, w) at (h + pt, w + pl), for the input rows h0 <= h < h1 (the
  * layout of wasm-kernels.ts's filterGradViaConv; the caller zeroes xp first).
  */

@@ -76,46 +76,6 @@ function imagesPerGroup(ci: Conv2DInfo): number {
   return Math.max(1, Math.min(ci.batchSize, Math.floor(colBudgetFloats / Math.max(1, perImage))));
 }
 
-// The two loops below walk one (channel, image) plane at a time, so the plane they read (im2col) or
-// accumulate into (col2im) stays in L1 while each filter tap (kh, kw) moves a contiguous OH*OW block of
-// its colT row. Measured on the primary-caps shape this order is ~2x faster than going row by row.
-
-/**
- * Fills colT[(kh,kw,ci), (n,oh,ow)] for images n0 <= n < n0+nb from the channel-major image xT[ci][n][h][w].
- */
-function im2colT(ci: Conv2DInfo, xT: Float32Array, n0: number, nb: number, colT: Float32Array): void {
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = ci;
-  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
-  const pt = ci.padInfo.top,
-    pl = ci.padInfo.left;
-  const { lo, hi } = validColumns(ci);
-  const Mc = nb * OH * OW,
-    plane = OH * OW;
-  for (let c = 0; c < C; c++) {
-    for (let nl = 0; nl < nb; nl++) {
-      const img = (c * N + n0 + nl) * H * W;
-      for (let kh = 0; kh < KH; kh++) {
-        for (let kw = 0; kw < KW; kw++) {
-          const owLo = lo[kw]!,
-            owHi = hi[kw]!;
-          let d = ((kh * KW + kw) * C + c) * Mc + nl * plane;
-          for (let oh = 0; oh < OH; oh++, d += OW) {
-            const ih = oh * sh + kh - pt;
-            if (ih < 0 || ih >= H || owLo >= owHi) {
-              colT.fill(0, d, d + OW);
-              continue;
-            }
-            for (let ow = 0; ow < owLo; ow++) colT[d + ow] = 0;
-            for (let ow = owHi; ow < OW; ow++) colT[d + ow] = 0;
-            const src = img + ih * W + kw - pl;
-            for (let ow = owLo; ow < owHi; ow++) colT[d + ow] = xT[src + ow * sw]!;
-          }
-        }
-      }
-    }
-  }
-}
-
 function checkNHWC(dataFormat: string, kernel: string): void {
   if (dataFormat !== 'NHWC') {
     throw new Error(`${kernel} on wasm (train/wasm-kernels.ts) supports dataFormat 'NHWC' only, got '${dataFormat}'`);
@@ -174,7 +134,10 @@ function filterGradViaConv(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorIn
   return dw;
 }
 
-/** dW as one GEMM over an im2col buffer: dW[(kh,kw,ci), co] = colT[(kh,kw,ci), m] . dy[m, co]. */
+/**
+ * dW as one GEMM over an im2col buffer: dW[(kh,kw,ci), co] = colT[(kh,kw,ci), m] . dy[m, co]. colT is written by the
+ * wasm SIMD kernel im2colT (assembly/training-kernels.ts), its rows shared by the threads.
+ */
 function filterGradIm2col(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInfo, dy: TensorInfo): TensorInfo {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outChannels: CO, outHeight: OH, outWidth: OW } = ci;
   const K = ci.filterHeight * ci.filterWidth * C;
@@ -191,7 +154,27 @@ function filterGradIm2col(backend: WasmBackendLike, ci: Conv2DInfo, x: TensorInf
     const Mc = nb * OH * OW;
     const colT = backend.makeOutput([K, Mc], 'float32');
     const dyPart = dyRows(backend, dy, ci, n0, nb);
-    im2colT(ci, heapF32(backend, xT, P * C), n0, nb, heapF32(backend, colT, K * Mc));
+    const [pxT, pcol] = [pointer(backend, xT), pointer(backend, colT)];
+    const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = ci;
+    simdKernels(backend).threads.run('im2colT', (part, parts) => [
+      pxT,
+      pcol,
+      N,
+      H,
+      W,
+      C,
+      OH,
+      OW,
+      KH,
+      KW,
+      sh,
+      sw,
+      ci.padInfo.top,
+      ci.padInfo.left,
+      n0,
+      nb,
+      ...partRange(K, parts, part),
+    ]);
     const part = gemm(backend, colT, dyPart);
     backend.disposeData(colT.dataId);
     if (dyPart.dataId !== dy.dataId) backend.disposeData(dyPart.dataId);
@@ -239,6 +222,13 @@ export function setConvGradMethod(next: { filter?: FilterGradMethod; input?: Inp
   return previous;
 }
 
+/**
+ * Filter taps (KH KW CI) up to which 'auto' takes im2col + GEMM for the filter gradient. Batch 32, 2 threads, CPU
+ * time (the machine was shared): conv1 (81 taps) 48 ms with the JavaScript im2col vs 52 ms as a dilated convolution,
+ * of which the GEMM is 28 ms: the wasm SIMD im2col (im2colT) leaves the GEMM. PrimaryCaps (20736 taps): convolution.
+ */
+const IM2COL_MAX_TAPS = 256;
+
 function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap }): TensorInfo {
   const backend = args.backend as WasmBackendLike;
   const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
@@ -261,11 +251,12 @@ function conv2dBackpropFilter(args: { inputs: NamedTensorInfoMap; backend: unkno
     false,
     'channelsLast',
   );
-  // The convolution form wins at both of the paper's layers once the operands are fresh tensors, as they are
-  // in training (XNNPACK caches packed GEMM weights per tensor id, so re-running on the same dy flatters
-  // im2col): batch 32, 2 threads, conv1 63 vs 89 ms, PrimaryCaps 396 vs 463 ms. im2col stays as the option
-  // that needs no dilated convolution.
-  const useConv = ci.batchSize > 0 && method.filter !== 'im2col';
+  // With few taps (conv1: 81) the im2col matrix is small and the GEMM has a shape XNNPACK runs well, while the
+  // dilated convolution has only KH x KW output pixels; with many (PrimaryCaps: 20736) the im2col matrix is huge
+  // (95 MB at batch 32) and the convolution wins. Measured with fresh operands, as in training (XNNPACK caches
+  // packed GEMM weights per tensor id, so re-running on the same dy flatters im2col): see IM2COL_MAX_TAPS.
+  const taps = ci.filterHeight * ci.filterWidth * ci.inChannels;
+  const useConv = ci.batchSize > 0 && method.filter !== 'im2col' && (method.filter === 'conv' || taps > IM2COL_MAX_TAPS);
   const dw = useConv ? filterGradViaConv(backend, ci, x, dy) : filterGradIm2col(backend, ci, x, dy);
   return { dataId: dw.dataId, shape: [...attrs.filterShape], dtype: 'float32' };
 }

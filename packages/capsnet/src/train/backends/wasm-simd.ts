@@ -198,6 +198,26 @@ export interface SimdKernels {
   routingBackward(uHat: number, dV: number, dC: number, dU: number, scratch: number, N: number, I: number, J: number, D: number, R: number, eps: number): void;
   adam(p: number, g: number, m: number, v: number, pOut: number, n: number, lr: number, beta1: number, beta2: number, epsilon: number): void;
   transpose(src: number, srcStride: number, dst: number, dstStride: number, r0: number, r1: number, cols: number): void;
+  im2colT(
+    xT: number,
+    colT: number,
+    N: number,
+    H: number,
+    W: number,
+    C: number,
+    OH: number,
+    OW: number,
+    KH: number,
+    KW: number,
+    sh: number,
+    sw: number,
+    pt: number,
+    pl: number,
+    n0: number,
+    nb: number,
+    c0: number,
+    c1: number,
+  ): void;
   nhwcToChwn(x: number, xp: number, N: number, H: number, W: number, C: number, Hc: number, Wc: number, pt: number, pl: number, h0: number, h1: number): void;
   col2imT(
     colT: number,
@@ -221,7 +241,17 @@ export interface SimdKernels {
   ): void;
 }
 
-const KERNEL_NAMES = ['predictionVectors', 'predictionVectorsGrad', 'routingForward', 'routingBackward', 'adam', 'transpose', 'nhwcToChwn', 'col2imT'] as const;
+const KERNEL_NAMES = [
+  'predictionVectors',
+  'predictionVectorsGrad',
+  'routingForward',
+  'routingBackward',
+  'adam',
+  'transpose',
+  'nhwcToChwn',
+  'col2imT',
+  'im2colT',
+] as const;
 
 /**
  * Where the wasm backend's Emscripten module keeps its WebAssembly.Memory (tfjs-backend-wasm 4.22): the threaded
