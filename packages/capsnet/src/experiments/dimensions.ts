@@ -228,7 +228,7 @@ export function dimensionFindings(
   const measured = digits.map((digit) =>
     Array.from({ length: digitDim }, (_, d) => {
       const at = (s: number) => image(digit.reconstructions, d * steps.length + s);
-      return measureChange(at(0), at(steps.length - 1), at(zero < 0 ? 0 : zero), h, w);
+      return measureChange(at(0), at(steps.length - 1), at(Math.max(zero, 0)), h, w);
     }),
   );
   const overall = Array.from({ length: digitDim }, (_, d) =>
