@@ -21,6 +21,8 @@ export interface DimensionEffect {
   change: number;
   /** Share of the summed |pixel change| inside the one window (a quarter of the image's side) holding most of it. */
   locality: number;
+  /** Share of the unperturbed digit's ink inside that window: a change is localized when locality exceeds it by 0.25. */
+  inkShare: number;
   /** Signed shift of the ink's centroid, pixels (x to the right, y down). */
   shiftX: number;
   shiftY: number;

@@ -118,7 +118,7 @@ describe('dimension statistics on synthetic digits', () => {
     ]);
     const effect = labelOf(base, serif);
     assert.equal(effect.label, 'localized part');
-    assert.ok(effect.locality >= 0.9, `locality ${effect.locality}`);
+    assert.ok(effect.locality >= 0.9 && effect.inkShare < 0.3, `locality ${effect.inkShare} ${effect.locality}`);
     assert.equal(labelOf(base, base).label, 'no visible change');
     assert.equal(
       labelOf(

@@ -23,18 +23,20 @@
  *     rotation (degrees) is reported, not labelled: to first order a small rotation of an upright digit moves the
  *     second moments as a horizontal shear does, so both read as skew.
  *     locality = share of sum |B - A| inside the square window of side round(W / 4) (7 for 28 x 28) holding most
- *     of it ("localized": at least LOCAL_SHARE).
+ *     of it; inkShare = share of the unperturbed digit's ink inside that same window. A change is "localized" when
+ *     locality - inkShare >= LOCAL_EXCESS: concentrated beyond what the ink there explains (a thin "1" puts much of
+ *     any change into one window).
  *     ink = dm / m of the unperturbed digit (fraction).
  *
  * Label: the largest effect in the paper's words; "X and Y" when the second is at least AND_SHARE of it; a
- * localized change (locality >= LOCAL_SHARE) is a "localized part", or a "localized skew" when skew dominates;
+ * localized change (see locality) is a "localized part", or a "localized skew" when skew dominates;
  * "no visible change" when the summed |pixel change| is under one pixel of ink. Over several digits the sizes are
  * averaged first (magnitudes for the label, signed values for the report), then labelled.
  */
 import { DIMENSIONS_FORMAT, type ClassDimensions, type DimensionEffect, type DimensionFindings } from '@capsnet-onnx/core';
 
-/** A change counts as localized when at least this share of it lies in one window of a quarter of the side. */
-export const LOCAL_SHARE = 0.5;
+/** A change counts as localized when its share in one window (a quarter of the side) exceeds the ink's share there by this. */
+export const LOCAL_EXCESS = 0.25;
 /** The label names two effects when the second is at least this share of the first. */
 export const AND_SHARE = 0.7;
 
@@ -99,25 +101,40 @@ export function imageStatistics(image: ArrayLike<number>, height: number, width:
   };
 }
 
-/** Share of sum |b - a| inside the best square window of side `side` (summed-area table). */
-export function locality(a: ArrayLike<number>, b: ArrayLike<number>, height: number, width: number, side = Math.max(1, Math.round(width / 4))): number {
-  const sat = new Float64Array((height + 1) * (width + 1));
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const d = Math.abs(b[y * width + x]! - a[y * width + x]!);
-      sat[(y + 1) * (width + 1) + x + 1] = d + sat[y * (width + 1) + x + 1]! + sat[(y + 1) * (width + 1) + x]! - sat[y * (width + 1) + x]!;
+/**
+ * Share of sum |b - a| inside the best square window of side `side` (summed-area tables), and the share of
+ * `base`'s ink inside that window.
+ */
+export function locality(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  base: ArrayLike<number>,
+  height: number,
+  width: number,
+  side = Math.max(1, Math.round(width / 4)),
+): { locality: number; inkShare: number } {
+  const table = (value: (i: number) => number) => {
+    const sat = new Float64Array((height + 1) * (width + 1));
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        sat[(y + 1) * (width + 1) + x + 1] = value(y * width + x) + sat[y * (width + 1) + x + 1]! + sat[(y + 1) * (width + 1) + x]! - sat[y * (width + 1) + x]!;
+      }
     }
-  }
-  const total = sat[height * (width + 1) + width]!;
-  if (total <= 0) return 0;
-  let best = 0;
+    const sum = (x: number, y: number, s: number) =>
+      sat[(y + s) * (width + 1) + x + s]! - sat[y * (width + 1) + x + s]! - sat[(y + s) * (width + 1) + x]! + sat[y * (width + 1) + x]!;
+    return { total: sat[height * (width + 1) + width]!, sum };
+  };
+  const change = table((i) => Math.abs(b[i]! - a[i]!));
+  const ink = table((i) => Math.max(0, base[i]!));
+  if (change.total <= 0) return { locality: 0, inkShare: 0 };
+  let best = { share: 0, x: 0, y: 0 };
   for (let y = 0; y + side <= height; y++) {
     for (let x = 0; x + side <= width; x++) {
-      const s = sat[(y + side) * (width + 1) + x + side]! - sat[y * (width + 1) + x + side]! - sat[(y + side) * (width + 1) + x]! + sat[y * (width + 1) + x]!;
-      best = Math.max(best, s);
+      const share = change.sum(x, y, side) / change.total;
+      if (share > best.share) best = { share, x, y };
     }
   }
-  return best / total;
+  return { locality: best.share, inkShare: ink.total > 0 ? ink.sum(best.x, best.y, side) / ink.total : 0 };
 }
 
 /** The signed effects (no label) of going from `a` (-0.25) to `b` (+0.25); `base` is the unperturbed reconstruction. */
@@ -138,7 +155,7 @@ export function measureChange(
   if (rotation < -90) rotation += 180;
   return {
     change: change / (height * width),
-    locality: locality(a, b, height, width),
+    ...locality(a, b, base, height, width),
     shiftX: sb.cx - sa.cx,
     shiftY: sb.cy - sa.cy,
     width: sb.sigmaX - sa.sigmaX,
@@ -177,6 +194,7 @@ export function summarize(dimension: number, measured: Measured[], pixels: numbe
     label: '',
     change: mean((m) => m.change),
     locality: mean((m) => m.locality),
+    inkShare: mean((m) => m.inkShare),
     shiftX: mean((m) => m.shiftX),
     shiftY: mean((m) => m.shiftY),
     width: mean((m) => m.width),
@@ -199,7 +217,7 @@ export function summarize(dimension: number, measured: Measured[], pixels: numbe
   }
   const [first, second] = sizes as [[string, number], [string, number]];
   if (effect.change * pixels < 1) effect.label = 'no visible change';
-  else if (effect.locality >= LOCAL_SHARE) effect.label = first[0] === 'skew' ? 'localized skew' : 'localized part';
+  else if (effect.locality - effect.inkShare >= LOCAL_EXCESS) effect.label = first[0] === 'skew' ? 'localized skew' : 'localized part';
   else effect.label = second[1] >= AND_SHARE * first[1] ? `${first[0]} and ${second[0]}` : first[0];
   return effect;
 }
