@@ -22,6 +22,11 @@ export function pretrainedModelPath(choice: string): string {
   return pretrained(name, precision).model;
 }
 
+/** The dimensions file (what each capsule dimension does) of a `--pretrained` choice: measured on its fp32 file. */
+export function pretrainedDimensionsPath(choice: string): string {
+  return pretrained(choice.split(':')[0] as PretrainedName).dimensions;
+}
+
 /**
  * The model file a command runs: its model argument, or the `--pretrained` model.
  * @throws Error (one line, naming both ways) when neither or both are given.
