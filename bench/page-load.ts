@@ -231,7 +231,8 @@ try {
     };
   });
   console.log(
-    `\nentry   page.js / all chunks (${args.unsplit ? 'one file' : 'split'})   cold: ready  first class.  received   warm: ready  first class.  received   device`,
+    `\nentry   page.js / all chunks (${args.unsplit ? 'one file' : 'split'})   cold: ready  first class.  received   ` +
+      'warm: ready  first class.  received   device',
   );
   for (const r of rows) {
     console.log(

@@ -56,7 +56,7 @@ if ((!runDir && !values['only-dimensions']) || !name || !/^[a-z0-9-]+$/.test(nam
 const outDir = join(PACKAGE, 'models', name);
 const capsnet = (args: string[]) => execFileSync(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
 
-/** Step 4: measure what each dimension of the fp32 model does and write outDir/dimensions.json. */
+/** Step 4: measure what each dimension of the fp32 model does and write dimensions.json in the model's folder. */
 function writeDimensions(): void {
   const scratch = mkdtempSync(join(tmpdir(), 'capsnet-dimensions-'));
   try {

@@ -43,7 +43,8 @@ export function readDimensions(file: string, model: { digitDim: number; numClass
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new Error(
-      `--dimensions ${file}: ${code === 'ENOENT' ? 'no such file' : `cannot read it (${code})`}: pass the dimensions.json that \`capsnet experiment perturb\` wrote`,
+      `--dimensions ${file}: ${code === 'ENOENT' ? 'no such file' : `cannot read it (${code})`}: ` +
+        'pass the dimensions.json that `capsnet experiment perturb` wrote',
     );
   }
   let json: unknown;
