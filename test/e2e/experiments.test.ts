@@ -337,7 +337,8 @@ describe('end to end (ci scale, cut down)', () => {
       numClasses: 10,
     });
     assert.equal(dimensions.perClass.length, 10);
-    for (const e of dimensions.overall) assert.ok(e.label.length > 0 && Number.isFinite(e.change) && Number.isFinite(e.shiftX), `dimension ${e.dimension}: ${JSON.stringify(e)}`);
+    for (const e of dimensions.overall)
+      assert.ok(e.label.length > 0 && Number.isFinite(e.change) && Number.isFinite(e.shiftX), `dimension ${e.dimension}: ${JSON.stringify(e)}`);
     const routing = JSON.parse(readFileSync(join(out, 'routing.json'), 'utf8')) as ExperimentResult;
     // one row per traced model; 1 vs 3 over two seeds
     assert.equal(routing.tables[0]!.rows.length, 2);
