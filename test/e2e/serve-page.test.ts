@@ -122,6 +122,13 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
       assert.ok(requested.includes(path), `the page did not fetch ${path}: ${requested.join(' ')}`);
     }
     assert.ok(!requested.some((p) => /jsep/.test(p)), `the page fetched the JSEP build on wasm: ${requested.join(' ')}`);
+    // The page's script is split (web/build.ts): on wasm it imports the chunk of onnxruntime-web's plain wasm build,
+    // never the chunk of its JSEP build.
+    assert.ok(
+      requested.some((p) => /^\/web\/page-ort\.wasm\.bundle\.min-\w+\.js$/.test(p)),
+      `no wasm-build chunk: ${requested.join(' ')}`,
+    );
+    assert.ok(!requested.some((p) => /^\/web\/page-ort\.bundle\.min-/.test(p)), `the page fetched the JSEP-build chunk on wasm: ${requested.join(' ')}`);
   });
 
   test('a picked test digit gives the same capsule lengths as onnxruntime-node', async () => {
