@@ -23,11 +23,13 @@ export interface DimensionEffect {
   locality: number;
   /** Share of the unperturbed digit's ink inside that window: a change is localized when locality exceeds it by 0.25. */
   inkShare: number;
-  /** Signed shift of the ink's centroid, pixels (x to the right, y down). */
+  /** Signed shift of the ink's centroid along x (to the right), pixels. */
   shiftX: number;
+  /** Signed shift of the ink's centroid along y (down), pixels. */
   shiftY: number;
-  /** Signed change of the ink's standard deviation along x (width) and y (height), pixels. */
+  /** Signed change of the ink's standard deviation along x (width), pixels. */
   width: number;
+  /** Signed change of the ink's standard deviation along y (height), pixels. */
   height: number;
   /** Signed change of the mean stroke width (2 x ink / edge length), pixels. */
   thickness: number;
@@ -48,18 +50,23 @@ export interface ClassDimensions {
   dimensions: DimensionEffect[];
 }
 
+/** A dimensions file (dimensions.json): what each capsule dimension of one model does, per class and overall. */
 export interface DimensionFindings {
+  /** {@link DIMENSIONS_FORMAT}. */
   format: typeof DIMENSIONS_FORMAT;
-  /** Capsule dimensions (16 in the paper) and classes of the model measured. */
+  /** Capsule dimensions of the model measured (16 in the paper). */
   digitDim: number;
+  /** Classes of the model measured (its digit capsules). */
   numClasses: number;
   /** The perturbations added to one dimension at a time: -0.25 ... +0.25 in steps of 0.05 (the paper's figure 4). */
   steps: number[];
-  /** The model file measured (its base name) and the data whose test digits were used. */
+  /** The model file measured (its base name). */
   model: string;
+  /** The data set whose test digits were measured (e.g. mnist). */
   dataset: string;
-  /** Over every measured digit of every class. */
+  /** Over every measured digit of every class: one entry per dimension, in order. */
   overall: DimensionEffect[];
+  /** One entry per class measured. */
   perClass: ClassDimensions[];
 }
 
