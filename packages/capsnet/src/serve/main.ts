@@ -33,10 +33,10 @@ export interface ServeCommandOptions {
 }
 
 /**
- * Read and check a dimensions file against the model's capsules.
+ * Read and check a dimensions file (against the model's capsules, when given).
  * @throws Error (one line, naming the file and the fix) when it is missing, not JSON, or not for this model
  */
-export function readDimensions(file: string, model: { digitDim: number; numClasses: number }): DimensionFindings {
+export function readDimensions(file: string, model?: { digitDim: number; numClasses: number }): DimensionFindings {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -74,6 +74,8 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
   if (!existsSync(decoderPath)) {
     throw new Error(`decoder ${decoderPath} not found: \`capsnet export\` writes it beside the model, or pass --decoder FILE`);
   }
+  // A bad dimensions file is refused before the model loads; its capsules are checked against the model after.
+  const dimensions = opts.dimensions ? readDimensions(opts.dimensions) : undefined;
   const log = (line: string) => console.log(`capsnet serve: ${line}`);
   await ensureWebBundle(log);
   // ONNX Runtime's CPU pool defaults to every core and spins between runs, starving the event loop that parses
@@ -104,9 +106,8 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     if (e instanceof Error) e.message = `${opts.model}: ${e.message}`;
     throw e;
   }
-  let dimensions: DimensionFindings | undefined;
   try {
-    if (opts.dimensions) dimensions = readDimensions(opts.dimensions, classifier.metadata);
+    if (opts.dimensions && dimensions) checkDimensionFindings(dimensions, `--dimensions ${opts.dimensions}`, classifier.metadata);
   } catch (e) {
     await classifier.dispose();
     throw e;
