@@ -2,8 +2,9 @@
  * `npm run bench:page`: the serve page's time to first classification in headless Chromium (playwright-core,
  * /usr/bin/chromium or CAPSNET_CHROMIUM), per browser entry of @capsnet-onnx/runtime, cold (a fresh browser
  * context: empty HTTP cache) and warm (a second visit in the same context). For each entry the page's script
- * (/web/capsnet.js) is bundled from that entry with esbuild, as `npm run build:web` bundles `/web`, and served by
- * the real server (serve/server.ts, in this process) with the page, the model and onnxruntime-web's files:
+ * (/web/page.js, serve/page/app.ts) is bundled with that entry in place of `@capsnet-onnx/runtime/web`, with code
+ * splitting as `npm run build:web` bundles it (--unsplit: one file, as before the split), and served by the real
+ * server (serve/server.ts, in this process) with the page, the model and onnxruntime-web's files:
  *
  *   web      @capsnet-onnx/runtime/web: device auto imports onnxruntime-web's plain wasm build unless it tries WebGPU
  *   wasm     @capsnet-onnx/runtime/web/wasm: the plain wasm build only
@@ -15,7 +16,7 @@
  * and the bytes the browser received (304 answers and cache hits carry none). Results go to
  * bench-results/page-load.json (temp file + rename).
  *
- *   npm run bench:page -- [--model model.onnx] [--entries web,wasm,webgpu] [--rounds 1] [--preset small|paper]
+ *   npm run bench:page -- [--model model.onnx] [--entries web,wasm,webgpu] [--rounds 1] [--preset small|paper] [--unsplit]
  *
  * Without --model it exports a CapsNet of the given preset with seeded random weights (timing does not depend on
  * training). Rounds alternate the entries' order (A B C, C B A) so that the machine's load hits them alike.
@@ -24,7 +25,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { build } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
 import { chromium } from 'playwright-core';
 import { decoderPathFor, presetConfig } from '@capsnet-onnx/core';
 import { CapsNet } from '@capsnet-onnx/runtime/node';
@@ -32,6 +33,7 @@ import { CHROMIUM, CHROMIUM_ARGS } from '../packages/capsnet/src/parity/browser.
 import { buildCapsNetModels, recordDecoderHash } from '../packages/capsnet/src/export/exporter.ts';
 import { encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
 import { createServer } from '../packages/capsnet/src/serve/server.ts';
+import { PAGE_SPLIT } from '../packages/capsnet/src/web/build.ts';
 import { syntheticWeights } from '../test/support/tiny-model.ts';
 import { existingPath, machineInfo, writeReport } from './harness.ts';
 
@@ -52,6 +54,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '1' },
     timeout: { type: 'string', default: '120' },
     out: { type: 'string', default: join(ROOT, 'bench-results', 'page-load.json') },
+    unsplit: { type: 'boolean', default: false },
   },
 });
 const entries = args.entries.split(',').map((e) => e.trim()) as Entry[];
@@ -67,6 +70,8 @@ interface Visit {
   firstClassificationS: number;
   /** Bytes of response bodies the browser received over the network. */
   bytes: number;
+  /** Bytes received per URL path (summed over its requests). */
+  byPath: Record<string, number>;
   /** Responses per status (304: revalidated, nothing downloaded). */
   statuses: Record<string, number>;
   device: string;
@@ -90,27 +95,40 @@ function syntheticModel(dir: string): string {
   return model;
 }
 
-/** The page's /web/capsnet.js from one entry, bundled like `npm run build:web` (one ES module). */
-async function bundle(entry: Entry, outDir: string): Promise<number> {
+/** The page's /web/page.js with `@capsnet-onnx/runtime/web` replaced by one entry, bundled like `npm run build:web`. */
+async function bundle(entry: Entry, outDir: string): Promise<{ pageJs: number; total: number }> {
+  const entryFile = join(outDir, '..', `entry-${entry}.ts`);
+  writeFileSync(entryFile, ENTRIES[entry].replaceAll('./packages/', `${ROOT}/packages/`));
+  // The page imports `@capsnet-onnx/runtime/web`; the entry file (which may import it itself) takes its place.
+  const swap: Plugin = {
+    name: 'entry',
+    setup(b) {
+      b.onResolve({ filter: /^@capsnet-onnx\/runtime\/web$/ }, (a) => (a.importer === entryFile ? undefined : { path: entryFile }));
+    },
+  };
   const result = await build({
-    stdin: { contents: ENTRIES[entry], resolveDir: ROOT, sourcefile: `page-${entry}.ts`, loader: 'ts' },
+    entryPoints: { page: join(ROOT, 'packages', 'capsnet', 'src', 'serve', 'page', 'app.ts') },
     bundle: true,
     format: 'esm',
     platform: 'browser',
     target: 'es2022',
     minify: true,
-    outfile: join(outDir, 'capsnet.js'),
+    ...(args.unsplit ? {} : PAGE_SPLIT),
+    outdir: outDir,
     conditions: ['capsnet-source'],
+    plugins: entry === 'web' ? [] : [swap],
     logLevel: 'warning',
     metafile: true,
   });
-  return Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
+  const outputs = Object.entries(result.metafile.outputs);
+  return { pageJs: outputs.find(([f]) => f.endsWith('/page.js'))?.[1].bytes ?? 0, total: outputs.reduce((n, [, o]) => n + o.bytes, 0) };
 }
 
 async function visit(context: import('playwright-core').BrowserContext, url: string): Promise<Visit> {
   const page = await context.newPage();
   const statuses: Record<string, number> = {};
   let bytes = 0;
+  const byPath: Record<string, number> = {};
   const pending: Promise<void>[] = [];
   page.on('requestfinished', (request) => {
     pending.push(
@@ -118,7 +136,10 @@ async function visit(context: import('playwright-core').BrowserContext, url: str
         const response = await request.response();
         const status = String(response?.status() ?? 'none');
         statuses[status] = (statuses[status] ?? 0) + 1;
-        bytes += Math.max(0, (await request.sizes()).responseBodySize); // -1: served from the cache
+        const size = Math.max(0, (await request.sizes()).responseBodySize); // -1: served from the cache
+        bytes += size;
+        const path = new URL(request.url()).pathname;
+        byPath[path] = (byPath[path] ?? 0) + size;
       })().catch(() => {}),
     );
   });
@@ -138,7 +159,7 @@ async function visit(context: import('playwright-core').BrowserContext, url: str
     const device = (await page.locator('#device-badge').textContent()) ?? '';
     await page.waitForLoadState('networkidle').catch(() => {});
     await Promise.all(pending);
-    return { readyS, firstClassificationS, bytes, statuses, device };
+    return { readyS, firstClassificationS, bytes, byPath, statuses, device };
   } finally {
     await page.close();
   }
@@ -150,7 +171,7 @@ try {
   const decoder = decoderPathFor(model);
   const [modelBytes, decoderBytes] = [readFileSync(model), readFileSync(decoder)];
   const classifier = await CapsNet.load(modelBytes, { device: 'cpu', decoder: decoderBytes });
-  const bundles = new Map<Entry, { dir: string; bytes: number }>();
+  const bundles = new Map<Entry, { dir: string; bytes: { pageJs: number; total: number } }>();
   for (const entry of entries) {
     const dir = join(work, `web-${entry}`);
     bundles.set(entry, { dir, bytes: await bundle(entry, dir) });
@@ -192,7 +213,9 @@ try {
     const v = visits.get(entry)!;
     return {
       entry,
-      bundleBytes: bundles.get(entry)!.bytes,
+      pageJsBytes: bundles.get(entry)!.bytes.pageJs,
+      bundleBytes: bundles.get(entry)!.bytes.total,
+      split: !args.unsplit,
       cold: {
         readyS: median(v.cold.map((x) => x.readyS)),
         firstClassificationS: median(v.cold.map((x) => x.firstClassificationS)),
@@ -207,10 +230,13 @@ try {
       visits: v,
     };
   });
-  console.log('\nentry   page JS   cold: ready  first class.  received   warm: ready  first class.  received   device');
+  console.log(
+    `\nentry   page.js / all chunks (${args.unsplit ? 'one file' : 'split'})   cold: ready  first class.  received   ` +
+      'warm: ready  first class.  received   device',
+  );
   for (const r of rows) {
     console.log(
-      `${r.entry.padEnd(7)} ${`${(r.bundleBytes / 1e3).toFixed(0)} KB`.padStart(7)}   ` +
+      `${r.entry.padEnd(7)} ${`${(r.pageJsBytes / 1e3).toFixed(0)} KB / ${(r.bundleBytes / 1e3).toFixed(0)} KB`.padStart(17)}              ` +
         `${r.cold.readyS.toFixed(2).padStart(9)} s ${r.cold.firstClassificationS.toFixed(2).padStart(9)} s ` +
         `${(r.cold.bytes / 1e6).toFixed(1).padStart(8)} MB   ${r.warm.readyS.toFixed(2).padStart(9)} s ` +
         `${r.warm.firstClassificationS.toFixed(2).padStart(9)} s ` +

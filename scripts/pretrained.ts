@@ -2,18 +2,22 @@
  * Turn a finished training run into a pretrained model of @capsnet-onnx/mnist (packages/mnist):
  *
  *   npm run pretrained -- RUN_DIR --name mnist-small [--wall-seconds S] [--overwrite]
+ *   npm run pretrained -- --name mnist-small --only-dimensions [--overwrite]   (step 4 alone, on the shipped model)
  *
  * 1. `capsnet export` the run in fp32, fp16 and int8 (each with its decoder) into packages/mnist/models/NAME/;
  * 2. classify the official 10,000 MNIST test digits with each file on onnxruntime-node's cpu execution provider:
  *    accuracy (the longest capsule against the label), its 95% Wilson interval, per-class errors;
  * 3. `capsnet parity` of the fp32 file against the run's tfjs reference on node-cpu, node-wasm and chromium-wasm;
- * 4. write the model card twice: packages/mnist/models/NAME/MODEL_CARD.md for people and the entry of
+ * 4. `capsnet experiment perturb` of the fp32 file on the official test digits: what each capsule dimension does
+ *    (section 5.1 / figure 4 of the paper), written as packages/mnist/models/NAME/dimensions.json;
+ * 5. write the model card twice: packages/mnist/models/NAME/MODEL_CARD.md for people and the entry of
  *    packages/mnist/src/cards.ts (generated: every card) for code.
  * Files are replaced only with --overwrite.
  */
 import { execFileSync } from 'node:child_process';
-import { cpus } from 'node:os';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { checkDimensionFindings } from '@capsnet-onnx/core';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CapsNet } from '@capsnet-onnx/runtime';
@@ -37,22 +41,55 @@ const { values, positionals } = parseArgs({
     overwrite: { type: 'boolean', default: false },
     'wall-seconds': { type: 'string' },
     'parity-backends': { type: 'string', default: 'node-cpu,node-wasm,chromium-wasm' },
+    'only-dimensions': { type: 'boolean', default: false },
   },
 });
 const runDir = positionals[0];
 const name = values.name;
-if (!runDir || !name || !/^[a-z0-9-]+$/.test(name)) {
-  console.error('usage: scripts/pretrained.ts RUN_DIR --name NAME (lower-case letters, digits, dashes) [--overwrite] [--wall-seconds S]');
+if ((!runDir && !values['only-dimensions']) || !name || !/^[a-z0-9-]+$/.test(name)) {
+  console.error(
+    'usage: scripts/pretrained.ts RUN_DIR --name NAME (lower-case letters, digits, dashes) [--overwrite] [--wall-seconds S]\n' +
+      '       scripts/pretrained.ts --name NAME --only-dimensions [--overwrite]',
+  );
   process.exit(2);
 }
 const outDir = join(PACKAGE, 'models', name);
+const capsnet = (args: string[]) => execFileSync(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+
+/** Step 4: measure what each dimension of the fp32 model does and write dimensions.json in the model's folder. */
+function writeDimensions(): void {
+  const scratch = mkdtempSync(join(tmpdir(), 'capsnet-dimensions-'));
+  try {
+    console.log('experiment perturb: what each capsule dimension does...');
+    capsnet(['experiment', 'perturb', '--model', join(outDir, 'model.onnx'), '--data', 'mnist', '--out', scratch]);
+    const file = join(scratch, 'dimensions.json');
+    const findings = checkDimensionFindings(JSON.parse(readFileSync(file, 'utf8')), file, { digitDim: 16, numClasses: 10 });
+    writeFileAtomic(join(outDir, 'dimensions.json'), `${JSON.stringify(findings, null, 2)}\n`);
+    execFileSync(join(ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', join(outDir, 'dimensions.json')], { stdio: 'ignore' });
+    console.log(`wrote ${join(outDir, 'dimensions.json')}: ${findings.overall.map((e) => `${e.dimension} ${e.label}`).join(', ')}`);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+if (values['only-dimensions']) {
+  if (!existsSync(join(outDir, 'model.onnx'))) {
+    console.error(`${outDir} holds no model.onnx: run scripts/pretrained.ts RUN_DIR --name ${name} first`);
+    process.exit(2);
+  }
+  if (existsSync(join(outDir, 'dimensions.json')) && !values.overwrite) {
+    console.error(`${join(outDir, 'dimensions.json')} exists: pass --overwrite to replace it`);
+    process.exit(2);
+  }
+  writeDimensions();
+  process.exit(0);
+}
+if (!runDir) process.exit(2); // the usage above has said it
 if (existsSync(outDir) && readdirSync(outDir).length && !values.overwrite) {
   console.error(`${outDir} already holds a model: pass --overwrite to replace it`);
   process.exit(2);
 }
 mkdirSync(outDir, { recursive: true });
-
-const capsnet = (args: string[]) => execFileSync(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
 
 const state = loadCheckpoint(join(runDir, 'checkpoint.bin'));
 if (state.dataset !== 'mnist') {
@@ -119,7 +156,10 @@ if (!existsSync(parityJson)) {
 const parity = parityRows(JSON.parse(readFileSync(parityJson, 'utf8')));
 rmSync(parityJson);
 
-// 4. the card
+// 4. what each dimension does
+writeDimensions();
+
+// 5. the card
 const lastEpoch = state.metrics.at(-1);
 const wallSeconds = Number(values['wall-seconds'] ?? state.metrics.reduce((s, m) => s + m.seconds, 0));
 const card: ModelCard = {

@@ -8,7 +8,7 @@ import { execa } from 'execa';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
-import { Rng } from '@capsnet-onnx/core';
+import { Rng, checkDimensionFindings } from '@capsnet-onnx/core';
 import { encodeAffnistMat } from '../support/affnist-mat.ts';
 import { AffnistError, affnistFromMat, loadAffnist, parseMat } from '../../packages/capsnet/src/experiments/affnist.ts';
 import { EXPERIMENTS, type ExperimentResult } from '../../packages/capsnet/src/experiments/common.ts';
@@ -331,6 +331,14 @@ describe('end to end (ci scale, cut down)', () => {
     const grid = svgInfo(join(out, 'perturb-digit-0.svg'));
     assert.equal(grid.images, 16 * 11);
     assert.ok(grid.height > 16 * 56 && grid.width > 11 * 56);
+    // what each dimension does: every class measured, every dimension labelled
+    const dimensions = checkDimensionFindings(JSON.parse(readFileSync(join(out, 'dimensions.json'), 'utf8')), 'dimensions.json', {
+      digitDim: 16,
+      numClasses: 10,
+    });
+    assert.equal(dimensions.perClass.length, 10);
+    for (const e of dimensions.overall)
+      assert.ok(e.label.length > 0 && Number.isFinite(e.change) && Number.isFinite(e.shiftX), `dimension ${e.dimension}: ${JSON.stringify(e)}`);
     const routing = JSON.parse(readFileSync(join(out, 'routing.json'), 'utf8')) as ExperimentResult;
     // one row per traced model; 1 vs 3 over two seeds
     assert.equal(routing.tables[0]!.rows.length, 2);

@@ -4,12 +4,13 @@
  * mouse strokes along its pixels, the predicted label is checked, a capsule slider is moved and the
  * reconstruction must change. Screenshot: test-artifacts/serve-page.png. The routing heat map must show the
  * coupling coefficients onnxruntime-node computes, and the figure-4 grid the decoder's reconstructions
- * (test-artifacts/serve-page-routing.png). A digit drawn while the model loads is classified once it has loaded; a
+ * (test-artifacts/serve-page-routing.png); the sliders carry the labels of the dimensions file the server was given
+ * (`--dimensions`: mnist-small's, one label made HTML-like to show it stays text). A digit drawn while the model loads is classified once it has loaded; a
  * device switch that fails keeps the working model. The page then switches to WebGPU (a SwiftShader adapter
  * without a GPU, about 15 s); CAPSNET_SKIP_WEBGPU=1 leaves that out, saying so.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,10 +20,16 @@ import { exportedSmallModel, startServeProcess } from '../support/serve.ts';
 import { loadMnistSample } from '../../packages/capsnet/src/data/datasets.ts';
 import { ARTIFACTS } from '../support/fixtures.ts';
 import { readEnv } from '../support/env.ts';
+import { pretrained } from '@capsnet-onnx/mnist';
+import type { DimensionFindings } from '@capsnet-onnx/core';
 
 const CHROMIUM = '/usr/bin/chromium';
 const WEBGPU = readEnv('CAPSNET_SKIP_WEBGPU') === undefined;
 const PIXELS = 784;
+/** The dimensions file served: mnist-small's, its first label for every class replaced by markup that must stay text. */
+const MARKUP = '<img src=x onerror=alert(1)> localized part';
+const DIMENSIONS = JSON.parse(readFileSync(pretrained('mnist-small').dimensions, 'utf8')) as DimensionFindings;
+for (const c of DIMENSIONS.perClass) c.dimensions[0]!.label = MARKUP;
 
 /** Draw a 28x28 digit on the page's pad as horizontal mouse strokes through its inked pixels. */
 async function drawDigit(page: Page, digit: Float32Array | number[]): Promise<void> {
@@ -63,12 +70,14 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
     modelPath = model;
     const { buildWeb } = await import('../../packages/capsnet/src/web/build.ts');
     await buildWeb();
-    server = await startServeProcess(model, ['--device', 'cpu']);
+    profile = mkdtempSync(join(tmpdir(), 'capsnet-chromium-'));
+    const dimensions = join(profile, 'dimensions.json');
+    writeFileSync(dimensions, JSON.stringify(DIMENSIONS));
+    server = await startServeProcess(model, ['--device', 'cpu', '--dimensions', dimensions]);
     const { CapsNet } = await import('@capsnet-onnx/runtime/node');
     direct = await CapsNet.load(model, { device: 'cpu' });
     const { chromium } = await import('playwright-core');
-    profile = mkdtempSync(join(tmpdir(), 'capsnet-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
+    context = await chromium.launchPersistentContext(join(profile, 'chromium'), {
       executablePath: CHROMIUM,
       headless: true,
       viewport: { width: 1280, height: 860 },
@@ -113,6 +122,13 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
       assert.ok(requested.includes(path), `the page did not fetch ${path}: ${requested.join(' ')}`);
     }
     assert.ok(!requested.some((p) => /jsep/.test(p)), `the page fetched the JSEP build on wasm: ${requested.join(' ')}`);
+    // The page's script is split (web/build.ts): on wasm it imports the chunk of onnxruntime-web's plain wasm build,
+    // never the chunk of its JSEP build.
+    assert.ok(
+      requested.some((p) => /^\/web\/page-ort\.wasm\.bundle\.min-\w+\.js$/.test(p)),
+      `no wasm-build chunk: ${requested.join(' ')}`,
+    );
+    assert.ok(!requested.some((p) => /^\/web\/page-ort\.bundle\.min-/.test(p)), `the page fetched the JSEP-build chunk on wasm: ${requested.join(' ')}`);
   });
 
   test('a picked test digit gives the same capsule lengths as onnxruntime-node', async () => {
@@ -251,13 +267,14 @@ describe('the page in headless Chromium', { skip: existsSync(CHROMIUM) ? false :
     for (let d = 0; d < 16; d++) masked[seen.longest * 16 + d] = seen.capsules[seen.longest * 16 + d]!;
     const [plain] = await direct.decode(masked);
     grid.zero.forEach((v, i) => assert.ok(Math.abs(v - plain![i]!) < 1e-3, `figure 4, 0 column, pixel ${i}: page ${v}, node ${plain![i]}`));
-    // The sliders: "dimension k" (the file carries no measured meanings; the note says how to measure them) and each
+    // The sliders: named with the served file's labels for the winning class (the markup stays text), and each
     // dimension's effect, as experiments/perturb.ts measures it: mean |pixel change| between -0.25 and +0.25.
-    assert.deepEqual(
-      await page.locator('#sliders .dim').allTextContents(),
-      Array.from({ length: 16 }, (_, d) => `dimension ${d + 1}`),
-    );
-    assert.match((await page.locator('#dims-note').textContent()) ?? '', /npx capsnet experiment perturb --model model\.onnx/);
+    const labels = DIMENSIONS.perClass.find((c) => c.class === seen.longest)!.dimensions.map((e) => e.label);
+    assert.equal(labels[0], MARKUP);
+    assert.deepEqual(await page.locator('#sliders .dim').allTextContents(), labels);
+    assert.equal(await page.locator('#sliders img').count(), 0, 'a label was parsed as HTML');
+    assert.match((await page.locator('#sliders .dim').nth(1).getAttribute('title')) ?? '', /^.+: dimension 2, class \d \(\d+ digits\): shift [+-]/);
+    assert.match((await page.locator('#dims-note').textContent()) ?? '', /^Labels: what each dimension was measured to do .*capsnet experiment perturb/);
     const ends = Array.from({ length: 16 }, (_, d) =>
       [-0.25, 0.25].map((step) => {
         const set = Float32Array.from(masked);

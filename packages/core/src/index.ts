@@ -18,3 +18,4 @@ export { loadJpegDecoder } from './jpeg.ts';
 export * from './image-source.ts';
 export * from './image.ts';
 export * from './resample.ts';
+export * from './dimensions.ts';

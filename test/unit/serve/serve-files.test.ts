@@ -59,6 +59,15 @@ describe('serving the files that were loaded', () => {
     assert.deepEqual((await get('/model.decoder.onnx')).bytes, decoder);
   });
 
+  test("the page's content-hashed chunks are cached as immutable; other scripts are revalidated", async () => {
+    writeFileSync(join(dir, 'page-ort.wasm.bundle.min-EGHLT47B.js'), 'export const chunk = 1;\n');
+    writeFileSync(join(dir, 'page-notahash.js'), 'export const chunk = 2;\n');
+    const chunk = await get('/web/page-ort.wasm.bundle.min-EGHLT47B.js');
+    assert.equal(chunk.status, 200);
+    assert.equal(chunk.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+    assert.equal((await get('/web/page-notahash.js')).headers.get('cache-control'), 'no-cache');
+  });
+
   test('a script changed on disk gets a new ETag (the browser downloads it again)', async () => {
     const before = (await get('/web/capsnet.js')).headers.get('etag');
     writeFileSync(join(dir, 'capsnet.js'), 'export const page = 2;\n');

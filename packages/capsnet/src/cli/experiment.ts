@@ -85,10 +85,11 @@ export function registerExperimentCommands(program: Command): void {
     .option('--run <dir>', 'use this trained run directory (exported to ONNX here) instead of training one')
     .option('--model <file>', 'use this exported model.onnx (and model.decoder.onnx beside it) instead of training one')
     .option('--digits <list>', 'classes to show, e.g. 0,3,7 (default: all)', integerList('--digits', { min: 0, example: '0,3,7' }))
-    .action(async (opts: CommonOpts & { run?: string; model?: string; digits?: number[] }) => {
+    .option('--measure-digits <n>', 'test digits per class measured for dimensions.json (what each dimension does)', positiveInt('--measure-digits'), 10)
+    .action(async (opts: CommonOpts & { run?: string; model?: string; digits?: number[]; measureDigits: number }) => {
       if (opts.run && opts.model) throw new Error('pass either --run or --model, not both');
       const { runPerturb } = await import('../experiments/perturb.ts');
-      summary(await runPerturb({ ...baseOptions(opts), run: opts.run, model: opts.model, digits: opts.digits }), opts.out);
+      summary(await runPerturb({ ...baseOptions(opts), run: opts.run, model: opts.model, digits: opts.digits, measureDigits: opts.measureDigits }), opts.out);
     });
 
   withCommonOptions(experiment.command('affine'))

@@ -3,6 +3,7 @@
  * @capsnet-onnx/mnist instead, so a user classifies a digit before training anything.
  */
 import { PRETRAINED_NAMES, PRETRAINED_PRECISIONS, type PretrainedName, type PretrainedPrecision, pretrained } from '@capsnet-onnx/mnist';
+import { existsSync } from 'node:fs';
 import { Option } from 'commander';
 
 /** NAME for fp32, NAME:fp16 and NAME:int8 for the smaller files. */
@@ -20,6 +21,15 @@ export function pretrainedOption(): Option {
 export function pretrainedModelPath(choice: string): string {
   const [name, precision = 'fp32'] = choice.split(':') as [PretrainedName, PretrainedPrecision?];
   return pretrained(name, precision).model;
+}
+
+/**
+ * The dimensions file (what each capsule dimension does) of a `--pretrained` choice, measured on its fp32 file;
+ * undefined for a model shipped without one.
+ */
+export function pretrainedDimensionsPath(choice: string): string | undefined {
+  const file = pretrained(choice.split(':')[0] as PretrainedName).dimensions;
+  return existsSync(file) ? file : undefined;
 }
 
 /**

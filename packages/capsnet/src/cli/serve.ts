@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { DEVICE_TABLE, type DeviceRow } from '@capsnet-onnx/runtime/internal';
 import { byteSize, deviceOption, duration, port, positiveInt, presenceThreshold } from './args.ts';
-import { chooseModel, pretrainedOption } from './pretrained.ts';
+import { chooseModel, pretrainedDimensionsPath, pretrainedOption } from './pretrained.ts';
 
 export function registerServeCommands(program: Command, rows: readonly DeviceRow[] = DEVICE_TABLE): void {
   program
@@ -28,6 +28,10 @@ export function registerServeCommands(program: Command, rows: readonly DeviceRow
       '--data <spec>',
       "data set whose test images the page offers, e.g. idx:DIR (default: the model's, when built in; exports name directory data without its path)",
     )
+    .option(
+      '--dimensions <file>',
+      "what each capsule dimension does, for the page's sliders: the dimensions.json of `capsnet experiment perturb` (default with --pretrained: the model's)",
+    )
     .option('--log-requests', 'log one line per request', false)
     .option(
       '--presence-threshold <length>',
@@ -42,8 +46,9 @@ export function registerServeCommands(program: Command, rows: readonly DeviceRow
     .option('--cors <origin>', 'let pages from ORIGIN (e.g. https://app.example) call the API; without it cross-origin requests are refused')
     .action(async (file: string | undefined, { pretrained, ...opts }) => {
       const model = chooseModel('serve', file, pretrained);
+      const dimensions = opts.dimensions ?? (pretrained !== undefined ? pretrainedDimensionsPath(pretrained) : undefined);
       const { serve } = await import('../serve/main.ts');
-      await serve({ model, ...opts });
+      await serve({ model, ...opts, ...(dimensions ? { dimensions } : {}) });
       // Serving ends in serve's own SIGTERM/SIGINT handler; the CLI exits as soon as an action returns.
       await new Promise<never>(() => {});
     });

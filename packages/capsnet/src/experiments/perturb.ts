@@ -6,9 +6,13 @@
  * The decoding goes through the exported ONNX decoder (model.decoder.onnx, run by runtime/node.ts on
  * onnxruntime-node). The model comes from --model (ONNX), --run (a checkpoint, exported here), or is trained here.
  * TensorFlow.js decoding is the fallback when no ONNX model can be had, and is recorded as such.
+ *
+ * What each dimension does is measured on up to `measureDigits` correctly classified test digits per class (the
+ * figure's digit first) by experiments/dimensions.ts and written to --out as dimensions.json (its format:
+ * @capsnet-onnx/core's DimensionFindings), which `capsnet serve --dimensions` serves to the page's sliders.
  */
 import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { type CheckpointState, loadCheckpoint, saveCheckpoint } from '../files/checkpoint.ts';
@@ -18,6 +22,8 @@ import { decode as tfDecode, encode } from '../model/capsnet.ts';
 import { capsuleLengths } from '../model/layers.ts';
 import { setupBackend } from './backend.ts';
 import { imageGrid, saveFigure } from './figures.ts';
+import { type MeasuredDigit, dimensionFindings } from './dimensions.ts';
+import { writeFileAtomic } from '../files/atomic.ts';
 import {
   type ExperimentOptions,
   type ExperimentResult,
@@ -43,6 +49,8 @@ export interface PerturbOptions extends ExperimentOptions {
   model?: string;
   /** Classes to show (default: every class, 0..9). */
   digits?: number[];
+  /** Test digits per class whose reconstructions measure what each dimension does (dimensions.json). Default 10. */
+  measureDigits?: number;
 }
 
 export const PERTURB_STEPS = [-0.25, -0.2, -0.15, -0.1, -0.05, 0, 0.05, 0.1, 0.15, 0.2, 0.25];
@@ -309,6 +317,8 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
   const rows: Array<Array<string | number | null>> = [];
   let parityMax = 0;
   const parityCodec = codec.kind.startsWith('onnx') && tfWeights ? tfjsCodec(tfWeights.config, tfWeights.weights) : undefined;
+  const measured: MeasuredDigit[] = [];
+  const measureDigits = options.measureDigits ?? 10;
   for (const digit of classes) {
     let index = -1;
     for (let i = 0; i < candidates && index < 0; i++) if (dataset.test.labels[i] === digit && predicted(i) === digit) index = i;
@@ -335,6 +345,14 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
       return sum / pixels;
     });
     const ranked = effect.map((e, d) => [d, e] as const).sort((a, b) => b[1] - a[1]);
+    // what each dimension does: this digit and the next correctly classified ones of its class
+    measured.push({ cls: winner, reconstructions: recon });
+    for (let i = index + 1, n = 1; i < candidates && n < measureDigits; i++) {
+      if (dataset.test.labels[i] !== digit || predicted(i) !== digit) continue;
+      const others = perturbedCapsules(candCapsules.slice(i * caps, (i + 1) * caps), digit, shape.numClasses, shape.digitDim);
+      measured.push({ cls: digit, reconstructions: await codec.decode(others, count) });
+      n++;
+    }
     const length = candLengths[index * shape.numClasses + winner]!;
     rows.push([
       digit,
@@ -383,6 +401,13 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
     notes.push(`ONNX decoder vs TensorFlow.js decoder on every perturbed capsule: max |difference| ${parityMax.toExponential(2)}.`);
   }
 
+  const findings = dimensionFindings(measured, shape, PERTURB_STEPS, basename(modelPath ?? 'checkpoint (tfjs)'), dataset.name);
+  writeFileAtomic(join(options.out, 'dimensions.json'), `${JSON.stringify(findings, null, 1)}\n`);
+  notes.push(
+    `dimensions.json: what each dimension does, measured on ${measured.length} digits (at most ${measureDigits} per class) from the ` +
+      '-0.25 and +0.25 reconstructions (ink, centroid, second moments, slant, stroke width, locality: experiments/dimensions.ts).',
+  );
+  const px = (v: number) => Number(v.toFixed(2));
   const result: ExperimentResult = {
     experiment: 'perturb',
     title: 'Dimension perturbations of the winning digit capsule (paper figure 4)',
@@ -395,6 +420,15 @@ export async function runPerturb(options: PerturbOptions): Promise<ExperimentRes
         title: 'Per digit: the three dimensions whose +-0.25 tweak changes the reconstruction most (mean |pixel change|)',
         columns: ['digit', 'test index', 'winning capsule', 'length', 'most effective dims', 'max effect', 'min effect'],
         rows,
+      },
+      {
+        title: 'What each dimension does, over every measured digit (dimensions.json; pixels, ink as a fraction): +0.25 minus -0.25',
+        columns: ['dim', 'label', 'shift x', 'shift y', 'width', 'height', 'thickness', 'skew', 'rotation (deg)', 'ink', 'locality', 'ink share'],
+        rows: findings.overall.map((e) => [
+          e.dimension,
+          e.label,
+          ...[e.shiftX, e.shiftY, e.width, e.height, e.thickness, e.skew, e.rotation, e.ink, e.locality, e.inkShare].map(px),
+        ]),
       },
     ],
     figures,

@@ -6,13 +6,13 @@
  *                       ?polarity=auto|light-on-dark|dark-on-light, ?reconstruction=false; a result's label is null
  *                       (with a reason) when the image has no ink or no capsule reaches the presence threshold
  *   POST /v1/decode     JSON {capsules} | {batch: [...]}, optional "mask": true -> reconstructions
- *   GET  /v1/model      metadata, device, batching policy and limits
+ *   GET  /v1/model      metadata, device, batching policy, limits, and what each capsule dimension does (if served)
  *   GET  /v1/samples    a few real test images of the model's data set
  *   GET  /v1/stats      batching counters
  */
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
 import type { Classifier, ModelMetadata } from '@capsnet-onnx/runtime';
-import { checkPolarity, type Polarity, PreprocessError, type Preprocessing, publicDataName } from '@capsnet-onnx/core';
+import { checkPolarity, type DimensionFindings, type Polarity, PreprocessError, type Preprocessing, publicDataName } from '@capsnet-onnx/core';
 import type { BatchPolicy, BatchResult, BatchStats } from './batcher.ts';
 import { ServeError, badRequest, oneLine, withoutPaths } from './errors.ts';
 import type { LoadedFile, DiskState } from './files.ts';
@@ -43,6 +43,11 @@ export interface ModelInfo {
   limits: { bodyLimitBytes: number; maxImagesPerRequest: number };
   /** URL paths of the model files (null: not served) and whether the files on disk still hold what was loaded. */
   files: { model: string | null; decoder: string | null; onDisk: { model: DiskState | null; decoder: DiskState | null } };
+  /**
+   * What each capsule dimension was measured to do (`capsnet serve --dimensions FILE`, or the pretrained model's
+   * file), per class and overall; null when the server was given none.
+   */
+  dimensions: DimensionFindings | null;
 }
 
 /** One image's answer in POST /v1/classify. */
@@ -93,6 +98,8 @@ export interface ApiOptions {
   bodyLimit: number;
   modelFile: LoadedFile | null;
   decoderFile: LoadedFile | null;
+  /** What each capsule dimension does (GET /v1/model), or null. */
+  dimensions: DimensionFindings | null;
   /** Test images per class for /v1/samples, and the data spec to read them from (default the model's data set). */
   samplesPerClass: number;
   samplesData?: string;
@@ -218,6 +225,7 @@ export async function apiRoutes(app: FastifyInstance, options: ApiOptions): Prom
         // Whether the files on disk still hold what the server loaded (served from memory either way).
         onDisk: { model: modelFile ? await modelFile.diskState() : null, decoder: decoderFile ? await decoderFile.diskState() : null },
       },
+      dimensions: options.dimensions,
     }),
   );
 

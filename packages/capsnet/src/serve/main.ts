@@ -1,9 +1,9 @@
 /** `capsnet serve` itself: load the model, start the server, and shut down gracefully on SIGTERM/SIGINT. */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { decoderPathFor } from '@capsnet-onnx/core';
+import { type DimensionFindings, checkDimensionFindings, decoderPathFor } from '@capsnet-onnx/core';
 import type { Classifier, DeviceRequest } from '@capsnet-onnx/runtime';
 import { createServer } from './server.ts';
 import { webBundles } from '../web/paths.ts';
@@ -28,6 +28,32 @@ export interface ServeCommandOptions {
   modelName?: string;
   /** Data spec whose test images the page offers (default: the model's data set when it is built in). */
   data?: string;
+  /** dimensions.json of `capsnet experiment perturb`: what each capsule dimension does, for the page's sliders. */
+  dimensions?: string;
+}
+
+/**
+ * Read and check a dimensions file (against the model's capsules, when given).
+ * @throws Error (one line, naming the file and the fix) when it is missing, not JSON, or not for this model
+ */
+export function readDimensions(file: string, model?: { digitDim: number; numClasses: number }): DimensionFindings {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(
+      `--dimensions ${file}: ${code === 'ENOENT' ? 'no such file' : `cannot read it (${code})`}: ` +
+        'pass the dimensions.json that `capsnet experiment perturb` wrote',
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`--dimensions ${file}: not JSON (${(e as Error).message}): pass the dimensions.json that \`capsnet experiment perturb\` wrote`);
+  }
+  return checkDimensionFindings(json, `--dimensions ${file}`, model);
 }
 
 /** The page's bundle (dist/web/page.js, with the runtime): shipped in the package, built on demand in the repository. */
@@ -48,6 +74,8 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
   if (!existsSync(decoderPath)) {
     throw new Error(`decoder ${decoderPath} not found: \`capsnet export\` writes it beside the model, or pass --decoder FILE`);
   }
+  // A bad dimensions file is refused before the model loads; its capsules are checked against the model after.
+  const dimensions = opts.dimensions ? readDimensions(opts.dimensions) : undefined;
   const log = (line: string) => console.log(`capsnet serve: ${line}`);
   await ensureWebBundle(log);
   // ONNX Runtime's CPU pool defaults to every core and spins between runs, starving the event loop that parses
@@ -78,7 +106,14 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     if (e instanceof Error) e.message = `${opts.model}: ${e.message}`;
     throw e;
   }
+  try {
+    if (opts.dimensions && dimensions) checkDimensionFindings(dimensions, `--dimensions ${opts.dimensions}`, classifier.metadata);
+  } catch (e) {
+    await classifier.dispose();
+    throw e;
+  }
   const server = await createServer({
+    ...(dimensions ? { dimensions } : {}),
     allowedHosts: opts.allowedHost,
     cors: opts.cors,
     classifier,

@@ -14,6 +14,7 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Classifier } from '@capsnet-onnx/runtime';
+import type { DimensionFindings } from '@capsnet-onnx/core';
 import { WEB_DIST } from '../web/paths.ts';
 import { apiRoutes } from './api.ts';
 import type { BatchPolicy, BatchStats } from './batcher.ts';
@@ -58,6 +59,8 @@ export interface ServerOptions {
   modelName?: string;
   /** Log one line per request. */
   logRequests?: boolean;
+  /** What each capsule dimension does (checked: core's checkDimensionFindings), served in GET /v1/model for the page's sliders. */
+  dimensions?: DimensionFindings;
   /** Host names accepted besides the loopback names and the address the server listens on (DNS rebinding). */
   allowedHosts?: string[];
   /** The one origin allowed to call the API from a browser (CORS); without it cross-origin POSTs are refused. */
@@ -114,6 +117,7 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
     modelFile,
     decoderFile,
     samplesPerClass: options.samplesPerClass ?? 3,
+    dimensions: options.dimensions ?? null,
     ...(options.samplesData ? { samplesData: options.samplesData } : {}),
   });
   await app.register(kserveRoutes, {

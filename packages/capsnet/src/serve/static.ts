@@ -3,7 +3,8 @@
  *
  *   GET /                    the page (serve/page/index.html), with its Content-Security-Policy
  *   GET /page/page.css       its stylesheet
- *   GET /web/FILE            the browser bundles (web/build.ts): page.js (serve/page/app.ts), capsnet.js, ...
+ *   GET /web/FILE            the browser bundles (web/build.ts): page.js (serve/page/app.ts) and its chunks, capsnet.js, ...
+ *                            (the page's chunks have content-hashed names: cached for a year, immutable)
  *   GET /model.onnx          the model and decoder bytes the server loaded (serve/files.ts), from memory
  *   GET /model.decoder.onnx
  *   GET /ort/FILE            onnxruntime-web's .wasm and .mjs, from capsnet-onnx's own onnxruntime-web
@@ -127,6 +128,9 @@ export async function staticFiles(app: FastifyInstance, options: StaticOptions):
     if (!/^[\w.-]+$/.test(file) || file.startsWith('.') || !existsSync(join(webDir, file))) {
       throw notFound(`/web/${file}`, 'the browser bundles ship in the capsnet-onnx package (in its repository: `npm run build:web`)');
     }
-    return sendFile(request, reply, join(webDir, file), 'no-cache');
+    return sendFile(request, reply, join(webDir, file), HASHED_CHUNK.test(file) ? 'public, max-age=31536000, immutable' : 'no-cache');
   });
 }
+
+/** A chunk of the page's bundle (web/build.ts's PAGE_SPLIT): esbuild puts a hash of its content in the name. */
+const HASHED_CHUNK = /^page-[\w.-]+-[A-Z0-9]{8}\.js(\.map)?$/;

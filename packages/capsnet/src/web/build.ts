@@ -2,7 +2,10 @@
  * `npm run build:web` (and the package's build before `npm pack`): bundles the browser runtime with esbuild into
  * dist/web/ (ignored by git):
  *   capsnet.js          @capsnet-onnx/runtime/web + onnxruntime-web, an ES module: `import { CapsNet } from './capsnet.js'`
- *   page.js             the serve page's script (serve/page/app.ts, with the runtime and onnxruntime-web)
+ *   page.js             the serve page's script (serve/page/app.ts, with the runtime), split by esbuild into chunks
+ *   page-*-HASH.js      (code splitting): the runtime's dynamic imports of onnxruntime-web's builds become chunks of
+ *                       their own, so the page downloads only the build of the device it runs on (the plain wasm
+ *                       build for wasm, the JSEP build only when it tries WebGPU); see PAGE_SPLIT
  *   parity-harness.js   the parity page's script (parity/browser/harness.ts), index.html its page
  *   meta.json           esbuild's metafile for capsnet.js: every module in the browser runtime's import graph
  *   build-info.json     the onnxruntime-web version whose JavaScript the bundles embed (web/paths.ts checks it
@@ -11,7 +14,7 @@
  * the documented way for apps too. Serve with COOP/COEP headers (Cross-Origin-Opener-Policy: same-origin,
  * Cross-Origin-Embedder-Policy: require-corp) so onnxruntime-web can use WebAssembly threads.
  */
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build, type Metafile } from 'esbuild';
@@ -20,6 +23,12 @@ import { BUILD_INFO, type BuildInfo, PACKAGE_ROOT, WEB_DIST } from './paths.ts';
 /** Running from TypeScript sources (this repository) rather than the compiled package. */
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
 export { WEB_DIST };
+
+/**
+ * The page's esbuild options beyond `common`: ES module code splitting, chunks flat beside page.js (served at
+ * /web/FILE) with a content hash in their names.
+ */
+export const PAGE_SPLIT = { splitting: true, chunkNames: 'page-[name]-[hash]' } as const;
 
 export interface WebBuild {
   outDir: string;
@@ -46,7 +55,9 @@ export async function buildWeb(outDir = WEB_DIST): Promise<WebBuild> {
   const harness = fileURLToPath(new URL(`../parity/browser/harness.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url));
   await build({ ...common, entryPoints: { 'parity-harness': harness }, outdir: outDir });
   const page = fileURLToPath(new URL(`../serve/page/app.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url));
-  await build({ ...common, entryPoints: { page }, outdir: outDir });
+  // Chunks of an earlier build are swept first: their hashed names would pile up.
+  for (const file of readdirSync(outDir)) if (/^page-.+\.js(\.map)?$/.test(file)) rmSync(join(outDir, file));
+  await build({ ...common, ...PAGE_SPLIT, entryPoints: { page }, outdir: outDir });
   copyFileSync(fileURLToPath(new URL('../parity/browser/index.html', import.meta.url)), join(outDir, 'index.html'));
   writeFileSync(join(outDir, 'meta.json'), JSON.stringify(runtime.metafile, null, 1));
   writeFileSync(join(outDir, BUILD_INFO), `${JSON.stringify({ onnxruntimeWeb: bundledOrtVersion(runtime.metafile) } satisfies BuildInfo)}\n`);

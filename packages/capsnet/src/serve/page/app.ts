@@ -18,7 +18,7 @@ import type { ModelInfo } from '../api.ts';
 import { byId, el, fmtMs, paint, setBadge, showError } from './dom.ts';
 import { clearPad, loadSamples, pad, selectSample, setupPad } from './input.ts';
 import { type Loaded, deviceName, exclusive, loadModelOn, message } from './models.ts';
-import { type Figure4, LABELS_NOTE, buildSliders, figure4, maskedCapsule, renderFigure4, resetSliders, showEffects } from './perturb.ts';
+import { type Figure4, buildSliders, figure4, labelSliders, labelsNote, maskedCapsule, renderFigure4, resetSliders, showEffects } from './perturb.ts';
 import { type CouplingMap, RoutingSession, renderRouting } from './routing.ts';
 import type { PageState } from './state.ts';
 
@@ -258,6 +258,7 @@ function renderResult(): void {
     li.querySelector('.value')!.textContent = result ? length.toFixed(3) : '–';
   }
   resetSliders(byId('sliders'), state.deltas);
+  labelSliders(byId('sliders'), info().dimensions ?? null, result ? result.longest : null);
   byId('sliders').classList.toggle('disabled', !result);
   const blank = new Float32Array(h * w * c);
   paint(byId<HTMLCanvasElement>('recon'), result ? result.reconstruction : blank, h, w, c);
@@ -387,7 +388,7 @@ async function main(): Promise<void> {
     `${m.routingIterations} routing iterations${accuracy}`;
   buildBars();
   state.deltas = buildSliders(byId('sliders'), m.digitDim, scheduleDecode);
-  byId('dims-note').textContent = LABELS_NOTE;
+  byId('dims-note').textContent = labelsNote(state.info.dimensions ?? null);
   renderResult();
 
   const provider = byId('provider');

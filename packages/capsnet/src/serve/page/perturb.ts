@@ -3,11 +3,14 @@
  * figure 4 for the current digit: each dimension of the winning capsule (the others masked to zero) perturbed by
  * -0.25 ... +0.25 in steps of 0.05 and decoded with the model's decoder, here in the page: a digitDim x 11 grid.
  *
- * Slider labels: what a dimension does is measured by `capsnet experiment perturb` (experiments/perturb.ts), which
- * ranks the dimensions by how much a ±0.25 tweak changes the reconstruction; neither the model file nor the server
- * carries such findings, so the sliders are named "dimension k" and show the same measure, computed for the
- * current digit from the grid (mean |pixel change| between the -0.25 and +0.25 reconstructions, and its rank).
+ * Slider labels: what each dimension does is measured by `capsnet experiment perturb` (experiments/dimensions.ts:
+ * image statistics of the -0.25 and +0.25 reconstructions, labelled in the paper's terms) into dimensions.json, which
+ * the server passes on in GET /v1/model (`capsnet serve --dimensions FILE`, or a pretrained model's own). Each slider
+ * is named with the label for the current digit's class, else the overall label, else "dimension k" when the server
+ * has none. Beside it, the size of the dimension's effect for the current digit, computed here from the grid (mean
+ * |pixel change| between the -0.25 and +0.25 reconstructions, and its rank). Text only: labels are data.
  */
+import { type DimensionFindings, dimensionLabel } from '@capsnet-onnx/core';
 import type { ModelMetadata } from '@capsnet-onnx/runtime/web';
 import { context2d, el, rgba } from './dom.ts';
 
@@ -17,12 +20,23 @@ export const SLIDER_STEP = 0.05;
 /** The figure's columns: -0.25, -0.20, ..., +0.25 (11 steps), as experiments/perturb.ts's PERTURB_STEPS. */
 export const PERTURB_STEPS = Array.from({ length: 11 }, (_, s) => Math.round((SLIDER_MIN + s * SLIDER_STEP) * 100) / 100);
 
-/** How to get measured findings, shown under the sliders. */
-export const LABELS_NOTE =
-  'The model file carries no measured meaning per dimension, so the sliders are named by number. ' +
-  '`npx capsnet experiment perturb --model model.onnx --out DIR` measures, per digit, which dimensions change the ' +
-  "reconstruction most (DIR/perturb.json, with the paper's figure 4 per digit); the effect shown here is the same " +
-  'measure for the current digit.';
+/** Where the sliders' labels come from (or how to get them), shown under the sliders. */
+export function labelsNote(findings: DimensionFindings | null): string {
+  if (!findings) {
+    return (
+      'The server was given no measured meaning per dimension, so the sliders are named by number. ' +
+      '`npx capsnet experiment perturb --model model.onnx --out DIR` measures what each dimension does (DIR/dimensions.json, ' +
+      "with the paper's figure 4 per digit); serve it with `capsnet serve model.onnx --dimensions DIR/dimensions.json`. " +
+      'The effect shown here is the mean |pixel change| between −0.25 and +0.25 for the current digit.'
+    );
+  }
+  const digits = findings.perClass.reduce((n, c) => n + c.digits, 0);
+  return (
+    `Labels: what each dimension was measured to do for the current digit's class (\`capsnet experiment perturb\` on ${digits} ` +
+    `${findings.dataset} test digits, ${findings.model}: centroid shift, width, height, stroke width, slant and locality ` +
+    'of the −0.25 and +0.25 reconstructions; hover a label for the numbers). Δ: the same change for the current digit.'
+  );
+}
 
 /** The capsule set with only class `cls`'s capsule, its dimensions moved by `deltas`. */
 export function maskedCapsule(capsules: Float32Array, cls: number, digitDim: number, numClasses: number, deltas?: ArrayLike<number>): Float32Array {
@@ -128,6 +142,26 @@ export function buildSliders(box: HTMLElement, digitDim: number, onChange: () =>
     box.append(row);
   }
   return deltas;
+}
+
+/** Name each slider with what its dimension does for class `cls` (null: no digit, the overall labels). */
+export function labelSliders(box: HTMLElement, findings: DimensionFindings | null, cls: number | null): void {
+  const own = findings?.perClass.find((c) => c.class === cls);
+  box.querySelectorAll('.dim').forEach((slot, d) => {
+    const label = dimensionLabel(findings, cls ?? -1, d);
+    slot.textContent = label;
+    const e = own?.dimensions[d] ?? findings?.overall[d];
+    const px = (v: number) => `${v >= 0 ? '+' : ''}${v.toFixed(2)} px`;
+    slot.setAttribute(
+      'title',
+      e
+        ? `${label}: dimension ${d + 1}${own ? `, class ${own.class} (${own.digits} digits)` : ', all classes'}: shift ${px(e.shiftX)}, ${px(e.shiftY)}; ` +
+            `width ${px(e.width)}, height ${px(e.height)}; stroke ${px(e.thickness)}; skew ${px(e.skew)}; ` +
+            `ink ${(100 * e.ink).toFixed(0)}%; ${(100 * e.locality).toFixed(0)}% of the change in one window`
+        : label,
+    );
+    box.querySelectorAll('input')[d]?.setAttribute('aria-label', `capsule dimension ${d + 1}: ${label}`);
+  });
 }
 
 export function resetSliders(box: HTMLElement, deltas: Float32Array): void {
