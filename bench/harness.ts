@@ -257,7 +257,8 @@ export async function withBusyProcesses<T>(count: number, f: () => Promise<T>): 
       process.execPath,
       [
         '-e',
-        "process.stdin.on('close', () => process.exit(0)); setImmediate(function spin() { const t = Date.now(); while (Date.now() - t < 50); setImmediate(spin); });",
+        "process.stdin.on('close', () => process.exit(0)); " +
+          'setImmediate(function spin() { const t = Date.now(); while (Date.now() - t < 50); setImmediate(spin); });',
       ],
       {
         stdio: ['pipe', 'ignore', 'ignore'],
