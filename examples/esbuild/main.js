@@ -3,9 +3,9 @@
 // serves the folder ortWasmDir() returns at /ort/ (server.mjs), and the page passes that prefix as wasmPaths.
 import { CapsNet } from '@capsnet-onnx/runtime';
 
-// The model: the file `capsnet export` wrote, served by server.mjs. The one line to change for the pretrained
-// model: the URL that @capsnet-onnx/mnist gives for 'mnist-small' (see README.md).
-const MODEL_URL = '/model.onnx';
+// The pretrained small CapsNet of @capsnet-onnx/mnist: esbuild does not copy its model files, so server.mjs serves
+// the installed package's models/ folder at /models/ (its decoder, model.decoder.onnx, is found beside the model).
+const MODEL_URL = '/models/mnist-small/model.onnx';
 
 async function main() {
   // digits.u8: N test digits of 28x28 bytes (0-255), one after the other (see README.md).

@@ -1,11 +1,19 @@
-// A plain-JavaScript ESM Node app, as a user writes it: the runtime by its package name, a model file, digits.
-//   node main.mjs MODEL.onnx DIGITS.u8 LABELS.json   ->  one JSON line on stdout
+// A plain-JavaScript ESM Node app, as a user writes it: the runtime and the pretrained model by their package
+// names, digits from a file.
+//   node main.mjs DIGITS.u8 LABELS.json   ->  one JSON line on stdout
 import { readFile } from 'node:fs/promises';
+import { pretrained } from '@capsnet-onnx/mnist';
 import { CapsNet, InputError } from '@capsnet-onnx/runtime';
 
-const [modelPath, digitsPath, labelsPath] = process.argv.slice(2);
+const [digitsPath, labelsPath] = process.argv.slice(2);
+if (!digitsPath || !labelsPath) {
+  console.error('usage: node main.mjs DIGITS.u8 LABELS.json   (node ../digits.mjs writes both: see ../README.md)');
+  process.exit(2);
+}
 const pixels = new Uint8Array(await readFile(digitsPath));
 const labels = JSON.parse(await readFile(labelsPath, 'utf8'));
+// The pretrained small CapsNet: in Node, `model` is a file path (its decoder is found beside it); `card` its model card.
+const { model: modelPath, card } = pretrained('mnist-small');
 const model = await CapsNet.load(modelPath, { device: 'cpu', threads: 1 });
 const { inputHeight: h, inputWidth: w, inputChannels: c } = model.metadata;
 // A batch says its shape: N images of H x W x C bytes.
@@ -20,6 +28,8 @@ try {
 await model.dispose();
 console.log(
   JSON.stringify({
+    model: card.name,
+    testAccuracy: card.results.fp32.accuracy,
     device: model.device,
     predictions: results.map((r) => r.label),
     lengths: results.map((r) => Array.from(r.lengths)),

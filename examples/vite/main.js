@@ -1,16 +1,17 @@
-// A browser app built with Vite: the runtime by its package name (Vite picks its browser entry, onnxruntime-web)
-// on device wasm. onnxruntime-web finds its .wasm with new URL(file, import.meta.url), which Vite emits as an
-// asset: nothing to copy, nothing to configure.
+// A browser app built with Vite: the runtime and the pretrained model by their package names (Vite picks the
+// runtime's browser entry, onnxruntime-web) on device wasm. onnxruntime-web finds its .wasm, and @capsnet-onnx/mnist
+// its model files, with new URL(file, import.meta.url): Vite emits them as assets. Nothing to copy or configure.
+import { pretrained } from '@capsnet-onnx/mnist';
 import { CapsNet } from '@capsnet-onnx/runtime';
 
-// The model: the file `capsnet export` wrote, served beside the page. The one line to change for the pretrained
-// model: the URL that @capsnet-onnx/mnist gives for 'mnist-small' (see README.md).
-const MODEL_URL = '/model.onnx';
+// The pretrained small CapsNet: in a browser, `model` and `decoder` are the URLs of the files Vite emitted (with
+// hashed names, so the decoder's URL is passed too rather than found beside the model's).
+const { model: modelUrl, decoder } = pretrained('mnist-small');
 
 async function main() {
-  // digits.u8: N test digits of 28x28 bytes (0-255), one after the other (see README.md).
+  // digits.u8: N test digits of 28x28 bytes (0-255), one after the other, in public/ (see README.md).
   const digits = new Uint8Array(await (await fetch('/digits.u8')).arrayBuffer());
-  const model = await CapsNet.load(MODEL_URL, { device: 'wasm' });
+  const model = await CapsNet.load(modelUrl, { device: 'wasm', decoder });
   const { inputHeight: h, inputWidth: w, inputChannels: c } = model.metadata;
   const results = await model.classify({ data: digits, shape: [digits.length / (h * w * c), h, w, c] });
   const wasm = performance

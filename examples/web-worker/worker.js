@@ -2,8 +2,9 @@
 // in a worker as in a page (onnxruntime-web, devices wasm and webgpu).
 import { CapsNet } from '@capsnet-onnx/runtime';
 
-// The one line to change for the pretrained model: the URL that @capsnet-onnx/mnist gives for 'mnist-small'.
-const MODEL_URL = '/model.onnx';
+// The pretrained small CapsNet of @capsnet-onnx/mnist, from the installed package's models/ folder, which server.mjs
+// serves at /models/ (its decoder, model.decoder.onnx, is found beside the model).
+const MODEL_URL = '/models/mnist-small/model.onnx';
 // A worker has no document: the model and onnxruntime-web's files are fetched by absolute path from the page's origin.
 const loading = CapsNet.load(new URL(MODEL_URL, self.location.origin).href, { device: 'wasm', wasmPaths: '/ort/' });
 

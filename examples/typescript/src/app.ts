@@ -1,5 +1,6 @@
 // A TypeScript app type-checked under strict, noUncheckedIndexedAccess and exactOptionalPropertyTypes, once with
 // moduleResolution node16 and once with bundler (tsconfig.node16.json, tsconfig.bundler.json).
+import { type ModelCard, type PretrainedModel, type PretrainedPrecision, pretrained } from '@capsnet-onnx/mnist';
 import { CapsNet, DeviceUnavailableError, InputError, type Classification, type Classifier, type LoadOptions, type ModelMetadata } from '@capsnet-onnx/runtime';
 import { CapsNet as NodeCapsNet } from '@capsnet-onnx/runtime/node';
 import { CapsNet as WebCapsNet, ORT_WASM_FILES, type WebLoadOptions } from '@capsnet-onnx/runtime/web';
@@ -11,8 +12,11 @@ const options: LoadOptions = { device: 'auto', maxBatch: 8, log: (line: string) 
 const webOptions: WebLoadOptions = { device: 'wasm', wasmPaths: '/ort/' };
 const webObjectPaths: WebLoadOptions = { wasmPaths: { wasm: new URL('https://example.com/ort.wasm') } };
 
-export async function topLabel(file: string): Promise<string> {
-  const model: Classifier = await CapsNet.load(file, options);
+// The pretrained small CapsNet: in Node, `model` is a file path; its card says how well it does on the official test set.
+export async function topLabel(precision: PretrainedPrecision = 'fp32'): Promise<string> {
+  const files: PretrainedModel = pretrained('mnist-small', precision);
+  const card: ModelCard = files.card;
+  const model: Classifier = await CapsNet.load(files.model, options);
   const meta: ModelMetadata = model.metadata;
   const pixels = new Uint8Array(meta.inputHeight * meta.inputWidth * meta.inputChannels);
   const results: Classification[] = await model.classify(pixels);
@@ -22,7 +26,8 @@ export async function topLabel(file: string): Promise<string> {
   // label is null when the image holds no digit; `longest` is always the longest capsule's class.
   const score: number | undefined = first.lengths[first.longest];
   await model.dispose();
-  return first.label === null ? `no digit (${first.reason ?? ''})` : `${first.labelName} ${score ?? 0}`;
+  const accuracy = card.results[precision].accuracy;
+  return first.label === null ? `no digit (${first.reason ?? ''}; test accuracy ${accuracy})` : `${first.labelName} ${score ?? 0}`;
 }
 
 export function errors(e: unknown): string {
