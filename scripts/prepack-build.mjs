@@ -55,27 +55,35 @@ function workspaceDependencies(manifest) {
   return [...names].filter((n) => byName.has(n) && n !== manifest.name).map((n) => byName.get(n));
 }
 
-function inputsHash(dir, manifest) {
-  return createHash('sha256')
-    .update(hashFiles([dir], SKIP))
-    .update(hashFiles([join(ROOT, 'tsconfig.base.json'), join(ROOT, 'package-lock.json'), fileURLToPath(import.meta.url)]))
-    .update(hashFiles(workspaceDependencies(manifest).map((d) => join(d, 'dist'))))
-    .digest('hex');
+/** The inputs' hashes, by what they are (the record keeps each, so a rebuild can say which changed). */
+function inputHashes(dir, manifest) {
+  return {
+    'its files': hashFiles([dir], SKIP),
+    'tsconfig.base.json, the lock file or this script': hashFiles([
+      join(ROOT, 'tsconfig.base.json'),
+      join(ROOT, 'package-lock.json'),
+      fileURLToPath(import.meta.url),
+    ]),
+    "its workspace dependencies' dist/": hashFiles(workspaceDependencies(manifest).map((d) => join(d, 'dist'))),
+  };
 }
 
 const dir = process.cwd();
 const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
 const record = join(CACHE, `${basename(dir)}.json`);
-const inputs = inputsHash(dir, manifest);
+const inputs = inputHashes(dir, manifest);
 let last;
 try {
   last = JSON.parse(readFileSync(record, 'utf8'));
 } catch {
   last = undefined;
 }
-if (last?.inputs === inputs && last.dist === hashFiles([join(dir, 'dist')])) {
+const changed = last ? Object.keys(inputs).filter((k) => last.inputs?.[k] !== inputs[k]) : [];
+if (last && changed.length === 0 && last.dist === hashFiles([join(dir, 'dist')])) {
   console.error(`prepack: ${manifest.name}: dist/ is the build of these sources (built ${last.builtAt}): not built again`);
 } else {
+  const why = !last ? 'no earlier build recorded' : changed.length ? `changed since the last build: ${changed.join(', ')}` : 'dist/ changed since its build';
+  console.error(`prepack: ${manifest.name}: building (${why})`);
   rmSync(record, { force: true });
   execFileSync('npm', ['run', 'build'], { cwd: dir, stdio: 'inherit' });
   mkdirSync(CACHE, { recursive: true });
