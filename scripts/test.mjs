@@ -14,7 +14,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The end-to-end tier (test/e2e/), each file with what makes it slow or what it needs beyond `npm ci`. */
 const E2E = {
   'docs-api.test.ts': 'TypeDoc over the packages (about 40 s of CPU each run, twice)',
-  'publish-dry-run.test.ts': 'npm pack and npm publish --dry-run of each package (each builds itself first)',
+  'publish-dry-run.test.ts': 'npm publish --dry-run of each package (each builds itself first, unless already built from the same sources)',
   'consumers.test.ts': 'packs the tarballs and installs fresh apps from the npm registry, twice (lowest and newest versions)',
   'readme-commands.test.ts': 'copies the repository, runs npm ci, npm start and every README command in it',
   'runtime-browser.test.ts': 'headless Chromium',

@@ -7,8 +7,9 @@
  * reason (printed as the test's skip line). The fast tests check that the READMEs and the table name the same
  * commands, so a new README command needs a decision and a stale entry fails.
  *
- * The e2e describe copies the repository's files (tracked and untracked-not-ignored) into a temp folder, runs
- * `npm ci` there with a user's environment (no NODE_OPTIONS, no npm_* variables), trains a small run, and runs each
+ * The e2e describe copies the repository's files (tracked and untracked-not-ignored) into a temp folder, installs it
+ * with the README's `ONNXRUNTIME_NODE_INSTALL=skip npm ci` (that row's run: the clone is not installed twice before
+ * `npm ci && npm start`) in a user's environment (no NODE_OPTIONS, no npm_* variables), trains a small run, and runs each
  * command with `bash -o pipefail -c` in a fresh folder inside that clone (npx finds the clone's capsnet from there, as
  * from its root). Each must exit 0 and print no stack trace; a server must answer a PNG upload (multipart: the
  * image-decoding worker pool), a JSON classify and GET /, then exit 0 on SIGTERM. A synopsis runs with its optional `[...]` groups removed and
@@ -166,6 +167,8 @@ interface Runs {
   stdin?: string;
   /** Run in the clone's root instead of a fresh folder (it changes the clone: npm ci). */
   inRoot?: boolean;
+  /** The clone's install (an `npm ci`): runs as written in the clone's root, as the first step, before every other row. */
+  install?: boolean;
 }
 interface Exempt {
   exempt: string;
@@ -198,8 +201,8 @@ export const COMMANDS: Record<string, Decision> = {
   'npm ci && npm start': { inRoot: true },
   'npm test': { exempt: 'the whole test suite: this test is part of it' },
   'npm start': { exempt: 'runs as part of `npm ci && npm start`' },
-  'ONNXRUNTIME_NODE_INSTALL=skip npm ci': { inRoot: true },
-  'npm ci': { exempt: 'the first step of this test, in the fresh clone; and again in `npm ci && npm start`' },
+  'ONNXRUNTIME_NODE_INSTALL=skip npm ci': { install: true },
+  'npm ci': { exempt: 'the first step of this test, in the fresh clone (as `ONNXRUNTIME_NODE_INSTALL=skip npm ci`); and again in `npm ci && npm start`' },
   'npm run test:quick': { exempt: 'a tier of the test suite, which the lead runs (`npm test`); not nested inside one of its own tests' },
   'npm run test:e2e': { exempt: "the test suite's end-to-end tier: this test is part of it" },
   // Install and embed: the API reference (TypeDoc into the git-ignored docs/api/)
@@ -415,6 +418,14 @@ describe('README commands: the table', () => {
     }
   });
 
+  test("exactly one row is the clone's install, and it is an npm ci", () => {
+    const installs = Object.entries(COMMANDS).filter(([, d]) => !('exempt' in d) && d.install);
+    assert.deepEqual(
+      installs.map(([k]) => /(^|\s)npm ci$/.test(k)),
+      [true],
+    );
+  });
+
   test('the parser: sh lines, continuations, comments, inline command spans', () => {
     const md = [
       'Intro `npx capsnet serve` names it; `npm run x -- --a 1` and `FOO=1 npm rebuild y` run; `capsnet train --x`',
@@ -528,9 +539,15 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
       cpSync(join(ROOT, file), join(clone, file));
     }
     env = appEnv();
+    // The clone's one install before `npm ci && npm start`: the README's own `ONNXRUNTIME_NODE_INSTALL=skip npm ci`, as written.
+    const install = Object.keys(COMMANDS).find((k) => (COMMANDS[k] as Runs).install)!;
     const started = performance.now();
-    await execa('npm', ['ci', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: clone, env, extendEnv: false });
-    rows.push({ command: '(setup) npm ci --prefer-offline --no-audit --no-fund', result: 'ok', seconds: (performance.now() - started) / 1000 });
+    const installing = bash(install, clone, env);
+    const installed = await installing.exited;
+    const installSeconds = (performance.now() - started) / 1000;
+    rows.push({ command: `${install} (the clone's install)`, result: installed === 0 ? 'ok: exit 0' : 'FAILED', seconds: installSeconds });
+    assert.equal(installed, 0, `${install}: exit ${installed}:\n${installing.output()}`);
+    assert.doesNotMatch(installing.output(), STACK_LINE, installing.output());
 
     // What the commands read, made by the CLI itself (the run, its exports, the corpus writer's images).
     sources = join(clone, 'readme-runs', '00-sources');
@@ -669,6 +686,14 @@ describe('README commands from a clean clone (e2e)', { timeout: E2E_TIMEOUT_S * 
       continue;
     }
     if (text.startsWith('npx capsnet train [--model')) continue; // ran in before(): the run RUN_DIR names
+    if (decision.install) {
+      // Ran first, in setup: it installed the clone every other row runs in (setup fails on a non-zero exit or a stack trace).
+      test(`${text}  (${where})`, async () => {
+        await setup();
+        assert.ok(rows.some((r) => r.command.startsWith(text) && r.result === 'ok: exit 0'));
+      });
+      continue;
+    }
     test(`${text}  (${where})`, async () => {
       await setup();
       let command = commandFor(text, decision);
