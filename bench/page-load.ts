@@ -103,7 +103,12 @@ async function bundle(entry: Entry, outDir: string): Promise<{ pageJs: number; t
   const swap: Plugin = {
     name: 'entry',
     setup(b) {
-      b.onResolve({ filter: /^@capsnet-onnx\/runtime\/web$/ }, (a) => (a.importer === entryFile ? undefined : { path: entryFile }));
+      b.onResolve({ filter: /^@capsnet-onnx\/runtime\// }, async (a) => {
+        if (a.importer !== entryFile) return a.path === '@capsnet-onnx/runtime/web' ? { path: entryFile } : undefined;
+        // The entry file lives in the temp folder, where no node_modules is: resolve its imports from the repository.
+        const r = await b.resolve(a.path, { kind: a.kind, resolveDir: join(ROOT, 'packages', 'capsnet') });
+        return r.errors.length > 0 ? { errors: r.errors } : { path: r.path };
+      });
     },
   };
   const result = await build({
