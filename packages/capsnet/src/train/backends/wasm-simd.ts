@@ -189,6 +189,32 @@ export interface WasmBackendLike {
   disposeData(dataId: object, force?: boolean): boolean;
 }
 
+/**
+ * im2colT and col2imT (assembly/training-kernels.ts): between a channel-major image [C][N][H][W] and its im2col
+ * matrix colT [(kh, kw, ci), (n, oh, ow)] for images n0 <= n < n0 + nb, over the part [c0, c1) of the caller's range;
+ * `from` is read, `to` written (col2imT accumulates).
+ */
+type ColumnsKernel = (
+  from: number,
+  to: number,
+  N: number,
+  H: number,
+  W: number,
+  C: number,
+  OH: number,
+  OW: number,
+  KH: number,
+  KW: number,
+  sh: number,
+  sw: number,
+  pt: number,
+  pl: number,
+  n0: number,
+  nb: number,
+  c0: number,
+  c1: number,
+) => void;
+
 /** The exports of assembly/training-kernels.ts; every pointer is a byte offset on the wasm backend's heap. */
 export interface SimdKernels {
   predictionVectors(u: number, W: number, uHat: number, N: number, I: number, P: number, K: number): void;
@@ -198,47 +224,11 @@ export interface SimdKernels {
   routingBackward(uHat: number, dV: number, dC: number, dU: number, scratch: number, N: number, I: number, J: number, D: number, R: number, eps: number): void;
   adam(p: number, g: number, m: number, v: number, pOut: number, n: number, lr: number, beta1: number, beta2: number, epsilon: number): void;
   transpose(src: number, srcStride: number, dst: number, dstStride: number, r0: number, r1: number, cols: number): void;
-  im2colT(
-    xT: number,
-    colT: number,
-    N: number,
-    H: number,
-    W: number,
-    C: number,
-    OH: number,
-    OW: number,
-    KH: number,
-    KW: number,
-    sh: number,
-    sw: number,
-    pt: number,
-    pl: number,
-    n0: number,
-    nb: number,
-    c0: number,
-    c1: number,
-  ): void;
+  /** Rows c0 <= t < c1 of colT from the channel-major image xT (im2col). */
+  im2colT: ColumnsKernel;
   nhwcToChwn(x: number, xp: number, N: number, H: number, W: number, C: number, Hc: number, Wc: number, pt: number, pl: number, h0: number, h1: number): void;
-  col2imT(
-    colT: number,
-    dxT: number,
-    N: number,
-    H: number,
-    W: number,
-    C: number,
-    OH: number,
-    OW: number,
-    KH: number,
-    KW: number,
-    sh: number,
-    sw: number,
-    pt: number,
-    pl: number,
-    n0: number,
-    nb: number,
-    c0: number,
-    c1: number,
-  ): void;
+  /** Channels c0 <= ci < c1 of the channel-major dxT, accumulated from colT (col2im). */
+  col2imT: ColumnsKernel;
 }
 
 const KERNEL_NAMES = [
