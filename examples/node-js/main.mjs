@@ -34,6 +34,7 @@ console.log(
     predictions: results.map((r) => r.label),
     lengths: results.map((r) => Array.from(r.lengths)),
     correct: results.filter((r, i) => r.label === labels[i]).length,
+    total: results.length,
     reconstructionPixels: reconstruction.length,
     badInput,
   }),
