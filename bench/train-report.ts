@@ -16,6 +16,8 @@ export interface Row {
   step_cpu_s: number | null;
   peak_rss_mb: number | null;
   note: string;
+  /** Busy processes beside the step while it was timed (`--compete`); its label ends in busyProcesses(n). */
+  busy_processes?: number;
   /** Highest fraction of the CPUs busy with other work seen before a timed repetition (Linux only). */
   cpu_busy_by_others?: number | null;
   kernels?: KernelTiming[];
@@ -38,18 +40,24 @@ export function ratios(rows: Row[]): { backend: string; batch: number; step_vs_p
   return out;
 }
 
+/** "N busy process(es)": the words a `--compete` row's label ends in (after " + ") and its note uses. */
+export function busyProcesses(n: number): string {
+  return `${n} busy process${n === 1 ? '' : 'es'}`;
+}
+
 /** Rows timed beside busy processes (`--compete`) against the same backend's quiet row at the same batch. */
 export function contention(rows: Row[]): { backend: string; batch: number; busy_processes: number; slowdown: number; cpu_wall: number | null }[] {
   const out = [];
   for (const r of rows) {
-    const m = / \+ (\d+) busy process(?:es)?$/.exec(r.backend);
-    if (!m || r.step_s == null) continue;
-    const quiet = rows.find((q) => q.backend === r.backend.slice(0, m.index) && q.batch === r.batch && q.step_s != null);
+    const n = r.busy_processes;
+    if (!n || r.step_s == null) continue;
+    const label = r.backend.slice(0, -` + ${busyProcesses(n)}`.length);
+    const quiet = rows.find((q) => !q.busy_processes && q.backend === label && q.batch === r.batch && q.step_s != null);
     if (!quiet) continue;
     out.push({
       backend: quiet.backend,
       batch: r.batch!,
-      busy_processes: Number(m[1]),
+      busy_processes: n,
       slowdown: r.step_s / quiet.step_s!,
       cpu_wall: r.step_cpu_s != null ? r.step_cpu_s / r.step_s : null,
     });
@@ -93,8 +101,8 @@ export function formatReport(rows: Row[]): string {
     out.push('\nthe step beside busy processes / the same step alone (same run; issue 25 asks <= 2.2x for one busy process on 2 cores):');
     for (const c of shared) {
       out.push(
-        `  ${c.backend.padEnd(22)} batch ${String(c.batch).padEnd(4)} ${c.slowdown.toFixed(2)}x slower beside ${c.busy_processes} busy ` +
-          `process${c.busy_processes === 1 ? '' : 'es'} (CPU/wall ${c.cpu_wall == null ? '-' : c.cpu_wall.toFixed(2)})`,
+        `  ${c.backend.padEnd(22)} batch ${String(c.batch).padEnd(4)} ${c.slowdown.toFixed(2)}x slower beside ${busyProcesses(c.busy_processes)} ` +
+          `(CPU/wall ${c.cpu_wall == null ? '-' : c.cpu_wall.toFixed(2)})`,
       );
     }
   }

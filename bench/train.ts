@@ -36,7 +36,7 @@ import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/tra
 import { BACKEND_NAMES } from '../packages/capsnet/src/train/names.ts';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { busyNote, cpuBusy, machineInfo, median, userPath, withBusyProcesses, writeReport } from './harness.ts';
-import { type Row, contention, formatReport, ratios } from './train-report.ts';
+import { type Row, busyProcesses, contention, formatReport, ratios } from './train-report.ts';
 import { type Job, type WorkerResult, runStepWorker } from './train-step.ts';
 import { type EpochJob, runEpochWorker } from './train-epoch-worker.ts';
 import { runTorch } from './train-torch.ts';
@@ -190,7 +190,7 @@ async function main(): Promise<void> {
     }
     // A software WebGPU adapter emulates the GPU on the CPU: give it a bounded time, then report it as skipped.
     const jobTimeoutMs = backend === 'webgpu' && note.includes('software') ? Math.min(timeoutMs, 300_000) : timeoutMs;
-    const competing = job.compete ? ` + ${job.compete} busy process${job.compete === 1 ? '' : 'es'}` : '';
+    const competing = job.compete ? ` + ${busyProcesses(job.compete)}` : '';
     const variant = (backend === 'wasm' ? (job.fused ? ' fused' : ' composite') : '') + competing;
     const label = (job.threads != null ? `${backend} (${job.threads} thread${job.threads === 1 ? '' : 's'})` : backend) + variant;
     process.stdout.write(`${label}, batch ${job.batch}: running${note ? ` (${note})` : ''} ...\n`);
@@ -227,12 +227,13 @@ async function main(): Promise<void> {
         backend === 'wasm' && !job.fused ? 'fused capsule kernels off (setFusedKernels(false))' : '',
         job.stepSkipReason,
         reply.leakedTensorsPerStep > 0 ? `LEAK: ${reply.leakedTensorsPerStep} tensors/step` : '',
-        job.compete ? `${job.compete} busy process${job.compete === 1 ? '' : 'es'} beside it (--compete)` : '',
+        job.compete ? `${busyProcesses(job.compete)} beside it (--compete)` : '',
         busyNote(worst),
       ]
         .filter(Boolean)
         .join('; '),
       cpu_busy_by_others: worst,
+      ...(job.compete ? { busy_processes: job.compete } : {}),
       raw: { step_s: reply.stepSeconds, forward_s: reply.forwardSeconds },
     };
     if (reply.kernels.length > 0) row.kernels = reply.kernels;

@@ -161,7 +161,8 @@ describe('epochRow', () => {
 });
 
 describe('the step beside busy processes (--compete)', () => {
-  const row = (backend: string, batch: number, step: number | null, cpu: number | null): Row => ({
+  const row = (backend: string, batch: number, step: number | null, cpu: number | null, busy = 0): Row => ({
+    ...(busy > 0 ? { busy_processes: busy } : {}),
     backend,
     detail: '',
     batch,
@@ -179,9 +180,9 @@ describe('the step beside busy processes (--compete)', () => {
     const rows = [
       row('wasm 2t fused', 32, 0.8, 1.5),
       row('wasm 2t fused', 128, 3.2, 6),
-      row('wasm 2t fused + 1 busy process', 32, 1.2, 1.4),
-      row('wasm 2t fused + 2 busy processes', 128, 6.4, null),
-      row('wasm 2t composite + 1 busy process', 32, 2, 2), // no quiet composite row: left out
+      row('wasm 2t fused + 1 busy process', 32, 1.2, 1.4, 1),
+      row('wasm 2t fused + 2 busy processes', 128, 6.4, null, 2),
+      row('wasm 2t composite + 1 busy process', 32, 2, 2, 1), // no quiet composite row: left out
     ];
     const got = contention(rows);
     assert.deepEqual(
