@@ -84,7 +84,7 @@ describe('capsnet train under the cadence (injected clock)', { timeout: 300_000 
       ...extra,
     });
 
-  test('which steps are checkpointed, and a crash after a time-chosen one resumes bit-identical', async () => {
+  test("which steps are checkpointed, and a crash after a time-chosen one resumes bit-identical, to the run's own epochs", async () => {
     const root = tempDir('cadence');
     const writes = async (name: string, intervalS: number | undefined) => {
       const seen: string[] = [];
@@ -117,7 +117,9 @@ describe('capsnet train under the cadence (injected clock)', { timeout: 300_000 
     const atCrash = loadCheckpoint(crashed);
     assert.equal(atCrash.step, 5);
     assert.equal(atCrash.progress?.stepsDone, 2);
-    await run(crashed, { resume: true, checkpointIntervalS: 80, clock: ticking() });
+    assert.equal(atCrash.run.epochs, 2, 'the checkpoint records the total the run trains to');
+    // Resumed without epochs (as `capsnet train --out DIR --resume`): it finishes the run's 2, not DEFAULT_EPOCHS.
+    await run(crashed, { resume: true, epochs: undefined, checkpointIntervalS: 80, clock: ticking() });
     const [a, b] = [loadCheckpoint(join(root, 'every-step')), loadCheckpoint(crashed)];
     assert.equal(b.step, a.step);
     for (const name of Object.keys(a.weights)) {

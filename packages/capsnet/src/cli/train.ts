@@ -3,7 +3,7 @@ import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
 import { type CapsNetConfig, PRESET_NAMES } from '@capsnet-onnx/core';
 import { DATA_SPECS } from '../data/datasets.ts';
 import { DEFAULT_CHECKPOINT_INTERVAL_S } from '../train/checkpoint-cadence.ts';
-import { BACKEND_NAMES, MODEL_NAMES } from '../train/names.ts';
+import { BACKEND_NAMES, DEFAULT_EPOCHS, MODEL_NAMES } from '../train/names.ts';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, seed, timeSpan } from './args.ts';
 
 function timestamp(): string {
@@ -45,7 +45,11 @@ export function registerTrainCommands(program: Command): void {
         'quick offline tests',
       'mnist',
     )
-    .option('--epochs <n>', 'epochs to train (in total, counting resumed ones)', positiveInt('--epochs'), 10)
+    .option(
+      '--epochs <n>',
+      `epochs to train in total, counting resumed ones (default: ${DEFAULT_EPOCHS}; with --resume, the run's own total)`,
+      positiveInt('--epochs'),
+    )
     .option('--batch-size <n>', 'images per step', positiveInt('--batch-size'), 128)
     .option('--routing <n>', "routing iterations (default: 3, the paper's)", positiveInt('--routing'))
     .addOption(new Option('--backend <name>', 'training backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))

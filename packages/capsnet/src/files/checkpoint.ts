@@ -85,8 +85,11 @@ export interface CheckpointState {
   classLabels: string[];
   backend: string;
   metrics: EpochMetrics[];
-  /** How the run slices the data; a resumed run keeps them so its steps line up with the original. */
-  run: { batchSize: number; trainLimit?: number; testLimit?: number; preset?: string };
+  /**
+   * How the run slices the data; a resumed run keeps them so its steps line up with the original. `epochs`: the
+   * total the run trains to, which a resume without `--epochs` continues to (absent in older checkpoints).
+   */
+  run: { batchSize: number; trainLimit?: number; testLimit?: number; preset?: string; epochs?: number };
   /** Present when the checkpoint was written mid-epoch. */
   progress?: EpochProgress;
   weights: Record<string, Float32Array>;

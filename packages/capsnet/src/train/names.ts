@@ -10,3 +10,6 @@ export type ModelName = (typeof MODEL_NAMES)[number];
 /** TensorFlow.js backends (train/backends/backend.ts); `auto` picks the first that starts. */
 export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
+
+/** Epochs a new run trains when none are given (`capsnet train --epochs`); a resumed run keeps its own total. */
+export const DEFAULT_EPOCHS = 10;

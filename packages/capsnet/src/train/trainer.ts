@@ -34,6 +34,7 @@ import { augmentBatch, networkView, sourceShape } from '../data/augment.ts';
 import { suspiciousLabels } from './data-checks.ts';
 import { CheckpointCadence, DEFAULT_CHECKPOINT_INTERVAL_S } from './checkpoint-cadence.ts';
 import { type RunFlags, checkResumeFlags, checkRunDir, openRunDir } from './run-dir.ts';
+import { DEFAULT_EPOCHS } from './names.ts';
 import { writeFileAtomic } from '../files/atomic.ts';
 import { adamFor, epochOrder, gather, oneHot, readWeights, trainStep } from './loop.ts';
 import { variablesFromWeights } from '../model/layers.ts';
@@ -46,7 +47,11 @@ export interface TrainOptions {
   model?: ModelName;
   preset: PresetName;
   data: string;
-  epochs: number;
+  /**
+   * Epochs in total, counting resumed ones. Default: on `resume`, the total the run was started (or last resumed)
+   * with, so that a resume without it finishes the run as planned; otherwise DEFAULT_EPOCHS.
+   */
+  epochs?: number;
   batchSize: number;
   routing?: number;
   backend: 'auto' | BackendName;
@@ -113,7 +118,7 @@ function checkTrainNumbers(options: TrainOptions): void {
   const INT32 = 2 ** 31 - 1;
   const rules: Array<[name: string, value: number | undefined, min: number, max: number, optional?: boolean]> = [
     ['seed', options.seed, 0, 2 ** 32 - 1],
-    ['epochs', options.epochs, 1, INT32],
+    ['epochs', options.epochs, 1, INT32, true],
     ['batchSize', options.batchSize, 1, INT32],
     ['checkpointEvery', options.checkpointEvery, 0, INT32],
     ['routing', options.routing, 1, INT32, true],
@@ -155,7 +160,11 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       ? { family: 'baseline-cnn', config: baselineForPreset(options.preset, dataset.shape, options.baselineOverrides) }
       : undefined;
   const family: ModelFamily = modelSpec ? baselineFamily(modelSpec.config, seed) : capsnetFamily(config);
-  const run = resumed?.run ?? { batchSize: options.batchSize, trainLimit: options.trainLimit, testLimit: options.testLimit, preset: options.preset };
+  const epochs = options.epochs ?? resumed?.run.epochs ?? DEFAULT_EPOCHS;
+  const run = {
+    ...(resumed?.run ?? { batchSize: options.batchSize, trainLimit: options.trainLimit, testLimit: options.testLimit, preset: options.preset }),
+    epochs,
+  };
   const source = sourceShape(config);
   // Training batches are cut from the data set's images (the source size); the test split is seen as the network sees it.
   const pixels = source.height * source.width * source.channels;
@@ -237,7 +246,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
       `${dataset.labelOffset ? ` (file labels ${dataset.labelOffset}-${dataset.labelOffset + config.numClasses - 1})` : ''}` +
       `${dataset.source ? `; ${dataset.source}` : ''}`,
   );
-  for (let epoch = resumed?.epoch ?? 0; epoch < options.epochs; epoch++) {
+  for (let epoch = resumed?.epoch ?? 0; epoch < epochs; epoch++) {
     const saved = resumed?.progress && epoch === resumed.epoch ? resumed.progress : undefined;
     const progress: EpochProgress = saved
       ? { ...saved, parts: { ...(saved.parts ?? { margin: saved.margin ?? 0, reconstruction: saved.reconstruction ?? 0 }) } }
@@ -245,7 +254,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     const order = epochOrder(seed, epoch, train.count);
     const bar = options.progressBar
       ? new cliProgress.SingleBar(
-          { format: `epoch ${epoch + 1}/${options.epochs} [{bar}] {value}/{total} steps | {ips} img/s | loss {loss} | ETA {eta_formatted}`, hideCursor: true },
+          { format: `epoch ${epoch + 1}/${epochs} [{bar}] {value}/{total} steps | {ips} img/s | loss {loss} | ETA {eta_formatted}`, hideCursor: true },
           cliProgress.Presets.shades_classic,
         )
       : undefined;
@@ -272,7 +281,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
         lastLine = performance.now();
         const perStep = progress.seconds / progress.stepsDone;
         log(
-          `epoch ${epoch + 1}/${options.epochs} step ${s + 1}/${stepsPerEpoch} (${Math.floor((100 * (s + 1)) / stepsPerEpoch)}%): ` +
+          `epoch ${epoch + 1}/${epochs} step ${s + 1}/${stepsPerEpoch} (${Math.floor((100 * (s + 1)) / stepsPerEpoch)}%): ` +
             `${(progress.images / progress.seconds).toFixed(1)} img/s, loss ${loss.toFixed(4)}, ETA ` +
             `${formatSeconds(perStep * (stepsPerEpoch - s - 1))} for the epoch`,
         );
