@@ -315,6 +315,16 @@ export function transpose(src: usize, srcStride: i32, dst: usize, dstStride: i32
 }
 
 /**
+ * dst[b] = src[b]^T for the row-major [rows, cols] matrices b0 <= b < b1 of a batch laid end to end (src [B, rows,
+ * cols] -> dst [B, cols, rows]): the layout changes between tfjs's NHWC / HWIO and ONNX's NCHW / OIHW
+ * (train/backends/ort-conv.ts), split over the batch.
+ */
+export function transposeBatch(src: usize, dst: usize, rows: i32, cols: i32, b0: i32, b1: i32): void {
+  const size = <usize>rows * <usize>cols;
+  for (let b = b0; b < b1; b++) transpose(src + <usize>b * size * 4, cols, dst + <usize>b * size * 4, rows, 0, rows, cols);
+}
+
+/**
  * colT[(kh, kw, ci), (n, oh, ow)] = xT[ci][n0 + n][oh sh + kh - pt][ow sw + kw - pl] (zero outside the image), for
  * images n0 <= n < n0 + nb and the rows c0 <= t < c1 of colT, t = (kh KW + kw) C + ci (im2col, channel-major: the
  * operand of wasm-kernels.ts's filter-gradient GEMM). Each row is OW-long runs of one image row, copied whole at

@@ -14,6 +14,7 @@ import {
   wasmThreadsWanted,
 } from '../../../packages/capsnet/src/train/backends/backend.ts';
 import { wasmConvKernelsRegistered } from '../../../packages/capsnet/src/train/backends/wasm-kernels.ts';
+import { ortConvolutionsActive } from '../../../packages/capsnet/src/train/backends/ort-conv.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -48,12 +49,13 @@ describe('initBackend', () => {
     await checkArithmetic(b.tf);
   });
 
-  test('wasm, with the conv gradient kernels registered', async () => {
+  test('wasm, with the conv gradient kernels registered and onnxruntime in front of them (CAPSNET_CONVOLUTIONS default)', async () => {
     const b = await initBackend('wasm');
     assert.equal(b.name, 'wasm');
     assert.equal(b.tf.getBackend(), 'wasm');
-    assert.match(b.detail, /XNNPACK SIMD, \d+ threads?/);
-    assert.ok(wasmConvKernelsRegistered());
+    assert.match(b.detail, /XNNPACK SIMD, \d+ threads?, convolutions on onnxruntime-node's CPU provider/);
+    assert.ok(ortConvolutionsActive(), "onnxruntime's kernels are the wasm backend's convolutions");
+    assert.ok(!wasmConvKernelsRegistered(), 'ours sit behind them');
     await checkArithmetic(b.tf);
     // A conv gradient runs (the stock wasm backend has no Conv2DBackpropFilter at all).
     const x = tf.ones([1, 5, 5, 1]),

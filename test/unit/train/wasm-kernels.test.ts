@@ -141,6 +141,8 @@ function randomCases(seed: number, perCombo: number): Case[] {
 }
 
 before(async () => {
+  // These are the wasm kernels themselves; onnxruntime's, which replace them by default, are test/unit/train/ort-conv.test.ts's.
+  process.env.CAPSNET_CONVOLUTIONS = 'wasm';
   await initBackend('wasm');
 });
 

@@ -22,6 +22,12 @@ export const VARIABLES = {
       "threads of tfjs's wasm backend (XNNPACK's pool and the fused capsule kernels), a whole number from 1; " +
       '1 loads the single-threaded build; unset: every core, at most 8',
   },
+  CAPSNET_CONVOLUTIONS: {
+    default: 'onnxruntime',
+    meaning:
+      "who runs the wasm backend's convolutions and their gradients: onnxruntime (onnxruntime-node's CPU provider, " +
+      "native AVX2/AVX-512 GEMMs; train/backends/ort-conv.ts) or wasm (XNNPACK's wasm SIMD, and this package's kernels)",
+  },
   CAPSNET_WASM_START_TIMEOUT_S: {
     default: '60',
     meaning: 'seconds the threaded wasm backend may take to start (workers and compile) before training falls back to one thread',

@@ -5,7 +5,9 @@
 //               imported dynamically so this module loads without them.
 //   webgpu      @tensorflow/tfjs-backend-webgpu on Dawn through the `webgpu` npm package.
 //   wasm        @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD) plus train/backends/wasm-kernels.ts (conv gradients),
-//               multi-threaded through train/backends/wasm-threads.ts when more than one core is available.
+//               multi-threaded through train/backends/wasm-threads.ts when more than one core is available; its
+//               convolutions run on onnxruntime-node's CPU provider (train/backends/ort-conv.ts) unless
+//               CAPSNET_CONVOLUTIONS=wasm or that fails to load (then said in the log).
 //   cpu         @tensorflow/tfjs-backend-cpu, plain JS: a last resort.
 //
 // 'auto' tries tfjs-node-gpu (only when a GPU is visible), tfjs-node, wasm, cpu, and logs why it skipped each.
@@ -195,15 +197,41 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
     await setBackendOrThrow('wasm', 'the wasm backend failed to initialize');
   }
   await tf.ready();
-  if (!kernels.wasmConvKernelsRegistered()) throw new Error('wasm conv gradient kernels are not registered');
+  // Ours, or onnxruntime's in front of them (train/backends/ort-conv.ts, from an earlier call in this process).
+  if (!kernels.wasmConvKernelsRegistered() && !(await import('./ort-conv.ts')).ortConvolutionsActive()) {
+    throw new Error('wasm conv gradient kernels are not registered');
+  }
   const n = wasmThreadsUsed ?? threads.wasmThreadsCount();
+  const convolutions = await ortConvolutions(n, log);
   return {
     name: 'wasm',
     detail:
       `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ` +
-      'conv gradients and fused capsule kernels in wasm SIMD (train/backends/wasm-kernels.ts, train/backends/wasm-capsule-kernels.ts)',
+      (convolutions
+        ? `convolutions on onnxruntime-node's CPU provider (${convolutions}), `
+        : 'conv gradients in wasm SIMD (train/backends/wasm-kernels.ts), ') +
+      'fused capsule kernels in wasm SIMD (train/backends/wasm-capsule-kernels.ts)',
     tf,
   };
+}
+
+/**
+ * CAPSNET_CONVOLUTIONS=onnxruntime (the default): the wasm backend's convolutions move to onnxruntime-node
+ * (train/backends/ort-conv.ts). Returns how, for the backend's detail line, or null when they stay in wasm (asked
+ * for, or onnxruntime-node's binding did not load: said in the log, training goes on with the wasm kernels).
+ */
+async function ortConvolutions(threads: number, log: Log): Promise<string | null> {
+  const wanted = readEnv('CAPSNET_CONVOLUTIONS');
+  if (wanted === 'wasm') return null;
+  if (wanted !== 'onnxruntime') throw new Error(`CAPSNET_CONVOLUTIONS must be onnxruntime or wasm, got ${wanted}: unset it for the default (onnxruntime)`);
+  try {
+    const { registerOrtConvolutions } = await import('./ort-conv.ts');
+    registerOrtConvolutions(threads, log);
+    return `${threads} thread${threads === 1 ? '' : 's'}, train/backends/ort-conv.ts`;
+  } catch (e) {
+    log(`backend wasm: convolutions stay in wasm SIMD: onnxruntime-node's binding did not load (${errorText(e)})`);
+    return null;
+  }
 }
 
 /**

@@ -224,6 +224,8 @@ export interface SimdKernels {
   routingBackward(uHat: number, dV: number, dC: number, dU: number, scratch: number, N: number, I: number, J: number, D: number, R: number, eps: number): void;
   adam(p: number, g: number, m: number, v: number, pOut: number, n: number, lr: number, beta1: number, beta2: number, epsilon: number): void;
   transpose(src: number, srcStride: number, dst: number, dstStride: number, r0: number, r1: number, cols: number): void;
+  /** dst[b] = src[b]^T for the [rows, cols] matrices b0 <= b < b1 of a batch. */
+  transposeBatch(src: number, dst: number, rows: number, cols: number, b0: number, b1: number): void;
   /** Rows c0 <= t < c1 of colT from the channel-major image xT (im2col). */
   im2colT: ColumnsKernel;
   nhwcToChwn(x: number, xp: number, N: number, H: number, W: number, C: number, Hc: number, Wc: number, pt: number, pl: number, h0: number, h1: number): void;
@@ -238,6 +240,7 @@ const KERNEL_NAMES = [
   'routingBackward',
   'adam',
   'transpose',
+  'transposeBatch',
   'nhwcToChwn',
   'col2imT',
   'im2colT',
@@ -290,6 +293,13 @@ export function pointer(backend: WasmBackendLike, info: TensorInfo): number {
   const entry = backend.dataIdMap.get(info.dataId);
   if (entry == null) throw new Error('train/backends/wasm-simd.ts: tensor is not on the wasm backend');
   return entry.memoryOffset;
+}
+
+/** dst[b] = src[b]^T for a batch of row-major [rows, cols] matrices (src [batch, rows, cols] -> dst [batch, cols, rows]). */
+export function transposeBatchOnHeap(backend: WasmBackendLike, src: number, batch: number, rows: number, cols: number, dst: number): void {
+  if (batch === 1) return transposeOnHeap(backend, src, rows, cols, dst);
+  const { threads } = simdKernels(backend);
+  threads.run('transposeBatch', (part, parts) => [src, dst, rows, cols, ...partRange(batch, parts, part)], batch * rows * cols < 1 << 14);
 }
 
 /** dst = src^T for a row-major [rows, cols] matrix at byte offset src (dst is [cols, rows]), rows shared by threads. */
