@@ -97,6 +97,20 @@ function transposedEnd(span: number, size: number): { pad: number; outputPadding
   return span >= size ? { pad: span - size, outputPadding: 0 } : { pad: 0, outputPadding: size - span };
 }
 
+/**
+ * The filter gradient's rows (and columns) of x: output row kh reads padded rows kh + oh*sh, so the "image" needs
+ * (OH-1)*sh + KH rows after the near padding: x's first `size` of them, then `pad` zero rows. (x is cut on the heap:
+ * ORT's Slice took 75 ms on PrimaryCaps' batch-32 input.)
+ */
+function filterGradRows(g: Geometry): { rows: { size: number; pad: number }; cols: { size: number; pad: number } } {
+  const needH = (g.OH - 1) * g.sh + g.KH - g.pt;
+  const needW = (g.OW - 1) * g.sw + g.KW - g.pl;
+  return {
+    rows: { size: Math.min(g.H, needH), pad: Math.max(0, needH - g.H) },
+    cols: { size: Math.min(g.W, needW), pad: Math.max(0, needW - g.W) },
+  };
+}
+
 /** The ONNX graph for one kernel at one geometry, in ONNX's layouts (the batch 'N' symbolic). */
 function graphFor(kind: Kind, g: Geometry): Uint8Array {
   const b = new GraphBuilder(`capsnet-${kind}`);
@@ -110,17 +124,14 @@ function graphFor(kind: Kind, g: Geometry): Uint8Array {
     const [y] = b.node('Conv', [x, f], { kernel_shape: [KH, KW], strides: [sh, sw], pads: [pt, pl, pb, pr], dilations: [1, 1], group: 1 }, { output: 'y' });
     b.output(y!, ['N', CO, OH, OW], 'NCHW');
   } else if (kind === 'Conv2DBackpropFilter') {
-    const x = b.input('x', [C, 'N', H, W], 'x with channels first: CNHW');
+    const { rows, cols } = filterGradRows(g);
+    const x = b.input('x', [C, 'N', rows.size, cols.size], 'x with channels first (CNHW), cut to the rows and columns an output reads');
     const dy = b.input('dy', [CO, 'N', OH, OW], 'dy with channels first');
-    // The "image" is x with channels as the batch and images as channels; the "kernel" is dy, dilated by the
-    // stride. Output row kh reads padded rows kh + oh*sh, so x needs (OH-1)*sh + KH - pt rows: cut or padded to that.
-    const needH = (OH - 1) * sh + KH - pt;
-    const needW = (OW - 1) * sw + KW - pl;
-    const cut = needH < H || needW < W ? b.slice(x, [0, 0], [Math.min(H, needH), Math.min(W, needW)], [2, 3]) : x;
+    // The "image" is x with channels as the batch and images as channels; the "kernel" is dy, dilated by the stride.
     const [dw] = b.node(
       'Conv',
-      [cut, dy],
-      { kernel_shape: [OH, OW], strides: [1, 1], pads: [pt, pl, Math.max(0, needH - H), Math.max(0, needW - W)], dilations: [sh, sw], group: 1 },
+      [x, dy],
+      { kernel_shape: [OH, OW], strides: [1, 1], pads: [pt, pl, rows.pad, cols.pad], dilations: [sh, sw], group: 1 },
       { output: 'dw' },
     );
     b.output(dw!, [C, CO, KH, KW], 'IOHW');
@@ -191,6 +202,10 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     // ORT's pool would otherwise spin after each run, taking the cores from the wasm kernels that follow.
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
+  // The filter gradient on one thread: its "images" are x's channels (256 at PrimaryCaps), each a GEMM too small to
+  // split, and ORT splits each one, so the threads meet 256 times a call: on 2 threads it took 161-179 ms, on one 96
+  // (PrimaryCaps, batch 32, this project's Zen 5 machine; 2-thread forward and input gradient: 78 and 97 ms).
+  const filterGradOptions = { ...options, intraOpNumThreads: 1 };
   const entries = new Map<string, Entry>();
   const loading: Promise<unknown>[] = [];
   const calls = { ort: 0, wasm: 0 };
@@ -205,7 +220,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
       try {
         const bytes = graphFor(kind, g);
         const session = new native.binding.InferenceSession();
-        const loaded = session.loadModel(bytes.buffer, bytes.byteOffset, bytes.byteLength, options);
+        const loaded = session.loadModel(bytes.buffer, bytes.byteOffset, bytes.byteLength, kind === 'Conv2DBackpropFilter' ? filterGradOptions : options);
         if (loaded && typeof (loaded as Promise<unknown>).then === 'function') {
           loading.push(
             (loaded as Promise<unknown>).then(
@@ -277,6 +292,21 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     return copyOff(backend, onHeap);
   };
 
+  /** x [N, H, W, C]'s first `rows` rows and `cols` columns of every image, as a new [N, rows, cols, C] on the heap. */
+  const cutOnHeap = (backend: WasmBackendLike, x: TensorInfo, N: number, H: number, W: number, C: number, rows: number, cols: number): TensorInfo => {
+    const out = scratch(backend, [N, rows, cols, C]);
+    const [from, to] = [pointer(backend, x), pointer(backend, out)];
+    const heap = backend.wasm.HEAPU8;
+    const run = 4 * cols * C;
+    for (let n = 0; n < N; n++) {
+      for (let h = 0; h < rows; h++) {
+        const src = from + 4 * (n * H + h) * W * C;
+        heap.copyWithin(to + (n * rows + h) * run, src, src + run);
+      }
+    }
+    return out;
+  };
+
   /** One kernel on ORT: the layouts changed on the heap, the bare op in ORT, the result back in tfjs's layout. */
   const runOnOrt = (
     kind: Kind,
@@ -294,10 +324,13 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
       return backToHeap(backend, y, N, CO, OH * OW, [N, OH, OW, CO]);
     }
     if (kind === 'Conv2DBackpropFilter') {
+      const { rows, cols } = filterGradRows(g);
+      const x = rows.size < H || cols.size < W ? cutOnHeap(backend, t.x!, N, H, W, C, rows.size, cols.size) : t.x!;
       const feeds = {
-        x: tensor(channelsFirst(backend, t.x!, 1, N * H * W, C), [C, N, H, W]),
+        x: tensor(channelsFirst(backend, x, 1, N * rows.size * cols.size, C), [C, N, rows.size, cols.size]),
         dy: tensor(channelsFirst(backend, t.dy!, 1, N * OH * OW, CO), [CO, N, OH, OW]),
       };
+      if (x !== t.x) backend.disposeData(x.dataId);
       const dw = session.run(feeds, { dw: null }, {}).dw!.data;
       return backToHeap(backend, dw, 1, C * CO, KH * KW, [KH, KW, C, CO]);
     }
