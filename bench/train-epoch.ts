@@ -9,6 +9,7 @@
  */
 import type { CapsNetConfig, PresetName } from '@capsnet-onnx/core';
 import { forkWorker } from '../packages/capsnet/src/parity/fork.ts';
+import type { ConvolutionsName } from '../packages/capsnet/src/train/names.ts';
 import { type SteadyState, busyNote, cpuBusy, fmt, median, steadyState, sum, textTable } from './harness.ts';
 import type { Clocked, EpochJob, EpochResult } from './train-epoch-worker.ts';
 import { type TorchEpochResult, runTorchEpoch } from './train-torch.ts';
@@ -31,6 +32,8 @@ export interface EpochOptions {
   torch: boolean;
   /** wasm threads (CAPSNET_WASM_THREADS) and PyTorch's; absent: the backend's default, and that for PyTorch. */
   threads?: number;
+  /** The wasm rows' convolutions (CAPSNET_CONVOLUTIONS), a row each; the first is the one named plainly "wasm". */
+  convolutions: ConvolutionsName[];
   timeoutMs: number;
   /** The worker script (bench/train.ts, run with --worker). */
   workerScript: string;
@@ -137,6 +140,11 @@ export function epochRow(framework: string, r: EpochResult | TorchEpochResult, w
   };
 }
 
+/** How a wasm row whose convolutions are not the default ones is told apart: by who runs them. */
+export function convolutionsLabel(convolutions: ConvolutionsName): string {
+  return convolutions === 'onnxruntime' ? 'ORT convolutions' : 'XNNPACK convolutions';
+}
+
 /** Runs the epoch rows: per batch, the project (wasm) then PyTorch. Failures become rows with a note, not a crash. */
 export async function runEpochRows(o: EpochOptions, log: (line: string) => void): Promise<EpochRow[]> {
   const rows: EpochRow[] = [];
@@ -149,18 +157,24 @@ export async function runEpochRows(o: EpochOptions, log: (line: string) => void)
   }
   for (const batch of o.batches) {
     const job: EpochJob = { kind: 'epoch', preset: o.preset, data: o.data, batch, trainImages: o.trainImages, testImages: o.testImages, seed: o.seed };
-    log(`epoch, wasm, batch ${batch}: ${o.trainImages} training images, ${o.testImages} test images (--data ${o.data}) ...`);
-    const env = o.threads != null ? { ...process.env, CAPSNET_WASM_THREADS: String(o.threads) } : process.env;
-    const busy = await cpuBusy(500);
-    const reply = await forkWorker<EpochResult>(o.workerScript, ['--worker'], job, env, o.timeoutMs);
     let threads = o.threads;
-    if ('error' in reply) {
-      log(`epoch, wasm, batch ${batch}: skipped: ${reply.error}`);
-      rows.push(failed('wasm', batch, reply.error));
-    } else {
-      threads ??= reply.threads ?? undefined;
-      rows.push(epochRow(`wasm ${reply.threads ?? '?'}t`, reply, o.window, o.tolerance, busy));
-      log(`epoch, wasm, batch ${batch}: ${fmt(rows.at(-1)!.epoch_images_per_s, 1)} img/s over the epoch (${fmt(reply.total.wall_s, 0)} s in all)`);
+    for (const [i, convolutions] of o.convolutions.entries()) {
+      const suffix = i === 0 ? '' : ` ${convolutionsLabel(convolutions)}`;
+      const label = (t: number | string) => `wasm ${t}t${suffix}`;
+      log(`epoch, wasm${suffix}, batch ${batch}: ${o.trainImages} training images, ${o.testImages} test images (--data ${o.data}) ...`);
+      const env = { ...process.env, CAPSNET_CONVOLUTIONS: convolutions, ...(o.threads != null ? { CAPSNET_WASM_THREADS: String(o.threads) } : {}) };
+      const busy = await cpuBusy(500);
+      const reply = await forkWorker<EpochResult>(o.workerScript, ['--worker'], job, env, o.timeoutMs);
+      if ('error' in reply) {
+        log(`epoch, wasm${suffix}, batch ${batch}: skipped: ${reply.error}`);
+        rows.push(failed(label('?'), batch, reply.error));
+      } else {
+        threads ??= reply.threads ?? undefined;
+        rows.push(epochRow(label(reply.threads ?? '?'), reply, o.window, o.tolerance, busy));
+        log(
+          `epoch, ${label(reply.threads ?? '?')}, batch ${batch}: ${fmt(rows.at(-1)!.epoch_images_per_s, 1)} img/s over the epoch (${fmt(reply.total.wall_s, 0)} s in all)`,
+        );
+      }
     }
     if (!o.torch) continue;
     if (mnistDir == null) {

@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { type CapsNetConfig, convKernelFlops, derivedSizes, type PresetName, presetConfig } from '@capsnet-onnx/core';
 import type { BackendName } from '../packages/capsnet/src/train/backends/backend.ts';
+import type { ConvolutionsName } from '../packages/capsnet/src/train/names.ts';
 import { seededUniform, waitForIdle } from './harness.ts';
 
 export interface Job {
@@ -27,6 +28,8 @@ export interface Job {
   parts: boolean;
   /** Other busy processes (one CPU each) running beside the worker while it is timed (bench/train.ts --compete). */
   compete?: number;
+  /** wasm: who runs the convolutions when not --convolutions' first value (the row is labelled by it). */
+  convolutions?: ConvolutionsName;
 }
 
 /** One part of the training step, timed alone at the step's shapes (best of 3 after a warm-up). */

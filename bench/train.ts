@@ -13,6 +13,7 @@
  *   npm run bench:train -- --wasm-threads 1,2             # wasm rows at these thread counts (default: auto and 1)
  *   npm run bench:train -- --wait-idle 120                # shared machine: wait (<= 120 s) for idle CPUs before each timing
  *   npm run bench:train -- --compete 0                    # no wasm row beside a busy process (default: 1 busy process)
+ *   npm run bench:train -- --convolutions onnxruntime,wasm   # wasm rows with ORT's and with XNNPACK's convolutions
  *
  * `--compete N` (default 1) times the wasm step once more at each batch while N other processes each keep a CPU
  * busy, and reports how much slower the step got (issue 25: a second busy process must not make it more than 2.2x
@@ -33,14 +34,14 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type PresetName, countFlops, presetConfig } from '@capsnet-onnx/core';
 import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backends/backend.ts';
-import { BACKEND_NAMES } from '../packages/capsnet/src/train/names.ts';
+import { BACKEND_NAMES, CONVOLUTIONS_NAMES, type ConvolutionsName } from '../packages/capsnet/src/train/names.ts';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { busyNote, cpuBusy, machineInfo, median, userPath, withBusyProcesses, writeReport } from './harness.ts';
 import { type Row, busyProcesses, contention, formatReport, ratios } from './train-report.ts';
 import { type Job, type WorkerResult, runStepWorker } from './train-step.ts';
 import { type EpochJob, runEpochWorker } from './train-epoch-worker.ts';
 import { runTorch } from './train-torch.ts';
-import { type EpochRow, formatEpochReport, runEpochRows } from './train-epoch.ts';
+import { type EpochRow, convolutionsLabel, formatEpochReport, runEpochRows } from './train-epoch.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -63,6 +64,7 @@ async function main(): Promise<void> {
       'wasm-threads': { type: 'string' },
       'wait-idle': { type: 'string', default: '0' },
       compete: { type: 'string', default: '1' },
+      convolutions: { type: 'string', default: 'onnxruntime' },
       'no-epoch': { type: 'boolean', default: false },
       'only-epoch': { type: 'boolean', default: false },
       data: { type: 'string', default: 'mnist' },
@@ -111,6 +113,10 @@ async function main(): Promise<void> {
       `load average ${machine.loadAverages['1m']} / ${machine.loadAverages['5m']} / ${machine.loadAverages['15m']} (1 / 5 / 15 min)`,
   );
 
+  const convolutions = values.convolutions!.split(',') as ConvolutionsName[];
+  for (const c of convolutions) {
+    if (!CONVOLUTIONS_NAMES.includes(c)) throw new Error(`--convolutions wants ${CONVOLUTIONS_NAMES.join(' and/or ')}, got '${c}'`);
+  }
   // wasm runs once per thread count (default: backend.ts's choice, all cores), with the fused capsule kernels and,
   // for comparison in the same run, without them (the composite tfjs ops).
   const wasmThreads: (number | undefined)[] = values['wasm-threads'] != null ? values['wasm-threads'].split(',').map((t) => Number(t)) : [undefined];
@@ -119,17 +125,21 @@ async function main(): Promise<void> {
     for (const backend of backends) {
       for (const threads of backend === 'wasm' ? wasmThreads : [undefined]) {
         for (const fused of backend === 'wasm' && !values['no-unfused'] ? [false, true] : [true]) {
-          jobs.push({
-            backend,
-            preset,
-            batch,
-            steps,
-            kernels: backend === 'wasm' && fused && !values['no-kernels'],
-            parts: backend === 'wasm' && !values['no-parts'],
-            fused,
-            waitIdleS: Number(values['wait-idle']),
-            ...(threads != null ? { threads } : {}),
-          });
+          // The fused rows once per --convolutions value (the first is the plain "wasm" row), the composite one once.
+          for (const [i, convolution] of (backend === 'wasm' && fused ? convolutions : [convolutions[0]!]).entries()) {
+            jobs.push({
+              backend,
+              preset,
+              batch,
+              steps,
+              kernels: backend === 'wasm' && fused && !values['no-kernels'],
+              parts: backend === 'wasm' && !values['no-parts'],
+              fused,
+              waitIdleS: Number(values['wait-idle']),
+              ...(threads != null ? { threads } : {}),
+              ...(i > 0 ? { convolutions: convolution } : {}),
+            });
+          }
         }
       }
     }
@@ -164,7 +174,8 @@ async function main(): Promise<void> {
     const backend = job.backend;
     let env = process.env;
     let note = '';
-    if (job.threads != null) env = { ...process.env, CAPSNET_WASM_THREADS: String(job.threads) };
+    if (job.threads != null) env = { ...env, CAPSNET_WASM_THREADS: String(job.threads) };
+    env = { ...env, CAPSNET_CONVOLUTIONS: job.convolutions ?? convolutions[0]! };
     if (backend === 'cpu') {
       if (values['cpu-batch'] != null) {
         job.batch = Number(values['cpu-batch']);
@@ -191,7 +202,8 @@ async function main(): Promise<void> {
     // A software WebGPU adapter emulates the GPU on the CPU: give it a bounded time, then report it as skipped.
     const jobTimeoutMs = backend === 'webgpu' && note.includes('software') ? Math.min(timeoutMs, 300_000) : timeoutMs;
     const competing = job.compete ? ` + ${busyProcesses(job.compete)}` : '';
-    const variant = (backend === 'wasm' ? (job.fused ? ' fused' : ' composite') : '') + competing;
+    const variant =
+      (backend === 'wasm' ? (job.fused ? ' fused' : ' composite') : '') + (job.convolutions ? `, ${convolutionsLabel(job.convolutions)}` : '') + competing;
     const label = (job.threads != null ? `${backend} (${job.threads} thread${job.threads === 1 ? '' : 's'})` : backend) + variant;
     process.stdout.write(`${label}, batch ${job.batch}: running${note ? ` (${note})` : ''} ...\n`);
     const busyBefore = job.compete ? null : await cpuBusy(500);
@@ -298,6 +310,7 @@ async function main(): Promise<void> {
         tolerance: tolerance / 100,
         torch: !values['no-torch'],
         ...(wasmThreads[0] != null ? { threads: wasmThreads[0] } : {}),
+        convolutions,
         timeoutMs,
         workerScript: SELF,
       },

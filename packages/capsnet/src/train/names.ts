@@ -13,3 +13,7 @@ export type BackendName = (typeof BACKEND_NAMES)[number];
 
 /** Epochs a new run trains when none are given (`capsnet train --epochs`); a resumed run keeps its own total. */
 export const DEFAULT_EPOCHS = 10;
+
+/** Who runs the wasm backend's convolutions (CAPSNET_CONVOLUTIONS): onnxruntime-node (train/backends/ort-conv.ts) or wasm SIMD. */
+export const CONVOLUTIONS_NAMES = ['onnxruntime', 'wasm'] as const;
+export type ConvolutionsName = (typeof CONVOLUTIONS_NAMES)[number];

@@ -17,7 +17,7 @@ import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { envFlag, readEnv } from '../../env/env.ts';
-import type { BackendName } from '../names.ts';
+import { type BackendName, CONVOLUTIONS_NAMES } from '../names.ts';
 
 export type { BackendName } from '../names.ts';
 
@@ -223,7 +223,9 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
 async function ortConvolutions(threads: number, log: Log): Promise<string | null> {
   const wanted = readEnv('CAPSNET_CONVOLUTIONS');
   if (wanted === 'wasm') return null;
-  if (wanted !== 'onnxruntime') throw new Error(`CAPSNET_CONVOLUTIONS must be onnxruntime or wasm, got ${wanted}: unset it for the default (onnxruntime)`);
+  if (wanted !== 'onnxruntime') {
+    throw new BackendUnavailableError(`CAPSNET_CONVOLUTIONS must be ${CONVOLUTIONS_NAMES.join(' or ')}, got ${wanted}: unset it for the default (onnxruntime)`);
+  }
   try {
     const { registerOrtConvolutions } = await import('./ort-conv.ts');
     registerOrtConvolutions(threads, log);
