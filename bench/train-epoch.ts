@@ -171,9 +171,8 @@ export async function runEpochRows(o: EpochOptions, log: (line: string) => void)
       } else {
         threads ??= reply.threads ?? undefined;
         rows.push(epochRow(label(reply.threads ?? '?'), reply, o.window, o.tolerance, busy));
-        log(
-          `epoch, ${label(reply.threads ?? '?')}, batch ${batch}: ${fmt(rows.at(-1)!.epoch_images_per_s, 1)} img/s over the epoch (${fmt(reply.total.wall_s, 0)} s in all)`,
-        );
+        const rate = fmt(rows.at(-1)!.epoch_images_per_s, 1);
+        log(`epoch, ${label(reply.threads ?? '?')}, batch ${batch}: ${rate} img/s over the epoch (${fmt(reply.total.wall_s, 0)} s in all)`);
       }
     }
     if (!o.torch) continue;

@@ -9,11 +9,12 @@
 //   Conv2D                 y  = Conv(x, W)                                          (ONNX Conv, NCHW)
 //   Conv2DBackpropFilter   dW = Conv(x^T, dy^T, dilations = strides)                x as [C, N, H, W], dy as [CO, N, OH, OW]
 //                               dW[ci, co, kh, kw] = sum_{n,oh,ow} x[n, ci, oh*s+kh-p, ow*s+kw-p] dy[n, co, oh, ow]
+//                               (x cut to the rows an output reads; one ORT thread, see filterGradOptions)
 //   Conv2DBackpropInput    dx = ConvTranspose(dy, W)                                (ONNX ConvTranspose)
 //
 // tfjs is NHWC with HWIO filters, ONNX's convolutions NCHW with OIHW filters: the layouts change on the wasm heap,
-// by the SIMD transposes of train/backends/wasm-simd.ts on the backend's threads (ORT's own Transpose takes 40-100 ms
-// on these shapes), and a filter's OIHW copy is kept while its tensor lives, for the forward and input gradient of a
+// by the SIMD transposes of train/backends/wasm-simd.ts on the backend's threads (ORT's own Transpose is several
+// times slower on these shapes: docs/benchmarks.md), and a filter's OIHW copy is kept while its tensor lives, for the forward and input gradient of a
 // step. The graphs are the bare ops.
 //
 // tfjs kernels are synchronous and onnxruntime-node's InferenceSession.run is a promise; the promise wraps a
@@ -100,7 +101,7 @@ function transposedEnd(span: number, size: number): { pad: number; outputPadding
 /**
  * The filter gradient's rows (and columns) of x: output row kh reads padded rows kh + oh*sh, so the "image" needs
  * (OH-1)*sh + KH rows after the near padding: x's first `size` of them, then `pad` zero rows. (x is cut on the heap:
- * ORT's Slice took 75 ms on PrimaryCaps' batch-32 input.)
+ * ORT's Slice is slow on these shapes, docs/benchmarks.md.)
  */
 function filterGradRows(g: Geometry): { rows: { size: number; pad: number }; cols: { size: number; pad: number } } {
   const needH = (g.OH - 1) * g.sh + g.KH - g.pt;
@@ -203,8 +204,8 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
   // The filter gradient on one thread: its "images" are x's channels (256 at PrimaryCaps), each a GEMM too small to
-  // split, and ORT splits each one, so the threads meet 256 times a call: on 2 threads it took 161-179 ms, on one 96
-  // (PrimaryCaps, batch 32, this project's Zen 5 machine; 2-thread forward and input gradient: 78 and 97 ms).
+  // split, and ORT splits each one, so the threads meet 256 times a call: two threads were slower than one
+  // (docs/benchmarks.md has the numbers).
   const filterGradOptions = { ...options, intraOpNumThreads: 1 };
   const entries = new Map<string, Entry>();
   const loading: Promise<unknown>[] = [];
