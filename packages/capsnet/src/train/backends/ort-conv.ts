@@ -19,10 +19,10 @@
 //
 // tfjs kernels are synchronous and onnxruntime-node's InferenceSession.run is a promise; the promise wraps a
 // synchronous call into the native binding (onnxruntime-node's dist/backend.js, 1.30 and 1.31), which this module
-// calls directly. A session is made per convolution shape (batch size symbolic), asynchronously where the binding
-// loads models asynchronously: until it is ready, that shape runs on the wasm kernels it replaces. Anything these
-// graphs do not cover (NCHW, dilations, non-float32) runs on those kernels too; so does every shape after a failure,
-// which is logged once. CAPSNET_CONVOLUTIONS=wasm turns this off.
+// calls directly. A session is made per convolution shape (batch size symbolic); where loadModel returns a promise
+// (1.31) the session is used at once all the same (it is), and a call that fails before the promise settles runs on
+// the wasm kernel it replaces. Anything these graphs do not cover (NCHW, dilations, non-float32) runs on those kernels
+// too; so does every shape after a failure, which is logged once. CAPSNET_CONVOLUTIONS=wasm turns this off.
 
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
@@ -162,6 +162,8 @@ function graphFor(kind: Kind, g: Geometry): Uint8Array {
 
 interface Entry {
   session?: NativeSession;
+  /** loadModel's promise has not settled (onnxruntime-node 1.31 returns one; the model is usable at once all the same). */
+  loading?: boolean;
   failed?: string;
 }
 
@@ -222,15 +224,16 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
         const bytes = graphFor(kind, g);
         const session = new native.binding.InferenceSession();
         const loaded = session.loadModel(bytes.buffer, bytes.byteOffset, bytes.byteLength, kind === 'Conv2DBackpropFilter' ? filterGradOptions : options);
+        // Used at once either way, so that every step of a run (and of its resume) runs the same kernels.
+        target.session = session;
         if (loaded && typeof (loaded as Promise<unknown>).then === 'function') {
+          target.loading = true;
           loading.push(
             (loaded as Promise<unknown>).then(
-              () => (target.session = session),
+              () => (target.loading = false),
               (e) => fail(target, key, e),
             ),
           );
-        } else {
-          target.session = session;
         }
       } catch (e) {
         fail(target, key, e);
@@ -373,7 +376,8 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
             calls.ort++;
             return out;
           } catch (e) {
-            fail(entry, key, e);
+            // Still loading: the wasm kernel this time; otherwise that shape stays on wasm from now on.
+            if (!entry.loading) fail(entry, key, e);
           }
         }
       }
