@@ -94,6 +94,18 @@ describe('initBackend', () => {
     }
   });
 
+  test('CAPSNET_CONVOLUTIONS must be onnxruntime or wasm: anything else is a one-line error, not a fall back to cpu', async () => {
+    const saved = process.env.CAPSNET_CONVOLUTIONS;
+    try {
+      process.env.CAPSNET_CONVOLUTIONS = 'gpu';
+      await assert.rejects(initBackend('auto'), /^BackendUnavailableError: CAPSNET_CONVOLUTIONS=gpu is not one of onnxruntime, wasm: set one of them/);
+      await assert.rejects(initBackend('wasm'), /CAPSNET_CONVOLUTIONS=gpu is not one of onnxruntime, wasm/);
+    } finally {
+      if (saved === undefined) delete process.env.CAPSNET_CONVOLUTIONS;
+      else process.env.CAPSNET_CONVOLUTIONS = saved;
+    }
+  });
+
   test('wasm falls back to the single-threaded build when the threaded one does not start', () => {
     // In a child process (a backend is initialized once per process): a start timeout nothing can meet.
     const backendTs = fileURLToPath(new URL('../../../packages/capsnet/src/train/backends/backend.ts', import.meta.url));

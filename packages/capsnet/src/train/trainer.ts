@@ -192,6 +192,9 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   using runDir = openRunDir(options.out, { overwrite: options.overwrite ?? false });
   if (runDir.swept.length) log(`removed ${runDir.swept.length} temp file(s) left by a killed run: ${runDir.swept.join(', ')}`);
   if (resumed) log(`resuming from ${checkpointPath(options.out)}: epoch ${resumed.epoch}, step ${resumed.step}`);
+  if (resumed && resumed.epoch >= epochs && !resumed.progress) {
+    log(`the run has trained all its ${epochs} epoch${epochs === 1 ? '' : 's'}: nothing to train (--epochs N with a larger N trains further)`);
+  }
   const stepsPerEpoch = Math.ceil(train.count / run.batchSize);
 
   const params = resumed ? variablesFromWeights(family.paramShapes, resumed.weights) : family.init(seed);

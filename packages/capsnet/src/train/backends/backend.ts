@@ -17,7 +17,7 @@ import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { envFlag, readEnv } from '../../env/env.ts';
-import { type BackendName, CONVOLUTIONS_NAMES } from '../names.ts';
+import { type BackendName, CONVOLUTIONS_NAMES, type ConvolutionsName } from '../names.ts';
 
 export type { BackendName } from '../names.ts';
 
@@ -209,10 +209,21 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
       `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ` +
       (convolutions
         ? `convolutions on onnxruntime-node's CPU provider (${convolutions}), `
-        : 'conv gradients in wasm SIMD (train/backends/wasm-kernels.ts), ') +
+        : `convolutions in wasm SIMD (XNNPACK, gradients from train/backends/wasm-kernels.ts${convolutionsWanted() === 'wasm' ? '; CAPSNET_CONVOLUTIONS=wasm' : ''}), `) +
       'fused capsule kernels in wasm SIMD (train/backends/wasm-capsule-kernels.ts)',
     tf,
   };
+}
+
+/** CAPSNET_CONVOLUTIONS, checked: who runs the wasm backend's convolutions. */
+export function convolutionsWanted(): ConvolutionsName {
+  const wanted = readEnv('CAPSNET_CONVOLUTIONS');
+  if (!CONVOLUTIONS_NAMES.includes(wanted as ConvolutionsName)) {
+    throw new BackendUnavailableError(
+      `CAPSNET_CONVOLUTIONS=${wanted} is not one of ${CONVOLUTIONS_NAMES.join(', ')}: set one of them, or unset it for the default (onnxruntime)`,
+    );
+  }
+  return wanted as ConvolutionsName;
 }
 
 /**
@@ -221,11 +232,7 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
  * for, or onnxruntime-node's binding did not load: said in the log, training goes on with the wasm kernels).
  */
 async function ortConvolutions(threads: number, log: Log): Promise<string | null> {
-  const wanted = readEnv('CAPSNET_CONVOLUTIONS');
-  if (wanted === 'wasm') return null;
-  if (wanted !== 'onnxruntime') {
-    throw new BackendUnavailableError(`CAPSNET_CONVOLUTIONS must be ${CONVOLUTIONS_NAMES.join(' or ')}, got ${wanted}: unset it for the default (onnxruntime)`);
-  }
+  if (convolutionsWanted() === 'wasm') return null;
   try {
     const { registerOrtConvolutions } = await import('./ort-conv.ts');
     registerOrtConvolutions(threads, log);
@@ -373,9 +380,10 @@ export async function initBackend(requested: 'auto' | BackendName, log: Log = ()
     case 'cpu':
       return initCpu();
     case 'auto':
-      // Checked before the fallback chain: a bad CAPSNET_WASM_THREADS is the user's to fix, not a reason to drop to
-      // the cpu backend.
+      // Checked before the fallback chain: a bad CAPSNET_WASM_THREADS or CAPSNET_CONVOLUTIONS is the user's to fix,
+      // not a reason to drop to the cpu backend.
       wasmThreadsWanted();
+      convolutionsWanted();
       break;
     default:
       throw new Error(`unknown backend '${String(requested)}' (expected auto, tensorflow, webgpu, wasm or cpu)`);
