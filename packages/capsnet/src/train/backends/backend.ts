@@ -203,13 +203,14 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
   }
   const n = wasmThreadsUsed ?? threads.wasmThreadsCount();
   const convolutions = await ortConvolutions(n, log);
+  const asked = convolutionsWanted() === 'wasm' ? '; CAPSNET_CONVOLUTIONS=wasm' : '';
   return {
     name: 'wasm',
     detail:
       `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ` +
       (convolutions
         ? `convolutions on onnxruntime-node's CPU provider (${convolutions}), `
-        : `convolutions in wasm SIMD (XNNPACK, gradients from train/backends/wasm-kernels.ts${convolutionsWanted() === 'wasm' ? '; CAPSNET_CONVOLUTIONS=wasm' : ''}), `) +
+        : `convolutions in wasm SIMD (XNNPACK, gradients from train/backends/wasm-kernels.ts${asked}), `) +
       'fused capsule kernels in wasm SIMD (train/backends/wasm-capsule-kernels.ts)',
     tf,
   };
