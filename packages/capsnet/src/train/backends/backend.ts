@@ -202,15 +202,11 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
     throw new Error('wasm conv gradient kernels are not registered');
   }
   const n = wasmThreadsUsed ?? threads.wasmThreadsCount();
-  const convolutions = await ortConvolutions(n, log);
-  const asked = convolutionsWanted() === 'wasm' ? '; CAPSNET_CONVOLUTIONS=wasm' : '';
+  const convolutions = await placeConvolutions(n, log);
   return {
     name: 'wasm',
     detail:
-      `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ` +
-      (convolutions
-        ? `convolutions on onnxruntime-node's CPU provider (${convolutions}), `
-        : `convolutions in wasm SIMD (XNNPACK, gradients from train/backends/wasm-kernels.ts${asked}), `) +
+      `@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n === 1 ? '' : 's'}, ${convolutions}, ` +
       'fused capsule kernels in wasm SIMD (train/backends/wasm-capsule-kernels.ts)',
     tf,
   };
@@ -229,18 +225,19 @@ export function convolutionsWanted(): ConvolutionsName {
 
 /**
  * CAPSNET_CONVOLUTIONS=onnxruntime (the default): the wasm backend's convolutions move to onnxruntime-node
- * (train/backends/ort-conv.ts). Returns how, for the backend's detail line, or null when they stay in wasm (asked
- * for, or onnxruntime-node's binding did not load: said in the log, training goes on with the wasm kernels).
+ * (train/backends/ort-conv.ts); they stay in wasm when asked to, or when onnxruntime-node's binding did not load
+ * (said in the log; training goes on with the wasm kernels). Returns where they run, for the backend's detail line.
  */
-async function ortConvolutions(threads: number, log: Log): Promise<string | null> {
-  if (convolutionsWanted() === 'wasm') return null;
+async function placeConvolutions(threads: number, log: Log): Promise<string> {
+  const inWasm = (why: string) => `convolutions in wasm SIMD (XNNPACK, gradients from train/backends/wasm-kernels.ts${why})`;
+  if (convolutionsWanted() === 'wasm') return inWasm('; CAPSNET_CONVOLUTIONS=wasm');
   try {
     const { registerOrtConvolutions } = await import('./ort-conv.ts');
     registerOrtConvolutions(threads, log);
-    return `${threads} thread${threads === 1 ? '' : 's'}, train/backends/ort-conv.ts`;
+    return `convolutions on onnxruntime-node's CPU provider (${threads} thread${threads === 1 ? '' : 's'}, train/backends/ort-conv.ts)`;
   } catch (e) {
     log(`backend wasm: convolutions stay in wasm SIMD: onnxruntime-node's binding did not load (${errorText(e)})`);
-    return null;
+    return inWasm('');
   }
 }
 

@@ -31,7 +31,7 @@ import type { KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@
 import { Tensor as OrtTensor } from 'onnxruntime-node';
 import { GraphBuilder, buildModel } from '../../export/graph-builder.ts';
 import { encodeModel } from '../../export/onnx-schema.ts';
-import { pointer, transposeBatchOnHeap, transposeOnHeap, type WasmBackendLike } from './wasm-simd.ts';
+import { heapF32, pointer, transposeBatchOnHeap, transposeOnHeap, type WasmBackendLike } from './wasm-simd.ts';
 
 /** The native session of onnxruntime-node's binding: what its InferenceSession wraps. */
 interface NativeSession {
@@ -168,8 +168,6 @@ interface Entry {
 }
 
 export interface OrtConvolutions {
-  /** Sessions made so far, by kernel and geometry. */
-  readonly sessions: number;
   /** Calls that ran on onnxruntime, and calls that ran on the replaced wasm kernels (not ready, unsupported, failed). */
   readonly calls: { ort: number; wasm: number };
   /** Resolves when every session asked for so far has loaded (tests and benches: the next calls run on ORT). */
@@ -180,7 +178,7 @@ export interface OrtConvolutions {
   readonly kernels: Record<Kind, KernelFunc>;
 }
 
-let active: (OrtConvolutions & { threads: number }) | undefined;
+let active: OrtConvolutions | undefined;
 
 /** Whether onnxruntime's kernels are the wasm backend's convolutions now. */
 export function ortConvolutionsActive(): boolean {
@@ -249,26 +247,18 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
 
   /** A float32 scratch tensor on the wasm heap (release with backend.disposeData). */
   const scratch = (backend: WasmBackendLike, shape: number[]): TensorInfo => backend.makeOutput(shape, 'float32');
-  const view = (backend: WasmBackendLike, info: TensorInfo): Float32Array =>
-    // Read HEAPU8 afresh every time: a malloc may have grown (and so replaced) the heap's buffer.
-    new Float32Array(
-      backend.wasm.HEAPU8.buffer,
-      pointer(backend, info),
-      info.shape.reduce((a, b) => a * b, 1),
-    );
   /** A copy off the heap: onnxruntime-node refuses views of the threaded build's SharedArrayBuffer. */
   const copyOff = (backend: WasmBackendLike, info: TensorInfo): Float32Array => {
-    const copy = view(backend, info).slice();
+    const copy = heapF32(backend, info).slice();
     backend.disposeData(info.dataId);
     return copy;
   };
   /** ORT's result [batch, rows, cols] onto the heap as tfjs's [batch, cols, rows] (rows = channels). */
   const backToHeap = (backend: WasmBackendLike, data: unknown, batch: number, rows: number, cols: number, shape: number[]): TensorInfo => {
     const onHeap = scratch(backend, [batch, rows, cols]);
-    view(backend, onHeap).set(data as Float32Array);
+    heapF32(backend, onHeap).set(data as Float32Array);
     const out = backend.makeOutput(shape, 'float32');
-    if (batch === 1) transposeOnHeap(backend, pointer(backend, onHeap), rows, cols, pointer(backend, out));
-    else transposeBatchOnHeap(backend, pointer(backend, onHeap), batch, rows, cols, pointer(backend, out));
+    transposeBatchOnHeap(backend, pointer(backend, onHeap), batch, rows, cols, pointer(backend, out));
     backend.disposeData(onHeap.dataId);
     return out;
   };
@@ -291,8 +281,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
   /** tfjs's [batch, rows, cols] as ONNX's [batch, cols, rows], copied off the heap. */
   const channelsFirst = (backend: WasmBackendLike, info: TensorInfo, batch: number, rows: number, cols: number): Float32Array => {
     const onHeap = scratch(backend, [batch, cols, rows]);
-    if (batch === 1) transposeOnHeap(backend, pointer(backend, info), rows, cols, pointer(backend, onHeap));
-    else transposeBatchOnHeap(backend, pointer(backend, info), batch, rows, cols, pointer(backend, onHeap));
+    transposeBatchOnHeap(backend, pointer(backend, info), batch, rows, cols, pointer(backend, onHeap));
     return copyOff(backend, onHeap);
   };
 
@@ -397,11 +386,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     tf.registerKernel({ kernelName: kind, backendName: 'wasm', kernelFunc: kernels[kind] });
   }
   active = {
-    threads,
     kernels,
-    get sessions() {
-      return entries.size;
-    },
     calls,
     ready: async () => {
       await Promise.all(loading);

@@ -27,7 +27,7 @@ import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, Tensor
 // Importing the package registers its kernels, so ours are registered after (and can replace) them.
 import '@tensorflow/tfjs-backend-wasm';
 import { batchMatMulConfig, gemm, registerBatchMatMul, wasmKernel } from './wasm-matmul.ts';
-import { partRange, pointer, simdKernels, transposeOnHeap, type WasmBackendLike } from './wasm-simd.ts';
+import { heapF32, partRange, pointer, simdKernels, transposeOnHeap, type WasmBackendLike } from './wasm-simd.ts';
 
 /** Upper bound on the floats in one im2col buffer; larger batches are processed in groups of images. */
 let colBudgetFloats = 1 << 25; // 128 MiB
@@ -40,12 +40,6 @@ export function setIm2colBudget(floats: number): number {
 }
 
 type Conv2DInfo = backend_util.Conv2DInfo;
-
-/** A tensor's values as a view of the wasm heap. */
-function heapF32(backend: WasmBackendLike, info: TensorInfo, size: number): Float32Array {
-  // Read HEAPU8 afresh every time: a malloc may have grown (and so replaced) the heap's buffer.
-  return new Float32Array(backend.wasm.HEAPU8.buffer, pointer(backend, info), size);
-}
 
 /** The wasm backend's own (XNNPACK) Conv2D, NHWC, stride 1, 'valid', with dilation. */
 function convDilated(backend: WasmBackendLike, x: TensorInfo, filter: TensorInfo, dilations: [number, number]): TensorInfo {

@@ -295,6 +295,12 @@ export function pointer(backend: WasmBackendLike, info: TensorInfo): number {
   return entry.memoryOffset;
 }
 
+/** A tensor's values (the first `size`, default all) as a view of the wasm heap. */
+export function heapF32(backend: WasmBackendLike, info: TensorInfo, size = info.shape.reduce((a, b) => a * b, 1)): Float32Array {
+  // Read HEAPU8 afresh every time: a malloc may have grown (and so replaced) the heap's buffer.
+  return new Float32Array(backend.wasm.HEAPU8.buffer, pointer(backend, info), size);
+}
+
 /** dst[b] = src[b]^T for a batch of row-major [rows, cols] matrices (src [batch, rows, cols] -> dst [batch, cols, rows]). */
 export function transposeBatchOnHeap(backend: WasmBackendLike, src: number, batch: number, rows: number, cols: number, dst: number): void {
   if (batch === 1) return transposeOnHeap(backend, src, rows, cols, dst);
