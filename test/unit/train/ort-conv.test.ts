@@ -10,6 +10,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { presetConfig } from '@capsnet-onnx/core';
 import { initBackend } from '../../../packages/capsnet/src/train/backends/backend.ts';
 import { type OrtConvolutions, ortConvolutionsActive, registerOrtConvolutions } from '../../../packages/capsnet/src/train/backends/ort-conv.ts';
+import { im2colPays } from '../../../packages/capsnet/src/train/backends/ort-conv-graphs.ts';
 import { initParams, trainingLosses } from '../../../packages/capsnet/src/model/capsnet.ts';
 import { relErr, rng, values } from '../../support/numeric.ts';
 
@@ -58,6 +59,9 @@ function cases(): Case[] {
     },
     { x: [2, 12, 12, 3], filter: [2, 2, 3, 4], strides: 3, pad: 'valid' }, // a filter narrower than its stride
     { x: [1, 7, 7, 2], filter: [3, 3, 2, 3], strides: 2, pad: 1 },
+    // Several im2col chunks (288 rows each: 2 images of 12x12 outputs, 1 of 17x17), the last one short.
+    { x: [5, 20, 20, 4], filter: [9, 9, 4, 6], strides: 1, pad: 'valid' },
+    { x: [3, 17, 17, 2], filter: [3, 3, 2, 3], strides: 1, pad: 'same' },
   ];
   for (const strides of [1, 2]) {
     for (const pad of ['valid', 'same'] as const) {
@@ -82,7 +86,25 @@ describe("onnxruntime's convolutions for the wasm backend", () => {
     assert.ok(ortConvolutionsActive());
   });
 
-  test('match cpu: forward, filter gradient, input gradient', async () => {
+  for (const im2col of ['never', 'always'] as const) {
+    test(`match cpu: forward, filter gradient, input gradient (forward by im2col GEMM: ${im2col})`, async () => {
+      ort.unregister();
+      ort = registerOrtConvolutions(2, (line) => assert.fail(`unexpected log: ${line}`), { im2col });
+      try {
+        await matchCpu();
+      } finally {
+        ort.unregister();
+        ort = registerOrtConvolutions(2, (line) => assert.fail(`unexpected log: ${line}`));
+      }
+    });
+  }
+
+  test('run the forward as an im2col GEMM where a patch row is long (PrimaryCaps), ONNX Conv where it is short (conv1)', () => {
+    assert.ok(im2colPays({ KW: 9, C: 256 }));
+    assert.ok(!im2colPays({ KW: 9, C: 1 }));
+  });
+
+  const matchCpu = async () => {
     for (const [i, c] of cases().entries()) {
       await tf.setBackend('cpu');
       const ref = await kernels(c, 100 + i);
@@ -98,7 +120,7 @@ describe("onnxruntime's convolutions for the wasm backend", () => {
         assert.ok(e < 1e-5, `${k} rel err ${e.toExponential(2)} for ${label}`);
       }
     }
-  });
+  };
 
   test('leave dilated convolutions to the wasm kernels, and free every temporary (engine tensors, wasm heap entries)', async () => {
     await tf.setBackend('wasm');
@@ -112,12 +134,16 @@ describe("onnxruntime's convolutions for the wasm backend", () => {
     const ref = tf.conv2d(tf.tensor4d(values(2 * 9 * 9 * 3, 1), [2, 9, 9, 3]), tf.tensor4d(values(3 * 3 * 3 * 4, 2), [3, 3, 3, 4]), 1, 'valid', 'NHWC', 2);
     await tf.setBackend('wasm');
     assert.ok(relErr((await dilated.data()) as Float32Array, (await ref.data()) as Float32Array) < 1e-5);
-    const c: Case = { x: [2, 9, 9, 3], filter: [3, 3, 3, 4], strides: 2, pad: 'same' };
-    await kernels(c, 5);
+    // ONNX Conv's path and the im2col GEMM's (a patch row of 3 x 128 floats).
+    const shapes: Case[] = [
+      { x: [2, 9, 9, 3], filter: [3, 3, 3, 4], strides: 2, pad: 'same' },
+      { x: [2, 9, 9, 128], filter: [3, 3, 128, 4], strides: 2, pad: 'same' },
+    ];
+    for (const c of shapes) await kernels(c, 5);
     await ort.ready();
-    await kernels(c, 5);
+    for (const c of shapes) await kernels(c, 5);
     const start = { ...tf.memory(), ids: backend.numDataIds() };
-    for (let i = 0; i < 3; i++) await kernels(c, 5);
+    for (let i = 0; i < 3; i++) for (const c of shapes) await kernels(c, 5);
     const end = { ...tf.memory(), ids: backend.numDataIds() };
     assert.equal(end.numTensors, start.numTensors);
     assert.equal(end.ids, start.ids, 'wasm backend data ids leaked');

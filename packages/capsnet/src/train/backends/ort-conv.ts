@@ -12,6 +12,11 @@
 //                               (x cut to the rows an output reads; one ORT thread, see filterGradOptions)
 //   Conv2DBackpropInput    dx = ConvTranspose(dy, W)                                (ONNX ConvTranspose)
 //
+// Where a patch row is long (PrimaryCaps: 9 x 256 floats, see im2colPays) the forward is instead im2col + one ONNX
+// Gemm per chunk of images, on tfjs's own layouts (no transposes):
+//
+//   Conv2D                 Y[P, CO] = Xcol[P, KH*KW*C] W[KH*KW*C, CO]              (Y is NHWC, W is HWIO as stored)
+//
 // tfjs is NHWC with HWIO filters, ONNX's convolutions NCHW with OIHW filters: the layouts change on the wasm heap,
 // by the SIMD transposes of train/backends/wasm-simd.ts on the backend's threads (ORT's own Transpose is several
 // times slower on these shapes: docs/benchmarks.md), and a filter's OIHW copy is kept while its tensor lives, for the forward and input gradient of a
@@ -29,14 +34,13 @@ import * as tf from '@tensorflow/tfjs-core';
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { Tensor as OrtTensor } from 'onnxruntime-node';
-import { GraphBuilder, buildModel } from '../../export/graph-builder.ts';
-import { encodeModel } from '../../export/onnx-schema.ts';
+import { filterGradRows, type Geometry, geometry, graphFor, im2colGraph, im2colPays, KINDS, type Kind, ROWS_PER_CHUNK, toColumns } from './ort-conv-graphs.ts';
 import { heapF32, pointer, transposeBatchOnHeap, transposeOnHeap, type WasmBackendLike } from './wasm-simd.ts';
 
 /** The native session of onnxruntime-node's binding: what its InferenceSession wraps. */
 interface NativeSession {
   loadModel(buffer: ArrayBufferLike, byteOffset: number, byteLength: number, options: object): unknown;
-  run(feeds: Record<string, OrtTensor>, fetches: Record<string, null>, options: object): Record<string, { data: unknown; dims: readonly number[] }>;
+  run(feeds: Record<string, OrtTensor>, fetches: Record<string, OrtTensor | null>, options: object): Record<string, { data: unknown; dims: readonly number[] }>;
   dispose?(): void;
 }
 
@@ -52,112 +56,6 @@ function loadBinding(): Binding {
     throw new Error("onnxruntime-node's dist/binding.js no longer exports { binding.InferenceSession, initOrt }");
   }
   return loaded as Binding;
-}
-
-type Kind = 'Conv2D' | 'Conv2DBackpropFilter' | 'Conv2DBackpropInput';
-const KINDS: Kind[] = ['Conv2D', 'Conv2DBackpropFilter', 'Conv2DBackpropInput'];
-
-/** A convolution's geometry: tfjs's Conv2DInfo reduced to what the graphs need (N is symbolic in them). */
-interface Geometry {
-  H: number;
-  W: number;
-  C: number;
-  KH: number;
-  KW: number;
-  CO: number;
-  OH: number;
-  OW: number;
-  sh: number;
-  sw: number;
-  pt: number;
-  pl: number;
-}
-
-function geometry(ci: backend_util.Conv2DInfo): Geometry {
-  return {
-    H: ci.inHeight,
-    W: ci.inWidth,
-    C: ci.inChannels,
-    KH: ci.filterHeight,
-    KW: ci.filterWidth,
-    CO: ci.outChannels,
-    OH: ci.outHeight,
-    OW: ci.outWidth,
-    sh: ci.strideHeight,
-    sw: ci.strideWidth,
-    pt: ci.padInfo.top,
-    pl: ci.padInfo.left,
-  };
-}
-
-/**
- * ConvTranspose's far padding and output_padding that make an output of `size` when the transposed convolution
- * spans `span` pixels after the near padding: trim the excess, or add the rows a stride skipped at the end.
- */
-function transposedEnd(span: number, size: number): { pad: number; outputPadding: number } {
-  return span >= size ? { pad: span - size, outputPadding: 0 } : { pad: 0, outputPadding: size - span };
-}
-
-/**
- * The filter gradient's rows (and columns) of x: output row kh reads padded rows kh + oh*sh, so the "image" needs
- * (OH-1)*sh + KH rows after the near padding: x's first `size` of them, then `pad` zero rows. (x is cut on the heap:
- * ORT's Slice is slow on these shapes, docs/benchmarks.md.)
- */
-function filterGradRows(g: Geometry): { rows: { size: number; pad: number }; cols: { size: number; pad: number } } {
-  const needH = (g.OH - 1) * g.sh + g.KH - g.pt;
-  const needW = (g.OW - 1) * g.sw + g.KW - g.pl;
-  return {
-    rows: { size: Math.min(g.H, needH), pad: Math.max(0, needH - g.H) },
-    cols: { size: Math.min(g.W, needW), pad: Math.max(0, needW - g.W) },
-  };
-}
-
-/** The ONNX graph for one kernel at one geometry, in ONNX's layouts (the batch 'N' symbolic). */
-function graphFor(kind: Kind, g: Geometry): Uint8Array {
-  const b = new GraphBuilder(`capsnet-${kind}`);
-  const { H, W, C, KH, KW, CO, OH, OW, sh, sw, pt, pl } = g;
-  if (kind === 'Conv2D') {
-    const x = b.input('x', ['N', C, H, W], 'NCHW');
-    const f = b.input('filter', [CO, C, KH, KW], 'OIHW');
-    // Far padding: what tfjs's 'same' adds beyond the near side (ORT refuses negative pads; extra rows are never read).
-    const pb = Math.max(0, (OH - 1) * sh + KH - H - pt);
-    const pr = Math.max(0, (OW - 1) * sw + KW - W - pl);
-    const [y] = b.node('Conv', [x, f], { kernel_shape: [KH, KW], strides: [sh, sw], pads: [pt, pl, pb, pr], dilations: [1, 1], group: 1 }, { output: 'y' });
-    b.output(y!, ['N', CO, OH, OW], 'NCHW');
-  } else if (kind === 'Conv2DBackpropFilter') {
-    const { rows, cols } = filterGradRows(g);
-    const x = b.input('x', [C, 'N', rows.size, cols.size], 'x with channels first (CNHW), cut to the rows and columns an output reads');
-    const dy = b.input('dy', [CO, 'N', OH, OW], 'dy with channels first');
-    // The "image" is x with channels as the batch and images as channels; the "kernel" is dy, dilated by the stride.
-    const [dw] = b.node(
-      'Conv',
-      [x, dy],
-      { kernel_shape: [OH, OW], strides: [1, 1], pads: [pt, pl, rows.pad, cols.pad], dilations: [sh, sw], group: 1 },
-      { output: 'dw' },
-    );
-    b.output(dw!, [C, CO, KH, KW], 'IOHW');
-  } else {
-    const dy = b.input('dy', ['N', CO, OH, OW], 'NCHW');
-    const f = b.input('filter', [CO, C, KH, KW], 'OIHW');
-    // ConvTranspose covers (O-1)*s + K - near - far pixels; output_padding adds the rows a stride skipped at the end.
-    const bottom = transposedEnd((OH - 1) * sh + KH - pt, H);
-    const right = transposedEnd((OW - 1) * sw + KW - pl, W);
-    const [dx] = b.node(
-      'ConvTranspose',
-      [dy, f],
-      {
-        kernel_shape: [KH, KW],
-        strides: [sh, sw],
-        pads: [pt, pl, bottom.pad, right.pad],
-        output_padding: [bottom.outputPadding, right.outputPadding],
-        dilations: [1, 1],
-        group: 1,
-      },
-      { output: 'dx' },
-    );
-    b.output(dx!, ['N', C, H, W], 'NCHW');
-  }
-  return encodeModel(buildModel(b.graph(), { producerName: 'capsnet-onnx training kernels', producerVersion: '1' }));
 }
 
 interface Entry {
@@ -178,6 +76,11 @@ export interface OrtConvolutions {
   readonly kernels: Record<Kind, KernelFunc>;
 }
 
+/** Tests and benches: which path the forward takes ('auto': the im2col GEMM where im2colPays). */
+export interface OrtConvolutionTuning {
+  im2col?: 'auto' | 'always' | 'never';
+}
+
 let active: OrtConvolutions | undefined;
 
 /** Whether onnxruntime's kernels are the wasm backend's convolutions now. */
@@ -190,7 +93,8 @@ export function ortConvolutionsActive(): boolean {
  * kernels on `threads` threads. Throws a one-line error when onnxruntime-node's binding cannot be loaded (the caller
  * then keeps the wasm kernels and says why). Idempotent.
  */
-export function registerOrtConvolutions(threads: number, log: (line: string) => void): OrtConvolutions {
+export function registerOrtConvolutions(threads: number, log: (line: string) => void, tuning: OrtConvolutionTuning = {}): OrtConvolutions {
+  const im2col = tuning.im2col ?? 'auto';
   if (active) return active;
   const native = loadBinding();
   native.initOrt();
@@ -211,6 +115,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
   const loading: Promise<unknown>[] = [];
   const calls = { ort: 0, wasm: 0 };
   const replaced = new Map<Kind, KernelFunc>();
+  const failedIm2col = new Set<string>();
 
   const entryFor = (key: string, kind: Kind, g: Geometry): Entry => {
     let entry = entries.get(key);
@@ -243,6 +148,29 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     entry.session = undefined;
     entry.failed = e instanceof Error ? e.message.split('\n')[0]! : String(e);
     log(`convolutions: onnxruntime failed on ${key} (${entry.failed}); that shape runs on the wasm kernels`);
+  };
+
+  let im2colSession: NativeSession | undefined;
+  const im2colGemm = (): NativeSession => {
+    if (!im2colSession) {
+      const bytes = im2colGraph();
+      const session = new native.binding.InferenceSession();
+      // Used at once (see entryFor); a failure throws here and the caller's shape runs on the wasm kernel.
+      const loaded = session.loadModel(bytes.buffer, bytes.byteOffset, bytes.byteLength, options);
+      if (loaded && typeof (loaded as Promise<unknown>).then === 'function') loading.push((loaded as Promise<unknown>).catch(() => {}));
+      im2colSession = session;
+    }
+    return im2colSession;
+  };
+  /** Reused off-heap buffers (onnxruntime-node refuses the heap's SharedArrayBuffer): grown, never shrunk. */
+  const buffers = new Map<string, Float32Array>();
+  const buffer = (name: string, size: number): Float32Array => {
+    let b = buffers.get(name);
+    if (!b || b.length < size) {
+      b = new Float32Array(size);
+      buffers.set(name, b);
+    }
+    return b.subarray(0, size);
   };
 
   /** A float32 scratch tensor on the wasm heap (release with backend.disposeData). */
@@ -298,6 +226,41 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
       }
     }
     return out;
+  };
+
+  /** Conv2D as im2col + GEMM, a chunk of images at a time (see im2colPays). */
+  const forwardByIm2col = (backend: WasmBackendLike, g: Geometry, N: number, t: { x?: TensorInfo; filter?: TensorInfo }): TensorInfo => {
+    const { KH, KW, C, CO, OH, OW } = g;
+    const KK = KH * KW * C;
+    const positions = OH * OW;
+    const chunk = Math.max(1, Math.floor(ROWS_PER_CHUNK / positions));
+    const tensor = (data: Float32Array, dims: number[]) => new OrtTensor('float32', data, dims);
+    const filter = hwio(backend, t.filter!);
+    // toColumns reads the heap directly: nothing allocates on it before the last chunk is cut.
+    const x = heapF32(backend, t.x!);
+    const col = buffer('col', Math.min(chunk, N) * positions * KK);
+    const y = buffer('y', N * positions * CO);
+    for (let n0 = 0; n0 < N; n0 += chunk) {
+      const count = Math.min(chunk, N - n0);
+      const rows = count * positions;
+      toColumns(x, g, n0, count, col);
+      const out = y.subarray(n0 * positions * CO, (n0 + count) * positions * CO);
+      // The output written in place (a preallocated fetch): no per-chunk result to allocate and copy.
+      im2colGemm().run({ xcol: tensor(col.subarray(0, rows * KK), [rows, KK]), filter: tensor(filter, [KK, CO]) }, { y: tensor(out, [rows, CO]) }, {});
+    }
+    const result = backend.makeOutput([N, OH, OW, CO], 'float32');
+    heapF32(backend, result).set(y);
+    return result;
+  };
+  /** An HWIO filter's values off the heap, kept while the filter tensor lives (as oihw's are). */
+  const hwioCache = new WeakMap<object, Float32Array>();
+  const hwio = (backend: WasmBackendLike, filter: TensorInfo): Float32Array => {
+    let data = hwioCache.get(filter.dataId);
+    if (!data) {
+      data = heapF32(backend, filter).slice();
+      hwioCache.set(filter.dataId, data);
+    }
+    return data;
   };
 
   /** One kernel on ORT: the layouts changed on the heap, the bare op in ORT, the result back in tfjs's layout. */
@@ -358,6 +321,20 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
         const ci = backend_util.computeConv2DInfo(xShape, fShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, 'channelsLast');
         const g = geometry(ci);
         const key = `${kind} ${Object.values(g).join(',')}`;
+        const viaIm2col = im2col === 'always' || (im2col === 'auto' && im2colPays(g));
+        if (kind === 'Conv2D' && viaIm2col && !failedIm2col.has(key)) {
+          try {
+            const out = forwardByIm2col(backend, g, ci.batchSize, args.inputs as { x?: TensorInfo; filter?: TensorInfo });
+            calls.ort++;
+            return out;
+          } catch (e) {
+            failedIm2col.add(key);
+            const reason = e instanceof Error ? e.message.split('\n')[0] : String(e);
+            log(`convolutions: onnxruntime's im2col GEMM failed on ${key} (${reason}); that shape runs on the wasm kernels`);
+            calls.wasm++;
+            return previous(args as never);
+          }
+        }
         const entry = entryFor(key, kind, g);
         if (entry.session) {
           try {
