@@ -9,7 +9,12 @@ import '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
 import { presetConfig } from '@capsnet-onnx/core';
 import { initBackend } from '../../../packages/capsnet/src/train/backends/backend.ts';
-import { type OrtConvolutions, ortConvolutionsActive, registerOrtConvolutions } from '../../../packages/capsnet/src/train/backends/ort-conv.ts';
+import {
+  type OrtConvolutions,
+  type OrtConvolutionTuning,
+  ortConvolutionsActive,
+  registerOrtConvolutions,
+} from '../../../packages/capsnet/src/train/backends/ort-conv.ts';
 import { im2colPays } from '../../../packages/capsnet/src/train/backends/ort-conv-graphs.ts';
 import { initParams, trainingLosses } from '../../../packages/capsnet/src/model/capsnet.ts';
 import { relErr, rng, values } from '../../support/numeric.ts';
@@ -86,10 +91,15 @@ describe("onnxruntime's convolutions for the wasm backend", () => {
     assert.ok(ortConvolutionsActive());
   });
 
-  for (const im2col of ['never', 'always'] as const) {
-    test(`match cpu: forward, filter gradient, input gradient (forward by im2col GEMM: ${im2col})`, async () => {
+  const tunings: [string, OrtConvolutionTuning][] = [
+    ['forward by ONNX Conv', { im2col: 'never' }],
+    ['forward by im2col GEMM', { im2col: 'always' }],
+    ['one image per ORT call', { bytesPerCall: 1 }],
+  ];
+  for (const [label, tuning] of tunings) {
+    test(`match cpu: forward, filter gradient, input gradient (${label})`, async () => {
       ort.unregister();
-      ort = registerOrtConvolutions(2, (line) => assert.fail(`unexpected log: ${line}`), { im2col });
+      ort = registerOrtConvolutions(2, (line) => assert.fail(`unexpected log: ${line}`), tuning);
       try {
         await matchCpu();
       } finally {
@@ -152,7 +162,8 @@ describe("onnxruntime's convolutions for the wasm backend", () => {
 
   test('a training step of the small preset: the same loss and gradients as with the wasm kernels', async () => {
     await tf.setBackend('wasm');
-    const config = { ...presetConfig('small'), conv1Filters: 16, primaryMaps: 4 };
+    // 32 conv1 filters: a PrimaryCaps patch row of 9 x 32 floats, so its forward takes the im2col GEMM.
+    const config = { ...presetConfig('small'), conv1Filters: 32, primaryMaps: 4 };
     const params = initParams(config, 3);
     const x = tf.tensor4d(
       values(4 * 28 * 28, 9).map((v) => (v + 1) / 2),

@@ -136,6 +136,8 @@ export function im2colPays(g: { KW: number; C: number }): boolean {
 const IM2COL_MIN_RUN = 256;
 /** Rows (output positions) per GEMM: 8 PrimaryCaps images; keeps the im2col buffer at 24 MB for any batch size. */
 export const ROWS_PER_CHUNK = 288;
+/** The most one ORT convolution call writes (see ort-conv.ts's byChunks): 20 images of conv1's output. */
+export const OUTPUT_BYTES_PER_CALL = 8 * 2 ** 20;
 
 /**
  * Images n0..n0+count of x [N, H, W, C] as im2col rows [count*OH*OW, KH*KW*C] (patch order kh, kw, c: the HWIO

@@ -19,44 +19,36 @@
 //
 // tfjs is NHWC with HWIO filters, ONNX's convolutions NCHW with OIHW filters: the layouts change on the wasm heap,
 // by the SIMD transposes of train/backends/wasm-simd.ts on the backend's threads (ORT's own Transpose is several
-// times slower on these shapes: docs/benchmarks.md), and a filter's OIHW copy is kept while its tensor lives, for the forward and input gradient of a
-// step. The graphs are the bare ops.
+// times slower on these shapes: docs/benchmarks.md), and a filter's OIHW copy is kept while its tensor lives, for the
+// forward and input gradient of a step. The graphs are the bare ops. Large arrays are never allocated per call: ORT
+// runs a chunk of images at a time (byChunks) and the off-heap arrays are reused (buffer), because past glibc's 32 MB
+// mmap threshold every allocation is fresh pages, and first touching them cost more than the convolutions at batch 128.
 //
-// tfjs kernels are synchronous and onnxruntime-node's InferenceSession.run is a promise; the promise wraps a
-// synchronous call into the native binding (onnxruntime-node's dist/backend.js, 1.30 and 1.31), which this module
-// calls directly. A session is made per convolution shape (batch size symbolic); where loadModel returns a promise
+// tfjs kernels are synchronous, so the sessions are onnxruntime-node's native ones, run synchronously (ort-binding.ts).
+// A session is made per convolution shape (batch size symbolic); where loadModel returns a promise
 // (1.31) the session is used at once all the same (it is), and a call that fails before the promise settles runs on
 // the wasm kernel it replaces. Anything these graphs do not cover (NCHW, dilations, non-float32) runs on those kernels
 // too; so does every shape after a failure, which is logged once. CAPSNET_CONVOLUTIONS=wasm turns this off.
 
-import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { Tensor as OrtTensor } from 'onnxruntime-node';
-import { filterGradRows, type Geometry, geometry, graphFor, im2colGraph, im2colPays, KINDS, type Kind, ROWS_PER_CHUNK, toColumns } from './ort-conv-graphs.ts';
+import { loadBinding, type NativeSession } from './ort-binding.ts';
+import {
+  filterGradRows,
+  type Geometry,
+  geometry,
+  graphFor,
+  im2colGraph,
+  im2colPays,
+  KINDS,
+  type Kind,
+  OUTPUT_BYTES_PER_CALL,
+  ROWS_PER_CHUNK,
+  toColumns,
+} from './ort-conv-graphs.ts';
 import { heapF32, pointer, transposeBatchOnHeap, transposeOnHeap, type WasmBackendLike } from './wasm-simd.ts';
-
-/** The native session of onnxruntime-node's binding: what its InferenceSession wraps. */
-interface NativeSession {
-  loadModel(buffer: ArrayBufferLike, byteOffset: number, byteLength: number, options: object): unknown;
-  run(feeds: Record<string, OrtTensor>, fetches: Record<string, OrtTensor | null>, options: object): Record<string, { data: unknown; dims: readonly number[] }>;
-  dispose?(): void;
-}
-
-interface Binding {
-  binding: { InferenceSession: new () => NativeSession };
-  initOrt(): void;
-}
-
-function loadBinding(): Binding {
-  const require = createRequire(import.meta.url);
-  const loaded = require('onnxruntime-node/dist/binding.js') as Partial<Binding>;
-  if (typeof loaded.initOrt !== 'function' || typeof loaded.binding?.InferenceSession !== 'function') {
-    throw new Error("onnxruntime-node's dist/binding.js no longer exports { binding.InferenceSession, initOrt }");
-  }
-  return loaded as Binding;
-}
 
 interface Entry {
   session?: NativeSession;
@@ -76,9 +68,11 @@ export interface OrtConvolutions {
   readonly kernels: Record<Kind, KernelFunc>;
 }
 
-/** Tests and benches: which path the forward takes ('auto': the im2col GEMM where im2colPays). */
+/** Tests and benches: which path the forward takes ('auto': the im2col GEMM where im2colPays); bytes per ORT call. */
 export interface OrtConvolutionTuning {
   im2col?: 'auto' | 'always' | 'never';
+  /** The most one ORT Conv or ConvTranspose call writes, and one heap transpose moves (default OUTPUT_BYTES_PER_CALL). */
+  bytesPerCall?: number;
 }
 
 let active: OrtConvolutions | undefined;
@@ -95,6 +89,7 @@ export function ortConvolutionsActive(): boolean {
  */
 export function registerOrtConvolutions(threads: number, log: (line: string) => void, tuning: OrtConvolutionTuning = {}): OrtConvolutions {
   const im2col = tuning.im2col ?? 'auto';
+  const bytesPerCall = tuning.bytesPerCall ?? OUTPUT_BYTES_PER_CALL;
   if (active) return active;
   const native = loadBinding();
   native.initOrt();
@@ -162,7 +157,11 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     }
     return im2colSession;
   };
-  /** Reused off-heap buffers (onnxruntime-node refuses the heap's SharedArrayBuffer): grown, never shrunk. */
+  /**
+   * Reused off-heap buffers (onnxruntime-node refuses the heap's SharedArrayBuffer): grown, never shrunk. Why reuse:
+   * glibc maps every allocation over 32 MB afresh, and first touching fresh pages cost ~150 ms per 52 MB here (VM
+   * page faults), more than the convolution that fills them (docs/benchmarks.md).
+   */
   const buffers = new Map<string, Float32Array>();
   const buffer = (name: string, size: number): Float32Array => {
     let b = buffers.get(name);
@@ -206,25 +205,57 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     oihwCache.set(filter.dataId, data);
     return data;
   };
-  /** tfjs's [batch, rows, cols] as ONNX's [batch, cols, rows], copied off the heap. */
-  const channelsFirst = (backend: WasmBackendLike, info: TensorInfo, batch: number, rows: number, cols: number): Float32Array => {
+  /** tfjs's [batch, rows, cols] as ONNX's [batch, cols, rows], in the reused off-heap buffer `name`. */
+  const channelsFirst = (name: string, backend: WasmBackendLike, info: TensorInfo, batch: number, rows: number, cols: number): Float32Array => {
     const onHeap = scratch(backend, [batch, cols, rows]);
     transposeBatchOnHeap(backend, pointer(backend, info), batch, rows, cols, pointer(backend, onHeap));
-    return copyOff(backend, onHeap);
+    const out = buffer(name, batch * rows * cols);
+    out.set(heapF32(backend, onHeap));
+    backend.disposeData(onHeap.dataId);
+    return out;
   };
 
-  /** x [N, H, W, C]'s first `rows` rows and `cols` columns of every image, as a new [N, rows, cols, C] on the heap. */
-  const cutOnHeap = (backend: WasmBackendLike, x: TensorInfo, N: number, H: number, W: number, C: number, rows: number, cols: number): TensorInfo => {
-    const out = scratch(backend, [N, rows, cols, C]);
-    const [from, to] = [pointer(backend, x), pointer(backend, out)];
+  /**
+   * x [N, H, W, C] as ONNX's [C, N, rows, cols] in the reused off-heap buffer `name`, cut to each image's first
+   * `rows` rows and `cols` columns; transposed a chunk of images at a time on the heap.
+   */
+  const channelsFirstByImages = (
+    name: string,
+    backend: WasmBackendLike,
+    x: TensorInfo,
+    N: number,
+    H: number,
+    W: number,
+    C: number,
+    rows: number,
+    cols: number,
+  ) => {
+    const P = rows * cols;
+    const out = buffer(name, C * N * P);
+    const chunk = Math.max(1, Math.floor(bytesPerCall / (4 * P * C)));
+    const cut = scratch(backend, [Math.min(chunk, N) * P, C]);
+    const part = scratch(backend, [C, Math.min(chunk, N) * P]);
     const heap = backend.wasm.HEAPU8;
+    const [from, to] = [pointer(backend, x), pointer(backend, cut)];
     const run = 4 * cols * C;
-    for (let n = 0; n < N; n++) {
-      for (let h = 0; h < rows; h++) {
-        const src = from + 4 * (n * H + h) * W * C;
-        heap.copyWithin(to + (n * rows + h) * run, src, src + run);
+    for (let n0 = 0; n0 < N; n0 += chunk) {
+      const count = Math.min(chunk, N - n0);
+      let source = from + 4 * n0 * H * W * C;
+      if (rows < H || cols < W) {
+        for (let n = 0; n < count; n++) {
+          for (let h = 0; h < rows; h++) {
+            const src = from + 4 * ((n0 + n) * H + h) * W * C;
+            heap.copyWithin(to + (n * rows + h) * run, src, src + run);
+          }
+        }
+        source = to;
       }
+      transposeOnHeap(backend, source, count * P, C, pointer(backend, part));
+      const parted = heapF32(backend, part, C * count * P);
+      for (let c = 0; c < C; c++) out.set(parted.subarray(c * count * P, (c + 1) * count * P), (c * N + n0) * P);
     }
+    backend.disposeData(cut.dataId);
+    backend.disposeData(part.dataId);
     return out;
   };
 
@@ -263,6 +294,22 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     return data;
   };
 
+  /**
+   * Runs a batch through `run` a chunk of images at a time, each chunk's output written in place into one reused
+   * off-heap buffer [N, outPerImage]. Why: ORT allocates what its Conv and ConvTranspose use per call, and past 32 MB
+   * that memory is fresh pages every call (see `buffer`): conv1's forward at batch 128 took 160 ms in one call, 13 ms
+   * in chunks of 32 images; PrimaryCaps' input gradient 630 -> 420 ms (docs/benchmarks.md).
+   */
+  const byChunks = (N: number, outPerImage: number, run: (n0: number, count: number, out: Float32Array) => void): Float32Array => {
+    const chunk = Math.max(1, Math.floor(bytesPerCall / (4 * outPerImage)));
+    const out = buffer('chunked', N * outPerImage);
+    for (let n0 = 0; n0 < N; n0 += chunk) {
+      const count = Math.min(chunk, N - n0);
+      run(n0, count, out.subarray(n0 * outPerImage, (n0 + count) * outPerImage));
+    }
+    return out;
+  };
+
   /** One kernel on ORT: the layouts changed on the heap, the bare op in ORT, the result back in tfjs's layout. */
   const runOnOrt = (
     kind: Kind,
@@ -275,23 +322,31 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     const { H, W, C, KH, KW, CO, OH, OW } = g;
     const tensor = (data: Float32Array, dims: number[]) => new OrtTensor('float32', data, dims);
     if (kind === 'Conv2D') {
-      const feeds = { x: tensor(channelsFirst(backend, t.x!, N, H * W, C), [N, C, H, W]), filter: tensor(oihw(backend, t.filter!), [CO, C, KH, KW]) };
-      const y = session.run(feeds, { y: null }, {}).y!.data;
+      const x = channelsFirst('x, channels first', backend, t.x!, N, H * W, C);
+      const filter = tensor(oihw(backend, t.filter!), [CO, C, KH, KW]);
+      const y = byChunks(N, CO * OH * OW, (n0, count, out) => {
+        session.run({ x: tensor(x.subarray(n0 * C * H * W, (n0 + count) * C * H * W), [count, C, H, W]), filter }, { y: tensor(out, [count, CO, OH, OW]) }, {});
+      });
       return backToHeap(backend, y, N, CO, OH * OW, [N, OH, OW, CO]);
     }
     if (kind === 'Conv2DBackpropFilter') {
       const { rows, cols } = filterGradRows(g);
-      const x = rows.size < H || cols.size < W ? cutOnHeap(backend, t.x!, N, H, W, C, rows.size, cols.size) : t.x!;
       const feeds = {
-        x: tensor(channelsFirst(backend, x, 1, N * rows.size * cols.size, C), [C, N, rows.size, cols.size]),
-        dy: tensor(channelsFirst(backend, t.dy!, 1, N * OH * OW, CO), [CO, N, OH, OW]),
+        x: tensor(channelsFirstByImages('x, channels first', backend, t.x!, N, H, W, C, rows.size, cols.size), [C, N, rows.size, cols.size]),
+        dy: tensor(channelsFirstByImages('dy, channels first', backend, t.dy!, N, OH, OW, CO, OH, OW), [CO, N, OH, OW]),
       };
-      if (x !== t.x) backend.disposeData(x.dataId);
       const dw = session.run(feeds, { dw: null }, {}).dw!.data;
       return backToHeap(backend, dw, 1, C * CO, KH * KW, [KH, KW, C, CO]);
     }
-    const feeds = { dy: tensor(channelsFirst(backend, t.dy!, N, OH * OW, CO), [N, CO, OH, OW]), filter: tensor(oihw(backend, t.filter!), [CO, C, KH, KW]) };
-    const dx = session.run(feeds, { dx: null }, {}).dx!.data;
+    const dy = channelsFirst('dy, channels first', backend, t.dy!, N, OH * OW, CO);
+    const filter = tensor(oihw(backend, t.filter!), [CO, C, KH, KW]);
+    const dx = byChunks(N, C * H * W, (n0, count, out) => {
+      session.run(
+        { dy: tensor(dy.subarray(n0 * CO * OH * OW, (n0 + count) * CO * OH * OW), [count, CO, OH, OW]), filter },
+        { dx: tensor(out, [count, C, H, W]) },
+        {},
+      );
+    });
     return backToHeap(backend, dx, N, C, H * W, [N, H, W, C]);
   };
 
