@@ -14,6 +14,7 @@
  *   npm run bench:train -- --wait-idle 120                # shared machine: wait (<= 120 s) for idle CPUs before each timing
  *   npm run bench:train -- --compete 0                    # no wasm row beside a busy process (default: 1 busy process)
  *   npm run bench:train -- --convolutions onnxruntime,wasm   # wasm rows with ORT's and with XNNPACK's convolutions
+ *   npm run bench:train -- --no-probe                     # skip the native-GEMM core-scaling probe (bench/gemm-probe.ts)
  *
  * `--compete N` (default 1) times the wasm step once more at each batch while N other processes each keep a CPU
  * busy, and reports how much slower the step got (issue 25: a second busy process must not make it more than 2.2x
@@ -36,6 +37,7 @@ import { type PresetName, countFlops, presetConfig } from '@capsnet-onnx/core';
 import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backends/backend.ts';
 import { BACKEND_NAMES, CONVOLUTIONS_NAMES, type ConvolutionsName } from '../packages/capsnet/src/train/names.ts';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
+import { parallelGemmScaling } from './gemm-probe.ts';
 import { busyNote, cpuBusy, machineInfo, median, userPath, withBusyProcesses, writeReport } from './harness.ts';
 import { type Row, busyProcesses, contention, formatReport, ratios } from './train-report.ts';
 import { type Job, type WorkerResult, runStepWorker } from './train-step.ts';
@@ -73,6 +75,7 @@ async function main(): Promise<void> {
       'epoch-test': { type: 'string', default: '1000' },
       'steady-window': { type: 'string', default: '5' },
       'steady-tolerance': { type: 'string', default: '10' },
+      'no-probe': { type: 'boolean', default: false },
     },
   });
   const positive = (flag: string): number => {
@@ -112,6 +115,16 @@ async function main(): Promise<void> {
       `(${machine.cpuFlags.join(' ') || 'no SIMD flags read'}), ${machine.cpus} cores, ` +
       `load average ${machine.loadAverages['1m']} / ${machine.loadAverages['5m']} / ${machine.loadAverages['15m']} (1 / 5 / 15 min)`,
   );
+
+  // How far the cores add up on native GEMMs: the ceiling of the CPU/wall ratios below (bench/gemm-probe.ts).
+  const gemmScaling = values['no-probe'] ? null : await parallelGemmScaling(machine.cpus);
+  if (gemmScaling) {
+    console.log(
+      `native GEMM on ${gemmScaling.copies} cores at once: ${gemmScaling.scaling.toFixed(2)}x one core's throughput ` +
+        `(1 thread alone ${gemmScaling.alone_gflops.toFixed(0)} GFLOP/s; ${gemmScaling.copies} processes together ` +
+        `${gemmScaling.together_gflops.map((g) => g.toFixed(0)).join(' + ')}): the most a CPU/wall ratio can buy on GEMM-bound work`,
+    );
+  }
 
   const convolutions = values.convolutions!.split(',') as ConvolutionsName[];
   for (const c of convolutions) {
@@ -326,7 +339,7 @@ async function main(): Promise<void> {
     preset,
     config,
     flops_per_image: { forward: flops.forward, backward: flops.backward, train_step: flops.trainStep },
-    machine,
+    machine: { ...machine, gemm_scaling: gemmScaling },
     machine_at_end: { loadAverages: machineInfo().loadAverages },
     rows,
     ratios: ratios(rows),

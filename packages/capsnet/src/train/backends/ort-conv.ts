@@ -9,7 +9,7 @@
 //   Conv2D                 y  = Conv(x, W)                                          (ONNX Conv, NCHW)
 //   Conv2DBackpropFilter   dW = Conv(x^T, dy^T, dilations = strides)                x as [C, N, H, W], dy as [CO, N, OH, OW]
 //                               dW[ci, co, kh, kw] = sum_{n,oh,ow} x[n, ci, oh*s+kh-p, ow*s+kw-p] dy[n, co, oh, ow]
-//                               (x cut to the rows an output reads; one ORT thread, see filterGradOptions)
+//                               (x cut to the rows an output reads)
 //   Conv2DBackpropInput    dx = ConvTranspose(dy, W)                                (ONNX ConvTranspose)
 //
 // Where a patch row is long (PrimaryCaps: 9 x 256 floats, see im2colPays) the forward is instead im2col + one ONNX
@@ -102,10 +102,6 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     // ORT's pool would otherwise spin after each run, taking the cores from the wasm kernels that follow.
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
-  // The filter gradient on one thread: its "images" are x's channels (256 at PrimaryCaps), each a GEMM too small to
-  // split, and ORT splits each one, so the threads meet 256 times a call: two threads were slower than one
-  // (docs/benchmarks.md has the numbers).
-  const filterGradOptions = { ...options, intraOpNumThreads: 1 };
   const entries = new Map<string, Entry>();
   const loading: Promise<unknown>[] = [];
   const calls = { ort: 0, wasm: 0 };
@@ -121,7 +117,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
       try {
         const bytes = graphFor(kind, g);
         const session = new native.binding.InferenceSession();
-        const loaded = session.loadModel(bytes.buffer, bytes.byteOffset, bytes.byteLength, kind === 'Conv2DBackpropFilter' ? filterGradOptions : options);
+        const loaded = session.loadModel(bytes.buffer, bytes.byteOffset, bytes.byteLength, options);
         // Used at once either way, so that every step of a run (and of its resume) runs the same kernels.
         target.session = session;
         if (loaded && typeof (loaded as Promise<unknown>).then === 'function') {
