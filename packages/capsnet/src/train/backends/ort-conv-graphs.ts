@@ -111,7 +111,7 @@ export function graphFor(kind: Kind, g: Geometry): Uint8Array {
   return encodeModel(buildModel(b.graph(), { producerName: 'capsnet-onnx training kernels', producerVersion: '1' }));
 }
 
-/** The im2col GEMM: Y[P, CO] = Xcol[P, KK] W[KK, CO], P output positions, KK = KH*KW*C; one session serves every shape. */
+/** The im2col GEMM: Y[P, CO] = Xcol[P, KK] W[KK, CO], P output positions, KK = KH*KW*C (every dimension symbolic). */
 export function im2colGraph(): Uint8Array {
   const b = new GraphBuilder('capsnet-im2col-forward');
   const xcol = b.input('xcol', ['P', 'KK'], 'im2col rows, patch order (kh, kw, c)');

@@ -106,16 +106,16 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
   const loading: Promise<unknown>[] = [];
   const calls = { ort: 0, wasm: 0 };
   const replaced = new Map<Kind, KernelFunc>();
-  const failedIm2col = new Set<string>();
 
-  const entryFor = (key: string, kind: Kind, g: Geometry): Entry => {
+  /** The session for `key`, made from `graph()` on first use. */
+  const entryFor = (key: string, graph: () => Uint8Array): Entry => {
     let entry = entries.get(key);
     if (!entry) {
       entry = {};
       entries.set(key, entry);
       const target = entry;
       try {
-        const bytes = graphFor(kind, g);
+        const bytes = graph();
         const session = new native.binding.InferenceSession();
         const loaded = session.loadModel(bytes.buffer, bytes.byteOffset, bytes.byteLength, options);
         // Used at once either way, so that every step of a run (and of its resume) runs the same kernels.
@@ -141,18 +141,6 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     log(`convolutions: onnxruntime failed on ${key} (${entry.failed}); that shape runs on the wasm kernels`);
   };
 
-  let im2colSession: NativeSession | undefined;
-  const im2colGemm = (): NativeSession => {
-    if (!im2colSession) {
-      const bytes = im2colGraph();
-      const session = new native.binding.InferenceSession();
-      // Used at once (see entryFor); a failure throws here and the caller's shape runs on the wasm kernel.
-      const loaded = session.loadModel(bytes.buffer, bytes.byteOffset, bytes.byteLength, options);
-      if (loaded && typeof (loaded as Promise<unknown>).then === 'function') loading.push((loaded as Promise<unknown>).catch(() => {}));
-      im2colSession = session;
-    }
-    return im2colSession;
-  };
   /**
    * Reused off-heap buffers (onnxruntime-node refuses the heap's SharedArrayBuffer): grown, never shrunk. Why reuse:
    * glibc maps every allocation over 32 MB afresh, and first touching fresh pages cost ~150 ms per 52 MB here (VM
@@ -256,7 +244,13 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
   };
 
   /** Conv2D as im2col + GEMM, a chunk of images at a time (see im2colPays). */
-  const forwardByIm2col = (backend: WasmBackendLike, g: Geometry, N: number, t: { x?: TensorInfo; filter?: TensorInfo }): TensorInfo => {
+  const forwardByIm2col = (
+    session: NativeSession,
+    backend: WasmBackendLike,
+    g: Geometry,
+    N: number,
+    t: { x?: TensorInfo; filter?: TensorInfo },
+  ): TensorInfo => {
     const { KH, KW, C, CO, OH, OW } = g;
     const KK = KH * KW * C;
     const positions = OH * OW;
@@ -273,7 +267,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
       toColumns(x, g, n0, count, col);
       const out = y.subarray(n0 * positions * CO, (n0 + count) * positions * CO);
       // The output written in place (a preallocated fetch): no per-chunk result to allocate and copy.
-      im2colGemm().run({ xcol: tensor(col.subarray(0, rows * KK), [rows, KK]), filter: tensor(filter, [KK, CO]) }, { y: tensor(out, [rows, CO]) }, {});
+      session.run({ xcol: tensor(col.subarray(0, rows * KK), [rows, KK]), filter: tensor(filter, [KK, CO]) }, { y: tensor(out, [rows, CO]) }, {});
     }
     const result = backend.makeOutput([N, OH, OW, CO], 'float32');
     heapF32(backend, result).set(y);
@@ -372,24 +366,12 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
         const ci = backend_util.computeConv2DInfo(xShape, fShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, 'channelsLast');
         const g = geometry(ci);
         const key = `${kind} ${Object.values(g).join(',')}`;
-        const viaIm2col = im2col === 'always' || (im2col === 'auto' && im2colPays(g));
-        if (kind === 'Conv2D' && viaIm2col && !failedIm2col.has(key)) {
-          try {
-            const out = forwardByIm2col(backend, g, ci.batchSize, args.inputs as { x?: TensorInfo; filter?: TensorInfo });
-            calls.ort++;
-            return out;
-          } catch (e) {
-            failedIm2col.add(key);
-            const reason = e instanceof Error ? e.message.split('\n')[0] : String(e);
-            log(`convolutions: onnxruntime's im2col GEMM failed on ${key} (${reason}); that shape runs on the wasm kernels`);
-            calls.wasm++;
-            return previous(args as never);
-          }
-        }
-        const entry = entryFor(key, kind, g);
+        const viaIm2col = kind === 'Conv2D' && (im2col === 'always' || (im2col === 'auto' && im2colPays(g)));
+        const entry = viaIm2col ? entryFor(`${key} im2col`, im2colGraph) : entryFor(key, () => graphFor(kind, g));
         if (entry.session) {
           try {
-            const out = runOnOrt(kind, entry.session, backend, g, ci.batchSize, args.inputs as { x?: TensorInfo; dy?: TensorInfo; filter?: TensorInfo });
+            const t = args.inputs as { x?: TensorInfo; dy?: TensorInfo; filter?: TensorInfo };
+            const out = viaIm2col ? forwardByIm2col(entry.session, backend, g, ci.batchSize, t) : runOnOrt(kind, entry.session, backend, g, ci.batchSize, t);
             calls.ort++;
             return out;
           } catch (e) {
