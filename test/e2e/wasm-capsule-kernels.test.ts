@@ -15,6 +15,7 @@ import { initParams, predictionVectors, trainingLosses } from '../../packages/ca
 import { dynamicRouting } from '../../packages/capsnet/src/model/routing.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
 import { compileKernels, KERNEL_BINARIES } from '../../packages/capsnet/scripts/build-kernels.mjs';
+import { elementwiseCalls, leadingAxes } from '../../packages/capsnet/src/train/backends/wasm-elementwise.ts';
 import { relErr, rng, values } from '../support/numeric.ts';
 
 const TOLERANCE = 1e-5;
@@ -230,6 +231,55 @@ function sectionIds(bytes: Uint8Array): number[] {
   }
   return ids;
 }
+
+describe("tfjs's Sum and Multiply on the kernel threads (wasm-elementwise.ts)", () => {
+  test('leadingAxes names exactly the leading axes, negative ones included', () => {
+    assert.equal(leadingAxes([0, 1, 2], 4), 3);
+    assert.equal(leadingAxes([-4, -3], 4), 2);
+    assert.equal(leadingAxes(0, 2), 1);
+    assert.equal(leadingAxes([1, 2], 4), 0, 'not leading');
+    assert.equal(leadingAxes([0, 1], 2), 0, 'every axis');
+    assert.equal(leadingAxes(null, 3), 0);
+  });
+
+  // 37 columns: two blocks of sixteen and a scalar tail; 65,545 values: past the threshold, and not a multiple of 4.
+  const cases: [string, number[], number | number[], boolean][] = [
+    ['leading three axes', [7, 20, 20, 37], [0, 1, 2], false],
+    ['leading three axes, keepDims', [7, 20, 20, 37], [0, 1, 2], true],
+    ['negative leading axes', [5, 13109], -2, false],
+    ['inner axes (the replaced kernel)', [7, 20, 20, 37], [1, 2], false],
+    ['a small input (the replaced kernel)', [4, 9, 16], [0, 1], false],
+  ];
+  for (const [label, shape, axis, keepDims] of cases) {
+    test(`Sum over ${label} matches cpu`, async () => {
+      const x = values(
+        shape.reduce((a, b) => a * b, 1),
+        31,
+      );
+      const run = () => [tf.sum(tf.tensor(x, shape), axis, keepDims)];
+      const want = await on('cpu', run);
+      const threaded = elementwiseCalls.threaded;
+      const got = await on('wasm', run);
+      expectClose(got, want, ['sum'], `[${shape}] over ${axis}`);
+      assert.equal(elementwiseCalls.threaded - threaded, label.includes('replaced') ? 0 : 1, 'which path ran');
+    });
+  }
+
+  for (const [label, a, b] of [
+    ['one shape, 65,545 values', [5, 13109], [5, 13109]],
+    ['broadcast (the replaced kernel)', [5, 13109], [1, 13109]],
+  ] as const) {
+    test(`Multiply, ${label}, matches cpu`, async () => {
+      const [av, bv] = [values(a[0] * a[1], 41), values(b[0] * b[1], 42)];
+      const run = () => [tf.mul(tf.tensor(av, [...a]), tf.tensor(bv, [...b]))];
+      const want = await on('cpu', run);
+      const threaded = elementwiseCalls.threaded;
+      const got = await on('wasm', run);
+      expectClose(got, want, ['product'], label);
+      assert.equal(elementwiseCalls.threaded - threaded, label.includes('replaced') ? 0 : 1, 'which path ran');
+    });
+  }
+});
 
 describe('the wasm kernel binaries', () => {
   for (const variant of ['plain', 'shared'] as const) {

@@ -435,3 +435,41 @@ export function adam(p: usize, g: usize, m: usize, v: usize, pOut: usize, n: i32
     set(pOut, k, get(p, k) - lr * mk / (Mathf.sqrt(vk) + epsilon));
   }
 }
+
+// ------------------------------------------------------------------ element-wise ops tfjs runs on one thread
+
+/**
+ * dst[c] = sum over r < rows of src[r * cols + c], for the columns c0 <= c < c1 of a row-major [rows, cols] matrix:
+ * tfjs's Sum over leading axes (a bias gradient: dy [N, H, W, C] summed to [C]). Sixteen columns at a time in four
+ * f32x4 accumulators, rows in order, so each 64-byte line of src is read once.
+ */
+export function columnSums(src: usize, dst: usize, rows: i32, cols: i32, c0: i32, c1: i32): void {
+  let c = c0;
+  for (; c + 16 <= c1; c += 16) {
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    for (let r = 0; r < rows; r++) {
+      const row = at(src, r * cols + c);
+      a0 = f32x4.add(a0, v128.load(row));
+      a1 = f32x4.add(a1, v128.load(row, 16));
+      a2 = f32x4.add(a2, v128.load(row, 32));
+      a3 = f32x4.add(a3, v128.load(row, 48));
+    }
+    const out = at(dst, c);
+    v128.store(out, a0);
+    v128.store(out, a1, 16);
+    v128.store(out, a2, 32);
+    v128.store(out, a3, 48);
+  }
+  for (; c < c1; c++) {
+    let sum: f32 = 0;
+    for (let r = 0; r < rows; r++) sum += get(src, r * cols + c);
+    set(dst, c, sum);
+  }
+}
+
+/** out[k] = a[k] * b[k], k < n: tfjs's Multiply of two tensors of one shape (the ReLU gradient dy * step(x)). */
+export function multiply(a: usize, b: usize, out: usize, n: i32): void {
+  let k = 0;
+  for (; k + 4 <= n; k += 4) v128.store(at(out, k), f32x4.mul(v128.load(at(a, k)), v128.load(at(b, k))));
+  for (; k < n; k++) set(out, k, get(a, k) * get(b, k));
+}

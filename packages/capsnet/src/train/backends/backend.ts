@@ -157,6 +157,7 @@ async function initWasm(log: Log): Promise<InitializedBackend> {
   const kernels = await import('./wasm-kernels.ts');
   kernels.registerWasmConvKernels();
   (await import('./wasm-capsule-kernels.ts')).registerWasmCapsuleKernels();
+  (await import('./wasm-elementwise.ts')).registerWasmElementwiseKernels();
   const threads = await import('./wasm-threads.ts');
 
   if (tf.engine().registry.wasm == null) {

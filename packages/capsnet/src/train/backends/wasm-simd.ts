@@ -231,6 +231,10 @@ export interface SimdKernels {
   nhwcToChwn(x: number, xp: number, N: number, H: number, W: number, C: number, Hc: number, Wc: number, pt: number, pl: number, h0: number, h1: number): void;
   /** Channels c0 <= ci < c1 of the channel-major dxT, accumulated from colT (col2im). */
   col2imT: ColumnsKernel;
+  /** dst[c] = sum_r src[r, c] for columns c0 <= c < c1 of a row-major [rows, cols] matrix. */
+  columnSums(src: number, dst: number, rows: number, cols: number, c0: number, c1: number): void;
+  /** out[k] = a[k] b[k], k < n. */
+  multiply(a: number, b: number, out: number, n: number): void;
 }
 
 const KERNEL_NAMES = [
@@ -244,6 +248,8 @@ const KERNEL_NAMES = [
   'nhwcToChwn',
   'col2imT',
   'im2colT',
+  'columnSums',
+  'multiply',
 ] as const;
 
 /**
