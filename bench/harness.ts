@@ -7,7 +7,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
 
 // ------------------------------------------------------------------------------------------ statistics
@@ -273,5 +275,39 @@ export async function withBusyProcesses<T>(count: number, f: () => Promise<T>): 
     return await f();
   } finally {
     for (const child of children) child.kill('SIGKILL');
+  }
+}
+
+// ------------------------------------------------------------------------------------------ command line
+
+/** The bench's name for messages: bench/train.ts. */
+const benchName = (scriptUrl: string) => `bench/${basename(fileURLToPath(scriptUrl))}`;
+
+/**
+ * parseArgs for a bench script (`scriptUrl`: its import.meta.url). `--help` prints the script's header comment (its
+ * usage) and exits 0; an unknown or malformed option is one line on stderr and exit code 2, not a stack trace.
+ */
+export function benchArgs<T extends ParseArgsConfig>(scriptUrl: string, config: T): ReturnType<typeof parseArgs<T>> {
+  const argv = config.args ?? process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    const header = /^\/\*\*([\s\S]*?)\*\//.exec(readFileSync(fileURLToPath(scriptUrl), 'utf8'))?.[1] ?? '';
+    console.log(header.replace(/^ \* ?/gm, '').trim());
+    process.exit(0);
+  }
+  try {
+    return parseArgs(config);
+  } catch (e) {
+    console.error(`${benchName(scriptUrl)}: ${e instanceof Error ? e.message : String(e)} (--help lists the options)`);
+    process.exit(2);
+  }
+}
+
+/** Runs a bench's main: an error (a bad option value, a run that failed) is one line on stderr and exit code 1. */
+export async function runBench(scriptUrl: string, main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`${benchName(scriptUrl)}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+    process.exitCode = 1;
   }
 }

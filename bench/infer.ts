@@ -18,10 +18,9 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import { type CapsNetConfig, countFlops, presetConfig, type PresetName, readModelMetadata, decoderPathFor } from '@capsnet-onnx/core';
 import type { DeviceName } from '@capsnet-onnx/runtime';
-import { existingPath, machineInfo, median, seededUniform, userPath, writeReport } from './harness.ts';
+import { benchArgs, existingPath, machineInfo, median, runBench, seededUniform, userPath, writeReport } from './harness.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { timeClassifier } from '../packages/capsnet/src/parity/measure.ts';
 import { type BenchTarget, benchTargets } from '../packages/capsnet/src/parity/devices.ts';
@@ -249,7 +248,7 @@ function table(rows: Row[]): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     options: {
       model: { type: 'string' },
       checkpoint: { type: 'string' },
@@ -364,5 +363,5 @@ if (process.argv.includes('--worker')) {
     process.send!(reply, () => process.exit(0));
   });
 } else if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  await main();
+  await runBench(import.meta.url, main);
 }

@@ -13,13 +13,12 @@
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
-import { machineInfo, userPath, writeReport } from './harness.ts';
+import { benchArgs, machineInfo, userPath, writeReport } from './harness.ts';
 import { ROOT } from '../test/support/fixtures.ts';
 import { type InstalledApp, footprint, installApp, packWorkspaces, tgz } from '../test/support/packages.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: {
     out: { type: 'string', default: join(ROOT, 'bench-results', 'install.json') },
     keep: { type: 'boolean', default: false },

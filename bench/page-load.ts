@@ -24,7 +24,6 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { build, type Plugin } from 'esbuild';
 import { chromium } from 'playwright-core';
 import { decoderPathFor, presetConfig } from '@capsnet-onnx/core';
@@ -35,7 +34,7 @@ import { encodeModel } from '../packages/capsnet/src/export/onnx-schema.ts';
 import { createServer } from '../packages/capsnet/src/serve/server.ts';
 import { PAGE_SPLIT } from '../packages/capsnet/src/web/build.ts';
 import { syntheticWeights } from '../test/support/tiny-model.ts';
-import { existingPath, machineInfo, writeReport } from './harness.ts';
+import { benchArgs, existingPath, machineInfo, writeReport } from './harness.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
 const ENTRIES = {
@@ -46,7 +45,7 @@ const ENTRIES = {
 } as const;
 type Entry = keyof typeof ENTRIES;
 
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     model: { type: 'string' },
     preset: { type: 'string', default: 'small' },

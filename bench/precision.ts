@@ -13,14 +13,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { CapsNet } from '@capsnet-onnx/runtime/node';
 import { exportCheckpoint } from '../packages/capsnet/src/export/exporter.ts';
 import type { ComputePrecision, Precision } from '../packages/capsnet/src/export/precision.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { loadDataset, loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
-import { existingPath, machineInfo, userPath, writeReport } from './harness.ts';
+import { benchArgs, existingPath, machineInfo, runBench, userPath, writeReport } from './harness.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -87,7 +86,7 @@ async function evaluate(model: string, images: Float32Array, count: number, pixe
 const fmt = (x: number | undefined, digits: number) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits));
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     options: {
       checkpoint: { type: 'string' },
       backends: { type: 'string', default: 'ort-node-cpu-1t,ort-web-wasm,ort-node-webgpu' },
@@ -236,4 +235,4 @@ async function main(): Promise<void> {
   if (rows.some((r) => !r.meetsTargets)) process.exitCode = 1;
 }
 
-await main();
+await runBench(import.meta.url, main);

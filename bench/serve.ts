@@ -15,14 +15,13 @@
 import { statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import type { Classification } from '@capsnet-onnx/runtime/node';
 import { exportedSmallModel, startServeProcess } from '../test/support/serve.ts';
-import { existingPath, machineInfo, percentile, userPath, writeReport } from './harness.ts';
+import { benchArgs, existingPath, machineInfo, percentile, runBench, userPath, writeReport } from './harness.ts';
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     model: { type: 'string' },
     requests: { type: 'string', default: '600' },
@@ -217,4 +216,4 @@ async function send(base: string, body: string): Promise<any> {
   return json;
 }
 
-await main();
+await runBench(import.meta.url, main);

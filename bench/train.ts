@@ -32,13 +32,12 @@
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { type PresetName, countFlops, presetConfig } from '@capsnet-onnx/core';
 import { type BackendName, wasmThreadsWanted } from '../packages/capsnet/src/train/backends/backend.ts';
 import { BACKEND_NAMES, CONVOLUTIONS_NAMES, type ConvolutionsName } from '../packages/capsnet/src/train/names.ts';
 import { forkWorker, webGpuWorkerEnv } from '../packages/capsnet/src/parity/fork.ts';
 import { parallelGemmScaling } from './gemm-probe.ts';
-import { busyNote, cpuBusy, machineInfo, median, userPath, withBusyProcesses, writeReport } from './harness.ts';
+import { benchArgs, busyNote, cpuBusy, machineInfo, median, runBench, userPath, withBusyProcesses, writeReport } from './harness.ts';
 import { type Row, busyProcesses, contention, formatReport, ratios } from './train-report.ts';
 import { type Job, type WorkerResult, runStepWorker } from './train-step.ts';
 import { type EpochJob, runEpochWorker } from './train-epoch-worker.ts';
@@ -50,7 +49,7 @@ const SELF = fileURLToPath(import.meta.url);
 const ALL_BACKENDS: BackendName[] = [...BACKEND_NAMES];
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     options: {
       backends: { type: 'string', default: ALL_BACKENDS.join(',') },
       preset: { type: 'string', default: 'paper' },
@@ -371,5 +370,5 @@ if (process.argv.includes('--worker')) {
     );
   });
 } else {
-  await main();
+  await runBench(import.meta.url, main);
 }

@@ -3,6 +3,7 @@
  * the CPU description; and bench/train-epoch.ts's analysis of an epoch (steady state, extrapolation). No timings.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { cpuDescription, median, percentile, seededUniform, steadyState, textTable, withBusyProcesses } from '../../../bench/harness.ts';
 import { type Row, contention, formatReport } from '../../../bench/train-report.ts';
@@ -207,5 +208,29 @@ describe('the step beside busy processes (--compete)', () => {
       }),
       /inside/,
     );
+  });
+});
+
+describe("every bench's command line (benchArgs, runBench)", () => {
+  const BENCHES = ['train', 'infer', 'serve', 'page-load', 'precision', 'install'];
+  const run = (bench: string, ...args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', '--conditions=capsnet-source', `bench/${bench}.ts`, ...args], { encoding: 'utf8', timeout: 60_000 });
+
+  for (const bench of BENCHES) {
+    test(`bench/${bench}.ts: an unknown option is one line and exit code 2; --help prints its usage`, () => {
+      const bad = run(bench, '--no-such-option');
+      assert.equal(bad.status, 2, bad.stderr);
+      assert.equal(bad.stderr.trim(), `bench/${bench}.ts: Unknown option '--no-such-option' (--help lists the options)`);
+      const help = run(bench, '--help');
+      assert.equal(help.status, 0, help.stderr);
+      assert.match(help.stdout, /npm run bench:/);
+      assert.doesNotMatch(help.stdout, /^\s*\*/m, 'the comment markers are stripped');
+    });
+  }
+
+  test('a bad option value from main is one line and exit code 1, not a stack trace', () => {
+    const bad = run('train', '--batch', 'x', '--no-epoch');
+    assert.equal(bad.status, 1, bad.stderr);
+    assert.equal(bad.stderr.trim(), "bench/train.ts: --batch wants positive integers, got 'x'");
   });
 });
