@@ -1,6 +1,7 @@
 // AssemblyScript source of the wasm SIMD training kernels: the prediction vectors u_hat (eq. 2) forward and
 // backward, routing by agreement (procedure 1) forward and backward and Adam (train/backends/wasm-capsule-kernels.ts), and
-// the data movement around XNNPACK in the convolution gradients (train/backends/wasm-kernels.ts). train/backends/wasm-simd.ts loads
+// the data movement around XNNPACK in the convolution gradients (train/backends/wasm-kernels.ts), and two of tfjs's own
+// ops that its wasm backend runs on one thread (train/backends/wasm-elementwise.ts). train/backends/wasm-simd.ts loads
 // the module and shares each call between threads: every kernel takes the range of its work it should do.
 //
 // The module imports tfjs-backend-wasm's own memory, so every pointer below is a byte offset of a tensor on that
