@@ -63,7 +63,14 @@ if (longArgv || (fromSource && !hasSourceCondition)) {
     env,
   });
   if (longArgv) child.stdin.end(JSON.stringify(args));
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
+  // Ctrl-C in a terminal reaches the whole foreground process group, the child included: relaying it too would
+  // make one Ctrl-C two (and a second Ctrl-C quits `train` without saving). Any other SIGINT is relayed.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(signal, () => {
+      if (signal === 'SIGINT' && process.stdin.isTTY) return;
+      child.kill(signal);
+    });
+  }
   child.on('exit', (code, signal) => process.exit(signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1)));
 } else if (fromSource) {
   const { register: registerTsx } = await import('tsx/esm/api');

@@ -1,7 +1,9 @@
+import { existsSync, rmSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
 import { type CapsNetConfig, PRESET_NAMES } from '@capsnet-onnx/core';
 import { DATA_SPECS } from '../data/datasets.ts';
+import { checkpointPath } from '../files/checkpoint.ts';
 import { DEFAULT_CHECKPOINT_INTERVAL_S } from '../train/checkpoint-cadence.ts';
 import { BACKEND_NAMES, DEFAULT_EPOCHS, MODEL_NAMES } from '../train/names.ts';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, seed, timeSpan } from './args.ts';
@@ -88,6 +90,7 @@ export function registerTrainCommands(program: Command): void {
       if (opts.model === 'baseline-cnn' && opts.routing !== undefined) throw new Error('--routing applies to --model capsnet; the baseline CNN has no routing');
       const { train } = await import('../train/trainer.ts');
       const out = opts.out ?? `runs/${timestamp()}`;
+      const stop = stopOnSignals(out);
       const result = await train({
         model: opts.model,
         preset: opts.preset,
@@ -110,12 +113,51 @@ export function registerTrainCommands(program: Command): void {
         overwrite: opts.overwrite,
         allowSuspiciousData: opts.allowSuspiciousData,
         givenFlags: givenRunFlags(opts, command),
-      });
+        signal: stop.signal,
+      }).finally(stop.release);
+      if (result.interrupted) {
+        const { epoch, stepsDone, stepsPerEpoch, saved } = result.interrupted;
+        console.log(
+          saved
+            ? `interrupted at epoch ${epoch}, step ${stepsDone}/${stepsPerEpoch}: saved in ${out}; continue with: capsnet train --out ${out} --resume`
+            : 'interrupted before the first step: nothing was trained or saved',
+        );
+        process.exitCode = 130;
+        return;
+      }
       const last = result.metrics.at(-1);
       console.log(
         `done: ${out}${last ? ` (test accuracy ${(100 * last.test_accuracy).toFixed(2)}%, ${result.parameters.toLocaleString('en-US')} parameters)` : ''}`,
       );
     });
+}
+
+/**
+ * Ctrl-C (SIGINT) or SIGTERM stops the run at the next step with its progress checkpointed (TrainOptions.signal); a
+ * second one quits at once, leaving the last checkpoint (and removing the run folder if it holds none yet).
+ */
+function stopOnSignals(out: string): { signal: AbortSignal; release: () => void } {
+  const controller = new AbortController();
+  const createdDir = !existsSync(out);
+  const onSignal = (name: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      const empty = createdDir && !existsSync(checkpointPath(out));
+      if (empty) rmSync(out, { recursive: true, force: true });
+      console.error(`${name} again: quitting without saving${empty ? '' : ` (the last checkpoint in ${out} stays)`}`);
+      process.exit(130);
+    }
+    console.error(`${name}: stopping after this step and saving a checkpoint (again to quit at once)`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    release: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }
 
 /** The model flags that were given, as config overrides (absent flags leave the preset's and data set's values). */

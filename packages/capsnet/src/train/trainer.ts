@@ -88,6 +88,22 @@ export interface TrainOptions {
   allowSuspiciousData?: boolean;
   /** The run flags the user gave, compared with the checkpoint's on resume (default: all of the options above). */
   givenFlags?: RunFlags;
+  /**
+   * Stops the run before its next step (`capsnet train` aborts it on Ctrl-C / SIGTERM): the steps trained so far are
+   * checkpointed (mid-epoch), so `resume` continues from there, and train returns with `interrupted` set. Aborted
+   * before a step was trained: nothing is written, and a run folder this call created is removed.
+   */
+  signal?: AbortSignal;
+}
+
+/** What train returns. */
+export interface TrainResult {
+  runDir: string;
+  metrics: EpochMetrics[];
+  config: CapsNetConfig;
+  parameters: number;
+  /** Set when `signal` stopped the run: where (1-based epoch, steps done in it), and whether a checkpoint holds it. */
+  interrupted?: { epoch: number; stepsDone: number; stepsPerEpoch: number; saved: boolean };
 }
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -131,7 +147,7 @@ function checkTrainNumbers(options: TrainOptions): void {
   }
 }
 
-export async function train(options: TrainOptions): Promise<{ runDir: string; metrics: EpochMetrics[]; config: CapsNetConfig; parameters: number }> {
+export async function train(options: TrainOptions): Promise<TrainResult> {
   const { log } = options;
   checkTrainNumbers(options);
   // Every input is checked before anything is created: the run directory, the checkpoint, the flags, the data.
@@ -212,6 +228,7 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
   );
   const optimizer = adamFor(config);
   if (resumed) optimizer.loadState(resumed.optimizer, params, resumed.step);
+  const startStep = optimizer.step;
   const metrics: EpochMetrics[] = resumed ? [...resumed.metrics] : [];
   const metricsPath = join(options.out, METRICS_FILE);
   // The checkpoint is the source of truth: a kill between checkpoint and append must not leave a gap or a duplicate.
@@ -264,6 +281,18 @@ export async function train(options: TrainOptions): Promise<{ runDir: string; me
     bar?.start(stepsPerEpoch, progress.stepsDone, { ips: '-', loss: '-' });
     let lastLine = -Infinity;
     for (let s = progress.stepsDone; s < stepsPerEpoch; s++) {
+      // A turn of the event loop: a step's awaits settle as microtasks, so without it a Ctrl-C handler (which aborts
+      // `signal`) would not run until the run was over.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (options.signal?.aborted) {
+        bar?.stop();
+        // Trained in this call and not yet checkpointed: saved now (an epoch end already is).
+        if (progress.stepsDone > 0 && optimizer.step > startStep) await snapshot(epoch, progress);
+        optimizer.dispose();
+        tf.dispose(Object.values(params));
+        const saved = existsSync(checkpointPath(options.out));
+        return { runDir: options.out, metrics, config, parameters: parameterCount, interrupted: { epoch: epoch + 1, stepsDone: s, stepsPerEpoch, saved } };
+      }
       const started = performance.now();
       const indices = order.subarray(s * run.batchSize, Math.min((s + 1) * run.batchSize, train.count));
       const batch = gather(train.images, train.labels, pixels, indices);
