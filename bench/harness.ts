@@ -283,23 +283,48 @@ export async function withBusyProcesses<T>(count: number, f: () => Promise<T>): 
 /** The bench's name for messages: bench/train.ts. */
 const benchName = (scriptUrl: string) => `bench/${basename(fileURLToPath(scriptUrl))}`;
 
+/** What a numeric option of a bench accepts; checked by benchArgs before anything runs. */
+export type NumberRule = 'count' | 'count0' | 'seconds' | 'seconds0' | 'counts';
+const RULES: Record<NumberRule, { ok: (v: string) => boolean; wants: string }> = {
+  count: { ok: (v) => /^\d+$/.test(v) && Number(v) >= 1, wants: 'a whole number >= 1' },
+  count0: { ok: (v) => /^\d+$/.test(v), wants: 'a whole number >= 0' },
+  seconds: { ok: (v) => /^\d+(\.\d+)?$/.test(v) && Number(v) > 0, wants: 'a number of seconds > 0' },
+  seconds0: { ok: (v) => /^\d+(\.\d+)?$/.test(v), wants: 'a number of seconds >= 0' },
+  counts: { ok: (v) => v.split(',').every((x) => /^\d+$/.test(x.trim()) && Number(x) >= 1), wants: 'whole numbers >= 1, comma-separated' },
+};
+
 /**
- * parseArgs for a bench script (`scriptUrl`: its import.meta.url). `--help` prints the script's header comment (its
- * usage) and exits 0; an unknown or malformed option is one line on stderr and exit code 2, not a stack trace.
+ * parseArgs for a bench script (`scriptUrl`: its import.meta.url). `--help` prints the script's header comment and
+ * its options with their defaults, and exits 0; an unknown option, or a value `numbers` rules out, is one line on
+ * stderr and exit code 2, before anything runs.
  */
-export function benchArgs<T extends ParseArgsConfig>(scriptUrl: string, config: T): ReturnType<typeof parseArgs<T>> {
+export function benchArgs<T extends ParseArgsConfig>(scriptUrl: string, config: T, numbers: Record<string, NumberRule> = {}): ReturnType<typeof parseArgs<T>> {
   const argv = config.args ?? process.argv.slice(2);
   if (argv.includes('--help') || argv.includes('-h')) {
     const header = /^\/\*\*([\s\S]*?)\*\//.exec(readFileSync(fileURLToPath(scriptUrl), 'utf8'))?.[1] ?? '';
-    console.log(header.replace(/^ \* ?/gm, '').trim());
+    const options = Object.entries(config.options ?? {}).map(([name, o]) => {
+      const rule = numbers[name] ? `: ${RULES[numbers[name]].wants}` : '';
+      const given = o.default === undefined || o.default === false ? '' : ` (default: ${String(o.default)})`;
+      return `  --${name}${o.type === 'string' ? ' <value>' : ''}${rule}${given}`;
+    });
+    console.log(`${header.replace(/^ \* ?/gm, '').trim()}\n\noptions:\n${options.join('\n')}`);
     process.exit(0);
   }
-  try {
-    return parseArgs(config);
-  } catch (e) {
-    console.error(`${benchName(scriptUrl)}: ${e instanceof Error ? e.message : String(e)} (--help lists the options)`);
+  const fail = (message: string): never => {
+    console.error(`${benchName(scriptUrl)}: ${message} (--help lists the options)`);
     process.exit(2);
+  };
+  let parsed: ReturnType<typeof parseArgs<T>>;
+  try {
+    parsed = parseArgs(config);
+  } catch (e) {
+    return fail(e instanceof Error ? e.message : String(e));
   }
+  for (const [name, rule] of Object.entries(numbers)) {
+    const value = (parsed.values as Record<string, unknown>)[name];
+    if (typeof value === 'string' && !RULES[rule].ok(value)) fail(`--${name} wants ${RULES[rule].wants}, got '${value}'`);
+  }
+  return parsed;
 }
 
 /** Runs a bench's main: an error (a bad option value, a run that failed) is one line on stderr and exit code 1. */

@@ -248,19 +248,23 @@ function table(rows: Row[]): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = benchArgs(import.meta.url, {
-    options: {
-      model: { type: 'string' },
-      checkpoint: { type: 'string' },
-      preset: { type: 'string', default: 'paper' },
-      backends: { type: 'string' },
-      batch: { type: 'string', default: '64' },
-      'latency-runs': { type: 'string', default: '20' },
-      'throughput-runs': { type: 'string', default: '3' },
-      out: { type: 'string', default: join(ROOT, 'bench-results', 'infer.json') },
-      timeout: { type: 'string', default: '600' },
+  const { values } = benchArgs(
+    import.meta.url,
+    {
+      options: {
+        model: { type: 'string' },
+        checkpoint: { type: 'string' },
+        preset: { type: 'string', default: 'paper' },
+        backends: { type: 'string' },
+        batch: { type: 'string', default: '64' },
+        'latency-runs': { type: 'string', default: '20' },
+        'throughput-runs': { type: 'string', default: '3' },
+        out: { type: 'string', default: join(ROOT, 'bench-results', 'infer.json') },
+        timeout: { type: 'string', default: '600' },
+      },
     },
-  });
+    { batch: 'count', 'latency-runs': 'count', 'throughput-runs': 'count', timeout: 'seconds' },
+  );
   const log = (line: string) => console.log(line);
   values.out = userPath(values.out!);
   const prepared = values.model

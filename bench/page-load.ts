@@ -45,17 +45,21 @@ const ENTRIES = {
 } as const;
 type Entry = keyof typeof ENTRIES;
 
-const { values: args } = benchArgs(import.meta.url, {
-  options: {
-    model: { type: 'string' },
-    preset: { type: 'string', default: 'small' },
-    entries: { type: 'string', default: 'web,wasm,webgpu' },
-    rounds: { type: 'string', default: '1' },
-    timeout: { type: 'string', default: '120' },
-    out: { type: 'string', default: join(ROOT, 'bench-results', 'page-load.json') },
-    unsplit: { type: 'boolean', default: false },
+const { values: args } = benchArgs(
+  import.meta.url,
+  {
+    options: {
+      model: { type: 'string' },
+      preset: { type: 'string', default: 'small' },
+      entries: { type: 'string', default: 'web,wasm,webgpu' },
+      rounds: { type: 'string', default: '1' },
+      timeout: { type: 'string', default: '120' },
+      out: { type: 'string', default: join(ROOT, 'bench-results', 'page-load.json') },
+      unsplit: { type: 'boolean', default: false },
+    },
   },
-});
+  { rounds: 'count', timeout: 'seconds' },
+);
 const entries = args.entries.split(',').map((e) => e.trim()) as Entry[];
 for (const e of entries) if (!(e in ENTRIES)) throw new Error(`--entries: unknown entry "${e}": use ${Object.keys(ENTRIES).join(', ')}`);
 const ROUNDS = Number(args.rounds);

@@ -86,16 +86,20 @@ async function evaluate(model: string, images: Float32Array, count: number, pixe
 const fmt = (x: number | undefined, digits: number) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits));
 
 async function main(): Promise<void> {
-  const { values } = benchArgs(import.meta.url, {
-    options: {
-      checkpoint: { type: 'string' },
-      backends: { type: 'string', default: 'ort-node-cpu-1t,ort-web-wasm,ort-node-webgpu' },
-      batch: { type: 'string', default: '16' },
-      'latency-runs': { type: 'string', default: '10' },
-      'test-limit': { type: 'string' },
-      out: { type: 'string', default: join(ROOT, 'bench-results', 'precision.json') },
+  const { values } = benchArgs(
+    import.meta.url,
+    {
+      options: {
+        checkpoint: { type: 'string' },
+        backends: { type: 'string', default: 'ort-node-cpu-1t,ort-web-wasm,ort-node-webgpu' },
+        batch: { type: 'string', default: '16' },
+        'latency-runs': { type: 'string', default: '10' },
+        'test-limit': { type: 'string' },
+        out: { type: 'string', default: join(ROOT, 'bench-results', 'precision.json') },
+      },
     },
-  });
+    { batch: 'count', 'latency-runs': 'count', 'test-limit': 'count' },
+  );
   if (!values.checkpoint)
     throw new Error('give --checkpoint RUN_DIR: a trained run (accuracy needs trained weights), e.g. from `capsnet train --preset small`');
   values.checkpoint = existingPath(values.checkpoint, '--checkpoint');

@@ -21,18 +21,22 @@ import { benchArgs, existingPath, machineInfo, percentile, runBench, userPath, w
 import { loadMnistSample } from '../packages/capsnet/src/data/datasets.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '..');
-const { values: args } = benchArgs(import.meta.url, {
-  options: {
-    model: { type: 'string' },
-    requests: { type: 'string', default: '600' },
-    concurrency: { type: 'string', default: '16' },
-    device: { type: 'string', default: 'cpu' },
-    images: { type: 'string', default: '200' },
-    rounds: { type: 'string', default: '2' },
-    threads: { type: 'string' },
-    out: { type: 'string', default: join(ROOT, 'bench-results', 'serve.json') },
+const { values: args } = benchArgs(
+  import.meta.url,
+  {
+    options: {
+      model: { type: 'string' },
+      requests: { type: 'string', default: '600' },
+      concurrency: { type: 'string', default: '16' },
+      device: { type: 'string', default: 'cpu' },
+      images: { type: 'string', default: '200' },
+      rounds: { type: 'string', default: '2' },
+      threads: { type: 'string' },
+      out: { type: 'string', default: join(ROOT, 'bench-results', 'serve.json') },
+    },
   },
-});
+  { requests: 'count', concurrency: 'count', images: 'count', rounds: 'count', threads: 'count' },
+);
 
 const REQUESTS = Number(args.requests);
 const CONCURRENCY = Number(args.concurrency);

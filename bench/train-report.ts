@@ -98,7 +98,7 @@ export function formatReport(rows: Row[]): string {
   }
   const shared = contention(rows);
   if (shared.length > 0) {
-    out.push('\nthe step beside busy processes / the same step alone (same run; issue 25 asks <= 2.2x for one busy process on 2 cores):');
+    out.push('\nthe step beside busy processes / the same step alone (same run; the target is <= 2.2x for one busy process on 2 cores):');
     for (const c of shared) {
       out.push(
         `  ${c.backend.padEnd(22)} batch ${String(c.batch).padEnd(4)} ${c.slowdown.toFixed(2)}x slower beside ${busyProcesses(c.busy_processes)} ` +

@@ -224,13 +224,26 @@ describe("every bench's command line (benchArgs, runBench)", () => {
       const help = run(bench, '--help');
       assert.equal(help.status, 0, help.stderr);
       assert.match(help.stdout, /npm run bench:/);
+      assert.match(help.stdout, /\noptions:\n {2}--/, 'the options are listed');
       assert.doesNotMatch(help.stdout, /^\s*\*/m, 'the comment markers are stripped');
     });
   }
 
-  test('a bad option value from main is one line and exit code 1, not a stack trace', () => {
-    const bad = run('train', '--batch', 'x', '--no-epoch');
-    assert.equal(bad.status, 1, bad.stderr);
-    assert.equal(bad.stderr.trim(), "bench/train.ts: --batch wants positive integers, got 'x'");
+  test('a bad number is one line and exit code 2 before anything runs; a bad value main finds is one line and exit 1', () => {
+    for (const [bench, flag, value, wants] of [
+      ['train', '--steps', 'abc', 'a whole number >= 1'],
+      ['train', '--batch', '32,x', 'whole numbers >= 1, comma-separated'],
+      ['infer', '--batch', '0', 'a whole number >= 1'],
+      ['serve', '--concurrency=-3', '', 'a whole number >= 1'],
+    ] as const) {
+      // --flag=value: a value starting with '-' is taken for an option otherwise.
+      const [name, given] = value ? [flag, value] : (flag.split('=') as [string, string]);
+      const bad = run(bench, ...(value ? [flag, value] : [flag]));
+      assert.equal(bad.status, 2, bad.stderr);
+      assert.equal(bad.stderr.trim(), `bench/${bench}.ts: ${name} wants ${wants}, got '${given}' (--help lists the options)`);
+    }
+    const late = run('train', '--steady-tolerance', '120', '--no-epoch');
+    assert.equal(late.status, 1, late.stderr);
+    assert.equal(late.stderr.trim(), "bench/train.ts: --steady-tolerance wants a percentage from 0 to 100, got '120'");
   });
 });
