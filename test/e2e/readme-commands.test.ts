@@ -223,6 +223,7 @@ export const COMMANDS: Record<string, Decision> = {
     because: '3 epochs of 8,000 digits take minutes: the same flags on a few hundred',
   },
   'npx capsnet plot RUN_DIR [-o FILE.svg] [--overwrite]': { files: { run: 'run' } },
+  'npx capsnet train --out RUN_DIR --resume': { files: { run: 'run' } },
   // Export
   'npx capsnet export RUN_DIR -o model.onnx': { files: { run: 'run' } },
   'npx capsnet inspect model.onnx [--json]': { files: { 'model.onnx': 'model' } },

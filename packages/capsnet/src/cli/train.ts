@@ -134,12 +134,16 @@ export function registerTrainCommands(program: Command): void {
 
 /**
  * Ctrl-C (SIGINT) or SIGTERM stops the run at the next step with its progress checkpointed (TrainOptions.signal); a
- * second one quits at once, leaving the last checkpoint (and removing the run folder if it holds none yet).
+ * second one, a second or more later, quits at once, leaving the last checkpoint (and removing the run folder if it holds none yet).
  */
 function stopOnSignals(out: string): { signal: AbortSignal; release: () => void } {
   const controller = new AbortController();
   const createdDir = !existsSync(out);
+  let firstAt = 0;
   const onSignal = (name: NodeJS.Signals) => {
+    // Layers in front of the trainer (npx's npm and shell, bin/capsnet.js) can each pass one signal on: copies
+    // within a second are that one signal, not a second request.
+    if (controller.signal.aborted && Date.now() - firstAt < 1000) return;
     if (controller.signal.aborted) {
       const empty = createdDir && !existsSync(checkpointPath(out));
       if (empty) rmSync(out, { recursive: true, force: true });
@@ -147,6 +151,7 @@ function stopOnSignals(out: string): { signal: AbortSignal; release: () => void 
       process.exit(130);
     }
     console.error(`${name}: stopping after this step and saving a checkpoint (again to quit at once)`);
+    firstAt = Date.now();
     controller.abort();
   };
   process.on('SIGINT', onSignal);
