@@ -64,6 +64,14 @@ describe('refusals name the problem and create nothing', { timeout: 300_000 }, (
     assert.ok(oneLine(r.stderr), r.stderr);
   });
 
+  test('a checkpoint file under another name is read as the checkpoint, not as a run directory', () => {
+    const renamed = join(dir, 'ck.dat');
+    cpSync(join(run, 'checkpoint.bin'), renamed);
+    const state = loadCheckpoint(renamed);
+    assert.equal(state.path, renamed);
+    assert.equal(state.sha256, loadCheckpoint(run).sha256);
+  });
+
   test('the same checkpoint twice in an ensemble is refused, by content, not by path', () => {
     const copy = join(dir, 'run-copy');
     cpSync(run, copy, { recursive: true });

@@ -11,7 +11,7 @@ export function registerExportCommands(program: Command): void {
       'export a checkpoint to ONNX: a CapsNet with routing unrolled (NAME.onnx and its decoder ' +
         'NAME.decoder.onnx), or a baseline CNN run (NAME.onnx: logits, probabilities)',
     )
-    .argument('<run-dir>', 'run directory written by `capsnet train --out` (or its checkpoint.bin)')
+    .argument('<run-dir>', 'run directory written by `capsnet train --out` (or a checkpoint file, whatever its name)')
     .option('-o, --out <file>', 'model file to write (default: RUN_DIR/model.onnx)')
     .option('--routing <n>', "routing iterations to unroll (default: the checkpoint's)", positiveInt('--routing'))
     .addOption(

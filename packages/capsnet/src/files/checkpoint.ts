@@ -6,7 +6,7 @@
  *   then zero padding to a multiple of 4, then every tensor's float32 LE data in header order.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   type BaselineCnnConfig,
@@ -222,7 +222,8 @@ export function decodeCheckpoint(bytes: Uint8Array, source = 'checkpoint'): Chec
 }
 
 export function loadCheckpoint(runDir: string): CheckpointState & { sha256: string; path: string } {
-  const path = existsSync(runDir) && runDir.endsWith('.bin') ? runDir : checkpointPath(runDir);
+  // A file is the checkpoint itself, whatever its name (a copy, a download); a directory holds checkpoint.bin.
+  const path = existsSync(runDir) && statSync(runDir).isFile() ? runDir : checkpointPath(runDir);
   if (!existsSync(path)) {
     throw new CheckpointError(`no checkpoint at ${path}: pass the directory that \`capsnet train --out DIR\` wrote`);
   }
