@@ -520,7 +520,10 @@ describe('capsnet export / inspect', () => {
     assert.ok(!existsSync(join(dir, 'no-such-dir')));
     const notOnnx = await cli('inspect', join(corrupted, 'checkpoint.bin'));
     assert.equal(notOnnx.exitCode, 1);
-    assert.match(notOnnx.stderr, /^capsnet: .*not an ONNX model/);
+    assert.match(notOnnx.stderr, /^capsnet: .*not an ONNX model \(it does not parse as one\): pass the model\.onnx that `capsnet export` wrote$/);
+    assert.doesNotMatch(notOnnx.stderr, /index out of range/, "protobufjs's own words stay out of it");
+    const missing = await cli('inspect', join(dir, 'nope.onnx'));
+    assert.match(missing.stderr, /^capsnet: no file at .*nope\.onnx: check the path/);
   });
 });
 

@@ -114,14 +114,17 @@ export function decodeModelChecked(bytes: Uint8Array, source: string): ModelProt
   try {
     model = decodeModel(bytes);
   } catch (e) {
-    throw new Error(`${source} is not an ONNX model (${(e as Error).message})`);
+    // protobufjs says where the bytes stopped parsing ("index out of range: 2 + 117 > 5"): the file is cut or not ONNX.
+    throw new Error(`${source} is not an ONNX model (it does not parse as one): pass the model.onnx that \`capsnet export\` wrote`, { cause: e });
   }
-  if (!model.graph || !model.ir_version) throw new Error(`${source} is not an ONNX model (no graph or IR version)`);
+  if (!model.graph || !model.ir_version) {
+    throw new Error(`${source} is not an ONNX model (no graph or IR version): pass the model.onnx that \`capsnet export\` wrote`);
+  }
   return model;
 }
 
 export function inspectFile(path: string): ModelSummary {
-  if (!existsSync(path)) throw new Error(`no file at ${path}`);
+  if (!existsSync(path)) throw new Error(`no file at ${path}: check the path (capsnet export writes model.onnx)`);
   if (statSync(path).isDirectory()) throw new Error(`${path} is a directory: pass the .onnx file`);
   const bytes = readFileSync(path);
   return summarizeModel(decodeModelChecked(bytes, path), bytes.length, path);
