@@ -4,7 +4,7 @@
  * errors as one line naming the path and the fix, and a runtime that can be disposed twice.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -49,6 +49,17 @@ describe('capsnet classify with very long file lists', () => {
     const out = JSON.parse(r.stdout);
     assert.equal(out.results.length, 2000);
     assert.equal(out.results[1999].image, files[1999]);
+  });
+
+  test("a directory's walk skips node_modules and hidden folders (packages' icons are not the user's images)", async () => {
+    const walk = join(dir, 'walk');
+    for (const sub of ['node_modules/pkg', '.cache', 'sub']) mkdirSync(join(walk, sub), { recursive: true });
+    for (const f of ['a.png', 'node_modules/pkg/icon.png', '.cache/b.png', 'sub/c.png']) writeFileSync(join(walk, f), readFileSync(files[0]!));
+    const r = JSON.parse((await execa('node', [CLI, 'classify', model, walk, '--json', '--device', 'cpu'], { cwd: ROOT })).stdout);
+    assert.deepEqual(
+      r.results.map((x: { image: string }) => x.image),
+      [join(walk, 'a.png'), join(walk, 'sub', 'c.png')],
+    );
   });
 
   test('a directory and `-` (names on stdin) are file lists too', async () => {

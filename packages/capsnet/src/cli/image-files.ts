@@ -107,11 +107,14 @@ export function imagesFromIdx(bytes: Uint8Array, metadata: ModelMetadata, name: 
   }
 }
 
-/** Every image file under `dir` (PNG, JPEG by extension; IDX image files by name), sorted, recursively. */
+/**
+ * Every image file under `dir` (PNG, JPEG by extension; IDX image files by name), sorted, recursively; hidden
+ * entries and node_modules (installed packages' icons and test data, not the user's images) are skipped below it.
+ */
 function listDirectory(dir: string): string[] {
   const out: string[] = [];
   for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    if (entry.name.startsWith('.')) continue;
+    if (entry.name.startsWith('.') || (entry.name === 'node_modules' && entry.isDirectory())) continue;
     const path = join(dir, entry.name);
     if (entry.isDirectory()) out.push(...listDirectory(path));
     else if (entry.isFile() && (IMAGE_EXTENSIONS.has(extname(entry.name).toLowerCase()) || isIdxName(entry.name))) out.push(path);
