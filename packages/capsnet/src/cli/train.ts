@@ -90,6 +90,7 @@ export function registerTrainCommands(program: Command): void {
       if (opts.model === 'baseline-cnn' && opts.routing !== undefined) throw new Error('--routing applies to --model capsnet; the baseline CNN has no routing');
       const { train } = await import('../train/trainer.ts');
       const out = opts.out ?? `runs/${timestamp()}`;
+      if (!opts.out) console.log(`run directory: ${out} (--out names another)`);
       const stop = stopOnSignals(out);
       const result = await train({
         model: opts.model,
