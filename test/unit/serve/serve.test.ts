@@ -316,6 +316,13 @@ describe('server (fake classifier)', () => {
       assert.equal(typeof json.error.message, 'string');
       assert.match(response.headers.get('content-type') ?? '', /application\/json/);
     }
+    // A path the API has, under the wrong method: 405 naming the method to use, with Allow.
+    const wrongMethod = await fetch(`${base}/v1/classify`);
+    assert.equal(wrongMethod.status, 405);
+    assert.equal(wrongMethod.headers.get('allow'), 'POST');
+    const wrong = await wrongMethod.json();
+    assert.equal(wrong.error.code, 'METHOD_NOT_ALLOWED');
+    assert.match(wrong.error.message, /^\/v1\/classify takes POST, not GET/);
     // A prototype-poisoning key is named as such (issue 20: it used to be called "not valid JSON"), on /v1 and /v2.
     for (const [path, body] of [
       ['/v1/classify', '{"image": [0], "__proto__": {"polluted": 1}}'],

@@ -109,8 +109,17 @@ export function errorHandler(limits: { bodyLimit: number; maxBatch: number }, lo
   };
 }
 
-/** 404 for a route that does not exist. */
+/** 404 for a route that does not exist; 405 (with Allow) for a path that exists under other methods. */
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
-  const message = `no route ${request.method} ${request.url.split('?')[0]}: see GET /v1/model and the page at /`;
+  const path = request.url.split('?')[0]!;
+  const allowed = ['GET', 'POST', 'PUT', 'DELETE'].filter((method) => method !== request.method && request.server.hasRoute({ method, url: path }));
+  if (allowed.length) {
+    const message = `${path} takes ${allowed.join(' or ')}, not ${request.method}: see GET /v1/model and the page at /`;
+    return reply
+      .code(405)
+      .header('allow', allowed.join(', '))
+      .send({ error: { code: 'METHOD_NOT_ALLOWED', message } } satisfies ErrorBody);
+  }
+  const message = `no route ${request.method} ${path}: see GET /v1/model and the page at /`;
   return reply.code(404).send({ error: { code: 'NOT_FOUND', message } } satisfies ErrorBody);
 }
