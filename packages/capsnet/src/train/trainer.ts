@@ -107,6 +107,8 @@ export interface TrainResult {
 }
 
 export const METRICS_FILE = 'metrics.jsonl';
+/** Steps the progress line's ETA averages over (the oldest of them left out once the window is full). */
+const ETA_WINDOW = 21;
 
 /** 754 -> "12m 34s", 42.3 -> "42s", 3700 -> "1h 01m". */
 export function formatSeconds(seconds: number): string {
@@ -280,6 +282,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       : undefined;
     bar?.start(stepsPerEpoch, progress.stepsDone, { ips: '-', loss: '-' });
     let lastLine = -Infinity;
+    // The ETA goes by the latest steps: the first ones (warm-up: kernels compiled, sessions made) run several times
+    // slower, and an average over them put a 90-second epoch's first ETA at 8 minutes.
+    const recent: number[] = [];
     for (let s = progress.stepsDone; s < stepsPerEpoch; s++) {
       // A turn of the event loop: a step's awaits settle as microtasks, so without it a Ctrl-C handler (which aborts
       // `signal`) would not run until the run was over.
@@ -307,15 +312,17 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       progress.images += indices.length;
       progress.loss += loss! * indices.length;
       for (const [k, v] of Object.entries(parts)) progress.parts![k] = (progress.parts![k] ?? 0) + v * indices.length;
-      progress.seconds += (performance.now() - started) / 1000;
+      const seconds = (performance.now() - started) / 1000;
+      progress.seconds += seconds;
+      if (recent.push(seconds) > ETA_WINDOW) recent.shift();
       bar?.update(s + 1, { ips: (progress.images / progress.seconds).toFixed(1), loss: loss.toFixed(4) });
       if (options.progressLineS !== undefined && !bar && performance.now() - lastLine >= options.progressLineS * 1000) {
         lastLine = performance.now();
-        const perStep = progress.seconds / progress.stepsDone;
+        const perStep = recent.slice(1).reduce((a, b) => a + b, 0) / (recent.length - 1);
+        const eta = recent.length > 2 ? `ETA ${formatSeconds(perStep * (stepsPerEpoch - s - 1))} for the epoch` : 'ETA after a few more steps';
         log(
           `epoch ${epoch + 1}/${epochs} step ${s + 1}/${stepsPerEpoch} (${Math.floor((100 * (s + 1)) / stepsPerEpoch)}%): ` +
-            `${(progress.images / progress.seconds).toFixed(1)} img/s, loss ${loss.toFixed(4)}, ETA ` +
-            `${formatSeconds(perStep * (stepsPerEpoch - s - 1))} for the epoch`,
+            `${(progress.images / progress.seconds).toFixed(1)} img/s, loss ${loss.toFixed(4)}, ${eta}`,
         );
       }
       if (cadence.due(s + 1, stepsPerEpoch)) await snapshot(epoch, progress);
