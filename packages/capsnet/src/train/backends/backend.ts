@@ -95,17 +95,21 @@ async function startTensorflow(pkg: NativePackage): Promise<InitializedBackend> 
 }
 
 /** --backend tensorflow: the GPU package first if it imports, then the CPU one; else a clear error. */
-async function initTensorflow(log: Log): Promise<InitializedBackend> {
+async function initTensorflow(): Promise<InitializedBackend> {
   const reasons: string[] = [];
-  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const) {
+  const packages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const;
+  for (const pkg of packages) {
     const why = await importNative(pkg);
     if (why == null) return startTensorflow(pkg);
     reasons.push(why);
   }
-  for (const r of reasons) log(`backend tensorflow: ${r}`);
-  throw new BackendUnavailableError(
-    `The 'tensorflow' backend is not available: ${reasons.join('; ')}. Fix: ${NATIVE_FIX}; or choose another backend (--backend wasm).`,
-  );
+  // The usual case, both packages missing for the same reason, in one clause.
+  const [gpu, cpu] = reasons.map((r, i) => r.slice(packages[i]!.length)) as [string, string];
+  const why =
+    gpu === cpu
+      ? `${packages.join(' and ')}${gpu.replace('it is an optional dependency whose install needs', 'optional dependencies whose installs need')}`
+      : reasons.join('; ');
+  throw new BackendUnavailableError(`the 'tensorflow' backend is not available: ${why}. Fix: ${NATIVE_FIX}; or choose another backend (--backend wasm).`);
 }
 
 // ---------------------------------------------------------------------------------------------- wasm
@@ -371,7 +375,7 @@ async function initCpu(): Promise<InitializedBackend> {
 export async function initBackend(requested: 'auto' | BackendName, log: Log = () => {}): Promise<InitializedBackend> {
   switch (requested) {
     case 'tensorflow':
-      return initTensorflow(log);
+      return initTensorflow();
     case 'webgpu':
       return initWebgpu(log);
     case 'wasm':
