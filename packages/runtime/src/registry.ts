@@ -78,9 +78,9 @@ export async function selectProvider<T>(
     const reason = (await provider.unavailable()) ?? (await provider.autoSkip?.()) ?? null;
     if (reason) {
       failures.push(`${device}: ${reason}`);
+      // The problem only: auto is not asked for this device, so its install advice is noise. Logged once, in the
+      // report of the device chosen (a line here as well said the same thing twice on every run).
       passed.push(`${device} (skipped: ${problemOnly(reason)})`);
-      // The problem only: auto is not asked for this device, so its install advice is noise.
-      log(`auto: passing over ${device}: ${problemOnly(reason)}`);
       continue;
     }
     try {
