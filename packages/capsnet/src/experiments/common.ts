@@ -122,7 +122,7 @@ export interface LoadedData {
 export const EPOCHS: Record<ExperimentName, Record<Scale, number>> = {
   'mnist-table': { ci: 1, medium: 1, paper: 50 },
   routing: { ci: 1, medium: 1, paper: 500 },
-  affine: { ci: 3, medium: 2, paper: 100 },
+  affine: { ci: 3, medium: 4, paper: 100 },
   multimnist: { ci: 1, medium: 2, paper: 1000 },
   perturb: { ci: 1, medium: 1, paper: 50 },
 };
