@@ -10,7 +10,7 @@
  */
 import { convertIndexedToRgb, decode as decodePngFile } from 'fast-png';
 import { Unzlib } from 'fflate';
-import { jpegToRgba } from './jpeg.ts';
+import { decoderProblem, jpegToRgba } from './jpeg.ts';
 import type { RgbaImage } from './image-source.ts';
 
 /** Sizes accepted before decoding. The defaults cover a 12 MP phone photo; raise them per call if needed. */
@@ -345,7 +345,7 @@ function pngToRgba(bytes: Uint8Array, what: string): RgbaImage {
   try {
     png = decodePngFile(bytes);
   } catch (e) {
-    throw new ImageError('BAD_IMAGE', `${what}: cannot decode the PNG (${(e as Error).message}): the file is corrupt`);
+    throw new ImageError('BAD_IMAGE', `${what}: cannot decode the PNG (${decoderProblem(e)}): the file is corrupt`);
   }
   const { width, height } = png;
   const count = width * height;
@@ -356,7 +356,7 @@ function pngToRgba(bytes: Uint8Array, what: string): RgbaImage {
     try {
       rgb = convertIndexedToRgb(png);
     } catch (e) {
-      throw new ImageError('BAD_IMAGE', `${what}: cannot decode the PNG's palette (${(e as Error).message}): the file is corrupt`);
+      throw new ImageError('BAD_IMAGE', `${what}: cannot decode the PNG's palette (${decoderProblem(e)}): the file is corrupt`);
     }
     const c = rgb.length / count;
     for (let p = 0; p < count; p++) {

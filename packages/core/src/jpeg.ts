@@ -26,6 +26,14 @@ function syncDecoder(): JpegDecode | undefined {
   return jpegDecode;
 }
 
+/**
+ * A decoder's failure in words: reading past the end of the bytes surfaces as a RangeError about a DataView or an
+ * offset, which says nothing to the sender; other messages ("invalid zlib data") are the decoder's own.
+ */
+export function decoderProblem(e: unknown): string {
+  return e instanceof RangeError ? 'its data ends early: truncated' : (e as Error).message;
+}
+
 export function jpegToRgba(bytes: Uint8Array, limits: ImageLimits, what: string): RgbaImage {
   const decode = syncDecoder();
   if (!decode) {
@@ -45,6 +53,6 @@ export function jpegToRgba(bytes: Uint8Array, limits: ImageLimits, what: string)
     });
     return { data: new Uint8ClampedArray(image.data.buffer, image.data.byteOffset, image.data.byteLength), width: image.width, height: image.height };
   } catch (e) {
-    throw new ImageError('BAD_IMAGE', `${what}: cannot decode the JPEG (${(e as Error).message}): the file is corrupt or uses an unsupported JPEG mode`);
+    throw new ImageError('BAD_IMAGE', `${what}: cannot decode the JPEG (${decoderProblem(e)}): the file is corrupt or uses an unsupported JPEG mode`);
   }
 }

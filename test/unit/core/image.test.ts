@@ -178,6 +178,21 @@ describe('decoding', () => {
       () => decodeImage(png.subarray(0, 40)),
       (e: Error) => e instanceof ImageError && e.code === 'BAD_IMAGE',
     );
+    // Cut inside its data, a file is called truncated, not "Offset is outside the bounds of the DataView".
+    for (const [cut, format] of [
+      [png.subarray(0, png.length - 20), 'PNG'],
+      [jpg.subarray(0, jpg.length / 2), 'JPEG'],
+    ] as const) {
+      assert.throws(
+        () => decodeImage(cut),
+        (e: Error) => {
+          assert.ok(e instanceof ImageError && e.code === 'BAD_IMAGE', String(e));
+          assert.match(e.message, new RegExp(`cannot decode the ${format}`));
+          assert.doesNotMatch(e.message, /DataView|Offset|index out of range/i);
+          return true;
+        },
+      );
+    }
   });
 });
 

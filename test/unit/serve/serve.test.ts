@@ -289,6 +289,7 @@ describe('server (fake classifier)', () => {
       ['/v1/classify', { image: [...flat(0).slice(1), 'NaN'] }, 400, 'NOT_FINITE'],
       ['/v1/classify', '{"image": [NaN]}', 400, 'BAD_JSON'],
       ['/v1/classify', { image: [...flat(0).slice(1), 255] }, 400, 'OUT_OF_RANGE'],
+      ['/v1/classify', { image: [1, 2, 3] }, 400, 'WRONG_DIMENSIONS'], // the count is the problem to name first
       ['/v1/classify', { images: Array.from({ length: 17 }, () => [[0]]) }, 413, 'TOO_MANY_IMAGES'],
       ['/v1/classify', { image: 'abc' }, 400, 'BAD_INPUT'],
       ['/v1/classify', { images: [] }, 400, 'NO_IMAGE'],

@@ -33,9 +33,13 @@ export interface ErrorBody {
 /** The first line of a message, trimmed. */
 export const oneLine = (text: string) => text.split('\n')[0]!.trim();
 
-/** Absolute file system paths in a message, reduced to their last part: no response names a server path. */
+/**
+ * Absolute file system paths in a message, reduced to their last part: no response names a server path. The
+ * kernel's own (/proc, /sys, /dev: "/proc/driver/nvidia/version is missing") say nothing about the server's files
+ * and stay whole, since the sentence needs them.
+ */
 export function withoutPaths(text: string): string {
-  return text.replace(/(?<![\w./-])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'"`:,;()]+[/\\])+([^\s/\\'"`:,;()]+)/g, '$1');
+  return text.replace(/(?<![\w./-])(?:[A-Za-z]:)?[/\\](?!(?:proc|sys|dev)\/)(?:[^\s/\\'"`:,;()]+[/\\])+([^\s/\\'"`:,;()]+)/g, '$1');
 }
 
 /** Fastify's own client errors, renamed for the API's error codes. */

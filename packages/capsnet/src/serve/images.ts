@@ -135,27 +135,28 @@ export function imageFromJson(value: unknown, target: UploadTarget, options: Upl
   const { shape } = target;
   const size = shape.height * shape.width * shape.channels;
   const t = numericTensor(value, what, MAX_JSON_VALUES);
+  // The shape first: [1, 2, 3] is three values where 784 are wanted, whatever the values.
+  const [h, w, c = 1] = t.dims as [number, number, number?];
+  if (t.dims.length === 1 && t.dims[0] !== size) {
+    throw badRequest(
+      'WRONG_DIMENSIONS',
+      `${what} is a flat array of ${t.dims[0]} values; the model takes ${shape.height}x${shape.width}x${shape.channels} = ${size}: ` +
+        'send exactly that many, or nested [rows][cols] arrays of any size to be prepared like an uploaded image',
+    );
+  }
+  if (t.dims.length > 1) {
+    if (t.dims.length > 3 || ![1, 2, 3, 4].includes(c)) {
+      throw badRequest('WRONG_DIMENSIONS', `${what} has shape [${t.dims.join(', ')}]: send [rows][cols] or [rows][cols][channels] with 1, 2, 3 or 4 channels`);
+    }
+    if (h > MAX_SIDE || w > MAX_SIDE) throw badRequest('WRONG_DIMENSIONS', `${what} is ${h}x${w}; the largest side accepted is ${MAX_SIDE}`);
+  }
   for (let i = 0; i < t.data.length; i++) {
     const v = t.data[i]!;
     if (v < 0 || v > 1) {
       throw badRequest('OUT_OF_RANGE', `${what} has the value ${v} at flat index ${i}: pixel values must be in [0, 1] (divide 0-255 values by 255)`);
     }
   }
-  if (t.dims.length === 1) {
-    if (t.dims[0] !== size) {
-      throw badRequest(
-        'WRONG_DIMENSIONS',
-        `${what} is a flat array of ${t.dims[0]} values; the model takes ${shape.height}x${shape.width}x${shape.channels} = ${size}: ` +
-          'send exactly that many, or nested [rows][cols] arrays of any size to be prepared like an uploaded image',
-      );
-    }
-    return t.data;
-  }
-  const [h, w, c = 1] = t.dims as [number, number, number?];
-  if (t.dims.length > 3 || ![1, 2, 3, 4].includes(c)) {
-    throw badRequest('WRONG_DIMENSIONS', `${what} has shape [${t.dims.join(', ')}]: send [rows][cols] or [rows][cols][channels] with 1, 2, 3 or 4 channels`);
-  }
-  if (h > MAX_SIDE || w > MAX_SIDE) throw badRequest('WRONG_DIMENSIONS', `${what} is ${h}x${w}; the largest side accepted is ${MAX_SIDE}`);
+  if (t.dims.length === 1) return t.data;
   try {
     return prepareImage({ data: t.data, width: w, height: h, channels: c }, shape, target.preprocessing, { polarity: options.polarity }, what).pixels;
   } catch (e) {
