@@ -11,10 +11,9 @@ import { CheckpointCadence, DEFAULT_CHECKPOINT_INTERVAL_S, checkpointWritesPerEp
 import { timeSpan } from '../../../packages/capsnet/src/cli/args.ts';
 
 const parseDuration = timeSpan('--checkpoint-interval');
-import { train } from '../../../packages/capsnet/src/train/trainer.ts';
 import { loadCheckpoint } from '../../../packages/capsnet/src/files/checkpoint.ts';
 import { tempDir } from '../../support/dataset-files.ts';
-import { FAULT_CONFIG, FAULT_RUN } from '../../support/fault-child.ts';
+import { tinyTrain } from '../../support/tiny-train.ts';
 
 /** The steps (1-based, within an epoch of `steps`) at which the cadence writes, steps taking `stepS` seconds. */
 function writtenAt(every: number, intervalS: number, steps: number, stepS: number): number[] {
@@ -68,21 +67,7 @@ describe('capsnet train under the cadence (injected clock)', { timeout: 300_000 
     let now = 0;
     return () => (now += 50_000);
   };
-  const run = (out: string, extra: Partial<Parameters<typeof train>[0]>) =>
-    train({
-      preset: 'small',
-      data: 'mnist-sample',
-      epochs: 2,
-      backend: 'wasm',
-      out,
-      resume: false,
-      checkpointEvery: 1,
-      configOverrides: FAULT_CONFIG,
-      ...FAULT_RUN,
-      log: () => {},
-      progressBar: false,
-      ...extra,
-    });
+  const run = tinyTrain;
 
   test("which steps are checkpointed, and a crash after a time-chosen one resumes bit-identical, to the run's own epochs", async () => {
     const root = tempDir('cadence');

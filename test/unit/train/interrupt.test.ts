@@ -8,27 +8,13 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
-import { train } from '../../../packages/capsnet/src/train/trainer.ts';
 import { loadCheckpoint } from '../../../packages/capsnet/src/files/checkpoint.ts';
 import { tempDir } from '../../support/dataset-files.ts';
-import { FAULT_CONFIG, FAULT_RUN } from '../../support/fault-child.ts';
+import { tinyTrain } from '../../support/tiny-train.ts';
 import { CLI, ROOT } from '../../support/fixtures.ts';
 
-const run = (out: string, extra: Partial<Parameters<typeof train>[0]>) =>
-  train({
-    preset: 'small',
-    data: 'mnist-sample',
-    epochs: 2,
-    backend: 'wasm',
-    out,
-    resume: false,
-    checkpointEvery: 0, // epoch ends only: what a stop saves is its own checkpoint
-    configOverrides: FAULT_CONFIG,
-    ...FAULT_RUN,
-    log: () => {},
-    progressBar: false,
-    ...extra,
-  });
+// Epoch ends only (checkpointEvery 0): what a stop saves is its own checkpoint.
+const run = (out: string, extra: Parameters<typeof tinyTrain>[1]) => tinyTrain(out, { checkpointEvery: 0, ...extra });
 
 describe('stopping a training run', { timeout: 300_000 }, () => {
   test('stopped after 4 steps: checkpointed there, and --resume ends bit-identical to an uninterrupted run', async () => {
