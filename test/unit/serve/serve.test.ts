@@ -338,7 +338,7 @@ describe('server (fake classifier)', () => {
       assert.doesNotMatch(message, /not valid JSON/);
     }
     const invalid = await postJson(base, '/v1/classify', '{"image": [1, 2');
-    assert.match(invalid.json.error.message, /^Body is not valid JSON \(.+\): the body must be one JSON object$/);
+    assert.match(invalid.json.error.message, /^the body is not valid JSON \(.+\): the body must be one JSON object$/);
     const infinity = await postJson(base, '/v1/classify', `{"image": [${[...flat(0).slice(1), '1e999'].join(',')}]}`);
     assert.equal(infinity.status, 400);
     assert.equal(infinity.json.error.code, 'NOT_FINITE');

@@ -54,7 +54,7 @@ export async function bodyParsing(app: FastifyInstance, limits: { bodyLimit: num
     try {
       value = JSON.parse(text);
     } catch (e) {
-      return refuse('FST_ERR_CTP_INVALID_JSON_BODY', `Body is not valid JSON (${oneLine((e as Error).message)})`);
+      return refuse('FST_ERR_CTP_INVALID_JSON_BODY', `the body is not valid JSON (${oneLine((e as Error).message)})`);
     }
     const key = prototypeKey(value);
     if (key) return refuse('PROTOTYPE_KEY', `the JSON body has a ${key} key, which the server refuses (it could change the prototype of objects): remove it`);
