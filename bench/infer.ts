@@ -199,9 +199,9 @@ async function prepareModel(preset: PresetName, log: (l: string) => void): Promi
   const model = join(dir, 'model.onnx');
   if (existsSync(model) && existsSync(join(dir, 'checkpoint.bin'))) return { model, checkpoint: dir };
   log(`bench: writing an untrained ${preset} checkpoint and exporting it to ${model}`);
-  const tf = await import('@tensorflow/tfjs-core');
-  await import('@tensorflow/tfjs-backend-cpu');
-  await tf.setBackend('cpu');
+  // The project's way to the cpu backend: without tfjs's "install the node backend" banner.
+  const { setCpuBackend } = await import('../packages/capsnet/src/train/backends/backend.ts');
+  await setCpuBackend();
   const { initParams } = await import('../packages/capsnet/src/model/capsnet.ts');
   const { saveCheckpoint } = await import('../packages/capsnet/src/files/checkpoint.ts');
   const config = presetConfig(preset);
