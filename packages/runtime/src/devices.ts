@@ -76,9 +76,9 @@ export const DEVICE_TABLE = [
     fp16: 'adapter',
     processor: 'gpu',
     hosts: ['node'],
-    auto:
-      'Dawn picks the adapter without saying which, and without a GPU it is a software one (SwiftShader) ' +
-      'far slower than cpu; ask for device "webgpu" to use it',
+    // Dawn picks the adapter without saying which, and without a GPU it is a software one (SwiftShader), far slower
+    // than cpu. Short: auto's report, printed on every classify and serve, carries it.
+    auto: 'may be a software GPU; ask for device "webgpu"',
     install: "part of onnxruntime-node on linux/x64, win32/x64 and macOS; needs Vulkan (Linux), D3D12 (Windows) or Metal (macOS) and a GPU's driver",
     description: 'onnxruntime-node, webgpu execution provider (Dawn over Vulkan; SwiftShader where there is no GPU)',
   },
