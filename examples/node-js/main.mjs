@@ -12,9 +12,10 @@ if (!digitsPath || !labelsPath) {
 }
 const pixels = new Uint8Array(await readFile(digitsPath));
 const labels = JSON.parse(await readFile(labelsPath, 'utf8'));
-// The pretrained small CapsNet: in Node, `model` is a file path (its decoder is found beside it); `card` its model card.
-const { model: modelPath, card } = pretrained('mnist-small');
-const model = await CapsNet.load(modelPath, { device: 'cpu', threads: 1 });
+// The pretrained small CapsNet: in Node, `model` and `decoder` are file paths; `card` is its model card.
+const files = pretrained('mnist-small');
+const { card } = files;
+const model = await CapsNet.load(files, { device: 'cpu', threads: 1 });
 const { inputHeight: h, inputWidth: w, inputChannels: c } = model.metadata;
 // A batch says its shape: N images of H x W x C bytes.
 const results = await model.classify({ data: pixels, shape: [pixels.length / (h * w * c), h, w, c] });

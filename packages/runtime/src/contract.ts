@@ -111,6 +111,20 @@ export interface Classifier {
   dispose(): Promise<void>;
 }
 
+/**
+ * A model and its decoder by path (Node) or URL (browser), e.g. `pretrained('mnist-small')` from @capsnet-onnx/mnist:
+ * `CapsNet.load(files)` loads `files.model` with `files.decoder` as its decoder (`options.decoder` still wins).
+ * Why an object: a bundler (Vite, webpack) renames the files it emits (`model-3f2a.onnx`), so the decoder cannot be
+ * found beside the model by name; the object carries both URLs.
+ */
+export interface ModelFiles {
+  model: string;
+  decoder?: string;
+}
+
+/** What `CapsNet.load` takes: a path or URL, the file's bytes, or {@link ModelFiles}. */
+export type ModelSource = string | Uint8Array | ArrayBuffer | ModelFiles;
+
 export interface LoadOptions {
   device?: DeviceRequest;
   /** Largest batch accepted by classify/decode (default 256). */

@@ -11,9 +11,9 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { type DecoderSource, loadClassifier, toModelBytes } from './classifier.ts';
+import { type DecoderSource, loadClassifier, modelAndOptions, toModelBytes } from './classifier.ts';
 import { ortNode } from './ort-node.ts';
-import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
+import type { Classifier, DeviceName, LoadOptions, ModelSource } from './contract.ts';
 import { ModelFileError, decoderPathFor } from '@capsnet-onnx/core';
 import { autoOrder, devicesOf } from './devices.ts';
 import { nodeProviders } from './node-providers.ts';
@@ -41,8 +41,12 @@ export const CapsNet = {
   devices: devicesOf('node').map((r) => r.name as DeviceName),
   autoOrder: NODE_AUTO_ORDER,
 
-  /** Load model.onnx (path or bytes); its decoder from options.decoder or `<model>.decoder.onnx` beside it, none with `{ decoder: false }`. */
-  async load(fileOrBytes: string | Uint8Array | ArrayBuffer, options: LoadOptions = {}): Promise<Classifier> {
+  /**
+   * Load model.onnx (a path, its bytes, or `{ model, decoder }` such as `pretrained('mnist-small')`); its decoder from
+   * options.decoder, the object's `decoder`, or `<model>.decoder.onnx` beside it; none with `{ decoder: false }`.
+   */
+  async load(source: ModelSource, loadOptions: LoadOptions = {}): Promise<Classifier> {
+    const { model: fileOrBytes, options } = modelAndOptions(source, loadOptions);
     const bytes = typeof fileOrBytes === 'string' ? await readModel(fileOrBytes, 'model') : toModelBytes(fileOrBytes, 'the model');
     const name = typeof fileOrBytes === 'string' ? fileOrBytes : 'the model';
     let decoder: DecoderSource;

@@ -4,8 +4,8 @@
  * names its providers and, per provider, which onnxruntime-web build (wasm-files.ts) to import.
  */
 import type { Env } from 'onnxruntime-common';
-import { type DecoderSource, type OrtApi, loadClassifier, toModelBytes } from './classifier.ts';
-import type { Classifier, DeviceName, LoadOptions } from './contract.ts';
+import { type DecoderSource, type OrtApi, loadClassifier, modelAndOptions, toModelBytes } from './classifier.ts';
+import type { Classifier, DeviceName, LoadOptions, ModelSource } from './contract.ts';
 import { ModelFileError, decoderUrlFor } from '@capsnet-onnx/core';
 import { autoOrder, devicesOf } from './devices.ts';
 import { threadCount, type Provider } from './providers/provider.ts';
@@ -148,11 +148,13 @@ export function webCapsNet(entry: WebEntry) {
     autoOrder: entry.autoOrder,
 
     /**
-     * Load model.onnx (URL or bytes) and its decoder: `options.decoder` (bytes or URL), `<model>.decoder.onnx`
-     * beside the model by default, or none with `{ decoder: false }` (then `decode()` is refused). The model, the
-     * decoder and, with `onProgress`, the .wasm are fetched at once.
+     * Load model.onnx (a URL, its bytes, or `{ model, decoder }` such as `pretrained('mnist-small')`) and its decoder:
+     * `options.decoder` (bytes or URL), the object's `decoder`, `<model>.decoder.onnx` beside the model by default,
+     * or none with `{ decoder: false }` (then `decode()` is refused). The model, the decoder and, with `onProgress`,
+     * the .wasm are fetched at once.
      */
-    async load(urlOrBytes: string | Uint8Array | ArrayBuffer, options: WebLoadOptions = {}): Promise<Classifier> {
+    async load(source: ModelSource, loadOptions: WebLoadOptions = {}): Promise<Classifier> {
+      const { model: urlOrBytes, options } = modelAndOptions(source, loadOptions);
       const threads = threadCount(options.threads);
       entry.onLoad?.();
       const onProgress = options.onProgress;

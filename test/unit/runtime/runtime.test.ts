@@ -382,6 +382,41 @@ describe('classify and decode (onnxruntime-node cpu, onnxruntime-web wasm)', () 
     }
   });
 
+  test('{ model, decoder } (what pretrained() gives) loads both files, whatever their names; options.decoder wins', async () => {
+    // A bundler's emitted names: the decoder is not `<model>.decoder.onnx`, so only the object can say where it is.
+    const hashed = join(dir, 'hashed');
+    mkdirSync(hashed, { recursive: true });
+    const files = { model: join(hashed, 'model-3f2a.onnx'), decoder: join(hashed, 'model.decoder-9c1b.onnx') };
+    writeFileSync(files.model, tiny.model);
+    writeFileSync(files.decoder, tiny.decoder);
+    const model = await CapsNet.load(files, { device: 'cpu' });
+    try {
+      const masked = new Float32Array(CAPS).fill(0.1);
+      assert.ok(maxDiff((await model.decode([masked]))[0]!, (await (await CapsNet.load(modelPath, { device: 'cpu' })).decode([masked]))[0]!) < 1e-6);
+    } finally {
+      await model.dispose();
+    }
+    const alone = await CapsNet.load({ model: files.model }, { device: 'cpu' });
+    try {
+      await assert.rejects(alone.decode(new Float32Array(CAPS)), (e: Error) => e instanceof ModelFileError && e.message.includes('model-3f2a.decoder.onnx'));
+    } finally {
+      await alone.dispose();
+    }
+    const noDecoder = await CapsNet.load({ model: files.model, decoder: join(hashed, 'missing.onnx') }, { device: 'cpu', decoder: false });
+    await noDecoder.dispose();
+    await assert.rejects(
+      CapsNet.load({ model: files.model, decoder: join(hashed, 'missing.onnx') }, { device: 'cpu' }),
+      /decoder file .*missing\.onnx does not exist/,
+    );
+    for (const bad of [{}, { model: 3 }, null, 42]) {
+      await assert.rejects(
+        CapsNet.load(bad as never),
+        (e: Error) => e instanceof InputError && /path or URL string, its bytes .* or \{ model, decoder \}/.test(e.message),
+        JSON.stringify(bad),
+      );
+    }
+  });
+
   test('a missing model file and a bad maxBatch are clear errors', async () => {
     await assert.rejects(CapsNet.load(modelPath, { maxBatch: 0 }), /maxBatch must be a positive integer/);
   });
@@ -391,7 +426,14 @@ describe('browser entries and load options (onnxruntime-web in Node)', () => {
   /** A server of the model, its decoder and the plain wasm build's binary; it records the paths asked for. */
   async function serveFiles(): Promise<{ base: string; asked: string[]; close: () => void }> {
     const wasm = readFileSync(join(ortWasmDir(), ORT_WASM_BUILDS.wasm.wasm));
-    const files: Record<string, Uint8Array> = { '/model.onnx': tiny.model, '/model.decoder.onnx': tiny.decoder, [`/ort/${ORT_WASM_BUILDS.wasm.wasm}`]: wasm };
+    const files: Record<string, Uint8Array> = {
+      '/model.onnx': tiny.model,
+      '/model.decoder.onnx': tiny.decoder,
+      // As a bundler emits them: hashed names, the decoder not findable beside the model.
+      '/assets/model-3f2a.onnx': tiny.model,
+      '/assets/model.decoder-9c1b.onnx': tiny.decoder,
+      [`/ort/${ORT_WASM_BUILDS.wasm.wasm}`]: wasm,
+    };
     const asked: string[] = [];
     const server = createServer((req, res) => {
       asked.push(req.url ?? '');
@@ -442,6 +484,18 @@ describe('browser entries and load options (onnxruntime-web in Node)', () => {
         await classifyOnly.dispose();
       }
       await assert.rejects(WasmCapsNet.load(`${base}/model.onnx`, { onProgress: 'yes' as never }), /onProgress must be a function/);
+      // { model, decoder }: both URLs fetched as given (what pretrained() gives in a Vite or webpack bundle).
+      asked.length = 0;
+      const bundled = await WasmCapsNet.load(
+        { model: `${base}/assets/model-3f2a.onnx`, decoder: `${base}/assets/model.decoder-9c1b.onnx` },
+        { wasmPaths: { wasm: wasmUrl } },
+      );
+      try {
+        assert.deepEqual(asked.filter((a) => a.endsWith('.onnx')).sort(), ['/assets/model-3f2a.onnx', '/assets/model.decoder-9c1b.onnx']);
+        assert.equal((await bundled.decode(new Float32Array(CAPS))).length, 1);
+      } finally {
+        await bundled.dispose();
+      }
     } finally {
       close();
     }
