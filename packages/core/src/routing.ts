@@ -29,6 +29,14 @@ export interface RoutingConfig {
 /** The paper's routing: 3 iterations of routing by agreement (section 4). */
 export const PAPER_ROUTING: RoutingConfig = { algorithm: 'dynamic', iterations: 3 };
 
+/**
+ * The most routing iterations a new run or export takes. The paper routes 3 times (Table 1 compares 1 and 3; more
+ * overfit), the routing experiment traces up to 7, and the couplings have settled long before 32. Every iteration
+ * is unrolled into the ONNX graph and kept in training's autodiff tape, so a count like 2^31 - 1 never finishes
+ * and grows memory without a word: 32 leaves room for ablations and stops that.
+ */
+export const MAX_ROUTING_ITERATIONS = 32;
+
 /** Throws a one-line error naming the field and what it accepts unless `routing` is a valid RoutingConfig. */
 export function validateRouting(routing: unknown, where = 'config.routing'): asserts routing is RoutingConfig {
   if (!routing || typeof routing !== 'object' || Array.isArray(routing)) {

@@ -228,6 +228,15 @@ describe('capsnet: every number parsed once, strictly, by type', () => {
     assert.match(parseError(['train', '--seed', 'abc'])!.message, /--seed must be an integer from 0 to 4294967295 \(a uint32\), got "abc"$/);
     assert.match(parseError(['train', '--seed', '1e3'])!.message, /--seed must be an integer/);
     assert.match(parseError(['train', '--checkpoint-every', 'abc'])!.message, /--checkpoint-every must be an integer from 0 to 2147483647, got "abc"$/);
+    // Routing iterations are unrolled into the graph: capped where the paper's 3 and the experiments' 7 fit with room.
+    for (const args of [['export', 'run'], ['train'], ['experiment', 'routing', '--iterations']]) {
+      const [flag, value] = args.length === 3 ? [[], '1,2147483647'] : [['--routing'], '2147483647'];
+      assert.match(
+        parseError([...args, ...flag, value])!.message,
+        /(--routing|--iterations) must be (an integer|comma-separated integers) from 1 to 32\b.*, got "(1,)?2147483647"$/,
+      );
+    }
+    assert.equal(parseError(['export', 'run', '--routing', '32']), undefined);
   });
 
   test("choices come from the library's constants", async () => {
@@ -324,6 +333,7 @@ describe('capsnet: every number parsed once, strictly, by type', () => {
       await assert.rejects(train({ ...base, seed: Number.NaN }), /train: seed must be an integer from 0 to 4294967295, got NaN/);
       await assert.rejects(train({ ...base, seed: 1.5 }), /train: seed must be an integer/);
       await assert.rejects(train({ ...base, checkpointEvery: Number.NaN }), /train: checkpointEvery must be an integer from 0/);
+      await assert.rejects(train({ ...base, routing: 2 ** 31 - 1 }), /train: routing must be an integer from 1 to 32, got 2147483647/);
       assert.ok(!existsSync(join(dir, 'run')));
     } finally {
       rmSync(dir, { recursive: true, force: true });

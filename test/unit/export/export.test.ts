@@ -433,6 +433,8 @@ describe('capsnet export / inspect', () => {
       () => exportCheckpoint(run(), { triton: { dir: file } }),
       () => exportCheckpoint(run(), { triton: { dir: join(dir, 'no-such-dir', 'models') } }),
       () => exportCheckpoint(run(), { triton: { dir: join(dir, 'models'), name: '../up' } }),
+      () => exportCheckpoint(run(), { out: join(dir, 'x.txt') }),
+      () => exportCheckpoint(run(), { out: join(dir, 'big.onnx'), routingIterations: 2 ** 31 - 1 }),
     ];
     for (const call of calls) {
       assert.throws(call, (e: Error) => {
@@ -450,6 +452,13 @@ describe('capsnet export / inspect', () => {
     assert.equal(summary.ops.Softmax, 5);
     assert.equal(summary.metadata[METADATA_KEYS.routingIterations], '5');
     assert.deepEqual(JSON.parse(summary.metadata[METADATA_KEYS.config]!).routing, { algorithm: 'dynamic', iterations: 5 });
+    // Each iteration is unrolled: an int32-sized count is refused at once instead of building until memory runs out.
+    const big = join(dir, 'routing-big.onnx');
+    assert.throws(
+      () => exportCheckpoint(run(), { out: big, routingIterations: 2 ** 31 - 1 }),
+      /^Error: routing iterations must be an integer from 1 to 32 \(the paper's is 3\), got 2147483647$/,
+    );
+    assert.ok(!existsSync(big));
   });
 
   test('a checkpoint and an ONNX file written before `routing` existed read routingIterations as dynamic routing', () => {
@@ -507,6 +516,9 @@ describe('capsnet export / inspect', () => {
       [[mismatched, '-o', join(outDir, 'm.onnx')], /do not match the config/],
       [[run(), '-o', join(dir, 'no-such-dir', 'm.onnx')], /output directory .*no-such-dir does not exist/],
       [[run(), '-o', outDir], /is a directory/],
+      // Not x.txt beside x.txt.decoder.onnx, which no loader would pair: the .onnx name is suggested.
+      [[run(), '-o', join(outDir, 'x.txt')], /output .*errors\/x\.txt does not end in \.onnx: name the model file .*errors\/x\.onnx \(its decoder/],
+      [[run(), '-o', join(outDir, 'model')], /does not end in \.onnx: name the model file .*errors\/model\.onnx/],
     ];
     for (const [args, message] of cases) {
       const result = await cli('export', ...args);

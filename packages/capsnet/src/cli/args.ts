@@ -10,6 +10,7 @@
  * Each parser is registered with its rule (`numericRule`), so a test can find every numeric flag of every command
  * and feed it bad values, and so a flag added with an ad-hoc parser is noticed.
  */
+import { MAX_ROUTING_ITERATIONS } from '@capsnet-onnx/core';
 import { DEVICE_TABLE, type DeviceRow, autoOrder, nodeDeviceNames } from '@capsnet-onnx/runtime/internal';
 import { InvalidArgumentError, Option } from 'commander';
 
@@ -87,6 +88,14 @@ export function positiveInt(flag: string, max = INT32_MAX): (value: string) => n
 /** A count that may be 0 (0 meaning none or off, as the flag's help says). */
 export function nonNegativeInt(flag: string, max = INT32_MAX): (value: string) => number {
   return integer(flag, { min: 0, max });
+}
+
+/**
+ * Routing iterations, 1 to MAX_ROUTING_ITERATIONS (core/routing.ts): each one is unrolled into the graph, so an
+ * int32-sized count would run until memory ran out instead of failing.
+ */
+export function routingIterations(flag: string): (value: string) => number {
+  return integer(flag, { min: 1, max: MAX_ROUTING_ITERATIONS, field: "the paper's is 3; each iteration is unrolled into the graph" });
 }
 
 /** A seed: an integer 0..4294967295, the Rng's 32 bits (a larger one would silently alias a smaller seed). */

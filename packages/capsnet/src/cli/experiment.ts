@@ -2,6 +2,7 @@
  * `capsnet experiment perturb|affine|multimnist|routing|all [options]` and `capsnet experiment report DIR`.
  * Light on purpose: each experiment's module (and TensorFlow.js) loads only when its command runs.
  */
+import { MAX_ROUTING_ITERATIONS } from '@capsnet-onnx/core';
 import { Option, type Command } from 'commander';
 import { BACKEND_NAMES } from '../train/names.ts';
 import { OVERLAYS, SCALES, SCALE_SUMMARY, type Overlay, type Scale } from '../experiments/names.ts';
@@ -145,7 +146,12 @@ export function registerExperimentCommands(program: Command): void {
       'appendix A: per-iteration change of the coupling coefficients and logits for 1, 2, 3, 5, 7 ' +
         'iterations during training (log scale), and 1 vs 3 iterations over --seeds seeds',
     )
-    .option('--iterations <list>', 'routing iterations of the traced models', integerList('--iterations', { min: 1, example: '1,2,3,5,7' }), [1, 2, 3, 5, 7])
+    .option(
+      '--iterations <list>',
+      'routing iterations of the traced models',
+      integerList('--iterations', { min: 1, max: MAX_ROUTING_ITERATIONS, example: '1,2,3,5,7' }),
+      [1, 2, 3, 5, 7],
+    )
     .option('--seeds <n>', 'seeds for the 1-vs-3 comparison', positiveInt('--seeds'), 3)
     .action(async (opts: CommonOpts & { iterations: number[]; seeds: number }) => {
       const { runRouting } = await import('../experiments/routing.ts');

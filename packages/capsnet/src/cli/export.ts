@@ -2,7 +2,8 @@
 import { dirname, join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { COMPUTE_PRECISIONS, type ComputePrecision, INSTANCE_KINDS, type InstanceKind, PRECISIONS, type Precision } from '../export/names.ts';
-import { INT32_MAX, integer, positiveInt } from './args.ts';
+import { MAX_ROUTING_ITERATIONS } from '@capsnet-onnx/core';
+import { INT32_MAX, integer, routingIterations } from './args.ts';
 
 export function registerExportCommands(program: Command): void {
   program
@@ -13,7 +14,11 @@ export function registerExportCommands(program: Command): void {
     )
     .argument('<run-dir>', 'run directory written by `capsnet train --out` (or a checkpoint file, whatever its name)')
     .option('-o, --out <file>', 'model file to write (default: RUN_DIR/model.onnx)')
-    .option('--routing <n>', "routing iterations to unroll (default: the checkpoint's)", positiveInt('--routing'))
+    .option(
+      '--routing <n>',
+      `routing iterations to unroll, 1-${MAX_ROUTING_ITERATIONS}: each adds its nodes to the graph (default: the checkpoint's)`,
+      routingIterations('--routing'),
+    )
     .addOption(
       new Option('--precision <p>', 'weight storage: fp32, fp16 (half the file) or int8 (per-channel DequantizeLinear, a quarter)')
         .choices(PRECISIONS)

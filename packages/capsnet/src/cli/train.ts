@@ -1,12 +1,12 @@
 import { existsSync, rmSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
-import { type CapsNetConfig, PRESET_NAMES } from '@capsnet-onnx/core';
+import { type CapsNetConfig, MAX_ROUTING_ITERATIONS, PRESET_NAMES } from '@capsnet-onnx/core';
 import { DATA_SPECS } from '../data/datasets.ts';
 import { checkpointPath } from '../files/checkpoint.ts';
 import { DEFAULT_CHECKPOINT_INTERVAL_S } from '../train/checkpoint-cadence.ts';
 import { BACKEND_NAMES, DEFAULT_EPOCHS, MODEL_NAMES } from '../train/names.ts';
-import { nonNegativeInt, nonNegativeNumber, positiveInt, seed, timeSpan } from './args.ts';
+import { nonNegativeInt, nonNegativeNumber, positiveInt, routingIterations, seed, timeSpan } from './args.ts';
 
 function timestamp(): string {
   return new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
@@ -53,7 +53,7 @@ export function registerTrainCommands(program: Command): void {
       positiveInt('--epochs'),
     )
     .option('--batch-size <n>', 'images per step', positiveInt('--batch-size'), 128)
-    .option('--routing <n>', "routing iterations (default: 3, the paper's)", positiveInt('--routing'))
+    .option('--routing <n>', `routing iterations, 1-${MAX_ROUTING_ITERATIONS} (default: 3, the paper's)`, routingIterations('--routing'))
     .addOption(new Option('--backend <name>', 'training backend').choices(['auto', ...BACKEND_NAMES]).default('auto'))
     .option('--seed <n>', 'seed for initialisation, shuffling and shifts', seed('--seed'), 42)
     .option('--out <dir>', 'run directory (default: runs/<timestamp>)')

@@ -7,6 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
   type CapsNetConfig,
+  MAX_ROUTING_ITERATIONS,
   METADATA_KEYS,
   type Preprocessing,
   decoderPathFor,
@@ -157,6 +158,12 @@ export function checkOutputPath(path: string): void {
   if (path.endsWith('/') || (existsSync(path) && statSync(path).isDirectory())) {
     throw new Error(`output ${path} is a directory: give a file name, e.g. ${join(path, 'model.onnx')}`);
   }
+  // Every loader finds the decoder by decoderPathFor, which turns model.onnx into model.decoder.onnx; x.txt would
+  // pair with x.txt.decoder.onnx, and nothing would open x.txt as a model.
+  if (!/\.onnx$/i.test(path)) {
+    const suggestion = join(dirname(path), `${basename(path).replace(/\.[^.]*$/, '') || 'model'}.onnx`);
+    throw new Error(`output ${path} does not end in .onnx: name the model file ${suggestion} (its decoder goes beside it as ${decoderPathFor(suggestion)})`);
+  }
   if (!existsSync(dir)) throw new Error(`output directory ${dir} does not exist: create it first or choose another output path`);
   if (!statSync(dir).isDirectory()) throw new Error(`output directory ${dir} is not a directory`);
 }
@@ -246,6 +253,11 @@ export function exportCheckpoint(runDir: string, options: ExportOptions): Export
 
 function exportAny(runDir: string, options: ExportOptions, only?: 'capsnet'): ExportResult | BaselineExportResult {
   const started = performance.now();
+  const r = options.routingIterations;
+  if (r !== undefined && !(Number.isInteger(r) && r >= 1 && r <= MAX_ROUTING_ITERATIONS)) {
+    // Each iteration is unrolled into the graph: a huge count would build until memory ran out (core/routing.ts).
+    throw new Error(`routing iterations must be an integer from 1 to ${MAX_ROUTING_ITERATIONS} (the paper's is 3), got ${r}`);
+  }
   const checkpoint = loadCheckpoint(runDir);
   if (only && checkpoint.model?.family === 'baseline-cnn') {
     throw new Error(`${runDir} holds a baseline CNN run, not a CapsNet: export it with exportRun (the \`capsnet export\` command)`);

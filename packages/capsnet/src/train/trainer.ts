@@ -19,7 +19,7 @@ import {
   presetConfig,
   publicDataName,
 } from '@capsnet-onnx/core';
-import { PAPER_ROUTING } from '@capsnet-onnx/core';
+import { MAX_ROUTING_ITERATIONS, PAPER_ROUTING } from '@capsnet-onnx/core';
 import {
   type BaselineModelSpec,
   type CheckpointState,
@@ -139,7 +139,7 @@ function checkTrainNumbers(options: TrainOptions): void {
     ['epochs', options.epochs, 1, INT32, true],
     ['batchSize', options.batchSize, 1, INT32],
     ['checkpointEvery', options.checkpointEvery, 0, INT32],
-    ['routing', options.routing, 1, INT32, true],
+    ['routing', options.routing, 1, MAX_ROUTING_ITERATIONS, true],
     ['trainLimit', options.trainLimit, 1, INT32, true],
     ['testLimit', options.testLimit, 1, INT32, true],
   ];
