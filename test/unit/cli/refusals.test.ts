@@ -5,7 +5,7 @@
  * it is built.
  */
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -92,6 +92,21 @@ describe('refusals name the problem and create nothing', { timeout: 300_000 }, (
     assert.throws(() => exportCheckpoint(run, { triton: { dir: repo, instanceCount: 1.5 } }), /Triton instanceCount must be an integer/);
     assert.throws(() => exportCheckpoint(run, { triton: { dir: repo, name: '../x' } }), /must be letters, digits/);
     assert.ok(!existsSync(repo));
+  });
+
+  test('parity --json refuses an existing file before anything runs, as export and plot do; --overwrite lets it through', async () => {
+    const report = join(dir, 'report.json');
+    writeFileSync(report, 'mine');
+    const refused = await cli('parity', join(dir, 'missing.onnx'), '--json', report);
+    assert.equal(refused.exitCode, 1);
+    assert.equal(refused.stderr.trim(), `capsnet: ${report} already exists: pass --overwrite to replace it, or choose another --json path`);
+    assert.equal(readFileSync(report, 'utf8'), 'mine');
+    // Asked: the refusal is gone (here the next check, the missing model, stops it).
+    const asked = await cli('parity', join(dir, 'missing.onnx'), '--json', report, '--overwrite');
+    assert.equal(asked.exitCode, 1);
+    assert.match(asked.stderr, /^capsnet: model .*missing\.onnx does not exist/);
+    const { runParity } = await import('../../../packages/capsnet/src/parity/run.ts');
+    await assert.rejects(runParity({ model: join(dir, 'missing.onnx'), json: report }), { name: 'OutputExistsError' });
   });
 
   test('corpus score on a directory: one line naming it and the fix', async () => {

@@ -22,9 +22,13 @@ export function registerParityCommands(program: Command, rows: readonly DeviceRo
     .option('--webgpu-latency-runs <n>', 'timed batch-1 runs for the WebGPU devices', nonNegativeInt('--webgpu-latency-runs'), 2)
     .option('--timeout <s>', 'per-device time limit in seconds', integer('--timeout', { min: 1, max: Math.floor(TIMER_MAX_MS / 1000) }), 300)
     .option('--json <file>', 'also write the full report as JSON')
+    .option('--overwrite', 'replace the --json file if it exists (without it, an existing one is an error, before anything runs)', false)
     .addHelpText('after', `\nDevices:\n${devices.map((d) => `  ${d.name.padEnd(16)} ${d.description}`).join('\n')}`)
     .action(async (model: string, opts) => {
       if (opts.backends) deprecatedFlag('parity', '--backends', '--devices');
+      // Refused before minutes of parity runs, not after: the report file may be a user's (or an earlier report).
+      const { refuseToReplace } = await import('../files/atomic.ts');
+      if (opts.json) refuseToReplace([opts.json], opts.overwrite, { option: 'json path', flag: '--json path' });
       const { dirname } = await import('node:path');
       const { isBaselineRun, baselineParity } = await import('../parity/baseline.ts');
       const checkpoint = opts.checkpoint ?? dirname(model);
@@ -54,6 +58,7 @@ export function registerParityCommands(program: Command, rows: readonly DeviceRo
         webgpuLatencyRuns: opts.webgpuLatencyRuns,
         timeoutS: opts.timeout,
         json: opts.json,
+        overwrite: opts.overwrite,
       });
       printReport(report);
       if (!report.ok) process.exitCode = 1;

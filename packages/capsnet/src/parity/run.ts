@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decoderPathFor, readModelMetadata } from '@capsnet-onnx/core';
-import { writeFileAtomic } from '../files/atomic.ts';
+import { refuseToReplace, writeFileAtomic } from '../files/atomic.ts';
 import { type BrowserRun, runInChromium } from './browser.ts';
 import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from './fork.ts';
 import { parityInputs } from './inputs.ts';
@@ -35,7 +35,9 @@ export interface ParityOptions {
   latencyRuns?: number;
   webgpuLatencyRuns?: number;
   timeoutS?: number;
+  /** Also write the report there; an existing file is an OutputExistsError unless `overwrite`. */
   json?: string;
+  overwrite?: boolean;
   log?: (line: string) => void;
 }
 
@@ -93,6 +95,7 @@ export function runWorker(req: WorkerRequest, env: NodeJS.ProcessEnv, timeoutMs:
 
 export async function runParity(options: ParityOptions): Promise<ParityReport> {
   const log = options.log ?? ((line: string) => console.log(line));
+  if (options.json) refuseToReplace([options.json], options.overwrite, { option: 'json path', flag: '--json path' });
   const backends = parseDevices(options.devices ?? options.backends);
   const required = options.require?.length ? parseDevices(options.require) : [];
   const hostOf = (name: string) => parityDevices().find((d) => d.name === name)!;
