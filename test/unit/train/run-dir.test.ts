@@ -12,6 +12,9 @@ import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { type TrainOptions, train } from '../../../packages/capsnet/src/train/trainer.ts';
 import { LOCK_FILE } from '../../../packages/capsnet/src/train/run-dir.ts';
+import { exportRun } from '../../../packages/capsnet/src/export/exporter.ts';
+import { defaultModelFile } from '../../../packages/capsnet/src/export/names.ts';
+import { plotRun } from '../../../packages/capsnet/src/experiments/curves.ts';
 import { FAULT_CONFIG } from '../../support/fault-child.ts';
 import { CLI, ROOT } from '../../support/fixtures.ts';
 
@@ -75,6 +78,40 @@ describe('run directories', { timeout: 300_000 }, () => {
     await train(options(out, { overwrite: true }));
     assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 1);
     assert.deepEqual(readdirSync(out).sort(), ['checkpoint.bin', 'metrics.jsonl']);
+  });
+
+  test("--overwrite removes the previous run's exports and figure too, names them in one line, and keeps the user's files", async () => {
+    const out = join(base, 'replaced');
+    await train(options(out));
+    // What the follow-up commands write into the run without -o: exports at two precisions and the figure.
+    exportRun(out, { out: join(out, defaultModelFile('fp32')) });
+    exportRun(out, { out: join(out, defaultModelFile('int8')), precision: 'int8' });
+    await plotRun(out);
+    // And the user's own files, which the project never names.
+    writeFileSync(join(out, 'notes.txt'), 'mine');
+    writeFileSync(join(out, 'other.onnx'), 'mine');
+    mkdirSync(join(out, 'mine'));
+    const lines: string[] = [];
+    await train(options(out, { overwrite: true, seed: 8, log: (l) => lines.push(l) }));
+    assert.deepEqual(readdirSync(out).sort(), ['checkpoint.bin', 'metrics.jsonl', 'mine', 'notes.txt', 'other.onnx']);
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith('--overwrite')),
+      [
+        "--overwrite: removed the previous run's checkpoint.bin, metrics.jsonl, model.onnx, model.decoder.onnx, model.int8.onnx, " +
+          "model.int8.decoder.onnx, curves.svg; kept mine, notes.txt, other.onnx, which capsnet did not name (check that none is the old run's)",
+      ],
+    );
+    assert.equal(readFileSync(join(out, 'notes.txt'), 'utf8'), 'mine');
+    // The follow-up commands now run on the new run, without --overwrite and without a stale file beside it.
+    assert.equal((await plotRun(out)).epochs, 1);
+    assert.equal(exportRun(out, { out: join(out, defaultModelFile('fp32')) }).modelPath, join(out, 'model.onnx'));
+    // Nothing of a previous run, nothing to say.
+    const fresh: string[] = [];
+    await train(options(join(base, 'fresh'), { overwrite: true, log: (l) => fresh.push(l) }));
+    assert.deepEqual(
+      fresh.filter((l) => l.startsWith('--overwrite')),
+      [],
+    );
   });
 
   test('without a terminal, a progress line per interval (issue 22): step, images/s, loss, ETA', async () => {

@@ -1,7 +1,7 @@
 /** `capsnet export` and `capsnet inspect`. Light on purpose: the exporter loads only when a command runs. */
 import { dirname, join } from 'node:path';
 import { type Command, Option } from 'commander';
-import { COMPUTE_PRECISIONS, type ComputePrecision, INSTANCE_KINDS, type InstanceKind, PRECISIONS, type Precision } from '../export/names.ts';
+import { COMPUTE_PRECISIONS, type ComputePrecision, INSTANCE_KINDS, type InstanceKind, PRECISIONS, type Precision, defaultModelFile } from '../export/names.ts';
 import { MAX_ROUTING_ITERATIONS } from '@capsnet-onnx/core';
 import { INT32_MAX, integer, routingIterations } from './args.ts';
 
@@ -76,7 +76,7 @@ export function registerExportCommands(program: Command): void {
         },
       ) => {
         const { exportRun } = await import('../export/exporter.ts');
-        const defaultOut = join(runDir.endsWith('.bin') ? dirname(runDir) : runDir, opts.precision === 'fp32' ? 'model.onnx' : `model.${opts.precision}.onnx`);
+        const defaultOut = join(runDir.endsWith('.bin') ? dirname(runDir) : runDir, defaultModelFile(opts.precision));
         const result = exportRun(runDir, {
           out: opts.out ?? (opts.triton ? undefined : defaultOut),
           overwrite: opts.overwrite,

@@ -58,7 +58,12 @@ export function registerTrainCommands(program: Command): void {
     .option('--seed <n>', 'seed for initialisation, shuffling and shifts', seed('--seed'), 42)
     .option('--out <dir>', 'run directory (default: runs/<timestamp>)')
     .option('--resume', `continue the run in --out from its checkpoint; only ${RESUME_SAFE_FLAGS.join(', ')} may differ from the run's`, false)
-    .option('--overwrite', 'replace the run already in --out (without it, an existing run is reused only with --resume)', false)
+    .option(
+      '--overwrite',
+      'replace the run already in --out: removes its checkpoint, metrics, default exports (model*.onnx) and curves.svg; other files stay ' +
+        '(without it, an existing run is reused only with --resume)',
+      false,
+    )
     .option('--allow-suspicious-data', 'train even when the labels skip classes, hold one class, or leave a class without examples', false)
     .option('--checkpoint-every <steps>', 'also checkpoint every N steps inside an epoch (0: epoch ends only)...', nonNegativeInt('--checkpoint-every'), 50)
     .addOption(

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { asFileSystemError, refuseToReplace, sweepTempFiles, writeFileAtomic } from '../files/atomic.ts';
+import { CURVES_FILE } from '../train/run-dir.ts';
 import { CONFIG, type FigureSpec, SCHEMA, renderSvg } from './figures.ts';
 
 /** The run directory's metrics file (train/trainer.ts's METRICS_FILE; not imported, which would load TensorFlow.js). */
@@ -129,7 +130,7 @@ export async function plotRun(
   options: PlotOptions = {},
 ): Promise<{ path: string; width: number; height: number; epochs: number; lossSeries: number }> {
   const records = readMetrics(runDir);
-  const path = options.out ?? join(runDir, 'curves.svg');
+  const path = options.out ?? join(runDir, CURVES_FILE);
   if (extname(path).toLowerCase() !== '.svg') throw new Error(`${path}: the figure is SVG; name the output FILE.svg`);
   refuseToReplace([path], options.overwrite, { option: 'out', flag: '-o FILE.svg' });
   const figure = await renderSvg(curvesFigure(records, `Training curves: ${basename(resolve(runDir))}`));

@@ -2,6 +2,8 @@
  * The run directory's rules, kept out of the training loop:
  *
  * - a run directory holding a run (a checkpoint, or metrics) is reused only with `--resume` or `--overwrite`;
+ * - `--overwrite` replaces the run: it removes what the project wrote there (RUN_OUTPUTS: the run, its default
+ *   exports, its figure) and names, without removing them, the files it did not write;
  * - `--resume` continues the run as it was started: a flag given again with another value is refused with the
  *   list of differences, except the flags in RESUME_SAFE_FLAGS;
  * - one trainer per run directory, by a lock file that names its pid; a lock whose process is gone (a crash, a
@@ -9,14 +11,30 @@
  * - temp files left by a killed writer are swept when the directory is opened;
  * - nothing is created until the inputs have been checked (`checkRunDir` only reads, `openRunDir` creates).
  */
-import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { decoderPathFor } from '@capsnet-onnx/core';
+import { PRECISIONS, defaultModelFile } from '../export/names.ts';
 import { asFileSystemError, processAlive, sweepTempFiles, tempPathFor } from '../files/atomic.ts';
 
 export const LOCK_FILE = 'train.lock';
 /** Files that make a directory a run: reusing it needs --resume or --overwrite. */
 export const RUN_FILES = ['checkpoint.bin', 'metrics.jsonl'];
+/** `capsnet plot RUN_DIR`'s figure without -o. */
+export const CURVES_FILE = 'curves.svg';
+
+/**
+ * Every file the project writes into a run directory under its own name: the run, `capsnet export`'s models and
+ * decoders at each precision (without -o) and `capsnet plot`'s figure. `--overwrite` removes these, so that the
+ * new run is not exported, served, parity-checked or plotted alongside the old run's files; anything else in the
+ * directory is the user's and stays.
+ */
+export const RUN_OUTPUTS: readonly string[] = [
+  ...RUN_FILES,
+  ...PRECISIONS.flatMap((p) => [defaultModelFile(p), decoderPathFor(defaultModelFile(p))]),
+  CURVES_FILE,
+];
 
 /** The flags that fix what a run computes; --resume refuses a change to any of them. */
 export interface RunFlags {
@@ -137,6 +155,9 @@ export interface RunDirHandle extends Disposable {
   path: string;
   /** Temp files of killed writers that were removed on opening. */
   swept: string[];
+  /** With overwrite: the previous run's files (RUN_OUTPUTS) that were removed, and what else the directory holds. */
+  removed: string[];
+  kept: string[];
   /** Release the lock (also done at process exit). */
   release(): void;
 }
@@ -180,6 +201,39 @@ export function openRunDir(runDir: string, mode: { overwrite: boolean }): RunDir
   };
   process.on('exit', release);
   const swept = sweepTempFiles(runDir);
-  if (mode.overwrite) for (const f of RUN_FILES) rmSync(join(runDir, f), { force: true });
-  return { path: runDir, swept, release, [Symbol.dispose]: release };
+  const removed: string[] = [];
+  let kept: string[] = [];
+  if (mode.overwrite) {
+    for (const f of RUN_OUTPUTS) {
+      const path = join(runDir, f);
+      // Files only: a folder under one of these names is not ours to empty.
+      if (!existsSync(path) || lstatSync(path).isDirectory()) continue;
+      try {
+        rmSync(path, { force: true });
+      } catch (e) {
+        throw asFileSystemError(e, path);
+      }
+      removed.push(f);
+    }
+    kept = readdirSync(runDir)
+      .filter((f) => f !== LOCK_FILE)
+      .sort();
+  }
+  return { path: runDir, swept, removed, kept, release, [Symbol.dispose]: release };
+}
+
+function shortList(names: string[]): string {
+  return names.length > 8 ? `${names.slice(0, 8).join(', ')} and ${names.length - 8} more` : names.join(', ');
+}
+
+/**
+ * The one line `--overwrite` prints: what of the previous run it removed and, as a warning, what it left because
+ * the project did not write it (a stale file there, e.g. `-o other.onnx`, would otherwise go unnoticed).
+ */
+export function overwriteReport(handle: Pick<RunDirHandle, 'removed' | 'kept'>): string | undefined {
+  const parts = [
+    ...(handle.removed.length ? [`removed the previous run's ${handle.removed.join(', ')}`] : []),
+    ...(handle.kept.length ? [`kept ${shortList(handle.kept)}, which capsnet did not name (check that none is the old run's)`] : []),
+  ];
+  return parts.length ? `--overwrite: ${parts.join('; ')}` : undefined;
 }

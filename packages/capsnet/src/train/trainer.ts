@@ -33,7 +33,7 @@ import { DataError, type Dataset, type Split, loadDataset, protocolOverrides } f
 import { augmentBatch, networkView, sourceShape } from '../data/augment.ts';
 import { suspiciousLabels } from './data-checks.ts';
 import { CheckpointCadence, DEFAULT_CHECKPOINT_INTERVAL_S } from './checkpoint-cadence.ts';
-import { type RunFlags, checkResumeFlags, checkRunDir, openRunDir } from './run-dir.ts';
+import { type RunFlags, checkResumeFlags, checkRunDir, openRunDir, overwriteReport } from './run-dir.ts';
 import { DEFAULT_EPOCHS } from './names.ts';
 import { writeFileAtomic } from '../files/atomic.ts';
 import { adamFor, epochOrder, gather, oneHot, readWeights, trainStep } from './loop.ts';
@@ -209,6 +209,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   };
   using runDir = openRunDir(options.out, { overwrite: options.overwrite ?? false });
   if (runDir.swept.length) log(`removed ${runDir.swept.length} temp file(s) left by a killed run: ${runDir.swept.join(', ')}`);
+  const replaced = overwriteReport(runDir);
+  if (replaced) log(replaced);
   if (resumed) log(`resuming from ${checkpointPath(options.out)}: epoch ${resumed.epoch}, step ${resumed.step}`);
   if (resumed && resumed.epoch >= epochs && !resumed.progress) {
     log(`the run has trained all its ${epochs} epoch${epochs === 1 ? '' : 's'}: nothing to train (--epochs N with a larger N trains further)`);
