@@ -1,25 +1,32 @@
 /** `capsnet corpus`: the test corpus of digits in the styles people hand them over (data/corpus.ts). */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { positiveInt, seed } from './args.ts';
+
+function shortList(names: string[]): string {
+  return names.length > 5 ? `${names.slice(0, 5).join(', ')} and ${names.length - 5} more` : names.join(', ');
+}
 
 export function registerCorpusCommands(program: Command): void {
   const corpus = program.command('corpus').description('test digits drawn as people hand them over: write the corpus, score classify results on it');
   corpus
     .command('write')
-    .description('write N embedded test digits in every style (mnist, paper, canvas, corner, photo) and blanks to DIR/<style>/<n>-<label>.<png|jpg>')
-    .argument('<dir>', 'output folder (created; existing files of the same name are replaced)')
+    .description(
+      'write N embedded test digits in every style (mnist, paper, canvas, corner, photo) and blanks to DIR/<style>/<n>-<label>.<png|jpg>, ' +
+        'and what it wrote to DIR/corpus.json',
+    )
+    .argument('<dir>', 'output folder: created, or a corpus this command wrote (replaced); anything else needs --overwrite')
     .option('--count <n>', 'digits per style (blanks: a quarter as many per blank style)', positiveInt('--count'), 200)
     .option('--seed <n>', 'seed for placement, sizes, light and noise', seed('--seed'), 1)
-    .action(async (dir: string, opts: { count: number; seed: number }) => {
-      const { makeDigitCorpus, DIGIT_STYLES, BLANK_STYLES } = await import('../data/corpus.ts');
-      const images = makeDigitCorpus(opts.count, opts.seed);
-      for (const image of images) {
-        mkdirSync(join(dir, image.style), { recursive: true });
-        writeFileSync(join(dir, image.file), image.bytes);
-      }
-      console.log(`${dir}: ${images.length} images in ${DIGIT_STYLES.length + BLANK_STYLES.length} styles`);
+    .option('--overwrite', 'replace the corpus files in a folder holding other or edited files (files not named like corpus files stay)', false)
+    .action(async (dir: string, opts: { count: number; seed: number; overwrite: boolean }) => {
+      const { DIGIT_STYLES, BLANK_STYLES } = await import('../data/corpus.ts');
+      const { writeCorpus } = await import('../data/corpus-files.ts');
+      const result = writeCorpus(dir, opts);
+      const replaced = result.removed ? ` (the ${result.removed} files of the previous corpus removed first)` : '';
+      // Files the corpus did not write stay, and classify DIR will read any images among them: say which.
+      const kept = result.kept.length ? `; kept ${result.kept.length} other file(s): ${shortList(result.kept)}` : '';
+      console.log(`${dir}: ${result.written} images in ${DIGIT_STYLES.length + BLANK_STYLES.length} styles${replaced}${kept}`);
     });
   corpus
     .command('score')
