@@ -143,7 +143,8 @@ const parityJson = join(outDir, '.parity.json');
 try {
   execFileSync(
     process.execPath,
-    [CLI, 'parity', join(outDir, 'model.onnx'), '--checkpoint', runDir, '--backends', values['parity-backends'], '--json', parityJson],
+    // The report is this script's own scratch file (removed below); one left by a run that died is replaced.
+    [CLI, 'parity', join(outDir, 'model.onnx'), '--checkpoint', runDir, '--backends', values['parity-backends'], '--json', parityJson, '--overwrite'],
     { stdio: 'inherit' },
   );
 } catch {
