@@ -1,6 +1,7 @@
 /** `capsnet experiment report DIR`: the experiments' JSON tables and SVG figures in DIR, as DIR/REPORT.md. */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../files/atomic.ts';
 import { EXPERIMENTS, type ExperimentResult, SCALE_SUMMARY, resultPath } from './common.ts';
 
 function cell(value: unknown): string {
@@ -114,6 +115,7 @@ export function writeReport(dir: string): string {
     throw new Error(`no experiment results (${EXPERIMENTS.map((e) => `${e}.json`).join(', ')}) in ${dir}: run \`capsnet experiment NAME --out ${dir}\` first`);
   }
   const path = join(dir, 'REPORT.md');
-  writeFileSync(path, renderReport(dir, results));
+  // REPORT.md is the report's own output (rewritten from the results each time); atomic, so no half-written report.
+  writeFileAtomic(path, renderReport(dir, results));
   return path;
 }
