@@ -272,4 +272,22 @@ describe('serving: no server path in any response', () => {
       await server.close();
     }
   });
+
+  test("/v1/samples' note for --data that cannot be read names neither its directory nor a relative path to it", async () => {
+    for (const [spec, hidden] of [
+      ['idx:/nope-capsnet', /\/nope-capsnet/],
+      ['idx:data/missing-capsnet', /data\/missing-capsnet/],
+    ] as const) {
+      const server = await createServer({ classifier: new FakeClassifier(), samplesData: spec });
+      const base = await server.listen(0, '127.0.0.1');
+      try {
+        const r = await raw(base, '/v1/samples');
+        assert.equal(r.status, 200);
+        assert.match(r.json.note, /not available here: data directory \S+ does not exist/);
+        assert.doesNotMatch(r.text, hidden, r.text);
+      } finally {
+        await server.close();
+      }
+    }
+  });
 });

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, resolve } from 'node:path';
 import { type CapsNetConfig, type DataShape, type PresetName, Rng } from '@capsnet-onnx/core';
-import { type Dataset, type Split, DataError, recordDataFiles } from './common.ts';
+import { type Dataset, type Split, DataError, recordDataFiles, requireDirectory } from './common.ts';
 import { loadIdxDirectory } from './idx.ts';
 import { loadMnist } from './mnist.ts';
 import { loadCifar10 } from './cifar10.ts';
@@ -119,6 +119,17 @@ export function datasetFormat(spec: string): { format: DatasetFormat; dir: strin
   const format = match && DATASETS.find((d) => d.scheme === match[1] && (match[2] === undefined || d.scheme === 'emnist'));
   if (!match || !format) throw new DataError(`unknown data set "${spec}": use ${DATA_SPECS}`);
   return { format, dir: match[3]!, variant: match[2] };
+}
+
+/**
+ * Check a --data value without reading the data: a known data set, and for a directory format, a directory that
+ * exists. For commands that read the data later (`capsnet serve` on first request) but should refuse a typo at
+ * startup, with the messages `train` gives.
+ * @throws DataError naming the value and the fix
+ */
+export function checkDataSpec(spec: string): void {
+  const { format, dir } = datasetFormat(spec);
+  if (format.scheme) requireDirectory(dir, `--data ${format.spec.replace(/:DIR$/, '')}:DIR with the directory that holds its files`);
 }
 
 /**

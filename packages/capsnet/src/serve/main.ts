@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os';
 import { type DimensionFindings, checkDimensionFindings, decoderPathFor } from '@capsnet-onnx/core';
 import type { Classifier, DeviceRequest } from '@capsnet-onnx/runtime';
 import { createServer } from './server.ts';
+import { oneLine } from './errors.ts';
 import { webBundles } from '../web/paths.ts';
 
 export interface ServeCommandOptions {
@@ -67,6 +68,34 @@ async function ensureWebBundle(log: (line: string) => void): Promise<void> {
   }
 }
 
+/**
+ * A failed listen as one line naming the address and the fix, for the errors a user can cause with --host and
+ * --port; anything else keeps the system's words, after the address.
+ */
+export function listenErrorMessage(error: NodeJS.ErrnoException, host: string, port: number): string {
+  const where = `${host}:${port}`;
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return `port ${port} on ${host} is in use: pick another with --port (0: any free port)`;
+    case 'EADDRNOTAVAIL':
+      return `cannot listen on ${where}: ${host} is not an address of this machine: pass one of its own with --host, or 127.0.0.1 or 0.0.0.0 (every interface)`;
+    case 'EACCES':
+    case 'EPERM':
+      if (port > 0 && port < 1024) {
+        return `cannot listen on ${where}: ports below 1024 need administrator rights: pick a port from 1024 up with --port (e.g. 8080; 0: any free port)`;
+      }
+      return `cannot listen on ${where}: the system refuses this port (${error.code}): pick another with --port (0: any free port)`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EAI_NONAME':
+      return `cannot listen on ${where}: the host name ${host} does not resolve: pass an address with --host, e.g. 127.0.0.1 or 0.0.0.0`;
+    case 'EAFNOSUPPORT':
+      return `cannot listen on ${where}: this machine has no ${host.includes(':') ? 'IPv6' : 'IPv4'} support: pass --host 127.0.0.1 or ::1`;
+    default:
+      return `cannot listen on ${where} (${oneLine(error.message)}): check --host and --port`;
+  }
+}
+
 export async function serve(opts: ServeCommandOptions): Promise<void> {
   const modelPath = resolve(opts.model);
   if (!existsSync(modelPath)) throw new Error(`model ${opts.model} not found: export one with \`capsnet export RUN_DIR -o model.onnx\``);
@@ -74,6 +103,8 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
   if (!existsSync(decoderPath)) {
     throw new Error(`decoder ${decoderPath} not found: \`capsnet export\` writes it beside the model, or pass --decoder FILE`);
   }
+  // A mistyped --data is refused now, as `train` refuses it, not found by the page's first GET /v1/samples.
+  if (opts.data) (await import('../data/datasets.ts')).checkDataSpec(opts.data);
   // A bad dimensions file is refused before the model loads; its capsules are checked against the model after.
   const dimensions = opts.dimensions ? readDimensions(opts.dimensions) : undefined;
   const log = (line: string) => console.log(`capsnet serve: ${line}`);
@@ -138,9 +169,7 @@ export async function serve(opts: ServeCommandOptions): Promise<void> {
     url = await server.listen(opts.port, opts.host);
   } catch (e) {
     await classifier.dispose();
-    const error = e as NodeJS.ErrnoException;
-    if (error.code === 'EADDRINUSE') throw new Error(`port ${opts.port} on ${opts.host} is in use: pick another with --port (0: any free port)`);
-    throw e;
+    throw new Error(listenErrorMessage(e as NodeJS.ErrnoException, opts.host, opts.port));
   }
   const m = classifier.metadata;
   log(

@@ -2,7 +2,8 @@
  * A few real test images for the page's "pick a digit" strip, from the data set the model was trained on
  * (its `capsnet.dataset` metadata; the embedded MNIST sample by default). Loaded once, on first request.
  */
-import type { ModelMetadata } from '@capsnet-onnx/core';
+import { basename, resolve } from 'node:path';
+import { type ModelMetadata, publicDataName } from '@capsnet-onnx/core';
 
 export interface Sample {
   /** Index in the data set's test split. */
@@ -53,7 +54,11 @@ export async function loadSamples(metadata: ModelMetadata, perClass: number, dat
       };
     }
   } catch (e) {
-    return { dataset: spec, shape, samples: [], note: `test images of "${spec}" are not available here: ${(e as Error).message}` };
+    // The readers name the directory they looked in; no response names a server path, relative or absolute.
+    let message = (e as Error).message;
+    if (dir && /[/\\]/.test(dir)) message = message.replaceAll(resolve(dir), basename(resolve(dir))).replaceAll(dir, basename(resolve(dir)));
+    const name = publicDataName(spec);
+    return { dataset: name, shape, samples: [], note: `test images of "${name}" are not available here: ${message}` };
   }
   const { inputHeight, inputWidth, inputChannels } = dataset.shape;
   if (inputHeight !== shape[0] || inputWidth !== shape[1] || inputChannels !== shape[2]) {
@@ -61,7 +66,7 @@ export async function loadSamples(metadata: ModelMetadata, perClass: number, dat
       dataset: spec,
       shape,
       samples: [],
-      note: `"${spec}" images are ${inputHeight}x${inputWidth}x${inputChannels}, not the model's ${shape.join('x')}`,
+      note: `"${publicDataName(spec)}" images are ${inputHeight}x${inputWidth}x${inputChannels}, not the model's ${shape.join('x')}`,
     };
   }
   const size = inputHeight * inputWidth * inputChannels;
