@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import { POLARITIES, type Polarity, decoderPathFor } from '@capsnet-onnx/core';
 import { DEVICE_TABLE, type DeviceName, type DeviceRow, nodeDevice } from '@capsnet-onnx/runtime/internal';
 import { chooseModel, pretrainedOption } from './pretrained.ts';
+import { checkOnnxModel, refuseNonModel } from './model-file.ts';
 import { deviceOption, positiveInt, presenceThreshold } from './args.ts';
 
 /** With --json, every error (commander's included) is one JSON object on stdout: {"error": {"message": ...}}. */
@@ -48,6 +49,8 @@ export function registerRuntimeCommands(program: Command, rows: readonly DeviceR
         // With --pretrained every argument is an image.
         const files = pretrained !== undefined && first !== undefined ? [first, ...rest] : rest;
         const modelPath = chooseModel('classify', pretrained !== undefined ? undefined : first, pretrained);
+        // An image in the model's place (the model forgotten) is named as such before "no images given".
+        if (pretrained === undefined) refuseNonModel(modelPath);
         if (files.length === 0) throw new Error('classify: no images given: name PNG/JPEG files, IDX files, directories, or - for standard input');
         await classify(modelPath, files, opts);
       } catch (e) {
@@ -166,7 +169,12 @@ async function loadModel(modelPath: string, opts: ClassifyCliOptions, log: (line
   };
   if (opts.device === 'auto' || nodeDevice(opts.device)?.runtime !== 'web') {
     const { CapsNet } = await import('@capsnet-onnx/runtime/node');
-    return CapsNet.load(modelPath, options);
+    try {
+      return await CapsNet.load(modelPath, options);
+    } catch (e) {
+      await checkOnnxModel(modelPath); // a file that is not ONNX at all: said in the project's words
+      throw e;
+    }
   }
   // onnxruntime-web takes bytes (or URLs): read the files here, with the Node entry's messages for a bad path.
   const { CapsNet } = await import('@capsnet-onnx/runtime/web');
@@ -185,6 +193,7 @@ async function loadModel(modelPath: string, opts: ClassifyCliOptions, log: (line
   try {
     return await CapsNet.load(read(modelPath, 'model'), { ...options, ...(existsSync(decoder) ? { decoder: read(decoder, 'decoder') } : {}) });
   } catch (e) {
+    if (!(e instanceof ModelFileError)) await checkOnnxModel(modelPath);
     // Loaded from bytes, the runtime calls the file "the model": name it (the error keeps its class).
     if (e instanceof Error && !(e instanceof ModelFileError)) e.message = `${modelPath}: ${e.message}`;
     throw e;

@@ -46,6 +46,12 @@ export function registerServeCommands(program: Command, rows: readonly DeviceRow
     .option('--cors <origin>', 'let pages from ORIGIN (e.g. https://app.example) call the API; without it cross-origin requests are refused')
     .action(async (file: string | undefined, { pretrained, ...opts }) => {
       const model = chooseModel('serve', file, pretrained);
+      if (file !== undefined) {
+        // Before serve looks for <model>.decoder.onnx: an image or other file in the model's place is named as such.
+        const { checkOnnxModel, refuseNonModel } = await import('./model-file.ts');
+        refuseNonModel(file);
+        await checkOnnxModel(file);
+      }
       const dimensions = opts.dimensions ?? (pretrained !== undefined ? pretrainedDimensionsPath(pretrained) : undefined);
       const { serve } = await import('../serve/main.ts');
       await serve({ model, ...opts, ...(dimensions ? { dimensions } : {}) });
