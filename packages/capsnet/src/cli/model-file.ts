@@ -8,6 +8,11 @@ import { extname } from 'node:path';
 import { imageFormat } from '@capsnet-onnx/core';
 import { PRETRAINED_CHOICES } from './pretrained.ts';
 
+/** A model argument that is not a model (an image, a directory, a file that is not ONNX): `--json`'s NOT_A_MODEL. */
+export class NotAModelError extends Error {
+  override name = 'NotAModelError';
+}
+
 /** The fix every refusal ends with: a model file, or a pretrained model. */
 const howToGiveOne = () => `give a model.onnx from \`capsnet export\` first, or use --pretrained ${PRETRAINED_CHOICES[0] ?? 'NAME'}`;
 
@@ -36,7 +41,7 @@ export function refuseNonModel(path: string): void {
   } catch {
     return;
   }
-  if (isDirectory) throw new Error(`${path} is a directory, not a model: ${howToGiveOne()}`);
+  if (isDirectory) throw new NotAModelError(`${path} is a directory, not a model: ${howToGiveOne()}`);
   const head = new Uint8Array(8);
   let read = 0;
   try {
@@ -50,7 +55,7 @@ export function refuseNonModel(path: string): void {
     return; // unreadable: the loader says why
   }
   const kind = imageKind(head.subarray(0, read), path);
-  if (kind) throw new Error(`${path} is ${kind}, not a model: ${howToGiveOne()}`);
+  if (kind) throw new NotAModelError(`${path} is ${kind}, not a model: ${howToGiveOne()}`);
 }
 
 /**
@@ -70,6 +75,6 @@ export async function checkOnnxModel(path: string): Promise<void> {
   try {
     decodeModelChecked(bytes, path);
   } catch (e) {
-    throw new Error(`${(e as Error).message.replace(/: pass the model\.onnx .*$/, '')}: ${howToGiveOne()}`);
+    throw new NotAModelError(`${(e as Error).message.replace(/: pass the model\.onnx .*$/, '')}: ${howToGiveOne()}`);
   }
 }

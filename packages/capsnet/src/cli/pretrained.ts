@@ -32,15 +32,20 @@ export function pretrainedDimensionsPath(choice: string): string | undefined {
   return existsSync(file) ? file : undefined;
 }
 
+/** A command line that cannot run as given (no model, both a model and --pretrained, no images): `--json`'s USAGE. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
 /**
  * The model file a command runs: its model argument, or the `--pretrained` model.
- * @throws Error (one line, naming both ways) when neither or both are given.
+ * @throws UsageError (one line, naming both ways) when neither or both are given.
  */
 export function chooseModel(command: string, file: string | undefined, choice: string | undefined): string {
   if (file !== undefined && choice !== undefined) {
-    throw new Error(`${command}: give a model file or --pretrained ${choice}, not both`);
+    throw new UsageError(`${command}: give a model file or --pretrained ${choice}, not both`);
   }
   if (choice !== undefined) return pretrainedModelPath(choice);
   if (file !== undefined) return file;
-  throw new Error(`${command} needs a model: a model.onnx from \`capsnet export\`, or --pretrained ${PRETRAINED_CHOICES[0] ?? 'NAME'}`);
+  throw new UsageError(`${command} needs a model: a model.onnx from \`capsnet export\`, or --pretrained ${PRETRAINED_CHOICES[0] ?? 'NAME'}`);
 }
