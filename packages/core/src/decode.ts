@@ -10,7 +10,7 @@
  */
 import { convertIndexedToRgb, decode as decodePngFile } from 'fast-png';
 import { Unzlib } from 'fflate';
-import { decoderProblem, jpegToRgba } from './jpeg.ts';
+import { TRUNCATED, decoderProblem, jpegToRgba } from './jpeg.ts';
 import type { RgbaImage } from './image-source.ts';
 
 /** Sizes accepted before decoding. The defaults cover a 12 MP phone photo; raise them per call if needed. */
@@ -174,6 +174,14 @@ function checkPngData(bytes: Uint8Array, layout: PngLayout, what: string): void 
       },
     );
   }
+  try {
+    inflater.push(new Uint8Array(0), true); // flush what the inflater holds back
+  } catch {
+    // A stream cut short: judged by the bytes it gave, next.
+  }
+  // Fewer bytes than every row needs: the file ends early. Said here, before fast-png, whose words for it depend on
+  // whether the bytes are a view into a larger buffer (an upload) or a whole one (a file).
+  if (inflated < limit) throw new ImageError('BAD_IMAGE', `${what}: cannot decode the PNG (${TRUNCATED}): the file is corrupt`);
 }
 
 /**
@@ -325,6 +333,9 @@ function jpegHeader(bytes: Uint8Array, limits: ImageLimits, what: string): { wid
   return size;
 }
 
+/** An empty file, by name: "not a PNG or JPEG (it starts 0x00000000)" would send the user looking at bytes it lacks. */
+export const emptyImageMessage = (what: string) => `${what} is empty (0 bytes): it holds no image; check that it was saved or copied whole`;
+
 /** Format and size from the headers alone (every one checked against `limits`); decodes no pixels. */
 export function readImageHeader(
   bytes: Uint8Array,
@@ -337,13 +348,16 @@ export function readImageHeader(
     return { format, width, height };
   }
   if (format === 'jpeg') return { format, ...jpegHeader(bytes, limits, what) };
+  if (bytes.length === 0) throw new ImageError('NOT_AN_IMAGE', emptyImageMessage(what));
   throw new ImageError('NOT_AN_IMAGE', `${what} is neither a PNG nor a JPEG file: convert it to PNG or JPEG`);
 }
 
 function pngToRgba(bytes: Uint8Array, what: string): RgbaImage {
   let png: ReturnType<typeof decodePngFile>;
   try {
-    png = decodePngFile(bytes);
+    // A view into a larger buffer (an upload's body) is copied: fast-png's failures differ between a view and a
+    // whole buffer with the same bytes, and one picture gets one answer everywhere.
+    png = decodePngFile(bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice());
   } catch (e) {
     throw new ImageError('BAD_IMAGE', `${what}: cannot decode the PNG (${decoderProblem(e)}): the file is corrupt`);
   }

@@ -26,12 +26,21 @@ function syncDecoder(): JpegDecode | undefined {
   return jpegDecode;
 }
 
+/** What a decoder's read past the end of the bytes means to the sender. */
+export const TRUNCATED = 'its data ends early: truncated';
+
 /**
  * A decoder's failure in words: reading past the end of the bytes surfaces as a RangeError about a DataView or an
- * offset, which says nothing to the sender; other messages ("invalid zlib data") are the decoder's own.
+ * offset, which says nothing to the sender; other messages ("invalid zlib data") are the decoder's own, on one
+ * line and without the punctuation they end with ("Error while decompressing the data:" when zlib gave no reason).
  */
 export function decoderProblem(e: unknown): string {
-  return e instanceof RangeError ? 'its data ends early: truncated' : (e as Error).message;
+  if (e instanceof RangeError) return TRUNCATED;
+  const text = String((e as Error)?.message ?? e)
+    .split('\n')[0]!
+    .trim()
+    .replace(/[\s:;,.-]+$/, '');
+  return text || 'no reason given';
 }
 
 export function jpegToRgba(bytes: Uint8Array, limits: ImageLimits, what: string): RgbaImage {

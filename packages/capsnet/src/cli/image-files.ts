@@ -14,6 +14,7 @@ import {
   InputError,
   PreprocessError,
   decodeImage,
+  emptyImageMessage,
   imageFormat,
   prepareImage,
   type ImageLimits,
@@ -76,6 +77,7 @@ function labelsBeside(imagesPath: string, count: number): Int32Array | undefined
  */
 export function imagesFromIdx(bytes: Uint8Array, metadata: ModelMetadata, name: string, limit = Infinity): { images: Float32Array; count: number } {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length === 0) throw new ImageError('NOT_AN_IMAGE', emptyImageMessage(name));
   const magic = bytes.length >= 4 ? view.getUint32(0) : 0;
   if (magic === 0x801) throw new InputError(`${name} is an IDX labels file: pass the images file (…-images-idx3-ubyte)`);
   if (magic >>> 16 !== 0 || bytes.length < 16) {
