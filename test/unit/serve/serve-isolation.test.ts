@@ -240,3 +240,36 @@ describe('serving: third-party text as one line naming the field and the fix (is
     assert.match(result.error.message, /^file 1 \(huge\.png\) needs more memory to decode than the server can give it \(.*\): send a smaller image$/);
   });
 });
+
+describe('GET /v1/stats counts every refused input', () => {
+  test("each 4xx on a queue's routes (bad JSON, wrong values, an undecodable PNG, /v2) is one invalidRequest of that queue", async () => {
+    const server = await createServer({ classifier: new FakeClassifier(), maxBatch: 4 });
+    const base = await server.listen(0, '127.0.0.1');
+    try {
+      const flat = new Array(784).fill(0.5);
+      const classifyBad = [
+        await postJson(base, '/v1/classify', '{"image": [1, 2'),
+        await postJson(base, '/v1/classify', { image: [1, 2, 3] }),
+        await postJson(base, '/v1/classify', { images: [flat, flat, flat, flat, flat] }),
+        await postJson(base, '/v1/classify', { image: flat.map(() => 7) }),
+        await postJson(base, '/v2/models/capsnet/infer', { inputs: [] }),
+      ];
+      const png = await fetch(`${base}/v1/classify`, {
+        method: 'POST',
+        headers: { 'content-type': 'image/png' },
+        body: new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2]),
+      });
+      await png.arrayBuffer();
+      const decodeBad = [await postJson(base, '/v1/decode', { capsules: [[1]] }), await postJson(base, '/v2/models/capsnet_decoder/infer', { inputs: 3 })];
+      for (const r of [...classifyBad, ...decodeBad, png]) assert.ok(r.status >= 400 && r.status < 500, String(r.status));
+      const good = await postJson(base, '/v1/classify', { image: flat });
+      assert.equal(good.status, 200);
+      const stats = (await fetch(`${base}/v1/stats`).then((r) => r.json())) as { classify: { invalidRequests: number }; decode: { invalidRequests: number } };
+      assert.equal(stats.classify.invalidRequests, classifyBad.length + 1);
+      assert.equal(stats.decode.invalidRequests, decodeBad.length);
+      assert.deepEqual(server.stats().classify.invalidRequests, stats.classify.invalidRequests);
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -39,7 +39,7 @@ export interface BatchStats {
   largestRun: number;
   /** Requests that failed because their run failed (after being rerun alone). */
   failedRequests: number;
-  /** Requests refused by the validator before joining a batch. */
+  /** Requests refused by the validator before joining a batch (the server's stats: every 4xx on the queue's routes). */
   invalidRequests: number;
   /** Runs of several requests that failed and were split into one run per request. */
   splitRuns: number;

@@ -11,6 +11,11 @@ export interface Inference {
   classify: Batcher<Float32Array, Classification>;
   decode: Batcher<Float32Array, Float32Array>;
   stats(): { classify: BatchStats; decode: BatchStats };
+  /**
+   * Count one 4xx answer to a request for `queue` (its input was refused): `invalidRequests` counts these, not
+   * only the batcher's own value checks, so a body that never parsed or an image that never decoded counts too.
+   */
+  countInvalid(queue: 'classify' | 'decode'): void;
   /** A run in flight or requests queued, on either queue. */
   busy(): boolean;
   /** Resolves when both queues are empty and no run is in flight. */
@@ -32,11 +37,19 @@ export function createInference(classifier: Classifier, policy: BatchPolicy): In
     policy,
     (items) => items.forEach((item, k) => checkValues(item, capsules, name(items, 'capsule set', k), 'capsule', null)),
   );
-  const stats = () => ({ classify: classify.stats(), decode: decode.stats() });
+  // The HTTP layer sees every refusal (the batcher only its own), so it counts them all, replacing the batcher's count.
+  const invalid = { classify: 0, decode: 0 };
+  const stats = () => ({
+    classify: { ...classify.stats(), invalidRequests: invalid.classify },
+    decode: { ...decode.stats(), invalidRequests: invalid.decode },
+  });
   return {
     classify,
     decode,
     stats,
+    countInvalid: (queue) => {
+      invalid[queue]++;
+    },
     busy: () => Object.values(stats()).some((s) => s.inFlight || s.queued > 0),
     idle: async () => {
       await Promise.all([classify.idle(), decode.idle()]);

@@ -99,6 +99,18 @@ export async function createServer(options: ServerOptions): Promise<CapsNetServe
 
   const app = Fastify({ logger: false, bodyLimit, requestTimeout: 60_000, return503OnClosing: true, forceCloseConnections: 'idle' });
   await guard(app, { allowedHosts: () => allowedHosts, cors: options.cors, closing: () => closing });
+  // Every 4xx answered on a route that feeds a queue is a refused input for that queue's invalidRequests (GET
+  // /v1/stats): bad JSON, an image that does not decode, wrong values, too many images alike.
+  const decoderModel = `${options.modelName ?? 'capsnet'}_decoder`;
+  app.addHook('onResponse', async (request, reply) => {
+    if (reply.statusCode < 400 || reply.statusCode >= 500 || request.method !== 'POST') return;
+    const route = request.routeOptions.url ?? '';
+    if (route === '/v1/classify') inference.countInvalid('classify');
+    else if (route === '/v1/decode') inference.countInvalid('decode');
+    else if (route.startsWith('/v2/models/') && route.endsWith('/infer')) {
+      inference.countInvalid((request.params as { name?: string }).name === decoderModel ? 'decode' : 'classify');
+    }
+  });
   if (options.logRequests) {
     app.addHook('onResponse', async (request, reply) => log(`${request.method} ${request.url} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)} ms`));
   }
