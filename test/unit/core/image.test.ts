@@ -307,7 +307,10 @@ describe('the runtime and the pipeline', () => {
       assert.match(strict!.reason!, /below the presence threshold 0.999/);
       const [lenient] = await model.classify(canvas, { presenceThreshold: 0 });
       assert.equal(lenient!.label, lenient!.longest);
-      await assert.rejects(CapsNet.load({ bytes: 1 } as never), /must be a path or URL string, a Uint8Array, an ArrayBuffer or a Buffer; got Object/);
+      await assert.rejects(
+        CapsNet.load({ bytes: 1 } as never),
+        /the model must be a path or URL string, its bytes \(Uint8Array, ArrayBuffer, Buffer\) or \{ model, decoder \}.*; got Object/,
+      );
     } finally {
       await model.dispose();
     }
