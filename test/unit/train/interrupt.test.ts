@@ -55,20 +55,25 @@ describe('stopping a training run', { timeout: 300_000 }, () => {
     assert.ok(!existsSync(out), `${out} is left behind`);
   });
 
-  test('capsnet train: Ctrl-C (SIGINT) saves, prints where it stopped and the resume command, exit code 130', async () => {
-    const out = join(tempDir('interrupt-cli'), 'run');
-    const args = ['train', '--preset', 'small', '--data', 'mnist-sample', '--train-limit', '6400', '--test-limit', '64', '--batch-size', '32'];
-    const child = execa('node', [CLI, ...args, '--out', out, '--progress-interval', '0'], { cwd: ROOT, reject: false });
-    // Not a terminal, so a progress line after every step: SIGINT once the first one is out.
-    child.stdout!.on('data', (chunk: Buffer) => {
-      if (/epoch 1\/\d+ step \d+\//.test(chunk.toString())) child.kill('SIGINT');
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    test(`capsnet train: ${signal} saves, prints where it stopped and the resume command, exit code ${code} (128 + the signal)`, async () => {
+      const out = join(tempDir('interrupt-cli'), 'run');
+      const args = ['train', '--preset', 'small', '--data', 'mnist-sample', '--train-limit', '6400', '--test-limit', '64', '--batch-size', '32'];
+      const child = execa('node', [CLI, ...args, '--out', out, '--progress-interval', '0'], { cwd: ROOT, reject: false });
+      // Not a terminal, so a progress line after every step: the signal once the first one is out.
+      child.stdout!.on('data', (chunk: Buffer) => {
+        if (/epoch 1\/\d+ step \d+\//.test(chunk.toString())) child.kill(signal);
+      });
+      const r = await child;
+      assert.equal(r.exitCode, code, `exit ${r.exitCode}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`${signal}: stopping after this step and saving a checkpoint`));
+      const line = /interrupted at epoch 1, step (\d+)\/200: saved in (.+); continue with: capsnet train --out (.+) --resume/.exec(r.stdout);
+      assert.ok(line, r.stdout);
+      assert.equal(line[2], out);
+      assert.equal(loadCheckpoint(out).progress?.stepsDone, Number(line[1]));
     });
-    const r = await child;
-    assert.equal(r.exitCode, 130, `exit ${r.exitCode}: ${r.stderr}`);
-    assert.match(r.stderr, /SIGINT: stopping after this step and saving a checkpoint/);
-    const line = /interrupted at epoch 1, step (\d+)\/200: saved in (.+); continue with: capsnet train --out (.+) --resume/.exec(r.stdout);
-    assert.ok(line, r.stdout);
-    assert.equal(line[2], out);
-    assert.equal(loadCheckpoint(out).progress?.stepsDone, Number(line[1]));
-  });
+  }
 });

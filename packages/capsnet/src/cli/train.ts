@@ -1,4 +1,5 @@
 import { existsSync, rmSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { Option, type Command } from 'commander';
 import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
 import { type CapsNetConfig, MAX_ROUTING_ITERATIONS, PRESET_NAMES } from '@capsnet-onnx/core';
@@ -128,7 +129,7 @@ export function registerTrainCommands(program: Command): void {
             ? `interrupted at epoch ${epoch}, step ${stepsDone}/${stepsPerEpoch}: saved in ${out}; continue with: capsnet train --out ${out} --resume`
             : 'interrupted before the first step: nothing was trained or saved',
         );
-        process.exitCode = 130;
+        process.exitCode = signalExitCode(stop.stoppedBy());
         return;
       }
       const last = result.metrics.at(-1);
@@ -142,8 +143,9 @@ export function registerTrainCommands(program: Command): void {
  * Ctrl-C (SIGINT) or SIGTERM stops the run at the next step with its progress checkpointed (TrainOptions.signal); a
  * second one, a second or more later, quits at once, leaving the last checkpoint (and removing the run folder if it holds none yet).
  */
-function stopOnSignals(out: string): { signal: AbortSignal; release: () => void } {
+function stopOnSignals(out: string): { signal: AbortSignal; release: () => void; stoppedBy: () => NodeJS.Signals | undefined } {
   const controller = new AbortController();
+  let stoppedBy: NodeJS.Signals | undefined;
   const createdDir = !existsSync(out);
   let firstAt = 0;
   const onSignal = (name: NodeJS.Signals) => {
@@ -154,21 +156,28 @@ function stopOnSignals(out: string): { signal: AbortSignal; release: () => void 
       const empty = createdDir && !existsSync(checkpointPath(out));
       if (empty) rmSync(out, { recursive: true, force: true });
       console.error(`${name} again: quitting without saving${empty ? '' : ` (the last checkpoint in ${out} stays)`}`);
-      process.exit(130);
+      process.exit(signalExitCode(name));
     }
     console.error(`${name}: stopping after this step and saving a checkpoint (again to quit at once)`);
     firstAt = Date.now();
+    stoppedBy = name;
     controller.abort();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   return {
     signal: controller.signal,
+    stoppedBy: () => stoppedBy,
     release: () => {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     },
   };
+}
+
+/** A process stopped by a signal exits 128 + its number (the shell's convention, as classify does): SIGINT 130, SIGTERM 143. */
+function signalExitCode(name: NodeJS.Signals | undefined): number {
+  return 128 + (osConstants.signals[name ?? 'SIGINT'] ?? 2);
 }
 
 /** The model flags that were given, as config overrides (absent flags leave the preset's and data set's values). */
