@@ -536,6 +536,14 @@ describe('capsnet export / inspect', () => {
     assert.doesNotMatch(notOnnx.stderr, /index out of range/, "protobufjs's own words stay out of it");
     const missing = await cli('inspect', join(dir, 'nope.onnx'));
     assert.match(missing.stderr, /^capsnet: no file at .*nope\.onnx: check the path/);
+    // --pretrained in place of a file, as classify and serve take it; neither, or both, is a one-line usage error.
+    const pretrained = JSON.parse((await cli('inspect', '--pretrained', 'mnist-small:int8', '--json')).stdout) as { path: string };
+    assert.match(pretrained.path, /mnist-small[\\/]model\.int8\.onnx$/);
+    assert.match((await cli('inspect')).stderr, /^capsnet: inspect needs a model: a model\.onnx from `capsnet export`, or --pretrained mnist-small$/);
+    assert.match(
+      (await cli('inspect', 'x.onnx', '--pretrained', 'mnist-small')).stderr,
+      /^capsnet: inspect: give a model file or --pretrained mnist-small, not both$/,
+    );
   });
 });
 

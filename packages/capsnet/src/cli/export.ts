@@ -4,6 +4,7 @@ import { type Command, Option } from 'commander';
 import { COMPUTE_PRECISIONS, type ComputePrecision, INSTANCE_KINDS, type InstanceKind, PRECISIONS, type Precision, defaultModelFile } from '../export/names.ts';
 import { MAX_ROUTING_ITERATIONS } from '@capsnet-onnx/core';
 import { INT32_MAX, integer, routingIterations } from './args.ts';
+import { chooseModel, pretrainedOption } from './pretrained.ts';
 
 export function registerExportCommands(program: Command): void {
   program
@@ -171,11 +172,12 @@ export function registerExportCommands(program: Command): void {
   program
     .command('inspect')
     .description("show an ONNX file's inputs, outputs, opset, metadata, op histogram, parameter count and size")
-    .argument('<model>', '.onnx file')
+    .argument('[model]', '.onnx file; or --pretrained')
+    .addOption(pretrainedOption())
     .option('--json', 'print as JSON', false)
-    .action(async (path: string, opts: { json: boolean }) => {
+    .action(async (file: string | undefined, opts: { json: boolean; pretrained?: string }) => {
       const { inspectFile, formatSummary } = await import('../export/inspect.ts');
-      const summary = inspectFile(path);
+      const summary = inspectFile(chooseModel('inspect', file, opts.pretrained));
       console.log(opts.json ? JSON.stringify(summary, null, 2) : formatSummary(summary));
     });
 }

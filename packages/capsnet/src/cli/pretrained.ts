@@ -1,5 +1,5 @@
 /**
- * `--pretrained NAME[:PRECISION]` for the commands that take a model file (serve, classify): a model of
+ * `--pretrained NAME[:PRECISION]` for the commands that take a model file (serve, classify, inspect): a model of
  * @capsnet-onnx/mnist instead, so a user classifies a digit before training anything.
  */
 import { PRETRAINED_NAMES, PRETRAINED_PRECISIONS, type PretrainedName, type PretrainedPrecision, pretrained } from '@capsnet-onnx/mnist';
