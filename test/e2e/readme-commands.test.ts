@@ -253,6 +253,7 @@ export const COMMANDS: Record<string, Decision> = {
     stdin: 'stdin.png',
   },
   'npx capsnet corpus write digits --count 5': {},
+  'npx capsnet train --preset small --train-limit 12000 --test-limit 1000 --epochs 1 --batch-size 32 --out runs/quick': {},
   'npx capsnet classify model.onnx digits/paper/0000-4.png digits/photo/0000-4.jpg': {
     files: { 'model.onnx': 'model', digits: { from: 'npx capsnet corpus write digits --count 5', path: 'digits' } },
   },
