@@ -282,6 +282,10 @@ export const COMMANDS: Record<string, Decision> = {
   'npm run format': {},
   'npm run typecheck': {},
   'npx capsnet parity --help': {},
+  'npx capsnet parity --pretrained mnist-small:int8 --digits 300': {
+    form: 'npx capsnet parity --pretrained mnist-small:int8 --digits 300 --devices node-cpu',
+    because: "the numbers quoted are node-cpu's; every device (Chromium, SwiftShader WebGPU) takes minutes",
+  },
   'npm run pretrained -- RUN_DIR --name mnist-small': {
     exempt:
       'replaces the shipped model in packages/mnist from a finished run on the full official MNIST (hours of training); test/unit/mnist checks what it wrote',

@@ -3,6 +3,7 @@ import { type Command, Option } from 'commander';
 import { DEVICE_TABLE, type DeviceRow } from '@capsnet-onnx/runtime/internal';
 import { parityDevices } from '../parity/devices.ts';
 import { TIMER_MAX_MS, deprecatedFlag, integer, nameList, nonNegativeInt } from './args.ts';
+import { UsageError, chooseModel, pretrainedOption, pretrainedReferencePath } from './pretrained.ts';
 
 export function registerParityCommands(program: Command, rows: readonly DeviceRow[] = DEVICE_TABLE): void {
   const devices = parityDevices(rows);
@@ -10,7 +11,8 @@ export function registerParityCommands(program: Command, rows: readonly DeviceRo
   program
     .command('parity')
     .description('run the same inputs through the tfjs reference and every ONNX Runtime device; print the parity matrix; exit 1 past tolerance')
-    .argument('<model>', 'model.onnx from `capsnet export` (its .decoder.onnx beside it)')
+    .argument('[model]', 'model.onnx from `capsnet export` (its .decoder.onnx beside it); or --pretrained')
+    .addOption(pretrainedOption())
     .option('--checkpoint <dir>', "run directory the model was exported from (default: the model's directory)")
     .option('--devices <list>', `comma-separated: ${names.join(',')} (default: all)`, nameList('--devices', names, 'devices'))
     .addOption(new Option('--backends <list>', 'the old name of --devices').argParser(nameList('--backends', names, 'devices')).hideHelp())
@@ -24,15 +26,19 @@ export function registerParityCommands(program: Command, rows: readonly DeviceRo
     .option('--json <file>', 'also write the full report as JSON')
     .option('--overwrite', 'replace the --json file if it exists (without it, an existing one is an error, before anything runs)', false)
     .addHelpText('after', `\nDevices:\n${devices.map((d) => `  ${d.name.padEnd(16)} ${d.description}`).join('\n')}`)
-    .action(async (model: string, opts) => {
+    .action(async (file: string | undefined, opts) => {
       if (opts.backends) deprecatedFlag('parity', '--backends', '--devices');
+      const model = chooseModel('parity', file, opts.pretrained);
+      // A pretrained model ships its files, not its checkpoint: the reference runs the fp32 file's weights.
+      const referenceModel = opts.pretrained === undefined ? undefined : pretrainedReferencePath(opts.pretrained);
+      if (referenceModel && opts.checkpoint) throw new UsageError('parity: --pretrained brings its own reference (its fp32 weights): drop --checkpoint');
       // Refused before minutes of parity runs, not after: the report file may be a user's (or an earlier report).
       const { refuseToReplace } = await import('../files/atomic.ts');
       if (opts.json) refuseToReplace([opts.json], opts.overwrite, { option: 'json path', flag: '--json path' });
       const { dirname } = await import('node:path');
       const { isBaselineRun, baselineParity } = await import('../parity/baseline.ts');
       const checkpoint = opts.checkpoint ?? dirname(model);
-      if (isBaselineRun(checkpoint)) {
+      if (!referenceModel && isBaselineRun(checkpoint)) {
         const report = await baselineParity(model, checkpoint, { digits: opts.digits, random: opts.random });
         console.log(
           `baseline CNN parity, tfjs cpu vs ${report.backend}, ${report.inputs} inputs: max |logit diff| ${report.maxAbsLogitDiff.toExponential(2)} ` +
@@ -49,6 +55,7 @@ export function registerParityCommands(program: Command, rows: readonly DeviceRo
       const report = await runParity({
         model,
         checkpoint: opts.checkpoint,
+        referenceModel,
         devices: opts.devices ?? opts.backends,
         require: opts.require,
         digits: opts.digits,

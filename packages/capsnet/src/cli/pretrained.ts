@@ -1,5 +1,5 @@
 /**
- * `--pretrained NAME[:PRECISION]` for the commands that take a model file (serve, classify, inspect): a model of
+ * `--pretrained NAME[:PRECISION]` for the commands that take a model file (serve, classify, inspect, parity): a model of
  * @capsnet-onnx/mnist instead, so a user classifies a digit before training anything.
  */
 import { PRETRAINED_NAMES, PRETRAINED_PRECISIONS, type PretrainedName, type PretrainedPrecision, pretrained } from '@capsnet-onnx/mnist';
@@ -21,6 +21,11 @@ export function pretrainedOption(): Option {
 export function pretrainedModelPath(choice: string): string {
   const [name, precision = 'fp32'] = choice.split(':') as [PretrainedName, PretrainedPrecision?];
   return pretrained(name, precision).model;
+}
+
+/** The fp32 file of a `--pretrained` choice: the weights parity's reference runs (no checkpoint ships). */
+export function pretrainedReferencePath(choice: string): string {
+  return pretrained(choice.split(':')[0] as PretrainedName, 'fp32').model;
 }
 
 /**

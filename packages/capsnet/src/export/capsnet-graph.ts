@@ -35,6 +35,20 @@ export function hwioToOihw(kernel: Float32Array, [kh, kw, cin, cout]: number[]):
   return out;
 }
 
+/** hwioToOihw's inverse: an ONNX Conv kernel [cout, cin, kh, kw] back to TensorFlow's [kh, kw, cin, cout]. */
+export function oihwToHwio(kernel: Float32Array, [kh, kw, cin, cout]: number[]): Float32Array {
+  const out = new Float32Array(kernel.length);
+  const khw = kh! * kw!;
+  for (let o = 0; o < cout!; o++) {
+    for (let i = 0; i < cin!; i++) {
+      for (let y = 0; y < kh!; y++) {
+        for (let x = 0; x < kw!; x++) out[((y * kw! + x) * cin! + i) * cout! + o] = kernel[(o * cin! + i) * khw + y * kw! + x]!;
+      }
+    }
+  }
+  return out;
+}
+
 /** Every weight the config implies must be present with the right number of values. */
 export function checkWeights(config: CapsNetConfig, weights: Weights): void {
   for (const [name, shape] of Object.entries(paramShapes(config))) {

@@ -15,14 +15,16 @@ export interface Tolerances {
  * fp32 is the float32 rounding of a different op order. fp16 and int8 files compute in float32 from rounded
  * weights, so their bounds are that rounding's effect on a trained model (relative weight error 2^-11 for fp16,
  * up to 1/254 of each channel's largest weight for int8), measured on the small preset trained 3 epochs (largest
-length difference over the 2,000 test digits: fp16 1.1e-4, int8 5.3e-3; parity's inputs: 9.6e-5 and 3.3e-3 on
-every backend) with 3-5x headroom; their
- * tie gap is the lengths bound, since a class whose length is within it of the winner's may win instead.
+ * length difference over the 2,000 test digits: fp16 1.1e-4, int8 5.3e-3; parity's inputs: 9.6e-5 and 3.3e-3 on
+ * every backend) with 3-5x headroom. int8 was measured again on the converged pretrained mnist-small (its larger
+ * weights round coarser: `capsnet parity --pretrained mnist-small:int8 --digits 300` on node-cpu, 308 inputs:
+ * lengths 7.3e-3, capsules 2.7e-3, reconstruction 4.2e-2, decoder 3.9e-2), and its bounds are 3.5-4x those.
+ * The tie gap is the lengths bound, since a class whose length is within it of the winner's may win instead.
  */
 export const TOLERANCES_BY_PRECISION: Record<string, Tolerances> = {
   fp32: { lengths: 1e-5, capsules: 1e-4, reconstruction: 1e-4, tieGap: 1e-5 },
   fp16: { lengths: 5e-4, capsules: 5e-4, reconstruction: 1e-3, tieGap: 5e-4 },
-  int8: { lengths: 1e-2, capsules: 1e-2, reconstruction: 2e-2, tieGap: 1e-2 },
+  int8: { lengths: 3e-2, capsules: 1e-2, reconstruction: 1.5e-1, tieGap: 3e-2 },
 };
 
 export const TOLERANCES: Tolerances = TOLERANCES_BY_PRECISION.fp32!;

@@ -5,6 +5,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { type CapsNetConfig, derivedSizes, paramShapes } from '@capsnet-onnx/core';
+import { readFileSync } from 'node:fs';
+import { weightsFromModel } from '../export/read-weights.ts';
 import { variablesFromWeights } from '../model/layers.ts';
 import { loadCheckpoint } from '../files/checkpoint.ts';
 import { setCpuBackend } from '../train/backends/backend.ts';
@@ -46,6 +48,19 @@ export async function loadReferenceModel(runDir: string): Promise<LoadedCheckpoi
   // Unnamed variables: tfjs names them globally, and a process may load more than one reference (tests do).
   const params: CapsNetParams = variablesFromWeights(paramShapes(state.config), state.weights, false);
   return { config: state.config, dataset: state.dataset, classLabels: state.classLabels, sha256: state.sha256, path: state.path, params };
+}
+
+/**
+ * The reference from an fp32 model file's weights (export/read-weights.ts) where no checkpoint ships: the same
+ * forward pass on the same float32 values the checkpoint held. `sha256` is the checkpoint the file records.
+ * @throws Error (one line) for a file that is not an fp32 CapsNet export.
+ */
+export async function loadReferenceFromModel(file: string): Promise<LoadedCheckpoint> {
+  await setCpuBackend();
+  await tf.ready();
+  const { metadata, weights } = weightsFromModel(new Uint8Array(readFileSync(file)), file);
+  const params: CapsNetParams = variablesFromWeights(paramShapes(metadata.config), weights, false);
+  return { config: metadata.config, dataset: metadata.dataset, classLabels: metadata.classLabels, sha256: metadata.checkpointSha256, path: file, params };
 }
 
 function run(model: LoadedCheckpoint, images: Float32Array, count: number) {

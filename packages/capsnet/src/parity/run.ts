@@ -12,7 +12,7 @@ import { describeWebGpuAdapter, forkWorker, webGpuWorkerEnv } from './fork.ts';
 import { parityInputs } from './inputs.ts';
 import { type BackendRow, type Tolerances, compare, formatMatrix, median, nearTies, tolerancesFor } from './matrix.ts';
 import type { MeasureRequest } from './measure.ts';
-import { PARITY_BATCH, loadReferenceModel, referenceOutputs } from './reference.ts';
+import { PARITY_BATCH, loadReferenceFromModel, loadReferenceModel, referenceOutputs } from './reference.ts';
 import { type CouplingCheck, couplingParity } from './coupling.ts';
 import type { WorkerReply, WorkerRequest } from './worker.ts';
 import { PARITY_DEVICES, parityDevices } from './devices.ts';
@@ -22,6 +22,11 @@ export interface ParityOptions {
   decoder?: string;
   /** Run directory (or checkpoint.bin) the model was exported from; default: the model's directory. */
   checkpoint?: string;
+  /**
+   * Instead of a checkpoint: the fp32 model file of the same export, whose weights the tfjs reference runs (a
+   * pretrained model of @capsnet-onnx/mnist ships its files, not its checkpoint). Its recorded checkpoint must be `model`'s.
+   */
+  referenceModel?: string;
   /** Parity devices (parity/devices.ts, e.g. node-cpu, chromium-wasm); default: all. */
   devices?: readonly string[];
   /** @deprecated the old name of `devices`. */
@@ -103,14 +108,15 @@ export async function runParity(options: ParityOptions): Promise<ParityReport> {
   if (!existsSync(model)) throw new Error(`model ${options.model} does not exist: create it with \`capsnet export RUN_DIR -o ${options.model}\``);
   const decoder = resolve(options.decoder ?? decoderPathFor(model));
   if (!existsSync(decoder)) throw new Error(`decoder ${decoder} does not exist: \`capsnet export\` writes it beside the model`);
-  const runDir = findCheckpoint(options.model, options.checkpoint);
   const timeoutMs = (options.timeoutS ?? 300) * 1000;
   const latencyRuns = options.latencyRuns ?? 20;
   const webgpuLatencyRuns = options.webgpuLatencyRuns ?? 2;
 
   const metadata = readModelMetadata(readFileSync(model));
   const tolerances = tolerancesFor(metadata.precision, metadata.computePrecision);
-  const checkpoint = await loadReferenceModel(runDir);
+  const checkpoint = options.referenceModel
+    ? await loadReferenceFromModel(options.referenceModel)
+    : await loadReferenceModel(findCheckpoint(options.model, options.checkpoint));
   if (metadata.checkpointSha256 && metadata.checkpointSha256 !== checkpoint.sha256) {
     throw new Error(
       `${options.model} was exported from checkpoint sha256 ${metadata.checkpointSha256.slice(0, 12)}..., but ${checkpoint.path} is ` +
