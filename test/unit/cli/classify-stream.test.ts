@@ -28,8 +28,8 @@ function idxFile(path: string, count: number): void {
   writeFileSync(path, bytes);
 }
 
-/** Start classify on the IDX file, send `signal` once it reports progress, and return what it wrote. */
-async function interrupt(args: string[], signal: NodeJS.Signals) {
+/** Start classify on the IDX file, send `signal` (`copies` times, 20 ms apart) once it reports progress, and return what it wrote. */
+async function interrupt(args: string[], signal: NodeJS.Signals, copies = 1) {
   const child = execa('node', [CLI, 'classify', '--pretrained', 'mnist-small', '--max-batch', '32', ...args], {
     cwd: ROOT,
     reject: false,
@@ -39,7 +39,7 @@ async function interrupt(args: string[], signal: NodeJS.Signals) {
   child.stderr!.on('data', (chunk: Buffer) => {
     if (!sent && /classified \d+\/\d+ images/.test(chunk.toString())) {
       sent = true;
-      child.kill(signal);
+      for (let i = 0; i < copies; i++) setTimeout(() => child.kill(signal), 20 * i);
     }
   });
   const r = await child;
@@ -74,6 +74,14 @@ describe('capsnet classify: streamed results and interruption', { timeout: 300_0
     assert.equal(json.results.length, r.done);
     assert.equal(json.results.at(-1).image, `${idx}[${r.done - 1}]`);
     assert.match(json.interrupted, /^interrupted by SIGTERM after \d+ of 8000 images/);
+  });
+
+  test('SIGINT twice at once (a process-group kill reaches the launcher and classify: one signal) still stops cleanly', async () => {
+    const r = await interrupt(['--json', idx], 'SIGINT', 2);
+    assert.equal(r.exitCode, 130, r.stderr);
+    const json = JSON.parse(r.stdout);
+    assert.equal(json.results.length, r.done);
+    assert.match(json.interrupted, /^interrupted by SIGINT after \d+ of 8000 images/);
   });
 
   test('a whole --json run is laid out as JSON.stringify(value, null, 2), error rows included', async () => {

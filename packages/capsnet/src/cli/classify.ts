@@ -1,12 +1,12 @@
 /** Registers `capsnet classify`. Light on purpose: the runtime (and ONNX Runtime) load only when it runs. */
 import { existsSync, readFileSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import { Option, type Command } from 'commander';
 import { POLARITIES, type Polarity, decoderPathFor } from '@capsnet-onnx/core';
 import { DEVICE_TABLE, type DeviceName, type DeviceRow, nodeDevice } from '@capsnet-onnx/runtime/internal';
 import { UsageError, chooseModel, pretrainedOption } from './pretrained.ts';
 import { checkOnnxModel, refuseNonModel } from './model-file.ts';
 import { deviceOption, positiveInt, presenceThreshold } from './args.ts';
+import { onStopSignals, signalExitCode } from './signals.ts';
 
 /** With --json, every error (commander's included) is one JSON object on stdout: {"error": {"code": ..., "message": ...}}. */
 const wantsJson = () => process.argv.includes('--json');
@@ -111,12 +111,12 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
   const out = opts.json ? jsonResults({ model: modelPath, device: model.device, deviceReport: model.deviceReport }) : textResults(sources);
   // Ctrl-C or SIGTERM: finish and write the batch in flight, then stop; a second signal quits at once.
   let stopped: NodeJS.Signals | undefined;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stopped) process.exit(128 + (osConstants.signals[signal] ?? 2));
-    stopped = signal;
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const signals = onStopSignals(
+    (name) => {
+      stopped = name;
+    },
+    (name) => process.exit(signalExitCode(name)),
+  );
   // Output is written as it comes, so a reader that stops early (`| head`) is met mid-run: stop quietly, as `cat` does.
   const onOutputError = (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
@@ -193,7 +193,7 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
     await out.end({ accuracy, labelled: counts.labelled, interrupted });
     if (interrupted) {
       console.error(`capsnet classify: ${interrupted}`);
-      process.exitCode = 128 + (osConstants.signals[stopped!] ?? 2);
+      process.exitCode = signalExitCode(stopped);
       return;
     }
     if (counts.failed) {
@@ -201,8 +201,7 @@ async function classify(modelPath: string, files: string[], opts: ClassifyCliOpt
       if (!opts.json) console.error(`capsnet: ${counts.failed} of ${counts.rows} images could not be read (see "error:" above)`);
     }
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    signals.release();
     process.stdout.off('error', onOutputError);
     progress.stop();
     await model.dispose();

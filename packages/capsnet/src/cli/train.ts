@@ -1,5 +1,4 @@
 import { existsSync, rmSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import { Option, type Command } from 'commander';
 import { RESUME_SAFE_FLAGS, type RunFlags } from '../train/run-dir.ts';
 import { type CapsNetConfig, MAX_ROUTING_ITERATIONS, PRESET_NAMES } from '@capsnet-onnx/core';
@@ -8,6 +7,7 @@ import { checkpointPath } from '../files/checkpoint.ts';
 import { DEFAULT_CHECKPOINT_INTERVAL_S } from '../train/checkpoint-cadence.ts';
 import { BACKEND_NAMES, DEFAULT_EPOCHS, MODEL_NAMES } from '../train/names.ts';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, routingIterations, seed, timeSpan } from './args.ts';
+import { onStopSignals, signalExitCode } from './signals.ts';
 
 function timestamp(): string {
   return new Date().toISOString().replace(/[:.]/g, '-').replace('T', '_').slice(0, 19);
@@ -145,39 +145,20 @@ export function registerTrainCommands(program: Command): void {
  */
 function stopOnSignals(out: string): { signal: AbortSignal; release: () => void; stoppedBy: () => NodeJS.Signals | undefined } {
   const controller = new AbortController();
-  let stoppedBy: NodeJS.Signals | undefined;
   const createdDir = !existsSync(out);
-  let firstAt = 0;
-  const onSignal = (name: NodeJS.Signals) => {
-    // Layers in front of the trainer (npx's npm and shell, bin/capsnet.js) can each pass one signal on: copies
-    // within a second are that one signal, not a second request.
-    if (controller.signal.aborted && Date.now() - firstAt < 1000) return;
-    if (controller.signal.aborted) {
+  const signals = onStopSignals(
+    (name) => {
+      console.error(`${name}: stopping after this step and saving a checkpoint (again to quit at once)`);
+      controller.abort();
+    },
+    (name) => {
       const empty = createdDir && !existsSync(checkpointPath(out));
       if (empty) rmSync(out, { recursive: true, force: true });
       console.error(`${name} again: quitting without saving${empty ? '' : ` (the last checkpoint in ${out} stays)`}`);
       process.exit(signalExitCode(name));
-    }
-    console.error(`${name}: stopping after this step and saving a checkpoint (again to quit at once)`);
-    firstAt = Date.now();
-    stoppedBy = name;
-    controller.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  return {
-    signal: controller.signal,
-    stoppedBy: () => stoppedBy,
-    release: () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
     },
-  };
-}
-
-/** A process stopped by a signal exits 128 + its number (the shell's convention, as classify does): SIGINT 130, SIGTERM 143. */
-function signalExitCode(name: NodeJS.Signals | undefined): number {
-  return 128 + (osConstants.signals[name ?? 'SIGINT'] ?? 2);
+  );
+  return { signal: controller.signal, ...signals };
 }
 
 /** The model flags that were given, as config overrides (absent flags leave the preset's and data set's values). */
