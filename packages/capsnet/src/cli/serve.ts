@@ -46,15 +46,19 @@ export function registerServeCommands(program: Command, rows: readonly DeviceRow
     .option('--cors <origin>', 'let pages from ORIGIN (e.g. https://app.example) call the API; without it cross-origin requests are refused')
     .action(async (file: string | undefined, { pretrained, ...opts }) => {
       const model = chooseModel('serve', file, pretrained);
-      if (file !== undefined) {
-        // Before serve looks for <model>.decoder.onnx: an image or other file in the model's place is named as such.
-        const { checkOnnxModel, refuseNonModel } = await import('./model-file.ts');
-        refuseNonModel(file);
-        await checkOnnxModel(file);
-      }
+      const { checkOnnxModel, refuseNonModel } = await import('./model-file.ts');
+      // An image or directory in the model's place is named as such (reading 8 bytes), before anything else.
+      if (file !== undefined) refuseNonModel(file);
       const dimensions = opts.dimensions ?? (pretrained !== undefined ? pretrainedDimensionsPath(pretrained) : undefined);
       const { serve } = await import('../serve/main.ts');
-      await serve({ model, ...opts, ...(dimensions ? { dimensions } : {}) });
+      try {
+        await serve({ model, ...opts, ...(dimensions ? { dimensions } : {}) });
+      } catch (e) {
+        // Startup failed (no <model>.decoder.onnx beside it, a load error): a file that is not ONNX at all is said in
+        // the project's words first. Parsed only here, as classify does, so a good model is not read twice.
+        if (file !== undefined) await checkOnnxModel(file);
+        throw e;
+      }
       // Serving ends in serve's own SIGTERM/SIGINT handler; the CLI exits as soon as an action returns.
       await new Promise<never>(() => {});
     });
