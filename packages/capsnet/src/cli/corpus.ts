@@ -1,11 +1,8 @@
 /** `capsnet corpus`: the test corpus of digits in the styles people hand them over (data/corpus.ts). */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { shortList } from '../files/short-list.ts';
 import { positiveInt, seed } from './args.ts';
-
-function shortList(names: string[]): string {
-  return names.length > 5 ? `${names.slice(0, 5).join(', ')} and ${names.length - 5} more` : names.join(', ');
-}
 
 export function registerCorpusCommands(program: Command): void {
   const corpus = program.command('corpus').description('test digits drawn as people hand them over: write the corpus, score classify results on it');
@@ -25,7 +22,7 @@ export function registerCorpusCommands(program: Command): void {
       const result = writeCorpus(dir, opts);
       const replaced = result.removed ? ` (the ${result.removed} files of the previous corpus removed first)` : '';
       // Files the corpus did not write stay, and classify DIR will read any images among them: say which.
-      const kept = result.kept.length ? `; kept ${result.kept.length} other file(s): ${shortList(result.kept)}` : '';
+      const kept = result.kept.length ? `; kept ${result.kept.length} other file(s): ${shortList(result.kept, 5)}` : '';
       console.log(`${dir}: ${result.written} images in ${DIGIT_STYLES.length + BLANK_STYLES.length} styles${replaced}${kept}`);
     });
   corpus

@@ -4,6 +4,7 @@
  * with no training example. `capsnet train` stops on these unless `--allow-suspicious-data` is given.
  */
 import type { Split } from '../data/datasets.ts';
+import { shortList } from '../files/short-list.ts';
 
 /** Why these training labels look wrong (one line, with the fix), or undefined when they look fine. */
 export function suspiciousLabels(train: Split, numClasses: number): string | undefined {
@@ -20,9 +21,8 @@ export function suspiciousLabels(train: Split, numClasses: number): string | und
   }
   const empty = counts.flatMap((c, k) => (c === 0 ? [k] : []));
   if (empty.length) {
-    const list = empty.length > 8 ? `${empty.slice(0, 8).join(', ')} and ${empty.length - 8} more` : empty.join(', ');
     return (
-      `${empty.length} of the ${numClasses} classes have no training example (class${empty.length > 1 ? 'es' : ''} ${list}): ` +
+      `${empty.length} of the ${numClasses} classes have no training example (class${empty.length > 1 ? 'es' : ''} ${shortList(empty, 8)}): ` +
       `the classes are 0..${numClasses - 1} because the largest label is ${numClasses - 1}, so the labels skip classes; ${fix}`
     );
   }

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { decoderPathFor } from '@capsnet-onnx/core';
 import { PRECISIONS, defaultModelFile } from '../export/names.ts';
 import { asFileSystemError, processAlive, sweepTempFiles, tempPathFor } from '../files/atomic.ts';
+import { shortList } from '../files/short-list.ts';
 
 export const LOCK_FILE = 'train.lock';
 /** Files that make a directory a run: reusing it needs --resume or --overwrite. */
@@ -222,10 +223,6 @@ export function openRunDir(runDir: string, mode: { overwrite: boolean }): RunDir
   return { path: runDir, swept, removed, kept, release, [Symbol.dispose]: release };
 }
 
-function shortList(names: string[]): string {
-  return names.length > 8 ? `${names.slice(0, 8).join(', ')} and ${names.length - 8} more` : names.join(', ');
-}
-
 /**
  * The one line `--overwrite` prints: what of the previous run it removed and, as a warning, what it left because
  * the project did not write it (a stale file there, e.g. `-o other.onnx`, would otherwise go unnoticed).
@@ -233,7 +230,7 @@ function shortList(names: string[]): string {
 export function overwriteReport(handle: Pick<RunDirHandle, 'removed' | 'kept'>): string | undefined {
   const parts = [
     ...(handle.removed.length ? [`removed the previous run's ${handle.removed.join(', ')}`] : []),
-    ...(handle.kept.length ? [`kept ${shortList(handle.kept)}, which capsnet did not name (check that none is the old run's)`] : []),
+    ...(handle.kept.length ? [`kept ${shortList(handle.kept, 8)}, which capsnet did not name (check that none is the old run's)`] : []),
   ];
   return parts.length ? `--overwrite: ${parts.join('; ')}` : undefined;
 }
