@@ -42,8 +42,12 @@ export function toModelBytes(value: unknown, what: string): Uint8Array {
   if (value instanceof Uint8Array) return value;
   if (value instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && value instanceof SharedArrayBuffer)) return new Uint8Array(value);
   if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  const got = value === null ? 'null' : typeof value === 'object' ? ((value as object).constructor?.name ?? 'object') : typeof value;
-  throw new InputError(`${what} must be a path or URL string, a Uint8Array, an ArrayBuffer or a Buffer; got ${got}`);
+  throw new InputError(`${what} must be a path or URL string, a Uint8Array, an ArrayBuffer or a Buffer; got ${kindOf(value)}`);
+}
+
+/** What a value is, for an error that refuses it: null, its class's name, or its type. */
+function kindOf(value: unknown): string {
+  return value === null ? 'null' : typeof value === 'object' ? ((value as object).constructor?.name ?? 'object') : typeof value;
 }
 
 /**
@@ -58,9 +62,8 @@ export function modelAndOptions<O extends { decoder?: unknown }>(source: ModelSo
     if (decoder !== undefined && typeof decoder !== 'string') throw new InputError(`the model's decoder must be a path or URL string; got ${typeof decoder}`);
     return { model, options: options.decoder === undefined && decoder !== undefined ? { ...options, decoder } : options };
   }
-  const got = source === null ? 'null' : typeof source === 'object' ? ((source as object).constructor?.name ?? 'object') : typeof source;
   throw new InputError(
-    `the model must be a path or URL string, its bytes (Uint8Array, ArrayBuffer, Buffer) or { model, decoder } (e.g. pretrained('mnist-small')); got ${got}`,
+    `the model must be a path or URL string, its bytes (Uint8Array, ArrayBuffer, Buffer) or { model, decoder } (e.g. pretrained('mnist-small')); got ${kindOf(source)}`,
   );
 }
 
