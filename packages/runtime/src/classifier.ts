@@ -63,7 +63,8 @@ export function modelAndOptions<O extends { decoder?: unknown }>(source: ModelSo
     return { model, options: options.decoder === undefined && decoder !== undefined ? { ...options, decoder } : options };
   }
   throw new InputError(
-    `the model must be a path or URL string, its bytes (Uint8Array, ArrayBuffer, Buffer) or { model, decoder } (e.g. pretrained('mnist-small')); got ${kindOf(source)}`,
+    "the model must be a path or URL string, its bytes (Uint8Array, ArrayBuffer, Buffer) or { model, decoder } (e.g. pretrained('mnist-small')); " +
+      `got ${kindOf(source)}`,
   );
 }
 

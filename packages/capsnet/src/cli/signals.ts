@@ -35,6 +35,17 @@ export function onStopSignals(
     release: () => {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      // A command that stopped may finish before the other copies of its signal arrive: without a handler, the
+      // default action would kill it mid-exit (its output's end unwritten). Ignore them for the rest of the window.
+      const left = first === undefined ? 0 : SAME_SIGNAL_MS - (Date.now() - firstAt);
+      if (left <= 0) return;
+      const ignore = () => {};
+      process.on('SIGINT', ignore);
+      process.on('SIGTERM', ignore);
+      setTimeout(() => {
+        process.off('SIGINT', ignore);
+        process.off('SIGTERM', ignore);
+      }, left).unref();
     },
   };
 }
