@@ -17,7 +17,7 @@
 import { execFileSync } from 'node:child_process';
 import { cpus, tmpdir } from 'node:os';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { checkDimensionFindings } from '@capsnet-onnx/core';
+import { checkDimensionFindings, presetConfig } from '@capsnet-onnx/core';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CapsNet } from '@capsnet-onnx/runtime';
@@ -181,7 +181,7 @@ const card: ModelCard = {
   training: {
     command:
       `capsnet train --preset ${state.run.preset ?? 'paper'} --data mnist --epochs ${state.epoch} ` +
-      `--batch-size ${state.run.batchSize} --seed ${state.seed}`,
+      `--batch-size ${state.run.batchSize} --seed ${state.seed}${scheduleFlags()}`,
     seed: state.seed,
     epochs: state.epoch,
     batchSize: state.run.batchSize,
@@ -198,6 +198,17 @@ const card: ModelCard = {
 writeFileAtomic(join(outDir, 'MODEL_CARD.md'), cardMarkdown(card));
 writeCardsModule(card);
 console.log(`wrote ${outDir} and packages/mnist/src/cards.ts`);
+
+/** The learning-rate flags of the run where they differ from its preset's, so that the card's command is exact. */
+function scheduleFlags(): string {
+  const preset = presetConfig(state.run.preset === 'small' ? 'small' : 'paper');
+  const flags = [
+    ['--learning-rate', state.config.learningRate, preset.learningRate],
+    ['--decay-rate', state.config.decayRate, preset.decayRate],
+    ['--decay-steps', state.config.decaySteps, preset.decaySteps],
+  ] as const;
+  return flags.map(([flag, value, byDefault]) => (value === byDefault ? '' : ` ${flag} ${value}`)).join('');
+}
 
 interface ParityReport {
   rows?: { backend: string; status: string; reason?: string; maxAbs?: { lengths: number }; argmax?: { agree: number; compared: number } }[];

@@ -147,6 +147,33 @@ describe('run directories', { timeout: 300_000 }, () => {
     assert.equal(/\/run: (--.*?)\. Drop these flags/.exec(r.stderr)?.[1], '--seed 3 (the run has 7)');
   });
 
+  test('the learning-rate flags set the decay the run trains with, and --resume keeps them', async () => {
+    const out = join(base, 'schedule');
+    const common = ['--preset', 'small', '--data', 'mnist-sample', '--train-limit', '32', '--test-limit', '16', '--batch-size', '16', '--out', out];
+    const schedule = ['--learning-rate', '0.002', '--decay-rate', '0.5', '--decay-steps', '4'];
+    const first = await execa('node', [CLI, 'train', ...common, ...schedule, '--epochs', '1', '--no-progress'], { cwd: ROOT, reject: false });
+    assert.equal(first.exitCode, 0, first.stderr);
+    const rates = () =>
+      readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).learning_rate);
+    // 2 steps an epoch: 0.002 x 0.5^(2/4) after the first, and the resumed epoch goes on from step 2 (0.002 x 0.5^1).
+    assert.deepEqual(
+      rates().map((r: number) => r.toPrecision(6)),
+      [(0.002 * 0.5 ** 0.5).toPrecision(6)],
+    );
+    const resumed = await execa('node', [CLI, 'train', '--out', out, '--resume', '--epochs', '2', '--no-progress'], { cwd: ROOT, reject: false });
+    assert.equal(resumed.exitCode, 0, resumed.stderr);
+    assert.deepEqual(
+      rates().map((r: number) => r.toPrecision(6)),
+      [(0.002 * 0.5 ** 0.5).toPrecision(6), (0.001).toPrecision(6)],
+    );
+    const changed = await execa('node', [CLI, 'train', '--out', out, '--resume', '--decay-steps', '8'], { cwd: ROOT, reject: false });
+    assert.equal(changed.exitCode, 1);
+    assert.match(changed.stderr, /^capsnet: --resume would change the run in .*: --decay-steps 8 \(the run has 4\)\. Drop these flags/m);
+  });
+
   test('one trainer per directory: a live lock refuses, a crashed one is taken over; orphaned temp files are swept', async () => {
     const out = join(base, 'locked');
     mkdirSync(out);

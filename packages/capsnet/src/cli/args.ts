@@ -128,7 +128,7 @@ export function decimal(
     maxInclusive: !range.maxExclusive,
     expected:
       max === Number.MAX_VALUE
-        ? `a number >= ${min}${range.unit ? ` (${range.unit})` : ''}`
+        ? `a number ${range.minExclusive ? '>' : '>='} ${min}${range.unit ? ` (${range.unit})` : ''}`
         : `a number in ${open}${min}, ${max}${close}${range.unit ? ` (${range.unit})` : ''}`,
   };
   return registered(rule, (value: string) => {

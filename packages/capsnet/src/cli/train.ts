@@ -6,7 +6,7 @@ import { DATA_SPECS } from '../data/datasets.ts';
 import { checkpointPath } from '../files/checkpoint.ts';
 import { DEFAULT_CHECKPOINT_INTERVAL_S } from '../train/checkpoint-cadence.ts';
 import { BACKEND_NAMES, DEFAULT_EPOCHS, MODEL_NAMES } from '../train/names.ts';
-import { nonNegativeInt, nonNegativeNumber, positiveInt, routingIterations, seed, timeSpan } from './args.ts';
+import { decimal, nonNegativeInt, nonNegativeNumber, positiveInt, routingIterations, seed, timeSpan } from './args.ts';
 import { onStopSignals, signalExitCode } from './signals.ts';
 
 function timestamp(): string {
@@ -27,6 +27,9 @@ function givenRunFlags(opts: Record<string, unknown>, command: Command): RunFlag
     'primaryCaps',
     'noneOfTheAbove',
     'reconstructionWeight',
+    'learningRate',
+    'decayRate',
+    'decaySteps',
   ];
   return Object.fromEntries(keys.filter((k) => command.getOptionValueSource(k) === 'cli').map((k) => [k, opts[k]])) as RunFlags;
 }
@@ -85,6 +88,11 @@ export function registerTrainCommands(program: Command): void {
       'weight of the reconstruction loss (paper: 0.0005; 0 = none, the default for cifar10)',
       nonNegativeNumber('--reconstruction-weight'),
     )
+    // tf.train.exponential_decay's three numbers: the paper names Adam with an exponentially decaying rate, its
+    // authors' code sets them. A run too short for their slow decay anneals sooner with a smaller --decay-steps.
+    .option('--learning-rate <lr>', "Adam's initial learning rate (default: 0.001, the authors' code)", positiveNumber('--learning-rate'))
+    .option('--decay-rate <r>', 'learning rate x r every --decay-steps steps, smoothly (default: 0.96)', decayFactor('--decay-rate'))
+    .option('--decay-steps <n>', 'steps per decay-rate factor (default: 2000 at --preset paper, 500 at small)', positiveInt('--decay-steps'))
     .option('--no-progress', 'no progress bar, and no progress lines')
     .addOption(
       new Option('--progress-interval <time>', 'when stderr is not a terminal (a log file, CI): a progress line at most this often (0: every step)')
@@ -162,10 +170,30 @@ function stopOnSignals(out: string): { signal: AbortSignal; release: () => void;
 }
 
 /** The model flags that were given, as config overrides (absent flags leave the preset's and data set's values). */
-function modelOverrides(opts: { primaryCaps?: number; noneOfTheAbove?: boolean; reconstructionWeight?: number }): Partial<CapsNetConfig> {
+function modelOverrides(opts: {
+  primaryCaps?: number;
+  noneOfTheAbove?: boolean;
+  reconstructionWeight?: number;
+  learningRate?: number;
+  decayRate?: number;
+  decaySteps?: number;
+}): Partial<CapsNetConfig> {
   return {
+    ...(opts.learningRate !== undefined ? { learningRate: opts.learningRate } : {}),
+    ...(opts.decayRate !== undefined ? { decayRate: opts.decayRate } : {}),
+    ...(opts.decaySteps !== undefined ? { decaySteps: opts.decaySteps } : {}),
     ...(opts.primaryCaps !== undefined ? { primaryMaps: opts.primaryCaps } : {}),
     ...(opts.noneOfTheAbove !== undefined ? { noneOfTheAbove: opts.noneOfTheAbove } : {}),
     ...(opts.reconstructionWeight !== undefined ? { reconstructionWeight: opts.reconstructionWeight } : {}),
   };
+}
+
+/** A positive learning rate. */
+function positiveNumber(flag: string): (value: string) => number {
+  return decimal(flag, { min: 0, max: Number.MAX_VALUE, minExclusive: true });
+}
+
+/** A decay factor in (0, 1]: 1 keeps the rate constant. */
+function decayFactor(flag: string): (value: string) => number {
+  return decimal(flag, { min: 0, max: 1, minExclusive: true });
 }

@@ -50,6 +50,9 @@ export interface RunFlags {
   primaryCaps?: number;
   noneOfTheAbove?: boolean;
   reconstructionWeight?: number;
+  learningRate?: number;
+  decayRate?: number;
+  decaySteps?: number;
 }
 
 const FLAG_NAMES: Record<keyof RunFlags, string> = {
@@ -64,6 +67,9 @@ const FLAG_NAMES: Record<keyof RunFlags, string> = {
   primaryCaps: '--primary-caps',
   noneOfTheAbove: '--[no-]none-of-the-above',
   reconstructionWeight: '--reconstruction-weight',
+  learningRate: '--learning-rate',
+  decayRate: '--decay-rate',
+  decaySteps: '--decay-steps',
 };
 
 /**

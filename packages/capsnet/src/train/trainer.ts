@@ -390,6 +390,9 @@ function runFlagsOf(source: TrainOptions | CheckpointState): RunFlags {
       primaryCaps: source.config.primaryMaps,
       noneOfTheAbove: source.config.noneOfTheAbove ?? false,
       reconstructionWeight: source.config.reconstructionWeight,
+      learningRate: source.config.learningRate,
+      decayRate: source.config.decayRate,
+      decaySteps: source.config.decaySteps,
     };
   }
   const overrides = source.configOverrides ?? {};
@@ -405,6 +408,9 @@ function runFlagsOf(source: TrainOptions | CheckpointState): RunFlags {
     primaryCaps: overrides.primaryMaps,
     noneOfTheAbove: overrides.noneOfTheAbove,
     reconstructionWeight: overrides.reconstructionWeight,
+    learningRate: overrides.learningRate,
+    decayRate: overrides.decayRate,
+    decaySteps: overrides.decaySteps,
   };
 }
 
