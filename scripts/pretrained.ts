@@ -11,7 +11,8 @@
  * 4. `capsnet experiment perturb` of the fp32 file on the official test digits: what each capsule dimension does
  *    (section 5.1 / figure 4 of the paper), written as packages/mnist/models/NAME/dimensions.json;
  * 5. write the model card twice: packages/mnist/models/NAME/MODEL_CARD.md for people and the entry of
- *    packages/mnist/src/cards.ts (generated: every card) for code.
+ *    packages/mnist/src/cards.ts (generated: every card) for code; and the one-file entries of every model
+ *    (packages/mnist/src/pretrained/, scripts/pretrained-entries.ts).
  * Files are replaced only with --overwrite.
  */
 import { execFileSync } from 'node:child_process';
@@ -27,6 +28,7 @@ import { wilsonInterval } from '../packages/capsnet/src/experiments/stats.ts';
 import { loadCheckpoint } from '../packages/capsnet/src/files/checkpoint.ts';
 import { writeFileAtomic } from '../packages/capsnet/src/files/atomic.ts';
 import { packageVersion } from '../packages/capsnet/src/files/package-version.ts';
+import { writeEntryModules } from './pretrained-entries.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const CLI = join(ROOT, 'packages', 'capsnet', 'bin', 'capsnet.js');
@@ -197,7 +199,8 @@ const card: ModelCard = {
 };
 writeFileAtomic(join(outDir, 'MODEL_CARD.md'), cardMarkdown(card));
 writeCardsModule(card);
-console.log(`wrote ${outDir} and packages/mnist/src/cards.ts`);
+writeEntryModules(PACKAGE);
+console.log(`wrote ${outDir}, packages/mnist/src/cards.ts and the one-file entries in packages/mnist/src/pretrained/`);
 
 /** The learning-rate flags of the run where they differ from its preset's, so that the card's command is exact. */
 function scheduleFlags(): string {

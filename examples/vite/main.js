@@ -1,14 +1,15 @@
-// A browser app built with Vite: the runtime and the pretrained model by their package names (Vite picks the
+// A browser app built with Vite: the runtime and a pretrained model by their package names (Vite picks the
 // runtime's browser entry, onnxruntime-web) on device wasm. onnxruntime-web finds its .wasm, and @capsnet-onnx/mnist
 // its model files, with new URL(file, import.meta.url): Vite emits them as assets. Nothing to copy (vite.config.js:
 // the dev server needs @capsnet-onnx/mnist left out of its pre-bundling).
-import { pretrained } from '@capsnet-onnx/mnist';
+// The one-file entry of the small CapsNet's fp32 file: Vite emits that file and its decoder, and no other model's
+// (pretrained('mnist-small') from '@capsnet-onnx/mnist' gives the same object, but lets Vite emit every file).
+import files from '@capsnet-onnx/mnist/pretrained/mnist-small';
 import { CapsNet } from '@capsnet-onnx/runtime';
 
 async function main() {
-  // The pretrained small CapsNet: in a browser, `model` and `decoder` are the URLs of the files Vite emitted (with
-  // hashed names: CapsNet.load takes both, rather than looking for the decoder beside the model by name).
-  const files = pretrained('mnist-small');
+  // In a browser, `files.model` and `files.decoder` are the URLs of the files Vite emitted (with hashed names:
+  // CapsNet.load takes both, rather than looking for the decoder beside the model by name).
   // digits.u8: N test digits of 28x28 bytes (0-255), one after the other, in public/ (see README.md).
   const digits = new Uint8Array(await (await fetch('/digits.u8')).arrayBuffer());
   const model = await CapsNet.load(files, { device: 'wasm' });

@@ -470,10 +470,21 @@ for (const end of ENDS)
         try {
           const page = await context.newPage();
           const errors: string[] = [];
-          page.on('pageerror', (e) => errors.push(e.message));
+          // An error thrown while the page's modules load ends it too: nothing would set exampleResult then.
+          let failed: (message: string) => void = () => {};
+          const uncaught = new Promise<string>((resolve) => (failed = resolve));
+          page.on('pageerror', (e) => {
+            errors.push(e.message);
+            failed(e.message);
+          });
           await page.goto(url);
-          await page.waitForFunction(() => 'exampleResult' in globalThis, undefined, { timeout: 120_000 });
-          const result = (await page.evaluate(() => (globalThis as unknown as { exampleResult: unknown }).exampleResult)) as PageResult;
+          const finished = page.waitForFunction(() => 'exampleResult' in globalThis, undefined, { timeout: 120_000 }).then(() => 'result');
+          finished.catch(() => undefined); // after an uncaught error, nobody awaits it
+          if ((await Promise.race([finished, uncaught])) !== 'result') {
+            // A result the page was about to set, with an error it reports itself, gets a moment to arrive.
+            await page.waitForTimeout(1000);
+          }
+          const result = ((await page.evaluate(() => (globalThis as unknown as { exampleResult?: unknown }).exampleResult)) ?? {}) as PageResult;
           if (errors.length && !result.error) result.error = errors.join('; ');
           return result;
         } finally {
@@ -547,6 +558,8 @@ for (const end of ENDS)
             `Vite emitted nothing matching ${emitted}: ${Object.keys(files).join(', ')}`,
           );
         }
+        // The one-file entry: the fp32 model and its decoder, and none of the package's other files.
+        assert.equal(Object.keys(files).filter((f) => f.endsWith('.onnx')).length, 2, `ONNX files emitted: ${Object.keys(files).join(', ')}`);
         // What `vite preview` serves: dist/, the model's files among the assets and public/'s digits.u8 at the root.
         const server = await serveFiles(files);
         try {

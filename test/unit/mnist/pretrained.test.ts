@@ -3,7 +3,7 @@
  * their card says; the card's numbers agree with each other; bad names get an error naming the good ones.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { PRETRAINED_NAMES, PRETRAINED_PRECISIONS, type PretrainedName, pretrained } from '@capsnet-onnx/mnist';
@@ -11,6 +11,7 @@ import { CapsNet } from '@capsnet-onnx/runtime';
 import { execa } from 'execa';
 import { loadDataset } from '../../../packages/capsnet/src/data/datasets.ts';
 import { CLI, ROOT } from '../../support/fixtures.ts';
+import { entryName } from '../../../scripts/pretrained-entries.ts';
 import { postJson, startServeProcess } from '../../support/serve.ts';
 
 /** Test digits classified per file here: the card's accuracy is on all 10,000 (scripts/pretrained.ts). */
@@ -24,6 +25,19 @@ describe('@capsnet-onnx/mnist', () => {
   test('an unknown name or precision is an error naming the ones there are', () => {
     assert.throws(() => pretrained('mnist-huge' as PretrainedName), /no model "mnist-huge": use one of mnist-small/);
     assert.throws(() => pretrained('mnist-small', 'fp8' as 'fp16'), /no precision "fp8": use one of fp32, fp16, int8/);
+  });
+
+  test("one entry per model and precision, each the same object as pretrained()'s, and no other", async () => {
+    const expected: string[] = [];
+    for (const name of PRETRAINED_NAMES) {
+      for (const precision of PRETRAINED_PRECISIONS) {
+        const entry = entryName(name, precision);
+        expected.push(`${entry}.ts`);
+        const { default: files } = await import(`@capsnet-onnx/mnist/pretrained/${entry}`);
+        assert.deepEqual(files, pretrained(name, precision), entry);
+      }
+    }
+    assert.deepEqual(readdirSync(join(ROOT, 'packages', 'mnist', 'src', 'pretrained')).sort(), expected.sort());
   });
 
   const test10k = loadDataset('mnist').test;
