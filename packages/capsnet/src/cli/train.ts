@@ -170,14 +170,9 @@ function stopOnSignals(out: string): { signal: AbortSignal; release: () => void;
 }
 
 /** The model flags that were given, as config overrides (absent flags leave the preset's and data set's values). */
-function modelOverrides(opts: {
-  primaryCaps?: number;
-  noneOfTheAbove?: boolean;
-  reconstructionWeight?: number;
-  learningRate?: number;
-  decayRate?: number;
-  decaySteps?: number;
-}): Partial<CapsNetConfig> {
+function modelOverrides(
+  opts: Pick<RunFlags, 'primaryCaps' | 'noneOfTheAbove' | 'reconstructionWeight' | 'learningRate' | 'decayRate' | 'decaySteps'>,
+): Partial<CapsNetConfig> {
   return {
     ...(opts.learningRate !== undefined ? { learningRate: opts.learningRate } : {}),
     ...(opts.decayRate !== undefined ? { decayRate: opts.decayRate } : {}),
