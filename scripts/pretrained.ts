@@ -42,7 +42,7 @@ const { values, positionals } = parseArgs({
     name: { type: 'string' },
     overwrite: { type: 'boolean', default: false },
     'wall-seconds': { type: 'string' },
-    'parity-backends': { type: 'string', default: 'node-cpu,node-wasm,chromium-wasm' },
+    'parity-devices': { type: 'string', default: 'node-cpu,node-wasm,chromium-wasm' },
     'only-dimensions': { type: 'boolean', default: false },
   },
 });
@@ -146,7 +146,7 @@ try {
   execFileSync(
     process.execPath,
     // The report is this script's own scratch file (removed below); one left by a run that died is replaced.
-    [CLI, 'parity', join(outDir, 'model.onnx'), '--checkpoint', runDir, '--backends', values['parity-backends'], '--json', parityJson, '--overwrite'],
+    [CLI, 'parity', join(outDir, 'model.onnx'), '--checkpoint', runDir, '--devices', values['parity-devices'], '--json', parityJson, '--overwrite'],
     { stdio: 'inherit' },
   );
 } catch {
