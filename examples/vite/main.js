@@ -3,7 +3,7 @@
 // its model files, with new URL(file, import.meta.url): Vite emits them as assets. Nothing to copy (vite.config.js:
 // the dev server needs @capsnet-onnx/mnist left out of its pre-bundling).
 // The one-file entry of the small CapsNet's fp32 file: Vite emits that file and its decoder, and no other model's
-// (pretrained('mnist-small') from '@capsnet-onnx/mnist' gives the same object, but lets Vite emit every file).
+// (pretrained('mnist-small') from '@capsnet-onnx/mnist' gives the same files and card, but lets Vite emit every file).
 import files from '@capsnet-onnx/mnist/pretrained/mnist-small';
 import { CapsNet } from '@capsnet-onnx/runtime';
 

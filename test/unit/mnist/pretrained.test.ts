@@ -27,7 +27,7 @@ describe('@capsnet-onnx/mnist', () => {
     assert.throws(() => pretrained('mnist-small', 'fp8' as 'fp16'), /no precision "fp8": use one of fp32, fp16, int8/);
   });
 
-  test("one entry per model and precision, each the same object as pretrained()'s, and no other", async () => {
+  test('one entry per model and precision (and NAME.fp32), each what pretrained() gives, and no other', async () => {
     const expected: string[] = [];
     for (const name of PRETRAINED_NAMES) {
       for (const precision of PRETRAINED_PRECISIONS) {
@@ -36,6 +36,9 @@ describe('@capsnet-onnx/mnist', () => {
         const { default: files } = await import(`@capsnet-onnx/mnist/pretrained/${entry}`);
         assert.deepEqual(files, pretrained(name, precision), entry);
       }
+      expected.push(`${name}.fp32.ts`);
+      const { default: alias } = await import(`@capsnet-onnx/mnist/pretrained/${name}.fp32`);
+      assert.deepEqual(alias, pretrained(name, 'fp32'), `${name}.fp32`);
     }
     assert.deepEqual(readdirSync(join(ROOT, 'packages', 'mnist', 'src', 'pretrained')).sort(), expected.sort());
   });

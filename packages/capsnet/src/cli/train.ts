@@ -90,8 +90,8 @@ export function registerTrainCommands(program: Command): void {
     )
     // tf.train.exponential_decay's three numbers: the paper names Adam with an exponentially decaying rate, its
     // authors' code sets them. A run too short for their slow decay anneals sooner with a smaller --decay-steps.
-    .option('--learning-rate <lr>', "Adam's initial learning rate (default: 0.001, the authors' code)", positiveNumber('--learning-rate'))
-    .option('--decay-rate <r>', 'learning rate x r every --decay-steps steps, smoothly (default: 0.96)', decayFactor('--decay-rate'))
+    .option('--learning-rate <lr>', "Adam's initial learning rate, > 0 (default: 0.001, the authors' code)", positiveNumber('--learning-rate'))
+    .option('--decay-rate <r>', 'learning rate x r every --decay-steps steps, smoothly; 0 < r <= 1 (default: 0.96; 1: no decay)', decayFactor('--decay-rate'))
     .option('--decay-steps <n>', 'steps per decay-rate factor (default: 2000 at --preset paper, 500 at small)', positiveInt('--decay-steps'))
     .option('--no-progress', 'no progress bar, and no progress lines')
     .addOption(
