@@ -600,13 +600,13 @@ for (const end of ENDS)
         }
       }
 
-      test("examples/vite: the dev server (`vite`) runs the page with the example's config; without its exclude, @capsnet-onnx/mnist says what to add", async () => {
+      test("examples/vite: the dev server (`vite`) runs the page with the example's config; without its exclude, the package says what to add", async () => {
         const correct = checkAgainstNode(await runViteDev('vite.config.js'));
         // The dev server pre-bundles dependencies into node_modules/.vite/deps/, away from @capsnet-onnx/mnist's models/.
         writeFileSync(join(browserApp.dir, 'vite.no-exclude.config.js'), 'export default { logLevel: "warn" };\n');
         const broken = await runViteDev('vite.no-exclude.config.js');
         assert.match(broken.error ?? '', /pre-bundled by Vite's dev server.*optimizeDeps: \{ exclude: \['@capsnet-onnx\/mnist'\] \}/);
-        record(`examples/vite dev server (same install), ${end}`, null, `${correct}/${DIGITS} in Chromium on wasm; without the exclude: @capsnet-onnx/mnist names it`);
+        record(`examples/vite dev server (same install), ${end}`, null, `${correct}/${DIGITS} in Chromium on wasm; without the exclude: the package names it`);
       });
 
       test('examples/script-module: a plain <script type="module"> page with an import map, npm run vendor', async () => {
