@@ -15,7 +15,7 @@ import { refuseNonModel } from '../../../packages/capsnet/src/cli/model-file.ts'
 import { CLI, ROOT } from '../../support/fixtures.ts';
 
 const cli = (...args: string[]) => execa('node', [CLI, ...args], { cwd: ROOT, reject: false, timeout: 120_000 });
-const FIX = /give a model\.onnx from `capsnet export` first, or use --pretrained mnist-small$/;
+const FIX = /give a model\.onnx from `capsnet export` first, or use --pretrained mnist-[a-z]+$/;
 
 describe('the model argument is checked for what it is', () => {
   let dir: string;
