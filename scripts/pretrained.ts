@@ -1,7 +1,7 @@
 /**
  * Turn a finished training run into a pretrained model of @capsnet-onnx/mnist (packages/mnist):
  *
- *   npm run pretrained -- RUN_DIR --name mnist-small [--wall-seconds S] [--overwrite]
+ *   npm run pretrained -- RUN_DIR --name mnist-small [--wall-seconds S] [--note TEXT] [--overwrite]
  *   npm run pretrained -- --name mnist-small --only-dimensions [--overwrite]   (step 4 alone, on the shipped model)
  *
  * 1. `capsnet export` the run in fp32, fp16 and int8 (each with its decoder) into packages/mnist/models/NAME/;
@@ -42,6 +42,7 @@ const { values, positionals } = parseArgs({
     name: { type: 'string' },
     overwrite: { type: 'boolean', default: false },
     'wall-seconds': { type: 'string' },
+    note: { type: 'string' },
     'parity-devices': { type: 'string', default: 'node-cpu,node-wasm,chromium-wasm' },
     'only-dimensions': { type: 'boolean', default: false },
   },
@@ -50,7 +51,7 @@ const runDir = positionals[0];
 const name = values.name;
 if ((!runDir && !values['only-dimensions']) || !name || !/^[a-z0-9-]+$/.test(name)) {
   console.error(
-    'usage: scripts/pretrained.ts RUN_DIR --name NAME (lower-case letters, digits, dashes) [--overwrite] [--wall-seconds S]\n' +
+    'usage: scripts/pretrained.ts RUN_DIR --name NAME (lower-case letters, digits, dashes) [--overwrite] [--wall-seconds S] [--note TEXT]\n' +
       '       scripts/pretrained.ts --name NAME --only-dimensions [--overwrite]',
   );
   process.exit(2);
@@ -191,6 +192,7 @@ const card: ModelCard = {
     wallSeconds: Math.round(wallSeconds),
     machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores`,
     accuracyByEpoch: state.metrics.map((m) => m.test_accuracy),
+    ...(values.note ? { note: values.note } : {}),
   },
   results,
   parity,
@@ -249,14 +251,14 @@ ${c.description}; ${c.parameters.toLocaleString('en-US')} parameters (decoder in
 
 ## Data
 ${c.data.source}: trained on the official ${c.data.train.toLocaleString('en-US')} training digits with ${c.data.augmentation},
-tested on the official ${c.data.test.toLocaleString('en-US')} test digits (never seen in training or model selection).
+tested on the official ${c.data.test.toLocaleString('en-US')} test digits (never seen in training${c.training.note ? '' : ' or model selection'}).
 
 ## Training
 \`\`\`
 ${c.training.command}
 \`\`\`
 Seed ${c.training.seed}, ${c.training.epochs} epochs at batch ${c.training.batchSize}, backend ${c.training.backend}, ${minutes} minutes of
-training on ${c.training.machine}. Test accuracy after each epoch (tfjs, fp32): ${c.training.accuracyByEpoch.map(pct).join(', ')}.
+training on ${c.training.machine}. Test accuracy after each epoch (tfjs, fp32): ${c.training.accuracyByEpoch.map(pct).join(', ')}.${c.training.note ? `\n\n${c.training.note}` : ''}
 
 ## Test results (official test set, onnxruntime-node cpu)
 | file | accuracy | 95% interval (Wilson) | errors | errors per class 0-9 | model + decoder |

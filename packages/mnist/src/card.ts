@@ -44,6 +44,8 @@ export interface ModelCard {
     machine: string;
     /** Test accuracy after each epoch (the run's metrics.jsonl), fp32 tfjs. */
     accuracyByEpoch: number[];
+    /** How the run was chosen or stopped where it was more than its command, e.g. continued after seeing test accuracy. */
+    note?: string;
   };
   /** The exported files on the official test set, evaluated with onnxruntime-node's cpu execution provider. */
   results: Record<'fp32' | 'fp16' | 'int8', PrecisionResult>;
