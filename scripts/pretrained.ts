@@ -237,6 +237,7 @@ function pct(x: number): string {
 
 function cardMarkdown(c: ModelCard): string {
   const minutes = (c.training.wallSeconds / 60).toFixed(0);
+  const note = c.training.note ? `\n\n${c.training.note}` : '';
   const rows = PRECISIONS.map((p) => {
     const r = c.results[p];
     const size = `${(r.modelBytes / 1e6).toFixed(2)} MB + ${(r.decoderBytes / 1e6).toFixed(2)} MB`;
@@ -258,7 +259,7 @@ tested on the official ${c.data.test.toLocaleString('en-US')} test digits (never
 ${c.training.command}
 \`\`\`
 Seed ${c.training.seed}, ${c.training.epochs} epochs at batch ${c.training.batchSize}, backend ${c.training.backend}, ${minutes} minutes of
-training on ${c.training.machine}. Test accuracy after each epoch (tfjs, fp32): ${c.training.accuracyByEpoch.map(pct).join(', ')}.${c.training.note ? `\n\n${c.training.note}` : ''}
+training on ${c.training.machine}. Test accuracy after each epoch (tfjs, fp32): ${c.training.accuracyByEpoch.map(pct).join(', ')}.${note}
 
 ## Test results (official test set, onnxruntime-node cpu)
 | file | accuracy | 95% interval (Wilson) | errors | errors per class 0-9 | model + decoder |
