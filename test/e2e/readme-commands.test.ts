@@ -191,7 +191,7 @@ const TRAIN_USAGE =
   '[--batch-size N] [--routing N] [--backend auto|tensorflow|webgpu|wasm|cpu] [--seed N] [--out DIR] ' +
   '[--resume | --overwrite] [--allow-suspicious-data] [--checkpoint-every 50] [--checkpoint-interval ' +
   '5m] [--train-limit N] [--test-limit N] [--no-progress] [--progress-interval 30s] [--primary-caps N] ' +
-  '[--[no-]none-of-the-above] [--reconstruction-weight W]';
+  '[--[no-]none-of-the-above] [--reconstruction-weight W] [--learning-rate 0.001] [--decay-rate 0.96] [--decay-steps N]';
 const TRITON_EXPORT_USAGE =
   'npx capsnet export RUN_DIR --triton models [--precision fp16] [--triton-name capsnet] ' +
   '[--max-batch-size 32] [--max-queue-delay-us 2000] [--instance-kind auto|cpu|gpu] [--instances 1]';
