@@ -146,6 +146,11 @@ export function nonNegativeNumber(flag: string, unit?: string): (value: string) 
   return decimal(flag, { min: 0, max: Number.MAX_VALUE, ...(unit ? { unit } : {}) });
 }
 
+/** A number > 0 (rates). */
+export function positiveNumber(flag: string): (value: string) => number {
+  return decimal(flag, { min: 0, max: Number.MAX_VALUE, minExclusive: true });
+}
+
 /** A duration in `unit` (ms or s), 0 up to what a Node timer can wait (about 24.8 days). */
 export function duration(flag: string, unit: 'ms' | 's'): (value: string) => number {
   return decimal(flag, { min: 0, max: unit === 'ms' ? TIMER_MAX_MS : Math.floor(TIMER_MAX_MS / 1000), unit: unit === 'ms' ? 'milliseconds' : 'seconds' });

@@ -6,7 +6,7 @@ import { DATA_SPECS } from '../data/datasets.ts';
 import { checkpointPath } from '../files/checkpoint.ts';
 import { DEFAULT_CHECKPOINT_INTERVAL_S } from '../train/checkpoint-cadence.ts';
 import { BACKEND_NAMES, DEFAULT_EPOCHS, MODEL_NAMES } from '../train/names.ts';
-import { decimal, nonNegativeInt, nonNegativeNumber, positiveInt, routingIterations, seed, timeSpan } from './args.ts';
+import { fraction, nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber, routingIterations, seed, timeSpan } from './args.ts';
 import { onStopSignals, signalExitCode } from './signals.ts';
 
 function timestamp(): string {
@@ -91,7 +91,7 @@ export function registerTrainCommands(program: Command): void {
     // tf.train.exponential_decay's three numbers: the paper names Adam with an exponentially decaying rate, its
     // authors' code sets them. A run too short for their slow decay anneals sooner with a smaller --decay-steps.
     .option('--learning-rate <lr>', "Adam's initial learning rate, > 0 (default: 0.001, the authors' code)", positiveNumber('--learning-rate'))
-    .option('--decay-rate <r>', 'learning rate x r every --decay-steps steps, smoothly; 0 < r <= 1 (default: 0.96; 1: no decay)', decayFactor('--decay-rate'))
+    .option('--decay-rate <r>', 'learning rate x r every --decay-steps steps, smoothly; 0 < r <= 1 (default: 0.96; 1: no decay)', fraction('--decay-rate'))
     .option('--decay-steps <n>', 'steps per decay-rate factor (default: 2000 at --preset paper, 500 at small)', positiveInt('--decay-steps'))
     .option('--no-progress', 'no progress bar, and no progress lines')
     .addOption(
@@ -181,14 +181,4 @@ function modelOverrides(
     ...(opts.noneOfTheAbove !== undefined ? { noneOfTheAbove: opts.noneOfTheAbove } : {}),
     ...(opts.reconstructionWeight !== undefined ? { reconstructionWeight: opts.reconstructionWeight } : {}),
   };
-}
-
-/** A positive learning rate. */
-function positiveNumber(flag: string): (value: string) => number {
-  return decimal(flag, { min: 0, max: Number.MAX_VALUE, minExclusive: true });
-}
-
-/** A decay factor in (0, 1]: 1 keeps the rate constant. */
-function decayFactor(flag: string): (value: string) => number {
-  return decimal(flag, { min: 0, max: 1, minExclusive: true });
 }
