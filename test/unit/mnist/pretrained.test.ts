@@ -18,8 +18,11 @@ import { postJson, startServeProcess } from '../../support/serve.ts';
 const CHECKED = 1000;
 
 describe('@capsnet-onnx/mnist', () => {
-  test('holds the small preset', () => {
+  test("holds the small preset and the paper's", () => {
     assert.ok(PRETRAINED_NAMES.includes('mnist-small' as PretrainedName), `models: ${PRETRAINED_NAMES.join(', ')}`);
+    assert.ok(PRETRAINED_NAMES.includes('mnist-paper' as PretrainedName), `models: ${PRETRAINED_NAMES.join(', ')}`);
+    assert.equal(pretrained('mnist-paper' as PretrainedName).card.preset, 'paper');
+    assert.equal(pretrained('mnist-paper' as PretrainedName).card.parameters, 8_215_568);
   });
 
   test('an unknown name or precision is an error naming the ones there are', () => {
