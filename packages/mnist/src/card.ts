@@ -2,9 +2,9 @@
 
 /** One backend of the parity check (`capsnet parity`): the ONNX file against the tfjs reference on the same inputs. */
 export interface ParityRow {
-  /** e.g. node-cpu, node-wasm, chromium-wasm (`capsnet parity --backends`). */
+  /** e.g. node-cpu, node-wasm, chromium-wasm (`capsnet parity --devices`). */
   backend: string;
-  /** ok, fail, or skip (with the reason in `note`). */
+  /** `capsnet parity`'s verdict: pass, fail, error or skipped (with the reason in `note`). */
   status: string;
   /** Largest |difference| of the capsule lengths from the reference. */
   maxAbsLengths: number | null;
