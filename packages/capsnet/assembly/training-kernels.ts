@@ -57,6 +57,13 @@
   for (; k < n; k++) set(y, k, get(y, k) + alpha * get(x, k));
 }
 
+/** y[k] += x[k], k < n. */
+@inline function accumulate(y: usize, x: usize, n: i32): void {
+  let k = 0;
+  for (; k + 4 <= n; k += 4) v128.store(at(y, k), f32x4.add(v128.load(at(y, k)), v128.load(at(x, k))));
+  for (; k < n; k++) set(y, k, get(y, k) + get(x, k));
+}
+
 /** y[k] = 0, k < n. */
 @inline function zero(y: usize, n: i32): void {
   memory.fill(y, 0, <usize>n << 2);
@@ -402,6 +409,35 @@ export function col2imT(colT: usize, dxT: usize, N: i32, H: i32, W: i32, C: i32,
             for (let ow = owLo; ow < owHi; ow++) set(dst, ow * sw, get(dst, ow * sw) + get(row, ow));
           }
         }
+      }
+    }
+  }
+}
+
+/**
+ * dx[n, h, :, :] = the sum of col[(nl, oh, ow), (kh, kw, :)] over the (oh, ow, kh, kw) that land on row h = oh sh + kh -
+ * pt, column ow sw + kw - pl, for the rows u0 <= u < u1 of the images n0..n0+nb-1 (u = nl H + h, n = n0 + nl): col2im
+ * in tfjs's NHWC layout, a convolution's input gradient from col = dy W^T (train/backends/ort-conv.ts). Each row of dx
+ * is zeroed, then gathers its terms: for one (oh, ow, kh), consecutive kw land on consecutive columns, so each term
+ * is one contiguous run of col (KW x C floats, in the HWIO filter's order) added to one contiguous run of the row.
+ * Splitting by output rows keeps a part's writes in one row and its reads in long runs.
+ */
+export function col2imRows(col: usize, dx: usize, H: i32, W: i32, C: i32, OH: i32, OW: i32, KH: i32, KW: i32,
+  sh: i32, sw: i32, pt: i32, pl: i32, n0: i32, nb: i32, u0: i32, u1: i32): void {
+  const KK = KH * KW * C;
+  for (let u = u0; u < u1; u++) {
+    const nl = u / H, h = u % H;
+    const row = at(dx, ((n0 + nl) * H + h) * W * C);
+    zero(row, W * C);
+    for (let oh = 0; oh < OH; oh++) {
+      const kh = h + pt - oh * sh;
+      if (kh < 0 || kh >= KH) continue;
+      for (let ow = 0; ow < OW; ow++) {
+        const iw = ow * sw - pl;
+        const kwLo = max(0, -iw), kwHi = min(KW, W - iw);
+        if (kwLo >= kwHi) continue;
+        const src = at(col, ((nl * OH + oh) * OW + ow) * KK + (kh * KW + kwLo) * C);
+        accumulate(at(row, (iw + kwLo) * C), src, (kwHi - kwLo) * C);
       }
     }
   }

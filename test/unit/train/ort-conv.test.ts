@@ -64,7 +64,7 @@ function cases(): Case[] {
     },
     { x: [2, 12, 12, 3], filter: [2, 2, 3, 4], strides: 3, pad: 'valid' }, // a filter narrower than its stride
     { x: [1, 7, 7, 2], filter: [3, 3, 2, 3], strides: 2, pad: 1 },
-    // Several im2col chunks (288 rows each: 2 images of 12x12 outputs, 1 of 17x17), the last one short.
+    // Several GEMM chunks, forward and input gradient (288 rows each: 2 images of 12x12 outputs, 1 of 17x17), the last one short.
     { x: [5, 20, 20, 4], filter: [9, 9, 4, 6], strides: 1, pad: 'valid' },
     { x: [3, 17, 17, 2], filter: [3, 3, 2, 3], strides: 1, pad: 'same' },
   ];
@@ -92,8 +92,8 @@ describe("onnxruntime's convolutions for the wasm backend", () => {
   });
 
   const tunings: [string, OrtConvolutionTuning][] = [
-    ['forward by ONNX Conv', { im2col: 'never' }],
-    ['forward by im2col GEMM', { im2col: 'always' }],
+    ['forward and input gradient by ONNX Conv and ConvTranspose', { im2col: 'never' }],
+    ['forward and input gradient by GEMMs, im2col and col2im', { im2col: 'always' }],
     ['one image per ORT call', { bytesPerCall: 1 }],
   ];
   for (const [label, tuning] of tunings) {
@@ -109,7 +109,7 @@ describe("onnxruntime's convolutions for the wasm backend", () => {
     });
   }
 
-  test('run the forward as an im2col GEMM where a patch row is long (PrimaryCaps), ONNX Conv where it is short (conv1)', () => {
+  test('run the forward and input gradient as GEMMs where a patch row is long (PrimaryCaps), ONNX Conv where it is short (conv1)', () => {
     assert.ok(im2colPays({ KW: 9, C: 256 }));
     assert.ok(!im2colPays({ KW: 9, C: 1 }));
   });
@@ -144,7 +144,7 @@ describe("onnxruntime's convolutions for the wasm backend", () => {
     const ref = tf.conv2d(tf.tensor4d(values(2 * 9 * 9 * 3, 1), [2, 9, 9, 3]), tf.tensor4d(values(3 * 3 * 3 * 4, 2), [3, 3, 3, 4]), 1, 'valid', 'NHWC', 2);
     await tf.setBackend('wasm');
     assert.ok(relErr((await dilated.data()) as Float32Array, (await ref.data()) as Float32Array) < 1e-5);
-    // ONNX Conv's path and the im2col GEMM's (a patch row of 3 x 128 floats).
+    // ONNX Conv's path and the GEMMs' (a patch row of 3 x 128 floats).
     const shapes: Case[] = [
       { x: [2, 9, 9, 3], filter: [3, 3, 3, 4], strides: 2, pad: 'same' },
       { x: [2, 9, 9, 128], filter: [3, 3, 128, 4], strides: 2, pad: 'same' },
@@ -162,7 +162,7 @@ describe("onnxruntime's convolutions for the wasm backend", () => {
 
   test('a training step of the small preset: the same loss and gradients as with the wasm kernels', async () => {
     await tf.setBackend('wasm');
-    // 32 conv1 filters: a PrimaryCaps patch row of 9 x 32 floats, so its forward takes the im2col GEMM.
+    // 32 conv1 filters: a PrimaryCaps patch row of 9 x 32 floats, so its forward and input gradient take the GEMMs.
     const config = { ...presetConfig('small'), conv1Filters: 32, primaryMaps: 4 };
     const params = initParams(config, 3);
     const x = tf.tensor4d(

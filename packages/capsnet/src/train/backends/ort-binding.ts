@@ -27,3 +27,18 @@ export function loadBinding(): Binding {
   }
   return loaded as Binding;
 }
+
+/**
+ * Session options for the training kernels: ORT's CPU provider on `threads` intra-op threads, one graph at a time.
+ * Its pool must not spin after a run: that would take the cores from the wasm kernels that run next.
+ */
+export function cpuSessionOptions(threads: number): object {
+  return {
+    executionProviders: ['cpu'],
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
+  };
+}

@@ -122,19 +122,35 @@ export function im2colGraph(): Uint8Array {
 }
 
 /**
- * Whether a convolution's forward runs as im2col + one GEMM per chunk of images instead of ONNX Conv: where a patch
- * row (KW*C floats) is long, so that im2col is a few long copies. ORT's Conv multiplies image by image (a [CO, KK] x
- * [KK, OH*OW] GEMM each, streaming the whole filter per image); one GEMM over a chunk's rows took PrimaryCaps' forward
- * from 75-113 to 51-88 ms at batch 32 (docs/benchmarks.md). The gradients stay on their Conv and ConvTranspose graphs:
- * the same GEMM form of the filter gradient (dW^T = dY^T Xcol, summed over chunks) ran anywhere from 0.8x to 1.9x
- * the Conv graph's time from step to step, and the input gradient's writes a [P, KK] matrix that MLAS multiplied
- * slowly here before a col2im.
+ * The input gradient's GEMM: col[P, KK] = dy[P, CO] W[KK, CO]^T, P output positions, KK = KH*KW*C (every dimension
+ * symbolic); a col2im then adds col's rows into dx (assembly/training-kernels.ts's col2imRows).
+ */
+export function col2imGraph(): Uint8Array {
+  const b = new GraphBuilder('capsnet-col2im-input-gradient');
+  const dy = b.input('dy', ['P', 'CO'], 'dy as NHWC rows');
+  const filter = b.input('filter', ['KK', 'CO'], 'the HWIO filter as [KH*KW*C, CO]');
+  const [col] = b.node('Gemm', [dy, filter], { transB: 1 }, { output: 'col' });
+  b.output(col!, ['P', 'KK'], 'one row per output position, patch order (kh, kw, c)');
+  return encodeModel(buildModel(b.graph(), { producerName: 'capsnet-onnx training kernels', producerVersion: '1' }));
+}
+
+/**
+ * Whether a convolution's forward and input gradient run as GEMMs on tfjs's own layouts instead of ONNX Conv and
+ * ConvTranspose: where a patch row (KW*C floats) is long, so that im2col and col2im are a few long runs. ORT's Conv
+ * multiplies image by image (a [CO, KK] x [KK, OH*OW] GEMM each, streaming the whole filter per image); one GEMM over
+ * a chunk's rows took PrimaryCaps' forward from 75-113 to 51-88 ms at batch 32. ORT's ConvTranspose likewise runs a
+ * GEMM per image, then a scalar col2im on one thread: 257 ms at batch 32 on a Zen 3, against 154 ms for the GEMMs
+ * over chunks of 8 images and the threaded col2im (docs/benchmarks.md). The filter gradient keeps its Conv graph: the same GEMM form
+ * (dW^T = dY^T Xcol, summed over chunks) ran anywhere from 0.8x to 1.9x the Conv graph's time from step to step.
  */
 export function im2colPays(g: { KW: number; C: number }): boolean {
   return g.KW * g.C >= IM2COL_MIN_RUN;
 }
 const IM2COL_MIN_RUN = 256;
-/** Rows (output positions) per GEMM: 8 PrimaryCaps images; keeps the im2col buffer at 24 MB for any batch size. */
+/**
+ * Rows (output positions) per GEMM, forward and input gradient: 8 PrimaryCaps images; keeps the im2col and col buffers
+ * at 24 MB for any batch size (the input gradient at 144 or 288 rows took the same time, at 72 or 576 rows 1.4x longer).
+ */
 export const ROWS_PER_CHUNK = 288;
 /** The most one ORT convolution call writes (see ort-conv.ts's byChunks): 20 images of conv1's output. */
 export const OUTPUT_BYTES_PER_CALL = 8 * 2 ** 20;

@@ -12,10 +12,12 @@
 //                               (x cut to the rows an output reads)
 //   Conv2DBackpropInput    dx = ConvTranspose(dy, W)                                (ONNX ConvTranspose)
 //
-// Where a patch row is long (PrimaryCaps: 9 x 256 floats, see im2colPays) the forward is instead im2col + one ONNX
-// Gemm per chunk of images, on tfjs's own layouts (no transposes):
+// Where a patch row is long (PrimaryCaps: 9 x 256 floats, see im2colPays) the forward and the input gradient are
+// instead one ONNX Gemm per chunk of images, on tfjs's own layouts (no transposes), with an im2col before or a
+// col2im after (the col2im in wasm SIMD on the backend's threads, assembly/training-kernels.ts's col2imRows):
 //
 //   Conv2D                 Y[P, CO] = Xcol[P, KH*KW*C] W[KH*KW*C, CO]              (Y is NHWC, W is HWIO as stored)
+//   Conv2DBackpropInput    col[P, KH*KW*C] = dY[P, CO] W[KH*KW*C, CO]^T, dx = col2im(col)      (dY and dx NHWC)
 //
 // tfjs is NHWC with HWIO filters, ONNX's convolutions NCHW with OIHW filters: the layouts change on the wasm heap,
 // by the SIMD transposes of train/backends/wasm-simd.ts on the backend's threads (ORT's own Transpose is several
@@ -34,8 +36,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { Tensor as OrtTensor } from 'onnxruntime-node';
-import { loadBinding, type NativeSession } from './ort-binding.ts';
+import { cpuSessionOptions, loadBinding, type NativeSession } from './ort-binding.ts';
 import {
+  col2imGraph,
   filterGradRows,
   type Geometry,
   geometry,
@@ -48,7 +51,7 @@ import {
   ROWS_PER_CHUNK,
   toColumns,
 } from './ort-conv-graphs.ts';
-import { heapF32, pointer, transposeBatchOnHeap, transposeOnHeap, type WasmBackendLike } from './wasm-simd.ts';
+import { heapF32, partRange, pointer, simdKernels, transposeBatchOnHeap, transposeOnHeap, type WasmBackendLike } from './wasm-simd.ts';
 
 interface Entry {
   session?: NativeSession;
@@ -68,7 +71,7 @@ export interface OrtConvolutions {
   readonly kernels: Record<Kind, KernelFunc>;
 }
 
-/** Tests and benches: which path the forward takes ('auto': the im2col GEMM where im2colPays); bytes per ORT call. */
+/** Tests and benches: the forward's and input gradient's path ('auto': the GEMMs where im2colPays); bytes per ORT call. */
 export interface OrtConvolutionTuning {
   im2col?: 'auto' | 'always' | 'never';
   /** The most one ORT Conv or ConvTranspose call writes, and one heap transpose moves (default OUTPUT_BYTES_PER_CALL). */
@@ -93,15 +96,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
   if (active) return active;
   const native = loadBinding();
   native.initOrt();
-  const options = {
-    executionProviders: ['cpu'],
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    executionMode: 'sequential',
-    graphOptimizationLevel: 'all',
-    // ORT's pool would otherwise spin after each run, taking the cores from the wasm kernels that follow.
-    extra: { session: { intra_op: { allow_spinning: '0' } } },
-  };
+  const options = cpuSessionOptions(threads);
   const entries = new Map<string, Entry>();
   const loading: Promise<unknown>[] = [];
   const calls = { ort: 0, wasm: 0 };
@@ -273,6 +268,38 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     heapF32(backend, result).set(y);
     return result;
   };
+  /** Conv2DBackpropInput as one GEMM per chunk of images + a col2im on the kernel threads (see im2colPays). */
+  const inputGradByCol2im = (
+    session: NativeSession,
+    backend: WasmBackendLike,
+    g: Geometry,
+    N: number,
+    t: { dy?: TensorInfo; filter?: TensorInfo },
+  ): TensorInfo => {
+    const { H, W, C, KH, KW, CO, OH, OW, sh, sw, pt, pl } = g;
+    const KK = KH * KW * C;
+    const positions = OH * OW;
+    const chunk = Math.max(1, Math.floor(ROWS_PER_CHUNK / positions));
+    const tensor = (data: Float32Array, dims: number[]) => new OrtTensor('float32', data, dims);
+    const filter = tensor(hwio(backend, t.filter!), [KK, CO]);
+    const dyRows = buffer('dy rows', Math.min(chunk, N) * positions * CO);
+    const col = buffer('col', Math.min(chunk, N) * positions * KK);
+    const dx = backend.makeOutput([N, H, W, C], 'float32');
+    // ORT writes off the heap (it refuses the shared heap's views); the col2im kernel reads a copy on it.
+    const colOnHeap = scratch(backend, [Math.min(chunk, N) * positions, KK]);
+    const [dxAt, colAt] = [pointer(backend, dx), pointer(backend, colOnHeap)];
+    const { threads } = simdKernels(backend);
+    for (let n0 = 0; n0 < N; n0 += chunk) {
+      const count = Math.min(chunk, N - n0);
+      const rows = count * positions;
+      dyRows.set(heapF32(backend, t.dy!).subarray(n0 * positions * CO, (n0 + count) * positions * CO));
+      session.run({ dy: tensor(dyRows.subarray(0, rows * CO), [rows, CO]), filter }, { col: tensor(col.subarray(0, rows * KK), [rows, KK]) }, {});
+      heapF32(backend, colOnHeap, rows * KK).set(col.subarray(0, rows * KK));
+      threads.run('col2imRows', (part, parts) => [colAt, dxAt, H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, n0, count, ...partRange(count * H, parts, part)]);
+    }
+    backend.disposeData(colOnHeap.dataId);
+    return dx;
+  };
   /** An HWIO filter's values off the heap, kept while the filter tensor lives (as oihw's are). */
   const hwioCache = new WeakMap<object, Float32Array>();
   const hwio = (backend: WasmBackendLike, filter: TensorInfo): Float32Array => {
@@ -366,12 +393,17 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
         const ci = backend_util.computeConv2DInfo(xShape, fShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, 'channelsLast');
         const g = geometry(ci);
         const key = `${kind} ${Object.values(g).join(',')}`;
-        const viaIm2col = kind === 'Conv2D' && (im2col === 'always' || (im2col === 'auto' && im2colPays(g)));
-        const entry = viaIm2col ? entryFor(`${key} im2col`, im2colGraph) : entryFor(key, () => graphFor(kind, g));
+        const viaGemm = kind !== 'Conv2DBackpropFilter' && (im2col === 'always' || (im2col === 'auto' && im2colPays(g)));
+        const gemmGraph = kind === 'Conv2D' ? im2colGraph : col2imGraph;
+        const entry = viaGemm ? entryFor(`${key} gemm`, gemmGraph) : entryFor(key, () => graphFor(kind, g));
         if (entry.session) {
           try {
             const t = args.inputs as { x?: TensorInfo; dy?: TensorInfo; filter?: TensorInfo };
-            const out = viaIm2col ? forwardByIm2col(entry.session, backend, g, ci.batchSize, t) : runOnOrt(kind, entry.session, backend, g, ci.batchSize, t);
+            const out = !viaGemm
+              ? runOnOrt(kind, entry.session, backend, g, ci.batchSize, t)
+              : kind === 'Conv2D'
+                ? forwardByIm2col(entry.session, backend, g, ci.batchSize, t)
+                : inputGradByCol2im(entry.session, backend, g, ci.batchSize, t);
             calls.ort++;
             return out;
           } catch (e) {

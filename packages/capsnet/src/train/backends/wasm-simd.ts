@@ -231,6 +231,26 @@ export interface SimdKernels {
   nhwcToChwn(x: number, xp: number, N: number, H: number, W: number, C: number, Hc: number, Wc: number, pt: number, pl: number, h0: number, h1: number): void;
   /** Channels c0 <= ci < c1 of the channel-major dxT, accumulated from colT (col2im). */
   col2imT: ColumnsKernel;
+  /** Rows u0 <= u < u1 (u = image * H + h) of the images n0..n0+nb of the NHWC dx, from col [(n, oh, ow), (kh, kw, c)] (col2im). */
+  col2imRows(
+    col: number,
+    dx: number,
+    H: number,
+    W: number,
+    C: number,
+    OH: number,
+    OW: number,
+    KH: number,
+    KW: number,
+    sh: number,
+    sw: number,
+    pt: number,
+    pl: number,
+    n0: number,
+    nb: number,
+    u0: number,
+    u1: number,
+  ): void;
   /** dst[c] = sum_r src[r, c] for columns c0 <= c < c1 of a row-major [rows, cols] matrix. */
   columnSums(src: number, dst: number, rows: number, cols: number, c0: number, c1: number): void;
   /** out[k] = a[k] b[k], k < n. */
@@ -247,6 +267,7 @@ const KERNEL_NAMES = [
   'transposeBatch',
   'nhwcToChwn',
   'col2imT',
+  'col2imRows',
   'im2colT',
   'columnSums',
   'multiply',
