@@ -326,6 +326,12 @@ export const COMMANDS: Record<string, Decision> = {
   'npm run bench:train -- --backends wasm --batch 32,128 --no-unfused --steps 5': {
     exempt: `paper size, batches 32 and 128, step rows and whole epochs with PyTorch (about 12 minutes): ${SAME_AS_QUICK}`,
   },
+  'npm run bench:train -- --only-epoch --epoch-batch 32': {
+    exempt: `paper size, whole epochs at batch 32 with PyTorch (about 4 minutes): ${SAME_AS_QUICK}`,
+  },
+  'npm run bench:train -- --only-epoch --epoch-batch 32 --no-torch --no-probe': {
+    exempt: `paper size, whole epochs at batch 32 without PyTorch (about 2 minutes): ${SAME_AS_QUICK}`,
+  },
   'npm run bench:page -- --rounds 2': {
     exempt: 'the bench:page row above, twice over (about 6 minutes): test/e2e/serve-page.test.ts and test/e2e/runtime-browser.test.ts run the page',
   },
