@@ -416,13 +416,13 @@ export function col2imT(colT: usize, dxT: usize, N: i32, H: i32, W: i32, C: i32,
 
 /**
  * dx[n, h, :, :] = the sum of col[(nl, oh, ow), (kh, kw, :)] over the (oh, ow, kh, kw) that land on row h = oh sh + kh -
- * pt, column ow sw + kw - pl, for the rows u0 <= u < u1 of the images n0..n0+nb-1 (u = nl H + h, n = n0 + nl): col2im
+ * pt, column ow sw + kw - pl, for the rows u0 <= u < u1 of the images n0..n0+nb-1 (u = nl H + h, n = n0 + nl) of N: col2im
  * in tfjs's NHWC layout, a convolution's input gradient from col = dy W^T (train/backends/ort-conv.ts). Each row of dx
  * is zeroed, then gathers its terms: for one (oh, ow, kh), consecutive kw land on consecutive columns, so each term
  * is one contiguous run of col (KW x C floats, in the HWIO filter's order) added to one contiguous run of the row.
  * Splitting by output rows keeps a part's writes in one row and its reads in long runs.
  */
-export function col2imRows(col: usize, dx: usize, H: i32, W: i32, C: i32, OH: i32, OW: i32, KH: i32, KW: i32,
+export function col2imRows(col: usize, dx: usize, N: i32, H: i32, W: i32, C: i32, OH: i32, OW: i32, KH: i32, KW: i32,
   sh: i32, sw: i32, pt: i32, pl: i32, n0: i32, nb: i32, u0: i32, u1: i32): void {
   const KK = KH * KW * C;
   for (let u = u0; u < u1; u++) {

@@ -78,6 +78,15 @@ export interface OrtConvolutionTuning {
   bytesPerCall?: number;
 }
 
+/** A kernel run as GEMMs on tfjs's own layouts (see im2colPays): session, backend, geometry, batch size, inputs. */
+type ViaGemm = (
+  session: NativeSession,
+  backend: WasmBackendLike,
+  g: Geometry,
+  N: number,
+  t: { x?: TensorInfo; dy?: TensorInfo; filter?: TensorInfo },
+) => TensorInfo;
+
 let active: OrtConvolutions | undefined;
 
 /** Whether onnxruntime's kernels are the wasm backend's convolutions now. */
@@ -239,13 +248,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
   };
 
   /** Conv2D as im2col + GEMM, a chunk of images at a time (see im2colPays). */
-  const forwardByIm2col = (
-    session: NativeSession,
-    backend: WasmBackendLike,
-    g: Geometry,
-    N: number,
-    t: { x?: TensorInfo; filter?: TensorInfo },
-  ): TensorInfo => {
+  const forwardByIm2col: ViaGemm = (session, backend, g, N, t) => {
     const { KH, KW, C, CO, OH, OW } = g;
     const KK = KH * KW * C;
     const positions = OH * OW;
@@ -269,13 +272,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     return result;
   };
   /** Conv2DBackpropInput as one GEMM per chunk of images + a col2im on the kernel threads (see im2colPays). */
-  const inputGradByCol2im = (
-    session: NativeSession,
-    backend: WasmBackendLike,
-    g: Geometry,
-    N: number,
-    t: { dy?: TensorInfo; filter?: TensorInfo },
-  ): TensorInfo => {
+  const inputGradByCol2im: ViaGemm = (session, backend, g, N, t) => {
     const { H, W, C, KH, KW, CO, OH, OW, sh, sw, pt, pl } = g;
     const KK = KH * KW * C;
     const positions = OH * OW;
@@ -295,7 +292,7 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
       dyRows.set(heapF32(backend, t.dy!).subarray(n0 * positions * CO, (n0 + count) * positions * CO));
       session.run({ dy: tensor(dyRows.subarray(0, rows * CO), [rows, CO]), filter }, { col: tensor(col.subarray(0, rows * KK), [rows, KK]) }, {});
       heapF32(backend, colOnHeap, rows * KK).set(col.subarray(0, rows * KK));
-      threads.run('col2imRows', (part, parts) => [colAt, dxAt, H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, n0, count, ...partRange(count * H, parts, part)]);
+      threads.run('col2imRows', (part, parts) => [colAt, dxAt, N, H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, n0, count, ...partRange(count * H, parts, part)]);
     }
     backend.disposeData(colOnHeap.dataId);
     return dx;

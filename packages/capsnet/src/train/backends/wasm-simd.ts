@@ -190,9 +190,10 @@ export interface WasmBackendLike {
 }
 
 /**
- * im2colT and col2imT (assembly/training-kernels.ts): between a channel-major image [C][N][H][W] and its im2col
- * matrix colT [(kh, kw, ci), (n, oh, ow)] for images n0 <= n < n0 + nb, over the part [c0, c1) of the caller's range;
- * `from` is read, `to` written (col2imT accumulates).
+ * im2colT, col2imT and col2imRows (assembly/training-kernels.ts): between an image and its im2col matrix for images
+ * n0 <= n < n0 + nb, over the part [c0, c1) of the caller's range; `from` is read, `to` written (col2imT accumulates).
+ * im2colT and col2imT: a channel-major image [C][N][H][W] and colT [(kh, kw, ci), (n, oh, ow)]; col2imRows: an NHWC
+ * image and col [(n, oh, ow), (kh, kw, c)].
  */
 type ColumnsKernel = (
   from: number,
@@ -232,25 +233,7 @@ export interface SimdKernels {
   /** Channels c0 <= ci < c1 of the channel-major dxT, accumulated from colT (col2im). */
   col2imT: ColumnsKernel;
   /** Rows u0 <= u < u1 (u = image * H + h) of the images n0..n0+nb of the NHWC dx, from col [(n, oh, ow), (kh, kw, c)] (col2im). */
-  col2imRows(
-    col: number,
-    dx: number,
-    H: number,
-    W: number,
-    C: number,
-    OH: number,
-    OW: number,
-    KH: number,
-    KW: number,
-    sh: number,
-    sw: number,
-    pt: number,
-    pl: number,
-    n0: number,
-    nb: number,
-    u0: number,
-    u1: number,
-  ): void;
+  col2imRows: ColumnsKernel;
   /** dst[c] = sum_r src[r, c] for columns c0 <= c < c1 of a row-major [rows, cols] matrix. */
   columnSums(src: number, dst: number, rows: number, cols: number, c0: number, c1: number): void;
   /** out[k] = a[k] b[k], k < n. */
