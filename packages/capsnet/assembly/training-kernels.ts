@@ -57,13 +57,6 @@
   for (; k < n; k++) set(y, k, get(y, k) + alpha * get(x, k));
 }
 
-/** y[k] += x[k], k < n. */
-@inline function accumulate(y: usize, x: usize, n: i32): void {
-  let k = 0;
-  for (; k + 4 <= n; k += 4) v128.store(at(y, k), f32x4.add(v128.load(at(y, k)), v128.load(at(x, k))));
-  for (; k < n; k++) set(y, k, get(y, k) + get(x, k));
-}
-
 /** y[k] = 0, k < n. */
 @inline function zero(y: usize, n: i32): void {
   memory.fill(y, 0, <usize>n << 2);
@@ -437,7 +430,7 @@ export function col2imRows(col: usize, dx: usize, N: i32, H: i32, W: i32, C: i32
         const kwLo = max(0, -iw), kwHi = min(KW, W - iw);
         if (kwLo >= kwHi) continue;
         const src = at(col, ((nl * OH + oh) * OW + ow) * KK + (kh * KW + kwLo) * C);
-        accumulate(at(row, (iw + kwLo) * C), src, (kwHi - kwLo) * C);
+        axpy(at(row, (iw + kwLo) * C), 1, src, (kwHi - kwLo) * C);
       }
     }
   }

@@ -140,8 +140,9 @@ export function col2imGraph(): Uint8Array {
  * multiplies image by image (a [CO, KK] x [KK, OH*OW] GEMM each, streaming the whole filter per image); one GEMM over
  * a chunk's rows took PrimaryCaps' forward from 75-113 to 51-88 ms at batch 32. ORT's ConvTranspose likewise runs a
  * GEMM per image, then a scalar col2im on one thread: 257 ms at batch 32 on a Zen 3, against 154 ms for the GEMMs
- * over chunks of 8 images and the threaded col2im (docs/benchmarks.md). The filter gradient keeps its Conv graph: the same GEMM form
- * (dW^T = dY^T Xcol, summed over chunks) ran anywhere from 0.8x to 1.9x the Conv graph's time from step to step.
+ * over chunks of 8 images and the threaded col2im (docs/benchmarks.md). The filter gradient keeps its Conv graph:
+ * the same GEMM form (dW^T = dY^T Xcol, summed over chunks) ran anywhere from 0.8x to 1.9x the Conv graph's time
+ * from step to step.
  */
 export function im2colPays(g: { KW: number; C: number }): boolean {
   return g.KW * g.C >= IM2COL_MIN_RUN;

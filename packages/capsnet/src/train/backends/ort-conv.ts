@@ -87,6 +87,9 @@ type ViaGemm = (
   t: { x?: TensorInfo; dy?: TensorInfo; filter?: TensorInfo },
 ) => TensorInfo;
 
+/** A float32 ORT tensor over `data` (no copy). */
+const tensor = (data: Float32Array, dims: number[]) => new OrtTensor('float32', data, dims);
+
 let active: OrtConvolutions | undefined;
 
 /** Whether onnxruntime's kernels are the wasm backend's convolutions now. */
@@ -253,7 +256,6 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     const KK = KH * KW * C;
     const positions = OH * OW;
     const chunk = Math.max(1, Math.floor(ROWS_PER_CHUNK / positions));
-    const tensor = (data: Float32Array, dims: number[]) => new OrtTensor('float32', data, dims);
     const filter = hwio(backend, t.filter!);
     // toColumns reads the heap directly: nothing allocates on it before the last chunk is cut.
     const x = heapF32(backend, t.x!);
@@ -277,21 +279,24 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     const KK = KH * KW * C;
     const positions = OH * OW;
     const chunk = Math.max(1, Math.floor(ROWS_PER_CHUNK / positions));
-    const tensor = (data: Float32Array, dims: number[]) => new OrtTensor('float32', data, dims);
+    const maxRows = Math.min(chunk, N) * positions;
     const filter = tensor(hwio(backend, t.filter!), [KK, CO]);
-    const dyRows = buffer('dy rows', Math.min(chunk, N) * positions * CO);
-    const col = buffer('col', Math.min(chunk, N) * positions * KK);
+    const dyRows = buffer('dy rows', maxRows * CO);
+    const col = buffer('col', maxRows * KK);
     const dx = backend.makeOutput([N, H, W, C], 'float32');
     // ORT writes off the heap (it refuses the shared heap's views); the col2im kernel reads a copy on it.
-    const colOnHeap = scratch(backend, [Math.min(chunk, N) * positions, KK]);
+    const colOnHeap = scratch(backend, [maxRows, KK]);
     const [dxAt, colAt] = [pointer(backend, dx), pointer(backend, colOnHeap)];
     const { threads } = simdKernels(backend);
+    // Views taken after the last allocation on the heap (a growing heap would detach them).
+    const dyOnHeap = heapF32(backend, t.dy!);
+    const colView = heapF32(backend, colOnHeap);
     for (let n0 = 0; n0 < N; n0 += chunk) {
       const count = Math.min(chunk, N - n0);
       const rows = count * positions;
-      dyRows.set(heapF32(backend, t.dy!).subarray(n0 * positions * CO, (n0 + count) * positions * CO));
+      dyRows.set(dyOnHeap.subarray(n0 * positions * CO, (n0 + count) * positions * CO));
       session.run({ dy: tensor(dyRows.subarray(0, rows * CO), [rows, CO]), filter }, { col: tensor(col.subarray(0, rows * KK), [rows, KK]) }, {});
-      heapF32(backend, colOnHeap, rows * KK).set(col.subarray(0, rows * KK));
+      colView.set(col.subarray(0, rows * KK));
       threads.run('col2imRows', (part, parts) => [colAt, dxAt, N, H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, n0, count, ...partRange(count * H, parts, part)]);
     }
     backend.disposeData(colOnHeap.dataId);
@@ -334,7 +339,6 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     t: { x?: TensorInfo; dy?: TensorInfo; filter?: TensorInfo },
   ): TensorInfo => {
     const { H, W, C, KH, KW, CO, OH, OW } = g;
-    const tensor = (data: Float32Array, dims: number[]) => new OrtTensor('float32', data, dims);
     if (kind === 'Conv2D') {
       const x = channelsFirst('x, channels first', backend, t.x!, N, H * W, C);
       const filter = tensor(oihw(backend, t.filter!), [CO, C, KH, KW]);
@@ -364,6 +368,12 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
     return backToHeap(backend, dx, N, C, H * W, [N, H, W, C]);
   };
 
+  /** The kernels that run as GEMMs where im2colPays, each with its graph (the filter gradient keeps its Conv). */
+  const gemmPaths: Partial<Record<Kind, { graph: () => Uint8Array; run: ViaGemm }>> = {
+    Conv2D: { graph: im2colGraph, run: forwardByIm2col },
+    Conv2DBackpropInput: { graph: col2imGraph, run: inputGradByCol2im },
+  };
+
   const wrap = (kind: Kind): KernelFunc => {
     const previous = replaced.get(kind)!;
     return ((args: { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap }) => {
@@ -390,17 +400,12 @@ export function registerOrtConvolutions(threads: number, log: (line: string) => 
         const ci = backend_util.computeConv2DInfo(xShape, fShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, 'channelsLast');
         const g = geometry(ci);
         const key = `${kind} ${Object.values(g).join(',')}`;
-        const viaGemm = kind !== 'Conv2DBackpropFilter' && (im2col === 'always' || (im2col === 'auto' && im2colPays(g)));
-        const gemmGraph = kind === 'Conv2D' ? im2colGraph : col2imGraph;
-        const entry = viaGemm ? entryFor(`${key} gemm`, gemmGraph) : entryFor(key, () => graphFor(kind, g));
+        const gemm = im2col === 'always' || (im2col === 'auto' && im2colPays(g)) ? gemmPaths[kind] : undefined;
+        const entry = gemm ? entryFor(`${key} gemm`, gemm.graph) : entryFor(key, () => graphFor(kind, g));
         if (entry.session) {
           try {
             const t = args.inputs as { x?: TensorInfo; dy?: TensorInfo; filter?: TensorInfo };
-            const out = !viaGemm
-              ? runOnOrt(kind, entry.session, backend, g, ci.batchSize, t)
-              : kind === 'Conv2D'
-                ? forwardByIm2col(entry.session, backend, g, ci.batchSize, t)
-                : inputGradByCol2im(entry.session, backend, g, ci.batchSize, t);
+            const out = gemm ? gemm.run(entry.session, backend, g, ci.batchSize, t) : runOnOrt(kind, entry.session, backend, g, ci.batchSize, t);
             calls.ort++;
             return out;
           } catch (e) {
